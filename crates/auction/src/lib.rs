@@ -23,6 +23,7 @@
 
 pub mod json;
 
+use borsh::{BorshDeserialize, BorshSerialize};
 use quartier_types::{Energy, Money, Order, Price, RegionParams, Side};
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
@@ -62,7 +63,9 @@ pub enum AuctionError {
 }
 
 /// One match between a buy and a sell.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, BorshSerialize, BorshDeserialize,
+)]
 pub struct Trade {
     /// The buy order.
     pub buy: OrderIndex,
@@ -79,7 +82,9 @@ pub struct Trade {
 }
 
 /// Energy of one order that the market did not match, exchanged with the utility.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, BorshSerialize, BorshDeserialize,
+)]
 pub struct GridFlow {
     /// The order.
     pub order: OrderIndex,
@@ -92,7 +97,18 @@ pub struct GridFlow {
 }
 
 /// The outcome for one order.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    BorshSerialize,
+    BorshDeserialize,
+)]
 pub struct OrderResult {
     /// Energy matched in the local market.
     pub matched: Energy,
@@ -105,7 +121,18 @@ pub struct OrderResult {
 }
 
 /// Sums over a clearing.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    BorshSerialize,
+    BorshDeserialize,
+)]
 pub struct Totals {
     /// Energy traded between neighbours.
     pub local_energy: Energy,
@@ -138,7 +165,7 @@ impl Totals {
 }
 
 /// The result of clearing one book.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, BorshSerialize, BorshDeserialize)]
 pub struct Clearing {
     /// Trades in the order they were matched.
     pub trades: Vec<Trade>,

@@ -21,6 +21,6 @@ mod ids;
 mod market;
 mod units;
 
-pub use ids::{Height, RegionId, Slot, SlotDelta};
+pub use ids::{AccountId, AccountIdError, Height, RegionId, Slot, SlotDelta, Timestamp};
 pub use market::{Order, ParamsError, RegionParams, Side};
 pub use units::{Energy, Money, Price};

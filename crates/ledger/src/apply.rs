@@ -1,0 +1,800 @@
+//! The transition function: transactions, then settlement at the end of a block.
+//!
+//! Every handler validates completely before its first write, so a rejected
+//! transaction changes nothing. The order of checks is: chain id, nonce, the
+//! signer's role, then the body against the state.
+
+use crate::state::{Account, Book, BookOrder, Meter, Proposal, Settlement, StateKey};
+use crate::tx::{MeterRole, SignedTx, TxBody, ValidatorChange, VerifiedTx, verify_batch};
+use crate::{Role, State, TxError};
+use quartier_auction::clear;
+use quartier_types::hash::Digest;
+use quartier_types::{
+    AccountId, Energy, Height, Money, Order, Price, RegionId, RegionParams, Side, Slot, Timestamp,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What the block being executed says about itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockContext {
+    /// The block's height.
+    pub height: Height,
+    /// The block's time.
+    pub time: Timestamp,
+}
+
+/// Something that happened in a block that is not a transaction's direct effect.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// A book cleared and settled.
+    SlotSettled {
+        /// The region.
+        region: RegionId,
+        /// The slot.
+        slot: Slot,
+        /// Orders in the book.
+        orders: u32,
+        /// Energy traded locally.
+        local_energy: Energy,
+    },
+    /// A book could not be cleared (an invariant failed); every escrow was refunded.
+    SlotVoided {
+        /// The region.
+        region: RegionId,
+        /// The slot.
+        slot: Slot,
+    },
+    /// The utility's balance could not pay feed-in; this much was issued to it.
+    UtilityCovered {
+        /// The amount issued.
+        amount: Money,
+    },
+    /// A validator-set change passed.
+    ValidatorSetChanged {
+        /// The change.
+        change: ValidatorChange,
+    },
+}
+
+/// The effect of an accepted transaction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The transaction's hash.
+    pub tx: Digest,
+    /// Events the transaction caused.
+    pub events: Vec<Event>,
+}
+
+/// Why a block can not be executed on this state.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BlockError {
+    /// The height is not the next one.
+    #[error("expected height {expected}, got {got}")]
+    WrongHeight {
+        /// The next height.
+        expected: Height,
+        /// The block's height.
+        got: Height,
+    },
+    /// The block's time is before its parent's.
+    #[error("block time goes backwards")]
+    TimeWentBackwards,
+    /// The Merkle tree is inconsistent (fatal).
+    #[error(transparent)]
+    Store(#[from] crate::merkle::MerkleStoreCorrupt),
+}
+
+/// The result of executing a block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockOutcome {
+    /// One result per transaction, in block order.
+    pub results: Vec<Result<Receipt, TxError>>,
+    /// Settlement events at the end of the block.
+    pub events: Vec<Event>,
+    /// The state root after the block.
+    pub root: Digest,
+}
+
+/// Executes a block: batch-verifies signatures, applies each transaction in
+/// order (a rejected one is skipped), settles every book whose gate the block's
+/// time has passed, and commits.
+///
+/// # Errors
+/// [`BlockError`] if the block does not follow the state; nothing changes then.
+pub fn execute_block(
+    state: &mut State,
+    ctx: &BlockContext,
+    txs: Vec<SignedTx>,
+) -> Result<BlockOutcome, BlockError> {
+    let meta = state.meta();
+    let expected = Height(meta.height.0.saturating_add(1));
+    if ctx.height != expected {
+        return Err(BlockError::WrongHeight {
+            expected,
+            got: ctx.height,
+        });
+    }
+    if ctx.time < meta.time {
+        return Err(BlockError::TimeWentBackwards);
+    }
+    let results = verify_batch(txs)
+        .into_iter()
+        .map(|v| v.and_then(|tx| apply_verified(state, &tx, ctx)))
+        .collect();
+    let events = end_block(state, ctx);
+    let root = state.commit()?;
+    Ok(BlockOutcome {
+        results,
+        events,
+        root,
+    })
+}
+
+/// Verifies the signature and applies one transaction.
+///
+/// # Errors
+/// The reason it was rejected; the state is unchanged then.
+pub fn apply(state: &mut State, tx: &SignedTx, ctx: &BlockContext) -> Result<Receipt, TxError> {
+    let verified = tx.clone().verify()?;
+    apply_verified(state, &verified, ctx)
+}
+
+/// Applies one transaction whose signature was already verified.
+///
+/// # Errors
+/// The reason it was rejected; the state is unchanged then.
+pub fn apply_verified(
+    state: &mut State,
+    tx: &VerifiedTx,
+    ctx: &BlockContext,
+) -> Result<Receipt, TxError> {
+    let t = tx.tx();
+    if t.chain_id != state.chain_id() {
+        return Err(TxError::WrongChain);
+    }
+    let signer = t.signer;
+    let account = state.account(&signer);
+    if t.nonce != account.nonce {
+        return Err(TxError::BadNonce {
+            expected: account.nonce,
+            got: t.nonce,
+        });
+    }
+    let next_nonce = account.nonce.checked_add(1).ok_or(TxError::Overflow)?;
+    let events = match t.body {
+        TxBody::RegisterMeter {
+            meter,
+            region,
+            role,
+            pv_watts,
+        } => register_meter(state, signer, meter, region, role, pv_watts)?,
+        TxBody::RetireMeter { meter } => retire_meter(state, signer, meter)?,
+        TxBody::SetLocalFee { region, fee } => set_local_fee(state, signer, region, fee)?,
+        TxBody::Mint { to, amount } => mint(state, signer, to, amount)?,
+        TxBody::SetTariffs {
+            region,
+            grid,
+            feed_in,
+        } => set_tariffs(state, signer, region, grid, feed_in)?,
+        TxBody::Transfer { to, amount } => transfer(state, signer, to, amount)?,
+        TxBody::Redeem { amount } => redeem(state, signer, amount)?,
+        TxBody::PlaceOrder {
+            region,
+            slot,
+            side,
+            limit,
+            energy,
+        } => {
+            let order = Order {
+                side,
+                limit,
+                energy,
+            };
+            place_order(state, ctx, signer, region, slot, order)?
+        }
+        TxBody::CancelOrder { region, slot, side } => {
+            cancel_order(state, ctx, signer, region, slot, side)?
+        }
+        TxBody::Propose { change } => propose(state, signer, change)?,
+        TxBody::Vote { proposal, approve } => vote(state, signer, proposal, approve)?,
+    };
+    // Every handler has written by now; the nonce bump can not fail.
+    let entry = state.records.accounts.entry(signer).or_default();
+    entry.nonce = next_nonce;
+    state.touch(StateKey::Account(signer));
+    Ok(Receipt {
+        tx: tx.signed().hash(),
+        events,
+    })
+}
+
+fn require(ok: bool, role: Role) -> Result<(), TxError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(TxError::NotAuthorised { role })
+    }
+}
+
+fn positive(amount: Money) -> Result<(), TxError> {
+    if amount.is_zero() {
+        Err(TxError::ZeroAmount)
+    } else {
+        Ok(())
+    }
+}
+
+fn set_balance(state: &mut State, id: AccountId, balance: Money) {
+    state.records.accounts.entry(id).or_default().balance = balance;
+    state.touch(StateKey::Account(id));
+}
+
+fn register_meter(
+    state: &mut State,
+    signer: AccountId,
+    meter: AccountId,
+    region: RegionId,
+    role: MeterRole,
+    pv_watts: u32,
+) -> Result<Vec<Event>, TxError> {
+    require(signer == state.genesis().dso, Role::Dso)?;
+    if state.region(region).is_none() {
+        return Err(TxError::UnknownRegion(region));
+    }
+    if state.meter(&meter).is_some() {
+        return Err(TxError::AlreadyRegistered);
+    }
+    if (role == MeterRole::Prosumer) != (pv_watts > 0) {
+        return Err(TxError::CapacityMismatch);
+    }
+    state.records.meters.insert(
+        meter,
+        Meter {
+            region,
+            role,
+            pv_watts,
+            retired: false,
+        },
+    );
+    state.touch(StateKey::Meter(meter));
+    Ok(Vec::new())
+}
+
+fn retire_meter(
+    state: &mut State,
+    signer: AccountId,
+    meter: AccountId,
+) -> Result<Vec<Event>, TxError> {
+    require(signer == state.genesis().dso, Role::Dso)?;
+    let record = state
+        .records
+        .meters
+        .get_mut(&meter)
+        .ok_or(TxError::UnknownMeter)?;
+    if record.retired {
+        return Err(TxError::MeterRetired);
+    }
+    record.retired = true;
+    state.touch(StateKey::Meter(meter));
+    Ok(Vec::new())
+}
+
+fn set_local_fee(
+    state: &mut State,
+    signer: AccountId,
+    region: RegionId,
+    fee: Price,
+) -> Result<Vec<Event>, TxError> {
+    require(signer == state.genesis().dso, Role::Dso)?;
+    let params = state.region(region).ok_or(TxError::UnknownRegion(region))?;
+    let params = RegionParams::new(params.grid_tariff(), params.feed_in_tariff(), fee)
+        .map_err(TxError::InvalidTariffs)?;
+    state.records.regions.insert(region, params);
+    state.touch(StateKey::Region(region));
+    Ok(Vec::new())
+}
+
+fn set_tariffs(
+    state: &mut State,
+    signer: AccountId,
+    region: RegionId,
+    grid: Price,
+    feed_in: Price,
+) -> Result<Vec<Event>, TxError> {
+    require(signer == state.genesis().utility, Role::Utility)?;
+    let params = state.region(region).ok_or(TxError::UnknownRegion(region))?;
+    let params =
+        RegionParams::new(grid, feed_in, params.local_fee()).map_err(TxError::InvalidTariffs)?;
+    state.records.regions.insert(region, params);
+    state.touch(StateKey::Region(region));
+    Ok(Vec::new())
+}
+
+fn mint(
+    state: &mut State,
+    signer: AccountId,
+    to: AccountId,
+    amount: Money,
+) -> Result<Vec<Event>, TxError> {
+    require(signer == state.genesis().utility, Role::Utility)?;
+    positive(amount)?;
+    let meta = *state.meta();
+    let supply = meta.supply.checked_add(amount).ok_or(TxError::Overflow)?;
+    let issued = meta.issued.checked_add(amount).ok_or(TxError::Overflow)?;
+    // balance ≤ supply, so this can not overflow once supply did not.
+    let balance = state
+        .account(&to)
+        .balance
+        .checked_add(amount)
+        .ok_or(TxError::Overflow)?;
+    set_balance(state, to, balance);
+    state.records.meta.supply = supply;
+    state.records.meta.issued = issued;
+    state.touch(StateKey::Meta);
+    Ok(Vec::new())
+}
+
+fn transfer(
+    state: &mut State,
+    signer: AccountId,
+    to: AccountId,
+    amount: Money,
+) -> Result<Vec<Event>, TxError> {
+    positive(amount)?;
+    if to == signer {
+        return Err(TxError::SelfTransfer);
+    }
+    let from_balance = debit(state.account(&signer), amount)?;
+    let to_balance = state
+        .account(&to)
+        .balance
+        .checked_add(amount)
+        .ok_or(TxError::Overflow)?;
+    set_balance(state, signer, from_balance);
+    set_balance(state, to, to_balance);
+    Ok(Vec::new())
+}
+
+fn redeem(state: &mut State, signer: AccountId, amount: Money) -> Result<Vec<Event>, TxError> {
+    positive(amount)?;
+    let balance = debit(state.account(&signer), amount)?;
+    let meta = *state.meta();
+    let supply = meta.supply.checked_sub(amount).ok_or(TxError::Overflow)?;
+    let redeemed = meta.redeemed.checked_add(amount).ok_or(TxError::Overflow)?;
+    set_balance(state, signer, balance);
+    state.records.meta.supply = supply;
+    state.records.meta.redeemed = redeemed;
+    state.touch(StateKey::Meta);
+    Ok(Vec::new())
+}
+
+fn debit(account: Account, amount: Money) -> Result<Money, TxError> {
+    account
+        .balance
+        .checked_sub(amount)
+        .ok_or(TxError::InsufficientFunds {
+            needed: amount,
+            available: account.balance,
+        })
+}
+
+/// The signer's active meter registration.
+fn active_meter(state: &State, signer: &AccountId) -> Result<Meter, TxError> {
+    let meter = *state
+        .meter(signer)
+        .ok_or(TxError::NotAuthorised { role: Role::Meter })?;
+    if meter.retired {
+        return Err(TxError::MeterRetired);
+    }
+    Ok(meter)
+}
+
+/// Whether orders for `slot` may be placed or cancelled at `now`.
+fn check_slot_open(state: &State, slot: Slot, now: Timestamp) -> Result<(), TxError> {
+    let genesis = state.genesis();
+    if now >= genesis.close_of(slot) {
+        return Err(TxError::SlotClosed { slot });
+    }
+    let horizon = genesis.slot_at(now).0.saturating_add(genesis.lead_slots);
+    if slot.0 > horizon {
+        return Err(TxError::SlotNotOpen { slot });
+    }
+    Ok(())
+}
+
+fn place_order(
+    state: &mut State,
+    ctx: &BlockContext,
+    signer: AccountId,
+    region: RegionId,
+    slot: Slot,
+    order: Order,
+) -> Result<Vec<Event>, TxError> {
+    let meter = active_meter(state, &signer)?;
+    if order.side == Side::Sell && meter.role != MeterRole::Prosumer {
+        return Err(TxError::NotAuthorised {
+            role: Role::Prosumer,
+        });
+    }
+    if meter.region != region {
+        return Err(TxError::WrongRegion);
+    }
+    check_slot_open(state, slot, ctx.time)?;
+    let book = state.book(region, slot);
+    let params = match book {
+        Some(b) => b.params,
+        None => *state.region(region).ok_or(TxError::UnknownRegion(region))?,
+    };
+    if book.is_some_and(|b| {
+        b.orders
+            .iter()
+            .any(|o| o.meter == signer && o.order.side == order.side)
+    }) {
+        return Err(TxError::DuplicateOrder);
+    }
+    if !params.admits(order.limit) {
+        return Err(TxError::LimitOutOfRange {
+            limit: order.limit,
+            min: params.feed_in_tariff(),
+            max: params.grid_tariff(),
+        });
+    }
+    let escrow = match order.side {
+        Side::Sell => {
+            let max = state.capacity_per_slot(&meter);
+            if order.energy > max {
+                return Err(TxError::ExceedsCapacity {
+                    energy: order.energy,
+                    max,
+                });
+            }
+            Money::ZERO
+        }
+        Side::Buy => order
+            .energy
+            .value_at(params.grid_tariff())
+            .ok_or(TxError::Overflow)?,
+    };
+    let balance = debit(state.account(&signer), escrow)?;
+    let total_escrow = state
+        .meta()
+        .escrow
+        .checked_add(escrow)
+        .ok_or(TxError::Overflow)?;
+    set_balance(state, signer, balance);
+    state.records.meta.escrow = total_escrow;
+    state.touch(StateKey::Meta);
+    state
+        .records
+        .books
+        .entry((slot, region))
+        .or_insert_with(|| Book {
+            params,
+            orders: Vec::new(),
+        })
+        .orders
+        .push(BookOrder {
+            meter: signer,
+            order,
+            escrow,
+        });
+    state.touch(StateKey::Book(region, slot));
+    Ok(Vec::new())
+}
+
+fn cancel_order(
+    state: &mut State,
+    ctx: &BlockContext,
+    signer: AccountId,
+    region: RegionId,
+    slot: Slot,
+    side: Side,
+) -> Result<Vec<Event>, TxError> {
+    active_meter(state, &signer)?;
+    check_slot_open(state, slot, ctx.time)?;
+    let book = state.book(region, slot).ok_or(TxError::NoSuchOrder)?;
+    let index = book
+        .orders
+        .iter()
+        .position(|o| o.meter == signer && o.order.side == side)
+        .ok_or(TxError::NoSuchOrder)?;
+    let escrow = book.orders[index].escrow;
+    let balance = state
+        .account(&signer)
+        .balance
+        .checked_add(escrow)
+        .ok_or(TxError::Overflow)?;
+    let total_escrow = state
+        .meta()
+        .escrow
+        .checked_sub(escrow)
+        .ok_or(TxError::Overflow)?;
+    set_balance(state, signer, balance);
+    state.records.meta.escrow = total_escrow;
+    state.touch(StateKey::Meta);
+    if let Some(book) = state.records.books.get_mut(&(slot, region)) {
+        book.orders.remove(index);
+        if book.orders.is_empty() {
+            state.records.books.remove(&(slot, region));
+        }
+    }
+    state.touch(StateKey::Book(region, slot));
+    Ok(Vec::new())
+}
+
+fn propose(
+    state: &mut State,
+    signer: AccountId,
+    change: ValidatorChange,
+) -> Result<Vec<Event>, TxError> {
+    require(state.validators().contains(&signer), Role::Validator)?;
+    applicable(state.validators(), change)?;
+    let id = state.meta().next_proposal;
+    let next = id.checked_add(1).ok_or(TxError::Overflow)?;
+    state.records.meta.next_proposal = next;
+    state.touch(StateKey::Meta);
+    state.records.proposals.insert(
+        id,
+        Proposal {
+            change,
+            yes: BTreeSet::from([signer]),
+            no: BTreeSet::new(),
+        },
+    );
+    state.touch(StateKey::Proposal(id));
+    Ok(decide(state, id))
+}
+
+fn vote(
+    state: &mut State,
+    signer: AccountId,
+    id: u64,
+    approve: bool,
+) -> Result<Vec<Event>, TxError> {
+    require(state.validators().contains(&signer), Role::Validator)?;
+    let proposal = state.proposal(id).ok_or(TxError::UnknownProposal)?;
+    if proposal.yes.contains(&signer) || proposal.no.contains(&signer) {
+        return Err(TxError::AlreadyVoted);
+    }
+    if let Some(p) = state.records.proposals.get_mut(&id) {
+        if approve {
+            p.yes.insert(signer);
+        } else {
+            p.no.insert(signer);
+        }
+    }
+    state.touch(StateKey::Proposal(id));
+    Ok(decide(state, id))
+}
+
+/// Whether `change` can apply to `validators`: never add a member twice, never
+/// remove a non-member or the last validator.
+fn applicable(validators: &BTreeSet<AccountId>, change: ValidatorChange) -> Result<(), TxError> {
+    let ok = match change {
+        ValidatorChange::Add(v) => !validators.contains(&v),
+        ValidatorChange::Remove(v) => validators.contains(&v) && validators.len() > 1,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(TxError::InvalidProposal)
+    }
+}
+
+/// Executes a proposal with yes votes from at least 2/3 of the current
+/// validators; drops it once that is out of reach or it no longer applies.
+fn decide(state: &mut State, id: u64) -> Vec<Event> {
+    let Some(p) = state.proposal(id) else {
+        return Vec::new();
+    };
+    let validators = state.validators();
+    let n = validators.len();
+    let yes = p.yes.intersection(validators).count();
+    let no = p.no.intersection(validators).count();
+    let change = p.change;
+    // 3·yes ≥ 2·n, and the same bound for what is still possible.
+    let passed = 3 * yes >= 2 * n;
+    let hopeless = 3 * (n - no) < 2 * n;
+    let still_applicable = applicable(validators, change).is_ok();
+    let mut events = Vec::new();
+    if passed && still_applicable {
+        match change {
+            ValidatorChange::Add(v) => state.records.validators.insert(v),
+            ValidatorChange::Remove(v) => state.records.validators.remove(&v),
+        };
+        state.touch(StateKey::Validators);
+        events.push(Event::ValidatorSetChanged { change });
+    }
+    if passed || hopeless || !still_applicable {
+        state.records.proposals.remove(&id);
+        state.touch(StateKey::Proposal(id));
+    }
+    events
+}
+
+/// Settles every open book whose gate has closed by the block's time.
+///
+/// For each: clear the book with the parameters it opened with; pay each
+/// buyer's bill out of its escrow and refund the rest; credit sellers, the DSO
+/// (fees) and the utility (grid sales); debit the utility for feed-in, issuing
+/// the shortfall to it if its balance can not pay (recorded as
+/// `utility_cover`). The settlement is stored under (region, slot).
+pub fn end_block(state: &mut State, ctx: &BlockContext) -> Vec<Event> {
+    let due: Vec<(Slot, RegionId)> = state
+        .records
+        .books
+        .keys()
+        .take_while(|(slot, _)| state.genesis().close_of(*slot) <= ctx.time)
+        .copied()
+        .collect();
+    let mut events = Vec::new();
+    for (slot, region) in due {
+        if let Some(book) = state.records.books.remove(&(slot, region)) {
+            state.touch(StateKey::Book(region, slot));
+            events.extend(settle(state, ctx.height, region, slot, book));
+        }
+    }
+    state.records.meta.height = ctx.height;
+    state.records.meta.time = ctx.time;
+    state.touch(StateKey::Meta);
+    events
+}
+
+/// The balance changes of one settlement, computed and checked before any is
+/// written.
+struct Flows {
+    /// New balances of every account the settlement touches.
+    balances: BTreeMap<AccountId, Money>,
+    /// Escrow released from the book.
+    escrow_released: Money,
+    /// IOUs issued to the utility to pay feed-in it could not pay.
+    utility_cover: Money,
+}
+
+fn settle(
+    state: &mut State,
+    height: Height,
+    region: RegionId,
+    slot: Slot,
+    book: Book,
+) -> Vec<Event> {
+    let orders: Vec<Order> = book.orders.iter().map(|o| o.order).collect();
+    let cleared = clear(&book.params, &orders)
+        .ok()
+        .and_then(|c| market_flows(state, &book, &c).map(|f| (c, f)));
+    let Some((clearing, flows)) = cleared else {
+        // Unreachable while the ledger's invariants hold (limits and escrow are
+        // checked at placement, the supply fits in 64 bits); refunding every
+        // escrow is the safe, deterministic way out if they ever do not.
+        if let Some(refunds) = refund_flows(state, &book) {
+            write_flows(state, refunds);
+        }
+        return vec![Event::SlotVoided { region, slot }];
+    };
+    let local_energy = clearing.totals.local_energy;
+    let cover = flows.utility_cover;
+    write_flows(state, flows);
+    let count = u32::try_from(book.orders.len()).unwrap_or(u32::MAX);
+    state.records.settlements.insert(
+        (region, slot),
+        Settlement {
+            region,
+            slot,
+            height,
+            params: book.params,
+            orders: book.orders,
+            clearing,
+            utility_cover: cover,
+        },
+    );
+    state.touch(StateKey::Settlement(region, slot));
+    let mut events = vec![Event::SlotSettled {
+        region,
+        slot,
+        orders: count,
+        local_energy,
+    }];
+    if !cover.is_zero() {
+        events.push(Event::UtilityCovered { amount: cover });
+    }
+    events
+}
+
+/// Signed balance changes, summed in `i128` (no overflow for any u64 inputs).
+#[derive(Default)]
+struct Deltas(BTreeMap<AccountId, i128>);
+
+impl Deltas {
+    fn add(&mut self, id: AccountId, amount: Money) {
+        *self.0.entry(id).or_default() += i128::from(amount.get());
+    }
+
+    fn sub(&mut self, id: AccountId, amount: Money) {
+        *self.0.entry(id).or_default() -= i128::from(amount.get());
+    }
+
+    /// New balances, or `None` if one would be negative or exceed 64 bits.
+    fn balances(self, state: &State) -> Option<BTreeMap<AccountId, Money>> {
+        self.0
+            .into_iter()
+            .map(|(id, d)| {
+                let new = i128::from(state.account(&id).balance.get()) + d;
+                u64::try_from(new).ok().map(|b| (id, Money::new(b)))
+            })
+            .collect()
+    }
+}
+
+fn market_flows(
+    state: &State,
+    book: &Book,
+    clearing: &quartier_auction::Clearing,
+) -> Option<Flows> {
+    let mut deltas = Deltas::default();
+    let mut escrow_released = Money::ZERO;
+    for (o, r) in book.orders.iter().zip(&clearing.orders) {
+        escrow_released = escrow_released.checked_add(o.escrow)?;
+        match o.order.side {
+            // pays ≤ energy × grid_tariff = escrow, so the refund is never negative.
+            Side::Buy => deltas.add(o.meter, o.escrow.checked_sub(r.pays)?),
+            Side::Sell => deltas.add(o.meter, r.receives),
+        }
+    }
+    let t = &clearing.totals;
+    let genesis = state.genesis();
+    deltas.add(genesis.dso, t.dso_fees);
+    deltas.add(genesis.utility, t.utility_sells);
+    deltas.sub(genesis.utility, t.utility_buys);
+    // The utility issues the IOUs, so feed-in it can not pay from its balance is
+    // issued to it: the cover, recorded in the settlement and counted as issued.
+    let utility_after = i128::from(state.account(&genesis.utility).balance.get())
+        + deltas.0.get(&genesis.utility).copied().unwrap_or(0);
+    let utility_cover = Money::new(u64::try_from((-utility_after).max(0)).ok()?);
+    deltas.add(genesis.utility, utility_cover);
+    state.meta().supply.checked_add(utility_cover)?;
+    state.meta().escrow.checked_sub(escrow_released)?;
+    Some(Flows {
+        balances: deltas.balances(state)?,
+        escrow_released,
+        utility_cover,
+    })
+}
+
+fn refund_flows(state: &State, book: &Book) -> Option<Flows> {
+    let mut deltas = Deltas::default();
+    let mut escrow_released = Money::ZERO;
+    for o in &book.orders {
+        escrow_released = escrow_released.checked_add(o.escrow)?;
+        deltas.add(o.meter, o.escrow);
+    }
+    state.meta().escrow.checked_sub(escrow_released)?;
+    Some(Flows {
+        balances: deltas.balances(state)?,
+        escrow_released,
+        utility_cover: Money::ZERO,
+    })
+}
+
+/// Writes checked flows. The subtractions and additions were checked by
+/// `market_flows`/`refund_flows` against the same state.
+fn write_flows(state: &mut State, flows: Flows) {
+    for (id, balance) in flows.balances {
+        set_balance(state, id, balance);
+    }
+    let meta = &mut state.records.meta;
+    meta.escrow = meta
+        .escrow
+        .checked_sub(flows.escrow_released)
+        .unwrap_or(Money::ZERO);
+    meta.supply = meta
+        .supply
+        .checked_add(flows.utility_cover)
+        .unwrap_or(Money::MAX);
+    meta.issued = meta
+        .issued
+        .checked_add(flows.utility_cover)
+        .unwrap_or(Money::MAX);
+    state.touch(StateKey::Meta);
+}

@@ -1,0 +1,169 @@
+//! Why a transaction or a genesis is rejected.
+
+use quartier_types::{Energy, Money, Price, RegionId, Slot};
+
+/// The roles that transactions are authorised by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, borsh::BorshSerialize, borsh::BorshDeserialize)]
+pub enum Role {
+    /// The grid operator: registers meters, sets the local fee.
+    Dso,
+    /// The utility: issues IOUs, sets tariffs.
+    Utility,
+    /// A registered, active meter.
+    Meter,
+    /// A meter registered with PV capacity: the only kind that may sell.
+    Prosumer,
+    /// A member of the validator set.
+    Validator,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Dso => "DSO",
+            Role::Utility => "utility",
+            Role::Meter => "registered meter",
+            Role::Prosumer => "prosumer meter",
+            Role::Validator => "validator",
+        })
+    }
+}
+
+/// Why a transaction was rejected. A rejected transaction changes nothing.
+///
+/// Grouped by cause: the envelope (bytes, signature, chain, nonce), the signer's
+/// authority, and the body's content against the current state.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TxError {
+    // --- envelope ---
+    /// The bytes are not a canonical transaction or exceed the size limit.
+    #[error("malformed transaction")]
+    Malformed,
+    /// The signature does not verify for the signer's key.
+    #[error("invalid signature")]
+    BadSignature,
+    /// The transaction was signed for another chain.
+    #[error("transaction is for another chain")]
+    WrongChain,
+    /// The nonce is not the signer's next nonce (a replay or a gap).
+    #[error("bad nonce: expected {expected}, got {got}")]
+    BadNonce {
+        /// The signer's next nonce.
+        expected: u64,
+        /// The nonce in the transaction.
+        got: u64,
+    },
+
+    // --- authority ---
+    /// The signer lacks the role this transaction needs.
+    #[error("not authorised: needs the {role} role")]
+    NotAuthorised {
+        /// The role needed.
+        role: Role,
+    },
+
+    // --- content ---
+    /// The meter named or signing is not registered.
+    #[error("unknown meter")]
+    UnknownMeter,
+    /// The meter was retired and can no longer trade or be re-registered.
+    #[error("meter is retired")]
+    MeterRetired,
+    /// The key is already registered as a meter.
+    #[error("meter already registered")]
+    AlreadyRegistered,
+    /// A consumer must have no PV capacity, a prosumer some.
+    #[error("PV capacity does not match the meter's role")]
+    CapacityMismatch,
+    /// The region does not exist.
+    #[error("unknown region {0}")]
+    UnknownRegion(RegionId),
+    /// The meter is registered in another region than the order's.
+    #[error("meter is registered in another region")]
+    WrongRegion,
+    /// The slot's gate has closed.
+    #[error("{slot} is closed for orders")]
+    SlotClosed {
+        /// The slot.
+        slot: Slot,
+    },
+    /// The slot is too far in the future to accept orders yet.
+    #[error("{slot} is not open for orders yet")]
+    SlotNotOpen {
+        /// The slot.
+        slot: Slot,
+    },
+    /// The meter already has an order on this side of this slot.
+    #[error("duplicate order for this meter, slot and side")]
+    DuplicateOrder,
+    /// No such order to cancel.
+    #[error("no such order")]
+    NoSuchOrder,
+    /// The limit lies outside the region's `[feed_in_tariff, grid_tariff]`.
+    #[error("limit {limit} outside [{min}, {max}]")]
+    LimitOutOfRange {
+        /// The order's limit.
+        limit: Price,
+        /// The feed-in tariff.
+        min: Price,
+        /// The grid tariff.
+        max: Price,
+    },
+    /// A sell offers more energy than the meter's PV can produce in one slot.
+    #[error("sell of {energy} exceeds the PV capacity of {max} per slot")]
+    ExceedsCapacity {
+        /// The energy offered.
+        energy: Energy,
+        /// The most the registered PV can produce in a slot.
+        max: Energy,
+    },
+    /// The signer's balance does not cover the amount.
+    #[error("insufficient funds: needs {needed}, has {available}")]
+    InsufficientFunds {
+        /// What the transaction needs.
+        needed: Money,
+        /// What the signer has.
+        available: Money,
+    },
+    /// An amount of zero where a positive one is required.
+    #[error("amount must be positive")]
+    ZeroAmount,
+    /// A transfer to the signer's own account.
+    #[error("transfer to self")]
+    SelfTransfer,
+    /// The tariffs are inadmissible (feed-in above grid).
+    #[error("invalid tariffs: {0}")]
+    InvalidTariffs(quartier_types::ParamsError),
+    /// The proposal does not exist or is already decided.
+    #[error("unknown or decided proposal")]
+    UnknownProposal,
+    /// The validator already voted on this proposal.
+    #[error("already voted")]
+    AlreadyVoted,
+    /// The validator change can not apply to the current set.
+    #[error("validator change does not apply to the current set")]
+    InvalidProposal,
+    /// An amount would overflow 64 bits.
+    #[error("amount overflows")]
+    Overflow,
+}
+
+/// Why a genesis document is not admissible.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GenesisError {
+    /// The validator set is empty or has duplicates.
+    #[error("validators must be non-empty and distinct")]
+    Validators,
+    /// Two regions share an id.
+    #[error("duplicate region")]
+    DuplicateRegion,
+    /// Slot length zero.
+    #[error("slot length must be positive")]
+    SlotLength,
+    /// Two allocations to one account, or their sum overflows.
+    #[error("allocations must name distinct accounts and fit in 64 bits")]
+    Allocations,
+    /// The DSO and the utility must be distinct accounts.
+    #[error("DSO and utility must be distinct")]
+    Roles,
+}

@@ -1,0 +1,106 @@
+//! The genesis document: who holds which role, the regions and the clock.
+
+use crate::GenesisError;
+use borsh::{BorshDeserialize, BorshSerialize};
+use quartier_types::hash::{self, Digest};
+use quartier_types::{AccountId, Money, RegionId, RegionParams, Slot, Timestamp};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// Domain tag of the chain id.
+pub const TAG_CHAIN_ID: &str = "QUARTIER_LEDGER_CHAIN_ID";
+
+/// Identifies one chain: the tagged hash of its genesis document. Every
+/// transaction names it, so a transaction signed for one chain is void on another.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+)]
+pub struct ChainId(pub Digest);
+
+/// The chain's first state.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Genesis {
+    /// A human name, part of the chain id ("quartier-devnet").
+    pub chain_name: String,
+    /// The grid operator's account.
+    pub dso: AccountId,
+    /// The utility's account.
+    pub utility: AccountId,
+    /// The initial validator set.
+    pub validators: Vec<AccountId>,
+    /// The regions and their market parameters.
+    pub regions: Vec<(RegionId, RegionParams)>,
+    /// Slot length Δ in milliseconds (900 000 for 15 minutes).
+    pub slot_ms: u64,
+    /// How long after a slot ends its orders are still accepted, in milliseconds.
+    pub gate_ms: u64,
+    /// How many slots ahead of the current one orders are accepted.
+    pub lead_slots: u64,
+    /// Initial balances (part of the IOU supply from the start).
+    pub allocations: Vec<(AccountId, Money)>,
+}
+
+impl Genesis {
+    /// The chain id: the tagged hash of the canonical bytes of this document.
+    pub fn chain_id(&self) -> ChainId {
+        ChainId(hash::tagged(TAG_CHAIN_ID, &[&crate::canonical(self)]))
+    }
+
+    /// Checks the document's invariants.
+    ///
+    /// # Errors
+    /// The first [`GenesisError`] found.
+    pub fn validate(&self) -> Result<(), GenesisError> {
+        let distinct = self.validators.iter().collect::<BTreeSet<_>>().len();
+        if self.validators.is_empty() || distinct != self.validators.len() {
+            return Err(GenesisError::Validators);
+        }
+        let regions = self.regions.iter().map(|(r, _)| r).collect::<BTreeSet<_>>();
+        if regions.len() != self.regions.len() {
+            return Err(GenesisError::DuplicateRegion);
+        }
+        if self.slot_ms == 0 {
+            return Err(GenesisError::SlotLength);
+        }
+        if self.dso == self.utility {
+            return Err(GenesisError::Roles);
+        }
+        let accounts = self
+            .allocations
+            .iter()
+            .map(|(a, _)| a)
+            .collect::<BTreeSet<_>>();
+        let total = self
+            .allocations
+            .iter()
+            .try_fold(Money::ZERO, |sum, (_, m)| sum.checked_add(*m));
+        if accounts.len() != self.allocations.len() || total.is_none() {
+            return Err(GenesisError::Allocations);
+        }
+        Ok(())
+    }
+
+    /// The slot that contains time `t`.
+    pub fn slot_at(&self, t: Timestamp) -> Slot {
+        Slot(t.0 / self.slot_ms.max(1))
+    }
+
+    /// The first time at which orders for `slot` are refused and its book clears:
+    /// `(slot + 1)·Δ + gate`, saturating at the end of time.
+    pub fn close_of(&self, slot: Slot) -> Timestamp {
+        let end = slot.0.saturating_add(1).saturating_mul(self.slot_ms);
+        Timestamp(end.saturating_add(self.gate_ms))
+    }
+}

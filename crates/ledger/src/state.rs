@@ -1,0 +1,398 @@
+//! The contract's state, its keys in the Merkle tree, and proofs.
+
+use crate::merkle::{MerkleStore, MerkleStoreCorrupt};
+use crate::{ChainId, Genesis, GenesisError, MeterRole, ValidatorChange, canonical};
+use borsh::{BorshDeserialize, BorshSerialize};
+use jmt::KeyHash;
+use quartier_auction::Clearing;
+use quartier_types::hash::Digest;
+use quartier_types::{
+    AccountId, Energy, Height, Money, Order, RegionId, RegionParams, Slot, Timestamp,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// An account's IOU balance and its count of accepted transactions.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+)]
+pub struct Account {
+    /// Spendable IOUs (escrowed funds are not included).
+    pub balance: Money,
+    /// The nonce the account's next transaction must carry.
+    pub nonce: u64,
+}
+
+/// A registered meter.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+pub struct Meter {
+    /// The grid region it trades in.
+    pub region: RegionId,
+    /// Consumer or prosumer.
+    pub role: MeterRole,
+    /// PV capacity in watts peak.
+    pub pv_watts: u32,
+    /// Retired meters place no new orders.
+    pub retired: bool,
+}
+
+/// An order in a book, with its owner and the escrow it locked.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+pub struct BookOrder {
+    /// The meter that placed it and gets paid or refunded.
+    pub meter: AccountId,
+    /// The order.
+    pub order: Order,
+    /// Funds locked: `energy × grid_tariff` for a buy, zero for a sell.
+    pub escrow: Money,
+}
+
+/// An open book: one region's orders for one slot, in arrival order.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Book {
+    /// The region's parameters when the book opened; they hold until it clears,
+    /// so escrow computed at placement always covers the bill.
+    pub params: RegionParams,
+    /// Orders in arrival order (block height, then position in the block).
+    pub orders: Vec<BookOrder>,
+}
+
+/// A cleared book: its orders, the clearing, and what the utility had to cover.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Settlement {
+    /// The region.
+    pub region: RegionId,
+    /// The slot.
+    pub slot: Slot,
+    /// The block that settled it.
+    pub height: Height,
+    /// The parameters it cleared with.
+    pub params: RegionParams,
+    /// The orders in arrival order; `clear(params, orders)` gives `clearing`.
+    pub orders: Vec<BookOrder>,
+    /// The result of the auction.
+    pub clearing: Clearing,
+    /// IOUs issued to the utility because its balance could not pay feed-in.
+    pub utility_cover: Money,
+}
+
+/// An open proposal to change the validator set.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Proposal {
+    /// The change.
+    pub change: ValidatorChange,
+    /// Validators in favour.
+    pub yes: BTreeSet<AccountId>,
+    /// Validators against.
+    pub no: BTreeSet<AccountId>,
+}
+
+/// Chain-wide counters.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+)]
+pub struct Meta {
+    /// The last applied block.
+    pub height: Height,
+    /// Its time.
+    pub time: Timestamp,
+    /// IOUs in existence: all balances plus all escrow.
+    pub supply: Money,
+    /// IOUs locked in open books.
+    pub escrow: Money,
+    /// All IOUs ever issued (genesis allocations, `Mint`, utility cover).
+    pub issued: Money,
+    /// All IOUs ever redeemed.
+    pub redeemed: Money,
+    /// The id of the next proposal.
+    pub next_proposal: u64,
+}
+
+/// A key of the state in the Merkle tree. Its borsh bytes, hashed, are the
+/// tree key; the value is the borsh bytes of the record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, BorshSerialize, BorshDeserialize)]
+pub enum StateKey {
+    /// The genesis document.
+    Genesis,
+    /// The chain-wide counters.
+    Meta,
+    /// The validator set.
+    Validators,
+    /// An account.
+    Account(AccountId),
+    /// A meter registration.
+    Meter(AccountId),
+    /// A region's current parameters.
+    Region(RegionId),
+    /// An open book.
+    Book(RegionId, Slot),
+    /// A settlement.
+    Settlement(RegionId, Slot),
+    /// A validator-set proposal.
+    Proposal(u64),
+}
+
+impl StateKey {
+    /// The key's hash in the tree.
+    pub fn key_hash(&self) -> KeyHash {
+        KeyHash::with::<sha2::Sha256>(canonical(self))
+    }
+}
+
+/// The typed contents of the state, compared as a whole by tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Records {
+    pub(crate) genesis: Genesis,
+    pub(crate) meta: Meta,
+    pub(crate) validators: BTreeSet<AccountId>,
+    pub(crate) accounts: BTreeMap<AccountId, Account>,
+    pub(crate) meters: BTreeMap<AccountId, Meter>,
+    pub(crate) regions: BTreeMap<RegionId, RegionParams>,
+    /// Keyed slot first, so the books due at a gate are a prefix.
+    pub(crate) books: BTreeMap<(Slot, RegionId), Book>,
+    pub(crate) settlements: BTreeMap<(RegionId, Slot), Settlement>,
+    pub(crate) proposals: BTreeMap<u64, Proposal>,
+}
+
+/// The contract's state: typed records, the keys changed since the last
+/// commit, and the Merkle tree as of the last commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct State {
+    pub(crate) records: Records,
+    chain_id: ChainId,
+    dirty: BTreeSet<StateKey>,
+    tree: MerkleStore,
+}
+
+/// A value of the state with its Merkle proof against a root.
+#[derive(Clone, Debug)]
+pub struct StateProof {
+    /// The key proven.
+    pub key: StateKey,
+    /// The value's borsh bytes, or `None` for a proof of absence.
+    pub value: Option<Vec<u8>>,
+    /// The proof.
+    pub proof: jmt::proof::SparseMerkleProof<sha2::Sha256>,
+}
+
+/// A proof does not match the root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid proof")]
+pub struct InvalidProof;
+
+impl StateProof {
+    /// Checks the proof against `root`.
+    ///
+    /// # Errors
+    /// [`InvalidProof`] if the value (or its absence) is not what `root` commits to.
+    pub fn verify(&self, root: Digest) -> Result<(), InvalidProof> {
+        self.proof
+            .verify(
+                jmt::RootHash(root.0),
+                self.key.key_hash(),
+                self.value.as_ref(),
+            )
+            .map_err(|_| InvalidProof)
+    }
+
+    /// Decodes the proven value.
+    ///
+    /// # Errors
+    /// [`InvalidProof`] if the bytes are not a `T`.
+    pub fn decode<T: BorshDeserialize>(&self) -> Result<Option<T>, InvalidProof> {
+        self.value
+            .as_deref()
+            .map(|v| borsh::from_slice(v).map_err(|_| InvalidProof))
+            .transpose()
+    }
+}
+
+impl State {
+    /// The state at genesis, committed.
+    ///
+    /// # Errors
+    /// [`GenesisError`] if the document is inadmissible.
+    pub fn from_genesis(genesis: Genesis) -> Result<State, GenesisError> {
+        genesis.validate()?;
+        let mut records = Records {
+            meta: Meta::default(),
+            validators: genesis.validators.iter().copied().collect(),
+            accounts: BTreeMap::new(),
+            meters: BTreeMap::new(),
+            regions: genesis.regions.iter().copied().collect(),
+            books: BTreeMap::new(),
+            settlements: BTreeMap::new(),
+            proposals: BTreeMap::new(),
+            genesis,
+        };
+        let mut dirty = BTreeSet::from([StateKey::Genesis, StateKey::Meta, StateKey::Validators]);
+        for (account, amount) in &records.genesis.allocations {
+            records.accounts.entry(*account).or_default().balance = *amount;
+            dirty.insert(StateKey::Account(*account));
+        }
+        let total = records
+            .genesis
+            .allocations
+            .iter()
+            .try_fold(Money::ZERO, |s, (_, m)| s.checked_add(*m))
+            .ok_or(GenesisError::Allocations)?;
+        records.meta.supply = total;
+        records.meta.issued = total;
+        dirty.extend(records.regions.keys().map(|r| StateKey::Region(*r)));
+        let mut state = State {
+            chain_id: records.genesis.chain_id(),
+            records,
+            dirty,
+            tree: MerkleStore::default(),
+        };
+        state.commit().map_err(|_| GenesisError::Allocations)?;
+        Ok(state)
+    }
+
+    /// The chain's id.
+    pub fn chain_id(&self) -> ChainId {
+        self.chain_id
+    }
+
+    /// The genesis document.
+    pub fn genesis(&self) -> &Genesis {
+        &self.records.genesis
+    }
+
+    /// Chain-wide counters.
+    pub fn meta(&self) -> &Meta {
+        &self.records.meta
+    }
+
+    /// An account; a never-seen account is empty.
+    pub fn account(&self, id: &AccountId) -> Account {
+        self.records.accounts.get(id).copied().unwrap_or_default()
+    }
+
+    /// All accounts with state.
+    pub fn accounts(&self) -> impl Iterator<Item = (&AccountId, &Account)> {
+        self.records.accounts.iter()
+    }
+
+    /// A meter's registration.
+    pub fn meter(&self, id: &AccountId) -> Option<&Meter> {
+        self.records.meters.get(id)
+    }
+
+    /// A region's current parameters.
+    pub fn region(&self, id: RegionId) -> Option<&RegionParams> {
+        self.records.regions.get(&id)
+    }
+
+    /// The validator set.
+    pub fn validators(&self) -> &BTreeSet<AccountId> {
+        &self.records.validators
+    }
+
+    /// An open book.
+    pub fn book(&self, region: RegionId, slot: Slot) -> Option<&Book> {
+        self.records.books.get(&(slot, region))
+    }
+
+    /// All open books, earliest slot first.
+    pub fn books(&self) -> impl Iterator<Item = ((Slot, RegionId), &Book)> {
+        self.records.books.iter().map(|(k, b)| (*k, b))
+    }
+
+    /// A settlement.
+    pub fn settlement(&self, region: RegionId, slot: Slot) -> Option<&Settlement> {
+        self.records.settlements.get(&(region, slot))
+    }
+
+    /// All settlements by region and slot.
+    pub fn settlements(&self) -> impl Iterator<Item = &Settlement> {
+        self.records.settlements.values()
+    }
+
+    /// A proposal.
+    pub fn proposal(&self, id: u64) -> Option<&Proposal> {
+        self.records.proposals.get(&id)
+    }
+
+    /// The most energy a meter's PV can produce in one slot: `Wp × Δ / 1 h`.
+    pub fn capacity_per_slot(&self, meter: &Meter) -> Energy {
+        let wh = u128::from(meter.pv_watts) * u128::from(self.records.genesis.slot_ms) / 3_600_000;
+        Energy::new(u64::try_from(wh).unwrap_or(u64::MAX))
+    }
+
+    /// The root of the state as of the last commit.
+    pub fn root(&self) -> Digest {
+        Digest(self.tree.root().0)
+    }
+
+    /// Whether records changed since the last commit.
+    pub fn has_uncommitted_changes(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    /// Marks a key as changed.
+    pub(crate) fn touch(&mut self, key: StateKey) {
+        self.dirty.insert(key);
+    }
+
+    /// Writes all changed records into the tree and returns the new root.
+    ///
+    /// # Errors
+    /// [`MerkleStoreCorrupt`] if the tree's nodes are inconsistent (fatal).
+    pub fn commit(&mut self) -> Result<Digest, MerkleStoreCorrupt> {
+        let writes = std::mem::take(&mut self.dirty)
+            .into_iter()
+            .map(|key| (key.key_hash(), self.encode(&key)))
+            .collect();
+        self.tree.update(writes).map(|r| Digest(r.0))
+    }
+
+    /// The current bytes of the record under `key`, `None` if absent.
+    fn encode(&self, key: &StateKey) -> Option<Vec<u8>> {
+        let r = &self.records;
+        match key {
+            StateKey::Genesis => Some(canonical(&r.genesis)),
+            StateKey::Meta => Some(canonical(&r.meta)),
+            StateKey::Validators => Some(canonical(&r.validators)),
+            StateKey::Account(id) => r.accounts.get(id).map(canonical),
+            StateKey::Meter(id) => r.meters.get(id).map(canonical),
+            StateKey::Region(id) => r.regions.get(id).map(canonical),
+            StateKey::Book(region, slot) => r.books.get(&(*slot, *region)).map(canonical),
+            StateKey::Settlement(region, slot) => {
+                r.settlements.get(&(*region, *slot)).map(canonical)
+            }
+            StateKey::Proposal(id) => r.proposals.get(id).map(canonical),
+        }
+    }
+
+    /// A proof of the committed value under `key` (or of its absence).
+    ///
+    /// # Errors
+    /// [`MerkleStoreCorrupt`] if the tree's nodes are inconsistent.
+    pub fn prove(&self, key: StateKey) -> Result<StateProof, MerkleStoreCorrupt> {
+        let (value, proof) = self.tree.prove(key.key_hash())?;
+        Ok(StateProof { key, value, proof })
+    }
+}

@@ -1,0 +1,259 @@
+//! Transactions: what they say, how they are signed and decoded.
+//!
+//! A [`SignedTx`] is `borsh(Tx) ‖ signature`. The signature is Ed25519 by the
+//! signer's key over `QUARTIER_LEDGER_TX ‖ borsh(Tx)`; the `Tx` names the chain
+//! and the signer's next nonce, so it can be neither replayed nor moved to
+//! another chain. Decoding is strict: canonical bytes only, no trailing bytes,
+//! at most [`MAX_TX_BYTES`].
+
+use crate::{ChainId, TxError, canonical};
+use borsh::{BorshDeserialize, BorshSerialize};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use quartier_types::hash::{self, Digest};
+use quartier_types::{AccountId, Energy, Money, Price, RegionId, Side, Slot};
+use serde::{Deserialize, Serialize};
+
+/// Domain prefix of the signed message.
+pub const TAG_TX: &[u8] = b"QUARTIER_LEDGER_TX";
+/// Domain tag of a transaction's hash.
+pub const TAG_TX_HASH: &str = "QUARTIER_LEDGER_TX_HASH";
+/// The largest encoded transaction accepted.
+pub const MAX_TX_BYTES: usize = 1024;
+
+/// What a meter is registered as.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+#[borsh(use_discriminant = true)]
+pub enum MeterRole {
+    /// Consumes only: may buy.
+    Consumer = 0,
+    /// Has PV: may buy and sell.
+    Prosumer = 1,
+}
+
+/// A change to the validator set, decided by 2/3 of the validators.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ValidatorChange {
+    /// Admit a validator.
+    Add(AccountId),
+    /// Remove a validator.
+    Remove(AccountId),
+}
+
+/// What a transaction does. The signer's role is checked before anything else.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum TxBody {
+    /// DSO: allow `meter` to trade in `region`, with its PV capacity in watts peak.
+    RegisterMeter {
+        /// The meter's key.
+        meter: AccountId,
+        /// Its grid region.
+        region: RegionId,
+        /// Consumer or prosumer.
+        role: MeterRole,
+        /// PV capacity in Wp; 0 for a consumer.
+        pv_watts: u32,
+    },
+    /// DSO: stop a meter from placing further orders. Its open orders still settle.
+    RetireMeter {
+        /// The meter's key.
+        meter: AccountId,
+    },
+    /// DSO: the local fee per kWh for books opened from now on.
+    SetLocalFee {
+        /// The region.
+        region: RegionId,
+        /// The fee.
+        fee: Price,
+    },
+    /// Utility: issue IOUs to `to` against a fiat top-up.
+    Mint {
+        /// The receiving account.
+        to: AccountId,
+        /// The amount issued.
+        amount: Money,
+    },
+    /// Utility: the tariffs for books opened from now on.
+    SetTariffs {
+        /// The region.
+        region: RegionId,
+        /// What the utility sells at.
+        grid: Price,
+        /// What the utility buys at.
+        feed_in: Price,
+    },
+    /// Any holder: move IOUs to another account.
+    Transfer {
+        /// The receiving account.
+        to: AccountId,
+        /// The amount.
+        amount: Money,
+    },
+    /// Any holder: return IOUs to the utility for fiat; they leave the supply.
+    Redeem {
+        /// The amount.
+        amount: Money,
+    },
+    /// Registered meter: an order for one slot. A buy escrows `energy × grid_tariff`.
+    PlaceOrder {
+        /// The meter's region.
+        region: RegionId,
+        /// The slot.
+        slot: Slot,
+        /// Buy or sell.
+        side: Side,
+        /// Limit price.
+        limit: Price,
+        /// Energy measured in the slot.
+        energy: Energy,
+    },
+    /// Registered meter: withdraw its order before the gate; the escrow returns.
+    CancelOrder {
+        /// The region.
+        region: RegionId,
+        /// The slot.
+        slot: Slot,
+        /// The side of the order.
+        side: Side,
+    },
+    /// Validator: propose a change to the validator set (counts as a yes vote).
+    Propose {
+        /// The change.
+        change: ValidatorChange,
+    },
+    /// Validator: vote on an open proposal.
+    Vote {
+        /// The proposal's id.
+        proposal: u64,
+        /// Yes or no.
+        approve: bool,
+    },
+}
+
+/// An unsigned transaction.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Tx {
+    /// The chain it is for.
+    pub chain_id: ChainId,
+    /// The signing account.
+    pub signer: AccountId,
+    /// The signer's next nonce: its count of accepted transactions.
+    pub nonce: u64,
+    /// What it does.
+    pub body: TxBody,
+}
+
+/// A transaction with its Ed25519 signature.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct SignedTx {
+    /// The transaction.
+    pub tx: Tx,
+    /// The signature over [`Tx::signing_bytes`].
+    pub signature: [u8; 64],
+}
+
+impl Tx {
+    /// The bytes the signer signs: `QUARTIER_LEDGER_TX ‖ borsh(self)`.
+    pub fn signing_bytes(&self) -> Vec<u8> {
+        let mut bytes = TAG_TX.to_vec();
+        bytes.extend_from_slice(&canonical(self));
+        bytes
+    }
+
+    /// Signs with `key`, which must be the key of `self.signer`.
+    pub fn sign(self, key: &SigningKey) -> SignedTx {
+        let signature = key.sign(&self.signing_bytes()).to_bytes();
+        SignedTx {
+            tx: self,
+            signature,
+        }
+    }
+}
+
+impl SignedTx {
+    /// Decodes canonical bytes.
+    ///
+    /// # Errors
+    /// [`TxError::Malformed`] for oversized, non-canonical or trailing bytes.
+    pub fn decode(bytes: &[u8]) -> Result<SignedTx, TxError> {
+        if bytes.len() > MAX_TX_BYTES {
+            return Err(TxError::Malformed);
+        }
+        borsh::from_slice(bytes).map_err(|_| TxError::Malformed)
+    }
+
+    /// The canonical bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        canonical(self)
+    }
+
+    /// The transaction's hash: its id in the API and the mempool.
+    pub fn hash(&self) -> Digest {
+        hash::tagged(TAG_TX_HASH, &[&self.encode()])
+    }
+
+    /// Checks the signature alone (no state): `verify_strict` semantics, which
+    /// rejects weak keys and non-canonical signatures.
+    ///
+    /// # Errors
+    /// [`TxError::BadSignature`].
+    pub fn verify(self) -> Result<VerifiedTx, TxError> {
+        let key = VerifyingKey::from_bytes(&self.tx.signer.0).map_err(|_| TxError::BadSignature)?;
+        let signature = Signature::from_bytes(&self.signature);
+        key.verify_strict(&self.tx.signing_bytes(), &signature)
+            .map_err(|_| TxError::BadSignature)?;
+        Ok(VerifiedTx(self))
+    }
+}
+
+/// A transaction whose signature has been checked. Only [`SignedTx::verify`]
+/// and [`verify_batch`] make one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedTx(SignedTx);
+
+impl VerifiedTx {
+    /// The transaction.
+    pub fn tx(&self) -> &Tx {
+        &self.0.tx
+    }
+
+    /// The signed transaction.
+    pub fn signed(&self) -> &SignedTx {
+        &self.0
+    }
+}
+
+/// Verifies the signatures of a block's transactions together.
+///
+/// One batch verification (deterministic coefficients, so every validator gets
+/// the same answer) covers the common case where all are valid; if it fails,
+/// each is checked alone with [`SignedTx::verify`] to find the bad ones. The
+/// outcome is a deterministic function of the input.
+pub fn verify_batch(txs: Vec<SignedTx>) -> Vec<Result<VerifiedTx, TxError>> {
+    let keys: Result<Vec<VerifyingKey>, _> = txs
+        .iter()
+        .map(|t| VerifyingKey::from_bytes(&t.tx.signer.0))
+        .collect();
+    if let Ok(keys) = keys
+        && keys.iter().all(|k| !k.is_weak())
+    {
+        let messages: Vec<Vec<u8>> = txs.iter().map(|t| t.tx.signing_bytes()).collect();
+        let message_refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+        let signatures: Vec<Signature> = txs
+            .iter()
+            .map(|t| Signature::from_bytes(&t.signature))
+            .collect();
+        if ed25519_dalek::verify_batch(&message_refs, &signatures, &keys).is_ok() {
+            return txs.into_iter().map(|t| Ok(VerifiedTx(t))).collect();
+        }
+    }
+    txs.into_iter().map(SignedTx::verify).collect()
+}

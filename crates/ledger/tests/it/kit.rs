@@ -1,0 +1,124 @@
+//! Deterministic keys, a genesis and a chain driver for tests.
+
+use ed25519_dalek::SigningKey;
+use quartier_ledger::{
+    BlockContext, BlockOutcome, Genesis, SignedTx, State, Tx, TxBody, execute_block,
+};
+use quartier_types::hash;
+use quartier_types::{AccountId, Height, Money, Price, RegionId, RegionParams, Timestamp};
+use std::collections::BTreeMap;
+
+pub const SLOT_MS: u64 = 900_000;
+pub const GATE_MS: u64 = 60_000;
+pub const R1: RegionId = RegionId(1);
+pub const R2: RegionId = RegionId(2);
+
+/// The key derived from a label: the same label always gives the same key.
+pub fn key(label: &str) -> SigningKey {
+    SigningKey::from_bytes(&hash::tagged("QUARTIER_TEST_KEY", &[label.as_bytes()]).0)
+}
+
+pub fn id(key: &SigningKey) -> AccountId {
+    AccountId(key.verifying_key().to_bytes())
+}
+
+pub fn chf(francs: u64) -> Money {
+    Money::new(francs * 100_000_000)
+}
+
+pub fn r1_params() -> RegionParams {
+    RegionParams::new(Price::new(20_750), Price::new(4_000), Price::ZERO).unwrap()
+}
+
+pub fn r2_params() -> RegionParams {
+    RegionParams::new(Price::new(27_000), Price::new(9_000), Price::new(500)).unwrap()
+}
+
+pub fn genesis() -> Genesis {
+    Genesis {
+        chain_name: "quartier-test".into(),
+        dso: id(&key("dso")),
+        utility: id(&key("utility")),
+        validators: (0..4)
+            .map(|i| id(&key(&format!("validator-{i}"))))
+            .collect(),
+        regions: vec![(R1, r1_params()), (R2, r2_params())],
+        slot_ms: SLOT_MS,
+        gate_ms: GATE_MS,
+        lead_slots: 1,
+        allocations: vec![(id(&key("utility")), chf(1_000))],
+    }
+}
+
+/// A chain under test: state plus the next block's height and time.
+pub struct Chain {
+    pub state: State,
+    pub height: u64,
+    pub time: u64,
+    pending: BTreeMap<AccountId, u64>,
+    queued: Vec<SignedTx>,
+}
+
+impl Chain {
+    pub fn new() -> Chain {
+        Self::from_genesis(genesis())
+    }
+
+    pub fn from_genesis(g: Genesis) -> Chain {
+        Chain {
+            state: State::from_genesis(g).unwrap(),
+            height: 1,
+            time: 0,
+            pending: BTreeMap::new(),
+            queued: Vec::new(),
+        }
+    }
+
+    /// The context of the next block.
+    pub fn ctx(&self) -> BlockContext {
+        BlockContext {
+            height: Height(self.height),
+            time: Timestamp(self.time),
+        }
+    }
+
+    /// A transaction signed by `signer` with its next nonce (counting queued ones).
+    pub fn tx(&self, signer: &SigningKey, body: TxBody) -> SignedTx {
+        let who = id(signer);
+        let nonce = self.state.account(&who).nonce + self.pending.get(&who).copied().unwrap_or(0);
+        Tx {
+            chain_id: self.state.chain_id(),
+            signer: who,
+            nonce,
+            body,
+        }
+        .sign(signer)
+    }
+
+    /// Queues a transaction for the next block.
+    pub fn queue(&mut self, signer: &SigningKey, body: TxBody) {
+        let tx = self.tx(signer, body);
+        *self.pending.entry(id(signer)).or_default() += 1;
+        self.queued.push(tx);
+    }
+
+    /// Executes the queued transactions as a block at `time` and advances.
+    pub fn block_at(&mut self, time: u64) -> BlockOutcome {
+        self.time = time;
+        let txs = std::mem::take(&mut self.queued);
+        self.pending.clear();
+        let ctx = self.ctx();
+        let outcome = execute_block(&mut self.state, &ctx, txs).unwrap();
+        self.height += 1;
+        outcome
+    }
+
+    /// Executes the queued transactions and asserts each was accepted.
+    pub fn block_ok(&mut self, time: u64) -> BlockOutcome {
+        let outcome = self.block_at(time);
+        for (i, r) in outcome.results.iter().enumerate() {
+            assert!(r.is_ok(), "tx {i} rejected: {r:?}");
+        }
+        outcome
+    }
+}

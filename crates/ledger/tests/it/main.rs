@@ -1,0 +1,9 @@
+//! Integration tests of the ledger.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+mod errors;
+mod governance;
+mod kit;
+mod proofs;
+mod properties;
+mod scenario;
