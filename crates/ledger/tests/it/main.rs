@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 mod errors;
+mod fuzz_corpus;
 mod governance;
 mod kit;
 mod proofs;
