@@ -1,0 +1,321 @@
+//! The ledger as a commonware application: build, verify and apply blocks.
+//!
+//! Post-execution states of blocks this node built or verified are kept by
+//! digest until their height is finalized, so consensus can build on an
+//! unfinalized parent. A state that is not cached (after a restart, or for a
+//! block learnt through backfill) is rebuilt by replaying the ancestry from the
+//! last finalized state, checking every block's root on the way.
+
+use crate::block::{Block, BlockDigest, MAX_BLOCK_TXS};
+use crate::mempool::{Mempool, MempoolError};
+use commonware_actor::Feedback;
+use commonware_consensus::marshal::{Update, ancestry::Ancestry};
+use commonware_consensus::simplex::types::Context;
+use commonware_consensus::{Heightable, Reporter};
+use commonware_cryptography::{Digested, Digestible, ed25519::PublicKey};
+use commonware_runtime::Clock;
+use commonware_utils::Acknowledgement as _;
+use commonware_utils::sync::Mutex;
+use futures::StreamExt as _;
+use quartier_ledger::{BlockContext, SignedTx, State, TxError, execute_block};
+use quartier_types::Timestamp;
+use quartier_types::hash::Digest;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+/// The signing scheme of the validators: Ed25519, the same key as their p2p identity.
+pub type Scheme = commonware_consensus::simplex::scheme::ed25519::Scheme;
+
+/// How far ahead of a verifier's clock a block's time may be before it waits.
+const MAX_CLOCK_DRIFT: Duration = Duration::from_millis(500);
+
+/// What a node knows about the finalized chain (a snapshot).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainView {
+    /// The last finalized height.
+    pub height: u64,
+    /// Its block's digest.
+    pub block: BlockDigest,
+    /// The state root after it.
+    pub root: Digest,
+    /// Pending transactions.
+    pub mempool: usize,
+}
+
+struct Chain {
+    finalized: State,
+    finalized_block: BlockDigest,
+    finalized_height: u64,
+    executed: BTreeMap<BlockDigest, (u64, State)>,
+    mempool: Mempool,
+    roots: BTreeMap<u64, Digest>,
+}
+
+/// The application handed to marshal's inline wrapper and, as reporter, to
+/// marshal itself. Cloning shares the chain.
+#[derive(Clone)]
+pub struct LedgerApp {
+    chain: Arc<Mutex<Chain>>,
+}
+
+fn millis(t: std::time::SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+impl LedgerApp {
+    /// An application starting from a genesis state (height 0).
+    pub fn new(genesis: State, mempool: Mempool) -> LedgerApp {
+        let root = genesis.root();
+        let genesis_block = Block::genesis(root).digest();
+        LedgerApp {
+            chain: Arc::new(Mutex::new(Chain {
+                finalized: genesis,
+                finalized_block: genesis_block,
+                finalized_height: 0,
+                executed: BTreeMap::new(),
+                mempool,
+                roots: BTreeMap::from([(0, root)]),
+            })),
+        }
+    }
+
+    /// The genesis block for this application's genesis state.
+    pub fn genesis_block(genesis: &State) -> Block {
+        Block::genesis(genesis.root())
+    }
+
+    /// A snapshot of the finalized chain.
+    pub fn view(&self) -> ChainView {
+        let chain = self.chain.lock();
+        ChainView {
+            height: chain.finalized_height,
+            block: chain.finalized_block,
+            root: chain.finalized.root(),
+            mempool: chain.mempool.len(),
+        }
+    }
+
+    /// The state root after each finalized height this node applied.
+    pub fn finalized_roots(&self) -> BTreeMap<u64, Digest> {
+        self.chain.lock().roots.clone()
+    }
+
+    /// Runs `f` on the finalized state.
+    pub fn with_state<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        f(&self.chain.lock().finalized)
+    }
+
+    /// Admits a transaction to the mempool, checked against the finalized state.
+    ///
+    /// # Errors
+    /// [`MempoolError`] if it is not admitted.
+    pub fn submit(&self, tx: SignedTx) -> Result<Digest, MempoolError> {
+        let mut chain = self.chain.lock();
+        let Chain {
+            mempool, finalized, ..
+        } = &mut *chain;
+        mempool.insert(tx, finalized)
+    }
+
+    /// The cached post-state of `digest`, if known.
+    fn known_state(&self, digest: &BlockDigest) -> Option<State> {
+        let chain = self.chain.lock();
+        if *digest == chain.finalized_block {
+            return Some(chain.finalized.clone());
+        }
+        chain.executed.get(digest).map(|(_, s)| s.clone())
+    }
+
+    /// The state after `block`, replaying ancestors from the nearest known state.
+    async fn state_after(
+        &self,
+        block: Digested<Block>,
+        ancestry: &mut impl Ancestry<Block>,
+    ) -> Option<State> {
+        let mut pending = vec![block];
+        let mut state = loop {
+            let top = pending.last()?;
+            if let Some(state) = self.known_state(&top.digest()) {
+                pending.pop();
+                break state;
+            }
+            if top.inner().height().get() <= self.chain.lock().finalized_height {
+                // Below the finalized tip on another branch: can not be built on.
+                return None;
+            }
+            pending.push(ancestry.next().await?);
+        };
+        while let Some(block) = pending.pop() {
+            let b = block.inner();
+            let outcome = execute_block(&mut state, &ctx(b), b.txs.clone()).ok()?;
+            if outcome.results.iter().any(Result::is_err) || outcome.root != b.state_root {
+                return None;
+            }
+            self.chain
+                .lock()
+                .executed
+                .insert(block.digest(), (b.height.get(), state.clone()));
+        }
+        Some(state)
+    }
+
+    /// Applies a finalized block exactly once.
+    fn finalize(&self, block: &Digested<Block>) {
+        let b = block.inner();
+        let height = b.height.get();
+        let mut chain = self.chain.lock();
+        if height <= chain.finalized_height {
+            return; // redelivered after a restart: already applied
+        }
+        let digest = block.digest();
+        let state = match chain.executed.remove(&digest) {
+            Some((_, state)) => state,
+            None => {
+                // Marshal delivers in height order, so the parent is our tip.
+                assert_eq!(
+                    b.parent, chain.finalized_block,
+                    "finalized block does not extend the tip"
+                );
+                let mut state = chain.finalized.clone();
+                let outcome = execute_block(&mut state, &ctx(b), b.txs.clone())
+                    .expect("a finalized block follows the finalized state");
+                assert_eq!(
+                    outcome.root, b.state_root,
+                    "finalized block's root does not match"
+                );
+                state
+            }
+        };
+        chain.finalized = state;
+        chain.finalized_block = digest;
+        chain.finalized_height = height;
+        chain.roots.insert(height, b.state_root);
+        chain.executed.retain(|_, (h, _)| *h > height);
+        let Chain {
+            mempool, finalized, ..
+        } = &mut *chain;
+        for tx in &b.txs {
+            mempool.remove(&tx.hash());
+        }
+        mempool.prune(finalized);
+    }
+}
+
+fn ctx(b: &Block) -> BlockContext {
+    BlockContext {
+        height: quartier_types::Height(b.height.get()),
+        time: Timestamp(b.time_ms),
+    }
+}
+
+impl<E> commonware_consensus::Application<E> for LedgerApp
+where
+    E: Clock + Send + Sync + 'static,
+{
+    type SigningScheme = Scheme;
+    type Context = Context<BlockDigest, PublicKey>;
+    type Block = Block;
+    type Input = ();
+
+    async fn propose(
+        &mut self,
+        (runtime, _context): (E, Self::Context),
+        mut ancestry: impl Ancestry<Self::Block>,
+        _input: (),
+    ) -> Option<Digested<Self::Block>> {
+        let parent = ancestry.next().await?;
+        let parent_digest = parent.digest();
+        let (parent_height, parent_time) = (parent.inner().height, parent.inner().time_ms);
+        let mut state = self.state_after(parent, &mut ancestry).await?;
+        let time_ms = millis(runtime.current()).max(parent_time);
+        let candidates = self.chain.lock().mempool.pending(MAX_BLOCK_TXS);
+        let height = parent_height.next();
+        let context = BlockContext {
+            height: quartier_types::Height(height.get()),
+            time: Timestamp(time_ms),
+        };
+        let outcome = execute_block(&mut state, &context, candidates.clone()).ok()?;
+        // Rejected transactions changed nothing, so the block holds only the
+        // accepted ones and re-executes to the same root.
+        let mut txs = Vec::new();
+        {
+            let mut chain = self.chain.lock();
+            for (tx, result) in candidates.into_iter().zip(&outcome.results) {
+                match result {
+                    Ok(_) => txs.push(tx),
+                    // A future nonce may become valid: keep it pending.
+                    Err(TxError::BadNonce { expected, got }) if got > expected => {}
+                    Err(e) => chain.mempool.reject(tx.hash(), e.clone()),
+                }
+            }
+        }
+        let block = Block {
+            parent: parent_digest,
+            height,
+            time_ms,
+            state_root: outcome.root,
+            txs,
+        };
+        let digest = block.digest();
+        self.chain
+            .lock()
+            .executed
+            .insert(digest, (height.get(), state));
+        Some(Digested::precomputed(block, digest))
+    }
+
+    async fn verify(
+        &mut self,
+        (runtime, _context): (E, Self::Context),
+        mut ancestry: impl Ancestry<Self::Block>,
+    ) -> bool {
+        let (Some(block), Some(parent)) = (ancestry.next().await, ancestry.next().await) else {
+            return false;
+        };
+        let b = block.inner();
+        if b.parent != parent.digest()
+            || b.height != parent.inner().height.next()
+            || b.time_ms < parent.inner().time_ms
+            || b.txs.len() > MAX_BLOCK_TXS
+        {
+            return false;
+        }
+        // A block from the near future is not invalid: wait for our clock.
+        let now = millis(runtime.current());
+        if b.time_ms > now {
+            let ahead = Duration::from_millis(b.time_ms - now);
+            if ahead > MAX_CLOCK_DRIFT {
+                runtime.sleep(ahead - MAX_CLOCK_DRIFT).await;
+            }
+        }
+        let Some(mut state) = self.state_after(parent, &mut ancestry).await else {
+            return false;
+        };
+        let Ok(outcome) = execute_block(&mut state, &ctx(b), b.txs.clone()) else {
+            return false;
+        };
+        if outcome.results.iter().any(Result::is_err) || outcome.root != b.state_root {
+            return false;
+        }
+        self.chain
+            .lock()
+            .executed
+            .insert(block.digest(), (b.height.get(), state));
+        true
+    }
+}
+
+impl Reporter for LedgerApp {
+    type Activity = Update<Block>;
+
+    fn report(&mut self, activity: Self::Activity) -> Feedback {
+        if let Update::Block(block, ack) = activity {
+            self.finalize(&block);
+            ack.acknowledge();
+        }
+        Feedback::Ok
+    }
+}

@@ -1,0 +1,79 @@
+//! Agreement: validators finalize the same blocks and reach the same roots.
+
+use crate::harness::*;
+use commonware_runtime::{Clock as _, Runner as _, Supervisor as _, deterministic};
+use quartier_ledger::StateKey;
+use std::time::Duration;
+
+/// Runs `n` validators until every one has finalized `target` heights; returns
+/// each validator's finalized roots.
+fn run(
+    seed: u64,
+    n: u64,
+    target: u64,
+) -> Vec<std::collections::BTreeMap<u64, quartier_types::hash::Digest>> {
+    let config = deterministic::Config::new()
+        .with_seed(seed)
+        .with_timeout(Some(Duration::from_secs(600)));
+    deterministic::Runner::new(config).start(|context| async move {
+        let keys = validator_keys(n);
+        let genesis = genesis(&keys);
+        let oracle = network(&context, &keys).await;
+        let apps: Vec<_> = (0..n).map(|_| app(&genesis)).collect();
+        // Every validator learns the same transactions (gossip comes later).
+        let txs = apps[0].with_state(|s| registrations(s, 12));
+        for a in &apps {
+            for t in &txs {
+                a.submit(t.clone()).unwrap();
+            }
+        }
+        for (i, a) in apps.iter().enumerate() {
+            let child = context.child("validator").with_attribute("index", i);
+            start_validator(child, &oracle, &keys, i, a.clone()).await;
+        }
+        // Wait in virtual time until every validator reached the target height.
+        while apps.iter().any(|a| a.view().height < target) {
+            context.sleep(Duration::from_millis(50)).await;
+        }
+        for a in &apps {
+            for i in 0..12 {
+                let meter = id(&key(&format!("meter-{i}")));
+                assert!(
+                    a.with_state(|s| s.meter(&meter).is_some()),
+                    "meter {i} not registered"
+                );
+            }
+            assert_eq!(a.view().mempool, 0);
+            a.with_state(|s| s.prove(StateKey::Meta).unwrap().verify(s.root()).unwrap());
+        }
+        apps.iter().map(|a| a.finalized_roots()).collect()
+    })
+}
+
+#[test]
+fn n4_finalize_50_blocks_with_identical_roots() {
+    let roots = run(7, 4, 50);
+    for r in &roots {
+        assert!(r.len() >= 51, "only {} heights", r.len());
+        // The registrations changed the state: the root moved after genesis.
+        let distinct: std::collections::BTreeSet<_> = r.values().collect();
+        assert!(distinct.len() >= 2, "root never changed");
+        eprintln!(
+            "finalized heights: {}, distinct roots: {}",
+            r.len(),
+            distinct.len()
+        );
+    }
+    for other in &roots[1..] {
+        for (h, root) in other {
+            if let Some(first) = roots[0].get(h) {
+                assert_eq!(first, root, "roots differ at height {h}");
+            }
+        }
+    }
+}
+
+#[test]
+fn same_seed_same_run() {
+    assert_eq!(run(11, 4, 20), run(11, 4, 20));
+}

@@ -1,0 +1,5 @@
+//! Multi-validator tests on commonware's deterministic runtime and simulated network.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+mod consensus;
+mod harness;
