@@ -189,6 +189,8 @@ impl LedgerApp {
                 state
             }
         };
+        // Safety invariant: what we apply is what consensus finalized.
+        assert_eq!(state.root(), b.state_root, "applied state differs from the finalized root");
         chain.finalized = state;
         chain.finalized_block = digest;
         chain.finalized_height = height;

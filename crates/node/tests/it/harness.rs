@@ -139,6 +139,31 @@ pub async fn start_validator(
     me: usize,
     app: LedgerApp,
 ) {
+    start_validator_with(context, oracle, keys, me, app.clone(), app).await;
+}
+
+/// Like [`start_validator`], with `proposer` building and verifying blocks in
+/// place of the ledger application (for Byzantine tests); `app` still applies
+/// finalized blocks.
+pub async fn start_validator_with<A>(
+    context: deterministic::Context,
+    oracle: &Oracle<ed25519::PublicKey, deterministic::Context>,
+    keys: &[ed25519::PrivateKey],
+    me: usize,
+    app: LedgerApp,
+    proposer: A,
+) where
+    A: commonware_consensus::Application<
+            deterministic::Context,
+            Block = quartier_node::Block,
+            SigningScheme = quartier_node::Scheme,
+            Context = commonware_consensus::simplex::types::Context<
+                quartier_node::BlockDigest,
+                ed25519::PublicKey,
+            >,
+            Input = (),
+        >,
+{
     let private = keys[me].clone();
     let public = private.public_key();
     let participants: Set<ed25519::PublicKey> =
@@ -229,9 +254,9 @@ pub async fn start_validator(
         },
     )
     .await;
-    actor.start(app.clone(), buffer, resolver);
+    actor.start(app, buffer, resolver);
 
-    let inline = Inline::new(context.child("application"), app, mailbox, epocher);
+    let inline = Inline::new(context.child("application"), proposer, mailbox, epocher);
     let engine = simplex::Engine::new(
         context.child("simplex"),
         simplex::Config {
@@ -291,6 +316,38 @@ fn archive<C>(
         freezer_key_write_buffer: NZUsize!(1 << 16),
         freezer_value_write_buffer: NZUsize!(1 << 16),
         ordinal_write_buffer: NZUsize!(1 << 16),
+    }
+}
+
+/// Cuts every link between the two groups, both ways.
+pub async fn partition(
+    oracle: &Oracle<ed25519::PublicKey, deterministic::Context>,
+    keys: &[ed25519::PrivateKey],
+    a: &[usize],
+    b: &[usize],
+) {
+    for &i in a {
+        for &j in b {
+            let (x, y) = (keys[i].public_key(), keys[j].public_key());
+            oracle.remove_link(x.clone(), y.clone()).await.unwrap();
+            oracle.remove_link(y, x).await.unwrap();
+        }
+    }
+}
+
+/// Restores every link between the two groups, both ways.
+pub async fn heal(
+    oracle: &Oracle<ed25519::PublicKey, deterministic::Context>,
+    keys: &[ed25519::PrivateKey],
+    a: &[usize],
+    b: &[usize],
+) {
+    for &i in a {
+        for &j in b {
+            let (x, y) = (keys[i].public_key(), keys[j].public_key());
+            oracle.add_link(x.clone(), y.clone(), LINK).await.unwrap();
+            oracle.add_link(y, x, LINK).await.unwrap();
+        }
     }
 }
 

@@ -2,4 +2,5 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 mod consensus;
+mod faults;
 mod harness;
