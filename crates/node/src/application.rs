@@ -190,7 +190,11 @@ impl LedgerApp {
             }
         };
         // Safety invariant: what we apply is what consensus finalized.
-        assert_eq!(state.root(), b.state_root, "applied state differs from the finalized root");
+        assert_eq!(
+            state.root(),
+            b.state_root,
+            "applied state differs from the finalized root"
+        );
         chain.finalized = state;
         chain.finalized_block = digest;
         chain.finalized_height = height;

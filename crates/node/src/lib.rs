@@ -17,6 +17,7 @@
 mod application;
 mod block;
 mod mempool;
+pub mod validator;
 
 pub use application::{ChainView, LedgerApp, Scheme};
 pub use block::{Block, BlockDigest, MAX_BLOCK_BYTES, MAX_BLOCK_TXS};
