@@ -8,6 +8,7 @@
 
 use crate::block::{Block, BlockDigest, MAX_BLOCK_TXS};
 use crate::mempool::{Mempool, MempoolError};
+use crate::storage::{BlockLog, StorageError};
 use commonware_actor::Feedback;
 use commonware_consensus::marshal::{Update, ancestry::Ancestry};
 use commonware_consensus::simplex::types::Context;
@@ -44,6 +45,8 @@ pub struct ChainView {
 }
 
 struct Chain {
+    genesis: Block,
+    log: Option<BlockLog>,
     finalized: State,
     finalized_block: BlockDigest,
     finalized_height: u64,
@@ -65,15 +68,28 @@ fn millis(t: std::time::SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+/// Why a node's stored chain could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The block log could not be read.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A stored block does not follow its parent or does not re-execute to its root.
+    #[error("stored block at height {0} does not replay")]
+    Replay(u64),
+}
+
 impl LedgerApp {
-    /// An application starting from a genesis state (height 0).
+    /// An application starting from a genesis state (height 0), in memory only.
     pub fn new(genesis: State, mempool: Mempool) -> LedgerApp {
         let root = genesis.root();
-        let genesis_block = Block::genesis(root).digest();
+        let genesis_block = Block::genesis(root);
         LedgerApp {
             chain: Arc::new(Mutex::new(Chain {
+                finalized_block: genesis_block.digest(),
+                genesis: genesis_block,
+                log: None,
                 finalized: genesis,
-                finalized_block: genesis_block,
                 finalized_height: 0,
                 executed: BTreeMap::new(),
                 mempool,
@@ -82,9 +98,37 @@ impl LedgerApp {
         }
     }
 
-    /// The genesis block for this application's genesis state.
-    pub fn genesis_block(genesis: &State) -> Block {
-        Block::genesis(genesis.root())
+    /// An application that persists finalized blocks in `log`, resumed from
+    /// what the log holds: every stored block is re-executed from `genesis` and
+    /// its root checked.
+    ///
+    /// # Errors
+    /// [`OpenError`] if the log is unreadable or does not replay.
+    pub fn open(genesis: State, mempool: Mempool, log: BlockLog) -> Result<LedgerApp, OpenError> {
+        let app = LedgerApp::new(genesis, mempool);
+        for block in log.load()? {
+            let height = block.height.get();
+            let digest = block.digest();
+            let mut chain = app.chain.lock();
+            if block.parent != chain.finalized_block {
+                return Err(OpenError::Replay(height));
+            }
+            let outcome = execute_block(&mut chain.finalized, &ctx(&block), block.txs.clone())
+                .map_err(|_| OpenError::Replay(height))?;
+            if outcome.results.iter().any(Result::is_err) || outcome.root != block.state_root {
+                return Err(OpenError::Replay(height));
+            }
+            chain.finalized_block = digest;
+            chain.finalized_height = height;
+            chain.roots.insert(height, block.state_root);
+        }
+        app.chain.lock().log = Some(log);
+        Ok(app)
+    }
+
+    /// The genesis block: height 0 with the genesis state's root.
+    pub fn genesis_block(&self) -> Block {
+        self.chain.lock().genesis.clone()
     }
 
     /// A snapshot of the finalized chain.
@@ -195,6 +239,12 @@ impl LedgerApp {
             b.state_root,
             "applied state differs from the finalized root"
         );
+        // Durable before acknowledged: a node that can not persist must halt.
+        if let Some(log) = &chain.log
+            && let Err(e) = log.append(b)
+        {
+            panic!("can not persist finalized block {height}: {e}");
+        }
         chain.finalized = state;
         chain.finalized_block = digest;
         chain.finalized_height = height;

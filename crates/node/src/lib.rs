@@ -17,8 +17,9 @@
 mod application;
 mod block;
 mod mempool;
+pub mod storage;
 pub mod validator;
 
-pub use application::{ChainView, LedgerApp, Scheme};
+pub use application::{ChainView, LedgerApp, OpenError, Scheme};
 pub use block::{Block, BlockDigest, MAX_BLOCK_BYTES, MAX_BLOCK_TXS};
 pub use mempool::{Mempool, MempoolConfig, MempoolError};

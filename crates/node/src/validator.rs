@@ -167,7 +167,7 @@ where
     // One epoch for the life of the chain: validator-set changes are ledger
     // governance, applied to consensus in a later release.
     let epocher = FixedEpocher::new(NZU64!(u64::MAX / 2));
-    let genesis_block = app.with_state(LedgerApp::genesis_block);
+    let genesis_block = app.genesis_block();
     let genesis_digest = genesis_block.digest();
 
     let resolver = marshal_resolver::init(

@@ -4,3 +4,4 @@
 mod consensus;
 mod faults;
 mod harness;
+mod restart;
