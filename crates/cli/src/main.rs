@@ -28,6 +28,59 @@ enum Command {
         #[arg(long)]
         pretty: bool,
     },
+    /// Write a new Ed25519 key file (0600) and print its public key.
+    Keygen {
+        /// Where to write the key; an existing file is never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Lay out keys, a network genesis and node configs for a local network.
+    Genesis {
+        /// Folder to write into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        plan: PlanArgs,
+    },
+    /// Run one validator.
+    Node {
+        /// The node's config file (`node.toml`).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Start a local devnet: N validators as separate processes on loopback.
+    Devnet {
+        /// Folder for keys, genesis and data (default: a fresh temporary folder).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        plan: PlanArgs,
+    },
+}
+
+/// The shape of a local network.
+#[derive(clap::Args)]
+struct PlanArgs {
+    /// Number of validators.
+    #[arg(long, default_value_t = 4)]
+    validators: usize,
+    /// Slot length in seconds (the devnet accelerates 15-minute slots).
+    #[arg(long, default_value_t = 10)]
+    slot_seconds: u64,
+    /// First port; validator i uses base + 2i (p2p) and base + 2i + 1 (API).
+    #[arg(long, default_value_t = 7400)]
+    base_port: u16,
+}
+
+impl PlanArgs {
+    fn plan(&self) -> quartier_node::devnet::DevnetPlan {
+        quartier_node::devnet::DevnetPlan {
+            validators: self.validators,
+            slot_ms: self.slot_seconds * 1000,
+            gate_ms: self.slot_seconds * 200,
+            base_port: self.base_port,
+        }
+    }
 }
 
 /// A failure with the exit code it maps to.
@@ -42,6 +95,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Clear { file, pretty } => clear(file, pretty),
+        Command::Keygen { out } => keygen(&out).map_err(Failure::BadInput),
+        Command::Genesis { out, plan } => genesis(&out, &plan).map_err(Failure::BadInput),
+        Command::Node { config } => node(&config).map_err(Failure::Internal),
+        Command::Devnet { dir, plan } => devnet(dir, &plan).map_err(Failure::Internal),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -71,6 +128,82 @@ fn clear(file: Option<PathBuf>, pretty: bool) -> Result<(), Failure> {
         .lock()
         .write_all(&out)
         .map_err(|e| Failure::Internal(anyhow::Error::new(e).context("writing stdout")))
+}
+
+fn keygen(out: &std::path::Path) -> anyhow::Result<()> {
+    let seed = quartier_node::devnet::random_seed()?;
+    quartier_node::config::write_key(out, &seed)?;
+    println!("{}", quartier_node::devnet::account_of(&seed));
+    Ok(())
+}
+
+fn genesis(out: &std::path::Path, plan: &PlanArgs) -> anyhow::Result<()> {
+    let layout = quartier_node::devnet::lay_out(out, &plan.plan())?;
+    println!("genesis: {}", layout.genesis_file.display());
+    for config in &layout.node_configs {
+        println!("node:    {}", config.display());
+    }
+    Ok(())
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+}
+
+fn node(config: &std::path::Path) -> anyhow::Result<()> {
+    init_logging();
+    let config = quartier_node::config::NodeConfig::load(config)?;
+    quartier_node::run::run(config)
+}
+
+/// Lays out a devnet and runs one `quartier node` process per validator until
+/// one exits (Ctrl-C reaches them all through the terminal's process group).
+fn devnet(dir: Option<PathBuf>, plan: &PlanArgs) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let dir = match dir {
+        Some(d) => d,
+        None => std::env::temp_dir().join(format!("quartier-devnet-{}", std::process::id())),
+    };
+    let layout = quartier_node::devnet::lay_out(&dir, &plan.plan())?;
+    let exe = std::env::current_exe().context("locating the quartier binary")?;
+    let mut children = Vec::new();
+    for (i, config) in layout.node_configs.iter().enumerate() {
+        let log = std::fs::File::create(dir.join(format!("validator-{i}.log")))
+            .context("creating a node log")?;
+        let child = std::process::Command::new(&exe)
+            .arg("node")
+            .arg("--config")
+            .arg(config)
+            .stdout(log.try_clone().context("node log")?)
+            .stderr(log)
+            .spawn()
+            .context("starting a validator")?;
+        children.push(child);
+    }
+    println!(
+        "quartier devnet: {} validators, data in {}",
+        children.len(),
+        dir.display()
+    );
+    for url in &layout.api_urls {
+        println!("  API {url}/api/v1/status");
+    }
+    println!("Ctrl-C stops all validators.");
+    // Wait for the first validator to stop, then stop the rest.
+    loop {
+        for (i, child) in children.iter_mut().enumerate() {
+            if let Some(status) = child.try_wait().context("watching validators")? {
+                for other in &mut children {
+                    let _ = other.kill();
+                    let _ = other.wait();
+                }
+                anyhow::bail!("validator {i} exited ({status}); see {}", dir.display());
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 fn read_input(file: Option<PathBuf>) -> anyhow::Result<Vec<u8>> {

@@ -142,6 +142,18 @@ impl LedgerApp {
         }
     }
 
+    /// The finalized block at `height`, from the block log (or genesis).
+    pub fn finalized_block(&self, height: u64) -> Option<Block> {
+        let chain = self.chain.lock();
+        if height == 0 {
+            return Some(chain.genesis.clone());
+        }
+        if height > chain.finalized_height {
+            return None;
+        }
+        chain.log.as_ref()?.get(height).ok().flatten()
+    }
+
     /// The state root after each finalized height this node applied.
     pub fn finalized_roots(&self) -> BTreeMap<u64, Digest> {
         self.chain.lock().roots.clone()
@@ -329,6 +341,7 @@ where
         mut ancestry: impl Ancestry<Self::Block>,
     ) -> bool {
         let (Some(block), Some(parent)) = (ancestry.next().await, ancestry.next().await) else {
+            tracing::warn!("verify: ancestry ended before the parent");
             return false;
         };
         let b = block.inner();
@@ -337,6 +350,10 @@ where
             || b.time_ms < parent.inner().time_ms
             || b.txs.len() > MAX_BLOCK_TXS
         {
+            tracing::warn!(
+                height = b.height.get(),
+                "verify: block does not follow its parent"
+            );
             return false;
         }
         // A block from the near future is not invalid: wait for our clock.
@@ -348,12 +365,19 @@ where
             }
         }
         let Some(mut state) = self.state_after(parent, &mut ancestry).await else {
+            tracing::warn!(height = b.height.get(), "verify: parent state unavailable");
             return false;
         };
         let Ok(outcome) = execute_block(&mut state, &ctx(b), b.txs.clone()) else {
+            tracing::warn!(height = b.height.get(), "verify: block does not execute");
             return false;
         };
-        if outcome.results.iter().any(Result::is_err) || outcome.root != b.state_root {
+        if let Some(Err(e)) = outcome.results.iter().find(|r| r.is_err()) {
+            tracing::warn!(height = b.height.get(), error = %e, "verify: block holds a rejected tx");
+            return false;
+        }
+        if outcome.root != b.state_root {
+            tracing::warn!(height = b.height.get(), "verify: state root differs");
             return false;
         }
         self.chain

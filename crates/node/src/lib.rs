@@ -14,9 +14,13 @@
 //!   finalized blocks exactly once (a redelivered height is skipped).
 #![forbid(unsafe_code)]
 
+pub mod api;
 mod application;
 mod block;
+pub mod config;
+pub mod devnet;
 mod mempool;
+pub mod run;
 pub mod storage;
 pub mod validator;
 

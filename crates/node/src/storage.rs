@@ -69,6 +69,21 @@ impl BlockLog {
         txn.commit().map_err(db_error)
     }
 
+    /// The block at `height`, if stored.
+    ///
+    /// # Errors
+    /// [`StorageError`] if the log can not be read or the block is corrupt.
+    pub fn get(&self, height: u64) -> Result<Option<Block>, StorageError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let table = txn.open_table(BLOCKS).map_err(db_error)?;
+        let Some(bytes) = table.get(height).map_err(db_error)? else {
+            return Ok(None);
+        };
+        Block::decode(bytes::Bytes::copy_from_slice(bytes.value()))
+            .map(Some)
+            .map_err(|_| StorageError::Corrupt(height))
+    }
+
     /// All blocks from height 1, in order.
     ///
     /// # Errors

@@ -1,0 +1,223 @@
+//! The devnet as real OS processes on loopback (DESIGN §12): four validators,
+//! `kill -9` of one under load, restart, and afterwards every acknowledged
+//! transaction is finalized and the restarted node agrees on every root.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+// An OS-process test waits on real processes, with a wall-clock deadline.
+#![allow(clippy::disallowed_methods)]
+
+use quartier_ledger::{MeterRole, Tx, TxBody};
+use quartier_types::{AccountId, RegionId};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const EXE: &str = env!("CARGO_BIN_EXE_quartier");
+
+/// A minimal HTTP/1.1 exchange; `None` if the node does not answer.
+fn http(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, serde_json::Value)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let status = resp.split(' ').nth(1)?.parse().ok()?;
+    let json = resp
+        .split("\r\n\r\n")
+        .nth(1)
+        .and_then(|b| serde_json::from_str(b).ok())?;
+    Some((status, json))
+}
+
+fn status(port: u16) -> Option<serde_json::Value> {
+    http(port, "GET", "/api/v1/status", "").map(|(_, v)| v)
+}
+
+fn height(port: u16) -> u64 {
+    status(port).and_then(|s| s["height"].as_u64()).unwrap_or(0)
+}
+
+/// Waits (bounded) until `condition` holds, polling the nodes.
+fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+struct Devnet {
+    dir: PathBuf,
+    nodes: Vec<Option<Child>>,
+    api_ports: Vec<u16>,
+}
+
+impl Devnet {
+    fn start_node(&mut self, i: usize) {
+        let log = std::fs::File::create(self.dir.join(format!("validator-{i}.log"))).unwrap();
+        let config = self.dir.join(format!("validator-{i}/node.toml"));
+        let child = Command::new(EXE)
+            .args(["node", "--config"])
+            .arg(config)
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        self.nodes[i] = Some(child);
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].take() {
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Devnet {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+}
+
+fn key(dir: &Path, name: &str) -> ed25519_dalek::SigningKey {
+    let hex_seed = std::fs::read_to_string(dir.join(format!("keys/{name}.key"))).unwrap();
+    let seed: [u8; 32] = hex::decode(hex_seed.trim()).unwrap().try_into().unwrap();
+    ed25519_dalek::SigningKey::from_bytes(&seed)
+}
+
+#[test]
+fn four_processes_survive_kill_9_and_agree() {
+    let base = 21_000 + (std::process::id() % 500) as u16 * 10;
+    let dir = std::env::temp_dir().join(format!("quartier-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = Command::new(EXE)
+        .args([
+            "genesis",
+            "--validators",
+            "4",
+            "--slot-seconds",
+            "5",
+            "--base-port",
+        ])
+        .arg(base.to_string())
+        .arg("--out")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut net = Devnet {
+        dir: dir.clone(),
+        nodes: (0..4).map(|_| None).collect(),
+        api_ports: (0..4).map(|i| base + 2 * i + 1).collect(),
+    };
+    for i in 0..4 {
+        net.start_node(i);
+    }
+    let ports = net.api_ports.clone();
+    wait_for(
+        "all validators to finalize",
+        Duration::from_secs(120),
+        || ports.iter().all(|&p| height(p) >= 3),
+    );
+
+    // The DSO registers 40 meters, submitting round-robin to all validators
+    // (gossip must carry each to the proposers); validator 3 is killed halfway.
+    let dso = key(&dir, "dso");
+    let chain_id = {
+        let genesis: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("genesis.json")).unwrap())
+                .unwrap();
+        let ledger: quartier_ledger::Genesis =
+            serde_json::from_value(genesis["ledger"].clone()).unwrap();
+        ledger.chain_id()
+    };
+    let signed: Vec<String> = (0..40u64)
+        .map(|nonce| {
+            let tx = Tx {
+                chain_id,
+                signer: AccountId(dso.verifying_key().to_bytes()),
+                nonce,
+                body: TxBody::RegisterMeter {
+                    meter: AccountId([nonce as u8 + 1; 32]),
+                    region: RegionId(1),
+                    role: MeterRole::Consumer,
+                    pv_watts: 0,
+                },
+            }
+            .sign(&dso);
+            format!(r#"{{"tx":"{}"}}"#, hex::encode(tx.encode()))
+        })
+        .collect();
+    let dso_id = AccountId(dso.verifying_key().to_bytes()).to_string();
+    let nonce_at = |port: u16| {
+        http(port, "GET", &format!("/api/v1/accounts/{dso_id}"), "")
+            .and_then(|(_, v)| v["nonce"].as_u64())
+            .unwrap_or(0)
+    };
+    let mut finalized_seen = 0;
+    for (nonce, body) in signed.iter().enumerate() {
+        if nonce == 20 {
+            finalized_seen = nonce_at(ports[0]);
+            net.kill(3);
+        }
+        let live = if nonce >= 20 { 3 } else { 4 };
+        let port = ports[nonce % live];
+        let (code, reply) = http(port, "POST", "/api/v1/txs", body).unwrap();
+        assert_eq!(code, 202, "{reply}");
+    }
+    // A 202 means admitted, not finalized: a node killed before gossiping loses
+    // its pending txs, so the client resubmits what is not finalized yet
+    // (idempotent: a tx applies once, by nonce).
+    wait_for("every tx to finalize", Duration::from_secs(120), || {
+        let done = nonce_at(ports[0]);
+        for body in &signed[done as usize..] {
+            for &p in &ports[..3] {
+                let _ = http(p, "POST", "/api/v1/txs", body);
+            }
+        }
+        ports[..3].iter().all(|&p| nonce_at(p) == 40)
+    });
+    let acknowledged = 40;
+    assert!(finalized_seen <= acknowledged);
+
+    // Restart the killed validator: it resumes from its log and catches up.
+    net.start_node(3);
+    let target = height(ports[0]);
+    wait_for(
+        "the restarted validator to catch up",
+        Duration::from_secs(120),
+        || height(ports[3]) >= target,
+    );
+    assert_eq!(
+        nonce_at(ports[3]),
+        acknowledged,
+        "a finalized tx is missing after restart"
+    );
+    for h in [1, target / 2, target] {
+        let root = |p: u16| {
+            http(p, "GET", &format!("/api/v1/blocks/{h}"), "").map(|(_, v)| v["root"].clone())
+        };
+        let expected = root(ports[0]).unwrap();
+        for &p in &ports[1..] {
+            assert_eq!(
+                root(p).unwrap(),
+                expected,
+                "root at height {h} differs on port {p}"
+            );
+        }
+    }
+    drop(net);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,158 @@
+//! The HTTP/JSON API under `/api/v1` (DESIGN §5).
+//!
+//! Bad requests get a 4xx status with `{"error": "..."}` naming the problem
+//! and change nothing.
+
+use crate::application::LedgerApp;
+use crate::mempool::MempoolError;
+use axum::extract::{DefaultBodyLimit, Path, State as AxumState};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use quartier_ledger::{MAX_TX_BYTES, SignedTx};
+use quartier_types::{AccountId, RegionId, Slot};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::sync::Arc;
+
+/// Sends a transaction's bytes to the other validators.
+pub type Gossip = Arc<dyn Fn(Vec<u8>) + Send + Sync>;
+
+#[derive(Clone)]
+struct Api {
+    app: LedgerApp,
+    gossip: Gossip,
+}
+
+/// A JSON error with its status.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn bad(reason: impl std::fmt::Display) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, reason.to_string())
+}
+
+/// The API's routes for `app`; accepted transactions are passed to `gossip`.
+pub fn router(app: LedgerApp, gossip: Gossip) -> Router {
+    Router::new()
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/txs", post(submit))
+        .route("/api/v1/accounts/{id}", get(account))
+        .route("/api/v1/blocks/{height}", get(block))
+        .route("/api/v1/regions/{region}/slots/{slot}", get(slot))
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such route".into()) })
+        // A hex-encoded transaction plus JSON framing.
+        .layer(DefaultBodyLimit::max(4 * MAX_TX_BYTES))
+        .with_state(Api { app, gossip })
+}
+
+async fn status(AxumState(api): AxumState<Api>) -> Json<serde_json::Value> {
+    let view = api.app.view();
+    let (chain_id, validators) = api.app.with_state(|s| {
+        (
+            s.chain_id().0.to_string(),
+            s.validators()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+        )
+    });
+    Json(json!({
+        "chain_id": chain_id,
+        "height": view.height,
+        "block": hex::encode(view.block.as_ref()),
+        "root": view.root.to_string(),
+        "mempool": view.mempool,
+        "validators": validators,
+    }))
+}
+
+/// `POST /api/v1/txs` body.
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct Submit {
+    /// The transaction's canonical bytes, hex.
+    tx: String,
+}
+
+async fn submit(
+    AxumState(api): AxumState<Api>,
+    body: Result<Json<Submit>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let Json(body) = body.map_err(|e| ApiError(e.status(), e.body_text()))?;
+    let bytes = hex::decode(body.tx.trim()).map_err(|e| bad(format!("tx: {e}")))?;
+    let tx = SignedTx::decode(&bytes).map_err(|e| bad(format!("tx: {e}")))?;
+    let hash = api.app.submit(tx).map_err(|e| match e {
+        MempoolError::Duplicate => ApiError(StatusCode::CONFLICT, e.to_string()),
+        MempoolError::Full | MempoolError::AccountFull => {
+            ApiError(StatusCode::TOO_MANY_REQUESTS, e.to_string())
+        }
+        _ => bad(e),
+    })?;
+    (api.gossip)(bytes);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "hash": hash.to_string() })),
+    ))
+}
+
+async fn account(
+    AxumState(api): AxumState<Api>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id: AccountId = id.parse().map_err(|e| bad(format!("account: {e}")))?;
+    let (account, height) = (
+        api.app.with_state(|s| s.account(&id)),
+        api.app.view().height,
+    );
+    Ok(Json(json!({
+        "account": id,
+        "balance": account.balance,
+        "nonce": account.nonce,
+        "height": height,
+    })))
+}
+
+async fn slot(
+    AxumState(api): AxumState<Api>,
+    Path((region, slot)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let region = RegionId(region.parse().map_err(|_| bad("region: not a number"))?);
+    let slot = Slot(slot.parse().map_err(|_| bad("slot: not a number"))?);
+    let body = api.app.with_state(|s| {
+        json!({
+            "region": region,
+            "slot": slot,
+            "book": s.book(region, slot),
+            "settlement": s.settlement(region, slot),
+        })
+    });
+    Ok(Json(body))
+}
+
+async fn block(
+    AxumState(api): AxumState<Api>,
+    Path(height): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let height: u64 = height.parse().map_err(|_| bad("height: not a number"))?;
+    let block = api.app.finalized_block(height).ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no finalized block at {height}"),
+        )
+    })?;
+    Ok(Json(json!({
+        "height": height,
+        "digest": hex::encode(commonware_cryptography::Digestible::digest(&block).as_ref()),
+        "parent": hex::encode(block.parent.as_ref()),
+        "time_ms": block.time_ms,
+        "root": block.state_root.to_string(),
+        "txs": block.txs.iter().map(|t| t.hash().to_string()).collect::<Vec<_>>(),
+    })))
+}

@@ -1,0 +1,157 @@
+//! Node configuration: the node's own file and the network's genesis.
+
+use quartier_ledger::Genesis;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// A validator in the network genesis: its key and where to reach it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    /// Ed25519 public key, 64 hex digits (consensus, p2p and ledger identity).
+    pub public_key: String,
+    /// p2p address.
+    pub p2p: SocketAddr,
+    /// HTTP API address.
+    pub api: SocketAddr,
+}
+
+/// Everything every node of one chain must agree on: the ledger genesis and
+/// the permissioned validator set with addresses (no discovery).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkGenesis {
+    /// The ledger's genesis document.
+    pub ledger: Genesis,
+    /// The validators, in the order of `ledger.validators`.
+    pub peers: Vec<Peer>,
+}
+
+/// One node's local settings (`node.toml`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The validator's key file (written by `quartier keygen`).
+    pub key_file: PathBuf,
+    /// The network genesis (JSON).
+    pub genesis_file: PathBuf,
+    /// Where the node keeps its block log and consensus archives.
+    pub data_dir: PathBuf,
+    /// p2p listen address.
+    pub p2p_listen: SocketAddr,
+    /// HTTP API listen address.
+    pub api_listen: SocketAddr,
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A file's contents are invalid.
+    #[error("{path}: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn invalid(path: &Path, reason: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Invalid {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+impl NodeConfig {
+    /// Loads and validates a `node.toml`; relative paths are taken from its folder.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file and the problem.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let mut config: NodeConfig = toml::from_str(&read(path)?).map_err(|e| invalid(path, e))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [
+            &mut config.key_file,
+            &mut config.genesis_file,
+            &mut config.data_dir,
+        ] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(config)
+    }
+}
+
+impl NetworkGenesis {
+    /// Loads and validates a network genesis.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file and the problem.
+    pub fn load(path: &Path) -> Result<NetworkGenesis, ConfigError> {
+        let genesis: NetworkGenesis =
+            serde_json::from_str(&read(path)?).map_err(|e| invalid(path, e))?;
+        genesis.ledger.validate().map_err(|e| invalid(path, e))?;
+        let keys: Vec<String> = genesis
+            .ledger
+            .validators
+            .iter()
+            .map(|v| v.to_string())
+            .collect();
+        let peers: Vec<String> = genesis.peers.iter().map(|p| p.public_key.clone()).collect();
+        if keys != peers {
+            return Err(invalid(path, "peers must list ledger.validators in order"));
+        }
+        Ok(genesis)
+    }
+}
+
+/// Reads a key file: 64 hex digits of an Ed25519 secret seed.
+///
+/// # Errors
+/// [`ConfigError`] if the file is unreadable or not a key.
+pub fn read_key(path: &Path) -> Result<[u8; 32], ConfigError> {
+    let text = read(path)?;
+    let bytes = hex::decode(text.trim()).map_err(|e| invalid(path, e))?;
+    bytes
+        .try_into()
+        .map_err(|_| invalid(path, "a key is 32 bytes (64 hex digits)"))
+}
+
+/// Writes a key file readable by its owner only (0600).
+///
+/// # Errors
+/// [`ConfigError::Io`] if it can not be written.
+pub fn write_key(path: &Path, seed: &[u8; 32]) -> Result<(), ConfigError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let io = |source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    file.write_all(hex::encode(seed).as_bytes()).map_err(io)?;
+    file.write_all(b"\n").map_err(io)
+}

@@ -1,0 +1,162 @@
+//! Lays out a local devnet: keys, the network genesis and one `node.toml` per
+//! validator, on loopback ports.
+
+use crate::config::{ConfigError, NetworkGenesis, NodeConfig, Peer, write_key};
+use quartier_ledger::Genesis;
+use quartier_types::{AccountId, Money, Price, RegionId, RegionParams};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+/// What to lay out.
+#[derive(Clone, Debug)]
+pub struct DevnetPlan {
+    /// Number of validators.
+    pub validators: usize,
+    /// Slot length in milliseconds (the devnet accelerates time).
+    pub slot_ms: u64,
+    /// Gate after each slot in milliseconds.
+    pub gate_ms: u64,
+    /// First port: validator i listens on p2p `base + 2i` and API `base + 2i + 1`.
+    pub base_port: u16,
+}
+
+/// Where the files went.
+#[derive(Clone, Debug)]
+pub struct DevnetLayout {
+    /// The network genesis file.
+    pub genesis_file: PathBuf,
+    /// One `node.toml` per validator.
+    pub node_configs: Vec<PathBuf>,
+    /// The validators' API base URLs.
+    pub api_urls: Vec<String>,
+    /// The DSO's key file.
+    pub dso_key: PathBuf,
+    /// The utility's key file.
+    pub utility_key: PathBuf,
+}
+
+/// A fresh secret seed from the operating system's CSPRNG.
+///
+/// # Errors
+/// [`ConfigError::Io`] if `/dev/urandom` can not be read.
+pub fn random_seed() -> Result<[u8; 32], ConfigError> {
+    use std::io::Read as _;
+    let mut seed = [0u8; 32];
+    let path = Path::new("/dev/urandom");
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut seed))
+        .map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(seed)
+}
+
+/// The account (public key) of a secret seed.
+pub fn account_of(seed: &[u8; 32]) -> AccountId {
+    AccountId(
+        ed25519_dalek::SigningKey::from_bytes(seed)
+            .verifying_key()
+            .to_bytes(),
+    )
+}
+
+fn new_key(dir: &Path, name: &str) -> Result<(PathBuf, AccountId), ConfigError> {
+    let seed = random_seed()?;
+    let path = dir.join(format!("{name}.key"));
+    write_key(&path, &seed)?;
+    Ok((path, account_of(&seed)))
+}
+
+fn write(path: &Path, text: &str) -> Result<(), ConfigError> {
+    std::fs::write(path, text).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn mkdir(path: &Path) -> Result<(), ConfigError> {
+    std::fs::create_dir_all(path).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes keys, the network genesis and node configs under `dir`.
+///
+/// # Errors
+/// [`ConfigError`] if a file can not be written (existing keys are never overwritten).
+pub fn lay_out(dir: &Path, plan: &DevnetPlan) -> Result<DevnetLayout, ConfigError> {
+    let keys = dir.join("keys");
+    mkdir(&keys)?;
+    let (dso_key, dso) = new_key(&keys, "dso")?;
+    let (utility_key, utility) = new_key(&keys, "utility")?;
+    let mut peers = Vec::new();
+    let mut validators = Vec::new();
+    let mut node_configs = Vec::new();
+    for i in 0..plan.validators {
+        let (key_file, account) = new_key(&keys, &format!("validator-{i}"))?;
+        let port = |offset: usize| {
+            let p = usize::from(plan.base_port) + 2 * i + offset;
+            SocketAddr::from((Ipv4Addr::LOCALHOST, u16::try_from(p).unwrap_or(u16::MAX)))
+        };
+        let (p2p, api) = (port(0), port(1));
+        peers.push(Peer {
+            public_key: account.to_string(),
+            p2p,
+            api,
+        });
+        validators.push(account);
+        let node_dir = dir.join(format!("validator-{i}"));
+        mkdir(&node_dir)?;
+        let config = NodeConfig {
+            key_file,
+            genesis_file: dir.join("genesis.json"),
+            data_dir: node_dir.join("data"),
+            p2p_listen: p2p,
+            api_listen: api,
+        };
+        let path = node_dir.join("node.toml");
+        let text = toml::to_string(&config).map_err(|e| ConfigError::Invalid {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        write(&path, &text)?;
+        node_configs.push(path);
+    }
+    let params =
+        RegionParams::new(Price::new(20_750), Price::new(4_000), Price::ZERO).map_err(|e| {
+            ConfigError::Invalid {
+                path: dir.to_path_buf(),
+                reason: e.to_string(),
+            }
+        })?;
+    let genesis = NetworkGenesis {
+        ledger: Genesis {
+            chain_name: "quartier-devnet".into(),
+            dso,
+            utility,
+            validators,
+            regions: vec![(RegionId(1), params)],
+            slot_ms: plan.slot_ms,
+            gate_ms: plan.gate_ms,
+            lead_slots: 1,
+            // The utility's float for paying feed-in: 10 000 CHF.
+            allocations: vec![(utility, Money::new(10_000 * 100_000_000))],
+        },
+        peers: peers.clone(),
+    };
+    let genesis_file = dir.join("genesis.json");
+    let text = serde_json::to_string_pretty(&genesis).map_err(|e| ConfigError::Invalid {
+        path: genesis_file.clone(),
+        reason: e.to_string(),
+    })?;
+    write(&genesis_file, &text)?;
+    Ok(DevnetLayout {
+        genesis_file,
+        node_configs,
+        api_urls: peers.iter().map(|p| format!("http://{}", p.api)).collect(),
+        dso_key,
+        utility_key,
+    })
+}

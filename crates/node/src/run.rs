@@ -1,0 +1,150 @@
+//! Runs one validator as an OS process: tokio runtime, authenticated p2p with
+//! the static validator set, consensus, transaction gossip and the HTTP API.
+
+use crate::api::{self, Gossip};
+use crate::config::{NetworkGenesis, NodeConfig, read_key};
+use crate::storage::BlockLog;
+use crate::validator::{
+    self, CHANNEL_BACKFILL, CHANNEL_BLOCKS, CHANNEL_CERTIFICATES, CHANNEL_RESOLVER, CHANNEL_VOTES,
+    Channels, ValidatorConfig,
+};
+use crate::{LedgerApp, Mempool, MempoolConfig};
+use anyhow::{Context as _, anyhow};
+use commonware_codec::DecodeExt as _;
+use commonware_cryptography::{ChaCha20Poly1305, Signer as _, ed25519};
+use commonware_p2p::authenticated::lookup;
+use commonware_p2p::{Address, AddressableManager as _, Receiver as _, Recipients, Sender as _};
+use commonware_runtime::{IoBuf, Quota, Runner as _, Spawner as _, Supervisor as _, tokio};
+use commonware_stream::{
+    cups::{self, Cups},
+    sake::{self, Sake},
+};
+use commonware_utils::ordered::Map;
+use commonware_utils::sync::Mutex;
+use commonware_utils::{NZU32, NZUsize};
+use quartier_ledger::{SignedTx, State};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// p2p channel of transaction gossip.
+pub const CHANNEL_TXS: u64 = 5;
+/// The largest p2p message (a full block).
+const MAX_MESSAGE: u32 = 8 * 1024 * 1024;
+
+/// The consensus namespace of a chain: its name, so two chains never mix votes.
+fn namespace(genesis: &NetworkGenesis) -> Vec<u8> {
+    format!("quartier/{}", genesis.ledger.chain_name).into_bytes()
+}
+
+fn public_key(hex_key: &str) -> anyhow::Result<ed25519::PublicKey> {
+    let bytes = hex::decode(hex_key).with_context(|| format!("peer key {hex_key}"))?;
+    ed25519::PublicKey::decode(bytes::Bytes::from(bytes))
+        .map_err(|e| anyhow!("peer key {hex_key}: {e}"))
+}
+
+/// Runs the node until the process is stopped.
+///
+/// # Errors
+/// A one-line cause if the configuration, key, storage or a listener is unusable.
+pub fn run(config: NodeConfig) -> anyhow::Result<()> {
+    let genesis = NetworkGenesis::load(&config.genesis_file)?;
+    let seed = read_key(&config.key_file)?;
+    let signer = ed25519::PrivateKey::decode(bytes::Bytes::copy_from_slice(&seed))
+        .map_err(|e| anyhow!("key: {e}"))?;
+    let me = signer.public_key();
+    let peers = genesis
+        .peers
+        .iter()
+        .map(|p| Ok((public_key(&p.public_key)?, p.p2p)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if !peers.iter().any(|(k, _)| *k == me) {
+        return Err(anyhow!("this node's key is not a validator of the genesis"));
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let state = State::from_genesis(genesis.ledger.clone()).map_err(|e| anyhow!("genesis: {e}"))?;
+    let log = BlockLog::open(&config.data_dir.join("blocks.redb"))?;
+    let app = LedgerApp::open(state, Mempool::new(MempoolConfig::default()), log)?;
+    tracing::info!(height = app.view().height, "resumed from the block log");
+
+    let runtime = tokio::Config::new()
+        .with_storage_directory(config.data_dir.join("consensus"))
+        .with_worker_threads(2);
+    tokio::Runner::new(runtime).start(|context| async move {
+        let namespace = namespace(&genesis);
+        let handshake = Cups::<_, ChaCha20Poly1305>::new(
+            Sake {
+                signer: signer.clone(),
+                synchrony_bound: Duration::from_secs(5),
+                max_handshake_age: Duration::from_secs(10),
+                version: sake::Version::V1,
+            },
+            cups::Version::V1,
+        );
+        let p2p = lookup::Config::local(
+            handshake,
+            &[namespace.as_slice(), b"/p2p"].concat(),
+            config.p2p_listen,
+            NZUsize!(peers.len()),
+            MAX_MESSAGE,
+            NZUsize!(1024),
+        );
+        let (mut network, mut oracle) = lookup::Network::new(context.child("network"), p2p);
+        let addresses: Map<ed25519::PublicKey, Address> = peers
+            .iter()
+            .map(|(k, a)| (k.clone(), Address::from(*a)))
+            .collect::<Vec<_>>()
+            .try_into()
+            .map_err(|_| anyhow!("duplicate validator in genesis"))?;
+        oracle.track(0, addresses);
+        let quota = Quota::per_second(NZU32!(100_000));
+        let channels = Channels {
+            votes: network.register(CHANNEL_VOTES, quota),
+            certificates: network.register(CHANNEL_CERTIFICATES, quota),
+            resolver: network.register(CHANNEL_RESOLVER, quota),
+            backfill: network.register(CHANNEL_BACKFILL, quota),
+            blocks: network.register(CHANNEL_BLOCKS, quota),
+        };
+        let (txs_out, mut txs_in) = network.register(CHANNEL_TXS, quota);
+        network.start();
+
+        let participants = peers.iter().map(|(k, _)| k.clone()).collect();
+        let partition = "validator";
+        let validator_config = ValidatorConfig::new(&namespace, partition, signer, participants);
+        validator::start(
+            context.child("validator"),
+            validator_config,
+            channels,
+            oracle.clone(),
+            oracle,
+            app.clone(),
+            app.clone(),
+        )
+        .await?;
+
+        // Transactions other validators accepted: admit them here too.
+        let gossip_app = app.clone();
+        context.child("gossip").spawn(move |_| async move {
+            while let Ok((_, message)) = txs_in.recv().await {
+                if let Ok(tx) = SignedTx::decode(message.as_ref()) {
+                    let _ = gossip_app.submit(tx);
+                }
+            }
+        });
+        let txs_out = Arc::new(Mutex::new(txs_out));
+        let gossip: Gossip = Arc::new(move |bytes: Vec<u8>| {
+            txs_out
+                .lock()
+                .send(Recipients::All, IoBuf::from(bytes), false);
+        });
+
+        let listener = ::tokio::net::TcpListener::bind(config.api_listen)
+            .await
+            .with_context(|| format!("binding the API on {}", config.api_listen))?;
+        tracing::info!(api = %config.api_listen, p2p = %config.p2p_listen, "validator running");
+        axum::serve(listener, api::router(app, gossip))
+            .await
+            .context("API server")?;
+        Ok(())
+    })
+}
