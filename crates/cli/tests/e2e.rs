@@ -1,7 +1,8 @@
 //! The devnet as real OS processes on loopback (DESIGN §12): four validators,
 //! `kill -9` of one under load, restart, and afterwards every acknowledged
 //! transaction is finalized and the restarted node agrees on every root.
-#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+#![allow(clippy::unwrap_used)]
+// test code: a panic is the failure report
 // An OS-process test waits on real processes, with a wall-clock deadline.
 #![allow(clippy::disallowed_methods)]
 

@@ -1,6 +1,7 @@
 //! Multi-validator tests on commonware's deterministic runtime and simulated network.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+mod api;
 mod consensus;
 mod faults;
 mod harness;

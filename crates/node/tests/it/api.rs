@@ -1,0 +1,205 @@
+//! The HTTP API in-process: every route, bad input answered with the right
+//! 4xx and a JSON error, and no state change from a rejected request.
+
+use crate::harness::*;
+use axum::body::{Body, to_bytes};
+use axum::http::{Request, StatusCode};
+use quartier_ledger::TxBody;
+use quartier_node::LedgerApp;
+use quartier_node::api::{Gossip, router};
+use std::sync::{Arc, Mutex};
+use tower::ServiceExt as _;
+
+fn setup() -> (LedgerApp, axum::Router, Arc<Mutex<Vec<Vec<u8>>>>) {
+    let keys = validator_keys(4);
+    let app = app(&genesis(&keys));
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let log = sent.clone();
+    let gossip: Gossip = Arc::new(move |b| log.lock().unwrap().push(b));
+    (app.clone(), router(app, gossip), sent)
+}
+
+async fn call(
+    router: &axum::Router,
+    method: &str,
+    uri: &str,
+    body: &str,
+) -> (StatusCode, serde_json::Value) {
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+#[test]
+fn every_route_answers() {
+    block_on(async {
+        let (app, router, _) = setup();
+        let (s, v) = call(&router, "GET", "/api/v1/status", "").await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(v["height"], 0);
+        assert_eq!(v["validators"].as_array().unwrap().len(), 4);
+        assert_eq!(
+            v["chain_id"],
+            app.with_state(|s| s.chain_id().0.to_string())
+        );
+        let utility = id(&key("utility")).to_string();
+        let (s, v) = call(&router, "GET", &format!("/api/v1/accounts/{utility}"), "").await;
+        assert_eq!((s, v["nonce"].clone()), (StatusCode::OK, 0.into()));
+        let (s, v) = call(&router, "GET", "/api/v1/blocks/0", "").await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(v["root"], app.view().root.to_string());
+        let (s, v) = call(&router, "GET", "/api/v1/regions/1/slots/7", "").await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(v["book"].is_null() && v["settlement"].is_null());
+    });
+}
+
+#[test]
+fn a_valid_tx_is_admitted_and_gossiped_once() {
+    block_on(async {
+        let (app, router, sent) = setup();
+        let tx = app.with_state(|s| registrations(s, 1)).remove(0);
+        let body = format!(r#"{{"tx":"{}"}}"#, hex::encode(tx.encode()));
+        let (s, v) = call(&router, "POST", "/api/v1/txs", &body).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+        assert_eq!(v["hash"], tx.hash().to_string());
+        assert_eq!(app.view().mempool, 1);
+        let (s, _) = call(&router, "POST", "/api/v1/txs", &body).await;
+        assert_eq!(s, StatusCode::CONFLICT);
+        assert_eq!(
+            sent.lock().unwrap().len(),
+            1,
+            "a duplicate must not be gossiped"
+        );
+    });
+}
+
+#[test]
+fn bad_requests_get_4xx_json_and_change_nothing() {
+    block_on(async {
+        let (app, router, sent) = setup();
+        let good = app.with_state(|s| registrations(s, 1)).remove(0);
+        let mut forged = good.clone();
+        forged.tx.body = TxBody::Redeem {
+            amount: quartier_types::Money::new(1),
+        };
+        let mut other_chain_genesis = genesis(&validator_keys(4));
+        other_chain_genesis.chain_name = "elsewhere".into();
+        let other = app_state(&other_chain_genesis, |s| registrations(s, 1)).remove(0);
+        let hex_tx =
+            |t: &quartier_ledger::SignedTx| format!(r#"{{"tx":"{}"}}"#, hex::encode(t.encode()));
+        let oversized = format!(r#"{{"tx":"{}"}}"#, "ab".repeat(4096));
+        let cases: Vec<(&str, &str, String, StatusCode)> = vec![
+            (
+                "POST",
+                "/api/v1/txs",
+                "not json".into(),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "POST",
+                "/api/v1/txs",
+                r#"{"tx": 5}"#.into(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (
+                "POST",
+                "/api/v1/txs",
+                r#"{"tx":"00","x":1}"#.into(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (
+                "POST",
+                "/api/v1/txs",
+                r#"{"tx":"zz"}"#.into(),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "POST",
+                "/api/v1/txs",
+                r#"{"tx":"00"}"#.into(),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "POST",
+                "/api/v1/txs",
+                hex_tx(&forged),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "POST",
+                "/api/v1/txs",
+                hex_tx(&other),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "POST",
+                "/api/v1/txs",
+                oversized,
+                StatusCode::PAYLOAD_TOO_LARGE,
+            ),
+            (
+                "GET",
+                "/api/v1/accounts/xyz",
+                String::new(),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "GET",
+                "/api/v1/blocks/abc",
+                String::new(),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "GET",
+                "/api/v1/blocks/99",
+                String::new(),
+                StatusCode::NOT_FOUND,
+            ),
+            (
+                "GET",
+                "/api/v1/regions/x/slots/1",
+                String::new(),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "GET",
+                "/api/v1/nothing",
+                String::new(),
+                StatusCode::NOT_FOUND,
+            ),
+        ];
+        let root = app.view();
+        for (method, uri, body, expected) in cases {
+            let (s, v) = call(&router, method, uri, &body).await;
+            assert_eq!(s, expected, "{method} {uri} {body:.40}: {v}");
+            assert!(v["error"].is_string(), "{uri}: no JSON error: {v}");
+        }
+        assert_eq!(app.view(), root, "a rejected request changed the node");
+        assert!(
+            sent.lock().unwrap().is_empty(),
+            "a rejected tx was gossiped"
+        );
+    });
+}
+
+fn app_state<T>(g: &quartier_ledger::Genesis, f: impl FnOnce(&quartier_ledger::State) -> T) -> T {
+    f(&quartier_ledger::State::from_genesis(g.clone()).unwrap())
+}
