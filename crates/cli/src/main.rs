@@ -48,6 +48,20 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Re-run a settled slot's clearing from a node's public data and compare.
+    ///
+    /// Prints MATCH, or the first difference and exits with code 1.
+    VerifySlot {
+        /// The node's API, e.g. http://127.0.0.1:7401.
+        #[arg(long)]
+        node: String,
+        /// The region.
+        #[arg(long)]
+        region: u32,
+        /// The slot.
+        #[arg(long)]
+        slot: u64,
+    },
     /// Start a local devnet: N validators as separate processes on loopback.
     Devnet {
         /// Folder for keys, genesis and data (default: a fresh temporary folder).
@@ -99,6 +113,7 @@ fn main() -> ExitCode {
         Command::Genesis { out, plan } => genesis(&out, &plan).map_err(Failure::BadInput),
         Command::Node { config } => node(&config).map_err(Failure::Internal),
         Command::Devnet { dir, plan } => devnet(dir, &plan).map_err(Failure::Internal),
+        Command::VerifySlot { node, region, slot } => verify_slot(&node, region, slot),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -144,6 +159,81 @@ fn genesis(out: &std::path::Path, plan: &PlanArgs) -> anyhow::Result<()> {
         println!("node:    {}", config.display());
     }
     Ok(())
+}
+
+fn verify_slot(node: &str, region: u32, slot: u64) -> Result<(), Failure> {
+    let client =
+        quartier_node::client::NodeClient::new(node).map_err(|e| Failure::BadInput(e.into()))?;
+    let (code, body) = client
+        .get(&format!("/api/v1/regions/{region}/slots/{slot}"))
+        .map_err(|e| Failure::Internal(e.into()))?;
+    if code != 200 {
+        return Err(Failure::BadInput(anyhow::anyhow!(
+            "node answered {code}: {body}"
+        )));
+    }
+    if body["settlement"].is_null() {
+        return Err(Failure::BadInput(anyhow::anyhow!(
+            "region {region} slot {slot} is not settled on this node"
+        )));
+    }
+    let settlement: quartier_ledger::Settlement =
+        serde_json::from_value(body["settlement"].clone())
+            .map_err(|e| Failure::Internal(anyhow::anyhow!("settlement from the node: {e}")))?;
+    let orders: Vec<_> = settlement.orders.iter().map(|o| o.order).collect();
+    let recomputed = quartier_auction::clear(&settlement.params, &orders)
+        .map_err(|e| Failure::Internal(anyhow::anyhow!("re-running the clearing: {e}")))?;
+    match first_difference(&settlement.clearing, &recomputed) {
+        None => {
+            println!(
+                "MATCH region {region} slot {slot}: {} orders, {} trades, {} locally",
+                orders.len(),
+                recomputed.trades.len(),
+                recomputed.totals.local_energy
+            );
+            Ok(())
+        }
+        Some(diff) => {
+            println!("MISMATCH region {region} slot {slot}: {diff}");
+            Err(Failure::Internal(anyhow::anyhow!(
+                "settlement differs from the re-run clearing"
+            )))
+        }
+    }
+}
+
+/// The first place where the stored clearing and the re-run differ.
+fn first_difference(
+    stored: &quartier_auction::Clearing,
+    rerun: &quartier_auction::Clearing,
+) -> Option<String> {
+    if stored.trades.len() != rerun.trades.len() {
+        return Some(format!(
+            "{} trades stored, {} re-run",
+            stored.trades.len(),
+            rerun.trades.len()
+        ));
+    }
+    for (i, (a, b)) in stored.trades.iter().zip(&rerun.trades).enumerate() {
+        if a != b {
+            return Some(format!("trade {i}: stored {a:?}, re-run {b:?}"));
+        }
+    }
+    for (i, (a, b)) in stored.orders.iter().zip(&rerun.orders).enumerate() {
+        if a != b {
+            return Some(format!("order {i}: stored {a:?}, re-run {b:?}"));
+        }
+    }
+    if stored.grid != rerun.grid {
+        return Some("grid flows differ".to_string());
+    }
+    if stored.totals != rerun.totals {
+        return Some(format!(
+            "totals: stored {:?}, re-run {:?}",
+            stored.totals, rerun.totals
+        ));
+    }
+    None
 }
 
 fn init_logging() {

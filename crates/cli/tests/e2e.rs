@@ -8,31 +8,20 @@
 
 use quartier_ledger::{MeterRole, Tx, TxBody};
 use quartier_types::{AccountId, RegionId};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const EXE: &str = env!("CARGO_BIN_EXE_quartier");
 
-/// A minimal HTTP/1.1 exchange; `None` if the node does not answer.
+/// One request to the node on `port`; `None` if it does not answer.
 fn http(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, serde_json::Value)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).ok()?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    let status = resp.split(' ').nth(1)?.parse().ok()?;
-    let json = resp
-        .split("\r\n\r\n")
-        .nth(1)
-        .and_then(|b| serde_json::from_str(b).ok())?;
-    Some((status, json))
+    let client =
+        quartier_node::client::NodeClient::new(&format!("http://127.0.0.1:{port}")).ok()?;
+    match method {
+        "POST" => client.post(path, body).ok(),
+        _ => client.get(path).ok(),
+    }
 }
 
 fn status(port: u16) -> Option<serde_json::Value> {
@@ -219,6 +208,115 @@ fn four_processes_survive_kill_9_and_agree() {
             );
         }
     }
+
+    // A market slot on the live chain, then anyone can re-run its clearing.
+    let utility = key(&dir, "utility");
+    let buyer = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    let seller = ed25519_dalek::SigningKey::from_bytes(&[8u8; 32]);
+    let account = |k: &ed25519_dalek::SigningKey| AccountId(k.verifying_key().to_bytes());
+    let sign = |k: &ed25519_dalek::SigningKey, nonce: u64, body: TxBody| {
+        let tx = Tx {
+            chain_id,
+            signer: account(k),
+            nonce,
+            body,
+        }
+        .sign(k);
+        format!(r#"{{"tx":"{}"}}"#, hex::encode(tx.encode()))
+    };
+    let setup = [
+        sign(
+            &dso,
+            40,
+            TxBody::RegisterMeter {
+                meter: account(&buyer),
+                region: RegionId(1),
+                role: MeterRole::Consumer,
+                pv_watts: 0,
+            },
+        ),
+        sign(
+            &dso,
+            41,
+            TxBody::RegisterMeter {
+                meter: account(&seller),
+                region: RegionId(1),
+                role: MeterRole::Prosumer,
+                pv_watts: 10_000,
+            },
+        ),
+        sign(
+            &utility,
+            0,
+            TxBody::Mint {
+                to: account(&buyer),
+                amount: quartier_types::Money::new(100_000_000),
+            },
+        ),
+    ];
+    for body in &setup {
+        assert_eq!(http(ports[0], "POST", "/api/v1/txs", body).unwrap().0, 202);
+    }
+    wait_for("meters registered", Duration::from_secs(60), || {
+        nonce_at(ports[1]) == 42
+    });
+    let tip = height(ports[0]);
+    let time_ms = http(ports[0], "GET", &format!("/api/v1/blocks/{tip}"), "")
+        .unwrap()
+        .1["time_ms"]
+        .as_u64()
+        .unwrap();
+    let slot = time_ms / 5_000 + 1;
+    let order = |k, side, limit: u64, energy: u64| {
+        sign(
+            k,
+            0,
+            TxBody::PlaceOrder {
+                region: RegionId(1),
+                slot: quartier_types::Slot(slot),
+                side,
+                limit: quartier_types::Price::new(limit),
+                energy: quartier_types::Energy::new(energy),
+            },
+        )
+    };
+    let buy = order(&buyer, quartier_types::Side::Buy, 18_000, 900);
+    let sell = order(&seller, quartier_types::Side::Sell, 9_000, 600);
+    assert_eq!(http(ports[1], "POST", "/api/v1/txs", &buy).unwrap().0, 202);
+    assert_eq!(http(ports[2], "POST", "/api/v1/txs", &sell).unwrap().0, 202);
+    let slot_path = format!("/api/v1/regions/1/slots/{slot}");
+    wait_for(
+        "the slot to settle on every node",
+        Duration::from_secs(60),
+        || {
+            ports.iter().all(|&p| {
+                http(p, "GET", &slot_path, "").is_some_and(|(_, v)| !v["settlement"].is_null())
+            })
+        },
+    );
+    let settled = http(ports[3], "GET", &slot_path, "").unwrap().1;
+    assert_eq!(
+        settled["settlement"]["clearing"]["totals"]["local_energy"],
+        600
+    );
+    let out = Command::new(EXE)
+        .args([
+            "verify-slot",
+            "--node",
+            &format!("http://127.0.0.1:{}", ports[2]),
+            "--region",
+            "1",
+            "--slot",
+        ])
+        .arg(slot.to_string())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.starts_with("MATCH"),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     drop(net);
     let _ = std::fs::remove_dir_all(&dir);
 }

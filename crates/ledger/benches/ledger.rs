@@ -50,6 +50,7 @@ fn market(n: usize) -> (State, Vec<SigningKey>) {
         slot_ms: SLOT_MS,
         gate_ms: 60_000,
         lead_slots: 1,
+        metered_ms: 900_000,
         allocations: vec![],
     })
     .expect("valid genesis");

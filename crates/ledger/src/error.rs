@@ -157,8 +157,8 @@ pub enum GenesisError {
     /// Two regions share an id.
     #[error("duplicate region")]
     DuplicateRegion,
-    /// Slot length zero.
-    #[error("slot length must be positive")]
+    /// Slot length or metered interval zero.
+    #[error("slot length and metered interval must be positive")]
     SlotLength,
     /// Two allocations to one account, or their sum overflows.
     #[error("allocations must name distinct accounts and fit in 64 bits")]

@@ -48,6 +48,10 @@ pub struct Genesis {
     pub gate_ms: u64,
     /// How many slots ahead of the current one orders are accepted.
     pub lead_slots: u64,
+    /// The metered interval a slot stands for, in milliseconds (900 000: the
+    /// energy of 15 minutes). Equal to `slot_ms` on a real chain; a devnet that
+    /// accelerates time has a shorter `slot_ms` for the same metered interval.
+    pub metered_ms: u64,
     /// Initial balances (part of the IOU supply from the start).
     pub allocations: Vec<(AccountId, Money)>,
 }
@@ -71,7 +75,7 @@ impl Genesis {
         if regions.len() != self.regions.len() {
             return Err(GenesisError::DuplicateRegion);
         }
-        if self.slot_ms == 0 {
+        if self.slot_ms == 0 || self.metered_ms == 0 {
             return Err(GenesisError::SlotLength);
         }
         if self.dso == self.utility {

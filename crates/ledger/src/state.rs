@@ -336,9 +336,10 @@ impl State {
         self.records.proposals.get(&id)
     }
 
-    /// The most energy a meter's PV can produce in one slot: `Wp × Δ / 1 h`.
+    /// The most energy a meter's PV can produce in one slot: `Wp × metered interval / 1 h`.
     pub fn capacity_per_slot(&self, meter: &Meter) -> Energy {
-        let wh = u128::from(meter.pv_watts) * u128::from(self.records.genesis.slot_ms) / 3_600_000;
+        let wh =
+            u128::from(meter.pv_watts) * u128::from(self.records.genesis.metered_ms) / 3_600_000;
         Energy::new(u64::try_from(wh).unwrap_or(u64::MAX))
     }
 

@@ -141,6 +141,7 @@ pub fn lay_out(dir: &Path, plan: &DevnetPlan) -> Result<DevnetLayout, ConfigErro
             slot_ms: plan.slot_ms,
             gate_ms: plan.gate_ms,
             lead_slots: 1,
+            metered_ms: 900_000,
             // The utility's float for paying feed-in: 10 000 CHF.
             allocations: vec![(utility, Money::new(10_000 * 100_000_000))],
         },

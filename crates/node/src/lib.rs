@@ -17,6 +17,7 @@
 pub mod api;
 mod application;
 mod block;
+pub mod client;
 pub mod config;
 pub mod devnet;
 mod mempool;

@@ -46,6 +46,7 @@ pub fn genesis() -> Genesis {
         slot_ms: SLOT_MS,
         gate_ms: GATE_MS,
         lead_slots: 1,
+        metered_ms: 900_000,
         allocations: vec![(id(&key("utility")), chf(1_000))],
     }
 }

@@ -8,7 +8,7 @@ use crate::kit::*;
 use crate::scenario::check_settlement;
 use ed25519_dalek::SigningKey;
 use proptest::prelude::*;
-use proptest::test_runner::TestRunner;
+use proptest::test_runner::{RngAlgorithm, TestRng, TestRunner};
 use quartier_ledger::{BlockContext, Genesis, MeterRole, State, TxBody, TxError, apply, end_block};
 use quartier_types::hash::Digest;
 use quartier_types::{Energy, Height, Money, Price, RegionId, Side, Slot, Timestamp};
@@ -90,7 +90,7 @@ fn action() -> impl Strategy<Value = Action> {
             prop_oneof![1 => Just(0u64), 8 => 1u64..2_000, 1 => 2_000u64..3_000],
         )
             .prop_map(|(who, slot_offset, side, limit, energy)| Action::Place { who, slot_offset, side, limit, energy }),
-        1 => (who.clone(), -1i64..=1, side()).prop_map(|(who, slot_offset, side)| Action::Cancel { who, slot_offset, side }),
+        2 => (who.clone(), -1i64..=1, side()).prop_map(|(who, slot_offset, side)| Action::Cancel { who, slot_offset, side }),
         1 => (who.clone(), 1u32..=3, any::<bool>(), prop_oneof![Just(0u32), 1_000u32..15_000])
             .prop_map(|(who, region, prosumer, pv)| Action::Register { who, region, prosumer, pv }),
         1 => who.clone().prop_map(|who| Action::Retire { who }),
@@ -393,7 +393,11 @@ static COVERAGE: Coverage = Coverage {
 
 #[test]
 fn ledger_invariants_hold_and_execution_is_deterministic() {
-    let mut runner = TestRunner::new(ProptestConfig::with_cases(256));
+    // A fixed seed: the run, and so the coverage counts below, are reproducible.
+    let mut runner = TestRunner::new_with_rng(
+        ProptestConfig::with_cases(256),
+        TestRng::deterministic_rng(RngAlgorithm::ChaCha),
+    );
     runner
         .run(&prop::collection::vec(action(), 1..80), |actions| {
             let first = run(&actions)?;
@@ -403,6 +407,12 @@ fn ledger_invariants_hold_and_execution_is_deterministic() {
         })
         .unwrap();
     let reached = |c: &AtomicUsize| c.load(Ordering::Relaxed);
+    eprintln!(
+        "coverage: local {} fee {} cancels {}",
+        reached(&COVERAGE.local_trades),
+        reached(&COVERAGE.fee_trades),
+        reached(&COVERAGE.cancels)
+    );
     assert!(
         reached(&COVERAGE.local_trades) >= 20,
         "local trades: {}",

@@ -61,6 +61,7 @@ pub fn genesis(validators: &[ed25519::PrivateKey]) -> Genesis {
         slot_ms: 900_000,
         gate_ms: 60_000,
         lead_slots: 1,
+        metered_ms: 900_000,
         allocations: vec![],
     }
 }

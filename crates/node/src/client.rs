@@ -1,0 +1,87 @@
+//! A minimal blocking HTTP/1.1 client for a node's JSON API (loopback tools,
+//! tests and meter agents; no TLS).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The URL is not `http://host:port`.
+    #[error("unsupported node URL {0} (expected http://host:port)")]
+    Url(String),
+    /// The node could not be reached or the connection broke.
+    #[error("node unreachable: {0}")]
+    Io(#[from] std::io::Error),
+    /// The reply is not HTTP with a JSON body.
+    #[error("malformed reply from the node")]
+    Malformed,
+}
+
+/// A node's API, e.g. `http://127.0.0.1:7401`.
+#[derive(Clone, Debug)]
+pub struct NodeClient {
+    authority: String,
+}
+
+impl NodeClient {
+    /// A client for the node at `url`.
+    ///
+    /// # Errors
+    /// [`ClientError::Url`] if `url` is not `http://host:port`.
+    pub fn new(url: &str) -> Result<NodeClient, ClientError> {
+        let authority = url
+            .strip_prefix("http://")
+            .map(|a| a.trim_end_matches('/'))
+            .filter(|a| !a.is_empty() && !a.contains('/'))
+            .ok_or_else(|| ClientError::Url(url.to_string()))?;
+        Ok(NodeClient {
+            authority: authority.to_string(),
+        })
+    }
+
+    /// `GET path`: the status code and the JSON body.
+    ///
+    /// # Errors
+    /// [`ClientError`] if the node is unreachable or the reply malformed.
+    pub fn get(&self, path: &str) -> Result<(u16, serde_json::Value), ClientError> {
+        self.request("GET", path, "")
+    }
+
+    /// `POST path` with a JSON body: the status code and the JSON body.
+    ///
+    /// # Errors
+    /// [`ClientError`] if the node is unreachable or the reply malformed.
+    pub fn post(&self, path: &str, body: &str) -> Result<(u16, serde_json::Value), ClientError> {
+        self.request("POST", path, body)
+    }
+
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> Result<(u16, serde_json::Value), ClientError> {
+        let mut stream = TcpStream::connect(&self.authority)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.authority,
+            body.len()
+        );
+        stream.write_all(request.as_bytes())?;
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply)?;
+        let status = reply
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or(ClientError::Malformed)?;
+        let json = reply
+            .split_once("\r\n\r\n")
+            .and_then(|(_, b)| serde_json::from_str(b).ok())
+            .ok_or(ClientError::Malformed)?;
+        Ok((status, json))
+    }
+}
