@@ -84,6 +84,9 @@ struct PlanArgs {
     /// First port; validator i uses base + 2i (p2p) and base + 2i + 1 (API).
     #[arg(long, default_value_t = 7400)]
     base_port: u16,
+    /// An idle chain still makes a block this often (milliseconds).
+    #[arg(long, default_value_t = 2_000)]
+    idle_block_ms: u64,
 }
 
 impl PlanArgs {
@@ -93,6 +96,7 @@ impl PlanArgs {
             slot_ms: self.slot_seconds * 1000,
             gate_ms: self.slot_seconds * 200,
             base_port: self.base_port,
+            idle_block_ms: self.idle_block_ms,
         }
     }
 }

@@ -321,6 +321,15 @@ impl State {
         self.records.books.iter().map(|(k, b)| (*k, b))
     }
 
+    /// Whether a block at `time` would settle a book (some gate has closed).
+    pub fn settlement_due(&self, time: Timestamp) -> bool {
+        self.records
+            .books
+            .keys()
+            .next()
+            .is_some_and(|(slot, _)| self.records.genesis.close_of(*slot) <= time)
+    }
+
     /// A settlement.
     pub fn settlement(&self, region: RegionId, slot: Slot) -> Option<&Settlement> {
         self.records.settlements.get(&(region, slot))

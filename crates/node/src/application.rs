@@ -60,6 +60,9 @@ struct Chain {
 #[derive(Clone)]
 pub struct LedgerApp {
     chain: Arc<Mutex<Chain>>,
+    /// With nothing to include and no settlement due, a leader declines to
+    /// propose until this long after the parent's time (0: always propose).
+    idle_block_ms: u64,
 }
 
 fn millis(t: std::time::SystemTime) -> u64 {
@@ -95,7 +98,17 @@ impl LedgerApp {
                 mempool,
                 roots: BTreeMap::from([(0, root)]),
             })),
+            idle_block_ms: 0,
         }
+    }
+
+    /// Declines to build empty blocks until `idle` after the parent's time,
+    /// unless a slot's gate has closed (its settlement is due). A declined
+    /// proposal skips the view; nothing is stored, so an idle chain costs
+    /// votes, not blocks.
+    pub fn with_idle_block_interval(mut self, idle: Duration) -> LedgerApp {
+        self.idle_block_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+        self
     }
 
     /// An application that persists finalized blocks in `log`, resumed from
@@ -300,6 +313,13 @@ where
         let mut state = self.state_after(parent, &mut ancestry).await?;
         let time_ms = millis(runtime.current()).max(parent_time);
         let candidates = self.chain.lock().mempool.pending(MAX_BLOCK_TXS);
+        let idle = candidates.is_empty()
+            && !state.settlement_due(Timestamp(time_ms))
+            && time_ms < parent_time.saturating_add(self.idle_block_ms)
+            && parent_height.get() > 0;
+        if idle {
+            return None;
+        }
         let height = parent_height.next();
         let context = BlockContext {
             height: quartier_types::Height(height.get()),

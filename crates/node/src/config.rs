@@ -42,6 +42,14 @@ pub struct NodeConfig {
     pub p2p_listen: SocketAddr,
     /// HTTP API listen address.
     pub api_listen: SocketAddr,
+    /// Milliseconds after which an idle leader proposes an empty block anyway
+    /// (a heartbeat); with transactions or a settlement due it proposes at once.
+    #[serde(default = "default_idle_block_ms")]
+    pub idle_block_ms: u64,
+}
+
+fn default_idle_block_ms() -> u64 {
+    10_000
 }
 
 /// Why a configuration could not be loaded.

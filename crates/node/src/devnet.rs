@@ -18,6 +18,8 @@ pub struct DevnetPlan {
     pub gate_ms: u64,
     /// First port: validator i listens on p2p `base + 2i` and API `base + 2i + 1`.
     pub base_port: u16,
+    /// Heartbeat of an idle chain, in milliseconds.
+    pub idle_block_ms: u64,
 }
 
 /// Where the files went.
@@ -115,6 +117,7 @@ pub fn lay_out(dir: &Path, plan: &DevnetPlan) -> Result<DevnetLayout, ConfigErro
             data_dir: node_dir.join("data"),
             p2p_listen: p2p,
             api_listen: api,
+            idle_block_ms: plan.idle_block_ms,
         };
         let path = node_dir.join("node.toml");
         let text = toml::to_string(&config).map_err(|e| ConfigError::Invalid {

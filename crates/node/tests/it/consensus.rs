@@ -77,3 +77,40 @@ fn n4_finalize_50_blocks_with_identical_roots() {
 fn same_seed_same_run() {
     assert_eq!(run(11, 4, 20), run(11, 4, 20));
 }
+
+#[test]
+fn an_idle_chain_makes_heartbeat_blocks_only_and_wakes_for_a_tx() {
+    let config = deterministic::Config::new()
+        .with_seed(17)
+        .with_timeout(Some(Duration::from_secs(600)));
+    deterministic::Runner::new(config).start(|context| async move {
+        let keys = validator_keys(4);
+        let genesis = genesis(&keys);
+        let oracle = network(&context, &keys).await;
+        let apps: Vec<_> = (0..4)
+            .map(|_| app(&genesis).with_idle_block_interval(Duration::from_secs(10)))
+            .collect();
+        for (i, a) in apps.iter().enumerate() {
+            let child = context.child("validator").with_attribute("index", i);
+            start_validator(child, &oracle, &keys, i, a.clone()).await;
+        }
+        // 60 s of idle virtual time: about one heartbeat block per 10 s.
+        context.sleep(Duration::from_secs(60)).await;
+        let idle = apps[0].view().height;
+        assert!(
+            (3..=8).contains(&idle),
+            "idle chain made {idle} blocks in 60 s"
+        );
+        // A transaction is included within a few views, not a heartbeat.
+        let tx = apps[0].with_state(|s| registrations(s, 1)).remove(0);
+        for a in &apps {
+            a.submit(tx.clone()).unwrap();
+        }
+        let start = context.current();
+        while apps.iter().any(|a| a.view().mempool > 0) {
+            context.sleep(Duration::from_millis(50)).await;
+        }
+        let waited = context.current().duration_since(start).unwrap();
+        assert!(waited < Duration::from_secs(5), "tx waited {waited:?}");
+    });
+}
