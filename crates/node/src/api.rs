@@ -16,6 +16,20 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::sync::Arc;
 
+/// The OpenAPI 3.1 document of these routes (served at `/api/v1/openapi.json`).
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// Every route: method and path template, as in the OpenAPI document.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/api/v1/status"),
+    ("post", "/api/v1/txs"),
+    ("get", "/api/v1/accounts/{id}"),
+    ("get", "/api/v1/blocks/{height}"),
+    ("get", "/api/v1/regions/{region}/slots/{slot}"),
+    ("get", "/api/v1/openapi.json"),
+    ("get", "/metrics"),
+];
+
 /// Sends a transaction's bytes to the other validators.
 pub type Gossip = Arc<dyn Fn(Vec<u8>) + Send + Sync>;
 
@@ -42,6 +56,16 @@ fn bad(reason: impl std::fmt::Display) -> ApiError {
 pub fn router(app: LedgerApp, gossip: Gossip) -> Router {
     Router::new()
         .route("/api/v1/status", get(status))
+        .route("/metrics", get(metrics))
+        .route(
+            "/api/v1/openapi.json",
+            get(|| async {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    OPENAPI,
+                )
+            }),
+        )
         .route("/api/v1/txs", post(submit))
         .route("/api/v1/accounts/{id}", get(account))
         .route("/api/v1/blocks/{height}", get(block))
@@ -155,4 +179,60 @@ async fn block(
         "root": block.state_root.to_string(),
         "txs": block.txs.iter().map(|t| t.hash().to_string()).collect::<Vec<_>>(),
     })))
+}
+
+/// Prometheus text exposition (version 0.0.4).
+async fn metrics(AxumState(api): AxumState<Api>) -> impl IntoResponse {
+    let m = api.app.metrics();
+    let series: [(&str, &str, &str, String); 6] = [
+        (
+            "quartier_height",
+            "gauge",
+            "Finalized height.",
+            m.height.to_string(),
+        ),
+        (
+            "quartier_last_block_time_seconds",
+            "gauge",
+            "Time of the last finalized block.",
+            format!("{:.3}", m.last_block_time_ms as f64 / 1000.0),
+        ),
+        (
+            "quartier_finalized_txs_total",
+            "counter",
+            "Transactions finalized since the node started.",
+            m.finalized_txs.to_string(),
+        ),
+        (
+            "quartier_mempool_txs",
+            "gauge",
+            "Pending transactions.",
+            m.mempool.to_string(),
+        ),
+        (
+            "quartier_escrow_micro_rappen",
+            "gauge",
+            "IOUs locked in open books.",
+            m.escrow.to_string(),
+        ),
+        (
+            "quartier_open_books",
+            "gauge",
+            "Order books not yet settled.",
+            m.open_books.to_string(),
+        ),
+    ];
+    let mut text = String::new();
+    for (name, kind, help, value) in series {
+        text.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
 }

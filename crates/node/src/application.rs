@@ -31,6 +31,23 @@ pub type Scheme = commonware_consensus::simplex::scheme::ed25519::Scheme;
 /// How far ahead of a verifier's clock a block's time may be before it waits.
 const MAX_CLOCK_DRIFT: Duration = Duration::from_millis(500);
 
+/// Counters for `/metrics`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeMetrics {
+    /// Finalized height.
+    pub height: u64,
+    /// Time of the last finalized block (ms since the epoch).
+    pub last_block_time_ms: u64,
+    /// Transactions finalized since the node started.
+    pub finalized_txs: u64,
+    /// Pending transactions.
+    pub mempool: usize,
+    /// IOUs locked in open books (µRp).
+    pub escrow: u64,
+    /// Open books.
+    pub open_books: usize,
+}
+
 /// What a node knows about the finalized chain (a snapshot).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChainView {
@@ -53,6 +70,8 @@ struct Chain {
     executed: BTreeMap<BlockDigest, (u64, State)>,
     mempool: Mempool,
     roots: BTreeMap<u64, Digest>,
+    finalized_txs: u64,
+    last_block_time_ms: u64,
 }
 
 /// The application handed to marshal's inline wrapper and, as reporter, to
@@ -97,6 +116,8 @@ impl LedgerApp {
                 executed: BTreeMap::new(),
                 mempool,
                 roots: BTreeMap::from([(0, root)]),
+                finalized_txs: 0,
+                last_block_time_ms: 0,
             })),
             idle_block_ms: 0,
         }
@@ -165,6 +186,19 @@ impl LedgerApp {
             return None;
         }
         chain.log.as_ref()?.get(height).ok().flatten()
+    }
+
+    /// Counters for `/metrics`.
+    pub fn metrics(&self) -> NodeMetrics {
+        let chain = self.chain.lock();
+        NodeMetrics {
+            height: chain.finalized_height,
+            last_block_time_ms: chain.last_block_time_ms,
+            finalized_txs: chain.finalized_txs,
+            mempool: chain.mempool.len(),
+            escrow: chain.finalized.meta().escrow.get(),
+            open_books: chain.finalized.books().count(),
+        }
     }
 
     /// The state root after each finalized height this node applied.
@@ -274,6 +308,8 @@ impl LedgerApp {
         chain.finalized_block = digest;
         chain.finalized_height = height;
         chain.roots.insert(height, b.state_root);
+        chain.finalized_txs += b.txs.len() as u64;
+        chain.last_block_time_ms = b.time_ms;
         chain.executed.retain(|_, (h, _)| *h > height);
         let Chain {
             mempool, finalized, ..

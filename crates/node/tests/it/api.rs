@@ -72,6 +72,81 @@ fn every_route_answers() {
 }
 
 #[test]
+fn the_openapi_document_and_the_router_agree() {
+    use quartier_node::api::{OPENAPI, ROUTES};
+    let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let documented: std::collections::BTreeSet<(String, String)> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, ops)| {
+            ops.as_object()
+                .unwrap()
+                .keys()
+                .map(move |m| (m.clone(), path.clone()))
+        })
+        .collect();
+    let routed: std::collections::BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(documented, routed);
+    block_on(async {
+        let (_, router, _) = setup();
+        let (s, served) = call(&router, "GET", "/api/v1/openapi.json", "").await;
+        assert_eq!((s, served), (StatusCode::OK, doc));
+        // Every listed route exists in the router (filled-in path parameters).
+        for (method, path) in ROUTES {
+            let uri = path
+                .replace("{id}", &"ab".repeat(32))
+                .replace("{height}", "0")
+                .replace("{region}", "1")
+                .replace("{slot}", "1");
+            let (s, v) = call(&router, &method.to_uppercase(), &uri, r#"{"tx":"00"}"#).await;
+            assert!(
+                !(s == StatusCode::NOT_FOUND && v["error"] == "no such route"),
+                "{method} {path} is documented but not routed"
+            );
+        }
+    });
+}
+
+#[test]
+fn metrics_are_prometheus_text() {
+    block_on(async {
+        let (_, router, _) = setup();
+        let request = Request::builder()
+            .uri("/metrics")
+            .body(Body::empty())
+            .unwrap();
+        let response = router.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let text = String::from_utf8(
+            to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap()
+                .to_vec(),
+        )
+        .unwrap();
+        for name in [
+            "quartier_height",
+            "quartier_mempool_txs",
+            "quartier_finalized_txs_total",
+        ] {
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "{name} missing:\n{text}"
+            );
+            assert!(
+                text.lines().any(|l| l.starts_with(&format!("{name} "))),
+                "{name} value missing"
+            );
+        }
+    });
+}
+
+#[test]
 fn a_valid_tx_is_admitted_and_gossiped_once() {
     block_on(async {
         let (app, router, sent) = setup();
