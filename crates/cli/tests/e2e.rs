@@ -317,6 +317,15 @@ fn four_processes_survive_kill_9_and_agree() {
         "{stdout} {}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // The websocket stream delivers finalized blocks (an idle chain still
+    // makes a heartbeat block every 2 s).
+    let (mut socket, _) =
+        tungstenite::connect(format!("ws://127.0.0.1:{}/api/v1/stream", ports[1])).unwrap();
+    let message = socket.read().unwrap();
+    let event: serde_json::Value = serde_json::from_str(message.to_text().unwrap()).unwrap();
+    assert_eq!(event["type"], "block", "{event}");
+    assert!(event["height"].as_u64().unwrap() > 0);
     drop(net);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -28,6 +28,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/regions/{region}/slots/{slot}"),
     ("get", "/api/v1/openapi.json"),
     ("get", "/metrics"),
+    ("get", "/api/v1/stream"),
 ];
 
 /// Sends a transaction's bytes to the other validators.
@@ -57,6 +58,7 @@ pub fn router(app: LedgerApp, gossip: Gossip) -> Router {
     Router::new()
         .route("/api/v1/status", get(status))
         .route("/metrics", get(metrics))
+        .route("/api/v1/stream", get(stream))
         .route(
             "/api/v1/openapi.json",
             get(|| async {
@@ -235,4 +237,29 @@ async fn metrics(AxumState(api): AxumState<Api>) -> impl IntoResponse {
         )],
         text,
     )
+}
+
+/// `GET /api/v1/stream`: a websocket of [`crate::StreamEvent`]s as JSON text
+/// messages. A client too slow to keep up gets `{"type":"lagged","missed":n}`.
+async fn stream(
+    AxumState(api): AxumState<Api>,
+    upgrade: axum::extract::ws::WebSocketUpgrade,
+) -> Response {
+    let mut events = api.app.subscribe();
+    upgrade.on_upgrade(move |mut socket| async move {
+        use axum::extract::ws::Message;
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            let text = match events.recv().await {
+                Ok(event) => serde_json::to_string(&event).unwrap_or_default(),
+                Err(RecvError::Lagged(missed)) => {
+                    json!({ "type": "lagged", "missed": missed }).to_string()
+                }
+                Err(RecvError::Closed) => break,
+            };
+            if socket.send(Message::Text(text.into())).await.is_err() {
+                break;
+            }
+        }
+    })
 }

@@ -31,6 +31,40 @@ pub type Scheme = commonware_consensus::simplex::scheme::ed25519::Scheme;
 /// How far ahead of a verifier's clock a block's time may be before it waits.
 const MAX_CLOCK_DRIFT: Duration = Duration::from_millis(500);
 
+/// What the node streams to websocket clients as it finalizes.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StreamEvent {
+    /// A block was finalized and applied.
+    Block {
+        /// Its height.
+        height: u64,
+        /// Its time (ms since the epoch).
+        time_ms: u64,
+        /// The state root after it.
+        root: String,
+        /// Transactions in it.
+        txs: usize,
+    },
+    /// A slot's book was cleared and settled in that block.
+    Settlement {
+        /// The region.
+        region: u32,
+        /// The slot.
+        slot: u64,
+        /// The block that settled it.
+        height: u64,
+        /// Orders in the book.
+        orders: usize,
+        /// Energy traded locally (Wh).
+        local_energy: u64,
+        /// Energy from the grid (Wh).
+        grid_import: u64,
+        /// Energy to the grid (Wh).
+        grid_export: u64,
+    },
+}
+
 /// Counters for `/metrics`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NodeMetrics {
@@ -79,6 +113,7 @@ struct Chain {
 #[derive(Clone)]
 pub struct LedgerApp {
     chain: Arc<Mutex<Chain>>,
+    events: tokio::sync::broadcast::Sender<StreamEvent>,
     /// With nothing to include and no settlement due, a leader declines to
     /// propose until this long after the parent's time (0: always propose).
     idle_block_ms: u64,
@@ -120,7 +155,13 @@ impl LedgerApp {
                 last_block_time_ms: 0,
             })),
             idle_block_ms: 0,
+            events: tokio::sync::broadcast::channel(1024).0,
         }
+    }
+
+    /// Events of blocks finalized from now on (a slow reader skips what it missed).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<StreamEvent> {
+        self.events.subscribe()
     }
 
     /// Declines to build empty blocks until `idle` after the parent's time,
@@ -310,6 +351,29 @@ impl LedgerApp {
         chain.roots.insert(height, b.state_root);
         chain.finalized_txs += b.txs.len() as u64;
         chain.last_block_time_ms = b.time_ms;
+        // Nobody listening is fine: send only fails without receivers.
+        let _ = self.events.send(StreamEvent::Block {
+            height,
+            time_ms: b.time_ms,
+            root: b.state_root.to_string(),
+            txs: b.txs.len(),
+        });
+        for st in chain
+            .finalized
+            .settlements()
+            .filter(|s| s.height.0 == height)
+        {
+            let t = &st.clearing.totals;
+            let _ = self.events.send(StreamEvent::Settlement {
+                region: st.region.0,
+                slot: st.slot.0,
+                height,
+                orders: st.orders.len(),
+                local_energy: t.local_energy.get(),
+                grid_import: t.grid_import.get(),
+                grid_export: t.grid_export.get(),
+            });
+        }
         chain.executed.retain(|_, (h, _)| *h > height);
         let Chain {
             mempool, finalized, ..

@@ -25,6 +25,6 @@ pub mod run;
 pub mod storage;
 pub mod validator;
 
-pub use application::{ChainView, LedgerApp, NodeMetrics, OpenError, Scheme};
+pub use application::{ChainView, LedgerApp, NodeMetrics, OpenError, Scheme, StreamEvent};
 pub use block::{Block, BlockDigest, MAX_BLOCK_BYTES, MAX_BLOCK_TXS};
 pub use mempool::{Mempool, MempoolConfig, MempoolError};

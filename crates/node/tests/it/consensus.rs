@@ -114,3 +114,34 @@ fn an_idle_chain_makes_heartbeat_blocks_only_and_wakes_for_a_tx() {
         assert!(waited < Duration::from_secs(5), "tx waited {waited:?}");
     });
 }
+
+#[test]
+fn finalized_blocks_are_streamed_in_height_order() {
+    let config = deterministic::Config::new()
+        .with_seed(5)
+        .with_timeout(Some(Duration::from_secs(600)));
+    deterministic::Runner::new(config).start(|context| async move {
+        let keys = validator_keys(4);
+        let genesis = genesis(&keys);
+        let oracle = network(&context, &keys).await;
+        let apps: Vec<_> = (0..4).map(|_| app(&genesis)).collect();
+        let mut events = apps[0].subscribe();
+        for (i, a) in apps.iter().enumerate() {
+            let child = context.child("validator").with_attribute("index", i);
+            start_validator(child, &oracle, &keys, i, a.clone()).await;
+        }
+        while apps[0].view().height < 10 {
+            context.sleep(Duration::from_millis(50)).await;
+        }
+        let roots = apps[0].finalized_roots();
+        for expected in 1..=10u64 {
+            match events.try_recv().unwrap() {
+                quartier_node::StreamEvent::Block { height, root, .. } => {
+                    assert_eq!(height, expected);
+                    assert_eq!(root, roots[&height].to_string());
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    });
+}
