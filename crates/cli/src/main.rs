@@ -62,11 +62,32 @@ enum Command {
         #[arg(long)]
         slot: u64,
     },
+    /// Measure things and print a table.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Start a local devnet: N validators as separate processes on loopback.
     Devnet {
         /// Folder for keys, genesis and data (default: a fresh temporary folder).
         #[arg(long)]
         dir: Option<PathBuf>,
+        #[command(flatten)]
+        plan: PlanArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Start a private devnet, load it with meters and orders, print what it did.
+    Chain {
+        /// Meters to register; each places one order per slot.
+        #[arg(long, default_value_t = 1_000)]
+        meters: usize,
+        /// Slots of orders.
+        #[arg(long, default_value_t = 3)]
+        slots: u64,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
         #[command(flatten)]
         plan: PlanArgs,
     },
@@ -118,6 +139,12 @@ fn main() -> ExitCode {
         Command::Node { config } => node(&config).map_err(Failure::Internal),
         Command::Devnet { dir, plan } => devnet(dir, &plan).map_err(Failure::Internal),
         Command::VerifySlot { node, region, slot } => verify_slot(&node, region, slot),
+        Command::Bench(BenchCommand::Chain {
+            meters,
+            slots,
+            timeout,
+            plan,
+        }) => bench_chain(meters, slots, timeout, &plan).map_err(Failure::Internal),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -240,6 +267,110 @@ fn first_difference(
     None
 }
 
+/// Stops the benchmark's validators however the benchmark ends.
+struct Nodes(Vec<std::process::Child>);
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+// A benchmark measures wall-clock time.
+#[allow(clippy::disallowed_methods)]
+fn bench_chain(meters: usize, slots: u64, timeout: u64, plan: &PlanArgs) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use quartier_node::client::NodeClient;
+    let dir = std::env::temp_dir().join(format!("quartier-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let layout = quartier_node::devnet::lay_out(&dir, &plan.plan())?;
+    let exe = std::env::current_exe().context("locating the quartier binary")?;
+    let nodes = Nodes(quartier_node::devnet::spawn_nodes(&exe, &dir, &layout)?);
+    let apis = layout
+        .api_urls
+        .iter()
+        .map(|u| NodeClient::new(u))
+        .collect::<Result<Vec<_>, _>>()?;
+    eprintln!(
+        "bench chain: {} validators in {}",
+        nodes.0.len(),
+        dir.display()
+    );
+    let up = std::time::Instant::now();
+    while !apis.iter().all(|a| a.get("/api/v1/status").is_ok()) {
+        anyhow::ensure!(up.elapsed().as_secs() < 120, "validators did not start");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let genesis = quartier_node::config::NetworkGenesis::load(&layout.genesis_file)?;
+    let key = |p: &std::path::Path| -> anyhow::Result<ed25519_dalek::SigningKey> {
+        Ok(ed25519_dalek::SigningKey::from_bytes(
+            &quartier_node::config::read_key(p)?,
+        ))
+    };
+    let data_dirs: Vec<PathBuf> = (0..plan.validators)
+        .map(|i| dir.join(format!("validator-{i}/data")))
+        .collect();
+    let report = quartier_node::loadgen::run(
+        &apis,
+        &genesis.ledger,
+        &key(&layout.dso_key)?,
+        &key(&layout.utility_key)?,
+        &data_dirs,
+        &quartier_node::loadgen::ChainBenchPlan {
+            meters,
+            slots,
+            deadline: std::time::Duration::from_secs(timeout),
+        },
+        |step| eprintln!("  {step}"),
+    )?;
+    drop(nodes);
+    let r = &report;
+    let latency: Vec<String> = r
+        .settlement_latency_ms
+        .iter()
+        .map(|l| format!("{l} ms"))
+        .collect();
+    let per_order = r.disk_bytes / (r.orders_settled.max(1) as u64);
+    println!(
+        "| quartier bench chain | {} validators, {meters} meters, {slots} slots of {} s |",
+        plan.validators, plan.slot_seconds
+    );
+    println!("|---|---|");
+    println!(
+        "| setup txs (register + mint) | {} in {:.1} s ({:.0} tx/s finalized) |",
+        r.setup_txs,
+        r.setup_seconds,
+        r.setup_txs as f64 / r.setup_seconds
+    );
+    println!(
+        "| order txs submitted / settled | {} / {} |",
+        r.order_txs, r.orders_settled
+    );
+    println!(
+        "| order burst, submitted over HTTP (8 client threads) | {:.0} tx/s |",
+        r.submitted_per_second
+    );
+    println!(
+        "| order burst, finalized (until every mempool is empty) | {:.0} tx/s |",
+        r.finalized_per_second
+    );
+    println!(
+        "| block interval p50 / p99 | {} / {} ms ({} blocks) |",
+        r.block_interval_ms.0, r.block_interval_ms.1, r.blocks
+    );
+    println!("| gate close → settlement block | {} |", latency.join(", "));
+    println!(
+        "| data on disk (all validators) | {:.1} MB, {} bytes per settled order |",
+        r.disk_bytes as f64 / 1e6,
+        per_order
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -262,20 +393,7 @@ fn devnet(dir: Option<PathBuf>, plan: &PlanArgs) -> anyhow::Result<()> {
     };
     let layout = quartier_node::devnet::lay_out(&dir, &plan.plan())?;
     let exe = std::env::current_exe().context("locating the quartier binary")?;
-    let mut children = Vec::new();
-    for (i, config) in layout.node_configs.iter().enumerate() {
-        let log = std::fs::File::create(dir.join(format!("validator-{i}.log")))
-            .context("creating a node log")?;
-        let child = std::process::Command::new(&exe)
-            .arg("node")
-            .arg("--config")
-            .arg(config)
-            .stdout(log.try_clone().context("node log")?)
-            .stderr(log)
-            .spawn()
-            .context("starting a validator")?;
-        children.push(child);
-    }
+    let mut children = quartier_node::devnet::spawn_nodes(&exe, &dir, &layout)?;
     println!(
         "quartier devnet: {} validators, data in {}",
         children.len(),

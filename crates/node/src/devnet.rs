@@ -164,3 +164,34 @@ pub fn lay_out(dir: &Path, plan: &DevnetPlan) -> Result<DevnetLayout, ConfigErro
         utility_key,
     })
 }
+
+/// Starts one `quartier node` process per validator of `layout`, logging to
+/// `dir/validator-N.log`; `exe` is the `quartier` binary.
+///
+/// # Errors
+/// [`ConfigError::Io`] if a log can not be created or a process not started.
+pub fn spawn_nodes(
+    exe: &Path,
+    dir: &Path,
+    layout: &DevnetLayout,
+) -> Result<Vec<std::process::Child>, ConfigError> {
+    let mut children = Vec::new();
+    for (i, config) in layout.node_configs.iter().enumerate() {
+        let log_path = dir.join(format!("validator-{i}.log"));
+        let io = |source| ConfigError::Io {
+            path: log_path.clone(),
+            source,
+        };
+        let log = std::fs::File::create(&log_path).map_err(io)?;
+        let child = std::process::Command::new(exe)
+            .arg("node")
+            .arg("--config")
+            .arg(config)
+            .stdout(log.try_clone().map_err(io)?)
+            .stderr(log)
+            .spawn()
+            .map_err(io)?;
+        children.push(child);
+    }
+    Ok(children)
+}
