@@ -288,12 +288,9 @@ fn set_local_fee(
     fee: Price,
 ) -> Result<Vec<Event>, TxError> {
     require(signer == state.genesis().dso, Role::Dso)?;
-    let params = state.region(region).ok_or(TxError::UnknownRegion(region))?;
-    let params = RegionParams::new(params.grid_tariff(), params.feed_in_tariff(), fee)
-        .map_err(TxError::InvalidTariffs)?;
-    state.records.regions.insert(region, params);
-    state.touch(StateKey::Region(region));
-    Ok(Vec::new())
+    update_region(state, region, |p| {
+        RegionParams::new(p.grid_tariff(), p.feed_in_tariff(), fee)
+    })
 }
 
 fn set_tariffs(
@@ -304,9 +301,20 @@ fn set_tariffs(
     feed_in: Price,
 ) -> Result<Vec<Event>, TxError> {
     require(signer == state.genesis().utility, Role::Utility)?;
-    let params = state.region(region).ok_or(TxError::UnknownRegion(region))?;
-    let params =
-        RegionParams::new(grid, feed_in, params.local_fee()).map_err(TxError::InvalidTariffs)?;
+    update_region(state, region, |p| {
+        RegionParams::new(grid, feed_in, p.local_fee())
+    })
+}
+
+/// Replaces a region's parameters with `change` of the current ones; books
+/// already open keep theirs.
+fn update_region(
+    state: &mut State,
+    region: RegionId,
+    change: impl FnOnce(&RegionParams) -> Result<RegionParams, quartier_types::ParamsError>,
+) -> Result<Vec<Event>, TxError> {
+    let current = state.region(region).ok_or(TxError::UnknownRegion(region))?;
+    let params = change(current).map_err(TxError::InvalidTariffs)?;
     state.records.regions.insert(region, params);
     state.touch(StateKey::Region(region));
     Ok(Vec::new())

@@ -1,7 +1,7 @@
 //! Agreement: validators finalize the same blocks and reach the same roots.
 
 use crate::harness::*;
-use commonware_runtime::{Clock as _, Runner as _, Supervisor as _, deterministic};
+use commonware_runtime::{Clock as _, Runner as _, deterministic};
 use quartier_ledger::StateKey;
 use std::time::Duration;
 
@@ -22,19 +22,10 @@ fn run(
         let apps: Vec<_> = (0..n).map(|_| app(&genesis)).collect();
         // Every validator learns the same transactions (gossip comes later).
         let txs = apps[0].with_state(|s| registrations(s, 12));
-        for a in &apps {
-            for t in &txs {
-                a.submit(t.clone()).unwrap();
-            }
-        }
-        for (i, a) in apps.iter().enumerate() {
-            let child = context.child("validator").with_attribute("index", i);
-            start_validator(child, &oracle, &keys, i, a.clone()).await;
-        }
-        // Wait in virtual time until every validator reached the target height.
-        while apps.iter().any(|a| a.view().height < target) {
-            context.sleep(Duration::from_millis(50)).await;
-        }
+        submit_to_all(&apps, &txs);
+        start_all(&context, &oracle, &keys, &apps).await;
+        let all: Vec<usize> = (0..apps.len()).collect();
+        wait_for_height(&context, &apps, &all, target).await;
         for a in &apps {
             for i in 0..12 {
                 let meter = id(&key(&format!("meter-{i}")));
@@ -90,10 +81,7 @@ fn an_idle_chain_makes_heartbeat_blocks_only_and_wakes_for_a_tx() {
         let apps: Vec<_> = (0..4)
             .map(|_| app(&genesis).with_idle_block_interval(Duration::from_secs(10)))
             .collect();
-        for (i, a) in apps.iter().enumerate() {
-            let child = context.child("validator").with_attribute("index", i);
-            start_validator(child, &oracle, &keys, i, a.clone()).await;
-        }
+        start_all(&context, &oracle, &keys, &apps).await;
         // 60 s of idle virtual time: about one heartbeat block per 10 s.
         context.sleep(Duration::from_secs(60)).await;
         let idle = apps[0].view().height;
@@ -126,10 +114,7 @@ fn finalized_blocks_are_streamed_in_height_order() {
         let oracle = network(&context, &keys).await;
         let apps: Vec<_> = (0..4).map(|_| app(&genesis)).collect();
         let mut events = apps[0].subscribe();
-        for (i, a) in apps.iter().enumerate() {
-            let child = context.child("validator").with_attribute("index", i);
-            start_validator(child, &oracle, &keys, i, a.clone()).await;
-        }
+        start_all(&context, &oracle, &keys, &apps).await;
         while apps[0].view().height < 10 {
             context.sleep(Duration::from_millis(50)).await;
         }

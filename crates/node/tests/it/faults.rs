@@ -20,13 +20,6 @@ fn runner(seed: u64) -> deterministic::Runner {
     )
 }
 
-/// Waits in virtual time until every app in `which` reached `height`.
-async fn until(context: &deterministic::Context, apps: &[LedgerApp], which: &[usize], height: u64) {
-    while which.iter().any(|&i| apps[i].view().height < height) {
-        context.sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn assert_agree(apps: &[LedgerApp]) {
     let roots: Vec<Roots> = apps.iter().map(LedgerApp::finalized_roots).collect();
     for other in &roots[1..] {
@@ -38,7 +31,7 @@ fn assert_agree(apps: &[LedgerApp]) {
     }
 }
 
-async fn start_all(
+async fn start_network(
     context: &deterministic::Context,
     n: u64,
 ) -> (
@@ -50,29 +43,26 @@ async fn start_all(
     let genesis = genesis(&keys);
     let oracle = network(context, &keys).await;
     let apps: Vec<_> = (0..n).map(|_| app(&genesis)).collect();
-    for (i, a) in apps.iter().enumerate() {
-        let child = context.child("validator").with_attribute("index", i);
-        start_validator(child, &oracle, &keys, i, a.clone()).await;
-    }
+    start_all(context, &oracle, &keys, &apps).await;
     (keys, apps, oracle)
 }
 
 #[test]
 fn n4f1_partitioned_validator_does_not_stop_the_chain_and_catches_up() {
     runner(3).start(|context| async move {
-        let (keys, apps, oracle) = start_all(&context, 4).await;
-        until(&context, &apps, &[0, 1, 2, 3], 5).await;
+        let (keys, apps, oracle) = start_network(&context, 4).await;
+        wait_for_height(&context, &apps, &[0, 1, 2, 3], 5).await;
         partition(&oracle, &keys, &[3], &[0, 1, 2]).await;
         let cut_at = apps[3].view().height;
         // The other three keep finalizing without it.
-        until(&context, &apps, &[0, 1, 2], cut_at + 30).await;
+        wait_for_height(&context, &apps, &[0, 1, 2], cut_at + 30).await;
         assert!(
             apps[3].view().height < cut_at + 30,
             "isolated validator kept finalizing"
         );
         heal(&oracle, &keys, &[3], &[0, 1, 2]).await;
         let target = apps[0].view().height + 5;
-        until(&context, &apps, &[0, 1, 2, 3], target).await;
+        wait_for_height(&context, &apps, &[0, 1, 2, 3], target).await;
         assert_agree(&apps);
     });
 }
@@ -80,8 +70,8 @@ fn n4f1_partitioned_validator_does_not_stop_the_chain_and_catches_up() {
 #[test]
 fn n4f2_split_halts_without_forking_and_resumes_after_healing() {
     runner(5).start(|context| async move {
-        let (keys, apps, oracle) = start_all(&context, 4).await;
-        until(&context, &apps, &[0, 1, 2, 3], 5).await;
+        let (keys, apps, oracle) = start_network(&context, 4).await;
+        wait_for_height(&context, &apps, &[0, 1, 2, 3], 5).await;
         partition(&oracle, &keys, &[0, 1], &[2, 3]).await;
         // Let anything already certified land, then nothing more may finalize.
         context.sleep(Duration::from_secs(5)).await;
@@ -92,7 +82,7 @@ fn n4f2_split_halts_without_forking_and_resumes_after_healing() {
         assert_agree(&apps);
         heal(&oracle, &keys, &[0, 1], &[2, 3]).await;
         let target = later.iter().max().copied().unwrap_or(0) + 10;
-        until(&context, &apps, &[0, 1, 2, 3], target).await;
+        wait_for_height(&context, &apps, &[0, 1, 2, 3], target).await;
         assert_agree(&apps);
     });
 }
@@ -145,7 +135,7 @@ fn a_proposer_with_a_wrong_state_root_is_outvoted() {
                 start_validator(child, &oracle, &keys, i, a.clone()).await;
             }
         }
-        until(&context, &apps, &[0, 1, 3], 40).await;
+        wait_for_height(&context, &apps, &[0, 1, 3], 40).await;
         assert_agree(&apps);
         // Every finalized block re-executed to its root on the honest nodes,
         // so none of the corrupted proposals made it in.

@@ -203,6 +203,40 @@ pub async fn heal(
     }
 }
 
+/// Gives every app the same transactions, as gossip would.
+pub fn submit_to_all(apps: &[LedgerApp], txs: &[SignedTx]) {
+    for a in apps {
+        for t in txs {
+            a.submit(t.clone()).unwrap();
+        }
+    }
+}
+
+/// Starts validator `i` with `apps[i]`, for every `i`.
+pub async fn start_all(
+    context: &deterministic::Context,
+    oracle: &Oracle<ed25519::PublicKey, deterministic::Context>,
+    keys: &[ed25519::PrivateKey],
+    apps: &[LedgerApp],
+) {
+    for (i, a) in apps.iter().enumerate() {
+        let child = context.child("validator").with_attribute("index", i);
+        start_validator(child, oracle, keys, i, a.clone()).await;
+    }
+}
+
+/// Waits in virtual time until every app in `which` has finalized `height`.
+pub async fn wait_for_height(
+    context: &deterministic::Context,
+    apps: &[LedgerApp],
+    which: &[usize],
+    height: u64,
+) {
+    while which.iter().any(|&i| apps[i].view().height < height) {
+        commonware_runtime::Clock::sleep(context, Duration::from_millis(50)).await;
+    }
+}
+
 /// A fresh application on the genesis state.
 pub fn app(genesis: &Genesis) -> LedgerApp {
     LedgerApp::new(

@@ -2,7 +2,7 @@
 //! runtime's storage, ledger blocks in each node's redb log.
 
 use crate::harness::*;
-use commonware_runtime::{Clock as _, Runner as _, Supervisor as _, deterministic};
+use commonware_runtime::{Runner as _, deterministic};
 use quartier_ledger::{Genesis, State};
 use quartier_node::storage::BlockLog;
 use quartier_node::{LedgerApp, Mempool, MempoolConfig};
@@ -37,19 +37,10 @@ async fn run_until(
     let resumed: Vec<u64> = apps.iter().map(|a| a.view().height).collect();
     if resumed.iter().all(|&h| h == 0) {
         let txs = apps[0].with_state(|s| registrations(s, 6));
-        for a in &apps {
-            for t in &txs {
-                a.submit(t.clone()).unwrap();
-            }
-        }
+        submit_to_all(&apps, &txs);
     }
-    for (i, a) in apps.iter().enumerate() {
-        let child = context.child("validator").with_attribute("index", i);
-        start_validator(child, &oracle, &keys, i, a.clone()).await;
-    }
-    while apps.iter().any(|a| a.view().height < target) {
-        context.sleep(Duration::from_millis(50)).await;
-    }
+    start_all(&context, &oracle, &keys, &apps).await;
+    wait_for_height(&context, &apps, &[0, 1, 2, 3], target).await;
     (
         resumed,
         apps.iter().map(LedgerApp::finalized_roots).collect(),
