@@ -23,6 +23,7 @@ pub const OPENAPI: &str = include_str!("../openapi.json");
 pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/status"),
     ("post", "/api/v1/txs"),
+    ("get", "/api/v1/txs/{hash}"),
     ("get", "/api/v1/accounts/{id}"),
     ("get", "/api/v1/blocks/{height}"),
     ("get", "/api/v1/regions/{region}/slots/{slot}"),
@@ -69,6 +70,7 @@ pub fn router(app: LedgerApp, gossip: Gossip) -> Router {
             }),
         )
         .route("/api/v1/txs", post(submit))
+        .route("/api/v1/txs/{hash}", get(tx_status))
         .route("/api/v1/accounts/{id}", get(account))
         .route("/api/v1/blocks/{height}", get(block))
         .route("/api/v1/regions/{region}/slots/{slot}", get(slot))
@@ -133,15 +135,28 @@ async fn account(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id: AccountId = id.parse().map_err(|e| bad(format!("account: {e}")))?;
-    let (account, height) = (
-        api.app.with_state(|s| s.account(&id)),
-        api.app.view().height,
-    );
+    // One lock: the account, the proof, the root and the height agree.
+    let (account, proof, root, height) = api.app.with_state(|s| {
+        (
+            s.account(&id),
+            s.prove(quartier_ledger::StateKey::Account(id)),
+            s.root(),
+            s.meta().height.0,
+        )
+    });
+    let proof = proof.map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let proof_bytes = borsh::to_vec(&proof.proof)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(Json(json!({
         "account": id,
         "balance": account.balance,
         "nonce": account.nonce,
         "height": height,
+        "root": root.to_string(),
+        // Proof that `value` (borsh of the account record; null for a
+        // never-seen account) is under StateKey::Account(id) in `root`.
+        "value": proof.value.as_ref().map(hex::encode),
+        "proof": hex::encode(proof_bytes),
     })))
 }
 
@@ -262,4 +277,18 @@ async fn stream(
             }
         }
     })
+}
+
+async fn tx_status(
+    AxumState(api): AxumState<Api>,
+    Path(hash): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let bytes: [u8; 32] = hex::decode(&hash)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| bad("hash: 64 hex digits"))?;
+    let status = api.app.tx_status(&quartier_types::hash::Digest(bytes));
+    let mut body = serde_json::to_value(status).unwrap_or_default();
+    body["hash"] = json!(hash);
+    Ok(Json(body))
 }

@@ -65,6 +65,26 @@ pub enum StreamEvent {
     },
 }
 
+/// Where a transaction stands on a node.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum TxStatus {
+    /// In a finalized block at `height`.
+    Finalized {
+        /// The block's height.
+        height: u64,
+    },
+    /// In this node's mempool.
+    Pending,
+    /// The ledger rejected it when a block was built here.
+    Rejected {
+        /// Why.
+        reason: String,
+    },
+    /// Never seen here (or rejected long ago).
+    Unknown,
+}
+
 /// Counters for `/metrics`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NodeMetrics {
@@ -106,6 +126,8 @@ struct Chain {
     roots: BTreeMap<u64, Digest>,
     finalized_txs: u64,
     last_block_time_ms: u64,
+    /// Finalized transactions by hash, with their height.
+    included: BTreeMap<Digest, u64>,
 }
 
 /// The application handed to marshal's inline wrapper and, as reporter, to
@@ -153,6 +175,7 @@ impl LedgerApp {
                 roots: BTreeMap::from([(0, root)]),
                 finalized_txs: 0,
                 last_block_time_ms: 0,
+                included: BTreeMap::new(),
             })),
             idle_block_ms: 0,
             events: tokio::sync::broadcast::channel(1024).0,
@@ -196,6 +219,9 @@ impl LedgerApp {
             chain.finalized_block = digest;
             chain.finalized_height = height;
             chain.roots.insert(height, block.state_root);
+            for tx in &block.txs {
+                chain.included.insert(tx.hash(), height);
+            }
         }
         app.chain.lock().log = Some(log);
         Ok(app)
@@ -227,6 +253,22 @@ impl LedgerApp {
             return None;
         }
         chain.log.as_ref()?.get(height).ok().flatten()
+    }
+
+    /// Where a transaction stands on this node.
+    pub fn tx_status(&self, hash: &Digest) -> TxStatus {
+        let chain = self.chain.lock();
+        if let Some(height) = chain.included.get(hash) {
+            TxStatus::Finalized { height: *height }
+        } else if chain.mempool.contains(hash) {
+            TxStatus::Pending
+        } else if let Some(reason) = chain.mempool.rejection(hash) {
+            TxStatus::Rejected {
+                reason: reason.to_string(),
+            }
+        } else {
+            TxStatus::Unknown
+        }
     }
 
     /// Counters for `/metrics`.
@@ -350,6 +392,9 @@ impl LedgerApp {
         chain.finalized_height = height;
         chain.roots.insert(height, b.state_root);
         chain.finalized_txs += b.txs.len() as u64;
+        for tx in &b.txs {
+            chain.included.insert(tx.hash(), height);
+        }
         chain.last_block_time_ms = b.time_ms;
         // Nobody listening is fine: send only fails without receivers.
         let _ = self.events.send(StreamEvent::Block {

@@ -26,6 +26,8 @@ pub mod run;
 pub mod storage;
 pub mod validator;
 
-pub use application::{ChainView, LedgerApp, NodeMetrics, OpenError, Scheme, StreamEvent};
+pub use application::{
+    ChainView, LedgerApp, NodeMetrics, OpenError, Scheme, StreamEvent, TxStatus,
+};
 pub use block::{Block, BlockDigest, MAX_BLOCK_BYTES, MAX_BLOCK_TXS};
 pub use mempool::{Mempool, MempoolConfig, MempoolError};

@@ -100,6 +100,7 @@ fn the_openapi_document_and_the_router_agree() {
         for (method, path) in ROUTES {
             let uri = path
                 .replace("{id}", &"ab".repeat(32))
+                .replace("{hash}", &"ab".repeat(32))
                 .replace("{height}", "0")
                 .replace("{region}", "1")
                 .replace("{slot}", "1");
@@ -109,6 +110,66 @@ fn the_openapi_document_and_the_router_agree() {
                 "{method} {path} is documented but not routed"
             );
         }
+    });
+}
+
+#[test]
+fn an_account_comes_with_a_proof_that_verifies_against_the_root() {
+    block_on(async {
+        let utility = id(&key("utility"));
+        let mut g = genesis(&validator_keys(4));
+        g.allocations = vec![(utility, quartier_types::Money::new(123_456))];
+        let gossip: Gossip = Arc::new(|_| {});
+        let router = router(app(&g), gossip);
+        // A never-seen account: an absence proof.
+        let stranger = id(&key("stranger"));
+        let (_, v) = call(&router, "GET", &format!("/api/v1/accounts/{stranger}"), "").await;
+        assert!(v["value"].is_null(), "{v}");
+        assert!(v["proof"].is_string(), "{v}");
+        let absent = quartier_ledger::StateProof {
+            key: quartier_ledger::StateKey::Account(stranger),
+            value: None,
+            proof: borsh::from_slice(&hex::decode(v["proof"].as_str().unwrap()).unwrap()).unwrap(),
+        };
+        let root = quartier_types::hash::Digest(
+            hex::decode(v["root"].as_str().unwrap())
+                .unwrap()
+                .try_into()
+                .unwrap(),
+        );
+        absent.verify(root).unwrap();
+        let (s, v) = call(&router, "GET", &format!("/api/v1/accounts/{utility}"), "").await;
+        assert_eq!(s, StatusCode::OK);
+        let bytes = |field: &str| hex::decode(v[field].as_str().unwrap()).unwrap();
+        let root = quartier_types::hash::Digest(bytes("root").try_into().unwrap());
+        let mut proof = quartier_ledger::StateProof {
+            key: quartier_ledger::StateKey::Account(utility),
+            value: v["value"].as_str().map(|h| hex::decode(h).unwrap()),
+            proof: borsh::from_slice(&bytes("proof")).unwrap(),
+        };
+        proof.verify(root).unwrap();
+        let account: quartier_ledger::Account = proof.decode().unwrap().unwrap();
+        assert_eq!(account.balance.get(), 123_456);
+        assert_eq!(v["balance"], 123_456);
+        // A client that is lied to about the balance notices.
+        let mut forged = account;
+        forged.balance = quartier_types::Money::new(account.balance.get() + 1);
+        proof.value = Some(borsh::to_vec(&forged).unwrap());
+        assert!(proof.verify(root).is_err());
+    });
+}
+
+#[test]
+fn tx_status_goes_from_unknown_to_pending() {
+    block_on(async {
+        let (app, router, _) = setup();
+        let tx = app.with_state(|s| registrations(s, 1)).remove(0);
+        let uri = format!("/api/v1/txs/{}", tx.hash());
+        assert_eq!(call(&router, "GET", &uri, "").await.1["status"], "unknown");
+        app.submit(tx).unwrap();
+        assert_eq!(call(&router, "GET", &uri, "").await.1["status"], "pending");
+        let (s, _) = call(&router, "GET", "/api/v1/txs/xyz", "").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
     });
 }
 

@@ -26,6 +26,12 @@ fn run(
         start_all(&context, &oracle, &keys, &apps).await;
         let all: Vec<usize> = (0..apps.len()).collect();
         wait_for_height(&context, &apps, &all, target).await;
+        for t in &txs {
+            assert!(matches!(
+                apps[1].tx_status(&t.hash()),
+                quartier_node::TxStatus::Finalized { .. }
+            ));
+        }
         for a in &apps {
             for i in 0..12 {
                 let meter = id(&key(&format!("meter-{i}")));
