@@ -86,7 +86,15 @@ fn key(dir: &Path, name: &str) -> ed25519_dalek::SigningKey {
 #[test]
 fn four_processes_survive_kill_9_and_agree() {
     let base = 21_000 + (std::process::id() % 500) as u16 * 10;
-    let dir = std::env::temp_dir().join(format!("quartier-e2e-{}", std::process::id()));
+    // tmpfs when there is one: commonware's runtime syncfs()es the storage
+    // directory's filesystem at start, which on a disk shared with a fresh
+    // build can take minutes (seen in CI). kill -9 semantics are unchanged.
+    let scratch = if Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    let dir = scratch.join(format!("quartier-e2e-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let out = Command::new(EXE)
         .args([
