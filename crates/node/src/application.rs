@@ -130,6 +130,20 @@ struct Chain {
     included: BTreeMap<Digest, u64>,
 }
 
+impl Chain {
+    /// Records `b` (already applied to `finalized`) as the finalized tip.
+    fn record(&mut self, digest: BlockDigest, b: &Block) {
+        let height = b.height.get();
+        self.finalized_block = digest;
+        self.finalized_height = height;
+        self.last_block_time_ms = b.time_ms;
+        self.roots.insert(height, b.state_root);
+        for tx in &b.txs {
+            self.included.insert(tx.hash(), height);
+        }
+    }
+}
+
 /// The application handed to marshal's inline wrapper and, as reporter, to
 /// marshal itself. Cloning shares the chain.
 #[derive(Clone)]
@@ -211,17 +225,8 @@ impl LedgerApp {
             if block.parent != chain.finalized_block {
                 return Err(OpenError::Replay(height));
             }
-            let outcome = execute_block(&mut chain.finalized, &ctx(&block), block.txs.clone())
-                .map_err(|_| OpenError::Replay(height))?;
-            if outcome.results.iter().any(Result::is_err) || outcome.root != block.state_root {
-                return Err(OpenError::Replay(height));
-            }
-            chain.finalized_block = digest;
-            chain.finalized_height = height;
-            chain.roots.insert(height, block.state_root);
-            for tx in &block.txs {
-                chain.included.insert(tx.hash(), height);
-            }
+            replay(&mut chain.finalized, &block).ok_or(OpenError::Replay(height))?;
+            chain.record(digest, &block);
         }
         app.chain.lock().log = Some(log);
         Ok(app)
@@ -336,10 +341,7 @@ impl LedgerApp {
         };
         while let Some(block) = pending.pop() {
             let b = block.inner();
-            let outcome = execute_block(&mut state, &ctx(b), b.txs.clone()).ok()?;
-            if outcome.results.iter().any(Result::is_err) || outcome.root != b.state_root {
-                return None;
-            }
+            replay(&mut state, b)?;
             self.chain
                 .lock()
                 .executed
@@ -388,14 +390,8 @@ impl LedgerApp {
             panic!("can not persist finalized block {height}: {e}");
         }
         chain.finalized = state;
-        chain.finalized_block = digest;
-        chain.finalized_height = height;
-        chain.roots.insert(height, b.state_root);
+        chain.record(digest, b);
         chain.finalized_txs += b.txs.len() as u64;
-        for tx in &b.txs {
-            chain.included.insert(tx.hash(), height);
-        }
-        chain.last_block_time_ms = b.time_ms;
         // Nobody listening is fine: send only fails without receivers.
         let _ = self.events.send(StreamEvent::Block {
             height,
@@ -428,6 +424,14 @@ impl LedgerApp {
         }
         mempool.prune(finalized);
     }
+}
+
+/// Executes `b` on `state` (its parent's post-state) and checks it the way a
+/// validator must: every transaction accepted and the resulting root equal to
+/// the block's. `None` if it does not hold; `state` is then unusable.
+fn replay(state: &mut State, b: &Block) -> Option<()> {
+    let outcome = execute_block(state, &ctx(b), b.txs.clone()).ok()?;
+    (outcome.results.iter().all(Result::is_ok) && outcome.root == b.state_root).then_some(())
 }
 
 fn ctx(b: &Block) -> BlockContext {
