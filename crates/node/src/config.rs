@@ -74,13 +74,19 @@ pub enum ConfigError {
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    std::fs::read_to_string(path).map_err(io_error(path))
 }
 
-fn invalid(path: &Path, reason: impl std::fmt::Display) -> ConfigError {
+/// Maps an I/O error on `path` to [`ConfigError::Io`].
+pub(crate) fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ConfigError + '_ {
+    move |source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// [`ConfigError::Invalid`] for `path`.
+pub(crate) fn invalid(path: &Path, reason: impl std::fmt::Display) -> ConfigError {
     ConfigError::Invalid {
         path: path.to_path_buf(),
         reason: reason.to_string(),
@@ -150,16 +156,13 @@ pub fn read_key(path: &Path) -> Result<[u8; 32], ConfigError> {
 pub fn write_key(path: &Path, seed: &[u8; 32]) -> Result<(), ConfigError> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    let io = |source| ConfigError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .map_err(io)?;
-    file.write_all(hex::encode(seed).as_bytes()).map_err(io)?;
-    file.write_all(b"\n").map_err(io)
+        .map_err(io_error(path))?;
+    file.write_all(hex::encode(seed).as_bytes())
+        .map_err(io_error(path))?;
+    file.write_all(b"\n").map_err(io_error(path))
 }

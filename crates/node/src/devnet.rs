@@ -1,7 +1,7 @@
 //! Lays out a local devnet: keys, the network genesis and one `node.toml` per
 //! validator, on loopback ports.
 
-use crate::config::{ConfigError, NetworkGenesis, NodeConfig, Peer, write_key};
+use crate::config::{ConfigError, NetworkGenesis, NodeConfig, Peer, invalid, io_error, write_key};
 use quartier_ledger::Genesis;
 use quartier_types::{AccountId, Money, Price, RegionId, RegionParams};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -47,10 +47,7 @@ pub fn random_seed() -> Result<[u8; 32], ConfigError> {
     let path = Path::new("/dev/urandom");
     std::fs::File::open(path)
         .and_then(|mut f| f.read_exact(&mut seed))
-        .map_err(|source| ConfigError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        .map_err(io_error(path))?;
     Ok(seed)
 }
 
@@ -71,17 +68,11 @@ fn new_key(dir: &Path, name: &str) -> Result<(PathBuf, AccountId), ConfigError> 
 }
 
 fn write(path: &Path, text: &str) -> Result<(), ConfigError> {
-    std::fs::write(path, text).map_err(|source| ConfigError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    std::fs::write(path, text).map_err(io_error(path))
 }
 
 fn mkdir(path: &Path) -> Result<(), ConfigError> {
-    std::fs::create_dir_all(path).map_err(|source| ConfigError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    std::fs::create_dir_all(path).map_err(io_error(path))
 }
 
 /// Writes keys, the network genesis and node configs under `dir`.
@@ -120,20 +111,12 @@ pub fn lay_out(dir: &Path, plan: &DevnetPlan) -> Result<DevnetLayout, ConfigErro
             idle_block_ms: plan.idle_block_ms,
         };
         let path = node_dir.join("node.toml");
-        let text = toml::to_string(&config).map_err(|e| ConfigError::Invalid {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+        let text = toml::to_string(&config).map_err(|e| invalid(&path, e))?;
         write(&path, &text)?;
         node_configs.push(path);
     }
-    let params =
-        RegionParams::new(Price::new(20_750), Price::new(4_000), Price::ZERO).map_err(|e| {
-            ConfigError::Invalid {
-                path: dir.to_path_buf(),
-                reason: e.to_string(),
-            }
-        })?;
+    let params = RegionParams::new(Price::new(20_750), Price::new(4_000), Price::ZERO)
+        .map_err(|e| invalid(dir, e))?;
     let genesis = NetworkGenesis {
         ledger: Genesis {
             chain_name: "quartier-devnet".into(),
@@ -151,10 +134,7 @@ pub fn lay_out(dir: &Path, plan: &DevnetPlan) -> Result<DevnetLayout, ConfigErro
         peers: peers.clone(),
     };
     let genesis_file = dir.join("genesis.json");
-    let text = serde_json::to_string_pretty(&genesis).map_err(|e| ConfigError::Invalid {
-        path: genesis_file.clone(),
-        reason: e.to_string(),
-    })?;
+    let text = serde_json::to_string_pretty(&genesis).map_err(|e| invalid(&genesis_file, e))?;
     write(&genesis_file, &text)?;
     Ok(DevnetLayout {
         genesis_file,
@@ -178,19 +158,15 @@ pub fn spawn_nodes(
     let mut children = Vec::new();
     for (i, config) in layout.node_configs.iter().enumerate() {
         let log_path = dir.join(format!("validator-{i}.log"));
-        let io = |source| ConfigError::Io {
-            path: log_path.clone(),
-            source,
-        };
-        let log = std::fs::File::create(&log_path).map_err(io)?;
+        let log = std::fs::File::create(&log_path).map_err(io_error(&log_path))?;
         let child = std::process::Command::new(exe)
             .arg("node")
             .arg("--config")
             .arg(config)
-            .stdout(log.try_clone().map_err(io)?)
+            .stdout(log.try_clone().map_err(io_error(&log_path))?)
             .stderr(log)
             .spawn()
-            .map_err(io)?;
+            .map_err(io_error(&log_path))?;
         children.push(child);
     }
     Ok(children)
