@@ -62,6 +62,33 @@ enum Command {
         #[arg(long)]
         slot: u64,
     },
+    /// Simulate a neighbourhood trading in the market offline (no chain).
+    ///
+    /// Prints a table (or JSON) of energy, self-sufficiency, prices and every
+    /// household's bill against its utility-only bill.
+    Sim {
+        /// Households in the neighbourhood.
+        #[arg(long, default_value_t = 37)]
+        households: u32,
+        /// How many of them have PV.
+        #[arg(long, default_value_t = 27)]
+        prosumers: u32,
+        /// Days to simulate, from 1 January.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// Seed of every random draw: the same seed gives the same report.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Bidding strategy: fixed, random, time-of-day, adaptive or mixed.
+        #[arg(long, default_value = "mixed")]
+        strategy: quartier_meter::StrategyKind,
+        /// Print the report as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Also write `slots.csv` and `households.csv` into this folder.
+        #[arg(long)]
+        csv_out: Option<PathBuf>,
+    },
     /// Measure things and print a table.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -139,6 +166,25 @@ fn main() -> ExitCode {
         Command::Node { config } => node(&config).map_err(Failure::Internal),
         Command::Devnet { dir, plan } => devnet(dir, &plan).map_err(Failure::Internal),
         Command::VerifySlot { node, region, slot } => verify_slot(&node, region, slot),
+        Command::Sim {
+            households,
+            prosumers,
+            days,
+            seed,
+            strategy,
+            json,
+            csv_out,
+        } => {
+            let plan = quartier_sim::SimPlan {
+                households,
+                prosumers,
+                days,
+                seed,
+                strategy,
+                params: quartier_sim::default_params(),
+            };
+            sim(&plan, json, csv_out)
+        }
         Command::Bench(BenchCommand::Chain {
             meters,
             slots,
@@ -369,6 +415,67 @@ fn bench_chain(meters: usize, slots: u64, timeout: u64, plan: &PlanArgs) -> anyh
     );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// Runs the offline simulator and prints its report; the run's time and peak
+/// memory go to stderr so stdout stays byte-identical for a seed.
+#[allow(clippy::disallowed_methods)]
+fn sim(plan: &quartier_sim::SimPlan, json: bool, csv_out: Option<PathBuf>) -> Result<(), Failure> {
+    use anyhow::Context as _;
+    let started = std::time::Instant::now();
+    let profiles = quartier_sim::Profiles::embedded().map_err(|e| Failure::Internal(e.into()))?;
+    let bar = indicatif::ProgressBar::new(u64::from(plan.days) * 96).with_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} slots {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let (report, series) = quartier_sim::run(plan, profiles, &mut |done, _| bar.set_position(done))
+        .map_err(|e| match e {
+            quartier_sim::SimError::Plan(_) => Failure::BadInput(e.into()),
+            other => Failure::Internal(other.into()),
+        })?;
+    bar.finish_and_clear();
+    let out = if json {
+        let mut text =
+            serde_json::to_string_pretty(&report).map_err(|e| Failure::Internal(e.into()))?;
+        text.push('\n');
+        text
+    } else {
+        report.table()
+    };
+    std::io::stdout()
+        .lock()
+        .write_all(out.as_bytes())
+        .map_err(|e| Failure::Internal(anyhow::Error::new(e).context("writing stdout")))?;
+    if let Some(dir) = csv_out {
+        let write = |name: &str, text: String| -> anyhow::Result<()> {
+            let path = dir.join(name);
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+        };
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("creating {}", dir.display()))
+            .and_then(|()| write("slots.csv", quartier_sim::report::slots_csv(&series)))
+            .and_then(|()| write("households.csv", report.households_csv()))
+            .map_err(Failure::Internal)?;
+    }
+    eprintln!(
+        "sim: {} households x {} slots in {:.2} s, peak memory {}",
+        plan.households,
+        series.len(),
+        started.elapsed().as_secs_f64(),
+        peak_memory()
+    );
+    Ok(())
+}
+
+/// The process's peak resident memory, from `/proc/self/status` (Linux).
+fn peak_memory() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().to_string()))
+        })
+        .unwrap_or_else(|| "unknown".into())
 }
 
 fn init_logging() {

@@ -1,0 +1,419 @@
+//! The meter agent: turns a meter's readings into signed orders and sees each
+//! one through to finality, as a state machine without I/O.
+//!
+//! The host feeds it [`AgentInput`]s (a reading, a node's answer about a
+//! transaction, the account's nonce, a settled slot) together with the chain's
+//! current time, and carries out the [`AgentEffect`]s it returns. The host
+//! decides which node to talk to; the agent only decides what to say.
+//!
+//! Safety of retries: an order is signed once, with one nonce, and that exact
+//! transaction is resubmitted until the chain finalizes or refuses it. A node
+//! that already has it answers "duplicate"; the ledger applies a nonce at most
+//! once. So a retry can never place an order twice. At most one transaction is
+//! in flight; readings that arrive meanwhile wait in a queue, and an order
+//! whose slot has closed on chain is abandoned (the ledger would refuse it).
+
+use crate::strategy::{BidContext, BidOutcome, BiddingStrategy, limit_for};
+use ed25519_dalek::SigningKey;
+use quartier_ledger::{Genesis, SignedTx, Tx, TxBody};
+use quartier_types::hash::Digest;
+use quartier_types::{AccountId, Energy, Price, RegionId, RegionParams, Side, Slot, Timestamp};
+use std::collections::VecDeque;
+
+/// What the host tells the agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AgentInput {
+    /// The meter's net energy for `slot`: consumption minus own PV, in Wh.
+    /// Positive is bought, negative sold, zero places no order.
+    Measured {
+        /// The slot measured.
+        slot: Slot,
+        /// The quarter hour of the day of the metered interval, `0..96`.
+        slot_of_day: u32,
+        /// Net energy in Wh.
+        net_wh: i64,
+    },
+    /// A node's answer about the transaction `hash`.
+    Status {
+        /// The transaction asked about.
+        hash: Digest,
+        /// What the node said.
+        status: TxProgress,
+    },
+    /// The account's next nonce, as a node reports it.
+    Nonce(u64),
+    /// A slot in which this meter had an order was settled.
+    Settled {
+        /// The slot.
+        slot: Slot,
+        /// Energy of this meter's order matched locally.
+        matched: Energy,
+        /// Energy-weighted mean price of the slot's local trades.
+        market_price: Option<Price>,
+    },
+}
+
+/// Where a submitted transaction stands, as far as one node knows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TxProgress {
+    /// In a finalized block.
+    Finalized,
+    /// Waiting in the node's mempool.
+    Pending,
+    /// The node will not take it, or the ledger refused it.
+    Rejected(String),
+    /// The node has never seen it.
+    Unknown,
+    /// The node did not answer.
+    Unreachable,
+}
+
+/// What the agent asks the host to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AgentEffect {
+    /// Submit this transaction to a node (again, if already sent: the same
+    /// bytes, so it is idempotent). After an `Unreachable`, use another node.
+    Submit(SignedTx),
+    /// Ask a node for the account's next nonce and report it as [`AgentInput::Nonce`].
+    FetchNonce,
+    /// The order for `slot` was given up: the chain will never include it.
+    Abandoned {
+        /// The slot of the order.
+        slot: Slot,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// An order waiting for its turn or for finality.
+#[derive(Clone, Debug)]
+struct PendingOrder {
+    bid: BidContext,
+    limit: Price,
+    /// Signed once it is in flight.
+    tx: Option<SignedTx>,
+}
+
+/// One meter's agent: its key, its nonce and its strategy.
+pub struct MeterAgent {
+    key: SigningKey,
+    account: AccountId,
+    genesis: Genesis,
+    region: RegionId,
+    params: RegionParams,
+    strategy: Box<dyn BiddingStrategy>,
+    next_nonce: u64,
+    /// The order in flight first, then the queue.
+    orders: VecDeque<PendingOrder>,
+    /// Orders finalized and not yet settled: what the strategy learns from.
+    placed: Vec<PendingOrder>,
+}
+
+impl MeterAgent {
+    /// An agent for the meter with secret `key`, trading in `region` (whose
+    /// parameters are `params`) on the chain of `genesis`, starting at `nonce`.
+    pub fn new(
+        key: SigningKey,
+        genesis: Genesis,
+        region: RegionId,
+        params: RegionParams,
+        strategy: Box<dyn BiddingStrategy>,
+        nonce: u64,
+    ) -> MeterAgent {
+        let account = AccountId(key.verifying_key().to_bytes());
+        MeterAgent {
+            key,
+            account,
+            genesis,
+            region,
+            params,
+            strategy,
+            next_nonce: nonce,
+            orders: VecDeque::new(),
+            placed: Vec::new(),
+        }
+    }
+
+    /// The meter's account.
+    pub fn account(&self) -> AccountId {
+        self.account
+    }
+
+    /// The transaction in flight, if any (to poll its status).
+    pub fn in_flight(&self) -> Option<&SignedTx> {
+        self.orders.front().and_then(|o| o.tx.as_ref())
+    }
+
+    /// Whether nothing waits to be submitted or finalized.
+    pub fn is_idle(&self) -> bool {
+        self.orders.is_empty()
+    }
+
+    /// Handles one input at chain time `now` and returns what to do.
+    pub fn handle(&mut self, now: Timestamp, input: AgentInput) -> Vec<AgentEffect> {
+        let mut effects = Vec::new();
+        match input {
+            AgentInput::Measured {
+                slot,
+                slot_of_day,
+                net_wh,
+            } => {
+                if net_wh != 0 {
+                    let bid = BidContext {
+                        side: if net_wh > 0 { Side::Buy } else { Side::Sell },
+                        energy: Energy::new(net_wh.unsigned_abs()),
+                        slot,
+                        slot_of_day,
+                        params: self.params,
+                    };
+                    let limit = limit_for(self.strategy.as_mut(), &bid);
+                    self.orders.push_back(PendingOrder {
+                        bid,
+                        limit,
+                        tx: None,
+                    });
+                }
+            }
+            AgentInput::Status { hash, status } => {
+                if self.in_flight().map(SignedTx::hash) == Some(hash) {
+                    self.progress(status, &mut effects);
+                }
+            }
+            AgentInput::Nonce(nonce) => {
+                // Only while nothing is in flight: an in-flight tx's fate is
+                // learned from its status, never guessed from the nonce.
+                if self.in_flight().is_none() {
+                    self.next_nonce = nonce;
+                }
+            }
+            AgentInput::Settled {
+                slot,
+                matched,
+                market_price,
+            } => {
+                if let Some(i) = self.placed.iter().position(|o| o.bid.slot == slot) {
+                    let order = self.placed.swap_remove(i);
+                    self.strategy.observe(&BidOutcome {
+                        bid: order.bid,
+                        limit: order.limit,
+                        matched,
+                        market_price,
+                    });
+                }
+            }
+        }
+        self.abandon_closed(now, &mut effects);
+        self.start_next(&mut effects);
+        effects
+    }
+
+    fn progress(&mut self, status: TxProgress, effects: &mut Vec<AgentEffect>) {
+        match status {
+            TxProgress::Finalized => {
+                if let Some(order) = self.orders.pop_front() {
+                    self.next_nonce = self.next_nonce.saturating_add(1);
+                    self.placed.push(order);
+                }
+            }
+            TxProgress::Pending => {}
+            TxProgress::Unknown | TxProgress::Unreachable => {
+                if let Some(tx) = self.in_flight() {
+                    effects.push(AgentEffect::Submit(tx.clone()));
+                }
+            }
+            TxProgress::Rejected(reason) => {
+                if let Some(order) = self.orders.pop_front() {
+                    effects.push(AgentEffect::Abandoned {
+                        slot: order.bid.slot,
+                        reason,
+                    });
+                    // The nonce may not be what we think (e.g. a key used
+                    // elsewhere); the next order waits for the chain's.
+                    effects.push(AgentEffect::FetchNonce);
+                }
+            }
+        }
+    }
+
+    /// Gives up orders whose slot the chain has closed.
+    fn abandon_closed(&mut self, now: Timestamp, effects: &mut Vec<AgentEffect>) {
+        let genesis = &self.genesis;
+        self.orders.retain(|o| {
+            let open = now < genesis.close_of(o.bid.slot);
+            if !open {
+                effects.push(AgentEffect::Abandoned {
+                    slot: o.bid.slot,
+                    reason: "the slot closed before the order was final".into(),
+                });
+            }
+            open
+        });
+    }
+
+    /// Signs and submits the head of the queue if nothing is in flight and the
+    /// nonce is known (no `FetchNonce` outstanding).
+    fn start_next(&mut self, effects: &mut Vec<AgentEffect>) {
+        if effects.contains(&AgentEffect::FetchNonce) {
+            return;
+        }
+        let Some(head) = self.orders.front_mut() else {
+            return;
+        };
+        if head.tx.is_some() {
+            return;
+        }
+        let tx = Tx {
+            chain_id: self.genesis.chain_id(),
+            signer: self.account,
+            nonce: self.next_nonce,
+            body: TxBody::PlaceOrder {
+                region: self.region,
+                slot: head.bid.slot,
+                side: head.bid.side,
+                limit: head.limit,
+                energy: head.bid.energy,
+            },
+        }
+        .sign(&self.key);
+        head.tx = Some(tx.clone());
+        effects.push(AgentEffect::Submit(tx));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::strategy::{Preferences, StrategyKind};
+    use rand_core::SeedableRng;
+
+    fn genesis() -> Genesis {
+        Genesis {
+            chain_name: "agent-test".into(),
+            dso: AccountId([1; 32]),
+            utility: AccountId([2; 32]),
+            validators: vec![AccountId([3; 32])],
+            regions: vec![],
+            slot_ms: 10_000,
+            gate_ms: 2_000,
+            lead_slots: 1,
+            metered_ms: 900_000,
+            allocations: vec![],
+        }
+    }
+
+    fn agent() -> MeterAgent {
+        let params = RegionParams::new(Price::new(20_750), Price::new(4_000), Price::ZERO).unwrap();
+        let prefs = Preferences::draw(&mut rand_chacha::ChaCha8Rng::from_seed([4; 32]), &params);
+        MeterAgent::new(
+            SigningKey::from_bytes(&[9; 32]),
+            genesis(),
+            RegionId(1),
+            params,
+            StrategyKind::Fixed.build(0, prefs, [0; 32]),
+            5,
+        )
+    }
+
+    fn measured(slot: u64, net_wh: i64) -> AgentInput {
+        AgentInput::Measured {
+            slot: Slot(slot),
+            slot_of_day: 40,
+            net_wh,
+        }
+    }
+
+    fn submitted(effects: &[AgentEffect]) -> Vec<SignedTx> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                AgentEffect::Submit(tx) => Some(tx.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    const EARLY: Timestamp = Timestamp(10_000);
+
+    #[test]
+    fn a_reading_becomes_one_signed_order() {
+        let mut a = agent();
+        let txs = submitted(&a.handle(EARLY, measured(1, -750)));
+        assert_eq!(txs.len(), 1);
+        let tx = txs[0].clone().verify().unwrap();
+        assert_eq!(tx.tx().nonce, 5);
+        match &tx.tx().body {
+            TxBody::PlaceOrder {
+                side, energy, slot, ..
+            } => {
+                assert_eq!(
+                    (*side, *energy, *slot),
+                    (Side::Sell, Energy::new(750), Slot(1))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            a.handle(EARLY, measured(2, 0)).is_empty(),
+            "zero places nothing"
+        );
+    }
+
+    #[test]
+    fn retries_resend_the_same_bytes_and_finality_advances_the_nonce() {
+        let mut a = agent();
+        let first = submitted(&a.handle(EARLY, measured(1, 300)))[0].clone();
+        // A second reading waits while the first is in flight.
+        assert!(submitted(&a.handle(EARLY, measured(2, 400))).is_empty());
+        for status in [TxProgress::Unreachable, TxProgress::Unknown] {
+            let again = submitted(&a.handle(
+                EARLY,
+                AgentInput::Status {
+                    hash: first.hash(),
+                    status,
+                },
+            ));
+            assert_eq!(again, vec![first.clone()]);
+        }
+        let status = |status| AgentInput::Status {
+            hash: first.hash(),
+            status,
+        };
+        assert!(a.handle(EARLY, status(TxProgress::Pending)).is_empty());
+        let next = submitted(&a.handle(EARLY, status(TxProgress::Finalized)));
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].tx.nonce, first.tx.nonce + 1);
+        // A late answer about the old tx changes nothing.
+        assert!(a.handle(EARLY, status(TxProgress::Unknown)).is_empty());
+    }
+
+    #[test]
+    fn a_rejection_abandons_and_waits_for_the_chains_nonce() {
+        let mut a = agent();
+        let first = submitted(&a.handle(EARLY, measured(1, 300)))[0].clone();
+        a.handle(EARLY, measured(2, 400));
+        let effects = a.handle(
+            EARLY,
+            AgentInput::Status {
+                hash: first.hash(),
+                status: TxProgress::Rejected("bad nonce".into()),
+            },
+        );
+        assert!(effects.contains(&AgentEffect::FetchNonce));
+        assert!(submitted(&effects).is_empty());
+        let next = submitted(&a.handle(EARLY, AgentInput::Nonce(11)));
+        assert_eq!(next[0].tx.nonce, 11);
+    }
+
+    #[test]
+    fn an_order_is_abandoned_once_its_slot_closed() {
+        let mut a = agent();
+        a.handle(EARLY, measured(1, 300));
+        let close = genesis().close_of(Slot(1));
+        let effects = a.handle(close, AgentInput::Nonce(5));
+        assert!(matches!(
+            effects[0],
+            AgentEffect::Abandoned { slot: Slot(1), .. }
+        ));
+        assert!(a.is_idle());
+    }
+}

@@ -1,0 +1,205 @@
+//! The offline market run: a neighbourhood trading slot after slot with the
+//! real clearing rule, no chain involved.
+//!
+//! Each quarter hour every household's meter is read; a household with a
+//! non-zero net places one order (buy what it draws, sell what it feeds in)
+//! at the limit its strategy chooses; the book is cleared by
+//! [`quartier_auction::clear`] exactly as the ledger clears it; each
+//! strategy then learns how its order fared.
+
+use crate::household::{Household, Reading};
+use crate::profiles::Profiles;
+use crate::report::{HouseholdReport, PriceHistogram, SimReport, SlotSeries};
+use quartier_auction::{AuctionError, Clearing};
+use quartier_meter::strategy::limit_for;
+use quartier_meter::{BidContext, BidOutcome, BiddingStrategy, StrategyKind};
+use quartier_types::{Energy, Money, Order, Price, RegionParams, Side, Slot};
+use serde::Serialize;
+
+/// Quarter hours in a day.
+pub const SLOTS_PER_DAY: u64 = 96;
+
+/// What to simulate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct SimPlan {
+    /// Households in the neighbourhood.
+    pub households: u32,
+    /// How many of them have PV (the first ones).
+    pub prosumers: u32,
+    /// Days to run, from 1 January.
+    pub days: u32,
+    /// Seed of every random draw.
+    pub seed: u64,
+    /// How households bid.
+    pub strategy: StrategyKind,
+    /// The region's tariffs and fee.
+    pub params: RegionParams,
+}
+
+/// Why a run could not be done.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// The plan is not runnable.
+    #[error("invalid plan: {0}")]
+    Plan(&'static str),
+    /// A book could not be cleared (an order out of the admissible band or an
+    /// overflow: a simulator bug, since strategies clamp their limits).
+    #[error("slot {slot}: {source}")]
+    Clearing {
+        /// The slot of the book.
+        slot: u64,
+        /// The auction's error.
+        source: AuctionError,
+    },
+}
+
+/// The region parameters of the devnet and the simulator: grid tariff
+/// 20.75 Rp/kWh, feed-in 4 Rp/kWh, no local fee.
+pub fn default_params() -> RegionParams {
+    RegionParams::new(Price::new(20_750), Price::new(4_000), Price::ZERO)
+        .unwrap_or_else(|_| unreachable!("feed-in below grid"))
+}
+
+/// A neighbourhood: its households' meters, in index order.
+pub struct Neighbourhood {
+    profiles: Profiles,
+    households: Vec<Household>,
+}
+
+impl Neighbourhood {
+    /// Draws the households of `plan`.
+    ///
+    /// # Errors
+    /// [`SimError::Plan`] for no households or more prosumers than households.
+    pub fn new(plan: &SimPlan, profiles: Profiles) -> Result<Neighbourhood, SimError> {
+        if plan.households == 0 {
+            return Err(SimError::Plan("no households"));
+        }
+        if plan.prosumers > plan.households {
+            return Err(SimError::Plan("more prosumers than households"));
+        }
+        let households = (0..plan.households)
+            .map(|i| Household::draw(plan.seed, i, i < plan.prosumers, &plan.params))
+            .collect();
+        Ok(Neighbourhood {
+            profiles,
+            households,
+        })
+    }
+
+    /// The households.
+    pub fn households(&self) -> &[Household] {
+        &self.households
+    }
+
+    /// Every meter's reading for quarter hour `interval`, in household order.
+    /// Intervals must be read in increasing order.
+    pub fn read(&mut self, interval: u64) -> Vec<Reading> {
+        let profiles = &self.profiles;
+        self.households
+            .iter_mut()
+            .map(|h| h.read(profiles, interval))
+            .collect()
+    }
+}
+
+/// The order a household places for a reading, if its net is not zero.
+pub fn bid_for(reading: &Reading, slot: Slot, params: RegionParams) -> Option<BidContext> {
+    let net = reading.net_wh();
+    (net != 0).then(|| BidContext {
+        side: if net > 0 { Side::Buy } else { Side::Sell },
+        energy: Energy::new(net.unsigned_abs()),
+        slot,
+        slot_of_day: (slot.0 % SLOTS_PER_DAY) as u32,
+        params,
+    })
+}
+
+/// The energy-weighted mean of the prices buyers paid in `clearing`, floored.
+pub fn market_price(clearing: &Clearing) -> Option<Price> {
+    let (mut energy, mut value) = (0u128, 0u128);
+    for t in &clearing.trades {
+        energy += u128::from(t.energy.get());
+        value += u128::from(t.energy.get()) * u128::from(t.price.get());
+    }
+    (energy > 0).then(|| Price::new(u64::try_from(value / energy).unwrap_or(u64::MAX)))
+}
+
+/// Runs the market offline for `plan`, calling `progress(done, total)` after
+/// each day.
+///
+/// # Errors
+/// [`SimError`] for an invalid plan (or a clearing failure, a bug).
+pub fn run(
+    plan: &SimPlan,
+    profiles: Profiles,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(SimReport, Vec<SlotSeries>), SimError> {
+    if plan.days == 0 {
+        return Err(SimError::Plan("no days"));
+    }
+    let mut hood = Neighbourhood::new(plan, profiles)?;
+    let mut strategies: Vec<Box<dyn BiddingStrategy>> = hood
+        .households()
+        .iter()
+        .map(|h| h.strategy(plan.strategy, plan.seed))
+        .collect();
+    let mut households: Vec<HouseholdReport> = hood
+        .households()
+        .iter()
+        .map(|h| HouseholdReport::new(h.spec(), plan.strategy))
+        .collect();
+    let mut prices = PriceHistogram::new(&plan.params);
+    let mut series = Vec::new();
+    let total = u64::from(plan.days) * SLOTS_PER_DAY;
+    let mut orders: Vec<Order> = Vec::new();
+    let mut bids: Vec<(usize, BidContext)> = Vec::new();
+    for interval in 0..total {
+        let slot = Slot(interval);
+        let readings = hood.read(interval);
+        orders.clear();
+        bids.clear();
+        for (i, reading) in readings.iter().enumerate() {
+            households[i].record_reading(reading);
+            if let Some(bid) = bid_for(reading, slot, plan.params) {
+                let limit = limit_for(strategies[i].as_mut(), &bid);
+                orders.push(Order {
+                    side: bid.side,
+                    limit,
+                    energy: bid.energy,
+                });
+                bids.push((i, bid));
+            }
+        }
+        let clearing = quartier_auction::clear(&plan.params, &orders).map_err(|source| {
+            SimError::Clearing {
+                slot: interval,
+                source,
+            }
+        })?;
+        let price = market_price(&clearing);
+        for ((i, bid), (order, result)) in bids.iter().zip(orders.iter().zip(&clearing.orders)) {
+            households[*i].record_result(order, result, &plan.params);
+            strategies[*i].observe(&BidOutcome {
+                bid: *bid,
+                limit: order.limit,
+                matched: result.matched,
+                market_price: price,
+            });
+        }
+        for t in &clearing.trades {
+            prices.add(t.price, t.energy);
+        }
+        series.push(SlotSeries::new(interval, &readings, &clearing, price));
+        if (interval + 1) % SLOTS_PER_DAY == 0 {
+            progress(interval + 1, total);
+        }
+    }
+    let report = SimReport::new(plan, households, &prices, &series);
+    Ok((report, series))
+}
+
+/// Money as a signed amount, for bills that may be credits.
+pub(crate) fn signed(m: Money) -> i128 {
+    i128::from(m.get())
+}

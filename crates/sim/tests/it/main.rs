@@ -1,0 +1,4 @@
+//! Integration tests of the simulator.
+#![allow(clippy::unwrap_used)]
+
+mod properties;
