@@ -82,9 +82,10 @@ pub fn router(app: LedgerApp, gossip: Gossip) -> Router {
 
 async fn status(AxumState(api): AxumState<Api>) -> Json<serde_json::Value> {
     let view = api.app.view();
-    let (chain_id, validators) = api.app.with_state(|s| {
+    let (chain_id, time_ms, validators) = api.app.with_state(|s| {
         (
             s.chain_id().0.to_string(),
+            s.meta().time.0,
             s.validators()
                 .iter()
                 .map(ToString::to_string)
@@ -94,6 +95,7 @@ async fn status(AxumState(api): AxumState<Api>) -> Json<serde_json::Value> {
     Json(json!({
         "chain_id": chain_id,
         "height": view.height,
+        "time_ms": time_ms,
         "block": hex::encode(view.block.as_ref()),
         "root": view.root.to_string(),
         "mempool": view.mempool,
@@ -201,7 +203,7 @@ async fn block(
 /// Prometheus text exposition (version 0.0.4).
 async fn metrics(AxumState(api): AxumState<Api>) -> impl IntoResponse {
     let m = api.app.metrics();
-    let series: [(&str, &str, &str, String); 6] = [
+    let series: [(&str, &str, &str, String); 7] = [
         (
             "quartier_height",
             "gauge",
@@ -219,6 +221,12 @@ async fn metrics(AxumState(api): AxumState<Api>) -> impl IntoResponse {
             "counter",
             "Transactions finalized since the node started.",
             m.finalized_txs.to_string(),
+        ),
+        (
+            "quartier_rejected_txs_total",
+            "counter",
+            "Transactions dropped because the ledger refused them in a block built here.",
+            m.rejected_txs.to_string(),
         ),
         (
             "quartier_mempool_txs",

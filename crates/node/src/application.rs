@@ -94,6 +94,9 @@ pub struct NodeMetrics {
     pub last_block_time_ms: u64,
     /// Transactions finalized since the node started.
     pub finalized_txs: u64,
+    /// Transactions this node dropped because the ledger refused them while
+    /// it built a block.
+    pub rejected_txs: u64,
     /// Pending transactions.
     pub mempool: usize,
     /// IOUs locked in open books (µRp).
@@ -125,6 +128,7 @@ struct Chain {
     mempool: Mempool,
     roots: BTreeMap<u64, Digest>,
     finalized_txs: u64,
+    rejected_txs: u64,
     last_block_time_ms: u64,
     /// Finalized transactions by hash, with their height.
     included: BTreeMap<Digest, u64>,
@@ -188,6 +192,7 @@ impl LedgerApp {
                 mempool,
                 roots: BTreeMap::from([(0, root)]),
                 finalized_txs: 0,
+                rejected_txs: 0,
                 last_block_time_ms: 0,
                 included: BTreeMap::new(),
             })),
@@ -283,6 +288,7 @@ impl LedgerApp {
             height: chain.finalized_height,
             last_block_time_ms: chain.last_block_time_ms,
             finalized_txs: chain.finalized_txs,
+            rejected_txs: chain.rejected_txs,
             mempool: chain.mempool.len(),
             escrow: chain.finalized.meta().escrow.get(),
             open_books: chain.finalized.books().count(),
@@ -485,7 +491,16 @@ where
                     Ok(_) => txs.push(tx),
                     // A future nonce may become valid: keep it pending.
                     Err(TxError::BadNonce { expected, got }) if got > expected => {}
-                    Err(e) => chain.mempool.reject(tx.hash(), e.clone()),
+                    // A nonce used only by a block not yet finalized (most
+                    // likely by this very tx): it may still be final, or be
+                    // needed again if that block is orphaned. Keep it; it
+                    // leaves the mempool when it is finalized.
+                    Err(TxError::BadNonce { .. })
+                        if chain.finalized.account(&tx.tx.signer).nonce <= tx.tx.nonce => {}
+                    Err(e) => {
+                        chain.rejected_txs += 1;
+                        chain.mempool.reject(tx.hash(), e.clone());
+                    }
                 }
             }
         }

@@ -194,6 +194,7 @@ fn metrics_are_prometheus_text() {
             "quartier_height",
             "quartier_mempool_txs",
             "quartier_finalized_txs_total",
+            "quartier_rejected_txs_total",
         ] {
             assert!(
                 text.contains(&format!("# TYPE {name} ")),

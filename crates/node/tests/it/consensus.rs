@@ -41,6 +41,9 @@ fn run(
                 );
             }
             assert_eq!(a.view().mempool, 0);
+            // Every tx was valid: none may have been refused, even by a
+            // proposer building on a block that already held it.
+            assert_eq!(a.metrics().rejected_txs, 0, "a valid tx was rejected");
             a.with_state(|s| s.prove(StateKey::Meta).unwrap().verify(s.root()).unwrap());
         }
         apps.iter().map(|a| a.finalized_roots()).collect()
@@ -133,6 +136,46 @@ fn finalized_blocks_are_streamed_in_height_order() {
                 }
                 other => panic!("unexpected {other:?}"),
             }
+        }
+    });
+}
+
+/// Transactions that trickle in while blocks are being built: a proposer that
+/// builds on a not yet finalized block holding a tx must not reject that tx as
+/// a replay (its clients would give up an order that is in fact on chain).
+#[test]
+fn a_tx_in_an_unfinalized_parent_is_not_rejected() {
+    let config = deterministic::Config::new()
+        .with_seed(23)
+        .with_timeout(Some(Duration::from_secs(600)));
+    deterministic::Runner::new(config).start(|context| async move {
+        let keys = validator_keys(4);
+        let genesis = genesis(&keys);
+        let oracle = network(&context, &keys).await;
+        let apps: Vec<_> = (0..4).map(|_| app(&genesis)).collect();
+        start_all(&context, &oracle, &keys, &apps).await;
+        let txs = apps[0].with_state(|s| registrations(s, 40));
+        for t in &txs {
+            submit_to_all(&apps, std::slice::from_ref(t));
+            context.sleep(Duration::from_millis(15)).await;
+        }
+        while apps.iter().any(|a| {
+            txs.iter().any(|t| {
+                !matches!(
+                    a.tx_status(&t.hash()),
+                    quartier_node::TxStatus::Finalized { .. }
+                )
+            })
+        }) {
+            context.sleep(Duration::from_millis(50)).await;
+        }
+        for (i, a) in apps.iter().enumerate() {
+            assert_eq!(
+                a.metrics().rejected_txs,
+                0,
+                "validator {i} rejected a valid tx"
+            );
+            assert_eq!(a.view().mempool, 0);
         }
     });
 }
