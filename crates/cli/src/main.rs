@@ -92,13 +92,16 @@ enum Command {
     /// Measure things and print a table.
     #[command(subcommand)]
     Bench(BenchCommand),
-    /// Start a local devnet: N validators as separate processes on loopback.
+    /// Start a local devnet: N validators as separate processes on loopback,
+    /// and one meter agent per simulated household trading on it.
     Devnet {
         /// Folder for keys, genesis and data (default: a fresh temporary folder).
         #[arg(long)]
         dir: Option<PathBuf>,
         #[command(flatten)]
         plan: PlanArgs,
+        #[command(flatten)]
+        households: HouseholdArgs,
     },
 }
 
@@ -149,6 +152,40 @@ impl PlanArgs {
     }
 }
 
+/// The simulated households of a devnet.
+#[derive(clap::Args)]
+struct HouseholdArgs {
+    /// Households with a meter agent (0: none).
+    #[arg(long, default_value_t = 37)]
+    households: u32,
+    /// How many of them have PV.
+    #[arg(long, default_value_t = 27)]
+    prosumers: u32,
+    /// Seed of the households, their keys and their bids.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Bidding strategy: fixed, random, time-of-day, adaptive or mixed.
+    #[arg(long, default_value = "mixed")]
+    strategy: quartier_meter::StrategyKind,
+    /// Simulated day of the year (1-366) of the first slot, which starts at 06:00.
+    #[arg(long, default_value_t = 172, value_parser = clap::value_parser!(u64).range(1..=366))]
+    start_day: u64,
+}
+
+impl HouseholdArgs {
+    fn plan(&self) -> quartier_node::meters::FleetPlan {
+        quartier_node::meters::FleetPlan {
+            households: self.households,
+            prosumers: self.prosumers,
+            seed: self.seed,
+            strategy: self.strategy,
+            start_interval: (self.start_day - 1) * 96 + 6 * 4,
+            // 200 CHF each.
+            top_up: quartier_types::Money::new(200 * 100_000_000),
+        }
+    }
+}
+
 /// A failure with the exit code it maps to.
 enum Failure {
     /// The input was bad: exit code 2.
@@ -164,7 +201,11 @@ fn main() -> ExitCode {
         Command::Keygen { out } => keygen(&out).map_err(Failure::BadInput),
         Command::Genesis { out, plan } => genesis(&out, &plan).map_err(Failure::BadInput),
         Command::Node { config } => node(&config).map_err(Failure::Internal),
-        Command::Devnet { dir, plan } => devnet(dir, &plan).map_err(Failure::Internal),
+        Command::Devnet {
+            dir,
+            plan,
+            households,
+        } => devnet(dir, &plan, &households).map_err(Failure::Internal),
         Command::VerifySlot { node, region, slot } => verify_slot(&node, region, slot),
         Command::Sim {
             households,
@@ -490,39 +531,129 @@ fn node(config: &std::path::Path) -> anyhow::Result<()> {
     quartier_node::run::run(config)
 }
 
-/// Lays out a devnet and runs one `quartier node` process per validator until
-/// one exits (Ctrl-C reaches them all through the terminal's process group).
-fn devnet(dir: Option<PathBuf>, plan: &PlanArgs) -> anyhow::Result<()> {
+/// Lays out a devnet, runs one `quartier node` process per validator and the
+/// households' meter agents, until a validator or the agents stop (Ctrl-C
+/// reaches the validators through the terminal's process group).
+fn devnet(dir: Option<PathBuf>, plan: &PlanArgs, households: &HouseholdArgs) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let dir = match dir {
         Some(d) => d,
         None => std::env::temp_dir().join(format!("quartier-devnet-{}", std::process::id())),
     };
+    anyhow::ensure!(
+        households.prosumers <= households.households,
+        "--prosumers {} exceeds --households {}",
+        households.prosumers,
+        households.households
+    );
     let layout = quartier_node::devnet::lay_out(&dir, &plan.plan())?;
     let exe = std::env::current_exe().context("locating the quartier binary")?;
-    let mut children = quartier_node::devnet::spawn_nodes(&exe, &dir, &layout)?;
+    let mut children = Nodes(quartier_node::devnet::spawn_nodes(&exe, &dir, &layout)?);
     println!(
         "quartier devnet: {} validators, data in {}",
-        children.len(),
+        children.0.len(),
         dir.display()
     );
     for url in &layout.api_urls {
         println!("  API {url}/api/v1/status");
     }
     println!("Ctrl-C stops all validators.");
-    // Wait for the first validator to stop, then stop the rest.
+    let mut fleet = (households.households > 0).then(|| {
+        let layout = layout.clone();
+        let dir = dir.clone();
+        let plan = households.plan();
+        std::thread::spawn(move || run_households(&layout, &dir, &plan))
+    });
+    // Wait for the first validator to stop, or for the agents to fail.
     loop {
-        for (i, child) in children.iter_mut().enumerate() {
+        for (i, child) in children.0.iter_mut().enumerate() {
             if let Some(status) = child.try_wait().context("watching validators")? {
-                for other in &mut children {
-                    let _ = other.kill();
-                    let _ = other.wait();
-                }
                 anyhow::bail!("validator {i} exited ({status}); see {}", dir.display());
             }
         }
+        if let Some(handle) = fleet.take_if(|h| h.is_finished()) {
+            return match handle.join() {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.context("meter agents")),
+                Err(_) => Err(anyhow::anyhow!("the meter agents' thread panicked")),
+            };
+        }
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+}
+
+/// Enrols the simulated households on the devnet, writes `meters.json` (which
+/// account is which household) and trades until stopped.
+#[allow(clippy::disallowed_methods)]
+fn run_households(
+    layout: &quartier_node::devnet::DevnetLayout,
+    dir: &std::path::Path,
+    plan: &quartier_node::meters::FleetPlan,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use quartier_node::client::NodeClient;
+    use quartier_node::meters::{Fleet, FleetEvent};
+    let apis = layout
+        .api_urls
+        .iter()
+        .map(|u| NodeClient::new(u))
+        .collect::<Result<Vec<_>, _>>()?;
+    let up = std::time::Instant::now();
+    while !apis.iter().all(|a| a.get("/api/v1/status").is_ok()) {
+        anyhow::ensure!(up.elapsed().as_secs() < 120, "validators did not start");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let genesis = quartier_node::config::NetworkGenesis::load(&layout.genesis_file)?.ledger;
+    let key = |p: &std::path::Path| -> anyhow::Result<ed25519_dalek::SigningKey> {
+        Ok(ed25519_dalek::SigningKey::from_bytes(
+            &quartier_node::config::read_key(p)?,
+        ))
+    };
+    let (dso, utility) = (key(&layout.dso_key)?, key(&layout.utility_key)?);
+    println!(
+        "enrolling {} households ({} prosumers), strategy {}",
+        plan.households,
+        plan.prosumers,
+        plan.strategy.name()
+    );
+    let timeout = std::time::Duration::from_secs(120);
+    let mut fleet = Fleet::enrol(apis, genesis, &dso, &utility, plan, timeout)?;
+    let manifest_path = dir.join("meters.json");
+    std::fs::write(
+        &manifest_path,
+        serde_json::to_string_pretty(fleet.manifest())?,
+    )
+    .with_context(|| format!("writing {}", manifest_path.display()))?;
+    println!(
+        "meters enrolled (see {}); trading from slot {}",
+        manifest_path.display(),
+        fleet.manifest().first_slot
+    );
+    fleet.run(None, |event| match event {
+        FleetEvent::Placed {
+            slot,
+            orders,
+            abandoned,
+            pending,
+        } => println!(
+            "slot {}: {orders} orders final, {abandoned} abandoned, {pending} pending",
+            slot.0
+        ),
+        FleetEvent::Settled {
+            slot,
+            orders,
+            local,
+            price,
+        } => println!(
+            "slot {} settled: {orders} orders, {:.3} kWh traded locally{}",
+            slot.0,
+            local.get() as f64 / 1_000.0,
+            price
+                .map(|p| format!(" at {:.2} Rp/kWh", p.get() as f64 / 1_000.0))
+                .unwrap_or_default()
+        ),
+    })?;
+    Ok(())
 }
 
 fn read_input(file: Option<PathBuf>) -> anyhow::Result<Vec<u8>> {

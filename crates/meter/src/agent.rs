@@ -42,6 +42,8 @@ pub enum AgentInput {
     },
     /// The account's next nonce, as a node reports it.
     Nonce(u64),
+    /// Nothing new: time passed (orders whose slot closed are given up).
+    Tick,
     /// A slot in which this meter had an order was settled.
     Settled {
         /// The slot.
@@ -186,6 +188,7 @@ impl MeterAgent {
                     self.next_nonce = nonce;
                 }
             }
+            AgentInput::Tick => {}
             AgentInput::Settled {
                 slot,
                 matched,
@@ -409,7 +412,7 @@ mod tests {
         let mut a = agent();
         a.handle(EARLY, measured(1, 300));
         let close = genesis().close_of(Slot(1));
-        let effects = a.handle(close, AgentInput::Nonce(5));
+        let effects = a.handle(close, AgentInput::Tick);
         assert!(matches!(
             effects[0],
             AgentEffect::Abandoned { slot: Slot(1), .. }

@@ -22,6 +22,7 @@ pub mod config;
 pub mod devnet;
 pub mod loadgen;
 mod mempool;
+pub mod meters;
 pub mod run;
 pub mod storage;
 pub mod validator;

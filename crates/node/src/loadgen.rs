@@ -71,11 +71,11 @@ fn meter_key(i: usize) -> SigningKey {
     SigningKey::from_bytes(&hash::tagged("QUARTIER_BENCH_METER", &[&(i as u64).to_le_bytes()]).0)
 }
 
-fn account(k: &SigningKey) -> AccountId {
+pub(crate) fn account(k: &SigningKey) -> AccountId {
     AccountId(k.verifying_key().to_bytes())
 }
 
-fn body(chain_id: ChainId, k: &SigningKey, nonce: u64, b: TxBody) -> String {
+pub(crate) fn body(chain_id: ChainId, k: &SigningKey, nonce: u64, b: TxBody) -> String {
     let tx = Tx {
         chain_id,
         signer: account(k),
@@ -86,23 +86,25 @@ fn body(chain_id: ChainId, k: &SigningKey, nonce: u64, b: TxBody) -> String {
     format!(r#"{{"tx":"{}"}}"#, hex::encode(tx.encode()))
 }
 
-fn nonce(api: &NodeClient, who: &AccountId) -> Result<u64, BenchError> {
+pub(crate) fn nonce(api: &NodeClient, who: &AccountId) -> Result<u64, BenchError> {
     Ok(api.get(&format!("/api/v1/accounts/{who}"))?.1["nonce"]
         .as_u64()
         .unwrap_or(0))
 }
 
-/// Submits one account's transactions (nonces from 0) keeping at most 48 in
-/// flight (the mempool's per-account bound is 64).
-fn submit_window(
+/// Submits one account's transactions, the first with nonce `first_nonce` and
+/// each next one the next nonce, keeping at most 48 in flight (the mempool's
+/// per-account bound is 64), until all are final.
+pub(crate) fn submit_window(
     apis: &[NodeClient],
     who: &AccountId,
+    first_nonce: u64,
     txs: &[String],
     deadline: Instant,
 ) -> Result<(), BenchError> {
     let mut sent = 0usize;
     loop {
-        let done = nonce(&apis[0], who)? as usize;
+        let done = nonce(&apis[0], who)?.saturating_sub(first_nonce) as usize;
         if done >= txs.len() {
             return Ok(());
         }
@@ -120,7 +122,7 @@ fn submit_window(
     }
 }
 
-fn chain_time(api: &NodeClient) -> Result<(u64, u64), BenchError> {
+pub(crate) fn chain_time(api: &NodeClient) -> Result<(u64, u64), BenchError> {
     let height = api.get("/api/v1/status")?.1["height"].as_u64().unwrap_or(0);
     let time = api.get(&format!("/api/v1/blocks/{height}"))?.1["time_ms"]
         .as_u64()
@@ -206,8 +208,8 @@ pub fn run(
             )
         })
         .collect();
-    submit_window(apis, &account(dso), &registrations, deadline)?;
-    submit_window(apis, &account(utility), &mints, deadline)?;
+    submit_window(apis, &account(dso), 0, &registrations, deadline)?;
+    submit_window(apis, &account(utility), 0, &mints, deadline)?;
     report.setup_txs = registrations.len() + mints.len();
     report.setup_seconds = setup_start.elapsed().as_secs_f64();
 

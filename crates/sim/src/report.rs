@@ -77,12 +77,7 @@ impl HouseholdReport {
 
     /// Adds the result of one of the household's orders.
     pub fn record_result(&mut self, order: &Order, result: &OrderResult, params: &RegionParams) {
-        let utility_only = |price: Price| {
-            order
-                .energy
-                .value_at(price)
-                .map_or(i128::MAX, signed)
-        };
+        let utility_only = |price: Price| order.energy.value_at(price).map_or(i128::MAX, signed);
         match order.side {
             Side::Buy => {
                 self.bought_local_wh += result.matched.get();

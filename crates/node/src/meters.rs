@@ -1,0 +1,511 @@
+//! Meter agents against a running chain: one [`MeterAgent`] per simulated
+//! household, each with its own key, registered by the DSO and topped up by
+//! the utility, placing its signed order every slot through a node's API.
+//!
+//! This is the host of the agents' state machines: it reads the simulated
+//! meters, paces slots by the wall clock (the chain's clock follows it),
+//! carries out the agents' effects over HTTP, moves to another node when one
+//! is down, and feeds settled slots back to the strategies. It reads the clock
+//! (a tool, not consensus code).
+//!
+//! Slot `first_slot + k` carries the metered quarter hour `start_interval + k`
+//! of the simulated year, so the orders of a run can be recomputed offline
+//! from the [`FleetManifest`] alone.
+#![allow(clippy::disallowed_methods)]
+
+use crate::client::{ClientError, NodeClient};
+use crate::loadgen::{BenchError, account, body, nonce, submit_window};
+use ed25519_dalek::SigningKey;
+use quartier_ledger::{Genesis, MeterRole, SignedTx, TxBody};
+use quartier_meter::{AgentEffect, AgentInput, MeterAgent, StrategyKind, TxProgress};
+use quartier_sim::{Neighbourhood, Profiles, SimPlan};
+use quartier_types::{AccountId, Energy, Money, RegionId, RegionParams, Slot, Timestamp, hash};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The region the simulated households trade in.
+pub const FLEET_REGION: RegionId = RegionId(1);
+
+/// What the fleet simulates.
+#[derive(Clone, Debug)]
+pub struct FleetPlan {
+    /// Households.
+    pub households: u32,
+    /// How many of them have PV.
+    pub prosumers: u32,
+    /// Seed of the households and their keys.
+    pub seed: u64,
+    /// How they bid.
+    pub strategy: StrategyKind,
+    /// The simulated quarter hour of the first slot (0 is 1 January 00:00).
+    pub start_interval: u64,
+    /// Each meter's top-up from the utility.
+    pub top_up: Money,
+}
+
+/// Which account is which household: everything needed to recompute a run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetManifest {
+    /// Households.
+    pub households: u32,
+    /// Prosumers (the first ones).
+    pub prosumers: u32,
+    /// The seed.
+    pub seed: u64,
+    /// The strategy.
+    pub strategy: StrategyKind,
+    /// The simulated quarter hour of `first_slot`.
+    pub start_interval: u64,
+    /// The first chain slot with orders.
+    pub first_slot: u64,
+    /// The meters' accounts, by household index.
+    pub meters: Vec<AccountId>,
+}
+
+impl FleetManifest {
+    /// The simulator plan that reproduces this fleet's households offline.
+    pub fn sim_plan(&self, params: RegionParams, days: u32) -> SimPlan {
+        SimPlan {
+            households: self.households,
+            prosumers: self.prosumers,
+            days,
+            seed: self.seed,
+            strategy: self.strategy,
+            params,
+        }
+    }
+
+    /// The household of `account`, if it is one of the fleet's meters.
+    pub fn household_of(&self, account: &AccountId) -> Option<u32> {
+        (0u32..)
+            .zip(&self.meters)
+            .find_map(|(i, m)| (m == account).then_some(i))
+    }
+}
+
+/// Something that happened, for the host to print.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FleetEvent {
+    /// Orders for a slot were placed and finalized.
+    Placed {
+        /// The slot.
+        slot: Slot,
+        /// Orders final on chain.
+        orders: usize,
+        /// Orders given up.
+        abandoned: usize,
+        /// Orders not yet final when the slot ended (they stay queued).
+        pending: usize,
+    },
+    /// A slot was settled on chain.
+    Settled {
+        /// The slot.
+        slot: Slot,
+        /// Orders in the book.
+        orders: usize,
+        /// Energy traded locally.
+        local: Energy,
+        /// Energy-weighted mean trade price.
+        price: Option<quartier_types::Price>,
+    },
+}
+
+/// Why the fleet stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    /// Enrolment failed.
+    #[error(transparent)]
+    Enrol(#[from] BenchError),
+    /// No node answered.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The plan can not be simulated.
+    #[error(transparent)]
+    Sim(#[from] quartier_sim::SimError),
+    /// The embedded profiles are broken.
+    #[error(transparent)]
+    Profiles(#[from] quartier_sim::ProfileError),
+    /// The chain has no region for the fleet.
+    #[error("the genesis has no region {0}")]
+    NoRegion(RegionId),
+}
+
+/// The devnet key of household `index`: derived from the chain and the seed so
+/// a run can be repeated. Only for simulated meters; a real meter's key comes
+/// from its own entropy (`quartier keygen`).
+pub fn meter_key(genesis: &Genesis, seed: u64, index: u32) -> SigningKey {
+    let chain = genesis.chain_id();
+    SigningKey::from_bytes(
+        &hash::tagged(
+            "QUARTIER_NODE_SIM_METER",
+            &[&chain.0.0, &seed.to_le_bytes(), &index.to_le_bytes()],
+        )
+        .0,
+    )
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The meter agents of a neighbourhood, enrolled on a chain.
+pub struct Fleet {
+    apis: Vec<NodeClient>,
+    genesis: Genesis,
+    hood: Neighbourhood,
+    agents: Vec<MeterAgent>,
+    /// The node each agent talks to now.
+    node_of: Vec<usize>,
+    manifest: FleetManifest,
+    /// The next simulated quarter hour to read.
+    next_interval: u64,
+    /// Slots with orders, not yet seen settled.
+    unsettled: Vec<Slot>,
+    /// The latest chain time seen.
+    chain_time: Timestamp,
+    /// Household index of each meter account.
+    households: BTreeMap<AccountId, usize>,
+}
+
+impl Fleet {
+    /// Registers (DSO) and tops up (utility) one meter per household of
+    /// `plan`, waits until all of that is final, and returns the fleet ready
+    /// for the next slot.
+    ///
+    /// # Errors
+    /// [`FleetError`] if the plan is invalid, a node refuses a transaction or
+    /// enrolment is not final within `deadline`.
+    pub fn enrol(
+        apis: Vec<NodeClient>,
+        genesis: Genesis,
+        dso: &SigningKey,
+        utility: &SigningKey,
+        plan: &FleetPlan,
+        deadline: Duration,
+    ) -> Result<Fleet, FleetError> {
+        let deadline = Instant::now() + deadline;
+        let params = genesis
+            .regions
+            .iter()
+            .find(|(r, _)| *r == FLEET_REGION)
+            .map(|(_, p)| *p)
+            .ok_or(FleetError::NoRegion(FLEET_REGION))?;
+        let sim = SimPlan {
+            households: plan.households,
+            prosumers: plan.prosumers,
+            days: 1,
+            seed: plan.seed,
+            strategy: plan.strategy,
+            params,
+        };
+        let hood = Neighbourhood::new(&sim, Profiles::embedded()?)?;
+        let keys: Vec<SigningKey> = (0..plan.households)
+            .map(|i| meter_key(&genesis, plan.seed, i))
+            .collect();
+        let chain_id = genesis.chain_id();
+        let api = &apis[0];
+        let (dso_nonce, utility_nonce) =
+            (nonce(api, &account(dso))?, nonce(api, &account(utility))?);
+        let mut registrations = Vec::new();
+        let mut mints = Vec::new();
+        for ((n, key), household) in (0u64..).zip(&keys).zip(hood.households()) {
+            let spec = household.spec();
+            let role = if spec.is_prosumer() {
+                MeterRole::Prosumer
+            } else {
+                MeterRole::Consumer
+            };
+            let register = TxBody::RegisterMeter {
+                meter: account(key),
+                region: FLEET_REGION,
+                role,
+                pv_watts: spec.pv_watts(),
+            };
+            registrations.push(body(chain_id, dso, dso_nonce + n, register));
+            let mint = TxBody::Mint {
+                to: account(key),
+                amount: plan.top_up,
+            };
+            mints.push(body(chain_id, utility, utility_nonce + n, mint));
+        }
+        submit_window(&apis, &account(dso), dso_nonce, &registrations, deadline)?;
+        submit_window(&apis, &account(utility), utility_nonce, &mints, deadline)?;
+        let mut agents = Vec::new();
+        for (key, household) in keys.into_iter().zip(hood.households()) {
+            let start = nonce(api, &account(&key))?;
+            let strategy = household.strategy(plan.strategy, plan.seed);
+            agents.push(MeterAgent::new(
+                key,
+                genesis.clone(),
+                FLEET_REGION,
+                params,
+                strategy,
+                start,
+            ));
+        }
+        let first_slot = wall_ms() / genesis.slot_ms.max(1) + 1;
+        let manifest = FleetManifest {
+            households: plan.households,
+            prosumers: plan.prosumers,
+            seed: plan.seed,
+            strategy: plan.strategy,
+            start_interval: plan.start_interval,
+            first_slot,
+            meters: agents.iter().map(MeterAgent::account).collect(),
+        };
+        let n = apis.len().max(1);
+        let households = manifest.meters.iter().copied().zip(0..).collect();
+        Ok(Fleet {
+            node_of: (0..agents.len()).map(|i| i % n).collect(),
+            apis,
+            genesis,
+            hood,
+            agents,
+            manifest,
+            next_interval: 0,
+            unsettled: Vec::new(),
+            chain_time: Timestamp(0),
+            households,
+        })
+    }
+
+    /// Which account is which household, and when the run started.
+    pub fn manifest(&self) -> &FleetManifest {
+        &self.manifest
+    }
+
+    /// Trades `slots` slots (forever if `None`), reporting each placed and
+    /// settled slot to `on_event`.
+    ///
+    /// # Errors
+    /// [`FleetError::Client`] if no node answers for a whole slot.
+    pub fn run(
+        &mut self,
+        slots: Option<u64>,
+        mut on_event: impl FnMut(FleetEvent),
+    ) -> Result<(), FleetError> {
+        let first = self.manifest.first_slot;
+        let end = slots.map(|n| first + n);
+        let mut slot = first;
+        while end.is_none_or(|e| slot < e) {
+            let starts = slot.saturating_mul(self.genesis.slot_ms);
+            while wall_ms() < starts {
+                self.poll_settlements(&mut on_event)?;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            // A host that fell behind skips slots but still reads every
+            // interval, so the households stay what an offline run makes.
+            let current = wall_ms() / self.genesis.slot_ms.max(1);
+            if current > slot {
+                slot = current;
+                continue;
+            }
+            self.place(Slot(slot), &mut on_event)?;
+            slot += 1;
+        }
+        // Wait for the last settlements.
+        let last = Slot(slot.saturating_sub(1));
+        let deadline = self.genesis.close_of(last).0 + 30_000;
+        while !self.unsettled.is_empty() && wall_ms() < deadline {
+            self.poll_settlements(&mut on_event)?;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Reads the meters for `slot`, places the orders and sees them final.
+    fn place(
+        &mut self,
+        slot: Slot,
+        on_event: &mut impl FnMut(FleetEvent),
+    ) -> Result<(), FleetError> {
+        let interval = self.manifest.start_interval + (slot.0 - self.manifest.first_slot);
+        let mut readings = Vec::new();
+        while self.next_interval <= interval {
+            readings = self.hood.read(self.next_interval);
+            self.next_interval += 1;
+        }
+        let now = self.chain_now();
+        let slot_of_day = (interval % 96) as u32;
+        let mut placed = 0usize;
+        let mut abandoned = 0;
+        for (i, reading) in readings.iter().enumerate() {
+            let net_wh = reading.net_wh();
+            if net_wh != 0 {
+                placed += 1;
+            }
+            let effects = self.agents[i].handle(
+                now,
+                AgentInput::Measured {
+                    slot,
+                    slot_of_day,
+                    net_wh,
+                },
+            );
+            abandoned += self.carry_out(i, now, effects)?;
+        }
+        // Poll until every order is final or abandoned, or the slot is over
+        // (an order still in flight then waits in its agent's queue).
+        let give_up = self.genesis.close_of(slot).0;
+        while self.agents.iter().any(|a| !a.is_idle()) && wall_ms() < give_up {
+            std::thread::sleep(Duration::from_millis(50));
+            let now = self.chain_now();
+            for i in 0..self.agents.len() {
+                let input = match self.agents[i].in_flight().map(SignedTx::hash) {
+                    Some(hash) => AgentInput::Status {
+                        hash,
+                        status: self.status(i, &hash),
+                    },
+                    None if !self.agents[i].is_idle() => AgentInput::Tick,
+                    None => continue,
+                };
+                let effects = self.agents[i].handle(now, input);
+                abandoned += self.carry_out(i, now, effects)?;
+            }
+        }
+        let pending = self.agents.iter().filter(|a| !a.is_idle()).count();
+        self.unsettled.push(slot);
+        on_event(FleetEvent::Placed {
+            slot,
+            orders: placed.saturating_sub(abandoned + pending),
+            abandoned,
+            pending,
+        });
+        self.poll_settlements(on_event)
+    }
+
+    /// Carries out an agent's effects; returns how many orders it abandoned.
+    fn carry_out(
+        &mut self,
+        i: usize,
+        now: Timestamp,
+        effects: Vec<AgentEffect>,
+    ) -> Result<usize, FleetError> {
+        let mut queue = effects;
+        let mut abandoned = 0;
+        let mut attempts = 0;
+        while let Some(effect) = queue.pop() {
+            let input = match effect {
+                AgentEffect::Submit(tx) => {
+                    attempts += 1;
+                    if attempts > 2 * self.apis.len() {
+                        // Every node is down: leave it in flight, polling retries.
+                        continue;
+                    }
+                    let hash = tx.hash();
+                    let status = self.submit(i, &tx);
+                    AgentInput::Status { hash, status }
+                }
+                AgentEffect::FetchNonce => {
+                    let api = &self.apis[self.node_of[i]];
+                    AgentInput::Nonce(nonce(api, &self.agents[i].account()).map_err(
+                        |e| match e {
+                            BenchError::Client(c) => FleetError::Client(c),
+                            other => FleetError::Enrol(other),
+                        },
+                    )?)
+                }
+                AgentEffect::Abandoned { .. } => {
+                    abandoned += 1;
+                    continue;
+                }
+            };
+            queue.extend(self.agents[i].handle(now, input));
+        }
+        Ok(abandoned)
+    }
+
+    fn submit(&mut self, i: usize, tx: &SignedTx) -> TxProgress {
+        let body = format!(r#"{{"tx":"{}"}}"#, hex::encode(tx.encode()));
+        match self.apis[self.node_of[i]].post("/api/v1/txs", &body) {
+            // Accepted, or the node already has it.
+            Ok((202 | 409, _)) => TxProgress::Pending,
+            // A full mempool: ask again later.
+            Ok((429, _)) => TxProgress::Pending,
+            Ok((_, reply)) => TxProgress::Rejected(reply["error"].to_string()),
+            Err(_) => {
+                self.node_of[i] = (self.node_of[i] + 1) % self.apis.len();
+                TxProgress::Unreachable
+            }
+        }
+    }
+
+    fn status(&mut self, i: usize, hash: &quartier_types::hash::Digest) -> TxProgress {
+        match self.apis[self.node_of[i]].get(&format!("/api/v1/txs/{hash}")) {
+            Ok((200, v)) => match v["status"].as_str() {
+                Some("finalized") => TxProgress::Finalized,
+                Some("pending") => TxProgress::Pending,
+                Some("rejected") => TxProgress::Rejected(v["reason"].to_string()),
+                _ => TxProgress::Unknown,
+            },
+            _ => {
+                self.node_of[i] = (self.node_of[i] + 1) % self.apis.len();
+                TxProgress::Unreachable
+            }
+        }
+    }
+
+    /// The chain's time from the first node that answers (the last time
+    /// seen if none does: a chain that is down does not move on).
+    fn chain_now(&mut self) -> Timestamp {
+        for api in &self.apis {
+            if let Ok((200, v)) = api.get("/api/v1/status")
+                && let Some(t) = v["time_ms"].as_u64()
+            {
+                self.chain_time = self.chain_time.max(Timestamp(t));
+                break;
+            }
+        }
+        self.chain_time
+    }
+
+    /// Feeds settled slots back to the agents' strategies.
+    fn poll_settlements(
+        &mut self,
+        on_event: &mut impl FnMut(FleetEvent),
+    ) -> Result<(), FleetError> {
+        let now = wall_ms();
+        let mut still = Vec::new();
+        for slot in std::mem::take(&mut self.unsettled) {
+            if now < self.genesis.close_of(slot).0 {
+                still.push(slot);
+                continue;
+            }
+            let path = format!("/api/v1/regions/{}/slots/{}", FLEET_REGION.0, slot.0);
+            let settlement = self
+                .apis
+                .iter()
+                .find_map(|api| api.get(&path).ok())
+                .map(|(_, v)| v["settlement"].clone())
+                .filter(|s| !s.is_null())
+                .and_then(|s| serde_json::from_value::<quartier_ledger::Settlement>(s).ok());
+            let Some(settlement) = settlement else {
+                still.push(slot);
+                continue;
+            };
+            let price = quartier_sim::market::market_price(&settlement.clearing);
+            for (order, result) in settlement.orders.iter().zip(&settlement.clearing.orders) {
+                if let Some(&h) = self.households.get(&order.meter) {
+                    let input = AgentInput::Settled {
+                        slot,
+                        matched: result.matched,
+                        market_price: price,
+                    };
+                    // Settled inputs produce no effects of their own.
+                    let _ = self.agents[h].handle(Timestamp(now), input);
+                }
+            }
+            on_event(FleetEvent::Settled {
+                slot,
+                orders: settlement.orders.len(),
+                local: settlement.clearing.totals.local_energy,
+                price,
+            });
+        }
+        self.unsettled = still;
+        Ok(())
+    }
+}
