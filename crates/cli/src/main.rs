@@ -73,9 +73,12 @@ enum Command {
         /// How many of them have PV.
         #[arg(long, default_value_t = 27)]
         prosumers: u32,
-        /// Days to simulate, from 1 January.
+        /// Days to simulate.
         #[arg(long, default_value_t = 365)]
         days: u32,
+        /// Day of the year the run starts on (1 is 1 January).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=365))]
+        start_day: u32,
         /// Seed of every random draw: the same seed gives the same report.
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -88,6 +91,32 @@ enum Command {
         /// Also write `slots.csv` and `households.csv` into this folder.
         #[arg(long)]
         csv_out: Option<PathBuf>,
+        /// How orders reach the chain in the written run (`--write-run`).
+        #[arg(long, default_value = "transparent")]
+        privacy: quartier_sim::PrivacyMode,
+        /// Write the run for `quartier audit`: `public.json` (what the chain
+        /// shows) and `truth.json` (which household placed which order).
+        #[arg(long)]
+        write_run: Option<PathBuf>,
+    },
+    /// Attack a run's public data and score the attacks against its truth.
+    ///
+    /// Prints, per view, how often an order is linked to its household and
+    /// to the same household's previous order, the anonymity sets and the
+    /// error of reconstructed load profiles.
+    Audit {
+        /// A folder written by `quartier sim --write-run`.
+        #[arg(long)]
+        run: PathBuf,
+        /// The ground truth (default: RUN/truth.json).
+        #[arg(long)]
+        truth: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Also write the results as an SVG chart.
+        #[arg(long)]
+        svg: Option<PathBuf>,
     },
     /// Measure things and print a table.
     #[command(subcommand)]
@@ -211,21 +240,32 @@ fn main() -> ExitCode {
             households,
             prosumers,
             days,
+            start_day,
             seed,
             strategy,
             json,
             csv_out,
+            privacy,
+            write_run,
         } => {
             let plan = quartier_sim::SimPlan {
                 households,
                 prosumers,
                 days,
+                start_day,
                 seed,
                 strategy,
                 params: quartier_sim::default_params(),
             };
-            sim(&plan, json, csv_out)
+            let write_run = write_run.map(|dir| (dir, privacy));
+            sim(&plan, json, csv_out, write_run)
         }
+        Command::Audit {
+            run,
+            truth,
+            json,
+            svg,
+        } => audit(&run, truth, json, svg),
         Command::Bench(BenchCommand::Chain {
             meters,
             slots,
@@ -461,7 +501,12 @@ fn bench_chain(meters: usize, slots: u64, timeout: u64, plan: &PlanArgs) -> anyh
 /// Runs the offline simulator and prints its report; the run's time and peak
 /// memory go to stderr so stdout stays byte-identical for a seed.
 #[allow(clippy::disallowed_methods)]
-fn sim(plan: &quartier_sim::SimPlan, json: bool, csv_out: Option<PathBuf>) -> Result<(), Failure> {
+fn sim(
+    plan: &quartier_sim::SimPlan,
+    json: bool,
+    csv_out: Option<PathBuf>,
+    write_run: Option<(PathBuf, quartier_sim::PrivacyMode)>,
+) -> Result<(), Failure> {
     use anyhow::Context as _;
     let started = std::time::Instant::now();
     let profiles = quartier_sim::Profiles::embedded().map_err(|e| Failure::Internal(e.into()))?;
@@ -469,12 +514,24 @@ fn sim(plan: &quartier_sim::SimPlan, json: bool, csv_out: Option<PathBuf>) -> Re
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} slots {eta}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let (report, series) = quartier_sim::run(plan, profiles, &mut |done, _| bar.set_position(done))
-        .map_err(|e| match e {
+    let mut observer = SimObserver {
+        bar: &bar,
+        recorder: write_run
+            .as_ref()
+            .map(|(_, mode)| quartier_sim::RunRecorder::new(plan, *mode)),
+    };
+    let (report, series) =
+        quartier_sim::run_observed(plan, profiles, &mut observer).map_err(|e| match e {
             quartier_sim::SimError::Plan(_) => Failure::BadInput(e.into()),
             other => Failure::Internal(other.into()),
         })?;
     bar.finish_and_clear();
+    if let (Some((dir, _)), Some(recorder)) = (&write_run, observer.recorder) {
+        let (view, truth) = recorder.finish();
+        write_json(&dir.join("public.json"), &view)
+            .and_then(|()| write_json(&dir.join("truth.json"), &truth))
+            .map_err(Failure::Internal)?;
+    }
     let out = if json {
         let mut text =
             serde_json::to_string_pretty(&report).map_err(|e| Failure::Internal(e.into()))?;
@@ -505,6 +562,93 @@ fn sim(plan: &quartier_sim::SimPlan, json: bool, csv_out: Option<PathBuf>) -> Re
         started.elapsed().as_secs_f64(),
         peak_memory()
     );
+    Ok(())
+}
+
+/// Shows the run's progress and records it when asked to.
+struct SimObserver<'a> {
+    bar: &'a indicatif::ProgressBar,
+    recorder: Option<quartier_sim::RunRecorder>,
+}
+
+impl quartier_sim::RunObserver for SimObserver<'_> {
+    fn households(&mut self, households: &[quartier_sim::Household]) {
+        if let Some(r) = &mut self.recorder {
+            r.households(households);
+        }
+    }
+
+    fn slot(
+        &mut self,
+        slot: u64,
+        readings: &[quartier_sim::Reading],
+        book: &[(u32, quartier_types::Order)],
+    ) {
+        if let Some(r) = &mut self.recorder {
+            r.slot(slot, readings, book);
+        }
+    }
+
+    fn progress(&mut self, done: u64, _total: u64) {
+        self.bar.set_position(done);
+    }
+}
+
+/// Writes `value` as JSON to `path`, creating the folder.
+fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let text = serde_json::to_vec(value)?;
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Reads JSON of type `T` from `path`.
+fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> anyhow::Result<T> {
+    use anyhow::Context as _;
+    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Attacks the public view of a written run, as published and with its
+/// originators removed, and prints the scores.
+fn audit(
+    run: &std::path::Path,
+    truth: Option<PathBuf>,
+    json: bool,
+    svg: Option<PathBuf>,
+) -> Result<(), Failure> {
+    let view: quartier_sim::PublicView =
+        read_json(&run.join("public.json")).map_err(Failure::BadInput)?;
+    let truth_path = truth.unwrap_or_else(|| run.join("truth.json"));
+    let truth: quartier_sim::GroundTruth = read_json(&truth_path).map_err(Failure::BadInput)?;
+    let profiles = quartier_sim::Profiles::embedded().map_err(|e| Failure::Internal(e.into()))?;
+    let hidden = view.without_originators();
+    let reports = [
+        (&view, format!("{} (as published)", view.mode.name())),
+        (&hidden, "amounts and prices only".to_string()),
+    ]
+    .into_iter()
+    .map(|(v, label)| quartier_sim::audit(v, &truth, &profiles, &label))
+    .collect::<Result<Vec<_>, _>>()
+    .map_err(|e| Failure::BadInput(e.into()))?;
+    let out = if json {
+        let mut text =
+            serde_json::to_string_pretty(&reports).map_err(|e| Failure::Internal(e.into()))?;
+        text.push('\n');
+        text
+    } else {
+        quartier_sim::audit::table(&reports)
+    };
+    std::io::stdout()
+        .lock()
+        .write_all(out.as_bytes())
+        .map_err(|e| Failure::Internal(anyhow::Error::new(e).context("writing stdout")))?;
+    if let Some(path) = svg {
+        std::fs::write(&path, quartier_sim::audit::svg(&reports))
+            .map_err(|e| Failure::Internal(anyhow::Error::new(e).context("writing the SVG")))?;
+    }
     Ok(())
 }
 

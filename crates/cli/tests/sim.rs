@@ -91,3 +91,65 @@ fn bad_plans_exit_2_with_one_line() {
         assert!(!out.stderr.is_empty());
     }
 }
+
+#[test]
+fn a_written_run_is_audited() {
+    let dir = std::env::temp_dir().join(format!("quartier-audit-{}", std::process::id()));
+    let dir_arg = dir.to_str().unwrap().to_string();
+    let mut args: Vec<&str> = SMALL.to_vec();
+    args.extend(["--start-day", "180", "--write-run", &dir_arg]);
+    let out = quartier(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let svg = dir.join("audit.svg");
+    let svg_arg = svg.to_str().unwrap().to_string();
+    let out = quartier(&["audit", "--run", &dir_arg, "--json", "--svg", &svg_arg]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let transparent = &v[0];
+    assert_eq!(transparent["households"], 6);
+    assert!(transparent["top1"].as_f64().unwrap() >= 0.99);
+    let hidden = &v[1];
+    assert!(hidden["top1"].as_f64().unwrap() < 0.99);
+    assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));
+    // The auditor reads only public.json for its attacks; a truth from
+    // another run is refused.
+    let other = dir.join("other");
+    let other_arg = other.to_str().unwrap().to_string();
+    let mut args: Vec<&str> = SMALL
+        .iter()
+        .map(|a| if *a == "2" { "1" } else { a })
+        .collect();
+    args.extend(["--write-run", &other_arg]);
+    assert!(quartier(&args).status.success());
+    let wrong_truth = other.join("truth.json");
+    let out = quartier(&[
+        "audit",
+        "--run",
+        &dir_arg,
+        "--truth",
+        wrong_truth.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn audit_and_privacy_bad_input_exit_2() {
+    for args in [
+        vec!["audit", "--run", "/nonexistent/quartier-run"],
+        vec!["sim", "--privacy", "shielded", "--write-run", "/tmp/x"],
+        vec!["sim", "--start-day", "0"],
+    ] {
+        let out = quartier(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty());
+    }
+}

@@ -26,14 +26,23 @@ pub struct SimPlan {
     pub households: u32,
     /// How many of them have PV (the first ones).
     pub prosumers: u32,
-    /// Days to run, from 1 January.
+    /// Days to run.
     pub days: u32,
+    /// Day of the profile year the run starts on (1 is 1 January).
+    pub start_day: u32,
     /// Seed of every random draw.
     pub seed: u64,
     /// How households bid.
     pub strategy: StrategyKind,
     /// The region's tariffs and fee.
     pub params: RegionParams,
+}
+
+impl SimPlan {
+    /// The quarter hour of the profile year the run starts at.
+    pub fn start_interval(&self) -> u64 {
+        u64::from(self.start_day.saturating_sub(1)) * SLOTS_PER_DAY
+    }
 }
 
 /// Why a run could not be done.
@@ -125,6 +134,28 @@ pub fn market_price(clearing: &Clearing) -> Option<Price> {
     (energy > 0).then(|| Price::new(u64::try_from(value / energy).unwrap_or(u64::MAX)))
 }
 
+/// Watches an offline run: its households, every slot's book, its progress.
+pub trait RunObserver {
+    /// The households, before the first slot.
+    fn households(&mut self, _households: &[Household]) {}
+
+    /// One slot: every meter's reading (in household order) and the book as
+    /// cleared, each order with the household that placed it.
+    fn slot(&mut self, _slot: u64, _readings: &[Reading], _book: &[(u32, Order)]) {}
+
+    /// `done` of `total` slots are finished (called once a day).
+    fn progress(&mut self, _done: u64, _total: u64) {}
+}
+
+/// A [`RunObserver`] that only reports progress.
+struct Progress<'a>(&'a mut dyn FnMut(u64, u64));
+
+impl RunObserver for Progress<'_> {
+    fn progress(&mut self, done: u64, total: u64) {
+        (self.0)(done, total);
+    }
+}
+
 /// Runs the market offline for `plan`, calling `progress(done, total)` after
 /// each day.
 ///
@@ -135,10 +166,26 @@ pub fn run(
     profiles: Profiles,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(SimReport, Vec<SlotSeries>), SimError> {
+    run_observed(plan, profiles, &mut Progress(progress))
+}
+
+/// [`run`], reporting to `observer`.
+///
+/// # Errors
+/// [`SimError`] for an invalid plan (or a clearing failure, a bug).
+pub fn run_observed(
+    plan: &SimPlan,
+    profiles: Profiles,
+    observer: &mut dyn RunObserver,
+) -> Result<(SimReport, Vec<SlotSeries>), SimError> {
     if plan.days == 0 {
         return Err(SimError::Plan("no days"));
     }
+    if !(1..=365).contains(&plan.start_day) {
+        return Err(SimError::Plan("start day outside 1..=365"));
+    }
     let mut hood = Neighbourhood::new(plan, profiles)?;
+    observer.households(hood.households());
     let mut strategies: Vec<Box<dyn BiddingStrategy>> = hood
         .households()
         .iter()
@@ -154,7 +201,11 @@ pub fn run(
     let total = u64::from(plan.days) * SLOTS_PER_DAY;
     let mut orders: Vec<Order> = Vec::new();
     let mut bids: Vec<(usize, BidContext)> = Vec::new();
-    for interval in 0..total {
+    let mut book: Vec<(u32, Order)> = Vec::new();
+    let start = plan.start_interval();
+    for k in 0..total {
+        // Bids carry the quarter hour of the year (their time of day).
+        let interval = start + k;
         let slot = Slot(interval);
         let readings = hood.read(interval);
         orders.clear();
@@ -171,12 +222,11 @@ pub fn run(
                 bids.push((i, bid));
             }
         }
-        let clearing = quartier_auction::clear(&plan.params, &orders).map_err(|source| {
-            SimError::Clearing {
-                slot: interval,
-                source,
-            }
-        })?;
+        let clearing = quartier_auction::clear(&plan.params, &orders)
+            .map_err(|source| SimError::Clearing { slot: k, source })?;
+        book.clear();
+        book.extend(bids.iter().zip(&orders).map(|((i, _), o)| (*i as u32, *o)));
+        observer.slot(k, &readings, &book);
         let price = market_price(&clearing);
         for ((i, bid), (order, result)) in bids.iter().zip(orders.iter().zip(&clearing.orders)) {
             households[*i].record_result(order, result, &plan.params);
@@ -190,9 +240,9 @@ pub fn run(
         for t in &clearing.trades {
             prices.add(t.price, t.energy);
         }
-        series.push(SlotSeries::new(interval, &readings, &clearing, price));
-        if (interval + 1) % SLOTS_PER_DAY == 0 {
-            progress(interval + 1, total);
+        series.push(SlotSeries::new(k, &readings, &clearing, price));
+        if (k + 1) % SLOTS_PER_DAY == 0 {
+            observer.progress(k + 1, total);
         }
     }
     let report = SimReport::new(plan, households, &prices, &series);

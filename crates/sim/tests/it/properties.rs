@@ -11,6 +11,7 @@ fn plan(households: u32, prosumers: u32, days: u32, seed: u64, strategy: Strateg
         households,
         prosumers,
         days,
+        start_day: 1,
         seed,
         strategy,
         params: default_params(),
@@ -70,10 +71,13 @@ proptest! {
         households in 1u32..14,
         prosumer_share in 0u32..=100,
         days in 1u32..3,
+        start_day in 1u32..=365,
         start_seed in any::<u64>(),
     ) {
         let prosumers = households * prosumer_share / 100;
-        let r = report(&plan(households, prosumers, days, start_seed, StrategyKind::ALL[kind]));
+        let mut p = plan(households, prosumers, days, start_seed, StrategyKind::ALL[kind]);
+        p.start_day = start_day;
+        let r = report(&p);
         check(&r)?;
     }
 }
