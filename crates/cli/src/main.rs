@@ -106,11 +106,19 @@ enum Command {
     /// error of reconstructed load profiles.
     Audit {
         /// A folder written by `quartier sim --write-run`.
-        #[arg(long)]
-        run: PathBuf,
-        /// The ground truth (default: RUN/truth.json).
+        #[arg(long, required_unless_present = "node", conflicts_with = "node")]
+        run: Option<PathBuf>,
+        /// Or a devnet node's API, e.g. http://127.0.0.1:7401 (with `--truth`
+        /// naming the devnet's `meters.json`).
+        #[arg(long, requires = "truth")]
+        node: Option<String>,
+        /// The ground truth: RUN/truth.json by default; with `--node`, the
+        /// devnet's `meters.json`.
         #[arg(long)]
         truth: Option<PathBuf>,
+        /// With `--node`: at most this many slots from the manifest's first.
+        #[arg(long, default_value_t = 96)]
+        slots: u64,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -262,10 +270,23 @@ fn main() -> ExitCode {
         }
         Command::Audit {
             run,
+            node,
             truth,
+            slots,
             json,
             svg,
-        } => audit(&run, truth, json, svg),
+        } => {
+            let source = match (run, node, truth) {
+                (Some(run), _, truth) => AuditSource::Run { run, truth },
+                (None, Some(node), Some(manifest)) => AuditSource::Node {
+                    node,
+                    manifest,
+                    slots,
+                },
+                _ => unreachable!("clap requires --run or --node with --truth"),
+            };
+            audit(source, json, svg)
+        }
         Command::Bench(BenchCommand::Chain {
             meters,
             slots,
@@ -611,18 +632,43 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> anyhow::
     serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
-/// Attacks the public view of a written run, as published and with its
-/// originators removed, and prints the scores.
-fn audit(
-    run: &std::path::Path,
-    truth: Option<PathBuf>,
-    json: bool,
-    svg: Option<PathBuf>,
-) -> Result<(), Failure> {
-    let view: quartier_sim::PublicView =
-        read_json(&run.join("public.json")).map_err(Failure::BadInput)?;
-    let truth_path = truth.unwrap_or_else(|| run.join("truth.json"));
-    let truth: quartier_sim::GroundTruth = read_json(&truth_path).map_err(Failure::BadInput)?;
+/// Where `quartier audit` finds a run.
+enum AuditSource {
+    /// Files written by `quartier sim --write-run`.
+    Run {
+        run: PathBuf,
+        truth: Option<PathBuf>,
+    },
+    /// A devnet's chain and its `meters.json`.
+    Node {
+        node: String,
+        manifest: PathBuf,
+        slots: u64,
+    },
+}
+
+/// Attacks the public view of a run, as published and with its originators
+/// removed, and prints the scores.
+fn audit(source: AuditSource, json: bool, svg: Option<PathBuf>) -> Result<(), Failure> {
+    let (view, truth): (quartier_sim::PublicView, quartier_sim::GroundTruth) = match source {
+        AuditSource::Run { run, truth } => {
+            let view = read_json(&run.join("public.json")).map_err(Failure::BadInput)?;
+            let truth_path = truth.unwrap_or_else(|| run.join("truth.json"));
+            (view, read_json(&truth_path).map_err(Failure::BadInput)?)
+        }
+        AuditSource::Node {
+            node,
+            manifest,
+            slots,
+        } => {
+            let manifest: quartier_node::meters::FleetManifest =
+                read_json(&manifest).map_err(Failure::BadInput)?;
+            let api = quartier_node::client::NodeClient::new(&node)
+                .map_err(|e| Failure::BadInput(e.into()))?;
+            quartier_node::meters::chain_run(&api, &manifest, slots)
+                .map_err(|e| Failure::Internal(e.into()))?
+        }
+    };
     let profiles = quartier_sim::Profiles::embedded().map_err(|e| Failure::Internal(e.into()))?;
     let hidden = view.without_originators();
     let reports = [

@@ -170,5 +170,29 @@ fn households_trade_on_a_devnet_exactly_as_offline() {
         traded += a.local_energy.get();
     }
     assert!(traded > 0, "no energy was traded locally in {SLOTS} slots");
+    let books: usize = expected.iter().map(Vec::len).sum();
+
+    // The auditor on the chain's public data: transparent orders name their
+    // household, every one of them.
+    let out = Command::new(env!("CARGO_BIN_EXE_quartier"))
+        .args(["audit", "--json", "--slots", &SLOTS.to_string(), "--node"])
+        .arg(format!("http://127.0.0.1:{}", BASE_PORT + 1))
+        .arg("--truth")
+        .arg(dir.join("meters.json"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reports: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(reports[0]["orders"], books);
+    assert_eq!(reports[0]["households"], 37);
+    assert!(reports[0]["top1"].as_f64().unwrap() >= 0.99, "{reports}");
+    assert!(
+        reports[0]["profile_error"].as_f64().unwrap() < 1e-9,
+        "{reports}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -301,6 +301,11 @@ impl State {
         self.records.meters.get(id)
     }
 
+    /// Every registered meter, by account.
+    pub fn meters(&self) -> impl Iterator<Item = (&AccountId, &Meter)> {
+        self.records.meters.iter()
+    }
+
     /// A region's current parameters.
     pub fn region(&self, id: RegionId) -> Option<&RegionParams> {
         self.records.regions.get(&id)

@@ -27,6 +27,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/accounts/{id}"),
     ("get", "/api/v1/blocks/{height}"),
     ("get", "/api/v1/regions/{region}/slots/{slot}"),
+    ("get", "/api/v1/regions/{region}/meters"),
     ("get", "/api/v1/openapi.json"),
     ("get", "/metrics"),
     ("get", "/api/v1/stream"),
@@ -74,6 +75,7 @@ pub fn router(app: LedgerApp, gossip: Gossip) -> Router {
         .route("/api/v1/accounts/{id}", get(account))
         .route("/api/v1/blocks/{height}", get(block))
         .route("/api/v1/regions/{region}/slots/{slot}", get(slot))
+        .route("/api/v1/regions/{region}/meters", get(meters))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such route".into()) })
         // A hex-encoded transaction plus JSON framing.
         .layer(DefaultBodyLimit::max(4 * MAX_TX_BYTES))
@@ -175,6 +177,31 @@ async fn slot(
             "book": s.book(region, slot),
             "settlement": s.settlement(region, slot),
         })
+    });
+    Ok(Json(body))
+}
+
+/// `GET /api/v1/regions/{region}/meters`: the DSO's public registry of the
+/// region at the finalized height.
+async fn meters(
+    AxumState(api): AxumState<Api>,
+    Path(region): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let region = RegionId(region.parse().map_err(|_| bad("region: not a number"))?);
+    let body = api.app.with_state(|s| {
+        let meters: Vec<serde_json::Value> = s
+            .meters()
+            .filter(|(_, m)| m.region == region)
+            .map(|(id, m)| {
+                json!({
+                    "meter": id,
+                    "role": m.role,
+                    "pv_watts": m.pv_watts,
+                    "retired": m.retired,
+                })
+            })
+            .collect();
+        json!({ "region": region, "height": s.meta().height.0, "meters": meters })
     });
     Ok(Json(body))
 }

@@ -18,7 +18,8 @@ use crate::loadgen::{BenchError, account, body, nonce, submit_window};
 use ed25519_dalek::SigningKey;
 use quartier_ledger::{Genesis, MeterRole, SignedTx, TxBody};
 use quartier_meter::{AgentEffect, AgentInput, MeterAgent, StrategyKind, TxProgress};
-use quartier_sim::{Neighbourhood, Profiles, SimPlan};
+use quartier_sim::view::{PublicOrder, RegistryEntry};
+use quartier_sim::{GroundTruth, Neighbourhood, PrivacyMode, Profiles, PublicView, SimPlan};
 use quartier_types::{AccountId, Energy, Money, RegionId, RegionParams, Slot, Timestamp, hash};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -130,6 +131,107 @@ pub enum FleetError {
     /// The chain has no region for the fleet.
     #[error("the genesis has no region {0}")]
     NoRegion(RegionId),
+    /// An order on chain came from a meter the manifest does not know.
+    #[error("meter {0} placed an order but is not in the manifest")]
+    NotInManifest(AccountId),
+    /// A node's answer could not be read.
+    #[error("unexpected answer from the node: {0}")]
+    Unexpected(String),
+}
+
+/// What the chain shows of a fleet's run, and its ground truth: the orders
+/// of the manifest's slots (up to `slots`, stopping at the first slot not
+/// settled), the region's registry, and, from the simulator, which household
+/// placed each order and every household's true net series.
+///
+/// # Errors
+/// [`FleetError`] if the node can not be read, or an order's meter is not in
+/// the manifest.
+pub fn chain_run(
+    api: &NodeClient,
+    manifest: &FleetManifest,
+    slots: u64,
+) -> Result<(PublicView, GroundTruth), FleetError> {
+    let unexpected = |what: &str| FleetError::Unexpected(what.to_string());
+    let (_, body) = api.get(&format!("/api/v1/regions/{}/meters", FLEET_REGION.0))?;
+    let registry = body["meters"]
+        .as_array()
+        .ok_or_else(|| unexpected("no meter list"))?
+        .iter()
+        .map(|m| {
+            Ok(RegistryEntry {
+                meter: m["meter"]
+                    .as_str()
+                    .and_then(|a| a.parse().ok())
+                    .ok_or_else(|| unexpected("a meter id"))?,
+                prosumer: m["role"] == "prosumer",
+                pv_watts: m["pv_watts"]
+                    .as_u64()
+                    .and_then(|w| u32::try_from(w).ok())
+                    .ok_or_else(|| unexpected("a PV size"))?,
+            })
+        })
+        .collect::<Result<Vec<_>, FleetError>>()?;
+    let mut params = None;
+    let mut orders = Vec::new();
+    let mut order_households = Vec::new();
+    let mut settled = 0;
+    for k in 0..slots {
+        let slot = manifest.first_slot + k;
+        let path = format!("/api/v1/regions/{}/slots/{slot}", FLEET_REGION.0);
+        let (_, v) = api.get(&path)?;
+        let Ok(settlement) =
+            serde_json::from_value::<quartier_ledger::Settlement>(v["settlement"].clone())
+        else {
+            break;
+        };
+        params.get_or_insert(settlement.params);
+        for (position, o) in (0u32..).zip(&settlement.orders) {
+            let household = manifest
+                .household_of(&o.meter)
+                .ok_or(FleetError::NotInManifest(o.meter))?;
+            orders.push(PublicOrder {
+                slot: k,
+                position,
+                originator: Some(o.meter),
+                side: o.order.side,
+                limit: o.order.limit,
+                energy: o.order.energy,
+            });
+            order_households.push(household);
+        }
+        settled = k + 1;
+    }
+    let params = params.ok_or_else(|| unexpected("no settled slot"))?;
+    // The truth the simulator knows: every household's net, read exactly as
+    // the fleet read it.
+    let mut hood = Neighbourhood::new(&manifest.sim_plan(params, 1), Profiles::embedded()?)?;
+    for interval in 0..manifest.start_interval {
+        hood.read(interval);
+    }
+    let mut net_wh = vec![Vec::new(); manifest.meters.len()];
+    for k in 0..settled {
+        for (series, r) in net_wh
+            .iter_mut()
+            .zip(hood.read(manifest.start_interval + k))
+        {
+            series.push(r.net_wh());
+        }
+    }
+    let view = PublicView {
+        mode: PrivacyMode::Transparent,
+        params,
+        start_interval: manifest.start_interval,
+        slots: settled,
+        registry,
+        orders,
+    };
+    let truth = GroundTruth {
+        meters: manifest.meters.clone(),
+        order_households,
+        net_wh,
+    };
+    Ok((view, truth))
 }
 
 /// The devnet key of household `index`: derived from the chain and the seed so

@@ -68,6 +68,9 @@ fn every_route_answers() {
         let (s, v) = call(&router, "GET", "/api/v1/regions/1/slots/7", "").await;
         assert_eq!(s, StatusCode::OK);
         assert!(v["book"].is_null() && v["settlement"].is_null());
+        let (s, v) = call(&router, "GET", "/api/v1/regions/1/meters", "").await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(v["meters"], serde_json::json!([]));
     });
 }
 
@@ -313,6 +316,12 @@ fn bad_requests_get_4xx_json_and_change_nothing() {
             (
                 "GET",
                 "/api/v1/regions/x/slots/1",
+                String::new(),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "GET",
+                "/api/v1/regions/-1/meters",
                 String::new(),
                 StatusCode::BAD_REQUEST,
             ),
