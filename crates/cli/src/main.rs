@@ -747,6 +747,9 @@ fn devnet(dir: Option<PathBuf>, plan: &PlanArgs, households: &HouseholdArgs) -> 
     for url in &layout.api_urls {
         println!("  API {url}/api/v1/status");
     }
+    if let Some(url) = layout.api_urls.first() {
+        println!("  dashboard {url}/");
+    }
     println!("Ctrl-C stops all validators.");
     let mut fleet = (households.households > 0).then(|| {
         let layout = layout.clone();

@@ -345,6 +345,17 @@ impl State {
         self.records.settlements.values()
     }
 
+    /// One region's settlements in slot order.
+    pub fn region_settlements(
+        &self,
+        region: RegionId,
+    ) -> impl DoubleEndedIterator<Item = &Settlement> {
+        self.records
+            .settlements
+            .range((region, Slot(0))..=(region, Slot(u64::MAX)))
+            .map(|(_, s)| s)
+    }
+
     /// A proposal.
     pub fn proposal(&self, id: u64) -> Option<&Proposal> {
         self.records.proposals.get(&id)

@@ -28,7 +28,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/blocks/{height}"),
     ("get", "/api/v1/regions/{region}/slots/{slot}"),
     ("get", "/api/v1/regions/{region}/meters"),
+    ("get", "/api/v1/regions/{region}/settlements"),
     ("get", "/api/v1/openapi.json"),
+    ("get", "/"),
+    ("get", "/app.js"),
+    ("get", "/style.css"),
     ("get", "/metrics"),
     ("get", "/api/v1/stream"),
 ];
@@ -76,6 +80,19 @@ pub fn router(app: LedgerApp, gossip: Gossip) -> Router {
         .route("/api/v1/blocks/{height}", get(block))
         .route("/api/v1/regions/{region}/slots/{slot}", get(slot))
         .route("/api/v1/regions/{region}/meters", get(meters))
+        .route("/api/v1/regions/{region}/settlements", get(settlements))
+        .route(
+            "/",
+            get(|| async { web("text/html; charset=utf-8", DASHBOARD_HTML) }),
+        )
+        .route(
+            "/app.js",
+            get(|| async { web("text/javascript; charset=utf-8", DASHBOARD_JS) }),
+        )
+        .route(
+            "/style.css",
+            get(|| async { web("text/css; charset=utf-8", DASHBOARD_CSS) }),
+        )
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such route".into()) })
         // A hex-encoded transaction plus JSON framing.
         .layer(DefaultBodyLimit::max(4 * MAX_TX_BYTES))
@@ -84,10 +101,16 @@ pub fn router(app: LedgerApp, gossip: Gossip) -> Router {
 
 async fn status(AxumState(api): AxumState<Api>) -> Json<serde_json::Value> {
     let view = api.app.view();
-    let (chain_id, time_ms, validators) = api.app.with_state(|s| {
+    let (chain_id, time_ms, clock, regions, validators) = api.app.with_state(|s| {
+        let g = s.genesis();
         (
             s.chain_id().0.to_string(),
             s.meta().time.0,
+            (g.slot_ms, g.gate_ms, g.lead_slots),
+            g.regions
+                .iter()
+                .map(|(r, _)| json!({ "region": r, "params": s.region(*r) }))
+                .collect::<Vec<_>>(),
             s.validators()
                 .iter()
                 .map(ToString::to_string)
@@ -98,6 +121,10 @@ async fn status(AxumState(api): AxumState<Api>) -> Json<serde_json::Value> {
         "chain_id": chain_id,
         "height": view.height,
         "time_ms": time_ms,
+        "slot_ms": clock.0,
+        "gate_ms": clock.1,
+        "lead_slots": clock.2,
+        "regions": regions,
         "block": hex::encode(view.block.as_ref()),
         "root": view.root.to_string(),
         "mempool": view.mempool,
@@ -179,6 +206,79 @@ async fn slot(
         })
     });
     Ok(Json(body))
+}
+
+/// The dashboard (DESIGN §10): static files embedded in the binary.
+const DASHBOARD_HTML: &str = include_str!("../../../web/index.html");
+const DASHBOARD_JS: &str = include_str!("../../../web/app.js");
+const DASHBOARD_CSS: &str = include_str!("../../../web/style.css");
+
+fn web(content_type: &'static str, body: &'static str) -> impl IntoResponse {
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, content_type),
+            (axum::http::header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+}
+
+/// `?last=N` of the settlements route.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Last {
+    last: Option<usize>,
+}
+
+/// `GET /api/v1/regions/{region}/settlements?last=N`: a summary of the
+/// region's last `N` settlements (default 96, at most 2 976), oldest first.
+async fn settlements(
+    AxumState(api): AxumState<Api>,
+    Path(region): Path<String>,
+    query: Result<axum::extract::Query<Last>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let region = RegionId(region.parse().map_err(|_| bad("region: not a number"))?);
+    let axum::extract::Query(Last { last }) = query.map_err(|e| bad(e.body_text()))?;
+    let last = last.unwrap_or(96);
+    if last == 0 || last > 2_976 {
+        return Err(bad("last: 1 to 2976"));
+    }
+    let list = api.app.with_state(|s| {
+        let mut list: Vec<serde_json::Value> = s
+            .region_settlements(region)
+            .rev()
+            .take(last)
+            .map(summary)
+            .collect();
+        list.reverse();
+        list
+    });
+    Ok(Json(json!({ "region": region, "settlements": list })))
+}
+
+/// One settlement in a few numbers: volumes and the spread of trade prices.
+fn summary(s: &quartier_ledger::Settlement) -> serde_json::Value {
+    let t = &s.clearing.totals;
+    let prices = s.clearing.trades.iter().map(|t| t.price.get());
+    let (energy, value) = s.clearing.trades.iter().fold((0u128, 0u128), |(e, v), t| {
+        (
+            e + u128::from(t.energy.get()),
+            v + u128::from(t.energy.get()) * u128::from(t.price.get()),
+        )
+    });
+    json!({
+        "slot": s.slot,
+        "height": s.height,
+        "orders": s.orders.len(),
+        "trades": s.clearing.trades.len(),
+        "local_energy": t.local_energy,
+        "grid_import": t.grid_import,
+        "grid_export": t.grid_export,
+        "buyers_pay": t.buyers_pay,
+        "price_min": prices.clone().min(),
+        "price_max": prices.max(),
+        "price_mean": (energy > 0).then(|| u64::try_from(value / energy).unwrap_or(u64::MAX)),
+    })
 }
 
 /// `GET /api/v1/regions/{region}/meters`: the DSO's public registry of the

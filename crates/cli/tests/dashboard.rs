@@ -1,0 +1,387 @@
+//! The dashboard in a real browser: Debian's headless Chromium, driven over
+//! the DevTools protocol, against `quartier devnet` with households. The
+//! depth and price charts render chain data, a trade this test submits
+//! through the API shows up on the page, choosing its household shows the
+//! fill, and the page logs no console error. Screenshots are saved under
+//! `target/tmp/dashboard/`.
+#![allow(clippy::unwrap_used)]
+// test code: a panic is the failure report
+// An OS-process test waits on real processes, with a wall-clock deadline.
+#![allow(clippy::disallowed_methods)]
+
+use base64::Engine as _;
+use ed25519_dalek::SigningKey;
+use quartier_ledger::{Genesis, MeterRole, Tx, TxBody};
+use quartier_node::client::NodeClient;
+use quartier_types::{AccountId, Energy, Money, Price, RegionId, Side, Slot};
+use serde_json::{Value, json};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tungstenite::{Message, WebSocket};
+
+const BASE_PORT: u16 = 7_800;
+
+/// Kills a process group on drop.
+struct Group(Child);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_group(cmd: &mut Command) -> Group {
+    use std::os::unix::process::CommandExt as _;
+    Group(cmd.process_group(0).spawn().unwrap())
+}
+
+fn wait_for<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let base = if Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    base.join(format!("quartier-{name}-{}", std::process::id()))
+}
+
+/// A DevTools session with one page.
+struct Browser {
+    socket: WebSocket<TcpStream>,
+    next_id: u64,
+    console_errors: Vec<String>,
+}
+
+impl Browser {
+    fn connect(port: u16) -> Browser {
+        let pages = wait_for("chromium's DevTools", Duration::from_secs(60), || {
+            devtools_get(port, "/json/list")
+        });
+        let url = pages
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["type"] == "page")
+            .and_then(|p| p["webSocketDebuggerUrl"].as_str())
+            .unwrap()
+            .to_string();
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let (socket, _) = tungstenite::client(url.as_str(), stream).unwrap();
+        let mut b = Browser {
+            socket,
+            next_id: 0,
+            console_errors: Vec::new(),
+        };
+        for method in ["Runtime.enable", "Log.enable", "Page.enable"] {
+            b.call(method, json!({}));
+        }
+        b
+    }
+
+    /// Sends a command and returns its result, noting console errors that
+    /// arrive meanwhile.
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let msg = json!({ "id": id, "method": method, "params": params }).to_string();
+        self.socket.send(Message::text(msg)).unwrap();
+        loop {
+            let Message::Text(text) = self.socket.read().unwrap() else {
+                continue;
+            };
+            let v: Value = serde_json::from_str(&text).unwrap();
+            if v["id"] == id {
+                assert!(v["error"].is_null(), "{method}: {v}");
+                return v["result"].clone();
+            }
+            match v["method"].as_str() {
+                Some("Runtime.exceptionThrown") => {
+                    self.console_errors
+                        .push(v["params"]["exceptionDetails"].to_string());
+                }
+                Some("Runtime.consoleAPICalled") if v["params"]["type"] == "error" => {
+                    self.console_errors.push(v["params"]["args"].to_string());
+                }
+                Some("Log.entryAdded") if v["params"]["entry"]["level"] == "error" => {
+                    self.console_errors.push(v["params"]["entry"].to_string());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Evaluates `expression` in the page and returns its value.
+    fn eval(&mut self, expression: &str) -> Value {
+        let r = self.call(
+            "Runtime.evaluate",
+            json!({ "expression": expression, "returnByValue": true, "awaitPromise": true }),
+        );
+        r["result"]["value"].clone()
+    }
+
+    fn wait_until(&mut self, what: &str, limit: Duration, expression: &str) {
+        let deadline = Instant::now() + limit;
+        while self.eval(expression) != Value::Bool(true) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    fn screenshot(&mut self, path: &Path) {
+        let r = self.call("Page.captureScreenshot", json!({ "format": "png" }));
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(r["data"].as_str().unwrap())
+            .unwrap();
+        std::fs::write(path, png).unwrap();
+    }
+}
+
+/// `GET path` from Chromium's DevTools HTTP endpoint, which keeps the
+/// connection open: read exactly Content-Length bytes.
+fn devtools_get(port: u16, path: &str) -> Option<Value> {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+    )
+    .ok()?;
+    let mut reader = BufReader::new(stream);
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().ok()?;
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    serde_json::from_slice(&body).ok()
+}
+
+fn key(dir: &Path, name: &str) -> SigningKey {
+    SigningKey::from_bytes(
+        &quartier_node::config::read_key(&dir.join(format!("keys/{name}.key"))).unwrap(),
+    )
+}
+
+fn account(k: &SigningKey) -> AccountId {
+    AccountId(k.verifying_key().to_bytes())
+}
+
+/// Submits one tx signed by `k` with the account's next nonce; waits until final.
+fn submit(api: &NodeClient, genesis: &Genesis, k: &SigningKey, body: TxBody) {
+    let me = account(k);
+    let nonce = api.get(&format!("/api/v1/accounts/{me}")).unwrap().1["nonce"]
+        .as_u64()
+        .unwrap();
+    let tx = Tx {
+        chain_id: genesis.chain_id(),
+        signer: me,
+        nonce,
+        body,
+    }
+    .sign(k);
+    let (code, reply) = api
+        .post(
+            "/api/v1/txs",
+            &format!(r#"{{"tx":"{}"}}"#, hex::encode(tx.encode())),
+        )
+        .unwrap();
+    assert_eq!(code, 202, "{reply}");
+    let hash = tx.hash();
+    wait_for("a tx to be final", Duration::from_secs(60), || {
+        let (_, v) = api.get(&format!("/api/v1/txs/{hash}")).ok()?;
+        assert_ne!(v["status"], "rejected", "{v}");
+        (v["status"] == "finalized").then_some(())
+    });
+}
+
+#[test]
+fn the_dashboard_shows_the_market_live() {
+    let dir = scratch("dashboard");
+    let _ = std::fs::remove_dir_all(&dir);
+    let artifacts = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let log = std::fs::File::create(artifacts.join("devnet.log")).unwrap();
+    let _devnet = spawn_group(
+        Command::new(env!("CARGO_BIN_EXE_quartier"))
+            .args([
+                "devnet",
+                "--slot-seconds",
+                "3",
+                "--households",
+                "12",
+                "--prosumers",
+                "8",
+            ])
+            .args(["--base-port", &BASE_PORT.to_string(), "--dir"])
+            .arg(&dir)
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log)),
+    );
+    wait_for("meters.json", Duration::from_secs(240), || {
+        dir.join("meters.json").exists().then_some(())
+    });
+    let url = format!("http://127.0.0.1:{}", BASE_PORT + 1);
+    let api = NodeClient::new(&url).unwrap();
+    let genesis: quartier_node::config::NetworkGenesis =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("genesis.json")).unwrap()).unwrap();
+    let genesis = genesis.ledger;
+
+    let chromium = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|c| {
+            Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect("Debian's chromium is needed (scripts/setup installs it)");
+    let devtools_port = BASE_PORT + 50;
+    let profile = dir.join("chromium-profile");
+    let _browser = spawn_group(
+        Command::new(chromium)
+            .args([
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+            ])
+            .args(["--window-size=1280,1800", "--hide-scrollbars"])
+            .arg(format!("--remote-debugging-port={devtools_port}"))
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg("about:blank")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let mut page = Browser::connect(devtools_port);
+    page.call("Page.navigate", json!({ "url": format!("{url}/") }));
+
+    // The charts render data from the chain.
+    page.wait_until(
+        "the price chart",
+        Duration::from_secs(90),
+        "!!document.querySelector('#prices path.mean')",
+    );
+    page.wait_until(
+        "the depth chart",
+        Duration::from_secs(60),
+        "!!document.querySelector('#depth path.buy, #depth path.sell')",
+    );
+
+    // A trade submitted through the API: a new seller at the feed-in tariff
+    // and a new buyer at the grid tariff are the best ask and bid, so they
+    // trade with each other.
+    let (dso, utility) = (key(&dir, "dso"), key(&dir, "utility"));
+    let seller = SigningKey::from_bytes(&[0x5e; 32]);
+    let buyer = SigningKey::from_bytes(&[0xb0; 32]);
+    for (k, role, pv) in [
+        (&seller, MeterRole::Prosumer, 10_000),
+        (&buyer, MeterRole::Consumer, 0),
+    ] {
+        let register = TxBody::RegisterMeter {
+            meter: account(k),
+            region: RegionId(1),
+            role,
+            pv_watts: pv,
+        };
+        submit(&api, &genesis, &dso, register);
+        submit(
+            &api,
+            &genesis,
+            &utility,
+            TxBody::Mint {
+                to: account(k),
+                amount: Money::new(50 * 100_000_000),
+            },
+        );
+    }
+    let now = api.get("/api/v1/status").unwrap().1["time_ms"]
+        .as_u64()
+        .unwrap();
+    let slot = Slot(now / genesis.slot_ms + 1);
+    for (k, side, limit) in [(&seller, Side::Sell, 4_000), (&buyer, Side::Buy, 20_750)] {
+        let order = TxBody::PlaceOrder {
+            region: RegionId(1),
+            slot,
+            side,
+            limit: Price::new(limit),
+            energy: Energy::new(1_234),
+        };
+        submit(&api, &genesis, k, order);
+    }
+    let seller_id = account(&seller).to_string();
+    page.wait_until(
+        "the test's trade on the page",
+        Duration::from_secs(60),
+        &format!(
+            "document.querySelector('#trades').textContent.includes('{}')",
+            &seller_id[..8]
+        ),
+    );
+    page.screenshot(&artifacts.join("dashboard.png"));
+
+    // Choosing the seller's household shows its fill.
+    page.wait_until(
+        "the seller in the meter list",
+        Duration::from_secs(30),
+        &format!("!!document.querySelector('#meter option[value=\"{seller_id}\"]')"),
+    );
+    page.eval(&format!(
+        "(() => {{ const s = document.getElementById('meter'); s.value = '{seller_id}'; s.dispatchEvent(new Event('change')); return true; }})()"
+    ));
+    page.wait_until(
+        "the seller's fill",
+        Duration::from_secs(30),
+        "!!document.querySelector('#fills') && document.querySelector('#fills').textContent.includes('1.234 kWh')",
+    );
+    page.screenshot(&artifacts.join("household.png"));
+
+    // A phone-sized screen: the page still lays out without overflow.
+    page.call(
+        "Emulation.setDeviceMetricsOverride",
+        json!({ "width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": true }),
+    );
+    page.wait_until(
+        "the phone layout",
+        Duration::from_secs(10),
+        "document.documentElement.scrollWidth <= 390",
+    );
+    page.screenshot(&artifacts.join("phone.png"));
+
+    assert!(
+        page.console_errors.is_empty(),
+        "console errors: {:?}",
+        page.console_errors
+    );
+    eprintln!("screenshots in {}", artifacts.display());
+    let _ = std::fs::remove_dir_all(&dir);
+}
