@@ -77,6 +77,19 @@ impl Drop for Devnet {
     }
 }
 
+/// The settlement of region 1's `slot` on the node at `port`, once there.
+fn wait_for_settlement(port: u16, slot: u64) -> serde_json::Value {
+    let path = format!("/api/v1/regions/1/slots/{slot}");
+    let mut found = serde_json::Value::Null;
+    wait_for("a settlement", Duration::from_secs(60), || {
+        found = http(port, "GET", &path, "")
+            .map(|(_, v)| v["settlement"].clone())
+            .unwrap_or_default();
+        !found.is_null()
+    });
+    found
+}
+
 fn key(dir: &Path, name: &str) -> ed25519_dalek::SigningKey {
     let hex_seed = std::fs::read_to_string(dir.join(format!("keys/{name}.key"))).unwrap();
     let seed: [u8; 32] = hex::decode(hex_seed.trim()).unwrap().try_into().unwrap();
@@ -334,6 +347,75 @@ fn four_processes_survive_kill_9_and_agree() {
     let event: serde_json::Value = serde_json::from_str(message.to_text().unwrap()).unwrap();
     assert_eq!(event["type"], "block", "{event}");
     assert!(event["height"].as_u64().unwrap() > 0);
+
+    // Meter agents keep every order when the validator they talk to dies:
+    // 8 households for 6 slots, validator 0 (the first node of a quarter of
+    // the agents, and the first they ask for the time) killed after slot 1.
+    use quartier_node::meters::{Fleet, FleetEvent, FleetPlan};
+    let ledger: quartier_ledger::Genesis = serde_json::from_value(
+        serde_json::from_str::<serde_json::Value>(
+            &std::fs::read_to_string(dir.join("genesis.json")).unwrap(),
+        )
+        .unwrap()["ledger"]
+            .clone(),
+    )
+    .unwrap();
+    let apis = ports
+        .iter()
+        .map(|p| quartier_node::client::NodeClient::new(&format!("http://127.0.0.1:{p}")).unwrap())
+        .collect();
+    let plan = FleetPlan {
+        households: 8,
+        prosumers: 5,
+        seed: 4,
+        strategy: quartier_meter::StrategyKind::Random,
+        start_interval: 171 * 96 + 40,
+        top_up: quartier_types::Money::new(100 * 100_000_000),
+    };
+    let mut fleet = Fleet::enrol(
+        apis,
+        ledger,
+        &dso,
+        &utility,
+        &plan,
+        Duration::from_secs(120),
+    )
+    .unwrap();
+    let (sender, events) = std::sync::mpsc::channel();
+    let runner = std::thread::spawn(move || {
+        fleet.run(Some(6), |e| {
+            let _ = sender.send(e);
+        })
+    });
+    let mut seen = Vec::new();
+    while !seen.iter().any(|e| matches!(e, FleetEvent::Placed { .. })) {
+        seen.push(events.recv_timeout(Duration::from_secs(120)).unwrap());
+    }
+    net.kill(0);
+    runner.join().unwrap().unwrap();
+    seen.extend(events.try_iter());
+    let placed: Vec<_> = seen
+        .iter()
+        .filter_map(|e| match e {
+            FleetEvent::Placed {
+                slot,
+                orders,
+                abandoned,
+                pending,
+            } => Some((*slot, *orders, *abandoned, *pending)),
+            FleetEvent::Settled { .. } => None,
+        })
+        .collect();
+    assert_eq!(placed.len(), 6, "{seen:?}");
+    for (slot, orders, abandoned, pending) in &placed {
+        assert_eq!((abandoned, pending), (&0, &0), "slot {slot:?}: {seen:?}");
+        let settlement = wait_for_settlement(ports[1], slot.0);
+        assert_eq!(
+            settlement["orders"].as_array().unwrap().len(),
+            *orders,
+            "slot {slot:?}: an order the agents saw final is missing"
+        );
+    }
     drop(net);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -349,3 +349,54 @@ fn bad_requests_get_4xx_json_and_change_nothing() {
 fn app_state<T>(g: &quartier_ledger::Genesis, f: impl FnOnce(&quartier_ledger::State) -> T) -> T {
     f(&quartier_ledger::State::from_genesis(g.clone()).unwrap())
 }
+
+/// The websocket's messages are the ones the OpenAPI document describes.
+#[test]
+fn stream_messages_match_the_documented_schemas() {
+    use quartier_node::StreamEvent;
+    let doc: serde_json::Value = serde_json::from_str(quartier_node::api::OPENAPI).unwrap();
+    let schema = |name: &str| doc["components"]["schemas"][name].clone();
+    let events = [
+        (
+            "StreamBlock",
+            StreamEvent::Block {
+                height: 3,
+                time_ms: 9,
+                root: "ab".repeat(32),
+                txs: 2,
+            },
+        ),
+        (
+            "StreamSettlement",
+            StreamEvent::Settlement {
+                region: 1,
+                slot: 4,
+                height: 3,
+                orders: 5,
+                local_energy: 6,
+                grid_import: 7,
+                grid_export: 8,
+            },
+        ),
+    ];
+    for (name, event) in events {
+        let v = serde_json::to_value(&event).unwrap();
+        let s = schema(name);
+        let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut documented: Vec<&str> = s["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().unwrap())
+            .collect();
+        keys.sort_unstable();
+        documented.sort_unstable();
+        assert_eq!(keys, documented, "{name}");
+        assert_eq!(v["type"], s["properties"]["type"]["const"], "{name}");
+    }
+    let refs = doc["paths"]["/api/v1/stream"]["get"]["x-websocket-messages"]["oneOf"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(refs, 3);
+}
