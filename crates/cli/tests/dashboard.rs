@@ -17,47 +17,14 @@ use quartier_types::{AccountId, Energy, Money, Price, RegionId, Side, Slot};
 use serde_json::{Value, json};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use support::{ProcessGroup, scratch, wait_for};
 use tungstenite::{Message, WebSocket};
 
+mod support;
+
 const BASE_PORT: u16 = 7_800;
-
-/// Kills a process group on drop.
-struct Group(Child);
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        let group = format!("-{}", self.0.id());
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_group(cmd: &mut Command) -> Group {
-    use std::os::unix::process::CommandExt as _;
-    Group(cmd.process_group(0).spawn().unwrap())
-}
-
-fn wait_for<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = probe() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let base = if Path::new("/dev/shm").is_dir() {
-        PathBuf::from("/dev/shm")
-    } else {
-        std::env::temp_dir()
-    };
-    base.join(format!("quartier-{name}-{}", std::process::id()))
-}
 
 /// A DevTools session with one page.
 struct Browser {
@@ -227,11 +194,10 @@ fn submit(api: &NodeClient, genesis: &Genesis, k: &SigningKey, body: TxBody) {
 #[test]
 fn the_dashboard_shows_the_market_live() {
     let dir = scratch("dashboard");
-    let _ = std::fs::remove_dir_all(&dir);
     let artifacts = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
     std::fs::create_dir_all(&artifacts).unwrap();
     let log = std::fs::File::create(artifacts.join("devnet.log")).unwrap();
-    let _devnet = spawn_group(
+    let _devnet = ProcessGroup::spawn(
         Command::new(env!("CARGO_BIN_EXE_quartier"))
             .args([
                 "devnet",
@@ -267,7 +233,7 @@ fn the_dashboard_shows_the_market_live() {
         .expect("Debian's chromium is needed (scripts/setup installs it)");
     let devtools_port = BASE_PORT + 50;
     let profile = dir.join("chromium-profile");
-    let _browser = spawn_group(
+    let _browser = ProcessGroup::spawn(
         Command::new(chromium)
             .args([
                 "--headless=new",

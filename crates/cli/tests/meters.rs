@@ -15,43 +15,14 @@ use quartier_node::meters::FleetManifest;
 use quartier_sim::Neighbourhood;
 use quartier_sim::market::bid_for;
 use quartier_types::{Order, RegionParams, Slot};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use support::{ProcessGroup, scratch, wait_for};
+
+mod support;
 
 const SLOTS: u64 = 21;
 const BASE_PORT: u16 = 7_700;
-
-/// The devnet process and its validators, one process group, killed on drop.
-struct DevnetProcess(Child);
-
-impl Drop for DevnetProcess {
-    fn drop(&mut self) {
-        let group = format!("-{}", self.0.id());
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = probe() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn scratch() -> PathBuf {
-    let base = if Path::new("/dev/shm").is_dir() {
-        PathBuf::from("/dev/shm")
-    } else {
-        std::env::temp_dir()
-    };
-    base.join(format!("quartier-meters-{}", std::process::id()))
-}
 
 /// The orders the simulator makes for the manifest's households in each of
 /// the first `slots` slots, by household, recomputed offline.
@@ -96,12 +67,10 @@ fn offline_orders(
 
 #[test]
 fn households_trade_on_a_devnet_exactly_as_offline() {
-    let dir = scratch();
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = scratch("meters");
     let log =
         std::fs::File::create(std::env::temp_dir().join("quartier-meters-devnet.log")).unwrap();
-    let child = {
-        use std::os::unix::process::CommandExt as _;
+    let _devnet = ProcessGroup::spawn(
         Command::new(env!("CARGO_BIN_EXE_quartier"))
             .args([
                 "devnet",
@@ -116,12 +85,8 @@ fn households_trade_on_a_devnet_exactly_as_offline() {
             .args(["--base-port", &BASE_PORT.to_string(), "--dir"])
             .arg(&dir)
             .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .process_group(0)
-            .spawn()
-            .unwrap()
-    };
-    let _devnet = DevnetProcess(child);
+            .stderr(Stdio::from(log)),
+    );
 
     let manifest: FleetManifest = wait_for("meters.json", Duration::from_secs(240), || {
         let text = std::fs::read_to_string(dir.join("meters.json")).ok()?;

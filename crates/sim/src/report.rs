@@ -171,18 +171,9 @@ pub struct PriceStats {
 pub struct SlotSeries {
     /// Quarter hour since the start of the run.
     pub slot: u64,
-    /// Energy used, Wh.
-    pub consumed_wh: u64,
-    /// PV produced, Wh.
-    pub produced_wh: u64,
-    /// PV used behind the meters, Wh.
-    pub self_consumed_wh: u64,
-    /// Traded between neighbours, Wh.
-    pub local_wh: u64,
-    /// Supplied by the utility, Wh.
-    pub imported_wh: u64,
-    /// Taken by the utility, Wh.
-    pub exported_wh: u64,
+    /// The slot's energy.
+    #[serde(flatten)]
+    pub energy: EnergyTotals,
     /// Energy-weighted mean trade price, mRp/kWh.
     pub price: Option<u64>,
     /// Orders in the book.
@@ -199,19 +190,21 @@ impl SlotSeries {
     ) -> SlotSeries {
         SlotSeries {
             slot,
-            consumed_wh: readings.iter().map(|r| r.consumed.get()).sum(),
-            produced_wh: readings.iter().map(|r| r.produced.get()).sum(),
-            self_consumed_wh: readings.iter().map(|r| r.self_consumed().get()).sum(),
-            local_wh: clearing.totals.local_energy.get(),
-            imported_wh: clearing.totals.grid_import.get(),
-            exported_wh: clearing.totals.grid_export.get(),
+            energy: EnergyTotals {
+                consumed_wh: readings.iter().map(|r| r.consumed.get()).sum(),
+                produced_wh: readings.iter().map(|r| r.produced.get()).sum(),
+                self_consumed_wh: readings.iter().map(|r| r.self_consumed().get()).sum(),
+                local_wh: clearing.totals.local_energy.get(),
+                imported_wh: clearing.totals.grid_import.get(),
+                exported_wh: clearing.totals.grid_export.get(),
+            },
             price: price.map(Price::get),
             orders: clearing.orders.len(),
         }
     }
 }
 
-/// The community's energy over the run, Wh.
+/// Community energy (of a slot or of the run), Wh.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct EnergyTotals {
     /// Used.
@@ -226,6 +219,17 @@ pub struct EnergyTotals {
     pub imported_wh: u64,
     /// To the utility.
     pub exported_wh: u64,
+}
+
+impl std::ops::AddAssign for EnergyTotals {
+    fn add_assign(&mut self, o: EnergyTotals) {
+        self.consumed_wh += o.consumed_wh;
+        self.produced_wh += o.produced_wh;
+        self.self_consumed_wh += o.self_consumed_wh;
+        self.local_wh += o.local_wh;
+        self.imported_wh += o.imported_wh;
+        self.exported_wh += o.exported_wh;
+    }
 }
 
 /// The result of a run.
@@ -271,12 +275,7 @@ impl SimReport {
     ) -> SimReport {
         let mut e = EnergyTotals::default();
         for s in series {
-            e.consumed_wh += s.consumed_wh;
-            e.produced_wh += s.produced_wh;
-            e.self_consumed_wh += s.self_consumed_wh;
-            e.local_wh += s.local_wh;
-            e.imported_wh += s.imported_wh;
-            e.exported_wh += s.exported_wh;
+            e += s.energy;
         }
         let local_use = e.self_consumed_wh + e.local_wh;
         let market: i128 = households.iter().map(|h| h.market_bill_urp).sum();
@@ -401,16 +400,17 @@ pub fn slots_csv(series: &[SlotSeries]) -> String {
     );
     for s in series {
         let price = s.price.map(|p| p.to_string()).unwrap_or_default();
+        let e = &s.energy;
         let _ = writeln!(
             out,
             "{},{},{},{},{},{},{},{},{}",
             s.slot,
-            s.consumed_wh,
-            s.produced_wh,
-            s.self_consumed_wh,
-            s.local_wh,
-            s.imported_wh,
-            s.exported_wh,
+            e.consumed_wh,
+            e.produced_wh,
+            e.self_consumed_wh,
+            e.local_wh,
+            e.imported_wh,
+            e.exported_wh,
             price,
             s.orders
         );

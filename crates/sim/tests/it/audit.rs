@@ -14,20 +14,12 @@ fn recorded(plan: &SimPlan) -> (PublicView, GroundTruth) {
     recorder.finish()
 }
 
-fn attack(view: &PublicView, truth: &GroundTruth) -> AuditReport {
-    audit(view, truth, &Profiles::embedded().unwrap(), "test").unwrap()
+fn plan(households: u32, prosumers: u32, days: u32, seed: u64) -> SimPlan {
+    crate::properties::plan(households, prosumers, days, seed, StrategyKind::Mixed)
 }
 
-fn plan(households: u32, prosumers: u32, days: u32, seed: u64) -> SimPlan {
-    SimPlan {
-        households,
-        prosumers,
-        days,
-        start_day: 1,
-        seed,
-        strategy: StrategyKind::Mixed,
-        params: default_params(),
-    }
+fn attack(view: &PublicView, truth: &GroundTruth) -> AuditReport {
+    audit(view, truth, &Profiles::embedded().unwrap(), "test").unwrap()
 }
 
 #[test]

@@ -6,7 +6,13 @@ use quartier_meter::StrategyKind;
 use quartier_sim::{Profiles, SimPlan, SimReport, default_params, run};
 use quartier_types::{Price, RegionParams};
 
-fn plan(households: u32, prosumers: u32, days: u32, seed: u64, strategy: StrategyKind) -> SimPlan {
+pub(crate) fn plan(
+    households: u32,
+    prosumers: u32,
+    days: u32,
+    seed: u64,
+    strategy: StrategyKind,
+) -> SimPlan {
     SimPlan {
         households,
         prosumers,
