@@ -1,0 +1,203 @@
+//! Attestation of auctioneer enclaves (DESIGN §7).
+//!
+//! A quote says "code with this measurement runs in an enclave and vouches for
+//! this report data" (the enclave's identity key). The ledger admits an
+//! enclave only if a verifier accepts its quote and governance allowed its
+//! measurement. Verifiers are pluggable through [`AttestationVerifier`].
+//!
+//! There is no TEE hardware here, so the only backend is **simulated**:
+//! [`SimulatedAttestationService`] plays the hardware vendor and signs quotes
+//! with an Ed25519 key; [`SimulatedAttestationVerifier`] checks them against
+//! that key. A simulated quote proves only that whoever holds the simulated
+//! service's key said so — nothing about real hardware. A real SGX/TDX
+//! verifier (e.g. DCAP) implements the same trait.
+
+use quartier_types::hash;
+use std::collections::BTreeSet;
+
+/// Domain tag of what a simulated attestation service signs.
+pub const TAG_SIMULATED_QUOTE: &str = "QUARTIER_ENCLAVE_SIMULATED_QUOTE";
+
+/// SHA-256 of the enclave binary built reproducibly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Measurement(pub [u8; 32]);
+
+/// Which attestation backend produced a quote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The simulated backend: no hardware, a software signing key.
+    Simulated,
+}
+
+/// A quote: measurement and report data, signed by the attestation backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Quote {
+    /// The backend that signed it.
+    pub backend: Backend,
+    /// The enclave code's measurement.
+    pub measurement: Measurement,
+    /// What the enclave vouches for: its identity key and commitments.
+    pub report_data: [u8; 64],
+    /// The backend's signature.
+    pub signature: [u8; 64],
+}
+
+/// Why a quote is not accepted. Verification failures are opaque (STYLE §3).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AttestationError {
+    /// Governance has not allowed this measurement.
+    #[error("measurement not allowed")]
+    UnknownMeasurement,
+    /// The quote is not from this verifier's backend.
+    #[error("quote from another attestation backend")]
+    WrongBackend,
+    /// The quote does not verify.
+    #[error("invalid quote")]
+    InvalidQuote,
+}
+
+/// What an accepted quote establishes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attested {
+    /// The allowed measurement it ran.
+    pub measurement: Measurement,
+    /// The report data it vouched for.
+    pub report_data: [u8; 64],
+}
+
+/// Checks quotes against a set of allowed measurements.
+pub trait AttestationVerifier {
+    /// Accepts `quote` if it verifies and its measurement is in `allowed`.
+    ///
+    /// # Errors
+    /// [`AttestationError`] otherwise.
+    fn verify(
+        &self,
+        quote: &Quote,
+        allowed: &BTreeSet<Measurement>,
+    ) -> Result<Attested, AttestationError>;
+}
+
+fn signed_bytes(measurement: &Measurement, report_data: &[u8; 64]) -> hash::Digest {
+    hash::tagged(TAG_SIMULATED_QUOTE, &[&measurement.0, report_data])
+}
+
+/// The simulated attestation "hardware": signs quotes with a software key.
+/// Simulated: it stands in for a TEE vendor's quoting enclave.
+pub struct SimulatedAttestationService {
+    key: ed25519_dalek::SigningKey,
+}
+
+impl SimulatedAttestationService {
+    /// A simulated service with the secret `seed`.
+    pub fn new(seed: [u8; 32]) -> SimulatedAttestationService {
+        SimulatedAttestationService {
+            key: ed25519_dalek::SigningKey::from_bytes(&seed),
+        }
+    }
+
+    /// The verifier that trusts this simulated service.
+    pub fn verifier(&self) -> SimulatedAttestationVerifier {
+        SimulatedAttestationVerifier {
+            key: self.key.verifying_key(),
+        }
+    }
+
+    /// A simulated quote for an enclave with `measurement` vouching for `report_data`.
+    pub fn quote(&self, measurement: Measurement, report_data: [u8; 64]) -> Quote {
+        use ed25519_dalek::Signer as _;
+        let signature = self
+            .key
+            .sign(&signed_bytes(&measurement, &report_data).0)
+            .to_bytes();
+        Quote {
+            backend: Backend::Simulated,
+            measurement,
+            report_data,
+            signature,
+        }
+    }
+}
+
+/// Verifies quotes of a [`SimulatedAttestationService`]. Simulated: it proves
+/// nothing about hardware.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SimulatedAttestationVerifier {
+    key: ed25519_dalek::VerifyingKey,
+}
+
+impl AttestationVerifier for SimulatedAttestationVerifier {
+    fn verify(
+        &self,
+        quote: &Quote,
+        allowed: &BTreeSet<Measurement>,
+    ) -> Result<Attested, AttestationError> {
+        if quote.backend != Backend::Simulated {
+            return Err(AttestationError::WrongBackend);
+        }
+        let signature = ed25519_dalek::Signature::from_bytes(&quote.signature);
+        self.key
+            .verify_strict(
+                &signed_bytes(&quote.measurement, &quote.report_data).0,
+                &signature,
+            )
+            .map_err(|_| AttestationError::InvalidQuote)?;
+        if !allowed.contains(&quote.measurement) {
+            return Err(AttestationError::UnknownMeasurement);
+        }
+        Ok(Attested {
+            measurement: quote.measurement,
+            report_data: quote.report_data,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allowed(m: Measurement) -> BTreeSet<Measurement> {
+        [m].into_iter().collect()
+    }
+
+    #[test]
+    fn a_quote_of_an_allowed_measurement_verifies() {
+        let service = SimulatedAttestationService::new([1; 32]);
+        let m = Measurement([7; 32]);
+        let q = service.quote(m, [9; 64]);
+        let a = service.verifier().verify(&q, &allowed(m)).unwrap();
+        assert_eq!(a.report_data, [9; 64]);
+    }
+
+    #[test]
+    fn unknown_measurements_and_bad_signatures_are_rejected() {
+        let service = SimulatedAttestationService::new([1; 32]);
+        let m = Measurement([7; 32]);
+        let v = service.verifier();
+        let q = service.quote(Measurement([8; 32]), [9; 64]);
+        assert_eq!(
+            v.verify(&q, &allowed(m)),
+            Err(AttestationError::UnknownMeasurement)
+        );
+        // Any change to a signed quote breaks it.
+        let good = service.quote(m, [9; 64]);
+        let mut forged = good.clone();
+        forged.report_data[0] ^= 1;
+        assert_eq!(
+            v.verify(&forged, &allowed(m)),
+            Err(AttestationError::InvalidQuote)
+        );
+        let mut forged = good.clone();
+        forged.signature[5] ^= 1;
+        assert_eq!(
+            v.verify(&forged, &allowed(m)),
+            Err(AttestationError::InvalidQuote)
+        );
+        // A quote from another (simulated) vendor key.
+        let other = SimulatedAttestationService::new([2; 32]).quote(m, [9; 64]);
+        assert_eq!(
+            v.verify(&other, &allowed(m)),
+            Err(AttestationError::InvalidQuote)
+        );
+    }
+}

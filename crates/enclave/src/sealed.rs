@@ -1,0 +1,390 @@
+//! Sealed orders (DESIGN §7): an order signed by the household's wallet key,
+//! padded to one fixed size and sealed with HPKE (RFC 9180: X25519-HKDF-SHA256,
+//! HKDF-SHA256, ChaCha20Poly1305, base mode) to the committee's epoch key.
+//!
+//! The chain sees only `(region, slot, epoch)`, an encapsulated key and a
+//! ciphertext whose length never depends on the order. Those three public
+//! fields are the AEAD's associated data, so a ciphertext moved to another
+//! slot, region or epoch does not open; inside, the signed payload repeats
+//! them and must agree.
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use ed25519_dalek::{Signer as _, SigningKey};
+use hpke::aead::ChaCha20Poly1305;
+use hpke::kdf::HkdfSha256;
+use hpke::kem::X25519HkdfSha256;
+use hpke::{Deserializable as _, Kem as _, OpModeR, OpModeS, Serializable as _};
+use quartier_types::{AccountId, Energy, Price, RegionId, Side, Slot, hash};
+use rand_core::CryptoRng;
+
+/// Domain tag of the wallet's signature over an order.
+pub const TAG_ORDER: &str = "QUARTIER_ENCLAVE_ORDER";
+/// HPKE `info` of sealed orders.
+pub const HPKE_INFO: &[u8] = b"QUARTIER_ENCLAVE_SEALED_ORDER";
+/// Plaintext size after padding: every sealed order has the same length.
+pub const PADDED_LEN: usize = 192;
+/// Ciphertext size: the padded plaintext and the 16-byte tag.
+pub const CIPHERTEXT_LEN: usize = PADDED_LEN + 16;
+
+/// A key epoch of the enclave committee.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize,
+)]
+pub struct Epoch(pub u64);
+
+/// What the household's wallet signs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct OrderPayload {
+    /// The wallet (and prepaid account) placing the order.
+    pub wallet: AccountId,
+    /// The region.
+    pub region: RegionId,
+    /// The slot.
+    pub slot: Slot,
+    /// The epoch whose key it is sealed to.
+    pub epoch: Epoch,
+    /// Buy or sell.
+    pub side: Side,
+    /// Limit price.
+    pub limit: Price,
+    /// Energy.
+    pub energy: Energy,
+}
+
+/// An order with the wallet's Ed25519 signature.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct SignedOrder {
+    /// The order.
+    pub payload: OrderPayload,
+    /// The wallet's signature over `TAG_ORDER ‖ borsh(payload)`.
+    pub signature: [u8; 64],
+}
+
+fn signing_digest(payload: &OrderPayload) -> hash::Digest {
+    hash::tagged(TAG_ORDER, &[&borsh::to_vec(payload).unwrap_or_default()])
+}
+
+impl SignedOrder {
+    /// Signs `payload` with the wallet key `key` (whose account must be `payload.wallet`).
+    pub fn sign(payload: OrderPayload, key: &SigningKey) -> SignedOrder {
+        SignedOrder {
+            payload,
+            signature: key.sign(&signing_digest(&payload).0).to_bytes(),
+        }
+    }
+
+    /// Whether the signature is the wallet's.
+    pub fn verify(&self) -> bool {
+        let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&self.payload.wallet.0) else {
+            return false;
+        };
+        let signature = ed25519_dalek::Signature::from_bytes(&self.signature);
+        key.verify_strict(&signing_digest(&self.payload).0, &signature)
+            .is_ok()
+    }
+}
+
+/// A sealed order as it goes on chain.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct SealedOrder {
+    /// The region (public).
+    pub region: RegionId,
+    /// The slot (public).
+    pub slot: Slot,
+    /// The epoch key it is sealed to (public).
+    pub epoch: Epoch,
+    /// HPKE's encapsulated key.
+    pub encapped_key: [u8; 32],
+    /// The sealed, padded order: always [`CIPHERTEXT_LEN`] bytes.
+    pub ciphertext: Vec<u8>,
+}
+
+/// Why an enclave drops a sealed order; the household's receipt names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error, BorshSerialize, BorshDeserialize)]
+#[borsh(use_discriminant = true)]
+#[repr(u8)]
+pub enum DropReason {
+    /// Sealed to an epoch that is not the current one (its key is erased).
+    #[error("sealed to another epoch's key")]
+    WrongEpoch = 0,
+    /// Does not open: another key, or moved to another region or slot.
+    #[error("does not open with the epoch key for this region and slot")]
+    Undecryptable = 1,
+    /// Opens, but the padded order inside is malformed.
+    #[error("malformed order inside")]
+    Malformed = 2,
+    /// The wallet's signature does not verify.
+    #[error("bad wallet signature")]
+    BadSignature = 3,
+    /// The signed region, slot or epoch differ from the public ones.
+    #[error("signed region, slot or epoch differ from the sealed ones")]
+    Mismatch = 4,
+}
+
+/// Why sealing failed (a bad epoch public key).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    /// The epoch public key is not an X25519 point encoding.
+    #[error("invalid epoch public key")]
+    InvalidKey,
+}
+
+/// An epoch key pair; only enclaves hold the secret, which is erased
+/// (zeroized) when dropped.
+pub struct EpochKeyPair {
+    epoch: Epoch,
+    secret: <X25519HkdfSha256 as hpke::Kem>::PrivateKey,
+    public: [u8; 32],
+}
+
+impl EpochKeyPair {
+    /// A fresh key pair for `epoch` from `rng`.
+    pub fn generate(epoch: Epoch, rng: &mut impl CryptoRng) -> EpochKeyPair {
+        let (secret, public) = X25519HkdfSha256::gen_keypair_with_rng(rng);
+        let mut bytes = [0u8; 32];
+        bytes.copy_from_slice(&public.to_bytes());
+        EpochKeyPair {
+            epoch,
+            secret,
+            public: bytes,
+        }
+    }
+
+    /// The epoch.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// The public key households seal to.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.public
+    }
+
+    /// Opens `sealed` and checks the order inside.
+    ///
+    /// # Errors
+    /// The [`DropReason`] of an order that must be dropped.
+    pub fn open(&self, sealed: &SealedOrder) -> Result<SignedOrder, DropReason> {
+        if sealed.epoch != self.epoch {
+            return Err(DropReason::WrongEpoch);
+        }
+        let encapped =
+            <X25519HkdfSha256 as hpke::Kem>::EncappedKey::from_bytes(&sealed.encapped_key)
+                .map_err(|_| DropReason::Undecryptable)?;
+        let padded = hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
+            &OpModeR::Base,
+            &self.secret,
+            &encapped,
+            HPKE_INFO,
+            &sealed.ciphertext,
+            &aad(sealed.region, sealed.slot, sealed.epoch),
+        )
+        .map_err(|_| DropReason::Undecryptable)?;
+        let order = unpad(&padded).ok_or(DropReason::Malformed)?;
+        if !order.verify() {
+            return Err(DropReason::BadSignature);
+        }
+        let p = &order.payload;
+        if (p.region, p.slot, p.epoch) != (sealed.region, sealed.slot, sealed.epoch) {
+            return Err(DropReason::Mismatch);
+        }
+        Ok(order)
+    }
+}
+
+fn aad(region: RegionId, slot: Slot, epoch: Epoch) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(20);
+    aad.extend_from_slice(&region.0.to_le_bytes());
+    aad.extend_from_slice(&slot.0.to_le_bytes());
+    aad.extend_from_slice(&epoch.0.to_le_bytes());
+    aad
+}
+
+/// `len (u16 LE) ‖ borsh(order) ‖ zeros` to [`PADDED_LEN`] bytes.
+fn pad(order: &SignedOrder) -> Vec<u8> {
+    let body = borsh::to_vec(order).unwrap_or_default();
+    let mut padded = Vec::with_capacity(PADDED_LEN);
+    padded.extend_from_slice(&(body.len() as u16).to_le_bytes());
+    padded.extend_from_slice(&body);
+    padded.resize(PADDED_LEN, 0);
+    padded
+}
+
+fn unpad(padded: &[u8]) -> Option<SignedOrder> {
+    if padded.len() != PADDED_LEN {
+        return None;
+    }
+    let len = usize::from(u16::from_le_bytes([padded[0], padded[1]]));
+    let body = padded.get(2..2 + len)?;
+    if padded[2 + len..].iter().any(|&b| b != 0) {
+        return None;
+    }
+    borsh::from_slice(body).ok()
+}
+
+/// Seals `order` to the epoch public key `epoch_key` under the public
+/// `(region, slot, epoch)` taken from the order itself.
+///
+/// # Errors
+/// [`SealError::InvalidKey`] if `epoch_key` is not a valid public key.
+pub fn seal(
+    epoch_key: &[u8; 32],
+    order: &SignedOrder,
+    rng: &mut impl CryptoRng,
+) -> Result<SealedOrder, SealError> {
+    let p = &order.payload;
+    let public = <X25519HkdfSha256 as hpke::Kem>::PublicKey::from_bytes(epoch_key)
+        .map_err(|_| SealError::InvalidKey)?;
+    let (encapped, ciphertext) =
+        hpke::single_shot_seal_with_rng::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
+            &OpModeS::Base,
+            &public,
+            HPKE_INFO,
+            &pad(order),
+            &aad(p.region, p.slot, p.epoch),
+            rng,
+        )
+        .map_err(|_| SealError::InvalidKey)?;
+    let mut encapped_key = [0u8; 32];
+    encapped_key.copy_from_slice(&encapped.to_bytes());
+    Ok(SealedOrder {
+        region: p.region,
+        slot: p.slot,
+        epoch: p.epoch,
+        encapped_key,
+        ciphertext,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    fn wallet() -> SigningKey {
+        SigningKey::from_bytes(&[3; 32])
+    }
+
+    fn order(epoch: Epoch) -> SignedOrder {
+        let key = wallet();
+        SignedOrder::sign(
+            OrderPayload {
+                wallet: AccountId(key.verifying_key().to_bytes()),
+                region: RegionId(1),
+                slot: Slot(42),
+                epoch,
+                side: Side::Buy,
+                limit: Price::new(18_000),
+                energy: Energy::new(750),
+            },
+            &key,
+        )
+    }
+
+    fn rng() -> ChaCha20Rng {
+        ChaCha20Rng::from_seed([5; 32])
+    }
+
+    #[test]
+    fn a_sealed_order_opens_with_the_epoch_key() {
+        let mut rng = rng();
+        let keys = EpochKeyPair::generate(Epoch(3), &mut rng);
+        let o = order(Epoch(3));
+        let sealed = seal(&keys.public_key(), &o, &mut rng).unwrap();
+        assert_eq!(sealed.ciphertext.len(), CIPHERTEXT_LEN);
+        assert_eq!(keys.open(&sealed), Ok(o));
+    }
+
+    #[test]
+    fn orders_for_the_wrong_epoch_key_slot_or_region_are_dropped() {
+        let mut rng = rng();
+        let old = EpochKeyPair::generate(Epoch(2), &mut rng);
+        let current = EpochKeyPair::generate(Epoch(3), &mut rng);
+        // Sealed to the old epoch's key.
+        let stale = seal(&old.public_key(), &order(Epoch(2)), &mut rng).unwrap();
+        assert_eq!(current.open(&stale), Err(DropReason::WrongEpoch));
+        // Claims the current epoch but was sealed to another key.
+        let wrong_key = seal(&old.public_key(), &order(Epoch(3)), &mut rng).unwrap();
+        assert_eq!(current.open(&wrong_key), Err(DropReason::Undecryptable));
+        // Moved to another slot or region on chain.
+        let good = seal(&current.public_key(), &order(Epoch(3)), &mut rng).unwrap();
+        let moved = SealedOrder {
+            slot: Slot(43),
+            ..good.clone()
+        };
+        assert_eq!(current.open(&moved), Err(DropReason::Undecryptable));
+        let moved = SealedOrder {
+            region: RegionId(2),
+            ..good.clone()
+        };
+        assert_eq!(current.open(&moved), Err(DropReason::Undecryptable));
+        let mut flipped = good;
+        flipped.ciphertext[7] ^= 1;
+        assert_eq!(current.open(&flipped), Err(DropReason::Undecryptable));
+    }
+
+    #[test]
+    fn a_forged_wallet_signature_or_a_mismatch_is_dropped() {
+        let mut rng = rng();
+        let keys = EpochKeyPair::generate(Epoch(3), &mut rng);
+        // Someone else signs an order in the wallet's name.
+        let mut forged = order(Epoch(3));
+        forged.signature =
+            SignedOrder::sign(forged.payload, &SigningKey::from_bytes(&[4; 32])).signature;
+        let sealed = seal(&keys.public_key(), &forged, &mut rng).unwrap();
+        assert_eq!(keys.open(&sealed), Err(DropReason::BadSignature));
+        // A validly signed order for slot 42, sealed (correctly, as far as
+        // the AEAD goes) under public fields naming slot 99.
+        let o = order(Epoch(3));
+        let sealed = seal_under(&keys, &o, RegionId(1), Slot(99), Epoch(3), &mut rng);
+        assert_eq!(keys.open(&sealed), Err(DropReason::Mismatch));
+    }
+
+    /// Seals `order` under public fields of the caller's choice.
+    fn seal_under(
+        keys: &EpochKeyPair,
+        order: &SignedOrder,
+        region: RegionId,
+        slot: Slot,
+        epoch: Epoch,
+        rng: &mut ChaCha20Rng,
+    ) -> SealedOrder {
+        let public =
+            <X25519HkdfSha256 as hpke::Kem>::PublicKey::from_bytes(&keys.public_key()).unwrap();
+        let (encapped, ciphertext) =
+            hpke::single_shot_seal_with_rng::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
+                &OpModeS::Base,
+                &public,
+                HPKE_INFO,
+                &pad(order),
+                &aad(region, slot, epoch),
+                rng,
+            )
+            .unwrap();
+        SealedOrder {
+            region,
+            slot,
+            epoch,
+            encapped_key: encapped.to_bytes().as_slice().try_into().unwrap(),
+            ciphertext,
+        }
+    }
+
+    proptest::proptest! {
+        /// Every sealed order has the same size, whatever it says.
+        #[test]
+        fn sealed_orders_all_have_one_size(limit in 0u64..u64::MAX, energy in 0u64..u64::MAX, sell: bool, seed: [u8; 32]) {
+            let mut rng = ChaCha20Rng::from_seed(seed);
+            let keys = EpochKeyPair::generate(Epoch(1), &mut rng);
+            let mut o = order(Epoch(1));
+            o.payload.limit = Price::new(limit);
+            o.payload.energy = Energy::new(energy);
+            o.payload.side = if sell { Side::Sell } else { Side::Buy };
+            let o = SignedOrder::sign(o.payload, &wallet());
+            let sealed = seal(&keys.public_key(), &o, &mut rng).unwrap();
+            proptest::prop_assert_eq!(sealed.ciphertext.len(), CIPHERTEXT_LEN);
+            proptest::prop_assert_eq!(keys.open(&sealed), Ok(o));
+        }
+    }
+}
