@@ -5,11 +5,15 @@
 //! - [`attestation`]: quotes, the [`attestation::AttestationVerifier`] trait
 //!   and its **simulated** backend (there is no TEE hardware here);
 //! - [`sealed`]: wallet-signed orders padded to one size and sealed with
-//!   HPKE to an epoch key, and the reasons an enclave drops one.
+//!   HPKE to an epoch key, and the reasons an enclave drops one;
+//! - [`auctioneer`]: the private order book and prepaid ledger, clearing with
+//!   the transparent market's rule, one receipt per sealed order under a
+//!   published root, and public aggregates.
 //!
-//! Still to come (issue #7): the auctioneer core with its prepaid ledger and
-//! receipts, the FROST committee key and epoch-key sharing, the ledger
-//! transactions and the `quartier enclave` process.
+//! Still to come (issue #7): encrypted receipts, the FROST committee key and
+//! epoch-key sharing, the ledger transactions, sealed state across restarts
+//! and the `quartier enclave` process.
 
 pub mod attestation;
+pub mod auctioneer;
 pub mod sealed;

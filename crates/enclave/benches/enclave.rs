@@ -1,0 +1,84 @@
+//! Mode B costs per order: sealing by a household, opening by an enclave,
+//! and a 1 000-order slot through the auctioneer (intake of sealed orders,
+//! clearing, receipts).
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use ed25519_dalek::SigningKey;
+use quartier_enclave::auctioneer::Auctioneer;
+use quartier_enclave::sealed::{Epoch, EpochKeyPair, OrderPayload, SealedOrder, SignedOrder, seal};
+use quartier_types::{AccountId, Energy, Money, Price, RegionId, RegionParams, Side, Slot};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use std::hint::black_box;
+
+fn signed(i: u32, key: &SigningKey) -> SignedOrder {
+    SignedOrder::sign(
+        OrderPayload {
+            wallet: AccountId(key.verifying_key().to_bytes()),
+            region: RegionId(1),
+            slot: Slot(9),
+            epoch: Epoch(1),
+            side: if i.is_multiple_of(2) {
+                Side::Buy
+            } else {
+                Side::Sell
+            },
+            limit: Price::new(4_000 + u64::from(i * 7_919) % 16_751),
+            energy: Energy::new(100 + u64::from(i * 104_729) % 2_000),
+        },
+        key,
+    )
+}
+
+fn bench(c: &mut Criterion) {
+    let mut rng = ChaCha20Rng::from_seed([1; 32]);
+    let key = EpochKeyPair::generate(Epoch(1), &mut rng);
+    let wallet = SigningKey::from_bytes(&[2; 32]);
+    let order = signed(0, &wallet);
+    let sealed = seal(&key.public_key(), &order, &mut rng).expect("valid key");
+    let mut group = c.benchmark_group("enclave");
+    group.bench_function("sealed::seal/order", |b| {
+        b.iter(|| seal(&key.public_key(), black_box(&order), &mut rng))
+    });
+    group.bench_function("sealed::open/order", |b| {
+        b.iter(|| key.open(black_box(&sealed)))
+    });
+
+    let wallets: Vec<SigningKey> = (0..1_000u32)
+        .map(|i| {
+            let mut seed = [0u8; 32];
+            seed[..4].copy_from_slice(&i.to_le_bytes());
+            SigningKey::from_bytes(&seed)
+        })
+        .collect();
+    let book: Vec<SealedOrder> = (0u32..)
+        .zip(&wallets)
+        .map(|(i, w)| seal(&key.public_key(), &signed(i, w), &mut rng).expect("valid key"))
+        .collect();
+    let params = RegionParams::new(Price::new(20_750), Price::new(4_000), Price::ZERO)
+        .expect("valid tariffs");
+    group.sample_size(10);
+    group.bench_function("auctioneer::slot/orders/1000", |b| {
+        b.iter(|| {
+            let mut auctioneer = Auctioneer::new(
+                RegionId(1),
+                params,
+                EpochKeyPair::generate(Epoch(1), &mut ChaCha20Rng::from_seed([1; 32])),
+            );
+            for w in &wallets {
+                let _ = auctioneer.deposit(
+                    AccountId(w.verifying_key().to_bytes()),
+                    Money::new(100_000_000),
+                );
+            }
+            for s in &book {
+                let _ = auctioneer.submit(s);
+            }
+            auctioneer.settle(Slot(9))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
