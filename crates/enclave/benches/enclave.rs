@@ -77,6 +77,18 @@ fn bench(c: &mut Criterion) {
             auctioneer.settle(Slot(9))
         })
     });
+    for n in [3u16, 7, 15] {
+        let t = n / 2 + 1;
+        group.bench_function(format!("committee::dkg/n={n}"), |b| {
+            b.iter(|| quartier_enclave::committee::generate(n, t, &mut rng))
+        });
+    }
+    let (members, group_key) =
+        quartier_enclave::committee::generate(3, 2, &mut rng).expect("valid sizes");
+    let signers: Vec<_> = members.iter().take(2).collect();
+    group.bench_function("committee::sign/report/t=2", |b| {
+        b.iter(|| quartier_enclave::committee::sign(&signers, &group_key, b"report", &mut rng))
+    });
     group.finish();
 }
 

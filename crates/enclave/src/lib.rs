@@ -16,4 +16,5 @@
 
 pub mod attestation;
 pub mod auctioneer;
+pub mod committee;
 pub mod sealed;
