@@ -17,4 +17,5 @@
 pub mod attestation;
 pub mod auctioneer;
 pub mod committee;
+pub mod epoch;
 pub mod sealed;

@@ -150,6 +150,24 @@ impl EpochKeyPair {
         }
     }
 
+    /// The key pair of `epoch` with the secret `bytes` (a received share),
+    /// or `None` if they are not a valid secret key.
+    pub(crate) fn from_secret(epoch: Epoch, bytes: &[u8]) -> Option<EpochKeyPair> {
+        let secret = <X25519HkdfSha256 as hpke::Kem>::PrivateKey::from_bytes(bytes).ok()?;
+        let mut public = [0u8; 32];
+        public.copy_from_slice(&X25519HkdfSha256::sk_to_pk(&secret).to_bytes());
+        Some(EpochKeyPair {
+            epoch,
+            secret,
+            public,
+        })
+    }
+
+    /// The secret key's bytes, to share with other members (zeroize after use).
+    pub(crate) fn secret_bytes(&self) -> Vec<u8> {
+        self.secret.to_bytes().to_vec()
+    }
+
     /// The epoch.
     pub fn epoch(&self) -> Epoch {
         self.epoch

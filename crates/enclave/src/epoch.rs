@@ -1,0 +1,250 @@
+//! Epoch keys (DESIGN §7): one enclave generates each epoch's HPKE key pair
+//! and sends its secret to the other committee members, each sealed to that
+//! member's attested identity key; the committee threshold-signs the epoch's
+//! public key, which the chain publishes for households to seal to. A
+//! member drops the previous epoch's secret when it takes the next
+//! (forward secrecy: a later compromise does not open earlier orders).
+//!
+//! An identity key is an X25519 HPKE key pair generated inside the enclave;
+//! its public half is the first 32 bytes of the quote's report data, so a
+//! share can only be opened by code with an allowed measurement.
+
+use crate::sealed::{Epoch, EpochKeyPair};
+use hpke::aead::ChaCha20Poly1305;
+use hpke::kdf::HkdfSha256;
+use hpke::kem::X25519HkdfSha256;
+use hpke::{Deserializable as _, Kem as _, OpModeR, OpModeS, Serializable as _};
+use quartier_types::hash;
+use rand_core::CryptoRng;
+use zeroize::Zeroize as _;
+
+/// HPKE `info` of epoch-key shares.
+pub const HPKE_INFO_SHARE: &[u8] = b"QUARTIER_ENCLAVE_EPOCH_KEY_SHARE";
+/// Domain tag of what the committee signs to publish an epoch key.
+pub const TAG_EPOCH_KEY: &str = "QUARTIER_ENCLAVE_EPOCH_KEY";
+
+/// Why an epoch-key share is refused. Opaque on purpose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ShareError {
+    /// Not for this identity, tampered, or not the published key.
+    #[error("invalid epoch key share")]
+    Invalid,
+}
+
+/// An enclave's identity key pair; the secret never leaves the enclave.
+pub struct IdentityKey {
+    secret: <X25519HkdfSha256 as hpke::Kem>::PrivateKey,
+    public: [u8; 32],
+}
+
+impl IdentityKey {
+    /// A fresh identity from `rng`.
+    pub fn generate(rng: &mut impl CryptoRng) -> IdentityKey {
+        let (secret, public) = X25519HkdfSha256::gen_keypair_with_rng(rng);
+        IdentityKey {
+            secret,
+            public: to_32(&public.to_bytes()),
+        }
+    }
+
+    /// The public key other members seal epoch secrets to.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.public
+    }
+
+    /// The quote's report data: the identity public key, then `binding`
+    /// (e.g. the hash of the member's DKG commitments).
+    pub fn report_data(&self, binding: [u8; 32]) -> [u8; 64] {
+        let mut data = [0u8; 64];
+        data[..32].copy_from_slice(&self.public);
+        data[32..].copy_from_slice(&binding);
+        data
+    }
+
+    /// Opens `share` and returns the epoch key pair, if it is for this
+    /// identity and its public key is `published`.
+    ///
+    /// # Errors
+    /// [`ShareError::Invalid`] otherwise.
+    pub fn receive(
+        &self,
+        share: &EpochKeyShare,
+        published: &[u8; 32],
+    ) -> Result<EpochKeyPair, ShareError> {
+        if share.to != self.public {
+            return Err(ShareError::Invalid);
+        }
+        let encapped =
+            <X25519HkdfSha256 as hpke::Kem>::EncappedKey::from_bytes(&share.encapped_key)
+                .map_err(|_| ShareError::Invalid)?;
+        let mut secret = hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
+            &OpModeR::Base,
+            &self.secret,
+            &encapped,
+            HPKE_INFO_SHARE,
+            &share.ciphertext,
+            &share_aad(share.epoch, published),
+        )
+        .map_err(|_| ShareError::Invalid)?;
+        let key = EpochKeyPair::from_secret(share.epoch, &secret);
+        secret.zeroize();
+        let key = key.ok_or(ShareError::Invalid)?;
+        if &key.public_key() != published {
+            return Err(ShareError::Invalid);
+        }
+        Ok(key)
+    }
+}
+
+/// An epoch secret sealed to one member's identity key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EpochKeyShare {
+    /// The epoch.
+    pub epoch: Epoch,
+    /// The recipient's identity public key.
+    pub to: [u8; 32],
+    /// HPKE's encapsulated key.
+    pub encapped_key: [u8; 32],
+    /// The sealed secret.
+    pub ciphertext: Vec<u8>,
+}
+
+fn to_32(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    let n = bytes.len().min(32);
+    out[..n].copy_from_slice(&bytes[..n]);
+    out
+}
+
+fn share_aad(epoch: Epoch, public: &[u8; 32]) -> Vec<u8> {
+    let mut aad = epoch.0.to_le_bytes().to_vec();
+    aad.extend_from_slice(public);
+    aad
+}
+
+/// Seals `key`'s secret to each recipient identity (attested beforehand).
+pub fn share(
+    key: &EpochKeyPair,
+    recipients: &[[u8; 32]],
+    rng: &mut impl CryptoRng,
+) -> Vec<EpochKeyShare> {
+    let mut secret = key.secret_bytes();
+    let aad = share_aad(key.epoch(), &key.public_key());
+    let shares = recipients
+        .iter()
+        .filter_map(|to| {
+            let public = <X25519HkdfSha256 as hpke::Kem>::PublicKey::from_bytes(to).ok()?;
+            let (encapped, ciphertext) =
+                hpke::single_shot_seal_with_rng::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
+                    &OpModeS::Base,
+                    &public,
+                    HPKE_INFO_SHARE,
+                    &secret,
+                    &aad,
+                    rng,
+                )
+                .ok()?;
+            Some(EpochKeyShare {
+                epoch: key.epoch(),
+                to: *to,
+                encapped_key: to_32(&encapped.to_bytes()),
+                ciphertext,
+            })
+        })
+        .collect();
+    secret.zeroize();
+    shares
+}
+
+/// What the committee signs to publish an epoch key.
+pub fn epoch_key_message(epoch: Epoch, public: &[u8; 32]) -> Vec<u8> {
+    hash::tagged(TAG_EPOCH_KEY, &[&epoch.0.to_le_bytes(), public])
+        .0
+        .to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::committee;
+    use crate::sealed::{OrderPayload, SignedOrder, seal};
+    use quartier_types::{AccountId, Energy, Price, RegionId, Side, Slot};
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    fn order(epoch: Epoch) -> SignedOrder {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+        SignedOrder::sign(
+            OrderPayload {
+                wallet: AccountId(key.verifying_key().to_bytes()),
+                region: RegionId(1),
+                slot: Slot(8),
+                epoch,
+                side: Side::Sell,
+                limit: Price::new(9_000),
+                energy: Energy::new(321),
+            },
+            &key,
+        )
+    }
+
+    #[test]
+    fn members_receive_the_epoch_key_and_open_what_households_sealed() {
+        let mut rng = ChaCha20Rng::from_seed([6; 32]);
+        let ids: Vec<IdentityKey> = (0..3).map(|_| IdentityKey::generate(&mut rng)).collect();
+        let (members, group) = committee::generate(3, 2, &mut rng).unwrap();
+        // Member 0 creates epoch 5's key and shares it with 1 and 2.
+        let key = EpochKeyPair::generate(Epoch(5), &mut rng);
+        let published = key.public_key();
+        let shares = share(&key, &[ids[1].public_key(), ids[2].public_key()], &mut rng);
+        // Any two members publish it with a group signature.
+        let msg = epoch_key_message(Epoch(5), &published);
+        let sig = committee::sign(&[&members[0], &members[1]], &group, &msg, &mut rng).unwrap();
+        assert_eq!(group.verify(&msg, &sig), Ok(()));
+        // A household seals to the published key; every member opens it.
+        let o = order(Epoch(5));
+        let sealed = seal(&published, &o, &mut rng).unwrap();
+        assert_eq!(key.open(&sealed), Ok(o));
+        for (id, s) in ids[1..].iter().zip(&shares) {
+            let received = id.receive(s, &published).unwrap();
+            assert_eq!(received.open(&sealed), Ok(o));
+        }
+    }
+
+    #[test]
+    fn a_share_opens_only_for_its_identity_and_the_published_key() {
+        let mut rng = ChaCha20Rng::from_seed([7; 32]);
+        let alice = IdentityKey::generate(&mut rng);
+        let mallory = IdentityKey::generate(&mut rng);
+        let key = EpochKeyPair::generate(Epoch(1), &mut rng);
+        let shares = share(&key, &[alice.public_key()], &mut rng);
+        let s = &shares[0];
+        assert!(alice.receive(s, &key.public_key()).is_ok());
+        // Another enclave (say, one that was never attested) can not open it,
+        // even claiming to be the recipient.
+        assert_eq!(
+            mallory.receive(s, &key.public_key()).err(),
+            Some(ShareError::Invalid)
+        );
+        let mut redirected = s.clone();
+        redirected.to = mallory.public_key();
+        assert_eq!(
+            mallory.receive(&redirected, &key.public_key()).err(),
+            Some(ShareError::Invalid)
+        );
+        // A share presented for another published key or epoch is refused.
+        let other = EpochKeyPair::generate(Epoch(1), &mut rng);
+        assert_eq!(
+            alice.receive(s, &other.public_key()).err(),
+            Some(ShareError::Invalid)
+        );
+        let mut later = s.clone();
+        later.epoch = Epoch(2);
+        assert_eq!(
+            alice.receive(&later, &key.public_key()).err(),
+            Some(ShareError::Invalid)
+        );
+        // The quote's report data carries the identity key.
+        assert_eq!(&alice.report_data([9; 32])[..32], &alice.public_key());
+    }
+}
