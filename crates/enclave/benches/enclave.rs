@@ -25,6 +25,7 @@ fn signed(i: u32, key: &SigningKey) -> SignedOrder {
             },
             limit: Price::new(4_000 + u64::from(i * 7_919) % 16_751),
             energy: Energy::new(100 + u64::from(i * 104_729) % 2_000),
+            receipt_key: key.verifying_key().to_montgomery().to_bytes(),
         },
         key,
     )
@@ -74,7 +75,7 @@ fn bench(c: &mut Criterion) {
             for s in &book {
                 let _ = auctioneer.submit(s);
             }
-            auctioneer.settle(Slot(9))
+            auctioneer.settle(Slot(9), &mut ChaCha20Rng::from_seed([3; 32]))
         })
     });
     for n in [3u16, 7, 15] {

@@ -12,8 +12,10 @@
 //! the market (`utility_buys − utility_sells − dso_fees`) and is published in
 //! the aggregates, so the chain can reconcile deposits with the report.
 
-use crate::sealed::{DropReason, EpochKeyPair, SealedOrder, SignedOrder};
-use borsh::BorshSerialize;
+use crate::sealed::{
+    DropReason, EpochKeyPair, HpkeKeyPair, SealedOrder, SignedOrder, hpke_open, hpke_seal,
+};
+use borsh::{BorshDeserialize, BorshSerialize};
 use quartier_auction::{AuctionError, Totals};
 use quartier_types::hash::{self, Digest};
 use quartier_types::{AccountId, Money, Order, RegionId, RegionParams, Side, Slot};
@@ -25,7 +27,7 @@ pub const TAG_RECEIPT: &str = "QUARTIER_ENCLAVE_RECEIPT";
 pub const TAG_RECEIPTS_ROOT: &str = "QUARTIER_ENCLAVE_RECEIPTS_ROOT";
 
 /// Why an opened order is still refused (beyond [`DropReason`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error, BorshSerialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error, BorshSerialize, BorshDeserialize)]
 pub enum Refusal {
     /// The sealed order does not open or is not valid.
     #[error(transparent)]
@@ -48,7 +50,7 @@ pub enum Refusal {
 }
 
 /// What a household learns about its sealed order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub enum Outcome {
     /// Accepted and cleared.
     Cleared {
@@ -66,7 +68,7 @@ pub enum Outcome {
 }
 
 /// One receipt per sealed order of a slot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct Receipt {
     /// Hash of the sealed order it answers (the household knows it).
     pub sealed: Digest,
@@ -76,10 +78,59 @@ pub struct Receipt {
     pub outcome: Outcome,
 }
 
-impl Receipt {
+/// HPKE `info` of sealed receipts.
+pub const HPKE_INFO_RECEIPT: &[u8] = b"QUARTIER_ENCLAVE_RECEIPT";
+
+/// A receipt as published: sealed to the receipt key its order carried, or
+/// in clear when the order never opened (then it says only why).
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize)]
+pub struct PublishedReceipt {
+    /// Hash of the sealed order it answers.
+    pub sealed: Digest,
+    /// The receipt.
+    pub body: ReceiptBody,
+}
+
+/// A published receipt's content.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize)]
+pub enum ReceiptBody {
+    /// For an order that did not open: readable by anyone, names no wallet.
+    Clear(Receipt),
+    /// HPKE-sealed to the order's receipt key (AAD = the sealed order's hash).
+    Sealed {
+        /// HPKE's encapsulated key.
+        encapped_key: [u8; 32],
+        /// The sealed receipt.
+        ciphertext: Vec<u8>,
+    },
+}
+
+impl PublishedReceipt {
     /// The receipt's hash, a leaf of the receipts root.
     pub fn hash(&self) -> Digest {
         hash::tagged(TAG_RECEIPT, &[&borsh::to_vec(self).unwrap_or_default()])
+    }
+
+    /// Opens the receipt with the secret of the receipt key the household
+    /// put in its order (or reads a clear one); `None` if it is not theirs.
+    pub fn open(&self, key: &HpkeKeyPair) -> Option<Receipt> {
+        match &self.body {
+            ReceiptBody::Clear(r) => Some(*r),
+            ReceiptBody::Sealed {
+                encapped_key,
+                ciphertext,
+            } => {
+                let plain = hpke_open(
+                    &key.secret,
+                    encapped_key,
+                    HPKE_INFO_RECEIPT,
+                    ciphertext,
+                    &self.sealed.0,
+                )?;
+                let receipt: Receipt = borsh::from_slice(&plain).ok()?;
+                (receipt.sealed == self.sealed).then_some(receipt)
+            }
+        }
     }
 }
 
@@ -119,13 +170,13 @@ pub struct SlotReport {
     pub receipts_root: Digest,
     /// Public aggregates.
     pub aggregates: Aggregates,
-    /// The receipts (each household gets its own).
-    pub receipts: Vec<Receipt>,
+    /// The receipts, in submission order (each household opens its own).
+    pub receipts: Vec<PublishedReceipt>,
 }
 
 /// The receipts root: a tagged hash of the count and every leaf in order.
-pub fn receipts_root(receipts: &[Receipt]) -> Digest {
-    let leaves: Vec<Digest> = receipts.iter().map(Receipt::hash).collect();
+pub fn receipts_root(receipts: &[PublishedReceipt]) -> Digest {
+    let leaves: Vec<Digest> = receipts.iter().map(PublishedReceipt::hash).collect();
     let count = (leaves.len() as u64).to_le_bytes();
     let mut parts: Vec<&[u8]> = vec![&count];
     parts.extend(leaves.iter().map(|d| d.0.as_slice()));
@@ -286,7 +337,11 @@ impl Auctioneer {
     ///
     /// # Errors
     /// [`AuctionError`] only if the clearing itself fails (an overflow).
-    pub fn settle(&mut self, slot: Slot) -> Result<SlotReport, AuctionError> {
+    pub fn settle(
+        &mut self,
+        slot: Slot,
+        rng: &mut impl rand_core::CryptoRng,
+    ) -> Result<SlotReport, AuctionError> {
         let book = self.books.remove(&slot).unwrap_or_default();
         self.settled.insert(slot);
         let accepted: Vec<&Accepted> = book.iter().filter_map(|(_, r)| r.as_ref().ok()).collect();
@@ -342,11 +397,16 @@ impl Auctioneer {
                 }
                 Err((wallet, refusal)) => (*wallet, Outcome::Refused(*refusal)),
             };
-            receipts.push(Receipt {
+            let receipt = Receipt {
                 sealed: *digest,
                 wallet,
                 outcome,
-            });
+            };
+            let receipt_key = match r {
+                Ok(a) => Some(a.order.payload.receipt_key),
+                Err(_) => None,
+            };
+            receipts.push(publish(receipt, receipt_key, rng));
         }
         let prices = price_range(&clearing);
         Ok(SlotReport {
@@ -362,6 +422,32 @@ impl Auctioneer {
             receipts,
         })
     }
+}
+
+/// Seals `receipt` to `receipt_key` when the order opened; a receipt of an
+/// order that never opened is published in clear (it names no wallet).
+fn publish(
+    receipt: Receipt,
+    receipt_key: Option<[u8; 32]>,
+    rng: &mut impl rand_core::CryptoRng,
+) -> PublishedReceipt {
+    let sealed = receipt.sealed;
+    let body = receipt_key
+        .and_then(|to| {
+            let plain = borsh::to_vec(&receipt).ok()?;
+            hpke_seal(&to, HPKE_INFO_RECEIPT, &plain, &sealed.0, rng)
+        })
+        .map_or(
+            ReceiptBody::Clear(Receipt {
+                wallet: None,
+                ..receipt
+            }),
+            |(encapped_key, ciphertext)| ReceiptBody::Sealed {
+                encapped_key,
+                ciphertext,
+            },
+        );
+    PublishedReceipt { sealed, body }
 }
 
 fn price_range(
@@ -411,43 +497,58 @@ mod tests {
         auctioneer: Auctioneer,
         public: [u8; 32],
         rng: ChaCha20Rng,
+        /// Each wallet's receipt key (by wallet index).
+        receipt_keys: Vec<HpkeKeyPair>,
     }
 
     fn market(seed: u8) -> Market {
         let mut rng = ChaCha20Rng::from_seed([seed; 32]);
         let key = EpochKeyPair::generate(Epoch(1), &mut rng);
         let public = key.public_key();
+        let receipt_keys = (0..6).map(|_| HpkeKeyPair::generate(&mut rng)).collect();
         Market {
             auctioneer: Auctioneer::new(RegionId(1), params(), key),
             public,
             rng,
+            receipt_keys,
         }
     }
 
     impl Market {
         fn sealed(
             &mut self,
-            who: &SigningKey,
+            who: u8,
             slot: u64,
             side: Side,
             limit: u64,
             energy: u64,
         ) -> SealedOrder {
+            let key = wallet(who);
             let payload = OrderPayload {
-                wallet: id(who),
+                wallet: id(&key),
                 region: RegionId(1),
                 slot: Slot(slot),
                 epoch: Epoch(1),
                 side,
                 limit: Price::new(limit),
                 energy: Energy::new(energy),
+                receipt_key: self.receipt_keys[usize::from(who)].public_key(),
             };
             seal(
                 &self.public,
-                &SignedOrder::sign(payload, who),
+                &SignedOrder::sign(payload, &key),
                 &mut self.rng,
             )
             .unwrap()
+        }
+
+        fn settle(&mut self, slot: u64) -> SlotReport {
+            self.auctioneer.settle(Slot(slot), &mut self.rng).unwrap()
+        }
+
+        /// What wallet `who` reads in receipt `i` of `report`.
+        fn read(&self, report: &SlotReport, i: usize, who: u8) -> Option<Receipt> {
+            report.receipts[i].open(&self.receipt_keys[usize::from(who)])
         }
     }
 
@@ -457,18 +558,20 @@ mod tests {
         let buyer = wallet(0);
         m.auctioneer.deposit(id(&buyer), Money::new(CHF)).unwrap();
         // 5 kWh at up to 20.75 Rp locks 1.0375 CHF: more than the 1 CHF prepaid.
-        let too_big = m.sealed(&buyer, 7, Side::Buy, 20_000, 5_000);
+        let too_big = m.sealed(0, 7, Side::Buy, 20_000, 5_000);
         assert_eq!(
             m.auctioneer.submit(&too_big),
             Err(Refusal::InsufficientPrepaid)
         );
-        let fits = m.sealed(&buyer, 7, Side::Buy, 20_000, 4_000);
+        let fits = m.sealed(0, 7, Side::Buy, 20_000, 4_000);
         assert_eq!(m.auctioneer.submit(&fits), Ok(()));
         // The second buy of the same wallet and slot is a duplicate.
-        let again = m.sealed(&buyer, 7, Side::Buy, 20_000, 10);
+        let again = m.sealed(0, 7, Side::Buy, 20_000, 10);
         assert_eq!(m.auctioneer.submit(&again), Err(Refusal::Duplicate));
-        let report = m.auctioneer.settle(Slot(7)).unwrap();
-        let outcomes: Vec<Outcome> = report.receipts.iter().map(|r| r.outcome).collect();
+        let report = m.settle(7);
+        let outcomes: Vec<Outcome> = (0..3)
+            .map(|i| m.read(&report, i, 0).unwrap().outcome)
+            .collect();
         assert_eq!(outcomes[0], Outcome::Refused(Refusal::InsufficientPrepaid));
         assert!(matches!(outcomes[1], Outcome::Cleared { .. }));
         assert_eq!(outcomes[2], Outcome::Refused(Refusal::Duplicate));
@@ -478,32 +581,45 @@ mod tests {
             Money::new(CHF - 4_000 * 20_750)
         );
         // A late order for a settled slot is refused.
-        let late = m.sealed(&buyer, 7, Side::Buy, 20_000, 10);
+        let late = m.sealed(0, 7, Side::Buy, 20_000, 10);
         assert_eq!(m.auctioneer.submit(&late), Err(Refusal::SlotSettled));
     }
 
     #[test]
     fn every_sealed_order_gets_a_receipt_that_verifies_against_the_root() {
         let mut m = market(2);
-        let (buyer, seller) = (wallet(0), wallet(1));
         m.auctioneer
-            .deposit(id(&buyer), Money::new(10 * CHF))
+            .deposit(id(&wallet(0)), Money::new(10 * CHF))
             .unwrap();
-        let buy = m.sealed(&buyer, 3, Side::Buy, 18_000, 900);
-        let sell = m.sealed(&seller, 3, Side::Sell, 8_000, 600);
-        let mut moved = m.sealed(&seller, 4, Side::Sell, 8_000, 600);
+        let buy = m.sealed(0, 3, Side::Buy, 18_000, 900);
+        let sell = m.sealed(1, 3, Side::Sell, 8_000, 600);
+        let mut moved = m.sealed(1, 4, Side::Sell, 8_000, 600);
         moved.slot = Slot(3);
         for s in [&buy, &sell, &moved] {
             let _ = m.auctioneer.submit(s);
         }
-        let report = m.auctioneer.settle(Slot(3)).unwrap();
+        let report = m.settle(3);
         assert_eq!(report.receipts.len(), 3);
-        assert_eq!(report.receipts[0].sealed, sealed_hash(&buy));
+        assert_eq!(report.receipts_root, receipts_root(&report.receipts));
+        // The buyer opens its own receipt, and only its own.
+        let mine = m.read(&report, 0, 0).unwrap();
+        assert_eq!(mine.sealed, sealed_hash(&buy));
+        assert!(
+            matches!(mine.outcome, Outcome::Cleared { matched, .. } if matched == Energy::new(600))
+        );
         assert_eq!(
-            report.receipts[2].outcome,
+            m.read(&report, 1, 0),
+            None,
+            "the seller's receipt is not the buyer's"
+        );
+        assert!(m.read(&report, 1, 1).is_some());
+        // The order that did not open gets a clear receipt naming no wallet.
+        let clear = m.read(&report, 2, 5).unwrap();
+        assert_eq!(clear.wallet, None);
+        assert_eq!(
+            clear.outcome,
             Outcome::Refused(Refusal::Dropped(DropReason::Undecryptable))
         );
-        assert_eq!(report.receipts_root, receipts_root(&report.receipts));
         // The clearing is the transparent market's on the accepted orders.
         let rerun = quartier_auction::clear(
             &params(),
@@ -524,10 +640,11 @@ mod tests {
         assert_eq!(report.aggregates.totals, rerun.totals);
         // A receipt altered by anyone no longer matches the published root.
         let mut forged = report.receipts.clone();
-        if let Outcome::Cleared { pays, .. } = &mut forged[0].outcome {
-            *pays = Money::new(pays.get() + 1);
+        if let ReceiptBody::Sealed { ciphertext, .. } = &mut forged[0].body {
+            ciphertext[0] ^= 1;
         }
         assert_ne!(receipts_root(&forged), report.receipts_root);
+        assert_eq!(forged[0].open(&m.receipt_keys[0]), None);
     }
 
     proptest! {
@@ -542,18 +659,17 @@ mod tests {
             ),
         ) {
             let mut m = market(3);
-            let wallets: Vec<SigningKey> = (0..6).map(wallet).collect();
-            for (w, d) in wallets.iter().zip(&deposits) {
-                m.auctioneer.deposit(id(w), Money::new(*d)).unwrap();
+            for (w, d) in (0u8..).zip(&deposits) {
+                m.auctioneer.deposit(id(&wallet(w)), Money::new(*d)).unwrap();
             }
             let mut net: i128 = 0;
             for (k, orders) in slots.iter().enumerate() {
                 for (w, buy, limit, energy) in orders {
                     let side = if *buy { Side::Buy } else { Side::Sell };
-                    let s = m.sealed(&wallets[*w as usize], k as u64, side, *limit, *energy);
+                    let s = m.sealed(*w, k as u64, side, *limit, *energy);
                     let _ = m.auctioneer.submit(&s);
                 }
-                let report = m.auctioneer.settle(Slot(k as u64)).unwrap();
+                let report = m.settle(k as u64);
                 let t = report.aggregates.totals;
                 prop_assert!(t.is_balanced());
                 let slot_net = i128::from(t.sellers_receive.get()) - i128::from(t.buyers_pay.get());

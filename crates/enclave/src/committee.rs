@@ -262,7 +262,7 @@ mod tests {
         let params = RegionParams::new(Price::new(20_750), Price::new(4_000), Price::ZERO).unwrap();
         let key = EpochKeyPair::generate(Epoch(1), &mut rng);
         let report = Auctioneer::new(RegionId(1), params, key)
-            .settle(Slot(5))
+            .settle(Slot(5), &mut rng)
             .unwrap();
         let sig = sign(
             &[&members[2], &members[0]],

@@ -9,11 +9,7 @@
 //! its public half is the first 32 bytes of the quote's report data, so a
 //! share can only be opened by code with an allowed measurement.
 
-use crate::sealed::{Epoch, EpochKeyPair};
-use hpke::aead::ChaCha20Poly1305;
-use hpke::kdf::HkdfSha256;
-use hpke::kem::X25519HkdfSha256;
-use hpke::{Deserializable as _, Kem as _, OpModeR, OpModeS, Serializable as _};
+use crate::sealed::{Epoch, EpochKeyPair, HpkeKeyPair, hpke_open, hpke_seal};
 use quartier_types::hash;
 use rand_core::CryptoRng;
 use zeroize::Zeroize as _;
@@ -32,31 +28,24 @@ pub enum ShareError {
 }
 
 /// An enclave's identity key pair; the secret never leaves the enclave.
-pub struct IdentityKey {
-    secret: <X25519HkdfSha256 as hpke::Kem>::PrivateKey,
-    public: [u8; 32],
-}
+pub struct IdentityKey(HpkeKeyPair);
 
 impl IdentityKey {
     /// A fresh identity from `rng`.
     pub fn generate(rng: &mut impl CryptoRng) -> IdentityKey {
-        let (secret, public) = X25519HkdfSha256::gen_keypair_with_rng(rng);
-        IdentityKey {
-            secret,
-            public: to_32(&public.to_bytes()),
-        }
+        IdentityKey(HpkeKeyPair::generate(rng))
     }
 
     /// The public key other members seal epoch secrets to.
     pub fn public_key(&self) -> [u8; 32] {
-        self.public
+        self.0.public_key()
     }
 
     /// The quote's report data: the identity public key, then `binding`
     /// (e.g. the hash of the member's DKG commitments).
     pub fn report_data(&self, binding: [u8; 32]) -> [u8; 64] {
         let mut data = [0u8; 64];
-        data[..32].copy_from_slice(&self.public);
+        data[..32].copy_from_slice(&self.public_key());
         data[32..].copy_from_slice(&binding);
         data
     }
@@ -71,21 +60,17 @@ impl IdentityKey {
         share: &EpochKeyShare,
         published: &[u8; 32],
     ) -> Result<EpochKeyPair, ShareError> {
-        if share.to != self.public {
+        if share.to != self.public_key() {
             return Err(ShareError::Invalid);
         }
-        let encapped =
-            <X25519HkdfSha256 as hpke::Kem>::EncappedKey::from_bytes(&share.encapped_key)
-                .map_err(|_| ShareError::Invalid)?;
-        let mut secret = hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
-            &OpModeR::Base,
-            &self.secret,
-            &encapped,
+        let mut secret = hpke_open(
+            &self.0.secret,
+            &share.encapped_key,
             HPKE_INFO_SHARE,
             &share.ciphertext,
             &share_aad(share.epoch, published),
         )
-        .map_err(|_| ShareError::Invalid)?;
+        .ok_or(ShareError::Invalid)?;
         let key = EpochKeyPair::from_secret(share.epoch, &secret);
         secret.zeroize();
         let key = key.ok_or(ShareError::Invalid)?;
@@ -109,13 +94,6 @@ pub struct EpochKeyShare {
     pub ciphertext: Vec<u8>,
 }
 
-fn to_32(bytes: &[u8]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    let n = bytes.len().min(32);
-    out[..n].copy_from_slice(&bytes[..n]);
-    out
-}
-
 fn share_aad(epoch: Epoch, public: &[u8; 32]) -> Vec<u8> {
     let mut aad = epoch.0.to_le_bytes().to_vec();
     aad.extend_from_slice(public);
@@ -133,21 +111,11 @@ pub fn share(
     let shares = recipients
         .iter()
         .filter_map(|to| {
-            let public = <X25519HkdfSha256 as hpke::Kem>::PublicKey::from_bytes(to).ok()?;
-            let (encapped, ciphertext) =
-                hpke::single_shot_seal_with_rng::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
-                    &OpModeS::Base,
-                    &public,
-                    HPKE_INFO_SHARE,
-                    &secret,
-                    &aad,
-                    rng,
-                )
-                .ok()?;
+            let (encapped_key, ciphertext) = hpke_seal(to, HPKE_INFO_SHARE, &secret, &aad, rng)?;
             Some(EpochKeyShare {
                 epoch: key.epoch(),
                 to: *to,
-                encapped_key: to_32(&encapped.to_bytes()),
+                encapped_key,
                 ciphertext,
             })
         })
@@ -183,6 +151,7 @@ mod tests {
                 side: Side::Sell,
                 limit: Price::new(9_000),
                 energy: Energy::new(321),
+                receipt_key: [7; 32],
             },
             &key,
         )

@@ -49,6 +49,9 @@ pub struct OrderPayload {
     pub limit: Price,
     /// Energy.
     pub energy: Energy,
+    /// The X25519 key the household's receipt is sealed to (fresh per order,
+    /// so receipts do not link a household's orders).
+    pub receipt_key: [u8; 32],
 }
 
 /// An order with the wallet's Ed25519 signature.
@@ -186,18 +189,14 @@ impl EpochKeyPair {
         if sealed.epoch != self.epoch {
             return Err(DropReason::WrongEpoch);
         }
-        let encapped =
-            <X25519HkdfSha256 as hpke::Kem>::EncappedKey::from_bytes(&sealed.encapped_key)
-                .map_err(|_| DropReason::Undecryptable)?;
-        let padded = hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
-            &OpModeR::Base,
+        let padded = hpke_open(
             &self.secret,
-            &encapped,
+            &sealed.encapped_key,
             HPKE_INFO,
             &sealed.ciphertext,
             &aad(sealed.region, sealed.slot, sealed.epoch),
         )
-        .map_err(|_| DropReason::Undecryptable)?;
+        .ok_or(DropReason::Undecryptable)?;
         let order = unpad(&padded).ok_or(DropReason::Malformed)?;
         if !order.verify() {
             return Err(DropReason::BadSignature);
@@ -207,6 +206,72 @@ impl EpochKeyPair {
             return Err(DropReason::Mismatch);
         }
         Ok(order)
+    }
+}
+
+/// HPKE base-mode seal of `plaintext` to the X25519 public key `to`:
+/// `(encapsulated key, ciphertext)`, or `None` for an invalid key.
+pub(crate) fn hpke_seal(
+    to: &[u8; 32],
+    info: &[u8],
+    plaintext: &[u8],
+    aad: &[u8],
+    rng: &mut impl CryptoRng,
+) -> Option<([u8; 32], Vec<u8>)> {
+    let public = <X25519HkdfSha256 as hpke::Kem>::PublicKey::from_bytes(to).ok()?;
+    let (encapped, ciphertext) = hpke::single_shot_seal_with_rng::<
+        ChaCha20Poly1305,
+        HkdfSha256,
+        X25519HkdfSha256,
+    >(&OpModeS::Base, &public, info, plaintext, aad, rng)
+    .ok()?;
+    let mut key = [0u8; 32];
+    key.copy_from_slice(&encapped.to_bytes());
+    Some((key, ciphertext))
+}
+
+/// HPKE base-mode open with the secret key `secret`, or `None`.
+pub(crate) fn hpke_open(
+    secret: &<X25519HkdfSha256 as hpke::Kem>::PrivateKey,
+    encapped_key: &[u8; 32],
+    info: &[u8],
+    ciphertext: &[u8],
+    aad: &[u8],
+) -> Option<Vec<u8>> {
+    let encapped = <X25519HkdfSha256 as hpke::Kem>::EncappedKey::from_bytes(encapped_key).ok()?;
+    hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
+        &OpModeR::Base,
+        secret,
+        &encapped,
+        info,
+        ciphertext,
+        aad,
+    )
+    .ok()
+}
+
+/// An X25519 HPKE key pair: a household's receipt key or an enclave's
+/// identity. The secret is zeroized when dropped.
+pub struct HpkeKeyPair {
+    pub(crate) secret: <X25519HkdfSha256 as hpke::Kem>::PrivateKey,
+    public: [u8; 32],
+}
+
+impl HpkeKeyPair {
+    /// A fresh key pair from `rng`.
+    pub fn generate(rng: &mut impl CryptoRng) -> HpkeKeyPair {
+        let (secret, public) = X25519HkdfSha256::gen_keypair_with_rng(rng);
+        let mut bytes = [0u8; 32];
+        bytes.copy_from_slice(&public.to_bytes());
+        HpkeKeyPair {
+            secret,
+            public: bytes,
+        }
+    }
+
+    /// The public key.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.public
     }
 }
 
@@ -251,20 +316,14 @@ pub fn seal(
     rng: &mut impl CryptoRng,
 ) -> Result<SealedOrder, SealError> {
     let p = &order.payload;
-    let public = <X25519HkdfSha256 as hpke::Kem>::PublicKey::from_bytes(epoch_key)
-        .map_err(|_| SealError::InvalidKey)?;
-    let (encapped, ciphertext) =
-        hpke::single_shot_seal_with_rng::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
-            &OpModeS::Base,
-            &public,
-            HPKE_INFO,
-            &pad(order),
-            &aad(p.region, p.slot, p.epoch),
-            rng,
-        )
-        .map_err(|_| SealError::InvalidKey)?;
-    let mut encapped_key = [0u8; 32];
-    encapped_key.copy_from_slice(&encapped.to_bytes());
+    let (encapped_key, ciphertext) = hpke_seal(
+        epoch_key,
+        HPKE_INFO,
+        &pad(order),
+        &aad(p.region, p.slot, p.epoch),
+        rng,
+    )
+    .ok_or(SealError::InvalidKey)?;
     Ok(SealedOrder {
         region: p.region,
         slot: p.slot,
@@ -295,6 +354,7 @@ mod tests {
                 side: Side::Buy,
                 limit: Price::new(18_000),
                 energy: Energy::new(750),
+                receipt_key: [7; 32],
             },
             &key,
         )
@@ -368,23 +428,19 @@ mod tests {
         epoch: Epoch,
         rng: &mut ChaCha20Rng,
     ) -> SealedOrder {
-        let public =
-            <X25519HkdfSha256 as hpke::Kem>::PublicKey::from_bytes(&keys.public_key()).unwrap();
-        let (encapped, ciphertext) =
-            hpke::single_shot_seal_with_rng::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
-                &OpModeS::Base,
-                &public,
-                HPKE_INFO,
-                &pad(order),
-                &aad(region, slot, epoch),
-                rng,
-            )
-            .unwrap();
+        let (encapped_key, ciphertext) = hpke_seal(
+            &keys.public_key(),
+            HPKE_INFO,
+            &pad(order),
+            &aad(region, slot, epoch),
+            rng,
+        )
+        .unwrap();
         SealedOrder {
             region,
             slot,
             epoch,
-            encapped_key: encapped.to_bytes().as_slice().try_into().unwrap(),
+            encapped_key,
             ciphertext,
         }
     }
