@@ -167,3 +167,17 @@ pub enum GenesisError {
     #[error("DSO and utility must be distinct")]
     Roles,
 }
+
+/// Why a state snapshot can not be taken or loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    /// The state has uncommitted changes (caller misuse).
+    #[error("the state has uncommitted changes")]
+    Uncommitted,
+    /// The bytes are not a snapshot (local corruption).
+    #[error("malformed snapshot")]
+    Malformed,
+    /// The records do not give the recorded root (local corruption).
+    #[error("snapshot records do not match its root")]
+    RootMismatch,
+}

@@ -28,7 +28,7 @@ pub use apply::{
     BlockContext, BlockError, BlockOutcome, Event, Receipt, apply, apply_verified, end_block,
     execute_block,
 };
-pub use error::{GenesisError, Role, TxError};
+pub use error::{GenesisError, Role, SnapshotError, TxError};
 pub use genesis::{ChainId, Genesis, TAG_CHAIN_ID};
 pub use merkle::MerkleStoreCorrupt;
 pub use state::{

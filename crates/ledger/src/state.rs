@@ -1,7 +1,7 @@
 //! The contract's state, its keys in the Merkle tree, and proofs.
 
 use crate::merkle::{MerkleStore, MerkleStoreCorrupt};
-use crate::{ChainId, Genesis, GenesisError, MeterRole, ValidatorChange, canonical};
+use crate::{ChainId, Genesis, GenesisError, MeterRole, SnapshotError, ValidatorChange, canonical};
 use borsh::{BorshDeserialize, BorshSerialize};
 use jmt::KeyHash;
 use quartier_auction::Clearing;
@@ -162,7 +162,7 @@ impl StateKey {
 }
 
 /// The typed contents of the state, compared as a whole by tests.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub(crate) struct Records {
     pub(crate) genesis: Genesis,
     pub(crate) meta: Meta,
@@ -268,6 +268,56 @@ impl State {
             tree: MerkleStore::default(),
         };
         state.commit().map_err(|_| GenesisError::Allocations)?;
+        Ok(state)
+    }
+
+    /// The committed state as bytes: its root and every record. A node
+    /// stores one now and then so a restart replays only the blocks after it.
+    ///
+    /// # Errors
+    /// [`SnapshotError::Uncommitted`] if records changed since the last commit.
+    pub fn snapshot(&self) -> Result<Vec<u8>, SnapshotError> {
+        if self.has_uncommitted_changes() {
+            return Err(SnapshotError::Uncommitted);
+        }
+        Ok(canonical(&(self.root(), &self.records)))
+    }
+
+    /// The state a [`State::snapshot`] holds. The Merkle tree is rebuilt from
+    /// the records and must reach the recorded root.
+    ///
+    /// # Errors
+    /// [`SnapshotError::Malformed`] for bytes that do not decode,
+    /// [`SnapshotError::RootMismatch`] if the records do not give the root.
+    pub fn from_snapshot(bytes: &[u8]) -> Result<State, SnapshotError> {
+        let (root, records): (Digest, Records) =
+            borsh::from_slice(bytes).map_err(|_| SnapshotError::Malformed)?;
+        let r = &records;
+        let mut dirty = BTreeSet::from([StateKey::Genesis, StateKey::Meta, StateKey::Validators]);
+        dirty.extend(r.accounts.keys().map(|k| StateKey::Account(*k)));
+        dirty.extend(r.meters.keys().map(|k| StateKey::Meter(*k)));
+        dirty.extend(r.regions.keys().map(|k| StateKey::Region(*k)));
+        dirty.extend(
+            r.books
+                .keys()
+                .map(|(slot, region)| StateKey::Book(*region, *slot)),
+        );
+        dirty.extend(
+            r.settlements
+                .keys()
+                .map(|(region, slot)| StateKey::Settlement(*region, *slot)),
+        );
+        dirty.extend(r.proposals.keys().map(|k| StateKey::Proposal(*k)));
+        let mut state = State {
+            chain_id: records.genesis.chain_id(),
+            records,
+            dirty,
+            tree: MerkleStore::default(),
+        };
+        let rebuilt = state.commit().map_err(|_| SnapshotError::RootMismatch)?;
+        if rebuilt != root {
+            return Err(SnapshotError::RootMismatch);
+        }
         Ok(state)
     }
 

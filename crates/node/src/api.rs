@@ -330,7 +330,7 @@ async fn block(
 /// Prometheus text exposition (version 0.0.4).
 async fn metrics(AxumState(api): AxumState<Api>) -> impl IntoResponse {
     let m = api.app.metrics();
-    let series: [(&str, &str, &str, String); 7] = [
+    let series: [(&str, &str, &str, String); 8] = [
         (
             "quartier_height",
             "gauge",
@@ -354,6 +354,12 @@ async fn metrics(AxumState(api): AxumState<Api>) -> impl IntoResponse {
             "counter",
             "Transactions dropped because the ledger refused them in a block built here.",
             m.rejected_txs.to_string(),
+        ),
+        (
+            "quartier_replayed_blocks_at_start",
+            "gauge",
+            "Blocks re-executed at start (those after the latest state snapshot).",
+            m.replayed_blocks.to_string(),
         ),
         (
             "quartier_mempool_txs",

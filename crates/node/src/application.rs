@@ -28,6 +28,10 @@ use std::time::{Duration, UNIX_EPOCH};
 /// The signing scheme of the validators: Ed25519, the same key as their p2p identity.
 pub type Scheme = commonware_consensus::simplex::scheme::ed25519::Scheme;
 
+/// Default snapshot interval: a restart re-executes at most this many blocks
+/// (about an hour of 4-second blocks; at 15-minute slots, far less than a day).
+pub const DEFAULT_SNAPSHOT_EVERY: u64 = 1_024;
+
 /// How far ahead of a verifier's clock a block's time may be before it waits.
 const MAX_CLOCK_DRIFT: Duration = Duration::from_millis(500);
 
@@ -97,6 +101,8 @@ pub struct NodeMetrics {
     /// Transactions this node dropped because the ledger refused them while
     /// it built a block.
     pub rejected_txs: u64,
+    /// Blocks re-executed when the node started (those after its snapshot).
+    pub replayed_blocks: u64,
     /// Pending transactions.
     pub mempool: usize,
     /// IOUs locked in open books (µRp).
@@ -129,6 +135,7 @@ struct Chain {
     roots: BTreeMap<u64, Digest>,
     finalized_txs: u64,
     rejected_txs: u64,
+    replayed_blocks: u64,
     last_block_time_ms: u64,
     /// Finalized transactions by hash, with their height.
     included: BTreeMap<Digest, u64>,
@@ -157,6 +164,8 @@ pub struct LedgerApp {
     /// With nothing to include and no settlement due, a leader declines to
     /// propose until this long after the parent's time (0: always propose).
     idle_block_ms: u64,
+    /// A state snapshot goes with every this-many-th finalized block (0: none).
+    snapshot_every: u64,
 }
 
 fn millis(t: std::time::SystemTime) -> u64 {
@@ -174,6 +183,9 @@ pub enum OpenError {
     /// A stored block does not follow its parent or does not re-execute to its root.
     #[error("stored block at height {0} does not replay")]
     Replay(u64),
+    /// The stored snapshot is corrupt or does not match its block's root.
+    #[error("stored state snapshot at height {0} is invalid")]
+    Snapshot(u64),
 }
 
 impl LedgerApp {
@@ -193,10 +205,12 @@ impl LedgerApp {
                 roots: BTreeMap::from([(0, root)]),
                 finalized_txs: 0,
                 rejected_txs: 0,
+                replayed_blocks: 0,
                 last_block_time_ms: 0,
                 included: BTreeMap::new(),
             })),
             idle_block_ms: 0,
+            snapshot_every: DEFAULT_SNAPSHOT_EVERY,
             events: tokio::sync::broadcast::channel(1024).0,
         }
     }
@@ -223,18 +237,49 @@ impl LedgerApp {
     /// [`OpenError`] if the log is unreadable or does not replay.
     pub fn open(genesis: State, mempool: Mempool, log: BlockLog) -> Result<LedgerApp, OpenError> {
         let app = LedgerApp::new(genesis, mempool);
-        for block in log.load()? {
-            let height = block.height.get();
-            let digest = block.digest();
+        let snapshot = log.latest_snapshot()?;
+        {
             let mut chain = app.chain.lock();
-            if block.parent != chain.finalized_block {
-                return Err(OpenError::Replay(height));
+            for block in log.load()? {
+                let height = block.height.get();
+                let digest = block.digest();
+                if block.parent != chain.finalized_block {
+                    return Err(OpenError::Replay(height));
+                }
+                match &snapshot {
+                    // Up to the snapshot: only the chain of digests, the
+                    // roots and the tx index; the state comes from the snapshot.
+                    Some((at, _)) if height < *at => {}
+                    Some((at, bytes)) if height == *at => {
+                        let state =
+                            State::from_snapshot(bytes).map_err(|_| OpenError::Snapshot(height))?;
+                        if state.root() != block.state_root {
+                            return Err(OpenError::Snapshot(height));
+                        }
+                        chain.finalized = state;
+                    }
+                    _ => {
+                        replay(&mut chain.finalized, &block).ok_or(OpenError::Replay(height))?;
+                        chain.replayed_blocks += 1;
+                    }
+                }
+                chain.record(digest, &block);
             }
-            replay(&mut chain.finalized, &block).ok_or(OpenError::Replay(height))?;
-            chain.record(digest, &block);
+            if let Some((at, _)) = snapshot
+                && chain.finalized_height < at
+            {
+                return Err(OpenError::Snapshot(at));
+            }
+            chain.log = Some(log);
         }
-        app.chain.lock().log = Some(log);
         Ok(app)
+    }
+
+    /// Stores a state snapshot with every `blocks`-th finalized block (0:
+    /// never), so a restart re-executes at most that many blocks.
+    pub fn with_snapshot_interval(mut self, blocks: u64) -> LedgerApp {
+        self.snapshot_every = blocks;
+        self
     }
 
     /// The genesis block: height 0 with the genesis state's root.
@@ -289,6 +334,7 @@ impl LedgerApp {
             last_block_time_ms: chain.last_block_time_ms,
             finalized_txs: chain.finalized_txs,
             rejected_txs: chain.rejected_txs,
+            replayed_blocks: chain.replayed_blocks,
             mempool: chain.mempool.len(),
             escrow: chain.finalized.meta().escrow.get(),
             open_books: chain.finalized.books().count(),
@@ -390,8 +436,11 @@ impl LedgerApp {
             "applied state differs from the finalized root"
         );
         // Durable before acknowledged: a node that can not persist must halt.
+        let snapshot = (self.snapshot_every > 0 && height.is_multiple_of(self.snapshot_every))
+            .then(|| state.snapshot().ok())
+            .flatten();
         if let Some(log) = &chain.log
-            && let Err(e) = log.append(b)
+            && let Err(e) = log.append(b, snapshot.as_deref())
         {
             panic!("can not persist finalized block {height}: {e}");
         }

@@ -28,7 +28,8 @@ pub mod storage;
 pub mod validator;
 
 pub use application::{
-    ChainView, LedgerApp, NodeMetrics, OpenError, Scheme, StreamEvent, TxStatus,
+    ChainView, DEFAULT_SNAPSHOT_EVERY, LedgerApp, NodeMetrics, OpenError, Scheme, StreamEvent,
+    TxStatus,
 };
 pub use block::{Block, BlockDigest, MAX_BLOCK_BYTES, MAX_BLOCK_TXS};
 pub use mempool::{Mempool, MempoolConfig, MempoolError};

@@ -2,8 +2,10 @@
 //!
 //! Each finalized block is written with its height and post-state root in one
 //! ACID transaction before the node acknowledges it to marshal, so a crash
-//! loses nothing that was acknowledged. On start the node replays the log from
-//! genesis, checking every root, to rebuild the ledger state.
+//! loses nothing that was acknowledged. Every so often the same transaction
+//! also stores a snapshot of the state after that block (only the latest is
+//! kept), so on start the node loads the snapshot and re-executes only the
+//! blocks after it, checking every root.
 
 use crate::block::Block;
 use commonware_codec::{DecodeExt as _, Encode as _};
@@ -11,6 +13,8 @@ use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition}
 use std::path::Path;
 
 const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
+/// State snapshots by the height they follow; at most one is kept.
+const SNAPSHOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshots");
 
 /// Why the block log failed.
 #[derive(Debug, thiserror::Error)]
@@ -49,15 +53,17 @@ impl BlockLog {
         let db = Database::create(path).map_err(db_error)?;
         let txn = db.begin_write().map_err(db_error)?;
         txn.open_table(BLOCKS).map_err(db_error)?;
+        txn.open_table(SNAPSHOTS).map_err(db_error)?;
         txn.commit().map_err(db_error)?;
         Ok(BlockLog { db })
     }
 
-    /// Appends a finalized block durably.
+    /// Appends a finalized block durably, with the state `snapshot` after it
+    /// if given (replacing the previous snapshot), in one transaction.
     ///
     /// # Errors
     /// [`StorageError::Database`] if the write does not commit.
-    pub fn append(&self, block: &Block) -> Result<(), StorageError> {
+    pub fn append(&self, block: &Block, snapshot: Option<&[u8]>) -> Result<(), StorageError> {
         let txn = self.db.begin_write().map_err(db_error)?;
         {
             let mut table = txn.open_table(BLOCKS).map_err(db_error)?;
@@ -65,8 +71,26 @@ impl BlockLog {
             table
                 .insert(block.height.get(), bytes.as_ref())
                 .map_err(db_error)?;
+            if let Some(snapshot) = snapshot {
+                let mut snapshots = txn.open_table(SNAPSHOTS).map_err(db_error)?;
+                snapshots.retain(|_, _| false).map_err(db_error)?;
+                snapshots
+                    .insert(block.height.get(), snapshot)
+                    .map_err(db_error)?;
+            }
         }
         txn.commit().map_err(db_error)
+    }
+
+    /// The latest state snapshot and the height it follows, if any.
+    ///
+    /// # Errors
+    /// [`StorageError::Database`] if the log can not be read.
+    pub fn latest_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, StorageError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let table = txn.open_table(SNAPSHOTS).map_err(db_error)?;
+        let last = table.last().map_err(db_error)?;
+        Ok(last.map(|(h, bytes)| (h.value(), bytes.value().to_vec())))
     }
 
     /// The block at `height`, if stored.

@@ -8,3 +8,4 @@ mod kit;
 mod proofs;
 mod properties;
 mod scenario;
+mod snapshots;

@@ -23,7 +23,11 @@ fn open_app(genesis: &Genesis, dir: &std::path::Path, i: usize) -> LedgerApp {
         BlockLog::open(&log_path(dir, i)).unwrap(),
     )
     .unwrap()
+    .with_snapshot_interval(SNAPSHOT_EVERY)
 }
+
+/// A snapshot every 8 blocks: a restart re-executes fewer than 8.
+const SNAPSHOT_EVERY: u64 = 8;
 
 async fn run_until(
     context: deterministic::Context,
@@ -35,6 +39,15 @@ async fn run_until(
     let oracle = network(&context, &keys).await;
     let apps: Vec<_> = (0..4).map(|i| open_app(&genesis, &dir, i)).collect();
     let resumed: Vec<u64> = apps.iter().map(|a| a.view().height).collect();
+    for (i, a) in apps.iter().enumerate() {
+        // Only the blocks after the latest snapshot were re-executed.
+        let replayed = a.metrics().replayed_blocks;
+        assert!(
+            replayed < SNAPSHOT_EVERY,
+            "validator {i} replayed {replayed} blocks"
+        );
+        assert!(resumed[i] < SNAPSHOT_EVERY || replayed < resumed[i]);
+    }
     if resumed.iter().all(|&h| h == 0) {
         let txs = apps[0].with_state(|s| registrations(s, 6));
         submit_to_all(&apps, &txs);
