@@ -177,6 +177,43 @@ pub struct Clearing {
     pub totals: Totals,
 }
 
+impl Clearing {
+    /// The energy-weighted mean of the prices buyers paid in local trades,
+    /// rounded down, or `None` without trades (a statistic for reports; no
+    /// money is computed from it).
+    ///
+    /// # Examples
+    /// ```
+    /// use quartier_auction::clear;
+    /// use quartier_types::{Energy, Order, Price, RegionParams, Side};
+    ///
+    /// let params = RegionParams::new(Price::new(20_750), Price::new(4_000), Price::ZERO)?;
+    /// let order = |side, limit, energy| Order {
+    ///     side,
+    ///     limit: Price::new(limit),
+    ///     energy: Energy::new(energy),
+    /// };
+    /// // 100 Wh at (20 000 + 8 000) / 2 = 14 000 and 300 Wh at (18 000 + 12 000) / 2 = 15 000.
+    /// let book = [
+    ///     order(Side::Buy, 20_000, 100),
+    ///     order(Side::Sell, 8_000, 100),
+    ///     order(Side::Buy, 18_000, 300),
+    ///     order(Side::Sell, 12_000, 300),
+    /// ];
+    /// let clearing = clear(&params, &book)?;
+    /// assert_eq!(clearing.mean_price(), Some(Price::new(14_750)));
+    /// assert_eq!(clear(&params, &[])?.mean_price(), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn mean_price(&self) -> Option<Price> {
+        let (energy, value) = self.trades.iter().fold((0u128, 0u128), |(e, v), t| {
+            let energy = u128::from(t.energy.get());
+            (e + energy, v + energy * u128::from(t.price.get()))
+        });
+        (energy > 0).then(|| Price::new(u64::try_from(value / energy).unwrap_or(u64::MAX)))
+    }
+}
+
 /// Clears one region's book for one slot with the discriminatory rule.
 ///
 /// `orders[i]` is identified by its position `i` in the results; input order

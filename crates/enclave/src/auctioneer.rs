@@ -459,13 +459,7 @@ fn price_range(
 )> {
     let min = clearing.trades.iter().map(|t| t.price).min()?;
     let max = clearing.trades.iter().map(|t| t.price).max()?;
-    let (e, v) = clearing.trades.iter().fold((0u128, 0u128), |(e, v), t| {
-        (
-            e + u128::from(t.energy.get()),
-            v + u128::from(t.energy.get()) * u128::from(t.price.get()),
-        )
-    });
-    let mean = quartier_types::Price::new(u64::try_from(v / e.max(1)).unwrap_or(u64::MAX));
+    let mean = clearing.mean_price()?;
     Some((min, max, mean))
 }
 

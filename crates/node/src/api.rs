@@ -260,12 +260,6 @@ async fn settlements(
 fn summary(s: &quartier_ledger::Settlement) -> serde_json::Value {
     let t = &s.clearing.totals;
     let prices = s.clearing.trades.iter().map(|t| t.price.get());
-    let (energy, value) = s.clearing.trades.iter().fold((0u128, 0u128), |(e, v), t| {
-        (
-            e + u128::from(t.energy.get()),
-            v + u128::from(t.energy.get()) * u128::from(t.price.get()),
-        )
-    });
     json!({
         "slot": s.slot,
         "height": s.height,
@@ -277,7 +271,7 @@ fn summary(s: &quartier_ledger::Settlement) -> serde_json::Value {
         "buyers_pay": t.buyers_pay,
         "price_min": prices.clone().min(),
         "price_max": prices.max(),
-        "price_mean": (energy > 0).then(|| u64::try_from(value / energy).unwrap_or(u64::MAX)),
+        "price_mean": s.clearing.mean_price(),
     })
 }
 

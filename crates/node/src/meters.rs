@@ -590,7 +590,7 @@ impl Fleet {
                 still.push(slot);
                 continue;
             };
-            let price = quartier_sim::market::market_price(&settlement.clearing);
+            let price = settlement.clearing.mean_price();
             for (order, result) in settlement.orders.iter().zip(&settlement.clearing.orders) {
                 if let Some(&h) = self.households.get(&order.meter) {
                     let input = AgentInput::Settled {

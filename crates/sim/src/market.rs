@@ -10,7 +10,7 @@
 use crate::household::{Household, Reading};
 use crate::profiles::Profiles;
 use crate::report::{HouseholdReport, PriceHistogram, SimReport, SlotSeries};
-use quartier_auction::{AuctionError, Clearing};
+use quartier_auction::AuctionError;
 use quartier_meter::strategy::limit_for;
 use quartier_meter::{BidContext, BidOutcome, BiddingStrategy, StrategyKind};
 use quartier_types::{Energy, Money, Order, Price, RegionParams, Side, Slot};
@@ -124,16 +124,6 @@ pub fn bid_for(reading: &Reading, slot: Slot, params: RegionParams) -> Option<Bi
     })
 }
 
-/// The energy-weighted mean of the prices buyers paid in `clearing`, floored.
-pub fn market_price(clearing: &Clearing) -> Option<Price> {
-    let (mut energy, mut value) = (0u128, 0u128);
-    for t in &clearing.trades {
-        energy += u128::from(t.energy.get());
-        value += u128::from(t.energy.get()) * u128::from(t.price.get());
-    }
-    (energy > 0).then(|| Price::new(u64::try_from(value / energy).unwrap_or(u64::MAX)))
-}
-
 /// Watches an offline run: its households, every slot's book, its progress.
 pub trait RunObserver {
     /// The households, before the first slot.
@@ -227,7 +217,7 @@ pub fn run_observed(
         book.clear();
         book.extend(bids.iter().zip(&orders).map(|((i, _), o)| (*i as u32, *o)));
         observer.slot(k, &readings, &book);
-        let price = market_price(&clearing);
+        let price = clearing.mean_price();
         for ((i, bid), (order, result)) in bids.iter().zip(orders.iter().zip(&clearing.orders)) {
             households[*i].record_result(order, result, &plan.params);
             strategies[*i].observe(&BidOutcome {
