@@ -364,6 +364,40 @@ mod tests {
         ChaCha20Rng::from_seed([5; 32])
     }
 
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// RFC 9180 appendix A.2.1 (base mode, DHKEM(X25519, HKDF-SHA256),
+    /// HKDF-SHA256, ChaCha20Poly1305), first encryption: our suite is that one.
+    #[test]
+    fn the_rfc_9180_a_2_1_vector_opens() {
+        let sk_r = unhex("8057991eef8f1f1af18f4a9491d16a1ce333f695d4db8e38da75975c4478e0fb");
+        let keys = EpochKeyPair::from_secret(Epoch(0), &sk_r).unwrap();
+        assert_eq!(
+            keys.public_key().to_vec(),
+            unhex("4310ee97d88cc1f088a5576c77ab0cf5c3ac797f3d95139c6c84b5429c59662a")
+        );
+        let enc: [u8; 32] =
+            unhex("1afa08d3dec047a643885163f1180476fa7ddb54c6a8029ea33f95796bf2ac4a")
+                .try_into()
+                .unwrap();
+        let info = unhex("4f6465206f6e2061204772656369616e2055726e");
+        let aad = unhex("436f756e742d30");
+        let ct = unhex(
+            "1c5250d8034ec2b784ba2cfd69dbdb8af406cfe3ff938e131f0def8c8b60b4db21993c62ce81883d2dd1b51a28",
+        );
+        let pt = hpke_open(&keys.secret, &enc, &info, &ct, &aad).unwrap();
+        assert_eq!(pt, b"Beauty is truth, truth beauty");
+        // One flipped bit of the tag and it does not open.
+        let mut bad = ct.clone();
+        bad[ct.len() - 1] ^= 1;
+        assert_eq!(hpke_open(&keys.secret, &enc, &info, &bad, &aad), None);
+    }
+
     #[test]
     fn a_sealed_order_opens_with_the_epoch_key() {
         let mut rng = rng();
