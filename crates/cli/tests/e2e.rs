@@ -10,9 +10,11 @@ use quartier_ledger::{MeterRole, Tx, TxBody};
 use quartier_types::{AccountId, RegionId};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const EXE: &str = env!("CARGO_BIN_EXE_quartier");
+
+mod support;
 
 /// One request to the node on `port`; `None` if it does not answer.
 fn http(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, serde_json::Value)> {
@@ -34,11 +36,7 @@ fn height(port: u16) -> u64 {
 
 /// Waits (bounded) until `condition` holds, polling the nodes.
 fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    support::wait_for(what, limit, || condition().then_some(()));
 }
 
 struct Devnet {
@@ -99,16 +97,8 @@ fn key(dir: &Path, name: &str) -> ed25519_dalek::SigningKey {
 #[test]
 fn four_processes_survive_kill_9_and_agree() {
     let base = 21_000 + (std::process::id() % 500) as u16 * 10;
-    // tmpfs when there is one: commonware's runtime syncfs()es the storage
-    // directory's filesystem at start, which on a disk shared with a fresh
-    // build can take minutes (seen in CI). kill -9 semantics are unchanged.
-    let scratch = if Path::new("/dev/shm").is_dir() {
-        PathBuf::from("/dev/shm")
-    } else {
-        std::env::temp_dir()
-    };
-    let dir = scratch.join(format!("quartier-e2e-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    // tmpfs when there is one (see support::scratch); kill -9 semantics are unchanged.
+    let dir = support::scratch("e2e");
     let out = Command::new(EXE)
         .args([
             "genesis",
