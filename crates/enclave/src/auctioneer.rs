@@ -94,7 +94,9 @@ pub struct PublishedReceipt {
 /// A published receipt's content.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize)]
 pub enum ReceiptBody {
-    /// For an order that did not open: readable by anyone, names no wallet.
+    /// For an order that did not open, or whose receipt key can not be
+    /// sealed to (a low-order point the household chose): readable by
+    /// anyone, names no wallet.
     Clear(Receipt),
     /// HPKE-sealed to the order's receipt key (AAD = the sealed order's hash).
     Sealed {
@@ -425,7 +427,9 @@ impl Auctioneer {
 }
 
 /// Seals `receipt` to `receipt_key` when the order opened; a receipt of an
-/// order that never opened is published in clear (it names no wallet).
+/// order that never opened, or whose receipt key HPKE refuses, is published
+/// in clear without its wallet (in the second case its fill is then public:
+/// only a household that chose an invalid key can cause that).
 fn publish(
     receipt: Receipt,
     receipt_key: Option<[u8; 32]>,
