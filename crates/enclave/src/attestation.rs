@@ -12,34 +12,98 @@
 //! service's key said so — nothing about real hardware. A real SGX/TDX
 //! verifier (e.g. DCAP) implements the same trait.
 
+use borsh::{BorshDeserialize, BorshSerialize};
 use quartier_types::hash;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
 /// Domain tag of what a simulated attestation service signs.
 pub const TAG_SIMULATED_QUOTE: &str = "QUARTIER_ENCLAVE_SIMULATED_QUOTE";
 
 /// SHA-256 of the enclave binary built reproducibly.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Measurement(pub [u8; 32]);
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+)]
+pub struct Measurement(#[serde(with = "quartier_types::hex")] pub [u8; 32]);
+
+impl std::fmt::Display for Measurement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&quartier_types::hex::encode(&self.0))
+    }
+}
 
 /// Which attestation backend produced a quote.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+#[borsh(use_discriminant = true)]
 pub enum Backend {
     /// The simulated backend: no hardware, a software signing key.
-    Simulated,
+    Simulated = 0,
 }
 
 /// A quote: measurement and report data, signed by the attestation backend.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 pub struct Quote {
     /// The backend that signed it.
     pub backend: Backend,
     /// The enclave code's measurement.
     pub measurement: Measurement,
     /// What the enclave vouches for: its identity key and commitments.
+    #[serde(with = "quartier_types::hex")]
     pub report_data: [u8; 64],
     /// The backend's signature.
+    #[serde(with = "quartier_types::hex")]
     pub signature: [u8; 64],
+}
+
+/// What a chain trusts to sign quotes: the root of its attestation policy,
+/// fixed at genesis. Verification goes through the backend's
+/// [`AttestationVerifier`]; nothing outside this crate needs to know which.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum AttestationRoot {
+    /// The simulated backend's service key (no hardware: see the module docs).
+    Simulated {
+        /// The simulated service's Ed25519 verifying key.
+        #[serde(with = "quartier_types::hex")]
+        key: [u8; 32],
+    },
+}
+
+impl AttestationRoot {
+    /// Verifies `quote` with this root's backend against `allowed`.
+    ///
+    /// # Errors
+    /// [`AttestationError`] if the quote is refused, or the root's key is
+    /// not a valid key ([`AttestationError::InvalidQuote`]).
+    pub fn verify(
+        &self,
+        quote: &Quote,
+        allowed: &BTreeSet<Measurement>,
+    ) -> Result<Attested, AttestationError> {
+        match self {
+            AttestationRoot::Simulated { key } => {
+                let key = ed25519_dalek::VerifyingKey::from_bytes(key)
+                    .map_err(|_| AttestationError::InvalidQuote)?;
+                SimulatedAttestationVerifier { key }.verify(quote, allowed)
+            }
+        }
+    }
 }
 
 /// Why a quote is not accepted. Verification failures are opaque (STYLE §3).
@@ -93,6 +157,13 @@ impl SimulatedAttestationService {
     pub fn new(seed: [u8; 32]) -> SimulatedAttestationService {
         SimulatedAttestationService {
             key: ed25519_dalek::SigningKey::from_bytes(&seed),
+        }
+    }
+
+    /// The attestation root a chain that trusts this simulated service holds.
+    pub fn root(&self) -> AttestationRoot {
+        AttestationRoot::Simulated {
+            key: self.key.verifying_key().to_bytes(),
         }
     }
 

@@ -13,12 +13,13 @@
 //! the aggregates, so the chain can reconcile deposits with the report.
 
 use crate::sealed::{
-    DropReason, EpochKeyPair, HpkeKeyPair, SealedOrder, SignedOrder, hpke_open, hpke_seal,
+    DropReason, Epoch, EpochKeyPair, HpkeKeyPair, SealedOrder, SignedOrder, hpke_open, hpke_seal,
 };
 use borsh::{BorshDeserialize, BorshSerialize};
 use quartier_auction::{AuctionError, Totals};
 use quartier_types::hash::{self, Digest};
-use quartier_types::{AccountId, Money, Order, RegionId, RegionParams, Side, Slot};
+use quartier_types::{AccountId, Money, Order, Price, RegionId, RegionParams, Side, Slot};
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Domain tag of a receipt's hash.
@@ -144,26 +145,39 @@ pub fn sealed_hash(sealed: &SealedOrder) -> Digest {
     )
 }
 
-/// The public part of a slot's report.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Aggregates {
-    /// Sealed orders received.
-    pub sealed: usize,
-    /// Orders accepted and cleared.
-    pub cleared: usize,
-    /// The clearing's totals (volumes and money flows).
-    pub totals: Totals,
-    /// Lowest, highest and energy-weighted mean trade price, if any trade.
-    pub prices: Option<(
-        quartier_types::Price,
-        quartier_types::Price,
-        quartier_types::Price,
-    )>,
+/// The lowest, highest and energy-weighted mean trade price of a slot.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+pub struct PriceRange {
+    /// The lowest trade price.
+    pub min: Price,
+    /// The highest trade price.
+    pub max: Price,
+    /// The energy-weighted mean.
+    pub mean: Price,
 }
 
-/// What the committee signs and the chain stores for a slot.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SlotReport {
+/// The public part of a slot's report.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+pub struct Aggregates {
+    /// Sealed orders received.
+    pub sealed: u32,
+    /// Orders accepted and cleared.
+    pub cleared: u32,
+    /// The clearing's totals (volumes and money flows).
+    pub totals: Totals,
+    /// The trade prices, if any trade.
+    pub prices: Option<PriceRange>,
+}
+
+/// What the committee signs and the chain stores for a slot: everything
+/// public about it. The receipts themselves are served by the enclaves; the
+/// root commits to them.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct SlotSummary {
     /// The region.
     pub region: RegionId,
     /// The slot.
@@ -172,6 +186,15 @@ pub struct SlotReport {
     pub receipts_root: Digest,
     /// Public aggregates.
     pub aggregates: Aggregates,
+    /// Withdrawals out of custody the enclave approved, in request order.
+    pub payouts: Vec<(AccountId, Money)>,
+}
+
+/// A slot's summary with its receipts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotReport {
+    /// The signed, public part.
+    pub summary: SlotSummary,
     /// The receipts, in submission order (each household opens its own).
     pub receipts: Vec<PublishedReceipt>,
 }
@@ -195,11 +218,48 @@ struct Accepted {
 /// A sealed order as taken: accepted, or refused (with the wallet if it opened).
 type Intake = Result<Accepted, (Option<AccountId>, Refusal)>;
 
+/// The most withdrawals one report approves; later requests wait for a later
+/// slot's report (bounds the report transaction's size).
+pub const MAX_PAYOUTS: usize = 8;
+
+/// One closed slot as the chain froze it: deposits made before the gate,
+/// the sealed orders in arrival order, and withdrawal requests.
+#[derive(Clone, Copy, Debug)]
+pub struct Batch<'a> {
+    /// The slot.
+    pub slot: Slot,
+    /// The epoch whose key seals this slot's orders.
+    pub epoch: Epoch,
+    /// Deposits into custody, credited before any order is opened.
+    pub deposits: &'a [(AccountId, Money)],
+    /// The sealed orders.
+    pub orders: &'a [SealedOrder],
+    /// Withdrawal requests, decided after the slot clears.
+    pub withdrawals: &'a [(AccountId, Money)],
+}
+
+/// Why a batch can not be cleared.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    /// The enclave does not hold the slot's epoch key.
+    #[error("no key for epoch {0}")]
+    MissingKey(u64),
+    /// A deposit overflows 64 bits (beyond any supply).
+    #[error(transparent)]
+    Overflow(#[from] Overflow),
+    /// The clearing failed.
+    #[error(transparent)]
+    Auction(#[from] AuctionError),
+}
+
 /// One region's auctioneer.
 pub struct Auctioneer {
     region: RegionId,
     params: RegionParams,
+    /// The key orders are opened with now.
     key: EpochKeyPair,
+    /// Keys of later epochs, received ahead of their slots.
+    upcoming: BTreeMap<Epoch, EpochKeyPair>,
     prepaid: BTreeMap<AccountId, Money>,
     /// Per slot: every sealed order's hash with its acceptance or refusal.
     books: BTreeMap<Slot, Vec<(Digest, Intake)>>,
@@ -219,6 +279,7 @@ impl Auctioneer {
             region,
             params,
             key,
+            upcoming: BTreeMap::new(),
             prepaid: BTreeMap::new(),
             books: BTreeMap::new(),
             settled: BTreeSet::new(),
@@ -229,6 +290,71 @@ impl Auctioneer {
     /// Replaces the epoch key (the old one is dropped, hence erased).
     pub fn rotate(&mut self, key: EpochKeyPair) {
         self.key = key;
+    }
+
+    /// Keeps the key of a later epoch until its slots come.
+    pub fn add_key(&mut self, key: EpochKeyPair) {
+        if key.epoch() > self.key.epoch() {
+            self.upcoming.insert(key.epoch(), key);
+        }
+    }
+
+    /// The epochs whose keys this auctioneer holds: the current one first.
+    pub fn epochs(&self) -> Vec<Epoch> {
+        std::iter::once(self.key.epoch())
+            .chain(self.upcoming.keys().copied())
+            .collect()
+    }
+
+    /// Makes `epoch` current, erasing every older key.
+    fn enter(&mut self, epoch: Epoch) -> Result<(), BatchError> {
+        if epoch == self.key.epoch() {
+            return Ok(());
+        }
+        let later = self.upcoming.split_off(&epoch);
+        self.upcoming = later;
+        let key = self
+            .upcoming
+            .remove(&epoch)
+            .ok_or(BatchError::MissingKey(epoch.0))?;
+        self.rotate(key);
+        Ok(())
+    }
+
+    /// Clears one closed slot the way every enclave of the committee does:
+    /// credit the deposits, enter the slot's epoch (erasing older keys), take
+    /// the sealed orders in order, settle, then pay out withdrawal requests
+    /// the prepaid balance covers (at most [`MAX_PAYOUTS`], in order). The
+    /// receipts are sealed with randomness derived from the epoch secret, so
+    /// the report is a function of the batch and the prior state: honest
+    /// enclaves sign the same bytes.
+    ///
+    /// # Errors
+    /// [`BatchError`]; then nothing of the batch is applied except deposits
+    /// already credited.
+    pub fn clear_batch(&mut self, batch: &Batch<'_>) -> Result<SlotReport, BatchError> {
+        for (wallet, amount) in batch.deposits {
+            self.deposit(*wallet, *amount)?;
+        }
+        self.enter(batch.epoch)?;
+        for sealed in batch.orders {
+            // A refusal is recorded for the receipt; nothing else to do here.
+            let _ = self.submit(sealed);
+        }
+        let seed = self.key.receipt_seed(self.region, batch.slot);
+        let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed(seed);
+        let mut report = self.settle(batch.slot, &mut rng)?;
+        for (wallet, amount) in batch.withdrawals {
+            if report.summary.payouts.len() >= MAX_PAYOUTS {
+                break;
+            }
+            if let Some(rest) = self.prepaid(wallet).checked_sub(*amount) {
+                self.prepaid.insert(*wallet, rest);
+                self.deposited = self.deposited.checked_sub(*amount).unwrap_or(Money::ZERO);
+                report.summary.payouts.push((*wallet, *amount));
+            }
+        }
+        Ok(report)
     }
 
     /// A wallet's prepaid balance.
@@ -253,7 +379,7 @@ impl Auctioneer {
         Money::new(u64::try_from(balances + escrow).unwrap_or(u64::MAX))
     }
 
-    /// Total deposited through the chain.
+    /// Deposits through the chain less the payouts approved.
     pub fn deposited(&self) -> Money {
         self.deposited
     }
@@ -411,15 +537,19 @@ impl Auctioneer {
             receipts.push(publish(receipt, receipt_key, rng));
         }
         let prices = price_range(&clearing);
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         Ok(SlotReport {
-            region: self.region,
-            slot,
-            receipts_root: receipts_root(&receipts),
-            aggregates: Aggregates {
-                sealed: book.len(),
-                cleared: accepted.len(),
-                totals: clearing.totals,
-                prices,
+            summary: SlotSummary {
+                region: self.region,
+                slot,
+                receipts_root: receipts_root(&receipts),
+                aggregates: Aggregates {
+                    sealed: count(book.len()),
+                    cleared: count(accepted.len()),
+                    totals: clearing.totals,
+                    prices,
+                },
+                payouts: Vec::new(),
             },
             receipts,
         })
@@ -454,17 +584,12 @@ fn publish(
     PublishedReceipt { sealed, body }
 }
 
-fn price_range(
-    clearing: &quartier_auction::Clearing,
-) -> Option<(
-    quartier_types::Price,
-    quartier_types::Price,
-    quartier_types::Price,
-)> {
-    let min = clearing.trades.iter().map(|t| t.price).min()?;
-    let max = clearing.trades.iter().map(|t| t.price).max()?;
-    let mean = clearing.mean_price()?;
-    Some((min, max, mean))
+fn price_range(clearing: &quartier_auction::Clearing) -> Option<PriceRange> {
+    Some(PriceRange {
+        min: clearing.trades.iter().map(|t| t.price).min()?,
+        max: clearing.trades.iter().map(|t| t.price).max()?,
+        mean: clearing.mean_price()?,
+    })
 }
 
 #[cfg(test)]
@@ -598,7 +723,10 @@ mod tests {
         }
         let report = m.settle(3);
         assert_eq!(report.receipts.len(), 3);
-        assert_eq!(report.receipts_root, receipts_root(&report.receipts));
+        assert_eq!(
+            report.summary.receipts_root,
+            receipts_root(&report.receipts)
+        );
         // The buyer opens its own receipt, and only its own.
         let mine = m.read(&report, 0, 0).unwrap();
         assert_eq!(mine.sealed, sealed_hash(&buy));
@@ -635,13 +763,13 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(report.aggregates.totals, rerun.totals);
+        assert_eq!(report.summary.aggregates.totals, rerun.totals);
         // A receipt altered by anyone no longer matches the published root.
         let mut forged = report.receipts.clone();
         if let ReceiptBody::Sealed { ciphertext, .. } = &mut forged[0].body {
             ciphertext[0] ^= 1;
         }
-        assert_ne!(receipts_root(&forged), report.receipts_root);
+        assert_ne!(receipts_root(&forged), report.summary.receipts_root);
         assert_eq!(forged[0].open(&m.receipt_keys[0]), None);
     }
 
@@ -668,7 +796,7 @@ mod tests {
                     let _ = m.auctioneer.submit(&s);
                 }
                 let report = m.settle(k as u64);
-                let t = report.aggregates.totals;
+                let t = report.summary.aggregates.totals;
                 prop_assert!(t.is_balanced());
                 let slot_net = i128::from(t.sellers_receive.get()) - i128::from(t.buyers_pay.get());
                 prop_assert_eq!(

@@ -8,9 +8,11 @@
 //! The three DKG rounds run here in memory, the way enclaves would run them
 //! over their channels; the host carries the packages between processes.
 
-use crate::auctioneer::{Aggregates, SlotReport};
+use crate::auctioneer::SlotSummary;
+use borsh::{BorshDeserialize, BorshSerialize};
 use frost_ristretto255 as frost;
 use quartier_types::hash;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Domain tag of the message a committee signs for a slot report.
@@ -71,6 +73,16 @@ impl GroupKey {
     /// The group verifying key's 32-byte encoding (what the chain stores).
     pub fn to_bytes(&self) -> Vec<u8> {
         self.public.verifying_key().serialize().unwrap_or_default()
+    }
+
+    /// The group verifying key as the chain stores it.
+    pub fn public_key(&self) -> GroupPublicKey {
+        let mut out = [0; 32];
+        let bytes = self.to_bytes();
+        if bytes.len() == 32 {
+            out.copy_from_slice(&bytes);
+        }
+        GroupPublicKey(out)
     }
 
     /// How many members must sign.
@@ -157,34 +169,47 @@ pub fn generate(
     ))
 }
 
-/// The message a committee signs for `report`: its region, slot, receipts
-/// root and public aggregates.
-pub fn report_message(report: &SlotReport) -> Vec<u8> {
-    let a: &Aggregates = &report.aggregates;
-    let t = &a.totals;
-    let mut fields: Vec<u64> = vec![
-        u64::from(report.region.0),
-        report.slot.0,
-        a.sealed as u64,
-        a.cleared as u64,
-        t.local_energy.get(),
-        t.grid_import.get(),
-        t.grid_export.get(),
-        t.buyers_pay.get(),
-        t.sellers_receive.get(),
-        t.dso_fees.get(),
-        t.utility_sells.get(),
-        t.utility_buys.get(),
-    ];
-    if let Some((min, max, mean)) = a.prices {
-        fields.extend([1, min.get(), max.get(), mean.get()]);
-    } else {
-        fields.push(0);
+/// The message a committee signs for a slot: the tagged hash of its
+/// summary's canonical bytes (region, slot, receipts root, aggregates, payouts).
+pub fn report_message(summary: &SlotSummary) -> Vec<u8> {
+    let bytes = borsh::to_vec(summary).unwrap_or_default();
+    hash::tagged(TAG_REPORT, &[&bytes]).0.to_vec()
+}
+
+/// The group's verifying key as the chain stores it: 32 bytes, with nothing
+/// else needed to check a group signature.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+)]
+pub struct GroupPublicKey(#[serde(with = "quartier_types::hex")] pub [u8; 32]);
+
+/// A FROST group signature: 64 bytes (R ‖ z).
+pub type GroupSignature = [u8; 64];
+
+impl GroupPublicKey {
+    /// Checks a group signature over `message`.
+    ///
+    /// # Errors
+    /// [`CommitteeError::InvalidSignature`] if the key or the signature does
+    /// not decode, or the signature does not verify.
+    pub fn verify(&self, message: &[u8], signature: &GroupSignature) -> Result<(), CommitteeError> {
+        let key = frost::VerifyingKey::deserialize(&self.0)
+            .map_err(|_| CommitteeError::InvalidSignature)?;
+        let signature = frost::Signature::deserialize(signature)
+            .map_err(|_| CommitteeError::InvalidSignature)?;
+        key.verify(message, &signature)
+            .map_err(|_| CommitteeError::InvalidSignature)
     }
-    let numbers: Vec<u8> = fields.iter().flat_map(|f| f.to_le_bytes()).collect();
-    hash::tagged(TAG_REPORT, &[&report.receipts_root.0, &numbers])
-        .0
-        .to_vec()
 }
 
 /// `signers` sign `message` together (FROST's two rounds and aggregation).
@@ -267,21 +292,21 @@ mod tests {
         let sig = sign(
             &[&members[2], &members[0]],
             &group,
-            &report_message(&report),
+            &report_message(&report.summary),
             &mut rng,
         )
         .unwrap();
-        assert_eq!(group.verify(&report_message(&report), &sig), Ok(()));
+        assert_eq!(group.verify(&report_message(&report.summary), &sig), Ok(()));
         let mut altered = report.clone();
-        altered.aggregates.totals.local_energy = Energy::new(1);
+        altered.summary.aggregates.totals.local_energy = Energy::new(1);
         assert_eq!(
-            group.verify(&report_message(&altered), &sig),
+            group.verify(&report_message(&altered.summary), &sig),
             Err(CommitteeError::InvalidSignature)
         );
         let mut other_slot = report;
-        other_slot.slot = Slot(6);
+        other_slot.summary.slot = Slot(6);
         assert_eq!(
-            group.verify(&report_message(&other_slot), &sig),
+            group.verify(&report_message(&other_slot.summary), &sig),
             Err(CommitteeError::InvalidSignature)
         );
     }

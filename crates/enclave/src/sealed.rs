@@ -28,8 +28,20 @@ pub const CIPHERTEXT_LEN: usize = PADDED_LEN + 16;
 
 /// A key epoch of the enclave committee.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    BorshSerialize,
+    BorshDeserialize,
+    serde::Serialize,
+    serde::Deserialize,
 )]
+#[serde(transparent)]
 pub struct Epoch(pub u64);
 
 /// What the household's wallet signs.
@@ -88,7 +100,16 @@ impl SignedOrder {
 }
 
 /// A sealed order as it goes on chain.
-#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+#[derive(
+    Clone,
+    Debug,
+    PartialEq,
+    Eq,
+    BorshSerialize,
+    BorshDeserialize,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct SealedOrder {
     /// The region (public).
     pub region: RegionId,
@@ -97,8 +118,10 @@ pub struct SealedOrder {
     /// The epoch key it is sealed to (public).
     pub epoch: Epoch,
     /// HPKE's encapsulated key.
+    #[serde(with = "quartier_types::hex")]
     pub encapped_key: [u8; 32],
     /// The sealed, padded order: always [`CIPHERTEXT_LEN`] bytes.
+    #[serde(with = "quartier_types::hex")]
     pub ciphertext: Vec<u8>,
 }
 
@@ -169,6 +192,19 @@ impl EpochKeyPair {
     /// The secret key's bytes, to share with other members (zeroize after use).
     pub(crate) fn secret_bytes(&self) -> Vec<u8> {
         self.secret.to_bytes().to_vec()
+    }
+
+    /// A seed only holders of this key can compute, for `region` and `slot`:
+    /// it drives the sealing of that slot's receipts, so every enclave of
+    /// the committee publishes byte-identical receipts (and the same root).
+    pub(crate) fn receipt_seed(&self, region: RegionId, slot: Slot) -> [u8; 32] {
+        let mut secret = self.secret_bytes();
+        let seed = hash::tagged(
+            "QUARTIER_ENCLAVE_RECEIPT_SEED",
+            &[&secret, &region.0.to_le_bytes(), &slot.0.to_le_bytes()],
+        );
+        zeroize::Zeroize::zeroize(&mut secret);
+        seed.0
     }
 
     /// The epoch.

@@ -52,6 +52,7 @@ fn market(n: usize) -> (State, Vec<SigningKey>) {
         lead_slots: 1,
         metered_ms: 900_000,
         allocations: vec![],
+        sealed_market: None,
     })
     .expect("valid genesis");
     let meters: Vec<SigningKey> = (0..n).map(|i| key("meter", i)).collect();

@@ -5,8 +5,8 @@
 //! signer's role, then the body against the state.
 
 use crate::state::{Account, Book, BookOrder, Meter, Proposal, Settlement, StateKey};
-use crate::tx::{MeterRole, SignedTx, TxBody, ValidatorChange, VerifiedTx, verify_batch};
-use crate::{Role, State, TxError};
+use crate::tx::{GovernanceChange, MeterRole, SignedTx, TxBody, VerifiedTx, verify_batch};
+use crate::{Role, State, TxError, sealed_market};
 use quartier_auction::clear;
 use quartier_types::hash::Digest;
 use quartier_types::{
@@ -51,10 +51,31 @@ pub enum Event {
         /// The amount issued.
         amount: Money,
     },
-    /// A validator-set change passed.
-    ValidatorSetChanged {
+    /// A governance change passed.
+    GovernanceChanged {
         /// The change.
-        change: ValidatorChange,
+        change: GovernanceChange,
+    },
+    /// Mode B: an enclave registered.
+    EnclaveRegistered {
+        /// Its account.
+        enclave: AccountId,
+    },
+    /// Mode B: a committee took office.
+    CommitteeActivated {
+        /// Its group key.
+        group_key: quartier_enclave::committee::GroupPublicKey,
+    },
+    /// Mode B: a slot's report was accepted and its money moved.
+    SealedSlotSettled {
+        /// The region.
+        region: RegionId,
+        /// The slot.
+        slot: Slot,
+        /// Sealed orders in the batch.
+        orders: u32,
+        /// Energy traded locally.
+        local_energy: Energy,
     },
 }
 
@@ -163,23 +184,23 @@ pub fn apply_verified(
         });
     }
     let next_nonce = account.nonce.checked_add(1).ok_or(TxError::Overflow)?;
-    let events = match t.body {
+    let events = match &t.body {
         TxBody::RegisterMeter {
             meter,
             region,
             role,
             pv_watts,
-        } => register_meter(state, signer, meter, region, role, pv_watts)?,
-        TxBody::RetireMeter { meter } => retire_meter(state, signer, meter)?,
-        TxBody::SetLocalFee { region, fee } => set_local_fee(state, signer, region, fee)?,
-        TxBody::Mint { to, amount } => mint(state, signer, to, amount)?,
+        } => register_meter(state, signer, *meter, *region, *role, *pv_watts)?,
+        TxBody::RetireMeter { meter } => retire_meter(state, signer, *meter)?,
+        TxBody::SetLocalFee { region, fee } => set_local_fee(state, signer, *region, *fee)?,
+        TxBody::Mint { to, amount } => mint(state, signer, *to, *amount)?,
         TxBody::SetTariffs {
             region,
             grid,
             feed_in,
-        } => set_tariffs(state, signer, region, grid, feed_in)?,
-        TxBody::Transfer { to, amount } => transfer(state, signer, to, amount)?,
-        TxBody::Redeem { amount } => redeem(state, signer, amount)?,
+        } => set_tariffs(state, signer, *region, *grid, *feed_in)?,
+        TxBody::Transfer { to, amount } => transfer(state, signer, *to, *amount)?,
+        TxBody::Redeem { amount } => redeem(state, signer, *amount)?,
         TxBody::PlaceOrder {
             region,
             slot,
@@ -188,17 +209,39 @@ pub fn apply_verified(
             energy,
         } => {
             let order = Order {
-                side,
-                limit,
-                energy,
+                side: *side,
+                limit: *limit,
+                energy: *energy,
             };
-            place_order(state, ctx, signer, region, slot, order)?
+            place_order(state, ctx, signer, *region, *slot, order)?
         }
         TxBody::CancelOrder { region, slot, side } => {
-            cancel_order(state, ctx, signer, region, slot, side)?
+            cancel_order(state, ctx, signer, *region, *slot, *side)?
         }
-        TxBody::Propose { change } => propose(state, signer, change)?,
-        TxBody::Vote { proposal, approve } => vote(state, signer, proposal, approve)?,
+        TxBody::Propose { change } => propose(state, signer, *change)?,
+        TxBody::Vote { proposal, approve } => vote(state, signer, *proposal, *approve)?,
+        TxBody::RegisterEnclave {
+            quote,
+            identity_key,
+        } => sealed_market::register_enclave(state, ctx, signer, quote, *identity_key)?,
+        TxBody::ActivateCommittee { members, group_key } => {
+            sealed_market::activate_committee(state, ctx, signer, members, *group_key)?
+        }
+        TxBody::PublishEpochKey {
+            epoch,
+            public_key,
+            signature,
+        } => sealed_market::publish_epoch_key(state, signer, *epoch, *public_key, signature)?,
+        TxBody::SubmitSealedOrder { sealed } => {
+            sealed_market::submit_sealed_order(state, ctx, signer, sealed)?
+        }
+        TxBody::DepositToAuctioneer { amount } => sealed_market::deposit(state, signer, *amount)?,
+        TxBody::RequestWithdrawal { amount } => {
+            sealed_market::request_withdrawal(state, signer, *amount)?
+        }
+        TxBody::PostSettlementReport { summary, signature } => {
+            sealed_market::post_settlement_report(state, ctx, signer, summary, signature)?
+        }
     };
     // Every handler has written by now; the nonce bump can not fail.
     let entry = state.records.accounts.entry(signer).or_default();
@@ -210,7 +253,7 @@ pub fn apply_verified(
     })
 }
 
-fn require(ok: bool, role: Role) -> Result<(), TxError> {
+pub(crate) fn require(ok: bool, role: Role) -> Result<(), TxError> {
     if ok {
         Ok(())
     } else {
@@ -218,7 +261,7 @@ fn require(ok: bool, role: Role) -> Result<(), TxError> {
     }
 }
 
-fn positive(amount: Money) -> Result<(), TxError> {
+pub(crate) fn positive(amount: Money) -> Result<(), TxError> {
     if amount.is_zero() {
         Err(TxError::ZeroAmount)
     } else {
@@ -226,7 +269,7 @@ fn positive(amount: Money) -> Result<(), TxError> {
     }
 }
 
-fn set_balance(state: &mut State, id: AccountId, balance: Money) {
+pub(crate) fn set_balance(state: &mut State, id: AccountId, balance: Money) {
     state.records.accounts.entry(id).or_default().balance = balance;
     state.touch(StateKey::Account(id));
 }
@@ -378,7 +421,7 @@ fn redeem(state: &mut State, signer: AccountId, amount: Money) -> Result<Vec<Eve
     Ok(Vec::new())
 }
 
-fn debit(account: Account, amount: Money) -> Result<Money, TxError> {
+pub(crate) fn debit(account: Account, amount: Money) -> Result<Money, TxError> {
     account
         .balance
         .checked_sub(amount)
@@ -389,7 +432,7 @@ fn debit(account: Account, amount: Money) -> Result<Money, TxError> {
 }
 
 /// The signer's active meter registration.
-fn active_meter(state: &State, signer: &AccountId) -> Result<Meter, TxError> {
+pub(crate) fn active_meter(state: &State, signer: &AccountId) -> Result<Meter, TxError> {
     let meter = *state
         .meter(signer)
         .ok_or(TxError::NotAuthorised { role: Role::Meter })?;
@@ -400,7 +443,7 @@ fn active_meter(state: &State, signer: &AccountId) -> Result<Meter, TxError> {
 }
 
 /// Whether orders for `slot` may be placed or cancelled at `now`.
-fn check_slot_open(state: &State, slot: Slot, now: Timestamp) -> Result<(), TxError> {
+pub(crate) fn check_slot_open(state: &State, slot: Slot, now: Timestamp) -> Result<(), TxError> {
     let genesis = state.genesis();
     if now >= genesis.close_of(slot) {
         return Err(TxError::SlotClosed { slot });
@@ -535,10 +578,10 @@ fn cancel_order(
 fn propose(
     state: &mut State,
     signer: AccountId,
-    change: ValidatorChange,
+    change: GovernanceChange,
 ) -> Result<Vec<Event>, TxError> {
     require(state.validators().contains(&signer), Role::Validator)?;
-    applicable(state.validators(), change)?;
+    applicable(state, change)?;
     let id = state.meta().next_proposal;
     let next = id.checked_add(1).ok_or(TxError::Overflow)?;
     state.records.meta.next_proposal = next;
@@ -577,12 +620,18 @@ fn vote(
     Ok(decide(state, id))
 }
 
-/// Whether `change` can apply to `validators`: never add a member twice, never
-/// remove a non-member or the last validator.
-fn applicable(validators: &BTreeSet<AccountId>, change: ValidatorChange) -> Result<(), TxError> {
+/// Whether `change` can apply to the state: never add a validator twice,
+/// never remove a non-member or the last validator; measurement changes only
+/// on a chain with a sealed market, and only if they change something.
+fn applicable(state: &State, change: GovernanceChange) -> Result<(), TxError> {
+    let validators = state.validators();
+    let sealed = state.genesis().sealed_market.is_some();
+    let measurements = state.measurements();
     let ok = match change {
-        ValidatorChange::Add(v) => !validators.contains(&v),
-        ValidatorChange::Remove(v) => validators.contains(&v) && validators.len() > 1,
+        GovernanceChange::Add(v) => !validators.contains(&v),
+        GovernanceChange::Remove(v) => validators.contains(&v) && validators.len() > 1,
+        GovernanceChange::AllowMeasurement(m) => sealed && !measurements.contains(&m),
+        GovernanceChange::RevokeMeasurement(m) => sealed && measurements.contains(&m),
     };
     if ok {
         Ok(())
@@ -605,15 +654,29 @@ fn decide(state: &mut State, id: u64) -> Vec<Event> {
     // 3·yes ≥ 2·n, and the same bound for what is still possible.
     let passed = 3 * yes >= 2 * n;
     let hopeless = 3 * (n - no) < 2 * n;
-    let still_applicable = applicable(validators, change).is_ok();
+    let still_applicable = applicable(state, change).is_ok();
     let mut events = Vec::new();
     if passed && still_applicable {
-        match change {
-            ValidatorChange::Add(v) => state.records.validators.insert(v),
-            ValidatorChange::Remove(v) => state.records.validators.remove(&v),
+        let key = match change {
+            GovernanceChange::Add(v) => {
+                state.records.validators.insert(v);
+                StateKey::Validators
+            }
+            GovernanceChange::Remove(v) => {
+                state.records.validators.remove(&v);
+                StateKey::Validators
+            }
+            GovernanceChange::AllowMeasurement(m) => {
+                state.records.measurements.insert(m);
+                StateKey::Measurements
+            }
+            GovernanceChange::RevokeMeasurement(m) => {
+                state.records.measurements.remove(&m);
+                StateKey::Measurements
+            }
         };
-        state.touch(StateKey::Validators);
-        events.push(Event::ValidatorSetChanged { change });
+        state.touch(key);
+        events.push(Event::GovernanceChanged { change });
     }
     if passed || hopeless || !still_applicable {
         state.records.proposals.remove(&id);
@@ -644,6 +707,7 @@ pub fn end_block(state: &mut State, ctx: &BlockContext) -> Vec<Event> {
             events.extend(settle(state, ctx.height, region, slot, book));
         }
     }
+    sealed_market::close_sealed_books(state, ctx);
     state.records.meta.height = ctx.height;
     state.records.meta.time = ctx.time;
     state.touch(StateKey::Meta);

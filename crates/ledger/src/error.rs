@@ -1,5 +1,6 @@
 //! Why a transaction or a genesis is rejected.
 
+use quartier_enclave::attestation::AttestationError;
 use quartier_types::{Energy, Money, Price, RegionId, Slot};
 
 /// The roles that transactions are authorised by.
@@ -15,6 +16,8 @@ pub enum Role {
     Prosumer,
     /// A member of the validator set.
     Validator,
+    /// A registered auctioneer enclave (mode B).
+    Enclave,
 }
 
 impl std::fmt::Display for Role {
@@ -25,6 +28,7 @@ impl std::fmt::Display for Role {
             Role::Meter => "registered meter",
             Role::Prosumer => "prosumer meter",
             Role::Validator => "validator",
+            Role::Enclave => "registered enclave",
         })
     }
 }
@@ -146,6 +150,49 @@ pub enum TxError {
     /// An amount would overflow 64 bits.
     #[error("amount overflows")]
     Overflow,
+
+    // --- privacy mode B ---
+    /// This chain has no sealed market (no enclave policy at genesis).
+    #[error("this chain has no sealed market")]
+    NoSealedMarket,
+    /// The quote is refused: bad signature, unknown measurement, wrong backend.
+    #[error("attestation refused: {0}")]
+    Attestation(AttestationError),
+    /// The quote's report data is not `identity_key ‖ signer`.
+    #[error("quote does not vouch for this identity key and account")]
+    QuoteBinding,
+    /// The enclave account is already registered.
+    #[error("enclave already registered")]
+    EnclaveRegistered,
+    /// The committee is malformed: unsorted or duplicate members, an
+    /// unregistered member, the signer not among them, or fewer than the threshold.
+    #[error("invalid committee")]
+    InvalidCommittee,
+    /// No committee has taken office yet.
+    #[error("no enclave committee in office")]
+    NoCommittee,
+    /// The epoch is not later than the last published one.
+    #[error("epoch {0} is not later than the last published")]
+    StaleEpoch(u64),
+    /// The sealed order names an epoch whose key was never published.
+    #[error("no key published for epoch {0}")]
+    UnknownEpoch(u64),
+    /// The sealed ciphertext does not have the one fixed size.
+    #[error("sealed order has the wrong size")]
+    SealedOrderSize,
+    /// The committee's signature does not verify.
+    #[error("invalid committee signature")]
+    InvalidGroupSignature,
+    /// No closed batch of sealed orders waits for this report.
+    #[error("no sealed batch awaits a report for this region and slot")]
+    NoSuchBatch,
+    /// An earlier slot of the region still awaits its report.
+    #[error("an earlier slot of the region awaits its report")]
+    ReportOutOfOrder,
+    /// The report does not fit its batch: order count, unbalanced totals, a
+    /// payout nobody requested, or more money out than custody holds.
+    #[error("report does not fit its batch")]
+    ReportMismatch,
 }
 
 /// Why a genesis document is not admissible.
@@ -166,6 +213,9 @@ pub enum GenesisError {
     /// The DSO and the utility must be distinct accounts.
     #[error("DSO and utility must be distinct")]
     Roles,
+    /// The mode B policy needs a threshold of at least 2 and epochs of at least one slot.
+    #[error("sealed market policy needs threshold >= 2 and epoch_slots >= 1")]
+    SealedMarket,
 }
 
 /// Why a state snapshot can not be taken or loaded.

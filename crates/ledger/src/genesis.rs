@@ -2,6 +2,8 @@
 
 use crate::GenesisError;
 use borsh::{BorshDeserialize, BorshSerialize};
+use quartier_enclave::attestation::{AttestationRoot, Measurement};
+use quartier_enclave::sealed::Epoch;
 use quartier_types::hash::{self, Digest};
 use quartier_types::{AccountId, Money, RegionId, RegionParams, Slot, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -54,6 +56,30 @@ pub struct Genesis {
     pub metered_ms: u64,
     /// Initial balances (part of the IOU supply from the start).
     pub allocations: Vec<(AccountId, Money)>,
+    /// Privacy mode B: the enclave policy; `None` disables sealed orders.
+    #[serde(default)]
+    pub sealed_market: Option<SealedMarketPolicy>,
+}
+
+/// How a chain admits auctioneer enclaves (privacy mode B, DESIGN §7).
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealedMarketPolicy {
+    /// Who signs quotes (for now only the simulated backend exists).
+    pub attestation: AttestationRoot,
+    /// Measurements allowed from the start; governance adds and revokes more.
+    pub measurements: Vec<Measurement>,
+    /// How many committee members must sign a report or an epoch key.
+    pub threshold: u16,
+    /// Slots per epoch key: households seal slot `s` to epoch `s / epoch_slots`.
+    pub epoch_slots: u64,
+}
+
+impl SealedMarketPolicy {
+    /// The epoch whose key seals orders for `slot`.
+    pub fn epoch_of(&self, slot: Slot) -> Epoch {
+        Epoch(slot.0 / self.epoch_slots.max(1))
+    }
 }
 
 impl Genesis {
@@ -92,6 +118,11 @@ impl Genesis {
             .try_fold(Money::ZERO, |sum, (_, m)| sum.checked_add(*m));
         if accounts.len() != self.allocations.len() || total.is_none() {
             return Err(GenesisError::Allocations);
+        }
+        if let Some(policy) = &self.sealed_market
+            && (policy.threshold < 2 || policy.epoch_slots == 0)
+        {
+            return Err(GenesisError::SealedMarket);
         }
         Ok(())
     }

@@ -8,7 +8,7 @@
 //! height and time, so every validator computes the same state.
 //!
 //! # Invariants
-//! - IOU supply = Σ balances + escrow; it changes only by `Mint`, `Redeem` and
+//! - IOU supply = Σ balances + escrow + custody (mode B); it changes only by `Mint`, `Redeem` and
 //!   the utility's feed-in cover (an issuance, counted in `Meta::issued`).
 //! - A buy escrows `energy × grid_tariff`, the most it can owe; the book's
 //!   parameters are frozen when it opens, so the escrow always covers the bill.
@@ -21,6 +21,7 @@ mod apply;
 mod error;
 mod genesis;
 mod merkle;
+mod sealed_market;
 mod state;
 mod tx;
 
@@ -29,14 +30,18 @@ pub use apply::{
     execute_block,
 };
 pub use error::{GenesisError, Role, SnapshotError, TxError};
-pub use genesis::{ChainId, Genesis, TAG_CHAIN_ID};
+pub use genesis::{ChainId, Genesis, SealedMarketPolicy, TAG_CHAIN_ID};
 pub use merkle::MerkleStoreCorrupt;
+pub use sealed_market::{
+    Committee, CommitteeVote, CustodyFlows, Enclave, KEPT_EPOCHS, MAX_COMMITTEE, MAX_PAYOUTS,
+    PostedReport, SealedBatch, SealedEntry,
+};
 pub use state::{
     Account, Book, BookOrder, InvalidProof, Meta, Meter, Proposal, Settlement, State, StateKey,
     StateProof,
 };
 pub use tx::{
-    MAX_TX_BYTES, MeterRole, SignedTx, TAG_TX, TAG_TX_HASH, Tx, TxBody, ValidatorChange,
+    GovernanceChange, MAX_TX_BYTES, MeterRole, SignedTx, TAG_TX, TAG_TX_HASH, Tx, TxBody,
     VerifiedTx, verify_batch,
 };
 

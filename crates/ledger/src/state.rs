@@ -1,10 +1,17 @@
 //! The contract's state, its keys in the Merkle tree, and proofs.
 
 use crate::merkle::{MerkleStore, MerkleStoreCorrupt};
-use crate::{ChainId, Genesis, GenesisError, MeterRole, SnapshotError, ValidatorChange, canonical};
+use crate::sealed_market::{
+    Committee, CommitteeVote, CustodyFlows, Enclave, PostedReport, SealedBatch, SealedEntry,
+};
+use crate::{
+    ChainId, Genesis, GenesisError, GovernanceChange, MeterRole, SnapshotError, canonical,
+};
 use borsh::{BorshDeserialize, BorshSerialize};
 use jmt::KeyHash;
 use quartier_auction::Clearing;
+use quartier_enclave::attestation::Measurement;
+use quartier_enclave::sealed::Epoch;
 use quartier_types::hash::Digest;
 use quartier_types::{
     AccountId, Energy, Height, Money, Order, RegionId, RegionParams, Slot, Timestamp,
@@ -93,7 +100,7 @@ pub struct Settlement {
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 pub struct Proposal {
     /// The change.
-    pub change: ValidatorChange,
+    pub change: GovernanceChange,
     /// Validators in favour.
     pub yes: BTreeSet<AccountId>,
     /// Validators against.
@@ -128,6 +135,8 @@ pub struct Meta {
     pub redeemed: Money,
     /// The id of the next proposal.
     pub next_proposal: u64,
+    /// IOUs in the mode B enclaves' custody (prepaid balances and their escrow).
+    pub custody: Money,
 }
 
 /// A key of the state in the Merkle tree. Its borsh bytes, hashed, are the
@@ -150,8 +159,26 @@ pub enum StateKey {
     Book(RegionId, Slot),
     /// A settlement.
     Settlement(RegionId, Slot),
-    /// A validator-set proposal.
+    /// A governance proposal.
     Proposal(u64),
+    /// Mode B: the allowed enclave measurements.
+    Measurements,
+    /// Mode B: a registered enclave.
+    Enclave(AccountId),
+    /// Mode B: the committee in office.
+    Committee,
+    /// Mode B: a member's vote for a committee.
+    CommitteeVote(AccountId),
+    /// Mode B: the recent epoch keys.
+    Epochs,
+    /// Mode B: a slot's sealed orders before its gate.
+    SealedBook(RegionId, Slot),
+    /// Mode B: a region's deposits and withdrawal requests not yet batched.
+    CustodyFlows(RegionId),
+    /// Mode B: a closed slot awaiting its report.
+    SealedBatch(RegionId, Slot),
+    /// Mode B: an accepted report.
+    SealedReport(RegionId, Slot),
 }
 
 impl StateKey {
@@ -174,6 +201,16 @@ pub(crate) struct Records {
     pub(crate) books: BTreeMap<(Slot, RegionId), Book>,
     pub(crate) settlements: BTreeMap<(RegionId, Slot), Settlement>,
     pub(crate) proposals: BTreeMap<u64, Proposal>,
+    pub(crate) measurements: BTreeSet<Measurement>,
+    pub(crate) enclaves: BTreeMap<AccountId, Enclave>,
+    pub(crate) committee: Option<Committee>,
+    pub(crate) committee_votes: BTreeMap<AccountId, CommitteeVote>,
+    pub(crate) epochs: BTreeMap<Epoch, [u8; 32]>,
+    /// Keyed slot first, like `books`.
+    pub(crate) sealed_books: BTreeMap<(Slot, RegionId), Vec<SealedEntry>>,
+    pub(crate) custody_flows: BTreeMap<RegionId, CustodyFlows>,
+    pub(crate) batches: BTreeMap<(RegionId, Slot), SealedBatch>,
+    pub(crate) reports: BTreeMap<(RegionId, Slot), PostedReport>,
 }
 
 /// The contract's state: typed records, the keys changed since the last
@@ -245,9 +282,28 @@ impl State {
             books: BTreeMap::new(),
             settlements: BTreeMap::new(),
             proposals: BTreeMap::new(),
+            measurements: genesis
+                .sealed_market
+                .iter()
+                .flat_map(|p| p.measurements.iter().copied())
+                .collect(),
+            enclaves: BTreeMap::new(),
+            committee: None,
+            committee_votes: BTreeMap::new(),
+            epochs: BTreeMap::new(),
+            sealed_books: BTreeMap::new(),
+            custody_flows: BTreeMap::new(),
+            batches: BTreeMap::new(),
+            reports: BTreeMap::new(),
             genesis,
         };
-        let mut dirty = BTreeSet::from([StateKey::Genesis, StateKey::Meta, StateKey::Validators]);
+        let mut dirty = BTreeSet::from([
+            StateKey::Genesis,
+            StateKey::Meta,
+            StateKey::Validators,
+            StateKey::Measurements,
+            StateKey::Epochs,
+        ]);
         for (account, amount) in &records.genesis.allocations {
             records.accounts.entry(*account).or_default().balance = *amount;
             dirty.insert(StateKey::Account(*account));
@@ -308,6 +364,32 @@ impl State {
                 .map(|(region, slot)| StateKey::Settlement(*region, *slot)),
         );
         dirty.extend(r.proposals.keys().map(|k| StateKey::Proposal(*k)));
+        dirty.extend([StateKey::Measurements, StateKey::Epochs]);
+        if r.committee.is_some() {
+            dirty.insert(StateKey::Committee);
+        }
+        dirty.extend(r.enclaves.keys().map(|k| StateKey::Enclave(*k)));
+        dirty.extend(
+            r.committee_votes
+                .keys()
+                .map(|k| StateKey::CommitteeVote(*k)),
+        );
+        dirty.extend(
+            r.sealed_books
+                .keys()
+                .map(|(slot, region)| StateKey::SealedBook(*region, *slot)),
+        );
+        dirty.extend(r.custody_flows.keys().map(|k| StateKey::CustodyFlows(*k)));
+        dirty.extend(
+            r.batches
+                .keys()
+                .map(|(region, slot)| StateKey::SealedBatch(*region, *slot)),
+        );
+        dirty.extend(
+            r.reports
+                .keys()
+                .map(|(region, slot)| StateKey::SealedReport(*region, *slot)),
+        );
         let mut state = State {
             chain_id: records.genesis.chain_id(),
             records,
@@ -406,6 +488,55 @@ impl State {
             .map(|(_, s)| s)
     }
 
+    /// Mode B: the measurements enclaves may register with.
+    pub fn measurements(&self) -> &BTreeSet<Measurement> {
+        &self.records.measurements
+    }
+
+    /// Mode B: the registered enclaves.
+    pub fn enclaves(&self) -> &BTreeMap<AccountId, Enclave> {
+        &self.records.enclaves
+    }
+
+    /// Mode B: the committee in office.
+    pub fn committee(&self) -> Option<&Committee> {
+        self.records.committee.as_ref()
+    }
+
+    /// Mode B: the recent epoch keys, oldest first.
+    pub fn epoch_keys(&self) -> &BTreeMap<Epoch, [u8; 32]> {
+        &self.records.epochs
+    }
+
+    /// Mode B: a slot's sealed orders before its gate.
+    pub fn sealed_book(&self, region: RegionId, slot: Slot) -> Option<&[SealedEntry]> {
+        self.records
+            .sealed_books
+            .get(&(slot, region))
+            .map(Vec::as_slice)
+    }
+
+    /// Mode B: the closed slots awaiting a report, by region and slot.
+    pub fn sealed_batches(&self) -> impl Iterator<Item = ((RegionId, Slot), &SealedBatch)> {
+        self.records.batches.iter().map(|(k, b)| (*k, b))
+    }
+
+    /// Mode B: an accepted report.
+    pub fn sealed_report(&self, region: RegionId, slot: Slot) -> Option<&PostedReport> {
+        self.records.reports.get(&(region, slot))
+    }
+
+    /// Mode B: one region's accepted reports in slot order.
+    pub fn region_reports(
+        &self,
+        region: RegionId,
+    ) -> impl DoubleEndedIterator<Item = &PostedReport> {
+        self.records
+            .reports
+            .range((region, Slot(0))..=(region, Slot(u64::MAX)))
+            .map(|(_, r)| r)
+    }
+
     /// A proposal.
     pub fn proposal(&self, id: u64) -> Option<&Proposal> {
         self.records.proposals.get(&id)
@@ -460,6 +591,17 @@ impl State {
                 r.settlements.get(&(*region, *slot)).map(canonical)
             }
             StateKey::Proposal(id) => r.proposals.get(id).map(canonical),
+            StateKey::Measurements => Some(canonical(&r.measurements)),
+            StateKey::Enclave(id) => r.enclaves.get(id).map(canonical),
+            StateKey::Committee => r.committee.as_ref().map(canonical),
+            StateKey::CommitteeVote(id) => r.committee_votes.get(id).map(canonical),
+            StateKey::Epochs => Some(canonical(&r.epochs)),
+            StateKey::SealedBook(region, slot) => {
+                r.sealed_books.get(&(*slot, *region)).map(canonical)
+            }
+            StateKey::CustodyFlows(region) => r.custody_flows.get(region).map(canonical),
+            StateKey::SealedBatch(region, slot) => r.batches.get(&(*region, *slot)).map(canonical),
+            StateKey::SealedReport(region, slot) => r.reports.get(&(*region, *slot)).map(canonical),
         }
     }
 

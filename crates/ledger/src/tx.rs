@@ -9,6 +9,10 @@
 use crate::{ChainId, TxError, canonical};
 use borsh::{BorshDeserialize, BorshSerialize};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use quartier_enclave::attestation::{Measurement, Quote};
+use quartier_enclave::auctioneer::SlotSummary;
+use quartier_enclave::committee::{GroupPublicKey, GroupSignature};
+use quartier_enclave::sealed::{Epoch, SealedOrder};
 use quartier_types::hash::{self, Digest};
 use quartier_types::{AccountId, Energy, Money, Price, RegionId, Side, Slot};
 use serde::{Deserialize, Serialize};
@@ -33,22 +37,25 @@ pub enum MeterRole {
     Prosumer = 1,
 }
 
-/// A change to the validator set, decided by 2/3 of the validators.
+/// A governance decision, taken by 2/3 of the validators: a change to the
+/// validator set, or to the enclave measurements mode B admits.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
-pub enum ValidatorChange {
+pub enum GovernanceChange {
     /// Admit a validator.
     Add(AccountId),
     /// Remove a validator.
     Remove(AccountId),
+    /// Allow enclaves built from this measurement to register.
+    AllowMeasurement(Measurement),
+    /// Stop admitting this measurement (registered enclaves stay).
+    RevokeMeasurement(Measurement),
 }
 
 /// What a transaction does. The signer's role is checked before anything else.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
-)]
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TxBody {
     /// DSO: allow `meter` to trade in `region`, with its PV capacity in watts peak.
@@ -127,7 +134,7 @@ pub enum TxBody {
     /// Validator: propose a change to the validator set (counts as a yes vote).
     Propose {
         /// The change.
-        change: ValidatorChange,
+        change: GovernanceChange,
     },
     /// Validator: vote on an open proposal.
     Vote {
@@ -135,6 +142,60 @@ pub enum TxBody {
         proposal: u64,
         /// Yes or no.
         approve: bool,
+    },
+    /// Mode B, an enclave's own account: admit the enclave. Its quote must
+    /// verify against the chain's attestation root and an allowed measurement,
+    /// and its report data must be `identity_key ‖ signer`.
+    RegisterEnclave {
+        /// The attestation quote.
+        quote: Quote,
+        /// The enclave's X25519 identity key (epoch secrets are sealed to it).
+        #[serde(with = "quartier_types::hex")]
+        identity_key: [u8; 32],
+    },
+    /// Mode B, a registered enclave: vote for the committee a DKG produced; it
+    /// takes office once every member voted for the same members and key.
+    ActivateCommittee {
+        /// The members, registered enclaves, in ascending order.
+        members: Vec<AccountId>,
+        /// The FROST group key their DKG produced.
+        group_key: GroupPublicKey,
+    },
+    /// Mode B, a registered enclave: publish the next epoch key, signed by the committee.
+    PublishEpochKey {
+        /// The epoch; later than every published one.
+        epoch: Epoch,
+        /// The HPKE public key households seal to.
+        #[serde(with = "quartier_types::hex")]
+        public_key: [u8; 32],
+        /// The committee's signature over `epoch_key_message(epoch, public_key)`.
+        #[serde(with = "quartier_types::hex")]
+        signature: GroupSignature,
+    },
+    /// Mode B, a registered meter: its sealed order for one slot (one per slot).
+    SubmitSealedOrder {
+        /// The sealed order.
+        sealed: SealedOrder,
+    },
+    /// Mode B, a registered meter: move IOUs into the enclaves' custody,
+    /// credited to its prepaid balance from the next slot whose gate closes.
+    DepositToAuctioneer {
+        /// The amount.
+        amount: Money,
+    },
+    /// Mode B, a registered meter: ask the enclaves to pay prepaid IOUs back;
+    /// paid when a report approves it.
+    RequestWithdrawal {
+        /// The amount.
+        amount: Money,
+    },
+    /// Mode B, a registered enclave: a slot's summary with the committee's signature.
+    PostSettlementReport {
+        /// The public summary.
+        summary: SlotSummary,
+        /// The committee's signature over `report_message(summary)`.
+        #[serde(with = "quartier_types::hex")]
+        signature: GroupSignature,
     },
 }
 

@@ -75,7 +75,7 @@ pub enum TxProgress {
 pub enum AgentEffect {
     /// Submit this transaction to a node (again, if already sent: the same
     /// bytes, so it is idempotent). After an `Unreachable`, use another node.
-    Submit(SignedTx),
+    Submit(Box<SignedTx>),
     /// Ask a node for the account's next nonce and report it as [`AgentInput::Nonce`].
     FetchNonce,
     /// The order for `slot` was given up: the chain will never include it.
@@ -221,7 +221,7 @@ impl MeterAgent {
             TxProgress::Pending => {}
             TxProgress::Unknown | TxProgress::Unreachable => {
                 if let Some(tx) = self.in_flight() {
-                    effects.push(AgentEffect::Submit(tx.clone()));
+                    effects.push(AgentEffect::Submit(Box::new(tx.clone())));
                 }
             }
             TxProgress::Rejected(reason) => {
@@ -279,7 +279,7 @@ impl MeterAgent {
         }
         .sign(&self.key);
         head.tx = Some(tx.clone());
-        effects.push(AgentEffect::Submit(tx));
+        effects.push(AgentEffect::Submit(Box::new(tx)));
     }
 }
 
@@ -301,6 +301,7 @@ mod tests {
             lead_slots: 1,
             metered_ms: 900_000,
             allocations: vec![],
+            sealed_market: None,
         }
     }
 
@@ -329,7 +330,7 @@ mod tests {
         effects
             .iter()
             .filter_map(|e| match e {
-                AgentEffect::Submit(tx) => Some(tx.clone()),
+                AgentEffect::Submit(tx) => Some((**tx).clone()),
                 _ => None,
             })
             .collect()

@@ -130,6 +130,7 @@ pub fn lay_out(dir: &Path, plan: &DevnetPlan) -> Result<DevnetLayout, ConfigErro
             metered_ms: 900_000,
             // The utility's float for paying feed-in: 10 000 CHF.
             allocations: vec![(utility, Money::new(10_000 * 100_000_000))],
+            sealed_market: None,
         },
         peers: peers.clone(),
     };

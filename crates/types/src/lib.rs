@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod hash;
+pub mod hex;
 mod ids;
 mod market;
 mod units;

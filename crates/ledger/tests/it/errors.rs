@@ -3,7 +3,7 @@
 
 use crate::kit::*;
 use quartier_ledger::{
-    MAX_TX_BYTES, MeterRole, Role, SignedTx, Tx, TxBody, TxError, ValidatorChange, apply,
+    GovernanceChange, MAX_TX_BYTES, MeterRole, Role, SignedTx, Tx, TxBody, TxError, apply,
 };
 use quartier_types::{Energy, Money, Price, RegionId, Side, Slot};
 use std::collections::BTreeSet;
@@ -37,9 +37,24 @@ fn name(e: &TxError) -> &'static str {
         TxError::AlreadyVoted => "AlreadyVoted",
         TxError::InvalidProposal => "InvalidProposal",
         TxError::Overflow => "Overflow",
+        // Mode B: every one is produced in `sealed_market.rs`.
+        TxError::NoSealedMarket => "NoSealedMarket",
+        TxError::Attestation(_) => "Attestation",
+        TxError::QuoteBinding => "QuoteBinding",
+        TxError::EnclaveRegistered => "EnclaveRegistered",
+        TxError::InvalidCommittee => "InvalidCommittee",
+        TxError::NoCommittee => "NoCommittee",
+        TxError::StaleEpoch(_) => "StaleEpoch",
+        TxError::UnknownEpoch(_) => "UnknownEpoch",
+        TxError::SealedOrderSize => "SealedOrderSize",
+        TxError::InvalidGroupSignature => "InvalidGroupSignature",
+        TxError::NoSuchBatch => "NoSuchBatch",
+        TxError::ReportOutOfOrder => "ReportOutOfOrder",
+        TxError::ReportMismatch => "ReportMismatch",
     }
 }
 
+/// The variants of the open market, all produced here.
 const ALL: usize = 25;
 
 /// A chain at slot 10 with meters p1 (R1, 5 kWp), c1 (R1, consumer),
@@ -203,7 +218,7 @@ fn every_tx_error_variant_from_a_concrete_bad_transaction() {
     let tx = c.tx(
         &p1,
         TxBody::Propose {
-            change: ValidatorChange::Add(id(&p1)),
+            change: GovernanceChange::Add(id(&p1)),
         },
     );
     check!(
@@ -366,14 +381,14 @@ fn every_tx_error_variant_from_a_concrete_bad_transaction() {
     let tx = c.tx(
         &v0,
         TxBody::Propose {
-            change: ValidatorChange::Add(id(&key("validator-1"))),
+            change: GovernanceChange::Add(id(&key("validator-1"))),
         },
     );
     check!(&c, tx, TxError::InvalidProposal);
     c.queue(
         &v0,
         TxBody::Propose {
-            change: ValidatorChange::Add(id(&p1)),
+            change: GovernanceChange::Add(id(&p1)),
         },
     );
     c.block_ok(c.time + 1);

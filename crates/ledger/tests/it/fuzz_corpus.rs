@@ -3,7 +3,11 @@
 //! every kind as seeds.
 
 use crate::kit::*;
-use quartier_ledger::{MeterRole, SignedTx, TxBody, ValidatorChange};
+use quartier_auction::Totals;
+use quartier_enclave::attestation::{Measurement, SimulatedAttestationService};
+use quartier_enclave::auctioneer::{Aggregates, SlotSummary};
+use quartier_enclave::sealed::{CIPHERTEXT_LEN, Epoch, SealedOrder};
+use quartier_ledger::{GovernanceChange, MeterRole, SignedTx, TxBody};
 use quartier_types::{Energy, Money, Price, Side, Slot};
 use std::path::PathBuf;
 
@@ -80,7 +84,7 @@ fn seeds() -> Vec<(&'static str, TxBody)> {
         (
             "propose",
             TxBody::Propose {
-                change: ValidatorChange::Remove(who),
+                change: GovernanceChange::Remove(who),
             },
         ),
         (
@@ -88,6 +92,64 @@ fn seeds() -> Vec<(&'static str, TxBody)> {
             TxBody::Vote {
                 proposal: 0,
                 approve: true,
+            },
+        ),
+        (
+            "register_enclave",
+            TxBody::RegisterEnclave {
+                quote: SimulatedAttestationService::new([1; 32])
+                    .quote(Measurement([2; 32]), [3; 64]),
+                identity_key: [4; 32],
+            },
+        ),
+        (
+            "epoch_key",
+            TxBody::PublishEpochKey {
+                epoch: Epoch(2),
+                public_key: [5; 32],
+                signature: [6; 64],
+            },
+        ),
+        (
+            "sealed_order",
+            TxBody::SubmitSealedOrder {
+                sealed: SealedOrder {
+                    region: R1,
+                    slot: Slot(3),
+                    epoch: Epoch(0),
+                    encapped_key: [7; 32],
+                    ciphertext: vec![8; CIPHERTEXT_LEN],
+                },
+            },
+        ),
+        (
+            "deposit",
+            TxBody::DepositToAuctioneer {
+                amount: Money::new(9),
+            },
+        ),
+        (
+            "withdraw",
+            TxBody::RequestWithdrawal {
+                amount: Money::new(9),
+            },
+        ),
+        (
+            "report",
+            TxBody::PostSettlementReport {
+                summary: SlotSummary {
+                    region: R1,
+                    slot: Slot(3),
+                    receipts_root: quartier_types::hash::tagged("X", &[]),
+                    aggregates: Aggregates {
+                        sealed: 2,
+                        cleared: 1,
+                        totals: Totals::default(),
+                        prices: None,
+                    },
+                    payouts: vec![(who, Money::new(1))],
+                },
+                signature: [10; 64],
             },
         ),
     ]

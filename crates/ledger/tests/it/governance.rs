@@ -1,7 +1,7 @@
 //! Validator-set changes need yes votes from 2/3 of the current validators.
 
 use crate::kit::*;
-use quartier_ledger::{Event, TxBody, ValidatorChange};
+use quartier_ledger::{Event, GovernanceChange, TxBody};
 
 #[test]
 fn a_validator_joins_with_two_thirds_and_not_before() {
@@ -11,7 +11,7 @@ fn a_validator_joins_with_two_thirds_and_not_before() {
     c.queue(
         &v(0),
         TxBody::Propose {
-            change: ValidatorChange::Add(newcomer),
+            change: GovernanceChange::Add(newcomer),
         },
     );
     c.block_ok(1);
@@ -38,8 +38,8 @@ fn a_validator_joins_with_two_thirds_and_not_before() {
     let receipt = out.results[0].as_ref().unwrap();
     assert_eq!(
         receipt.events,
-        vec![Event::ValidatorSetChanged {
-            change: ValidatorChange::Add(newcomer)
+        vec![Event::GovernanceChanged {
+            change: GovernanceChange::Add(newcomer)
         }]
     );
     assert!(
@@ -56,7 +56,7 @@ fn two_no_votes_of_four_sink_a_proposal() {
     c.queue(
         &v(0),
         TxBody::Propose {
-            change: ValidatorChange::Remove(target),
+            change: GovernanceChange::Remove(target),
         },
     );
     c.queue(

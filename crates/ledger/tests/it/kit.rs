@@ -48,6 +48,7 @@ pub fn genesis() -> Genesis {
         lead_slots: 1,
         metered_ms: 900_000,
         allocations: vec![(id(&key("utility")), chf(1_000))],
+        sealed_market: None,
     }
 }
 

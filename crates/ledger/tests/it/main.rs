@@ -8,4 +8,5 @@ mod kit;
 mod proofs;
 mod properties;
 mod scenario;
+mod sealed_market;
 mod snapshots;

@@ -303,7 +303,7 @@ fn run(actions: &[Action]) -> Result<Vec<Digest>, TestCaseError> {
             ),
         };
         let nonce = state.account(&id(&signer)).nonce.wrapping_add(nonce_shift);
-        let tx = signed(&state, &signer, body, nonce);
+        let tx = signed(&state, &signer, body.clone(), nonce);
         let before = state.clone();
         match apply(&mut state, &tx, &ctx) {
             Err(_) => prop_assert!(state == before, "rejected {:?} changed the state", a),

@@ -43,6 +43,7 @@ fn thirty_seven_households_trade_a_day_and_every_balance_reconciles() {
         .collect();
     let mut c = Chain::from_genesis(Genesis {
         allocations: vec![(id(&key("utility")), chf(20))],
+        sealed_market: None,
         ..genesis()
     });
     let (dso, utility) = (key("dso"), key("utility"));
@@ -159,6 +160,7 @@ pub fn check_settlement(st: &Settlement) {
 fn feed_in_the_utility_can_not_pay_is_issued_to_it_and_recorded() {
     let mut c = Chain::from_genesis(Genesis {
         allocations: vec![],
+        sealed_market: None,
         ..genesis()
     });
     let seller = key("seller");

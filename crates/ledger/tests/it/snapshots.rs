@@ -2,7 +2,7 @@
 //! records, goes on exactly like the original, and corrupt bytes are refused.
 
 use crate::kit::*;
-use quartier_ledger::{MeterRole, SnapshotError, State, TxBody, ValidatorChange};
+use quartier_ledger::{GovernanceChange, MeterRole, SnapshotError, State, TxBody};
 use quartier_types::{Energy, Price, RegionId, Side, Slot};
 
 /// A chain with every kind of record: accounts, meters, regions, an open
@@ -35,7 +35,7 @@ fn busy_chain() -> Chain {
     c.queue(
         &key("validator-0"),
         TxBody::Propose {
-            change: ValidatorChange::Add(id(&key("x"))),
+            change: GovernanceChange::Add(id(&key("x"))),
         },
     );
     c.block_ok(0);

@@ -63,6 +63,7 @@ pub fn genesis(validators: &[ed25519::PrivateKey]) -> Genesis {
         lead_slots: 1,
         metered_ms: 900_000,
         allocations: vec![],
+        sealed_market: None,
     }
 }
 

@@ -1,0 +1,473 @@
+//! Privacy mode B on chain (DESIGN §7): enclave registration, the committee,
+//! epoch keys, sealed orders, custody and threshold-signed reports.
+//!
+//! The chain never sees an order's content. It checks who may do what, keeps
+//! the sealed orders of each slot in arrival order, and at the slot's gate
+//! freezes them with the region's deposits and withdrawal requests into a
+//! [`SealedBatch`]. Every enclave clears the same batch from the same prepaid
+//! ledger, so honest enclaves compute the same [`SlotSummary`]; the chain
+//! accepts it only with the committee's group signature and moves the money
+//! it implies between custody, the utility, the DSO and the payees.
+//!
+//! # Invariant
+//! IOU supply = Σ balances + escrow + custody.
+
+use crate::apply::{Event, active_meter, check_slot_open, debit, positive, require, set_balance};
+use crate::state::StateKey;
+use crate::{BlockContext, Role, State, TxError};
+use borsh::{BorshDeserialize, BorshSerialize};
+use quartier_enclave::attestation::Quote;
+use quartier_enclave::auctioneer::SlotSummary;
+use quartier_enclave::committee::{GroupPublicKey, GroupSignature, report_message};
+use quartier_enclave::epoch::epoch_key_message;
+use quartier_enclave::sealed::{CIPHERTEXT_LEN, Epoch, SealedOrder};
+use quartier_types::{AccountId, Height, Money, RegionId, Slot};
+use serde::{Deserialize, Serialize};
+
+/// The most members a committee may have (bounds the transaction size).
+pub const MAX_COMMITTEE: usize = 16;
+/// The most payouts one report may carry (bounds the transaction size).
+pub const MAX_PAYOUTS: usize = 8;
+/// How many recent epoch keys the state keeps.
+pub const KEPT_EPOCHS: usize = 16;
+
+/// A registered auctioneer enclave.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+pub struct Enclave {
+    /// Its X25519 identity key, vouched for by its quote.
+    #[serde(with = "quartier_types::hex")]
+    pub identity_key: [u8; 32],
+    /// The measurement its quote attested.
+    pub measurement: quartier_enclave::attestation::Measurement,
+    /// The block that registered it.
+    pub registered: Height,
+}
+
+/// The enclave committee in office.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Committee {
+    /// Its members, ascending.
+    pub members: Vec<AccountId>,
+    /// The FROST group key.
+    pub group_key: GroupPublicKey,
+    /// How many members must sign.
+    pub threshold: u16,
+    /// The block it took office in.
+    pub since: Height,
+}
+
+/// A member's vote for a committee.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct CommitteeVote {
+    /// The members voted for.
+    pub members: Vec<AccountId>,
+    /// The group key voted for.
+    pub group_key: GroupPublicKey,
+}
+
+/// A sealed order in a book, with the meter that submitted it.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct SealedEntry {
+    /// The submitting meter.
+    pub meter: AccountId,
+    /// The sealed order.
+    pub sealed: SealedOrder,
+}
+
+/// Custody movements of one region waiting for the next batch.
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+pub struct CustodyFlows {
+    /// Deposits, in arrival order.
+    pub deposits: Vec<(AccountId, Money)>,
+    /// Withdrawal requests, in arrival order.
+    pub withdrawals: Vec<(AccountId, Money)>,
+}
+
+/// One region's slot after its gate: what the enclaves must clear.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct SealedBatch {
+    /// The sealed orders in arrival order.
+    pub orders: Vec<SealedEntry>,
+    /// Deposits credited before the orders are opened; withdrawal requests
+    /// decided after the slot clears.
+    pub flows: CustodyFlows,
+    /// The block that closed it.
+    pub closed: Height,
+}
+
+/// A report the chain accepted.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct PostedReport {
+    /// The signed summary.
+    pub summary: SlotSummary,
+    /// The committee's signature.
+    #[serde(with = "quartier_types::hex")]
+    pub signature: GroupSignature,
+    /// The block that accepted it.
+    pub height: Height,
+    /// IOUs issued to the utility because its balance could not pay feed-in.
+    pub utility_cover: Money,
+}
+
+fn policy(state: &State) -> Result<crate::SealedMarketPolicy, TxError> {
+    state
+        .genesis()
+        .sealed_market
+        .clone()
+        .ok_or(TxError::NoSealedMarket)
+}
+
+fn registered_enclave(state: &State, signer: &AccountId) -> Result<(), TxError> {
+    require(state.records.enclaves.contains_key(signer), Role::Enclave)
+}
+
+pub(crate) fn register_enclave(
+    state: &mut State,
+    ctx: &BlockContext,
+    signer: AccountId,
+    quote: &Quote,
+    identity_key: [u8; 32],
+) -> Result<Vec<Event>, TxError> {
+    let policy = policy(state)?;
+    if state.records.enclaves.contains_key(&signer) {
+        return Err(TxError::EnclaveRegistered);
+    }
+    let attested = policy
+        .attestation
+        .verify(quote, &state.records.measurements)
+        .map_err(TxError::Attestation)?;
+    if attested.report_data[..32] != identity_key || attested.report_data[32..] != signer.0 {
+        return Err(TxError::QuoteBinding);
+    }
+    state.records.enclaves.insert(
+        signer,
+        Enclave {
+            identity_key,
+            measurement: attested.measurement,
+            registered: ctx.height,
+        },
+    );
+    state.touch(StateKey::Enclave(signer));
+    Ok(vec![Event::EnclaveRegistered { enclave: signer }])
+}
+
+pub(crate) fn activate_committee(
+    state: &mut State,
+    ctx: &BlockContext,
+    signer: AccountId,
+    members: &[AccountId],
+    group_key: GroupPublicKey,
+) -> Result<Vec<Event>, TxError> {
+    let policy = policy(state)?;
+    registered_enclave(state, &signer)?;
+    let ascending = members.windows(2).all(|w| w[0] < w[1]);
+    let valid = ascending
+        && members.len() >= usize::from(policy.threshold)
+        && members.len() <= MAX_COMMITTEE
+        && members.contains(&signer)
+        && members
+            .iter()
+            .all(|m| state.records.enclaves.contains_key(m));
+    if !valid {
+        return Err(TxError::InvalidCommittee);
+    }
+    let vote = CommitteeVote {
+        members: members.to_vec(),
+        group_key,
+    };
+    state.records.committee_votes.insert(signer, vote.clone());
+    state.touch(StateKey::CommitteeVote(signer));
+    let unanimous = members
+        .iter()
+        .all(|m| state.records.committee_votes.get(m) == Some(&vote));
+    if !unanimous {
+        return Ok(Vec::new());
+    }
+    for m in members {
+        state.records.committee_votes.remove(m);
+        state.touch(StateKey::CommitteeVote(*m));
+    }
+    state.records.committee = Some(Committee {
+        members: vote.members,
+        group_key,
+        threshold: policy.threshold,
+        since: ctx.height,
+    });
+    state.touch(StateKey::Committee);
+    Ok(vec![Event::CommitteeActivated { group_key }])
+}
+
+fn committee_key(state: &State) -> Result<GroupPublicKey, TxError> {
+    state
+        .records
+        .committee
+        .as_ref()
+        .map(|c| c.group_key)
+        .ok_or(TxError::NoCommittee)
+}
+
+pub(crate) fn publish_epoch_key(
+    state: &mut State,
+    signer: AccountId,
+    epoch: Epoch,
+    public_key: [u8; 32],
+    signature: &GroupSignature,
+) -> Result<Vec<Event>, TxError> {
+    policy(state)?;
+    registered_enclave(state, &signer)?;
+    let key = committee_key(state)?;
+    if let Some((last, _)) = state.records.epochs.last_key_value()
+        && epoch <= *last
+    {
+        return Err(TxError::StaleEpoch(epoch.0));
+    }
+    key.verify(&epoch_key_message(epoch, &public_key), signature)
+        .map_err(|_| TxError::InvalidGroupSignature)?;
+    state.records.epochs.insert(epoch, public_key);
+    while state.records.epochs.len() > KEPT_EPOCHS {
+        state.records.epochs.pop_first();
+    }
+    state.touch(StateKey::Epochs);
+    Ok(Vec::new())
+}
+
+pub(crate) fn submit_sealed_order(
+    state: &mut State,
+    ctx: &BlockContext,
+    signer: AccountId,
+    sealed: &SealedOrder,
+) -> Result<Vec<Event>, TxError> {
+    policy(state)?;
+    let meter = active_meter(state, &signer)?;
+    if state.region(sealed.region).is_none() {
+        return Err(TxError::UnknownRegion(sealed.region));
+    }
+    if meter.region != sealed.region {
+        return Err(TxError::WrongRegion);
+    }
+    check_slot_open(state, sealed.slot, ctx.time)?;
+    if sealed.ciphertext.len() != CIPHERTEXT_LEN {
+        return Err(TxError::SealedOrderSize);
+    }
+    // An old epoch is accepted: the enclaves drop it and the receipt says so.
+    if !state.records.epochs.contains_key(&sealed.epoch) {
+        return Err(TxError::UnknownEpoch(sealed.epoch.0));
+    }
+    let key = (sealed.slot, sealed.region);
+    let book = state.records.sealed_books.entry(key).or_default();
+    if book.iter().any(|e| e.meter == signer) {
+        return Err(TxError::DuplicateOrder);
+    }
+    book.push(SealedEntry {
+        meter: signer,
+        sealed: sealed.clone(),
+    });
+    state.touch(StateKey::SealedBook(sealed.region, sealed.slot));
+    Ok(Vec::new())
+}
+
+pub(crate) fn deposit(
+    state: &mut State,
+    signer: AccountId,
+    amount: Money,
+) -> Result<Vec<Event>, TxError> {
+    policy(state)?;
+    let meter = active_meter(state, &signer)?;
+    positive(amount)?;
+    let balance = debit(state.account(&signer), amount)?;
+    let custody = state
+        .meta()
+        .custody
+        .checked_add(amount)
+        .ok_or(TxError::Overflow)?;
+    set_balance(state, signer, balance);
+    state.records.meta.custody = custody;
+    state.touch(StateKey::Meta);
+    state
+        .records
+        .custody_flows
+        .entry(meter.region)
+        .or_default()
+        .deposits
+        .push((signer, amount));
+    state.touch(StateKey::CustodyFlows(meter.region));
+    Ok(Vec::new())
+}
+
+pub(crate) fn request_withdrawal(
+    state: &mut State,
+    signer: AccountId,
+    amount: Money,
+) -> Result<Vec<Event>, TxError> {
+    policy(state)?;
+    let meter = active_meter(state, &signer)?;
+    positive(amount)?;
+    let flows = state.records.custody_flows.entry(meter.region).or_default();
+    if flows.withdrawals.iter().any(|(w, _)| *w == signer) {
+        return Err(TxError::DuplicateOrder);
+    }
+    flows.withdrawals.push((signer, amount));
+    state.touch(StateKey::CustodyFlows(meter.region));
+    Ok(Vec::new())
+}
+
+/// Freezes every sealed book whose gate closed by `ctx.time` into a batch,
+/// with its region's pending deposits and withdrawal requests.
+pub(crate) fn close_sealed_books(state: &mut State, ctx: &BlockContext) {
+    let due: Vec<(Slot, RegionId)> = state
+        .records
+        .sealed_books
+        .keys()
+        .take_while(|(slot, _)| state.genesis().close_of(*slot) <= ctx.time)
+        .copied()
+        .collect();
+    for (slot, region) in due {
+        let orders = state
+            .records
+            .sealed_books
+            .remove(&(slot, region))
+            .unwrap_or_default();
+        state.touch(StateKey::SealedBook(region, slot));
+        let flows = state
+            .records
+            .custody_flows
+            .remove(&region)
+            .unwrap_or_default();
+        state.touch(StateKey::CustodyFlows(region));
+        state.records.batches.insert(
+            (region, slot),
+            SealedBatch {
+                orders,
+                flows,
+                closed: ctx.height,
+            },
+        );
+        state.touch(StateKey::SealedBatch(region, slot));
+    }
+}
+
+pub(crate) fn post_settlement_report(
+    state: &mut State,
+    ctx: &BlockContext,
+    signer: AccountId,
+    summary: &SlotSummary,
+    signature: &GroupSignature,
+) -> Result<Vec<Event>, TxError> {
+    policy(state)?;
+    registered_enclave(state, &signer)?;
+    let key = committee_key(state)?;
+    let (region, slot) = (summary.region, summary.slot);
+    let batch = state
+        .records
+        .batches
+        .get(&(region, slot))
+        .ok_or(TxError::NoSuchBatch)?;
+    let earlier = state
+        .records
+        .batches
+        .range((region, Slot(0))..(region, slot))
+        .next()
+        .is_some();
+    if earlier {
+        return Err(TxError::ReportOutOfOrder);
+    }
+    let a = &summary.aggregates;
+    let t = &a.totals;
+    let count_fits =
+        usize::try_from(a.sealed).ok() == Some(batch.orders.len()) && a.cleared <= a.sealed;
+    let payouts_requested = summary.payouts.len() <= MAX_PAYOUTS
+        && is_subsequence(&summary.payouts, &batch.flows.withdrawals);
+    if !count_fits || !t.is_balanced() || !payouts_requested {
+        return Err(TxError::ReportMismatch);
+    }
+    key.verify(&report_message(summary), signature)
+        .map_err(|_| TxError::InvalidGroupSignature)?;
+    // Custody: +feed-in paid by the utility, −grid supply, −fees, −payouts.
+    let genesis = state.genesis();
+    let (utility, dso) = (genesis.utility, genesis.dso);
+    let paid_out = summary
+        .payouts
+        .iter()
+        .try_fold(0u128, |s, (_, m)| s.checked_add(u128::from(m.get())))
+        .ok_or(TxError::Overflow)?;
+    let custody = i128::from(state.meta().custody.get()) + i128::from(t.utility_buys.get())
+        - i128::from(t.utility_sells.get())
+        - i128::from(t.dso_fees.get())
+        - i128::try_from(paid_out).map_err(|_| TxError::Overflow)?;
+    let custody = u64::try_from(custody).map_err(|_| TxError::ReportMismatch)?;
+    let utility_balance = i128::from(state.account(&utility).balance.get())
+        + i128::from(t.utility_sells.get())
+        - i128::from(t.utility_buys.get());
+    // Feed-in the utility can not pay is issued to it, as in the open market.
+    let utility_cover = u64::try_from((-utility_balance).max(0)).map_err(|_| TxError::Overflow)?;
+    let utility_balance = u64::try_from(utility_balance.max(0)).map_err(|_| TxError::Overflow)?;
+    let dso_balance = state
+        .account(&dso)
+        .balance
+        .checked_add(t.dso_fees)
+        .ok_or(TxError::Overflow)?;
+    let mut payees = Vec::with_capacity(summary.payouts.len());
+    for (wallet, amount) in &summary.payouts {
+        let before = payees
+            .iter()
+            .rev()
+            .find(|(w, _)| w == wallet)
+            .map_or(state.account(wallet).balance, |(_, b)| *b);
+        let after = before.checked_add(*amount).ok_or(TxError::Overflow)?;
+        payees.push((*wallet, after));
+    }
+    let cover = Money::new(utility_cover);
+    let supply = state
+        .meta()
+        .supply
+        .checked_add(cover)
+        .ok_or(TxError::Overflow)?;
+    let issued = state
+        .meta()
+        .issued
+        .checked_add(cover)
+        .ok_or(TxError::Overflow)?;
+    // Checked; now write.
+    set_balance(state, utility, Money::new(utility_balance));
+    set_balance(state, dso, dso_balance);
+    for (wallet, balance) in payees {
+        set_balance(state, wallet, balance);
+    }
+    let meta = &mut state.records.meta;
+    meta.custody = Money::new(custody);
+    meta.supply = supply;
+    meta.issued = issued;
+    state.touch(StateKey::Meta);
+    state.records.batches.remove(&(region, slot));
+    state.touch(StateKey::SealedBatch(region, slot));
+    state.records.reports.insert(
+        (region, slot),
+        PostedReport {
+            summary: summary.clone(),
+            signature: *signature,
+            height: ctx.height,
+            utility_cover: cover,
+        },
+    );
+    state.touch(StateKey::SealedReport(region, slot));
+    let mut events = vec![Event::SealedSlotSettled {
+        region,
+        slot,
+        orders: a.sealed,
+        local_energy: t.local_energy,
+    }];
+    if !cover.is_zero() {
+        events.push(Event::UtilityCovered { amount: cover });
+    }
+    Ok(events)
+}
+
+/// Whether `part` is `whole` with some entries left out, order kept.
+fn is_subsequence<T: PartialEq>(part: &[T], whole: &[T]) -> bool {
+    let mut rest = whole.iter();
+    part.iter().all(|p| rest.any(|w| w == p))
+}

@@ -1,0 +1,705 @@
+//! Privacy mode B on chain: registration, committee, epoch keys, sealed
+//! orders, custody and reports, with the enclave side played by the real
+//! `quartier-enclave` core.
+
+use crate::kit::{Chain, GATE_MS, R1, R2, SLOT_MS, chf, genesis, id, key, r1_params};
+use ed25519_dalek::SigningKey;
+use quartier_enclave::attestation::{AttestationError, Measurement, SimulatedAttestationService};
+use quartier_enclave::auctioneer::{Auctioneer, Batch, Outcome, Refusal, receipts_root};
+use quartier_enclave::committee::{self, GroupKey, Member, report_message};
+use quartier_enclave::epoch::{IdentityKey, epoch_key_message};
+use quartier_enclave::sealed::{
+    DropReason, Epoch, EpochKeyPair, HpkeKeyPair, OrderPayload, SealedOrder, SignedOrder, seal,
+};
+use quartier_ledger::{
+    GovernanceChange, MeterRole, SealedMarketPolicy, SignedTx, State, TxBody, TxError,
+};
+use quartier_types::{Energy, Money, Price, Side, Slot};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+const MEASUREMENT: Measurement = Measurement([7; 32]);
+const EPOCH_SLOTS: u64 = 4;
+/// Slot 10 is in epoch 2.
+const SLOT: u64 = 10;
+
+fn service() -> SimulatedAttestationService {
+    SimulatedAttestationService::new([42; 32])
+}
+
+fn sealed_chain() -> Chain {
+    let mut g = genesis();
+    g.sealed_market = Some(SealedMarketPolicy {
+        attestation: service().root(),
+        measurements: vec![MEASUREMENT],
+        threshold: 2,
+        epoch_slots: EPOCH_SLOTS,
+    });
+    Chain::from_genesis(g)
+}
+
+fn in_slot(slot: u64) -> u64 {
+    slot * SLOT_MS + 1
+}
+
+fn after_gate(slot: u64) -> u64 {
+    (slot + 1) * SLOT_MS + GATE_MS
+}
+
+struct Enclaves {
+    accounts: Vec<SigningKey>,
+    identities: Vec<IdentityKey>,
+    members: Vec<Member>,
+    group: GroupKey,
+    rng: ChaCha20Rng,
+}
+
+impl Enclaves {
+    fn new(n: u16) -> Enclaves {
+        Enclaves::with_seed(n, 3)
+    }
+
+    /// Another seed gives another committee (another group key).
+    fn with_seed(n: u16, seed: u8) -> Enclaves {
+        let mut rng = ChaCha20Rng::from_seed([seed; 32]);
+        let (members, group) = committee::generate(n.max(2), 2, &mut rng).unwrap();
+        Enclaves {
+            accounts: (0..n).map(|i| key(&format!("enclave-{i}"))).collect(),
+            identities: (0..n).map(|_| IdentityKey::generate(&mut rng)).collect(),
+            members,
+            group,
+            rng,
+        }
+    }
+
+    fn register(&self, i: usize, measurement: Measurement) -> TxBody {
+        let identity = &self.identities[i];
+        let quote = service().quote(measurement, identity.report_data(id(&self.accounts[i]).0));
+        TxBody::RegisterEnclave {
+            quote,
+            identity_key: identity.public_key(),
+        }
+    }
+
+    fn sign(&mut self, signers: &[usize], message: &[u8]) -> [u8; 64] {
+        let signers: Vec<&Member> = signers.iter().map(|&i| &self.members[i]).collect();
+        let sig = committee::sign(&signers, &self.group, message, &mut self.rng).unwrap();
+        sig.try_into().unwrap()
+    }
+}
+
+/// A chain at slot 10 with meters p1 (prosumer) and c1 (consumer) in R1,
+/// three registered enclaves in office, and epoch 2's key published.
+fn market() -> (Chain, Enclaves, EpochKeyPair) {
+    let mut c = sealed_chain();
+    let mut e = Enclaves::new(3);
+    let (dso, utility) = (key("dso"), key("utility"));
+    for (name, role, pv) in [
+        ("p1", MeterRole::Prosumer, 5_000),
+        ("c1", MeterRole::Consumer, 0),
+    ] {
+        c.queue(
+            &dso,
+            TxBody::RegisterMeter {
+                meter: id(&key(name)),
+                region: R1,
+                role,
+                pv_watts: pv,
+            },
+        );
+        c.queue(
+            &utility,
+            TxBody::Mint {
+                to: id(&key(name)),
+                amount: chf(100),
+            },
+        );
+    }
+    for i in 0..3 {
+        let body = e.register(i, MEASUREMENT);
+        c.queue(&e.accounts[i].clone(), body);
+    }
+    c.block_ok(in_slot(SLOT));
+    let mut members: Vec<_> = e.accounts.iter().map(id).collect();
+    members.sort();
+    for i in 0..3 {
+        c.queue(
+            &e.accounts[i].clone(),
+            TxBody::ActivateCommittee {
+                members: members.clone(),
+                group_key: e.group.public_key(),
+            },
+        );
+    }
+    let epoch_key = EpochKeyPair::generate(Epoch(SLOT / EPOCH_SLOTS), &mut e.rng);
+    let public_key = epoch_key.public_key();
+    let signature = e.sign(&[0, 1], &epoch_key_message(epoch_key.epoch(), &public_key));
+    c.queue(
+        &e.accounts[2].clone(),
+        TxBody::PublishEpochKey {
+            epoch: epoch_key.epoch(),
+            public_key,
+            signature,
+        },
+    );
+    c.block_ok(in_slot(SLOT));
+    assert!(c.state.committee().is_some());
+    (c, e, epoch_key)
+}
+
+/// A household's sealed order and the key to open its receipt.
+fn order(
+    who: &SigningKey,
+    slot: u64,
+    side: Side,
+    limit: u64,
+    energy: u64,
+    (epoch_key, epoch): (&[u8; 32], Epoch),
+    rng: &mut ChaCha20Rng,
+) -> (SealedOrder, HpkeKeyPair) {
+    let receipt = HpkeKeyPair::generate(rng);
+    let payload = OrderPayload {
+        wallet: id(who),
+        region: R1,
+        slot: Slot(slot),
+        epoch,
+        side,
+        limit: Price::new(limit),
+        energy: Energy::new(energy),
+        receipt_key: receipt.public_key(),
+    };
+    let sealed = seal(epoch_key, &SignedOrder::sign(payload, who), rng).unwrap();
+    (sealed, receipt)
+}
+
+fn supply_holds(s: &State) {
+    let balances: u64 = s.accounts().map(|(_, a)| a.balance.get()).sum();
+    let m = s.meta();
+    assert_eq!(
+        m.supply.get(),
+        balances + m.escrow.get() + m.custody.get(),
+        "supply = balances + escrow + custody"
+    );
+}
+
+#[test]
+fn a_sealed_slot_settles_through_a_threshold_signed_report_and_reconciles() {
+    let (mut c, mut e, epoch_key) = market();
+    let (c1, p1) = (key("c1"), key("p1"));
+    let epoch = epoch_key.epoch();
+    let public = epoch_key.public_key();
+    let mut rng = ChaCha20Rng::from_seed([5; 32]);
+    c.queue(&c1, TxBody::DepositToAuctioneer { amount: chf(50) });
+    let (buy, buy_receipt) = order(
+        &c1,
+        SLOT,
+        Side::Buy,
+        15_000,
+        1_000,
+        (&public, epoch),
+        &mut rng,
+    );
+    let (sell, sell_receipt) = order(
+        &p1,
+        SLOT,
+        Side::Sell,
+        10_000,
+        600,
+        (&public, epoch),
+        &mut rng,
+    );
+    c.queue(
+        &c1,
+        TxBody::SubmitSealedOrder {
+            sealed: buy.clone(),
+        },
+    );
+    c.queue(
+        &p1,
+        TxBody::SubmitSealedOrder {
+            sealed: sell.clone(),
+        },
+    );
+    c.block_ok(in_slot(SLOT));
+    assert_eq!(c.state.meta().custody, chf(50));
+    supply_holds(&c.state);
+    // The chain holds ciphertexts only, and no batch before the gate.
+    assert_eq!(c.state.sealed_book(R1, Slot(SLOT)).unwrap().len(), 2);
+    assert_eq!(c.state.sealed_batches().count(), 0);
+
+    c.block_ok(after_gate(SLOT));
+    let batches: Vec<_> = c.state.sealed_batches().collect();
+    assert_eq!(batches.len(), 1);
+    let ((region, slot), batch) = batches[0];
+    assert_eq!((region, slot), (R1, Slot(SLOT)));
+    assert_eq!(batch.flows.deposits, vec![(id(&c1), chf(50))]);
+
+    // Two enclaves clear the batch independently and agree byte for byte.
+    let sealed: Vec<SealedOrder> = batch.orders.iter().map(|o| o.sealed.clone()).collect();
+    let input = Batch {
+        slot: Slot(SLOT),
+        epoch,
+        deposits: &batch.flows.deposits,
+        orders: &sealed,
+        withdrawals: &batch.flows.withdrawals,
+    };
+    let mut key_copy = |k: &EpochKeyPair| {
+        let share = quartier_enclave::epoch::share(k, &[e.identities[1].public_key()], &mut rng);
+        e.identities[1].receive(&share[0], &k.public_key()).unwrap()
+    };
+    let mut other = Auctioneer::new(R1, r1_params(), key_copy(&epoch_key));
+    let mut auctioneer = Auctioneer::new(R1, r1_params(), epoch_key);
+    let report = auctioneer.clear_batch(&input).unwrap();
+    assert_eq!(other.clear_batch(&input).unwrap(), report);
+    assert_eq!(
+        report.summary.receipts_root,
+        receipts_root(&report.receipts)
+    );
+
+    let signature = e.sign(&[0, 2], &report_message(&report.summary));
+    let before = c.state.account(&id(&key("utility"))).balance;
+    c.queue(
+        &e.accounts[1].clone(),
+        TxBody::PostSettlementReport {
+            summary: report.summary.clone(),
+            signature,
+        },
+    );
+    c.block_ok(after_gate(SLOT) + 1);
+    supply_holds(&c.state);
+    // The enclave's private ledger and the chain's custody reconcile.
+    assert_eq!(c.state.meta().custody, auctioneer.custody());
+    let posted = c.state.sealed_report(R1, Slot(SLOT)).unwrap();
+    assert_eq!(posted.summary, report.summary);
+    assert_eq!(c.state.sealed_batches().count(), 0);
+    // 400 Wh came from the grid at 20.75 Rp/kWh; the utility got paid.
+    let t = report.summary.aggregates.totals;
+    assert_eq!(t.local_energy, Energy::new(600));
+    assert_eq!(
+        c.state.account(&id(&key("utility"))).balance,
+        before.checked_add(t.utility_sells).unwrap()
+    );
+
+    // Each household opens its own receipt, and only its own.
+    let receipt_of = |k: &HpkeKeyPair| report.receipts.iter().find_map(|r| r.open(k));
+    match receipt_of(&buy_receipt).unwrap().outcome {
+        Outcome::Cleared { matched, pays, .. } => {
+            assert_eq!(matched, Energy::new(600));
+            assert_eq!(pays, t.buyers_pay);
+        }
+        other => panic!("buy not cleared: {other:?}"),
+    }
+    assert!(matches!(
+        receipt_of(&sell_receipt).unwrap().outcome,
+        Outcome::Cleared { .. }
+    ));
+    assert_eq!(receipt_of(&HpkeKeyPair::generate(&mut rng)), None);
+
+    // The seller withdraws its proceeds: requested on chain, approved in the
+    // next report, paid out of custody.
+    let proceeds = auctioneer.prepaid(&id(&p1));
+    assert!(!proceeds.is_zero());
+    let balance = c.state.account(&id(&p1)).balance;
+    c.queue(&p1, TxBody::RequestWithdrawal { amount: proceeds });
+    c.queue(&c1, TxBody::RequestWithdrawal { amount: chf(1_000) });
+    let (cover, _) = order(
+        &c1,
+        SLOT + 1,
+        Side::Buy,
+        15_000,
+        0,
+        (&public, epoch),
+        &mut rng,
+    );
+    c.queue(&c1, TxBody::SubmitSealedOrder { sealed: cover });
+    c.block_ok(after_gate(SLOT) + 2);
+    c.block_ok(after_gate(SLOT + 1));
+    let (_, batch) = c.state.sealed_batches().next().unwrap();
+    let sealed: Vec<SealedOrder> = batch.orders.iter().map(|o| o.sealed.clone()).collect();
+    let report = auctioneer
+        .clear_batch(&Batch {
+            slot: Slot(SLOT + 1),
+            epoch,
+            deposits: &batch.flows.deposits,
+            orders: &sealed,
+            withdrawals: &batch.flows.withdrawals,
+        })
+        .unwrap();
+    // c1 asked for more than it prepaid: not approved.
+    assert_eq!(report.summary.payouts, vec![(id(&p1), proceeds)]);
+    let signature = e.sign(&[1, 2], &report_message(&report.summary));
+    c.queue(
+        &e.accounts[0].clone(),
+        TxBody::PostSettlementReport {
+            summary: report.summary.clone(),
+            signature,
+        },
+    );
+    c.block_ok(after_gate(SLOT + 1) + 1);
+    assert_eq!(
+        c.state.account(&id(&p1)).balance,
+        balance.checked_add(proceeds).unwrap()
+    );
+    assert_eq!(c.state.meta().custody, auctioneer.custody());
+    supply_holds(&c.state);
+}
+
+#[test]
+fn bad_quotes_reports_and_sealed_orders_are_rejected_and_change_nothing() {
+    let (mut c, mut e, epoch_key) = market();
+    let (c1, p1, outsider) = (key("c1"), key("p1"), key("outsider"));
+    let epoch = epoch_key.epoch();
+    let public = epoch_key.public_key();
+    let mut rng = ChaCha20Rng::from_seed([6; 32]);
+    let mut seen = std::collections::BTreeSet::new();
+    let mut rejects = |c: &Chain, tx: &SignedTx, expected: TxError| {
+        let mut state = c.state.clone();
+        let before = state.clone();
+        let got = quartier_ledger::apply(&mut state, tx, &c.ctx())
+            .expect_err(&format!("accepted, expected {expected:?}"));
+        assert_eq!(got, expected);
+        assert!(state == before, "a rejected transaction changed the state");
+        seen.insert(
+            format!("{expected:?}")
+                .split(['(', ' '])
+                .next()
+                .unwrap()
+                .to_owned(),
+        );
+    };
+
+    // Registration: an unknown measurement, a forged quote, a quote binding
+    // another identity, a second registration.
+    let newcomer = Enclaves::new(4);
+    let body = newcomer.register(3, Measurement([8; 32]));
+    let tx = c.tx(&newcomer.accounts[3], body);
+    rejects(
+        &c,
+        &tx,
+        TxError::Attestation(AttestationError::UnknownMeasurement),
+    );
+    let mut body = newcomer.register(3, MEASUREMENT);
+    if let TxBody::RegisterEnclave { quote, .. } = &mut body {
+        quote.signature[0] ^= 1;
+    }
+    let tx = c.tx(&newcomer.accounts[3], body);
+    rejects(
+        &c,
+        &tx,
+        TxError::Attestation(AttestationError::InvalidQuote),
+    );
+    let body = newcomer.register(3, MEASUREMENT);
+    let tx = c.tx(&outsider, body);
+    rejects(&c, &tx, TxError::QuoteBinding);
+    let body = e.register(0, MEASUREMENT);
+    let tx = c.tx(&e.accounts[0], body);
+    rejects(&c, &tx, TxError::EnclaveRegistered);
+
+    // A committee vote from a non-enclave, or naming an unregistered member.
+    let mut members: Vec<_> = e.accounts.iter().map(id).collect();
+    members.sort();
+    let vote = TxBody::ActivateCommittee {
+        members: members.clone(),
+        group_key: e.group.public_key(),
+    };
+    let tx = c.tx(&outsider, vote);
+    rejects(
+        &c,
+        &tx,
+        TxError::NotAuthorised {
+            role: quartier_ledger::Role::Enclave,
+        },
+    );
+    let mut with_outsider = members.clone();
+    with_outsider.push(id(&outsider));
+    with_outsider.sort();
+    let tx = c.tx(
+        &e.accounts[0],
+        TxBody::ActivateCommittee {
+            members: with_outsider,
+            group_key: e.group.public_key(),
+        },
+    );
+    rejects(&c, &tx, TxError::InvalidCommittee);
+
+    // Epoch keys: stale, or signed by another group.
+    let next = EpochKeyPair::generate(Epoch(epoch.0 + 1), &mut rng);
+    let stale = e.sign(&[0, 1], &epoch_key_message(epoch, &public));
+    let tx = c.tx(
+        &e.accounts[0],
+        TxBody::PublishEpochKey {
+            epoch,
+            public_key: public,
+            signature: stale,
+        },
+    );
+    rejects(&c, &tx, TxError::StaleEpoch(epoch.0));
+    let mut rogue = Enclaves::with_seed(3, 99);
+    let forged = rogue.sign(
+        &[0, 1],
+        &epoch_key_message(next.epoch(), &next.public_key()),
+    );
+    let tx = c.tx(
+        &e.accounts[0],
+        TxBody::PublishEpochKey {
+            epoch: next.epoch(),
+            public_key: next.public_key(),
+            signature: forged,
+        },
+    );
+    rejects(&c, &tx, TxError::InvalidGroupSignature);
+
+    // Sealed orders: wrong size, unknown epoch, another region, twice.
+    let (good, _) = order(
+        &c1,
+        SLOT,
+        Side::Buy,
+        15_000,
+        500,
+        (&public, epoch),
+        &mut rng,
+    );
+    let mut short = good.clone();
+    short.ciphertext.pop();
+    let tx = c.tx(&c1, TxBody::SubmitSealedOrder { sealed: short });
+    rejects(&c, &tx, TxError::SealedOrderSize);
+    let mut future = good.clone();
+    future.epoch = Epoch(epoch.0 + 5);
+    let tx = c.tx(&c1, TxBody::SubmitSealedOrder { sealed: future });
+    rejects(&c, &tx, TxError::UnknownEpoch(epoch.0 + 5));
+    let mut elsewhere = good.clone();
+    elsewhere.region = R2;
+    let tx = c.tx(&c1, TxBody::SubmitSealedOrder { sealed: elsewhere });
+    rejects(&c, &tx, TxError::WrongRegion);
+    let tx = c.tx(
+        &outsider,
+        TxBody::SubmitSealedOrder {
+            sealed: good.clone(),
+        },
+    );
+    rejects(
+        &c,
+        &tx,
+        TxError::NotAuthorised {
+            role: quartier_ledger::Role::Meter,
+        },
+    );
+    c.queue(
+        &c1,
+        TxBody::SubmitSealedOrder {
+            sealed: good.clone(),
+        },
+    );
+    c.queue(&c1, TxBody::DepositToAuctioneer { amount: chf(10) });
+    c.block_ok(in_slot(SLOT));
+    let tx = c.tx(&c1, TxBody::SubmitSealedOrder { sealed: good });
+    rejects(&c, &tx, TxError::DuplicateOrder);
+
+    // Reports: before the gate there is no batch; after it, a report signed by
+    // another group, tampered after signing, or claiming a payout nobody
+    // requested is refused; a single member can not sign at all.
+    let mut auctioneer = Auctioneer::new(R1, r1_params(), epoch_key);
+    let sealed_orders = |c: &Chain| -> Vec<SealedOrder> {
+        let (_, b) = c.state.sealed_batches().next().unwrap();
+        b.orders.iter().map(|o| o.sealed.clone()).collect()
+    };
+    c.block_ok(after_gate(SLOT));
+    let (_, batch) = c.state.sealed_batches().next().unwrap();
+    let deposits = batch.flows.deposits.clone();
+    let orders = sealed_orders(&c);
+    let report = auctioneer
+        .clear_batch(&Batch {
+            slot: Slot(SLOT),
+            epoch,
+            deposits: &deposits,
+            orders: &orders,
+            withdrawals: &[],
+        })
+        .unwrap();
+    let good_sig = e.sign(&[0, 1], &report_message(&report.summary));
+    let post = |summary, signature| TxBody::PostSettlementReport { summary, signature };
+    let mut early = report.summary.clone();
+    early.slot = Slot(SLOT + 1);
+    let tx = c.tx(&e.accounts[0], post(early, good_sig));
+    rejects(&c, &tx, TxError::NoSuchBatch);
+    let rogue_sig = rogue.sign(&[0, 1], &report_message(&report.summary));
+    let tx = c.tx(&e.accounts[0], post(report.summary.clone(), rogue_sig));
+    rejects(&c, &tx, TxError::InvalidGroupSignature);
+    let mut tampered = report.summary.clone();
+    tampered.aggregates.totals.local_energy = Energy::new(1);
+    let tx = c.tx(&e.accounts[0], post(tampered, good_sig));
+    rejects(&c, &tx, TxError::InvalidGroupSignature);
+    let mut payout = report.summary.clone();
+    payout.payouts.push((id(&p1), Money::new(1)));
+    let sig = e.sign(&[0, 1], &report_message(&payout));
+    let tx = c.tx(&e.accounts[0], post(payout, sig));
+    rejects(&c, &tx, TxError::ReportMismatch);
+    let alone = committee::sign(&[&e.members[0]], &e.group, b"x", &mut rng);
+    assert_eq!(alone, Err(committee::CommitteeError::TooFewSigners));
+    let tx = c.tx(&outsider, post(report.summary.clone(), good_sig));
+    rejects(
+        &c,
+        &tx,
+        TxError::NotAuthorised {
+            role: quartier_ledger::Role::Enclave,
+        },
+    );
+
+    // A chain without a sealed market refuses every mode B transaction.
+    let plain = Chain::new();
+    let tx = plain.tx(&c1, TxBody::DepositToAuctioneer { amount: chf(1) });
+    rejects(&plain, &tx, TxError::NoSealedMarket);
+    assert!(seen.len() >= 14, "{seen:?}");
+}
+
+#[test]
+fn an_order_sealed_to_an_old_epoch_or_a_forged_wallet_gets_a_receipt_saying_why() {
+    let (mut c, mut e, epoch_key) = market();
+    let (c1, p1) = (key("c1"), key("p1"));
+    let epoch = epoch_key.epoch();
+    let public = epoch_key.public_key();
+    let mut rng = ChaCha20Rng::from_seed([7; 32]);
+    // Epoch 3 is published; slot 12 belongs to it. c1 seals to epoch 2 (old).
+    let next = EpochKeyPair::generate(Epoch(epoch.0 + 1), &mut rng);
+    let signature = e.sign(
+        &[1, 2],
+        &epoch_key_message(next.epoch(), &next.public_key()),
+    );
+    c.queue(
+        &e.accounts[0].clone(),
+        TxBody::PublishEpochKey {
+            epoch: next.epoch(),
+            public_key: next.public_key(),
+            signature,
+        },
+    );
+    c.block_ok(in_slot(SLOT + 1));
+    let slot = 12;
+    let (old, old_receipt) = order(
+        &c1,
+        slot,
+        Side::Buy,
+        15_000,
+        100,
+        (&public, epoch),
+        &mut rng,
+    );
+    // p1's order names c1's wallet but is signed by p1: a forged signature.
+    let receipt = HpkeKeyPair::generate(&mut rng);
+    let payload = OrderPayload {
+        wallet: id(&c1),
+        region: R1,
+        slot: Slot(slot),
+        epoch: next.epoch(),
+        side: Side::Buy,
+        limit: Price::new(15_000),
+        energy: Energy::new(100),
+        receipt_key: receipt.public_key(),
+    };
+    let mut forged = SignedOrder::sign(payload, &p1);
+    forged.payload.wallet = id(&c1);
+    let forged = seal(&next.public_key(), &forged, &mut rng).unwrap();
+    c.queue(
+        &c1,
+        TxBody::SubmitSealedOrder {
+            sealed: old.clone(),
+        },
+    );
+    c.queue(
+        &p1,
+        TxBody::SubmitSealedOrder {
+            sealed: forged.clone(),
+        },
+    );
+    c.block_ok(in_slot(slot));
+    c.block_ok(after_gate(slot));
+    let mut auctioneer = Auctioneer::new(R1, r1_params(), epoch_key);
+    auctioneer.add_key(next);
+    let (_, batch) = c.state.sealed_batches().next().unwrap();
+    let orders: Vec<SealedOrder> = batch.orders.iter().map(|o| o.sealed.clone()).collect();
+    let report = auctioneer
+        .clear_batch(&Batch {
+            slot: Slot(slot),
+            epoch: Epoch(slot / EPOCH_SLOTS),
+            deposits: &batch.flows.deposits,
+            orders: &orders,
+            withdrawals: &[],
+        })
+        .unwrap();
+    // The old epoch's key is erased now.
+    assert_eq!(auctioneer.epochs(), vec![Epoch(3)]);
+    let reasons: Vec<Outcome> = report
+        .receipts
+        .iter()
+        .map(|r| r.open(&old_receipt).unwrap().outcome)
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![
+            Outcome::Refused(Refusal::Dropped(DropReason::WrongEpoch)),
+            Outcome::Refused(Refusal::Dropped(DropReason::BadSignature)),
+        ]
+    );
+    let signature = e.sign(&[0, 1], &report_message(&report.summary));
+    c.queue(
+        &e.accounts[2].clone(),
+        TxBody::PostSettlementReport {
+            summary: report.summary,
+            signature,
+        },
+    );
+    c.block_ok(after_gate(slot) + 1);
+    assert_eq!(c.state.meta().custody, auctioneer.custody());
+}
+
+#[test]
+fn governance_allows_and_revokes_measurements() {
+    let mut c = sealed_chain();
+    let newer = Measurement([9; 32]);
+    let validators: Vec<SigningKey> = (0..4).map(|i| key(&format!("validator-{i}"))).collect();
+    c.queue(
+        &validators[0],
+        TxBody::Propose {
+            change: GovernanceChange::AllowMeasurement(newer),
+        },
+    );
+    c.queue(
+        &validators[1],
+        TxBody::Vote {
+            proposal: 0,
+            approve: true,
+        },
+    );
+    c.block_ok(1);
+    assert!(
+        !c.state.measurements().contains(&newer),
+        "2 of 4 is not 2/3"
+    );
+    c.queue(
+        &validators[2],
+        TxBody::Vote {
+            proposal: 0,
+            approve: true,
+        },
+    );
+    c.block_ok(2);
+    assert!(c.state.measurements().contains(&newer));
+    // An enclave built from it registers now.
+    let e = Enclaves::new(1);
+    let body = e.register(0, newer);
+    c.queue(&e.accounts[0].clone(), body);
+    c.block_ok(3);
+    assert_eq!(c.state.enclaves().len(), 1);
+    // Allowing it again is not a change.
+    let tx = c.tx(
+        &validators[0],
+        TxBody::Propose {
+            change: GovernanceChange::AllowMeasurement(newer),
+        },
+    );
+    let mut s = c.state.clone();
+    assert_eq!(
+        quartier_ledger::apply(&mut s, &tx, &c.ctx()),
+        Err(TxError::InvalidProposal)
+    );
+}
