@@ -228,6 +228,8 @@ pub const MAX_PAYOUTS: usize = 8;
 pub struct Batch<'a> {
     /// The slot.
     pub slot: Slot,
+    /// The region's market parameters, frozen when the gate closed.
+    pub params: RegionParams,
     /// The epoch whose key seals this slot's orders.
     pub epoch: Epoch,
     /// Deposits into custody, credited before any order is opened.
@@ -267,6 +269,43 @@ pub struct Auctioneer {
     deposited: Money,
 }
 
+/// What an auctioneer keeps across a restart (inside the sealed state).
+#[derive(BorshSerialize, BorshDeserialize)]
+pub(crate) struct AuctioneerState {
+    region: RegionId,
+    params: RegionParams,
+    keys: Vec<(Epoch, Vec<u8>)>,
+    prepaid: BTreeMap<AccountId, Money>,
+    settled: BTreeSet<Slot>,
+    deposited: Money,
+}
+
+impl AuctioneerState {
+    /// The auctioneer again, or `None` if a key does not decode.
+    pub(crate) fn restore(self) -> Option<Auctioneer> {
+        let mut keys = self
+            .keys
+            .into_iter()
+            .map(|(epoch, secret)| EpochKeyPair::from_secret(epoch, &secret));
+        let key = keys.next()??;
+        let mut upcoming = BTreeMap::new();
+        for k in keys {
+            let k = k?;
+            upcoming.insert(k.epoch(), k);
+        }
+        Some(Auctioneer {
+            region: self.region,
+            params: self.params,
+            key,
+            upcoming,
+            prepaid: self.prepaid,
+            books: BTreeMap::new(),
+            settled: self.settled,
+            deposited: self.deposited,
+        })
+    }
+}
+
 /// Money does not fit in 64 bits (a deposit beyond the supply).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("amount overflow")]
@@ -290,6 +329,22 @@ impl Auctioneer {
     /// Replaces the epoch key (the old one is dropped, hence erased).
     pub fn rotate(&mut self, key: EpochKeyPair) {
         self.key = key;
+    }
+
+    /// The state to seal between batches (open books are not kept: batches
+    /// are cleared whole).
+    pub(crate) fn export(&self) -> AuctioneerState {
+        AuctioneerState {
+            region: self.region,
+            params: self.params,
+            keys: std::iter::once(&self.key)
+                .chain(self.upcoming.values())
+                .map(|k| (k.epoch(), k.secret_bytes()))
+                .collect(),
+            prepaid: self.prepaid.clone(),
+            settled: self.settled.clone(),
+            deposited: self.deposited,
+        }
     }
 
     /// Keeps the key of a later epoch until its slots come.
@@ -337,6 +392,7 @@ impl Auctioneer {
             self.deposit(*wallet, *amount)?;
         }
         self.enter(batch.epoch)?;
+        self.params = batch.params;
         for sealed in batch.orders {
             // A refusal is recorded for the receipt; nothing else to do here.
             let _ = self.submit(sealed);
@@ -355,6 +411,11 @@ impl Auctioneer {
             }
         }
         Ok(report)
+    }
+
+    /// The region it clears.
+    pub fn region(&self) -> RegionId {
+        self.region
     }
 
     /// A wallet's prepaid balance.

@@ -36,7 +36,7 @@ pub enum CommitteeError {
 }
 
 /// Lets a `rand_core` 0.10 generator drive FROST, which takes `rand_core` 0.6.
-struct Rng06<'a, R>(&'a mut R);
+pub(crate) struct Rng06<'a, R>(pub(crate) &'a mut R);
 
 impl<R: rand_core::CryptoRng> rand_core_06::RngCore for Rng06<'_, R> {
     fn next_u32(&mut self) -> u32 {

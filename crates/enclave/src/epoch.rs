@@ -36,6 +36,21 @@ impl IdentityKey {
         IdentityKey(HpkeKeyPair::generate(rng))
     }
 
+    /// The identity whose secret is `bytes` (from the sealed state).
+    pub(crate) fn from_secret(bytes: &[u8]) -> Option<IdentityKey> {
+        HpkeKeyPair::from_secret(bytes).map(IdentityKey)
+    }
+
+    /// The secret key (stays inside the enclave).
+    pub(crate) fn secret(&self) -> &<hpke::kem::X25519HkdfSha256 as hpke::Kem>::PrivateKey {
+        &self.0.secret
+    }
+
+    /// The secret's bytes, for the sealed state (zeroize after use).
+    pub(crate) fn secret_bytes(&self) -> Vec<u8> {
+        self.0.secret_bytes()
+    }
+
     /// The public key other members seal epoch secrets to.
     pub fn public_key(&self) -> [u8; 32] {
         self.0.public_key()

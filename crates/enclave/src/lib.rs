@@ -8,14 +8,20 @@
 //!   HPKE to an epoch key, and the reasons an enclave drops one;
 //! - [`auctioneer`]: the private order book and prepaid ledger, clearing with
 //!   the transparent market's rule, one receipt per sealed order under a
-//!   published root, and public aggregates.
+//!   published root, and public aggregates; [`auctioneer::Auctioneer::clear_batch`]
+//!   clears a slot as the chain froze it, identically in every enclave;
+//! - [`committee`]: the FROST Pedersen DKG, group signatures and the message
+//!   a report is signed over;
+//! - [`epoch`]: identity keys and epoch keys sealed member to member;
+//! - [`service`]: one enclave as a byte-level state machine (DKG rounds, epoch
+//!   keys, clearing, signing sessions, state sealed to a **simulated** platform).
 //!
-//! Still to come (issue #7): encrypted receipts, the FROST committee key and
-//! epoch-key sharing, the ledger transactions, sealed state across restarts
-//! and the `quartier enclave` process.
+//! Still to come (issue #7): the `quartier enclave` process around
+//! [`service::EnclaveService`], the meters' sealed orders and the mode B devnet.
 
 pub mod attestation;
 pub mod auctioneer;
 pub mod committee;
 pub mod epoch;
 pub mod sealed;
+pub mod service;

@@ -189,6 +189,15 @@ impl EpochKeyPair {
         })
     }
 
+    /// A second handle on the same key (for another region's auctioneer).
+    pub(crate) fn duplicate(&self) -> EpochKeyPair {
+        EpochKeyPair {
+            epoch: self.epoch,
+            secret: self.secret.clone(),
+            public: self.public,
+        }
+    }
+
     /// The secret key's bytes, to share with other members (zeroize after use).
     pub(crate) fn secret_bytes(&self) -> Vec<u8> {
         self.secret.to_bytes().to_vec()
@@ -308,6 +317,19 @@ impl HpkeKeyPair {
     /// The public key.
     pub fn public_key(&self) -> [u8; 32] {
         self.public
+    }
+
+    /// The key pair whose secret is `bytes`, or `None` if they are not one.
+    pub(crate) fn from_secret(bytes: &[u8]) -> Option<HpkeKeyPair> {
+        let secret = <X25519HkdfSha256 as hpke::Kem>::PrivateKey::from_bytes(bytes).ok()?;
+        let mut public = [0u8; 32];
+        public.copy_from_slice(&X25519HkdfSha256::sk_to_pk(&secret).to_bytes());
+        Some(HpkeKeyPair { secret, public })
+    }
+
+    /// The secret key's bytes (zeroize after use).
+    pub(crate) fn secret_bytes(&self) -> Vec<u8> {
+        self.secret.to_bytes().to_vec()
     }
 }
 

@@ -21,7 +21,7 @@ use quartier_enclave::auctioneer::SlotSummary;
 use quartier_enclave::committee::{GroupPublicKey, GroupSignature, report_message};
 use quartier_enclave::epoch::epoch_key_message;
 use quartier_enclave::sealed::{CIPHERTEXT_LEN, Epoch, SealedOrder};
-use quartier_types::{AccountId, Height, Money, RegionId, Slot};
+use quartier_types::{AccountId, Height, Money, RegionId, RegionParams, Slot};
 use serde::{Deserialize, Serialize};
 
 /// The most members a committee may have (bounds the transaction size).
@@ -90,6 +90,8 @@ pub struct CustodyFlows {
 /// One region's slot after its gate: what the enclaves must clear.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 pub struct SealedBatch {
+    /// The region's parameters when the gate closed: the enclaves clear with them.
+    pub params: RegionParams,
     /// The sealed orders in arrival order.
     pub orders: Vec<SealedEntry>,
     /// Deposits credited before the orders are opened; withdrawal requests
@@ -326,6 +328,10 @@ pub(crate) fn close_sealed_books(state: &mut State, ctx: &BlockContext) {
         .copied()
         .collect();
     for (slot, region) in due {
+        // A sealed order is only taken for a known region.
+        let Some(params) = state.region(region).copied() else {
+            continue;
+        };
         let orders = state
             .records
             .sealed_books
@@ -341,6 +347,7 @@ pub(crate) fn close_sealed_books(state: &mut State, ctx: &BlockContext) {
         state.records.batches.insert(
             (region, slot),
             SealedBatch {
+                params,
                 orders,
                 flows,
                 closed: ctx.height,

@@ -238,6 +238,7 @@ fn a_sealed_slot_settles_through_a_threshold_signed_report_and_reconciles() {
     let sealed: Vec<SealedOrder> = batch.orders.iter().map(|o| o.sealed.clone()).collect();
     let input = Batch {
         slot: Slot(SLOT),
+        params: r1_params(),
         epoch,
         deposits: &batch.flows.deposits,
         orders: &sealed,
@@ -319,6 +320,7 @@ fn a_sealed_slot_settles_through_a_threshold_signed_report_and_reconciles() {
     let report = auctioneer
         .clear_batch(&Batch {
             slot: Slot(SLOT + 1),
+            params: r1_params(),
             epoch,
             deposits: &batch.flows.deposits,
             orders: &sealed,
@@ -510,6 +512,7 @@ fn bad_quotes_reports_and_sealed_orders_are_rejected_and_change_nothing() {
     let report = auctioneer
         .clear_batch(&Batch {
             slot: Slot(SLOT),
+            params: r1_params(),
             epoch,
             deposits: &deposits,
             orders: &orders,
@@ -620,6 +623,7 @@ fn an_order_sealed_to_an_old_epoch_or_a_forged_wallet_gets_a_receipt_saying_why(
     let report = auctioneer
         .clear_batch(&Batch {
             slot: Slot(slot),
+            params: r1_params(),
             epoch: Epoch(slot / EPOCH_SLOTS),
             deposits: &batch.flows.deposits,
             orders: &orders,

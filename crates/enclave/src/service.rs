@@ -1,0 +1,917 @@
+//! One enclave of the committee as a state machine: everything the enclave
+//! process does inside its boundary, with bytes in and bytes out, no I/O.
+//!
+//! The host (an untrusted process) carries messages between enclaves and the
+//! chain. It learns nothing secret from them: DKG round-2 packages and epoch
+//! secrets are sealed to the recipient's attested identity key; FROST
+//! commitments, shares and group signatures are public by design.
+//!
+//! A member signs only what it computed itself: a slot's summary from a batch
+//! it cleared, or an epoch key whose secret it holds. So a compromised host
+//! or coordinator can not get a report signed that `t` honest members did not
+//! compute.
+//!
+//! The state survives restarts sealed to the platform: [`EnclaveService::seal`]
+//! encrypts it with HPKE to a key derived from the **simulated** platform
+//! secret and the measurement (a real TEE derives the sealing key in
+//! hardware), and [`EnclaveService::unseal`] restores it.
+
+use crate::attestation::Measurement;
+use crate::auctioneer::{Auctioneer, AuctioneerState, Batch, BatchError, SlotReport};
+use crate::committee::{GroupPublicKey, GroupSignature, Rng06, report_message};
+use crate::epoch::{EpochKeyShare, IdentityKey, epoch_key_message, share};
+use crate::sealed::{Epoch, EpochKeyPair, HpkeKeyPair, hpke_open, hpke_seal};
+use borsh::{BorshDeserialize, BorshSerialize};
+use ed25519_dalek::SigningKey;
+use frost_ristretto255 as frost;
+use quartier_types::{AccountId, RegionId, Slot, hash};
+use rand_core::CryptoRng;
+use std::collections::BTreeMap;
+use zeroize::Zeroize as _;
+
+/// HPKE `info` of DKG round-2 packages.
+pub const HPKE_INFO_DKG: &[u8] = b"QUARTIER_ENCLAVE_DKG_ROUND2";
+/// HPKE `info` of the sealed state.
+pub const HPKE_INFO_STATE: &[u8] = b"QUARTIER_ENCLAVE_SEALED_STATE";
+/// How many recent slot reports a member keeps to serve receipts.
+pub const KEPT_REPORTS: usize = 256;
+
+/// Why the enclave refuses a request. Opaque where a detail would help an attacker.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ServiceError {
+    /// The request does not fit the enclave's state (e.g. no committee yet).
+    #[error("not now: {0}")]
+    State(&'static str),
+    /// A message from another member does not decode or verify.
+    #[error("invalid message")]
+    Invalid,
+    /// The enclave did not compute what it is asked to sign.
+    #[error("will not sign: not what this enclave computed")]
+    Unsigned,
+    /// Clearing a batch failed.
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+}
+
+/// What a signing session is for; each member derives the message itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub enum Purpose {
+    /// The summary of a slot this member cleared.
+    Report {
+        /// The region.
+        region: RegionId,
+        /// The slot.
+        slot: Slot,
+    },
+    /// An epoch key whose secret this member holds.
+    EpochKey {
+        /// The epoch.
+        epoch: Epoch,
+        /// Its public key.
+        public_key: [u8; 32],
+    },
+}
+
+/// A DKG round-2 package sealed to its recipient's identity key.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct SealedDkgPackage {
+    /// The sender's member index.
+    pub from: u16,
+    /// The recipient's member index.
+    pub to: u16,
+    /// HPKE's encapsulated key.
+    pub encapped_key: [u8; 32],
+    /// The sealed package.
+    pub ciphertext: Vec<u8>,
+}
+
+/// The committee as this member knows it.
+struct Membership {
+    index: u16,
+    t: u16,
+    identities: Vec<[u8; 32]>,
+    key: Option<frost::keys::KeyPackage>,
+    public: Option<frost::keys::PublicKeyPackage>,
+}
+
+fn identifier(index: u16) -> Result<frost::Identifier, ServiceError> {
+    frost::Identifier::try_from(index.saturating_add(1)).map_err(|_| ServiceError::Invalid)
+}
+
+/// One enclave.
+pub struct EnclaveService {
+    account: SigningKey,
+    identity: IdentityKey,
+    membership: Option<Membership>,
+    dkg1: Option<frost::keys::dkg::round1::SecretPackage>,
+    dkg2: Option<frost::keys::dkg::round2::SecretPackage>,
+    round1: BTreeMap<frost::Identifier, frost::keys::dkg::round1::Package>,
+    /// Epoch keys held but not yet handed to auctioneers.
+    epoch_keys: BTreeMap<Epoch, EpochKeyPair>,
+    auctioneers: BTreeMap<RegionId, Auctioneer>,
+    reports: BTreeMap<(RegionId, Slot), SlotReport>,
+    sessions: BTreeMap<u64, (Vec<u8>, frost::round1::SigningNonces)>,
+}
+
+impl EnclaveService {
+    /// A fresh enclave: a new account key and identity key from `rng`.
+    pub fn new(rng: &mut impl CryptoRng) -> EnclaveService {
+        let mut seed = [0u8; 32];
+        rng.fill_bytes(&mut seed);
+        let account = SigningKey::from_bytes(&seed);
+        seed.zeroize();
+        EnclaveService {
+            account,
+            identity: IdentityKey::generate(rng),
+            membership: None,
+            dkg1: None,
+            dkg2: None,
+            round1: BTreeMap::new(),
+            epoch_keys: BTreeMap::new(),
+            auctioneers: BTreeMap::new(),
+            reports: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+        }
+    }
+
+    /// The enclave's chain account (it signs its own transactions).
+    pub fn account(&self) -> AccountId {
+        AccountId(self.account.verifying_key().to_bytes())
+    }
+
+    /// The key that signs the enclave's chain transactions; it never leaves
+    /// the enclave in a real TEE. The host uses it here to sign what the
+    /// enclave decided (simulated boundary).
+    pub fn account_key(&self) -> &SigningKey {
+        &self.account
+    }
+
+    /// The identity public key epoch secrets and DKG packages are sealed to.
+    pub fn identity_key(&self) -> [u8; 32] {
+        self.identity.public_key()
+    }
+
+    /// The report data its quote must carry: identity key ‖ account.
+    pub fn report_data(&self) -> [u8; 64] {
+        self.identity.report_data(self.account().0)
+    }
+
+    /// The group key, once the DKG finished.
+    pub fn group_key(&self) -> Option<GroupPublicKey> {
+        let public = self.membership.as_ref()?.public.as_ref()?;
+        let bytes = public.verifying_key().serialize().ok()?;
+        Some(GroupPublicKey(bytes.try_into().ok()?))
+    }
+
+    /// DKG round 1: this member is `index` of the committee whose identity
+    /// keys are `identities` (ascending by account, as on chain); returns its
+    /// broadcast package.
+    ///
+    /// # Errors
+    /// [`ServiceError::Invalid`] for bad sizes or an index out of range.
+    pub fn dkg_round1(
+        &mut self,
+        index: u16,
+        t: u16,
+        identities: Vec<[u8; 32]>,
+        rng: &mut impl CryptoRng,
+    ) -> Result<Vec<u8>, ServiceError> {
+        let n = u16::try_from(identities.len()).map_err(|_| ServiceError::Invalid)?;
+        if identities.get(usize::from(index)) != Some(&self.identity_key()) {
+            return Err(ServiceError::Invalid);
+        }
+        let (secret, package) = frost::keys::dkg::part1(identifier(index)?, n, t, Rng06(rng))
+            .map_err(|_| ServiceError::Invalid)?;
+        self.dkg1 = Some(secret);
+        self.dkg2 = None;
+        self.round1.clear();
+        self.membership = Some(Membership {
+            index,
+            t,
+            identities,
+            key: None,
+            public: None,
+        });
+        package.serialize().map_err(|_| ServiceError::Invalid)
+    }
+
+    /// DKG round 2: given every other member's round-1 package (by index),
+    /// returns this member's round-2 packages, each sealed to its recipient.
+    ///
+    /// # Errors
+    /// [`ServiceError`] if round 1 did not run here or a package is invalid.
+    pub fn dkg_round2(
+        &mut self,
+        round1: &BTreeMap<u16, Vec<u8>>,
+        rng: &mut impl CryptoRng,
+    ) -> Result<Vec<SealedDkgPackage>, ServiceError> {
+        let m = self
+            .membership
+            .as_ref()
+            .ok_or(ServiceError::State("no DKG"))?;
+        let index = m.index;
+        let identities = m.identities.clone();
+        let secret = self
+            .dkg1
+            .take()
+            .ok_or(ServiceError::State("no DKG round 1"))?;
+        let mut packages = BTreeMap::new();
+        for (from, bytes) in round1 {
+            if *from == index {
+                continue;
+            }
+            let package = frost::keys::dkg::round1::Package::deserialize(bytes)
+                .map_err(|_| ServiceError::Invalid)?;
+            packages.insert(identifier(*from)?, package);
+        }
+        let (secret2, out) =
+            frost::keys::dkg::part2(secret, &packages).map_err(|_| ServiceError::Invalid)?;
+        self.round1 = packages;
+        self.dkg2 = Some(secret2);
+        let mut sealed = Vec::new();
+        for (to, identity) in identities.iter().enumerate() {
+            let to = u16::try_from(to).map_err(|_| ServiceError::Invalid)?;
+            let Some(package) = out.get(&identifier(to)?) else {
+                continue;
+            };
+            let mut plain = package.serialize().map_err(|_| ServiceError::Invalid)?;
+            let aad = [index.to_le_bytes(), to.to_le_bytes()].concat();
+            let result = hpke_seal(identity, HPKE_INFO_DKG, &plain, &aad, rng);
+            plain.zeroize();
+            let (encapped_key, ciphertext) = result.ok_or(ServiceError::Invalid)?;
+            sealed.push(SealedDkgPackage {
+                from: index,
+                to,
+                encapped_key,
+                ciphertext,
+            });
+        }
+        Ok(sealed)
+    }
+
+    /// DKG round 3: opens the packages sealed to this member and derives its
+    /// key share and the group key.
+    ///
+    /// # Errors
+    /// [`ServiceError`] if round 2 did not run here or a package is invalid.
+    pub fn dkg_finish(
+        &mut self,
+        received: &[SealedDkgPackage],
+    ) -> Result<GroupPublicKey, ServiceError> {
+        let secret2 = self
+            .dkg2
+            .take()
+            .ok_or(ServiceError::State("no DKG round 2"))?;
+        let m = self
+            .membership
+            .as_mut()
+            .ok_or(ServiceError::State("no DKG"))?;
+        let mut packages = BTreeMap::new();
+        for p in received.iter().filter(|p| p.to == m.index) {
+            let aad = [p.from.to_le_bytes(), p.to.to_le_bytes()].concat();
+            let mut plain = hpke_open(
+                self.identity.secret(),
+                &p.encapped_key,
+                HPKE_INFO_DKG,
+                &p.ciphertext,
+                &aad,
+            )
+            .ok_or(ServiceError::Invalid)?;
+            let package = frost::keys::dkg::round2::Package::deserialize(&plain)
+                .map_err(|_| ServiceError::Invalid);
+            plain.zeroize();
+            packages.insert(identifier(p.from)?, package?);
+        }
+        let (key, public) = frost::keys::dkg::part3(&secret2, &self.round1, &packages)
+            .map_err(|_| ServiceError::Invalid)?;
+        m.key = Some(key);
+        m.public = Some(public);
+        self.group_key().ok_or(ServiceError::Invalid)
+    }
+
+    /// Creates the key of `epoch` and seals its secret to every other member.
+    ///
+    /// # Errors
+    /// [`ServiceError::State`] without a committee.
+    pub fn create_epoch_key(
+        &mut self,
+        epoch: Epoch,
+        rng: &mut impl CryptoRng,
+    ) -> Result<([u8; 32], Vec<EpochKeyShare>), ServiceError> {
+        let m = self
+            .membership
+            .as_ref()
+            .ok_or(ServiceError::State("no committee"))?;
+        let others: Vec<[u8; 32]> = m
+            .identities
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != usize::from(m.index))
+            .map(|(_, k)| *k)
+            .collect();
+        let key = EpochKeyPair::generate(epoch, rng);
+        let shares = share(&key, &others, rng);
+        let public = key.public_key();
+        self.epoch_keys.insert(epoch, key);
+        Ok((public, shares))
+    }
+
+    /// Takes an epoch secret another member sealed to this one.
+    ///
+    /// # Errors
+    /// [`ServiceError::Invalid`] if it does not open to `public_key`.
+    pub fn receive_epoch_key(
+        &mut self,
+        share: &EpochKeyShare,
+        public_key: &[u8; 32],
+    ) -> Result<(), ServiceError> {
+        let key = self
+            .identity
+            .receive(share, public_key)
+            .map_err(|_| ServiceError::Invalid)?;
+        self.epoch_keys.insert(key.epoch(), key);
+        Ok(())
+    }
+
+    /// The public key this member holds for `epoch`, if any.
+    pub fn epoch_key(&self, epoch: Epoch) -> Option<[u8; 32]> {
+        self.epoch_keys.get(&epoch).map(EpochKeyPair::public_key)
+    }
+
+    /// Clears a closed slot of `region` (see [`Auctioneer::clear_batch`]) and
+    /// keeps the report to serve receipts and to sign its summary.
+    ///
+    /// # Errors
+    /// [`ServiceError`] if the epoch key is missing or clearing fails.
+    pub fn clear(
+        &mut self,
+        region: RegionId,
+        batch: &Batch<'_>,
+    ) -> Result<&SlotReport, ServiceError> {
+        if !self.auctioneers.contains_key(&region) {
+            let key = self
+                .epoch_keys
+                .get(&batch.epoch)
+                .map(EpochKeyPair::duplicate)
+                .ok_or(BatchError::MissingKey(batch.epoch.0))?;
+            self.auctioneers
+                .insert(region, Auctioneer::new(region, batch.params, key));
+        }
+        let auctioneer = self
+            .auctioneers
+            .get_mut(&region)
+            .ok_or(ServiceError::State("no auctioneer"))?;
+        for key in self.epoch_keys.values() {
+            auctioneer.add_key(key.duplicate());
+        }
+        let report = auctioneer.clear_batch(batch)?;
+        // Keys of epochs every auctioneer has moved past are erased.
+        let oldest = self
+            .auctioneers
+            .values()
+            .filter_map(|a| a.epochs().first().copied())
+            .min();
+        if let Some(oldest) = oldest {
+            self.epoch_keys.retain(|e, _| *e >= oldest);
+        }
+        self.reports.insert((region, batch.slot), report);
+        while self.reports.len() > KEPT_REPORTS {
+            self.reports.pop_first();
+        }
+        self.reports
+            .get(&(region, batch.slot))
+            .ok_or(ServiceError::State("no report"))
+    }
+
+    /// A report this member computed.
+    pub fn report(&self, region: RegionId, slot: Slot) -> Option<&SlotReport> {
+        self.reports.get(&(region, slot))
+    }
+
+    /// The auctioneer of `region`, once it cleared a batch.
+    pub fn auctioneer(&self, region: RegionId) -> Option<&Auctioneer> {
+        self.auctioneers.get(&region)
+    }
+
+    fn message(&self, purpose: &Purpose) -> Result<Vec<u8>, ServiceError> {
+        match purpose {
+            Purpose::Report { region, slot } => self
+                .reports
+                .get(&(*region, *slot))
+                .map(|r| report_message(&r.summary))
+                .ok_or(ServiceError::Unsigned),
+            Purpose::EpochKey { epoch, public_key } => {
+                let held = self.epoch_keys.get(epoch).map(EpochKeyPair::public_key);
+                if held == Some(*public_key) {
+                    Ok(epoch_key_message(*epoch, public_key))
+                } else {
+                    Err(ServiceError::Unsigned)
+                }
+            }
+        }
+    }
+
+    /// Signing round 1: commits to nonces for `session`, if this member
+    /// computed what `purpose` names. Returns `(member index, commitments)`.
+    ///
+    /// # Errors
+    /// [`ServiceError::Unsigned`] if it did not; [`ServiceError::State`]
+    /// without a key share.
+    pub fn sign_commit(
+        &mut self,
+        session: u64,
+        purpose: &Purpose,
+        rng: &mut impl CryptoRng,
+    ) -> Result<(u16, Vec<u8>), ServiceError> {
+        let message = self.message(purpose)?;
+        let m = self
+            .membership
+            .as_ref()
+            .ok_or(ServiceError::State("no committee"))?;
+        let key = m.key.as_ref().ok_or(ServiceError::State("no key share"))?;
+        let (nonces, commitments) = frost::round1::commit(key.signing_share(), &mut Rng06(rng));
+        let index = m.index;
+        self.sessions.insert(session, (message, nonces));
+        while self.sessions.len() > 64 {
+            self.sessions.pop_first();
+        }
+        let bytes = commitments.serialize().map_err(|_| ServiceError::Invalid)?;
+        Ok((index, bytes))
+    }
+
+    /// Signing round 2: the share for `session`'s signing package, whose
+    /// message must be the one committed to. The nonces are used once.
+    ///
+    /// # Errors
+    /// [`ServiceError`] for an unknown session, another message or a bad package.
+    pub fn sign_share(&mut self, session: u64, package: &[u8]) -> Result<Vec<u8>, ServiceError> {
+        let package =
+            frost::SigningPackage::deserialize(package).map_err(|_| ServiceError::Invalid)?;
+        let (message, nonces) = self
+            .sessions
+            .remove(&session)
+            .ok_or(ServiceError::State("no such session"))?;
+        if package.message() != &message {
+            return Err(ServiceError::Unsigned);
+        }
+        let m = self
+            .membership
+            .as_ref()
+            .ok_or(ServiceError::State("no committee"))?;
+        let key = m.key.as_ref().ok_or(ServiceError::State("no key share"))?;
+        let share =
+            frost::round2::sign(&package, &nonces, key).map_err(|_| ServiceError::Invalid)?;
+        Ok(share.serialize())
+    }
+
+    /// As coordinator: the signing package for `purpose` from members'
+    /// commitments (at least the threshold).
+    ///
+    /// # Errors
+    /// [`ServiceError`] if this member can not name the message, or too few
+    /// or invalid commitments.
+    pub fn signing_package(
+        &self,
+        purpose: &Purpose,
+        commitments: &BTreeMap<u16, Vec<u8>>,
+    ) -> Result<Vec<u8>, ServiceError> {
+        let message = self.message(purpose)?;
+        let m = self
+            .membership
+            .as_ref()
+            .ok_or(ServiceError::State("no committee"))?;
+        if commitments.len() < usize::from(m.t) {
+            return Err(ServiceError::State("fewer commitments than the threshold"));
+        }
+        let mut parsed = BTreeMap::new();
+        for (index, bytes) in commitments {
+            let c = frost::round1::SigningCommitments::deserialize(bytes)
+                .map_err(|_| ServiceError::Invalid)?;
+            parsed.insert(identifier(*index)?, c);
+        }
+        frost::SigningPackage::new(parsed, &message)
+            .serialize()
+            .map_err(|_| ServiceError::Invalid)
+    }
+
+    /// As coordinator: the group signature from the package and the shares.
+    ///
+    /// # Errors
+    /// [`ServiceError::Invalid`] if a share is bad or too few.
+    pub fn aggregate(
+        &self,
+        package: &[u8],
+        shares: &BTreeMap<u16, Vec<u8>>,
+    ) -> Result<GroupSignature, ServiceError> {
+        let package =
+            frost::SigningPackage::deserialize(package).map_err(|_| ServiceError::Invalid)?;
+        let public = self
+            .membership
+            .as_ref()
+            .and_then(|m| m.public.as_ref())
+            .ok_or(ServiceError::State("no committee"))?;
+        let mut parsed = BTreeMap::new();
+        for (index, bytes) in shares {
+            let s = frost::round2::SignatureShare::deserialize(bytes)
+                .map_err(|_| ServiceError::Invalid)?;
+            parsed.insert(identifier(*index)?, s);
+        }
+        let signature =
+            frost::aggregate(&package, &parsed, public).map_err(|_| ServiceError::Invalid)?;
+        let bytes = signature.serialize().map_err(|_| ServiceError::Invalid)?;
+        bytes.try_into().map_err(|_| ServiceError::Invalid)
+    }
+
+    /// The state sealed to this platform and measurement: account and
+    /// identity keys, the key share, epoch keys and every auctioneer.
+    /// Signing sessions and a DKG in progress are not kept.
+    ///
+    /// # Errors
+    /// [`ServiceError::Invalid`] if a component does not serialise.
+    pub fn seal(
+        &self,
+        platform: &SimulatedPlatform,
+        rng: &mut impl CryptoRng,
+    ) -> Result<Vec<u8>, ServiceError> {
+        let membership = match &self.membership {
+            Some(m) => Some(SealedMembership {
+                index: m.index,
+                t: m.t,
+                identities: m.identities.clone(),
+                key: m
+                    .key
+                    .as_ref()
+                    .map(|k| k.serialize().map_err(|_| ServiceError::Invalid))
+                    .transpose()?,
+                public: m
+                    .public
+                    .as_ref()
+                    .map(|p| p.serialize().map_err(|_| ServiceError::Invalid))
+                    .transpose()?,
+            }),
+            None => None,
+        };
+        let state = SealedState {
+            account: self.account.to_bytes().to_vec(),
+            identity: self.identity.secret_bytes(),
+            membership,
+            epoch_keys: self
+                .epoch_keys
+                .values()
+                .map(|k| (k.epoch(), k.secret_bytes()))
+                .collect(),
+            auctioneers: self.auctioneers.values().map(Auctioneer::export).collect(),
+        };
+        let mut plain = borsh::to_vec(&state).map_err(|_| ServiceError::Invalid)?;
+        let sealing = platform.sealing_key()?;
+        let sealed = hpke_seal(
+            &sealing.public_key(),
+            HPKE_INFO_STATE,
+            &plain,
+            &platform.measurement.0,
+            rng,
+        );
+        plain.zeroize();
+        let (encapped, ciphertext) = sealed.ok_or(ServiceError::Invalid)?;
+        Ok([encapped.as_slice(), &ciphertext].concat())
+    }
+
+    /// The enclave a [`EnclaveService::seal`] on the same platform and
+    /// measurement saved.
+    ///
+    /// # Errors
+    /// [`ServiceError::Invalid`] if the bytes do not open or decode.
+    pub fn unseal(
+        bytes: &[u8],
+        platform: &SimulatedPlatform,
+    ) -> Result<EnclaveService, ServiceError> {
+        let (encapped, ciphertext) = bytes.split_at_checked(32).ok_or(ServiceError::Invalid)?;
+        let encapped: [u8; 32] = encapped.try_into().map_err(|_| ServiceError::Invalid)?;
+        let sealing = platform.sealing_key()?;
+        let mut plain = hpke_open(
+            &sealing.secret,
+            &encapped,
+            HPKE_INFO_STATE,
+            ciphertext,
+            &platform.measurement.0,
+        )
+        .ok_or(ServiceError::Invalid)?;
+        let state: Result<SealedState, _> = borsh::from_slice(&plain);
+        plain.zeroize();
+        let state = state.map_err(|_| ServiceError::Invalid)?;
+        let account: [u8; 32] = state
+            .account
+            .as_slice()
+            .try_into()
+            .map_err(|_| ServiceError::Invalid)?;
+        let identity = IdentityKey::from_secret(&state.identity).ok_or(ServiceError::Invalid)?;
+        let membership = match state.membership {
+            Some(m) => Some(Membership {
+                index: m.index,
+                t: m.t,
+                identities: m.identities,
+                key: m
+                    .key
+                    .map(|k| frost::keys::KeyPackage::deserialize(&k))
+                    .transpose()
+                    .map_err(|_| ServiceError::Invalid)?,
+                public: m
+                    .public
+                    .map(|p| frost::keys::PublicKeyPackage::deserialize(&p))
+                    .transpose()
+                    .map_err(|_| ServiceError::Invalid)?,
+            }),
+            None => None,
+        };
+        let mut epoch_keys = BTreeMap::new();
+        for (epoch, secret) in state.epoch_keys {
+            let key = EpochKeyPair::from_secret(epoch, &secret).ok_or(ServiceError::Invalid)?;
+            epoch_keys.insert(epoch, key);
+        }
+        let mut auctioneers = BTreeMap::new();
+        for a in state.auctioneers {
+            let a = a.restore().ok_or(ServiceError::Invalid)?;
+            auctioneers.insert(a.region(), a);
+        }
+        Ok(EnclaveService {
+            account: SigningKey::from_bytes(&account),
+            identity,
+            membership,
+            dkg1: None,
+            dkg2: None,
+            round1: BTreeMap::new(),
+            epoch_keys,
+            auctioneers,
+            reports: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+        })
+    }
+}
+
+#[derive(BorshSerialize, BorshDeserialize)]
+struct SealedMembership {
+    index: u16,
+    t: u16,
+    identities: Vec<[u8; 32]>,
+    key: Option<Vec<u8>>,
+    public: Option<Vec<u8>>,
+}
+
+#[derive(BorshSerialize, BorshDeserialize)]
+struct SealedState {
+    account: Vec<u8>,
+    identity: Vec<u8>,
+    membership: Option<SealedMembership>,
+    epoch_keys: Vec<(Epoch, Vec<u8>)>,
+    auctioneers: Vec<AuctioneerState>,
+}
+
+/// The **simulated** platform an enclave runs on: a secret standing in for
+/// the CPU's sealing fuse key, and the measurement of the running code. A
+/// real TEE derives the sealing key in hardware from both, so only the same
+/// code on the same machine can unseal.
+pub struct SimulatedPlatform {
+    secret: [u8; 32],
+    /// The running code's measurement.
+    pub measurement: Measurement,
+}
+
+impl SimulatedPlatform {
+    /// A simulated platform with `secret` running `measurement`.
+    pub fn new(secret: [u8; 32], measurement: Measurement) -> SimulatedPlatform {
+        SimulatedPlatform {
+            secret,
+            measurement,
+        }
+    }
+
+    fn sealing_key(&self) -> Result<HpkeKeyPair, ServiceError> {
+        let seed = hash::tagged(
+            "QUARTIER_ENCLAVE_SIMULATED_SEALING_KEY",
+            &[&self.secret, &self.measurement.0],
+        );
+        HpkeKeyPair::from_secret(&seed.0).ok_or(ServiceError::Invalid)
+    }
+}
+
+impl Drop for SimulatedPlatform {
+    fn drop(&mut self) {
+        self.secret.zeroize();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auctioneer::{Outcome, receipts_root};
+    use crate::sealed::{OrderPayload, SignedOrder, seal};
+    use quartier_types::{Energy, Money, Price, RegionParams, Side};
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::{Rng as _, SeedableRng};
+
+    const R: RegionId = RegionId(1);
+    const CHF: u64 = 100_000_000;
+
+    fn params() -> RegionParams {
+        RegionParams::new(Price::new(20_750), Price::new(4_000), Price::new(500)).unwrap()
+    }
+
+    /// Three enclaves after the DKG (t = 2), as the hosts would run it.
+    fn committee(rng: &mut ChaCha20Rng) -> Vec<EnclaveService> {
+        let mut members: Vec<EnclaveService> = (0..3).map(|_| EnclaveService::new(rng)).collect();
+        members.sort_by_key(EnclaveService::account);
+        let identities: Vec<[u8; 32]> = members.iter().map(EnclaveService::identity_key).collect();
+        let mut round1 = BTreeMap::new();
+        for (i, m) in members.iter_mut().enumerate() {
+            let i = u16::try_from(i).unwrap();
+            round1.insert(i, m.dkg_round1(i, 2, identities.clone(), rng).unwrap());
+        }
+        let mut round2 = Vec::new();
+        for m in &mut members {
+            round2.extend(m.dkg_round2(&round1, rng).unwrap());
+        }
+        let keys: Vec<GroupPublicKey> = members
+            .iter_mut()
+            .map(|m| m.dkg_finish(&round2).unwrap())
+            .collect();
+        assert!(keys.iter().all(|k| *k == keys[0]), "one group key");
+        members
+    }
+
+    /// Coordinator `c` gets `purpose` signed by `signers` (indices).
+    fn sign(
+        members: &mut [EnclaveService],
+        c: usize,
+        signers: &[usize],
+        purpose: &Purpose,
+        rng: &mut ChaCha20Rng,
+    ) -> Result<GroupSignature, ServiceError> {
+        let session = rng.next_u64();
+        let mut commitments = BTreeMap::new();
+        for &s in signers {
+            let (index, bytes) = members[s].sign_commit(session, purpose, rng)?;
+            commitments.insert(index, bytes);
+        }
+        let package = members[c].signing_package(purpose, &commitments)?;
+        let mut shares = BTreeMap::new();
+        for &s in signers {
+            let index = u16::try_from(s).unwrap();
+            shares.insert(index, members[s].sign_share(session, &package)?);
+        }
+        members[c].aggregate(&package, &shares)
+    }
+
+    fn order(
+        wallet: &SigningKey,
+        slot: u64,
+        side: Side,
+        energy: u64,
+        key: &[u8; 32],
+        rng: &mut ChaCha20Rng,
+    ) -> (crate::sealed::SealedOrder, HpkeKeyPair) {
+        let receipt = HpkeKeyPair::generate(rng);
+        let payload = OrderPayload {
+            wallet: AccountId(wallet.verifying_key().to_bytes()),
+            region: R,
+            slot: Slot(slot),
+            epoch: Epoch(slot / 4),
+            side,
+            limit: Price::new(if side == Side::Buy { 12_000 } else { 10_000 }),
+            energy: Energy::new(energy),
+            receipt_key: receipt.public_key(),
+        };
+        let sealed = seal(key, &SignedOrder::sign(payload, wallet), rng).unwrap();
+        (sealed, receipt)
+    }
+
+    #[test]
+    fn a_committee_shares_epoch_keys_clears_alike_signs_with_two_of_three_and_survives_a_restart() {
+        let mut rng = ChaCha20Rng::from_seed([11; 32]);
+        let mut members = committee(&mut rng);
+        let group = members[0].group_key().unwrap();
+
+        // Member 1 creates epoch 2's key and seals it to the others.
+        let (public, shares) = members[1].create_epoch_key(Epoch(2), &mut rng).unwrap();
+        for share in &shares {
+            for m in members.iter_mut() {
+                if share.to == m.identity_key() {
+                    m.receive_epoch_key(share, &public).unwrap();
+                }
+            }
+        }
+        let purpose = Purpose::EpochKey {
+            epoch: Epoch(2),
+            public_key: public,
+        };
+        let sig = sign(&mut members, 0, &[0, 2], &purpose, &mut rng).unwrap();
+        assert_eq!(
+            group.verify(&epoch_key_message(Epoch(2), &public), &sig),
+            Ok(())
+        );
+        // Nobody signs an epoch key it does not hold.
+        let forged = Purpose::EpochKey {
+            epoch: Epoch(2),
+            public_key: [9; 32],
+        };
+        assert_eq!(
+            sign(&mut members, 0, &[0, 1], &forged, &mut rng),
+            Err(ServiceError::Unsigned)
+        );
+
+        // A slot: every member clears the same batch to the same report.
+        let (buyer, seller) = (
+            SigningKey::from_bytes(&[1; 32]),
+            SigningKey::from_bytes(&[2; 32]),
+        );
+        let buyer_id = AccountId(buyer.verifying_key().to_bytes());
+        let (buy, buy_receipt) = order(&buyer, 8, Side::Buy, 1_000, &public, &mut rng);
+        let (sell, _) = order(&seller, 8, Side::Sell, 700, &public, &mut rng);
+        let deposits = [(buyer_id, Money::new(10 * CHF))];
+        let orders = [buy, sell];
+        let batch = Batch {
+            slot: Slot(8),
+            params: params(),
+            epoch: Epoch(2),
+            deposits: &deposits,
+            orders: &orders,
+            withdrawals: &[],
+        };
+        let reports: Vec<SlotReport> = members
+            .iter_mut()
+            .map(|m| m.clear(R, &batch).unwrap().clone())
+            .collect();
+        assert!(reports.iter().all(|r| *r == reports[0]));
+        let report = &reports[0];
+        assert_eq!(
+            report.summary.receipts_root,
+            receipts_root(&report.receipts)
+        );
+        let mine = report
+            .receipts
+            .iter()
+            .find_map(|r| r.open(&buy_receipt))
+            .unwrap();
+        assert!(
+            matches!(mine.outcome, Outcome::Cleared { matched, .. } if matched == Energy::new(700))
+        );
+
+        // Member 0 is stopped: 1 and 2 still sign, with 1 coordinating.
+        let slot8 = Purpose::Report {
+            region: R,
+            slot: Slot(8),
+        };
+        let sig = sign(&mut members, 1, &[1, 2], &slot8, &mut rng).unwrap();
+        assert_eq!(group.verify(&report_message(&report.summary), &sig), Ok(()));
+        // One alone can not: the package needs the threshold's commitments.
+        assert!(sign(&mut members, 1, &[1], &slot8, &mut rng).is_err());
+
+        // Member 2 restarts from its sealed state and rejoins.
+        let platform = SimulatedPlatform::new([5; 32], Measurement([6; 32]));
+        let sealed = members[2].seal(&platform, &mut rng).unwrap();
+        let before = members[2].auctioneer(R).unwrap().custody();
+        members[2] = EnclaveService::unseal(&sealed, &platform).unwrap();
+        assert_eq!(members[2].group_key(), Some(group));
+        assert_eq!(members[2].auctioneer(R).unwrap().custody(), before);
+        // Another platform or measurement can not open it.
+        let other = SimulatedPlatform::new([5; 32], Measurement([7; 32]));
+        assert!(EnclaveService::unseal(&sealed, &other).is_err());
+        let mut flipped = sealed.clone();
+        flipped[40] ^= 1;
+        assert!(EnclaveService::unseal(&flipped, &platform).is_err());
+
+        let (buy, _) = order(&buyer, 9, Side::Buy, 500, &public, &mut rng);
+        let orders = [buy];
+        let next = Batch {
+            slot: Slot(9),
+            orders: &orders,
+            deposits: &[],
+            ..batch
+        };
+        let reports: Vec<SlotReport> = members
+            .iter_mut()
+            .map(|m| m.clear(R, &next).unwrap().clone())
+            .collect();
+        assert!(
+            reports.iter().all(|r| *r == reports[0]),
+            "restarted member agrees"
+        );
+        let slot9 = Purpose::Report {
+            region: R,
+            slot: Slot(9),
+        };
+        let sig = sign(&mut members, 2, &[0, 2], &slot9, &mut rng).unwrap();
+        assert_eq!(
+            group.verify(&report_message(&reports[0].summary), &sig),
+            Ok(())
+        );
+        // Nobody signs a slot it did not clear.
+        let unseen = Purpose::Report {
+            region: R,
+            slot: Slot(10),
+        };
+        assert_eq!(
+            sign(&mut members, 0, &[0, 1], &unseen, &mut rng),
+            Err(ServiceError::Unsigned)
+        );
+    }
+}
