@@ -129,6 +129,9 @@ enum Command {
     /// Measure things and print a table.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Privacy mode B's auctioneer enclave (simulated TEE).
+    #[command(subcommand)]
+    Enclave(EnclaveCommand),
     /// Start a local devnet: N validators as separate processes on loopback,
     /// and one meter agent per simulated household trading on it.
     Devnet {
@@ -139,6 +142,18 @@ enum Command {
         plan: PlanArgs,
         #[command(flatten)]
         households: HouseholdArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum EnclaveCommand {
+    /// Print the measurement (SHA-256, hex) of the enclave binary: this
+    /// executable, or the file given. Build reproducibly first (README,
+    /// "Reproducing the enclave measurement").
+    Measure {
+        /// The binary to measure (default: this executable).
+        #[arg(long)]
+        binary: Option<PathBuf>,
     },
 }
 
@@ -293,6 +308,7 @@ fn main() -> ExitCode {
             timeout,
             plan,
         }) => bench_chain(meters, slots, timeout, &plan).map_err(Failure::Internal),
+        Command::Enclave(EnclaveCommand::Measure { binary }) => measure(binary),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -425,6 +441,25 @@ impl Drop for Nodes {
             let _ = child.wait();
         }
     }
+}
+
+/// Prints the SHA-256 of the enclave binary.
+fn measure(binary: Option<PathBuf>) -> Result<(), Failure> {
+    use anyhow::Context as _;
+    let path = match binary {
+        Some(p) => p,
+        None => std::env::current_exe()
+            .context("locating this executable")
+            .map_err(Failure::Internal)?,
+    };
+    let bytes = std::fs::read(&path)
+        .with_context(|| format!("reading {}", path.display()))
+        .map_err(Failure::BadInput)?;
+    println!(
+        "{}",
+        quartier_enclave::attestation::Measurement::of_binary(&bytes)
+    );
+    Ok(())
 }
 
 // A benchmark measures wall-clock time.

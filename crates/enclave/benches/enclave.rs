@@ -2,13 +2,16 @@
 //! and a 1 000-order slot through the auctioneer (intake of sealed orders,
 //! clearing, receipts).
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use ed25519_dalek::SigningKey;
 use quartier_enclave::auctioneer::Auctioneer;
+use quartier_enclave::auctioneer::Batch;
 use quartier_enclave::sealed::{Epoch, EpochKeyPair, OrderPayload, SealedOrder, SignedOrder, seal};
+use quartier_enclave::service::{EnclaveService, Purpose};
 use quartier_types::{AccountId, Energy, Money, Price, RegionId, RegionParams, Side, Slot};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
+use std::collections::BTreeMap;
 use std::hint::black_box;
 
 fn signed(i: u32, key: &SigningKey) -> SignedOrder {
@@ -90,7 +93,91 @@ fn bench(c: &mut Criterion) {
     group.bench_function("committee::sign/report/t=2", |b| {
         b.iter(|| quartier_enclave::committee::sign(&signers, &group_key, b"report", &mut rng))
     });
+
+    // Gate to signed report inside the committee: three enclaves each clear
+    // the same 1 000-order batch (serially here; in parallel on three hosts)
+    // and two of them sign its summary through the byte-level service API.
+    let deposits: Vec<(AccountId, Money)> = wallets
+        .iter()
+        .map(|w| {
+            (
+                AccountId(w.verifying_key().to_bytes()),
+                Money::new(100_000_000),
+            )
+        })
+        .collect();
+    group.bench_function("service::clear_and_sign/orders/1000/enclaves/3", |b| {
+        b.iter_batched(
+            || committee_with_key(&key, &mut rng),
+            |mut members| {
+                let batch = Batch {
+                    slot: Slot(9),
+                    params,
+                    epoch: Epoch(1),
+                    deposits: &deposits,
+                    orders: &book,
+                    withdrawals: &[],
+                };
+                for m in &mut members {
+                    m.clear(RegionId(1), &batch).expect("clears");
+                }
+                let purpose = Purpose::Report {
+                    region: RegionId(1),
+                    slot: Slot(9),
+                };
+                let mut commitments = BTreeMap::new();
+                for m in members.iter_mut().take(2) {
+                    let (i, c) = m
+                        .sign_commit(7, &purpose, &mut ChaCha20Rng::from_seed([4; 32]))
+                        .expect("commits");
+                    commitments.insert(i, c);
+                }
+                let package = members[0]
+                    .signing_package(&purpose, &commitments)
+                    .expect("package");
+                let mut shares = BTreeMap::new();
+                for (i, m) in members.iter_mut().take(2).enumerate() {
+                    shares.insert(
+                        u16::try_from(i).expect("small"),
+                        m.sign_share(7, &package).expect("share"),
+                    );
+                }
+                members[0].aggregate(&package, &shares).expect("signature")
+            },
+            BatchSize::LargeInput,
+        )
+    });
     group.finish();
+}
+
+/// Three members after the DKG, all holding `key` (sealed to them by a fourth
+/// party standing in for the member that created it).
+fn committee_with_key(key: &EpochKeyPair, rng: &mut ChaCha20Rng) -> Vec<EnclaveService> {
+    let mut members: Vec<EnclaveService> = (0..3).map(|_| EnclaveService::new(rng)).collect();
+    members.sort_by_key(EnclaveService::account);
+    let identities: Vec<[u8; 32]> = members.iter().map(EnclaveService::identity_key).collect();
+    let mut round1 = BTreeMap::new();
+    for (i, m) in members.iter_mut().enumerate() {
+        let i = u16::try_from(i).expect("small");
+        round1.insert(
+            i,
+            m.dkg_round1(i, 2, identities.clone(), rng)
+                .expect("round 1"),
+        );
+    }
+    let mut round2 = Vec::new();
+    for m in &mut members {
+        round2.extend(m.dkg_round2(&round1, rng).expect("round 2"));
+    }
+    for m in &mut members {
+        m.dkg_finish(&round2).expect("round 3");
+    }
+    let shares = quartier_enclave::epoch::share(key, &identities, rng);
+    for (m, share) in members.iter_mut().zip(&shares) {
+        m.receive_epoch_key(share, &key.public_key())
+            .expect("share opens");
+    }
+    members
 }
 
 criterion_group!(benches, bench);

@@ -37,6 +37,15 @@ pub const TAG_SIMULATED_QUOTE: &str = "QUARTIER_ENCLAVE_SIMULATED_QUOTE";
 )]
 pub struct Measurement(#[serde(with = "quartier_types::hex")] pub [u8; 32]);
 
+impl Measurement {
+    /// The measurement of an enclave binary: the plain SHA-256 of its bytes
+    /// (what `sha256sum` prints, so anyone can check it).
+    pub fn of_binary(bytes: &[u8]) -> Measurement {
+        use sha2::Digest as _;
+        Measurement(sha2::Sha256::digest(bytes).into())
+    }
+}
+
 impl std::fmt::Display for Measurement {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&quartier_types::hex::encode(&self.0))

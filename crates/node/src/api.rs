@@ -29,6 +29,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/regions/{region}/slots/{slot}"),
     ("get", "/api/v1/regions/{region}/meters"),
     ("get", "/api/v1/regions/{region}/settlements"),
+    ("get", "/api/v1/sealed"),
+    ("get", "/api/v1/regions/{region}/reports"),
     ("get", "/api/v1/openapi.json"),
     ("get", "/"),
     ("get", "/app.js"),
@@ -81,6 +83,8 @@ pub fn router(app: LedgerApp, gossip: Gossip) -> Router {
         .route("/api/v1/regions/{region}/slots/{slot}", get(slot))
         .route("/api/v1/regions/{region}/meters", get(meters))
         .route("/api/v1/regions/{region}/settlements", get(settlements))
+        .route("/api/v1/sealed", get(sealed))
+        .route("/api/v1/regions/{region}/reports", get(reports))
         .route(
             "/",
             get(|| async { web("text/html; charset=utf-8", DASHBOARD_HTML) }),
@@ -254,6 +258,59 @@ async fn settlements(
         list
     });
     Ok(Json(json!({ "region": region, "settlements": list })))
+}
+
+/// Privacy mode B's public state: policy, enclaves, committee, epoch keys and
+/// the closed batches awaiting a report (what enclaves clear).
+async fn sealed(AxumState(api): AxumState<Api>) -> Json<serde_json::Value> {
+    Json(api.app.with_state(|s| {
+        let batches: Vec<serde_json::Value> = s
+            .sealed_batches()
+            .map(|((region, slot), b)| json!({ "region": region, "slot": slot, "batch": b }))
+            .collect();
+        let enclaves: Vec<serde_json::Value> = s
+            .enclaves()
+            .iter()
+            .map(|(account, e)| json!({ "account": account, "enclave": e }))
+            .collect();
+        let epochs: Vec<serde_json::Value> = s
+            .epoch_keys()
+            .iter()
+            .map(|(epoch, key)| json!({ "epoch": epoch, "public_key": quartier_types::hex::encode(key) }))
+            .collect();
+        json!({
+            "height": s.meta().height,
+            "time": s.meta().time,
+            "custody": s.meta().custody,
+            "policy": s.genesis().sealed_market,
+            "measurements": s.measurements(),
+            "enclaves": enclaves,
+            "committee": s.committee(),
+            "epochs": epochs,
+            "batches": batches,
+        })
+    }))
+}
+
+/// The region's last accepted mode B reports, oldest first.
+async fn reports(
+    AxumState(api): AxumState<Api>,
+    Path(region): Path<String>,
+    query: Result<axum::extract::Query<Last>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let region = RegionId(region.parse().map_err(|_| bad("region: not a number"))?);
+    let axum::extract::Query(Last { last }) = query.map_err(|e| bad(e.body_text()))?;
+    let last = last.unwrap_or(96);
+    if last == 0 || last > 2_976 {
+        return Err(bad("last: 1 to 2976"));
+    }
+    let list = api.app.with_state(|s| {
+        let mut list: Vec<&quartier_ledger::PostedReport> =
+            s.region_reports(region).rev().take(last).collect();
+        list.reverse();
+        serde_json::to_value(list).unwrap_or_default()
+    });
+    Ok(Json(json!({ "region": region, "reports": list })))
 }
 
 /// One settlement in a few numbers: volumes and the spread of trade prices.

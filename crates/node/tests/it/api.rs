@@ -71,6 +71,19 @@ fn every_route_answers() {
         let (s, v) = call(&router, "GET", "/api/v1/regions/1/meters", "").await;
         assert_eq!(s, StatusCode::OK);
         assert_eq!(v["meters"], serde_json::json!([]));
+        // Mode B on a chain without the policy: empty, and says so.
+        let (s, v) = call(&router, "GET", "/api/v1/sealed", "").await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(v["policy"].is_null() && v["committee"].is_null());
+        assert_eq!(v["batches"], serde_json::json!([]));
+        assert_eq!(v["custody"], 0);
+        let (s, v) = call(&router, "GET", "/api/v1/regions/1/reports?last=5", "").await;
+        assert_eq!(
+            (s, v["reports"].clone()),
+            (StatusCode::OK, serde_json::json!([]))
+        );
+        let (s, _) = call(&router, "GET", "/api/v1/regions/1/reports?last=0", "").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
     });
 }
 
