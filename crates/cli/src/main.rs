@@ -147,6 +147,12 @@ enum Command {
 
 #[derive(Subcommand)]
 enum EnclaveCommand {
+    /// Run one auctioneer enclave (simulated TEE) and its host.
+    Run {
+        /// The enclave's config file (`enclave.toml`, written by `quartier devnet`).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Print the measurement (SHA-256, hex) of the enclave binary: this
     /// executable, or the file given. Build reproducibly first (README,
     /// "Reproducing the enclave measurement").
@@ -190,17 +196,50 @@ struct PlanArgs {
     /// An idle chain still makes a block this often (milliseconds).
     #[arg(long, default_value_t = 2_000)]
     idle_block_ms: u64,
+    /// How orders are placed: `transparent` (open orders) or `enclave`
+    /// (privacy mode B: sealed orders cleared by an enclave committee).
+    #[arg(long, value_enum, default_value_t = Privacy::Transparent)]
+    privacy: Privacy,
+    /// Mode B: enclaves in the committee, each its own process (t = n/2 + 1).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(2..=16))]
+    enclaves: u16,
+}
+
+/// The devnet's privacy mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Privacy {
+    /// Open orders: price and amount public.
+    Transparent,
+    /// Privacy mode B: sealed orders, simulated-TEE enclave committee.
+    Enclave,
 }
 
 impl PlanArgs {
-    fn plan(&self) -> quartier_node::devnet::DevnetPlan {
-        quartier_node::devnet::DevnetPlan {
+    fn plan(&self) -> anyhow::Result<quartier_node::devnet::DevnetPlan> {
+        use anyhow::Context as _;
+        let sealed = match self.privacy {
+            Privacy::Transparent => None,
+            Privacy::Enclave => {
+                // The enclaves run this binary: allow its measurement at genesis.
+                let exe = std::env::current_exe().context("locating the quartier binary")?;
+                let bytes =
+                    std::fs::read(&exe).with_context(|| format!("measuring {}", exe.display()))?;
+                Some(quartier_node::devnet::SealedPlan {
+                    enclaves: usize::from(self.enclaves),
+                    threshold: self.enclaves / 2 + 1,
+                    epoch_slots: 4,
+                    measurement: quartier_enclave::attestation::Measurement::of_binary(&bytes),
+                })
+            }
+        };
+        Ok(quartier_node::devnet::DevnetPlan {
             validators: self.validators,
             slot_ms: self.slot_seconds * 1000,
             gate_ms: self.slot_seconds * 200,
             base_port: self.base_port,
             idle_block_ms: self.idle_block_ms,
-        }
+            sealed,
+        })
     }
 }
 
@@ -309,6 +348,9 @@ fn main() -> ExitCode {
             plan,
         }) => bench_chain(meters, slots, timeout, &plan).map_err(Failure::Internal),
         Command::Enclave(EnclaveCommand::Measure { binary }) => measure(binary),
+        Command::Enclave(EnclaveCommand::Run { config }) => {
+            enclave_run(&config).map_err(Failure::Internal)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -348,7 +390,7 @@ fn keygen(out: &std::path::Path) -> anyhow::Result<()> {
 }
 
 fn genesis(out: &std::path::Path, plan: &PlanArgs) -> anyhow::Result<()> {
-    let layout = quartier_node::devnet::lay_out(out, &plan.plan())?;
+    let layout = quartier_node::devnet::lay_out(out, &plan.plan()?)?;
     println!("genesis: {}", layout.genesis_file.display());
     for config in &layout.node_configs {
         println!("node:    {}", config.display());
@@ -443,6 +485,23 @@ impl Drop for Nodes {
     }
 }
 
+/// Runs one enclave host until stopped.
+fn enclave_run(config: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let exe = std::env::current_exe().context("locating this executable")?;
+    let bytes = std::fs::read(&exe).with_context(|| format!("measuring {}", exe.display()))?;
+    let measurement = quartier_enclave::attestation::Measurement::of_binary(&bytes);
+    let config = quartier_node::enclave_host::EnclaveConfigFile::load(config, measurement)?;
+    quartier_node::enclave_host::run(&config)?;
+    Ok(())
+}
+
 /// Prints the SHA-256 of the enclave binary.
 fn measure(binary: Option<PathBuf>) -> Result<(), Failure> {
     use anyhow::Context as _;
@@ -469,7 +528,7 @@ fn bench_chain(meters: usize, slots: u64, timeout: u64, plan: &PlanArgs) -> anyh
     use quartier_node::client::NodeClient;
     let dir = std::env::temp_dir().join(format!("quartier-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let layout = quartier_node::devnet::lay_out(&dir, &plan.plan())?;
+    let layout = quartier_node::devnet::lay_out(&dir, &plan.plan()?)?;
     let exe = std::env::current_exe().context("locating the quartier binary")?;
     let nodes = Nodes(quartier_node::devnet::spawn_nodes(&exe, &dir, &layout)?);
     let apis = layout
@@ -771,11 +830,17 @@ fn devnet(dir: Option<PathBuf>, plan: &PlanArgs, households: &HouseholdArgs) -> 
         households.prosumers,
         households.households
     );
-    let layout = quartier_node::devnet::lay_out(&dir, &plan.plan())?;
+    let layout = quartier_node::devnet::lay_out(&dir, &plan.plan()?)?;
     let exe = std::env::current_exe().context("locating the quartier binary")?;
     let mut children = Nodes(quartier_node::devnet::spawn_nodes(&exe, &dir, &layout)?);
+    children
+        .0
+        .extend(quartier_node::devnet::spawn_enclaves(&exe, &dir, &layout)?);
+    for url in &layout.enclave_urls {
+        println!("  enclave (simulated TEE) {url}/enclave/v1/status");
+    }
     println!(
-        "quartier devnet: {} validators, data in {}",
+        "quartier devnet: {} processes (validators, then enclaves), data in {}",
         children.0.len(),
         dir.display()
     );
@@ -796,7 +861,10 @@ fn devnet(dir: Option<PathBuf>, plan: &PlanArgs, households: &HouseholdArgs) -> 
     loop {
         for (i, child) in children.0.iter_mut().enumerate() {
             if let Some(status) = child.try_wait().context("watching validators")? {
-                anyhow::bail!("validator {i} exited ({status}); see {}", dir.display());
+                anyhow::bail!(
+                    "devnet process {i} (validators first, then enclaves) exited ({status}); see {}",
+                    dir.display()
+                );
             }
         }
         if let Some(handle) = fleet.take_if(|h| h.is_finished()) {

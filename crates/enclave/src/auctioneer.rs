@@ -84,7 +84,7 @@ pub const HPKE_INFO_RECEIPT: &[u8] = b"QUARTIER_ENCLAVE_RECEIPT";
 
 /// A receipt as published: sealed to the receipt key its order carried, or
 /// in clear when the order never opened (then it says only why).
-#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize)]
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct PublishedReceipt {
     /// Hash of the sealed order it answers.
     pub sealed: Digest,
@@ -93,7 +93,7 @@ pub struct PublishedReceipt {
 }
 
 /// A published receipt's content.
-#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize)]
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub enum ReceiptBody {
     /// For an order that did not open, or whose receipt key can not be
     /// sealed to (a low-order point the household chose): readable by
@@ -191,7 +191,7 @@ pub struct SlotSummary {
 }
 
 /// A slot's summary with its receipts.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct SlotReport {
     /// The signed, public part.
     pub summary: SlotSummary,
@@ -385,13 +385,14 @@ impl Auctioneer {
     /// enclaves sign the same bytes.
     ///
     /// # Errors
-    /// [`BatchError`]; then nothing of the batch is applied except deposits
-    /// already credited.
+    /// [`BatchError`]: without the slot's key nothing changes; an overflowing
+    /// deposit (beyond any supply) stops after the deposits before it.
     pub fn clear_batch(&mut self, batch: &Batch<'_>) -> Result<SlotReport, BatchError> {
+        // The key first: a batch that can not be opened yet changes nothing.
+        self.enter(batch.epoch)?;
         for (wallet, amount) in batch.deposits {
             self.deposit(*wallet, *amount)?;
         }
-        self.enter(batch.epoch)?;
         self.params = batch.params;
         for sealed in batch.orders {
             // A refusal is recorded for the receipt; nothing else to do here.
@@ -416,6 +417,11 @@ impl Auctioneer {
     /// The region it clears.
     pub fn region(&self) -> RegionId {
         self.region
+    }
+
+    /// The latest slot it settled.
+    pub fn last_settled(&self) -> Option<Slot> {
+        self.settled.last().copied()
     }
 
     /// A wallet's prepaid balance.

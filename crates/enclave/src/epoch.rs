@@ -97,7 +97,7 @@ impl IdentityKey {
 }
 
 /// An epoch secret sealed to one member's identity key.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, borsh::BorshSerialize, borsh::BorshDeserialize)]
 pub struct EpochKeyShare {
     /// The epoch.
     pub epoch: Epoch,

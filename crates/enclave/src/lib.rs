@@ -23,5 +23,6 @@ pub mod attestation;
 pub mod auctioneer;
 pub mod committee;
 pub mod epoch;
+pub mod rpc;
 pub mod sealed;
 pub mod service;

@@ -388,6 +388,11 @@ impl EnclaveService {
         self.reports.get(&(region, slot))
     }
 
+    /// The latest slot of `region` this member cleared.
+    pub fn last_cleared(&self, region: RegionId) -> Option<Slot> {
+        self.auctioneers.get(&region)?.last_settled()
+    }
+
     /// The auctioneer of `region`, once it cleared a batch.
     pub fn auctioneer(&self, region: RegionId) -> Option<&Auctioneer> {
         self.auctioneers.get(&region)

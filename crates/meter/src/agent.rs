@@ -15,10 +15,14 @@
 
 use crate::strategy::{BidContext, BidOutcome, BiddingStrategy, limit_for};
 use ed25519_dalek::SigningKey;
+use quartier_enclave::auctioneer::{PublishedReceipt, Receipt, sealed_hash};
+use quartier_enclave::sealed::{Epoch, HpkeKeyPair, OrderPayload, SignedOrder, seal};
 use quartier_ledger::{Genesis, SignedTx, Tx, TxBody};
 use quartier_types::hash::Digest;
 use quartier_types::{AccountId, Energy, Price, RegionId, RegionParams, Side, Slot, Timestamp};
-use std::collections::VecDeque;
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng as _;
+use std::collections::{BTreeMap, VecDeque};
 
 /// What the host tells the agent.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +48,8 @@ pub enum AgentInput {
     Nonce(u64),
     /// Nothing new: time passed (orders whose slot closed are given up).
     Tick,
+    /// Mode B: the epoch keys the chain has published.
+    EpochKeys(Vec<(Epoch, [u8; 32])>),
     /// A slot in which this meter had an order was settled.
     Settled {
         /// The slot.
@@ -96,6 +102,18 @@ struct PendingOrder {
     tx: Option<SignedTx>,
 }
 
+/// Privacy mode B: how the agent seals its orders.
+struct Sealing {
+    /// Slots per epoch key.
+    epoch_slots: u64,
+    /// Published epoch keys.
+    keys: BTreeMap<Epoch, [u8; 32]>,
+    /// Randomness for HPKE and receipt keys.
+    rng: ChaCha20Rng,
+    /// Per slot: the hash of the sealed order sent and its receipt key.
+    receipts: BTreeMap<Slot, (Digest, HpkeKeyPair)>,
+}
+
 /// One meter's agent: its key, its nonce and its strategy.
 pub struct MeterAgent {
     key: SigningKey,
@@ -109,6 +127,8 @@ pub struct MeterAgent {
     orders: VecDeque<PendingOrder>,
     /// Orders finalized and not yet settled: what the strategy learns from.
     placed: Vec<PendingOrder>,
+    /// Mode B, if the chain runs it.
+    sealing: Option<Sealing>,
 }
 
 impl MeterAgent {
@@ -133,7 +153,45 @@ impl MeterAgent {
             next_nonce: nonce,
             orders: VecDeque::new(),
             placed: Vec::new(),
+            sealing: None,
         }
+    }
+
+    /// Privacy mode B: seal every order to the epoch key of its slot (epochs
+    /// of `epoch_slots` slots), and send a zero-energy cover order for a slot
+    /// with nothing to trade, so every meter submits every slot. `seed`
+    /// drives the HPKE encapsulations and the one-time receipt keys: give
+    /// each agent secret, fresh randomness.
+    #[must_use]
+    pub fn sealed(mut self, epoch_slots: u64, seed: [u8; 32]) -> MeterAgent {
+        self.sealing = Some(Sealing {
+            epoch_slots: epoch_slots.max(1),
+            keys: BTreeMap::new(),
+            rng: ChaCha20Rng::from_seed(seed),
+            receipts: BTreeMap::new(),
+        });
+        self
+    }
+
+    /// Mode B: opens this meter's receipt for `slot` among a report's
+    /// receipts (whose root the caller checked against the chain), once.
+    pub fn open_receipt(&mut self, slot: Slot, receipts: &[PublishedReceipt]) -> Option<Receipt> {
+        let sealing = self.sealing.as_mut()?;
+        let (sealed, key) = sealing.receipts.get(&slot)?;
+        let receipt = receipts
+            .iter()
+            .filter(|r| r.sealed == *sealed)
+            .find_map(|r| r.open(key))?;
+        sealing.receipts.remove(&slot);
+        Some(receipt)
+    }
+
+    /// Mode B: slots whose receipt this meter still waits for.
+    pub fn awaited_receipts(&self) -> Vec<Slot> {
+        self.sealing
+            .as_ref()
+            .map(|s| s.receipts.keys().copied().collect())
+            .unwrap_or_default()
     }
 
     /// The meter's account.
@@ -160,7 +218,21 @@ impl MeterAgent {
                 slot_of_day,
                 net_wh,
             } => {
-                if net_wh != 0 {
+                if net_wh == 0 && self.sealing.is_some() {
+                    // Cover traffic: an empty buy, indistinguishable on chain.
+                    let bid = BidContext {
+                        side: Side::Buy,
+                        energy: Energy::ZERO,
+                        slot,
+                        slot_of_day,
+                        params: self.params,
+                    };
+                    self.orders.push_back(PendingOrder {
+                        bid,
+                        limit: self.params.feed_in_tariff(),
+                        tx: None,
+                    });
+                } else if net_wh != 0 {
                     let bid = BidContext {
                         side: if net_wh > 0 { Side::Buy } else { Side::Sell },
                         energy: Energy::new(net_wh.unsigned_abs()),
@@ -189,6 +261,11 @@ impl MeterAgent {
                 }
             }
             AgentInput::Tick => {}
+            AgentInput::EpochKeys(keys) => {
+                if let Some(s) = self.sealing.as_mut() {
+                    s.keys.extend(keys);
+                }
+            }
             AgentInput::Settled {
                 slot,
                 matched,
@@ -226,6 +303,9 @@ impl MeterAgent {
             }
             TxProgress::Rejected(reason) => {
                 if let Some(order) = self.orders.pop_front() {
+                    if let Some(s) = self.sealing.as_mut() {
+                        s.receipts.remove(&order.bid.slot);
+                    }
                     effects.push(AgentEffect::Abandoned {
                         slot: order.bid.slot,
                         reason,
@@ -241,9 +321,13 @@ impl MeterAgent {
     /// Gives up orders whose slot the chain has closed.
     fn abandon_closed(&mut self, now: Timestamp, effects: &mut Vec<AgentEffect>) {
         let genesis = &self.genesis;
+        let mut sealing = self.sealing.as_mut();
         self.orders.retain(|o| {
             let open = now < genesis.close_of(o.bid.slot);
             if !open {
+                if let Some(s) = sealing.as_deref_mut() {
+                    s.receipts.remove(&o.bid.slot);
+                }
                 effects.push(AgentEffect::Abandoned {
                     slot: o.bid.slot,
                     reason: "the slot closed before the order was final".into(),
@@ -265,17 +349,46 @@ impl MeterAgent {
         if head.tx.is_some() {
             return;
         }
-        let tx = Tx {
-            chain_id: self.genesis.chain_id(),
-            signer: self.account,
-            nonce: self.next_nonce,
-            body: TxBody::PlaceOrder {
+        let body = match self.sealing.as_mut() {
+            None => TxBody::PlaceOrder {
                 region: self.region,
                 slot: head.bid.slot,
                 side: head.bid.side,
                 limit: head.limit,
                 energy: head.bid.energy,
             },
+            Some(sealing) => {
+                let epoch = Epoch(head.bid.slot.0 / sealing.epoch_slots);
+                // Without the epoch's key yet, the order waits for it.
+                let Some(epoch_key) = sealing.keys.get(&epoch).copied() else {
+                    return;
+                };
+                let receipt_key = HpkeKeyPair::generate(&mut sealing.rng);
+                let payload = OrderPayload {
+                    wallet: self.account,
+                    region: self.region,
+                    slot: head.bid.slot,
+                    epoch,
+                    side: head.bid.side,
+                    limit: head.limit,
+                    energy: head.bid.energy,
+                    receipt_key: receipt_key.public_key(),
+                };
+                let order = SignedOrder::sign(payload, &self.key);
+                let Ok(sealed) = seal(&epoch_key, &order, &mut sealing.rng) else {
+                    return;
+                };
+                sealing
+                    .receipts
+                    .insert(head.bid.slot, (sealed_hash(&sealed), receipt_key));
+                TxBody::SubmitSealedOrder { sealed }
+            }
+        };
+        let tx = Tx {
+            chain_id: self.genesis.chain_id(),
+            signer: self.account,
+            nonce: self.next_nonce,
+            body,
         }
         .sign(&self.key);
         head.tx = Some(tx.clone());
@@ -337,6 +450,55 @@ mod tests {
     }
 
     const EARLY: Timestamp = Timestamp(10_000);
+
+    #[test]
+    fn in_mode_b_every_slot_sends_one_sealed_order_of_one_size_once_the_key_is_known() {
+        use quartier_enclave::auctioneer::{Outcome, PublishedReceipt, ReceiptBody};
+        use quartier_enclave::sealed::{CIPHERTEXT_LEN, EpochKeyPair};
+        let mut rng = ChaCha20Rng::from_seed([7; 32]);
+        let epoch_key = EpochKeyPair::generate(Epoch(0), &mut rng);
+        let mut a = agent().sealed(4, [8; 32]);
+        // No key yet: the reading waits.
+        assert!(submitted(&a.handle(EARLY, measured(1, 0))).is_empty());
+        let keys = vec![(Epoch(0), epoch_key.public_key())];
+        let txs = submitted(&a.handle(EARLY, AgentInput::EpochKeys(keys)));
+        assert_eq!(txs.len(), 1, "a zero reading sends a cover order");
+        let TxBody::SubmitSealedOrder { sealed } = &txs[0].tx.body else {
+            panic!("{:?}", txs[0].tx.body);
+        };
+        assert_eq!(sealed.ciphertext.len(), CIPHERTEXT_LEN);
+        let order = epoch_key.open(sealed).unwrap();
+        assert_eq!(order.payload.energy, Energy::ZERO);
+        assert_eq!(order.payload.wallet, a.account());
+        // Its receipt key opens the receipt published for it, once.
+        let sealed_tx = txs[0].clone();
+        let _ = a.handle(
+            EARLY,
+            AgentInput::Status {
+                hash: sealed_tx.hash(),
+                status: TxProgress::Finalized,
+            },
+        );
+        let receipt = quartier_enclave::auctioneer::Receipt {
+            sealed: sealed_hash(sealed),
+            wallet: None,
+            outcome: Outcome::Refused(quartier_enclave::auctioneer::Refusal::SlotSettled),
+        };
+        let published = vec![PublishedReceipt {
+            sealed: receipt.sealed,
+            body: ReceiptBody::Clear(receipt),
+        }];
+        assert_eq!(a.awaited_receipts(), vec![Slot(1)]);
+        assert_eq!(a.open_receipt(Slot(1), &published), Some(receipt));
+        assert_eq!(a.open_receipt(Slot(1), &published), None);
+        // A sell is sealed the same way and has the same size.
+        let txs = submitted(&a.handle(EARLY, measured(2, -750)));
+        let TxBody::SubmitSealedOrder { sealed } = &txs[0].tx.body else {
+            panic!();
+        };
+        assert_eq!(sealed.ciphertext.len(), CIPHERTEXT_LEN);
+        assert_eq!(epoch_key.open(sealed).unwrap().payload.side, Side::Sell);
+    }
 
     #[test]
     fn a_reading_becomes_one_signed_order() {

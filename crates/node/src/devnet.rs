@@ -2,7 +2,8 @@
 //! validator, on loopback ports.
 
 use crate::config::{ConfigError, NetworkGenesis, NodeConfig, Peer, invalid, io_error, write_key};
-use quartier_ledger::Genesis;
+use quartier_enclave::attestation::{Measurement, SimulatedAttestationService};
+use quartier_ledger::{Genesis, SealedMarketPolicy};
 use quartier_types::{AccountId, Money, Price, RegionId, RegionParams};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -20,6 +21,21 @@ pub struct DevnetPlan {
     pub base_port: u16,
     /// Heartbeat of an idle chain, in milliseconds.
     pub idle_block_ms: u64,
+    /// Privacy mode B: the enclave committee, or `None` for the open market.
+    pub sealed: Option<SealedPlan>,
+}
+
+/// A mode B devnet's enclave committee.
+#[derive(Clone, Copy, Debug)]
+pub struct SealedPlan {
+    /// Enclaves in the committee (each its own process).
+    pub enclaves: usize,
+    /// Signatures a report needs.
+    pub threshold: u16,
+    /// Slots per epoch key.
+    pub epoch_slots: u64,
+    /// The measurement governance allows at genesis (the enclave binary's).
+    pub measurement: Measurement,
 }
 
 /// Where the files went.
@@ -35,6 +51,10 @@ pub struct DevnetLayout {
     pub dso_key: PathBuf,
     /// The utility's key file.
     pub utility_key: PathBuf,
+    /// Mode B: one `enclave.toml` per enclave.
+    pub enclave_configs: Vec<PathBuf>,
+    /// Mode B: the enclaves' API base URLs.
+    pub enclave_urls: Vec<String>,
 }
 
 /// A fresh secret seed from the operating system's CSPRNG.
@@ -117,6 +137,11 @@ pub fn lay_out(dir: &Path, plan: &DevnetPlan) -> Result<DevnetLayout, ConfigErro
     }
     let params = RegionParams::new(Price::new(20_750), Price::new(4_000), Price::ZERO)
         .map_err(|e| invalid(dir, e))?;
+    let api_urls: Vec<String> = peers.iter().map(|p| format!("http://{}", p.api)).collect();
+    let (sealed_market, enclave_configs, enclave_urls) = match plan.sealed {
+        Some(sealed) => lay_out_enclaves(dir, plan, &sealed, &api_urls)?,
+        None => (None, Vec::new(), Vec::new()),
+    };
     let genesis = NetworkGenesis {
         ledger: Genesis {
             chain_name: "quartier-devnet".into(),
@@ -130,7 +155,7 @@ pub fn lay_out(dir: &Path, plan: &DevnetPlan) -> Result<DevnetLayout, ConfigErro
             metered_ms: 900_000,
             // The utility's float for paying feed-in: 10 000 CHF.
             allocations: vec![(utility, Money::new(10_000 * 100_000_000))],
-            sealed_market: None,
+            sealed_market,
         },
         peers: peers.clone(),
     };
@@ -140,10 +165,103 @@ pub fn lay_out(dir: &Path, plan: &DevnetPlan) -> Result<DevnetLayout, ConfigErro
     Ok(DevnetLayout {
         genesis_file,
         node_configs,
-        api_urls: peers.iter().map(|p| format!("http://{}", p.api)).collect(),
+        api_urls,
         dso_key,
         utility_key,
+        enclave_configs,
+        enclave_urls,
     })
+}
+
+type EnclaveLayout = (Option<SealedMarketPolicy>, Vec<PathBuf>, Vec<String>);
+
+/// Mode B: the simulated attestation seed, one folder and `enclave.toml` per
+/// enclave (API ports after the validators'), and the genesis policy.
+fn lay_out_enclaves(
+    dir: &Path,
+    plan: &DevnetPlan,
+    sealed: &SealedPlan,
+    api_urls: &[String],
+) -> Result<EnclaveLayout, ConfigError> {
+    let seed_file = dir.join("keys").join("simulated-attestation.seed");
+    let seed = random_seed()?;
+    write_key(&seed_file, &seed)?;
+    let listen: Vec<SocketAddr> = (0..sealed.enclaves)
+        .map(|i| {
+            let p = usize::from(plan.base_port) + 2 * plan.validators + i;
+            SocketAddr::from((Ipv4Addr::LOCALHOST, u16::try_from(p).unwrap_or(u16::MAX)))
+        })
+        .collect();
+    let urls: Vec<String> = listen.iter().map(|a| format!("http://{a}")).collect();
+    let mut configs = Vec::new();
+    for (i, addr) in listen.iter().enumerate() {
+        let enclave_dir = dir.join(format!("enclave-{i}"));
+        mkdir(&enclave_dir)?;
+        let secret_file = enclave_dir.join("simulated-platform.secret");
+        write_key(&secret_file, &random_seed()?)?;
+        let config = crate::enclave_host::EnclaveConfigFile {
+            nodes: api_urls.to_vec(),
+            listen: *addr,
+            peers: urls.clone(),
+            state_file: enclave_dir.join("state.sealed"),
+            simulated_platform_secret_file: secret_file,
+            simulated_attestation_seed_file: seed_file.clone(),
+            committee_size: sealed.enclaves,
+        };
+        let path = enclave_dir.join("enclave.toml");
+        let text = toml::to_string(&config).map_err(|e| invalid(&path, e))?;
+        write(&path, &text)?;
+        configs.push(path);
+    }
+    let policy = SealedMarketPolicy {
+        attestation: SimulatedAttestationService::new(seed).root(),
+        measurements: vec![sealed.measurement],
+        threshold: sealed.threshold,
+        epoch_slots: sealed.epoch_slots,
+    };
+    Ok((Some(policy), configs, urls))
+}
+
+/// Starts one `quartier enclave run` process per enclave of `layout`,
+/// logging to `dir/enclave-N.log`.
+///
+/// # Errors
+/// [`ConfigError::Io`] if a log can not be created or a process not started.
+pub fn spawn_enclaves(
+    exe: &Path,
+    dir: &Path,
+    layout: &DevnetLayout,
+) -> Result<Vec<std::process::Child>, ConfigError> {
+    let mut children = Vec::new();
+    for (i, config) in layout.enclave_configs.iter().enumerate() {
+        children.push(spawn_enclave(exe, dir, i, config)?);
+    }
+    Ok(children)
+}
+
+/// Starts enclave `i` with `config`, appending to `dir/enclave-i.log`.
+///
+/// # Errors
+/// [`ConfigError::Io`] if the log can not be opened or the process not started.
+pub fn spawn_enclave(
+    exe: &Path,
+    dir: &Path,
+    i: usize,
+    config: &Path,
+) -> Result<std::process::Child, ConfigError> {
+    let log_path = dir.join(format!("enclave-{i}.log"));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(io_error(&log_path))?;
+    std::process::Command::new(exe)
+        .args(["enclave", "run", "--config"])
+        .arg(config)
+        .stdout(log.try_clone().map_err(io_error(&log_path))?)
+        .stderr(log)
+        .spawn()
+        .map_err(io_error(&log_path))
 }
 
 /// Starts one `quartier node` process per validator of `layout`, logging to

@@ -20,6 +20,7 @@ mod block;
 pub mod client;
 pub mod config;
 pub mod devnet;
+pub mod enclave_host;
 pub mod loadgen;
 mod mempool;
 pub mod meters;

@@ -1,0 +1,131 @@
+//! The messages enclaves exchange through their hosts, and their dispatch
+//! onto [`EnclaveService`]. Canonical bytes are borsh; a request that does
+//! not decode is refused before it reaches the service.
+
+use crate::auctioneer::SlotReport;
+use crate::committee::GroupPublicKey;
+use crate::epoch::EpochKeyShare;
+use crate::service::{EnclaveService, Purpose, SealedDkgPackage};
+use borsh::{BorshDeserialize, BorshSerialize};
+use quartier_types::{RegionId, Slot};
+use rand_core::CryptoRng;
+use std::collections::BTreeMap;
+
+/// The largest request accepted (a DKG round for a 16-member committee fits).
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// A request from another member's host (or this enclave's own).
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub enum Request {
+    /// DKG round 1 as member `index` of the committee with these identity keys.
+    DkgRound1 {
+        /// This member's index.
+        index: u16,
+        /// The threshold.
+        t: u16,
+        /// Every member's identity key, by index.
+        identities: Vec<[u8; 32]>,
+    },
+    /// DKG round 2 with every member's round-1 package.
+    DkgRound2 {
+        /// Round-1 packages by member index.
+        round1: BTreeMap<u16, Vec<u8>>,
+    },
+    /// DKG round 3 with every round-2 package (each member opens its own).
+    DkgFinish {
+        /// All sealed round-2 packages.
+        packages: Vec<SealedDkgPackage>,
+    },
+    /// Take an epoch secret sealed to this member.
+    ReceiveEpochKey {
+        /// The share.
+        share: EpochKeyShare,
+        /// The epoch's public key.
+        public_key: [u8; 32],
+    },
+    /// Signing round 1.
+    SignCommit {
+        /// The session id (chosen by the coordinator).
+        session: u64,
+        /// What to sign.
+        purpose: Purpose,
+    },
+    /// Signing round 2.
+    SignShare {
+        /// The session id.
+        session: u64,
+        /// The signing package.
+        package: Vec<u8>,
+    },
+    /// A report this member computed (its receipts are public).
+    Report {
+        /// The region.
+        region: RegionId,
+        /// The slot.
+        slot: Slot,
+    },
+}
+
+/// The answer to a [`Request`].
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub enum Response {
+    /// A round-1 package.
+    DkgRound1(Vec<u8>),
+    /// Sealed round-2 packages.
+    DkgRound2(Vec<SealedDkgPackage>),
+    /// The group key.
+    DkgFinished(GroupPublicKey),
+    /// The epoch key was taken.
+    EpochKeyReceived,
+    /// Commitments: (member index, bytes).
+    Committed(u16, Vec<u8>),
+    /// A signature share.
+    Share(Vec<u8>),
+    /// A report, if this member has it.
+    Report(Option<SlotReport>),
+    /// Refused, and why.
+    Refused(String),
+}
+
+impl EnclaveService {
+    /// Answers one request.
+    pub fn handle(&mut self, request: Request, rng: &mut impl CryptoRng) -> Response {
+        let answer = match request {
+            Request::DkgRound1 {
+                index,
+                t,
+                identities,
+            } => self
+                .dkg_round1(index, t, identities, rng)
+                .map(Response::DkgRound1),
+            Request::DkgRound2 { round1 } => self.dkg_round2(&round1, rng).map(Response::DkgRound2),
+            Request::DkgFinish { packages } => {
+                self.dkg_finish(&packages).map(Response::DkgFinished)
+            }
+            Request::ReceiveEpochKey { share, public_key } => self
+                .receive_epoch_key(&share, &public_key)
+                .map(|()| Response::EpochKeyReceived),
+            Request::SignCommit { session, purpose } => self
+                .sign_commit(session, &purpose, rng)
+                .map(|(i, c)| Response::Committed(i, c)),
+            Request::SignShare { session, package } => {
+                self.sign_share(session, &package).map(Response::Share)
+            }
+            Request::Report { region, slot } => {
+                Ok(Response::Report(self.report(region, slot).cloned()))
+            }
+        };
+        answer.unwrap_or_else(|e| Response::Refused(e.to_string()))
+    }
+}
+
+/// Decodes a request's canonical bytes.
+///
+/// # Errors
+/// `None` for oversized, malformed or trailing bytes.
+pub fn decode_request(bytes: &[u8]) -> Option<Request> {
+    if bytes.len() > MAX_REQUEST_BYTES {
+        return None;
+    }
+    borsh::from_slice(bytes).ok()
+}

@@ -1,0 +1,680 @@
+//! `quartier enclave run`: the untrusted host process around one auctioneer
+//! enclave (DESIGN §7). There is no TEE hardware here, so the enclave
+//! ([`EnclaveService`]) runs inside this process and its boundary is the
+//! [`Request`]/[`Response`] API: the host carries bytes between the enclave,
+//! its peers and the chain, and never needs a secret to do so. Attestation
+//! and sealing use the **simulated** backends.
+//!
+//! The host's loop follows the chain's mode B state (`GET /api/v1/sealed`):
+//! register the enclave; when all `n` expected enclaves are registered, the
+//! member with the lowest account runs the DKG over the peers' APIs and every
+//! member votes its group key into office; the member whose turn it is
+//! creates each epoch key ahead of its slots, seals it to the others and has
+//! it signed and published; every member clears every closed batch in slot
+//! order; and for each batch one member (by turn, any other after a delay)
+//! collects `t` signature shares and posts the report. The enclave's state is
+//! sealed to a file after every change, so a restarted host resumes.
+// The host is I/O: it waits on the chain and its peers in wall-clock time.
+#![allow(clippy::disallowed_methods)]
+
+use crate::client::NodeClient;
+use axum::extract::State as AxumState;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use commonware_utils::sync::Mutex;
+use quartier_enclave::attestation::{Measurement, SimulatedAttestationService};
+use quartier_enclave::auctioneer::Batch;
+use quartier_enclave::rpc::{Request, Response, decode_request};
+use quartier_enclave::sealed::Epoch;
+use quartier_enclave::service::{EnclaveService, Purpose, SealedDkgPackage, SimulatedPlatform};
+use quartier_ledger::{ChainId, Committee, Enclave, SealedBatch, SealedMarketPolicy, Tx, TxBody};
+use quartier_types::{AccountId, RegionId, Slot};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{Rng as _, SeedableRng};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How the host runs.
+#[derive(Clone, Debug)]
+pub struct EnclaveHostConfig {
+    /// Chain API URLs (the first reachable one is used).
+    pub nodes: Vec<String>,
+    /// This enclave's API address.
+    pub listen: SocketAddr,
+    /// Every committee member's API URL, this one included.
+    pub peers: Vec<String>,
+    /// Where the sealed state lives.
+    pub state_file: PathBuf,
+    /// The **simulated** platform secret (stands in for the CPU's sealing key).
+    pub simulated_platform_secret: [u8; 32],
+    /// The **simulated** attestation service's secret (stands in for the TEE
+    /// vendor's quoting key; a devnet shares one among its enclaves).
+    pub simulated_attestation_seed: [u8; 32],
+    /// The measurement of the running enclave code.
+    pub measurement: Measurement,
+    /// How many enclaves form the committee.
+    pub committee_size: usize,
+}
+
+/// An `enclave.toml`: where the host finds the chain, its peers and its
+/// (simulated) secrets. Relative paths are taken from the file's folder.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnclaveConfigFile {
+    /// Chain API URLs.
+    pub nodes: Vec<String>,
+    /// This enclave's API address.
+    pub listen: SocketAddr,
+    /// Every committee member's API URL, this one included.
+    pub peers: Vec<String>,
+    /// Where the sealed state lives.
+    pub state_file: PathBuf,
+    /// File with the **simulated** platform secret (64 hex digits).
+    pub simulated_platform_secret_file: PathBuf,
+    /// File with the **simulated** attestation service's secret (64 hex digits).
+    pub simulated_attestation_seed_file: PathBuf,
+    /// How many enclaves form the committee.
+    pub committee_size: usize,
+}
+
+impl EnclaveConfigFile {
+    /// Loads an `enclave.toml` and its secrets; `measurement` is the running code's.
+    ///
+    /// # Errors
+    /// [`crate::config::ConfigError`] naming the file and the problem.
+    pub fn load(
+        path: &std::path::Path,
+        measurement: Measurement,
+    ) -> Result<EnclaveHostConfig, crate::config::ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(crate::config::io_error(path))?;
+        let mut file: EnclaveConfigFile =
+            toml::from_str(&text).map_err(|e| crate::config::invalid(path, e))?;
+        let base = path.parent().unwrap_or(std::path::Path::new("."));
+        for p in [
+            &mut file.state_file,
+            &mut file.simulated_platform_secret_file,
+            &mut file.simulated_attestation_seed_file,
+        ] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(EnclaveHostConfig {
+            nodes: file.nodes,
+            listen: file.listen,
+            peers: file.peers,
+            state_file: file.state_file,
+            simulated_platform_secret: crate::config::read_key(
+                &file.simulated_platform_secret_file,
+            )?,
+            simulated_attestation_seed: crate::config::read_key(
+                &file.simulated_attestation_seed_file,
+            )?,
+            measurement,
+            committee_size: file.committee_size,
+        })
+    }
+}
+
+/// Why the host stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// The sealed state file exists but does not unseal.
+    #[error("sealed state {0} does not unseal on this (simulated) platform")]
+    Unseal(PathBuf),
+    /// A file or socket failed.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// The enclave with the host's randomness, shared by the API and the loop.
+struct Shared {
+    service: EnclaveService,
+    rng: ChaCha20Rng,
+}
+
+type Handle = Arc<Mutex<Shared>>;
+
+/// Runs the host until the process is stopped.
+///
+/// # Errors
+/// [`HostError`] if the state does not unseal or the API can not bind.
+pub fn run(config: &EnclaveHostConfig) -> Result<(), HostError> {
+    let platform = SimulatedPlatform::new(config.simulated_platform_secret, config.measurement);
+    let seed = crate::devnet::random_seed().map_err(|e| HostError::Io(e.to_string()))?;
+    let mut rng = ChaCha20Rng::from_seed(seed);
+    let service = match std::fs::read(&config.state_file) {
+        Ok(bytes) => EnclaveService::unseal(&bytes, &platform)
+            .map_err(|_| HostError::Unseal(config.state_file.clone()))?,
+        Err(_) => EnclaveService::new(&mut rng),
+    };
+    tracing::info!(
+        account = %service.account(),
+        measurement = %config.measurement,
+        "simulated enclave starting (no TEE hardware: simulated attestation and sealing)"
+    );
+    let shared: Handle = Arc::new(Mutex::new(Shared { service, rng }));
+    let api = shared.clone();
+    let listen = config.listen;
+    let listener = std::net::TcpListener::bind(listen)
+        .map_err(|e| HostError::Io(format!("binding {listen}: {e}")))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| HostError::Io(e.to_string()))?;
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async move {
+            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                return;
+            };
+            let _ = axum::serve(listener, router(api)).await;
+        });
+    });
+    let mut host = Host::new(config.clone(), shared, platform);
+    loop {
+        host.tick();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The enclave's API: `POST /enclave/v1/rpc` with `{"request": hex}` answers
+/// `{"response": hex}`; `GET /enclave/v1/status`.
+fn router(shared: Handle) -> Router {
+    Router::new()
+        .route("/enclave/v1/rpc", post(rpc))
+        .route("/enclave/v1/status", get(status))
+        .with_state(shared)
+}
+
+async fn rpc(
+    AxumState(shared): AxumState<Handle>,
+    Json(body): Json<serde_json::Value>,
+) -> Json<serde_json::Value> {
+    let request = body["request"]
+        .as_str()
+        .and_then(|h| hex::decode(h).ok())
+        .and_then(|b| decode_request(&b));
+    let response = match request {
+        Some(r) => {
+            let mut s = shared.lock();
+            let Shared { service, rng } = &mut *s;
+            service.handle(r, rng)
+        }
+        None => Response::Refused("malformed request".into()),
+    };
+    Json(json!({ "response": hex::encode(borsh::to_vec(&response).unwrap_or_default()) }))
+}
+
+async fn status(AxumState(shared): AxumState<Handle>) -> Json<serde_json::Value> {
+    let s = shared.lock();
+    Json(json!({
+        "account": s.service.account(),
+        "identity_key": hex::encode(s.service.identity_key()),
+        "group_key": s.service.group_key(),
+        "attestation": "simulated",
+    }))
+}
+
+/// Calls a peer's enclave.
+fn call(peer: &NodeClient, request: &Request) -> Option<Response> {
+    let body = json!({ "request": hex::encode(borsh::to_vec(request).ok()?) }).to_string();
+    let (code, reply) = peer.post("/enclave/v1/rpc", &body).ok()?;
+    if code != 200 {
+        return None;
+    }
+    let bytes = hex::decode(reply["response"].as_str()?).ok()?;
+    borsh::from_slice(&bytes).ok()
+}
+
+/// The chain's mode B state as the host reads it.
+struct ChainView {
+    chain_id: ChainId,
+    time_ms: u64,
+    slot_ms: u64,
+    lead_slots: u64,
+    policy: SealedMarketPolicy,
+    enclaves: BTreeMap<AccountId, Enclave>,
+    committee: Option<Committee>,
+    epochs: BTreeMap<Epoch, [u8; 32]>,
+    batches: Vec<((RegionId, Slot), SealedBatch)>,
+}
+
+struct Host {
+    config: EnclaveHostConfig,
+    shared: Handle,
+    platform: SimulatedPlatform,
+    nodes: Vec<NodeClient>,
+    peers: Vec<NodeClient>,
+    /// A transaction sent and not yet seen applied: (nonce it used, when).
+    in_flight: Option<(u64, Instant)>,
+    /// When each batch was first seen cleared here.
+    cleared_at: BTreeMap<(RegionId, Slot), Instant>,
+    voted: Option<quartier_enclave::committee::GroupPublicKey>,
+}
+
+impl Host {
+    fn new(config: EnclaveHostConfig, shared: Handle, platform: SimulatedPlatform) -> Host {
+        let nodes = config
+            .nodes
+            .iter()
+            .filter_map(|u| NodeClient::new(u).ok())
+            .collect();
+        let peers = config
+            .peers
+            .iter()
+            .filter_map(|u| NodeClient::new(u).ok())
+            .collect();
+        Host {
+            config,
+            shared,
+            platform,
+            nodes,
+            peers,
+            in_flight: None,
+            cleared_at: BTreeMap::new(),
+            voted: None,
+        }
+    }
+
+    fn get(&self, path: &str) -> Option<serde_json::Value> {
+        self.nodes.iter().find_map(|n| match n.get(path) {
+            Ok((200, v)) => Some(v),
+            _ => None,
+        })
+    }
+
+    fn view(&self) -> Option<ChainView> {
+        let status = self.get("/api/v1/status")?;
+        let sealed = self.get("/api/v1/sealed")?;
+        let chain_id = ChainId(quartier_types::hash::Digest(
+            hex::decode(status["chain_id"].as_str()?)
+                .ok()?
+                .try_into()
+                .ok()?,
+        ));
+        let enclaves = sealed["enclaves"]
+            .as_array()?
+            .iter()
+            .filter_map(|e| {
+                Some((
+                    serde_json::from_value(e["account"].clone()).ok()?,
+                    serde_json::from_value(e["enclave"].clone()).ok()?,
+                ))
+            })
+            .collect();
+        let epochs = sealed["epochs"]
+            .as_array()?
+            .iter()
+            .filter_map(|e| {
+                let key = hex::decode(e["public_key"].as_str()?).ok()?;
+                Some((Epoch(e["epoch"].as_u64()?), key.try_into().ok()?))
+            })
+            .collect();
+        let batches = sealed["batches"]
+            .as_array()?
+            .iter()
+            .filter_map(|b| {
+                Some((
+                    (
+                        RegionId(u32::try_from(b["region"].as_u64()?).ok()?),
+                        Slot(b["slot"].as_u64()?),
+                    ),
+                    serde_json::from_value(b["batch"].clone()).ok()?,
+                ))
+            })
+            .collect();
+        Some(ChainView {
+            chain_id,
+            time_ms: status["time_ms"].as_u64()?,
+            slot_ms: status["slot_ms"].as_u64()?.max(1),
+            lead_slots: status["lead_slots"].as_u64()?,
+            policy: serde_json::from_value(sealed["policy"].clone()).ok()?,
+            enclaves,
+            committee: serde_json::from_value(sealed["committee"].clone()).ok()?,
+            epochs,
+            batches,
+        })
+    }
+
+    /// Signs and submits `body` from the enclave's account, one at a time.
+    fn submit(&mut self, view: &ChainView, body: TxBody) -> bool {
+        let (account, key) = {
+            let s = self.shared.lock();
+            (s.service.account(), s.service.account_key().clone())
+        };
+        let Some(nonce) = self
+            .get(&format!("/api/v1/accounts/{account}"))
+            .and_then(|a| a["nonce"].as_u64())
+        else {
+            return false;
+        };
+        if let Some((sent, at)) = self.in_flight {
+            // Wait for the last one to apply (or give up on it after 5 s).
+            if nonce <= sent && at.elapsed() < Duration::from_secs(5) {
+                return false;
+            }
+        }
+        let tx = Tx {
+            chain_id: view.chain_id,
+            signer: account,
+            nonce,
+            body,
+        }
+        .sign(&key);
+        let body = json!({ "tx": hex::encode(tx.encode()) }).to_string();
+        let sent = self
+            .nodes
+            .iter()
+            .any(|n| matches!(n.post("/api/v1/txs", &body), Ok((200..=299, _))));
+        if sent {
+            self.in_flight = Some((nonce, Instant::now()));
+        }
+        sent
+    }
+
+    fn seal(&self) {
+        let bytes = {
+            let mut s = self.shared.lock();
+            let Shared { service, rng } = &mut *s;
+            service.seal(&self.platform, rng)
+        };
+        if let Ok(bytes) = bytes {
+            let tmp = self.config.state_file.with_extension("tmp");
+            if std::fs::write(&tmp, bytes).is_ok() {
+                let _ = std::fs::rename(&tmp, &self.config.state_file);
+            }
+        }
+    }
+
+    fn tick(&mut self) {
+        let Some(view) = self.view() else {
+            return;
+        };
+        let me = self.shared.lock().service.account();
+        if !view.enclaves.contains_key(&me) {
+            self.register(&view);
+            return;
+        }
+        let Some(committee) = view.committee.clone() else {
+            self.form_committee(&view, me);
+            return;
+        };
+        let Some(index) = committee.members.iter().position(|m| *m == me) else {
+            return;
+        };
+        if self.shared.lock().service.group_key() != Some(committee.group_key) {
+            return;
+        }
+        self.publish_epoch_keys(&view, &committee, index);
+        self.clear_and_report(&view, &committee, index);
+    }
+
+    fn register(&mut self, view: &ChainView) {
+        let (report_data, identity_key) = {
+            let s = self.shared.lock();
+            (s.service.report_data(), s.service.identity_key())
+        };
+        let quote = SimulatedAttestationService::new(self.config.simulated_attestation_seed)
+            .quote(self.config.measurement, report_data);
+        self.seal();
+        self.submit(
+            view,
+            TxBody::RegisterEnclave {
+                quote,
+                identity_key,
+            },
+        );
+    }
+
+    /// The first `n` registered enclaves (ascending) form the committee; the
+    /// lowest of them runs the DKG; each member votes for its result.
+    fn form_committee(&mut self, view: &ChainView, me: AccountId) {
+        let members: Vec<AccountId> = view
+            .enclaves
+            .keys()
+            .take(self.config.committee_size)
+            .copied()
+            .collect();
+        if members.len() < self.config.committee_size || !members.contains(&me) {
+            return;
+        }
+        let group_key = self.shared.lock().service.group_key();
+        if group_key.is_none() && members.first() == Some(&me) {
+            if self.run_dkg(view, &members).is_some() {
+                self.seal();
+            }
+            return;
+        }
+        if let Some(group_key) = group_key
+            && self.voted != Some(group_key)
+            && self.submit(view, TxBody::ActivateCommittee { members, group_key })
+        {
+            self.voted = Some(group_key);
+        }
+    }
+
+    /// The peer clients by member index (matched through their status).
+    fn peers_by_member(&self, members: &[AccountId]) -> Vec<Option<NodeClient>> {
+        let mut by_account = BTreeMap::new();
+        for p in &self.peers {
+            if let Ok((200, s)) = p.get("/enclave/v1/status")
+                && let Ok(account) = serde_json::from_value::<AccountId>(s["account"].clone())
+            {
+                by_account.insert(account, p.clone());
+            }
+        }
+        members.iter().map(|m| by_account.get(m).cloned()).collect()
+    }
+
+    fn run_dkg(&mut self, view: &ChainView, members: &[AccountId]) -> Option<()> {
+        let peers: Vec<NodeClient> = self
+            .peers_by_member(members)
+            .into_iter()
+            .collect::<Option<_>>()?;
+        let identities: Vec<[u8; 32]> = members
+            .iter()
+            .map(|m| view.enclaves.get(m).map(|e| e.identity_key))
+            .collect::<Option<_>>()?;
+        let t = view.policy.threshold;
+        let mut round1 = BTreeMap::new();
+        for (i, p) in peers.iter().enumerate() {
+            let index = u16::try_from(i).ok()?;
+            let request = Request::DkgRound1 {
+                index,
+                t,
+                identities: identities.clone(),
+            };
+            let Response::DkgRound1(package) = call(p, &request)? else {
+                return None;
+            };
+            round1.insert(index, package);
+        }
+        let mut packages: Vec<SealedDkgPackage> = Vec::new();
+        for p in &peers {
+            let request = Request::DkgRound2 {
+                round1: round1.clone(),
+            };
+            let Response::DkgRound2(sealed) = call(p, &request)? else {
+                return None;
+            };
+            packages.extend(sealed);
+        }
+        for p in &peers {
+            let request = Request::DkgFinish {
+                packages: packages.clone(),
+            };
+            let Response::DkgFinished(_) = call(p, &request)? else {
+                return None;
+            };
+        }
+        tracing::info!(members = members.len(), t, "committee key generated");
+        Some(())
+    }
+
+    /// One signing session for `purpose` among the reachable members.
+    fn sign(
+        &mut self,
+        committee: &Committee,
+        purpose: Purpose,
+    ) -> Option<quartier_enclave::committee::GroupSignature> {
+        let peers = self.peers_by_member(&committee.members);
+        let session = self.shared.lock().rng.next_u64();
+        let mut commitments = BTreeMap::new();
+        let mut signers = Vec::new();
+        for p in peers.iter().flatten() {
+            if commitments.len() >= usize::from(committee.threshold) {
+                break;
+            }
+            if let Some(Response::Committed(i, c)) =
+                call(p, &Request::SignCommit { session, purpose })
+            {
+                commitments.insert(i, c);
+                signers.push((i, p.clone()));
+            }
+        }
+        let package = self
+            .shared
+            .lock()
+            .service
+            .signing_package(&purpose, &commitments)
+            .ok()?;
+        let mut shares = BTreeMap::new();
+        for (i, p) in &signers {
+            let request = Request::SignShare {
+                session,
+                package: package.clone(),
+            };
+            if let Some(Response::Share(share)) = call(p, &request) {
+                shares.insert(*i, share);
+            }
+        }
+        self.shared.lock().service.aggregate(&package, &shares).ok()
+    }
+
+    /// Keys for the slots orders may be placed for now, created by the
+    /// member whose turn the epoch is, published with the committee's signature.
+    fn publish_epoch_keys(&mut self, view: &ChainView, committee: &Committee, index: usize) {
+        let now = Slot(view.time_ms / view.slot_ms);
+        let first = view.policy.epoch_of(now);
+        let last = view
+            .policy
+            .epoch_of(Slot(now.0.saturating_add(view.lead_slots + 1)));
+        let n = committee.members.len().max(1) as u64;
+        for e in first.0..=last.0 {
+            let epoch = Epoch(e);
+            if view.epochs.contains_key(&epoch) {
+                continue;
+            }
+            if usize::try_from(e % n).ok() != Some(index) && epoch > first {
+                continue;
+            }
+            let held = self.shared.lock().service.epoch_key(epoch);
+            let public_key = match held {
+                Some(k) => k,
+                None => {
+                    let created = {
+                        let mut s = self.shared.lock();
+                        let Shared { service, rng } = &mut *s;
+                        service.create_epoch_key(epoch, rng)
+                    };
+                    let Ok((public_key, shares)) = created else {
+                        return;
+                    };
+                    let peers = self.peers_by_member(&committee.members);
+                    for share in shares {
+                        for p in peers.iter().flatten() {
+                            let _ = call(
+                                p,
+                                &Request::ReceiveEpochKey {
+                                    share: share.clone(),
+                                    public_key,
+                                },
+                            );
+                        }
+                    }
+                    self.seal();
+                    public_key
+                }
+            };
+            let purpose = Purpose::EpochKey { epoch, public_key };
+            if let Some(signature) = self.sign(committee, purpose) {
+                self.submit(
+                    view,
+                    TxBody::PublishEpochKey {
+                        epoch,
+                        public_key,
+                        signature,
+                    },
+                );
+            }
+            return;
+        }
+    }
+
+    /// Clears every closed batch in order; posts the report when it is this
+    /// member's turn (or another member's turn passed a second ago).
+    fn clear_and_report(&mut self, view: &ChainView, committee: &Committee, index: usize) {
+        let mut batches = view.batches.clone();
+        batches.sort_by_key(|((region, slot), _)| (*slot, *region));
+        let n = committee.members.len().max(1);
+        for ((region, slot), batch) in batches {
+            let done = self
+                .shared
+                .lock()
+                .service
+                .last_cleared(region)
+                .is_some_and(|last| last >= slot);
+            if !done {
+                let orders: Vec<_> = batch.orders.iter().map(|o| o.sealed.clone()).collect();
+                let input = Batch {
+                    slot,
+                    params: batch.params,
+                    epoch: view.policy.epoch_of(slot),
+                    deposits: &batch.flows.deposits,
+                    orders: &orders,
+                    withdrawals: &batch.flows.withdrawals,
+                };
+                let cleared = self.shared.lock().service.clear(region, &input).is_ok();
+                if !cleared {
+                    tracing::warn!(region = region.0, slot = slot.0, "can not clear batch");
+                    return;
+                }
+                self.seal();
+                self.cleared_at.insert((region, slot), Instant::now());
+            }
+            let turn = (index + n - (slot.0 % n as u64) as usize) % n;
+            let waited = self
+                .cleared_at
+                .get(&(region, slot))
+                .map_or(Duration::MAX, Instant::elapsed);
+            if waited < Duration::from_secs(turn as u64) {
+                continue;
+            }
+            let Some(summary) = self
+                .shared
+                .lock()
+                .service
+                .report(region, slot)
+                .map(|r| r.summary.clone())
+            else {
+                continue;
+            };
+            if let Some(signature) = self.sign(committee, Purpose::Report { region, slot }) {
+                self.submit(view, TxBody::PostSettlementReport { summary, signature });
+            }
+            // One report per tick: the next waits for this one's nonce.
+            return;
+        }
+        self.cleared_at
+            .retain(|k, _| view.batches.iter().any(|(b, _)| b == k));
+    }
+}
