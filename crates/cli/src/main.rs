@@ -913,7 +913,8 @@ fn run_households(
         plan.strategy.name()
     );
     let timeout = std::time::Duration::from_secs(120);
-    let mut fleet = Fleet::enrol(apis, genesis, &dso, &utility, plan, timeout)?;
+    let mut fleet = Fleet::enrol(apis, genesis, &dso, &utility, plan, timeout)?
+        .with_enclaves(&layout.enclave_urls)?;
     let manifest_path = dir.join("meters.json");
     std::fs::write(
         &manifest_path,
@@ -947,6 +948,14 @@ fn run_households(
             price
                 .map(|p| format!(" at {:.2} Rp/kWh", p.get() as f64 / 1_000.0))
                 .unwrap_or_default()
+        ),
+        FleetEvent::Receipts {
+            slot,
+            verified,
+            expected,
+        } => println!(
+            "slot {}: {verified} of {expected} households opened their receipt (checked against the root on chain)",
+            slot.0
         ),
     })?;
     Ok(())

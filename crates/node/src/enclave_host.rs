@@ -224,8 +224,8 @@ async fn status(AxumState(shared): AxumState<Handle>) -> Json<serde_json::Value>
     }))
 }
 
-/// Calls a peer's enclave.
-fn call(peer: &NodeClient, request: &Request) -> Option<Response> {
+/// Calls an enclave's API: `None` if it is unreachable or answers nonsense.
+pub fn call(peer: &NodeClient, request: &Request) -> Option<Response> {
     let body = json!({ "request": hex::encode(borsh::to_vec(request).ok()?) }).to_string();
     let (code, reply) = peer.post("/enclave/v1/rpc", &body).ok()?;
     if code != 200 {

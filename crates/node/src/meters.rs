@@ -111,6 +111,16 @@ pub enum FleetEvent {
         /// Energy-weighted mean trade price.
         price: Option<quartier_types::Price>,
     },
+    /// Mode B: the households opened their receipts of a settled slot, after
+    /// checking the enclave's receipts against the root on chain.
+    Receipts {
+        /// The slot.
+        slot: Slot,
+        /// Households whose receipt opened.
+        verified: usize,
+        /// Households that had a sealed order in the slot.
+        expected: usize,
+    },
 }
 
 /// Why the fleet stopped.
@@ -271,7 +281,14 @@ pub struct Fleet {
     chain_time: Timestamp,
     /// Household index of each meter account.
     households: BTreeMap<AccountId, usize>,
+    /// Mode B: the enclaves that serve receipts.
+    enclaves: Vec<NodeClient>,
+    /// Mode B: the epoch keys fed to the agents so far.
+    epoch_keys: BTreeMap<quartier_enclave::sealed::Epoch, [u8; 32]>,
 }
+
+/// How much of its top-up a household prepays to the enclaves in mode B.
+pub const PREPAID_SHARE_PERCENT: u64 = 75;
 
 impl Fleet {
     /// Registers (DSO) and tops up (utility) one meter per household of
@@ -337,18 +354,31 @@ impl Fleet {
         }
         submit_window(&apis, &account(dso), dso_nonce, &registrations, deadline)?;
         submit_window(&apis, &account(utility), utility_nonce, &mints, deadline)?;
+        if genesis.sealed_market.is_some() {
+            let amount = Money::new(plan.top_up.get() / 100 * PREPAID_SHARE_PERCENT);
+            for key in &keys {
+                let deposit = TxBody::DepositToAuctioneer { amount };
+                let start = nonce(api, &account(key))?;
+                let tx = body(chain_id, key, start, deposit);
+                submit_window(&apis, &account(key), start, &[tx], deadline)?;
+            }
+            wait_for_epoch_key(api, deadline)?;
+        }
         let mut agents = Vec::new();
         for (key, household) in keys.into_iter().zip(hood.households()) {
             let start = nonce(api, &account(&key))?;
             let strategy = household.strategy(plan.strategy, plan.seed);
-            agents.push(MeterAgent::new(
-                key,
-                genesis.clone(),
-                FLEET_REGION,
-                params,
-                strategy,
-                start,
-            ));
+            let agent =
+                MeterAgent::new(key, genesis.clone(), FLEET_REGION, params, strategy, start);
+            agents.push(match &genesis.sealed_market {
+                Some(policy) => {
+                    let seed = crate::devnet::random_seed().map_err(|e| {
+                        FleetError::Enrol(BenchError::Refused(format!("randomness: {e}")))
+                    })?;
+                    agent.sealed(policy.epoch_slots, seed)
+                }
+                None => agent,
+            });
         }
         let first_slot = wall_ms() / genesis.slot_ms.max(1) + 1;
         let manifest = FleetManifest {
@@ -373,7 +403,60 @@ impl Fleet {
             unsettled: Vec::new(),
             chain_time: Timestamp(0),
             households,
+            enclaves: Vec::new(),
+            epoch_keys: BTreeMap::new(),
         })
+    }
+
+    /// Mode B: the enclaves' API URLs, where households fetch their receipts.
+    ///
+    /// # Errors
+    /// [`FleetError::Client`] for a URL that is not `http://host:port`.
+    pub fn with_enclaves(mut self, urls: &[String]) -> Result<Fleet, FleetError> {
+        self.enclaves = urls
+            .iter()
+            .map(|u| NodeClient::new(u))
+            .collect::<Result<_, _>>()?;
+        Ok(self)
+    }
+
+    /// Mode B: hands newly published epoch keys to every agent.
+    fn refresh_epoch_keys(&mut self) {
+        if self.genesis.sealed_market.is_none() {
+            return;
+        }
+        let Some(sealed) = self
+            .apis
+            .iter()
+            .find_map(|a| match a.get("/api/v1/sealed") {
+                Ok((200, v)) => Some(v),
+                _ => None,
+            })
+        else {
+            return;
+        };
+        let fresh: Vec<(quartier_enclave::sealed::Epoch, [u8; 32])> = sealed["epochs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| {
+                let key = hex::decode(e["public_key"].as_str()?).ok()?;
+                Some((
+                    quartier_enclave::sealed::Epoch(e["epoch"].as_u64()?),
+                    key.try_into().ok()?,
+                ))
+            })
+            .filter(|(epoch, key)| self.epoch_keys.get(epoch) != Some(key))
+            .collect();
+        if fresh.is_empty() {
+            return;
+        }
+        self.epoch_keys.extend(fresh.iter().copied());
+        let now = self.chain_time;
+        for agent in &mut self.agents {
+            // Keys produce no effects by themselves.
+            let _ = agent.handle(now, AgentInput::EpochKeys(fresh.clone()));
+        }
     }
 
     /// Which account is which household, and when the run started.
@@ -433,12 +516,15 @@ impl Fleet {
             self.next_interval += 1;
         }
         let now = self.chain_now();
+        self.refresh_epoch_keys();
+        let sealed = self.genesis.sealed_market.is_some();
         let slot_of_day = (interval % 96) as u32;
         let mut placed = 0usize;
         let mut abandoned = 0;
         for (i, reading) in readings.iter().enumerate() {
             let net_wh = reading.net_wh();
-            if net_wh != 0 {
+            // In mode B every meter sends an order every slot (cover orders).
+            if net_wh != 0 || sealed {
                 placed += 1;
             }
             let effects = self.agents[i].handle(
@@ -457,6 +543,7 @@ impl Fleet {
         while self.agents.iter().any(|a| !a.is_idle()) && wall_ms() < give_up {
             std::thread::sleep(Duration::from_millis(50));
             let now = self.chain_now();
+            self.refresh_epoch_keys();
             for i in 0..self.agents.len() {
                 let input = match self.agents[i].in_flight().map(SignedTx::hash) {
                     Some(hash) => AgentInput::Status {
@@ -578,6 +665,12 @@ impl Fleet {
                 still.push(slot);
                 continue;
             }
+            if self.genesis.sealed_market.is_some() {
+                if !self.settle_sealed(slot, now, on_event) {
+                    still.push(slot);
+                }
+                continue;
+            }
             let path = format!("/api/v1/regions/{}/slots/{}", FLEET_REGION.0, slot.0);
             let settlement = self
                 .apis
@@ -611,5 +704,107 @@ impl Fleet {
         }
         self.unsettled = still;
         Ok(())
+    }
+
+    /// Mode B: once the slot's report is on chain, fetches its receipts from
+    /// an enclave, checks them against the report's root and lets each
+    /// household open its own. Returns whether the slot is done.
+    fn settle_sealed(
+        &mut self,
+        slot: Slot,
+        now: u64,
+        on_event: &mut impl FnMut(FleetEvent),
+    ) -> bool {
+        let path = format!("/api/v1/regions/{}/reports?last=64", FLEET_REGION.0);
+        let summary = self
+            .apis
+            .iter()
+            .find_map(|api| match api.get(&path) {
+                Ok((200, v)) => Some(v),
+                _ => None,
+            })
+            .and_then(|v| {
+                v["reports"].as_array()?.iter().find_map(|r| {
+                    serde_json::from_value::<quartier_ledger::PostedReport>(r.clone())
+                        .ok()
+                        .filter(|p| p.summary.slot == slot)
+                })
+            })
+            .map(|p| p.summary);
+        let Some(summary) = summary else {
+            return false;
+        };
+        let request = quartier_enclave::rpc::Request::Report {
+            region: FLEET_REGION,
+            slot,
+        };
+        let report =
+            self.enclaves
+                .iter()
+                .find_map(|e| match crate::enclave_host::call(e, &request) {
+                    Some(quartier_enclave::rpc::Response::Report(Some(r)))
+                        if r.summary == summary
+                            && quartier_enclave::auctioneer::receipts_root(&r.receipts)
+                                == summary.receipts_root =>
+                    {
+                        Some(r)
+                    }
+                    _ => None,
+                });
+        let t = summary.aggregates.totals;
+        let price = summary.aggregates.prices.map(|p| p.mean);
+        let mut verified = 0;
+        let mut expected = 0;
+        for agent in &mut self.agents {
+            if !agent.awaited_receipts().contains(&slot) {
+                continue;
+            }
+            expected += 1;
+            let Some(receipt) = report
+                .as_ref()
+                .and_then(|r| agent.open_receipt(slot, &r.receipts))
+            else {
+                continue;
+            };
+            verified += 1;
+            if let quartier_enclave::auctioneer::Outcome::Cleared { matched, .. } = receipt.outcome
+            {
+                let input = AgentInput::Settled {
+                    slot,
+                    matched,
+                    market_price: price,
+                };
+                let _ = agent.handle(Timestamp(now), input);
+            }
+        }
+        on_event(FleetEvent::Settled {
+            slot,
+            orders: summary.aggregates.sealed as usize,
+            local: t.local_energy,
+            price,
+        });
+        on_event(FleetEvent::Receipts {
+            slot,
+            verified,
+            expected,
+        });
+        true
+    }
+}
+
+/// Mode B: waits until the committee published an epoch key.
+fn wait_for_epoch_key(api: &NodeClient, deadline: Instant) -> Result<(), FleetError> {
+    loop {
+        if let Ok((200, v)) = api.get("/api/v1/sealed")
+            && v["epochs"].as_array().is_some_and(|e| !e.is_empty())
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(FleetError::Enrol(BenchError::Timeout(
+                "the enclave committee's first epoch key",
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
