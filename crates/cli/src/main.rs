@@ -833,17 +833,16 @@ fn devnet(dir: Option<PathBuf>, plan: &PlanArgs, households: &HouseholdArgs) -> 
     let layout = quartier_node::devnet::lay_out(&dir, &plan.plan()?)?;
     let exe = std::env::current_exe().context("locating the quartier binary")?;
     let mut children = Nodes(quartier_node::devnet::spawn_nodes(&exe, &dir, &layout)?);
-    children
-        .0
-        .extend(quartier_node::devnet::spawn_enclaves(&exe, &dir, &layout)?);
-    for url in &layout.enclave_urls {
-        println!("  enclave (simulated TEE) {url}/enclave/v1/status");
-    }
+    let mut enclaves = Nodes(quartier_node::devnet::spawn_enclaves(&exe, &dir, &layout)?);
+    let mut enclave_down = vec![false; enclaves.0.len()];
     println!(
-        "quartier devnet: {} processes (validators, then enclaves), data in {}",
+        "quartier devnet: {} validators, data in {}",
         children.0.len(),
         dir.display()
     );
+    for url in &layout.enclave_urls {
+        println!("  enclave (simulated TEE) {url}/enclave/v1/status");
+    }
     for url in &layout.api_urls {
         println!("  API {url}/api/v1/status");
     }
@@ -857,13 +856,20 @@ fn devnet(dir: Option<PathBuf>, plan: &PlanArgs, households: &HouseholdArgs) -> 
         let plan = households.plan();
         std::thread::spawn(move || run_households(&layout, &dir, &plan))
     });
-    // Wait for the first validator to stop, or for the agents to fail.
+    // Wait for the first validator to stop, or for the agents to fail. An
+    // enclave may stop: the committee settles while t members remain.
     loop {
         for (i, child) in children.0.iter_mut().enumerate() {
             if let Some(status) = child.try_wait().context("watching validators")? {
-                anyhow::bail!(
-                    "devnet process {i} (validators first, then enclaves) exited ({status}); see {}",
-                    dir.display()
+                anyhow::bail!("validator {i} exited ({status}); see {}", dir.display());
+            }
+        }
+        for (i, child) in enclaves.0.iter_mut().enumerate() {
+            if !enclave_down[i] && child.try_wait().context("watching enclaves")?.is_some() {
+                enclave_down[i] = true;
+                println!(
+                    "enclave {i} stopped; `quartier enclave run --config {}` restarts it",
+                    dir.join(format!("enclave-{i}/enclave.toml")).display()
                 );
             }
         }

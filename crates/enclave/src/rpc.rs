@@ -5,7 +5,7 @@
 use crate::auctioneer::SlotReport;
 use crate::committee::GroupPublicKey;
 use crate::epoch::EpochKeyShare;
-use crate::service::{EnclaveService, Purpose, SealedDkgPackage};
+use crate::service::{CatchUp, EnclaveService, Purpose, SealedDkgPackage};
 use borsh::{BorshDeserialize, BorshSerialize};
 use quartier_types::{RegionId, Slot};
 use rand_core::CryptoRng;
@@ -57,6 +57,11 @@ pub enum Request {
         /// The signing package.
         package: Vec<u8>,
     },
+    /// This member's clearing state, sealed to the member with identity `to`.
+    CatchUp {
+        /// The rejoining member's identity key.
+        to: [u8; 32],
+    },
     /// A report this member computed (its receipts are public).
     Report {
         /// The region.
@@ -83,6 +88,8 @@ pub enum Response {
     Share(Vec<u8>),
     /// A report, if this member has it.
     Report(Option<SlotReport>),
+    /// A clearing state for a rejoining member.
+    CatchUp(CatchUp),
     /// Refused, and why.
     Refused(String),
 }
@@ -111,6 +118,7 @@ impl EnclaveService {
             Request::SignShare { session, package } => {
                 self.sign_share(session, &package).map(Response::Share)
             }
+            Request::CatchUp { to } => self.catch_up_for(&to, rng).map(Response::CatchUp),
             Request::Report { region, slot } => {
                 Ok(Response::Report(self.report(region, slot).cloned()))
             }

@@ -85,6 +85,27 @@ pub struct SealedDkgPackage {
     pub ciphertext: Vec<u8>,
 }
 
+/// HPKE `info` of a state transfer to a rejoining member.
+pub const HPKE_INFO_CATCH_UP: &[u8] = b"QUARTIER_ENCLAVE_CATCH_UP";
+
+/// A member's clearing state sealed to another member's identity key, for
+/// one that missed slots while it was down.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct CatchUp {
+    /// The latest slot cleared, per region, in the state.
+    pub cleared: Vec<(RegionId, Slot)>,
+    /// HPKE's encapsulated key.
+    pub encapped_key: [u8; 32],
+    /// The sealed state (auctioneers and epoch keys).
+    pub ciphertext: Vec<u8>,
+}
+
+#[derive(BorshSerialize, BorshDeserialize)]
+struct CatchUpState {
+    epoch_keys: Vec<(Epoch, Vec<u8>)>,
+    auctioneers: Vec<AuctioneerState>,
+}
+
 /// The committee as this member knows it.
 struct Membership {
     index: u16,
@@ -383,9 +404,90 @@ impl EnclaveService {
             .ok_or(ServiceError::State("no report"))
     }
 
+    /// Seals this member's clearing state (auctioneers and epoch keys) to
+    /// the committee member with identity key `to`, for it to catch up.
+    ///
+    /// # Errors
+    /// [`ServiceError::Unsigned`] if `to` is not a member's identity.
+    pub fn catch_up_for(
+        &self,
+        to: &[u8; 32],
+        rng: &mut impl CryptoRng,
+    ) -> Result<CatchUp, ServiceError> {
+        let m = self
+            .membership
+            .as_ref()
+            .ok_or(ServiceError::State("no committee"))?;
+        if !m.identities.contains(to) || *to == self.identity_key() {
+            return Err(ServiceError::Unsigned);
+        }
+        let state = CatchUpState {
+            epoch_keys: self
+                .epoch_keys
+                .values()
+                .map(|k| (k.epoch(), k.secret_bytes()))
+                .collect(),
+            auctioneers: self.auctioneers.values().map(Auctioneer::export).collect(),
+        };
+        let mut plain = borsh::to_vec(&state).map_err(|_| ServiceError::Invalid)?;
+        let sealed = hpke_seal(to, HPKE_INFO_CATCH_UP, &plain, &[], rng);
+        plain.zeroize();
+        let (encapped_key, ciphertext) = sealed.ok_or(ServiceError::Invalid)?;
+        let cleared = self
+            .auctioneers
+            .iter()
+            .filter_map(|(r, a)| Some((*r, a.last_settled()?)))
+            .collect();
+        Ok(CatchUp {
+            cleared,
+            encapped_key,
+            ciphertext,
+        })
+    }
+
+    /// Adopts another member's clearing state. The sender is an attested
+    /// member; a false state only makes this member compute reports no one
+    /// else signs (liveness, not safety: t signatures are still needed).
+    ///
+    /// # Errors
+    /// [`ServiceError::Invalid`] if it does not open or decode.
+    pub fn catch_up(&mut self, catch_up: &CatchUp) -> Result<(), ServiceError> {
+        let mut plain = hpke_open(
+            self.identity.secret(),
+            &catch_up.encapped_key,
+            HPKE_INFO_CATCH_UP,
+            &catch_up.ciphertext,
+            &[],
+        )
+        .ok_or(ServiceError::Invalid)?;
+        let state: Result<CatchUpState, _> = borsh::from_slice(&plain);
+        plain.zeroize();
+        let state = state.map_err(|_| ServiceError::Invalid)?;
+        let mut auctioneers = BTreeMap::new();
+        for a in state.auctioneers {
+            let a = a.restore().ok_or(ServiceError::Invalid)?;
+            auctioneers.insert(a.region(), a);
+        }
+        for (epoch, secret) in state.epoch_keys {
+            let key = EpochKeyPair::from_secret(epoch, &secret).ok_or(ServiceError::Invalid)?;
+            self.epoch_keys.insert(epoch, key);
+        }
+        self.auctioneers = auctioneers;
+        self.reports.clear();
+        Ok(())
+    }
+
     /// A report this member computed.
     pub fn report(&self, region: RegionId, slot: Slot) -> Option<&SlotReport> {
         self.reports.get(&(region, slot))
+    }
+
+    /// The latest slot this member cleared, per region.
+    pub fn cleared(&self) -> Vec<(RegionId, Slot)> {
+        self.auctioneers
+            .iter()
+            .filter_map(|(r, a)| Some((*r, a.last_settled()?)))
+            .collect()
     }
 
     /// The latest slot of `region` this member cleared.
@@ -918,5 +1020,48 @@ mod tests {
             sign(&mut members, 0, &[0, 1], &unseen, &mut rng),
             Err(ServiceError::Unsigned)
         );
+
+        // Member 0 is down for slot 10; the others clear it. Back, it takes
+        // member 1's state (sealed to its identity, which only members may
+        // ask for) and agrees on slot 11 again.
+        let (buy, _) = order(&buyer, 10, Side::Buy, 300, &public, &mut rng);
+        let orders = [buy];
+        let ten = Batch {
+            slot: Slot(10),
+            orders: &orders,
+            ..next
+        };
+        for m in &mut members[1..] {
+            m.clear(R, &ten).unwrap();
+        }
+        let outsider = EnclaveService::new(&mut rng);
+        assert_eq!(
+            members[1]
+                .catch_up_for(&outsider.identity_key(), &mut rng)
+                .err(),
+            Some(ServiceError::Unsigned)
+        );
+        let state = members[1]
+            .catch_up_for(&members[0].identity_key(), &mut rng)
+            .unwrap();
+        assert_eq!(state.cleared, vec![(R, Slot(10))]);
+        assert!(
+            members[2].catch_up(&state).is_err(),
+            "sealed to member 0 only"
+        );
+        members[0].catch_up(&state).unwrap();
+        assert_eq!(members[0].last_cleared(R), Some(Slot(10)));
+        let (sell, _) = order(&seller, 11, Side::Sell, 200, &public, &mut rng);
+        let orders = [sell];
+        let eleven = Batch {
+            slot: Slot(11),
+            orders: &orders,
+            ..next
+        };
+        let reports: Vec<SlotReport> = members
+            .iter_mut()
+            .map(|m| m.clear(R, &eleven).unwrap().clone())
+            .collect();
+        assert!(reports.iter().all(|r| *r == reports[0]), "caught up");
     }
 }

@@ -220,6 +220,12 @@ async fn status(AxumState(shared): AxumState<Handle>) -> Json<serde_json::Value>
         "account": s.service.account(),
         "identity_key": hex::encode(s.service.identity_key()),
         "group_key": s.service.group_key(),
+        "cleared": s
+            .service
+            .cleared()
+            .iter()
+            .map(|(r, slot)| json!({ "region": r, "slot": slot }))
+            .collect::<Vec<_>>(),
         "attestation": "simulated",
     }))
 }
@@ -241,6 +247,7 @@ struct ChainView {
     time_ms: u64,
     slot_ms: u64,
     lead_slots: u64,
+    regions: Vec<RegionId>,
     policy: SealedMarketPolicy,
     enclaves: BTreeMap<AccountId, Enclave>,
     committee: Option<Committee>,
@@ -337,6 +344,11 @@ impl Host {
             time_ms: status["time_ms"].as_u64()?,
             slot_ms: status["slot_ms"].as_u64()?.max(1),
             lead_slots: status["lead_slots"].as_u64()?,
+            regions: status["regions"]
+                .as_array()?
+                .iter()
+                .filter_map(|r| Some(RegionId(u32::try_from(r["region"].as_u64()?).ok()?)))
+                .collect(),
             policy: serde_json::from_value(sealed["policy"].clone()).ok()?,
             enclaves,
             committee: serde_json::from_value(sealed["committee"].clone()).ok()?,
@@ -415,7 +427,55 @@ impl Host {
             return;
         }
         self.publish_epoch_keys(&view, &committee, index);
-        self.clear_and_report(&view, &committee, index);
+        if self.catch_up(&view, &committee) {
+            self.clear_and_report(&view, &committee, index);
+        }
+    }
+
+    /// Whether this member is in step with the chain's reports; if a slot
+    /// was reported that it never cleared (it was down, or slower than the
+    /// others), it takes a peer's clearing state sealed to its identity.
+    fn catch_up(&mut self, view: &ChainView, committee: &Committee) -> bool {
+        let mut behind = Vec::new();
+        for region in &view.regions {
+            let path = format!("/api/v1/regions/{}/reports?last=1", region.0);
+            let Some(latest) = self
+                .get(&path)
+                .and_then(|v| v["reports"][0]["summary"]["slot"].as_u64())
+            else {
+                continue;
+            };
+            let cleared = self.shared.lock().service.last_cleared(*region);
+            if cleared.is_none_or(|c| c.0 < latest) {
+                behind.push((*region, Slot(latest)));
+            }
+        }
+        if behind.is_empty() {
+            return true;
+        }
+        let (me, identity) = {
+            let s = self.shared.lock();
+            (s.service.account(), s.service.identity_key())
+        };
+        let peers = self.peers_by_member(&committee.members);
+        for (member, peer) in committee.members.iter().zip(&peers) {
+            let Some(peer) = peer.as_ref().filter(|_| *member != me) else {
+                continue;
+            };
+            let Some(Response::CatchUp(state)) = call(peer, &Request::CatchUp { to: identity })
+            else {
+                continue;
+            };
+            let enough = behind
+                .iter()
+                .all(|(region, slot)| state.cleared.iter().any(|(r, s)| r == region && s >= slot));
+            if enough && self.shared.lock().service.catch_up(&state).is_ok() {
+                tracing::info!(from = %member, "caught up with the committee");
+                self.seal();
+                return true;
+            }
+        }
+        false
     }
 
     fn register(&mut self, view: &ChainView) {
