@@ -531,14 +531,16 @@ fn bench_chain(meters: usize, slots: u64, timeout: u64, plan: &PlanArgs) -> anyh
     let layout = quartier_node::devnet::lay_out(&dir, &plan.plan()?)?;
     let exe = std::env::current_exe().context("locating the quartier binary")?;
     let nodes = Nodes(quartier_node::devnet::spawn_nodes(&exe, &dir, &layout)?);
+    let enclaves = Nodes(quartier_node::devnet::spawn_enclaves(&exe, &dir, &layout)?);
     let apis = layout
         .api_urls
         .iter()
         .map(|u| NodeClient::new(u))
         .collect::<Result<Vec<_>, _>>()?;
     eprintln!(
-        "bench chain: {} validators in {}",
+        "bench chain: {} validators, {} enclaves in {}",
         nodes.0.len(),
+        enclaves.0.len(),
         dir.display()
     );
     let up = std::time::Instant::now();
@@ -568,6 +570,7 @@ fn bench_chain(meters: usize, slots: u64, timeout: u64, plan: &PlanArgs) -> anyh
         },
         |step| eprintln!("  {step}"),
     )?;
+    drop(enclaves);
     drop(nodes);
     let r = &report;
     let latency: Vec<String> = r
@@ -576,8 +579,12 @@ fn bench_chain(meters: usize, slots: u64, timeout: u64, plan: &PlanArgs) -> anyh
         .map(|l| format!("{l} ms"))
         .collect();
     let per_order = r.disk_bytes / (r.orders_settled.max(1) as u64);
+    let mode = match plan.privacy {
+        Privacy::Transparent => "open orders".to_string(),
+        Privacy::Enclave => format!("mode B: sealed orders, {} enclaves", plan.enclaves),
+    };
     println!(
-        "| quartier bench chain | {} validators, {meters} meters, {slots} slots of {} s |",
+        "| quartier bench chain | {} validators, {meters} meters, {slots} slots of {} s, {mode} |",
         plan.validators, plan.slot_seconds
     );
     println!("|---|---|");
@@ -603,7 +610,10 @@ fn bench_chain(meters: usize, slots: u64, timeout: u64, plan: &PlanArgs) -> anyh
         "| block interval p50 / p99 | {} / {} ms ({} blocks) |",
         r.block_interval_ms.0, r.block_interval_ms.1, r.blocks
     );
-    println!("| gate close → settlement block | {} |", latency.join(", "));
+    println!(
+        "| gate close → settlement block (mode B: report block) | {} |",
+        latency.join(", ")
+    );
     println!(
         "| data on disk (all validators) | {:.1} MB, {} bytes per settled order |",
         r.disk_bytes as f64 / 1e6,

@@ -458,13 +458,21 @@ impl State {
         self.records.books.iter().map(|(k, b)| (*k, b))
     }
 
-    /// Whether a block at `time` would settle a book (some gate has closed).
+    /// Whether a block at `time` would settle a book or close a sealed one
+    /// (some gate has closed).
     pub fn settlement_due(&self, time: Timestamp) -> bool {
+        let due = |slot: &Slot| self.records.genesis.close_of(*slot) <= time;
         self.records
             .books
             .keys()
             .next()
-            .is_some_and(|(slot, _)| self.records.genesis.close_of(*slot) <= time)
+            .is_some_and(|(s, _)| due(s))
+            || self
+                .records
+                .sealed_books
+                .keys()
+                .next()
+                .is_some_and(|(s, _)| due(s))
     }
 
     /// A settlement.

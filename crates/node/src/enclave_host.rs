@@ -261,8 +261,8 @@ struct Host {
     platform: SimulatedPlatform,
     nodes: Vec<NodeClient>,
     peers: Vec<NodeClient>,
-    /// A transaction sent and not yet seen applied: (nonce it used, when).
-    in_flight: Option<(u64, Instant)>,
+    /// A transaction sent and not yet seen applied: (nonce, hash, when).
+    in_flight: Option<(u64, quartier_types::hash::Digest, Instant)>,
     /// When each batch was first seen cleared here.
     cleared_at: BTreeMap<(RegionId, Slot), Instant>,
     voted: Option<quartier_enclave::committee::GroupPublicKey>,
@@ -369,9 +369,21 @@ impl Host {
         else {
             return false;
         };
-        if let Some((sent, at)) = self.in_flight {
-            // Wait for the last one to apply (or give up on it after 5 s).
-            if nonce <= sent && at.elapsed() < Duration::from_secs(5) {
+        if let Some((sent, hash, at)) = self.in_flight
+            && nonce <= sent
+        {
+            // The last one has not applied: wait for it, unless the chain
+            // refused it (e.g. another member's report came first) or it
+            // is lost; then its nonce is free again.
+            let status = self
+                .get(&format!("/api/v1/txs/{hash}"))
+                .and_then(|v| v["status"].as_str().map(str::to_owned));
+            let dead = match status.as_deref() {
+                Some("rejected") => true,
+                Some("pending" | "finalized") => false,
+                _ => at.elapsed() > Duration::from_secs(2),
+            };
+            if !dead {
                 return false;
             }
         }
@@ -388,7 +400,7 @@ impl Host {
             .iter()
             .any(|n| matches!(n.post("/api/v1/txs", &body), Ok((200..=299, _))));
         if sent {
-            self.in_flight = Some((nonce, Instant::now()));
+            self.in_flight = Some((nonce, tx.hash(), Instant::now()));
         }
         sent
     }

@@ -8,6 +8,7 @@
 
 use crate::client::{ClientError, NodeClient};
 use ed25519_dalek::SigningKey;
+use quartier_enclave::sealed::{Epoch, HpkeKeyPair, OrderPayload, SignedOrder, seal};
 use quartier_ledger::{ChainId, Genesis, MeterRole, Tx, TxBody};
 use quartier_types::{AccountId, Energy, Money, Price, RegionId, Side, Slot, hash};
 use std::path::PathBuf;
@@ -122,6 +123,113 @@ pub(crate) fn submit_window(
     }
 }
 
+/// Submits transactions from several client threads: one HTTP request per
+/// connection is the client's bottleneck, not the chain's.
+fn burst(apis: &[NodeClient], txs: &[(usize, String)]) -> Result<(), BenchError> {
+    let results: Vec<Result<(), BenchError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = txs
+            .chunks(txs.len().div_ceil(CLIENT_THREADS).max(1))
+            .map(|chunk| {
+                scope.spawn(move || -> Result<(), BenchError> {
+                    for (i, tx) in chunk {
+                        let (code, reply) = apis[i % apis.len()].post("/api/v1/txs", tx)?;
+                        if code != 202 {
+                            return Err(BenchError::Refused(reply.to_string()));
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or(Err(BenchError::Timeout("client thread")))
+            })
+            .collect()
+    });
+    results.into_iter().collect()
+}
+
+/// Waits until every validator's mempool is empty.
+fn drain(apis: &[NodeClient], deadline: Instant) -> Result<(), BenchError> {
+    loop {
+        let mut pending = 0;
+        for api in apis {
+            pending += api.get("/api/v1/status")?.1["mempool"]
+                .as_u64()
+                .unwrap_or(0);
+        }
+        if pending == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(BenchError::Timeout("mempools to drain"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Mode B: waits until the committee published an epoch key.
+fn wait_epoch_keys(apis: &[NodeClient], deadline: Instant) -> Result<(), BenchError> {
+    loop {
+        let (_, v) = apis[0].get("/api/v1/sealed")?;
+        if v["epochs"].as_array().is_some_and(|e| !e.is_empty()) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(BenchError::Timeout("the committee's first epoch key"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Mode B: the published key of `epoch`, waiting briefly for it.
+fn epoch_key(apis: &[NodeClient], epoch: Epoch) -> Option<[u8; 32]> {
+    for _ in 0..100 {
+        let (_, v) = apis[0].get("/api/v1/sealed").ok()?;
+        let key = v["epochs"].as_array()?.iter().find_map(|e| {
+            (e["epoch"].as_u64()? == epoch.0)
+                .then(|| hex::decode(e["public_key"].as_str()?).ok()?.try_into().ok())
+                .flatten()
+        });
+        if key.is_some() {
+            return key;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// Mode B: waits for the report of `slot`: (sealed orders, block height).
+fn wait_report(
+    apis: &[NodeClient],
+    slot: u64,
+    deadline: Instant,
+) -> Result<(usize, u64), BenchError> {
+    loop {
+        let (_, v) = apis[0].get("/api/v1/regions/1/reports?last=64")?;
+        let found = v["reports"].as_array().and_then(|r| {
+            r.iter().find_map(|r| {
+                (r["summary"]["slot"].as_u64()? == slot).then(|| {
+                    (
+                        r["summary"]["aggregates"]["sealed"].as_u64().unwrap_or(0) as usize,
+                        r["height"].as_u64().unwrap_or(0),
+                    )
+                })
+            })
+        });
+        if let Some(found) = found {
+            return Ok(found);
+        }
+        if Instant::now() > deadline {
+            return Err(BenchError::Timeout("report"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub(crate) fn chain_time(api: &NodeClient) -> Result<(u64, u64), BenchError> {
     let height = api.get("/api/v1/status")?.1["height"].as_u64().unwrap_or(0);
     let time = api.get(&format!("/api/v1/blocks/{height}"))?.1["time_ms"]
@@ -211,6 +319,30 @@ pub fn run(
     submit_window(apis, &account(dso), 0, &registrations, deadline)?;
     submit_window(apis, &account(utility), 0, &mints, deadline)?;
     report.setup_txs = registrations.len() + mints.len();
+    // Mode B: every meter prepays to the enclaves, then orders are sealed.
+    let sealed = genesis.sealed_market.clone();
+    let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed(
+        hash::tagged("QUARTIER_BENCH_SEALING", &[]).0,
+    );
+    if sealed.is_some() {
+        progress("prepaying to the enclaves");
+        let deposits: Vec<(usize, String)> = meters
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let amount = Money::new(8 * 100_000_000);
+                (
+                    i,
+                    body(chain_id, m, 0, TxBody::DepositToAuctioneer { amount }),
+                )
+            })
+            .collect();
+        burst(apis, &deposits)?;
+        drain(apis, deadline)?;
+        report.setup_txs += deposits.len();
+        wait_epoch_keys(apis, deadline)?;
+    }
+    let nonce_offset = u64::from(sealed.is_some());
     report.setup_seconds = setup_start.elapsed().as_secs_f64();
 
     let (_, now) = chain_time(&apis[0])?;
@@ -229,6 +361,9 @@ pub fn run(
             std::thread::sleep(Duration::from_millis(20));
         }
         progress(&format!("slot {slot}: {} orders", meters.len()));
+        let slot_key = sealed
+            .as_ref()
+            .and_then(|p| epoch_key(apis, p.epoch_of(Slot(slot))));
         let orders: Vec<(usize, String)> = meters
             .iter()
             .enumerate()
@@ -239,62 +374,42 @@ pub fn run(
                 } else {
                     (Side::Buy, 14_000 + v * 6, 100 + v / 2)
                 };
-                let order = TxBody::PlaceOrder {
-                    region,
-                    slot: Slot(slot),
-                    side,
-                    limit: Price::new(limit),
-                    energy: Energy::new(energy),
+                let order = match &sealed {
+                    None => TxBody::PlaceOrder {
+                        region,
+                        slot: Slot(slot),
+                        side,
+                        limit: Price::new(limit),
+                        energy: Energy::new(energy),
+                    },
+                    Some(policy) => {
+                        let epoch = policy.epoch_of(Slot(slot));
+                        let key = slot_key.unwrap_or([9; 32]);
+                        let payload = OrderPayload {
+                            wallet: account(m),
+                            region,
+                            slot: Slot(slot),
+                            epoch,
+                            side,
+                            limit: Price::new(limit),
+                            energy: Energy::new(energy),
+                            receipt_key: HpkeKeyPair::generate(&mut rng).public_key(),
+                        };
+                        let signed = SignedOrder::sign(payload, m);
+                        match seal(&key, &signed, &mut rng) {
+                            Ok(sealed) => TxBody::SubmitSealedOrder { sealed },
+                            Err(_) => return (i, String::new()),
+                        }
+                    }
                 };
-                (i, body(chain_id, m, k as u64, order))
+                (i, body(chain_id, m, k as u64 + nonce_offset, order))
             })
             .collect();
-        // Several client threads: one HTTP request per connection is the
-        // client's bottleneck, not the chain's.
-        let burst = Instant::now();
-        let results: Vec<Result<(), BenchError>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = orders
-                .chunks(orders.len().div_ceil(CLIENT_THREADS).max(1))
-                .map(|chunk| {
-                    scope.spawn(move || -> Result<(), BenchError> {
-                        for (i, tx) in chunk {
-                            let (code, reply) = apis[i % apis.len()].post("/api/v1/txs", tx)?;
-                            if code != 202 {
-                                return Err(BenchError::Refused(reply.to_string()));
-                            }
-                        }
-                        Ok(())
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or(Err(BenchError::Timeout("client thread")))
-                })
-                .collect()
-        });
-        for r in results {
-            r?;
-        }
-        let submitted = burst.elapsed().as_secs_f64();
-        loop {
-            let mut pending = 0;
-            for api in apis {
-                pending += api.get("/api/v1/status")?.1["mempool"]
-                    .as_u64()
-                    .unwrap_or(0);
-            }
-            if pending == 0 {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(BenchError::Timeout("mempools to drain"));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let finalized = burst.elapsed().as_secs_f64();
+        let started = Instant::now();
+        burst(apis, &orders)?;
+        let submitted = started.elapsed().as_secs_f64();
+        drain(apis, deadline)?;
+        let finalized = started.elapsed().as_secs_f64();
         let n = orders.len() as f64;
         report.submitted_per_second = report.submitted_per_second.max(n / submitted);
         report.finalized_per_second = report.finalized_per_second.max(n / finalized);
@@ -303,6 +418,15 @@ pub fn run(
 
     progress("waiting for the settlements");
     for &slot in &slots {
+        if sealed.is_some() {
+            let (orders, height) = wait_report(apis, slot, deadline)?;
+            report.orders_settled += orders;
+            let (_, block) = apis[0].get(&format!("/api/v1/blocks/{height}"))?;
+            let settled_at = block["time_ms"].as_u64().unwrap_or(0) as i64;
+            let close = genesis.close_of(Slot(slot)).0 as i64;
+            report.settlement_latency_ms.push(settled_at - close);
+            continue;
+        }
         let settlement = loop {
             let (_, v) = apis[0].get(&format!("/api/v1/regions/1/slots/{slot}"))?;
             if !v["settlement"].is_null() {
