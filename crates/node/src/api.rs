@@ -31,6 +31,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/regions/{region}/settlements"),
     ("get", "/api/v1/sealed"),
     ("get", "/api/v1/regions/{region}/reports"),
+    ("get", "/api/v1/regions/{region}/batches/{slot}"),
     ("get", "/api/v1/openapi.json"),
     ("get", "/"),
     ("get", "/app.js"),
@@ -85,6 +86,7 @@ pub fn router(app: LedgerApp, gossip: Gossip) -> Router {
         .route("/api/v1/regions/{region}/settlements", get(settlements))
         .route("/api/v1/sealed", get(sealed))
         .route("/api/v1/regions/{region}/reports", get(reports))
+        .route("/api/v1/regions/{region}/batches/{slot}", get(batch))
         .route(
             "/",
             get(|| async { web("text/html; charset=utf-8", DASHBOARD_HTML) }),
@@ -266,7 +268,9 @@ async fn sealed(AxumState(api): AxumState<Api>) -> Json<serde_json::Value> {
     Json(api.app.with_state(|s| {
         let batches: Vec<serde_json::Value> = s
             .sealed_batches()
-            .map(|((region, slot), b)| json!({ "region": region, "slot": slot, "batch": b }))
+            .map(|((region, slot), b)| {
+                json!({ "region": region, "slot": slot, "orders": b.orders.len(), "closed": b.closed })
+            })
             .collect();
         let enclaves: Vec<serde_json::Value> = s
             .enclaves()
@@ -290,6 +294,29 @@ async fn sealed(AxumState(api): AxumState<Api>) -> Json<serde_json::Value> {
             "batches": batches,
         })
     }))
+}
+
+/// A closed batch awaiting its report: the sealed orders, the frozen
+/// parameters, deposits and withdrawal requests (what enclaves clear).
+async fn batch(
+    AxumState(api): AxumState<Api>,
+    Path((region, slot)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let region = RegionId(region.parse().map_err(|_| bad("region: not a number"))?);
+    let slot = Slot(slot.parse().map_err(|_| bad("slot: not a number"))?);
+    api.app
+        .with_state(|s| {
+            s.sealed_batches()
+                .find(|(k, _)| *k == (region, slot))
+                .map(|(_, b)| serde_json::to_value(b).unwrap_or_default())
+        })
+        .map(|b| Json(json!({ "region": region, "slot": slot, "batch": b })))
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                "no batch awaits a report there".into(),
+            )
+        })
 }
 
 /// The region's last accepted mode B reports, oldest first.

@@ -252,7 +252,8 @@ struct ChainView {
     enclaves: BTreeMap<AccountId, Enclave>,
     committee: Option<Committee>,
     epochs: BTreeMap<Epoch, [u8; 32]>,
-    batches: Vec<((RegionId, Slot), SealedBatch)>,
+    /// Closed batches awaiting a report (contents fetched when cleared).
+    batches: Vec<(RegionId, Slot)>,
 }
 
 struct Host {
@@ -270,11 +271,18 @@ struct Host {
 
 impl Host {
     fn new(config: EnclaveHostConfig, shared: Handle, platform: SimulatedPlatform) -> Host {
-        let nodes = config
+        let mut nodes: Vec<NodeClient> = config
             .nodes
             .iter()
             .filter_map(|u| NodeClient::new(u).ok())
             .collect();
+        // Each enclave reads from another validator first, spreading the load.
+        let me = format!("http://{}", config.listen);
+        let offset = config.peers.iter().position(|p| *p == me).unwrap_or(0);
+        if !nodes.is_empty() {
+            let len = nodes.len();
+            nodes.rotate_left(offset % len);
+        }
         let peers = config
             .peers
             .iter()
@@ -331,11 +339,8 @@ impl Host {
             .iter()
             .filter_map(|b| {
                 Some((
-                    (
-                        RegionId(u32::try_from(b["region"].as_u64()?).ok()?),
-                        Slot(b["slot"].as_u64()?),
-                    ),
-                    serde_json::from_value(b["batch"].clone()).ok()?,
+                    RegionId(u32::try_from(b["region"].as_u64()?).ok()?),
+                    Slot(b["slot"].as_u64()?),
                 ))
             })
             .collect();
@@ -696,9 +701,9 @@ impl Host {
     /// member's turn (or another member's turn passed a second ago).
     fn clear_and_report(&mut self, view: &ChainView, committee: &Committee, index: usize) {
         let mut batches = view.batches.clone();
-        batches.sort_by_key(|((region, slot), _)| (*slot, *region));
+        batches.sort_by_key(|(region, slot)| (*slot, *region));
         let n = committee.members.len().max(1);
-        for ((region, slot), batch) in batches {
+        for (region, slot) in batches {
             let done = self
                 .shared
                 .lock()
@@ -706,6 +711,13 @@ impl Host {
                 .last_cleared(region)
                 .is_some_and(|last| last >= slot);
             if !done {
+                let path = format!("/api/v1/regions/{}/batches/{}", region.0, slot.0);
+                let Some(batch) = self
+                    .get(&path)
+                    .and_then(|v| serde_json::from_value::<SealedBatch>(v["batch"].clone()).ok())
+                else {
+                    return;
+                };
                 let orders: Vec<_> = batch.orders.iter().map(|o| o.sealed.clone()).collect();
                 let input = Batch {
                     slot,
@@ -746,7 +758,6 @@ impl Host {
             // One report per tick: the next waits for this one's nonce.
             return;
         }
-        self.cleared_at
-            .retain(|k, _| view.batches.iter().any(|(b, _)| b == k));
+        self.cleared_at.retain(|k, _| view.batches.contains(k));
     }
 }
