@@ -132,6 +132,9 @@ enum Command {
     /// Privacy mode B's auctioneer enclave (simulated TEE).
     #[command(subcommand)]
     Enclave(EnclaveCommand),
+    /// A household's view of its own account.
+    #[command(subcommand)]
+    Wallet(WalletCommand),
     /// Start a local devnet: N validators as separate processes on loopback,
     /// and one meter agent per simulated household trading on it.
     Devnet {
@@ -142,6 +145,31 @@ enum Command {
         plan: PlanArgs,
         #[command(flatten)]
         households: HouseholdArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum WalletCommand {
+    /// Mode B: fetch the receipts of the last reported slots from an
+    /// enclave, check each slot's receipts against the root the committee
+    /// signed on chain, and open this wallet's own (its receipt keys are
+    /// derived from the wallet key). Exit code 1 if a root does not match.
+    Receipts {
+        /// The wallet's (meter's) key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// A node's API, e.g. http://127.0.0.1:7401.
+        #[arg(long)]
+        node: String,
+        /// Enclave APIs to ask (the first that has the slot answers).
+        #[arg(long, required = true, num_args = 1.., value_delimiter = ',')]
+        enclave: Vec<String>,
+        /// The region.
+        #[arg(long, default_value_t = 1)]
+        region: u32,
+        /// How many of the latest reported slots to check.
+        #[arg(long, default_value_t = 96)]
+        last: usize,
     },
 }
 
@@ -348,6 +376,13 @@ fn main() -> ExitCode {
             plan,
         }) => bench_chain(meters, slots, timeout, &plan).map_err(Failure::Internal),
         Command::Enclave(EnclaveCommand::Measure { binary }) => measure(binary),
+        Command::Wallet(WalletCommand::Receipts {
+            key,
+            node,
+            enclave,
+            region,
+            last,
+        }) => wallet_receipts(&key, &node, &enclave, region, last),
         Command::Enclave(EnclaveCommand::Run { config }) => {
             enclave_run(&config).map_err(Failure::Internal)
         }
@@ -499,6 +534,112 @@ fn enclave_run(config: &std::path::Path) -> anyhow::Result<()> {
     let measurement = quartier_enclave::attestation::Measurement::of_binary(&bytes);
     let config = quartier_node::enclave_host::EnclaveConfigFile::load(config, measurement)?;
     quartier_node::enclave_host::run(&config)?;
+    Ok(())
+}
+
+/// Checks and opens a wallet's mode B receipts.
+fn wallet_receipts(
+    key: &std::path::Path,
+    node: &str,
+    enclaves: &[String],
+    region: u32,
+    last: usize,
+) -> Result<(), Failure> {
+    use quartier_enclave::auctioneer::{Outcome, receipts_root};
+    use quartier_enclave::rpc::{Request, Response};
+    use quartier_enclave::sealed::HpkeKeyPair;
+    use quartier_node::client::NodeClient;
+    let bad = |e: &dyn std::fmt::Display| Failure::BadInput(anyhow::anyhow!("{e}"));
+    let wallet = ed25519_dalek::SigningKey::from_bytes(
+        &quartier_node::config::read_key(key).map_err(|e| bad(&e))?,
+    );
+    let account = quartier_types::AccountId(wallet.verifying_key().to_bytes());
+    let node = NodeClient::new(node).map_err(|e| bad(&e))?;
+    let enclaves: Vec<NodeClient> = enclaves
+        .iter()
+        .map(|u| NodeClient::new(u))
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(&e))?;
+    let region = quartier_types::RegionId(region);
+    let path = format!(
+        "/api/v1/regions/{}/reports?last={}",
+        region.0,
+        last.clamp(1, 2976)
+    );
+    let (_, v) = node
+        .get(&path)
+        .map_err(|e| Failure::Internal(anyhow::anyhow!("{e}")))?;
+    let reports: Vec<quartier_ledger::PostedReport> =
+        serde_json::from_value(v["reports"].clone()).map_err(|e| bad(&e))?;
+    println!("receipts of {account} in region {}", region.0);
+    let (mut mine, mut mismatched) = (0, 0);
+    for posted in &reports {
+        let slot = posted.summary.slot;
+        let request = Request::Report { region, slot };
+        let report =
+            enclaves
+                .iter()
+                .find_map(|e| match quartier_node::enclave_host::call(e, &request) {
+                    Some(Response::Report(Some(r))) => Some(r),
+                    _ => None,
+                });
+        let Some(report) = report else {
+            println!("slot {}: no enclave has its receipts any more", slot.0);
+            continue;
+        };
+        if report.summary != posted.summary
+            || receipts_root(&report.receipts) != posted.summary.receipts_root
+        {
+            mismatched += 1;
+            println!(
+                "slot {}: MISMATCH: the enclave's receipts are not what the committee signed",
+                slot.0
+            );
+            continue;
+        }
+        let key = HpkeKeyPair::receipt_key(&wallet, region, slot);
+        let own = report
+            .receipts
+            .iter()
+            .filter_map(|r| r.open(&key))
+            .find(|r| r.wallet == Some(account));
+        let kwh = |e: quartier_types::Energy| e.get() as f64 / 1_000.0;
+        let rp = |m: quartier_types::Money| m.get() as f64 / 1_000_000.0;
+        match own.map(|r| r.outcome) {
+            Some(Outcome::Cleared {
+                order,
+                matched,
+                pays,
+                receives,
+            }) => {
+                mine += 1;
+                println!(
+                    "slot {}: verified; {:?} {:.3} kWh at limit {:.2} Rp/kWh, {:.3} kWh matched locally, paid {:.2} Rp, received {:.2} Rp",
+                    slot.0,
+                    order.side,
+                    kwh(order.energy),
+                    order.limit.get() as f64 / 1_000.0,
+                    kwh(matched),
+                    rp(pays),
+                    rp(receives)
+                );
+            }
+            Some(Outcome::Refused(reason)) => {
+                mine += 1;
+                println!("slot {}: verified; refused: {reason}", slot.0);
+            }
+            None => println!("slot {}: verified; no order of this wallet", slot.0),
+        }
+    }
+    println!(
+        "{mine} receipts of this wallet opened in {} reported slots",
+        reports.len()
+    );
+    if mismatched > 0 {
+        return Err(Failure::Internal(anyhow::anyhow!(
+            "{mismatched} slots' receipts do not match the signed root"
+        )));
+    }
     Ok(())
 }
 

@@ -137,6 +137,29 @@ fn households_trade_through_sealed_orders_and_an_enclave_committee() {
         .collect();
     assert!(partial.is_empty(), "{partial:?}");
 
+    // A household checks its own receipts from the command line: the
+    // enclave's receipts match the signed roots and its own open.
+    let genesis: quartier_node::config::NetworkGenesis =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("genesis.json")).unwrap()).unwrap();
+    let wallet = quartier_node::meters::meter_key(&genesis.ledger, 1, 0);
+    let key_file = dir.join("household-0.key");
+    quartier_node::config::write_key(&key_file, &wallet.to_bytes()).unwrap();
+    let enclaves: Vec<String> = (0..3u16)
+        .map(|i| format!("http://127.0.0.1:{}", BASE_PORT + 8 + i))
+        .collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_quartier"))
+        .args(["wallet", "receipts", "--key"])
+        .arg(&key_file)
+        .args(["--node", &format!("http://127.0.0.1:{}", BASE_PORT + 1)])
+        .args(["--enclave", &enclaves.join(","), "--last", "10"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{text}");
+    let opened = text.lines().filter(|l| l.contains(": verified; ")).count();
+    assert!(opened >= 8, "{text}");
+    assert!(!text.contains("MISMATCH"), "{text}");
+
     // Nothing in the clear: no open order was ever settled, every order on
     // chain is a sealed one of the one size, and no log names an order's
     // price or energy.

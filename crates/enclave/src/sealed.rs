@@ -319,6 +319,26 @@ impl HpkeKeyPair {
         self.public
     }
 
+    /// The one-time receipt key a wallet puts in its order for `slot` of
+    /// `region`: derived from the wallet's secret, so the household can
+    /// re-derive it to open its receipts later without storing anything,
+    /// and nobody without the secret can link two of them.
+    pub fn receipt_key(wallet: &SigningKey, region: RegionId, slot: Slot) -> HpkeKeyPair {
+        let seed = hash::tagged(
+            "QUARTIER_ENCLAVE_RECEIPT_KEY",
+            &[
+                wallet.as_bytes(),
+                &region.0.to_le_bytes(),
+                &slot.0.to_le_bytes(),
+            ],
+        );
+        // Any 32 bytes are an X25519 secret (clamped on use), so this is Some.
+        match HpkeKeyPair::from_secret(&seed.0) {
+            Some(k) => k,
+            None => unreachable!("32 bytes are always an X25519 secret key"),
+        }
+    }
+
     /// The key pair whose secret is `bytes`, or `None` if they are not one.
     pub(crate) fn from_secret(bytes: &[u8]) -> Option<HpkeKeyPair> {
         let secret = <X25519HkdfSha256 as hpke::Kem>::PrivateKey::from_bytes(bytes).ok()?;

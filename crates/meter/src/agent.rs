@@ -108,7 +108,7 @@ struct Sealing {
     epoch_slots: u64,
     /// Published epoch keys.
     keys: BTreeMap<Epoch, [u8; 32]>,
-    /// Randomness for HPKE and receipt keys.
+    /// Randomness for HPKE.
     rng: ChaCha20Rng,
     /// Per slot: the hash of the sealed order sent and its receipt key.
     receipts: BTreeMap<Slot, (Digest, HpkeKeyPair)>,
@@ -160,8 +160,10 @@ impl MeterAgent {
     /// Privacy mode B: seal every order to the epoch key of its slot (epochs
     /// of `epoch_slots` slots), and send a zero-energy cover order for a slot
     /// with nothing to trade, so every meter submits every slot. `seed`
-    /// drives the HPKE encapsulations and the one-time receipt keys: give
-    /// each agent secret, fresh randomness.
+    /// drives the HPKE encapsulations: give each agent secret, fresh
+    /// randomness. Receipt keys are derived from the wallet key per slot
+    /// ([`HpkeKeyPair::receipt_key`]), so `quartier wallet receipts` can
+    /// open them later.
     #[must_use]
     pub fn sealed(mut self, epoch_slots: u64, seed: [u8; 32]) -> MeterAgent {
         self.sealing = Some(Sealing {
@@ -363,7 +365,7 @@ impl MeterAgent {
                 let Some(epoch_key) = sealing.keys.get(&epoch).copied() else {
                     return;
                 };
-                let receipt_key = HpkeKeyPair::generate(&mut sealing.rng);
+                let receipt_key = HpkeKeyPair::receipt_key(&self.key, self.region, head.bid.slot);
                 let payload = OrderPayload {
                     wallet: self.account,
                     region: self.region,
