@@ -12,12 +12,16 @@
 //!   encrypted amounts, and scanning with the view key alone;
 //! - [`spend`]: spending outputs with CLSAG over a ring of pool outputs, key
 //!   images against double spends, and the balance of commitments;
-//! - [`range`]: Bulletproofs+ that committed amounts lie in `[0, 2^64)`.
+//! - [`range`]: Bulletproofs+ that committed amounts lie in `[0, 2^64)`;
+//! - [`authorise`]: a meter's ring signature over its region's registered
+//!   keys, tweaked per (region, slot, side), so it places one order per slot
+//!   and side and its orders do not link.
 //!
 //! Points and scalars cross this crate's boundary only as 32-byte encodings,
 //! so the two `curve25519-dalek` lines in the tree never meet.
 #![forbid(unsafe_code)]
 
+pub mod authorise;
 pub mod keys;
 pub mod output;
 pub mod range;
