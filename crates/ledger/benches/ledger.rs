@@ -53,6 +53,7 @@ fn market(n: usize) -> (State, Vec<SigningKey>) {
         metered_ms: 900_000,
         allocations: vec![],
         sealed_market: None,
+        shielded: None,
     })
     .expect("valid genesis");
     let meters: Vec<SigningKey> = (0..n).map(|i| key("meter", i)).collect();

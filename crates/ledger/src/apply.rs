@@ -6,7 +6,7 @@
 
 use crate::state::{Account, Book, BookOrder, Meter, Proposal, Settlement, StateKey};
 use crate::tx::{GovernanceChange, MeterRole, SignedTx, TxBody, VerifiedTx, verify_batch};
-use crate::{Role, State, TxError, sealed_market};
+use crate::{Role, State, TxError, sealed_market, shielded_pool};
 use quartier_auction::clear;
 use quartier_types::hash::Digest;
 use quartier_types::{
@@ -176,6 +176,24 @@ pub fn apply_verified(
         return Err(TxError::WrongChain);
     }
     let signer = t.signer;
+    if t.body.is_one_time() {
+        if t.nonce != 0 {
+            return Err(TxError::InvalidShieldedTransfer);
+        }
+        let hash = tx.signed().hash();
+        let events = match &t.body {
+            TxBody::ShieldedTransfer { transfer } => {
+                shielded_pool::transfer(state, ctx, transfer, hash)?
+            }
+            TxBody::Unshield {
+                transfer,
+                to,
+                amount,
+            } => shielded_pool::unshield(state, ctx, transfer, *to, *amount, hash)?,
+            _ => return Err(TxError::InvalidShieldedTransfer),
+        };
+        return Ok(Receipt { tx: hash, events });
+    }
     let account = state.account(&signer);
     if t.nonce != account.nonce {
         return Err(TxError::BadNonce {
@@ -241,6 +259,15 @@ pub fn apply_verified(
         }
         TxBody::PostSettlementReport { summary, signature } => {
             sealed_market::post_settlement_report(state, ctx, signer, summary, signature)?
+        }
+        TxBody::Shield {
+            amount,
+            output,
+            mask,
+        } => shielded_pool::shield(state, ctx, signer, *amount, output, mask)?,
+        // Handled above, before the nonce.
+        TxBody::ShieldedTransfer { .. } | TxBody::Unshield { .. } => {
+            return Err(TxError::InvalidShieldedTransfer);
         }
     };
     // Every handler has written by now; the nonce bump can not fail.

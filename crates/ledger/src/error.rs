@@ -193,6 +193,31 @@ pub enum TxError {
     /// payout nobody requested, or more money out than custody holds.
     #[error("report does not fit its batch")]
     ReportMismatch,
+
+    // --- privacy mode A ---
+    /// This chain has no shielded pool.
+    #[error("this chain has no shielded pool")]
+    NoShieldedPool,
+    /// A shielding output's keys do not decode or its commitment does not
+    /// open to the amount and mask revealed.
+    #[error("shielded output does not open to the shielded amount")]
+    InvalidShieldedOutput,
+    /// Wrong input or output count, ring size, ring order or a ring index
+    /// not in the pool, or a nonce other than 0 from the one-time signer.
+    #[error("malformed shielded transfer")]
+    InvalidShieldedTransfer,
+    /// A key image was already spent (a double spend), or twice in one transaction.
+    #[error("key image already spent")]
+    KeyImageSpent,
+    /// A ring signature does not verify.
+    #[error("invalid ring signature")]
+    InvalidRingSignature,
+    /// The range proof does not verify for the outputs.
+    #[error("invalid range proof")]
+    InvalidRangeProof,
+    /// Inputs and outputs do not balance with the public amount.
+    #[error("inputs and outputs do not balance")]
+    Unbalanced,
 }
 
 /// Why a genesis document is not admissible.
@@ -213,6 +238,9 @@ pub enum GenesisError {
     /// The DSO and the utility must be distinct accounts.
     #[error("DSO and utility must be distinct")]
     Roles,
+    /// The mode A ring size must be 2 to 255 (`monero-clsag`'s limit).
+    #[error("shielded ring size must be 2 to 255")]
+    ShieldedPool,
     /// The mode B policy needs a threshold of at least 2 and epochs of at least one slot.
     #[error("sealed market policy needs threshold >= 2 and epoch_slots >= 1")]
     SealedMarket,

@@ -59,6 +59,9 @@ pub struct Genesis {
     /// Privacy mode B: the enclave policy; `None` disables sealed orders.
     #[serde(default)]
     pub sealed_market: Option<SealedMarketPolicy>,
+    /// Privacy mode A: the shielded pool's policy; `None` disables it.
+    #[serde(default)]
+    pub shielded: Option<crate::ShieldedPolicy>,
 }
 
 /// How a chain admits auctioneer enclaves (privacy mode B, DESIGN §7).
@@ -118,6 +121,11 @@ impl Genesis {
             .try_fold(Money::ZERO, |sum, (_, m)| sum.checked_add(*m));
         if accounts.len() != self.allocations.len() || total.is_none() {
             return Err(GenesisError::Allocations);
+        }
+        if let Some(policy) = &self.shielded
+            && !(2..=255).contains(&policy.ring_size)
+        {
+            return Err(GenesisError::ShieldedPool);
         }
         if let Some(policy) = &self.sealed_market
             && (policy.threshold < 2 || policy.epoch_slots == 0)

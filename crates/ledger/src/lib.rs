@@ -22,6 +22,7 @@ mod error;
 mod genesis;
 mod merkle;
 mod sealed_market;
+mod shielded_pool;
 mod state;
 mod tx;
 
@@ -35,6 +36,10 @@ pub use merkle::MerkleStoreCorrupt;
 pub use sealed_market::{
     Committee, CommitteeVote, CustodyFlows, Enclave, KEPT_EPOCHS, MAX_COMMITTEE, MAX_PAYOUTS,
     PostedReport, SealedBatch, SealedEntry,
+};
+pub use shielded_pool::{
+    KIND_TRANSFER, KIND_UNSHIELD, MAX_SHIELDED_INPUTS, PoolOutput, ShieldedInput, ShieldedPolicy,
+    ShieldedTransfer,
 };
 pub use state::{
     Account, Book, BookOrder, InvalidProof, Meta, Meter, Proposal, Settlement, State, StateKey,

@@ -4,6 +4,7 @@ use crate::merkle::{MerkleStore, MerkleStoreCorrupt};
 use crate::sealed_market::{
     Committee, CommitteeVote, CustodyFlows, Enclave, PostedReport, SealedBatch, SealedEntry,
 };
+use crate::shielded_pool::PoolOutput;
 use crate::{
     ChainId, Genesis, GenesisError, GovernanceChange, MeterRole, SnapshotError, canonical,
 };
@@ -137,6 +138,8 @@ pub struct Meta {
     pub next_proposal: u64,
     /// IOUs in the mode B enclaves' custody (prepaid balances and their escrow).
     pub custody: Money,
+    /// IOUs in the mode A shielded pool (shielded less unshielded).
+    pub shielded: Money,
 }
 
 /// A key of the state in the Merkle tree. Its borsh bytes, hashed, are the
@@ -179,6 +182,10 @@ pub enum StateKey {
     SealedBatch(RegionId, Slot),
     /// Mode B: an accepted report.
     SealedReport(RegionId, Slot),
+    /// Mode A: a pool output by index.
+    PoolOutput(u64),
+    /// Mode A: a spent key image.
+    KeyImage([u8; 32]),
 }
 
 impl StateKey {
@@ -211,6 +218,8 @@ pub(crate) struct Records {
     pub(crate) custody_flows: BTreeMap<RegionId, CustodyFlows>,
     pub(crate) batches: BTreeMap<(RegionId, Slot), SealedBatch>,
     pub(crate) reports: BTreeMap<(RegionId, Slot), PostedReport>,
+    pub(crate) pool: Vec<PoolOutput>,
+    pub(crate) key_images: BTreeSet<[u8; 32]>,
 }
 
 /// The contract's state: typed records, the keys changed since the last
@@ -295,6 +304,8 @@ impl State {
             custody_flows: BTreeMap::new(),
             batches: BTreeMap::new(),
             reports: BTreeMap::new(),
+            pool: Vec::new(),
+            key_images: BTreeSet::new(),
             genesis,
         };
         let mut dirty = BTreeSet::from([
@@ -364,6 +375,8 @@ impl State {
                 .map(|(region, slot)| StateKey::Settlement(*region, *slot)),
         );
         dirty.extend(r.proposals.keys().map(|k| StateKey::Proposal(*k)));
+        dirty.extend((0..r.pool.len() as u64).map(StateKey::PoolOutput));
+        dirty.extend(r.key_images.iter().map(|k| StateKey::KeyImage(*k)));
         dirty.extend([StateKey::Measurements, StateKey::Epochs]);
         if r.committee.is_some() {
             dirty.insert(StateKey::Committee);
@@ -545,6 +558,16 @@ impl State {
             .map(|(_, r)| r)
     }
 
+    /// Mode A: the pool's outputs, oldest first (index = position).
+    pub fn pool(&self) -> &[PoolOutput] {
+        &self.records.pool
+    }
+
+    /// Mode A: whether `key_image` was spent.
+    pub fn key_image_spent(&self, key_image: &[u8; 32]) -> bool {
+        self.records.key_images.contains(key_image)
+    }
+
     /// A proposal.
     pub fn proposal(&self, id: u64) -> Option<&Proposal> {
         self.records.proposals.get(&id)
@@ -610,6 +633,11 @@ impl State {
             StateKey::CustodyFlows(region) => r.custody_flows.get(region).map(canonical),
             StateKey::SealedBatch(region, slot) => r.batches.get(&(*region, *slot)).map(canonical),
             StateKey::SealedReport(region, slot) => r.reports.get(&(*region, *slot)).map(canonical),
+            StateKey::PoolOutput(i) => usize::try_from(*i)
+                .ok()
+                .and_then(|i| r.pool.get(i))
+                .map(canonical),
+            StateKey::KeyImage(k) => r.key_images.contains(k).then(|| vec![1]),
         }
     }
 

@@ -6,6 +6,7 @@
 //! another chain. Decoding is strict: canonical bytes only, no trailing bytes,
 //! at most [`MAX_TX_BYTES`].
 
+use crate::ShieldedTransfer;
 use crate::{ChainId, TxError, canonical};
 use borsh::{BorshDeserialize, BorshSerialize};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
@@ -13,6 +14,7 @@ use quartier_enclave::attestation::{Measurement, Quote};
 use quartier_enclave::auctioneer::SlotSummary;
 use quartier_enclave::committee::{GroupPublicKey, GroupSignature};
 use quartier_enclave::sealed::{Epoch, SealedOrder};
+use quartier_shielded::output::Output;
 use quartier_types::hash::{self, Digest};
 use quartier_types::{AccountId, Energy, Money, Price, RegionId, Side, Slot};
 use serde::{Deserialize, Serialize};
@@ -22,7 +24,7 @@ pub const TAG_TX: &[u8] = b"QUARTIER_LEDGER_TX";
 /// Domain tag of a transaction's hash.
 pub const TAG_TX_HASH: &str = "QUARTIER_LEDGER_TX_HASH";
 /// The largest encoded transaction accepted.
-pub const MAX_TX_BYTES: usize = 1024;
+pub const MAX_TX_BYTES: usize = 8 * 1024;
 
 /// What a meter is registered as.
 #[derive(
@@ -189,6 +191,32 @@ pub enum TxBody {
         /// The amount.
         amount: Money,
     },
+    /// Mode A, any holder: move IOUs into the shielded pool as one new output
+    /// whose commitment opens to `amount` with `mask` (both revealed).
+    Shield {
+        /// The amount.
+        amount: Money,
+        /// The new stealth output.
+        output: Output,
+        /// Its commitment's mask.
+        #[serde(with = "quartier_types::hex")]
+        mask: [u8; 32],
+    },
+    /// Mode A, a one-time key with nonce 0: spend pool outputs into new ones.
+    ShieldedTransfer {
+        /// The transfer.
+        transfer: ShieldedTransfer,
+    },
+    /// Mode A, a one-time key with nonce 0: spend pool outputs into new ones
+    /// and `amount` paid to `to`.
+    Unshield {
+        /// The transfer.
+        transfer: ShieldedTransfer,
+        /// The receiving account.
+        to: AccountId,
+        /// The public amount.
+        amount: Money,
+    },
     /// Mode B, a registered enclave: a slot's summary with the committee's signature.
     PostSettlementReport {
         /// The public summary.
@@ -219,6 +247,18 @@ pub struct SignedTx {
     pub tx: Tx,
     /// The signature over [`Tx::signing_bytes`].
     pub signature: [u8; 64],
+}
+
+impl TxBody {
+    /// Whether this body is signed by a one-time key that the ledger does
+    /// not track (mode A spends: nonce 0, no account record; replays are
+    /// refused by their key images).
+    pub fn is_one_time(&self) -> bool {
+        matches!(
+            self,
+            TxBody::ShieldedTransfer { .. } | TxBody::Unshield { .. }
+        )
+    }
 }
 
 impl Tx {

@@ -417,6 +417,7 @@ mod tests {
             metered_ms: 900_000,
             allocations: vec![],
             sealed_market: None,
+            shielded: None,
         }
     }
 

@@ -156,6 +156,7 @@ pub fn lay_out(dir: &Path, plan: &DevnetPlan) -> Result<DevnetLayout, ConfigErro
             // The utility's float for paying feed-in: 10 000 CHF.
             allocations: vec![(utility, Money::new(10_000 * 100_000_000))],
             sealed_market,
+            shielded: None,
         },
         peers: peers.clone(),
     };

@@ -24,18 +24,48 @@ pub const TAG_MASK: &str = "QUARTIER_SHIELDED_COMMITMENT_MASK";
 pub const TAG_AMOUNT: &str = "QUARTIER_SHIELDED_AMOUNT";
 
 /// An output as the chain stores it: 32 + 32 + 1 + 32 + 8 bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    BorshSerialize,
+    BorshDeserialize,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Output {
     /// The one-time public key `P`.
+    #[serde(with = "quartier_types::hex")]
     pub key: [u8; 32],
     /// The transaction key `R = r·G`.
+    #[serde(with = "quartier_types::hex")]
     pub tx_key: [u8; 32],
     /// The first byte of `Keccak(tag ‖ 8·r·A)`.
     pub view_tag: u8,
     /// The Pedersen commitment to the amount.
+    #[serde(with = "quartier_types::hex")]
     pub commitment: [u8; 32],
     /// The amount XOR a pad only the owner can compute.
+    #[serde(with = "quartier_types::hex")]
     pub encrypted_amount: [u8; 8],
+}
+
+/// Whether `output`'s keys decode and its commitment opens to `amount`
+/// with `mask` (what a shielding transaction reveals).
+pub fn opens_to(output: &Output, amount: u64, mask: &[u8; 32]) -> bool {
+    let mask: Option<DScalar> = DScalar::from_canonical_bytes(*mask).into();
+    let Some(mask) = mask else {
+        return false;
+    };
+    point(&output.key).is_some()
+        && point(&output.tx_key).is_some()
+        && Commitment::new(Scalar::from(mask), amount)
+            .commit()
+            .compress()
+            .to_bytes()
+            == output.commitment
 }
 
 /// What the owner learns from an output: its amount and commitment mask.

@@ -51,6 +51,14 @@ fn name(e: &TxError) -> &'static str {
         TxError::NoSuchBatch => "NoSuchBatch",
         TxError::ReportOutOfOrder => "ReportOutOfOrder",
         TxError::ReportMismatch => "ReportMismatch",
+        // Mode A: every one is produced in `shielded_pool.rs`.
+        TxError::NoShieldedPool => "NoShieldedPool",
+        TxError::InvalidShieldedOutput => "InvalidShieldedOutput",
+        TxError::InvalidShieldedTransfer => "InvalidShieldedTransfer",
+        TxError::KeyImageSpent => "KeyImageSpent",
+        TxError::InvalidRingSignature => "InvalidRingSignature",
+        TxError::InvalidRangeProof => "InvalidRangeProof",
+        TxError::Unbalanced => "Unbalanced",
     }
 }
 

@@ -49,6 +49,7 @@ pub fn genesis() -> Genesis {
         metered_ms: 900_000,
         allocations: vec![(id(&key("utility")), chf(1_000))],
         sealed_market: None,
+        shielded: None,
     }
 }
 
@@ -101,6 +102,11 @@ impl Chain {
     pub fn queue(&mut self, signer: &SigningKey, body: TxBody) {
         let tx = self.tx(signer, body);
         *self.pending.entry(id(signer)).or_default() += 1;
+        self.queued.push(tx);
+    }
+
+    /// Queues a transaction signed elsewhere (e.g. by a one-time key).
+    pub fn queue_signed(&mut self, tx: SignedTx) {
         self.queued.push(tx);
     }
 

@@ -9,4 +9,5 @@ mod proofs;
 mod properties;
 mod scenario;
 mod sealed_market;
+mod shielded_pool;
 mod snapshots;

@@ -44,6 +44,7 @@ fn thirty_seven_households_trade_a_day_and_every_balance_reconciles() {
     let mut c = Chain::from_genesis(Genesis {
         allocations: vec![(id(&key("utility")), chf(20))],
         sealed_market: None,
+        shielded: None,
         ..genesis()
     });
     let (dso, utility) = (key("dso"), key("utility"));
@@ -161,6 +162,7 @@ fn feed_in_the_utility_can_not_pay_is_issued_to_it_and_recorded() {
     let mut c = Chain::from_genesis(Genesis {
         allocations: vec![],
         sealed_market: None,
+        shielded: None,
         ..genesis()
     });
     let seller = key("seller");

@@ -64,6 +64,7 @@ pub fn genesis(validators: &[ed25519::PrivateKey]) -> Genesis {
         metered_ms: 900_000,
         allocations: vec![],
         sealed_market: None,
+        shielded: None,
     }
 }
 

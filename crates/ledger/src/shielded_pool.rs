@@ -1,0 +1,272 @@
+//! Privacy mode A on chain (DESIGN §6), first part: the shielded pool.
+//!
+//! The pool is an append-only list of stealth outputs (one-time key, view
+//! tag, committed and encrypted amount) and the set of key images spent.
+//! `Shield` moves public IOUs into a new output (its amount and mask are
+//! revealed, so anyone checks the commitment); `ShieldedTransfer` spends
+//! outputs by CLSAG over rings of pool outputs into new range-proved
+//! outputs; `Unshield` does the same and pays a public amount to an account.
+//! Spends are signed by a one-time Ed25519 key with nonce 0 that the ledger
+//! does not record: a replay is refused by its key images.
+//!
+//! # Invariant
+//! The public pool total (`Meta::shielded`) = Σ shielded − Σ unshielded, and
+//! supply = balances + escrow + custody + shielded. The commitments enforce
+//! the same per transaction (`Σ pseudo-outs = Σ outputs + public·H`); the
+//! total is checked too, as a second line.
+
+use crate::apply::{Event, debit, positive, set_balance};
+use crate::state::StateKey;
+use crate::{BlockContext, ChainId, State, TxError, canonical};
+use borsh::{BorshDeserialize, BorshSerialize};
+use quartier_shielded::output::Output;
+use quartier_shielded::range;
+use quartier_shielded::spend::{self, RingMember, Spend};
+use quartier_types::hash::{self, Digest};
+use quartier_types::{AccountId, Height, Money};
+use serde::{Deserialize, Serialize};
+
+/// Domain tag of the message a shielded transfer's ring signatures sign.
+pub const TAG_SHIELDED_PREFIX: &str = "QUARTIER_LEDGER_SHIELDED_PREFIX";
+/// The most inputs one shielded transaction spends.
+pub const MAX_SHIELDED_INPUTS: usize = 4;
+
+/// How this chain runs mode A, fixed at genesis.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+#[serde(deny_unknown_fields)]
+pub struct ShieldedPolicy {
+    /// Members of every funds ring: the real output and `ring_size − 1` decoys.
+    pub ring_size: u16,
+}
+
+/// An output in the pool with the block that created it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct PoolOutput {
+    /// The output.
+    pub output: Output,
+    /// The block it was created in.
+    pub height: Height,
+}
+
+/// One spent input: its ring as pool indices, its key image, pseudo-output
+/// and CLSAG.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct ShieldedInput {
+    /// The ring's pool indices, strictly increasing.
+    pub ring: Vec<u64>,
+    /// The key image.
+    #[serde(with = "quartier_types::hex")]
+    pub key_image: [u8; 32],
+    /// The pseudo-output commitment.
+    #[serde(with = "quartier_types::hex")]
+    pub pseudo_out: [u8; 32],
+    /// The CLSAG, monero's encoding.
+    #[serde(with = "quartier_types::hex")]
+    pub signature: Vec<u8>,
+}
+
+/// Inputs spent into range-proved outputs.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct ShieldedTransfer {
+    /// The inputs.
+    pub inputs: Vec<ShieldedInput>,
+    /// The new outputs (at least one: change may be zero).
+    pub outputs: Vec<Output>,
+    /// One Bulletproof+ over the outputs' commitments.
+    #[serde(with = "quartier_types::hex")]
+    pub range_proof: Vec<u8>,
+}
+
+/// What a shielded transfer's signatures bind: everything but the CLSAGs.
+#[derive(BorshSerialize)]
+struct Prefix<'a> {
+    chain_id: ChainId,
+    kind: &'static str,
+    rings: Vec<(&'a [u64], &'a [u8; 32])>,
+    outputs: &'a [Output],
+    range_proof: &'a [u8],
+    public: u64,
+    to: Option<AccountId>,
+}
+
+impl ShieldedTransfer {
+    /// The 32-byte message its ring signatures sign: the chain, the kind of
+    /// transaction, every ring and key image, the outputs, the range proof,
+    /// the public amount and its recipient. (Pseudo-outputs are chosen while
+    /// signing; each CLSAG binds its own.)
+    pub fn prefix_hash(
+        &self,
+        chain_id: ChainId,
+        kind: &'static str,
+        public: Money,
+        to: Option<AccountId>,
+    ) -> [u8; 32] {
+        let prefix = Prefix {
+            chain_id,
+            kind,
+            rings: self
+                .inputs
+                .iter()
+                .map(|i| (i.ring.as_slice(), &i.key_image))
+                .collect(),
+            outputs: &self.outputs,
+            range_proof: &self.range_proof,
+            public: public.get(),
+            to,
+        };
+        hash::tagged(TAG_SHIELDED_PREFIX, &[&canonical(&prefix)]).0
+    }
+}
+
+/// The kind names bound into the prefix.
+pub const KIND_TRANSFER: &str = "transfer";
+/// See [`KIND_TRANSFER`].
+pub const KIND_UNSHIELD: &str = "unshield";
+
+fn policy(state: &State) -> Result<ShieldedPolicy, TxError> {
+    state.genesis().shielded.ok_or(TxError::NoShieldedPool)
+}
+
+pub(crate) fn shield(
+    state: &mut State,
+    ctx: &BlockContext,
+    signer: AccountId,
+    amount: Money,
+    output: &Output,
+    mask: &[u8; 32],
+) -> Result<Vec<Event>, TxError> {
+    policy(state)?;
+    positive(amount)?;
+    let balance = debit(state.account(&signer), amount)?;
+    if !quartier_shielded::output::opens_to(output, amount.get(), mask) {
+        return Err(TxError::InvalidShieldedOutput);
+    }
+    let total = state
+        .meta()
+        .shielded
+        .checked_add(amount)
+        .ok_or(TxError::Overflow)?;
+    set_balance(state, signer, balance);
+    state.records.meta.shielded = total;
+    state.touch(StateKey::Meta);
+    append(state, ctx, std::slice::from_ref(output));
+    Ok(Vec::new())
+}
+
+/// Checks a transfer against the pool: ring sizes and indices, fresh key
+/// images, signatures, range proof and balance. Writes nothing.
+fn check(
+    state: &State,
+    transfer: &ShieldedTransfer,
+    message: &[u8; 32],
+    public: Money,
+    seed: Digest,
+) -> Result<(), TxError> {
+    let policy = policy(state)?;
+    if transfer.inputs.is_empty() || transfer.inputs.len() > MAX_SHIELDED_INPUTS {
+        return Err(TxError::InvalidShieldedTransfer);
+    }
+    let mut images = std::collections::BTreeSet::new();
+    let mut spends = Vec::with_capacity(transfer.inputs.len());
+    for input in &transfer.inputs {
+        if !images.insert(input.key_image) || state.records.key_images.contains(&input.key_image) {
+            return Err(TxError::KeyImageSpent);
+        }
+        let ascending = input.ring.windows(2).all(|w| w[0] < w[1]);
+        if input.ring.len() != usize::from(policy.ring_size) || !ascending {
+            return Err(TxError::InvalidShieldedTransfer);
+        }
+        let ring: Vec<RingMember> = input
+            .ring
+            .iter()
+            .map(|i| {
+                let o = state.records.pool.get(usize::try_from(*i).ok()?)?;
+                Some(RingMember {
+                    key: o.output.key,
+                    commitment: o.output.commitment,
+                })
+            })
+            .collect::<Option<_>>()
+            .ok_or(TxError::InvalidShieldedTransfer)?;
+        let spend = Spend {
+            ring,
+            key_image: input.key_image,
+            pseudo_out: input.pseudo_out,
+            signature: input.signature.clone(),
+        };
+        spend::verify(&spend, message).map_err(|_| TxError::InvalidRingSignature)?;
+        spends.push(spend);
+    }
+    let commitments: Vec<[u8; 32]> = transfer.outputs.iter().map(|o| o.commitment).collect();
+    // Randomised batch weights, seeded by the transaction: every validator
+    // draws the same, and a forger can not choose them.
+    let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed(seed.0);
+    range::verify(&commitments, &transfer.range_proof, &mut rng)
+        .map_err(|_| TxError::InvalidRangeProof)?;
+    if !spend::balanced(&spends, &commitments, public.get()) {
+        return Err(TxError::Unbalanced);
+    }
+    Ok(())
+}
+
+fn append(state: &mut State, ctx: &BlockContext, outputs: &[Output]) {
+    for output in outputs {
+        let index = state.records.pool.len() as u64;
+        state.records.pool.push(PoolOutput {
+            output: *output,
+            height: ctx.height,
+        });
+        state.touch(StateKey::PoolOutput(index));
+    }
+}
+
+fn spend_images(state: &mut State, transfer: &ShieldedTransfer) {
+    for input in &transfer.inputs {
+        state.records.key_images.insert(input.key_image);
+        state.touch(StateKey::KeyImage(input.key_image));
+    }
+}
+
+pub(crate) fn transfer(
+    state: &mut State,
+    ctx: &BlockContext,
+    transfer: &ShieldedTransfer,
+    tx_hash: Digest,
+) -> Result<Vec<Event>, TxError> {
+    let message = transfer.prefix_hash(state.chain_id(), KIND_TRANSFER, Money::ZERO, None);
+    check(state, transfer, &message, Money::ZERO, tx_hash)?;
+    spend_images(state, transfer);
+    append(state, ctx, &transfer.outputs);
+    Ok(Vec::new())
+}
+
+pub(crate) fn unshield(
+    state: &mut State,
+    ctx: &BlockContext,
+    transfer: &ShieldedTransfer,
+    to: AccountId,
+    amount: Money,
+    tx_hash: Digest,
+) -> Result<Vec<Event>, TxError> {
+    positive(amount)?;
+    let message = transfer.prefix_hash(state.chain_id(), KIND_UNSHIELD, amount, Some(to));
+    check(state, transfer, &message, amount, tx_hash)?;
+    let total = state
+        .meta()
+        .shielded
+        .checked_sub(amount)
+        .ok_or(TxError::Unbalanced)?;
+    let balance = state
+        .account(&to)
+        .balance
+        .checked_add(amount)
+        .ok_or(TxError::Overflow)?;
+    spend_images(state, transfer);
+    append(state, ctx, &transfer.outputs);
+    set_balance(state, to, balance);
+    state.records.meta.shielded = total;
+    state.touch(StateKey::Meta);
+    Ok(Vec::new())
+}

@@ -1,0 +1,362 @@
+//! Privacy mode A's shielded pool on chain: shielding, transfers by ring
+//! signature, unshielding, and every way to cheat refused without a change.
+
+use crate::kit::{Chain, chf, genesis, id, key};
+use curve25519_dalek::Scalar;
+use ed25519_dalek::SigningKey;
+use quartier_ledger::{
+    KIND_TRANSFER, KIND_UNSHIELD, ShieldedInput, ShieldedPolicy, ShieldedTransfer, SignedTx, State,
+    Tx, TxBody, TxError,
+};
+use quartier_shielded::keys::WalletKeys;
+use quartier_shielded::output::{Output, Received, create};
+use quartier_shielded::range;
+use quartier_shielded::spend::{self, Input, RingMember, key_image};
+use quartier_types::{AccountId, Money};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+const RING: u16 = 4;
+
+fn chain() -> Chain {
+    let mut g = genesis();
+    g.shielded = Some(ShieldedPolicy { ring_size: RING });
+    Chain::from_genesis(g)
+}
+
+fn supply_holds(s: &State) {
+    let balances: u64 = s.accounts().map(|(_, a)| a.balance.get()).sum();
+    let m = s.meta();
+    assert_eq!(
+        m.supply.get(),
+        balances + m.escrow.get() + m.custody.get() + m.shielded.get()
+    );
+}
+
+/// Shields `amount` from `from` to `to`; returns the output's pool index.
+fn shield(
+    c: &mut Chain,
+    from: &SigningKey,
+    to: &WalletKeys,
+    amount: Money,
+    rng: &mut ChaCha20Rng,
+) -> u64 {
+    let (output, received) = create(&to.address(), amount.get(), rng).unwrap();
+    c.queue(
+        from,
+        TxBody::Shield {
+            amount,
+            output,
+            mask: *received.mask,
+        },
+    );
+    let time = c.time + 1;
+    c.block_ok(time);
+    c.state.pool().len() as u64 - 1
+}
+
+/// A one-time-key transaction (nonce 0).
+fn one_time(c: &Chain, body: TxBody, rng: &mut ChaCha20Rng) -> SignedTx {
+    let mut seed = [0u8; 32];
+    rand_core::Rng::fill_bytes(rng, &mut seed);
+    let k = SigningKey::from_bytes(&seed);
+    Tx {
+        chain_id: c.state.chain_id(),
+        signer: AccountId(k.verifying_key().to_bytes()),
+        nonce: 0,
+        body,
+    }
+    .sign(&k)
+}
+
+/// `owner` spends pool output `index` into `outputs` (amounts to
+/// addresses) and `public` to `to`, with decoys from the pool's start.
+fn spend_tx(
+    c: &Chain,
+    owner: &WalletKeys,
+    index: u64,
+    outputs: &[(&WalletKeys, u64)],
+    public: Option<(AccountId, Money)>,
+    rng: &mut ChaCha20Rng,
+) -> (TxBody, [u8; 32]) {
+    spend_tx_with(c, owner, index, outputs, public, |_| {}, rng)
+}
+
+/// As [`spend_tx`], with `tamper` applied before signing (so the
+/// signatures are valid and only the tampered part is wrong).
+fn spend_tx_with(
+    c: &Chain,
+    owner: &WalletKeys,
+    index: u64,
+    outputs: &[(&WalletKeys, u64)],
+    public: Option<(AccountId, Money)>,
+    tamper: impl FnOnce(&mut ShieldedTransfer),
+    rng: &mut ChaCha20Rng,
+) -> (TxBody, [u8; 32]) {
+    let pool = c.state.pool();
+    let mine: Output = pool[index as usize].output;
+    let received: Received = owner.view_key().scan(&mine).unwrap();
+    let mut ring: Vec<u64> = (0..pool.len() as u64)
+        .filter(|i| *i != index)
+        .take(RING as usize - 1)
+        .collect();
+    ring.push(index);
+    ring.sort_unstable();
+    let real = ring.iter().position(|i| *i == index).unwrap() as u8;
+    let members: Vec<RingMember> = ring
+        .iter()
+        .map(|i| {
+            let o = pool[*i as usize].output;
+            RingMember {
+                key: o.key,
+                commitment: o.commitment,
+            }
+        })
+        .collect();
+    let secret = owner.one_time_secret(&mine).unwrap();
+    let image = key_image(&secret);
+    let mut outs = Vec::new();
+    let mut openings = Vec::new();
+    let mut masks = Scalar::ZERO;
+    for (to, amount) in outputs {
+        let (o, r) = create(&to.address(), *amount, rng).unwrap();
+        masks += Scalar::from_bytes_mod_order(*r.mask);
+        openings.push(r.opening());
+        outs.push(o);
+    }
+    let range_proof = range::prove(openings, rng).unwrap();
+    let mut transfer = ShieldedTransfer {
+        inputs: vec![ShieldedInput {
+            ring,
+            key_image: image,
+            pseudo_out: [0; 32],
+            signature: Vec::new(),
+        }],
+        outputs: outs,
+        range_proof,
+    };
+    tamper(&mut transfer);
+    let (kind, amount, to) = match public {
+        Some((to, amount)) => (KIND_UNSHIELD, amount, Some(to)),
+        None => (KIND_TRANSFER, Money::ZERO, None),
+    };
+    let message = transfer.prefix_hash(c.state.chain_id(), kind, amount, to);
+    let input = Input {
+        secret,
+        opening: received.opening(),
+        ring: members,
+        real,
+    };
+    let signed = spend::sign(vec![input], &masks, message, rng).unwrap();
+    transfer.inputs[0].pseudo_out = signed[0].pseudo_out;
+    transfer.inputs[0].signature = signed[0].signature.clone();
+    let body = match public {
+        Some((to, amount)) => TxBody::Unshield {
+            transfer,
+            to,
+            amount,
+        },
+        None => TxBody::ShieldedTransfer { transfer },
+    };
+    (body, image)
+}
+
+fn rejects(c: &Chain, tx: &SignedTx, expected: TxError) {
+    let mut state = c.state.clone();
+    let before = state.clone();
+    let got = quartier_ledger::apply(&mut state, tx, &c.ctx());
+    assert_eq!(got.err(), Some(expected));
+    assert!(state == before, "a rejected transaction changed the state");
+    assert_eq!(state.root(), before.root());
+}
+
+#[test]
+fn shield_transfer_and_unshield_and_every_cheat_is_refused() {
+    let mut rng = ChaCha20Rng::from_seed([8; 32]);
+    let mut c = chain();
+    let utility = key("utility");
+    let (alice, bob, decoy) = (
+        WalletKeys::from_seed(&[1; 32]),
+        WalletKeys::from_seed(&[2; 32]),
+        WalletKeys::from_seed(&[3; 32]),
+    );
+    for _ in 0..5 {
+        shield(&mut c, &utility, &decoy, chf(1), &mut rng);
+    }
+    let mine = shield(&mut c, &utility, &alice, chf(100), &mut rng);
+    assert_eq!(c.state.meta().shielded, chf(105));
+    supply_holds(&c.state);
+
+    // Alice pays Bob 60 and keeps 40 as change.
+    let (body, image) = spend_tx(
+        &c,
+        &alice,
+        mine,
+        &[(&bob, chf(60).get()), (&alice, chf(40).get())],
+        None,
+        &mut rng,
+    );
+    let tx = one_time(&c, body.clone(), &mut rng);
+    // A tampered copy of each part is refused, changing nothing.
+    let TxBody::ShieldedTransfer { transfer } = &body else {
+        unreachable!()
+    };
+    let mut t = transfer.clone();
+    t.inputs[0].signature[4] ^= 1;
+    rejects(
+        &c,
+        &one_time(&c, TxBody::ShieldedTransfer { transfer: t }, &mut rng),
+        TxError::InvalidRingSignature,
+    );
+    let mut t = transfer.clone();
+    t.range_proof[50] ^= 1;
+    rejects(
+        &c,
+        &one_time(&c, TxBody::ShieldedTransfer { transfer: t }, &mut rng),
+        TxError::InvalidRingSignature,
+    );
+    let mut t = transfer.clone();
+    t.outputs[0].commitment = t.outputs[1].commitment;
+    rejects(
+        &c,
+        &one_time(&c, TxBody::ShieldedTransfer { transfer: t }, &mut rng),
+        TxError::InvalidRingSignature,
+    );
+    let mut t = transfer.clone();
+    t.inputs[0].ring.pop();
+    rejects(
+        &c,
+        &one_time(&c, TxBody::ShieldedTransfer { transfer: t }, &mut rng),
+        TxError::InvalidShieldedTransfer,
+    );
+    let mut t = transfer.clone();
+    t.inputs[0].ring[3] = 99;
+    rejects(
+        &c,
+        &one_time(&c, TxBody::ShieldedTransfer { transfer: t }, &mut rng),
+        TxError::InvalidShieldedTransfer,
+    );
+    let mut nonce = tx.tx.clone();
+    nonce.nonce = 1;
+    // (re-signing with the same one-time key is what a replayer can not do; a
+    // nonce other than 0 is refused outright)
+    let k = SigningKey::from_bytes(&[77; 32]);
+    nonce.signer = AccountId(k.verifying_key().to_bytes());
+    rejects(&c, &nonce.sign(&k), TxError::InvalidShieldedTransfer);
+    // Signed over a range proof of other outputs, or an output swapped
+    // for one the proof does not cover: the range proof fails.
+    let (other, _) = create(&bob.address(), 1, &mut rng).unwrap();
+    let (bad, _) = spend_tx_with(
+        &c,
+        &alice,
+        mine,
+        &[(&bob, chf(60).get()), (&alice, chf(40).get())],
+        None,
+        |t| t.outputs[0] = other,
+        &mut rng,
+    );
+    rejects(&c, &one_time(&c, bad, &mut rng), TxError::InvalidRangeProof);
+    let (bad, _) = spend_tx_with(
+        &c,
+        &alice,
+        mine,
+        &[(&bob, chf(60).get()), (&alice, chf(40).get())],
+        None,
+        |t| t.range_proof[60] ^= 1,
+        &mut rng,
+    );
+    rejects(&c, &one_time(&c, bad, &mut rng), TxError::InvalidRangeProof);
+    // Spending more than the input (61 + 40) does not balance.
+    let (greedy, _) = spend_tx(
+        &c,
+        &alice,
+        mine,
+        &[(&bob, chf(61).get()), (&alice, chf(40).get())],
+        None,
+        &mut rng,
+    );
+    rejects(&c, &one_time(&c, greedy, &mut rng), TxError::Unbalanced);
+
+    c.queue_signed(tx.clone());
+    let time = c.time + 1;
+    c.block_ok(time);
+    assert!(c.state.key_image_spent(&image));
+    // Bob and Alice find their outputs, nobody else's.
+    let found = |w: &WalletKeys| -> Vec<u64> {
+        c.state
+            .pool()
+            .iter()
+            .filter_map(|o| w.view_key().scan(&o.output))
+            .map(|r| r.amount)
+            .collect()
+    };
+    assert_eq!(found(&bob), vec![chf(60).get()]);
+    assert_eq!(found(&alice), vec![chf(100).get(), chf(40).get()]);
+    supply_holds(&c.state);
+
+    // A replay, and a new spend of the same output: double spends.
+    rejects(&c, &tx, TxError::KeyImageSpent);
+    let (again, _) = spend_tx(
+        &c,
+        &alice,
+        mine,
+        &[(&alice, chf(100).get())],
+        None,
+        &mut rng,
+    );
+    rejects(&c, &one_time(&c, again, &mut rng), TxError::KeyImageSpent);
+
+    // Bob unshields 50 to his account and keeps 10 shielded.
+    let bob_account = id(&key("bob"));
+    let bobs = (c.state.pool().len() - 2) as u64;
+    let (body, _) = spend_tx(
+        &c,
+        &bob,
+        bobs,
+        &[(&bob, chf(10).get())],
+        Some((bob_account, chf(50))),
+        &mut rng,
+    );
+    // The amount and recipient are bound by the signatures.
+    if let TxBody::Unshield { transfer, .. } = &body {
+        let moved = TxBody::Unshield {
+            transfer: transfer.clone(),
+            to: id(&key("mallory")),
+            amount: chf(50),
+        };
+        rejects(
+            &c,
+            &one_time(&c, moved, &mut rng),
+            TxError::InvalidRingSignature,
+        );
+    }
+    c.queue_signed(one_time(&c, body, &mut rng));
+    let time = c.time + 1;
+    c.block_ok(time);
+    assert_eq!(c.state.account(&bob_account).balance, chf(50));
+    assert_eq!(c.state.meta().shielded, chf(55));
+    supply_holds(&c.state);
+
+    // Shielding with a commitment that does not open to the amount, and on a
+    // chain without a pool.
+    let (output, received) = create(&alice.address(), chf(5).get(), &mut rng).unwrap();
+    let tx = c.tx(
+        &utility,
+        TxBody::Shield {
+            amount: chf(6),
+            output,
+            mask: *received.mask,
+        },
+    );
+    rejects(&c, &tx, TxError::InvalidShieldedOutput);
+    let plain = Chain::new();
+    let tx = plain.tx(
+        &utility,
+        TxBody::Shield {
+            amount: chf(5),
+            output,
+            mask: *received.mask,
+        },
+    );
+    rejects(&plain, &tx, TxError::NoShieldedPool);
+}
