@@ -85,3 +85,20 @@ impl NodeClient {
         Ok((status, json))
     }
 }
+
+/// Mode B: the epoch keys in a `GET /api/v1/sealed` answer, oldest first
+/// (entries that do not decode are left out).
+pub fn epoch_keys(sealed: &serde_json::Value) -> Vec<(quartier_enclave::sealed::Epoch, [u8; 32])> {
+    sealed["epochs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let key = hex::decode(e["public_key"].as_str()?).ok()?;
+            Some((
+                quartier_enclave::sealed::Epoch(e["epoch"].as_u64()?),
+                key.try_into().ok()?,
+            ))
+        })
+        .collect()
+}

@@ -326,14 +326,7 @@ impl Host {
                 ))
             })
             .collect();
-        let epochs = sealed["epochs"]
-            .as_array()?
-            .iter()
-            .filter_map(|e| {
-                let key = hex::decode(e["public_key"].as_str()?).ok()?;
-                Some((Epoch(e["epoch"].as_u64()?), key.try_into().ok()?))
-            })
-            .collect();
+        let epochs = crate::client::epoch_keys(&sealed).into_iter().collect();
         let batches = sealed["batches"]
             .as_array()?
             .iter()

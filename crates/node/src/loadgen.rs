@@ -172,14 +172,20 @@ fn drain(apis: &[NodeClient], deadline: Instant) -> Result<(), BenchError> {
 }
 
 /// Mode B: waits until the committee published an epoch key.
-fn wait_epoch_keys(apis: &[NodeClient], deadline: Instant) -> Result<(), BenchError> {
+///
+/// # Errors
+/// [`BenchError::Timeout`] after `deadline`.
+pub(crate) fn wait_for_epoch_key(api: &NodeClient, deadline: Instant) -> Result<(), BenchError> {
     loop {
-        let (_, v) = apis[0].get("/api/v1/sealed")?;
-        if v["epochs"].as_array().is_some_and(|e| !e.is_empty()) {
+        if let Ok((200, v)) = api.get("/api/v1/sealed")
+            && !crate::client::epoch_keys(&v).is_empty()
+        {
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(BenchError::Timeout("the committee's first epoch key"));
+            return Err(BenchError::Timeout(
+                "the enclave committee's first epoch key",
+            ));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -189,11 +195,9 @@ fn wait_epoch_keys(apis: &[NodeClient], deadline: Instant) -> Result<(), BenchEr
 fn epoch_key(apis: &[NodeClient], epoch: Epoch) -> Option<[u8; 32]> {
     for _ in 0..100 {
         let (_, v) = apis[0].get("/api/v1/sealed").ok()?;
-        let key = v["epochs"].as_array()?.iter().find_map(|e| {
-            (e["epoch"].as_u64()? == epoch.0)
-                .then(|| hex::decode(e["public_key"].as_str()?).ok()?.try_into().ok())
-                .flatten()
-        });
+        let key = crate::client::epoch_keys(&v)
+            .into_iter()
+            .find_map(|(e, k)| (e == epoch).then_some(k));
         if key.is_some() {
             return key;
         }
@@ -340,7 +344,7 @@ pub fn run(
         burst(apis, &deposits)?;
         drain(apis, deadline)?;
         report.setup_txs += deposits.len();
-        wait_epoch_keys(apis, deadline)?;
+        wait_for_epoch_key(&apis[0], deadline)?;
     }
     let nonce_offset = u64::from(sealed.is_some());
     report.setup_seconds = setup_start.elapsed().as_secs_f64();

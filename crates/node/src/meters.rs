@@ -362,7 +362,7 @@ impl Fleet {
                 let tx = body(chain_id, key, start, deposit);
                 submit_window(&apis, &account(key), start, &[tx], deadline)?;
             }
-            wait_for_epoch_key(api, deadline)?;
+            crate::loadgen::wait_for_epoch_key(api, deadline)?;
         }
         let mut agents = Vec::new();
         for (key, household) in keys.into_iter().zip(hood.households()) {
@@ -435,19 +435,11 @@ impl Fleet {
         else {
             return;
         };
-        let fresh: Vec<(quartier_enclave::sealed::Epoch, [u8; 32])> = sealed["epochs"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|e| {
-                let key = hex::decode(e["public_key"].as_str()?).ok()?;
-                Some((
-                    quartier_enclave::sealed::Epoch(e["epoch"].as_u64()?),
-                    key.try_into().ok()?,
-                ))
-            })
-            .filter(|(epoch, key)| self.epoch_keys.get(epoch) != Some(key))
-            .collect();
+        let fresh: Vec<(quartier_enclave::sealed::Epoch, [u8; 32])> =
+            crate::client::epoch_keys(&sealed)
+                .into_iter()
+                .filter(|(epoch, key)| self.epoch_keys.get(epoch) != Some(key))
+                .collect();
         if fresh.is_empty() {
             return;
         }
@@ -789,22 +781,5 @@ impl Fleet {
             expected,
         });
         true
-    }
-}
-
-/// Mode B: waits until the committee published an epoch key.
-fn wait_for_epoch_key(api: &NodeClient, deadline: Instant) -> Result<(), FleetError> {
-    loop {
-        if let Ok((200, v)) = api.get("/api/v1/sealed")
-            && v["epochs"].as_array().is_some_and(|e| !e.is_empty())
-        {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(FleetError::Enrol(BenchError::Timeout(
-                "the enclave committee's first epoch key",
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -258,7 +258,11 @@ fn bad_requests_get_4xx_json_and_change_nothing() {
         let other = app_state(&other_chain_genesis, |s| registrations(s, 1)).remove(0);
         let hex_tx =
             |t: &quartier_ledger::SignedTx| format!(r#"{{"tx":"{}"}}"#, hex::encode(t.encode()));
-        let oversized = format!(r#"{{"tx":"{}"}}"#, "ab".repeat(4096));
+        // Past the body limit (4 × MAX_TX_BYTES of JSON).
+        let oversized = format!(
+            r#"{{"tx":"{}"}}"#,
+            "ab".repeat(2 * quartier_ledger::MAX_TX_BYTES + 8)
+        );
         let cases: Vec<(&str, &str, String, StatusCode)> = vec![
             (
                 "POST",
