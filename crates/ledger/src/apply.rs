@@ -185,6 +185,9 @@ pub fn apply_verified(
             TxBody::ShieldedTransfer { transfer } => {
                 shielded_pool::transfer(state, ctx, transfer, hash)?
             }
+            TxBody::PlaceShieldedOrder { order } => {
+                shielded_pool::place_order(state, ctx, order, hash)?
+            }
             TxBody::Unshield {
                 transfer,
                 to,
@@ -266,7 +269,9 @@ pub fn apply_verified(
             mask,
         } => shielded_pool::shield(state, ctx, signer, *amount, output, mask)?,
         // Handled above, before the nonce.
-        TxBody::ShieldedTransfer { .. } | TxBody::Unshield { .. } => {
+        TxBody::ShieldedTransfer { .. }
+        | TxBody::Unshield { .. }
+        | TxBody::PlaceShieldedOrder { .. } => {
             return Err(TxError::InvalidShieldedTransfer);
         }
     };
@@ -557,6 +562,7 @@ fn place_order(
             meter: signer,
             order,
             escrow,
+            shielded: None,
         });
     state.touch(StateKey::Book(region, slot));
     Ok(Vec::new())
@@ -750,6 +756,8 @@ struct Flows {
     escrow_released: Money,
     /// IOUs issued to the utility to pay feed-in it could not pay.
     utility_cover: Money,
+    /// Mode A: payments into the shielded pool.
+    pool: PoolPayments,
 }
 
 fn settle(
@@ -768,13 +776,13 @@ fn settle(
         // checked at placement, the supply fits in 64 bits); refunding every
         // escrow is the safe, deterministic way out if they ever do not.
         if let Some(refunds) = refund_flows(state, &book) {
-            write_flows(state, refunds);
+            write_flows(state, height, refunds);
         }
         return vec![Event::SlotVoided { region, slot }];
     };
     let local_energy = clearing.totals.local_energy;
     let cover = flows.utility_cover;
-    write_flows(state, flows);
+    write_flows(state, height, flows);
     let count = u32::try_from(book.orders.len()).unwrap_or(u32::MAX);
     state.records.settlements.insert(
         (region, slot),
@@ -833,12 +841,17 @@ fn market_flows(
 ) -> Option<Flows> {
     let mut deltas = Deltas::default();
     let mut escrow_released = Money::ZERO;
-    for (o, r) in book.orders.iter().zip(&clearing.orders) {
+    let mut pool = PoolPayments::default();
+    for (position, (o, r)) in book.orders.iter().zip(&clearing.orders).enumerate() {
         escrow_released = escrow_released.checked_add(o.escrow)?;
-        match o.order.side {
+        let due = match o.order.side {
             // pays ≤ energy × grid_tariff = escrow, so the refund is never negative.
-            Side::Buy => deltas.add(o.meter, o.escrow.checked_sub(r.pays)?),
-            Side::Sell => deltas.add(o.meter, r.receives),
+            Side::Buy => o.escrow.checked_sub(r.pays)?,
+            Side::Sell => r.receives,
+        };
+        match &o.shielded {
+            None => deltas.add(o.meter, due),
+            Some(s) => pool.pay(state, position, s, due)?,
         }
     }
     let t = &clearing.totals;
@@ -854,31 +867,84 @@ fn market_flows(
     deltas.add(genesis.utility, utility_cover);
     state.meta().supply.checked_add(utility_cover)?;
     state.meta().escrow.checked_sub(escrow_released)?;
+    state.meta().shielded.checked_add(pool.total)?;
     Some(Flows {
         balances: deltas.balances(state)?,
         escrow_released,
         utility_cover,
+        pool,
     })
 }
 
 fn refund_flows(state: &State, book: &Book) -> Option<Flows> {
     let mut deltas = Deltas::default();
     let mut escrow_released = Money::ZERO;
-    for o in &book.orders {
+    let mut pool = PoolPayments::default();
+    for (position, o) in book.orders.iter().enumerate() {
         escrow_released = escrow_released.checked_add(o.escrow)?;
-        deltas.add(o.meter, o.escrow);
+        match &o.shielded {
+            None => deltas.add(o.meter, o.escrow),
+            Some(s) => pool.pay(state, position, s, o.escrow)?,
+        }
     }
     state.meta().escrow.checked_sub(escrow_released)?;
+    state.meta().shielded.checked_add(pool.total)?;
     Some(Flows {
         balances: deltas.balances(state)?,
         escrow_released,
         utility_cover: Money::ZERO,
+        pool,
     })
+}
+
+/// Mode A: a settlement's payments to the stealth addresses shielded orders
+/// named, as new pool outputs (their amounts are public in mode A anyway).
+#[derive(Default)]
+struct PoolPayments {
+    outputs: Vec<quartier_shielded::output::Output>,
+    total: Money,
+}
+
+impl PoolPayments {
+    /// Pays `amount` (if any) to the order at `position` of its book.
+    fn pay(
+        &mut self,
+        state: &State,
+        position: usize,
+        payee: &crate::state::ShieldedPayee,
+        amount: Money,
+    ) -> Option<()> {
+        if amount.is_zero() {
+            return Some(());
+        }
+        // A seed every validator derives alike and no two payments share
+        // (a key image is unique per meter, slot and side).
+        let seed = quartier_types::hash::tagged(
+            "QUARTIER_LEDGER_SETTLEMENT_OUTPUT",
+            &[
+                &state.chain_id().0.0,
+                &payee.key_image,
+                &(position as u64).to_le_bytes(),
+            ],
+        );
+        let (output, _) =
+            quartier_shielded::output::create_public(&payee.payee, amount.get(), &seed.0).ok()?;
+        self.outputs.push(output);
+        self.total = self.total.checked_add(amount)?;
+        Some(())
+    }
 }
 
 /// Writes checked flows. The subtractions and additions were checked by
 /// `market_flows`/`refund_flows` against the same state.
-fn write_flows(state: &mut State, flows: Flows) {
+fn write_flows(state: &mut State, height: Height, flows: Flows) {
+    shielded_pool::append_at(state, height, &flows.pool.outputs);
+    state.records.meta.shielded = state
+        .records
+        .meta
+        .shielded
+        .checked_add(flows.pool.total)
+        .unwrap_or(Money::MAX);
     for (id, balance) in flows.balances {
         set_balance(state, id, balance);
     }

@@ -38,12 +38,12 @@ pub use sealed_market::{
     PostedReport, SealedBatch, SealedEntry,
 };
 pub use shielded_pool::{
-    KIND_TRANSFER, KIND_UNSHIELD, MAX_SHIELDED_INPUTS, PoolOutput, ShieldedInput, ShieldedPolicy,
-    ShieldedTransfer,
+    KIND_ORDER, KIND_TRANSFER, KIND_UNSHIELD, MAX_SHIELDED_INPUTS, PoolOutput, ShieldedInput,
+    ShieldedOrder, ShieldedPolicy, ShieldedTransfer, meter_ring, side_byte,
 };
 pub use state::{
-    Account, Book, BookOrder, InvalidProof, Meta, Meter, Proposal, Settlement, State, StateKey,
-    StateProof,
+    Account, Book, BookOrder, InvalidProof, Meta, Meter, Proposal, Settlement, ShieldedPayee,
+    State, StateKey, StateProof,
 };
 pub use tx::{
     GovernanceChange, MAX_TX_BYTES, MeterRole, SignedTx, TAG_TX, TAG_TX_HASH, Tx, TxBody,

@@ -15,15 +15,17 @@
 //! the same per transaction (`Σ pseudo-outs = Σ outputs + public·H`); the
 //! total is checked too, as a second line.
 
-use crate::apply::{Event, debit, positive, set_balance};
-use crate::state::StateKey;
-use crate::{BlockContext, ChainId, State, TxError, canonical};
+use crate::apply::{Event, check_slot_open, debit, positive, set_balance};
+use crate::state::{Book, BookOrder, Meter, ShieldedPayee, StateKey};
+use crate::{BlockContext, ChainId, MeterRole, State, TxError, canonical};
 use borsh::{BorshDeserialize, BorshSerialize};
+use quartier_shielded::authorise::{self, Authorisation};
+use quartier_shielded::keys::Address;
 use quartier_shielded::output::Output;
 use quartier_shielded::range;
 use quartier_shielded::spend::{self, RingMember, Spend};
 use quartier_types::hash::{self, Digest};
-use quartier_types::{AccountId, Height, Money};
+use quartier_types::{AccountId, Energy, Height, Money, Order, Price, RegionId, Side, Slot};
 use serde::{Deserialize, Serialize};
 
 /// Domain tag of the message a shielded transfer's ring signatures sign.
@@ -212,11 +214,16 @@ fn check(
 }
 
 fn append(state: &mut State, ctx: &BlockContext, outputs: &[Output]) {
+    append_at(state, ctx.height, outputs);
+}
+
+/// Appends `outputs` to the pool as created at `height`.
+pub(crate) fn append_at(state: &mut State, height: Height, outputs: &[Output]) {
     for output in outputs {
         let index = state.records.pool.len() as u64;
         state.records.pool.push(PoolOutput {
             output: *output,
-            height: ctx.height,
+            height,
         });
         state.touch(StateKey::PoolOutput(index));
     }
@@ -268,5 +275,204 @@ pub(crate) fn unshield(
     set_balance(state, to, balance);
     state.records.meta.shielded = total;
     state.touch(StateKey::Meta);
+    Ok(Vec::new())
+}
+
+/// The kind name of an order's prefix.
+pub const KIND_ORDER: &str = "order";
+
+/// A shielded order: public price and amount, hidden originator.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct ShieldedOrder {
+    /// The region.
+    pub region: RegionId,
+    /// The slot.
+    pub slot: Slot,
+    /// Buy or sell.
+    pub side: Side,
+    /// Limit price.
+    pub limit: Price,
+    /// Energy (zero for a cover order).
+    pub energy: Energy,
+    /// A buy's funds: pool outputs spent into the escrow (the public amount,
+    /// `energy × grid tariff`) and change. `None` for sells and empty buys.
+    pub funds: Option<ShieldedTransfer>,
+    /// The fresh stealth address settlement pays proceeds or the refund to.
+    pub payee: Address,
+    /// The meter's ring signature over the region's meters (prosumers for a
+    /// sell), tweaked per (region, slot, side).
+    pub authorisation: Authorisation,
+}
+
+#[derive(BorshSerialize)]
+struct OrderPrefix<'a> {
+    chain_id: ChainId,
+    kind: &'static str,
+    region: RegionId,
+    slot: Slot,
+    side: Side,
+    limit: Price,
+    energy: Energy,
+    escrow: u64,
+    payee: &'a Address,
+    funds: Option<[u8; 32]>,
+}
+
+impl ShieldedOrder {
+    /// The message both the funds' and the authorisation's ring signatures
+    /// sign: the order, its escrow, its payee and the funds' own prefix.
+    pub fn prefix_hash(&self, chain_id: ChainId, escrow: Money) -> [u8; 32] {
+        let prefix = OrderPrefix {
+            chain_id,
+            kind: KIND_ORDER,
+            region: self.region,
+            slot: self.slot,
+            side: self.side,
+            limit: self.limit,
+            energy: self.energy,
+            escrow: escrow.get(),
+            payee: &self.payee,
+            funds: self
+                .funds
+                .as_ref()
+                .map(|f| f.prefix_hash(chain_id, KIND_ORDER, escrow, None)),
+        };
+        hash::tagged(TAG_SHIELDED_PREFIX, &[&canonical(&prefix)]).0
+    }
+}
+
+/// The side's byte in the authorisation tweak.
+pub fn side_byte(side: Side) -> u8 {
+    match side {
+        Side::Buy => 0,
+        Side::Sell => 1,
+    }
+}
+
+/// The ring an order of `side` in `region` is authorised over: the
+/// region's active meters (prosumers only for a sell), by account.
+pub fn meter_ring(state: &State, region: RegionId, side: Side) -> Vec<(AccountId, Meter)> {
+    state
+        .meters()
+        .filter(|(_, m)| {
+            m.region == region && !m.retired && (side == Side::Buy || m.role == MeterRole::Prosumer)
+        })
+        .map(|(a, m)| (*a, *m))
+        .collect()
+}
+
+pub(crate) fn place_order(
+    state: &mut State,
+    ctx: &BlockContext,
+    order: &ShieldedOrder,
+    tx_hash: Digest,
+) -> Result<Vec<Event>, TxError> {
+    policy(state)?;
+    let (region, slot) = (order.region, order.slot);
+    check_slot_open(state, slot, ctx.time)?;
+    let book = state.book(region, slot);
+    let params = match book {
+        Some(b) => b.params,
+        None => *state.region(region).ok_or(TxError::UnknownRegion(region))?,
+    };
+    if !params.admits(order.limit) {
+        return Err(TxError::LimitOutOfRange {
+            limit: order.limit,
+            min: params.feed_in_tariff(),
+            max: params.grid_tariff(),
+        });
+    }
+    if !order.payee.is_valid() {
+        return Err(TxError::InvalidShieldedOutput);
+    }
+    let ring = meter_ring(state, region, order.side);
+    if ring.is_empty() || ring.len() > quartier_shielded::spend::MAX_RING {
+        return Err(TxError::InvalidShieldedTransfer);
+    }
+    let escrow = match order.side {
+        Side::Buy => order
+            .energy
+            .value_at(params.grid_tariff())
+            .ok_or(TxError::Overflow)?,
+        Side::Sell => {
+            // The meter is hidden: a sell is capped by the largest PV in its ring.
+            let max = ring
+                .iter()
+                .map(|(_, m)| state.capacity_per_slot(m))
+                .max()
+                .unwrap_or(Energy::ZERO);
+            if order.energy > max {
+                return Err(TxError::ExceedsCapacity {
+                    energy: order.energy,
+                    max,
+                });
+            }
+            Money::ZERO
+        }
+    };
+    let message = order.prefix_hash(state.chain_id(), escrow);
+    let keys: Vec<[u8; 32]> = ring.iter().map(|(a, _)| a.0).collect();
+    authorise::verify(
+        &order.authorisation,
+        &keys,
+        (region.0, slot.0, side_byte(order.side)),
+        &message,
+    )
+    .map_err(|_| TxError::InvalidRingSignature)?;
+    let image = order.authorisation.key_image;
+    if book.is_some_and(|b| {
+        b.orders
+            .iter()
+            .any(|o| o.shielded.is_some_and(|s| s.key_image == image))
+    }) {
+        return Err(TxError::DuplicateOrder);
+    }
+    match (&order.funds, escrow.is_zero()) {
+        (Some(funds), false) => check(state, funds, &message, escrow, tx_hash)?,
+        (None, true) => {}
+        _ => return Err(TxError::InvalidShieldedTransfer),
+    }
+    let shielded = state
+        .meta()
+        .shielded
+        .checked_sub(escrow)
+        .ok_or(TxError::Unbalanced)?;
+    let total_escrow = state
+        .meta()
+        .escrow
+        .checked_add(escrow)
+        .ok_or(TxError::Overflow)?;
+    if let Some(funds) = &order.funds {
+        spend_images(state, funds);
+        append(state, ctx, &funds.outputs);
+    }
+    let meta = &mut state.records.meta;
+    meta.shielded = shielded;
+    meta.escrow = total_escrow;
+    state.touch(StateKey::Meta);
+    state
+        .records
+        .books
+        .entry((slot, region))
+        .or_insert_with(|| Book {
+            params,
+            orders: Vec::new(),
+        })
+        .orders
+        .push(BookOrder {
+            // No meter is named: the order belongs to a ring of them.
+            meter: AccountId::default(),
+            order: Order {
+                side: order.side,
+                limit: order.limit,
+                energy: order.energy,
+            },
+            escrow,
+            shielded: Some(ShieldedPayee {
+                payee: order.payee,
+                key_image: image,
+            }),
+        });
+    state.touch(StateKey::Book(region, slot));
     Ok(Vec::new())
 }

@@ -66,6 +66,22 @@ pub struct BookOrder {
     pub order: Order,
     /// Funds locked: `energy × grid_tariff` for a buy, zero for a sell.
     pub escrow: Money,
+    /// Mode A: the stealth address settlement pays and the authorisation's
+    /// key image; `None` for a public meter's order (then `meter` is paid).
+    #[serde(default)]
+    pub shielded: Option<ShieldedPayee>,
+}
+
+/// Where a shielded order is paid, and what made it unique in its book.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+pub struct ShieldedPayee {
+    /// The fresh stealth address proceeds or the refund go to.
+    pub payee: quartier_shielded::keys::Address,
+    /// The key image of the order's authorisation (one per meter, slot and side).
+    #[serde(with = "quartier_types::hex")]
+    pub key_image: [u8; 32],
 }
 
 /// An open book: one region's orders for one slot, in arrival order.

@@ -217,6 +217,12 @@ pub enum TxBody {
         /// The public amount.
         amount: Money,
     },
+    /// Mode A, a one-time key with nonce 0: an order placed by an unnamed
+    /// meter of the region, funded from the pool, paid to a stealth address.
+    PlaceShieldedOrder {
+        /// The order.
+        order: crate::ShieldedOrder,
+    },
     /// Mode B, a registered enclave: a slot's summary with the committee's signature.
     PostSettlementReport {
         /// The public summary.
@@ -256,7 +262,9 @@ impl TxBody {
     pub fn is_one_time(&self) -> bool {
         matches!(
             self,
-            TxBody::ShieldedTransfer { .. } | TxBody::Unshield { .. }
+            TxBody::ShieldedTransfer { .. }
+                | TxBody::Unshield { .. }
+                | TxBody::PlaceShieldedOrder { .. }
         )
     }
 }

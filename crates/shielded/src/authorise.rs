@@ -24,11 +24,22 @@ pub const TAG_METER_TWEAK: &str = "QUARTIER_SHIELDED_METER_TWEAK";
 
 /// A meter's authorisation of one order: the ring signature over the
 /// tweaked keys (the ring itself is the region's registry, not carried).
-#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+#[derive(
+    Clone,
+    Debug,
+    PartialEq,
+    Eq,
+    BorshSerialize,
+    BorshDeserialize,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Authorisation {
     /// The key image: unique per meter, region, slot and side.
+    #[serde(with = "quartier_types::hex")]
     pub key_image: [u8; 32],
     /// The CLSAG, monero's encoding.
+    #[serde(with = "quartier_types::hex")]
     pub signature: Vec<u8>,
 }
 

@@ -33,12 +33,31 @@ pub(crate) fn point(bytes: &[u8; 32]) -> Option<EdwardsPoint> {
 }
 
 /// A wallet's public address: where others send it outputs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    BorshSerialize,
+    BorshDeserialize,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Address {
     /// The view public key `A = a·G`.
+    #[serde(with = "quartier_types::hex")]
     pub view: [u8; 32],
     /// The spend public key `B = b·G`.
+    #[serde(with = "quartier_types::hex")]
     pub spend: [u8; 32],
+}
+
+impl Address {
+    /// Whether both keys are canonical point encodings (outputs can be made to it).
+    pub fn is_valid(&self) -> bool {
+        point(&self.view).is_some() && point(&self.spend).is_some()
+    }
 }
 
 /// A wallet's secret keys. Secret: no `Debug`, zeroized on drop.

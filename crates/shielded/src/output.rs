@@ -148,13 +148,36 @@ pub fn create(
     amount: u64,
     rng: &mut impl CryptoRng,
 ) -> Result<(Output, Received), OutputError> {
-    let view = point(&to.view).ok_or(OutputError::InvalidAddress)?;
-    let spend = point(&to.spend).ok_or(OutputError::InvalidAddress)?;
     let mut wide = Zeroizing::new([0u8; 64]);
     rng.fill_bytes(&mut wide[..]);
     let r = Zeroizing::new(DScalar::from_bytes_mod_order_wide(&wide));
-    let tx_key = ED25519_BASEPOINT_TABLE * &*r;
-    let s = shared(&(view * *r).mul_by_cofactor());
+    create_with(to, amount, &r)
+}
+
+/// Domain tag of the transaction key of an output the ledger creates.
+pub const TAG_LEDGER_TX_KEY: &str = "QUARTIER_SHIELDED_LEDGER_TX_KEY";
+
+/// An output the ledger itself creates (a settlement's payment to the
+/// stealth address an order named), with `r` derived from `seed` so every
+/// validator makes the same one. Anyone who knows the seed and the address
+/// can compute its amount: use it only for amounts that are public anyway.
+///
+/// # Errors
+/// [`OutputError::InvalidAddress`] if a key of `to` does not decode.
+pub fn create_public(
+    to: &Address,
+    amount: u64,
+    seed: &[u8; 32],
+) -> Result<(Output, Received), OutputError> {
+    let r = Zeroizing::new(hash_to_scalar(TAG_LEDGER_TX_KEY, &[seed]));
+    create_with(to, amount, &r)
+}
+
+fn create_with(to: &Address, amount: u64, r: &DScalar) -> Result<(Output, Received), OutputError> {
+    let view = point(&to.view).ok_or(OutputError::InvalidAddress)?;
+    let spend = point(&to.spend).ok_or(OutputError::InvalidAddress)?;
+    let tx_key = ED25519_BASEPOINT_TABLE * r;
+    let s = shared(&(view * r).mul_by_cofactor());
     let key = ED25519_BASEPOINT_TABLE * &*s.key_scalar + spend;
     let (mask, pad) = mask_and_pad(&s.key_scalar);
     let commitment = Commitment::new(Scalar::from(mask), amount).commit();

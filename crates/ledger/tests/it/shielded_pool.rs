@@ -1,18 +1,19 @@
 //! Privacy mode A's shielded pool on chain: shielding, transfers by ring
 //! signature, unshielding, and every way to cheat refused without a change.
 
-use crate::kit::{Chain, chf, genesis, id, key};
+use crate::kit::{Chain, GATE_MS, R1, SLOT_MS, chf, genesis, id, key};
 use curve25519_dalek::Scalar;
 use ed25519_dalek::SigningKey;
 use quartier_ledger::{
-    KIND_TRANSFER, KIND_UNSHIELD, ShieldedInput, ShieldedPolicy, ShieldedTransfer, SignedTx, State,
-    Tx, TxBody, TxError,
+    KIND_TRANSFER, KIND_UNSHIELD, MeterRole, ShieldedInput, ShieldedOrder, ShieldedPolicy,
+    ShieldedTransfer, SignedTx, State, Tx, TxBody, TxError, meter_ring, side_byte,
 };
+use quartier_shielded::authorise;
 use quartier_shielded::keys::WalletKeys;
 use quartier_shielded::output::{Output, Received, create};
 use quartier_shielded::range;
 use quartier_shielded::spend::{self, Input, RingMember, key_image};
-use quartier_types::{AccountId, Money};
+use quartier_types::{AccountId, Energy, Money, Price, Side, Slot};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
@@ -359,4 +360,310 @@ fn shield_transfer_and_unshield_and_every_cheat_is_refused() {
         },
     );
     rejects(&plain, &tx, TxError::NoShieldedPool);
+}
+
+/// A shielded order by `meter`, funded (for a buy) from pool output `funds`
+/// of `wallet`, paying `payee`.
+#[allow(clippy::too_many_arguments)]
+fn order_tx(
+    c: &Chain,
+    meter: &SigningKey,
+    slot: u64,
+    side: Side,
+    limit: u64,
+    energy: u64,
+    funds: Option<(&WalletKeys, u64)>,
+    payee: &WalletKeys,
+    rng: &mut ChaCha20Rng,
+) -> TxBody {
+    let region = R1;
+    let params = c.state.region(region).copied().unwrap();
+    let escrow = match side {
+        Side::Buy => Energy::new(energy).value_at(params.grid_tariff()).unwrap(),
+        Side::Sell => Money::ZERO,
+    };
+    // The funds: the wallet's output into escrow + change back to it.
+    let mut secret_input = None;
+    let transfer = funds.map(|(wallet, index)| {
+        let pool = c.state.pool();
+        let mine = pool[index as usize].output;
+        let received = wallet.view_key().scan(&mine).unwrap();
+        let mut ring: Vec<u64> = (0..pool.len() as u64)
+            .filter(|i| *i != index)
+            .take(RING as usize - 1)
+            .collect();
+        ring.push(index);
+        ring.sort_unstable();
+        let real = ring.iter().position(|i| *i == index).unwrap() as u8;
+        let members = ring
+            .iter()
+            .map(|i| RingMember {
+                key: pool[*i as usize].output.key,
+                commitment: pool[*i as usize].output.commitment,
+            })
+            .collect();
+        let secret = wallet.one_time_secret(&mine).unwrap();
+        let image = key_image(&secret);
+        let (change, change_secret) =
+            create(&wallet.address(), received.amount - escrow.get(), rng).unwrap();
+        let range_proof = range::prove(vec![change_secret.opening()], rng).unwrap();
+        secret_input = Some((
+            Input {
+                secret,
+                opening: received.opening(),
+                ring: members,
+                real,
+            },
+            Scalar::from_bytes_mod_order(*change_secret.mask),
+        ));
+        ShieldedTransfer {
+            inputs: vec![ShieldedInput {
+                ring,
+                key_image: image,
+                pseudo_out: [0; 32],
+                signature: Vec::new(),
+            }],
+            outputs: vec![change],
+            range_proof,
+        }
+    });
+    let mut order = ShieldedOrder {
+        region,
+        slot: Slot(slot),
+        side,
+        limit: Price::new(limit),
+        energy: Energy::new(energy),
+        funds: transfer,
+        payee: payee.address(),
+        authorisation: authorise::Authorisation {
+            key_image: [0; 32],
+            signature: Vec::new(),
+        },
+    };
+    let message = order.prefix_hash(c.state.chain_id(), escrow);
+    if let (Some((input, masks)), Some(f)) = (secret_input, order.funds.as_mut()) {
+        let signed = spend::sign(vec![input], &masks, message, rng).unwrap();
+        f.inputs[0].pseudo_out = signed[0].pseudo_out;
+        f.inputs[0].signature = signed[0].signature.clone();
+    }
+    let ring: Vec<(AccountId, _)> = meter_ring(&c.state, region, side);
+    let keys: Vec<[u8; 32]> = ring.iter().map(|(a, _)| a.0).collect();
+    let me = AccountId(meter.verifying_key().to_bytes());
+    let real = ring.iter().position(|(a, _)| *a == me).unwrap_or(0) as u8;
+    // A meter outside the ring can not sign at all; sign as the ring's
+    // first member's position then, so verification is what refuses it.
+    order.authorisation = authorise::sign(
+        &meter.to_scalar().to_bytes(),
+        &keys,
+        real,
+        (region.0, slot, side_byte(side)),
+        message,
+        rng,
+    )
+    .unwrap_or(authorise::Authorisation {
+        key_image: [1; 32],
+        signature: vec![0; 32 * (keys.len() + 2)],
+    });
+    TxBody::PlaceShieldedOrder { order }
+}
+
+#[test]
+fn shielded_orders_trade_without_naming_their_meters_and_settle_into_the_pool() {
+    let mut rng = ChaCha20Rng::from_seed([9; 32]);
+    let mut c = chain();
+    let (dso, utility) = (key("dso"), key("utility"));
+    for (name, role, pv) in [
+        ("p1", MeterRole::Prosumer, 5_000),
+        ("p2", MeterRole::Prosumer, 3_000),
+        ("c1", MeterRole::Consumer, 0),
+        ("c2", MeterRole::Consumer, 0),
+    ] {
+        c.queue(
+            &dso,
+            TxBody::RegisterMeter {
+                meter: id(&key(name)),
+                region: R1,
+                role,
+                pv_watts: pv,
+            },
+        );
+    }
+    c.block_ok(SLOT_MS * 10 + 1);
+    let (buyer, decoy) = (
+        WalletKeys::from_seed(&[11; 32]),
+        WalletKeys::from_seed(&[13; 32]),
+    );
+    for _ in 0..4 {
+        shield(&mut c, &utility, &decoy, chf(1), &mut rng);
+    }
+    let funds = shield(&mut c, &utility, &buyer, chf(10), &mut rng);
+    let slot = 10;
+    let (refund_to, proceeds_to) = (
+        WalletKeys::from_seed(&[21; 32]),
+        WalletKeys::from_seed(&[22; 32]),
+    );
+
+    let buy = order_tx(
+        &c,
+        &key("c1"),
+        slot,
+        Side::Buy,
+        15_000,
+        1_000,
+        Some((&buyer, funds)),
+        &refund_to,
+        &mut rng,
+    );
+    let sell = order_tx(
+        &c,
+        &key("p1"),
+        slot,
+        Side::Sell,
+        10_000,
+        600,
+        None,
+        &proceeds_to,
+        &mut rng,
+    );
+    // Refused, changing nothing: a consumer selling (not in the prosumers'
+    // ring), a sell beyond the largest PV, an order altered after signing,
+    // a buy without funds, and an authorisation for another slot.
+    let t = order_tx(
+        &c,
+        &key("c2"),
+        slot,
+        Side::Sell,
+        10_000,
+        100,
+        None,
+        &proceeds_to,
+        &mut rng,
+    );
+    rejects(
+        &c,
+        &one_time(&c, t, &mut rng),
+        TxError::InvalidRingSignature,
+    );
+    let t = order_tx(
+        &c,
+        &key("p2"),
+        slot,
+        Side::Sell,
+        10_000,
+        1_300,
+        None,
+        &proceeds_to,
+        &mut rng,
+    );
+    rejects(
+        &c,
+        &one_time(&c, t, &mut rng),
+        TxError::ExceedsCapacity {
+            energy: Energy::new(1_300),
+            max: Energy::new(1_250),
+        },
+    );
+    let TxBody::PlaceShieldedOrder { order } = &sell else {
+        unreachable!()
+    };
+    let mut altered = order.clone();
+    altered.limit = Price::new(9_000);
+    rejects(
+        &c,
+        &one_time(&c, TxBody::PlaceShieldedOrder { order: altered }, &mut rng),
+        TxError::InvalidRingSignature,
+    );
+    let t = order_tx(
+        &c,
+        &key("c2"),
+        slot,
+        Side::Buy,
+        15_000,
+        500,
+        None,
+        &proceeds_to,
+        &mut rng,
+    );
+    rejects(
+        &c,
+        &one_time(&c, t, &mut rng),
+        TxError::InvalidShieldedTransfer,
+    );
+    let t = order_tx(
+        &c,
+        &key("p2"),
+        slot + 1,
+        Side::Sell,
+        10_000,
+        100,
+        None,
+        &proceeds_to,
+        &mut rng,
+    );
+    let TxBody::PlaceShieldedOrder { order } = t else {
+        unreachable!()
+    };
+    let moved = ShieldedOrder {
+        slot: Slot(slot),
+        ..order
+    };
+    rejects(
+        &c,
+        &one_time(&c, TxBody::PlaceShieldedOrder { order: moved }, &mut rng),
+        TxError::InvalidRingSignature,
+    );
+
+    c.queue_signed(one_time(&c, buy, &mut rng));
+    c.queue_signed(one_time(&c, sell, &mut rng));
+    let time = c.time + 1;
+    c.block_ok(time);
+    supply_holds(&c.state);
+    // A second sell by p1 in this slot: the same key image, refused.
+    let again = order_tx(
+        &c,
+        &key("p1"),
+        slot,
+        Side::Sell,
+        9_000,
+        100,
+        None,
+        &proceeds_to,
+        &mut rng,
+    );
+    rejects(&c, &one_time(&c, again, &mut rng), TxError::DuplicateOrder);
+    // No order on chain names a meter.
+    let book = c.state.book(R1, Slot(slot)).unwrap();
+    assert_eq!(book.orders.len(), 2);
+    let registered: Vec<AccountId> = c.state.meters().map(|(a, _)| *a).collect();
+    assert!(
+        book.orders
+            .iter()
+            .all(|o| !registered.contains(&o.meter) && o.shielded.is_some())
+    );
+
+    // Settlement pays the seller's proceeds and the buyer's refund into the
+    // pool, to the addresses their orders named.
+    c.block_ok(SLOT_MS * 11 + GATE_MS);
+    let s = c.state.settlement(R1, Slot(slot)).unwrap();
+    let (b, se) = (s.clearing.orders[0], s.clearing.orders[1]);
+    assert_eq!(s.clearing.totals.local_energy, Energy::new(600));
+    let found = |w: &WalletKeys| -> Vec<u64> {
+        c.state
+            .pool()
+            .iter()
+            .filter_map(|o| w.view_key().scan(&o.output))
+            .map(|r| r.amount)
+            .collect()
+    };
+    assert_eq!(found(&proceeds_to), vec![se.receives.get()]);
+    let escrow = Energy::new(1_000)
+        .value_at(c.state.region(R1).unwrap().grid_tariff())
+        .unwrap();
+    assert_eq!(found(&refund_to), vec![escrow.get() - b.pays.get()]);
+    assert_eq!(
+        found(&buyer),
+        vec![chf(10).get(), chf(10).get() - escrow.get()],
+        "the change"
+    );
+    supply_holds(&c.state);
 }
