@@ -32,6 +32,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/sealed"),
     ("get", "/api/v1/regions/{region}/reports"),
     ("get", "/api/v1/regions/{region}/batches/{slot}"),
+    ("get", "/api/v1/pool/outputs"),
     ("get", "/api/v1/openapi.json"),
     ("get", "/"),
     ("get", "/app.js"),
@@ -87,6 +88,7 @@ pub fn router(app: LedgerApp, gossip: Gossip) -> Router {
         .route("/api/v1/sealed", get(sealed))
         .route("/api/v1/regions/{region}/reports", get(reports))
         .route("/api/v1/regions/{region}/batches/{slot}", get(batch))
+        .route("/api/v1/pool/outputs", get(pool_outputs))
         .route(
             "/",
             get(|| async { web("text/html; charset=utf-8", DASHBOARD_HTML) }),
@@ -317,6 +319,41 @@ async fn batch(
                 "no batch awaits a report there".into(),
             )
         })
+}
+
+/// Which pool outputs a light client asks for.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutputRange {
+    from: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// Mode A: pool outputs from index `from` (at most `limit`, ≤ 4 096), for
+/// light clients to scan with their view key locally — the node never
+/// learns which are theirs.
+async fn pool_outputs(
+    AxumState(api): AxumState<Api>,
+    query: Result<axum::extract::Query<OutputRange>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let axum::extract::Query(OutputRange { from, limit }) =
+        query.map_err(|e| bad(e.body_text()))?;
+    let from = from.unwrap_or(0);
+    let limit = limit.unwrap_or(1_024);
+    if limit == 0 || limit > 4_096 {
+        return Err(bad("limit: 1 to 4096"));
+    }
+    Ok(Json(api.app.with_state(|s| {
+        let pool = s.pool();
+        let start = usize::try_from(from).unwrap_or(usize::MAX).min(pool.len());
+        let outputs: Vec<serde_json::Value> = pool[start..]
+            .iter()
+            .take(limit)
+            .zip(from..)
+            .map(|(o, index)| json!({ "index": index, "height": o.height, "output": o.output }))
+            .collect();
+        json!({ "total": pool.len(), "outputs": outputs })
+    })))
 }
 
 /// The region's last accepted mode B reports, oldest first.

@@ -76,6 +76,28 @@ fn bench(c: &mut Criterion) {
     group.bench_function("output::scan/foreign", |b| {
         b.iter(|| view.scan(black_box(&decoys[0])))
     });
+    // A light client's work per slot: a region of n households adds about
+    // 2n outputs (each order's change, each settlement payment).
+    for n in [37usize, 1_000] {
+        let slot: Vec<Output> = (0..2 * n)
+            .map(|i| {
+                create(&other.address(), i as u64, &mut rng)
+                    .expect("valid address")
+                    .0
+            })
+            .collect();
+        let bytes: usize = slot
+            .iter()
+            .map(|o| borsh::to_vec(o).map_or(0, |b| b.len()))
+            .sum();
+        eprintln!(
+            "shielded: a slot of {n} households: {} outputs, {bytes} bytes to download",
+            slot.len()
+        );
+        group.bench_function(format!("output::scan/slot/households/{n}"), |b| {
+            b.iter(|| slot.iter().filter(|o| view.scan(o).is_some()).count())
+        });
+    }
     group.finish();
 }
 

@@ -84,6 +84,12 @@ fn every_route_answers() {
         );
         let (s, _) = call(&router, "GET", "/api/v1/regions/1/reports?last=0", "").await;
         assert_eq!(s, StatusCode::BAD_REQUEST);
+        // Mode A's pool, empty on this chain; a bad range is refused.
+        let (s, v) = call(&router, "GET", "/api/v1/pool/outputs?from=0&limit=10", "").await;
+        assert_eq!((s, v["total"].clone()), (StatusCode::OK, 0.into()));
+        assert_eq!(v["outputs"], serde_json::json!([]));
+        let (s, _) = call(&router, "GET", "/api/v1/pool/outputs?limit=5000", "").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
     });
 }
 
