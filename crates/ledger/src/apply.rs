@@ -487,6 +487,28 @@ pub(crate) fn check_slot_open(state: &State, slot: Slot, now: Timestamp) -> Resu
     Ok(())
 }
 
+/// Appends `order` to the book of (`region`, `slot`), opening it with
+/// `params` if it is the first, and marks the book changed.
+pub(crate) fn push_order(
+    state: &mut State,
+    region: RegionId,
+    slot: Slot,
+    params: RegionParams,
+    order: BookOrder,
+) {
+    state
+        .records
+        .books
+        .entry((slot, region))
+        .or_insert_with(|| Book {
+            params,
+            orders: Vec::new(),
+        })
+        .orders
+        .push(order);
+    state.touch(StateKey::Book(region, slot));
+}
+
 fn place_order(
     state: &mut State,
     ctx: &BlockContext,
@@ -549,22 +571,18 @@ fn place_order(
     set_balance(state, signer, balance);
     state.records.meta.escrow = total_escrow;
     state.touch(StateKey::Meta);
-    state
-        .records
-        .books
-        .entry((slot, region))
-        .or_insert_with(|| Book {
-            params,
-            orders: Vec::new(),
-        })
-        .orders
-        .push(BookOrder {
+    push_order(
+        state,
+        region,
+        slot,
+        params,
+        BookOrder {
             meter: signer,
             order,
             escrow,
             shielded: None,
-        });
-    state.touch(StateKey::Book(region, slot));
+        },
+    );
     Ok(Vec::new())
 }
 

@@ -15,8 +15,8 @@
 //! the same per transaction (`Σ pseudo-outs = Σ outputs + public·H`); the
 //! total is checked too, as a second line.
 
-use crate::apply::{Event, check_slot_open, debit, positive, set_balance};
-use crate::state::{Book, BookOrder, Meter, ShieldedPayee, StateKey};
+use crate::apply::{Event, check_slot_open, debit, positive, push_order, set_balance};
+use crate::state::{BookOrder, Meter, ShieldedPayee, StateKey};
 use crate::{BlockContext, ChainId, MeterRole, State, TxError, canonical};
 use borsh::{BorshDeserialize, BorshSerialize};
 use quartier_shielded::authorise::{self, Authorisation};
@@ -450,16 +450,12 @@ pub(crate) fn place_order(
     meta.shielded = shielded;
     meta.escrow = total_escrow;
     state.touch(StateKey::Meta);
-    state
-        .records
-        .books
-        .entry((slot, region))
-        .or_insert_with(|| Book {
-            params,
-            orders: Vec::new(),
-        })
-        .orders
-        .push(BookOrder {
+    push_order(
+        state,
+        region,
+        slot,
+        params,
+        BookOrder {
             // No meter is named: the order belongs to a ring of them.
             meter: AccountId::default(),
             order: Order {
@@ -472,7 +468,7 @@ pub(crate) fn place_order(
                 payee: order.payee,
                 key_image: image,
             }),
-        });
-    state.touch(StateKey::Book(region, slot));
+        },
+    );
     Ok(Vec::new())
 }

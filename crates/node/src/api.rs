@@ -238,6 +238,20 @@ struct Last {
     last: Option<usize>,
 }
 
+/// The region of a path and the `last` of its query (default 96, 1 to 2 976).
+fn region_and_last(
+    region: &str,
+    query: Result<axum::extract::Query<Last>, axum::extract::rejection::QueryRejection>,
+) -> Result<(RegionId, usize), ApiError> {
+    let region = RegionId(region.parse().map_err(|_| bad("region: not a number"))?);
+    let axum::extract::Query(Last { last }) = query.map_err(|e| bad(e.body_text()))?;
+    let last = last.unwrap_or(96);
+    if last == 0 || last > 2_976 {
+        return Err(bad("last: 1 to 2976"));
+    }
+    Ok((region, last))
+}
+
 /// `GET /api/v1/regions/{region}/settlements?last=N`: a summary of the
 /// region's last `N` settlements (default 96, at most 2 976), oldest first.
 async fn settlements(
@@ -245,12 +259,7 @@ async fn settlements(
     Path(region): Path<String>,
     query: Result<axum::extract::Query<Last>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let region = RegionId(region.parse().map_err(|_| bad("region: not a number"))?);
-    let axum::extract::Query(Last { last }) = query.map_err(|e| bad(e.body_text()))?;
-    let last = last.unwrap_or(96);
-    if last == 0 || last > 2_976 {
-        return Err(bad("last: 1 to 2976"));
-    }
+    let (region, last) = region_and_last(&region, query)?;
     let list = api.app.with_state(|s| {
         let mut list: Vec<serde_json::Value> = s
             .region_settlements(region)
@@ -362,12 +371,7 @@ async fn reports(
     Path(region): Path<String>,
     query: Result<axum::extract::Query<Last>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let region = RegionId(region.parse().map_err(|_| bad("region: not a number"))?);
-    let axum::extract::Query(Last { last }) = query.map_err(|e| bad(e.body_text()))?;
-    let last = last.unwrap_or(96);
-    if last == 0 || last > 2_976 {
-        return Err(bad("last: 1 to 2976"));
-    }
+    let (region, last) = region_and_last(&region, query)?;
     let list = api.app.with_state(|s| {
         let mut list: Vec<&quartier_ledger::PostedReport> =
             s.region_reports(region).rev().take(last).collect();
