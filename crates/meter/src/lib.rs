@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod strategy;
+pub mod wallet;
 
 pub use agent::{AgentEffect, AgentInput, MeterAgent, TxProgress};
 pub use strategy::{
