@@ -100,10 +100,35 @@ pub struct CatchUp {
     pub ciphertext: Vec<u8>,
 }
 
+/// What a member clears with: its epoch keys and auctioneers. Part of the
+/// sealed state, and what a rejoining member receives.
 #[derive(BorshSerialize, BorshDeserialize)]
-struct CatchUpState {
+struct ClearingState {
     epoch_keys: Vec<(Epoch, Vec<u8>)>,
     auctioneers: Vec<AuctioneerState>,
+}
+
+/// Epoch keys and auctioneers restored from a [`ClearingState`].
+type Clearing = (
+    BTreeMap<Epoch, EpochKeyPair>,
+    BTreeMap<RegionId, Auctioneer>,
+);
+
+impl ClearingState {
+    /// The keys and auctioneers again; nothing if any of them does not decode.
+    fn restore(self) -> Result<Clearing, ServiceError> {
+        let mut epoch_keys = BTreeMap::new();
+        for (epoch, secret) in self.epoch_keys {
+            let key = EpochKeyPair::from_secret(epoch, &secret).ok_or(ServiceError::Invalid)?;
+            epoch_keys.insert(epoch, key);
+        }
+        let mut auctioneers = BTreeMap::new();
+        for a in self.auctioneers {
+            let a = a.restore().ok_or(ServiceError::Invalid)?;
+            auctioneers.insert(a.region(), a);
+        }
+        Ok((epoch_keys, auctioneers))
+    }
 }
 
 /// The committee as this member knows it.
@@ -404,6 +429,18 @@ impl EnclaveService {
             .ok_or(ServiceError::State("no report"))
     }
 
+    /// Its epoch keys (secrets) and auctioneers, for sealing or a catch-up.
+    fn clearing_state(&self) -> ClearingState {
+        ClearingState {
+            epoch_keys: self
+                .epoch_keys
+                .values()
+                .map(|k| (k.epoch(), k.secret_bytes()))
+                .collect(),
+            auctioneers: self.auctioneers.values().map(Auctioneer::export).collect(),
+        }
+    }
+
     /// Seals this member's clearing state (auctioneers and epoch keys) to
     /// the committee member with identity key `to`, for it to catch up.
     ///
@@ -421,15 +458,7 @@ impl EnclaveService {
         if !m.identities.contains(to) || *to == self.identity_key() {
             return Err(ServiceError::Unsigned);
         }
-        let state = CatchUpState {
-            epoch_keys: self
-                .epoch_keys
-                .values()
-                .map(|k| (k.epoch(), k.secret_bytes()))
-                .collect(),
-            auctioneers: self.auctioneers.values().map(Auctioneer::export).collect(),
-        };
-        let mut plain = borsh::to_vec(&state).map_err(|_| ServiceError::Invalid)?;
+        let mut plain = borsh::to_vec(&self.clearing_state()).map_err(|_| ServiceError::Invalid)?;
         let sealed = hpke_seal(to, HPKE_INFO_CATCH_UP, &plain, &[], rng);
         plain.zeroize();
         let (encapped_key, ciphertext) = sealed.ok_or(ServiceError::Invalid)?;
@@ -460,18 +489,10 @@ impl EnclaveService {
             &[],
         )
         .ok_or(ServiceError::Invalid)?;
-        let state: Result<CatchUpState, _> = borsh::from_slice(&plain);
+        let state: Result<ClearingState, _> = borsh::from_slice(&plain);
         plain.zeroize();
-        let state = state.map_err(|_| ServiceError::Invalid)?;
-        let mut auctioneers = BTreeMap::new();
-        for a in state.auctioneers {
-            let a = a.restore().ok_or(ServiceError::Invalid)?;
-            auctioneers.insert(a.region(), a);
-        }
-        for (epoch, secret) in state.epoch_keys {
-            let key = EpochKeyPair::from_secret(epoch, &secret).ok_or(ServiceError::Invalid)?;
-            self.epoch_keys.insert(epoch, key);
-        }
+        let (epoch_keys, auctioneers) = state.map_err(|_| ServiceError::Invalid)?.restore()?;
+        self.epoch_keys.extend(epoch_keys);
         self.auctioneers = auctioneers;
         self.reports.clear();
         Ok(())
@@ -662,12 +683,7 @@ impl EnclaveService {
             account: self.account.to_bytes().to_vec(),
             identity: self.identity.secret_bytes(),
             membership,
-            epoch_keys: self
-                .epoch_keys
-                .values()
-                .map(|k| (k.epoch(), k.secret_bytes()))
-                .collect(),
-            auctioneers: self.auctioneers.values().map(Auctioneer::export).collect(),
+            clearing: self.clearing_state(),
         };
         let mut plain = borsh::to_vec(&state).map_err(|_| ServiceError::Invalid)?;
         let sealing = platform.sealing_key()?;
@@ -730,16 +746,7 @@ impl EnclaveService {
             }),
             None => None,
         };
-        let mut epoch_keys = BTreeMap::new();
-        for (epoch, secret) in state.epoch_keys {
-            let key = EpochKeyPair::from_secret(epoch, &secret).ok_or(ServiceError::Invalid)?;
-            epoch_keys.insert(epoch, key);
-        }
-        let mut auctioneers = BTreeMap::new();
-        for a in state.auctioneers {
-            let a = a.restore().ok_or(ServiceError::Invalid)?;
-            auctioneers.insert(a.region(), a);
-        }
+        let (epoch_keys, auctioneers) = state.clearing.restore()?;
         Ok(EnclaveService {
             account: SigningKey::from_bytes(&account),
             identity,
@@ -769,8 +776,7 @@ struct SealedState {
     account: Vec<u8>,
     identity: Vec<u8>,
     membership: Option<SealedMembership>,
-    epoch_keys: Vec<(Epoch, Vec<u8>)>,
-    auctioneers: Vec<AuctioneerState>,
+    clearing: ClearingState,
 }
 
 /// The **simulated** platform an enclave runs on: a secret standing in for
