@@ -453,6 +453,28 @@ fn redeem(state: &mut State, signer: AccountId, amount: Money) -> Result<Vec<Eve
     Ok(Vec::new())
 }
 
+/// Moves `amount` from `signer`'s balance into a chain-wide bucket of
+/// [`crate::Meta`] (escrow, custody), both checked before either is written.
+///
+/// # Errors
+/// [`TxError::InsufficientFunds`] or [`TxError::Overflow`]; nothing changes then.
+pub(crate) fn lock(
+    state: &mut State,
+    signer: AccountId,
+    amount: Money,
+    bucket: impl Fn(&mut crate::Meta) -> &mut Money,
+) -> Result<(), TxError> {
+    let balance = debit(state.account(&signer), amount)?;
+    let mut meta = *state.meta();
+    let total = bucket(&mut meta)
+        .checked_add(amount)
+        .ok_or(TxError::Overflow)?;
+    set_balance(state, signer, balance);
+    *bucket(&mut state.records.meta) = total;
+    state.touch(StateKey::Meta);
+    Ok(())
+}
+
 pub(crate) fn debit(account: Account, amount: Money) -> Result<Money, TxError> {
     account
         .balance
@@ -562,15 +584,7 @@ fn place_order(
             .value_at(params.grid_tariff())
             .ok_or(TxError::Overflow)?,
     };
-    let balance = debit(state.account(&signer), escrow)?;
-    let total_escrow = state
-        .meta()
-        .escrow
-        .checked_add(escrow)
-        .ok_or(TxError::Overflow)?;
-    set_balance(state, signer, balance);
-    state.records.meta.escrow = total_escrow;
-    state.touch(StateKey::Meta);
+    lock(state, signer, escrow, |m| &mut m.escrow)?;
     push_order(
         state,
         region,

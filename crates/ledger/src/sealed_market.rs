@@ -12,7 +12,7 @@
 //! # Invariant
 //! IOU supply = Σ balances + escrow + custody.
 
-use crate::apply::{Event, active_meter, check_slot_open, debit, positive, require, set_balance};
+use crate::apply::{Event, active_meter, check_slot_open, lock, positive, require, set_balance};
 use crate::state::StateKey;
 use crate::{BlockContext, Role, State, TxError};
 use borsh::{BorshDeserialize, BorshSerialize};
@@ -280,15 +280,7 @@ pub(crate) fn deposit(
     policy(state)?;
     let meter = active_meter(state, &signer)?;
     positive(amount)?;
-    let balance = debit(state.account(&signer), amount)?;
-    let custody = state
-        .meta()
-        .custody
-        .checked_add(amount)
-        .ok_or(TxError::Overflow)?;
-    set_balance(state, signer, balance);
-    state.records.meta.custody = custody;
-    state.touch(StateKey::Meta);
+    lock(state, signer, amount, |m| &mut m.custody)?;
     state
         .records
         .custody_flows
