@@ -176,6 +176,7 @@ fn committee_with_key(key: &EpochKeyPair, rng: &mut ChaCha20Rng) -> Vec<EnclaveS
     for (m, share) in members.iter_mut().zip(&shares) {
         m.receive_epoch_key(share, &key.public_key())
             .expect("share opens");
+        m.settle_epoch_key(key.epoch(), &key.public_key());
     }
     members
 }

@@ -152,8 +152,12 @@ pub struct EnclaveService {
     dkg1: Option<frost::keys::dkg::round1::SecretPackage>,
     dkg2: Option<frost::keys::dkg::round2::SecretPackage>,
     round1: BTreeMap<frost::Identifier, frost::keys::dkg::round1::Package>,
-    /// Epoch keys held but not yet handed to auctioneers.
+    /// Epoch keys the chain published, by epoch (what clearing uses).
     epoch_keys: BTreeMap<Epoch, EpochKeyPair>,
+    /// Keys created or received and not yet seen published: when the member
+    /// whose turn an epoch is does not answer, two others may each create
+    /// one, and only the one the chain publishes may be used.
+    candidates: Vec<EpochKeyPair>,
     auctioneers: BTreeMap<RegionId, Auctioneer>,
     reports: BTreeMap<(RegionId, Slot), SlotReport>,
     sessions: BTreeMap<u64, (Vec<u8>, frost::round1::SigningNonces)>,
@@ -174,6 +178,7 @@ impl EnclaveService {
             dkg2: None,
             round1: BTreeMap::new(),
             epoch_keys: BTreeMap::new(),
+            candidates: Vec::new(),
             auctioneers: BTreeMap::new(),
             reports: BTreeMap::new(),
             sessions: BTreeMap::new(),
@@ -358,7 +363,7 @@ impl EnclaveService {
         let key = EpochKeyPair::generate(epoch, rng);
         let shares = share(&key, &others, rng);
         let public = key.public_key();
-        self.epoch_keys.insert(epoch, key);
+        self.add_candidate(key);
         Ok((public, shares))
     }
 
@@ -375,13 +380,46 @@ impl EnclaveService {
             .identity
             .receive(share, public_key)
             .map_err(|_| ServiceError::Invalid)?;
-        self.epoch_keys.insert(key.epoch(), key);
+        self.add_candidate(key);
         Ok(())
     }
 
-    /// The public key this member holds for `epoch`, if any.
+    /// The most candidate keys kept (the oldest are dropped first).
+    const MAX_CANDIDATES: usize = 16;
+
+    fn add_candidate(&mut self, key: EpochKeyPair) {
+        self.candidates.push(key);
+        if self.candidates.len() > Self::MAX_CANDIDATES {
+            self.candidates.remove(0);
+        }
+    }
+
+    /// The chain published `public_key` for `epoch`: that key, if this
+    /// member holds it, becomes the one it clears with, and the other
+    /// candidates of that epoch are dropped. Returns whether anything changed.
+    pub fn settle_epoch_key(&mut self, epoch: Epoch, public_key: &[u8; 32]) -> bool {
+        if self.epoch_keys.get(&epoch).map(EpochKeyPair::public_key) == Some(*public_key) {
+            return false;
+        }
+        let Some(i) = self
+            .candidates
+            .iter()
+            .position(|k| k.epoch() == epoch && k.public_key() == *public_key)
+        else {
+            return false;
+        };
+        let key = self.candidates.swap_remove(i);
+        self.candidates.retain(|k| k.epoch() > epoch);
+        self.epoch_keys.insert(epoch, key);
+        true
+    }
+
+    /// The public key this member holds for `epoch`, published or not.
     pub fn epoch_key(&self, epoch: Epoch) -> Option<[u8; 32]> {
-        self.epoch_keys.get(&epoch).map(EpochKeyPair::public_key)
+        self.epoch_keys
+            .get(&epoch)
+            .or_else(|| self.candidates.iter().find(|k| k.epoch() == epoch))
+            .map(EpochKeyPair::public_key)
     }
 
     /// Clears a closed slot of `region` (see [`Auctioneer::clear_batch`]) and
@@ -529,8 +567,13 @@ impl EnclaveService {
                 .map(|r| report_message(&r.summary))
                 .ok_or(ServiceError::Unsigned),
             Purpose::EpochKey { epoch, public_key } => {
-                let held = self.epoch_keys.get(epoch).map(EpochKeyPair::public_key);
-                if held == Some(*public_key) {
+                let held = self
+                    .epoch_keys
+                    .get(epoch)
+                    .into_iter()
+                    .chain(self.candidates.iter().filter(|k| k.epoch() == *epoch))
+                    .any(|k| k.public_key() == *public_key);
+                if held {
                     Ok(epoch_key_message(*epoch, public_key))
                 } else {
                     Err(ServiceError::Unsigned)
@@ -755,6 +798,7 @@ impl EnclaveService {
             dkg2: None,
             round1: BTreeMap::new(),
             epoch_keys,
+            candidates: Vec::new(),
             auctioneers,
             reports: BTreeMap::new(),
             sessions: BTreeMap::new(),
@@ -921,6 +965,20 @@ mod tests {
             group.verify(&epoch_key_message(Epoch(2), &public), &sig),
             Ok(())
         );
+        // Member 2 also made a key for epoch 2 (its turn-holder looked down)
+        // and sealed it to the others; only the published one is used.
+        let (rival, rival_shares) = members[2].create_epoch_key(Epoch(2), &mut rng).unwrap();
+        for share in &rival_shares {
+            for m in members.iter_mut() {
+                if share.to == m.identity_key() {
+                    m.receive_epoch_key(share, &rival).unwrap();
+                }
+            }
+        }
+        for m in members.iter_mut() {
+            assert!(m.settle_epoch_key(Epoch(2), &public), "the published key");
+            assert_eq!(m.epoch_key(Epoch(2)), Some(public));
+        }
         // Nobody signs an epoch key it does not hold.
         let forged = Purpose::EpochKey {
             epoch: Epoch(2),

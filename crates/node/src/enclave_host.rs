@@ -436,6 +436,13 @@ impl Host {
         if self.shared.lock().service.group_key() != Some(committee.group_key) {
             return;
         }
+        // Clear only with the keys the chain published.
+        let settled = view.epochs.iter().fold(false, |changed, (epoch, key)| {
+            self.shared.lock().service.settle_epoch_key(*epoch, key) || changed
+        });
+        if settled {
+            self.seal();
+        }
         self.publish_epoch_keys(&view, &committee, index);
         if self.catch_up(&view, &committee) {
             self.clear_and_report(&view, &committee, index);
