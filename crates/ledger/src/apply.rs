@@ -808,13 +808,13 @@ fn settle(
         // checked at placement, the supply fits in 64 bits); refunding every
         // escrow is the safe, deterministic way out if they ever do not.
         if let Some(refunds) = refund_flows(state, &book) {
-            write_flows(state, height, refunds);
+            write_flows(state, height, slot, refunds);
         }
         return vec![Event::SlotVoided { region, slot }];
     };
     let local_energy = clearing.totals.local_energy;
     let cover = flows.utility_cover;
-    write_flows(state, height, flows);
+    write_flows(state, height, slot, flows);
     let count = u32::try_from(book.orders.len()).unwrap_or(u32::MAX);
     state.records.settlements.insert(
         (region, slot),
@@ -969,8 +969,8 @@ impl PoolPayments {
 
 /// Writes checked flows. The subtractions and additions were checked by
 /// `market_flows`/`refund_flows` against the same state.
-fn write_flows(state: &mut State, height: Height, flows: Flows) {
-    shielded_pool::append_at(state, height, &flows.pool.outputs);
+fn write_flows(state: &mut State, height: Height, slot: Slot, flows: Flows) {
+    shielded_pool::append_at(state, height, Some(slot), &flows.pool.outputs);
     state.records.meta.shielded = state
         .records
         .meta

@@ -44,12 +44,18 @@ pub struct ShieldedPolicy {
 }
 
 /// An output in the pool with the block that created it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
 pub struct PoolOutput {
     /// The output.
     pub output: Output,
     /// The block it was created in.
     pub height: Height,
+    /// For a settlement's payment: the slot it settles. A wallet derives
+    /// its payee keys per slot, so this is how a restored wallet finds its
+    /// proceeds and refunds without scanning with every slot's keys.
+    pub settles: Option<Slot>,
 }
 
 /// One spent input: its ring as pool indices, its key image, pseudo-output
@@ -214,16 +220,23 @@ fn check(
 }
 
 fn append(state: &mut State, ctx: &BlockContext, outputs: &[Output]) {
-    append_at(state, ctx.height, outputs);
+    append_at(state, ctx.height, None, outputs);
 }
 
-/// Appends `outputs` to the pool as created at `height`.
-pub(crate) fn append_at(state: &mut State, height: Height, outputs: &[Output]) {
+/// Appends `outputs` to the pool as created at `height` (by the settlement
+/// of slot `settles`, if so).
+pub(crate) fn append_at(
+    state: &mut State,
+    height: Height,
+    settles: Option<Slot>,
+    outputs: &[Output],
+) {
     for output in outputs {
         let index = state.records.pool.len() as u64;
         state.records.pool.push(PoolOutput {
             output: *output,
             height,
+            settles,
         });
         state.touch(StateKey::PoolOutput(index));
     }

@@ -584,6 +584,15 @@ impl State {
         self.records.key_images.contains(key_image)
     }
 
+    /// Mode A: the spent key images, ascending, after `after` if given
+    /// (a light client pages through them all; asking for one would tell
+    /// the node which it cares about).
+    pub fn key_images_after(&self, after: Option<[u8; 32]>) -> impl Iterator<Item = &[u8; 32]> {
+        use std::ops::Bound;
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.records.key_images.range((lower, Bound::Unbounded))
+    }
+
     /// A proposal.
     pub fn proposal(&self, id: u64) -> Option<&Proposal> {
         self.records.proposals.get(&id)

@@ -14,10 +14,11 @@
 //! whose slot has closed on chain is abandoned (the ledger would refuse it).
 
 use crate::strategy::{BidContext, BidOutcome, BiddingStrategy, limit_for};
+use crate::wallet::{MeterRing, OrderRequest, ShieldedWallet, WalletError};
 use ed25519_dalek::SigningKey;
 use quartier_enclave::auctioneer::{PublishedReceipt, Receipt, sealed_hash};
 use quartier_enclave::sealed::{Epoch, HpkeKeyPair, OrderPayload, SignedOrder, seal};
-use quartier_ledger::{Genesis, SignedTx, Tx, TxBody};
+use quartier_ledger::{Genesis, PoolOutput, SignedTx, Tx, TxBody, side_byte};
 use quartier_types::hash::Digest;
 use quartier_types::{AccountId, Energy, Price, RegionId, RegionParams, Side, Slot, Timestamp};
 use rand_chacha::ChaCha20Rng;
@@ -50,6 +51,21 @@ pub enum AgentInput {
     Tick,
     /// Mode B: the epoch keys the chain has published.
     EpochKeys(Vec<(Epoch, [u8; 32])>),
+    /// Mode A: pool outputs from index `from` on, to scan.
+    PoolOutputs {
+        /// Pool index of the first.
+        from: u64,
+        /// The outputs.
+        outputs: Vec<PoolOutput>,
+    },
+    /// Mode A: the region's meter rings (keys in `meter_ring` order): every
+    /// meter for a buy, the prosumers for a sell.
+    MeterRings {
+        /// The buy ring.
+        buy: Vec<[u8; 32]>,
+        /// The sell ring.
+        sell: Vec<[u8; 32]>,
+    },
     /// A slot in which this meter had an order was settled.
     Settled {
         /// The slot.
@@ -114,6 +130,16 @@ struct Sealing {
     receipts: BTreeMap<Slot, (Digest, HpkeKeyPair)>,
 }
 
+/// Privacy mode A: the wallet that funds the agent's orders and the rings
+/// that authorise them.
+struct Shielding {
+    wallet: ShieldedWallet,
+    /// Randomness for one-time signers, decoys and proofs.
+    rng: ChaCha20Rng,
+    /// The meter rings, buy then sell.
+    rings: [Vec<[u8; 32]>; 2],
+}
+
 /// One meter's agent: its key, its nonce and its strategy.
 pub struct MeterAgent {
     key: SigningKey,
@@ -129,6 +155,8 @@ pub struct MeterAgent {
     placed: Vec<PendingOrder>,
     /// Mode B, if the chain runs it.
     sealing: Option<Sealing>,
+    /// Mode A, if the chain runs it.
+    shielding: Option<Shielding>,
 }
 
 impl MeterAgent {
@@ -154,6 +182,7 @@ impl MeterAgent {
             orders: VecDeque::new(),
             placed: Vec::new(),
             sealing: None,
+            shielding: None,
         }
     }
 
@@ -173,6 +202,28 @@ impl MeterAgent {
             receipts: BTreeMap::new(),
         });
         self
+    }
+
+    /// Privacy mode A: fund every order from the shielded `wallet`,
+    /// authorise it by a ring signature over the region's meters and send it
+    /// from a one-time signer; send a zero-energy cover order for a slot with
+    /// nothing to trade, so every meter submits every slot. `seed` drives the
+    /// one-time keys, decoys and proofs: give each agent secret, fresh
+    /// randomness. Orders wait until the host has fed pool outputs and the
+    /// meter rings.
+    #[must_use]
+    pub fn shielded(mut self, wallet: ShieldedWallet, seed: [u8; 32]) -> MeterAgent {
+        self.shielding = Some(Shielding {
+            wallet,
+            rng: ChaCha20Rng::from_seed(seed),
+            rings: [Vec::new(), Vec::new()],
+        });
+        self
+    }
+
+    /// Mode A: the agent's wallet.
+    pub fn wallet(&self) -> Option<&ShieldedWallet> {
+        self.shielding.as_ref().map(|s| &s.wallet)
     }
 
     /// Mode B: opens this meter's receipt for `slot` among a report's
@@ -220,7 +271,7 @@ impl MeterAgent {
                 slot_of_day,
                 net_wh,
             } => {
-                if net_wh == 0 && self.sealing.is_some() {
+                if net_wh == 0 && (self.sealing.is_some() || self.shielding.is_some()) {
                     // Cover traffic: an empty buy, indistinguishable on chain.
                     let bid = BidContext {
                         side: Side::Buy,
@@ -268,6 +319,16 @@ impl MeterAgent {
                     s.keys.extend(keys);
                 }
             }
+            AgentInput::PoolOutputs { from, outputs } => {
+                if let Some(s) = self.shielding.as_mut() {
+                    s.wallet.scan(from, &outputs);
+                }
+            }
+            AgentInput::MeterRings { buy, sell } => {
+                if let Some(s) = self.shielding.as_mut() {
+                    s.rings = [buy, sell];
+                }
+            }
             AgentInput::Settled {
                 slot,
                 matched,
@@ -293,7 +354,10 @@ impl MeterAgent {
         match status {
             TxProgress::Finalized => {
                 if let Some(order) = self.orders.pop_front() {
-                    self.next_nonce = self.next_nonce.saturating_add(1);
+                    match self.shielding.as_mut() {
+                        Some(s) => s.wallet.confirm(order.bid.slot, order.bid.side),
+                        None => self.next_nonce = self.next_nonce.saturating_add(1),
+                    }
                     self.placed.push(order);
                 }
             }
@@ -305,38 +369,47 @@ impl MeterAgent {
             }
             TxProgress::Rejected(reason) => {
                 if let Some(order) = self.orders.pop_front() {
-                    if let Some(s) = self.sealing.as_mut() {
-                        s.receipts.remove(&order.bid.slot);
-                    }
+                    self.forget(&order);
                     effects.push(AgentEffect::Abandoned {
                         slot: order.bid.slot,
                         reason,
                     });
                     // The nonce may not be what we think (e.g. a key used
                     // elsewhere); the next order waits for the chain's.
-                    effects.push(AgentEffect::FetchNonce);
+                    // A one-time signer (mode A) has no nonce to learn.
+                    if self.shielding.is_none() {
+                        effects.push(AgentEffect::FetchNonce);
+                    }
                 }
             }
         }
     }
 
+    /// Drops what a given-up order left behind: its receipt key (mode B),
+    /// the inputs it would have spent (mode A).
+    fn forget(&mut self, order: &PendingOrder) {
+        if let Some(s) = self.sealing.as_mut() {
+            s.receipts.remove(&order.bid.slot);
+        }
+        if let Some(s) = self.shielding.as_mut() {
+            s.wallet.release(order.bid.slot, order.bid.side);
+        }
+    }
+
     /// Gives up orders whose slot the chain has closed.
     fn abandon_closed(&mut self, now: Timestamp, effects: &mut Vec<AgentEffect>) {
-        let genesis = &self.genesis;
-        let mut sealing = self.sealing.as_mut();
-        self.orders.retain(|o| {
-            let open = now < genesis.close_of(o.bid.slot);
-            if !open {
-                if let Some(s) = sealing.as_deref_mut() {
-                    s.receipts.remove(&o.bid.slot);
-                }
-                effects.push(AgentEffect::Abandoned {
-                    slot: o.bid.slot,
-                    reason: "the slot closed before the order was final".into(),
-                });
-            }
-            open
-        });
+        let close = |o: &PendingOrder| self.genesis.close_of(o.bid.slot);
+        let (open, closed): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.orders)
+            .into_iter()
+            .partition(|o| now < close(o));
+        self.orders = open;
+        for o in closed {
+            self.forget(&o);
+            effects.push(AgentEffect::Abandoned {
+                slot: o.bid.slot,
+                reason: "the slot closed before the order was final".into(),
+            });
+        }
     }
 
     /// Signs and submits the head of the queue if nothing is in flight and the
@@ -349,6 +422,60 @@ impl MeterAgent {
             return;
         };
         if head.tx.is_some() {
+            return;
+        }
+        if let Some(shielding) = self.shielding.as_mut() {
+            let request = OrderRequest {
+                region: self.region,
+                params: self.params,
+                slot: head.bid.slot,
+                side: head.bid.side,
+                limit: head.limit,
+                energy: head.bid.energy,
+            };
+            let ring = &shielding.rings[usize::from(side_byte(head.bid.side))];
+            if ring.is_empty() {
+                // The host has not fed the meter rings yet.
+                return;
+            }
+            let meter = MeterRing {
+                scalar: self.key.to_scalar().to_bytes(),
+                key: self.account.0,
+                ring,
+            };
+            let chain_id = self.genesis.chain_id();
+            match shielding
+                .wallet
+                .order(chain_id, &request, &meter, &mut shielding.rng)
+            {
+                Ok(order) => {
+                    let mut secret = [0u8; 32];
+                    rand_core::Rng::fill_bytes(&mut shielding.rng, &mut secret);
+                    let signer = SigningKey::from_bytes(&secret);
+                    let tx = Tx {
+                        chain_id,
+                        signer: AccountId(signer.verifying_key().to_bytes()),
+                        nonce: 0,
+                        body: TxBody::PlaceShieldedOrder { order },
+                    }
+                    .sign(&signer);
+                    head.tx = Some(tx.clone());
+                    effects.push(AgentEffect::Submit(Box::new(tx)));
+                }
+                // Too little of the pool scanned for a ring yet: wait.
+                Err(WalletError::PoolTooSmall(_)) => {}
+                // No money for the escrow, or no ring with this meter yet:
+                // this order can not be made; the next may.
+                Err(e) => {
+                    if let Some(order) = self.orders.pop_front() {
+                        effects.push(AgentEffect::Abandoned {
+                            slot: order.bid.slot,
+                            reason: e.to_string(),
+                        });
+                    }
+                    self.start_next(effects);
+                }
+            }
             return;
         }
         let body = match self.sealing.as_mut() {
@@ -501,6 +628,66 @@ mod tests {
         };
         assert_eq!(sealed.ciphertext.len(), CIPHERTEXT_LEN);
         assert_eq!(epoch_key.open(sealed).unwrap().payload.side, Side::Sell);
+    }
+
+    #[test]
+    fn in_mode_a_every_slot_sends_one_order_from_a_one_time_signer() {
+        use crate::wallet::{RingPolicy, ShieldedWallet};
+        use quartier_shielded::output::create;
+        let policy = RingPolicy {
+            ring_size: 2,
+            window: 16,
+        };
+        let wallet = ShieldedWallet::from_seed([40; 32], policy);
+        let mut rng = ChaCha20Rng::from_seed([41; 32]);
+        let outputs: Vec<PoolOutput> = [wallet.address(), wallet.address()]
+            .iter()
+            .map(|to| PoolOutput {
+                output: create(to, 100_000_000, &mut rng).unwrap().0,
+                height: quartier_types::Height(1),
+                settles: None,
+            })
+            .collect();
+        let mut a = agent().shielded(wallet, [42; 32]);
+        // Without rings the reading waits.
+        assert!(submitted(&a.handle(EARLY, measured(1, 0))).is_empty());
+        let me = a.account().0;
+        let rings = AgentInput::MeterRings {
+            buy: vec![
+                SigningKey::from_bytes(&[7; 32]).verifying_key().to_bytes(),
+                me,
+            ],
+            sell: vec![me],
+        };
+        let txs = submitted(&a.handle(EARLY, rings));
+        assert_eq!(txs.len(), 1, "a zero reading sends a cover order");
+        let TxBody::PlaceShieldedOrder { order } = &txs[0].tx.body else {
+            panic!("{:?}", txs[0].tx.body);
+        };
+        assert_eq!((order.energy, order.side), (Energy::ZERO, Side::Buy));
+        assert!(order.funds.is_none(), "nothing to escrow");
+        assert_ne!(txs[0].tx.signer, a.account(), "never the meter's key");
+        assert_eq!(txs[0].tx.nonce, 0);
+        let cover = txs[0].hash();
+        let status = |hash, status| AgentInput::Status { hash, status };
+        // Finality does not move a nonce; the next buy spends an output.
+        let _ = a.handle(EARLY, status(cover, TxProgress::Finalized));
+        let _ = a.handle(EARLY, AgentInput::PoolOutputs { from: 0, outputs });
+        let txs = submitted(&a.handle(EARLY, measured(2, 400)));
+        let TxBody::PlaceShieldedOrder { order } = &txs[0].tx.body else {
+            panic!();
+        };
+        assert_eq!(order.funds.as_ref().map(|f| f.inputs.len()), Some(1));
+        assert_ne!(txs[0].tx.signer, a.account());
+        let wallet = a.wallet().unwrap();
+        assert_eq!(wallet.balance().get(), 100_000_000, "one output pending");
+        // A rejection gives the input back and fetches no nonce.
+        let effects = a.handle(
+            EARLY,
+            status(txs[0].hash(), TxProgress::Rejected("no".into())),
+        );
+        assert!(!effects.contains(&AgentEffect::FetchNonce));
+        assert_eq!(a.wallet().unwrap().balance().get(), 200_000_000);
     }
 
     #[test]

@@ -1,35 +1,44 @@
 //! A household's shielded wallet (privacy mode A), as a light client: it
 //! scans pool outputs with its view keys locally (the node serves outputs
-//! and never learns which are whose), keeps its unspent outputs, and builds
-//! shielded orders — funds from one of its outputs with decoys drawn
-//! uniformly from a recent window of the pool, change back to itself, and a
-//! fresh payee address per order, derived from its seed, so it finds the
+//! and never learns which are whose), keeps the outputs it found, and builds
+//! shielded orders — funds from its outputs with decoys drawn uniformly from
+//! the last `window` outputs of the pool, change back to itself, and a fresh
+//! payee address per slot and side, derived from its seed, so it finds the
 //! settlement's payment while no one can link two of its orders.
+//!
+//! A wallet restored from its seed finds the same outputs: those to its main
+//! address by the view key, and settlement payments by the payee keys of the
+//! slot the pool names for them ([`PoolOutput::settles`]); which of them are
+//! spent it learns from the chain's key images.
 
-use quartier_ledger::{ChainId, ShieldedInput, ShieldedOrder, ShieldedTransfer, side_byte};
+use quartier_ledger::{
+    ChainId, MAX_SHIELDED_INPUTS, PoolOutput, ShieldedInput, ShieldedOrder, ShieldedTransfer,
+    side_byte,
+};
 use quartier_shielded::authorise::{self, Authorisation};
-use quartier_shielded::keys::{Address, WalletKeys};
+use quartier_shielded::keys::{Address, ViewKey, WalletKeys};
 use quartier_shielded::output::{Output, Received, create};
 use quartier_shielded::range;
 use quartier_shielded::spend::{self, Input, RingMember, key_image};
 use quartier_types::hash;
 use quartier_types::{Energy, Money, Price, RegionId, RegionParams, Side, Slot};
 use rand_core::CryptoRng;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Domain tag of a per-order payee seed.
 pub const TAG_PAYEE: &str = "QUARTIER_METER_SHIELDED_PAYEE";
 
-/// Why the wallet can not build an order.
+/// Why the wallet can not build an order or a transfer.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum WalletError {
-    /// No single unspent output covers the escrow.
-    #[error("no unspent output covers {needed:?}")]
+    /// Its unspent outputs (at most [`MAX_SHIELDED_INPUTS`] of them) do not
+    /// cover the amount.
+    #[error("no {MAX_SHIELDED_INPUTS} unspent outputs cover {needed:?}")]
     InsufficientFunds {
-        /// The escrow needed.
+        /// The amount needed.
         needed: Money,
     },
-    /// The pool has fewer outputs than a ring needs.
+    /// The window of recent outputs is smaller than a ring.
     #[error("the pool has too few outputs for a ring of {0}")]
     PoolTooSmall(usize),
     /// The meter is not in the ring, or a proof could not be made.
@@ -37,14 +46,52 @@ pub enum WalletError {
     Signing(&'static str),
 }
 
-/// Which keys own an output: the main address, or an order's payee.
-type Owner = Option<(Slot, u8)>;
+/// Who an output was paid to: the main address, or the payee an order of
+/// `slot` and side named.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Payee {
+    /// The wallet's main address (shielded top-ups, change).
+    Main,
+    /// The proceeds or refund of the wallet's order in a slot.
+    Order {
+        /// The slot settled.
+        slot: Slot,
+        /// The order's side.
+        side: Side,
+    },
+}
 
-/// An output of this wallet.
+/// Where an output of the wallet stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spending {
+    /// Spendable.
+    Unspent,
+    /// Spent by a transaction not yet final (see [`ShieldedWallet::confirm`]).
+    Pending(Slot, Side),
+    /// Its key image is on chain.
+    Spent,
+}
+
+/// An output the wallet found.
 struct Owned {
     output: Output,
     received: Received,
-    owner: Owner,
+    payee: Payee,
+    key_image: [u8; 32],
+    state: Spending,
+}
+
+/// One line of a wallet's history: an output it found and its state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// Its pool index.
+    pub index: u64,
+    /// Its amount.
+    pub amount: Money,
+    /// Who it was paid to.
+    pub payee: Payee,
+    /// Whether it is spent.
+    pub state: Spending,
 }
 
 /// How an order is placed: the market side of it.
@@ -75,28 +122,54 @@ pub struct MeterRing<'a> {
     pub ring: &'a [[u8; 32]],
 }
 
+/// How the wallet draws its rings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingPolicy {
+    /// Members of a funds ring (the chain's `ShieldedPolicy::ring_size`).
+    pub ring_size: usize,
+    /// Decoys come uniformly from the last `window` outputs of the pool
+    /// (the wallet keeps that many).
+    pub window: usize,
+}
+
+/// The funds part of a transaction, unsigned, with its secrets.
+struct Funding {
+    transfer: ShieldedTransfer,
+    inputs: Vec<Input>,
+    masks: curve25519_dalek::Scalar,
+    change: Received,
+    spent: Vec<u64>,
+}
+
 /// A household's shielded wallet.
 pub struct ShieldedWallet {
     seed: [u8; 32],
     keys: WalletKeys,
-    /// Unspent outputs by pool index.
+    view: ViewKey,
+    policy: RingPolicy,
+    /// Outputs found, by pool index.
     owned: BTreeMap<u64, Owned>,
-    /// Payees of placed orders not yet paid.
-    payees: BTreeMap<(Slot, u8), WalletKeys>,
+    /// The last `policy.window` outputs of the pool (ending at `scanned`).
+    recent: VecDeque<Output>,
     /// The next pool index to scan.
     scanned: u64,
+    /// The payee view keys of the last slot whose payments were scanned.
+    payees: Option<(Slot, [ViewKey; 2])>,
 }
 
 impl ShieldedWallet {
-    /// The wallet of a secret seed; restoring from it finds its outputs
-    /// (payee addresses are re-derived from the seed per slot and side).
-    pub fn from_seed(seed: [u8; 32]) -> ShieldedWallet {
+    /// The wallet of a secret seed; restoring from it finds its outputs.
+    pub fn from_seed(seed: [u8; 32], policy: RingPolicy) -> ShieldedWallet {
+        let keys = WalletKeys::from_seed(&seed);
         ShieldedWallet {
-            keys: WalletKeys::from_seed(&seed),
+            view: keys.view_key(),
+            keys,
             seed,
+            policy,
             owned: BTreeMap::new(),
-            payees: BTreeMap::new(),
+            recent: VecDeque::new(),
             scanned: 0,
+            payees: None,
         }
     }
 
@@ -112,72 +185,139 @@ impl ShieldedWallet {
 
     /// The sum of its unspent outputs.
     pub fn balance(&self) -> Money {
-        Money::new(self.owned.values().map(|o| o.received.amount).sum())
+        Money::new(
+            self.owned
+                .values()
+                .filter(|o| o.state == Spending::Unspent)
+                .map(|o| o.received.amount)
+                .sum(),
+        )
     }
 
-    fn keys_of(&self, owner: Owner) -> WalletKeys {
-        match owner {
-            None => WalletKeys::from_seed(&self.seed),
-            Some((slot, side)) => {
-                let seed = hash::tagged(TAG_PAYEE, &[&self.seed, &slot.0.to_le_bytes(), &[side]]);
+    /// Every output it found, by pool index.
+    pub fn history(&self) -> Vec<HistoryEntry> {
+        self.owned
+            .iter()
+            .map(|(index, o)| HistoryEntry {
+                index: *index,
+                amount: Money::new(o.received.amount),
+                payee: o.payee,
+                state: o.state,
+            })
+            .collect()
+    }
+
+    /// The payee an order of `slot` and `side` names.
+    pub fn payee_address(&self, slot: Slot, side: Side) -> Address {
+        self.keys_of(Payee::Order { slot, side }).address()
+    }
+
+    fn keys_of(&self, payee: Payee) -> WalletKeys {
+        match payee {
+            Payee::Main => WalletKeys::from_seed(&self.seed),
+            Payee::Order { slot, side } => {
+                let seed = hash::tagged(
+                    TAG_PAYEE,
+                    &[&self.seed, &slot.0.to_le_bytes(), &[side_byte(side)]],
+                );
                 WalletKeys::from_seed(&seed.0)
             }
         }
     }
 
-    /// Scans outputs `from, from + 1, …` (a page of `GET /api/v1/pool/outputs`)
-    /// for its own: to the main address or to the payee of a placed order.
-    pub fn scan(&mut self, from: u64, outputs: &[Output]) {
-        for (index, output) in (from..).zip(outputs) {
-            if let Some(received) = self.keys.view_key().scan(output) {
+    /// Scans the pool outputs at `from, from + 1, …` (a page of
+    /// `GET /api/v1/pool/outputs`) for its own: to the main address, or a
+    /// settlement's payment to the payee of its order in the settled slot.
+    /// Pages must come in order; a page already scanned is skipped.
+    pub fn scan(&mut self, from: u64, outputs: &[PoolOutput]) {
+        let skip = self.scanned.saturating_sub(from);
+        if from > self.scanned {
+            return;
+        }
+        for (index, pool) in (from..)
+            .zip(outputs)
+            .skip(usize::try_from(skip).unwrap_or(usize::MAX))
+        {
+            let found = match (self.view.scan(&pool.output), pool.settles) {
+                (Some(received), _) => Some((Payee::Main, received)),
+                (None, Some(slot)) => self.scan_payment(slot, &pool.output),
+                (None, None) => None,
+            };
+            if let Some((payee, received)) = found
+                && let Some(x) = self.keys_of(payee).one_time_secret(&pool.output)
+            {
                 self.owned.insert(
                     index,
                     Owned {
-                        output: *output,
+                        output: pool.output,
                         received,
-                        owner: None,
+                        payee,
+                        key_image: key_image(&x),
+                        state: Spending::Unspent,
                     },
                 );
-                continue;
             }
-            let paid = self
-                .payees
-                .iter()
-                .find_map(|(k, p)| p.view_key().scan(output).map(|r| (*k, r)));
-            if let Some((owner, received)) = paid {
-                self.payees.remove(&owner);
-                self.owned.insert(
-                    index,
-                    Owned {
-                        output: *output,
-                        received,
-                        owner: Some(owner),
-                    },
-                );
+            self.recent.push_back(pool.output);
+            if self.recent.len() > self.policy.window {
+                self.recent.pop_front();
+            }
+            self.scanned = index + 1;
+        }
+    }
+
+    fn scan_payment(&mut self, slot: Slot, output: &Output) -> Option<(Payee, Received)> {
+        if self.payees.as_ref().is_none_or(|(s, _)| *s != slot) {
+            let view = |side| self.keys_of(Payee::Order { slot, side }).view_key();
+            self.payees = Some((slot, [view(Side::Buy), view(Side::Sell)]));
+        }
+        let (_, views) = self.payees.as_ref()?;
+        [Side::Buy, Side::Sell]
+            .into_iter()
+            .zip(views)
+            .find_map(|(side, v)| v.scan(output).map(|r| (Payee::Order { slot, side }, r)))
+    }
+
+    /// Marks outputs whose key image is in `images` (key images on chain,
+    /// as `GET /api/v1/pool/key_images` serves them) as spent.
+    pub fn mark_spent(&mut self, images: &BTreeSet<[u8; 32]>) {
+        for o in self.owned.values_mut() {
+            if images.contains(&o.key_image) {
+                o.state = Spending::Spent;
             }
         }
-        self.scanned = self.scanned.max(from + outputs.len() as u64);
     }
 
-    /// Forgets payees of orders before `slot` (their settlement paid nothing,
-    /// e.g. a buy that used its whole escrow), so scanning stays cheap.
-    pub fn forget_payees_before(&mut self, slot: Slot) {
-        self.payees.retain(|(s, _), _| *s >= slot);
+    /// The transaction of `slot` and `side` is final: its inputs are spent.
+    pub fn confirm(&mut self, slot: Slot, side: Side) {
+        self.settle_pending(slot, side, Spending::Spent);
     }
 
-    /// Builds a shielded order. `pool` is the whole pool as scanned (index =
-    /// position); decoys are drawn uniformly from its last `window` outputs.
-    /// The spent output leaves the wallet; its change arrives when scanned.
+    /// The transaction of `slot` and `side` will never be final: its inputs
+    /// are spendable again.
+    pub fn release(&mut self, slot: Slot, side: Side) {
+        self.settle_pending(slot, side, Spending::Unspent);
+    }
+
+    fn settle_pending(&mut self, slot: Slot, side: Side, to: Spending) {
+        for o in self.owned.values_mut() {
+            if o.state == Spending::Pending(slot, side) {
+                o.state = to;
+            }
+        }
+    }
+
+    /// Builds a shielded order. Its inputs wait as pending until
+    /// [`confirm`](Self::confirm) or [`release`](Self::release); its change
+    /// arrives when scanned.
     ///
     /// # Errors
-    /// [`WalletError`] if no output covers the escrow, the pool is too small
-    /// for a ring, or the meter is not in its ring.
+    /// [`WalletError`] if its outputs do not cover the escrow, the window is
+    /// too small for a ring, or the meter is not in its ring.
     pub fn order(
         &mut self,
         chain_id: ChainId,
         request: &OrderRequest,
         meter: &MeterRing<'_>,
-        (pool, ring_size, window): (&[Output], usize, usize),
         rng: &mut impl CryptoRng,
     ) -> Result<ShieldedOrder, WalletError> {
         let r = request;
@@ -189,46 +329,34 @@ impl ShieldedWallet {
             Side::Sell => Money::ZERO,
         };
         let side = side_byte(r.side);
-        let payee = self.keys_of(Some((r.slot, side)));
-        let mut funds = None;
-        let mut secret = None;
-        if !escrow.is_zero() {
-            let (index, owned) = self
-                .owned
-                .iter()
-                .filter(|(_, o)| o.received.amount >= escrow.get())
-                .min_by_key(|(_, o)| o.received.amount)
-                .ok_or(WalletError::InsufficientFunds { needed: escrow })?;
-            let (transfer, input, masks) =
-                self.funds(*index, owned, escrow, (pool, ring_size, window), rng)?;
-            funds = Some(transfer);
-            secret = Some((input, masks, *index));
-        }
+        let funding = if escrow.is_zero() {
+            None
+        } else {
+            Some(self.funding(escrow, rng)?)
+        };
         let mut order = ShieldedOrder {
             region: r.region,
             slot: r.slot,
             side: r.side,
             limit: r.limit,
             energy: r.energy,
-            funds,
-            payee: payee.address(),
+            funds: None,
+            payee: self.payee_address(r.slot, r.side),
             authorisation: Authorisation {
                 key_image: [0; 32],
                 signature: Vec::new(),
             },
         };
-        let message = order.prefix_hash(chain_id, escrow);
-        let spent = match (secret, order.funds.as_mut()) {
-            (Some((input, masks, index)), Some(f)) => {
-                let signed = spend::sign(vec![input], &masks, message, rng)
-                    .map_err(|_| WalletError::Signing("funds"))?;
-                let s = signed.first().ok_or(WalletError::Signing("funds"))?;
-                f.inputs[0].pseudo_out = s.pseudo_out;
-                f.inputs[0].signature = s.signature.clone();
-                Some(index)
+        let mut spent = Vec::new();
+        if let Some(f) = funding {
+            order.funds = Some(f.transfer);
+            let message = order.prefix_hash(chain_id, escrow);
+            if let Some(funds) = order.funds.as_mut() {
+                sign_inputs(funds, f.inputs, &f.masks, message, rng)?;
             }
-            _ => None,
-        };
+            spent = f.spent;
+        }
+        let message = order.prefix_hash(chain_id, escrow);
         let real = meter
             .ring
             .iter()
@@ -244,31 +372,144 @@ impl ShieldedWallet {
             rng,
         )
         .map_err(|_| WalletError::Signing("authorisation"))?;
-        if let Some(index) = spent {
-            self.owned.remove(&index);
-        }
-        self.payees.insert((r.slot, side), payee);
+        self.mark_pending(&spent, r.slot, r.side);
         Ok(order)
     }
 
-    /// The funds of an order: `owned` (at pool `index`) into `escrow` and
-    /// change, unsigned, with the secret input and the output masks' sum.
-    fn funds(
+    /// Builds a transfer of `amount` out of the pool (an unshield to a
+    /// transparent account, `public` = `amount`) or, with `public` zero, to
+    /// `to`. `message` hashes the transfer's content, as the ledger does.
+    ///
+    /// # Errors
+    /// [`WalletError`] as for [`order`](Self::order).
+    pub fn transfer(
+        &mut self,
+        amount: Money,
+        to: Option<&Address>,
+        message: impl Fn(&ShieldedTransfer) -> [u8; 32],
+        (slot, side): (Slot, Side),
+        rng: &mut impl CryptoRng,
+    ) -> Result<ShieldedTransfer, WalletError> {
+        let mut f = self.funding(amount, rng)?;
+        if let Some(to) = to {
+            let (output, received) =
+                create(to, amount.get(), rng).map_err(|_| WalletError::Signing("payment"))?;
+            let openings = vec![f.change.opening(), received.opening()];
+            f.masks += curve25519_dalek::Scalar::from_bytes_mod_order(*received.mask);
+            f.transfer.outputs.push(output);
+            f.transfer.range_proof =
+                range::prove(openings, rng).map_err(|_| WalletError::Signing("range proof"))?;
+        }
+        let m = message(&f.transfer);
+        sign_inputs(&mut f.transfer, f.inputs, &f.masks, m, rng)?;
+        self.mark_pending(&f.spent, slot, side);
+        Ok(f.transfer)
+    }
+
+    fn mark_pending(&mut self, spent: &[u64], slot: Slot, side: Side) {
+        for index in spent {
+            if let Some(o) = self.owned.get_mut(index) {
+                o.state = Spending::Pending(slot, side);
+            }
+        }
+    }
+
+    /// Picks inputs covering `amount`: the smallest single output that does,
+    /// else the largest ones (at most [`MAX_SHIELDED_INPUTS`]).
+    fn select(&self, amount: Money) -> Result<Vec<u64>, WalletError> {
+        let unspent: Vec<(u64, u64)> = self
+            .owned
+            .iter()
+            .filter(|(_, o)| o.state == Spending::Unspent)
+            .map(|(i, o)| (*i, o.received.amount))
+            .collect();
+        if let Some((i, _)) = unspent
+            .iter()
+            .filter(|(_, a)| *a >= amount.get())
+            .min_by_key(|(_, a)| *a)
+        {
+            return Ok(vec![*i]);
+        }
+        let mut by_size = unspent;
+        by_size.sort_unstable_by_key(|(_, a)| std::cmp::Reverse(*a));
+        let mut total = 0u64;
+        let mut picked = Vec::new();
+        for (i, a) in by_size.into_iter().take(MAX_SHIELDED_INPUTS) {
+            total = total.saturating_add(a);
+            picked.push(i);
+            if total >= amount.get() {
+                return Ok(picked);
+            }
+        }
+        Err(WalletError::InsufficientFunds { needed: amount })
+    }
+
+    /// The funds of a transaction paying `amount` out: inputs with rings,
+    /// change back to the main address, unsigned.
+    fn funding(&self, amount: Money, rng: &mut impl CryptoRng) -> Result<Funding, WalletError> {
+        let spent = self.select(amount)?;
+        let mut total = 0u64;
+        let mut inputs = Vec::new();
+        let mut shielded_inputs = Vec::new();
+        for index in &spent {
+            let owned = self
+                .owned
+                .get(index)
+                .ok_or(WalletError::Signing("not our output"))?;
+            total = total.saturating_add(owned.received.amount);
+            let (ring, members, real) = self.ring_for(*index, owned, rng)?;
+            let x = self
+                .keys_of(owned.payee)
+                .one_time_secret(&owned.output)
+                .ok_or(WalletError::Signing("not our output"))?;
+            shielded_inputs.push(ShieldedInput {
+                ring,
+                key_image: owned.key_image,
+                pseudo_out: [0; 32],
+                signature: Vec::new(),
+            });
+            inputs.push(Input {
+                secret: x,
+                opening: owned.received.opening(),
+                ring: members,
+                real,
+            });
+        }
+        let change = total - amount.get();
+        let (change_output, change_secret) =
+            create(&self.address(), change, rng).map_err(|_| WalletError::Signing("change"))?;
+        let range_proof = range::prove(vec![change_secret.opening()], rng)
+            .map_err(|_| WalletError::Signing("range proof"))?;
+        Ok(Funding {
+            transfer: ShieldedTransfer {
+                inputs: shielded_inputs,
+                outputs: vec![change_output],
+                range_proof,
+            },
+            inputs,
+            masks: curve25519_dalek::Scalar::from_bytes_mod_order(*change_secret.mask),
+            change: change_secret,
+            spent,
+        })
+    }
+
+    /// A ring for the output at `index`: it and `ring_size − 1` decoys drawn
+    /// uniformly from the recent window, ascending.
+    fn ring_for(
         &self,
         index: u64,
         owned: &Owned,
-        escrow: Money,
-        (pool, ring_size, window): (&[Output], usize, usize),
         rng: &mut impl CryptoRng,
-    ) -> Result<(ShieldedTransfer, Input, curve25519_dalek::Scalar), WalletError> {
-        let len = pool.len() as u64;
-        let start = len.saturating_sub(window.max(ring_size) as u64);
-        if len - start < ring_size as u64 {
-            return Err(WalletError::PoolTooSmall(ring_size));
+    ) -> Result<(Vec<u64>, Vec<RingMember>, u8), WalletError> {
+        let size = self.policy.ring_size;
+        let len = self.recent.len() as u64;
+        let start = self.scanned - len;
+        if len < size as u64 {
+            return Err(WalletError::PoolTooSmall(size));
         }
         let mut ring = vec![index];
-        while ring.len() < ring_size {
-            let pick = start + rng.next_u64() % (len - start);
+        while ring.len() < size {
+            let pick = start + rng.next_u64() % len;
             if !ring.contains(&pick) {
                 ring.push(pick);
             }
@@ -279,46 +520,45 @@ impl ShieldedWallet {
             .position(|i| *i == index)
             .and_then(|p| u8::try_from(p).ok())
             .ok_or(WalletError::Signing("ring"))?;
-        let members: Vec<RingMember> = ring
+        let members = ring
             .iter()
             .map(|i| {
-                let o = usize::try_from(*i).ok().and_then(|i| pool.get(i))?;
+                let output = if *i == index {
+                    Some(&owned.output)
+                } else {
+                    usize::try_from(i - start)
+                        .ok()
+                        .and_then(|k| self.recent.get(k))
+                }?;
                 Some(RingMember {
-                    key: o.key,
-                    commitment: o.commitment,
+                    key: output.key,
+                    commitment: output.commitment,
                 })
             })
             .collect::<Option<_>>()
-            .ok_or(WalletError::PoolTooSmall(ring_size))?;
-        let keys = self.keys_of(owned.owner);
-        let x = keys
-            .one_time_secret(&owned.output)
-            .ok_or(WalletError::Signing("not our output"))?;
-        let image = key_image(&x);
-        let change = owned.received.amount - escrow.get();
-        let (change_output, change_secret) =
-            create(&self.address(), change, rng).map_err(|_| WalletError::Signing("change"))?;
-        let range_proof = range::prove(vec![change_secret.opening()], rng)
-            .map_err(|_| WalletError::Signing("range proof"))?;
-        let masks = curve25519_dalek::Scalar::from_bytes_mod_order(*change_secret.mask);
-        let transfer = ShieldedTransfer {
-            inputs: vec![ShieldedInput {
-                ring,
-                key_image: image,
-                pseudo_out: [0; 32],
-                signature: Vec::new(),
-            }],
-            outputs: vec![change_output],
-            range_proof,
-        };
-        let input = Input {
-            secret: x,
-            opening: owned.received.opening(),
-            ring: members,
-            real,
-        };
-        Ok((transfer, input, masks))
+            .ok_or(WalletError::PoolTooSmall(size))?;
+        Ok((ring, members, real))
     }
+}
+
+/// Signs a transfer's inputs over `message` and writes the signatures in.
+fn sign_inputs(
+    transfer: &mut ShieldedTransfer,
+    inputs: Vec<Input>,
+    masks: &curve25519_dalek::Scalar,
+    message: [u8; 32],
+    rng: &mut impl CryptoRng,
+) -> Result<(), WalletError> {
+    let signed =
+        spend::sign(inputs, masks, message, rng).map_err(|_| WalletError::Signing("funds"))?;
+    if signed.len() != transfer.inputs.len() {
+        return Err(WalletError::Signing("funds"));
+    }
+    for (input, s) in transfer.inputs.iter_mut().zip(signed) {
+        input.pseudo_out = s.pseudo_out;
+        input.signature = s.signature;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -332,9 +572,14 @@ mod tests {
     use quartier_types::{AccountId, Height, Timestamp};
     use rand_chacha::ChaCha20Rng;
     use rand_core::SeedableRng;
+    use std::collections::BTreeSet;
 
     const CHF: u64 = 100_000_000;
     const R1: RegionId = RegionId(1);
+    const POLICY: RingPolicy = RingPolicy {
+        ring_size: 4,
+        window: 100,
+    };
 
     fn key(i: u8) -> SigningKey {
         SigningKey::from_bytes(&[i; 32])
@@ -387,8 +632,8 @@ mod tests {
             .sign(&k)
         }
 
-        fn pool(&self) -> Vec<Output> {
-            self.state.pool().iter().map(|o| o.output).collect()
+        fn pool(&self) -> Vec<PoolOutput> {
+            self.state.pool().to_vec()
         }
     }
 
@@ -440,8 +685,8 @@ mod tests {
             },
         )];
         c.block(2, regs);
-        let mut buyer = ShieldedWallet::from_seed([20; 32]);
-        let mut seller = ShieldedWallet::from_seed([21; 32]);
+        let mut buyer = ShieldedWallet::from_seed([20; 32], POLICY);
+        let mut seller = ShieldedWallet::from_seed([21; 32], POLICY);
         let decoy = WalletKeys::from_seed(&[22; 32]);
         for (to, amount) in [
             (decoy.address(), CHF),
@@ -481,7 +726,6 @@ mod tests {
                 .collect()
         };
         let (buy_ring, sell_ring) = (ring_of(Side::Buy), ring_of(Side::Sell));
-        let pool = c.pool();
         let buy = buyer
             .order(
                 c.state.chain_id(),
@@ -491,7 +735,6 @@ mod tests {
                     key: id(&buyer_meter).0,
                     ring: &buy_ring,
                 },
-                (&pool, 4, 100),
                 &mut rng,
             )
             .unwrap();
@@ -509,12 +752,11 @@ mod tests {
                     key: id(&seller_meter).0,
                     ring: &sell_ring,
                 },
-                (&pool, 4, 100),
                 &mut rng,
             )
             .unwrap();
         // Too little money, or a meter outside its ring: refused by the wallet.
-        let mut poor = ShieldedWallet::from_seed([23; 32]);
+        let mut poor = ShieldedWallet::from_seed([23; 32], POLICY);
         assert_eq!(
             poor.order(
                 c.state.chain_id(),
@@ -524,7 +766,6 @@ mod tests {
                     key: id(&buyer_meter).0,
                     ring: &buy_ring
                 },
-                (&pool, 4, 100),
                 &mut rng,
             )
             .err(),
@@ -540,9 +781,10 @@ mod tests {
         // After the gate the settlement pays into the pool.
         c.block(2 * 900_000 + 60_000, vec![]);
         let from = buyer.scanned();
-        let new: Vec<Output> = c.pool()[from as usize..].to_vec();
+        let new: Vec<PoolOutput> = c.pool()[from as usize..].to_vec();
         buyer.scan(from, &new);
-        seller.scan(from, &new);
+        buyer.confirm(slot, Side::Buy);
+        seller.scan(0, &c.pool());
         let s = c.state.settlement(R1, slot).unwrap();
         let (b, se) = (s.clearing.orders[0], s.clearing.orders[1]);
         let escrow = 20_750_000;
@@ -553,5 +795,90 @@ mod tests {
         );
         assert_eq!(seller.balance(), se.receives);
         assert!(se.receives.get() > 0);
+        let payees: Vec<Payee> = buyer.history().iter().map(|h| h.payee).collect();
+        assert_eq!(
+            payees,
+            vec![
+                Payee::Main,
+                Payee::Main,
+                Payee::Order {
+                    slot,
+                    side: Side::Buy
+                }
+            ],
+            "top-up, change, refund"
+        );
+        assert_eq!(buyer.history()[0].state, Spending::Spent);
+
+        // Restored from their seeds, the wallets find exactly the same
+        // outputs, and the chain's key images tell which are spent.
+        let images: BTreeSet<[u8; 32]> = c.state.key_images_after(None).copied().collect();
+        for (seed, wallet) in [([20; 32], &buyer), ([21; 32], &seller)] {
+            let mut restored = ShieldedWallet::from_seed(seed, POLICY);
+            for page in c.pool().chunks(2).enumerate() {
+                restored.scan(2 * page.0 as u64, page.1);
+            }
+            restored.mark_spent(&images);
+            assert_eq!(restored.history(), wallet.history());
+            assert_eq!(restored.balance(), wallet.balance());
+        }
+    }
+
+    #[test]
+    fn a_released_order_gives_its_inputs_back_and_several_outputs_pay_one_escrow() {
+        let mut rng = ChaCha20Rng::from_seed([5; 32]);
+        let mut wallet = ShieldedWallet::from_seed([30; 32], POLICY);
+        let decoy = WalletKeys::from_seed(&[31; 32]);
+        let mut pool = Vec::new();
+        for (to, amount) in [
+            (decoy.address(), CHF),
+            (wallet.address(), 12_000_000),
+            (decoy.address(), CHF),
+            (wallet.address(), 9_000_000),
+            (decoy.address(), CHF),
+        ] {
+            let (output, _) = create(&to, amount, &mut rng).unwrap();
+            pool.push(PoolOutput {
+                output,
+                height: Height(1),
+                settles: None,
+            });
+        }
+        wallet.scan(0, &pool);
+        // A page seen twice is not counted twice.
+        wallet.scan(0, &pool);
+        assert_eq!(wallet.balance(), Money::new(21_000_000));
+        let meter = key(12);
+        let ring = [id(&key(11)).0, id(&meter).0];
+        let request = OrderRequest {
+            region: R1,
+            params: params(),
+            slot: Slot(3),
+            side: Side::Buy,
+            limit: Price::new(15_000),
+            energy: Energy::new(1_000),
+        };
+        let order = wallet
+            .order(
+                ChainId(quartier_types::hash::Digest([0; 32])),
+                &request,
+                &MeterRing {
+                    scalar: meter.to_scalar().to_bytes(),
+                    key: id(&meter).0,
+                    ring: &ring,
+                },
+                &mut rng,
+            )
+            .unwrap();
+        let funds = order.funds.unwrap();
+        assert_eq!(
+            funds.inputs.len(),
+            2,
+            "neither output alone covers 20 750 000"
+        );
+        assert!(funds.inputs.iter().all(|i| i.ring.len() == 4));
+        assert_eq!(wallet.balance(), Money::ZERO);
+        wallet.release(Slot(3), Side::Buy);
+        assert_eq!(wallet.balance(), Money::new(21_000_000));
     }
 }

@@ -359,7 +359,7 @@ async fn pool_outputs(
             .iter()
             .take(limit)
             .zip(from..)
-            .map(|(o, index)| json!({ "index": index, "height": o.height, "output": o.output }))
+            .map(|(o, index)| json!({ "index": index, "height": o.height, "settles": o.settles, "output": o.output }))
             .collect();
         json!({ "total": pool.len(), "outputs": outputs })
     })))
