@@ -150,6 +150,42 @@ enum Command {
 
 #[derive(Subcommand)]
 enum WalletCommand {
+    /// Mode A: scan the whole shielded pool locally for this wallet's
+    /// outputs (the node never sees the wallet's keys) and print its balance.
+    Balance {
+        #[command(flatten)]
+        wallet: ShieldedWalletArgs,
+    },
+    /// Mode A: every output this wallet received (top-ups, change, an
+    /// order's proceeds or refund) and whether it is spent.
+    History {
+        #[command(flatten)]
+        wallet: ShieldedWalletArgs,
+    },
+    /// Mode A: move transparent IOUs of an account into a new output of
+    /// this wallet (the account and the amount are public).
+    Shield {
+        #[command(flatten)]
+        wallet: ShieldedWalletArgs,
+        /// The paying account's key file.
+        #[arg(long)]
+        from: PathBuf,
+        /// The amount in Rappen (1 CHF = 100).
+        #[arg(long)]
+        rappen: u64,
+    },
+    /// Mode A: pay out of this wallet to a transparent account, from a
+    /// one-time signer (change returns to the wallet).
+    Unshield {
+        #[command(flatten)]
+        wallet: ShieldedWalletArgs,
+        /// The receiving account (hex public key).
+        #[arg(long)]
+        to: quartier_types::AccountId,
+        /// The amount in Rappen (1 CHF = 100).
+        #[arg(long)]
+        rappen: u64,
+    },
     /// Mode B: fetch the receipts of the last reported slots from an
     /// enclave, check each slot's receipts against the root the committee
     /// signed on chain, and open this wallet's own (its receipt keys are
@@ -171,6 +207,18 @@ enum WalletCommand {
         #[arg(long, default_value_t = 96)]
         last: usize,
     },
+}
+
+/// A mode A wallet and the node it reads.
+#[derive(clap::Args)]
+struct ShieldedWalletArgs {
+    /// The wallet's seed file (32 secret bytes, hex: `quartier keygen`
+    /// writes one; a devnet writes `wallets/household-N.key`).
+    #[arg(long)]
+    seed: PathBuf,
+    /// A node's API, e.g. http://127.0.0.1:7401.
+    #[arg(long)]
+    node: String,
 }
 
 #[derive(Subcommand)]
@@ -224,10 +272,15 @@ struct PlanArgs {
     /// An idle chain still makes a block this often (milliseconds).
     #[arg(long, default_value_t = 2_000)]
     idle_block_ms: u64,
-    /// How orders are placed: `transparent` (open orders) or `enclave`
-    /// (privacy mode B: sealed orders cleared by an enclave committee).
+    /// How orders are placed: `transparent` (open orders), `shielded`
+    /// (privacy mode A: ring-signed orders funded from a shielded pool) or
+    /// `enclave` (privacy mode B: sealed orders cleared by an enclave
+    /// committee).
     #[arg(long, value_enum, default_value_t = Privacy::Transparent)]
     privacy: Privacy,
+    /// Mode A: members of every funds ring (the spent output and its decoys).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(2..=255))]
+    ring_size: u16,
     /// Mode B: enclaves in the committee, each its own process (t = n/2 + 1).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(2..=16))]
     enclaves: u16,
@@ -238,6 +291,8 @@ struct PlanArgs {
 enum Privacy {
     /// Open orders: price and amount public.
     Transparent,
+    /// Privacy mode A: shielded originators (stealth addresses, ring signatures).
+    Shielded,
     /// Privacy mode B: sealed orders, simulated-TEE enclave committee.
     Enclave,
 }
@@ -246,7 +301,7 @@ impl PlanArgs {
     fn plan(&self) -> anyhow::Result<quartier_node::devnet::DevnetPlan> {
         use anyhow::Context as _;
         let sealed = match self.privacy {
-            Privacy::Transparent => None,
+            Privacy::Transparent | Privacy::Shielded => None,
             Privacy::Enclave => {
                 // The enclaves run this binary: allow its measurement at genesis.
                 let exe = std::env::current_exe().context("locating the quartier binary")?;
@@ -267,6 +322,11 @@ impl PlanArgs {
             base_port: self.base_port,
             idle_block_ms: self.idle_block_ms,
             sealed,
+            shielded: (self.privacy == Privacy::Shielded).then_some(
+                quartier_ledger::ShieldedPolicy {
+                    ring_size: self.ring_size,
+                },
+            ),
         })
     }
 }
@@ -376,6 +436,20 @@ fn main() -> ExitCode {
             plan,
         }) => bench_chain(meters, slots, timeout, &plan).map_err(Failure::Internal),
         Command::Enclave(EnclaveCommand::Measure { binary }) => measure(binary),
+        Command::Wallet(WalletCommand::Balance { wallet }) => {
+            shielded_wallet(&wallet, WalletAction::Balance)
+        }
+        Command::Wallet(WalletCommand::History { wallet }) => {
+            shielded_wallet(&wallet, WalletAction::History)
+        }
+        Command::Wallet(WalletCommand::Shield {
+            wallet,
+            from,
+            rappen,
+        }) => shielded_wallet(&wallet, WalletAction::Shield { from, rappen }),
+        Command::Wallet(WalletCommand::Unshield { wallet, to, rappen }) => {
+            shielded_wallet(&wallet, WalletAction::Unshield { to, rappen })
+        }
         Command::Wallet(WalletCommand::Receipts {
             key,
             node,
@@ -534,6 +608,94 @@ fn enclave_run(config: &std::path::Path) -> anyhow::Result<()> {
     let measurement = quartier_enclave::attestation::Measurement::of_binary(&bytes);
     let config = quartier_node::enclave_host::EnclaveConfigFile::load(config, measurement)?;
     quartier_node::enclave_host::run(&config)?;
+    Ok(())
+}
+
+/// What to do with a mode A wallet.
+enum WalletAction {
+    Balance,
+    History,
+    Shield {
+        from: PathBuf,
+        rappen: u64,
+    },
+    Unshield {
+        to: quartier_types::AccountId,
+        rappen: u64,
+    },
+}
+
+/// Money (µRp) from whole Rappen (1 Rp = 10^6 µRp).
+fn from_rappen(rappen: u64) -> Result<quartier_types::Money, Failure> {
+    rappen
+        .checked_mul(1_000_000)
+        .map(quartier_types::Money::new)
+        .ok_or_else(|| Failure::BadInput(anyhow::anyhow!("amount too large")))
+}
+
+/// Runs a mode A wallet command against a node.
+fn shielded_wallet(args: &ShieldedWalletArgs, action: WalletAction) -> Result<(), Failure> {
+    use quartier_meter::wallet::{Payee, Spending};
+    use quartier_node::shielded_client::{self as sc, ShieldedClientError};
+    let bad = |e: anyhow::Error| Failure::BadInput(e);
+    let api = quartier_node::client::NodeClient::new(&args.node).map_err(|e| bad(e.into()))?;
+    let seed = quartier_node::config::read_key(&args.seed).map_err(|e| bad(e.into()))?;
+    let failed = |e: ShieldedClientError| match e {
+        ShieldedClientError::NoPool | ShieldedClientError::Wallet(_) => Failure::BadInput(e.into()),
+        other => Failure::Internal(other.into()),
+    };
+    let timeout = std::time::Duration::from_secs(60);
+    let chf = |m: quartier_types::Money| format!("{:.2} CHF", m.get() as f64 / 1e8);
+    match action {
+        WalletAction::Balance => {
+            let w = sc::restore(&api, seed).map_err(failed)?;
+            let unspent = w
+                .history()
+                .iter()
+                .filter(|h| h.state == Spending::Unspent)
+                .count();
+            println!(
+                "{} in {unspent} unspent outputs (pool scanned to index {})",
+                chf(w.balance()),
+                w.scanned()
+            );
+        }
+        WalletAction::History => {
+            let w = sc::restore(&api, seed).map_err(failed)?;
+            for h in w.history() {
+                let payee = match h.payee {
+                    Payee::Main => "to the wallet's address".to_string(),
+                    Payee::Order { slot, side } => {
+                        format!("{side:?} order of slot {}", slot.0).to_lowercase()
+                    }
+                };
+                let state = match h.state {
+                    Spending::Unspent => "unspent",
+                    Spending::Pending(..) => "pending",
+                    Spending::Spent => "spent",
+                };
+                println!(
+                    "output {:>7}  {:>14}  {state:<8} {payee}",
+                    h.index,
+                    chf(h.amount)
+                );
+            }
+            println!("balance {}", chf(w.balance()));
+        }
+        WalletAction::Shield { from, rappen } => {
+            let key = ed25519_dalek::SigningKey::from_bytes(
+                &quartier_node::config::read_key(&from).map_err(|e| bad(e.into()))?,
+            );
+            let amount = from_rappen(rappen)?;
+            sc::shield(&api, &key, seed, amount, timeout).map_err(failed)?;
+            println!("shielded {} into the wallet", chf(amount));
+        }
+        WalletAction::Unshield { to, rappen } => {
+            let amount = from_rappen(rappen)?;
+            sc::unshield(&api, seed, to, amount, timeout).map_err(failed)?;
+            println!("paid {} out of the wallet to {to}", chf(amount));
+        }
+    }
     Ok(())
 }
 
@@ -722,6 +884,7 @@ fn bench_chain(meters: usize, slots: u64, timeout: u64, plan: &PlanArgs) -> anyh
     let per_order = r.disk_bytes / (r.orders_settled.max(1) as u64);
     let mode = match plan.privacy {
         Privacy::Transparent => "open orders".to_string(),
+        Privacy::Shielded => format!("mode A: shielded orders, rings of {}", plan.ring_size),
         Privacy::Enclave => format!("mode B: sealed orders, {} enclaves", plan.enclaves),
     };
     println!(
@@ -1070,8 +1233,28 @@ fn run_households(
         plan.strategy.name()
     );
     let timeout = std::time::Duration::from_secs(120);
+    let shielded = genesis.shielded.is_some();
+    let wallet_seeds: Vec<[u8; 32]> = (0..plan.households)
+        .map(|i| quartier_node::meters::wallet_seed(&genesis, plan.seed, i))
+        .collect();
     let mut fleet = Fleet::enrol(apis, genesis, &dso, &utility, plan, timeout)?
         .with_enclaves(&layout.enclave_urls)?;
+    if shielded {
+        // Mode A: each household's wallet seed, for `quartier wallet`.
+        let wallets = dir.join("wallets");
+        std::fs::create_dir_all(&wallets)
+            .with_context(|| format!("creating {}", wallets.display()))?;
+        for (i, seed) in wallet_seeds.iter().enumerate() {
+            let path = wallets.join(format!("household-{i}.key"));
+            if !path.exists() {
+                quartier_node::config::write_key(&path, seed)?;
+            }
+        }
+        println!(
+            "household wallets in {} (`quartier wallet balance --seed …`)",
+            wallets.display()
+        );
+    }
     let manifest_path = dir.join("meters.json");
     std::fs::write(
         &manifest_path,
@@ -1105,6 +1288,14 @@ fn run_households(
             price
                 .map(|p| format!(" at {:.2} Rp/kWh", p.get() as f64 / 1_000.0))
                 .unwrap_or_default()
+        ),
+        FleetEvent::Abandoned {
+            slot,
+            household,
+            reason,
+        } => println!(
+            "slot {}: household {household} gave up its order: {reason}",
+            slot.0
         ),
         FleetEvent::Receipts {
             slot,

@@ -393,7 +393,9 @@ fn four_processes_survive_kill_9_and_agree() {
                 abandoned,
                 pending,
             } => Some((*slot, *orders, *abandoned, *pending)),
-            FleetEvent::Settled { .. } | FleetEvent::Receipts { .. } => None,
+            FleetEvent::Settled { .. }
+            | FleetEvent::Receipts { .. }
+            | FleetEvent::Abandoned { .. } => None,
         })
         .collect();
     assert_eq!(placed.len(), 6, "{seen:?}");

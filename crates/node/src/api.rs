@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use quartier_ledger::{MAX_TX_BYTES, SignedTx};
-use quartier_types::{AccountId, RegionId, Slot};
+use quartier_types::{AccountId, RegionId, Side, Slot};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::sync::Arc;
@@ -33,6 +33,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/regions/{region}/reports"),
     ("get", "/api/v1/regions/{region}/batches/{slot}"),
     ("get", "/api/v1/pool/outputs"),
+    ("get", "/api/v1/pool/key_images"),
+    ("get", "/api/v1/regions/{region}/rings"),
     ("get", "/api/v1/openapi.json"),
     ("get", "/"),
     ("get", "/app.js"),
@@ -89,6 +91,8 @@ pub fn router(app: LedgerApp, gossip: Gossip) -> Router {
         .route("/api/v1/regions/{region}/reports", get(reports))
         .route("/api/v1/regions/{region}/batches/{slot}", get(batch))
         .route("/api/v1/pool/outputs", get(pool_outputs))
+        .route("/api/v1/pool/key_images", get(key_images))
+        .route("/api/v1/regions/{region}/rings", get(rings))
         .route(
             "/",
             get(|| async { web("text/html; charset=utf-8", DASHBOARD_HTML) }),
@@ -109,7 +113,7 @@ pub fn router(app: LedgerApp, gossip: Gossip) -> Router {
 
 async fn status(AxumState(api): AxumState<Api>) -> Json<serde_json::Value> {
     let view = api.app.view();
-    let (chain_id, time_ms, clock, regions, validators) = api.app.with_state(|s| {
+    let (chain_id, time_ms, clock, regions, validators, shielded) = api.app.with_state(|s| {
         let g = s.genesis();
         (
             s.chain_id().0.to_string(),
@@ -123,6 +127,7 @@ async fn status(AxumState(api): AxumState<Api>) -> Json<serde_json::Value> {
                 .iter()
                 .map(ToString::to_string)
                 .collect::<Vec<_>>(),
+            g.shielded,
         )
     });
     Json(json!({
@@ -137,6 +142,7 @@ async fn status(AxumState(api): AxumState<Api>) -> Json<serde_json::Value> {
         "root": view.root.to_string(),
         "mempool": view.mempool,
         "validators": validators,
+        "shielded": shielded,
     }))
 }
 
@@ -365,6 +371,62 @@ async fn pool_outputs(
     })))
 }
 
+/// Which key images a light client asks for.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImageRange {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Mode A: spent key images after `after`, ascending (at most `limit`, ≤ 4 096).
+async fn key_images(
+    AxumState(api): AxumState<Api>,
+    query: Result<axum::extract::Query<ImageRange>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let axum::extract::Query(ImageRange { after, limit }) =
+        query.map_err(|e| bad(e.body_text()))?;
+    let after = after
+        .map(|h| {
+            hex::decode(&h)
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| bad("after: 64 hex digits"))
+        })
+        .transpose()?;
+    let limit = limit.unwrap_or(1_024);
+    if limit == 0 || limit > 4_096 {
+        return Err(bad("limit: 1 to 4096"));
+    }
+    Ok(Json(api.app.with_state(|s| {
+        let mut images = s.key_images_after(after).map(hex::encode);
+        let page: Vec<String> = images.by_ref().take(limit).collect();
+        json!({ "key_images": page, "more": images.next().is_some() })
+    })))
+}
+
+/// Mode A: the meter rings of a region's shielded orders.
+async fn rings(
+    AxumState(api): AxumState<Api>,
+    Path(region): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let region = RegionId(region.parse().map_err(|_| bad("region: not a number"))?);
+    Ok(Json(api.app.with_state(|s| {
+        let ring = |side| -> Vec<AccountId> {
+            quartier_ledger::meter_ring(s, region, side)
+                .into_iter()
+                .map(|(a, _)| a)
+                .collect()
+        };
+        json!({
+            "region": region,
+            "height": s.meta().height.0,
+            "buy": ring(Side::Buy),
+            "sell": ring(Side::Sell),
+        })
+    })))
+}
+
 /// The region's last accepted mode B reports, oldest first.
 async fn reports(
     AxumState(api): AxumState<Api>,
@@ -425,10 +487,19 @@ async fn meters(
     Ok(Json(body))
 }
 
+/// How much of a block's transactions to show.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BlockDetail {
+    full: Option<bool>,
+}
+
 async fn block(
     AxumState(api): AxumState<Api>,
     Path(height): Path<String>,
+    query: Result<axum::extract::Query<BlockDetail>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let axum::extract::Query(BlockDetail { full }) = query.map_err(|e| bad(e.body_text()))?;
     let height: u64 = height.parse().map_err(|_| bad("height: not a number"))?;
     let block = api.app.finalized_block(height).ok_or_else(|| {
         ApiError(
@@ -442,7 +513,19 @@ async fn block(
         "parent": hex::encode(block.parent.as_ref()),
         "time_ms": block.time_ms,
         "root": block.state_root.to_string(),
-        "txs": block.txs.iter().map(|t| t.hash().to_string()).collect::<Vec<_>>(),
+        "txs": block
+            .txs
+            .iter()
+            .map(|t| match full {
+                Some(true) => json!({
+                    "hash": t.hash().to_string(),
+                    "signer": t.tx.signer,
+                    "nonce": t.tx.nonce,
+                    "tx": hex::encode(t.encode()),
+                }),
+                _ => json!(t.hash().to_string()),
+            })
+            .collect::<Vec<_>>(),
     })))
 }
 

@@ -357,6 +357,11 @@ impl LedgerApp {
     /// [`MempoolError`] if it is not admitted.
     pub fn submit(&self, tx: SignedTx) -> Result<Digest, MempoolError> {
         let mut chain = self.chain.lock();
+        // A one-time signer's transaction has no nonce to make a replay
+        // stale: one already final is a duplicate, not a new transaction.
+        if chain.included.contains_key(&tx.hash()) {
+            return Err(MempoolError::Duplicate);
+        }
         let Chain {
             mempool, finalized, ..
         } = &mut *chain;

@@ -102,3 +102,81 @@ pub fn epoch_keys(sealed: &serde_json::Value) -> Vec<(quartier_enclave::sealed::
         })
         .collect()
 }
+
+/// Mode A: pool outputs from index `from` to the end, page by page.
+///
+/// # Errors
+/// [`ClientError`] if the node is unreachable or a page does not decode.
+pub fn pool_outputs(
+    api: &NodeClient,
+    from: u64,
+) -> Result<Vec<quartier_ledger::PoolOutput>, ClientError> {
+    let mut outputs = Vec::new();
+    loop {
+        let at = from + outputs.len() as u64;
+        let (status, page) = api.get(&format!("/api/v1/pool/outputs?from={at}&limit=4096"))?;
+        let entries = page["outputs"].as_array().filter(|_| status == 200);
+        let entries = entries.ok_or(ClientError::Malformed)?;
+        for e in entries {
+            outputs.push(serde_json::from_value(e.clone()).map_err(|_| ClientError::Malformed)?);
+        }
+        let total = page["total"].as_u64().ok_or(ClientError::Malformed)?;
+        if entries.is_empty() || from + outputs.len() as u64 >= total {
+            return Ok(outputs);
+        }
+    }
+}
+
+/// Mode A: every spent key image on chain, page by page.
+///
+/// # Errors
+/// [`ClientError`] if the node is unreachable or a page does not decode.
+pub fn key_images(api: &NodeClient) -> Result<std::collections::BTreeSet<[u8; 32]>, ClientError> {
+    let mut images = std::collections::BTreeSet::new();
+    let mut after = String::new();
+    loop {
+        let (status, page) = api.get(&format!("/api/v1/pool/key_images?limit=4096{after}"))?;
+        let entries = page["key_images"].as_array().filter(|_| status == 200);
+        for e in entries.ok_or(ClientError::Malformed)? {
+            let image = e
+                .as_str()
+                .and_then(|h| hex::decode(h).ok())
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or(ClientError::Malformed)?;
+            images.insert(image);
+            after = format!("&after={}", hex::encode(image));
+        }
+        if page["more"] != true {
+            return Ok(images);
+        }
+    }
+}
+
+/// Mode A: a ring of meter keys, in the order the ledger verifies it.
+pub type MeterRing = Vec<[u8; 32]>;
+
+/// Mode A: a region's meter rings, buy then sell.
+///
+/// # Errors
+/// [`ClientError`] if the node is unreachable or the answer does not decode.
+pub fn meter_rings(
+    api: &NodeClient,
+    region: quartier_types::RegionId,
+) -> Result<(MeterRing, MeterRing), ClientError> {
+    let (status, v) = api.get(&format!("/api/v1/regions/{}/rings", region.0))?;
+    let ring = |side: &str| -> Result<MeterRing, ClientError> {
+        v[side]
+            .as_array()
+            .filter(|_| status == 200)
+            .ok_or(ClientError::Malformed)?
+            .iter()
+            .map(|k| {
+                k.as_str()
+                    .and_then(|a| a.parse::<quartier_types::AccountId>().ok())
+                    .map(|a| a.0)
+                    .ok_or(ClientError::Malformed)
+            })
+            .collect()
+    };
+    Ok((ring("buy")?, ring("sell")?))
+}

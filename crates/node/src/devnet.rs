@@ -3,7 +3,7 @@
 
 use crate::config::{ConfigError, NetworkGenesis, NodeConfig, Peer, invalid, io_error, write_key};
 use quartier_enclave::attestation::{Measurement, SimulatedAttestationService};
-use quartier_ledger::{Genesis, SealedMarketPolicy};
+use quartier_ledger::{Genesis, SealedMarketPolicy, ShieldedPolicy};
 use quartier_types::{AccountId, Money, Price, RegionId, RegionParams};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -23,6 +23,8 @@ pub struct DevnetPlan {
     pub idle_block_ms: u64,
     /// Privacy mode B: the enclave committee, or `None` for the open market.
     pub sealed: Option<SealedPlan>,
+    /// Privacy mode A: the shielded pool's policy, or `None`.
+    pub shielded: Option<ShieldedPolicy>,
 }
 
 /// A mode B devnet's enclave committee.
@@ -156,7 +158,7 @@ pub fn lay_out(dir: &Path, plan: &DevnetPlan) -> Result<DevnetLayout, ConfigErro
             // The utility's float for paying feed-in: 10 000 CHF.
             allocations: vec![(utility, Money::new(10_000 * 100_000_000))],
             sealed_market,
-            shielded: None,
+            shielded: plan.shielded,
         },
         peers: peers.clone(),
     };

@@ -25,6 +25,7 @@ pub mod loadgen;
 mod mempool;
 pub mod meters;
 pub mod run;
+pub mod shielded_client;
 pub mod storage;
 pub mod validator;
 

@@ -17,6 +17,7 @@ use crate::client::{ClientError, NodeClient};
 use crate::loadgen::{BenchError, account, body, nonce, submit_window};
 use ed25519_dalek::SigningKey;
 use quartier_ledger::{Genesis, MeterRole, SignedTx, TxBody};
+use quartier_meter::wallet::{RingPolicy, ShieldedWallet};
 use quartier_meter::{AgentEffect, AgentInput, MeterAgent, StrategyKind, TxProgress};
 use quartier_sim::view::{PublicOrder, RegistryEntry};
 use quartier_sim::{GroundTruth, Neighbourhood, PrivacyMode, Profiles, PublicView, SimPlan};
@@ -110,6 +111,15 @@ pub enum FleetEvent {
         local: Energy,
         /// Energy-weighted mean trade price.
         price: Option<quartier_types::Price>,
+    },
+    /// An order was given up (the chain will never include it).
+    Abandoned {
+        /// Its slot.
+        slot: Slot,
+        /// The household.
+        household: usize,
+        /// Why.
+        reason: String,
     },
     /// Mode B: the households opened their receipts of a settled slot, after
     /// checking the enclave's receipts against the root on chain.
@@ -244,6 +254,22 @@ pub fn chain_run(
     Ok((view, truth))
 }
 
+fn enrol_error(e: &dyn std::fmt::Display) -> FleetError {
+    FleetError::Enrol(BenchError::Refused(e.to_string()))
+}
+
+fn random_seed() -> Result<[u8; 32], FleetError> {
+    crate::devnet::random_seed().map_err(|e| enrol_error(&format!("randomness: {e}")))
+}
+
+/// Mode A: the ring policy of a household's wallet on a chain with `policy`.
+pub fn ring_policy(policy: quartier_ledger::ShieldedPolicy) -> RingPolicy {
+    RingPolicy {
+        ring_size: usize::from(policy.ring_size),
+        window: DECOY_WINDOW,
+    }
+}
+
 /// The devnet key of household `index`: derived from the chain and the seed so
 /// a run can be repeated. Only for simulated meters; a real meter's key comes
 /// from its own entropy (`quartier keygen`).
@@ -285,6 +311,28 @@ pub struct Fleet {
     enclaves: Vec<NodeClient>,
     /// Mode B: the epoch keys fed to the agents so far.
     epoch_keys: BTreeMap<quartier_enclave::sealed::Epoch, [u8; 32]>,
+    /// Mode A: the household of each order's payee address.
+    payees: BTreeMap<([u8; 32], [u8; 32]), usize>,
+    /// Mode A: the pool outputs fed to the agents so far.
+    pool_fed: u64,
+}
+
+/// Mode A: how many recent pool outputs a household's wallet keeps to draw
+/// decoys from (about 430 KB).
+pub const DECOY_WINDOW: usize = 4_096;
+
+/// The devnet wallet seed of household `index` (mode A): like
+/// [`meter_key`], only for simulated households.
+pub fn wallet_seed(genesis: &Genesis, seed: u64, index: u32) -> [u8; 32] {
+    hash::tagged(
+        "QUARTIER_NODE_SIM_WALLET",
+        &[
+            &genesis.chain_id().0.0,
+            &seed.to_le_bytes(),
+            &index.to_le_bytes(),
+        ],
+    )
+    .0
 }
 
 /// How much of its top-up a household prepays to the enclaves in mode B.
@@ -346,11 +394,40 @@ impl Fleet {
                 pv_watts: spec.pv_watts(),
             };
             registrations.push(body(chain_id, dso, dso_nonce + n, register));
-            let mint = TxBody::Mint {
-                to: account(key),
-                amount: plan.top_up,
-            };
-            mints.push(body(chain_id, utility, utility_nonce + n, mint));
+            if genesis.shielded.is_none() {
+                let mint = TxBody::Mint {
+                    to: account(key),
+                    amount: plan.top_up,
+                };
+                mints.push(body(chain_id, utility, utility_nonce + n, mint));
+            }
+        }
+        let wallets: Vec<[u8; 32]> = (0..plan.households)
+            .map(|i| wallet_seed(&genesis, plan.seed, i))
+            .collect();
+        if let Some(policy) = genesis.shielded {
+            // Mode A: the utility issues each top-up and shields it straight
+            // into the household's wallet; the meter key never appears.
+            let mut rng =
+                <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed(random_seed()?);
+            let window = ring_policy(policy);
+            for (n, seed) in (0u64..).zip(&wallets) {
+                let address = ShieldedWallet::from_seed(*seed, window).address();
+                let (output, received) =
+                    quartier_shielded::output::create(&address, plan.top_up.get(), &mut rng)
+                        .map_err(|e| enrol_error(&e))?;
+                let mint = TxBody::Mint {
+                    to: account(utility),
+                    amount: plan.top_up,
+                };
+                let shield = TxBody::Shield {
+                    amount: plan.top_up,
+                    output,
+                    mask: *received.mask,
+                };
+                mints.push(body(chain_id, utility, utility_nonce + 2 * n, mint));
+                mints.push(body(chain_id, utility, utility_nonce + 2 * n + 1, shield));
+            }
         }
         submit_window(&apis, &account(dso), dso_nonce, &registrations, deadline)?;
         submit_window(&apis, &account(utility), utility_nonce, &mints, deadline)?;
@@ -365,19 +442,18 @@ impl Fleet {
             crate::loadgen::wait_for_epoch_key(api, deadline)?;
         }
         let mut agents = Vec::new();
-        for (key, household) in keys.into_iter().zip(hood.households()) {
+        for ((key, household), wallet) in keys.into_iter().zip(hood.households()).zip(&wallets) {
             let start = nonce(api, &account(&key))?;
             let strategy = household.strategy(plan.strategy, plan.seed);
             let agent =
                 MeterAgent::new(key, genesis.clone(), FLEET_REGION, params, strategy, start);
-            agents.push(match &genesis.sealed_market {
-                Some(policy) => {
-                    let seed = crate::devnet::random_seed().map_err(|e| {
-                        FleetError::Enrol(BenchError::Refused(format!("randomness: {e}")))
-                    })?;
-                    agent.sealed(policy.epoch_slots, seed)
+            agents.push(match (&genesis.sealed_market, genesis.shielded) {
+                (Some(policy), _) => agent.sealed(policy.epoch_slots, random_seed()?),
+                (None, Some(policy)) => {
+                    let wallet = ShieldedWallet::from_seed(*wallet, ring_policy(policy));
+                    agent.shielded(wallet, random_seed()?)
                 }
-                None => agent,
+                (None, None) => agent,
             });
         }
         let first_slot = wall_ms() / genesis.slot_ms.max(1) + 1;
@@ -405,7 +481,38 @@ impl Fleet {
             households,
             enclaves: Vec::new(),
             epoch_keys: BTreeMap::new(),
+            payees: BTreeMap::new(),
+            pool_fed: 0,
         })
+    }
+
+    /// Mode A: feeds the pool's new outputs and the meter rings to every
+    /// agent (each wallet scans them itself, as a light client would).
+    fn refresh_pool(&mut self) {
+        if self.genesis.shielded.is_none() {
+            return;
+        }
+        let now = self.chain_time;
+        let from = self.pool_fed;
+        let fresh = self
+            .apis
+            .iter()
+            .find_map(|a| crate::client::pool_outputs(a, from).ok());
+        let rings = self
+            .apis
+            .iter()
+            .find_map(|a| crate::client::meter_rings(a, FLEET_REGION).ok());
+        for agent in &mut self.agents {
+            // Outputs and rings produce effects only for waiting orders,
+            // which the slot's polling carries out.
+            if let Some((buy, sell)) = rings.clone() {
+                let _ = agent.handle(now, AgentInput::MeterRings { buy, sell });
+            }
+            if let Some(outputs) = fresh.clone().filter(|o| !o.is_empty()) {
+                let _ = agent.handle(now, AgentInput::PoolOutputs { from, outputs });
+            }
+        }
+        self.pool_fed += fresh.map_or(0, |o| o.len() as u64);
     }
 
     /// Mode B: the enclaves' API URLs, where households fetch their receipts.
@@ -509,14 +616,15 @@ impl Fleet {
         }
         let now = self.chain_now();
         self.refresh_epoch_keys();
-        let sealed = self.genesis.sealed_market.is_some();
+        self.refresh_pool();
+        let covered = self.genesis.sealed_market.is_some() || self.genesis.shielded.is_some();
         let slot_of_day = (interval % 96) as u32;
         let mut placed = 0usize;
-        let mut abandoned = 0;
+        let mut abandoned = Vec::new();
         for (i, reading) in readings.iter().enumerate() {
             let net_wh = reading.net_wh();
-            // In mode B every meter sends an order every slot (cover orders).
-            if net_wh != 0 || sealed {
+            // In modes A and B every meter sends an order every slot (cover orders).
+            if net_wh != 0 || covered {
                 placed += 1;
             }
             let effects = self.agents[i].handle(
@@ -527,7 +635,7 @@ impl Fleet {
                     net_wh,
                 },
             );
-            abandoned += self.carry_out(i, now, effects)?;
+            abandoned.extend(self.carry_out(i, now, effects)?);
         }
         // Poll until every order is final or abandoned, or the slot is over
         // (an order still in flight then waits in its agent's queue).
@@ -546,33 +654,37 @@ impl Fleet {
                     None => continue,
                 };
                 let effects = self.agents[i].handle(now, input);
-                abandoned += self.carry_out(i, now, effects)?;
+                abandoned.extend(self.carry_out(i, now, effects)?);
             }
         }
         let pending = self.agents.iter().filter(|a| !a.is_idle()).count();
         self.unsettled.push(slot);
         on_event(FleetEvent::Placed {
             slot,
-            orders: placed.saturating_sub(abandoned + pending),
-            abandoned,
+            orders: placed.saturating_sub(abandoned.len() + pending),
+            abandoned: abandoned.len(),
             pending,
         });
+        abandoned.into_iter().for_each(&mut *on_event);
         self.poll_settlements(on_event)
     }
 
-    /// Carries out an agent's effects; returns how many orders it abandoned.
+    /// Carries out an agent's effects; returns the orders it abandoned.
     fn carry_out(
         &mut self,
         i: usize,
         now: Timestamp,
         effects: Vec<AgentEffect>,
-    ) -> Result<usize, FleetError> {
+    ) -> Result<Vec<FleetEvent>, FleetError> {
         let mut queue = effects;
-        let mut abandoned = 0;
+        let mut abandoned = Vec::new();
         let mut attempts = 0;
         while let Some(effect) = queue.pop() {
             let input = match effect {
                 AgentEffect::Submit(tx) => {
+                    if let TxBody::PlaceShieldedOrder { order } = &tx.tx.body {
+                        self.payees.insert((order.payee.view, order.payee.spend), i);
+                    }
                     attempts += 1;
                     if attempts > 2 * self.apis.len() {
                         // Every node is down: leave it in flight, polling retries.
@@ -591,8 +703,12 @@ impl Fleet {
                         },
                     )?)
                 }
-                AgentEffect::Abandoned { .. } => {
-                    abandoned += 1;
+                AgentEffect::Abandoned { slot, reason } => {
+                    abandoned.push(FleetEvent::Abandoned {
+                        slot,
+                        household: i,
+                        reason,
+                    });
                     continue;
                 }
             };
@@ -677,7 +793,11 @@ impl Fleet {
             };
             let price = settlement.clearing.mean_price();
             for (order, result) in settlement.orders.iter().zip(&settlement.clearing.orders) {
-                if let Some(&h) = self.households.get(&order.meter) {
+                let household = match &order.shielded {
+                    Some(s) => self.payees.remove(&(s.payee.view, s.payee.spend)),
+                    None => self.households.get(&order.meter).copied(),
+                };
+                if let Some(h) = household {
                     let input = AgentInput::Settled {
                         slot,
                         matched: result.matched,
