@@ -1235,7 +1235,7 @@ fn run_households(
     let timeout = std::time::Duration::from_secs(120);
     let shielded = genesis.shielded.is_some();
     let wallet_seeds: Vec<[u8; 32]> = (0..plan.households)
-        .map(|i| quartier_node::meters::wallet_seed(&genesis, plan.seed, i))
+        .map(|i| quartier_node::meters::wallet_seed(genesis.chain_id(), plan.seed, i))
         .collect();
     let mut fleet = Fleet::enrol(apis, genesis, &dso, &utility, plan, timeout)?
         .with_enclaves(&layout.enclave_urls)?;

@@ -145,7 +145,7 @@ fn a_written_run_is_audited() {
 fn audit_and_privacy_bad_input_exit_2() {
     for args in [
         vec!["audit", "--run", "/nonexistent/quartier-run"],
-        vec!["sim", "--privacy", "shielded", "--write-run", "/tmp/x"],
+        vec!["sim", "--privacy", "enclave", "--write-run", "/tmp/x"],
         vec!["sim", "--start-day", "0"],
     ] {
         let out = quartier(&args);

@@ -16,12 +16,14 @@
 use crate::client::{ClientError, NodeClient};
 use crate::loadgen::{BenchError, account, body, nonce, submit_window};
 use ed25519_dalek::SigningKey;
-use quartier_ledger::{Genesis, MeterRole, SignedTx, TxBody};
+use quartier_ledger::{ChainId, Genesis, MeterRole, SignedTx, TxBody};
 use quartier_meter::wallet::{RingPolicy, ShieldedWallet};
 use quartier_meter::{AgentEffect, AgentInput, MeterAgent, StrategyKind, TxProgress};
 use quartier_sim::view::{PublicOrder, RegistryEntry};
 use quartier_sim::{GroundTruth, Neighbourhood, PrivacyMode, Profiles, PublicView, SimPlan};
-use quartier_types::{AccountId, Energy, Money, RegionId, RegionParams, Slot, Timestamp, hash};
+use quartier_types::{
+    AccountId, Energy, Money, RegionId, RegionParams, Side, Slot, Timestamp, hash,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -192,6 +194,24 @@ pub fn chain_run(
             })
         })
         .collect::<Result<Vec<_>, FleetError>>()?;
+    // Mode A: orders name no meter. The answer key comes from the devnet
+    // households' wallet seeds: each order's payee is derived from its
+    // household's seed, slot and side.
+    let (_, status) = api.get("/api/v1/status")?;
+    let shielded = status["shielded"].is_object();
+    let chain = status["chain_id"]
+        .as_str()
+        .and_then(|h| hex::decode(h).ok())
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .map(|b| ChainId(hash::Digest(b)))
+        .ok_or_else(|| unexpected("a chain id"))?;
+    let wallets: Vec<ShieldedWallet> = (0..manifest.households)
+        .filter(|_| shielded)
+        .map(|i| {
+            let policy = ring_policy(quartier_ledger::ShieldedPolicy { ring_size: 2 });
+            ShieldedWallet::from_seed(wallet_seed(chain, manifest.seed, i), policy)
+        })
+        .collect();
     let mut params = None;
     let mut orders = Vec::new();
     let mut order_households = Vec::new();
@@ -206,14 +226,36 @@ pub fn chain_run(
             break;
         };
         params.get_or_insert(settlement.params);
+        let payees: BTreeMap<([u8; 32], [u8; 32]), u32> = (0u32..)
+            .zip(&wallets)
+            .flat_map(|(h, w)| {
+                [Side::Buy, Side::Sell].map(|side| {
+                    let a = w.payee_address(Slot(slot), side);
+                    ((a.view, a.spend), h)
+                })
+            })
+            .collect();
         for (position, o) in (0u32..).zip(&settlement.orders) {
-            let household = manifest
-                .household_of(&o.meter)
-                .ok_or(FleetError::NotInManifest(o.meter))?;
+            let (household, originator) = match &o.shielded {
+                // A cover order carries nothing; an adversary skips it.
+                Some(_) if o.order.energy.get() == 0 => continue,
+                Some(s) => (
+                    *payees
+                        .get(&(s.payee.view, s.payee.spend))
+                        .ok_or(FleetError::NotInManifest(o.meter))?,
+                    None,
+                ),
+                None => (
+                    manifest
+                        .household_of(&o.meter)
+                        .ok_or(FleetError::NotInManifest(o.meter))?,
+                    Some(o.meter),
+                ),
+            };
             orders.push(PublicOrder {
                 slot: k,
                 position,
-                originator: Some(o.meter),
+                originator,
                 side: o.order.side,
                 limit: o.order.limit,
                 energy: o.order.energy,
@@ -239,7 +281,11 @@ pub fn chain_run(
         }
     }
     let view = PublicView {
-        mode: PrivacyMode::Transparent,
+        mode: if shielded {
+            PrivacyMode::Shielded
+        } else {
+            PrivacyMode::Transparent
+        },
         params,
         start_interval: manifest.start_interval,
         slots: settled,
@@ -323,14 +369,10 @@ pub const DECOY_WINDOW: usize = 4_096;
 
 /// The devnet wallet seed of household `index` (mode A): like
 /// [`meter_key`], only for simulated households.
-pub fn wallet_seed(genesis: &Genesis, seed: u64, index: u32) -> [u8; 32] {
+pub fn wallet_seed(chain: ChainId, seed: u64, index: u32) -> [u8; 32] {
     hash::tagged(
         "QUARTIER_NODE_SIM_WALLET",
-        &[
-            &genesis.chain_id().0.0,
-            &seed.to_le_bytes(),
-            &index.to_le_bytes(),
-        ],
+        &[&chain.0.0, &seed.to_le_bytes(), &index.to_le_bytes()],
     )
     .0
 }
@@ -403,7 +445,7 @@ impl Fleet {
             }
         }
         let wallets: Vec<[u8; 32]> = (0..plan.households)
-            .map(|i| wallet_seed(&genesis, plan.seed, i))
+            .map(|i| wallet_seed(genesis.chain_id(), plan.seed, i))
             .collect();
         if let Some(policy) = genesis.shielded {
             // Mode A: the utility issues each top-up and shields it straight

@@ -13,6 +13,10 @@ use serde::{Deserialize, Serialize};
 pub enum PrivacyMode {
     /// Each order is signed by the meter's registered account.
     Transparent,
+    /// Mode A: each order is signed by a one-time key and a ring over the
+    /// region's meters; no originator is shown. Zero-energy cover orders
+    /// carry nothing and are left out of the view.
+    Shielded,
 }
 
 impl PrivacyMode {
@@ -20,13 +24,14 @@ impl PrivacyMode {
     pub fn name(self) -> &'static str {
         match self {
             PrivacyMode::Transparent => "transparent",
+            PrivacyMode::Shielded => "shielded",
         }
     }
 }
 
 /// A privacy mode name that does not exist (yet).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("unknown privacy mode `{0}` (this build has: transparent)")]
+#[error("unknown privacy mode `{0}` (this build has: transparent, shielded)")]
 pub struct UnknownMode(pub String);
 
 impl std::str::FromStr for PrivacyMode {
@@ -35,6 +40,7 @@ impl std::str::FromStr for PrivacyMode {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "transparent" => Ok(PrivacyMode::Transparent),
+            "shielded" => Ok(PrivacyMode::Shielded),
             other => Err(UnknownMode(other.to_string())),
         }
     }
@@ -188,6 +194,7 @@ impl RunObserver for RunRecorder {
         for (position, (household, order)) in (0u32..).zip(book) {
             let originator = match self.view.mode {
                 PrivacyMode::Transparent => self.truth.meters.get(*household as usize).copied(),
+                PrivacyMode::Shielded => None,
             };
             self.view.orders.push(PublicOrder {
                 slot,
