@@ -829,6 +829,12 @@ fn measure(binary: Option<PathBuf>) -> Result<(), Failure> {
 fn bench_chain(meters: usize, slots: u64, timeout: u64, plan: &PlanArgs) -> anyhow::Result<()> {
     use anyhow::Context as _;
     use quartier_node::client::NodeClient;
+    anyhow::ensure!(
+        plan.privacy != Privacy::Shielded,
+        "bench chain loads open or sealed orders; mode A's per-order costs are measured by \
+         `cargo bench -p quartier-meter --bench shielded_order`, and a mode A devnet runs with \
+         `quartier devnet --privacy shielded`"
+    );
     let dir = std::env::temp_dir().join(format!("quartier-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let layout = quartier_node::devnet::lay_out(&dir, &plan.plan()?)?;
