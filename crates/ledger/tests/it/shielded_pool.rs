@@ -1,7 +1,7 @@
 //! Privacy mode A's shielded pool on chain: shielding, transfers by ring
 //! signature, unshielding, and every way to cheat refused without a change.
 
-use crate::kit::{Chain, GATE_MS, R1, SLOT_MS, chf, genesis, id, key};
+use crate::kit::{Chain, GATE_MS, R1, R2, SLOT_MS, chf, genesis, id, key};
 use curve25519_dalek::Scalar;
 use ed25519_dalek::SigningKey;
 use quartier_ledger::{
@@ -362,8 +362,9 @@ fn shield_transfer_and_unshield_and_every_cheat_is_refused() {
     rejects(&plain, &tx, TxError::NoShieldedPool);
 }
 
-/// A shielded order by `meter`, funded (for a buy) from pool output `funds`
-/// of `wallet`, paying `payee`.
+/// A shielded order by `meter`, funded (for a buy) from pool output `index`
+/// of `wallet` (its funds short of the escrow by `short`: 0 for an honest
+/// order), paying `payee`.
 #[allow(clippy::too_many_arguments)]
 fn order_tx(
     c: &Chain,
@@ -372,7 +373,7 @@ fn order_tx(
     side: Side,
     limit: u64,
     energy: u64,
-    funds: Option<(&WalletKeys, u64)>,
+    funds: Option<(&WalletKeys, u64, u64)>,
     payee: &WalletKeys,
     rng: &mut ChaCha20Rng,
 ) -> TxBody {
@@ -384,7 +385,7 @@ fn order_tx(
     };
     // The funds: the wallet's output into escrow + change back to it.
     let mut secret_input = None;
-    let transfer = funds.map(|(wallet, index)| {
+    let transfer = funds.map(|(wallet, index, short)| {
         let pool = c.state.pool();
         let mine = pool[index as usize].output;
         let received = wallet.view_key().scan(&mine).unwrap();
@@ -404,8 +405,12 @@ fn order_tx(
             .collect();
         let secret = wallet.one_time_secret(&mine).unwrap();
         let image = key_image(&secret);
-        let (change, change_secret) =
-            create(&wallet.address(), received.amount - escrow.get(), rng).unwrap();
+        let (change, change_secret) = create(
+            &wallet.address(),
+            received.amount - escrow.get() + short,
+            rng,
+        )
+        .unwrap();
         let range_proof = range::prove(vec![change_secret.opening()], rng).unwrap();
         secret_input = Some((
             Input {
@@ -488,6 +493,15 @@ fn shielded_orders_trade_without_naming_their_meters_and_settle_into_the_pool() 
             },
         );
     }
+    c.queue(
+        &dso,
+        TxBody::RegisterMeter {
+            meter: id(&key("q1")),
+            region: R2,
+            role: MeterRole::Consumer,
+            pv_watts: 0,
+        },
+    );
     c.block_ok(SLOT_MS * 10 + 1);
     let (buyer, decoy) = (
         WalletKeys::from_seed(&[11; 32]),
@@ -510,7 +524,7 @@ fn shielded_orders_trade_without_naming_their_meters_and_settle_into_the_pool() 
         Side::Buy,
         15_000,
         1_000,
-        Some((&buyer, funds)),
+        Some((&buyer, funds, 0)),
         &refund_to,
         &mut rng,
     );
@@ -612,6 +626,59 @@ fn shielded_orders_trade_without_naming_their_meters_and_settle_into_the_pool() 
         &one_time(&c, TxBody::PlaceShieldedOrder { order: moved }, &mut rng),
         TxError::InvalidRingSignature,
     );
+
+    // A stranger's key and another region's meter are in no ring of this
+    // region: their (zero-energy, unfunded) buys do not verify.
+    for stranger in ["stranger", "q1"] {
+        let t = order_tx(
+            &c,
+            &key(stranger),
+            slot,
+            Side::Buy,
+            15_000,
+            0,
+            None,
+            &refund_to,
+            &mut rng,
+        );
+        rejects(
+            &c,
+            &one_time(&c, t, &mut rng),
+            TxError::InvalidRingSignature,
+        );
+    }
+    // Funds that escrow 1 µRp less than the order's energy needs do not
+    // balance, though every signature is valid.
+    let short = order_tx(
+        &c,
+        &key("c1"),
+        slot,
+        Side::Buy,
+        15_000,
+        1_000,
+        Some((&buyer, funds, 1)),
+        &refund_to,
+        &mut rng,
+    );
+    rejects(&c, &one_time(&c, short, &mut rng), TxError::Unbalanced);
+    // A buy whose change commitment, or energy (so its escrow), is changed
+    // after signing.
+    let TxBody::PlaceShieldedOrder { order } = &buy else {
+        unreachable!()
+    };
+    let mut recommitted = order.clone();
+    if let Some(f) = recommitted.funds.as_mut() {
+        f.outputs[0].commitment = c.state.pool()[0].output.commitment;
+    }
+    let mut more = order.clone();
+    more.energy = Energy::new(1_001);
+    for altered in [recommitted, more] {
+        rejects(
+            &c,
+            &one_time(&c, TxBody::PlaceShieldedOrder { order: altered }, &mut rng),
+            TxError::InvalidRingSignature,
+        );
+    }
 
     c.queue_signed(one_time(&c, buy, &mut rng));
     c.queue_signed(one_time(&c, sell, &mut rng));
