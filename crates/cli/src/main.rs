@@ -925,6 +925,10 @@ fn bench_chain(meters: usize, slots: u64, timeout: u64, plan: &PlanArgs) -> anyh
         latency.join(", ")
     );
     println!(
+        "| sent per validator to its peers | {:.0} KB/s |",
+        r.p2p_bytes_per_validator_second / 1e3
+    );
+    println!(
         "| data on disk (all validators) | {:.1} MB, {} bytes per settled order |",
         r.disk_bytes as f64 / 1e6,
         per_order

@@ -58,6 +58,9 @@ pub enum AgentInput {
         /// The outputs.
         outputs: Vec<PoolOutput>,
     },
+    /// Mode A: the key images spent on chain (after an order was refused:
+    /// its wallet's outputs may have been spent elsewhere).
+    KeyImages(std::collections::BTreeSet<[u8; 32]>),
     /// Mode A: the region's meter rings (keys in `meter_ring` order): every
     /// meter for a buy, the prosumers for a sell.
     MeterRings {
@@ -322,6 +325,11 @@ impl MeterAgent {
             AgentInput::PoolOutputs { from, outputs } => {
                 if let Some(s) = self.shielding.as_mut() {
                     s.wallet.scan(from, &outputs);
+                }
+            }
+            AgentInput::KeyImages(images) => {
+                if let Some(s) = self.shielding.as_mut() {
+                    s.wallet.mark_spent(&images);
                 }
             }
             AgentInput::MeterRings { buy, sell } => {
@@ -688,6 +696,12 @@ mod tests {
         );
         assert!(!effects.contains(&AgentEffect::FetchNonce));
         assert_eq!(a.wallet().unwrap().balance().get(), 200_000_000);
+        // Had it been refused because the output was spent elsewhere, the
+        // chain's key images say so and the wallet stops offering it.
+        let image = order.funds.as_ref().unwrap().inputs[0].key_image;
+        let images = AgentInput::KeyImages([image].into_iter().collect());
+        let _ = a.handle(EARLY, images);
+        assert_eq!(a.wallet().unwrap().balance().get(), 100_000_000);
     }
 
     #[test]

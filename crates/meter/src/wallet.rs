@@ -822,6 +822,33 @@ mod tests {
             assert_eq!(restored.history(), wallet.history());
             assert_eq!(restored.balance(), wallet.balance());
         }
+
+        // The buyer pays a friend 1 CHF inside the pool: the friend finds
+        // exactly that, the buyer its change.
+        let friend_seed = [24; 32];
+        let friend_address = ShieldedWallet::from_seed(friend_seed, POLICY).address();
+        let before = buyer.balance();
+        let chain_id = c.state.chain_id();
+        let tag = (Slot(0), Side::Buy);
+        let transfer = buyer
+            .transfer(
+                Money::new(CHF),
+                Some(&friend_address),
+                |t| t.prefix_hash(chain_id, quartier_ledger::KIND_TRANSFER, Money::ZERO, None),
+                tag,
+                &mut rng,
+            )
+            .unwrap();
+        let tx = c.one_time(TxBody::ShieldedTransfer { transfer }, &mut rng);
+        let t = c.time + 1;
+        c.block(t, vec![tx]);
+        buyer.confirm(tag.0, tag.1);
+        let from = buyer.scanned();
+        buyer.scan(from, &c.pool()[from as usize..]);
+        let mut friend = ShieldedWallet::from_seed(friend_seed, POLICY);
+        friend.scan(0, &c.pool());
+        assert_eq!(friend.balance(), Money::new(CHF));
+        assert_eq!(buyer.balance().get(), before.get() - CHF);
     }
 
     #[test]

@@ -46,10 +46,15 @@ pub const ROUTES: &[(&str, &str)] = &[
 /// Sends a transaction's bytes to the other validators.
 pub type Gossip = Arc<dyn Fn(Vec<u8>) + Send + Sync>;
 
+/// Renders the consensus runtime's own metrics (Prometheus text: p2p
+/// bandwidth, consensus and storage counters), appended to `/metrics`.
+pub type RuntimeMetrics = Arc<dyn Fn() -> String + Send + Sync>;
+
 #[derive(Clone)]
 struct Api {
     app: LedgerApp,
     gossip: Gossip,
+    runtime: Option<RuntimeMetrics>,
 }
 
 /// A JSON error with its status.
@@ -67,6 +72,15 @@ fn bad(reason: impl std::fmt::Display) -> ApiError {
 
 /// The API's routes for `app`; accepted transactions are passed to `gossip`.
 pub fn router(app: LedgerApp, gossip: Gossip) -> Router {
+    router_with_runtime(app, gossip, None)
+}
+
+/// As [`router`], with `/metrics` also serving the runtime's metrics.
+pub fn router_with_runtime(
+    app: LedgerApp,
+    gossip: Gossip,
+    runtime: Option<RuntimeMetrics>,
+) -> Router {
     Router::new()
         .route("/api/v1/status", get(status))
         .route("/metrics", get(metrics))
@@ -108,7 +122,11 @@ pub fn router(app: LedgerApp, gossip: Gossip) -> Router {
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such route".into()) })
         // A hex-encoded transaction plus JSON framing.
         .layer(DefaultBodyLimit::max(4 * MAX_TX_BYTES))
-        .with_state(Api { app, gossip })
+        .with_state(Api {
+            app,
+            gossip,
+            runtime,
+        })
 }
 
 async fn status(AxumState(api): AxumState<Api>) -> Json<serde_json::Value> {
@@ -336,6 +354,14 @@ async fn batch(
         })
 }
 
+/// A page's size for the pool's paged lists: 1 024 unless asked, at most 4 096.
+fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    match limit.unwrap_or(1_024) {
+        0 | 4_097.. => Err(bad("limit: 1 to 4096")),
+        n => Ok(n),
+    }
+}
+
 /// Which pool outputs a light client asks for.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -354,10 +380,7 @@ async fn pool_outputs(
     let axum::extract::Query(OutputRange { from, limit }) =
         query.map_err(|e| bad(e.body_text()))?;
     let from = from.unwrap_or(0);
-    let limit = limit.unwrap_or(1_024);
-    if limit == 0 || limit > 4_096 {
-        return Err(bad("limit: 1 to 4096"));
-    }
+    let limit = page_limit(limit)?;
     Ok(Json(api.app.with_state(|s| {
         let pool = s.pool();
         let start = usize::try_from(from).unwrap_or(usize::MAX).min(pool.len());
@@ -394,10 +417,7 @@ async fn key_images(
                 .ok_or_else(|| bad("after: 64 hex digits"))
         })
         .transpose()?;
-    let limit = limit.unwrap_or(1_024);
-    if limit == 0 || limit > 4_096 {
-        return Err(bad("limit: 1 to 4096"));
-    }
+    let limit = page_limit(limit)?;
     Ok(Json(api.app.with_state(|s| {
         let mut images = s.key_images_after(after).map(hex::encode);
         let page: Vec<String> = images.by_ref().take(limit).collect();
@@ -587,6 +607,9 @@ async fn metrics(AxumState(api): AxumState<Api>) -> impl IntoResponse {
         text.push_str(&format!(
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
         ));
+    }
+    if let Some(runtime) = &api.runtime {
+        text.push_str(&runtime());
     }
     (
         [(

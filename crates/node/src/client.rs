@@ -49,6 +49,14 @@ impl NodeClient {
         self.request("GET", path, "")
     }
 
+    /// `GET path` of a text resource (`/metrics`): the status code and the body.
+    ///
+    /// # Errors
+    /// [`ClientError`] if the node is unreachable or the reply malformed.
+    pub fn get_text(&self, path: &str) -> Result<(u16, String), ClientError> {
+        self.exchange("GET", path, "")
+    }
+
     /// `POST path` with a JSON body: the status code and the JSON body.
     ///
     /// # Errors
@@ -63,6 +71,12 @@ impl NodeClient {
         path: &str,
         body: &str,
     ) -> Result<(u16, serde_json::Value), ClientError> {
+        let (status, text) = self.exchange(method, path, body)?;
+        let json = serde_json::from_str(&text).map_err(|_| ClientError::Malformed)?;
+        Ok((status, json))
+    }
+
+    fn exchange(&self, method: &str, path: &str, body: &str) -> Result<(u16, String), ClientError> {
         let mut stream = TcpStream::connect(&self.authority)?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
         let request = format!(
@@ -78,11 +92,8 @@ impl NodeClient {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .ok_or(ClientError::Malformed)?;
-        let json = reply
-            .split_once("\r\n\r\n")
-            .and_then(|(_, b)| serde_json::from_str(b).ok())
-            .ok_or(ClientError::Malformed)?;
-        Ok((status, json))
+        let (_, text) = reply.split_once("\r\n\r\n").ok_or(ClientError::Malformed)?;
+        Ok((status, text.to_string()))
     }
 }
 

@@ -49,6 +49,10 @@ pub struct ChainBenchReport {
     pub disk_bytes: u64,
     /// Blocks finalized during the run.
     pub blocks: u64,
+    /// Bytes each validator sent to its peers per second (consensus, block
+    /// dissemination, transaction gossip), from the orders' first burst to
+    /// the last settlement, mean over validators.
+    pub p2p_bytes_per_validator_second: f64,
 }
 
 /// Why the benchmark stopped.
@@ -242,6 +246,22 @@ pub(crate) fn chain_time(api: &NodeClient) -> Result<(u64, u64), BenchError> {
     Ok((height, time))
 }
 
+/// Bytes all validators have sent to peers so far: the runtime's metered
+/// network counters (`*outbound_bandwidth*`) on each `/metrics`.
+fn p2p_bytes_sent(apis: &[NodeClient]) -> Result<u64, BenchError> {
+    let mut total = 0u64;
+    for api in apis {
+        let (_, text) = api.get_text("/metrics")?;
+        total += text
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.contains("outbound_bandwidth"))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            .map(|v| v as u64)
+            .sum::<u64>();
+    }
+    Ok(total)
+}
+
 fn dir_bytes(path: &std::path::Path) -> u64 {
     std::fs::read_dir(path)
         .map(|entries| {
@@ -351,6 +371,8 @@ pub fn run(
 
     let (_, now) = chain_time(&apis[0])?;
     let first = now / genesis.slot_ms + 1;
+    let sent_before = p2p_bytes_sent(apis)?;
+    let orders_start = Instant::now();
     let slots: Vec<u64> = (first..first + plan.slots).collect();
     for (k, &slot) in slots.iter().enumerate() {
         // Orders for `slot` open once slot − lead has begun.
@@ -449,6 +471,9 @@ pub fn run(
         report.settlement_latency_ms.push(settled_at - close);
     }
 
+    let sent = p2p_bytes_sent(apis)?.saturating_sub(sent_before);
+    report.p2p_bytes_per_validator_second =
+        sent as f64 / apis.len().max(1) as f64 / orders_start.elapsed().as_secs_f64();
     let (end_height, _) = chain_time(&apis[0])?;
     let mut times = Vec::new();
     for h in start_height..=end_height {

@@ -528,6 +528,28 @@ impl Fleet {
         })
     }
 
+    /// Mode A: after a refused order, tells every wallet which key images
+    /// the chain has spent, so none retries an output spent elsewhere (a
+    /// household may also spend with `quartier wallet`). All of them, paged:
+    /// asking about its own would tell the node which are whose.
+    fn sync_key_images(&mut self) {
+        if self.genesis.shielded.is_none() {
+            return;
+        }
+        let Some(images) = self
+            .apis
+            .iter()
+            .find_map(|a| crate::client::key_images(a).ok())
+        else {
+            return;
+        };
+        let now = self.chain_time;
+        for agent in &mut self.agents {
+            // Key images only mark outputs; a waiting order retries on the next input.
+            let _ = agent.handle(now, AgentInput::KeyImages(images.clone()));
+        }
+    }
+
     /// Mode A: feeds the pool's new outputs and the meter rings to every
     /// agent (each wallet scans them itself, as a light client would).
     fn refresh_pool(&mut self) {
@@ -700,6 +722,9 @@ impl Fleet {
             }
         }
         let pending = self.agents.iter().filter(|a| !a.is_idle()).count();
+        if !abandoned.is_empty() {
+            self.sync_key_images();
+        }
         self.unsettled.push(slot);
         on_event(FleetEvent::Placed {
             slot,

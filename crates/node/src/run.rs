@@ -14,7 +14,9 @@ use commonware_codec::DecodeExt as _;
 use commonware_cryptography::{ChaCha20Poly1305, Signer as _, ed25519};
 use commonware_p2p::authenticated::lookup;
 use commonware_p2p::{Address, AddressableManager as _, Receiver as _, Recipients, Sender as _};
-use commonware_runtime::{IoBuf, Quota, Runner as _, Spawner as _, Supervisor as _, tokio};
+use commonware_runtime::{
+    IoBuf, Metrics as _, Quota, Runner as _, Spawner as _, Supervisor as _, tokio,
+};
 use commonware_stream::{
     cups::{self, Cups},
     sake::{self, Sake},
@@ -143,9 +145,14 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding the API on {}", config.api_listen))?;
         tracing::info!(api = %config.api_listen, p2p = %config.p2p_listen, "validator running");
-        axum::serve(listener, api::router(app, gossip))
-            .await
-            .context("API server")?;
+        let runtime = context.child("metrics");
+        let runtime_metrics: api::RuntimeMetrics = Arc::new(move || runtime.encode());
+        axum::serve(
+            listener,
+            api::router_with_runtime(app, gossip, Some(runtime_metrics)),
+        )
+        .await
+        .context("API server")?;
         Ok(())
     })
 }

@@ -90,6 +90,38 @@ fn every_route_answers() {
         assert_eq!(v["outputs"], serde_json::json!([]));
         let (s, _) = call(&router, "GET", "/api/v1/pool/outputs?limit=5000", "").await;
         assert_eq!(s, StatusCode::BAD_REQUEST);
+        let (s, v) = call(&router, "GET", "/api/v1/pool/key_images?limit=10", "").await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(
+            (v["key_images"].clone(), v["more"].clone()),
+            (serde_json::json!([]), false.into())
+        );
+        for bad in ["after=zz", "after=00", "limit=0", "limit=4097", "from=1"] {
+            let uri = format!("/api/v1/pool/key_images?{bad}");
+            let (s, v) = call(&router, "GET", &uri, "").await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
+            assert!(v["error"].is_string(), "{bad}: {v}");
+        }
+        let (s, v) = call(&router, "GET", "/api/v1/regions/1/rings", "").await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(
+            (v["buy"].clone(), v["sell"].clone()),
+            (serde_json::json!([]), serde_json::json!([]))
+        );
+        let (s, _) = call(&router, "GET", "/api/v1/regions/x/rings", "").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert!(
+            call(&router, "GET", "/api/v1/status", "").await.1["shielded"].is_null(),
+            "no pool on this chain"
+        );
+        // A block's transactions in full, or a bad flag.
+        let (s, v) = call(&router, "GET", "/api/v1/blocks/0?full=true", "").await;
+        assert_eq!(
+            (s, v["txs"].clone()),
+            (StatusCode::OK, serde_json::json!([]))
+        );
+        let (s, _) = call(&router, "GET", "/api/v1/blocks/0?full=yes", "").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
     });
 }
 
