@@ -46,6 +46,27 @@ pub enum WalletError {
     Signing(&'static str),
 }
 
+/// The keys of `payee` of the wallet with secret `seed`: its own, or those
+/// of the payee address its order of a slot and side names.
+fn payee_keys(seed: &[u8; 32], payee: Payee) -> WalletKeys {
+    match payee {
+        Payee::Main => WalletKeys::from_seed(seed),
+        Payee::Order { slot, side } => {
+            let seed = hash::tagged(
+                TAG_PAYEE,
+                &[seed, &slot.0.to_le_bytes(), &[side_byte(side)]],
+            );
+            WalletKeys::from_seed(&seed.0)
+        }
+    }
+}
+
+/// The payee address the order of `slot` and `side` of the wallet with
+/// secret `seed` names (who knows the seed knows whose order it is).
+pub fn payee_address(seed: &[u8; 32], slot: Slot, side: Side) -> Address {
+    payee_keys(seed, Payee::Order { slot, side }).address()
+}
+
 /// Who an output was paid to: the main address, or the payee an order of
 /// `slot` and side named.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -209,20 +230,11 @@ impl ShieldedWallet {
 
     /// The payee an order of `slot` and `side` names.
     pub fn payee_address(&self, slot: Slot, side: Side) -> Address {
-        self.keys_of(Payee::Order { slot, side }).address()
+        payee_address(&self.seed, slot, side)
     }
 
     fn keys_of(&self, payee: Payee) -> WalletKeys {
-        match payee {
-            Payee::Main => WalletKeys::from_seed(&self.seed),
-            Payee::Order { slot, side } => {
-                let seed = hash::tagged(
-                    TAG_PAYEE,
-                    &[&self.seed, &slot.0.to_le_bytes(), &[side_byte(side)]],
-                );
-                WalletKeys::from_seed(&seed.0)
-            }
-        }
+        payee_keys(&self.seed, payee)
     }
 
     /// Scans the pool outputs at `from, from + 1, …` (a page of

@@ -17,7 +17,7 @@ use crate::client::{ClientError, NodeClient};
 use crate::loadgen::{BenchError, account, body, nonce, submit_window};
 use ed25519_dalek::SigningKey;
 use quartier_ledger::{ChainId, Genesis, MeterRole, SignedTx, TxBody};
-use quartier_meter::wallet::{RingPolicy, ShieldedWallet};
+use quartier_meter::wallet::{RingPolicy, ShieldedWallet, payee_address};
 use quartier_meter::{AgentEffect, AgentInput, MeterAgent, StrategyKind, TxProgress};
 use quartier_sim::view::{PublicOrder, RegistryEntry};
 use quartier_sim::{GroundTruth, Neighbourhood, PrivacyMode, Profiles, PublicView, SimPlan};
@@ -205,12 +205,9 @@ pub fn chain_run(
         .and_then(|b| <[u8; 32]>::try_from(b).ok())
         .map(|b| ChainId(hash::Digest(b)))
         .ok_or_else(|| unexpected("a chain id"))?;
-    let wallets: Vec<ShieldedWallet> = (0..manifest.households)
+    let wallets: Vec<[u8; 32]> = (0..manifest.households)
         .filter(|_| shielded)
-        .map(|i| {
-            let policy = ring_policy(quartier_ledger::ShieldedPolicy { ring_size: 2 });
-            ShieldedWallet::from_seed(wallet_seed(chain, manifest.seed, i), policy)
-        })
+        .map(|i| wallet_seed(chain, manifest.seed, i))
         .collect();
     let mut params = None;
     let mut orders = Vec::new();
@@ -228,9 +225,9 @@ pub fn chain_run(
         params.get_or_insert(settlement.params);
         let payees: BTreeMap<([u8; 32], [u8; 32]), u32> = (0u32..)
             .zip(&wallets)
-            .flat_map(|(h, w)| {
+            .flat_map(|(h, seed)| {
                 [Side::Buy, Side::Sell].map(|side| {
-                    let a = w.payee_address(Slot(slot), side);
+                    let a = payee_address(seed, Slot(slot), side);
                     ((a.view, a.spend), h)
                 })
             })
