@@ -284,6 +284,10 @@ struct PlanArgs {
     /// Mode B: enclaves in the committee, each its own process (t = n/2 + 1).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(2..=16))]
     enclaves: u16,
+    /// The validators' IPv4 addresses, comma-separated (validator i listens
+    /// on the i-th; loopback for the rest): one host or namespace each.
+    #[arg(long, value_delimiter = ',')]
+    hosts: Vec<std::net::Ipv4Addr>,
 }
 
 /// The devnet's privacy mode.
@@ -322,6 +326,7 @@ impl PlanArgs {
             base_port: self.base_port,
             idle_block_ms: self.idle_block_ms,
             sealed,
+            hosts: self.hosts.clone(),
             shielded: (self.privacy == Privacy::Shielded).then_some(
                 quartier_ledger::ShieldedPolicy {
                     ring_size: self.ring_size,

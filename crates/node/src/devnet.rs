@@ -25,6 +25,9 @@ pub struct DevnetPlan {
     pub sealed: Option<SealedPlan>,
     /// Privacy mode A: the shielded pool's policy, or `None`.
     pub shielded: Option<ShieldedPolicy>,
+    /// The validators' hosts: validator i listens on `hosts[i]` (loopback
+    /// when the list is shorter), e.g. one network namespace or machine each.
+    pub hosts: Vec<Ipv4Addr>,
 }
 
 /// A mode B devnet's enclave committee.
@@ -111,9 +114,10 @@ pub fn lay_out(dir: &Path, plan: &DevnetPlan) -> Result<DevnetLayout, ConfigErro
     let mut node_configs = Vec::new();
     for i in 0..plan.validators {
         let (key_file, account) = new_key(&keys, &format!("validator-{i}"))?;
+        let host = plan.hosts.get(i).copied().unwrap_or(Ipv4Addr::LOCALHOST);
         let port = |offset: usize| {
             let p = usize::from(plan.base_port) + 2 * i + offset;
-            SocketAddr::from((Ipv4Addr::LOCALHOST, u16::try_from(p).unwrap_or(u16::MAX)))
+            SocketAddr::from((host, u16::try_from(p).unwrap_or(u16::MAX)))
         };
         let (p2p, api) = (port(0), port(1));
         peers.push(Peer {
