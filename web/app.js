@@ -22,6 +22,8 @@ const rp = (mrp) => (mrp / 1000).toFixed(2) + " Rp/kWh";
 const chf = (urp) => (urp / 1e8).toLocaleString(undefined, { minimumFractionDigits: 2, maximumFractionDigits: 2 }) + " CHF";
 const clock = (ms) => new Date(ms).toLocaleTimeString();
 const short = (id) => (id ? id.slice(0, 8) + "…" : "–");
+// Mode A: an order names no meter, only a one-time payee address.
+const party = (o) => (o.shielded ? "shielded" : short(o.meter));
 const el = (id) => document.getElementById(id);
 const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
 
@@ -131,7 +133,7 @@ function drawTrades(st) {
   const t = st.clearing.totals;
   el("trades-summary").textContent = `${st.orders.length} orders, ${st.clearing.trades.length} trades, ${kwh(t.local_energy)} locally, ${kwh(t.grid_import)} from and ${kwh(t.grid_export)} to the grid`;
   el("trades").querySelector("tbody").innerHTML = st.clearing.trades
-    .map((tr) => `<tr><td class="id">${esc(short(st.orders[tr.buy].meter))}</td><td class="id">${esc(short(st.orders[tr.sell].meter))}</td><td>${(tr.energy / 1000).toFixed(3)}</td><td>${(tr.price / 1000).toFixed(2)}</td></tr>`)
+    .map((tr) => `<tr><td class="id">${esc(party(st.orders[tr.buy]))}</td><td class="id">${esc(party(st.orders[tr.sell]))}</td><td>${(tr.energy / 1000).toFixed(3)}</td><td>${(tr.price / 1000).toFixed(2)}</td></tr>`)
     .join("") || `<tr><td colspan="4" class="muted">no local trades</td></tr>`;
 }
 
