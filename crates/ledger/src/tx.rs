@@ -277,6 +277,19 @@ impl Tx {
         bytes
     }
 
+    /// A mode A transaction ([`TxBody::is_one_time`]) signed by the one-time
+    /// key of `secret` (fresh randomness, used once), nonce 0.
+    pub fn one_time(chain_id: ChainId, body: TxBody, secret: &[u8; 32]) -> SignedTx {
+        let key = SigningKey::from_bytes(secret);
+        Tx {
+            chain_id,
+            signer: AccountId(key.verifying_key().to_bytes()),
+            nonce: 0,
+            body,
+        }
+        .sign(&key)
+    }
+
     /// Signs with `key`, which must be the key of `self.signer`.
     pub fn sign(self, key: &SigningKey) -> SignedTx {
         let signature = key.sign(&self.signing_bytes()).to_bytes();

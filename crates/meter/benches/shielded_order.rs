@@ -56,14 +56,7 @@ fn signed(state: &State, k: &SigningKey, body: TxBody) -> SignedTx {
 }
 
 fn one_time(state: &State, body: TxBody, i: usize) -> SignedTx {
-    let k = key("one-time", i);
-    Tx {
-        chain_id: state.chain_id(),
-        signer: id(&k),
-        nonce: 0,
-        body,
-    }
-    .sign(&k)
+    Tx::one_time(state.chain_id(), body, &key("one-time", i).to_bytes())
 }
 
 /// A chain in mode A with `k` meters and a pool of `2k` outputs, one of

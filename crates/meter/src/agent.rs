@@ -459,14 +459,7 @@ impl MeterAgent {
                 Ok(order) => {
                     let mut secret = [0u8; 32];
                     rand_core::Rng::fill_bytes(&mut shielding.rng, &mut secret);
-                    let signer = SigningKey::from_bytes(&secret);
-                    let tx = Tx {
-                        chain_id,
-                        signer: AccountId(signer.verifying_key().to_bytes()),
-                        nonce: 0,
-                        body: TxBody::PlaceShieldedOrder { order },
-                    }
-                    .sign(&signer);
+                    let tx = Tx::one_time(chain_id, TxBody::PlaceShieldedOrder { order }, &secret);
                     head.tx = Some(tx.clone());
                     effects.push(AgentEffect::Submit(Box::new(tx)));
                 }

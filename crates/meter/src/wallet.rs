@@ -634,14 +634,7 @@ mod tests {
         fn one_time(&self, body: TxBody, rng: &mut ChaCha20Rng) -> quartier_ledger::SignedTx {
             let mut seed = [0u8; 32];
             rand_core::Rng::fill_bytes(rng, &mut seed);
-            let k = SigningKey::from_bytes(&seed);
-            Tx {
-                chain_id: self.state.chain_id(),
-                signer: id(&k),
-                nonce: 0,
-                body,
-            }
-            .sign(&k)
+            Tx::one_time(self.state.chain_id(), body, &seed)
         }
 
         fn pool(&self) -> Vec<PoolOutput> {

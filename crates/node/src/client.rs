@@ -191,3 +191,11 @@ pub fn meter_rings(
     };
     Ok((ring("buy")?, ring("sell")?))
 }
+
+/// The chain id in a `GET /api/v1/status` answer.
+pub fn chain_id(status: &serde_json::Value) -> Option<quartier_ledger::ChainId> {
+    let bytes = hex::decode(status["chain_id"].as_str()?).ok()?;
+    Some(quartier_ledger::ChainId(quartier_types::hash::Digest(
+        bytes.try_into().ok()?,
+    )))
+}

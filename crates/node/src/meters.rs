@@ -199,12 +199,7 @@ pub fn chain_run(
     // household's seed, slot and side.
     let (_, status) = api.get("/api/v1/status")?;
     let shielded = status["shielded"].is_object();
-    let chain = status["chain_id"]
-        .as_str()
-        .and_then(|h| hex::decode(h).ok())
-        .and_then(|b| <[u8; 32]>::try_from(b).ok())
-        .map(|b| ChainId(hash::Digest(b)))
-        .ok_or_else(|| unexpected("a chain id"))?;
+    let chain = crate::client::chain_id(&status).ok_or_else(|| unexpected("a chain id"))?;
     let wallets: Vec<[u8; 32]> = (0..manifest.households)
         .filter(|_| shielded)
         .map(|i| wallet_seed(chain, manifest.seed, i))

@@ -126,12 +126,7 @@ pub fn shield(
 }
 
 fn chain_id(status: &serde_json::Value) -> Result<quartier_ledger::ChainId, ShieldedClientError> {
-    status["chain_id"]
-        .as_str()
-        .and_then(|h| hex::decode(h).ok())
-        .and_then(|b| <[u8; 32]>::try_from(b).ok())
-        .map(|b| quartier_ledger::ChainId(quartier_types::hash::Digest(b)))
-        .ok_or(ClientError::Malformed.into())
+    client::chain_id(status).ok_or(ClientError::Malformed.into())
 }
 
 /// Spends outputs of the wallet of `seed` to pay `amount` to the transparent
@@ -160,17 +155,11 @@ pub fn unshield(
     )?;
     let mut secret = [0u8; 32];
     rand_core::Rng::fill_bytes(&mut rng, &mut secret);
-    let signer = SigningKey::from_bytes(&secret);
-    let tx = Tx {
-        chain_id,
-        signer: account(&signer),
-        nonce: 0,
-        body: TxBody::Unshield {
-            transfer,
-            to,
-            amount,
-        },
-    }
-    .sign(&signer);
+    let unshield = TxBody::Unshield {
+        transfer,
+        to,
+        amount,
+    };
+    let tx = Tx::one_time(chain_id, unshield, &secret);
     submit_final(api, &tx, timeout)
 }

@@ -60,14 +60,7 @@ fn shield(
 fn one_time(c: &Chain, body: TxBody, rng: &mut ChaCha20Rng) -> SignedTx {
     let mut seed = [0u8; 32];
     rand_core::Rng::fill_bytes(rng, &mut seed);
-    let k = SigningKey::from_bytes(&seed);
-    Tx {
-        chain_id: c.state.chain_id(),
-        signer: AccountId(k.verifying_key().to_bytes()),
-        nonce: 0,
-        body,
-    }
-    .sign(&k)
+    Tx::one_time(c.state.chain_id(), body, &seed)
 }
 
 /// `owner` spends pool output `index` into `outputs` (amounts to
