@@ -528,17 +528,23 @@ impl Fleet {
         if self.genesis.shielded.is_none() {
             return;
         }
-        let Some(images) = self
-            .apis
-            .iter()
-            .find_map(|a| crate::client::key_images(a).ok())
-        else {
-            return;
-        };
+        if let Some(images) = self.first_answer(crate::client::key_images) {
+            self.tell_all(&AgentInput::KeyImages(images));
+        }
+    }
+
+    /// The first node's answer to `ask`, if any node gives one.
+    fn first_answer<T>(&self, ask: impl Fn(&NodeClient) -> Result<T, ClientError>) -> Option<T> {
+        self.apis.iter().find_map(|a| ask(a).ok())
+    }
+
+    /// Hands every agent the same input, one that only updates what it
+    /// knows (keys, outputs, rings): whatever it unblocks is carried out by
+    /// the slot's polling.
+    fn tell_all(&mut self, input: &AgentInput) {
         let now = self.chain_time;
         for agent in &mut self.agents {
-            // Key images only mark outputs; a waiting order retries on the next input.
-            let _ = agent.handle(now, AgentInput::KeyImages(images.clone()));
+            let _ = agent.handle(now, input.clone());
         }
     }
 
@@ -548,27 +554,19 @@ impl Fleet {
         if self.genesis.shielded.is_none() {
             return;
         }
-        let now = self.chain_time;
-        let from = self.pool_fed;
-        let fresh = self
-            .apis
-            .iter()
-            .find_map(|a| crate::client::pool_outputs(a, from).ok());
-        let rings = self
-            .apis
-            .iter()
-            .find_map(|a| crate::client::meter_rings(a, FLEET_REGION).ok());
-        for agent in &mut self.agents {
-            // Outputs and rings produce effects only for waiting orders,
-            // which the slot's polling carries out.
-            if let Some((buy, sell)) = rings.clone() {
-                let _ = agent.handle(now, AgentInput::MeterRings { buy, sell });
-            }
-            if let Some(outputs) = fresh.clone().filter(|o| !o.is_empty()) {
-                let _ = agent.handle(now, AgentInput::PoolOutputs { from, outputs });
-            }
+        if let Some((buy, sell)) =
+            self.first_answer(|a| crate::client::meter_rings(a, FLEET_REGION))
+        {
+            self.tell_all(&AgentInput::MeterRings { buy, sell });
         }
-        self.pool_fed += fresh.map_or(0, |o| o.len() as u64);
+        let from = self.pool_fed;
+        if let Some(outputs) = self
+            .first_answer(|a| crate::client::pool_outputs(a, from))
+            .filter(|o| !o.is_empty())
+        {
+            self.pool_fed += outputs.len() as u64;
+            self.tell_all(&AgentInput::PoolOutputs { from, outputs });
+        }
     }
 
     /// Mode B: the enclaves' API URLs, where households fetch their receipts.
@@ -607,11 +605,7 @@ impl Fleet {
             return;
         }
         self.epoch_keys.extend(fresh.iter().copied());
-        let now = self.chain_time;
-        for agent in &mut self.agents {
-            // Keys produce no effects by themselves.
-            let _ = agent.handle(now, AgentInput::EpochKeys(fresh.clone()));
-        }
+        self.tell_all(&AgentInput::EpochKeys(fresh));
     }
 
     /// Which account is which household, and when the run started.
