@@ -12,6 +12,7 @@ use crate::auctioneer::SlotSummary;
 use borsh::{BorshDeserialize, BorshSerialize};
 use frost_ristretto255 as frost;
 use quartier_types::hash;
+use quartier_types::rng::Rng06;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -34,27 +35,6 @@ pub enum CommitteeError {
     #[error("invalid group signature")]
     InvalidSignature,
 }
-
-/// Lets a `rand_core` 0.10 generator drive FROST, which takes `rand_core` 0.6.
-pub(crate) struct Rng06<'a, R>(pub(crate) &'a mut R);
-
-impl<R: rand_core::CryptoRng> rand_core_06::RngCore for Rng06<'_, R> {
-    fn next_u32(&mut self) -> u32 {
-        self.0.next_u32()
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0.next_u64()
-    }
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        self.0.fill_bytes(dest);
-    }
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core_06::Error> {
-        self.0.fill_bytes(dest);
-        Ok(())
-    }
-}
-
-impl<R: rand_core::CryptoRng> rand_core_06::CryptoRng for Rng06<'_, R> {}
 
 /// One enclave's share of the group key. Secret: no `Debug`.
 pub struct Member {

@@ -18,12 +18,13 @@
 
 use crate::attestation::Measurement;
 use crate::auctioneer::{Auctioneer, AuctioneerState, Batch, BatchError, SlotReport};
-use crate::committee::{GroupPublicKey, GroupSignature, Rng06, report_message};
+use crate::committee::{GroupPublicKey, GroupSignature, report_message};
 use crate::epoch::{EpochKeyShare, IdentityKey, epoch_key_message, share};
 use crate::sealed::{Epoch, EpochKeyPair, HpkeKeyPair, hpke_open, hpke_seal};
 use borsh::{BorshDeserialize, BorshSerialize};
 use ed25519_dalek::SigningKey;
 use frost_ristretto255 as frost;
+use quartier_types::rng::Rng06;
 use quartier_types::{AccountId, RegionId, Slot, hash};
 use rand_core::CryptoRng;
 use std::collections::BTreeMap;

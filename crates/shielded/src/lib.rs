@@ -26,5 +26,3 @@ pub mod keys;
 pub mod output;
 pub mod range;
 pub mod spend;
-
-mod rng;

@@ -2,9 +2,9 @@
 //! every output commitment of a transaction hides an amount in `[0, 2^64)`,
 //! so no output can carry a negative amount that would mint money.
 
-use crate::rng::Rng06;
 use monero_bulletproofs::Bulletproof;
 use monero_ed25519::{Commitment, CompressedPoint};
+use quartier_types::rng::Rng06;
 use rand_core::CryptoRng;
 
 /// The most commitments one proof covers.

@@ -10,13 +10,13 @@
 //! caller binds the whole transaction into.
 
 use crate::keys::point;
-use crate::rng::Rng06;
 use borsh::{BorshDeserialize, BorshSerialize};
 use curve25519_dalek::Scalar as DScalar;
 use curve25519_dalek::constants::ED25519_BASEPOINT_TABLE;
 use curve25519_dalek::edwards::EdwardsPoint;
 use monero_clsag::{Clsag, ClsagContext, Decoys};
 use monero_ed25519::{Commitment, CompressedPoint, Point, Scalar};
+use quartier_types::rng::Rng06;
 use rand_core::CryptoRng;
 use zeroize::Zeroizing;
 

@@ -20,6 +20,8 @@ pub mod hash;
 pub mod hex;
 mod ids;
 mod market;
+#[cfg(feature = "rng06")]
+pub mod rng;
 mod units;
 
 pub use ids::{AccountId, AccountIdError, Height, RegionId, Slot, SlotDelta, Timestamp};

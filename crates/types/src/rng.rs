@@ -1,6 +1,8 @@
-//! Lets a `rand_core` 0.10 generator drive monero-oxide, which takes `rand_core` 0.6.
+//! Randomness across `rand_core` versions (feature `rng06`).
 
-pub(crate) struct Rng06<'a, R>(pub(crate) &'a mut R);
+/// Lets a `rand_core` 0.10 generator drive a crate that takes `rand_core`
+/// 0.6 (monero-oxide, FROST).
+pub struct Rng06<'a, R>(pub &'a mut R);
 
 impl<R: rand_core::CryptoRng> rand_core_06::RngCore for Rng06<'_, R> {
     fn next_u32(&mut self) -> u32 {
