@@ -272,6 +272,14 @@ struct PlanArgs {
     /// An idle chain still makes a block this often (milliseconds).
     #[arg(long, default_value_t = 2_000)]
     idle_block_ms: u64,
+    /// How long each validator keeps finalized blocks (milliseconds of block
+    /// time behind the tip; 0: every block, an archive node).
+    #[arg(long, default_value_t = 86_400_000)]
+    block_retention_ms: u64,
+    /// How many slots a settlement (every order and trade) stays in the
+    /// chain's state (0: forever). 2 880 is 30 days of 15-minute slots.
+    #[arg(long, default_value_t = 2_880)]
+    history_slots: u64,
     /// How orders are placed: `transparent` (open orders), `shielded`
     /// (privacy mode A: ring-signed orders funded from a shielded pool) or
     /// `enclave` (privacy mode B: sealed orders cleared by an enclave
@@ -325,6 +333,8 @@ impl PlanArgs {
             gate_ms: self.slot_seconds * 200,
             base_port: self.base_port,
             idle_block_ms: self.idle_block_ms,
+            block_retention_ms: self.block_retention_ms,
+            history_slots: self.history_slots,
             sealed,
             hosts: self.hosts.clone(),
             shielded: (self.privacy == Privacy::Shielded).then_some(

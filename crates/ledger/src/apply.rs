@@ -773,10 +773,41 @@ pub fn end_block(state: &mut State, ctx: &BlockContext) -> Vec<Event> {
         }
     }
     sealed_market::close_sealed_books(state, ctx);
+    forget_old_slots(state, ctx.time);
     state.records.meta.height = ctx.height;
     state.records.meta.time = ctx.time;
     state.touch(StateKey::Meta);
     events
+}
+
+/// Drops the settlements and mode B reports of slots more than
+/// `genesis.history_slots` before the slot of `time` (none if it is 0): the
+/// state holds a bounded window of order-level history.
+fn forget_old_slots(state: &mut State, time: Timestamp) {
+    let keep = state.genesis().history_slots;
+    let Some(first_kept) = state.genesis().slot_at(time).0.checked_sub(keep) else {
+        return;
+    };
+    if keep == 0 {
+        return;
+    }
+    let old = |key: &(RegionId, Slot)| key.1.0 < first_kept;
+    let settlements: Vec<_> = state
+        .records
+        .settlements
+        .keys()
+        .copied()
+        .filter(old)
+        .collect();
+    for key in settlements {
+        state.records.settlements.remove(&key);
+        state.touch(StateKey::Settlement(key.0, key.1));
+    }
+    let reports: Vec<_> = state.records.reports.keys().copied().filter(old).collect();
+    for key in reports {
+        state.records.reports.remove(&key);
+        state.touch(StateKey::SealedReport(key.0, key.1));
+    }
 }
 
 /// The balance changes of one settlement, computed and checked before any is

@@ -62,6 +62,11 @@ pub struct Genesis {
     /// Privacy mode A: the shielded pool's policy; `None` disables it.
     #[serde(default)]
     pub shielded: Option<crate::ShieldedPolicy>,
+    /// How many slots a settlement (and a mode B report) stays in the state
+    /// after its slot; older ones are dropped at the next block, their orders
+    /// kept only by archive nodes' blocks. 0 keeps them forever.
+    #[serde(default)]
+    pub history_slots: u64,
 }
 
 /// How a chain admits auctioneer enclaves (privacy mode B, DESIGN §7).

@@ -78,6 +78,7 @@ fn chain(k: usize, rng: &mut ChaCha20Rng) -> (State, Vec<SigningKey>, ShieldedWa
         shielded: Some(ShieldedPolicy {
             ring_size: u16::try_from(k).expect("small ring"),
         }),
+        history_slots: 0,
     };
     let mut state = State::from_genesis(genesis).expect("valid genesis");
     let meters: Vec<SigningKey> = (0..k).map(|i| key("meter", i)).collect();

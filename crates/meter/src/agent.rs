@@ -546,6 +546,7 @@ mod tests {
             allocations: vec![],
             sealed_market: None,
             shielded: None,
+            history_slots: 0,
         }
     }
 

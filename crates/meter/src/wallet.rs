@@ -663,6 +663,7 @@ mod tests {
             allocations: vec![(id(&utility), Money::new(1_000 * CHF))],
             sealed_market: None,
             shielded: Some(ShieldedPolicy { ring_size: 4 }),
+            history_slots: 0,
         };
         let mut c = Chain {
             state: State::from_genesis(genesis).unwrap(),

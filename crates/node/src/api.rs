@@ -230,13 +230,25 @@ async fn slot(
     let region = RegionId(region.parse().map_err(|_| bad("region: not a number"))?);
     let slot = Slot(slot.parse().map_err(|_| bad("slot: not a number"))?);
     let body = api.app.with_state(|s| {
-        json!({
-            "region": region,
-            "slot": slot,
-            "book": s.book(region, slot),
-            "settlement": s.settlement(region, slot),
+        let g = s.genesis();
+        let forgotten = g.history_slots > 0
+            && slot.0.saturating_add(g.history_slots) < g.slot_at(s.meta().time).0
+            && s.settlement(region, slot).is_none();
+        (!forgotten).then(|| {
+            json!({
+                "region": region,
+                "slot": slot,
+                "book": s.book(region, slot),
+                "settlement": s.settlement(region, slot),
+            })
         })
     });
+    let body = body.ok_or_else(|| {
+        ApiError(
+            StatusCode::GONE,
+            format!("slot {} is older than the chain's history window; archive nodes' blocks hold its orders", slot.0),
+        )
+    })?;
     Ok(Json(body))
 }
 
@@ -521,6 +533,13 @@ async fn block(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let axum::extract::Query(BlockDetail { full }) = query.map_err(|e| bad(e.body_text()))?;
     let height: u64 = height.parse().map_err(|_| bad("height: not a number"))?;
+    let first_kept = api.app.first_kept_height();
+    if (1..first_kept).contains(&height) {
+        return Err(ApiError(
+            StatusCode::GONE,
+            format!("block {height} is pruned: this node keeps blocks from {first_kept}"),
+        ));
+    }
     let block = api.app.finalized_block(height).ok_or_else(|| {
         ApiError(
             StatusCode::NOT_FOUND,

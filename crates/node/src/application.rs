@@ -133,6 +133,10 @@ struct Chain {
     executed: BTreeMap<BlockDigest, (u64, State)>,
     mempool: Mempool,
     roots: BTreeMap<u64, Digest>,
+    /// Block times by height, from the lowest block kept.
+    times: BTreeMap<u64, u64>,
+    /// The lowest height whose block this node still stores (1 unless pruned).
+    first_kept: u64,
     finalized_txs: u64,
     rejected_txs: u64,
     replayed_blocks: u64,
@@ -149,6 +153,7 @@ impl Chain {
         self.finalized_height = height;
         self.last_block_time_ms = b.time_ms;
         self.roots.insert(height, b.state_root);
+        self.times.insert(height, b.time_ms);
         for tx in &b.txs {
             self.included.insert(tx.hash(), height);
         }
@@ -166,7 +171,15 @@ pub struct LedgerApp {
     idle_block_ms: u64,
     /// A state snapshot goes with every this-many-th finalized block (0: none).
     snapshot_every: u64,
+    /// Blocks older than this (by block time, behind the tip) are deleted
+    /// when a snapshot makes them unnecessary for a restart; `None`: archive.
+    block_retention_ms: Option<u64>,
+    /// Tells consensus storage (marshal) to prune below a height.
+    pruner: Arc<Mutex<Option<Pruner>>>,
 }
+
+/// Prunes consensus storage below a height.
+pub type Pruner = Box<dyn Fn(u64) + Send + Sync>;
 
 fn millis(t: std::time::SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
@@ -203,6 +216,8 @@ impl LedgerApp {
                 executed: BTreeMap::new(),
                 mempool,
                 roots: BTreeMap::from([(0, root)]),
+                times: BTreeMap::new(),
+                first_kept: 1,
                 finalized_txs: 0,
                 rejected_txs: 0,
                 replayed_blocks: 0,
@@ -211,6 +226,8 @@ impl LedgerApp {
             })),
             idle_block_ms: 0,
             snapshot_every: DEFAULT_SNAPSHOT_EVERY,
+            block_retention_ms: None,
+            pruner: Arc::new(Mutex::new(None)),
             events: tokio::sync::broadcast::channel(1024).0,
         }
     }
@@ -229,6 +246,25 @@ impl LedgerApp {
         self
     }
 
+    /// Deletes finalized blocks (from the block log and consensus storage)
+    /// once they are older than `retention` behind the tip and a snapshot
+    /// follows them. Peers down for longer than `retention` can then not
+    /// catch up from this node.
+    pub fn with_block_retention(mut self, retention: Duration) -> LedgerApp {
+        self.block_retention_ms = Some(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX));
+        self
+    }
+
+    /// Sets how consensus storage is pruned (shared by all clones).
+    pub fn set_pruner(&self, pruner: Pruner) {
+        *self.pruner.lock() = Some(pruner);
+    }
+
+    /// The lowest height whose block this node stores (1 unless pruned).
+    pub fn first_kept_height(&self) -> u64 {
+        self.chain.lock().first_kept
+    }
+
     /// An application that persists finalized blocks in `log`, resumed from
     /// what the log holds: every stored block is re-executed from `genesis` and
     /// its root checked.
@@ -240,7 +276,24 @@ impl LedgerApp {
         let snapshot = log.latest_snapshot()?;
         {
             let mut chain = app.chain.lock();
-            for block in log.load()? {
+            let blocks = log.load()?;
+            if let Some(first) = blocks.first()
+                && first.height.get() > 1
+            {
+                // Pruned below `first`: the chain is trusted up to its parent,
+                // and the state must come from a snapshot at or above it.
+                if snapshot
+                    .as_ref()
+                    .is_none_or(|(at, _)| *at < first.height.get())
+                {
+                    return Err(OpenError::Snapshot(first.height.get()));
+                }
+                chain.finalized_block = first.parent;
+                chain.finalized_height = first.height.get() - 1;
+                chain.first_kept = first.height.get();
+                chain.roots.clear();
+            }
+            for block in blocks {
                 let height = block.height.get();
                 let digest = block.digest();
                 if block.parent != chain.finalized_block {
@@ -452,6 +505,11 @@ impl LedgerApp {
         chain.finalized = state;
         chain.record(digest, b);
         chain.finalized_txs += b.txs.len() as u64;
+        if snapshot.is_some()
+            && let Some(retention) = self.block_retention_ms
+        {
+            self.prune(&mut chain, b.time_ms.saturating_sub(retention));
+        }
         // Nobody listening is fine: send only fails without receivers.
         let _ = self.events.send(StreamEvent::Block {
             height,
@@ -483,6 +541,40 @@ impl LedgerApp {
             mempool.remove(&tx.hash());
         }
         mempool.prune(finalized);
+    }
+}
+
+impl LedgerApp {
+    /// Deletes the blocks older than `horizon` (block time) that are below the
+    /// snapshot just written at the tip, from the log and from consensus
+    /// storage, and forgets their roots and transactions.
+    fn prune(&self, chain: &mut Chain, horizon: u64) {
+        let tip = chain.finalized_height;
+        // The lowest height to keep: the first block at or after the horizon,
+        // and never above the snapshot at the tip.
+        let keep = chain
+            .times
+            .iter()
+            .find(|(_, t)| **t >= horizon)
+            .map_or(tip, |(h, _)| *h)
+            .min(tip);
+        if keep <= chain.first_kept {
+            return;
+        }
+        if let Some(log) = &chain.log
+            && let Err(e) = log.prune_below(keep)
+        {
+            tracing::warn!("block log not pruned: {e}");
+            return;
+        }
+        if let Some(pruner) = self.pruner.lock().as_ref() {
+            pruner(keep);
+        }
+        chain.first_kept = keep;
+        chain.times = chain.times.split_off(&keep);
+        chain.roots = chain.roots.split_off(&keep);
+        chain.included.retain(|_, h| *h >= keep);
+        tracing::info!(below = keep, "pruned finalized blocks");
     }
 }
 

@@ -46,10 +46,21 @@ pub struct NodeConfig {
     /// (a heartbeat); with transactions or a settlement due it proposes at once.
     #[serde(default = "default_idle_block_ms")]
     pub idle_block_ms: u64,
+    /// Milliseconds of finalized blocks kept behind the tip (by block time);
+    /// older ones are deleted once a state snapshot follows them. 0 keeps
+    /// every block (an archive node). A validator down for longer than this
+    /// can not catch up from a pruning peer.
+    #[serde(default = "default_block_retention_ms")]
+    pub block_retention_ms: u64,
 }
 
 fn default_idle_block_ms() -> u64 {
     10_000
+}
+
+/// One day.
+fn default_block_retention_ms() -> u64 {
+    86_400_000
 }
 
 /// Why a configuration could not be loaded.

@@ -21,6 +21,10 @@ pub struct DevnetPlan {
     pub base_port: u16,
     /// Heartbeat of an idle chain, in milliseconds.
     pub idle_block_ms: u64,
+    /// Each validator's block retention in milliseconds (0: archive).
+    pub block_retention_ms: u64,
+    /// Slots a settlement stays in the state (`genesis.history_slots`).
+    pub history_slots: u64,
     /// Privacy mode B: the enclave committee, or `None` for the open market.
     pub sealed: Option<SealedPlan>,
     /// Privacy mode A: the shielded pool's policy, or `None`.
@@ -135,6 +139,7 @@ pub fn lay_out(dir: &Path, plan: &DevnetPlan) -> Result<DevnetLayout, ConfigErro
             p2p_listen: p2p,
             api_listen: api,
             idle_block_ms: plan.idle_block_ms,
+            block_retention_ms: plan.block_retention_ms,
         };
         let path = node_dir.join("node.toml");
         let text = toml::to_string(&config).map_err(|e| invalid(&path, e))?;
@@ -163,6 +168,7 @@ pub fn lay_out(dir: &Path, plan: &DevnetPlan) -> Result<DevnetLayout, ConfigErro
             allocations: vec![(utility, Money::new(10_000 * 100_000_000))],
             sealed_market,
             shielded: plan.shielded,
+            history_slots: plan.history_slots,
         },
         peers: peers.clone(),
     };

@@ -66,8 +66,11 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
     let state = State::from_genesis(genesis.ledger.clone()).map_err(|e| anyhow!("genesis: {e}"))?;
     let log = BlockLog::open(&config.data_dir.join("blocks.redb"))?;
-    let app = LedgerApp::open(state, Mempool::new(MempoolConfig::default()), log)?
+    let mut app = LedgerApp::open(state, Mempool::new(MempoolConfig::default()), log)?
         .with_idle_block_interval(Duration::from_millis(config.idle_block_ms));
+    if config.block_retention_ms > 0 {
+        app = app.with_block_retention(Duration::from_millis(config.block_retention_ms));
+    }
     tracing::info!(height = app.view().height, "resumed from the block log");
 
     let runtime = tokio::Config::new()

@@ -5,7 +5,8 @@
 //! loses nothing that was acknowledged. Every so often the same transaction
 //! also stores a snapshot of the state after that block (only the latest is
 //! kept), so on start the node loads the snapshot and re-executes only the
-//! blocks after it, checking every root.
+//! blocks after it, checking every root. Blocks below the snapshot may be
+//! pruned: the log then starts at the prune height.
 
 use crate::block::Block;
 use commonware_codec::{DecodeExt as _, Encode as _};
@@ -25,13 +26,21 @@ pub enum StorageError {
     /// A stored block does not decode (local corruption).
     #[error("block log: corrupt block at height {0}")]
     Corrupt(u64),
-    /// The log has a gap or does not start at height 1 (local corruption).
+    /// The log has a gap (local corruption).
     #[error("block log: expected height {expected}, found {found}")]
     Gap {
         /// The next height expected.
         expected: u64,
         /// The height found.
         found: u64,
+    },
+    /// Pruning would delete blocks a restart needs (those after the snapshot).
+    #[error("block log: can not prune below {height}, above the snapshot at {snapshot}")]
+    PruneAboveSnapshot {
+        /// The height asked for.
+        height: u64,
+        /// The latest snapshot's height (0: none).
+        snapshot: u64,
     },
 }
 
@@ -108,16 +117,63 @@ impl BlockLog {
             .map_err(|_| StorageError::Corrupt(height))
     }
 
-    /// All blocks from height 1, in order.
+    /// The lowest height stored (1 until the log is pruned), or `None` if empty.
+    ///
+    /// # Errors
+    /// [`StorageError::Database`] if the log can not be read.
+    pub fn first_height(&self) -> Result<Option<u64>, StorageError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let table = txn.open_table(BLOCKS).map_err(db_error)?;
+        let first = table.first().map_err(db_error)?;
+        Ok(first.map(|(h, _)| h.value()))
+    }
+
+    /// Deletes the blocks below `height`, which must not exceed the latest
+    /// snapshot's height (a restart starts from that snapshot). Returns how
+    /// many were deleted.
+    ///
+    /// # Errors
+    /// [`StorageError::Database`] if the deletion does not commit;
+    /// [`StorageError::PruneAboveSnapshot`] if `height` is above the snapshot.
+    pub fn prune_below(&self, height: u64) -> Result<u64, StorageError> {
+        let snapshot = self.latest_snapshot_height()?.unwrap_or(0);
+        if height > snapshot {
+            return Err(StorageError::PruneAboveSnapshot { height, snapshot });
+        }
+        let txn = self.db.begin_write().map_err(db_error)?;
+        let mut deleted = 0;
+        {
+            let mut table = txn.open_table(BLOCKS).map_err(db_error)?;
+            table
+                .retain_in(..height, |_, _| {
+                    deleted += 1;
+                    false
+                })
+                .map_err(db_error)?;
+        }
+        txn.commit().map_err(db_error)?;
+        Ok(deleted)
+    }
+
+    fn latest_snapshot_height(&self) -> Result<Option<u64>, StorageError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let table = txn.open_table(SNAPSHOTS).map_err(db_error)?;
+        let last = table.last().map_err(db_error)?;
+        Ok(last.map(|(h, _)| h.value()))
+    }
+
+    /// All stored blocks, in order: from height 1, or from where the log was
+    /// pruned.
     ///
     /// # Errors
     /// [`StorageError`] if the log can not be read, a block is corrupt, or
-    /// heights are not contiguous from 1.
+    /// heights are not contiguous.
     pub fn load(&self) -> Result<Vec<Block>, StorageError> {
+        let first = self.first_height()?.unwrap_or(1);
         let txn = self.db.begin_read().map_err(db_error)?;
         let table = txn.open_table(BLOCKS).map_err(db_error)?;
         let mut blocks = Vec::new();
-        for (expected, entry) in (1u64..).zip(table.iter().map_err(db_error)?) {
+        for (expected, entry) in (first..).zip(table.iter().map_err(db_error)?) {
             let (height, bytes) = entry.map_err(db_error)?;
             let height = height.value();
             if height != expected {

@@ -24,9 +24,11 @@ use commonware_p2p::{Blocker, Provider, Receiver, Sender};
 use commonware_parallel::Sequential;
 use commonware_runtime::buffer::paged::CacheRef;
 use commonware_runtime::{Clock, Handle, Metrics, Spawner, Storage};
-use commonware_storage::archive::immutable;
+use commonware_storage::archive::prunable;
+use commonware_storage::translator::EightCap;
 use commonware_utils::ordered::Set;
 use commonware_utils::{NZDuration, NZU16, NZU64, NZUsize};
+use std::num::NonZeroU64;
 use std::time::Duration;
 
 /// p2p channel of consensus votes.
@@ -59,6 +61,9 @@ pub struct ValidatorConfig {
     pub timeout_retry: Duration,
     /// After how long a silent leader's whole term is skipped.
     pub skip_timeout: Duration,
+    /// Heights per file section of marshal's block and certificate archives;
+    /// pruning deletes whole sections.
+    pub archive_section: NonZeroU64,
 }
 
 impl ValidatorConfig {
@@ -79,6 +84,7 @@ impl ValidatorConfig {
             certification_timeout: Duration::from_secs(2),
             timeout_retry: Duration::from_secs(3),
             skip_timeout: Duration::from_secs(4),
+            archive_section: NZU64!(1024),
         }
     }
 }
@@ -198,19 +204,26 @@ where
     );
     let mut handles = vec![broadcast.start(channels.blocks)];
 
-    let finalizations = immutable::Archive::init(
+    let finalizations = prunable::Archive::init(
         context.child("finalizations"),
         archive(
             &partition,
             &page_cache,
             "finalizations",
             Scheme::certificate_codec_config_unbounded(),
+            config.archive_section,
         ),
     )
     .await?;
-    let blocks = immutable::Archive::init(
+    let blocks = prunable::Archive::init(
         context.child("blocks"),
-        archive(&partition, &page_cache, "blocks", ()),
+        archive(
+            &partition,
+            &page_cache,
+            "blocks",
+            (),
+            config.archive_section,
+        ),
     )
     .await?;
     let (actor, mailbox, _floor) = MarshalActor::init(
@@ -236,6 +249,10 @@ where
         },
     )
     .await;
+    let pruning = mailbox.clone();
+    app.set_pruner(Box::new(move |height| {
+        pruning.prune(commonware_consensus::types::Height::new(height));
+    }));
     handles.push(actor.start(app, buffer, resolver));
 
     let inline = Inline::new(context.child("application"), proposer, mailbox, epocher);
@@ -274,30 +291,26 @@ where
     Ok(handles)
 }
 
-/// The configuration of one of marshal's immutable archives.
+/// The configuration of one of marshal's archives: prunable in sections of
+/// `section` heights, so a node that keeps a window of blocks drops whole files.
 fn archive<C>(
     partition: &str,
     page_cache: &CacheRef,
     name: &str,
     codec_config: C,
-) -> immutable::Config<C> {
-    immutable::Config {
+    section: NonZeroU64,
+) -> prunable::Config<EightCap, C> {
+    prunable::Config {
+        translator: EightCap,
         metadata_partition: format!("{partition}-{name}-metadata"),
-        freezer_table_partition: format!("{partition}-{name}-freezer-table"),
-        freezer_table_initial_size: 64,
-        freezer_table_resize_frequency: 10,
-        freezer_table_resize_chunk_size: 10,
-        freezer_key_partition: format!("{partition}-{name}-freezer-key"),
-        freezer_key_page_cache: page_cache.clone(),
-        freezer_value_partition: format!("{partition}-{name}-freezer-value"),
-        freezer_value_target_size: 1024,
-        freezer_value_compression: None,
-        ordinal_partition: format!("{partition}-{name}-ordinal"),
-        items_per_section: NZU64!(64),
+        key_partition: format!("{partition}-{name}-key"),
+        key_page_cache: page_cache.clone(),
+        value_partition: format!("{partition}-{name}-value"),
+        compression: None,
         codec_config,
+        items_per_section: section,
+        key_write_buffer: NZUsize!(1 << 16),
+        value_write_buffer: NZUsize!(1 << 16),
         replay_buffer: NZUsize!(1 << 16),
-        freezer_key_write_buffer: NZUsize!(1 << 16),
-        freezer_value_write_buffer: NZUsize!(1 << 16),
-        ordinal_write_buffer: NZUsize!(1 << 16),
     }
 }

@@ -50,6 +50,7 @@ pub fn genesis() -> Genesis {
         allocations: vec![(id(&key("utility")), chf(1_000))],
         sealed_market: None,
         shielded: None,
+        history_slots: 0,
     }
 }
 

@@ -197,3 +197,83 @@ fn feed_in_the_utility_can_not_pay_is_issued_to_it_and_recorded() {
     assert_eq!(c.state.meta().issued, paid);
     assert_eq!(c.state.settlement(R1, Slot(0)).unwrap().utility_cover, paid);
 }
+
+#[test]
+fn settlements_older_than_the_history_window_leave_the_state() {
+    const HISTORY: u64 = 4;
+    let mut c = Chain::from_genesis(Genesis {
+        history_slots: HISTORY,
+        ..genesis()
+    });
+    let (dso, utility) = (key("dso"), key("utility"));
+    let (buyer, seller) = (key("buyer"), key("seller"));
+    for (k, role, pv) in [
+        (&buyer, MeterRole::Consumer, 0),
+        (&seller, MeterRole::Prosumer, 8_000),
+    ] {
+        c.queue(
+            &dso,
+            TxBody::RegisterMeter {
+                meter: id(k),
+                region: R1,
+                role,
+                pv_watts: pv,
+            },
+        );
+    }
+    c.queue(
+        &utility,
+        TxBody::Mint {
+            to: id(&buyer),
+            amount: chf(50),
+        },
+    );
+    c.block_ok(0);
+    for s in 0..12u64 {
+        for (k, side, limit) in [(&buyer, Side::Buy, 20_000), (&seller, Side::Sell, 8_000)] {
+            c.queue(
+                k,
+                TxBody::PlaceOrder {
+                    region: R1,
+                    slot: Slot(s),
+                    side,
+                    limit: Price::new(limit),
+                    energy: Energy::new(300),
+                },
+            );
+        }
+        // Inside slot s's gate: slot s − 1 settles.
+        c.block_ok((s + 1) * SLOT_MS + 1_000);
+        let current = s + 1;
+        let kept: Vec<u64> = c.state.region_settlements(R1).map(|st| st.slot.0).collect();
+        // Settled so far: up to s − 1; kept: the last HISTORY slots before `current`.
+        let want: Vec<u64> = (current.saturating_sub(HISTORY)..s).collect();
+        assert_eq!(kept, want, "at slot {current}");
+        // Gone from the Merkle tree too: a proof of absence against the root.
+        if let Some(gone) = current.checked_sub(HISTORY + 1) {
+            let proof = c
+                .state
+                .prove(quartier_ledger::StateKey::Settlement(R1, Slot(gone)))
+                .unwrap();
+            assert_eq!(proof.value, None, "slot {gone}");
+            proof.verify(c.state.root()).unwrap();
+        }
+    }
+    // Money is still conserved (balances plus the open book's escrow):
+    // forgetting history moves no balance.
+    let total: u128 = c
+        .state
+        .accounts()
+        .map(|(_, a)| u128::from(a.balance.get()))
+        .sum::<u128>()
+        + u128::from(c.state.meta().escrow.get());
+    assert_eq!(total, u128::from(c.state.meta().supply.get()));
+    // A node restoring from a snapshot holds the same window and root.
+    let restored = quartier_ledger::State::from_snapshot(&c.state.snapshot().unwrap()).unwrap();
+    assert_eq!(restored.root(), c.state.root());
+    let slots = |st: &quartier_ledger::State| -> Vec<u64> {
+        st.region_settlements(R1).map(|x| x.slot.0).collect()
+    };
+    assert_eq!(slots(&restored), vec![8, 9, 10]);
+    assert_eq!(slots(&restored), slots(&c.state));
+}

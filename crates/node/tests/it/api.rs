@@ -19,7 +19,8 @@ fn setup() -> (LedgerApp, axum::Router, Arc<Mutex<Vec<Vec<u8>>>>) {
     (app.clone(), router(app, gossip), sent)
 }
 
-async fn call(
+/// One request to `router`: its status and JSON body (null if not JSON).
+pub async fn call(
     router: &axum::Router,
     method: &str,
     uri: &str,
@@ -40,7 +41,8 @@ async fn call(
     )
 }
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
+/// Runs `f` on a fresh tokio runtime.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap()

@@ -5,7 +5,7 @@ use commonware_codec::DecodeExt as _;
 use commonware_cryptography::{Signer as _, ed25519};
 use commonware_p2p::simulated::{self, Link, Network, Oracle};
 use commonware_runtime::{Quota, Supervisor as _, deterministic};
-use commonware_utils::{NZU32, NZUsize, probability};
+use commonware_utils::{NZU32, NZU64, NZUsize, probability};
 use ed25519_dalek::SigningKey;
 use quartier_ledger::{Genesis, MeterRole, SignedTx, State, Tx, TxBody};
 use quartier_node::validator::{
@@ -65,6 +65,7 @@ pub fn genesis(validators: &[ed25519::PrivateKey]) -> Genesis {
         allocations: vec![],
         sealed_market: None,
         shielded: None,
+        history_slots: 0,
     }
 }
 
@@ -154,12 +155,14 @@ pub async fn start_validator_with<A: Proposer<deterministic::Context>>(
         backfill: control.register(CHANNEL_BACKFILL, QUOTA).await.unwrap(),
         blocks: control.register(CHANNEL_BLOCKS, QUOTA).await.unwrap(),
     };
-    let config = ValidatorConfig::new(
+    let mut config = ValidatorConfig::new(
         NAMESPACE,
         &format!("validator-{me}"),
         keys[me].clone(),
         keys.iter().map(|k| k.public_key()).collect(),
     );
+    // Small archive sections, so pruning tests see whole sections go.
+    config.archive_section = NZU64!(8);
     validator::start(
         context,
         config,
