@@ -280,6 +280,10 @@ struct PlanArgs {
     /// chain's state (0: forever). 2 880 is 30 days of 15-minute slots.
     #[arg(long, default_value_t = 2_880)]
     history_slots: u64,
+    /// A validator snapshots its state every this many blocks (and prunes
+    /// blocks in steps of it).
+    #[arg(long, default_value_t = 1_024, value_parser = clap::value_parser!(u64).range(1..))]
+    snapshot_every_blocks: u64,
     /// How orders are placed: `transparent` (open orders), `shielded`
     /// (privacy mode A: ring-signed orders funded from a shielded pool) or
     /// `enclave` (privacy mode B: sealed orders cleared by an enclave
@@ -335,6 +339,7 @@ impl PlanArgs {
             idle_block_ms: self.idle_block_ms,
             block_retention_ms: self.block_retention_ms,
             history_slots: self.history_slots,
+            snapshot_every_blocks: self.snapshot_every_blocks,
             sealed,
             hosts: self.hosts.clone(),
             shielded: (self.privacy == Privacy::Shielded).then_some(
@@ -948,6 +953,20 @@ fn bench_chain(meters: usize, slots: u64, timeout: u64, plan: &PlanArgs) -> anyh
         r.disk_bytes as f64 / 1e6,
         per_order
     );
+    let samples = &r.disk_per_validator;
+    if let (Some(first), Some(last)) = (samples.first(), samples.last()) {
+        let middle = samples[samples.len() / 2];
+        println!(
+            "| data per validator after slot 1 / {} / {} | {:.2} / {:.2} / {:.2} MB (history {} slots, blocks kept {} s) |",
+            samples.len() / 2 + 1,
+            samples.len(),
+            *first as f64 / 1e6,
+            middle as f64 / 1e6,
+            *last as f64 / 1e6,
+            plan.history_slots,
+            plan.block_retention_ms / 1000,
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -791,22 +791,25 @@ fn forget_old_slots(state: &mut State, time: Timestamp) {
     if keep == 0 {
         return;
     }
-    let old = |key: &(RegionId, Slot)| key.1.0 < first_kept;
-    let settlements: Vec<_> = state
-        .records
-        .settlements
-        .keys()
-        .copied()
-        .filter(old)
-        .collect();
-    for key in settlements {
-        state.records.settlements.remove(&key);
-        state.touch(StateKey::Settlement(key.0, key.1));
-    }
-    let reports: Vec<_> = state.records.reports.keys().copied().filter(old).collect();
-    for key in reports {
-        state.records.reports.remove(&key);
-        state.touch(StateKey::SealedReport(key.0, key.1));
+    // Per region, the old ones are a prefix of its range: no full scan.
+    let regions: Vec<RegionId> = state.records.regions.keys().copied().collect();
+    for region in regions {
+        let old = (region, Slot(0))..(region, Slot(first_kept));
+        let settlements: Vec<_> = state
+            .records
+            .settlements
+            .range(old.clone())
+            .map(|(k, _)| *k)
+            .collect();
+        for key in settlements {
+            state.records.settlements.remove(&key);
+            state.touch(StateKey::Settlement(key.0, key.1));
+        }
+        let reports: Vec<_> = state.records.reports.range(old).map(|(k, _)| *k).collect();
+        for key in reports {
+            state.records.reports.remove(&key);
+            state.touch(StateKey::SealedReport(key.0, key.1));
+        }
     }
 }
 

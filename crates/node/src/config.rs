@@ -52,6 +52,14 @@ pub struct NodeConfig {
     /// can not catch up from a pruning peer.
     #[serde(default = "default_block_retention_ms")]
     pub block_retention_ms: u64,
+    /// A state snapshot goes with every this-many-th finalized block: a
+    /// restart re-executes fewer, and blocks are pruned in steps of it.
+    #[serde(default = "default_snapshot_every_blocks")]
+    pub snapshot_every_blocks: u64,
+}
+
+fn default_snapshot_every_blocks() -> u64 {
+    crate::application::DEFAULT_SNAPSHOT_EVERY
 }
 
 fn default_idle_block_ms() -> u64 {

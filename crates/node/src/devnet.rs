@@ -23,6 +23,8 @@ pub struct DevnetPlan {
     pub idle_block_ms: u64,
     /// Each validator's block retention in milliseconds (0: archive).
     pub block_retention_ms: u64,
+    /// Each validator's snapshot interval in blocks.
+    pub snapshot_every_blocks: u64,
     /// Slots a settlement stays in the state (`genesis.history_slots`).
     pub history_slots: u64,
     /// Privacy mode B: the enclave committee, or `None` for the open market.
@@ -140,6 +142,7 @@ pub fn lay_out(dir: &Path, plan: &DevnetPlan) -> Result<DevnetLayout, ConfigErro
             api_listen: api,
             idle_block_ms: plan.idle_block_ms,
             block_retention_ms: plan.block_retention_ms,
+            snapshot_every_blocks: plan.snapshot_every_blocks,
         };
         let path = node_dir.join("node.toml");
         let text = toml::to_string(&config).map_err(|e| invalid(&path, e))?;

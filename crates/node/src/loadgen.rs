@@ -47,6 +47,9 @@ pub struct ChainBenchReport {
     pub settlement_latency_ms: Vec<i64>,
     /// Bytes in the validators' data folders, summed.
     pub disk_bytes: u64,
+    /// Bytes in a validator's data folder (mean) after each slot's orders
+    /// were final: flat once the history and block windows are full.
+    pub disk_per_validator: Vec<u64>,
     /// Blocks finalized during the run.
     pub blocks: u64,
     /// Bytes each validator sent to its peers per second (consensus, block
@@ -210,16 +213,26 @@ fn epoch_key(apis: &[NodeClient], epoch: Epoch) -> Option<[u8; 32]> {
     None
 }
 
-/// Mode B: waits for the report of `slot`: (sealed orders, block height).
-fn wait_report(
+/// Records the slots of `unsettled` that have settled (mode B: been
+/// reported) by now, and keeps the others.
+fn collect_settlements(
     apis: &[NodeClient],
-    slot: u64,
-    deadline: Instant,
-) -> Result<(usize, u64), BenchError> {
-    loop {
-        let (_, v) = apis[0].get("/api/v1/regions/1/reports?last=64")?;
-        let found = v["reports"].as_array().and_then(|r| {
-            r.iter().find_map(|r| {
+    genesis: &Genesis,
+    unsettled: &mut Vec<u64>,
+    report: &mut ChainBenchReport,
+) -> Result<(), BenchError> {
+    let reports = if genesis.sealed_market.is_some() {
+        apis[0].get("/api/v1/regions/1/reports?last=64")?.1["reports"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let mut still = Vec::new();
+    for &slot in unsettled.iter() {
+        let found = if genesis.sealed_market.is_some() {
+            reports.iter().find_map(|r| {
                 (r["summary"]["slot"].as_u64()? == slot).then(|| {
                     (
                         r["summary"]["aggregates"]["sealed"].as_u64().unwrap_or(0) as usize,
@@ -227,15 +240,28 @@ fn wait_report(
                     )
                 })
             })
-        });
-        if let Some(found) = found {
-            return Ok(found);
-        }
-        if Instant::now() > deadline {
-            return Err(BenchError::Timeout("report"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        } else {
+            let (_, v) = apis[0].get(&format!("/api/v1/regions/1/slots/{slot}"))?;
+            let settlement = &v["settlement"];
+            (!settlement.is_null()).then(|| {
+                (
+                    settlement["orders"].as_array().map_or(0, Vec::len),
+                    settlement["height"].as_u64().unwrap_or(0),
+                )
+            })
+        };
+        let Some((orders, height)) = found else {
+            still.push(slot);
+            continue;
+        };
+        report.orders_settled += orders;
+        let (_, block) = apis[0].get(&format!("/api/v1/blocks/{height}"))?;
+        let settled_at = block["time_ms"].as_u64().unwrap_or(0) as i64;
+        let close = genesis.close_of(Slot(slot)).0 as i64;
+        report.settlement_latency_ms.push(settled_at - close);
     }
+    *unsettled = still;
+    Ok(())
 }
 
 pub(crate) fn chain_time(api: &NodeClient) -> Result<(u64, u64), BenchError> {
@@ -374,6 +400,7 @@ pub fn run(
     let sent_before = p2p_bytes_sent(apis)?;
     let orders_start = Instant::now();
     let slots: Vec<u64> = (first..first + plan.slots).collect();
+    let mut unsettled: Vec<u64> = Vec::new();
     for (k, &slot) in slots.iter().enumerate() {
         // Orders for `slot` open once slot − lead has begun.
         loop {
@@ -440,35 +467,25 @@ pub fn run(
         report.submitted_per_second = report.submitted_per_second.max(n / submitted);
         report.finalized_per_second = report.finalized_per_second.max(n / finalized);
         report.order_txs += orders.len();
+        // Settlements are collected as they come: an old one may leave the
+        // state (genesis.history_slots) before the run ends.
+        unsettled.push(slot);
+        collect_settlements(apis, genesis, &mut unsettled, &mut report)?;
+        report.disk_per_validator.push(
+            data_dirs.iter().map(|d| dir_bytes(d)).sum::<u64>() / data_dirs.len().max(1) as u64,
+        );
     }
 
     progress("waiting for the settlements");
-    for &slot in &slots {
-        if sealed.is_some() {
-            let (orders, height) = wait_report(apis, slot, deadline)?;
-            report.orders_settled += orders;
-            let (_, block) = apis[0].get(&format!("/api/v1/blocks/{height}"))?;
-            let settled_at = block["time_ms"].as_u64().unwrap_or(0) as i64;
-            let close = genesis.close_of(Slot(slot)).0 as i64;
-            report.settlement_latency_ms.push(settled_at - close);
-            continue;
+    while !unsettled.is_empty() {
+        collect_settlements(apis, genesis, &mut unsettled, &mut report)?;
+        if unsettled.is_empty() {
+            break;
         }
-        let settlement = loop {
-            let (_, v) = apis[0].get(&format!("/api/v1/regions/1/slots/{slot}"))?;
-            if !v["settlement"].is_null() {
-                break v["settlement"].clone();
-            }
-            if Instant::now() > deadline {
-                return Err(BenchError::Timeout("settlement"));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        report.orders_settled += settlement["orders"].as_array().map_or(0, Vec::len);
-        let height = settlement["height"].as_u64().unwrap_or(0);
-        let (_, block) = apis[0].get(&format!("/api/v1/blocks/{height}"))?;
-        let settled_at = block["time_ms"].as_u64().unwrap_or(0) as i64;
-        let close = genesis.close_of(Slot(slot)).0 as i64;
-        report.settlement_latency_ms.push(settled_at - close);
+        if Instant::now() > deadline {
+            return Err(BenchError::Timeout("settlement"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 
     let sent = p2p_bytes_sent(apis)?.saturating_sub(sent_before);

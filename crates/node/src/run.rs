@@ -23,8 +23,9 @@ use commonware_stream::{
 };
 use commonware_utils::ordered::Map;
 use commonware_utils::sync::Mutex;
-use commonware_utils::{NZU32, NZUsize};
+use commonware_utils::{NZU32, NZU64, NZUsize};
 use quartier_ledger::{SignedTx, State};
+use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,7 +68,8 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
     let state = State::from_genesis(genesis.ledger.clone()).map_err(|e| anyhow!("genesis: {e}"))?;
     let log = BlockLog::open(&config.data_dir.join("blocks.redb"))?;
     let mut app = LedgerApp::open(state, Mempool::new(MempoolConfig::default()), log)?
-        .with_idle_block_interval(Duration::from_millis(config.idle_block_ms));
+        .with_idle_block_interval(Duration::from_millis(config.idle_block_ms))
+        .with_snapshot_interval(config.snapshot_every_blocks);
     if config.block_retention_ms > 0 {
         app = app.with_block_retention(Duration::from_millis(config.block_retention_ms));
     }
@@ -116,7 +118,11 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
 
         let participants = peers.iter().map(|(k, _)| k.clone()).collect();
         let partition = "validator";
-        let validator_config = ValidatorConfig::new(&namespace, partition, signer, participants);
+        let mut validator_config =
+            ValidatorConfig::new(&namespace, partition, signer, participants);
+        // Consensus archives drop whole sections: one per snapshot interval.
+        validator_config.archive_section =
+            NonZeroU64::new(config.snapshot_every_blocks).unwrap_or(NZU64!(1024));
         validator::start(
             context.child("validator"),
             validator_config,

@@ -14,7 +14,9 @@ use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition}
 use std::path::Path;
 
 const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
-/// State snapshots by the height they follow; at most one is kept.
+/// zstd level of stored snapshots (fast; higher levels gain little here).
+const SNAPSHOT_ZSTD_LEVEL: i32 = 3;
+/// State snapshots (zstd) by the height they follow; at most one is kept.
 const SNAPSHOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshots");
 
 /// Why the block log failed.
@@ -23,6 +25,9 @@ pub enum StorageError {
     /// The database could not be opened, read or written.
     #[error("block log: {0}")]
     Database(String),
+    /// A stored snapshot does not decompress (local corruption).
+    #[error("block log: corrupt snapshot at height {0}")]
+    CorruptSnapshot(u64),
     /// A stored block does not decode (local corruption).
     #[error("block log: corrupt block at height {0}")]
     Corrupt(u64),
@@ -81,10 +86,14 @@ impl BlockLog {
                 .insert(block.height.get(), bytes.as_ref())
                 .map_err(db_error)?;
             if let Some(snapshot) = snapshot {
+                // zstd: a settlement names each household's meter again and
+                // again; compressed, a settled order costs ~15 bytes, not ~130.
+                let packed =
+                    zstd::bulk::compress(snapshot, SNAPSHOT_ZSTD_LEVEL).map_err(db_error)?;
                 let mut snapshots = txn.open_table(SNAPSHOTS).map_err(db_error)?;
                 snapshots.retain(|_, _| false).map_err(db_error)?;
                 snapshots
-                    .insert(block.height.get(), snapshot)
+                    .insert(block.height.get(), packed.as_slice())
                     .map_err(db_error)?;
             }
         }
@@ -98,8 +107,13 @@ impl BlockLog {
     pub fn latest_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, StorageError> {
         let txn = self.db.begin_read().map_err(db_error)?;
         let table = txn.open_table(SNAPSHOTS).map_err(db_error)?;
-        let last = table.last().map_err(db_error)?;
-        Ok(last.map(|(h, bytes)| (h.value(), bytes.value().to_vec())))
+        let Some((height, packed)) = table.last().map_err(db_error)? else {
+            return Ok(None);
+        };
+        let height = height.value();
+        let bytes = zstd::stream::decode_all(packed.value())
+            .map_err(|_| StorageError::CorruptSnapshot(height))?;
+        Ok(Some((height, bytes)))
     }
 
     /// The block at `height`, if stored.
