@@ -47,6 +47,12 @@ enum Command {
         /// The node's config file (`node.toml`).
         #[arg(long)]
         config: PathBuf,
+        /// Join from this peer's state (its API URL) instead of replaying
+        /// from genesis: for a new node, or one down longer than its peers
+        /// keep blocks. Needs an empty data folder; the peer's bundle is
+        /// checked against the genesis validators' signatures.
+        #[arg(long)]
+        sync_from: Option<String>,
     },
     /// Re-run a settled slot's clearing from a node's public data and compare.
     ///
@@ -399,7 +405,9 @@ fn main() -> ExitCode {
         Command::Clear { file, pretty } => clear(file, pretty),
         Command::Keygen { out } => keygen(&out).map_err(Failure::BadInput),
         Command::Genesis { out, plan } => genesis(&out, &plan).map_err(Failure::BadInput),
-        Command::Node { config } => node(&config).map_err(Failure::Internal),
+        Command::Node { config, sync_from } => {
+            node(&config, sync_from.as_deref()).map_err(Failure::Internal)
+        }
         Command::Devnet {
             dir,
             plan,
@@ -1167,10 +1175,10 @@ fn init_logging() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
 }
 
-fn node(config: &std::path::Path) -> anyhow::Result<()> {
+fn node(config: &std::path::Path, sync_from: Option<&str>) -> anyhow::Result<()> {
     init_logging();
     let config = quartier_node::config::NodeConfig::load(config)?;
-    quartier_node::run::run(config)
+    quartier_node::run::run(config, sync_from)
 }
 
 /// Lays out a devnet, runs one `quartier node` process per validator and the

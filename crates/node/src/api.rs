@@ -26,6 +26,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/txs/{hash}"),
     ("get", "/api/v1/accounts/{id}"),
     ("get", "/api/v1/blocks/{height}"),
+    ("get", "/api/v1/sync"),
     ("get", "/api/v1/regions/{region}/slots/{slot}"),
     ("get", "/api/v1/regions/{region}/meters"),
     ("get", "/api/v1/regions/{region}/settlements"),
@@ -98,6 +99,7 @@ pub fn router_with_runtime(
         .route("/api/v1/txs/{hash}", get(tx_status))
         .route("/api/v1/accounts/{id}", get(account))
         .route("/api/v1/blocks/{height}", get(block))
+        .route("/api/v1/sync", get(sync_bundle))
         .route("/api/v1/regions/{region}/slots/{slot}", get(slot))
         .route("/api/v1/regions/{region}/meters", get(meters))
         .route("/api/v1/regions/{region}/settlements", get(settlements))
@@ -517,6 +519,18 @@ async fn meters(
         json!({ "region": region, "height": s.meta().height.0, "meters": meters })
     });
     Ok(Json(body))
+}
+
+/// A state sync bundle (`quartier node --sync-from`): 503 until this node has
+/// a snapshot with a finalization certificate near it.
+async fn sync_bundle(
+    AxumState(api): AxumState<Api>,
+) -> Result<Json<crate::sync::SyncBundle>, ApiError> {
+    api.app
+        .sync_bundle()
+        .await
+        .map(Json)
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
 }
 
 /// How much of a block's transactions to show.

@@ -9,7 +9,9 @@
 use crate::block::{Block, BlockDigest, MAX_BLOCK_TXS};
 use crate::mempool::{Mempool, MempoolError};
 use crate::storage::{BlockLog, StorageError};
+use crate::sync::{SyncBundle, SyncError};
 use commonware_actor::Feedback;
+use commonware_codec::Encode as _;
 use commonware_consensus::marshal::{Update, ancestry::Ancestry};
 use commonware_consensus::simplex::types::Context;
 use commonware_consensus::{Heightable, Reporter};
@@ -176,7 +178,13 @@ pub struct LedgerApp {
     block_retention_ms: Option<u64>,
     /// Tells consensus storage (marshal) to prune below a height.
     pruner: Arc<Mutex<Option<Pruner>>>,
+    /// Reads consensus' finalization certificates (for state sync bundles).
+    finality: Arc<Mutex<Option<FinalitySource>>>,
 }
+
+/// Consensus' finalization certificate at a height, encoded, if it has one.
+pub type FinalitySource =
+    Arc<dyn Fn(u64) -> futures::future::BoxFuture<'static, Option<Vec<u8>>> + Send + Sync>;
 
 /// Prunes consensus storage below a height.
 pub type Pruner = Box<dyn Fn(u64) + Send + Sync>;
@@ -228,6 +236,7 @@ impl LedgerApp {
             snapshot_every: DEFAULT_SNAPSHOT_EVERY,
             block_retention_ms: None,
             pruner: Arc::new(Mutex::new(None)),
+            finality: Arc::new(Mutex::new(None)),
             events: tokio::sync::broadcast::channel(1024).0,
         }
     }
@@ -258,6 +267,54 @@ impl LedgerApp {
     /// Sets how consensus storage is pruned (shared by all clones).
     pub fn set_pruner(&self, pruner: Pruner) {
         *self.pruner.lock() = Some(pruner);
+    }
+
+    /// Sets where finalization certificates are read (shared by all clones).
+    pub fn set_finality_source(&self, source: FinalitySource) {
+        *self.finality.lock() = Some(source);
+    }
+
+    /// What another node needs to join from this node's state: the latest
+    /// snapshot, the blocks from it to the first one with a finalization
+    /// certificate (at most 64 on), and that certificate.
+    ///
+    /// # Errors
+    /// [`SyncError::Unavailable`] if this node has no snapshot yet, or no
+    /// certificate near it; [`SyncError::Storage`] if its log is unreadable.
+    pub async fn sync_bundle(&self) -> Result<SyncBundle, SyncError> {
+        let unavailable = |why: &str| SyncError::Unavailable(why.to_string());
+        let source = self
+            .finality
+            .lock()
+            .clone()
+            .ok_or_else(|| unavailable("this node runs no consensus"))?;
+        let (height, snapshot, tip) = {
+            let chain = self.chain.lock();
+            let log = chain
+                .log
+                .as_ref()
+                .ok_or_else(|| unavailable("no block log"))?;
+            let (height, snapshot) = log
+                .latest_snapshot_packed()?
+                .ok_or_else(|| unavailable("no snapshot yet"))?;
+            (height, snapshot, chain.finalized_height)
+        };
+        for last in height..=tip.min(height.saturating_add(64)) {
+            let Some(finalization) = source(last).await else {
+                continue;
+            };
+            let blocks = (height..=last)
+                .map(|h| self.finalized_block(h).map(|b| hex::encode(b.encode())))
+                .collect::<Option<Vec<String>>>()
+                .ok_or_else(|| unavailable("blocks after the snapshot were pruned; retry"))?;
+            return Ok(SyncBundle {
+                snapshot_height: height,
+                snapshot,
+                blocks,
+                finalization,
+            });
+        }
+        Err(unavailable("no finalization certificate near the snapshot"))
     }
 
     /// The lowest height whose block this node stores (1 unless pruned).

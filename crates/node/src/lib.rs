@@ -27,6 +27,7 @@ pub mod meters;
 pub mod run;
 pub mod shielded_client;
 pub mod storage;
+pub mod sync;
 pub mod validator;
 
 pub use application::{

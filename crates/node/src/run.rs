@@ -45,11 +45,59 @@ fn public_key(hex_key: &str) -> anyhow::Result<ed25519::PublicKey> {
         .map_err(|e| anyhow!("peer key {hex_key}: {e}"))
 }
 
-/// Runs the node until the process is stopped.
+/// Fetches `url`'s sync bundle and installs it in the empty `log`; returns
+/// the certificate consensus starts from.
+fn join_by_state_sync(
+    config: &NodeConfig,
+    genesis: &NetworkGenesis,
+    log: &BlockLog,
+    seed: &[u8],
+    validators: Vec<ed25519::PublicKey>,
+    url: &str,
+) -> anyhow::Result<crate::sync::BlockFinalization> {
+    let consensus = config.data_dir.join("consensus");
+    if std::fs::read_dir(&consensus).is_ok_and(|mut d| d.next().is_some()) {
+        return Err(anyhow!(
+            "state sync needs an empty data folder; {} holds consensus data",
+            consensus.display()
+        ));
+    }
+    let client = crate::client::NodeClient::new(url)?;
+    let (status, body) = client.get("/api/v1/sync")?;
+    if status != 200 {
+        return Err(anyhow!("{url} serves no sync bundle ({status}): {body}"));
+    }
+    let bundle: crate::sync::SyncBundle =
+        serde_json::from_value(body).context("sync bundle from the peer")?;
+    // Batch verification's coefficients must be unpredictable to the peer:
+    // derived from this node's secret key and the bundle.
+    let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed(
+        quartier_types::hash::tagged("QUARTIER_STATE_SYNC_VERIFY", &[seed, &bundle.finalization]).0,
+    );
+    let floor = crate::sync::install(
+        log,
+        &genesis.ledger,
+        &namespace(genesis),
+        validators,
+        &bundle,
+        &mut rng,
+    )?;
+    tracing::info!(
+        snapshot = bundle.snapshot_height,
+        blocks = bundle.blocks.len(),
+        "joined by state sync from {url}"
+    );
+    Ok(floor)
+}
+
+/// Runs the node until the process is stopped. With `sync_from` (a peer's API
+/// URL) a node with an empty data folder first joins from that peer's state
+/// sync bundle, checked against the genesis validators.
 ///
 /// # Errors
-/// A one-line cause if the configuration, key, storage or a listener is unusable.
-pub fn run(config: NodeConfig) -> anyhow::Result<()> {
+/// A one-line cause if the configuration, key, storage, the sync bundle or a
+/// listener is unusable.
+pub fn run(config: NodeConfig, sync_from: Option<&str>) -> anyhow::Result<()> {
     let genesis = NetworkGenesis::load(&config.genesis_file)?;
     let seed = read_key(&config.key_file)?;
     let signer = ed25519::PrivateKey::decode(bytes::Bytes::copy_from_slice(&seed))
@@ -67,6 +115,17 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
     let state = State::from_genesis(genesis.ledger.clone()).map_err(|e| anyhow!("genesis: {e}"))?;
     let log = BlockLog::open(&config.data_dir.join("blocks.redb"))?;
+    let floor = match sync_from {
+        Some(url) => Some(join_by_state_sync(
+            &config,
+            &genesis,
+            &log,
+            &seed,
+            peers.iter().map(|(k, _)| k.clone()).collect(),
+            url,
+        )?),
+        None => None,
+    };
     let mut app = LedgerApp::open(state, Mempool::new(MempoolConfig::default()), log)?
         .with_idle_block_interval(Duration::from_millis(config.idle_block_ms))
         .with_snapshot_interval(config.snapshot_every_blocks);
@@ -120,6 +179,7 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         let partition = "validator";
         let mut validator_config =
             ValidatorConfig::new(&namespace, partition, signer, participants);
+        validator_config.floor = floor;
         // Consensus archives drop whole sections: one per snapshot interval.
         validator_config.archive_section =
             NonZeroU64::new(config.snapshot_every_blocks).unwrap_or(NZU64!(1024));

@@ -100,6 +100,46 @@ impl BlockLog {
         txn.commit().map_err(db_error)
     }
 
+    /// Writes `blocks` (consecutive, the first at a snapshot's height) and
+    /// the raw state `snapshot` after the first, in one transaction, into an
+    /// empty log: a node joining by state sync.
+    ///
+    /// # Errors
+    /// [`StorageError::Database`] if the write does not commit.
+    pub fn install(&self, blocks: &[Block], snapshot: &[u8]) -> Result<(), StorageError> {
+        let Some(first) = blocks.first() else {
+            return Ok(());
+        };
+        let packed = zstd::bulk::compress(snapshot, SNAPSHOT_ZSTD_LEVEL).map_err(db_error)?;
+        let txn = self.db.begin_write().map_err(db_error)?;
+        {
+            let mut table = txn.open_table(BLOCKS).map_err(db_error)?;
+            for block in blocks {
+                let bytes = block.encode();
+                table
+                    .insert(block.height.get(), bytes.as_ref())
+                    .map_err(db_error)?;
+            }
+            let mut snapshots = txn.open_table(SNAPSHOTS).map_err(db_error)?;
+            snapshots.retain(|_, _| false).map_err(db_error)?;
+            snapshots
+                .insert(first.height.get(), packed.as_slice())
+                .map_err(db_error)?;
+        }
+        txn.commit().map_err(db_error)
+    }
+
+    /// The latest snapshot as stored (zstd) and the height it follows, if any.
+    ///
+    /// # Errors
+    /// [`StorageError::Database`] if the log can not be read.
+    pub fn latest_snapshot_packed(&self) -> Result<Option<(u64, Vec<u8>)>, StorageError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let table = txn.open_table(SNAPSHOTS).map_err(db_error)?;
+        let last = table.last().map_err(db_error)?;
+        Ok(last.map(|(h, bytes)| (h.value(), bytes.value().to_vec())))
+    }
+
     /// The latest state snapshot and the height it follows, if any.
     ///
     /// # Errors

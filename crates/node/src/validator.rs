@@ -64,6 +64,9 @@ pub struct ValidatorConfig {
     /// Heights per file section of marshal's block and certificate archives;
     /// pruning deletes whole sections.
     pub archive_section: NonZeroU64,
+    /// Start consensus from this certificate instead of genesis: a node that
+    /// joined by state sync (its application is at that block already).
+    pub floor: Option<crate::sync::BlockFinalization>,
 }
 
 impl ValidatorConfig {
@@ -85,6 +88,7 @@ impl ValidatorConfig {
             timeout_retry: Duration::from_secs(3),
             skip_timeout: Duration::from_secs(4),
             archive_section: NZU64!(1024),
+            floor: None,
         }
     }
 }
@@ -233,7 +237,12 @@ where
         marshal::Config {
             provider: ConstantProvider::new(scheme.clone()),
             epocher: epocher.clone(),
-            start: marshal::Start::Genesis(Digested::precomputed(genesis_block, genesis_digest)),
+            start: match config.floor.clone() {
+                Some(finalization) => marshal::Start::Floor(finalization),
+                None => {
+                    marshal::Start::Genesis(Digested::precomputed(genesis_block, genesis_digest))
+                }
+            },
             mailbox_size: NZUsize!(1024),
             view_retention: ViewDelta::new(10),
             max_repair: NZUsize!(10),
@@ -250,6 +259,16 @@ where
     )
     .await;
     let pruning = mailbox.clone();
+    let finality = mailbox.clone();
+    app.set_finality_source(std::sync::Arc::new(move |height| {
+        let finality = finality.clone();
+        Box::pin(async move {
+            finality
+                .get_finalization(commonware_consensus::types::Height::new(height))
+                .await
+                .map(|f| commonware_codec::Encode::encode(&f).to_vec())
+        })
+    }));
     app.set_pruner(Box::new(move |height| {
         pruning.prune(commonware_consensus::types::Height::new(height));
     }));
@@ -269,7 +288,10 @@ where
             partition: format!("{partition}-simplex"),
             mailbox_size: NZUsize!(1024),
             epoch: Epoch::zero(),
-            floor: Floor::Genesis(genesis_digest),
+            floor: match config.floor {
+                Some(finalization) => Floor::Finalized(finalization),
+                None => Floor::Genesis(genesis_digest),
+            },
             replay_buffer: NZUsize!(1 << 16),
             write_buffer: NZUsize!(1 << 16),
             page_cache,

@@ -67,6 +67,13 @@ fn every_route_answers() {
         let (s, v) = call(&router, "GET", "/api/v1/blocks/0", "").await;
         assert_eq!(s, StatusCode::OK);
         assert_eq!(v["root"], app.view().root.to_string());
+        // No consensus, no snapshot: nothing to sync from, said so.
+        let (s, v) = call(&router, "GET", "/api/v1/sync", "").await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            v["error"].as_str().unwrap().contains("no sync bundle"),
+            "{v}"
+        );
         let (s, v) = call(&router, "GET", "/api/v1/regions/1/slots/7", "").await;
         assert_eq!(s, StatusCode::OK);
         assert!(v["book"].is_null() && v["settlement"].is_null());

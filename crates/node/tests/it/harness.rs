@@ -146,6 +146,20 @@ pub async fn start_validator_with<A: Proposer<deterministic::Context>>(
     app: LedgerApp,
     proposer: A,
 ) {
+    start_validator_from(context, oracle, keys, me, app, proposer, None).await;
+}
+
+/// Like [`start_validator_with`], with consensus starting from `floor` (a
+/// node that joined by state sync) when given.
+pub async fn start_validator_from<A: Proposer<deterministic::Context>>(
+    context: deterministic::Context,
+    oracle: &Oracle<ed25519::PublicKey, deterministic::Context>,
+    keys: &[ed25519::PrivateKey],
+    me: usize,
+    app: LedgerApp,
+    proposer: A,
+    floor: Option<quartier_node::sync::BlockFinalization>,
+) {
     let public = keys[me].public_key();
     let control = oracle.control(public.clone());
     let channels = Channels {
@@ -163,6 +177,7 @@ pub async fn start_validator_with<A: Proposer<deterministic::Context>>(
     );
     // Small archive sections, so pruning tests see whole sections go.
     config.archive_section = NZU64!(8);
+    config.floor = floor;
     validator::start(
         context,
         config,

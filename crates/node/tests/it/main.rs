@@ -6,3 +6,4 @@ mod consensus;
 mod faults;
 mod harness;
 mod restart;
+mod sync;

@@ -1,0 +1,149 @@
+//! State sync: a validator that was never online joins a network whose
+//! validators have pruned the blocks it would need, from one peer's snapshot
+//! bundle, and then finalizes with the others. Forged bundles are refused and
+//! write nothing.
+
+use crate::harness::*;
+use commonware_cryptography::Signer as _;
+use commonware_runtime::{Runner as _, Supervisor as _, deterministic};
+use quartier_ledger::{Genesis, State};
+use quartier_node::storage::BlockLog;
+use quartier_node::sync::{SyncBundle, SyncError, install};
+use quartier_node::{LedgerApp, Mempool, MempoolConfig};
+use std::path::Path;
+use std::time::Duration;
+
+fn open(genesis: &Genesis, path: &Path) -> LedgerApp {
+    LedgerApp::open(
+        State::from_genesis(genesis.clone()).unwrap(),
+        Mempool::new(MempoolConfig::default()),
+        BlockLog::open(path).unwrap(),
+    )
+    .unwrap()
+    .with_snapshot_interval(8)
+    .with_block_retention(Duration::ZERO)
+}
+
+/// Flips one bit of a hex string's first byte.
+fn flip(hex_text: &str) -> String {
+    let mut bytes = hex::decode(hex_text).unwrap();
+    bytes[0] ^= 1;
+    hex::encode(bytes)
+}
+
+#[test]
+fn a_new_validator_joins_a_pruned_network_from_a_snapshot_bundle() {
+    let dir = std::env::temp_dir().join(format!("quartier-sync-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = deterministic::Config::new()
+        .with_seed(23)
+        .with_timeout(Some(Duration::from_secs(600)));
+    let d = dir.clone();
+    deterministic::Runner::new(config).start(|mut context| async move {
+        let dir = d;
+        let keys = validator_keys(4);
+        let genesis = genesis(&keys);
+        let oracle = network(&context, &keys).await;
+        let apps: Vec<LedgerApp> = (0..3)
+            .map(|i| open(&genesis, &dir.join(format!("v{i}.redb"))))
+            .collect();
+        let txs = apps[0].with_state(|s| registrations(s, 6));
+        submit_to_all(&apps, &txs);
+        for (i, a) in apps.iter().enumerate() {
+            let child = context.child("validator").with_attribute("index", i);
+            start_validator(child, &oracle, &keys, i, a.clone()).await;
+        }
+        wait_for_height(&context, &apps, &[0, 1, 2], 40).await;
+        // Nobody keeps the early blocks: validator 3 can not replay from genesis.
+        assert!(apps.iter().all(|a| a.first_kept_height() > 8));
+
+        let bundle = apps[0].sync_bundle().await.unwrap();
+        // The API serves the same bundle as JSON.
+        let served = quartier_node::api::router(apps[0].clone(), std::sync::Arc::new(|_| {}));
+        let request = axum::http::Request::get("/api/v1/sync")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = tower::ServiceExt::oneshot(served, request).await.unwrap();
+        assert_eq!(response.status(), axum::http::StatusCode::OK);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 24)
+            .await
+            .unwrap();
+        assert_eq!(serde_json::from_slice::<SyncBundle>(&body).unwrap(), bundle);
+        let path = dir.join("v3.redb");
+        let validators: Vec<_> = keys.iter().map(|k| k.public_key()).collect();
+        let floor = {
+            let log = BlockLog::open(&path).unwrap();
+            let mut check = |b: &SyncBundle, vals: &[_]| {
+                install(&log, &genesis, NAMESPACE, vals.to_vec(), b, &mut context)
+            };
+            // Forgeries, each refused with its reason, writing nothing.
+            let mut other = keys.clone();
+            other[3] = validator_keys(5)[4].clone();
+            let strangers: Vec<_> = other.iter().map(|k| k.public_key()).collect();
+            assert!(matches!(
+                check(&bundle, &strangers),
+                Err(SyncError::BadCertificate)
+            ));
+            let mut forged = bundle.clone();
+            forged.finalization = hex::decode(flip(&hex::encode(&bundle.finalization))).unwrap();
+            assert!(check(&forged, &validators).is_err());
+            let mut forged = bundle.clone();
+            let last = forged.blocks.len() - 1;
+            forged.blocks[last] = flip(&forged.blocks[last]);
+            assert!(check(&forged, &validators).is_err());
+            // Any state but the first block's: here the genesis state.
+            let genesis_state = State::from_genesis(genesis.clone()).unwrap().snapshot();
+            let mut forged = bundle.clone();
+            forged.snapshot = zstd::bulk::compress(&genesis_state.unwrap(), 3).unwrap();
+            let refused = check(&forged, &validators);
+            assert!(
+                matches!(refused, Err(SyncError::BadSnapshot(_))),
+                "{refused:?}"
+            );
+            assert_eq!(
+                log.first_height().unwrap(),
+                None,
+                "a refused bundle wrote nothing"
+            );
+            let floor = check(&bundle, &validators).unwrap_or_else(|e| panic!("{e}"));
+            // A log that holds blocks takes no bundle.
+            assert!(matches!(
+                check(&bundle, &validators),
+                Err(SyncError::NotEmpty)
+            ));
+            floor
+        };
+        let joiner = open(&genesis, &path);
+        let joined_at = joiner.view().height;
+        assert_eq!(
+            joined_at,
+            bundle.snapshot_height + bundle.blocks.len() as u64 - 1
+        );
+        let child = context.child("validator").with_attribute("index", 3);
+        start_validator_from(
+            child,
+            &oracle,
+            &keys,
+            3,
+            joiner.clone(),
+            joiner.clone(),
+            Some(floor),
+        )
+        .await;
+        let mut all = apps.clone();
+        all.push(joiner.clone());
+        let target = apps[0].view().height + 20;
+        wait_for_height(&context, &all, &[0, 1, 2, 3], target).await;
+        let (ours, theirs) = (joiner.finalized_roots(), apps[0].finalized_roots());
+        let common: Vec<_> = ours.keys().filter(|h| theirs.contains_key(h)).collect();
+        // Both prune behind every snapshot, so only the last few heights are
+        // in both maps; they must agree.
+        assert!(!common.is_empty(), "no common heights");
+        for h in common {
+            assert_eq!(ours[h], theirs[h], "root at height {h}");
+        }
+        assert!(joiner.view().height >= target && joined_at > 8);
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
