@@ -147,3 +147,35 @@ fn a_new_validator_joins_a_pruned_network_from_a_snapshot_bundle() {
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Whatever bytes a peer sends, installing them fails with a typed error
+    /// and writes nothing (every decoder on the way: hex, blocks, the
+    /// certificate, zstd, the snapshot).
+    #[test]
+    fn arbitrary_bundles_are_refused_without_writing(
+        height in 0u64..1_000,
+        snapshot in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+        blocks in proptest::collection::vec("[0-9a-f]{0,300}", 0..4),
+        finalization in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+    ) {
+        let dir = std::env::temp_dir().join(format!("quartier-sync-fuzz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = BlockLog::open(&dir.join("log.redb")).unwrap();
+        let keys = validator_keys(4);
+        let bundle = SyncBundle { snapshot_height: height, snapshot, blocks, finalization };
+        let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed([7; 32]);
+        let result = install(
+            &log,
+            &genesis(&keys),
+            NAMESPACE,
+            keys.iter().map(|k| k.public_key()).collect(),
+            &bundle,
+            &mut rng,
+        );
+        proptest::prop_assert!(result.is_err());
+        proptest::prop_assert_eq!(log.first_height().unwrap(), None);
+    }
+}
