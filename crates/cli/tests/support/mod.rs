@@ -2,6 +2,8 @@
 //! scratch folders.
 #![allow(dead_code)] // each test binary uses a subset
 
+pub mod validators;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};

@@ -1,0 +1,87 @@
+//! A devnet of `quartier node` processes laid out by `quartier genesis`, and
+//! the few API calls the OS-process tests make.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The binary under test.
+pub const EXE: &str = env!("CARGO_BIN_EXE_quartier");
+
+/// One request to the node on `port`; `None` if it does not answer.
+pub fn http(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, serde_json::Value)> {
+    let client =
+        quartier_node::client::NodeClient::new(&format!("http://127.0.0.1:{port}")).ok()?;
+    match method {
+        "POST" => client.post(path, body).ok(),
+        _ => client.get(path).ok(),
+    }
+}
+
+/// The node's `/api/v1/status`, if it answers.
+pub fn status(port: u16) -> Option<serde_json::Value> {
+    http(port, "GET", "/api/v1/status", "").map(|(_, v)| v)
+}
+
+/// The node's finalized height (0 if it does not answer).
+pub fn height(port: u16) -> u64 {
+    status(port).and_then(|s| s["height"].as_u64()).unwrap_or(0)
+}
+
+/// Waits (bounded) until `condition` holds, polling the nodes.
+pub fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    super::wait_for(what, limit, || condition().then_some(()));
+}
+
+/// The validator processes of a laid-out devnet, killed on drop.
+pub struct Devnet {
+    pub dir: PathBuf,
+    pub nodes: Vec<Option<Child>>,
+    pub api_ports: Vec<u16>,
+}
+
+impl Devnet {
+    pub fn start_node(&mut self, i: usize) {
+        let log = std::fs::File::create(self.dir.join(format!("validator-{i}.log"))).unwrap();
+        let config = self.dir.join(format!("validator-{i}/node.toml"));
+        let child = Command::new(EXE)
+            .args(["node", "--config"])
+            .arg(config)
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        self.nodes[i] = Some(child);
+    }
+
+    /// Starts validator `i` joining by state sync from the node on `peer_port`.
+    pub fn start_node_synced(&mut self, i: usize, peer_port: u16) {
+        let log = std::fs::File::create(self.dir.join(format!("validator-{i}.log"))).unwrap();
+        let config = self.dir.join(format!("validator-{i}/node.toml"));
+        let child = Command::new(EXE)
+            .args(["node", "--config"])
+            .arg(config)
+            .arg("--sync-from")
+            .arg(format!("http://127.0.0.1:{peer_port}"))
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        self.nodes[i] = Some(child);
+    }
+
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].take() {
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Devnet {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+}
