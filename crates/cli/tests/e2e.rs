@@ -8,13 +8,13 @@
 
 use quartier_ledger::{MeterRole, Tx, TxBody};
 use quartier_types::{AccountId, RegionId};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 mod support;
 
-use support::validators::{Devnet, EXE, height, http, status, wait_for};
+use support::validators::{Devnet, EXE, height, http, wait_for};
 
 /// The settlement of region 1's `slot` on the node at `port`, once there.
 fn wait_for_settlement(port: u16, slot: u64) -> serde_json::Value {
