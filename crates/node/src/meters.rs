@@ -156,6 +156,10 @@ pub enum FleetError {
     /// An order on chain came from a meter the manifest does not know.
     #[error("meter {0} placed an order but is not in the manifest")]
     NotInManifest(AccountId),
+    /// Mode A: a shielded order in `slot` pays a stealth address no household
+    /// of the run derives (placed by some other wallet).
+    #[error("a shielded order in slot {0} pays no household of this run")]
+    UnknownPayee(u64),
     /// A node's answer could not be read.
     #[error("unexpected answer from the node: {0}")]
     Unexpected(String),
@@ -234,7 +238,7 @@ pub fn chain_run(
                 Some(s) => (
                     *payees
                         .get(&(s.payee.view, s.payee.spend))
-                        .ok_or(FleetError::NotInManifest(o.meter))?,
+                        .ok_or(FleetError::UnknownPayee(slot))?,
                     None,
                 ),
                 None => (
