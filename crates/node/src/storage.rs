@@ -86,15 +86,7 @@ impl BlockLog {
                 .insert(block.height.get(), bytes.as_ref())
                 .map_err(db_error)?;
             if let Some(snapshot) = snapshot {
-                // zstd: a settlement names each household's meter again and
-                // again; compressed, a settled order costs ~15 bytes, not ~130.
-                let packed =
-                    zstd::bulk::compress(snapshot, SNAPSHOT_ZSTD_LEVEL).map_err(db_error)?;
-                let mut snapshots = txn.open_table(SNAPSHOTS).map_err(db_error)?;
-                snapshots.retain(|_, _| false).map_err(db_error)?;
-                snapshots
-                    .insert(block.height.get(), packed.as_slice())
-                    .map_err(db_error)?;
+                replace_snapshot(&txn, block.height.get(), snapshot)?;
             }
         }
         txn.commit().map_err(db_error)
@@ -110,7 +102,6 @@ impl BlockLog {
         let Some(first) = blocks.first() else {
             return Ok(());
         };
-        let packed = zstd::bulk::compress(snapshot, SNAPSHOT_ZSTD_LEVEL).map_err(db_error)?;
         let txn = self.db.begin_write().map_err(db_error)?;
         {
             let mut table = txn.open_table(BLOCKS).map_err(db_error)?;
@@ -120,12 +111,8 @@ impl BlockLog {
                     .insert(block.height.get(), bytes.as_ref())
                     .map_err(db_error)?;
             }
-            let mut snapshots = txn.open_table(SNAPSHOTS).map_err(db_error)?;
-            snapshots.retain(|_, _| false).map_err(db_error)?;
-            snapshots
-                .insert(first.height.get(), packed.as_slice())
-                .map_err(db_error)?;
         }
+        replace_snapshot(&txn, first.height.get(), snapshot)?;
         txn.commit().map_err(db_error)
     }
 
@@ -143,15 +130,13 @@ impl BlockLog {
     /// The latest state snapshot and the height it follows, if any.
     ///
     /// # Errors
-    /// [`StorageError::Database`] if the log can not be read.
+    /// [`StorageError::Database`] if the log can not be read;
+    /// [`StorageError::CorruptSnapshot`] if it does not decompress.
     pub fn latest_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, StorageError> {
-        let txn = self.db.begin_read().map_err(db_error)?;
-        let table = txn.open_table(SNAPSHOTS).map_err(db_error)?;
-        let Some((height, packed)) = table.last().map_err(db_error)? else {
+        let Some((height, packed)) = self.latest_snapshot_packed()? else {
             return Ok(None);
         };
-        let height = height.value();
-        let bytes = zstd::stream::decode_all(packed.value())
+        let bytes = zstd::stream::decode_all(packed.as_slice())
             .map_err(|_| StorageError::CorruptSnapshot(height))?;
         Ok(Some((height, bytes)))
     }
@@ -190,7 +175,7 @@ impl BlockLog {
     /// [`StorageError::Database`] if the deletion does not commit;
     /// [`StorageError::PruneAboveSnapshot`] if `height` is above the snapshot.
     pub fn prune_below(&self, height: u64) -> Result<u64, StorageError> {
-        let snapshot = self.latest_snapshot_height()?.unwrap_or(0);
+        let snapshot = self.latest_snapshot_packed()?.map_or(0, |(h, _)| h);
         if height > snapshot {
             return Err(StorageError::PruneAboveSnapshot { height, snapshot });
         }
@@ -207,13 +192,6 @@ impl BlockLog {
         }
         txn.commit().map_err(db_error)?;
         Ok(deleted)
-    }
-
-    fn latest_snapshot_height(&self) -> Result<Option<u64>, StorageError> {
-        let txn = self.db.begin_read().map_err(db_error)?;
-        let table = txn.open_table(SNAPSHOTS).map_err(db_error)?;
-        let last = table.last().map_err(db_error)?;
-        Ok(last.map(|(h, _)| h.value()))
     }
 
     /// All stored blocks, in order: from height 1, or from where the log was
@@ -242,4 +220,21 @@ impl BlockLog {
         }
         Ok(blocks)
     }
+}
+
+/// Replaces the stored snapshot by `raw` (the state after `height`), zstd-
+/// compressed: a settlement names each household's meter again and again, so
+/// a settled order costs ~15 bytes packed, not ~130.
+fn replace_snapshot(
+    txn: &redb::WriteTransaction,
+    height: u64,
+    raw: &[u8],
+) -> Result<(), StorageError> {
+    let packed = zstd::bulk::compress(raw, SNAPSHOT_ZSTD_LEVEL).map_err(db_error)?;
+    let mut snapshots = txn.open_table(SNAPSHOTS).map_err(db_error)?;
+    snapshots.retain(|_, _| false).map_err(db_error)?;
+    snapshots
+        .insert(height, packed.as_slice())
+        .map_err(db_error)?;
+    Ok(())
 }
