@@ -40,30 +40,7 @@ fn four_processes_survive_kill_9_and_agree() {
     let base = 21_000 + (std::process::id() % 500) as u16 * 10;
     // tmpfs when there is one (see support::scratch); kill -9 semantics are unchanged.
     let dir = support::scratch("e2e");
-    let out = Command::new(EXE)
-        .args([
-            "genesis",
-            "--validators",
-            "4",
-            "--slot-seconds",
-            "5",
-            "--base-port",
-        ])
-        .arg(base.to_string())
-        .arg("--out")
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut net = Devnet {
-        dir: dir.clone(),
-        nodes: (0..4).map(|_| None).collect(),
-        api_ports: (0..4).map(|i| base + 2 * i + 1).collect(),
-    };
+    let mut net = Devnet::lay_out(dir.clone(), base, &[]);
     for i in 0..4 {
         net.start_node(i);
     }

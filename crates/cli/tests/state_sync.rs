@@ -18,36 +18,18 @@ fn a_new_process_joins_a_pruned_devnet_by_state_sync() {
     let base = 26_000 + (std::process::id() % 500) as u16 * 10;
     let dir = support::scratch("e2e-sync");
     // Validators keep one second of blocks behind a snapshot every 8 blocks.
-    let out = Command::new(EXE)
-        .args([
-            "genesis",
-            "--validators",
-            "4",
-            "--slot-seconds",
-            "5",
+    let mut net = Devnet::lay_out(
+        dir.clone(),
+        base,
+        &[
             "--idle-block-ms",
             "300",
             "--block-retention-ms",
             "1000",
             "--snapshot-every-blocks",
             "8",
-            "--base-port",
-        ])
-        .arg(base.to_string())
-        .arg("--out")
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
-    let mut net = Devnet {
-        dir: dir.clone(),
-        nodes: (0..4).map(|_| None).collect(),
-        api_ports: (0..4).map(|i| base + 2 * i + 1).collect(),
-    };
     for i in 0..3 {
         net.start_node(i);
     }

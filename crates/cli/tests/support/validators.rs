@@ -41,28 +41,56 @@ pub struct Devnet {
 }
 
 impl Devnet {
-    pub fn start_node(&mut self, i: usize) {
-        let log = std::fs::File::create(self.dir.join(format!("validator-{i}.log"))).unwrap();
-        let config = self.dir.join(format!("validator-{i}/node.toml"));
-        let child = Command::new(EXE)
-            .args(["node", "--config"])
-            .arg(config)
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
+    /// Lays out four validators with `quartier genesis --out dir` (p2p on
+    /// `base + 2i`, API on `base + 2i + 1`, 5-second slots) plus `options`;
+    /// starts none of them.
+    pub fn lay_out(dir: PathBuf, base: u16, options: &[&str]) -> Devnet {
+        let out = Command::new(EXE)
+            .args(["genesis", "--validators", "4", "--slot-seconds", "5"])
+            .args(options)
+            .arg("--base-port")
+            .arg(base.to_string())
+            .arg("--out")
+            .arg(&dir)
+            .output()
             .unwrap();
-        self.nodes[i] = Some(child);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Devnet {
+            dir,
+            nodes: (0..4).map(|_| None).collect(),
+            api_ports: (0..4).map(|i| base + 2 * i + 1).collect(),
+        }
+    }
+
+    /// Starts validator `i` from its own data folder.
+    pub fn start_node(&mut self, i: usize) {
+        self.spawn_node(i, &[]);
     }
 
     /// Starts validator `i` joining by state sync from the node on `peer_port`.
     pub fn start_node_synced(&mut self, i: usize, peer_port: u16) {
+        self.spawn_node(
+            i,
+            &[
+                "--sync-from".into(),
+                format!("http://127.0.0.1:{peer_port}"),
+            ],
+        );
+    }
+
+    /// `quartier node --config validator-i/node.toml` plus `options`, its
+    /// output in `validator-i.log`.
+    fn spawn_node(&mut self, i: usize, options: &[String]) {
         let log = std::fs::File::create(self.dir.join(format!("validator-{i}.log"))).unwrap();
         let config = self.dir.join(format!("validator-{i}/node.toml"));
         let child = Command::new(EXE)
             .args(["node", "--config"])
             .arg(config)
-            .arg("--sync-from")
-            .arg(format!("http://127.0.0.1:{peer_port}"))
+            .args(options)
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
@@ -70,6 +98,7 @@ impl Devnet {
         self.nodes[i] = Some(child);
     }
 
+    /// Kills validator `i` with SIGKILL, if it runs.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.nodes[i].take() {
             child.kill().unwrap(); // SIGKILL
