@@ -2,7 +2,7 @@
 
 use ed25519_dalek::SigningKey;
 use quartier_ledger::{
-    BlockContext, BlockOutcome, Genesis, SignedTx, State, Tx, TxBody, execute_block,
+    BlockContext, BlockOutcome, Genesis, MeterRole, SignedTx, State, Tx, TxBody, execute_block,
 };
 use quartier_types::hash;
 use quartier_types::{AccountId, Height, Money, Price, RegionId, RegionParams, Timestamp};
@@ -104,6 +104,36 @@ impl Chain {
         let tx = self.tx(signer, body);
         *self.pending.entry(id(signer)).or_default() += 1;
         self.queued.push(tx);
+    }
+
+    /// Queues the DSO's registration of `meter` in `region` and, unless
+    /// `funds` is zero, the utility's top-up of it.
+    pub fn enrol(
+        &mut self,
+        meter: &SigningKey,
+        region: RegionId,
+        role: MeterRole,
+        pv_watts: u32,
+        funds: Money,
+    ) {
+        self.queue(
+            &key("dso"),
+            TxBody::RegisterMeter {
+                meter: id(meter),
+                region,
+                role,
+                pv_watts,
+            },
+        );
+        if !funds.is_zero() {
+            self.queue(
+                &key("utility"),
+                TxBody::Mint {
+                    to: id(meter),
+                    amount: funds,
+                },
+            );
+        }
     }
 
     /// Queues a transaction signed elsewhere (e.g. by a one-time key).

@@ -2,33 +2,14 @@
 
 use crate::kit::*;
 use quartier_ledger::{Account, MeterRole, Settlement, StateKey, TxBody};
-use quartier_types::{Energy, Price, Side, Slot};
+use quartier_types::{Energy, Money, Price, Side, Slot};
 
 #[test]
 fn balance_and_settlement_proofs_verify_and_tampering_fails() {
     let mut c = Chain::new();
-    let (dso, utility, buyer, seller) = (key("dso"), key("utility"), key("b"), key("s"));
-    for (k, role, pv) in [
-        (&buyer, MeterRole::Consumer, 0),
-        (&seller, MeterRole::Prosumer, 8_000),
-    ] {
-        c.queue(
-            &dso,
-            TxBody::RegisterMeter {
-                meter: id(k),
-                region: R1,
-                role,
-                pv_watts: pv,
-            },
-        );
-    }
-    c.queue(
-        &utility,
-        TxBody::Mint {
-            to: id(&buyer),
-            amount: chf(10),
-        },
-    );
+    let (buyer, seller) = (key("b"), key("s"));
+    c.enrol(&buyer, R1, MeterRole::Consumer, 0, chf(10));
+    c.enrol(&seller, R1, MeterRole::Prosumer, 8_000, Money::ZERO);
     c.block_ok(0);
     let order = |side, limit, energy| TxBody::PlaceOrder {
         region: R1,

@@ -205,29 +205,9 @@ fn settlements_older_than_the_history_window_leave_the_state() {
         history_slots: HISTORY,
         ..genesis()
     });
-    let (dso, utility) = (key("dso"), key("utility"));
     let (buyer, seller) = (key("buyer"), key("seller"));
-    for (k, role, pv) in [
-        (&buyer, MeterRole::Consumer, 0),
-        (&seller, MeterRole::Prosumer, 8_000),
-    ] {
-        c.queue(
-            &dso,
-            TxBody::RegisterMeter {
-                meter: id(k),
-                region: R1,
-                role,
-                pv_watts: pv,
-            },
-        );
-    }
-    c.queue(
-        &utility,
-        TxBody::Mint {
-            to: id(&buyer),
-            amount: chf(50),
-        },
-    );
+    c.enrol(&buyer, R1, MeterRole::Consumer, 0, chf(50));
+    c.enrol(&seller, R1, MeterRole::Prosumer, 8_000, Money::ZERO);
     c.block_ok(0);
     for s in 0..12u64 {
         for (k, side, limit) in [(&buyer, Side::Buy, 20_000), (&seller, Side::Sell, 8_000)] {

@@ -93,28 +93,8 @@ impl Enclaves {
 fn market() -> (Chain, Enclaves, EpochKeyPair) {
     let mut c = sealed_chain();
     let mut e = Enclaves::new(3);
-    let (dso, utility) = (key("dso"), key("utility"));
-    for (name, role, pv) in [
-        ("p1", MeterRole::Prosumer, 5_000),
-        ("c1", MeterRole::Consumer, 0),
-    ] {
-        c.queue(
-            &dso,
-            TxBody::RegisterMeter {
-                meter: id(&key(name)),
-                region: R1,
-                role,
-                pv_watts: pv,
-            },
-        );
-        c.queue(
-            &utility,
-            TxBody::Mint {
-                to: id(&key(name)),
-                amount: chf(100),
-            },
-        );
-    }
+    c.enrol(&key("p1"), R1, MeterRole::Prosumer, 5_000, chf(100));
+    c.enrol(&key("c1"), R1, MeterRole::Consumer, 0, chf(100));
     for i in 0..3 {
         let body = e.register(i, MEASUREMENT);
         c.queue(&e.accounts[i].clone(), body);

@@ -9,29 +9,9 @@ use quartier_types::{Energy, Price, RegionId, Side, Slot};
 /// book, a settlement and a proposal.
 fn busy_chain() -> Chain {
     let mut c = Chain::new();
-    let (dso, utility) = (key("dso"), key("utility"));
     let (buyer, seller) = (key("buyer"), key("seller"));
-    for (k, role, pv) in [
-        (&buyer, MeterRole::Consumer, 0),
-        (&seller, MeterRole::Prosumer, 8_000),
-    ] {
-        c.queue(
-            &dso,
-            TxBody::RegisterMeter {
-                meter: id(k),
-                region: RegionId(1),
-                role,
-                pv_watts: pv,
-            },
-        );
-        c.queue(
-            &utility,
-            TxBody::Mint {
-                to: id(k),
-                amount: chf(10),
-            },
-        );
-    }
+    c.enrol(&buyer, RegionId(1), MeterRole::Consumer, 0, chf(10));
+    c.enrol(&seller, RegionId(1), MeterRole::Prosumer, 8_000, chf(10));
     c.queue(
         &key("validator-0"),
         TxBody::Propose {
