@@ -12,9 +12,7 @@ fn run(
     n: u64,
     target: u64,
 ) -> Vec<std::collections::BTreeMap<u64, quartier_types::hash::Digest>> {
-    let config = deterministic::Config::new()
-        .with_seed(seed)
-        .with_timeout(Some(Duration::from_secs(600)));
+    let config = seeded(seed);
     deterministic::Runner::new(config).start(|context| async move {
         let keys = validator_keys(n);
         let genesis = genesis(&keys);
@@ -80,9 +78,7 @@ fn same_seed_same_run() {
 
 #[test]
 fn an_idle_chain_makes_heartbeat_blocks_only_and_wakes_for_a_tx() {
-    let config = deterministic::Config::new()
-        .with_seed(17)
-        .with_timeout(Some(Duration::from_secs(600)));
+    let config = seeded(17);
     deterministic::Runner::new(config).start(|context| async move {
         let keys = validator_keys(4);
         let genesis = genesis(&keys);
@@ -114,9 +110,7 @@ fn an_idle_chain_makes_heartbeat_blocks_only_and_wakes_for_a_tx() {
 
 #[test]
 fn finalized_blocks_are_streamed_in_height_order() {
-    let config = deterministic::Config::new()
-        .with_seed(5)
-        .with_timeout(Some(Duration::from_secs(600)));
+    let config = seeded(5);
     deterministic::Runner::new(config).start(|context| async move {
         let keys = validator_keys(4);
         let genesis = genesis(&keys);
@@ -145,9 +139,7 @@ fn finalized_blocks_are_streamed_in_height_order() {
 /// a replay (its clients would give up an order that is in fact on chain).
 #[test]
 fn a_tx_in_an_unfinalized_parent_is_not_rejected() {
-    let config = deterministic::Config::new()
-        .with_seed(23)
-        .with_timeout(Some(Duration::from_secs(600)));
+    let config = seeded(23);
     deterministic::Runner::new(config).start(|context| async move {
         let keys = validator_keys(4);
         let genesis = genesis(&keys);

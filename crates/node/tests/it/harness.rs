@@ -264,3 +264,19 @@ pub fn app(genesis: &Genesis) -> LedgerApp {
         Mempool::new(MempoolConfig::default()),
     )
 }
+
+/// The deterministic runtime seeded with `seed`, failing a test after ten
+/// minutes of virtual time.
+pub fn seeded(seed: u64) -> deterministic::Config {
+    deterministic::Config::new()
+        .with_seed(seed)
+        .with_timeout(Some(Duration::from_secs(600)))
+}
+
+/// An empty scratch folder for `name`, unique to this test process.
+pub fn fresh_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("quartier-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

@@ -102,12 +102,8 @@ async fn run_until(
 
 #[test]
 fn a_crashed_network_resumes_from_storage_with_the_same_roots() {
-    let dir = std::env::temp_dir().join(format!("quartier-restart-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = deterministic::Config::new()
-        .with_seed(21)
-        .with_timeout(Some(Duration::from_secs(600)));
+    let dir = fresh_dir("restart");
+    let config = seeded(21);
     let d = dir.clone();
     let ((resumed, before, _), checkpoint) = deterministic::Runner::new(config)
         .start_and_recover(|context| run_until(context, d, 15, false));
@@ -135,12 +131,8 @@ fn a_crashed_network_resumes_from_storage_with_the_same_roots() {
 
 #[test]
 fn a_pruning_network_resumes_from_its_snapshots_with_the_same_roots() {
-    let dir = std::env::temp_dir().join(format!("quartier-prune-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = deterministic::Config::new()
-        .with_seed(22)
-        .with_timeout(Some(Duration::from_secs(600)));
+    let dir = fresh_dir("prune");
+    let config = seeded(22);
     let d = dir.clone();
     let ((_, before, _), checkpoint) = deterministic::Runner::new(config)
         .start_and_recover(|context| run_until(context, d, 20, true));

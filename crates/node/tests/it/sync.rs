@@ -33,12 +33,8 @@ fn flip(hex_text: &str) -> String {
 
 #[test]
 fn a_new_validator_joins_a_pruned_network_from_a_snapshot_bundle() {
-    let dir = std::env::temp_dir().join(format!("quartier-sync-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = deterministic::Config::new()
-        .with_seed(23)
-        .with_timeout(Some(Duration::from_secs(600)));
+    let dir = fresh_dir("sync");
+    let config = seeded(23);
     let d = dir.clone();
     deterministic::Runner::new(config).start(|mut context| async move {
         let dir = d;
