@@ -129,8 +129,16 @@ fn a_proposer_with_a_wrong_state_root_is_outvoted() {
         for (i, a) in apps.iter().enumerate() {
             let child = context.child("validator").with_attribute("index", i);
             if i == 2 {
-                start_validator_with(child, &oracle, &keys, i, a.clone(), WrongRoot(a.clone()))
-                    .await;
+                start_validator_with(
+                    child,
+                    &oracle,
+                    &keys,
+                    i,
+                    a.clone(),
+                    WrongRoot(a.clone()),
+                    None,
+                )
+                .await;
             } else {
                 start_validator(child, &oracle, &keys, i, a.clone()).await;
             }

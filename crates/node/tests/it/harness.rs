@@ -132,26 +132,14 @@ pub async fn start_validator(
     me: usize,
     app: LedgerApp,
 ) {
-    start_validator_with(context, oracle, keys, me, app.clone(), app).await;
+    start_validator_with(context, oracle, keys, me, app.clone(), app, None).await;
 }
 
 /// Like [`start_validator`], with `proposer` building and verifying blocks in
-/// place of the ledger application (for Byzantine tests); `app` still applies
-/// finalized blocks.
+/// place of the ledger application (for Byzantine tests; `app` still applies
+/// finalized blocks) and consensus starting from `floor` when given (a node
+/// that joined by state sync).
 pub async fn start_validator_with<A: Proposer<deterministic::Context>>(
-    context: deterministic::Context,
-    oracle: &Oracle<ed25519::PublicKey, deterministic::Context>,
-    keys: &[ed25519::PrivateKey],
-    me: usize,
-    app: LedgerApp,
-    proposer: A,
-) {
-    start_validator_from(context, oracle, keys, me, app, proposer, None).await;
-}
-
-/// Like [`start_validator_with`], with consensus starting from `floor` (a
-/// node that joined by state sync) when given.
-pub async fn start_validator_from<A: Proposer<deterministic::Context>>(
     context: deterministic::Context,
     oracle: &Oracle<ed25519::PublicKey, deterministic::Context>,
     keys: &[ed25519::PrivateKey],

@@ -117,7 +117,7 @@ fn a_new_validator_joins_a_pruned_network_from_a_snapshot_bundle() {
             bundle.snapshot_height + bundle.blocks.len() as u64 - 1
         );
         let child = context.child("validator").with_attribute("index", 3);
-        start_validator_from(
+        start_validator_with(
             child,
             &oracle,
             &keys,
