@@ -785,12 +785,10 @@ pub fn end_block(state: &mut State, ctx: &BlockContext) -> Vec<Event> {
 /// state holds a bounded window of order-level history.
 fn forget_old_slots(state: &mut State, time: Timestamp) {
     let keep = state.genesis().history_slots;
-    let Some(first_kept) = state.genesis().slot_at(time).0.checked_sub(keep) else {
-        return;
+    let first_kept = match state.genesis().slot_at(time).0.checked_sub(keep) {
+        Some(first) if keep > 0 => first,
+        _ => return,
     };
-    if keep == 0 {
-        return;
-    }
     // Per region, the old ones are a prefix of its range: no full scan.
     let regions: Vec<RegionId> = state.records.regions.keys().copied().collect();
     for region in regions {
