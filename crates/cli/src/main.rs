@@ -181,10 +181,18 @@ enum WalletCommand {
         rappen: u64,
     },
     /// Mode A: pay out of this wallet to a transparent account, from a
-    /// one-time signer (change returns to the wallet).
+    /// one-time signer (change returns to the wallet). The household's meter
+    /// authorises it anonymously among its region's meters, once a slot.
     Unshield {
         #[command(flatten)]
         wallet: ShieldedWalletArgs,
+        /// The household's meter key file (a devnet writes
+        /// `meters/household-N.key`).
+        #[arg(long)]
+        meter: PathBuf,
+        /// The meter's region.
+        #[arg(long, default_value_t = 1)]
+        region: u32,
         /// The receiving account (hex public key).
         #[arg(long)]
         to: quartier_types::AccountId,
@@ -475,9 +483,21 @@ fn main() -> ExitCode {
             from,
             rappen,
         }) => shielded_wallet(&wallet, WalletAction::Shield { from, rappen }),
-        Command::Wallet(WalletCommand::Unshield { wallet, to, rappen }) => {
-            shielded_wallet(&wallet, WalletAction::Unshield { to, rappen })
-        }
+        Command::Wallet(WalletCommand::Unshield {
+            wallet,
+            meter,
+            region,
+            to,
+            rappen,
+        }) => shielded_wallet(
+            &wallet,
+            WalletAction::Unshield {
+                meter,
+                region,
+                to,
+                rappen,
+            },
+        ),
         Command::Wallet(WalletCommand::Receipts {
             key,
             node,
@@ -648,6 +668,8 @@ enum WalletAction {
         rappen: u64,
     },
     Unshield {
+        meter: PathBuf,
+        region: u32,
         to: quartier_types::AccountId,
         rappen: u64,
     },
@@ -718,9 +740,18 @@ fn shielded_wallet(args: &ShieldedWalletArgs, action: WalletAction) -> Result<()
             sc::shield(&api, &key, seed, amount, timeout).map_err(failed)?;
             println!("shielded {} into the wallet", chf(amount));
         }
-        WalletAction::Unshield { to, rappen } => {
+        WalletAction::Unshield {
+            meter,
+            region,
+            to,
+            rappen,
+        } => {
             let amount = from_rappen(rappen)?;
-            sc::unshield(&api, seed, to, amount, timeout).map_err(failed)?;
+            let meter = ed25519_dalek::SigningKey::from_bytes(
+                &quartier_node::config::read_key(&meter).map_err(|e| bad(e.into()))?,
+            );
+            let region = quartier_types::RegionId(region);
+            sc::unshield(&api, (&seed, &meter), (region, to, amount), timeout).map_err(failed)?;
             println!("paid {} out of the wallet to {to}", chf(amount));
         }
     }
@@ -1289,6 +1320,9 @@ fn run_households(
     let wallet_seeds: Vec<[u8; 32]> = (0..plan.households)
         .map(|i| quartier_node::meters::wallet_seed(genesis.chain_id(), plan.seed, i))
         .collect();
+    let meter_keys: Vec<[u8; 32]> = (0..plan.households)
+        .map(|i| quartier_node::meters::meter_key(&genesis, plan.seed, i).to_bytes())
+        .collect();
     let mut fleet = Fleet::enrol(apis, genesis, &dso, &utility, plan, timeout)?
         .with_enclaves(&layout.enclave_urls)?;
     if shielded {
@@ -1296,15 +1330,24 @@ fn run_households(
         let wallets = dir.join("wallets");
         std::fs::create_dir_all(&wallets)
             .with_context(|| format!("creating {}", wallets.display()))?;
-        for (i, seed) in wallet_seeds.iter().enumerate() {
-            let path = wallets.join(format!("household-{i}.key"));
-            if !path.exists() {
-                quartier_node::config::write_key(&path, seed)?;
+        // And each household's meter key, which authorises its unshields.
+        let meters = dir.join("meters");
+        std::fs::create_dir_all(&meters)
+            .with_context(|| format!("creating {}", meters.display()))?;
+        for (i, (seed, key)) in wallet_seeds.iter().zip(&meter_keys).enumerate() {
+            for (path, bytes) in [
+                (wallets.join(format!("household-{i}.key")), seed),
+                (meters.join(format!("household-{i}.key")), key),
+            ] {
+                if !path.exists() {
+                    quartier_node::config::write_key(&path, bytes)?;
+                }
             }
         }
         println!(
-            "household wallets in {} (`quartier wallet balance --seed …`)",
-            wallets.display()
+            "household wallets in {} (`quartier wallet balance --seed …`), meter keys in {}",
+            wallets.display(),
+            meters.display()
         );
     }
     let manifest_path = dir.join("meters.json");

@@ -209,7 +209,12 @@ fn households_trade_through_shielded_orders_no_one_can_attribute() {
     let (ok, out) = quartier(&["keygen", "--out", &seed(&payee)]);
     assert!(ok, "{out}");
     let to = out.split_whitespace().last().unwrap().to_string();
-    let (ok, out) = wallet(&["unshield", "--to", &to, "--rappen", "200"]);
+    // The unshield is authorised by a household's meter, anonymously among
+    // the region's meters (one a slot).
+    let meter = seed(&dir.join("meters/household-36.key"));
+    let (ok, out) = wallet(&[
+        "unshield", "--meter", &meter, "--to", &to, "--rappen", "200",
+    ]);
     assert!(ok, "{out}");
     let (ok, out) = wallet(&["balance"]);
     assert!(ok && out.starts_with("3.00 CHF in 1 unspent"), "{out}");
@@ -217,7 +222,8 @@ fn households_trade_through_shielded_orders_no_one_can_attribute() {
     assert_eq!(account["balance"], 200_000_000u64, "{account}");
     // Spending more than it has is refused by the wallet, with exit code 2.
     let out = Command::new(EXE)
-        .args(["wallet", "unshield", "--to", &to, "--rappen", "1000"])
+        .args(["wallet", "unshield", "--meter", &meter, "--to", &to])
+        .args(["--rappen", "1000"])
         .args(["--seed", &seed(&fresh), "--node", &url])
         .output()
         .unwrap();

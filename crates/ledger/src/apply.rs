@@ -181,18 +181,27 @@ pub fn apply_verified(
             return Err(TxError::InvalidShieldedTransfer);
         }
         let hash = tx.signed().hash();
+        let one_time = shielded_pool::OneTime { signer, hash };
         let events = match &t.body {
-            TxBody::ShieldedTransfer { transfer } => {
-                shielded_pool::transfer(state, ctx, transfer, hash)?
-            }
+            TxBody::ShieldedTransfer {
+                transfer,
+                allowance,
+            } => shielded_pool::transfer(state, ctx, (transfer, allowance), one_time)?,
             TxBody::PlaceShieldedOrder { order } => {
-                shielded_pool::place_order(state, ctx, order, hash)?
+                shielded_pool::place_order(state, ctx, order, one_time)?
             }
             TxBody::Unshield {
                 transfer,
                 to,
                 amount,
-            } => shielded_pool::unshield(state, ctx, transfer, *to, *amount, hash)?,
+                allowance,
+            } => shielded_pool::unshield(
+                state,
+                ctx,
+                (transfer, allowance),
+                (*to, *amount),
+                one_time,
+            )?,
             _ => return Err(TxError::InvalidShieldedTransfer),
         };
         return Ok(Receipt { tx: hash, events });
@@ -540,6 +549,9 @@ fn place_order(
     order: Order,
 ) -> Result<Vec<Event>, TxError> {
     let meter = active_meter(state, &signer)?;
+    if state.genesis().shielded.is_some() {
+        return Err(TxError::ShieldedOrdersOnly);
+    }
     if order.side == Side::Sell && meter.role != MeterRole::Prosumer {
         return Err(TxError::NotAuthorised {
             role: Role::Prosumer,

@@ -218,6 +218,24 @@ pub enum TxError {
     /// Inputs and outputs do not balance with the public amount.
     #[error("inputs and outputs do not balance")]
     Unbalanced,
+    /// A new output's one-time key is already in the pool, or twice in
+    /// the transaction.
+    #[error("an output's one-time key is already in the pool")]
+    DuplicateOutputKey,
+    /// A transfer's allowance names a slot other than the block's or the
+    /// one before.
+    #[error("the allowance of slot {slot} is not valid now")]
+    AllowanceExpired {
+        /// The slot it names.
+        slot: Slot,
+    },
+    /// This meter already used its allowance of that slot.
+    #[error("this meter already moved shielded funds in that slot")]
+    AllowanceUsed,
+    /// On a chain with a shielded pool, meters place shielded orders only
+    /// (a public order beside a shielded one would trade twice in a slot).
+    #[error("this chain takes shielded orders only")]
+    ShieldedOrdersOnly,
 }
 
 /// Why a genesis document is not admissible.

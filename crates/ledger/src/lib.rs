@@ -38,8 +38,8 @@ pub use sealed_market::{
     PostedReport, SealedBatch, SealedEntry,
 };
 pub use shielded_pool::{
-    KIND_ORDER, KIND_TRANSFER, KIND_UNSHIELD, MAX_SHIELDED_INPUTS, PoolOutput, ShieldedInput,
-    ShieldedOrder, ShieldedPolicy, ShieldedTransfer, meter_ring, side_byte,
+    Allowance, KIND_ORDER, KIND_TRANSFER, KIND_UNSHIELD, MAX_SHIELDED_INPUTS, PoolOutput,
+    ShieldedInput, ShieldedOrder, ShieldedPolicy, ShieldedTransfer, meter_ring, scope, side_byte,
 };
 pub use state::{
     Account, Book, BookOrder, InvalidProof, Meta, Meter, Proposal, Settlement, ShieldedPayee,

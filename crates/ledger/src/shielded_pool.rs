@@ -7,7 +7,15 @@
 //! outputs by CLSAG over rings of pool outputs into new range-proved
 //! outputs; `Unshield` does the same and pays a public amount to an account.
 //! Spends are signed by a one-time Ed25519 key with nonce 0 that the ledger
-//! does not record: a replay is refused by its key images.
+//! does not record: a replay is refused by its key images, and every ring
+//! signature binds that one-time key, so nobody can re-wrap a spend.
+//!
+//! Outputs join the pool only well-formed (prime-order keys and commitment)
+//! and with a one-time key no other output has. A one-time transaction
+//! costs nothing, so each is tied to a registered meter: an order by its
+//! authorisation (one per meter, slot and side), a transfer or unshield by
+//! an [`Allowance`] (one per meter and slot), both key images of a ring
+//! signature over the region's meters.
 //!
 //! # Invariant
 //! The public pool total (`Meta::shielded`) = Σ shielded − Σ unshielded, and
@@ -19,9 +27,9 @@ use crate::apply::{Event, check_slot_open, debit, positive, push_order, set_bala
 use crate::state::{BookOrder, Meter, ShieldedPayee, StateKey};
 use crate::{BlockContext, ChainId, MeterRole, State, TxError, canonical};
 use borsh::{BorshDeserialize, BorshSerialize};
-use quartier_shielded::authorise::{self, Authorisation};
+use quartier_shielded::authorise::{self, Authorisation, PURPOSE_TRANSFER, Scope};
 use quartier_shielded::keys::Address;
-use quartier_shielded::output::Output;
+use quartier_shielded::output::{self as stealth, Output};
 use quartier_shielded::range;
 use quartier_shielded::spend::{self, RingMember, Spend};
 use quartier_types::hash::{self, Digest};
@@ -91,6 +99,7 @@ pub struct ShieldedTransfer {
 #[derive(BorshSerialize)]
 struct Prefix<'a> {
     chain_id: ChainId,
+    signer: AccountId,
     kind: &'static str,
     rings: Vec<(&'a [u64], &'a [u8; 32])>,
     outputs: &'a [Output],
@@ -100,19 +109,21 @@ struct Prefix<'a> {
 }
 
 impl ShieldedTransfer {
-    /// The 32-byte message its ring signatures sign: the chain, the kind of
-    /// transaction, every ring and key image, the outputs, the range proof,
-    /// the public amount and its recipient. (Pseudo-outputs are chosen while
-    /// signing; each CLSAG binds its own.)
+    /// The 32-byte message its ring signatures sign: the chain, the
+    /// one-time key that signs the transaction, the kind of transaction,
+    /// every ring and key image, the outputs, the range proof, the public
+    /// amount and its recipient. (Pseudo-outputs are chosen while signing;
+    /// each CLSAG binds its own.)
     pub fn prefix_hash(
         &self,
-        chain_id: ChainId,
+        (chain_id, signer): (ChainId, AccountId),
         kind: &'static str,
         public: Money,
         to: Option<AccountId>,
     ) -> [u8; 32] {
         let prefix = Prefix {
             chain_id,
+            signer,
             kind,
             rings: self
                 .inputs
@@ -133,6 +144,100 @@ pub const KIND_TRANSFER: &str = "transfer";
 /// See [`KIND_TRANSFER`].
 pub const KIND_UNSHIELD: &str = "unshield";
 
+/// A transfer's or unshield's right to run: a registered meter of `region`
+/// authorises one per `slot` (the block's slot or the one before), so a
+/// flood of one-time transactions is bounded by the meters' count.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Allowance {
+    /// The meter's region.
+    pub region: RegionId,
+    /// The slot it is spent in.
+    pub slot: Slot,
+    /// The ring signature over the region's meters, scope
+    /// (chain, region, slot, transfer), message the transfer's prefix.
+    pub authorisation: Authorisation,
+}
+
+/// The scope of an authorisation on this chain.
+pub fn scope(chain_id: ChainId, region: RegionId, slot: Slot, purpose: u8) -> Scope {
+    Scope {
+        chain_id: chain_id.0.0,
+        region: region.0,
+        slot: slot.0,
+        purpose,
+    }
+}
+
+/// Checks what is cheap about an allowance: its slot is the block's or the
+/// one before, and its key image was never used. Writes nothing.
+fn check_allowance_fresh(
+    state: &State,
+    ctx: &BlockContext,
+    allowance: &Allowance,
+) -> Result<(), TxError> {
+    let now = state.genesis().slot_at(ctx.time);
+    if allowance.slot > now || allowance.slot.0.saturating_add(1) < now.0 {
+        return Err(TxError::AllowanceExpired {
+            slot: allowance.slot,
+        });
+    }
+    if state
+        .records
+        .key_images
+        .contains(&allowance.authorisation.key_image)
+    {
+        return Err(TxError::AllowanceUsed);
+    }
+    Ok(())
+}
+
+/// Checks an allowance's ring signature over the region's meters for a
+/// transfer whose prefix is `message`.
+fn check_allowance_signed(
+    state: &State,
+    allowance: &Allowance,
+    message: &[u8; 32],
+) -> Result<(), TxError> {
+    let ring = ring_keys(state, allowance.region, Side::Buy, Energy::ZERO)?;
+    let scope = scope(
+        state.chain_id(),
+        allowance.region,
+        allowance.slot,
+        PURPOSE_TRANSFER,
+    );
+    authorise::verify(&allowance.authorisation, &ring, &scope, message)
+        .map_err(|_| TxError::InvalidRingSignature)
+}
+
+/// The keys of [`meter_ring`], refused if empty or larger than a CLSAG ring.
+fn ring_keys(
+    state: &State,
+    region: RegionId,
+    side: Side,
+    energy: Energy,
+) -> Result<Vec<[u8; 32]>, TxError> {
+    let ring = meter_ring(state, region, side, energy);
+    if ring.is_empty() || ring.len() > quartier_shielded::spend::MAX_RING {
+        return Err(TxError::InvalidShieldedTransfer);
+    }
+    Ok(ring.iter().map(|(a, _)| a.0).collect())
+}
+
+/// Checks outputs before they join the pool: prime-order keys and
+/// commitment, one-time keys new to the pool and distinct. Writes nothing.
+fn check_outputs(state: &State, outputs: &[Output]) -> Result<(), TxError> {
+    let mut keys = std::collections::BTreeSet::new();
+    for o in outputs {
+        if !stealth::is_well_formed(o) {
+            return Err(TxError::InvalidShieldedOutput);
+        }
+        if !keys.insert(o.key) || state.pool_has_key(&o.key) {
+            return Err(TxError::DuplicateOutputKey);
+        }
+    }
+    Ok(())
+}
+
 fn policy(state: &State) -> Result<ShieldedPolicy, TxError> {
     state.genesis().shielded.ok_or(TxError::NoShieldedPool)
 }
@@ -148,7 +253,8 @@ pub(crate) fn shield(
     policy(state)?;
     positive(amount)?;
     let balance = debit(state.account(&signer), amount)?;
-    if !quartier_shielded::output::opens_to(output, amount.get(), mask) {
+    check_outputs(state, std::slice::from_ref(output))?;
+    if !stealth::opens_to(output, amount.get(), mask) {
         return Err(TxError::InvalidShieldedOutput);
     }
     let total = state
@@ -164,10 +270,12 @@ pub(crate) fn shield(
 }
 
 /// Checks a transfer against the pool: ring sizes and indices, fresh key
-/// images, signatures, range proof and balance. Writes nothing.
+/// images and well-formed outputs first (cheap), then the allowance's
+/// signature if it has one, its ring signatures, range proof and balance.
+/// Writes nothing.
 fn check(
     state: &State,
-    transfer: &ShieldedTransfer,
+    (transfer, allowance): (&ShieldedTransfer, Option<&Allowance>),
     message: &[u8; 32],
     public: Money,
     seed: Digest,
@@ -198,14 +306,19 @@ fn check(
             })
             .collect::<Option<_>>()
             .ok_or(TxError::InvalidShieldedTransfer)?;
-        let spend = Spend {
+        spends.push(Spend {
             ring,
             key_image: input.key_image,
             pseudo_out: input.pseudo_out,
             signature: input.signature.clone(),
-        };
-        spend::verify(&spend, message).map_err(|_| TxError::InvalidRingSignature)?;
-        spends.push(spend);
+        });
+    }
+    check_outputs(state, &transfer.outputs)?;
+    if let Some(allowance) = allowance {
+        check_allowance_signed(state, allowance, message)?;
+    }
+    for spend in &spends {
+        spend::verify(spend, message).map_err(|_| TxError::InvalidRingSignature)?;
     }
     let commitments: Vec<[u8; 32]> = transfer.outputs.iter().map(|o| o.commitment).collect();
     // Randomised batch weights, seeded by the transaction: every validator
@@ -233,6 +346,7 @@ pub(crate) fn append_at(
 ) {
     for output in outputs {
         let index = state.records.pool.len() as u64;
+        state.records.pool_keys.insert(output.key);
         state.records.pool.push(PoolOutput {
             output: *output,
             height,
@@ -244,19 +358,43 @@ pub(crate) fn append_at(
 
 fn spend_images(state: &mut State, transfer: &ShieldedTransfer) {
     for input in &transfer.inputs {
-        state.records.key_images.insert(input.key_image);
-        state.touch(StateKey::KeyImage(input.key_image));
+        spend_image(state, input.key_image);
     }
+}
+
+fn spend_image(state: &mut State, image: [u8; 32]) {
+    state.records.key_images.insert(image);
+    state.touch(StateKey::KeyImage(image));
+}
+
+/// Who signs a one-time transaction and its hash.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct OneTime {
+    pub(crate) signer: AccountId,
+    pub(crate) hash: Digest,
 }
 
 pub(crate) fn transfer(
     state: &mut State,
     ctx: &BlockContext,
-    transfer: &ShieldedTransfer,
-    tx_hash: Digest,
+    (transfer, allowance): (&ShieldedTransfer, &Allowance),
+    tx: OneTime,
 ) -> Result<Vec<Event>, TxError> {
-    let message = transfer.prefix_hash(state.chain_id(), KIND_TRANSFER, Money::ZERO, None);
-    check(state, transfer, &message, Money::ZERO, tx_hash)?;
+    let message = transfer.prefix_hash(
+        (state.chain_id(), tx.signer),
+        KIND_TRANSFER,
+        Money::ZERO,
+        None,
+    );
+    check_allowance_fresh(state, ctx, allowance)?;
+    check(
+        state,
+        (transfer, Some(allowance)),
+        &message,
+        Money::ZERO,
+        tx.hash,
+    )?;
+    spend_image(state, allowance.authorisation.key_image);
     spend_images(state, transfer);
     append(state, ctx, &transfer.outputs);
     Ok(Vec::new())
@@ -265,14 +403,25 @@ pub(crate) fn transfer(
 pub(crate) fn unshield(
     state: &mut State,
     ctx: &BlockContext,
-    transfer: &ShieldedTransfer,
-    to: AccountId,
-    amount: Money,
-    tx_hash: Digest,
+    (transfer, allowance): (&ShieldedTransfer, &Allowance),
+    (to, amount): (AccountId, Money),
+    tx: OneTime,
 ) -> Result<Vec<Event>, TxError> {
     positive(amount)?;
-    let message = transfer.prefix_hash(state.chain_id(), KIND_UNSHIELD, amount, Some(to));
-    check(state, transfer, &message, amount, tx_hash)?;
+    let message = transfer.prefix_hash(
+        (state.chain_id(), tx.signer),
+        KIND_UNSHIELD,
+        amount,
+        Some(to),
+    );
+    check_allowance_fresh(state, ctx, allowance)?;
+    check(
+        state,
+        (transfer, Some(allowance)),
+        &message,
+        amount,
+        tx.hash,
+    )?;
     let total = state
         .meta()
         .shielded
@@ -283,6 +432,7 @@ pub(crate) fn unshield(
         .balance
         .checked_add(amount)
         .ok_or(TxError::Overflow)?;
+    spend_image(state, allowance.authorisation.key_image);
     spend_images(state, transfer);
     append(state, ctx, &transfer.outputs);
     set_balance(state, to, balance);
@@ -320,6 +470,7 @@ pub struct ShieldedOrder {
 #[derive(BorshSerialize)]
 struct OrderPrefix<'a> {
     chain_id: ChainId,
+    signer: AccountId,
     kind: &'static str,
     region: RegionId,
     slot: Slot,
@@ -333,10 +484,12 @@ struct OrderPrefix<'a> {
 
 impl ShieldedOrder {
     /// The message both the funds' and the authorisation's ring signatures
-    /// sign: the order, its escrow, its payee and the funds' own prefix.
-    pub fn prefix_hash(&self, chain_id: ChainId, escrow: Money) -> [u8; 32] {
+    /// sign: the chain, the one-time key signing the transaction, the order,
+    /// its escrow, its payee and the funds' own prefix.
+    pub fn prefix_hash(&self, (chain_id, signer): (ChainId, AccountId), escrow: Money) -> [u8; 32] {
         let prefix = OrderPrefix {
             chain_id,
+            signer,
             kind: KIND_ORDER,
             region: self.region,
             slot: self.slot,
@@ -348,7 +501,7 @@ impl ShieldedOrder {
             funds: self
                 .funds
                 .as_ref()
-                .map(|f| f.prefix_hash(chain_id, KIND_ORDER, escrow, None)),
+                .map(|f| f.prefix_hash((chain_id, signer), KIND_ORDER, escrow, None)),
         };
         hash::tagged(TAG_SHIELDED_PREFIX, &[&canonical(&prefix)]).0
     }
@@ -357,18 +510,33 @@ impl ShieldedOrder {
 /// The side's byte in the authorisation tweak.
 pub fn side_byte(side: Side) -> u8 {
     match side {
-        Side::Buy => 0,
-        Side::Sell => 1,
+        Side::Buy => authorise::PURPOSE_BUY,
+        Side::Sell => authorise::PURPOSE_SELL,
     }
 }
 
-/// The ring an order of `side` in `region` is authorised over: the
-/// region's active meters (prosumers only for a sell), by account.
-pub fn meter_ring(state: &State, region: RegionId, side: Side) -> Vec<(AccountId, Meter)> {
+/// The ring an order of `side` and `energy` in `region` is authorised
+/// over, by account: every active meter of the region for a buy; for a
+/// sell, the active prosumers whose registered PV can produce `energy` in
+/// one slot — so whoever signed it can, and the anonymity set of a large
+/// sell is the set of meters able to make it.
+pub fn meter_ring(
+    state: &State,
+    region: RegionId,
+    side: Side,
+    energy: Energy,
+) -> Vec<(AccountId, Meter)> {
     state
         .meters()
         .filter(|(_, m)| {
-            m.region == region && !m.retired && (side == Side::Buy || m.role == MeterRole::Prosumer)
+            m.region == region
+                && !m.retired
+                && match side {
+                    Side::Buy => true,
+                    Side::Sell => {
+                        m.role == MeterRole::Prosumer && state.capacity_per_slot(m) >= energy
+                    }
+                }
         })
         .map(|(a, m)| (*a, *m))
         .collect()
@@ -378,7 +546,7 @@ pub(crate) fn place_order(
     state: &mut State,
     ctx: &BlockContext,
     order: &ShieldedOrder,
-    tx_hash: Digest,
+    tx: OneTime,
 ) -> Result<Vec<Event>, TxError> {
     policy(state)?;
     let (region, slot) = (order.region, order.slot);
@@ -398,37 +566,31 @@ pub(crate) fn place_order(
     if !order.payee.is_valid() {
         return Err(TxError::InvalidShieldedOutput);
     }
-    let ring = meter_ring(state, region, order.side);
-    if ring.is_empty() || ring.len() > quartier_shielded::spend::MAX_RING {
-        return Err(TxError::InvalidShieldedTransfer);
+    if order.side == Side::Sell && meter_ring(state, region, Side::Sell, order.energy).is_empty() {
+        // No prosumer of the region can produce it: nobody may sell it.
+        let max = meter_ring(state, region, Side::Sell, Energy::ZERO)
+            .iter()
+            .map(|(_, m)| state.capacity_per_slot(m))
+            .max()
+            .unwrap_or(Energy::ZERO);
+        return Err(TxError::ExceedsCapacity {
+            energy: order.energy,
+            max,
+        });
     }
+    let keys = ring_keys(state, region, order.side, order.energy)?;
     let escrow = match order.side {
         Side::Buy => order
             .energy
             .value_at(params.grid_tariff())
             .ok_or(TxError::Overflow)?,
-        Side::Sell => {
-            // The meter is hidden: a sell is capped by the largest PV in its ring.
-            let max = ring
-                .iter()
-                .map(|(_, m)| state.capacity_per_slot(m))
-                .max()
-                .unwrap_or(Energy::ZERO);
-            if order.energy > max {
-                return Err(TxError::ExceedsCapacity {
-                    energy: order.energy,
-                    max,
-                });
-            }
-            Money::ZERO
-        }
+        Side::Sell => Money::ZERO,
     };
-    let message = order.prefix_hash(state.chain_id(), escrow);
-    let keys: Vec<[u8; 32]> = ring.iter().map(|(a, _)| a.0).collect();
+    let message = order.prefix_hash((state.chain_id(), tx.signer), escrow);
     authorise::verify(
         &order.authorisation,
         &keys,
-        (region.0, slot.0, side_byte(order.side)),
+        &scope(state.chain_id(), region, slot, side_byte(order.side)),
         &message,
     )
     .map_err(|_| TxError::InvalidRingSignature)?;
@@ -441,7 +603,7 @@ pub(crate) fn place_order(
         return Err(TxError::DuplicateOrder);
     }
     match (&order.funds, escrow.is_zero()) {
-        (Some(funds), false) => check(state, funds, &message, escrow, tx_hash)?,
+        (Some(funds), false) => check(state, (funds, None), &message, escrow, tx.hash)?,
         (None, true) => {}
         _ => return Err(TxError::InvalidShieldedTransfer),
     }

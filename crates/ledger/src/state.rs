@@ -236,6 +236,12 @@ pub(crate) struct Records {
     pub(crate) reports: BTreeMap<(RegionId, Slot), PostedReport>,
     pub(crate) pool: Vec<PoolOutput>,
     pub(crate) key_images: BTreeSet<[u8; 32]>,
+    /// The pool's one-time keys: an index derived from `pool` (rebuilt from
+    /// it on restore, not part of the snapshot), so a new output can not
+    /// reuse a key (two outputs with one key share one key image: only one
+    /// of them could ever be spent).
+    #[borsh(skip)]
+    pub(crate) pool_keys: BTreeSet<[u8; 32]>,
 }
 
 /// The contract's state: typed records, the keys changed since the last
@@ -322,6 +328,7 @@ impl State {
             reports: BTreeMap::new(),
             pool: Vec::new(),
             key_images: BTreeSet::new(),
+            pool_keys: BTreeSet::new(),
             genesis,
         };
         let mut dirty = BTreeSet::from([
@@ -373,8 +380,12 @@ impl State {
     /// [`SnapshotError::Malformed`] for bytes that do not decode,
     /// [`SnapshotError::RootMismatch`] if the records do not give the root.
     pub fn from_snapshot(bytes: &[u8]) -> Result<State, SnapshotError> {
-        let (root, records): (Digest, Records) =
+        let (root, mut records): (Digest, Records) =
             borsh::from_slice(bytes).map_err(|_| SnapshotError::Malformed)?;
+        records.pool_keys = records.pool.iter().map(|o| o.output.key).collect();
+        if records.pool_keys.len() != records.pool.len() {
+            return Err(SnapshotError::Malformed);
+        }
         let r = &records;
         let mut dirty = BTreeSet::from([StateKey::Genesis, StateKey::Meta, StateKey::Validators]);
         dirty.extend(r.accounts.keys().map(|k| StateKey::Account(*k)));
@@ -577,6 +588,11 @@ impl State {
     /// Mode A: the pool's outputs, oldest first (index = position).
     pub fn pool(&self) -> &[PoolOutput] {
         &self.records.pool
+    }
+
+    /// Mode A: whether a pool output has the one-time key `key`.
+    pub fn pool_has_key(&self, key: &[u8; 32]) -> bool {
+        self.records.pool_keys.contains(key)
     }
 
     /// Mode A: whether `key_image` was spent.

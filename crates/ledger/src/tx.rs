@@ -206,6 +206,8 @@ pub enum TxBody {
     ShieldedTransfer {
         /// The transfer.
         transfer: ShieldedTransfer,
+        /// A meter's allowance of the slot.
+        allowance: crate::Allowance,
     },
     /// Mode A, a one-time key with nonce 0: spend pool outputs into new ones
     /// and `amount` paid to `to`.
@@ -216,6 +218,8 @@ pub enum TxBody {
         to: AccountId,
         /// The public amount.
         amount: Money,
+        /// A meter's allowance of the slot.
+        allowance: crate::Allowance,
     },
     /// Mode A, a one-time key with nonce 0: an order placed by an unnamed
     /// meter of the region, funded from the pool, paid to a stealth address.
@@ -256,6 +260,35 @@ pub struct SignedTx {
 }
 
 impl TxBody {
+    /// The key images a mode A transaction uses up: its inputs', its
+    /// allowance's and its order authorisation's. Of transactions that share
+    /// one, at most one ever applies (a mempool keeps only the first).
+    pub fn key_images(&self) -> Vec<[u8; 32]> {
+        let inputs =
+            |t: &ShieldedTransfer| t.inputs.iter().map(|i| i.key_image).collect::<Vec<_>>();
+        match self {
+            TxBody::ShieldedTransfer {
+                transfer,
+                allowance,
+            }
+            | TxBody::Unshield {
+                transfer,
+                allowance,
+                ..
+            } => {
+                let mut images = inputs(transfer);
+                images.push(allowance.authorisation.key_image);
+                images
+            }
+            TxBody::PlaceShieldedOrder { order } => {
+                let mut images = order.funds.as_ref().map(inputs).unwrap_or_default();
+                images.push(order.authorisation.key_image);
+                images
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// Whether this body is signed by a one-time key that the ledger does
     /// not track (mode A spends: nonce 0, no account record; replays are
     /// refused by their key images).
@@ -275,6 +308,12 @@ impl Tx {
         let mut bytes = TAG_TX.to_vec();
         bytes.extend_from_slice(&canonical(self));
         bytes
+    }
+
+    /// The account of the one-time key of `secret`: what a mode A
+    /// transaction's ring signatures bind before it is signed.
+    pub fn one_time_signer(secret: &[u8; 32]) -> AccountId {
+        AccountId(SigningKey::from_bytes(secret).verifying_key().to_bytes())
     }
 
     /// A mode A transaction ([`TxBody::is_one_time`]) signed by the one-time

@@ -59,6 +59,11 @@ fn one_time(state: &State, body: TxBody, i: usize) -> SignedTx {
     Tx::one_time(state.chain_id(), body, &key("one-time", i).to_bytes())
 }
 
+/// The one-time signer of [`one_time`]`(_, _, i)`.
+fn signer(i: usize) -> AccountId {
+    Tx::one_time_signer(&key("one-time", i).to_bytes())
+}
+
 /// A chain in mode A with `k` meters and a pool of `2k` outputs, one of
 /// them the wallet's.
 fn chain(k: usize, rng: &mut ChaCha20Rng) -> (State, Vec<SigningKey>, ShieldedWallet) {
@@ -140,13 +145,13 @@ fn bench(c: &mut Criterion) {
     group.sample_size(20);
     for k in [8usize, 16, 37, 64] {
         let (state, meters, mut wallet) = chain(k, &mut rng);
-        let ring = |side| -> Vec<[u8; 32]> {
-            meter_ring(&state, REGION, side)
+        let ring = |side, energy| -> Vec<[u8; 32]> {
+            meter_ring(&state, REGION, side, Energy::new(energy))
                 .iter()
                 .map(|(a, _)| a.0)
                 .collect()
         };
-        let (buy_ring, sell_ring) = (ring(Side::Buy), ring(Side::Sell));
+        let (buy_ring, sell_ring) = (ring(Side::Buy, 0), ring(Side::Sell, 800));
         let buyer = &meters[k - 1];
         let request = |side, energy| OrderRequest {
             region: REGION,
@@ -164,13 +169,23 @@ fn bench(c: &mut Criterion) {
         let chain_id = state.chain_id();
         group.bench_function(format!("prove/buy/ring/{k}"), |b| {
             b.iter(|| {
-                let order = wallet.order(chain_id, &request(Side::Buy, 500), &meter, &mut rng);
+                let order = wallet.order(
+                    (chain_id, signer(0)),
+                    &request(Side::Buy, 500),
+                    &meter,
+                    &mut rng,
+                );
                 wallet.release(Slot(1), Side::Buy);
                 order
             })
         });
         let buy = wallet
-            .order(chain_id, &request(Side::Buy, 500), &meter, &mut rng)
+            .order(
+                (chain_id, signer(0)),
+                &request(Side::Buy, 500),
+                &meter,
+                &mut rng,
+            )
             .expect("builds");
         let buy = one_time(&state, TxBody::PlaceShieldedOrder { order: buy }, 0);
         let seller = MeterRing {
@@ -186,11 +201,21 @@ fn bench(c: &mut Criterion) {
             },
         );
         let cover = sell_wallet
-            .order(chain_id, &request(Side::Buy, 0), &meter, &mut rng)
+            .order(
+                (chain_id, signer(1)),
+                &request(Side::Buy, 0),
+                &meter,
+                &mut rng,
+            )
             .expect("builds");
         let cover = one_time(&state, TxBody::PlaceShieldedOrder { order: cover }, 1);
         let sell = sell_wallet
-            .order(chain_id, &request(Side::Sell, 800), &seller, &mut rng)
+            .order(
+                (chain_id, signer(2)),
+                &request(Side::Sell, 800),
+                &seller,
+                &mut rng,
+            )
             .expect("builds");
         let sell = one_time(&state, TxBody::PlaceShieldedOrder { order: sell }, 2);
         eprintln!(

@@ -18,7 +18,7 @@ use crate::wallet::{MeterRing, OrderRequest, ShieldedWallet, WalletError};
 use ed25519_dalek::SigningKey;
 use quartier_enclave::auctioneer::{PublishedReceipt, Receipt, sealed_hash};
 use quartier_enclave::sealed::{Epoch, HpkeKeyPair, OrderPayload, SignedOrder, seal};
-use quartier_ledger::{Genesis, PoolOutput, SignedTx, Tx, TxBody, side_byte};
+use quartier_ledger::{Genesis, PoolOutput, SignedTx, Tx, TxBody};
 use quartier_types::hash::Digest;
 use quartier_types::{AccountId, Energy, Price, RegionId, RegionParams, Side, Slot, Timestamp};
 use rand_chacha::ChaCha20Rng;
@@ -62,12 +62,13 @@ pub enum AgentInput {
     /// its wallet's outputs may have been spent elsewhere).
     KeyImages(std::collections::BTreeSet<[u8; 32]>),
     /// Mode A: the region's meter rings (keys in `meter_ring` order): every
-    /// meter for a buy, the prosumers for a sell.
+    /// meter for a buy, the prosumers with their energy per slot for a sell
+    /// (a sell of `E` is signed over those that can produce `E`).
     MeterRings {
         /// The buy ring.
         buy: Vec<[u8; 32]>,
-        /// The sell ring.
-        sell: Vec<[u8; 32]>,
+        /// The prosumers and what each can produce in a slot.
+        sell: Vec<([u8; 32], Energy)>,
     },
     /// A slot in which this meter had an order was settled.
     Settled {
@@ -139,8 +140,25 @@ struct Shielding {
     wallet: ShieldedWallet,
     /// Randomness for one-time signers, decoys and proofs.
     rng: ChaCha20Rng,
-    /// The meter rings, buy then sell.
-    rings: [Vec<[u8; 32]>; 2],
+    /// The buy ring.
+    buy_ring: Vec<[u8; 32]>,
+    /// The prosumers and their energy per slot.
+    sellers: Vec<([u8; 32], Energy)>,
+}
+
+impl Shielding {
+    /// The ring an order of `side` and `energy` is signed over.
+    fn ring(&self, side: Side, energy: Energy) -> Vec<[u8; 32]> {
+        match side {
+            Side::Buy => self.buy_ring.clone(),
+            Side::Sell => self
+                .sellers
+                .iter()
+                .filter(|(_, capacity)| *capacity >= energy)
+                .map(|(key, _)| *key)
+                .collect(),
+        }
+    }
 }
 
 /// One meter's agent: its key, its nonce and its strategy.
@@ -219,7 +237,8 @@ impl MeterAgent {
         self.shielding = Some(Shielding {
             wallet,
             rng: ChaCha20Rng::from_seed(seed),
-            rings: [Vec::new(), Vec::new()],
+            buy_ring: Vec::new(),
+            sellers: Vec::new(),
         });
         self
     }
@@ -334,7 +353,8 @@ impl MeterAgent {
             }
             AgentInput::MeterRings { buy, sell } => {
                 if let Some(s) = self.shielding.as_mut() {
-                    s.rings = [buy, sell];
+                    s.buy_ring = buy;
+                    s.sellers = sell;
                 }
             }
             AgentInput::Settled {
@@ -441,24 +461,25 @@ impl MeterAgent {
                 limit: head.limit,
                 energy: head.bid.energy,
             };
-            let ring = &shielding.rings[usize::from(side_byte(head.bid.side))];
-            if ring.is_empty() {
+            if shielding.buy_ring.is_empty() {
                 // The host has not fed the meter rings yet.
                 return;
             }
+            let ring = shielding.ring(head.bid.side, head.bid.energy);
             let meter = MeterRing {
                 scalar: self.key.to_scalar().to_bytes(),
                 key: self.account.0,
-                ring,
+                ring: &ring,
             };
             let chain_id = self.genesis.chain_id();
+            let mut secret = [0u8; 32];
+            rand_core::Rng::fill_bytes(&mut shielding.rng, &mut secret);
+            let signer = Tx::one_time_signer(&secret);
             match shielding
                 .wallet
-                .order(chain_id, &request, &meter, &mut shielding.rng)
+                .order((chain_id, signer), &request, &meter, &mut shielding.rng)
             {
                 Ok(order) => {
-                    let mut secret = [0u8; 32];
-                    rand_core::Rng::fill_bytes(&mut shielding.rng, &mut secret);
                     let tx = Tx::one_time(chain_id, TxBody::PlaceShieldedOrder { order }, &secret);
                     head.tx = Some(tx.clone());
                     effects.push(AgentEffect::Submit(Box::new(tx)));
@@ -659,7 +680,7 @@ mod tests {
                 SigningKey::from_bytes(&[7; 32]).verifying_key().to_bytes(),
                 me,
             ],
-            sell: vec![me],
+            sell: vec![(me, Energy::new(1_000))],
         };
         let txs = submitted(&a.handle(EARLY, rings));
         assert_eq!(txs.len(), 1, "a zero reading sends a cover order");

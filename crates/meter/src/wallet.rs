@@ -12,16 +12,16 @@
 //! spent it learns from the chain's key images.
 
 use quartier_ledger::{
-    ChainId, MAX_SHIELDED_INPUTS, PoolOutput, ShieldedInput, ShieldedOrder, ShieldedTransfer,
-    side_byte,
+    Allowance, ChainId, MAX_SHIELDED_INPUTS, PoolOutput, ShieldedInput, ShieldedOrder,
+    ShieldedTransfer, scope, side_byte,
 };
-use quartier_shielded::authorise::{self, Authorisation};
+use quartier_shielded::authorise::{self, Authorisation, PURPOSE_TRANSFER, Scope};
 use quartier_shielded::keys::{Address, ViewKey, WalletKeys};
 use quartier_shielded::output::{Output, Received, create};
 use quartier_shielded::range;
 use quartier_shielded::spend::{self, Input, RingMember, key_image};
 use quartier_types::hash;
-use quartier_types::{Energy, Money, Price, RegionId, RegionParams, Side, Slot};
+use quartier_types::{AccountId, Energy, Money, Price, RegionId, RegionParams, Side, Slot};
 use rand_core::CryptoRng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -132,8 +132,9 @@ pub struct OrderRequest {
     pub energy: Energy,
 }
 
-/// Who authorises an order: the meter's Ed25519 scalar and the region's
-/// meter ring (`quartier_ledger::meter_ring` order) it is in.
+/// Who authorises an order or a transfer: the meter's Ed25519 scalar and
+/// the ring (`quartier_ledger::meter_ring` of the order's side and energy,
+/// in that order) it is in.
 pub struct MeterRing<'a> {
     /// The meter's `SigningKey::to_scalar()` bytes.
     pub scalar: [u8; 32],
@@ -141,6 +142,49 @@ pub struct MeterRing<'a> {
     pub key: [u8; 32],
     /// The ring's keys.
     pub ring: &'a [[u8; 32]],
+}
+
+impl MeterRing<'_> {
+    /// Signs `message` as this meter over its ring for `scope`.
+    fn authorise(
+        &self,
+        scope: &Scope,
+        message: [u8; 32],
+        rng: &mut impl CryptoRng,
+    ) -> Result<Authorisation, WalletError> {
+        let real = self
+            .ring
+            .iter()
+            .position(|k| *k == self.key)
+            .and_then(|p| u8::try_from(p).ok())
+            .ok_or(WalletError::Signing("meter not in its ring"))?;
+        authorise::sign(&self.scalar, self.ring, real, scope, message, rng)
+            .map_err(|_| WalletError::Signing("authorisation"))
+    }
+
+    /// The meter's allowance of `slot` in `region` for the transfer whose
+    /// prefix (signed by the one-time key) is `message`: one per slot.
+    ///
+    /// # Errors
+    /// [`WalletError::Signing`] if the meter is not in its ring.
+    pub fn allowance(
+        &self,
+        chain_id: ChainId,
+        (region, slot): (RegionId, Slot),
+        message: [u8; 32],
+        rng: &mut impl CryptoRng,
+    ) -> Result<Allowance, WalletError> {
+        let authorisation = self.authorise(
+            &scope(chain_id, region, slot, PURPOSE_TRANSFER),
+            message,
+            rng,
+        )?;
+        Ok(Allowance {
+            region,
+            slot,
+            authorisation,
+        })
+    }
 }
 
 /// How the wallet draws its rings.
@@ -318,16 +362,16 @@ impl ShieldedWallet {
         }
     }
 
-    /// Builds a shielded order. Its inputs wait as pending until
-    /// [`confirm`](Self::confirm) or [`release`](Self::release); its change
-    /// arrives when scanned.
+    /// Builds a shielded order for the one-time key `signer` to sign. Its
+    /// inputs wait as pending until [`confirm`](Self::confirm) or
+    /// [`release`](Self::release); its change arrives when scanned.
     ///
     /// # Errors
     /// [`WalletError`] if its outputs do not cover the escrow, the window is
     /// too small for a ring, or the meter is not in its ring.
     pub fn order(
         &mut self,
-        chain_id: ChainId,
+        (chain_id, signer): (ChainId, AccountId),
         request: &OrderRequest,
         meter: &MeterRing<'_>,
         rng: &mut impl CryptoRng,
@@ -340,7 +384,6 @@ impl ShieldedWallet {
                 .ok_or(WalletError::InsufficientFunds { needed: Money::MAX })?,
             Side::Sell => Money::ZERO,
         };
-        let side = side_byte(r.side);
         let funding = if escrow.is_zero() {
             None
         } else {
@@ -356,34 +399,22 @@ impl ShieldedWallet {
             payee: self.payee_address(r.slot, r.side),
             authorisation: Authorisation {
                 key_image: [0; 32],
+                pseudo_out: [0; 32],
                 signature: Vec::new(),
             },
         };
         let mut spent = Vec::new();
         if let Some(f) = funding {
             order.funds = Some(f.transfer);
-            let message = order.prefix_hash(chain_id, escrow);
+            let message = order.prefix_hash((chain_id, signer), escrow);
             if let Some(funds) = order.funds.as_mut() {
                 sign_inputs(funds, f.inputs, &f.masks, message, rng)?;
             }
             spent = f.spent;
         }
-        let message = order.prefix_hash(chain_id, escrow);
-        let real = meter
-            .ring
-            .iter()
-            .position(|k| *k == meter.key)
-            .and_then(|p| u8::try_from(p).ok())
-            .ok_or(WalletError::Signing("meter not in its ring"))?;
-        order.authorisation = authorise::sign(
-            &meter.scalar,
-            meter.ring,
-            real,
-            (r.region.0, r.slot.0, side),
-            message,
-            rng,
-        )
-        .map_err(|_| WalletError::Signing("authorisation"))?;
+        let message = order.prefix_hash((chain_id, signer), escrow);
+        let scope = scope(chain_id, r.region, r.slot, side_byte(r.side));
+        order.authorisation = meter.authorise(&scope, message, rng)?;
         self.mark_pending(&spent, r.slot, r.side);
         Ok(order)
     }
@@ -631,12 +662,6 @@ mod tests {
             .sign(k)
         }
 
-        fn one_time(&self, body: TxBody, rng: &mut ChaCha20Rng) -> quartier_ledger::SignedTx {
-            let mut seed = [0u8; 32];
-            rand_core::Rng::fill_bytes(rng, &mut seed);
-            Tx::one_time(self.state.chain_id(), body, &seed)
-        }
-
         fn pool(&self) -> Vec<PoolOutput> {
             self.state.pool().to_vec()
         }
@@ -725,16 +750,17 @@ mod tests {
             limit: Price::new(if side == Side::Buy { 15_000 } else { 10_000 }),
             energy: Energy::new(energy),
         };
-        let ring_of = |side| -> Vec<[u8; 32]> {
-            meter_ring(&c.state, R1, side)
+        let ring_of = |side, energy| -> Vec<[u8; 32]> {
+            meter_ring(&c.state, R1, side, Energy::new(energy))
                 .iter()
                 .map(|(a, _)| a.0)
                 .collect()
         };
-        let (buy_ring, sell_ring) = (ring_of(Side::Buy), ring_of(Side::Sell));
+        let (buy_ring, sell_ring) = (ring_of(Side::Buy, 0), ring_of(Side::Sell, 600));
+        let signer = |seed: u8| Tx::one_time_signer(&[seed; 32]);
         let buy = buyer
             .order(
-                c.state.chain_id(),
+                (c.state.chain_id(), signer(40)),
                 &request(Side::Buy, 1_000),
                 &MeterRing {
                     scalar: buyer_meter.to_scalar().to_bytes(),
@@ -751,7 +777,7 @@ mod tests {
         );
         let sell = seller
             .order(
-                c.state.chain_id(),
+                (c.state.chain_id(), signer(41)),
                 &request(Side::Sell, 600),
                 &MeterRing {
                     scalar: seller_meter.to_scalar().to_bytes(),
@@ -765,7 +791,7 @@ mod tests {
         let mut poor = ShieldedWallet::from_seed([23; 32], POLICY);
         assert_eq!(
             poor.order(
-                c.state.chain_id(),
+                (c.state.chain_id(), signer(42)),
                 &request(Side::Buy, 1_000),
                 &MeterRing {
                     scalar: buyer_meter.to_scalar().to_bytes(),
@@ -780,8 +806,16 @@ mod tests {
             })
         );
         let txs = vec![
-            c.one_time(TxBody::PlaceShieldedOrder { order: buy }, &mut rng),
-            c.one_time(TxBody::PlaceShieldedOrder { order: sell }, &mut rng),
+            Tx::one_time(
+                c.state.chain_id(),
+                TxBody::PlaceShieldedOrder { order: buy },
+                &[40; 32],
+            ),
+            Tx::one_time(
+                c.state.chain_id(),
+                TxBody::PlaceShieldedOrder { order: sell },
+                &[41; 32],
+            ),
         ];
         c.block(900_000 + 1, txs);
         // After the gate the settlement pays into the pool.
@@ -836,16 +870,33 @@ mod tests {
         let before = buyer.balance();
         let chain_id = c.state.chain_id();
         let tag = (Slot(0), Side::Buy);
+        let message = |t: &ShieldedTransfer| {
+            let kind = quartier_ledger::KIND_TRANSFER;
+            t.prefix_hash((chain_id, signer(43)), kind, Money::ZERO, None)
+        };
         let transfer = buyer
             .transfer(
                 Money::new(CHF),
                 Some(&friend_address),
-                |t| t.prefix_hash(chain_id, quartier_ledger::KIND_TRANSFER, Money::ZERO, None),
+                message,
                 tag,
                 &mut rng,
             )
             .unwrap();
-        let tx = c.one_time(TxBody::ShieldedTransfer { transfer }, &mut rng);
+        // The buyer's meter allows it, once in this slot.
+        let now = c.state.genesis().slot_at(Timestamp(c.time));
+        let allowance = MeterRing {
+            scalar: buyer_meter.to_scalar().to_bytes(),
+            key: id(&buyer_meter).0,
+            ring: &buy_ring,
+        }
+        .allowance(chain_id, (R1, now), message(&transfer), &mut rng)
+        .unwrap();
+        let body = TxBody::ShieldedTransfer {
+            transfer,
+            allowance,
+        };
+        let tx = Tx::one_time(chain_id, body, &[43; 32]);
         let t = c.time + 1;
         c.block(t, vec![tx]);
         buyer.confirm(tag.0, tag.1);
@@ -893,7 +944,10 @@ mod tests {
         };
         let order = wallet
             .order(
-                ChainId(quartier_types::hash::Digest([0; 32])),
+                (
+                    ChainId(quartier_types::hash::Digest([0; 32])),
+                    AccountId([0; 32]),
+                ),
                 &request,
                 &MeterRing {
                     scalar: meter.to_scalar().to_bytes(),

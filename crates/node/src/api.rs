@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use quartier_ledger::{MAX_TX_BYTES, SignedTx};
-use quartier_types::{AccountId, RegionId, Side, Slot};
+use quartier_types::{AccountId, Energy, RegionId, Side, Slot};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::sync::Arc;
@@ -446,17 +446,17 @@ async fn rings(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let region = RegionId(region.parse().map_err(|_| bad("region: not a number"))?);
     Ok(Json(api.app.with_state(|s| {
-        let ring = |side| -> Vec<AccountId> {
-            quartier_ledger::meter_ring(s, region, side)
-                .into_iter()
-                .map(|(a, _)| a)
-                .collect()
-        };
+        let ring = |side| quartier_ledger::meter_ring(s, region, side, Energy::ZERO);
+        let buy: Vec<AccountId> = ring(Side::Buy).into_iter().map(|(a, _)| a).collect();
+        let sell: Vec<serde_json::Value> = ring(Side::Sell)
+            .iter()
+            .map(|(a, m)| json!({ "meter": a, "energy_per_slot": s.capacity_per_slot(m).get() }))
+            .collect();
         json!({
             "region": region,
             "height": s.meta().height.0,
-            "buy": ring(Side::Buy),
-            "sell": ring(Side::Sell),
+            "buy": buy,
+            "sell": sell,
         })
     })))
 }

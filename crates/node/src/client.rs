@@ -166,30 +166,42 @@ pub fn key_images(api: &NodeClient) -> Result<std::collections::BTreeSet<[u8; 32
 /// Mode A: a ring of meter keys, in the order the ledger verifies it.
 pub type MeterRing = Vec<[u8; 32]>;
 
-/// Mode A: a region's meter rings, buy then sell.
+/// Mode A: a region's prosumers with the energy each can produce in a slot,
+/// in the ledger's order (a sell of `E` is signed over those that reach `E`).
+pub type Sellers = Vec<([u8; 32], quartier_types::Energy)>;
+
+/// Mode A: a region's meter rings: the buy ring and the sellers.
 ///
 /// # Errors
 /// [`ClientError`] if the node is unreachable or the answer does not decode.
 pub fn meter_rings(
     api: &NodeClient,
     region: quartier_types::RegionId,
-) -> Result<(MeterRing, MeterRing), ClientError> {
+) -> Result<(MeterRing, Sellers), ClientError> {
     let (status, v) = api.get(&format!("/api/v1/regions/{}/rings", region.0))?;
-    let ring = |side: &str| -> Result<MeterRing, ClientError> {
+    let key = |k: &serde_json::Value| {
+        k.as_str()
+            .and_then(|a| a.parse::<quartier_types::AccountId>().ok())
+            .map(|a| a.0)
+            .ok_or(ClientError::Malformed)
+    };
+    let list = |side: &str| {
         v[side]
             .as_array()
             .filter(|_| status == 200)
-            .ok_or(ClientError::Malformed)?
-            .iter()
-            .map(|k| {
-                k.as_str()
-                    .and_then(|a| a.parse::<quartier_types::AccountId>().ok())
-                    .map(|a| a.0)
-                    .ok_or(ClientError::Malformed)
-            })
-            .collect()
+            .ok_or(ClientError::Malformed)
     };
-    Ok((ring("buy")?, ring("sell")?))
+    let buy = list("buy")?.iter().map(key).collect::<Result<_, _>>()?;
+    let sell = list("sell")?
+        .iter()
+        .map(|s| {
+            let energy = s["energy_per_slot"]
+                .as_u64()
+                .ok_or(ClientError::Malformed)?;
+            Ok((key(&s["meter"])?, quartier_types::Energy::new(energy)))
+        })
+        .collect::<Result<_, ClientError>>()?;
+    Ok((buy, sell))
 }
 
 /// The chain id in a `GET /api/v1/status` answer.

@@ -46,6 +46,11 @@ pub enum MempoolError {
     /// The account has too many pending transactions.
     #[error("too many pending transactions for this account")]
     AccountFull,
+    /// A pending mode A transaction already uses one of its key images (a
+    /// second spend of an output, a second order of a meter in a slot and
+    /// side, a second transfer on one allowance): at most one can apply.
+    #[error("a pending transaction already uses one of its key images")]
+    KeyImagePending,
     /// The mempool is full.
     #[error("mempool full")]
     Full,
@@ -58,6 +63,8 @@ pub struct Mempool {
     txs: BTreeMap<Digest, (u64, SignedTx)>,
     arrival: BTreeMap<u64, Digest>,
     per_account: BTreeMap<AccountId, usize>,
+    /// The key images pending mode A transactions use, and which uses each.
+    images: BTreeMap<[u8; 32], Digest>,
     next_seq: u64,
     rejected: BTreeMap<Digest, TxError>,
     rejected_order: VecDeque<Digest>,
@@ -118,7 +125,15 @@ impl Mempool {
         if self.txs.len() >= self.config.max_txs {
             return Err(MempoolError::Full);
         }
+        let images = tx.tx.body.key_images();
+        if images.iter().any(|k| state.key_image_spent(k)) {
+            return Err(MempoolError::Invalid(TxError::KeyImageSpent));
+        }
+        if images.iter().any(|k| self.images.contains_key(k)) {
+            return Err(MempoolError::KeyImagePending);
+        }
         let verified = tx.verify().map_err(MempoolError::Invalid)?;
+        self.images.extend(images.into_iter().map(|k| (k, hash)));
         let seq = self.next_seq;
         self.next_seq += 1;
         self.arrival.insert(seq, hash);
@@ -140,6 +155,11 @@ impl Mempool {
     pub fn remove(&mut self, hash: &Digest) {
         if let Some((seq, tx)) = self.txs.remove(hash) {
             self.arrival.remove(&seq);
+            for k in tx.tx.body.key_images() {
+                if self.images.get(&k) == Some(hash) {
+                    self.images.remove(&k);
+                }
+            }
             if let Some(n) = self.per_account.get_mut(&tx.tx.signer) {
                 *n -= 1;
                 if *n == 0 {
@@ -162,16 +182,107 @@ impl Mempool {
         }
     }
 
-    /// Drops transactions whose nonce the finalized state has passed.
+    /// Drops transactions whose nonce the finalized state has passed, and
+    /// mode A transactions one of whose key images it has spent.
     pub fn prune(&mut self, state: &State) {
         let stale: Vec<Digest> = self
             .txs
             .iter()
-            .filter(|(_, (_, tx))| tx.tx.nonce < state.account(&tx.tx.signer).nonce)
+            .filter(|(_, (_, tx))| {
+                tx.tx.nonce < state.account(&tx.tx.signer).nonce
+                    || tx
+                        .tx
+                        .body
+                        .key_images()
+                        .iter()
+                        .any(|k| state.key_image_spent(k))
+            })
             .map(|(h, _)| *h)
             .collect();
         for h in stale {
             self.remove(&h);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quartier_ledger::{
+        Allowance, Genesis, ShieldedInput, ShieldedPolicy, ShieldedTransfer, Tx, TxBody,
+    };
+    use quartier_shielded::authorise::Authorisation;
+    use quartier_types::{Money, Price, RegionId, RegionParams, Slot};
+
+    fn state() -> State {
+        let params = RegionParams::new(Price::new(20_750), Price::new(4_000), Price::ZERO);
+        State::from_genesis(Genesis {
+            chain_name: "mempool-test".into(),
+            dso: AccountId([1; 32]),
+            utility: AccountId([2; 32]),
+            validators: vec![AccountId([3; 32])],
+            regions: vec![(RegionId(1), params.expect("valid tariffs"))],
+            slot_ms: 900_000,
+            gate_ms: 60_000,
+            lead_slots: 1,
+            metered_ms: 900_000,
+            allocations: vec![(AccountId([2; 32]), Money::new(1))],
+            sealed_market: None,
+            shielded: Some(ShieldedPolicy { ring_size: 4 }),
+            history_slots: 0,
+        })
+        .expect("valid genesis")
+    }
+
+    /// A one-time transfer spending `input` on the allowance `allowance`
+    /// (key images only: the mempool does not verify ring signatures).
+    fn transfer(state: &State, input: u8, allowance: u8, signer: u8) -> SignedTx {
+        let image = |b| Authorisation {
+            key_image: [b; 32],
+            pseudo_out: [0; 32],
+            signature: Vec::new(),
+        };
+        let body = TxBody::ShieldedTransfer {
+            transfer: ShieldedTransfer {
+                inputs: vec![ShieldedInput {
+                    ring: vec![0],
+                    key_image: [input; 32],
+                    pseudo_out: [0; 32],
+                    signature: Vec::new(),
+                }],
+                outputs: Vec::new(),
+                range_proof: Vec::new(),
+            },
+            allowance: Allowance {
+                region: RegionId(1),
+                slot: Slot(0),
+                authorisation: image(allowance),
+            },
+        };
+        Tx::one_time(state.chain_id(), body, &[signer; 32])
+    }
+
+    /// Nonce-free transactions from fresh one-time keys pass no per-account
+    /// limit: a second one on the same allowance (or spending the same
+    /// output) while the first is pending is refused, and admitted again
+    /// once the first has left.
+    #[test]
+    fn a_second_use_of_a_pending_key_image_is_refused() {
+        let state = state();
+        let mut pool = Mempool::new(MempoolConfig::default());
+        let first = pool
+            .insert(transfer(&state, 10, 20, 1), &state)
+            .expect("admitted");
+        for (input, allowance) in [(11, 20), (10, 21)] {
+            assert_eq!(
+                pool.insert(transfer(&state, input, allowance, 2), &state),
+                Err(MempoolError::KeyImagePending),
+                "input {input}, allowance {allowance}"
+            );
+        }
+        assert!(pool.insert(transfer(&state, 12, 22, 3), &state).is_ok());
+        pool.remove(&first);
+        assert!(pool.insert(transfer(&state, 11, 20, 2), &state).is_ok());
+        assert_eq!(pool.len(), 2);
     }
 }

@@ -8,9 +8,9 @@ use crate::client::{self, ClientError, NodeClient};
 use crate::loadgen::{account, nonce};
 use crate::meters::ring_policy;
 use ed25519_dalek::SigningKey;
-use quartier_ledger::{KIND_UNSHIELD, ShieldedPolicy, SignedTx, Tx, TxBody};
-use quartier_meter::wallet::{ShieldedWallet, WalletError};
-use quartier_types::{AccountId, Money, Side, Slot};
+use quartier_ledger::{KIND_UNSHIELD, ShieldedPolicy, ShieldedTransfer, SignedTx, Tx, TxBody};
+use quartier_meter::wallet::{MeterRing, ShieldedWallet, WalletError};
+use quartier_types::{AccountId, Money, RegionId, Side, Slot};
 use rand_core::SeedableRng as _;
 use std::time::{Duration, Instant};
 
@@ -130,35 +130,46 @@ fn chain_id(status: &serde_json::Value) -> Result<quartier_ledger::ChainId, Shie
 }
 
 /// Spends outputs of the wallet of `seed` to pay `amount` to the transparent
-/// account `to`, from a one-time signer (change back to the wallet).
+/// account `to`, from a one-time signer (change back to the wallet), on the
+/// allowance of the household's `meter` in `region` (one a slot).
 ///
 /// # Errors
 /// [`ShieldedClientError`] if the wallet can not pay, the chain refuses it
 /// or it is not final in time.
 pub fn unshield(
     api: &NodeClient,
-    seed: [u8; 32],
-    to: AccountId,
-    amount: Money,
+    (seed, meter): (&[u8; 32], &SigningKey),
+    (region, to, amount): (RegionId, AccountId, Money),
     timeout: Duration,
 ) -> Result<(), ShieldedClientError> {
-    let mut wallet = restore(api, seed)?;
+    let mut wallet = restore(api, *seed)?;
     let (_, status) = api.get("/api/v1/status")?;
     let chain_id = chain_id(&status)?;
+    // The chain's slot now (its last block's), as the ledger reckons it.
+    let now = status["time_ms"]
+        .as_u64()
+        .zip(status["slot_ms"].as_u64().filter(|ms| *ms > 0))
+        .map(|(t, ms)| t / ms)
+        .ok_or(ClientError::Malformed)?;
+    let (ring, _) = client::meter_rings(api, region)?;
     let mut rng = rng()?;
-    let transfer = wallet.transfer(
-        amount,
-        None,
-        |t| t.prefix_hash(chain_id, KIND_UNSHIELD, amount, Some(to)),
-        (Slot(0), Side::Buy),
-        &mut rng,
-    )?;
     let mut secret = [0u8; 32];
     rand_core::Rng::fill_bytes(&mut rng, &mut secret);
+    let signer = Tx::one_time_signer(&secret);
+    let message =
+        |t: &ShieldedTransfer| t.prefix_hash((chain_id, signer), KIND_UNSHIELD, amount, Some(to));
+    let transfer = wallet.transfer(amount, None, message, (Slot(0), Side::Buy), &mut rng)?;
+    let meter = MeterRing {
+        scalar: meter.to_scalar().to_bytes(),
+        key: account(meter).0,
+        ring: &ring,
+    };
+    let allowance = meter.allowance(chain_id, (region, Slot(now)), message(&transfer), &mut rng)?;
     let unshield = TxBody::Unshield {
         transfer,
         to,
         amount,
+        allowance,
     };
     let tx = Tx::one_time(chain_id, unshield, &secret);
     submit_final(api, &tx, timeout)

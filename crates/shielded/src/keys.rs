@@ -5,6 +5,7 @@ use borsh::{BorshDeserialize, BorshSerialize};
 use curve25519_dalek::Scalar as DScalar;
 use curve25519_dalek::constants::ED25519_BASEPOINT_TABLE;
 use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+use curve25519_dalek::traits::IsIdentity;
 use monero_ed25519::Scalar;
 use zeroize::Zeroizing;
 
@@ -32,6 +33,15 @@ pub(crate) fn point(bytes: &[u8; 32]) -> Option<EdwardsPoint> {
     (p.compress().0 == *bytes).then_some(p)
 }
 
+/// Whether `bytes` is the canonical encoding of a point of the prime-order
+/// subgroup other than the identity: what a one-time key, a transaction
+/// key and a commitment must be. A torsioned key has several key images (a
+/// double spend), an identity or undecodable one breaks every ring that
+/// picks it as a decoy.
+pub fn is_prime_order_point(bytes: &[u8; 32]) -> bool {
+    point(bytes).is_some_and(|p| p.is_torsion_free() && !p.is_identity())
+}
+
 /// A wallet's public address: where others send it outputs.
 #[derive(
     Clone,
@@ -54,9 +64,10 @@ pub struct Address {
 }
 
 impl Address {
-    /// Whether both keys are canonical point encodings (outputs can be made to it).
+    /// Whether both keys are prime-order points ([`is_prime_order_point`]):
+    /// outputs made to it are well-formed.
     pub fn is_valid(&self) -> bool {
-        point(&self.view).is_some() && point(&self.spend).is_some()
+        is_prime_order_point(&self.view) && is_prime_order_point(&self.spend)
     }
 }
 

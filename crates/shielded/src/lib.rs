@@ -23,6 +23,7 @@
 
 pub mod authorise;
 pub mod keys;
+pub mod linking;
 pub mod output;
 pub mod range;
 pub mod spend;

@@ -5,7 +5,7 @@
 //! Pedersen commitment) and encrypted to the owner; a one-byte view tag lets
 //! a scanner skip 255 of 256 foreign outputs after one scalar multiplication.
 
-use crate::keys::{Address, ViewKey, WalletKeys, hash_to_scalar, point};
+use crate::keys::{Address, ViewKey, WalletKeys, hash_to_scalar, is_prime_order_point, point};
 use borsh::{BorshDeserialize, BorshSerialize};
 use curve25519_dalek::Scalar as DScalar;
 use curve25519_dalek::constants::ED25519_BASEPOINT_TABLE;
@@ -66,6 +66,14 @@ pub fn opens_to(output: &Output, amount: u64, mask: &[u8; 32]) -> bool {
             .compress()
             .to_bytes()
             == output.commitment
+}
+
+/// Whether an output's keys and commitment are all prime-order points
+/// ([`is_prime_order_point`]); uniqueness of its key is the pool's to check.
+pub fn is_well_formed(output: &Output) -> bool {
+    [output.key, output.tx_key, output.commitment]
+        .iter()
+        .all(is_prime_order_point)
 }
 
 /// What the owner learns from an output: its amount and commitment mask.

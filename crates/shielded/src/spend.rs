@@ -307,4 +307,54 @@ mod tests {
             Some(SpendError::InvalidRing)
         );
     }
+
+    /// Issue 17, point 1, for a funds spend: a ring of 16 outputs whose
+    /// openings are all public (as shield outputs reveal theirs), signed as
+    /// each member in turn. An observer who knows every member's mask and
+    /// tries every small pseudo-output mask names the signer every time when
+    /// the pseudo-output's mask is public (the control: masks summing to
+    /// zero), and never when it is the outputs' secret mask sum.
+    #[test]
+    fn a_funds_spend_does_not_name_its_signer() {
+        use crate::linking::{signer_by_known_masks, small_mask};
+        let mut rng = ChaCha20Rng::from_seed([11; 32]);
+        let owner = WalletKeys::from_seed(&[1; 32]);
+        let mut masks = std::collections::BTreeMap::new();
+        let mut ring = Vec::new();
+        let mut secrets = Vec::new();
+        for _ in 0..16 {
+            let (o, received) = create(&owner.address(), 1_000, &mut rng).unwrap();
+            masks.insert(o.commitment, *received.mask);
+            secrets.push((owner.one_time_secret(&o).unwrap(), received));
+            ring.push(member(&o));
+        }
+        let known = |c: &[u8; 32]| masks.get(c).copied().or_else(|| small_mask(c, 1_000, 16));
+        let bob = WalletKeys::from_seed(&[2; 32]);
+        let mut named = [0usize; 2];
+        for (real, (secret, received)) in secrets.into_iter().enumerate() {
+            for (case, public) in [(0, true), (1, false)] {
+                let output_masks = if public {
+                    DScalar::ZERO
+                } else {
+                    let (_, out) = create(&bob.address(), 1_000, &mut rng).unwrap();
+                    DScalar::from_bytes_mod_order(*out.mask)
+                };
+                let input = Input {
+                    secret: secret.clone(),
+                    opening: received.opening(),
+                    ring: ring.clone(),
+                    real: real as u8,
+                };
+                let s = sign(vec![input], &output_masks, [3; 32], &mut rng).unwrap();
+                let found = signer_by_known_masks(&s[0].signature, &ring, &s[0].pseudo_out, known);
+                assert!(found.is_none_or(|f| f == real), "a wrong member named");
+                named[case] += usize::from(found.is_some());
+            }
+        }
+        assert_eq!(
+            named,
+            [16, 0],
+            "named with a public / a secret pseudo-out mask"
+        );
+    }
 }

@@ -59,6 +59,10 @@ fn name(e: &TxError) -> &'static str {
         TxError::InvalidRingSignature => "InvalidRingSignature",
         TxError::InvalidRangeProof => "InvalidRangeProof",
         TxError::Unbalanced => "Unbalanced",
+        TxError::DuplicateOutputKey => "DuplicateOutputKey",
+        TxError::AllowanceExpired { .. } => "AllowanceExpired",
+        TxError::AllowanceUsed => "AllowanceUsed",
+        TxError::ShieldedOrdersOnly => "ShieldedOrdersOnly",
     }
 }
 

@@ -5,24 +5,75 @@ use crate::kit::{Chain, GATE_MS, R1, R2, SLOT_MS, chf, genesis, id, key};
 use curve25519_dalek::Scalar;
 use ed25519_dalek::SigningKey;
 use quartier_ledger::{
-    KIND_TRANSFER, KIND_UNSHIELD, MeterRole, ShieldedInput, ShieldedOrder, ShieldedPolicy,
-    ShieldedTransfer, SignedTx, State, Tx, TxBody, TxError, meter_ring, side_byte,
+    Allowance, KIND_TRANSFER, KIND_UNSHIELD, MeterRole, ShieldedInput, ShieldedOrder,
+    ShieldedPolicy, ShieldedTransfer, SignedTx, State, Tx, TxBody, TxError, meter_ring, scope,
+    side_byte,
 };
-use quartier_shielded::authorise;
+use quartier_shielded::authorise::{self, PURPOSE_TRANSFER};
 use quartier_shielded::keys::WalletKeys;
 use quartier_shielded::output::{Output, Received, create};
 use quartier_shielded::range;
 use quartier_shielded::spend::{self, Input, RingMember, key_image};
-use quartier_types::{AccountId, Energy, Money, Price, Side, Slot};
+use quartier_types::{AccountId, Energy, Money, Price, Side, Slot, Timestamp};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
 const RING: u16 = 4;
 
+/// The meter whose allowance the transfers of these tests spend.
+const ALLOWED: &str = "m1";
+
+/// A shielded chain with the meter [`ALLOWED`] registered in region 1.
 fn chain() -> Chain {
     let mut g = genesis();
     g.shielded = Some(ShieldedPolicy { ring_size: RING });
-    Chain::from_genesis(g)
+    let mut c = Chain::from_genesis(g);
+    c.queue(
+        &key("dso"),
+        TxBody::RegisterMeter {
+            meter: id(&key(ALLOWED)),
+            region: R1,
+            role: MeterRole::Consumer,
+            pv_watts: 0,
+        },
+    );
+    c.block_ok(1);
+    c
+}
+
+/// The one-time key of these tests' one-time transactions: every ring
+/// signature binds its public key, so a tampered copy signed by it fails
+/// only for what was tampered.
+const ONE_TIME: [u8; 32] = [0x5a; 32];
+
+fn one_time_signer() -> AccountId {
+    Tx::one_time_signer(&ONE_TIME)
+}
+
+/// `meter`'s allowance for the transfer with prefix `message`, in the slot
+/// of the chain's time.
+fn allowance(c: &Chain, meter: &SigningKey, message: [u8; 32], rng: &mut ChaCha20Rng) -> Allowance {
+    let slot = c.state.genesis().slot_at(Timestamp(c.time));
+    let keys: Vec<[u8; 32]> = meter_ring(&c.state, R1, Side::Buy, Energy::ZERO)
+        .iter()
+        .map(|(a, _)| a.0)
+        .collect();
+    let real = keys.iter().position(|k| *k == id(meter).0).unwrap() as u8;
+    let scope = scope(c.state.chain_id(), R1, slot, PURPOSE_TRANSFER);
+    let authorisation = authorise::sign(
+        &meter.to_scalar().to_bytes(),
+        &keys,
+        real,
+        &scope,
+        message,
+        rng,
+    )
+    .unwrap();
+    Allowance {
+        region: R1,
+        slot,
+        authorisation,
+    }
 }
 
 fn supply_holds(s: &State) {
@@ -56,11 +107,9 @@ fn shield(
     c.state.pool().len() as u64 - 1
 }
 
-/// A one-time-key transaction (nonce 0).
-fn one_time(c: &Chain, body: TxBody, rng: &mut ChaCha20Rng) -> SignedTx {
-    let mut seed = [0u8; 32];
-    rand_core::Rng::fill_bytes(rng, &mut seed);
-    Tx::one_time(c.state.chain_id(), body, &seed)
+/// A one-time-key transaction (nonce 0) signed by [`ONE_TIME`].
+fn one_time(c: &Chain, body: TxBody, _rng: &mut ChaCha20Rng) -> SignedTx {
+    Tx::one_time(c.state.chain_id(), body, &ONE_TIME)
 }
 
 /// `owner` spends pool output `index` into `outputs` (amounts to
@@ -134,7 +183,7 @@ fn spend_tx_with(
         Some((to, amount)) => (KIND_UNSHIELD, amount, Some(to)),
         None => (KIND_TRANSFER, Money::ZERO, None),
     };
-    let message = transfer.prefix_hash(c.state.chain_id(), kind, amount, to);
+    let message = transfer.prefix_hash((c.state.chain_id(), one_time_signer()), kind, amount, to);
     let input = Input {
         secret,
         opening: received.opening(),
@@ -144,13 +193,18 @@ fn spend_tx_with(
     let signed = spend::sign(vec![input], &masks, message, rng).unwrap();
     transfer.inputs[0].pseudo_out = signed[0].pseudo_out;
     transfer.inputs[0].signature = signed[0].signature.clone();
+    let allowance = allowance(c, &key(ALLOWED), message, rng);
     let body = match public {
         Some((to, amount)) => TxBody::Unshield {
             transfer,
             to,
             amount,
+            allowance,
         },
-        None => TxBody::ShieldedTransfer { transfer },
+        None => TxBody::ShieldedTransfer {
+            transfer,
+            allowance,
+        },
     };
     (body, image)
 }
@@ -192,42 +246,50 @@ fn shield_transfer_and_unshield_and_every_cheat_is_refused() {
     );
     let tx = one_time(&c, body.clone(), &mut rng);
     // A tampered copy of each part is refused, changing nothing.
-    let TxBody::ShieldedTransfer { transfer } = &body else {
+    let TxBody::ShieldedTransfer {
+        transfer,
+        allowance,
+    } = &body
+    else {
         unreachable!()
+    };
+    let transfer_body = |transfer: ShieldedTransfer| TxBody::ShieldedTransfer {
+        transfer,
+        allowance: allowance.clone(),
     };
     let mut t = transfer.clone();
     t.inputs[0].signature[4] ^= 1;
     rejects(
         &c,
-        &one_time(&c, TxBody::ShieldedTransfer { transfer: t }, &mut rng),
+        &one_time(&c, transfer_body(t), &mut rng),
         TxError::InvalidRingSignature,
     );
     let mut t = transfer.clone();
     t.range_proof[50] ^= 1;
     rejects(
         &c,
-        &one_time(&c, TxBody::ShieldedTransfer { transfer: t }, &mut rng),
+        &one_time(&c, transfer_body(t), &mut rng),
         TxError::InvalidRingSignature,
     );
     let mut t = transfer.clone();
     t.outputs[0].commitment = t.outputs[1].commitment;
     rejects(
         &c,
-        &one_time(&c, TxBody::ShieldedTransfer { transfer: t }, &mut rng),
+        &one_time(&c, transfer_body(t), &mut rng),
         TxError::InvalidRingSignature,
     );
     let mut t = transfer.clone();
     t.inputs[0].ring.pop();
     rejects(
         &c,
-        &one_time(&c, TxBody::ShieldedTransfer { transfer: t }, &mut rng),
+        &one_time(&c, transfer_body(t), &mut rng),
         TxError::InvalidShieldedTransfer,
     );
     let mut t = transfer.clone();
     t.inputs[0].ring[3] = 99;
     rejects(
         &c,
-        &one_time(&c, TxBody::ShieldedTransfer { transfer: t }, &mut rng),
+        &one_time(&c, transfer_body(t), &mut rng),
         TxError::InvalidShieldedTransfer,
     );
     let mut nonce = tx.tx.clone();
@@ -288,8 +350,10 @@ fn shield_transfer_and_unshield_and_every_cheat_is_refused() {
     assert_eq!(found(&alice), vec![chf(100).get(), chf(40).get()]);
     supply_holds(&c.state);
 
-    // A replay, and a new spend of the same output: double spends.
-    rejects(&c, &tx, TxError::KeyImageSpent);
+    // A replay dies on its used allowance; in the next slot, with a fresh
+    // allowance, a new spend of the same output is a double spend.
+    rejects(&c, &tx, TxError::AllowanceUsed);
+    c.block_ok(SLOT_MS + 1);
     let (again, _) = spend_tx(
         &c,
         &alice,
@@ -312,11 +376,17 @@ fn shield_transfer_and_unshield_and_every_cheat_is_refused() {
         &mut rng,
     );
     // The amount and recipient are bound by the signatures.
-    if let TxBody::Unshield { transfer, .. } = &body {
+    if let TxBody::Unshield {
+        transfer,
+        allowance,
+        ..
+    } = &body
+    {
         let moved = TxBody::Unshield {
             transfer: transfer.clone(),
             to: id(&key("mallory")),
             amount: chf(50),
+            allowance: allowance.clone(),
         };
         rejects(
             &c,
@@ -435,16 +505,17 @@ fn order_tx(
         payee: payee.address(),
         authorisation: authorise::Authorisation {
             key_image: [0; 32],
+            pseudo_out: [0; 32],
             signature: Vec::new(),
         },
     };
-    let message = order.prefix_hash(c.state.chain_id(), escrow);
+    let message = order.prefix_hash((c.state.chain_id(), one_time_signer()), escrow);
     if let (Some((input, masks)), Some(f)) = (secret_input, order.funds.as_mut()) {
         let signed = spend::sign(vec![input], &masks, message, rng).unwrap();
         f.inputs[0].pseudo_out = signed[0].pseudo_out;
         f.inputs[0].signature = signed[0].signature.clone();
     }
-    let ring: Vec<(AccountId, _)> = meter_ring(&c.state, region, side);
+    let ring: Vec<(AccountId, _)> = meter_ring(&c.state, region, side, Energy::new(energy));
     let keys: Vec<[u8; 32]> = ring.iter().map(|(a, _)| a.0).collect();
     let me = AccountId(meter.verifying_key().to_bytes());
     let real = ring.iter().position(|(a, _)| *a == me).unwrap_or(0) as u8;
@@ -454,13 +525,14 @@ fn order_tx(
         &meter.to_scalar().to_bytes(),
         &keys,
         real,
-        (region.0, slot, side_byte(side)),
+        &scope(c.state.chain_id(), region, Slot(slot), side_byte(side)),
         message,
         rng,
     )
     .unwrap_or(authorise::Authorisation {
         key_image: [1; 32],
-        signature: vec![0; 32 * (keys.len() + 2)],
+        pseudo_out: [1; 32],
+        signature: vec![0; 32 * (keys.len().max(1) + 2)],
     });
     TxBody::PlaceShieldedOrder { order }
 }
@@ -726,4 +798,248 @@ fn shielded_orders_trade_without_naming_their_meters_and_settle_into_the_pool() 
         "the change"
     );
     supply_holds(&c.state);
+}
+
+/// Issue 17, points 3 and 5: outputs that are undecodable, torsioned, the
+/// identity or copies of a pool key are refused; a transfer re-wrapped under
+/// another one-time key is refused; a meter moves shielded funds once a
+/// slot, and a stranger not at all. Each refusal changes nothing.
+#[test]
+fn bad_outputs_rewrapped_spends_and_floods_past_the_allowance_are_refused() {
+    use curve25519_dalek::constants::EIGHT_TORSION;
+    use curve25519_dalek::edwards::CompressedEdwardsY;
+    let mut rng = ChaCha20Rng::from_seed([12; 32]);
+    let mut c = chain();
+    let utility = key("utility");
+    let (alice, bob, decoy) = (
+        WalletKeys::from_seed(&[1; 32]),
+        WalletKeys::from_seed(&[2; 32]),
+        WalletKeys::from_seed(&[3; 32]),
+    );
+    for _ in 0..4 {
+        shield(&mut c, &utility, &decoy, chf(1), &mut rng);
+    }
+    let mine = shield(&mut c, &utility, &alice, chf(100), &mut rng);
+    let torsioned = |bytes: [u8; 32]| {
+        let p = CompressedEdwardsY(bytes).decompress().unwrap();
+        (p + EIGHT_TORSION[1]).compress().0
+    };
+    let undecodable = {
+        // The first y whose x² is not a square: no point has it.
+        let mut y = [0u8; 32];
+        while CompressedEdwardsY(y).decompress().is_some() {
+            y[0] += 1;
+        }
+        y
+    };
+    let identity = CompressedEdwardsY::default().0;
+    let existing = c.state.pool()[0].output.key;
+
+    // Shielding a bad output.
+    let bad_keys = [
+        (
+            torsioned(c.state.pool()[1].output.key),
+            TxError::InvalidShieldedOutput,
+        ),
+        (undecodable, TxError::InvalidShieldedOutput),
+        (identity, TxError::InvalidShieldedOutput),
+        (existing, TxError::DuplicateOutputKey),
+    ];
+    for (bad, expected) in bad_keys {
+        let (mut output, received) = create(&alice.address(), chf(5).get(), &mut rng).unwrap();
+        output.key = bad;
+        let tx = c.tx(
+            &utility,
+            TxBody::Shield {
+                amount: chf(5),
+                output,
+                mask: *received.mask,
+            },
+        );
+        rejects(&c, &tx, expected);
+    }
+    let (mut output, received) = create(&alice.address(), chf(5).get(), &mut rng).unwrap();
+    output.tx_key = torsioned(output.tx_key);
+    let tx = c.tx(
+        &utility,
+        TxBody::Shield {
+            amount: chf(5),
+            output,
+            mask: *received.mask,
+        },
+    );
+    rejects(&c, &tx, TxError::InvalidShieldedOutput);
+
+    // Transfers whose outputs (signed as they are) reuse a key or carry torsion.
+    let pay = [(&bob, chf(60).get()), (&alice, chf(40).get())];
+    for (tamper, expected) in [
+        (
+            (|t: &mut ShieldedTransfer| t.outputs[1].key = t.outputs[0].key)
+                as fn(&mut ShieldedTransfer),
+            TxError::DuplicateOutputKey,
+        ),
+        (
+            |t: &mut ShieldedTransfer| {
+                let p = CompressedEdwardsY(t.outputs[0].key).decompress().unwrap();
+                t.outputs[0].key = (p + EIGHT_TORSION[3]).compress().0;
+            },
+            TxError::InvalidShieldedOutput,
+        ),
+    ] {
+        let (bad, _) = spend_tx_with(&c, &alice, mine, &pay, None, tamper, &mut rng);
+        rejects(&c, &one_time(&c, bad, &mut rng), expected);
+    }
+    let (copy, _) = spend_tx_with(
+        &c,
+        &alice,
+        mine,
+        &pay,
+        None,
+        |t| t.outputs[0].key = existing,
+        &mut rng,
+    );
+    rejects(
+        &c,
+        &one_time(&c, copy, &mut rng),
+        TxError::DuplicateOutputKey,
+    );
+
+    // Re-wrapped: the same transfer under another one-time key.
+    let (body, _) = spend_tx(&c, &alice, mine, &pay, None, &mut rng);
+    let rewrapped = Tx::one_time(c.state.chain_id(), body.clone(), &[0x33; 32]);
+    rejects(&c, &rewrapped, TxError::InvalidRingSignature);
+
+    // An allowance of an old slot, or of a stranger's key, is refused.
+    let TxBody::ShieldedTransfer {
+        transfer,
+        allowance: good,
+    } = &body
+    else {
+        unreachable!()
+    };
+    let message = transfer.prefix_hash(
+        (c.state.chain_id(), one_time_signer()),
+        KIND_TRANSFER,
+        Money::ZERO,
+        None,
+    );
+    // Two slots later the allowance has expired.
+    let mut state = c.state.clone();
+    let later = quartier_ledger::BlockContext {
+        height: c.ctx().height,
+        time: Timestamp(SLOT_MS * 2),
+    };
+    let tx = one_time(&c, body.clone(), &mut rng);
+    assert_eq!(
+        quartier_ledger::apply(&mut state, &tx, &later).err(),
+        Some(TxError::AllowanceExpired { slot: good.slot })
+    );
+    assert!(state == c.state);
+    let stranger = key("stranger");
+    let keys: Vec<[u8; 32]> = vec![id(&key(ALLOWED)).0, id(&stranger).0];
+    let slot = good.slot;
+    let forged = authorise::sign(
+        &stranger.to_scalar().to_bytes(),
+        &keys,
+        1,
+        &scope(c.state.chain_id(), R1, slot, PURPOSE_TRANSFER),
+        message,
+        &mut rng,
+    )
+    .unwrap();
+    let by_stranger = TxBody::ShieldedTransfer {
+        transfer: transfer.clone(),
+        allowance: Allowance {
+            region: R1,
+            slot,
+            authorisation: forged,
+        },
+    };
+    rejects(
+        &c,
+        &one_time(&c, by_stranger, &mut rng),
+        TxError::InvalidRingSignature,
+    );
+
+    // The flood: the meter's first transfer of the slot runs, its second
+    // (another output, a valid spend) is past the bound.
+    c.queue_signed(one_time(&c, body, &mut rng));
+    let time = c.time + 1;
+    c.block_ok(time);
+    let change = c.state.pool().len() as u64 - 1;
+    let (second, _) = spend_tx(
+        &c,
+        &alice,
+        change,
+        &[(&alice, chf(40).get())],
+        None,
+        &mut rng,
+    );
+    rejects(&c, &one_time(&c, second, &mut rng), TxError::AllowanceUsed);
+    supply_holds(&c.state);
+}
+
+/// Issue 17, point 4: a sell is signed over the prosumers that can produce
+/// it, so a small prosumer's sell beyond its own PV (but within a larger
+/// neighbour's) is refused; and a meter can not add a public order beside
+/// its shielded one on a shielded chain.
+#[test]
+fn a_sell_beyond_the_sellers_own_pv_and_public_orders_are_refused() {
+    let mut rng = ChaCha20Rng::from_seed([13; 32]);
+    let mut c = chain();
+    let dso = key("dso");
+    for (name, pv) in [("big", 5_000), ("small", 1_000)] {
+        c.queue(
+            &dso,
+            TxBody::RegisterMeter {
+                meter: id(&key(name)),
+                region: R1,
+                role: MeterRole::Prosumer,
+                pv_watts: pv,
+            },
+        );
+    }
+    c.block_ok(SLOT_MS * 10 + 1);
+    let payee = WalletKeys::from_seed(&[31; 32]);
+    let slot = 10;
+    // 1 kW produces 250 Wh a slot: a sell of 250 Wh is signed over both, a
+    // sell of 1 000 Wh only over the 5 kW prosumer.
+    let sells = |energy| meter_ring(&c.state, R1, Side::Sell, Energy::new(energy)).len();
+    assert_eq!(
+        (sells(250), sells(251), sells(1_250), sells(1_251)),
+        (2, 1, 1, 0)
+    );
+    let small = |energy, rng: &mut ChaCha20Rng| {
+        order_tx(
+            &c,
+            &key("small"),
+            slot,
+            Side::Sell,
+            10_000,
+            energy,
+            None,
+            &payee,
+            rng,
+        )
+    };
+    let ok = small(250, &mut rng);
+    let mut state = c.state.clone();
+    assert!(quartier_ledger::apply(&mut state, &one_time(&c, ok, &mut rng), &c.ctx()).is_ok());
+    let beyond = small(1_000, &mut rng);
+    rejects(
+        &c,
+        &one_time(&c, beyond, &mut rng),
+        TxError::InvalidRingSignature,
+    );
+    let public = c.tx(
+        &key("small"),
+        TxBody::PlaceOrder {
+            region: R1,
+            slot: Slot(slot),
+            side: Side::Sell,
+            limit: Price::new(10_000),
+            energy: Energy::new(250),
+        },
+    );
+    rejects(&c, &public, TxError::ShieldedOrdersOnly);
 }
