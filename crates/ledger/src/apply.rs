@@ -181,7 +181,11 @@ pub fn apply_verified(
             return Err(TxError::InvalidShieldedTransfer);
         }
         let hash = tx.signed().hash();
-        let one_time = shielded_pool::OneTime { signer, hash };
+        let one_time = shielded_pool::OneTime {
+            signer,
+            hash,
+            exact_time: true,
+        };
         let events = match &t.body {
             TxBody::ShieldedTransfer {
                 transfer,
@@ -326,6 +330,9 @@ fn register_meter(
     require(signer == state.genesis().dso, Role::Dso)?;
     if state.region(region).is_none() {
         return Err(TxError::UnknownRegion(region));
+    }
+    if !quartier_shielded::keys::is_prime_order_point(&meter.0) {
+        return Err(TxError::InvalidMeterKey);
     }
     if state.meter(&meter).is_some() {
         return Err(TxError::AlreadyRegistered);
@@ -994,17 +1001,28 @@ impl PoolPayments {
             return Some(());
         }
         // A seed every validator derives alike and no two payments share
-        // (a key image is unique per meter, slot and side).
-        let seed = quartier_types::hash::tagged(
-            "QUARTIER_LEDGER_SETTLEMENT_OUTPUT",
-            &[
-                &state.chain_id().0.0,
-                &payee.key_image,
-                &(position as u64).to_le_bytes(),
-            ],
-        );
-        let (output, _) =
-            quartier_shielded::output::create_public(&payee.payee, amount.get(), &seed.0).ok()?;
+        // (a key image is unique per meter, slot and side). It is public, so
+        // anyone can predict the output's one-time key and shield an output
+        // with it first: then the next counter is tried, until the key is
+        // new to the pool and to this settlement (the payee's view key finds
+        // the output whatever its `r`).
+        let output = (0u64..).find_map(|attempt| {
+            let seed = quartier_types::hash::tagged(
+                "QUARTIER_LEDGER_SETTLEMENT_OUTPUT",
+                &[
+                    &state.chain_id().0.0,
+                    &payee.key_image,
+                    &(position as u64).to_le_bytes(),
+                    &attempt.to_le_bytes(),
+                ],
+            );
+            let (output, _) =
+                quartier_shielded::output::create_public(&payee.payee, amount.get(), &seed.0)
+                    .ok()?;
+            let taken =
+                state.pool_has_key(&output.key) || self.outputs.iter().any(|o| o.key == output.key);
+            (!taken).then_some(output)
+        })?;
         self.outputs.push(output);
         self.total = self.total.checked_add(amount)?;
         Some(())

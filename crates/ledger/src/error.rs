@@ -232,6 +232,10 @@ pub enum TxError {
     /// This meter already used its allowance of that slot.
     #[error("this meter already moved shielded funds in that slot")]
     AllowanceUsed,
+    /// A meter's key must be a prime-order point: mode A's rings are built
+    /// over the registered keys, and one undecodable key would break them all.
+    #[error("a meter key must be a valid prime-order public key")]
+    InvalidMeterKey,
     /// On a chain with a shielded pool, meters place shielded orders only
     /// (a public order beside a shielded one would trade twice in a slot).
     #[error("this chain takes shielded orders only")]
@@ -262,6 +266,9 @@ pub enum GenesisError {
     /// The mode B policy needs a threshold of at least 2 and epochs of at least one slot.
     #[error("sealed market policy needs threshold >= 2 and epoch_slots >= 1")]
     SealedMarket,
+    /// A chain runs one privacy mode: mode A or mode B, not both.
+    #[error("a chain runs mode A (shielded) or mode B (sealed), not both")]
+    TwoPrivacyModes,
 }
 
 /// Why a state snapshot can not be taken or loaded.

@@ -137,6 +137,10 @@ impl Genesis {
         {
             return Err(GenesisError::SealedMarket);
         }
+        if self.sealed_market.is_some() && self.shielded.is_some() {
+            // A meter could place a sealed and a shielded order in one slot.
+            return Err(GenesisError::TwoPrivacyModes);
+        }
         Ok(())
     }
 

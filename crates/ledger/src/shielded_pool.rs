@@ -174,9 +174,13 @@ fn check_allowance_fresh(
     state: &State,
     ctx: &BlockContext,
     allowance: &Allowance,
+    tx: OneTime,
 ) -> Result<(), TxError> {
     let now = state.genesis().slot_at(ctx.time);
-    if allowance.slot > now || allowance.slot.0.saturating_add(1) < now.0 {
+    // A mempool's time is the last finalized block's; the next may be a
+    // slot later.
+    let latest = now.0.saturating_add(u64::from(!tx.exact_time));
+    if allowance.slot.0 > latest || allowance.slot.0.saturating_add(1) < now.0 {
         return Err(TxError::AllowanceExpired {
             slot: allowance.slot,
         });
@@ -198,7 +202,7 @@ fn check_allowance_signed(
     allowance: &Allowance,
     message: &[u8; 32],
 ) -> Result<(), TxError> {
-    let ring = ring_keys(state, allowance.region, Side::Buy, Energy::ZERO)?;
+    let ring = allowance_ring(state, allowance.region)?;
     let scope = scope(
         state.chain_id(),
         allowance.region,
@@ -207,6 +211,25 @@ fn check_allowance_signed(
     );
     authorise::verify(&allowance.authorisation, &ring, &scope, message)
         .map_err(|_| TxError::InvalidRingSignature)
+}
+
+/// The ring an allowance is signed over: every meter ever registered in
+/// `region`, retired ones included (a household whose meter was retired can
+/// still move its shielded funds), in account order.
+///
+/// # Errors
+/// [`TxError::InvalidShieldedTransfer`] if it is empty or larger than a
+/// CLSAG ring.
+pub fn allowance_ring(state: &State, region: RegionId) -> Result<Vec<[u8; 32]>, TxError> {
+    let ring: Vec<[u8; 32]> = state
+        .meters()
+        .filter(|(_, m)| m.region == region)
+        .map(|(a, _)| a.0)
+        .collect();
+    if ring.is_empty() || ring.len() > quartier_shielded::spend::MAX_RING {
+        return Err(TxError::InvalidShieldedTransfer);
+    }
+    Ok(ring)
 }
 
 /// The keys of [`meter_ring`], refused if empty or larger than a CLSAG ring.
@@ -367,11 +390,35 @@ fn spend_image(state: &mut State, image: [u8; 32]) {
     state.touch(StateKey::KeyImage(image));
 }
 
-/// Who signs a one-time transaction and its hash.
+/// Who signs a one-time transaction, its hash, and whether the time is a
+/// block's (exact) or a mempool's guess of the next block's.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct OneTime {
     pub(crate) signer: AccountId,
     pub(crate) hash: Digest,
+    pub(crate) exact_time: bool,
+}
+
+fn check_transfer(
+    state: &State,
+    ctx: &BlockContext,
+    (transfer, allowance): (&ShieldedTransfer, &Allowance),
+    tx: OneTime,
+) -> Result<(), TxError> {
+    let message = transfer.prefix_hash(
+        (state.chain_id(), tx.signer),
+        KIND_TRANSFER,
+        Money::ZERO,
+        None,
+    );
+    check_allowance_fresh(state, ctx, allowance, tx)?;
+    check(
+        state,
+        (transfer, Some(allowance)),
+        &message,
+        Money::ZERO,
+        tx.hash,
+    )
 }
 
 pub(crate) fn transfer(
@@ -380,33 +427,22 @@ pub(crate) fn transfer(
     (transfer, allowance): (&ShieldedTransfer, &Allowance),
     tx: OneTime,
 ) -> Result<Vec<Event>, TxError> {
-    let message = transfer.prefix_hash(
-        (state.chain_id(), tx.signer),
-        KIND_TRANSFER,
-        Money::ZERO,
-        None,
-    );
-    check_allowance_fresh(state, ctx, allowance)?;
-    check(
-        state,
-        (transfer, Some(allowance)),
-        &message,
-        Money::ZERO,
-        tx.hash,
-    )?;
+    check_transfer(state, ctx, (transfer, allowance), tx)?;
     spend_image(state, allowance.authorisation.key_image);
     spend_images(state, transfer);
     append(state, ctx, &transfer.outputs);
     Ok(Vec::new())
 }
 
-pub(crate) fn unshield(
-    state: &mut State,
+/// Checks an unshield; the pool's new total and the recipient's new
+/// balance.
+fn check_unshield(
+    state: &State,
     ctx: &BlockContext,
     (transfer, allowance): (&ShieldedTransfer, &Allowance),
     (to, amount): (AccountId, Money),
     tx: OneTime,
-) -> Result<Vec<Event>, TxError> {
+) -> Result<(Money, Money), TxError> {
     positive(amount)?;
     let message = transfer.prefix_hash(
         (state.chain_id(), tx.signer),
@@ -414,7 +450,7 @@ pub(crate) fn unshield(
         amount,
         Some(to),
     );
-    check_allowance_fresh(state, ctx, allowance)?;
+    check_allowance_fresh(state, ctx, allowance, tx)?;
     check(
         state,
         (transfer, Some(allowance)),
@@ -432,6 +468,17 @@ pub(crate) fn unshield(
         .balance
         .checked_add(amount)
         .ok_or(TxError::Overflow)?;
+    Ok((total, balance))
+}
+
+pub(crate) fn unshield(
+    state: &mut State,
+    ctx: &BlockContext,
+    (transfer, allowance): (&ShieldedTransfer, &Allowance),
+    (to, amount): (AccountId, Money),
+    tx: OneTime,
+) -> Result<Vec<Event>, TxError> {
+    let (total, balance) = check_unshield(state, ctx, (transfer, allowance), (to, amount), tx)?;
     spend_image(state, allowance.authorisation.key_image);
     spend_images(state, transfer);
     append(state, ctx, &transfer.outputs);
@@ -542,15 +589,26 @@ pub fn meter_ring(
         .collect()
 }
 
-pub(crate) fn place_order(
-    state: &mut State,
+/// What a checked shielded order writes.
+struct CheckedOrder {
+    params: quartier_types::RegionParams,
+    escrow: Money,
+    shielded: Money,
+    total_escrow: Money,
+}
+
+fn check_order(
+    state: &State,
     ctx: &BlockContext,
     order: &ShieldedOrder,
     tx: OneTime,
-) -> Result<Vec<Event>, TxError> {
+) -> Result<CheckedOrder, TxError> {
     policy(state)?;
     let (region, slot) = (order.region, order.slot);
-    check_slot_open(state, slot, ctx.time)?;
+    if tx.exact_time {
+        // (A mempool does not judge the gate: its time lags the next block's.)
+        check_slot_open(state, slot, ctx.time)?;
+    }
     let book = state.book(region, slot);
     let params = match book {
         Some(b) => b.params,
@@ -617,6 +675,28 @@ pub(crate) fn place_order(
         .escrow
         .checked_add(escrow)
         .ok_or(TxError::Overflow)?;
+    Ok(CheckedOrder {
+        params,
+        escrow,
+        shielded,
+        total_escrow,
+    })
+}
+
+pub(crate) fn place_order(
+    state: &mut State,
+    ctx: &BlockContext,
+    order: &ShieldedOrder,
+    tx: OneTime,
+) -> Result<Vec<Event>, TxError> {
+    let CheckedOrder {
+        params,
+        escrow,
+        shielded,
+        total_escrow,
+    } = check_order(state, ctx, order, tx)?;
+    let (region, slot) = (order.region, order.slot);
+    let image = order.authorisation.key_image;
     if let Some(funds) = &order.funds {
         spend_images(state, funds);
         append(state, ctx, &funds.outputs);
@@ -646,4 +726,54 @@ pub(crate) fn place_order(
         },
     );
     Ok(Vec::new())
+}
+
+/// Checks a mode A transaction against the finalized `state` as the next
+/// block would, writing nothing, with `ctx` the finalized block's height
+/// and time: what a mempool runs before it admits one (a one-time
+/// transaction has no nonce or balance that would bound what a stranger
+/// sends). Time is judged loosely (the next block may come a slot later:
+/// its gate is not checked, an allowance of the next slot passes); the
+/// block judges it exactly. Any other transaction passes.
+///
+/// # Errors
+/// The reason the ledger would reject it.
+pub fn check_one_time(
+    state: &State,
+    tx: &crate::VerifiedTx,
+    ctx: &BlockContext,
+) -> Result<(), TxError> {
+    let t = tx.tx();
+    if !t.body.is_one_time() {
+        return Ok(());
+    }
+    if t.chain_id != state.chain_id() {
+        return Err(TxError::WrongChain);
+    }
+    if t.nonce != 0 {
+        return Err(TxError::InvalidShieldedTransfer);
+    }
+    let one_time = OneTime {
+        signer: t.signer,
+        hash: tx.signed().hash(),
+        exact_time: false,
+    };
+    match &t.body {
+        crate::TxBody::ShieldedTransfer {
+            transfer,
+            allowance,
+        } => check_transfer(state, ctx, (transfer, allowance), one_time),
+        crate::TxBody::Unshield {
+            transfer,
+            to,
+            amount,
+            allowance,
+        } => {
+            check_unshield(state, ctx, (transfer, allowance), (*to, *amount), one_time).map(|_| ())
+        }
+        crate::TxBody::PlaceShieldedOrder { order } => {
+            check_order(state, ctx, order, one_time).map(|_| ())
+        }
+        _ => Err(TxError::InvalidShieldedTransfer),
+    }
 }

@@ -452,11 +452,17 @@ async fn rings(
             .iter()
             .map(|(a, m)| json!({ "meter": a, "energy_per_slot": s.capacity_per_slot(m).get() }))
             .collect();
+        let allowance: Vec<AccountId> = quartier_ledger::allowance_ring(s, region)
+            .unwrap_or_default()
+            .into_iter()
+            .map(AccountId)
+            .collect();
         json!({
             "region": region,
             "height": s.meta().height.0,
             "buy": buy,
             "sell": sell,
+            "allowance": allowance,
         })
     })))
 }

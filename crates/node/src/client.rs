@@ -170,14 +170,25 @@ pub type MeterRing = Vec<[u8; 32]>;
 /// in the ledger's order (a sell of `E` is signed over those that reach `E`).
 pub type Sellers = Vec<([u8; 32], quartier_types::Energy)>;
 
-/// Mode A: a region's meter rings: the buy ring and the sellers.
+/// Mode A: a region's rings, as `GET /api/v1/regions/{r}/rings` serves them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MeterRings {
+    /// Every active meter: a buy's ring.
+    pub buy: MeterRing,
+    /// The active prosumers with their energy per slot.
+    pub sell: Sellers,
+    /// Every meter ever registered: an allowance's ring.
+    pub allowance: MeterRing,
+}
+
+/// Mode A: a region's meter rings.
 ///
 /// # Errors
 /// [`ClientError`] if the node is unreachable or the answer does not decode.
 pub fn meter_rings(
     api: &NodeClient,
     region: quartier_types::RegionId,
-) -> Result<(MeterRing, Sellers), ClientError> {
+) -> Result<MeterRings, ClientError> {
     let (status, v) = api.get(&format!("/api/v1/regions/{}/rings", region.0))?;
     let key = |k: &serde_json::Value| {
         k.as_str()
@@ -192,6 +203,10 @@ pub fn meter_rings(
             .ok_or(ClientError::Malformed)
     };
     let buy = list("buy")?.iter().map(key).collect::<Result<_, _>>()?;
+    let allowance: MeterRing = list("allowance")?
+        .iter()
+        .map(key)
+        .collect::<Result<_, _>>()?;
     let sell = list("sell")?
         .iter()
         .map(|s| {
@@ -201,7 +216,11 @@ pub fn meter_rings(
             Ok((key(&s["meter"])?, quartier_types::Energy::new(energy)))
         })
         .collect::<Result<_, ClientError>>()?;
-    Ok((buy, sell))
+    Ok(MeterRings {
+        buy,
+        sell,
+        allowance,
+    })
 }
 
 /// The chain id in a `GET /api/v1/status` answer.

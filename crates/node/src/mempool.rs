@@ -1,6 +1,6 @@
 //! Pending transactions, checked on arrival and bounded.
 
-use quartier_ledger::{SignedTx, State, TxError};
+use quartier_ledger::{BlockContext, SignedTx, State, TxError};
 use quartier_types::AccountId;
 use quartier_types::hash::Digest;
 use std::collections::{BTreeMap, VecDeque};
@@ -133,6 +133,14 @@ impl Mempool {
             return Err(MempoolError::KeyImagePending);
         }
         let verified = tx.verify().map_err(MempoolError::Invalid)?;
+        // A one-time transaction is checked in full (ring signatures, range
+        // proofs, its allowance): nothing else bounds what a stranger sends,
+        // and a junk copy of an honest key image must not hold its place.
+        let next = BlockContext {
+            height: state.meta().height,
+            time: state.meta().time,
+        };
+        quartier_ledger::check_one_time(state, &verified, &next).map_err(MempoolError::Invalid)?;
         self.images.extend(images.into_iter().map(|k| (k, hash)));
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -208,81 +216,161 @@ impl Mempool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ed25519_dalek::SigningKey;
     use quartier_ledger::{
-        Allowance, Genesis, ShieldedInput, ShieldedPolicy, ShieldedTransfer, Tx, TxBody,
+        Genesis, KIND_TRANSFER, MeterRole, PoolOutput, ShieldedPolicy, ShieldedTransfer, Tx,
+        TxBody, execute_block,
     };
-    use quartier_shielded::authorise::Authorisation;
-    use quartier_types::{Money, Price, RegionId, RegionParams, Slot};
+    use quartier_meter::wallet::{MeterRing, RingPolicy, ShieldedWallet};
+    use quartier_types::{Height, Money, Price, RegionId, RegionParams, Side, Slot, Timestamp};
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
 
-    fn state() -> State {
+    const R1: RegionId = RegionId(1);
+
+    fn key(i: u8) -> SigningKey {
+        SigningKey::from_bytes(&[i; 32])
+    }
+
+    fn id(k: &SigningKey) -> AccountId {
+        AccountId(k.verifying_key().to_bytes())
+    }
+
+    /// A shielded chain with one meter and a wallet holding 4 of 8 outputs.
+    fn chain(rng: &mut ChaCha20Rng) -> (State, ShieldedWallet) {
+        let (dso, utility, meter) = (key(1), key(2), key(10));
         let params = RegionParams::new(Price::new(20_750), Price::new(4_000), Price::ZERO);
-        State::from_genesis(Genesis {
+        let mut state = State::from_genesis(Genesis {
             chain_name: "mempool-test".into(),
-            dso: AccountId([1; 32]),
-            utility: AccountId([2; 32]),
-            validators: vec![AccountId([3; 32])],
-            regions: vec![(RegionId(1), params.expect("valid tariffs"))],
+            dso: id(&dso),
+            utility: id(&utility),
+            validators: vec![id(&key(3))],
+            regions: vec![(R1, params.expect("valid tariffs"))],
             slot_ms: 900_000,
             gate_ms: 60_000,
             lead_slots: 1,
             metered_ms: 900_000,
-            allocations: vec![(AccountId([2; 32]), Money::new(1))],
+            allocations: vec![(id(&utility), Money::new(1_000_000_000))],
             sealed_market: None,
             shielded: Some(ShieldedPolicy { ring_size: 4 }),
             history_slots: 0,
         })
-        .expect("valid genesis")
+        .expect("valid genesis");
+        let policy = RingPolicy {
+            ring_size: 4,
+            window: 100,
+        };
+        let mut wallet = ShieldedWallet::from_seed([20; 32], policy);
+        let other = ShieldedWallet::from_seed([21; 32], policy).address();
+        let mut txs = vec![
+            Tx {
+                chain_id: state.chain_id(),
+                signer: id(&dso),
+                nonce: 0,
+                body: TxBody::RegisterMeter {
+                    meter: id(&meter),
+                    region: R1,
+                    role: MeterRole::Consumer,
+                    pv_watts: 0,
+                },
+            }
+            .sign(&dso),
+        ];
+        for i in 0..8u64 {
+            let to = if i % 2 == 0 { other } else { wallet.address() };
+            let (output, received) =
+                quartier_shielded::output::create(&to, 1_000_000, rng).expect("valid address");
+            let body = TxBody::Shield {
+                amount: Money::new(1_000_000),
+                output,
+                mask: *received.mask,
+            };
+            let tx = Tx {
+                chain_id: state.chain_id(),
+                signer: id(&utility),
+                nonce: i,
+                body,
+            };
+            txs.push(tx.sign(&utility));
+        }
+        let ctx = BlockContext {
+            height: Height(1),
+            time: Timestamp(1),
+        };
+        let out = execute_block(&mut state, &ctx, txs).expect("executes");
+        assert!(out.results.iter().all(Result::is_ok), "{:?}", out.results);
+        let pool: Vec<PoolOutput> = state.pool().to_vec();
+        wallet.scan(0, &pool);
+        (state, wallet)
     }
 
-    /// A one-time transfer spending `input` on the allowance `allowance`
-    /// (key images only: the mempool does not verify ring signatures).
-    fn transfer(state: &State, input: u8, allowance: u8, signer: u8) -> SignedTx {
-        let image = |b| Authorisation {
-            key_image: [b; 32],
-            pseudo_out: [0; 32],
-            signature: Vec::new(),
+    /// A transfer of 0.5 CHF·10⁻² to the wallet itself on the meter's
+    /// allowance of slot 0, signed by the one-time key of `secret`.
+    fn transfer(
+        state: &State,
+        wallet: &mut ShieldedWallet,
+        secret: u8,
+        rng: &mut ChaCha20Rng,
+    ) -> SignedTx {
+        let chain_id = state.chain_id();
+        let signer = Tx::one_time_signer(&[secret; 32]);
+        let message = |t: &ShieldedTransfer| {
+            t.prefix_hash((chain_id, signer), KIND_TRANSFER, Money::ZERO, None)
         };
+        let to = wallet.address();
+        let transfer = wallet
+            .transfer(
+                Money::new(500_000),
+                Some(&to),
+                message,
+                (Slot(0), Side::Buy),
+                rng,
+            )
+            .expect("funded");
+        let meter = key(10);
+        let ring = [id(&meter).0];
+        let allowance = MeterRing {
+            scalar: meter.to_scalar().to_bytes(),
+            key: id(&meter).0,
+            ring: &ring,
+        }
+        .allowance(chain_id, (R1, Slot(0)), message(&transfer), rng)
+        .expect("in its ring");
         let body = TxBody::ShieldedTransfer {
-            transfer: ShieldedTransfer {
-                inputs: vec![ShieldedInput {
-                    ring: vec![0],
-                    key_image: [input; 32],
-                    pseudo_out: [0; 32],
-                    signature: Vec::new(),
-                }],
-                outputs: Vec::new(),
-                range_proof: Vec::new(),
-            },
-            allowance: Allowance {
-                region: RegionId(1),
-                slot: Slot(0),
-                authorisation: image(allowance),
-            },
+            transfer,
+            allowance,
         };
-        Tx::one_time(state.chain_id(), body, &[signer; 32])
+        Tx::one_time(chain_id, body, &[secret; 32])
     }
 
     /// Nonce-free transactions from fresh one-time keys pass no per-account
-    /// limit: a second one on the same allowance (or spending the same
-    /// output) while the first is pending is refused, and admitted again
-    /// once the first has left.
+    /// limit. A second transfer on the meter's allowance of the slot while
+    /// the first is pending is refused; so is a copy whose ring signature
+    /// is junk (it could otherwise hold an honest key image's place); once
+    /// the first has left, the second is admitted.
     #[test]
-    fn a_second_use_of_a_pending_key_image_is_refused() {
-        let state = state();
+    fn a_second_use_of_an_allowance_and_a_junk_copy_are_refused() {
+        let mut rng = ChaCha20Rng::from_seed([7; 32]);
+        let (state, mut wallet) = chain(&mut rng);
         let mut pool = Mempool::new(MempoolConfig::default());
-        let first = pool
-            .insert(transfer(&state, 10, 20, 1), &state)
-            .expect("admitted");
-        for (input, allowance) in [(11, 20), (10, 21)] {
-            assert_eq!(
-                pool.insert(transfer(&state, input, allowance, 2), &state),
-                Err(MempoolError::KeyImagePending),
-                "input {input}, allowance {allowance}"
-            );
+        let first = transfer(&state, &mut wallet, 40, &mut rng);
+        let second = transfer(&state, &mut wallet, 41, &mut rng);
+        let mut junk = second.tx.clone();
+        if let TxBody::ShieldedTransfer { transfer, .. } = &mut junk.body {
+            transfer.inputs[0].signature[0] ^= 1;
         }
-        assert!(pool.insert(transfer(&state, 12, 22, 3), &state).is_ok());
+        let junk = junk.sign(&SigningKey::from_bytes(&[41; 32]));
+        assert_eq!(
+            pool.insert(junk, &state),
+            Err(MempoolError::Invalid(TxError::InvalidRingSignature))
+        );
+        let first = pool.insert(first, &state).expect("admitted");
+        assert_eq!(
+            pool.insert(second.clone(), &state),
+            Err(MempoolError::KeyImagePending)
+        );
         pool.remove(&first);
-        assert!(pool.insert(transfer(&state, 11, 20, 2), &state).is_ok());
-        assert_eq!(pool.len(), 2);
+        assert!(pool.insert(second, &state).is_ok());
+        assert_eq!(pool.len(), 1);
     }
 }

@@ -558,10 +558,11 @@ impl Fleet {
         if self.genesis.shielded.is_none() {
             return;
         }
-        if let Some((buy, sell)) =
-            self.first_answer(|a| crate::client::meter_rings(a, FLEET_REGION))
-        {
-            self.tell_all(&AgentInput::MeterRings { buy, sell });
+        if let Some(rings) = self.first_answer(|a| crate::client::meter_rings(a, FLEET_REGION)) {
+            self.tell_all(&AgentInput::MeterRings {
+                buy: rings.buy,
+                sell: rings.sell,
+            });
         }
         let from = self.pool_fed;
         if let Some(outputs) = self

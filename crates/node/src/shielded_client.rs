@@ -151,7 +151,7 @@ pub fn unshield(
         .zip(status["slot_ms"].as_u64().filter(|ms| *ms > 0))
         .map(|(t, ms)| t / ms)
         .ok_or(ClientError::Malformed)?;
-    let (ring, _) = client::meter_rings(api, region)?;
+    let ring = client::meter_rings(api, region)?.allowance;
     let mut rng = rng()?;
     let mut secret = [0u8; 32];
     rand_core::Rng::fill_bytes(&mut rng, &mut secret);

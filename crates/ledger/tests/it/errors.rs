@@ -63,6 +63,7 @@ fn name(e: &TxError) -> &'static str {
         TxError::AllowanceExpired { .. } => "AllowanceExpired",
         TxError::AllowanceUsed => "AllowanceUsed",
         TxError::ShieldedOrdersOnly => "ShieldedOrdersOnly",
+        TxError::InvalidMeterKey => "InvalidMeterKey",
     }
 }
 

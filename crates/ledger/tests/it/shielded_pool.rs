@@ -54,10 +54,7 @@ fn one_time_signer() -> AccountId {
 /// of the chain's time.
 fn allowance(c: &Chain, meter: &SigningKey, message: [u8; 32], rng: &mut ChaCha20Rng) -> Allowance {
     let slot = c.state.genesis().slot_at(Timestamp(c.time));
-    let keys: Vec<[u8; 32]> = meter_ring(&c.state, R1, Side::Buy, Energy::ZERO)
-        .iter()
-        .map(|(a, _)| a.0)
-        .collect();
+    let keys = quartier_ledger::allowance_ring(&c.state, R1).unwrap();
     let real = keys.iter().position(|k| *k == id(meter).0).unwrap() as u8;
     let scope = scope(c.state.chain_id(), R1, slot, PURPOSE_TRANSFER);
     let authorisation = authorise::sign(
@@ -773,9 +770,44 @@ fn shielded_orders_trade_without_naming_their_meters_and_settle_into_the_pool() 
             .all(|o| !registered.contains(&o.meter) && o.shielded.is_some())
     );
 
+    // The settlement's output keys follow from public data: an attacker
+    // computes them (here by settling a copy) and shields an output with
+    // one of them first. The settlement must then pick other keys, so the
+    // pool keeps one output per key and its snapshot restores.
+    let gate = quartier_ledger::BlockContext {
+        height: quartier_types::Height(c.height),
+        time: Timestamp(SLOT_MS * 11 + GATE_MS),
+    };
+    let mut ahead = c.state.clone();
+    let before = ahead.pool().len();
+    quartier_ledger::execute_block(&mut ahead, &gate, Vec::new()).unwrap();
+    let predicted = ahead.pool()[before].output.key;
+    let (mut squat, opening) = create(&decoy.address(), 1, &mut rng).unwrap();
+    squat.key = predicted;
+    c.queue(
+        &utility,
+        TxBody::Shield {
+            amount: Money::new(1),
+            output: squat,
+            mask: *opening.mask,
+        },
+    );
+    let time = c.time + 1;
+    c.block_ok(time);
+    assert!(c.state.pool_has_key(&predicted));
+
     // Settlement pays the seller's proceeds and the buyer's refund into the
     // pool, to the addresses their orders named.
     c.block_ok(SLOT_MS * 11 + GATE_MS);
+    let keys: std::collections::BTreeSet<[u8; 32]> =
+        c.state.pool().iter().map(|o| o.output.key).collect();
+    assert_eq!(
+        keys.len(),
+        c.state.pool().len(),
+        "one output per one-time key"
+    );
+    let restored = State::from_snapshot(&c.state.snapshot().unwrap()).unwrap();
+    assert_eq!(restored.root(), c.state.root());
     let s = c.state.settlement(R1, Slot(slot)).unwrap();
     let (b, se) = (s.clearing.orders[0], s.clearing.orders[1]);
     assert_eq!(s.clearing.totals.local_energy, Energy::new(600));
@@ -1025,10 +1057,30 @@ fn a_sell_beyond_the_sellers_own_pv_and_public_orders_are_refused() {
     let ok = small(250, &mut rng);
     let mut state = c.state.clone();
     assert!(quartier_ledger::apply(&mut state, &one_time(&c, ok, &mut rng), &c.ctx()).is_ok());
-    let beyond = small(1_000, &mut rng);
+    // The small prosumer signs a valid CLSAG over every prosumer of the
+    // region for 1 000 Wh: the ledger verifies it over the prosumers able
+    // to produce 1 000 Wh, which it is not one of, and refuses it.
+    let TxBody::PlaceShieldedOrder { mut order } = small(1_000, &mut rng) else {
+        unreachable!()
+    };
+    let all: Vec<[u8; 32]> = meter_ring(&c.state, R1, Side::Sell, Energy::ZERO)
+        .iter()
+        .map(|(a, _)| a.0)
+        .collect();
+    let me = all.iter().position(|k| *k == id(&key("small")).0).unwrap() as u8;
+    let message = order.prefix_hash((c.state.chain_id(), one_time_signer()), Money::ZERO);
+    order.authorisation = authorise::sign(
+        &key("small").to_scalar().to_bytes(),
+        &all,
+        me,
+        &scope(c.state.chain_id(), R1, Slot(slot), side_byte(Side::Sell)),
+        message,
+        &mut rng,
+    )
+    .unwrap();
     rejects(
         &c,
-        &one_time(&c, beyond, &mut rng),
+        &one_time(&c, TxBody::PlaceShieldedOrder { order }, &mut rng),
         TxError::InvalidRingSignature,
     );
     let public = c.tx(
