@@ -260,35 +260,6 @@ pub struct SignedTx {
 }
 
 impl TxBody {
-    /// The key images a mode A transaction uses up: its inputs', its
-    /// allowance's and its order authorisation's. Of transactions that share
-    /// one, at most one ever applies (a mempool keeps only the first).
-    pub fn key_images(&self) -> Vec<[u8; 32]> {
-        let inputs =
-            |t: &ShieldedTransfer| t.inputs.iter().map(|i| i.key_image).collect::<Vec<_>>();
-        match self {
-            TxBody::ShieldedTransfer {
-                transfer,
-                allowance,
-            }
-            | TxBody::Unshield {
-                transfer,
-                allowance,
-                ..
-            } => {
-                let mut images = inputs(transfer);
-                images.push(allowance.authorisation.key_image);
-                images
-            }
-            TxBody::PlaceShieldedOrder { order } => {
-                let mut images = order.funds.as_ref().map(inputs).unwrap_or_default();
-                images.push(order.authorisation.key_image);
-                images
-            }
-            _ => Vec::new(),
-        }
-    }
-
     /// Whether this body is signed by a one-time key that the ledger does
     /// not track (mode A spends: nonce 0, no account record; replays are
     /// refused by their key images).
