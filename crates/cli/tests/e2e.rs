@@ -69,7 +69,12 @@ fn four_processes_survive_kill_9_and_agree() {
                 signer: AccountId(dso.verifying_key().to_bytes()),
                 nonce,
                 body: TxBody::RegisterMeter {
-                    meter: AccountId([nonce as u8 + 1; 32]),
+                    // A real verifying key: the ledger takes prime-order meter keys only.
+                    meter: AccountId(
+                        ed25519_dalek::SigningKey::from_bytes(&[nonce as u8 + 1; 32])
+                            .verifying_key()
+                            .to_bytes(),
+                    ),
                     region: RegionId(1),
                     role: MeterRole::Consumer,
                     pv_watts: 0,
