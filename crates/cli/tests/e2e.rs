@@ -69,9 +69,10 @@ fn four_processes_survive_kill_9_and_agree() {
                 signer: AccountId(dso.verifying_key().to_bytes()),
                 nonce,
                 body: TxBody::RegisterMeter {
-                    // A real verifying key: the ledger takes prime-order meter keys only.
+                    // A real verifying key (the ledger takes prime-order meter
+                    // keys only), of a seed no later meter of this test uses.
                     meter: AccountId(
-                        ed25519_dalek::SigningKey::from_bytes(&[nonce as u8 + 1; 32])
+                        ed25519_dalek::SigningKey::from_bytes(&[nonce as u8 + 100; 32])
                             .verifying_key()
                             .to_bytes(),
                     ),

@@ -788,7 +788,7 @@ pub fn end_block(state: &mut State, ctx: &BlockContext) -> Vec<Event> {
     for (slot, region) in due {
         if let Some(book) = state.records.books.remove(&(slot, region)) {
             state.touch(StateKey::Book(region, slot));
-            events.extend(settle(state, ctx.height, region, slot, book));
+            events.extend(settle(state, ctx, region, slot, book));
         }
     }
     sealed_market::close_sealed_books(state, ctx);
@@ -845,7 +845,7 @@ struct Flows {
 
 fn settle(
     state: &mut State,
-    height: Height,
+    ctx: &BlockContext,
     region: RegionId,
     slot: Slot,
     book: Book,
@@ -859,20 +859,20 @@ fn settle(
         // checked at placement, the supply fits in 64 bits); refunding every
         // escrow is the safe, deterministic way out if they ever do not.
         if let Some(refunds) = refund_flows(state, &book) {
-            write_flows(state, height, slot, refunds);
+            write_flows(state, ctx, slot, refunds);
         }
         return vec![Event::SlotVoided { region, slot }];
     };
     let local_energy = clearing.totals.local_energy;
     let cover = flows.utility_cover;
-    write_flows(state, height, slot, flows);
+    write_flows(state, ctx, slot, flows);
     let count = u32::try_from(book.orders.len()).unwrap_or(u32::MAX);
     state.records.settlements.insert(
         (region, slot),
         Settlement {
             region,
             slot,
-            height,
+            height: ctx.height,
             params: book.params,
             orders: book.orders,
             clearing,
@@ -984,7 +984,8 @@ fn refund_flows(state: &State, book: &Book) -> Option<Flows> {
 /// named, as new pool outputs (their amounts are public in mode A anyway).
 #[derive(Default)]
 struct PoolPayments {
-    outputs: Vec<quartier_shielded::output::Output>,
+    /// The outputs with their (public) amounts.
+    outputs: Vec<(quartier_shielded::output::Output, Option<Money>)>,
     total: Money,
 }
 
@@ -1020,10 +1021,10 @@ impl PoolPayments {
                 quartier_shielded::output::create_public(&payee.payee, amount.get(), &seed.0)
                     .ok()?;
             let taken =
-                state.pool_has_key(&output.key) || self.outputs.iter().any(|o| o.key == output.key);
+                state.pool_has_key(&output.key) || self.outputs.iter().any(|o| o.0.key == output.key);
             (!taken).then_some(output)
         })?;
-        self.outputs.push(output);
+        self.outputs.push((output, Some(amount)));
         self.total = self.total.checked_add(amount)?;
         Some(())
     }
@@ -1031,8 +1032,8 @@ impl PoolPayments {
 
 /// Writes checked flows. The subtractions and additions were checked by
 /// `market_flows`/`refund_flows` against the same state.
-fn write_flows(state: &mut State, height: Height, slot: Slot, flows: Flows) {
-    shielded_pool::append_at(state, height, Some(slot), &flows.pool.outputs);
+fn write_flows(state: &mut State, ctx: &BlockContext, slot: Slot, flows: Flows) {
+    shielded_pool::append_at(state, ctx, Some(slot), &flows.pool.outputs);
     state.records.meta.shielded = state
         .records
         .meta

@@ -60,6 +60,14 @@ pub struct PoolOutput {
     pub output: Output,
     /// The block it was created in.
     pub height: Height,
+    /// The slot of that block's time: the clock a wallet measures an
+    /// output's age in when it draws decoys.
+    pub slot: Slot,
+    /// Its amount when the chain shows it (a shielding's, or a settlement's
+    /// payment, computed from the public book); `None` when only its owner
+    /// knows it. Wallets draw decoys an observer with these amounts can not
+    /// rule out.
+    pub public_amount: Option<Money>,
     /// For a settlement's payment: the slot it settles. A wallet derives
     /// its payee keys per slot, so this is how a restored wallet finds its
     /// proceeds and refunds without scanning with every slot's keys.
@@ -288,7 +296,7 @@ pub(crate) fn shield(
     set_balance(state, signer, balance);
     state.records.meta.shielded = total;
     state.touch(StateKey::Meta);
-    append(state, ctx, std::slice::from_ref(output));
+    append_at(state, ctx, None, &[(*output, Some(amount))]);
     Ok(Vec::new())
 }
 
@@ -356,23 +364,28 @@ fn check(
 }
 
 fn append(state: &mut State, ctx: &BlockContext, outputs: &[Output]) {
-    append_at(state, ctx.height, None, outputs);
+    let hidden: Vec<(Output, Option<Money>)> = outputs.iter().map(|o| (*o, None)).collect();
+    append_at(state, ctx, None, &hidden);
 }
 
-/// Appends `outputs` to the pool as created at `height` (by the settlement
-/// of slot `settles`, if so).
+/// Appends `outputs`, each with its public amount if it has one, to the
+/// pool as created in the block of `ctx` (by the settlement of slot
+/// `settles`, if so).
 pub(crate) fn append_at(
     state: &mut State,
-    height: Height,
+    ctx: &BlockContext,
     settles: Option<Slot>,
-    outputs: &[Output],
+    outputs: &[(Output, Option<Money>)],
 ) {
-    for output in outputs {
+    let slot = state.genesis().slot_at(ctx.time);
+    for (output, public_amount) in outputs {
         let index = state.records.pool.len() as u64;
         state.records.pool_keys.insert(output.key);
         state.records.pool.push(PoolOutput {
             output: *output,
-            height,
+            height: ctx.height,
+            slot,
+            public_amount: *public_amount,
             settles,
         });
         state.touch(StateKey::PoolOutput(index));

@@ -62,6 +62,74 @@ pub fn signer_by_known_masks(
     })
 }
 
+/// The amount-filtering attack on a transaction's funds rings: which
+/// members an observer who knows every public amount can not rule out.
+///
+/// `rings[j][m]` is the public amount of member `m` of input `j` (`None`
+/// when hidden: it may hold anything up to the supply), and the inputs
+/// together held at least `spent` (what the transaction pays out in public).
+/// Member `m` of ring `j` is ruled out when even the largest member of every
+/// other ring could not make up the rest:
+/// `amount(m) + Σ_{k≠j} max(ring k) < spent`. The effective ring size is the
+/// number of `true`s per ring.
+pub fn amount_consistent(rings: &[Vec<Option<u64>>], spent: u64) -> Vec<Vec<bool>> {
+    // The most each ring can hold; a hidden member makes it unbounded.
+    let most: Vec<Option<u128>> = rings
+        .iter()
+        .map(|ring| {
+            ring.iter()
+                .try_fold(0u128, |max, a| a.map(|a| max.max(u128::from(a))))
+        })
+        .collect();
+    rings
+        .iter()
+        .enumerate()
+        .map(|(j, ring)| {
+            let others: Option<u128> = most
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| *k != j)
+                .try_fold(0u128, |sum, (_, m)| m.map(|m| sum + m));
+            ring.iter()
+                .map(|a| match (a, others) {
+                    (Some(a), Some(others)) => u128::from(*a) + others >= u128::from(spent),
+                    _ => true,
+                })
+                .collect()
+        })
+        .collect()
+}
+
 fn scalar(bytes: &[u8; 32]) -> Option<DScalar> {
     DScalar::from_canonical_bytes(*bytes).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::amount_consistent;
+
+    #[test]
+    fn one_input_rules_out_members_below_what_it_paid() {
+        let rings = vec![vec![Some(5), None, Some(10), Some(9)]];
+        assert_eq!(
+            amount_consistent(&rings, 10),
+            vec![vec![false, true, true, false]]
+        );
+    }
+
+    #[test]
+    fn other_rings_make_up_the_rest_unless_all_their_amounts_are_public() {
+        // The second ring holds at most 4 in public: the first needs ≥ 6.
+        let rings = vec![vec![Some(5), Some(6)], vec![Some(4), Some(1)]];
+        assert_eq!(
+            amount_consistent(&rings, 10),
+            vec![vec![false, true], vec![false, true]]
+        );
+        // A hidden member in the second ring: nothing in the first is ruled out.
+        let rings = vec![vec![Some(5), Some(6)], vec![Some(4), None]];
+        assert_eq!(
+            amount_consistent(&rings, 10),
+            vec![vec![true, true], vec![false, true]]
+        );
+    }
 }
