@@ -1020,8 +1020,8 @@ impl PoolPayments {
             let (output, _) =
                 quartier_shielded::output::create_public(&payee.payee, amount.get(), &seed.0)
                     .ok()?;
-            let taken =
-                state.pool_has_key(&output.key) || self.outputs.iter().any(|o| o.0.key == output.key);
+            let taken = state.pool_has_key(&output.key)
+                || self.outputs.iter().any(|o| o.0.key == output.key);
             (!taken).then_some(output)
         })?;
         self.outputs.push((output, Some(amount)));

@@ -99,13 +99,7 @@ fn chain(k: usize, rng: &mut ChaCha20Rng) -> (State, Vec<SigningKey>, ShieldedWa
         let tx = signed(&state, &dso, register);
         apply(&mut state, &tx, &at).expect("registers");
     }
-    let mut wallet = ShieldedWallet::from_seed(
-        [9; 32],
-        RingPolicy {
-            ring_size: k,
-            window: 4 * k,
-        },
-    );
+    let mut wallet = ShieldedWallet::from_seed([9; 32], RingPolicy { ring_size: k });
     let decoy = WalletKeys::from_seed(&[8; 32]);
     for i in 0..2 * k {
         let to = if i == k {
@@ -193,13 +187,7 @@ fn bench(c: &mut Criterion) {
             key: id(&meters[0]).0,
             ring: &sell_ring,
         };
-        let mut sell_wallet = ShieldedWallet::from_seed(
-            [10; 32],
-            RingPolicy {
-                ring_size: k,
-                window: 4 * k,
-            },
-        );
+        let mut sell_wallet = ShieldedWallet::from_seed([10; 32], RingPolicy { ring_size: k });
         let cover = sell_wallet
             .order(
                 (chain_id, signer(1)),

@@ -657,10 +657,7 @@ mod tests {
     fn in_mode_a_every_slot_sends_one_order_from_a_one_time_signer() {
         use crate::wallet::{RingPolicy, ShieldedWallet};
         use quartier_shielded::output::create;
-        let policy = RingPolicy {
-            ring_size: 2,
-            window: 16,
-        };
+        let policy = RingPolicy { ring_size: 2 };
         let wallet = ShieldedWallet::from_seed([40; 32], policy);
         let mut rng = ChaCha20Rng::from_seed([41; 32]);
         let outputs: Vec<PoolOutput> = [wallet.address(), wallet.address()]
@@ -668,6 +665,8 @@ mod tests {
             .map(|to| PoolOutput {
                 output: create(to, 100_000_000, &mut rng).unwrap().0,
                 height: quartier_types::Height(1),
+                slot: quartier_types::Slot(0),
+                public_amount: None,
                 settles: None,
             })
             .collect();

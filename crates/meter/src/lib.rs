@@ -6,6 +6,7 @@
 //! answers, and carries out the agent's effects.
 
 pub mod agent;
+pub mod decoys;
 pub mod strategy;
 pub mod wallet;
 

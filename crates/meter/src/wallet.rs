@@ -1,8 +1,9 @@
 //! A household's shielded wallet (privacy mode A), as a light client: it
 //! scans pool outputs with its view keys locally (the node serves outputs
 //! and never learns which are whose), keeps the outputs it found, and builds
-//! shielded orders — funds from its outputs with decoys drawn uniformly from
-//! the last `window` outputs of the pool, change back to itself, and a fresh
+//! shielded orders — funds from its outputs with decoys drawn over the whole
+//! pool by one age distribution ([`crate::decoys`]), none of which an
+//! observer of public amounts can rule out, change back to itself, and a fresh
 //! payee address per slot and side, derived from its seed, so it finds the
 //! settlement's payment while no one can link two of its orders.
 //!
@@ -11,6 +12,7 @@
 //! slot the pool names for them ([`PoolOutput::settles`]); which of them are
 //! spent it learns from the chain's key images.
 
+use crate::decoys::{AgeDistribution, PoolIndex};
 use quartier_ledger::{
     Allowance, ChainId, MAX_SHIELDED_INPUTS, PoolOutput, ShieldedInput, ShieldedOrder,
     ShieldedTransfer, scope, side_byte,
@@ -23,7 +25,7 @@ use quartier_shielded::spend::{self, Input, RingMember, key_image};
 use quartier_types::hash;
 use quartier_types::{AccountId, Energy, Money, Price, RegionId, RegionParams, Side, Slot};
 use rand_core::CryptoRng;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Domain tag of a per-order payee seed.
 pub const TAG_PAYEE: &str = "QUARTIER_METER_SHIELDED_PAYEE";
@@ -38,7 +40,7 @@ pub enum WalletError {
         /// The amount needed.
         needed: Money,
     },
-    /// The window of recent outputs is smaller than a ring.
+    /// The pool has too few outputs a ring could take as decoys.
     #[error("the pool has too few outputs for a ring of {0}")]
     PoolTooSmall(usize),
     /// The meter is not in the ring, or a proof could not be made.
@@ -192,9 +194,6 @@ impl MeterRing<'_> {
 pub struct RingPolicy {
     /// Members of a funds ring (the chain's `ShieldedPolicy::ring_size`).
     pub ring_size: usize,
-    /// Decoys come uniformly from the last `window` outputs of the pool
-    /// (the wallet keeps that many).
-    pub window: usize,
 }
 
 /// The funds part of a transaction, unsigned, with its secrets.
@@ -214,8 +213,10 @@ pub struct ShieldedWallet {
     policy: RingPolicy,
     /// Outputs found, by pool index.
     owned: BTreeMap<u64, Owned>,
-    /// The last `policy.window` outputs of the pool (ending at `scanned`).
-    recent: VecDeque<Output>,
+    /// Every pool output scanned, to draw decoys from.
+    pool: PoolIndex,
+    /// The age distribution of ring members.
+    ages: AgeDistribution,
     /// The next pool index to scan.
     scanned: u64,
     /// The payee view keys of the last slot whose payments were scanned.
@@ -232,7 +233,8 @@ impl ShieldedWallet {
             seed,
             policy,
             owned: BTreeMap::new(),
-            recent: VecDeque::new(),
+            pool: PoolIndex::new(),
+            ages: AgeDistribution::new(),
             scanned: 0,
             payees: None,
         }
@@ -313,10 +315,7 @@ impl ShieldedWallet {
                     },
                 );
             }
-            self.recent.push_back(pool.output);
-            if self.recent.len() > self.policy.window {
-                self.recent.pop_front();
-            }
+            self.pool.push(pool);
             self.scanned = index + 1;
         }
     }
@@ -387,7 +386,7 @@ impl ShieldedWallet {
         let funding = if escrow.is_zero() {
             None
         } else {
-            Some(self.funding(escrow, rng)?)
+            Some(self.funding((escrow, escrow), r.slot, rng)?)
         };
         let mut order = ShieldedOrder {
             region: r.region,
@@ -433,7 +432,9 @@ impl ShieldedWallet {
         (slot, side): (Slot, Side),
         rng: &mut impl CryptoRng,
     ) -> Result<ShieldedTransfer, WalletError> {
-        let mut f = self.funding(amount, rng)?;
+        // A shielded payment's amount is hidden; an unshield's is public.
+        let public = if to.is_some() { Money::ZERO } else { amount };
+        let mut f = self.funding((amount, public), slot, rng)?;
         if let Some(to) = to {
             let (output, received) =
                 create(to, amount.get(), rng).map_err(|_| WalletError::Signing("payment"))?;
@@ -487,20 +488,35 @@ impl ShieldedWallet {
         Err(WalletError::InsufficientFunds { needed: amount })
     }
 
-    /// The funds of a transaction paying `amount` out: inputs with rings,
-    /// change back to the main address, unsigned.
-    fn funding(&self, amount: Money, rng: &mut impl CryptoRng) -> Result<Funding, WalletError> {
+    /// The funds of a transaction of slot `now` paying `amount` out, of which
+    /// `public` shows on chain: inputs with rings, change back to the main
+    /// address, unsigned.
+    fn funding(
+        &self,
+        (amount, public): (Money, Money),
+        now: Slot,
+        rng: &mut impl CryptoRng,
+    ) -> Result<Funding, WalletError> {
         let spent = self.select(amount)?;
-        let mut total = 0u64;
+        let held: Vec<u64> = spent
+            .iter()
+            .map(|i| self.owned.get(i).map(|o| o.received.amount))
+            .collect::<Option<_>>()
+            .ok_or(WalletError::Signing("not our output"))?;
+        let total: u64 = held.iter().sum();
         let mut inputs = Vec::new();
         let mut shielded_inputs = Vec::new();
-        for index in &spent {
+        for (j, index) in spent.iter().enumerate() {
             let owned = self
                 .owned
                 .get(index)
                 .ok_or(WalletError::Signing("not our output"))?;
-            total = total.saturating_add(owned.received.amount);
-            let (ring, members, real) = self.ring_for(*index, owned, rng)?;
+            // What this input must show it could hold, given the others'
+            // real amounts: a decoy with less in public would be ruled out
+            // by an observer of public amounts (`linking::amount_consistent`).
+            let others = total - held.get(j).copied().unwrap_or(0);
+            let need = public.get().saturating_sub(others);
+            let (ring, members, real) = self.ring_for(*index, owned, need, now, rng)?;
             let x = self
                 .keys_of(owned.payee)
                 .one_time_secret(&owned.output)
@@ -536,28 +552,23 @@ impl ShieldedWallet {
         })
     }
 
-    /// A ring for the output at `index`: it and `ring_size − 1` decoys drawn
-    /// uniformly from the recent window, ascending.
+    /// A ring for the output at `index` spent in slot `now`: it and
+    /// `ring_size − 1` decoys drawn over the whole pool by the shared age
+    /// distribution, none with a public amount below `need`, ascending.
     fn ring_for(
         &self,
         index: u64,
         owned: &Owned,
+        need: u64,
+        now: Slot,
         rng: &mut impl CryptoRng,
     ) -> Result<(Vec<u64>, Vec<RingMember>, u8), WalletError> {
         let size = self.policy.ring_size;
-        let len = self.recent.len() as u64;
-        let start = self.scanned - len;
-        if len < size as u64 {
-            return Err(WalletError::PoolTooSmall(size));
-        }
-        let mut ring = vec![index];
-        while ring.len() < size {
-            let pick = start + rng.next_u64() % len;
-            if !ring.contains(&pick) {
-                ring.push(pick);
-            }
-        }
-        ring.sort_unstable();
+        let admissible = |i: u64| self.pool.public_amount(i).is_none_or(|a| a >= need);
+        let ring = self
+            .ages
+            .ring(&self.pool, now, index, size, admissible, rng)
+            .map_err(|_| WalletError::PoolTooSmall(size))?;
         let real = ring
             .iter()
             .position(|i| *i == index)
@@ -566,17 +577,14 @@ impl ShieldedWallet {
         let members = ring
             .iter()
             .map(|i| {
-                let output = if *i == index {
-                    Some(&owned.output)
+                if *i == index {
+                    Some(RingMember {
+                        key: owned.output.key,
+                        commitment: owned.output.commitment,
+                    })
                 } else {
-                    usize::try_from(i - start)
-                        .ok()
-                        .and_then(|k| self.recent.get(k))
-                }?;
-                Some(RingMember {
-                    key: output.key,
-                    commitment: output.commitment,
-                })
+                    self.pool.member(*i)
+                }
             })
             .collect::<Option<_>>()
             .ok_or(WalletError::PoolTooSmall(size))?;
@@ -619,10 +627,7 @@ mod tests {
 
     const CHF: u64 = 100_000_000;
     const R1: RegionId = RegionId(1);
-    const POLICY: RingPolicy = RingPolicy {
-        ring_size: 4,
-        window: 100,
-    };
+    const POLICY: RingPolicy = RingPolicy { ring_size: 4 };
 
     fn key(i: u8) -> SigningKey {
         SigningKey::from_bytes(&[i; 32])
@@ -925,6 +930,8 @@ mod tests {
             pool.push(PoolOutput {
                 output,
                 height: Height(1),
+                slot: Slot(0),
+                public_amount: None,
                 settles: None,
             });
         }

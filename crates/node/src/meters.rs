@@ -308,7 +308,6 @@ fn random_seed() -> Result<[u8; 32], FleetError> {
 pub fn ring_policy(policy: quartier_ledger::ShieldedPolicy) -> RingPolicy {
     RingPolicy {
         ring_size: usize::from(policy.ring_size),
-        window: DECOY_WINDOW,
     }
 }
 
@@ -358,10 +357,6 @@ pub struct Fleet {
     /// Mode A: the pool outputs fed to the agents so far.
     pool_fed: u64,
 }
-
-/// Mode A: how many recent pool outputs a household's wallet keeps to draw
-/// decoys from (about 430 KB).
-pub const DECOY_WINDOW: usize = 4_096;
 
 /// The devnet wallet seed of household `index` (mode A): like
 /// [`meter_key`], only for simulated households.

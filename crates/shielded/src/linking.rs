@@ -119,14 +119,16 @@ mod tests {
 
     #[test]
     fn other_rings_make_up_the_rest_unless_all_their_amounts_are_public() {
-        // The second ring holds at most 4 in public: the first needs ≥ 6.
+        // The second ring holds at most 4 in public: the first needs ≥ 6;
+        // the first at most 6: the second needs ≥ 4.
         let rings = vec![vec![Some(5), Some(6)], vec![Some(4), Some(1)]];
         assert_eq!(
             amount_consistent(&rings, 10),
-            vec![vec![false, true], vec![false, true]]
+            vec![vec![false, true], vec![true, false]]
         );
         // A hidden member in the second ring: nothing in the first is ruled out.
-        let rings = vec![vec![Some(5), Some(6)], vec![Some(4), None]];
+        // The second ring still needs ≥ 4 of itself.
+        let rings = vec![vec![Some(5), Some(6)], vec![Some(3), None]];
         assert_eq!(
             amount_consistent(&rings, 10),
             vec![vec![true, true], vec![false, true]]

@@ -829,6 +829,18 @@ fn shielded_orders_trade_without_naming_their_meters_and_settle_into_the_pool() 
         vec![chf(10).get(), chf(10).get() - escrow.get()],
         "the change"
     );
+    // What an observer knows of each amount: the shieldings' and the
+    // settlement's payments are public, the change is not.
+    let public = |w: &WalletKeys| -> Vec<Option<u64>> {
+        c.state
+            .pool()
+            .iter()
+            .filter(|o| w.view_key().scan(&o.output).is_some())
+            .map(|o| o.public_amount.map(Money::get))
+            .collect()
+    };
+    assert_eq!(public(&proceeds_to), vec![Some(se.receives.get())]);
+    assert_eq!(public(&buyer), vec![Some(chf(10).get()), None]);
     supply_holds(&c.state);
 }
 
