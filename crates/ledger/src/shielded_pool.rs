@@ -741,6 +741,47 @@ pub(crate) fn place_order(
     Ok(Vec::new())
 }
 
+/// Whether `state` already holds a use of a key image `body` spends (a
+/// mode A transaction's inputs', its allowance's, or its order
+/// authorisation's in the order's book). A node that builds on blocks not
+/// yet final asks it of its final state: a one-time transaction refused
+/// only because such a block already applied it is still pending, not
+/// refused (it has no nonce to tell a replay by). Any other body: `false`.
+pub fn key_image_used(state: &State, body: &crate::TxBody) -> bool {
+    let spent = |t: &ShieldedTransfer| {
+        t.inputs
+            .iter()
+            .any(|i| state.records.key_images.contains(&i.key_image))
+    };
+    match body {
+        crate::TxBody::ShieldedTransfer {
+            transfer,
+            allowance,
+        }
+        | crate::TxBody::Unshield {
+            transfer,
+            allowance,
+            ..
+        } => {
+            spent(transfer)
+                || state
+                    .records
+                    .key_images
+                    .contains(&allowance.authorisation.key_image)
+        }
+        crate::TxBody::PlaceShieldedOrder { order } => {
+            let image = order.authorisation.key_image;
+            order.funds.as_ref().is_some_and(spent)
+                || state.book(order.region, order.slot).is_some_and(|b| {
+                    b.orders
+                        .iter()
+                        .any(|o| o.shielded.is_some_and(|s| s.key_image == image))
+                })
+        }
+        _ => false,
+    }
+}
+
 /// Checks a mode A transaction against the finalized `state` as the next
 /// block would, writing nothing, with `ctx` the finalized block's height
 /// and time: what a mempool runs before it admits one (a one-time

@@ -402,7 +402,16 @@ async fn pool_outputs(
             .iter()
             .take(limit)
             .zip(from..)
-            .map(|(o, index)| json!({ "index": index, "height": o.height, "settles": o.settles, "output": o.output }))
+            .map(|(o, index)| {
+                json!({
+                    "index": index,
+                    "height": o.height,
+                    "slot": o.slot,
+                    "public_amount": o.public_amount,
+                    "settles": o.settles,
+                    "output": o.output,
+                })
+            })
             .collect();
         json!({ "total": pool.len(), "outputs": outputs })
     })))

@@ -700,6 +700,12 @@ where
                     // leaves the mempool when it is finalized.
                     Err(TxError::BadNonce { .. })
                         if chain.finalized.account(&tx.tx.signer).nonce <= tx.tx.nonce => {}
+                    // The same for a one-time tx (no nonce): a key image used
+                    // only by a block not yet finalized.
+                    Err(
+                        TxError::KeyImageSpent | TxError::DuplicateOrder | TxError::AllowanceUsed,
+                    ) if tx.tx.body.is_one_time()
+                        && !quartier_ledger::key_image_used(&chain.finalized, &tx.tx.body) => {}
                     Err(e) => {
                         chain.rejected_txs += 1;
                         chain.mempool.reject(tx.hash(), e.clone());

@@ -359,6 +359,8 @@ fn shield_transfer_and_unshield_and_every_cheat_is_refused() {
         None,
         &mut rng,
     );
+    assert!(quartier_ledger::key_image_used(&c.state, &again));
+    assert!(quartier_ledger::key_image_used(&c.state, &tx.tx.body));
     rejects(&c, &one_time(&c, again, &mut rng), TxError::KeyImageSpent);
 
     // Bob unshields 50 to his account and keeps 10 shielded.
@@ -742,6 +744,8 @@ fn shielded_orders_trade_without_naming_their_meters_and_settle_into_the_pool() 
         );
     }
 
+    assert!(!quartier_ledger::key_image_used(&c.state, &buy));
+    assert!(!quartier_ledger::key_image_used(&c.state, &sell));
     c.queue_signed(one_time(&c, buy, &mut rng));
     c.queue_signed(one_time(&c, sell, &mut rng));
     let time = c.time + 1;
@@ -759,6 +763,9 @@ fn shielded_orders_trade_without_naming_their_meters_and_settle_into_the_pool() 
         &proceeds_to,
         &mut rng,
     );
+    // A node building on blocks not yet final tells this from a replay of
+    // an order those blocks hold by asking its final state.
+    assert!(quartier_ledger::key_image_used(&c.state, &again));
     rejects(&c, &one_time(&c, again, &mut rng), TxError::DuplicateOrder);
     // No order on chain names a meter.
     let book = c.state.book(R1, Slot(slot)).unwrap();

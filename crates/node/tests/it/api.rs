@@ -464,3 +464,49 @@ fn stream_messages_match_the_documented_schemas() {
         .len();
     assert_eq!(refs, 3);
 }
+
+/// Mode A: the pool pages are what wallets decode (`PoolOutput`), with the
+/// slot and public amount decoys are drawn by.
+#[test]
+fn pool_outputs_are_served_as_wallets_decode_them() {
+    use quartier_ledger::{BlockContext, PoolOutput, ShieldedPolicy, State, execute_block};
+    use quartier_types::Money;
+    use rand_core::SeedableRng as _;
+    block_on(async {
+        let keys = validator_keys(4);
+        let mut g = genesis(&keys);
+        g.shielded = Some(ShieldedPolicy { ring_size: 4 });
+        g.allocations = vec![(id(&key("utility")), Money::new(5_000))];
+        let mut state = State::from_genesis(g.clone()).unwrap();
+        let mut rng = rand_chacha::ChaCha20Rng::from_seed([3; 32]);
+        let to = quartier_shielded::keys::WalletKeys::from_seed(&[5; 32]).address();
+        let (output, received) = quartier_shielded::output::create(&to, 1_000, &mut rng).unwrap();
+        let shield = tx(
+            &state,
+            &key("utility"),
+            0,
+            TxBody::Shield {
+                amount: Money::new(1_000),
+                output,
+                mask: *received.mask,
+            },
+        );
+        let ctx = BlockContext {
+            height: quartier_types::Height(1),
+            time: quartier_types::Timestamp(3 * 900_000 + 1),
+        };
+        let out = execute_block(&mut state, &ctx, vec![shield]).unwrap();
+        assert!(out.results.iter().all(Result::is_ok));
+        let app = LedgerApp::new(
+            state,
+            quartier_node::Mempool::new(quartier_node::MempoolConfig::default()),
+        );
+        let router = router(app, Arc::new(|_| {}));
+        let (s, v) = call(&router, "GET", "/api/v1/pool/outputs?from=0&limit=10", "").await;
+        assert_eq!((s, v["total"].clone()), (StatusCode::OK, 1.into()));
+        let served: PoolOutput = serde_json::from_value(v["outputs"][0].clone()).unwrap();
+        assert_eq!(served.output, output);
+        assert_eq!(served.slot, quartier_types::Slot(3));
+        assert_eq!(served.public_amount, Some(Money::new(1_000)));
+    });
+}

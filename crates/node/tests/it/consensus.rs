@@ -171,3 +171,114 @@ fn a_tx_in_an_unfinalized_parent_is_not_rejected() {
         }
     });
 }
+
+/// Mode A's one-time transactions have no nonce: a proposer building on a
+/// not yet finalized block that already holds one finds its key image used
+/// and must not reject it for good (its meter would give up an order that
+/// is on chain, release the inputs and then spend them twice).
+#[test]
+fn a_one_time_tx_in_an_unfinalized_parent_is_not_rejected() {
+    use quartier_ledger::{ShieldedPolicy, Tx, TxBody, meter_ring};
+    use quartier_meter::wallet::{MeterRing, OrderRequest, RingPolicy, ShieldedWallet};
+    use quartier_types::{Energy, Price, RegionId, Side, Slot};
+    use rand_core::SeedableRng as _;
+    let config = seeded(29);
+    deterministic::Runner::new(config).start(|context| async move {
+        let keys = validator_keys(4);
+        let mut genesis = genesis(&keys);
+        genesis.shielded = Some(ShieldedPolicy { ring_size: 4 });
+        let oracle = network(&context, &keys).await;
+        let apps: Vec<_> = (0..4).map(|_| app(&genesis)).collect();
+        start_all(&context, &oracle, &keys, &apps).await;
+        let meters: Vec<_> = (0..16).map(|i| key(&format!("meter-{i}"))).collect();
+        let registrations: Vec<_> = apps[0].with_state(|s| {
+            meters
+                .iter()
+                .enumerate()
+                .map(|(i, m)| {
+                    let body = TxBody::RegisterMeter {
+                        meter: id(m),
+                        region: RegionId(1),
+                        role: quartier_ledger::MeterRole::Prosumer,
+                        pv_watts: 10_000,
+                    };
+                    tx(s, &key("dso"), i as u64, body)
+                })
+                .collect()
+        });
+        submit_to_all(&apps, &registrations);
+        let finalized = |a: &quartier_node::LedgerApp, t: &quartier_ledger::SignedTx| {
+            matches!(
+                a.tx_status(&t.hash()),
+                quartier_node::TxStatus::Finalized { .. }
+            )
+        };
+        while !registrations.iter().all(|t| finalized(&apps[0], t)) {
+            context.sleep(Duration::from_millis(50)).await;
+        }
+        // Every meter's cover orders (zero energy, no funds) for the next
+        // slot, each from a fresh one-time key.
+        let mut rng = rand_chacha::ChaCha20Rng::from_seed([5; 32]);
+        let orders: Vec<_> = apps[0].with_state(|s| {
+            let chain_id = s.chain_id();
+            let slot = Slot(s.genesis().slot_at(s.meta().time).0 + 1);
+            let params = *s.region(RegionId(1)).unwrap();
+            let mut orders = Vec::new();
+            for (i, m) in meters.iter().enumerate() {
+                for side in [Side::Buy, Side::Sell] {
+                    let ring: Vec<[u8; 32]> = meter_ring(s, RegionId(1), side, Energy::ZERO)
+                        .iter()
+                        .map(|(a, _)| a.0)
+                        .collect();
+                    let meter = MeterRing {
+                        scalar: m.to_scalar().to_bytes(),
+                        key: id(m).0,
+                        ring: &ring,
+                    };
+                    let request = OrderRequest {
+                        region: RegionId(1),
+                        params,
+                        slot,
+                        side,
+                        limit: Price::new(10_000),
+                        energy: Energy::ZERO,
+                    };
+                    let mut wallet =
+                        ShieldedWallet::from_seed([i as u8; 32], RingPolicy { ring_size: 4 });
+                    let secret = [i as u8 + 1 + 100 * u8::from(side == Side::Sell); 32];
+                    let signer = Tx::one_time_signer(&secret);
+                    let order = wallet
+                        .order((chain_id, signer), &request, &meter, &mut rng)
+                        .unwrap();
+                    orders.push(Tx::one_time(
+                        chain_id,
+                        TxBody::PlaceShieldedOrder { order },
+                        &secret,
+                    ));
+                }
+            }
+            orders
+        });
+        for t in &orders {
+            submit_to_all(&apps, std::slice::from_ref(t));
+            context.sleep(Duration::from_millis(15)).await;
+        }
+        while apps.iter().any(|a| orders.iter().any(|t| !finalized(a, t))) {
+            for (i, a) in apps.iter().enumerate() {
+                let rejected: Vec<_> = orders
+                    .iter()
+                    .map(|t| a.tx_status(&t.hash()))
+                    .filter(|s| matches!(s, quartier_node::TxStatus::Rejected { .. }))
+                    .collect();
+                assert!(
+                    rejected.is_empty() && a.metrics().rejected_txs == 0,
+                    "validator {i} rejected valid one-time txs: {rejected:?}"
+                );
+            }
+            context.sleep(Duration::from_millis(50)).await;
+        }
+        for a in &apps {
+            assert_eq!(a.view().mempool, 0);
+        }
+    });
+}
