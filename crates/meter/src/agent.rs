@@ -347,8 +347,11 @@ impl MeterAgent {
                 }
             }
             AgentInput::KeyImages(images) => {
+                let genesis = &self.genesis;
                 if let Some(s) = self.shielding.as_mut() {
                     s.wallet.mark_spent(&images);
+                    s.wallet
+                        .settle_given_up(&images, |slot| genesis.close_of(slot) <= now);
                 }
             }
             AgentInput::MeterRings { buy, sell } => {
@@ -413,15 +416,27 @@ impl MeterAgent {
         }
     }
 
-    /// Drops what a given-up order left behind: its receipt key (mode B),
-    /// the inputs it would have spent (mode A).
+    /// Drops what a given-up order left behind: its receipt key (mode B).
+    /// Mode A: the inputs it would have spent stay pending until the chain's
+    /// key images tell, after its slot closed, whether another leader's
+    /// block took it after all ([`awaits_key_images`](Self::awaits_key_images)).
     fn forget(&mut self, order: &PendingOrder) {
         if let Some(s) = self.sealing.as_mut() {
             s.receipts.remove(&order.bid.slot);
         }
-        if let Some(s) = self.shielding.as_mut() {
-            s.wallet.release(order.bid.slot, order.bid.side);
-        }
+    }
+
+    /// Mode A: whether inputs of a given-up order wait for the chain's key
+    /// images (the host then feeds [`AgentInput::KeyImages`], read after
+    /// chain time `now`).
+    pub fn awaits_key_images(&self, now: Timestamp) -> bool {
+        let in_flight = self.in_flight().is_some();
+        self.shielding.as_ref().is_some_and(|s| {
+            s.wallet.awaits_key_images(|slot| {
+                self.genesis.close_of(slot) <= now
+                    && !(in_flight && self.orders.front().is_some_and(|o| o.bid.slot == slot))
+            })
+        })
     }
 
     /// Gives up orders whose slot the chain has closed.
@@ -703,18 +718,35 @@ mod tests {
         assert_ne!(txs[0].tx.signer, a.account());
         let wallet = a.wallet().unwrap();
         assert_eq!(wallet.balance().get(), 100_000_000, "one output pending");
-        // A rejection gives the input back and fetches no nonce.
+        // A rejection is one node's word (another leader's block may hold
+        // the order): the input stays pending, no nonce is fetched, and once
+        // the slot closed the agent asks for the chain's key images.
         let effects = a.handle(
             EARLY,
             status(txs[0].hash(), TxProgress::Rejected("no".into())),
         );
         assert!(!effects.contains(&AgentEffect::FetchNonce));
+        assert_eq!(a.wallet().unwrap().balance().get(), 100_000_000);
+        let closed = genesis().close_of(Slot(2));
+        assert!(!a.awaits_key_images(EARLY));
+        assert!(a.awaits_key_images(closed));
+        // Its key image is not on chain: the input is spendable again.
+        let _ = a.handle(closed, AgentInput::KeyImages(Default::default()));
         assert_eq!(a.wallet().unwrap().balance().get(), 200_000_000);
-        // Had it been refused because the output was spent elsewhere, the
-        // chain's key images say so and the wallet stops offering it.
+        assert!(!a.awaits_key_images(closed));
+        // Had another block taken it after all, the chain's key images say
+        // so and the wallet stops offering the output.
+        let txs = submitted(&a.handle(closed, measured(3, 400)));
+        let TxBody::PlaceShieldedOrder { order } = &txs[0].tx.body else {
+            panic!();
+        };
+        let _ = a.handle(
+            closed,
+            status(txs[0].hash(), TxProgress::Rejected("no".into())),
+        );
         let image = order.funds.as_ref().unwrap().inputs[0].key_image;
         let images = AgentInput::KeyImages([image].into_iter().collect());
-        let _ = a.handle(EARLY, images);
+        let _ = a.handle(genesis().close_of(Slot(3)), images);
         assert_eq!(a.wallet().unwrap().balance().get(), 100_000_000);
     }
 

@@ -353,6 +353,32 @@ impl ShieldedWallet {
         self.settle_pending(slot, side, Spending::Unspent);
     }
 
+    /// Settles the inputs of given-up transactions by the chain's key images
+    /// (`images`, read after the chain's time passed the close of every slot
+    /// `closed` accepts): spent if their image is there, spendable again if
+    /// not. A node's refusal is not final — another leader's block may hold
+    /// the transaction — so a given-up transaction's inputs stay pending
+    /// until the chain can no longer take it.
+    pub fn settle_given_up(&mut self, images: &BTreeSet<[u8; 32]>, closed: impl Fn(Slot) -> bool) {
+        for o in self.owned.values_mut() {
+            match o.state {
+                Spending::Pending(..) if images.contains(&o.key_image) => {
+                    o.state = Spending::Spent;
+                }
+                Spending::Pending(slot, _) if closed(slot) => o.state = Spending::Unspent,
+                _ => {}
+            }
+        }
+    }
+
+    /// Whether inputs of a transaction of a slot `closed` accepts still wait
+    /// for [`settle_given_up`](Self::settle_given_up).
+    pub fn awaits_key_images(&self, closed: impl Fn(Slot) -> bool) -> bool {
+        self.owned
+            .values()
+            .any(|o| matches!(o.state, Spending::Pending(slot, _) if closed(slot)))
+    }
+
     fn settle_pending(&mut self, slot: Slot, side: Side, to: Spending) {
         for o in self.owned.values_mut() {
             if o.state == Spending::Pending(slot, side) {
@@ -420,7 +446,9 @@ impl ShieldedWallet {
 
     /// Builds a transfer of `amount` out of the pool (an unshield to a
     /// transparent account, `public` = `amount`) or, with `public` zero, to
-    /// `to`. `message` hashes the transfer's content, as the ledger does.
+    /// `to`, in `slot` (its ring members' ages count from it; its inputs
+    /// wait as pending under `(slot, side)`). `message` hashes the
+    /// transfer's content, as the ledger does.
     ///
     /// # Errors
     /// [`WalletError`] as for [`order`](Self::order).

@@ -519,9 +519,11 @@ impl Fleet {
         })
     }
 
-    /// Mode A: after a refused order, tells every wallet which key images
-    /// the chain has spent, so none retries an output spent elsewhere (a
-    /// household may also spend with `quartier wallet`). All of them, paged:
+    /// Mode A: after a refused order, and while a given-up order's inputs
+    /// wait to be settled, tells every wallet which key images the chain has
+    /// spent, so none retries an output spent elsewhere (a household may
+    /// also spend with `quartier wallet`) and none keeps an input pending
+    /// that the chain never spent. All of them, paged:
     /// asking about its own would tell the node which are whose.
     fn sync_key_images(&mut self) {
         if self.genesis.shielded.is_none() {
@@ -708,7 +710,7 @@ impl Fleet {
             }
         }
         let pending = self.agents.iter().filter(|a| !a.is_idle()).count();
-        if !abandoned.is_empty() {
+        if !abandoned.is_empty() || self.agents.iter().any(|a| a.awaits_key_images(now)) {
             self.sync_key_images();
         }
         self.unsettled.push(slot);

@@ -158,7 +158,7 @@ pub fn unshield(
     let signer = Tx::one_time_signer(&secret);
     let message =
         |t: &ShieldedTransfer| t.prefix_hash((chain_id, signer), KIND_UNSHIELD, amount, Some(to));
-    let transfer = wallet.transfer(amount, None, message, (Slot(0), Side::Buy), &mut rng)?;
+    let transfer = wallet.transfer(amount, None, message, (Slot(now), Side::Buy), &mut rng)?;
     let meter = MeterRing {
         scalar: meter.to_scalar().to_bytes(),
         key: account(meter).0,
