@@ -109,7 +109,9 @@ enum Command {
     ///
     /// Prints, per view, how often an order is linked to its household and
     /// to the same household's previous order, the anonymity sets and the
-    /// error of reconstructed load profiles.
+    /// error of reconstructed load profiles; on a mode A devnet also what
+    /// each cryptographic attack found on the published bytes (`--json`:
+    /// `{"reports": […], "cryptographic": {…} or null}`).
     Audit {
         /// A folder written by `quartier sim --write-run`.
         #[arg(long, required_unless_present = "node", conflicts_with = "node")]
@@ -1141,6 +1143,9 @@ enum AuditSource {
 /// Attacks the public view of a run, as published and with its originators
 /// removed, and prints the scores.
 fn audit(source: AuditSource, json: bool, svg: Option<PathBuf>) -> Result<(), Failure> {
+    // The cryptographic adversary needs the chain's bytes: a mode A devnet
+    // only (a simulator run publishes no signatures).
+    let mut crypto = None;
     let (view, truth): (quartier_sim::PublicView, quartier_sim::GroundTruth) = match source {
         AuditSource::Run { run, truth } => {
             let view = read_json(&run.join("public.json")).map_err(Failure::BadInput)?;
@@ -1156,6 +1161,9 @@ fn audit(source: AuditSource, json: bool, svg: Option<PathBuf>) -> Result<(), Fa
                 read_json(&manifest).map_err(Failure::BadInput)?;
             let api = quartier_node::client::NodeClient::new(&node)
                 .map_err(|e| Failure::BadInput(e.into()))?;
+            crypto = quartier_node::meters::chain_crypto(&api, &manifest, slots)
+                .map_err(|e| Failure::Internal(e.into()))?
+                .map(|r| quartier_sim::crypto_audit::crypto_audit(&r.orders, &r.pool, &r.truth));
             quartier_node::meters::chain_run(&api, &manifest, slots)
                 .map_err(|e| Failure::Internal(e.into()))?
         }
@@ -1171,12 +1179,18 @@ fn audit(source: AuditSource, json: bool, svg: Option<PathBuf>) -> Result<(), Fa
     .collect::<Result<Vec<_>, _>>()
     .map_err(|e| Failure::BadInput(e.into()))?;
     let out = if json {
+        let both = serde_json::json!({ "reports": reports, "cryptographic": crypto });
         let mut text =
-            serde_json::to_string_pretty(&reports).map_err(|e| Failure::Internal(e.into()))?;
+            serde_json::to_string_pretty(&both).map_err(|e| Failure::Internal(e.into()))?;
         text.push('\n');
         text
     } else {
-        quartier_sim::audit::table(&reports)
+        let mut text = quartier_sim::audit::table(&reports);
+        if let Some(c) = &crypto {
+            text.push('\n');
+            text.push_str(&quartier_sim::crypto_audit::table(c));
+        }
+        text
     };
     std::io::stdout()
         .lock()

@@ -151,7 +151,12 @@ fn households_trade_on_a_devnet_exactly_as_offline() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let reports: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let audit: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        audit["cryptographic"].is_null(),
+        "no mode A bytes to attack"
+    );
+    let reports = &audit["reports"];
     assert_eq!(reports[0]["orders"], books);
     assert_eq!(reports[0]["households"], 37);
     assert!(reports[0]["top1"].as_f64().unwrap() >= 0.99, "{reports}");

@@ -112,7 +112,8 @@ fn a_written_run_is_audited() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let audit: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = &audit["reports"];
     let transparent = &v[0];
     assert_eq!(transparent["households"], 6);
     assert!(transparent["top1"].as_f64().unwrap() >= 0.99);

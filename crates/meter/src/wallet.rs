@@ -113,6 +113,8 @@ pub struct HistoryEntry {
     pub amount: Money,
     /// Who it was paid to.
     pub payee: Payee,
+    /// Its key image (what a spend of it publishes).
+    pub key_image: [u8; 32],
     /// Whether it is spent.
     pub state: Spending,
 }
@@ -269,6 +271,7 @@ impl ShieldedWallet {
                 index: *index,
                 amount: Money::new(o.received.amount),
                 payee: o.payee,
+                key_image: o.key_image,
                 state: o.state,
             })
             .collect()

@@ -19,6 +19,7 @@ use ed25519_dalek::SigningKey;
 use quartier_ledger::{ChainId, Genesis, MeterRole, SignedTx, TxBody};
 use quartier_meter::wallet::{RingPolicy, ShieldedWallet, payee_address};
 use quartier_meter::{AgentEffect, AgentInput, MeterAgent, StrategyKind, TxProgress};
+use quartier_sim::crypto_audit::{CryptoTruth, PublishedOrder};
 use quartier_sim::view::{PublicOrder, RegistryEntry};
 use quartier_sim::{GroundTruth, Neighbourhood, PrivacyMode, Profiles, PublicView, SimPlan};
 use quartier_types::{
@@ -222,15 +223,7 @@ pub fn chain_run(
             break;
         };
         params.get_or_insert(settlement.params);
-        let payees: BTreeMap<([u8; 32], [u8; 32]), u32> = (0u32..)
-            .zip(&wallets)
-            .flat_map(|(h, seed)| {
-                [Side::Buy, Side::Sell].map(|side| {
-                    let a = payee_address(seed, Slot(slot), side);
-                    ((a.view, a.spend), h)
-                })
-            })
-            .collect();
+        let payees = payee_households(&wallets, Slot(slot));
         for (position, o) in (0u32..).zip(&settlement.orders) {
             let (household, originator) = match &o.shielded {
                 // A cover order carries nothing; an adversary skips it.
@@ -294,6 +287,192 @@ pub fn chain_run(
         net_wh,
     };
     Ok((view, truth))
+}
+
+/// The order in which `n` households send their orders of `slot`: a
+/// permutation drawn afresh each slot (Fisher–Yates over a stream seeded by
+/// the run's seed and the slot).
+fn arrival_order(seed: u64, slot: Slot, n: usize) -> Vec<usize> {
+    use rand_core::{Rng as _, SeedableRng as _};
+    let key = hash::tagged(
+        "QUARTIER_NODE_FLEET_ARRIVAL",
+        &[&seed.to_le_bytes(), &slot.0.to_le_bytes()],
+    );
+    let mut rng = rand_chacha::ChaCha20Rng::from_seed(key.0);
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        // A bias below 2^-50 for fleets of fewer than 2^14 households.
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+    order
+}
+
+/// Mode A: the household (by index in `wallets`, their seeds) of every
+/// payee address an order of `slot` can name.
+fn payee_households(wallets: &[[u8; 32]], slot: Slot) -> BTreeMap<([u8; 32], [u8; 32]), u32> {
+    (0u32..)
+        .zip(wallets)
+        .flat_map(|(h, seed)| {
+            [Side::Buy, Side::Sell].map(|side| {
+                let a = payee_address(seed, slot, side);
+                ((a.view, a.spend), h)
+            })
+        })
+        .collect()
+}
+
+/// Mode A: a fleet's chain as the cryptographic adversary reads it, with the
+/// answer key ([`chain_crypto`]).
+#[derive(Clone, Debug)]
+pub struct CryptoRun {
+    /// Every shielded order of the run's slots, as published.
+    pub orders: Vec<PublishedOrder>,
+    /// The pool.
+    pub pool: Vec<quartier_ledger::PoolOutput>,
+    /// Who placed each order and what each input really spent.
+    pub truth: CryptoTruth,
+}
+
+/// Mode A: what the cryptographic adversary attacks on a fleet's chain —
+/// every shielded order of the manifest's first `slots` slots as its block
+/// published it, with its ring and scope, and the pool — and the answer key
+/// the devnet's wallet seeds give: each order's meter and each funds
+/// input's real member. `None` on a chain without mode A.
+///
+/// # Errors
+/// [`FleetError`] if the node can not be read or an order pays no
+/// household of the run.
+pub fn chain_crypto(
+    api: &NodeClient,
+    manifest: &FleetManifest,
+    slots: u64,
+) -> Result<Option<CryptoRun>, FleetError> {
+    let unexpected = |what: &str| FleetError::Unexpected(what.to_string());
+    let (_, status) = api.get("/api/v1/status")?;
+    let Some(policy) =
+        serde_json::from_value::<quartier_ledger::ShieldedPolicy>(status["shielded"].clone()).ok()
+    else {
+        return Ok(None);
+    };
+    let chain = crate::client::chain_id(&status).ok_or_else(|| unexpected("a chain id"))?;
+    let wallets: Vec<[u8; 32]> = (0..manifest.households)
+        .map(|i| wallet_seed(chain, manifest.seed, i))
+        .collect();
+    // Settled books: each order's run slot, position and household, by the
+    // key image of its authorisation.
+    let mut placed = BTreeMap::new();
+    let mut params = None;
+    let mut last = None;
+    for k in 0..slots {
+        let slot = manifest.first_slot + k;
+        let path = format!("/api/v1/regions/{}/slots/{slot}", FLEET_REGION.0);
+        let (_, v) = api.get(&path)?;
+        let Ok(settlement) =
+            serde_json::from_value::<quartier_ledger::Settlement>(v["settlement"].clone())
+        else {
+            break;
+        };
+        params.get_or_insert(settlement.params);
+        last = Some(settlement.height);
+        let payees = payee_households(&wallets, Slot(slot));
+        for (position, o) in (0u32..).zip(&settlement.orders) {
+            if let Some(s) = &o.shielded {
+                let household = *payees
+                    .get(&(s.payee.view, s.payee.spend))
+                    .ok_or(FleetError::UnknownPayee(slot))?;
+                placed.insert(s.key_image, (k, position, household));
+            }
+        }
+    }
+    let (Some(params), Some(last)) = (params, last) else {
+        return Err(unexpected("no settled slot"));
+    };
+    let rings = crate::client::meter_rings(api, FLEET_REGION)?;
+    let mut orders = Vec::new();
+    let mut meters = Vec::new();
+    for height in 1..=last.0 {
+        let (_, block) = api.get(&format!("/api/v1/blocks/{height}?full=true"))?;
+        for tx in block["txs"].as_array().into_iter().flatten() {
+            let Some(bytes) = tx["tx"].as_str().and_then(|h| hex::decode(h).ok()) else {
+                return Err(unexpected("a block's transaction"));
+            };
+            let signed = SignedTx::decode(&bytes).map_err(|e| unexpected(&e.to_string()))?;
+            let TxBody::PlaceShieldedOrder { order } = signed.tx.body else {
+                continue;
+            };
+            let Some(&(slot, position, household)) = placed.get(&order.authorisation.key_image)
+            else {
+                continue;
+            };
+            let ring = match order.side {
+                Side::Buy => rings.buy.clone(),
+                Side::Sell => rings
+                    .sell
+                    .iter()
+                    .filter(|(_, capacity)| *capacity >= order.energy)
+                    .map(|(key, _)| *key)
+                    .collect(),
+            };
+            let escrow = match order.side {
+                Side::Buy => order
+                    .energy
+                    .value_at(params.grid_tariff())
+                    .ok_or_else(|| unexpected("an escrow"))?,
+                Side::Sell => Money::ZERO,
+            };
+            let scope = quartier_ledger::scope(
+                chain,
+                order.region,
+                order.slot,
+                quartier_ledger::side_byte(order.side),
+            );
+            let meter = manifest
+                .meters
+                .get(household as usize)
+                .ok_or_else(|| unexpected("a household's meter"))?;
+            meters.push(meter.0);
+            orders.push(PublishedOrder {
+                slot,
+                position,
+                signer: signed.tx.signer,
+                order,
+                ring,
+                scope,
+                escrow,
+            });
+        }
+    }
+    // The answer key of the funds: every household wallet, restored from its
+    // seed, knows the key images of its outputs.
+    let pool = crate::client::pool_outputs(api, 0)?;
+    let mut owner = BTreeMap::new();
+    for seed in &wallets {
+        let mut w = ShieldedWallet::from_seed(*seed, ring_policy(policy));
+        w.scan(0, &pool);
+        owner.extend(w.history().into_iter().map(|h| (h.key_image, h.index)));
+    }
+    let real_inputs = orders
+        .iter()
+        .map(|o| {
+            // All of an order's inputs, or none if one is not a household's.
+            o.order
+                .funds
+                .iter()
+                .flat_map(|f| &f.inputs)
+                .map(|i| owner.get(&i.key_image).copied())
+                .collect::<Option<Vec<u64>>>()
+                .unwrap_or_default()
+        })
+        .collect();
+    Ok(Some(CryptoRun {
+        orders,
+        pool,
+        truth: CryptoTruth {
+            meters,
+            real_inputs,
+        },
+    }))
 }
 
 fn enrol_error(e: &dyn std::fmt::Display) -> FleetError {
@@ -673,7 +852,13 @@ impl Fleet {
         let slot_of_day = (interval % 96) as u32;
         let mut placed = 0usize;
         let mut abandoned = Vec::new();
-        for (i, reading) in readings.iter().enumerate() {
+        // Real meters send at moments of their own; here the households
+        // take turns in a fresh order each slot, so an order's place in the
+        // book (its arrival) says nothing about whose it is.
+        for i in arrival_order(self.manifest.seed, slot, readings.len()) {
+            let Some(reading) = readings.get(i) else {
+                continue;
+            };
             let net_wh = reading.net_wh();
             // In modes A and B every meter sends an order every slot (cover orders).
             if net_wh != 0 || covered {

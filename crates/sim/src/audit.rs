@@ -64,6 +64,10 @@ pub struct AuditReport {
     pub top1: f64,
     /// Attack 1: the right household among the first five.
     pub top5: f64,
+    /// Attack 1's top-1 over the orders of households without PV.
+    pub top1_consumers: f64,
+    /// Attack 1's top-1 over the orders of prosumers.
+    pub top1_prosumers: f64,
     /// Attack 2: the same household's previous order found.
     pub linking_top1: f64,
     /// Attack 2's chance level: mean of 1 / (orders in the previous slot).
@@ -198,13 +202,18 @@ pub fn audit(
 
     // Attack 1 and the inputs of attack 3.
     let (mut top1, mut top5, mut set, mut effective, mut degree) = (0usize, 0usize, 0.0, 0.0, 0.0);
+    // (orders, right top-1) of households without PV and of prosumers.
+    let mut groups = [(0usize, 0usize); 2];
     let slots = usize::try_from(view.slots).unwrap_or(0);
     let mut estimate = vec![vec![0i64; slots]; n];
     for (order, &h) in view.orders.iter().zip(&truth.order_households) {
         let right = entry_of(h)?;
         let a = attribute(view, &model, &index, order);
+        let group = &mut groups[usize::from(view.registry[right].prosumer)];
+        group.0 += 1;
         if a.ranked.first().map(|r| r.0) == Some(right) {
             top1 += 1;
+            group.1 += 1;
         }
         if a.ranked.iter().take(5).any(|r| r.0 == right) {
             top5 += 1;
@@ -275,6 +284,7 @@ pub fn audit(
 
     let orders = view.orders.len();
     let per_order = |x: f64| if orders == 0 { 0.0 } else { x / orders as f64 };
+    let share = |(n, right): (usize, usize)| if n == 0 { 0.0 } else { right as f64 / n as f64 };
     Ok(AuditReport {
         view: label.to_string(),
         households: n,
@@ -282,6 +292,8 @@ pub fn audit(
         chance: 1.0 / n as f64,
         top1: per_order(top1 as f64),
         top5: per_order(top5 as f64),
+        top1_consumers: share(groups[0]),
+        top1_prosumers: share(groups[1]),
         linking_top1: if links == 0 {
             0.0
         } else {
@@ -306,18 +318,20 @@ pub fn audit(
 /// The reports as a Markdown table.
 pub fn table(reports: &[AuditReport]) -> String {
     let mut out = String::from(
-        "| view | households | orders | top-1 (chance) | top-5 | order→order top-1 (chance) | anonymity set | 2^H | H/log2 N | profile error |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        "| view | households | orders | top-1 (chance) | top-1 no PV / PV | top-5 | order→order top-1 (chance) | anonymity set | 2^H | H/log2 N | profile error |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let pct = |x: f64| format!("{:.1} %", 100.0 * x);
     for r in reports {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} ({}) | {} | {} ({}) | {:.1} | {:.2} | {:.3} | {} |",
+            "| {} | {} | {} | {} ({}) | {} / {} | {} | {} ({}) | {:.1} | {:.2} | {:.3} | {} |",
             r.view,
             r.households,
             r.orders,
             pct(r.top1),
             pct(r.chance),
+            pct(r.top1_consumers),
+            pct(r.top1_prosumers),
             pct(r.top5),
             pct(r.linking_top1),
             pct(r.linking_chance),

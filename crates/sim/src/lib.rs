@@ -6,6 +6,7 @@
 //! the run's seed, so the same plan gives the same report, byte for byte.
 
 pub mod audit;
+pub mod crypto_audit;
 pub mod household;
 pub mod market;
 pub mod profiles;
