@@ -104,6 +104,10 @@ enum Command {
         /// shows) and `truth.json` (which household placed which order).
         #[arg(long)]
         write_run: Option<PathBuf>,
+        /// Order in whole lots of this many Wh, carrying the rounding to
+        /// later slots (0: every reading exactly).
+        #[arg(long, default_value_t = 0)]
+        lot_wh: u64,
     },
     /// Attack a run's public data and score the attacks against its truth.
     ///
@@ -385,7 +389,14 @@ struct HouseholdArgs {
     /// Simulated day of the year (1-366) of the first slot, which starts at 06:00.
     #[arg(long, default_value_t = 172, value_parser = clap::value_parser!(u64).range(1..=366))]
     start_day: u64,
+    /// Mode A: order in whole lots of this many Wh, carrying the rounding
+    /// to later slots (0: every reading exactly).
+    #[arg(long, default_value_t = LOT_WH)]
+    lot_wh: u64,
 }
+
+/// Mode A's default order lot, Wh (README, "Limits of mode A").
+const LOT_WH: u64 = 0;
 
 impl HouseholdArgs {
     fn plan(&self) -> quartier_node::meters::FleetPlan {
@@ -397,6 +408,7 @@ impl HouseholdArgs {
             start_interval: (self.start_day - 1) * 96 + 6 * 4,
             // 200 CHF each.
             top_up: quartier_types::Money::new(200 * 100_000_000),
+            lot_wh: self.lot_wh,
         }
     }
 }
@@ -435,6 +447,7 @@ fn main() -> ExitCode {
             csv_out,
             privacy,
             write_run,
+            lot_wh,
         } => {
             let plan = quartier_sim::SimPlan {
                 households,
@@ -444,6 +457,7 @@ fn main() -> ExitCode {
                 seed,
                 strategy,
                 params: quartier_sim::default_params(),
+                lot_wh,
             };
             let write_run = write_run.map(|dir| (dir, privacy));
             sim(&plan, json, csv_out, write_run)

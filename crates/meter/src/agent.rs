@@ -13,6 +13,7 @@
 //! in flight; readings that arrive meanwhile wait in a queue, and an order
 //! whose slot has closed on chain is abandoned (the ledger would refuse it).
 
+use crate::lots::LotCarry;
 use crate::strategy::{BidContext, BidOutcome, BiddingStrategy, limit_for};
 use crate::wallet::{MeterRing, OrderRequest, ShieldedWallet, WalletError};
 use ed25519_dalek::SigningKey;
@@ -178,6 +179,8 @@ pub struct MeterAgent {
     sealing: Option<Sealing>,
     /// Mode A, if the chain runs it.
     shielding: Option<Shielding>,
+    /// How readings become order amounts (exact unless set in lots).
+    lots: LotCarry,
 }
 
 impl MeterAgent {
@@ -204,7 +207,16 @@ impl MeterAgent {
             placed: Vec::new(),
             sealing: None,
             shielding: None,
+            lots: LotCarry::new(0),
         }
+    }
+
+    /// Orders in whole lots of `lot_wh`, the rounding carried to later slots
+    /// ([`LotCarry`]): the book shows fewer distinct amounts (mode A).
+    #[must_use]
+    pub fn in_lots(mut self, lot_wh: u64) -> MeterAgent {
+        self.lots = LotCarry::new(lot_wh);
+        self
     }
 
     /// Privacy mode B: seal every order to the epoch key of its slot (epochs
@@ -293,6 +305,15 @@ impl MeterAgent {
                 slot_of_day,
                 net_wh,
             } => {
+                // What its PV can sell in a slot, as the chain registered it.
+                let me = self.account.0;
+                let sell_cap = self.shielding.as_ref().map_or(u64::MAX, |s| {
+                    s.sellers
+                        .iter()
+                        .find(|(key, _)| *key == me)
+                        .map_or(0, |(_, e)| e.get())
+                });
+                let net_wh = self.lots.order(net_wh, sell_cap);
                 if net_wh == 0 && (self.sealing.is_some() || self.shielding.is_some()) {
                     // Cover traffic: an empty buy, indistinguishable on chain.
                     let bid = BidContext {

@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod decoys;
+pub mod lots;
 pub mod strategy;
 pub mod wallet;
 

@@ -601,6 +601,16 @@ impl LedgerApp {
     }
 }
 
+/// Whether the one-time `tx` would be admitted against `state` (its
+/// signature, rings, proofs and allowance, with the next block's time judged
+/// loosely, as a mempool does).
+fn passes_on(state: &State, tx: &SignedTx, ctx: &BlockContext) -> bool {
+    quartier_ledger::verify_batch(vec![tx.clone()])
+        .first()
+        .and_then(|v| v.as_ref().ok())
+        .is_some_and(|v| quartier_ledger::check_one_time(state, v, ctx).is_ok())
+}
+
 impl LedgerApp {
     /// Deletes the blocks older than `horizon` (block time) that are below the
     /// snapshot just written at the tip, from the log and from consensus
@@ -701,11 +711,15 @@ where
                     Err(TxError::BadNonce { .. })
                         if chain.finalized.account(&tx.tx.signer).nonce <= tx.tx.nonce => {}
                     // The same for a one-time tx (no nonce): a key image used
-                    // only by a block not yet finalized.
+                    // only by a block not yet finalized — and only if the tx
+                    // passes in full against the final state, so junk that
+                    // fails on a key image (one repeated inside it, say) is
+                    // refused for good, not kept to be verified again.
                     Err(
                         TxError::KeyImageSpent | TxError::DuplicateOrder | TxError::AllowanceUsed,
                     ) if tx.tx.body.is_one_time()
-                        && !quartier_ledger::key_image_used(&chain.finalized, &tx.tx.body) => {}
+                        && !quartier_ledger::key_image_used(&chain.finalized, &tx.tx.body)
+                        && passes_on(&chain.finalized, &tx, &context) => {}
                     Err(e) => {
                         chain.rejected_txs += 1;
                         chain.mempool.reject(tx.hash(), e.clone());

@@ -47,6 +47,8 @@ pub struct FleetPlan {
     pub start_interval: u64,
     /// Each meter's top-up from the utility.
     pub top_up: Money,
+    /// Mode A: orders in whole lots of this many Wh (0: exact amounts).
+    pub lot_wh: u64,
 }
 
 /// Which account is which household: everything needed to recompute a run.
@@ -79,6 +81,7 @@ impl FleetManifest {
             seed: self.seed,
             strategy: self.strategy,
             params,
+            lot_wh: 0,
         }
     }
 
@@ -581,6 +584,7 @@ impl Fleet {
             seed: plan.seed,
             strategy: plan.strategy,
             params,
+            lot_wh: plan.lot_wh,
         };
         let hood = Neighbourhood::new(&sim, Profiles::embedded()?)?;
         let keys: Vec<SigningKey> = (0..plan.households)
@@ -663,7 +667,7 @@ impl Fleet {
                 (Some(policy), _) => agent.sealed(policy.epoch_slots, random_seed()?),
                 (None, Some(policy)) => {
                     let wallet = ShieldedWallet::from_seed(*wallet, ring_policy(policy));
-                    agent.shielded(wallet, random_seed()?)
+                    agent.shielded(wallet, random_seed()?).in_lots(plan.lot_wh)
                 }
                 (None, None) => agent,
             });
@@ -1141,5 +1145,22 @@ impl Fleet {
             expected,
         });
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::arrival_order;
+    use quartier_types::Slot;
+
+    #[test]
+    fn households_arrive_in_a_fresh_order_each_slot() {
+        let first = arrival_order(1, Slot(10), 37);
+        let mut sorted = first.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..37).collect::<Vec<_>>(), "a permutation");
+        assert_ne!(first, (0..37).collect::<Vec<_>>());
+        assert_ne!(first, arrival_order(1, Slot(11), 37));
+        assert_eq!(first, arrival_order(1, Slot(10), 37), "repeatable per run");
     }
 }

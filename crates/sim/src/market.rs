@@ -11,6 +11,7 @@ use crate::household::{Household, Reading};
 use crate::profiles::Profiles;
 use crate::report::{HouseholdReport, PriceHistogram, SimReport, SlotSeries};
 use quartier_auction::AuctionError;
+use quartier_meter::lots::LotCarry;
 use quartier_meter::strategy::limit_for;
 use quartier_meter::{BidContext, BidOutcome, BiddingStrategy, StrategyKind};
 use quartier_types::{Energy, Money, Order, Price, RegionParams, Side, Slot};
@@ -36,6 +37,9 @@ pub struct SimPlan {
     pub strategy: StrategyKind,
     /// The region's tariffs and fee.
     pub params: RegionParams,
+    /// Orders in whole lots of this many Wh, the rounding carried to later
+    /// slots (`quartier_meter::lots`); 0: every reading exactly.
+    pub lot_wh: u64,
 }
 
 impl SimPlan {
@@ -114,7 +118,11 @@ impl Neighbourhood {
 
 /// The order a household places for a reading, if its net is not zero.
 pub fn bid_for(reading: &Reading, slot: Slot, params: RegionParams) -> Option<BidContext> {
-    let net = reading.net_wh();
+    bid_for_net(reading.net_wh(), slot, params)
+}
+
+/// The order for a net of `net` Wh (positive bought), if not zero.
+pub fn bid_for_net(net: i64, slot: Slot, params: RegionParams) -> Option<BidContext> {
     (net != 0).then(|| BidContext {
         side: if net > 0 { Side::Buy } else { Side::Sell },
         energy: Energy::new(net.unsigned_abs()),
@@ -186,6 +194,16 @@ pub fn run_observed(
         .iter()
         .map(|h| HouseholdReport::new(h.spec(), plan.strategy))
         .collect();
+    let mut lots: Vec<(LotCarry, u64)> = hood
+        .households()
+        .iter()
+        .map(|h| {
+            (
+                LotCarry::new(plan.lot_wh),
+                u64::from(h.spec().pv_watts()) / 4,
+            )
+        })
+        .collect();
     let mut prices = PriceHistogram::new(&plan.params);
     let mut series = Vec::new();
     let total = u64::from(plan.days) * SLOTS_PER_DAY;
@@ -202,7 +220,9 @@ pub fn run_observed(
         bids.clear();
         for (i, reading) in readings.iter().enumerate() {
             households[i].record_reading(reading);
-            if let Some(bid) = bid_for(reading, slot, plan.params) {
+            let (carry, cap) = &mut lots[i];
+            let net = carry.order(reading.net_wh(), *cap);
+            if let Some(bid) = bid_for_net(net, slot, plan.params) {
                 let limit = limit_for(strategies[i].as_mut(), &bid);
                 orders.push(Order {
                     side: bid.side,

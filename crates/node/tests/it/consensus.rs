@@ -282,3 +282,116 @@ fn a_one_time_tx_in_an_unfinalized_parent_is_not_rejected() {
         }
     });
 }
+
+/// The keep-pending rule for one-time transactions must not keep junk: a
+/// transfer from a fresh key whose inputs repeat one key image (refused
+/// before any signature is checked) and whose allowance is garbage is
+/// refused for good, not kept and verified again at every proposal.
+#[test]
+fn junk_one_time_txs_that_fail_on_a_key_image_are_refused_for_good() {
+    use quartier_ledger::{Allowance, ShieldedInput, ShieldedPolicy, ShieldedTransfer, Tx, TxBody};
+    use quartier_shielded::authorise::Authorisation;
+    use quartier_types::{RegionId, Slot};
+    let config = seeded(31);
+    deterministic::Runner::new(config).start(|context| async move {
+        let keys = validator_keys(4);
+        let mut genesis = genesis(&keys);
+        genesis.shielded = Some(ShieldedPolicy { ring_size: 4 });
+        genesis.allocations = vec![(id(&key("utility")), quartier_types::Money::new(4_000))];
+        let oracle = network(&context, &keys).await;
+        let apps: Vec<_> = (0..4).map(|_| app(&genesis)).collect();
+        start_all(&context, &oracle, &keys, &apps).await;
+        let chain_id = apps[0].with_state(|s| s.chain_id());
+        // A pool of 4 outputs, so the junk's rings resolve and it fails on its
+        // repeated key image.
+        let mut rng = {
+            use rand_core::SeedableRng as _;
+            rand_chacha::ChaCha20Rng::from_seed([6; 32])
+        };
+        let to = quartier_shielded::keys::WalletKeys::from_seed(&[9; 32]).address();
+        let shields: Vec<_> = apps[0].with_state(|s| {
+            (0..4u64)
+                .map(|n| {
+                    let (output, received) =
+                        quartier_shielded::output::create(&to, 1_000, &mut rng).unwrap();
+                    let body = TxBody::Shield {
+                        amount: quartier_types::Money::new(1_000),
+                        output,
+                        mask: *received.mask,
+                    };
+                    tx(s, &key("utility"), n, body)
+                })
+                .collect()
+        });
+        submit_to_all(&apps, &shields);
+        while apps[0].with_state(|s| s.pool().len()) < 4 {
+            context.sleep(Duration::from_millis(50)).await;
+        }
+        let junk: Vec<_> = (0..64u8)
+            .map(|i| {
+                let input = ShieldedInput {
+                    ring: vec![0, 1, 2, 3],
+                    key_image: [i; 32],
+                    pseudo_out: [0; 32],
+                    signature: vec![0; 32],
+                };
+                let transfer = ShieldedTransfer {
+                    inputs: vec![input.clone(), input],
+                    outputs: Vec::new(),
+                    range_proof: Vec::new(),
+                };
+                let allowance = Allowance {
+                    region: RegionId(1),
+                    slot: Slot(0),
+                    authorisation: Authorisation {
+                        key_image: [i.wrapping_add(100); 32],
+                        pseudo_out: [0; 32],
+                        signature: vec![1; 64],
+                    },
+                };
+                Tx::one_time(
+                    chain_id,
+                    TxBody::ShieldedTransfer {
+                        transfer,
+                        allowance,
+                    },
+                    &[i.wrapping_add(1); 32],
+                )
+            })
+            .collect();
+        submit_to_all(&apps, &junk);
+        let honest = apps[0].with_state(|s| registrations(s, 4));
+        submit_to_all(&apps, &honest);
+        let all: Vec<usize> = (0..apps.len()).collect();
+        while honest.iter().any(|t| {
+            !matches!(
+                apps[0].tx_status(&t.hash()),
+                quartier_node::TxStatus::Finalized { .. }
+            )
+        }) {
+            context.sleep(Duration::from_millis(50)).await;
+        }
+        let height = apps[0].view().height;
+        wait_for_height(&context, &apps, &all, height + 3).await;
+        for (i, a) in apps.iter().enumerate() {
+            let kept = junk
+                .iter()
+                .filter(|t| matches!(a.tx_status(&t.hash()), quartier_node::TxStatus::Pending))
+                .count();
+            assert_eq!(
+                kept,
+                0,
+                "validator {i} keeps junk pending: {:?}",
+                a.tx_status(&junk[0].hash())
+            );
+            assert!(
+                matches!(
+                    a.tx_status(&junk[0].hash()),
+                    quartier_node::TxStatus::Rejected { ref reason } if reason.contains("key image")
+                ),
+                "{:?}",
+                a.tx_status(&junk[0].hash())
+            );
+        }
+    });
+}

@@ -21,6 +21,7 @@ pub(crate) fn plan(
         seed,
         strategy,
         params: default_params(),
+        lot_wh: 0,
     }
 }
 
