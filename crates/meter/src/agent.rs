@@ -696,7 +696,11 @@ mod tests {
         let policy = RingPolicy { ring_size: 2 };
         let wallet = ShieldedWallet::from_seed([40; 32], policy);
         let mut rng = ChaCha20Rng::from_seed([41; 32]);
-        let outputs: Vec<PoolOutput> = [wallet.address(), wallet.address()]
+        // Its two outputs among six of a stranger's, to draw decoys from.
+        let stranger = ShieldedWallet::from_seed([39; 32], policy).address();
+        let mut owners = vec![stranger; 6];
+        owners.splice(2..2, [wallet.address(), wallet.address()]);
+        let outputs: Vec<PoolOutput> = owners
             .iter()
             .map(|to| PoolOutput {
                 output: create(to, 100_000_000, &mut rng).unwrap().0,
@@ -736,6 +740,7 @@ mod tests {
             panic!();
         };
         assert_eq!(order.funds.as_ref().map(|f| f.inputs.len()), Some(1));
+        let first = order.funds.as_ref().unwrap().inputs[0].clone();
         assert_ne!(txs[0].tx.signer, a.account());
         let wallet = a.wallet().unwrap();
         assert_eq!(wallet.balance().get(), 100_000_000, "one output pending");
@@ -766,6 +771,10 @@ mod tests {
             status(txs[0].hash(), TxProgress::Rejected("no".into())),
         );
         let image = order.funds.as_ref().unwrap().inputs[0].key_image;
+        // The output offered again is offered in the ring it was first
+        // offered in: two rings under one key image would intersect in it.
+        assert_eq!(image, first.key_image, "the same output, spent again");
+        assert_eq!(order.funds.as_ref().unwrap().inputs[0].ring, first.ring);
         let images = AgentInput::KeyImages([image].into_iter().collect());
         let _ = a.handle(genesis().close_of(Slot(3)), images);
         assert_eq!(a.wallet().unwrap().balance().get(), 100_000_000);

@@ -37,6 +37,9 @@ pub const AGE_SCALE: f64 = 3.0;
 /// Draws tried per decoy before a ring is given up (the pool has too few
 /// admissible outputs).
 const TRIES_PER_MEMBER: usize = 256;
+/// Uniform picks tried within a slot before its admissible outputs are
+/// listed.
+const TRIES_IN_SLOT: usize = 32;
 
 /// Why no ring could be drawn.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -155,16 +158,35 @@ impl AgeDistribution {
     }
 
     /// One pool index drawn as every ring member is, for a transaction of
-    /// slot `now`: an age, then a uniform output of the slot it names.
-    /// `None` if the age falls before the pool's first output (the caller
-    /// draws again).
-    pub fn index(&self, pool: &PoolIndex, now: Slot, rng: &mut impl CryptoRng) -> Option<u64> {
+    /// slot `now`: an age, then a uniform output among those of the slot it
+    /// names that `admissible` accepts. `None` if the age falls before the
+    /// pool's first output or the slot has no admissible output (the caller
+    /// draws again). A slot's weight is its age's, however many outputs it
+    /// holds that are not admissible: public dust can not crowd a slot out.
+    pub fn index(
+        &self,
+        pool: &PoolIndex,
+        now: Slot,
+        admissible: &impl Fn(u64) -> bool,
+        rng: &mut impl CryptoRng,
+    ) -> Option<u64> {
         let age = self.age(rng);
         let first = pool.slots.first()?.0;
         let slot = now.0.checked_sub(age).filter(|s| *s >= first.0)?;
         let range = pool.outputs_at(Slot(slot))?;
         let width = range.end.checked_sub(range.start).filter(|w| *w > 0)?;
-        Some(range.start + uniform_below(width, rng))
+        // Rejection within the slot is uniform over its admissible outputs;
+        // a slot mostly of inadmissible ones is searched in full.
+        for _ in 0..TRIES_IN_SLOT {
+            let pick = range.start + uniform_below(width, rng);
+            if admissible(pick) {
+                return Some(pick);
+            }
+        }
+        let kept: Vec<u64> = range.filter(|i| admissible(*i)).collect();
+        let n = u64::try_from(kept.len()).ok().filter(|n| *n > 0)?;
+        kept.get(usize::try_from(uniform_below(n, rng)).ok()?)
+            .copied()
     }
 
     /// A ring of `size` strictly increasing pool indices holding `real`, its
@@ -193,9 +215,8 @@ impl AgeDistribution {
             if tries > TRIES_PER_MEMBER.saturating_mul(size) {
                 return Err(DecoyError::PoolTooSmall(size));
             }
-            if let Some(pick) = self.index(pool, now, rng)
+            if let Some(pick) = self.index(pool, now, &admissible, rng)
                 && !ring.contains(&pick)
-                && admissible(pick)
             {
                 ring.push(pick);
             }
@@ -292,7 +313,7 @@ mod tests {
         let (mut position, mut old_position) = (vec![0u64; RING], vec![0u64; RING]);
         let (mut older_than_window, mut trials) = (0, 0);
         while trials < 4_000 {
-            let Some(real) = d.index(&p, now, &mut rng) else {
+            let Some(real) = d.index(&p, now, &|_| true, &mut rng) else {
                 continue;
             };
             trials += 1;
@@ -328,7 +349,10 @@ mod tests {
         let boundary = p.len() - OLD_WINDOW;
         let (mut alone, mut old_alone, mut trials) = (0, 0, 0);
         while trials < 500 {
-            let Some(real) = d.index(&p, now, &mut rng).filter(|i| *i < boundary) else {
+            let Some(real) = d
+                .index(&p, now, &|_| true, &mut rng)
+                .filter(|i| *i < boundary)
+            else {
                 continue;
             };
             trials += 1;
@@ -373,6 +397,57 @@ mod tests {
             let kept = quartier_shielded::linking::amount_consistent(&[amounts], need);
             assert!(kept[0].iter().all(|k| *k), "{ring:?}");
         }
+    }
+
+    /// Issue 17 review: shielding public dust into a slot must not crowd
+    /// its real outputs out of rings (else the real input, a slot old, is
+    /// left alone among old decoys).
+    #[test]
+    fn public_dust_does_not_dilute_a_slot() {
+        let build = |dust: u64| {
+            let mut p = PoolIndex::new();
+            let mut i = 0u64;
+            for slot in 0..100u64 {
+                let extra = if slot == 99 { dust } else { 0 };
+                for k in 0..10 + extra {
+                    let mut key = [0u8; 32];
+                    key[..8].copy_from_slice(&i.to_le_bytes());
+                    i += 1;
+                    p.push(&PoolOutput {
+                        output: Output {
+                            key,
+                            tx_key: [0; 32],
+                            view_tag: 0,
+                            commitment: [0; 32],
+                            encrypted_amount: [0; 8],
+                        },
+                        height: Height(i),
+                        slot: Slot(slot),
+                        public_amount: (k >= 10).then(|| Money::new(1)),
+                        settles: None,
+                    });
+                }
+            }
+            p
+        };
+        let share = |p: &PoolIndex| {
+            let d = AgeDistribution::new();
+            let mut rng = ChaCha20Rng::from_seed([4; 32]);
+            let hidden = |i: u64| p.public_amount(i).is_none();
+            let (mut last, mut n) = (0u32, 0u32);
+            while n < 20_000 {
+                if let Some(i) = d.index(p, Slot(100), &hidden, &mut rng) {
+                    n += 1;
+                    last += u32::from(p.slot_of(i) == Some(Slot(99)));
+                }
+            }
+            f64::from(last) / f64::from(n)
+        };
+        let (clean, dusted) = (share(&build(0)), share(&build(1_000)));
+        assert!(
+            (clean - dusted).abs() < 0.02,
+            "the last slot's share fell from {clean:.3} to {dusted:.3}"
+        );
     }
 
     #[test]

@@ -102,6 +102,10 @@ struct Owned {
     payee: Payee,
     key_image: [u8; 32],
     state: Spending,
+    /// The ring it was first offered in: a re-spend (after a given-up
+    /// transaction that others may have seen) offers the same ring, so no
+    /// one can intersect two rings with one key image to find it.
+    ring: Option<Vec<u64>>,
 }
 
 /// One line of a wallet's history: an output it found and its state.
@@ -204,7 +208,8 @@ struct Funding {
     inputs: Vec<Input>,
     masks: curve25519_dalek::Scalar,
     change: Received,
-    spent: Vec<u64>,
+    /// The inputs' pool indices with their rings.
+    spent: Vec<(u64, Vec<u64>)>,
 }
 
 /// A household's shielded wallet.
@@ -315,6 +320,7 @@ impl ShieldedWallet {
                         payee,
                         key_image: key_image(&x),
                         state: Spending::Unspent,
+                        ring: None,
                     },
                 );
             }
@@ -481,10 +487,11 @@ impl ShieldedWallet {
         Ok(f.transfer)
     }
 
-    fn mark_pending(&mut self, spent: &[u64], slot: Slot, side: Side) {
-        for index in spent {
+    fn mark_pending(&mut self, spent: &[(u64, Vec<u64>)], slot: Slot, side: Side) {
+        for (index, ring) in spent {
             if let Some(o) = self.owned.get_mut(index) {
                 o.state = Spending::Pending(slot, side);
+                o.ring.get_or_insert_with(|| ring.clone());
             }
         }
     }
@@ -537,6 +544,7 @@ impl ShieldedWallet {
         let total: u64 = held.iter().sum();
         let mut inputs = Vec::new();
         let mut shielded_inputs = Vec::new();
+        let mut rings = Vec::new();
         for (j, index) in spent.iter().enumerate() {
             let owned = self
                 .owned
@@ -548,6 +556,7 @@ impl ShieldedWallet {
             let others = total - held.get(j).copied().unwrap_or(0);
             let need = public.get().saturating_sub(others);
             let (ring, members, real) = self.ring_for(*index, owned, need, now, rng)?;
+            rings.push(ring.clone());
             let x = self
                 .keys_of(owned.payee)
                 .one_time_secret(&owned.output)
@@ -579,7 +588,7 @@ impl ShieldedWallet {
             inputs,
             masks: curve25519_dalek::Scalar::from_bytes_mod_order(*change_secret.mask),
             change: change_secret,
-            spent,
+            spent: spent.into_iter().zip(rings).collect(),
         })
     }
 
@@ -596,10 +605,13 @@ impl ShieldedWallet {
     ) -> Result<(Vec<u64>, Vec<RingMember>, u8), WalletError> {
         let size = self.policy.ring_size;
         let admissible = |i: u64| self.pool.public_amount(i).is_none_or(|a| a >= need);
-        let ring = self
-            .ages
-            .ring(&self.pool, now, index, size, admissible, rng)
-            .map_err(|_| WalletError::PoolTooSmall(size))?;
+        let ring = match &owned.ring {
+            Some(r) if r.len() == size && r.contains(&index) => r.clone(),
+            _ => self
+                .ages
+                .ring(&self.pool, now, index, size, admissible, rng)
+                .map_err(|_| WalletError::PoolTooSmall(size))?,
+        };
         let real = ring
             .iter()
             .position(|i| *i == index)
