@@ -9,7 +9,9 @@
 //! What it costs: energy is traded up to one lot away from the slot it was
 //! metered in (a household whose load is below a lot orders a lot every few
 //! slots and nothing, a cover order, in between), and a sell is held to the
-//! whole lots the prosumer's PV can produce in one slot.
+//! whole lots the prosumer's PV can produce in one slot. Where that cap
+//! binds slot after slot the carried sell grows (a known limit: lots are off
+//! by default, measured to give no gain, README "Limits of mode A").
 
 /// The carry of one meter's rounding.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

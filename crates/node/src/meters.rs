@@ -216,15 +216,8 @@ pub fn chain_run(
     let mut orders = Vec::new();
     let mut order_households = Vec::new();
     let mut settled = 0;
-    for k in 0..slots {
+    for (k, settlement) in (0..).zip(settled_slots(api, manifest, slots)?) {
         let slot = manifest.first_slot + k;
-        let path = format!("/api/v1/regions/{}/slots/{slot}", FLEET_REGION.0);
-        let (_, v) = api.get(&path)?;
-        let Ok(settlement) =
-            serde_json::from_value::<quartier_ledger::Settlement>(v["settlement"].clone())
-        else {
-            break;
-        };
         params.get_or_insert(settlement.params);
         let payees = payee_households(&wallets, Slot(slot));
         for (position, o) in (0u32..).zip(&settlement.orders) {
@@ -311,6 +304,26 @@ fn arrival_order(seed: u64, slot: Slot, n: usize) -> Vec<usize> {
     order
 }
 
+/// The settlements of the manifest's first `slots` slots in region
+/// [`FLEET_REGION`], up to the first slot not settled.
+fn settled_slots(
+    api: &NodeClient,
+    manifest: &FleetManifest,
+    slots: u64,
+) -> Result<Vec<quartier_ledger::Settlement>, FleetError> {
+    let mut settled = Vec::new();
+    for k in 0..slots {
+        let slot = manifest.first_slot + k;
+        let path = format!("/api/v1/regions/{}/slots/{slot}", FLEET_REGION.0);
+        let (_, v) = api.get(&path)?;
+        match serde_json::from_value::<quartier_ledger::Settlement>(v["settlement"].clone()) {
+            Ok(s) => settled.push(s),
+            Err(_) => break,
+        }
+    }
+    Ok(settled)
+}
+
 /// Mode A: the household (by index in `wallets`, their seeds) of every
 /// payee address an order of `slot` can name.
 fn payee_households(wallets: &[[u8; 32]], slot: Slot) -> BTreeMap<([u8; 32], [u8; 32]), u32> {
@@ -367,15 +380,8 @@ pub fn chain_crypto(
     let mut placed = BTreeMap::new();
     let mut params = None;
     let mut last = None;
-    for k in 0..slots {
+    for (k, settlement) in (0..).zip(settled_slots(api, manifest, slots)?) {
         let slot = manifest.first_slot + k;
-        let path = format!("/api/v1/regions/{}/slots/{slot}", FLEET_REGION.0);
-        let (_, v) = api.get(&path)?;
-        let Ok(settlement) =
-            serde_json::from_value::<quartier_ledger::Settlement>(v["settlement"].clone())
-        else {
-            break;
-        };
         params.get_or_insert(settlement.params);
         last = Some(settlement.height);
         let payees = payee_households(&wallets, Slot(slot));

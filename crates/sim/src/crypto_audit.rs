@@ -13,7 +13,10 @@
 //! 3. **One-time key and payee reuse.** The same one-time signer or payee
 //!    address in two orders links them.
 //! 4. **Decoy age.** The newest, or the oldest, ring member guessed as the
-//!    real input.
+//!    real input; and, knowing that households spend last slot's change,
+//!    a guess among the members with a hidden amount created in the latest
+//!    slot before the order's (the expected top-1 of a uniform guess among
+//!    them, 0 when the real input is not among them).
 //! 5. **Public amounts and chain reaction.** Members the public amounts rule
 //!    out ([`quartier_shielded::linking::amount_consistent`]), then members
 //!    known to be spent under another key image (a ring left with one
@@ -90,6 +93,9 @@ pub struct CryptoReport {
     pub newest_member_top1: f64,
     /// Attack 4: the oldest member was the real input.
     pub oldest_member_top1: f64,
+    /// Attack 4: a uniform guess among the hidden-amount members of the
+    /// latest slot before the order's.
+    pub recent_hidden_top1: f64,
     /// Attack 4's chance level: mean 1 / ring size.
     pub ring_chance: f64,
     /// Attack 5: mean members left by the public amounts.
@@ -137,6 +143,7 @@ pub fn crypto_audit(
         newest_member_top1: 0.0,
         oldest_member_top1: 0.0,
         ring_chance: 0.0,
+        recent_hidden_top1: 0.0,
         effective_ring_after_amounts: 0.0,
         effective_ring: 0.0,
         rings_collapsed: 0,
@@ -161,6 +168,8 @@ pub fn crypto_audit(
     }
     // Attacks 1, 4 on funds inputs.
     let (mut newest, mut oldest, mut chance, mut sized) = (0usize, 0usize, 0.0, 0.0);
+    let mut recent = 0.0;
+    let slot_of = |i: u64| pool.get(usize::try_from(i).ok()?).map(|o| o.slot);
     let mut scored = 0usize;
     for (k, o) in orders.iter().enumerate() {
         let Some(funds) = &o.order.funds else {
@@ -199,6 +208,21 @@ pub fn crypto_audit(
             if input.ring.iter().min() == Some(real) {
                 oldest += 1;
             }
+            let latest = input
+                .ring
+                .iter()
+                .filter_map(|&i| slot_of(i))
+                .filter(|s| *s < o.order.slot)
+                .max();
+            let suspects: Vec<u64> = input
+                .ring
+                .iter()
+                .copied()
+                .filter(|&i| public(i).is_none() && latest.is_some() && slot_of(i) == latest)
+                .collect();
+            if suspects.contains(real) {
+                recent += 1.0 / suspects.len() as f64;
+            }
         }
     }
     if r.inputs > 0 {
@@ -208,6 +232,7 @@ pub fn crypto_audit(
         r.newest_member_top1 = newest as f64 / scored as f64;
         r.oldest_member_top1 = oldest as f64 / scored as f64;
         r.ring_chance = chance / scored as f64;
+        r.recent_hidden_top1 = recent / scored as f64;
     }
     // Attack 5: public amounts, then the chain reaction.
     let mut candidates: Vec<([u8; 32], BTreeSet<u64>, Option<u64>)> = Vec::new();
@@ -364,6 +389,10 @@ pub fn table(r: &CryptoReport) -> String {
                 percent(r.ring_chance),
                 r.ring_size
             ),
+        ),
+        (
+            "4 decoy age: a hidden member of the last slot",
+            percent(r.recent_hidden_top1),
         ),
         (
             "5 public amounts, chain reaction",
