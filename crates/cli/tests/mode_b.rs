@@ -40,7 +40,8 @@ fn verified_slots(log: &Path) -> Vec<u64> {
 /// Waits until `more` further slots were fully verified.
 fn wait_slots(log: &Path, more: usize, what: &str) -> Vec<u64> {
     let before = verified_slots(log).len();
-    wait_for(what, Duration::from_secs(30 + 6 * more as u64), || {
+    // A generous deadline: on a loaded 2-core CI machine a slot can take 12 s.
+    wait_for(what, Duration::from_secs(30 + 12 * more as u64), || {
         let now = verified_slots(log);
         (now.len() >= before + more).then_some(now)
     })
