@@ -666,11 +666,7 @@ fn check_order(
     )
     .map_err(|_| TxError::InvalidRingSignature)?;
     let image = order.authorisation.key_image;
-    if book.is_some_and(|b| {
-        b.orders
-            .iter()
-            .any(|o| o.shielded.is_some_and(|s| s.key_image == image))
-    }) {
+    if book.is_some_and(|b| holds_authorisation(b, &image)) {
         return Err(TxError::DuplicateOrder);
     }
     match (&order.funds, escrow.is_zero()) {
@@ -741,6 +737,13 @@ pub(crate) fn place_order(
     Ok(Vec::new())
 }
 
+/// Whether `book` holds a shielded order authorised under key image `image`.
+fn holds_authorisation(book: &crate::Book, image: &[u8; 32]) -> bool {
+    book.orders
+        .iter()
+        .any(|o| o.shielded.is_some_and(|s| s.key_image == *image))
+}
+
 /// Whether `state` already holds a use of a key image `body` spends (a
 /// mode A transaction's inputs', its allowance's, or its order
 /// authorisation's in the order's book). A node that builds on blocks not
@@ -772,11 +775,9 @@ pub fn key_image_used(state: &State, body: &crate::TxBody) -> bool {
         crate::TxBody::PlaceShieldedOrder { order } => {
             let image = order.authorisation.key_image;
             order.funds.as_ref().is_some_and(spent)
-                || state.book(order.region, order.slot).is_some_and(|b| {
-                    b.orders
-                        .iter()
-                        .any(|o| o.shielded.is_some_and(|s| s.key_image == image))
-                })
+                || state
+                    .book(order.region, order.slot)
+                    .is_some_and(|b| holds_authorisation(b, &image))
         }
         _ => false,
     }
