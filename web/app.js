@@ -12,6 +12,7 @@ const state = {
   bookSlot: null,
   meters: [],
   household: null,
+  audit: null,
   updates: 0,
 };
 window.quartier = state;
@@ -40,6 +41,7 @@ async function refreshStatus() {
   const region = (s.regions || []).find((r) => r.region === REGION);
   if (region) state.params = region.params;
   el("chain-pill").textContent = `height ${s.height} · ${clock(s.time_ms)} · mempool ${s.mempool}`;
+  showPrivacyMode(s);
   el("chain").innerHTML = [
     ["height", s.height],
     ["last block", clock(s.time_ms)],
@@ -198,6 +200,63 @@ function drawToday(list) {
   el("today-span").textContent = list.length ? `over the last ${list.length} settled slots (${list.length / 4} h of market time)` : "";
 }
 
+// ---- privacy --------------------------------------------------------------
+const MODES = {
+  transparent: "Every order is signed by its meter's registered account: anyone reading the chain " +
+    "links every order to its household and rebuilds its load profile.",
+  shielded: "Mode A, shielded originators: every order is funded from a shielded pool and authorised by " +
+    "a ring signature over the region's meters. It names a one-time payee, never a meter; its side, " +
+    "limit and energy are public.",
+  enclave: "Mode B, trusted auctioneer: orders are sealed to a key that only attested enclaves hold " +
+    "(the TEE is simulated here) and cleared inside; the chain publishes the signed report.",
+};
+
+function showPrivacyMode(s) {
+  const mode = s.privacy || (s.shielded ? "shielded" : "transparent");
+  el("privacy-mode").textContent = mode;
+  el("privacy-what").textContent = MODES[mode] || "";
+}
+
+const pct = (x) => (100 * x).toFixed(1) + " %";
+const times = (x, chance) => (chance > 0 ? ` (${(x / chance).toFixed(1)} × chance)` : "");
+
+async function refreshAudit() {
+  if (!state.status || !state.status.audit) {
+    el("audit").innerHTML = `<tbody><tr><td class="muted">this node serves no audit report</td></tr></tbody>`;
+    return;
+  }
+  const response = await fetch("/api/v1/audit", { cache: "no-store" });
+  if (response.status === 204) {
+    el("audit").innerHTML = `<tbody><tr><td class="muted">waiting for the auditor's first report…</td></tr></tbody>`;
+    return;
+  }
+  if (!response.ok) throw new Error("/api/v1/audit: " + response.status);
+  const a = await response.json();
+  state.audit = a;
+  const [published, hidden] = a.reports || [];
+  const rows = [];
+  if (published) {
+    const c = published.chance;
+    rows.push(["orders attacked", `${published.orders} of ${published.households} households`]);
+    rows.push(["chance of naming an order's household", pct(c)]);
+    rows.push(["household named from what is published (top-1)", pct(published.top1) + times(published.top1, c)]);
+    rows.push(["— orders of households without PV", pct(published.top1_consumers) + times(published.top1_consumers, c)]);
+    rows.push(["— orders of prosumers", pct(published.top1_prosumers) + times(published.top1_prosumers, c)]);
+    rows.push(["next order of the same household found", pct(published.linking_top1) + times(published.linking_top1, published.linking_chance)]);
+  }
+  if (hidden) rows.push(["named by amounts and prices alone (top-1)", pct(hidden.top1) + times(hidden.top1, hidden.chance)]);
+  const k = a.cryptographic;
+  if (k) {
+    rows.push(["ring signers named from the published bytes", `${k.authorisations_named} of ${k.orders} orders, ${k.inputs_named} of ${k.inputs} inputs`]);
+    rows.push(["key images, one-time signers, payees reused", `${k.key_image_repeats}, ${k.signer_repeats}, ${k.payee_repeats}`]);
+    rows.push(["funds ring size left by the public amounts", `${k.effective_ring.toFixed(1)} of ${k.ring_size.toFixed(1)}`]);
+    rows.push(["real input = newest ring member", pct(k.newest_member_top1) + times(k.newest_member_top1, k.ring_chance)]);
+    rows.push(["same household at the same book position", pct(k.position_linking_top1) + times(k.position_linking_top1, k.position_linking_chance)]);
+  }
+  el("audit").innerHTML = "<tbody>" + rows.map(([name, value]) => `<tr><td>${esc(name)}</td><td class="num">${esc(value)}</td></tr>`).join("") + "</tbody>";
+  el("audit-span").textContent = a.slot !== undefined ? `over ${a.slots} slot${a.slots === 1 ? "" : "s"}, up to slot ${a.slot}` : "";
+}
+
 // ---- household ------------------------------------------------------------
 async function refreshMeters() {
   const body = await api(`/api/v1/regions/${REGION}/meters`);
@@ -258,6 +317,7 @@ async function flush() {
       await refreshSettlements();
       await refreshMeters();
       if (el("meter").value) await refreshHousehold();
+      await refreshAudit();
     }
   } catch (e) {
     el("chain-pill").textContent = "node unreachable: " + e.message;

@@ -1157,14 +1157,13 @@ enum AuditSource {
 /// Attacks the public view of a run, as published and with its originators
 /// removed, and prints the scores.
 fn audit(source: AuditSource, json: bool, svg: Option<PathBuf>) -> Result<(), Failure> {
-    // The cryptographic adversary needs the chain's bytes: a mode A devnet
-    // only (a simulator run publishes no signatures).
-    let mut crypto = None;
-    let (view, truth): (quartier_sim::PublicView, quartier_sim::GroundTruth) = match source {
+    let (reports, crypto) = match source {
         AuditSource::Run { run, truth } => {
             let view = read_json(&run.join("public.json")).map_err(Failure::BadInput)?;
             let truth_path = truth.unwrap_or_else(|| run.join("truth.json"));
-            (view, read_json(&truth_path).map_err(Failure::BadInput)?)
+            let truth = read_json(&truth_path).map_err(Failure::BadInput)?;
+            // A simulator run publishes no signatures: no cryptographic audit.
+            (audit_views(&view, &truth)?, None)
         }
         AuditSource::Node {
             node,
@@ -1175,23 +1174,9 @@ fn audit(source: AuditSource, json: bool, svg: Option<PathBuf>) -> Result<(), Fa
                 read_json(&manifest).map_err(Failure::BadInput)?;
             let api = quartier_node::client::NodeClient::new(&node)
                 .map_err(|e| Failure::BadInput(e.into()))?;
-            crypto = quartier_node::meters::chain_crypto(&api, &manifest, slots)
-                .map_err(|e| Failure::Internal(e.into()))?
-                .map(|r| quartier_sim::crypto_audit::crypto_audit(&r.orders, &r.pool, &r.truth));
-            quartier_node::meters::chain_run(&api, &manifest, slots)
-                .map_err(|e| Failure::Internal(e.into()))?
+            audit_chain(&api, &manifest, 0, slots)?
         }
     };
-    let profiles = quartier_sim::Profiles::embedded().map_err(|e| Failure::Internal(e.into()))?;
-    let hidden = view.without_originators();
-    let reports = [
-        (&view, format!("{} (as published)", view.mode.name())),
-        (&hidden, "amounts and prices only".to_string()),
-    ]
-    .into_iter()
-    .map(|(v, label)| quartier_sim::audit(v, &truth, &profiles, &label))
-    .collect::<Result<Vec<_>, _>>()
-    .map_err(|e| Failure::BadInput(e.into()))?;
     let out = if json {
         let both = serde_json::json!({ "reports": reports, "cryptographic": crypto });
         let mut text =
@@ -1215,6 +1200,97 @@ fn audit(source: AuditSource, json: bool, svg: Option<PathBuf>) -> Result<(), Fa
             .map_err(|e| Failure::Internal(anyhow::Error::new(e).context("writing the SVG")))?;
     }
     Ok(())
+}
+
+/// The statistical adversary's reports on `view`: as published, and with
+/// its originators removed (amounts and prices only).
+fn audit_views(
+    view: &quartier_sim::PublicView,
+    truth: &quartier_sim::GroundTruth,
+) -> Result<Vec<quartier_sim::AuditReport>, Failure> {
+    let profiles = quartier_sim::Profiles::embedded().map_err(|e| Failure::Internal(e.into()))?;
+    let hidden = view.without_originators();
+    [
+        (view, format!("{} (as published)", view.mode.name())),
+        (&hidden, "amounts and prices only".to_string()),
+    ]
+    .into_iter()
+    .map(|(v, label)| quartier_sim::audit(v, truth, &profiles, &label))
+    .collect::<Result<Vec<_>, _>>()
+    .map_err(|e| Failure::BadInput(e.into()))
+}
+
+/// Every attack on a devnet fleet's run slots `from..from + slots`: the
+/// statistical reports, and on a mode A chain the cryptographic adversary's
+/// findings on the published bytes.
+fn audit_chain(
+    api: &quartier_node::client::NodeClient,
+    manifest: &quartier_node::meters::FleetManifest,
+    from: u64,
+    slots: u64,
+) -> Result<
+    (
+        Vec<quartier_sim::AuditReport>,
+        Option<quartier_sim::crypto_audit::CryptoReport>,
+    ),
+    Failure,
+> {
+    let crypto = quartier_node::meters::chain_crypto(api, manifest, from, slots)
+        .map_err(|e| Failure::Internal(e.into()))?
+        .map(|r| quartier_sim::crypto_audit::crypto_audit(&r.orders, &r.pool, &r.truth));
+    let (view, truth) = quartier_node::meters::chain_run(api, manifest, from, slots)
+        .map_err(|e| Failure::Internal(e.into()))?;
+    Ok((audit_views(&view, &truth)?, crypto))
+}
+
+/// How many of the latest settled slots the devnet's live auditor reads.
+const LIVE_AUDIT_SLOTS: u64 = 96;
+
+/// The devnet's live auditor: after each settled run slot (the latest one
+/// it is told of when it is free), every attack on the last
+/// [`LIVE_AUDIT_SLOTS`] settled slots, written to `path` (replaced
+/// atomically) for the validators' `/api/v1/audit`. It stops when `settled`
+/// closes; a failed audit is reported once and the next one tried.
+fn live_auditor(
+    api: &quartier_node::client::NodeClient,
+    manifest: &quartier_node::meters::FleetManifest,
+    path: &std::path::Path,
+    settled: &std::sync::mpsc::Receiver<u64>,
+) {
+    let mut failed = false;
+    while let Ok(mut done) = settled.recv() {
+        // Only the newest count matters.
+        while let Ok(later) = settled.try_recv() {
+            done = later;
+        }
+        let from = done.saturating_sub(LIVE_AUDIT_SLOTS);
+        let result = audit_chain(api, manifest, from, done - from).and_then(|(reports, crypto)| {
+            let report = serde_json::json!({
+                "slot": manifest.first_slot + done - 1,
+                "slots": done - from,
+                "reports": reports,
+                "cryptographic": crypto,
+            });
+            write_atomically(path, &report).map_err(Failure::Internal)
+        });
+        match result {
+            Ok(()) => failed = false,
+            Err(Failure::BadInput(e) | Failure::Internal(e)) if !failed => {
+                failed = true;
+                println!("live audit failed (retried after the next slot): {e:#}");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Writes `value` as JSON to a temporary file beside `path`, then renames it
+/// over `path`: a reader sees the old report or the new, never a part.
+fn write_atomically(path: &std::path::Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let tmp = path.with_extension("json.tmp");
+    write_json(&tmp, value)?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))
 }
 
 /// The process's peak resident memory, from `/proc/self/status` (Linux).
@@ -1389,6 +1465,15 @@ fn run_households(
         manifest_path.display(),
         fleet.manifest().first_slot
     );
+    // The live auditor plays the adversary on the chain beside the fleet.
+    let first_slot = fleet.manifest().first_slot;
+    let (settled, audit_queue) = std::sync::mpsc::channel();
+    {
+        let manifest = fleet.manifest().clone();
+        let api = NodeClient::new(layout.api_urls.first().context("no validator")?)?;
+        let path = layout.audit_report.clone();
+        std::thread::spawn(move || live_auditor(&api, &manifest, &path, &audit_queue));
+    }
     fleet.run(None, |event| match event {
         FleetEvent::Placed {
             slot,
@@ -1404,14 +1489,17 @@ fn run_households(
             orders,
             local,
             price,
-        } => println!(
+        } => {
+            let _ = settled.send(slot.0.saturating_sub(first_slot) + 1);
+            println!(
             "slot {} settled: {orders} orders, {:.3} kWh traded locally{}",
             slot.0,
             local.get() as f64 / 1_000.0,
             price
                 .map(|p| format!(" at {:.2} Rp/kWh", p.get() as f64 / 1_000.0))
                 .unwrap_or_default()
-        ),
+        )
+        }
         FleetEvent::Abandoned {
             slot,
             household,

@@ -1,9 +1,10 @@
 //! The dashboard in a real browser: Debian's headless Chromium, driven over
-//! the DevTools protocol, against `quartier devnet` with households. The
-//! depth and price charts render chain data, a trade this test submits
-//! through the API shows up on the page, choosing its household shows the
-//! fill, and the page logs no console error. Screenshots are saved under
-//! `target/tmp/dashboard/`.
+//! the DevTools protocol, against `quartier devnet` with households, in each
+//! privacy mode. The depth and price charts render chain data, a trade this
+//! test submits through the API shows up on the page, choosing its household
+//! shows the fill, the privacy card names the chain's mode and shows the
+//! devnet auditor's live figures, and the page logs no console error.
+//! Screenshots are saved under `target/tmp/dashboard/`.
 #![allow(clippy::unwrap_used)]
 // test code: a panic is the failure report
 // An OS-process test waits on real processes, with a wall-clock deadline.
@@ -25,6 +26,12 @@ use tungstenite::{Message, WebSocket};
 mod support;
 
 const BASE_PORT: u16 = 7_800;
+/// The mode A devnet's ports.
+const SHIELDED_BASE_PORT: u16 = 8_200;
+
+/// One devnet and one browser at a time: each is four validators, a fleet
+/// and Chromium on a 2-core machine.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// A DevTools session with one page.
 struct Browser {
@@ -191,65 +198,125 @@ fn submit(api: &NodeClient, genesis: &Genesis, k: &SigningKey, body: TxBody) {
     });
 }
 
+/// A devnet with 12 households (8 with PV) in `privacy` mode and Chromium
+/// showing its dashboard.
+struct Dashboard {
+    dir: PathBuf,
+    artifacts: PathBuf,
+    url: String,
+    page: Browser,
+    // Dropped last: the browser, then the devnet.
+    _browser: ProcessGroup,
+    _devnet: ProcessGroup,
+}
+
+impl Dashboard {
+    fn open(privacy: &str, base_port: u16, extra: &[&str]) -> Dashboard {
+        let dir = scratch(&format!("dashboard-{privacy}"));
+        let artifacts = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
+        std::fs::create_dir_all(&artifacts).unwrap();
+        let log = std::fs::File::create(artifacts.join(format!("devnet-{privacy}.log"))).unwrap();
+        let devnet = ProcessGroup::spawn(
+            Command::new(env!("CARGO_BIN_EXE_quartier"))
+                .args(["devnet", "--privacy", privacy, "--slot-seconds", "3"])
+                .args(["--households", "12", "--prosumers", "8"])
+                .args(extra)
+                .args(["--base-port", &base_port.to_string(), "--dir"])
+                .arg(&dir)
+                .stdout(Stdio::from(log.try_clone().unwrap()))
+                .stderr(Stdio::from(log)),
+        );
+        wait_for("meters.json", Duration::from_secs(240), || {
+            dir.join("meters.json").exists().then_some(())
+        });
+        let url = format!("http://127.0.0.1:{}", base_port + 1);
+        let chromium = ["chromium", "chromium-browser"]
+            .into_iter()
+            .find(|c| {
+                Command::new(c)
+                    .arg("--version")
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            })
+            .expect("Debian's chromium is needed (scripts/setup installs it)");
+        let devtools_port = base_port + 50;
+        let profile = dir.join("chromium-profile");
+        let browser = ProcessGroup::spawn(
+            Command::new(chromium)
+                .args([
+                    "--headless=new",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--no-first-run",
+                ])
+                .args(["--window-size=1280,1800", "--hide-scrollbars"])
+                .arg(format!("--remote-debugging-port={devtools_port}"))
+                .arg(format!("--user-data-dir={}", profile.display()))
+                .arg("about:blank")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        let mut page = Browser::connect(devtools_port);
+        page.call("Page.navigate", json!({ "url": format!("{url}/") }));
+        Dashboard {
+            dir,
+            artifacts,
+            url,
+            page,
+            _browser: browser,
+            _devnet: devnet,
+        }
+    }
+
+    /// The privacy card names `mode` and shows the live auditor's figures.
+    fn shows_the_privacy_mode(&mut self, mode: &str) {
+        self.page.wait_until(
+            "the privacy mode",
+            Duration::from_secs(60),
+            &format!("document.getElementById('privacy-mode').textContent === '{mode}'"),
+        );
+        self.page.wait_until(
+            "the live audit figures",
+            Duration::from_secs(120),
+            "!!window.quartier.audit && document.querySelector('#audit').textContent.includes('top-1')",
+        );
+    }
+
+    /// A phone-sized screen lays out without overflow; no console errors.
+    fn lays_out_on_a_phone_without_errors(&mut self, name: &str) {
+        self.page.call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": true }),
+        );
+        self.page.wait_until(
+            "the phone layout",
+            Duration::from_secs(10),
+            "document.documentElement.scrollWidth <= 390",
+        );
+        self.page
+            .screenshot(&self.artifacts.join(format!("phone-{name}.png")));
+        assert!(
+            self.page.console_errors.is_empty(),
+            "console errors: {:?}",
+            self.page.console_errors
+        );
+        eprintln!("screenshots in {}", self.artifacts.display());
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[test]
 fn the_dashboard_shows_the_market_live() {
-    let dir = scratch("dashboard");
-    let artifacts = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
-    std::fs::create_dir_all(&artifacts).unwrap();
-    let log = std::fs::File::create(artifacts.join("devnet.log")).unwrap();
-    let _devnet = ProcessGroup::spawn(
-        Command::new(env!("CARGO_BIN_EXE_quartier"))
-            .args([
-                "devnet",
-                "--slot-seconds",
-                "3",
-                "--households",
-                "12",
-                "--prosumers",
-                "8",
-            ])
-            .args(["--base-port", &BASE_PORT.to_string(), "--dir"])
-            .arg(&dir)
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log)),
-    );
-    wait_for("meters.json", Duration::from_secs(240), || {
-        dir.join("meters.json").exists().then_some(())
-    });
-    let url = format!("http://127.0.0.1:{}", BASE_PORT + 1);
-    let api = NodeClient::new(&url).unwrap();
+    let _one = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut d = Dashboard::open("transparent", BASE_PORT, &[]);
+    let api = NodeClient::new(&d.url).unwrap();
     let genesis: quartier_node::config::NetworkGenesis =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("genesis.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(d.dir.join("genesis.json")).unwrap())
+            .unwrap();
     let genesis = genesis.ledger;
-
-    let chromium = ["chromium", "chromium-browser"]
-        .into_iter()
-        .find(|c| {
-            Command::new(c)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .expect("Debian's chromium is needed (scripts/setup installs it)");
-    let devtools_port = BASE_PORT + 50;
-    let profile = dir.join("chromium-profile");
-    let _browser = ProcessGroup::spawn(
-        Command::new(chromium)
-            .args([
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-            ])
-            .args(["--window-size=1280,1800", "--hide-scrollbars"])
-            .arg(format!("--remote-debugging-port={devtools_port}"))
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .arg("about:blank")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
-    let mut page = Browser::connect(devtools_port);
-    page.call("Page.navigate", json!({ "url": format!("{url}/") }));
+    let page = &mut d.page;
 
     // The charts render data from the chain.
     page.wait_until(
@@ -266,7 +333,7 @@ fn the_dashboard_shows_the_market_live() {
     // A trade submitted through the API: a new seller at the feed-in tariff
     // and a new buyer at the grid tariff are the best ask and bid, so they
     // trade with each other.
-    let (dso, utility) = (key(&dir, "dso"), key(&dir, "utility"));
+    let (dso, utility) = (key(&d.dir, "dso"), key(&d.dir, "utility"));
     let seller = SigningKey::from_bytes(&[0x5e; 32]);
     let buyer = SigningKey::from_bytes(&[0xb0; 32]);
     for (k, role, pv) in [
@@ -313,7 +380,7 @@ fn the_dashboard_shows_the_market_live() {
             &seller_id[..8]
         ),
     );
-    page.screenshot(&artifacts.join("dashboard.png"));
+    page.screenshot(&d.artifacts.join("dashboard.png"));
 
     // Choosing the seller's household shows its fill.
     page.wait_until(
@@ -329,25 +396,78 @@ fn the_dashboard_shows_the_market_live() {
         Duration::from_secs(30),
         "!!document.querySelector('#fills') && document.querySelector('#fills').textContent.includes('1.234 kWh')",
     );
-    page.screenshot(&artifacts.join("household.png"));
+    page.screenshot(&d.artifacts.join("household.png"));
 
-    // A phone-sized screen: the page still lays out without overflow.
-    page.call(
-        "Emulation.setDeviceMetricsOverride",
-        json!({ "width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": true }),
-    );
-    page.wait_until(
-        "the phone layout",
-        Duration::from_secs(10),
-        "document.documentElement.scrollWidth <= 390",
-    );
-    page.screenshot(&artifacts.join("phone.png"));
+    // Open orders: the auditor names every household's orders (the test's
+    // own traders are no household of the fleet and are not scored).
+    d.shows_the_privacy_mode("transparent");
+    let audit = d.page.eval("window.quartier.audit");
+    assert_eq!(audit["reports"][0]["top1"].as_f64(), Some(1.0), "{audit}");
+    assert_eq!(audit["cryptographic"], Value::Null, "{audit}");
+    d.lays_out_on_a_phone_without_errors("transparent");
+}
 
+/// Mode A: the card says "shielded" and shows the cryptographic adversary's
+/// live findings — no ring signer named, nothing reused — beside the
+/// statistical attacks; trades name no meter.
+#[test]
+fn the_dashboard_of_a_shielded_market_shows_its_live_audit() {
+    let _one = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut d = Dashboard::open("shielded", SHIELDED_BASE_PORT, &["--ring-size", "8"]);
+    d.page.wait_until(
+        "the price chart",
+        Duration::from_secs(120),
+        "!!document.querySelector('#prices path.mean')",
+    );
+    d.shows_the_privacy_mode("shielded");
+    d.page.wait_until(
+        "the cryptographic findings",
+        Duration::from_secs(60),
+        "!!window.quartier.audit.cryptographic && document.querySelector('#audit').textContent.includes('ring signers named')",
+    );
+    let audit = d.page.eval("window.quartier.audit");
+    let c = &audit["cryptographic"];
+    assert!(c["orders"].as_u64().unwrap() > 0, "{audit}");
+    for attack in [
+        "authorisations_named",
+        "inputs_named",
+        "key_image_repeats",
+        "signer_repeats",
+        "payee_repeats",
+    ] {
+        assert_eq!(c[attack], 0, "{attack}: {audit}");
+    }
+    // What the page shows is what the auditor found.
+    let shown = d
+        .page
+        .eval("document.querySelector('#audit').textContent")
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(
-        page.console_errors.is_empty(),
-        "console errors: {:?}",
-        page.console_errors
+        shown.contains(&format!("0 of {} orders", c["orders"])),
+        "{shown}"
     );
-    eprintln!("screenshots in {}", artifacts.display());
-    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        audit["reports"][0]["top1"].as_f64().unwrap() < 1.0,
+        "{audit}"
+    );
+    // Trades name no meter.
+    d.page.wait_until(
+        "a local trade",
+        Duration::from_secs(90),
+        "document.querySelectorAll('#trades tbody tr td').length >= 4",
+    );
+    let trades = d
+        .page
+        .eval("document.querySelector('#trades tbody').textContent")
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(trades.contains("shielded"), "{trades}");
+    d.page
+        .screenshot(&d.artifacts.join("dashboard-shielded.png"));
+    d.lays_out_on_a_phone_without_errors("shielded");
 }

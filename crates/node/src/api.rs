@@ -36,6 +36,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/pool/outputs"),
     ("get", "/api/v1/pool/key_images"),
     ("get", "/api/v1/regions/{region}/rings"),
+    ("get", "/api/v1/audit"),
     ("get", "/api/v1/openapi.json"),
     ("get", "/"),
     ("get", "/app.js"),
@@ -56,6 +57,18 @@ struct Api {
     app: LedgerApp,
     gossip: Gossip,
     runtime: Option<RuntimeMetrics>,
+    audit_report: Option<Arc<std::path::PathBuf>>,
+}
+
+/// What a validator's API serves beside the chain.
+#[derive(Clone, Default)]
+pub struct Extras {
+    /// The consensus runtime's metrics, appended to `/metrics`.
+    pub runtime: Option<RuntimeMetrics>,
+    /// An auditor's latest report (JSON), served at `/api/v1/audit` for the
+    /// dashboard; a devnet's host writes it from its simulated households'
+    /// ground truth. `None`: the route answers 404.
+    pub audit_report: Option<std::path::PathBuf>,
 }
 
 /// A JSON error with its status.
@@ -73,15 +86,11 @@ fn bad(reason: impl std::fmt::Display) -> ApiError {
 
 /// The API's routes for `app`; accepted transactions are passed to `gossip`.
 pub fn router(app: LedgerApp, gossip: Gossip) -> Router {
-    router_with_runtime(app, gossip, None)
+    router_with(app, gossip, Extras::default())
 }
 
-/// As [`router`], with `/metrics` also serving the runtime's metrics.
-pub fn router_with_runtime(
-    app: LedgerApp,
-    gossip: Gossip,
-    runtime: Option<RuntimeMetrics>,
-) -> Router {
+/// As [`router`], serving `extras` too.
+pub fn router_with(app: LedgerApp, gossip: Gossip, extras: Extras) -> Router {
     Router::new()
         .route("/api/v1/status", get(status))
         .route("/metrics", get(metrics))
@@ -109,6 +118,7 @@ pub fn router_with_runtime(
         .route("/api/v1/pool/outputs", get(pool_outputs))
         .route("/api/v1/pool/key_images", get(key_images))
         .route("/api/v1/regions/{region}/rings", get(rings))
+        .route("/api/v1/audit", get(audit_report))
         .route(
             "/",
             get(|| async { web("text/html; charset=utf-8", DASHBOARD_HTML) }),
@@ -127,29 +137,39 @@ pub fn router_with_runtime(
         .with_state(Api {
             app,
             gossip,
-            runtime,
+            runtime: extras.runtime,
+            audit_report: extras.audit_report.map(Arc::new),
         })
 }
 
 async fn status(AxumState(api): AxumState<Api>) -> Json<serde_json::Value> {
     let view = api.app.view();
-    let (chain_id, time_ms, clock, regions, validators, shielded) = api.app.with_state(|s| {
-        let g = s.genesis();
-        (
-            s.chain_id().0.to_string(),
-            s.meta().time.0,
-            (g.slot_ms, g.gate_ms, g.lead_slots),
-            g.regions
-                .iter()
-                .map(|(r, _)| json!({ "region": r, "params": s.region(*r) }))
-                .collect::<Vec<_>>(),
-            s.validators()
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>(),
-            g.shielded,
-        )
-    });
+    let (chain_id, time_ms, clock, regions, validators, shielded, privacy) =
+        api.app.with_state(|s| {
+            let g = s.genesis();
+            (
+                s.chain_id().0.to_string(),
+                s.meta().time.0,
+                (g.slot_ms, g.gate_ms, g.lead_slots),
+                g.regions
+                    .iter()
+                    .map(|(r, _)| json!({ "region": r, "params": s.region(*r) }))
+                    .collect::<Vec<_>>(),
+                s.validators()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>(),
+                g.shielded,
+                // The genesis allows one privacy mode at most (it refuses both).
+                if g.shielded.is_some() {
+                    "shielded"
+                } else if g.sealed_market.is_some() {
+                    "enclave"
+                } else {
+                    "transparent"
+                },
+            )
+        });
     Json(json!({
         "chain_id": chain_id,
         "height": view.height,
@@ -163,6 +183,8 @@ async fn status(AxumState(api): AxumState<Api>) -> Json<serde_json::Value> {
         "mempool": view.mempool,
         "validators": validators,
         "shielded": shielded,
+        "privacy": privacy,
+        "audit": api.audit_report.is_some(),
     }))
 }
 
@@ -446,6 +468,38 @@ async fn key_images(
         let page: Vec<String> = images.by_ref().take(limit).collect();
         json!({ "key_images": page, "more": images.next().is_some() })
     })))
+}
+
+/// The latest audit report, as its auditor wrote it (see [`Extras`]); 204
+/// while none is written yet.
+async fn audit_report(AxumState(api): AxumState<Api>) -> Result<Response, ApiError> {
+    let Some(path) = api.audit_report else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "this node serves no audit report".into(),
+        ));
+    };
+    let text = match tokio::fs::read(path.as_path()).await {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+        Err(e) => {
+            return Err(ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("reading the audit report: {e}"),
+            ));
+        }
+    };
+    // Its writer replaces the file atomically; anything but JSON is refused.
+    serde_json::from_slice::<serde_json::Value>(&text)
+        .map(|v| Json(v).into_response())
+        .map_err(|e| {
+            ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the audit report is not JSON: {e}"),
+            )
+        })
 }
 
 /// Mode A: the meter rings of a region's shielded orders.

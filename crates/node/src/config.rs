@@ -56,6 +56,10 @@ pub struct NodeConfig {
     /// restart re-executes fewer, and blocks are pruned in steps of it.
     #[serde(default = "default_snapshot_every_blocks")]
     pub snapshot_every_blocks: u64,
+    /// An auditor's report to serve at `/api/v1/audit` for the dashboard (a
+    /// devnet's host writes one from its simulated households' truth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_report: Option<PathBuf>,
 }
 
 fn default_snapshot_every_blocks() -> u64 {

@@ -49,6 +49,10 @@ pub struct SealedPlan {
     pub measurement: Measurement,
 }
 
+/// The devnet's audit report, in its folder: its host's auditor writes it,
+/// every validator's API serves it at `/api/v1/audit`.
+pub const AUDIT_REPORT: &str = "audit.json";
+
 /// Where the files went.
 #[derive(Clone, Debug)]
 pub struct DevnetLayout {
@@ -66,6 +70,8 @@ pub struct DevnetLayout {
     pub enclave_configs: Vec<PathBuf>,
     /// Mode B: the enclaves' API base URLs.
     pub enclave_urls: Vec<String>,
+    /// Where the host's auditor writes its report ([`AUDIT_REPORT`]).
+    pub audit_report: PathBuf,
 }
 
 /// A fresh secret seed from the operating system's CSPRNG.
@@ -143,6 +149,7 @@ pub fn lay_out(dir: &Path, plan: &DevnetPlan) -> Result<DevnetLayout, ConfigErro
             idle_block_ms: plan.idle_block_ms,
             block_retention_ms: plan.block_retention_ms,
             snapshot_every_blocks: plan.snapshot_every_blocks,
+            audit_report: Some(dir.join(AUDIT_REPORT)),
         };
         let path = node_dir.join("node.toml");
         let text = toml::to_string(&config).map_err(|e| invalid(&path, e))?;
@@ -186,6 +193,7 @@ pub fn lay_out(dir: &Path, plan: &DevnetPlan) -> Result<DevnetLayout, ConfigErro
         utility_key,
         enclave_configs,
         enclave_urls,
+        audit_report: dir.join(AUDIT_REPORT),
     })
 }
 

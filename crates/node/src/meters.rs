@@ -157,29 +157,23 @@ pub enum FleetError {
     /// The chain has no region for the fleet.
     #[error("the genesis has no region {0}")]
     NoRegion(RegionId),
-    /// An order on chain came from a meter the manifest does not know.
-    #[error("meter {0} placed an order but is not in the manifest")]
-    NotInManifest(AccountId),
-    /// Mode A: a shielded order in `slot` pays a stealth address no household
-    /// of the run derives (placed by some other wallet).
-    #[error("a shielded order in slot {0} pays no household of this run")]
-    UnknownPayee(u64),
     /// A node's answer could not be read.
     #[error("unexpected answer from the node: {0}")]
     Unexpected(String),
 }
 
 /// What the chain shows of a fleet's run, and its ground truth: the orders
-/// of the manifest's slots (up to `slots`, stopping at the first slot not
-/// settled), the region's registry, and, from the simulator, which household
+/// of the run's slots `from..from + slots` (0 is the manifest's first; up to
+/// the first slot not settled), the region's registry, and, from the simulator, which household
 /// placed each order and every household's true net series.
 ///
 /// # Errors
-/// [`FleetError`] if the node can not be read, or an order's meter is not in
-/// the manifest.
+/// [`FleetError`] if the node can not be read. Orders of other participants
+/// (no household of the run) are left out: there is no answer to score.
 pub fn chain_run(
     api: &NodeClient,
     manifest: &FleetManifest,
+    from: u64,
     slots: u64,
 ) -> Result<(PublicView, GroundTruth), FleetError> {
     let unexpected = |what: &str| FleetError::Unexpected(what.to_string());
@@ -216,26 +210,24 @@ pub fn chain_run(
     let mut orders = Vec::new();
     let mut order_households = Vec::new();
     let mut settled = 0;
-    for (k, settlement) in (0..).zip(settled_slots(api, manifest, slots)?) {
-        let slot = manifest.first_slot + k;
+    for (k, settlement) in (0..).zip(settled_slots(api, manifest, from, slots)?) {
+        let slot = manifest.first_slot + from + k;
         params.get_or_insert(settlement.params);
         let payees = payee_households(&wallets, Slot(slot));
         for (position, o) in (0u32..).zip(&settlement.orders) {
+            // An order of no household of the run (another participant's)
+            // has no answer to score: it is left out.
             let (household, originator) = match &o.shielded {
                 // A cover order carries nothing; an adversary skips it.
                 Some(_) if o.order.energy.get() == 0 => continue,
-                Some(s) => (
-                    *payees
-                        .get(&(s.payee.view, s.payee.spend))
-                        .ok_or(FleetError::UnknownPayee(slot))?,
-                    None,
-                ),
-                None => (
-                    manifest
-                        .household_of(&o.meter)
-                        .ok_or(FleetError::NotInManifest(o.meter))?,
-                    Some(o.meter),
-                ),
+                Some(s) => match payees.get(&(s.payee.view, s.payee.spend)) {
+                    Some(&h) => (h, None),
+                    None => continue,
+                },
+                None => match manifest.household_of(&o.meter) {
+                    Some(h) => (h, Some(o.meter)),
+                    None => continue,
+                },
             };
             orders.push(PublicOrder {
                 slot: k,
@@ -252,16 +244,14 @@ pub fn chain_run(
     let params = params.ok_or_else(|| unexpected("no settled slot"))?;
     // The truth the simulator knows: every household's net, read exactly as
     // the fleet read it.
+    let start_interval = manifest.start_interval + from;
     let mut hood = Neighbourhood::new(&manifest.sim_plan(params, 1), Profiles::embedded()?)?;
-    for interval in 0..manifest.start_interval {
+    for interval in 0..start_interval {
         hood.read(interval);
     }
     let mut net_wh = vec![Vec::new(); manifest.meters.len()];
     for k in 0..settled {
-        for (series, r) in net_wh
-            .iter_mut()
-            .zip(hood.read(manifest.start_interval + k))
-        {
+        for (series, r) in net_wh.iter_mut().zip(hood.read(start_interval + k)) {
             series.push(r.net_wh());
         }
     }
@@ -272,7 +262,7 @@ pub fn chain_run(
             PrivacyMode::Transparent
         },
         params,
-        start_interval: manifest.start_interval,
+        start_interval,
         slots: settled,
         registry,
         orders,
@@ -304,16 +294,17 @@ fn arrival_order(seed: u64, slot: Slot, n: usize) -> Vec<usize> {
     order
 }
 
-/// The settlements of the manifest's first `slots` slots in region
+/// The settlements of the run's slots `from..from + slots` in region
 /// [`FLEET_REGION`], up to the first slot not settled.
 fn settled_slots(
     api: &NodeClient,
     manifest: &FleetManifest,
+    from: u64,
     slots: u64,
 ) -> Result<Vec<quartier_ledger::Settlement>, FleetError> {
     let mut settled = Vec::new();
     for k in 0..slots {
-        let slot = manifest.first_slot + k;
+        let slot = manifest.first_slot + from + k;
         let path = format!("/api/v1/regions/{}/slots/{slot}", FLEET_REGION.0);
         let (_, v) = api.get(&path)?;
         match serde_json::from_value::<quartier_ledger::Settlement>(v["settlement"].clone()) {
@@ -351,17 +342,18 @@ pub struct CryptoRun {
 }
 
 /// Mode A: what the cryptographic adversary attacks on a fleet's chain —
-/// every shielded order of the manifest's first `slots` slots as its block
+/// every shielded order of the run's slots `from..from + slots` as its block
 /// published it, with its ring and scope, and the pool — and the answer key
 /// the devnet's wallet seeds give: each order's meter and each funds
 /// input's real member. `None` on a chain without mode A.
 ///
 /// # Errors
-/// [`FleetError`] if the node can not be read or an order pays no
-/// household of the run.
+/// [`FleetError`] if the node can not be read. Orders of other
+/// participants are left out.
 pub fn chain_crypto(
     api: &NodeClient,
     manifest: &FleetManifest,
+    from: u64,
     slots: u64,
 ) -> Result<Option<CryptoRun>, FleetError> {
     let unexpected = |what: &str| FleetError::Unexpected(what.to_string());
@@ -380,16 +372,16 @@ pub fn chain_crypto(
     let mut placed = BTreeMap::new();
     let mut params = None;
     let mut last = None;
-    for (k, settlement) in (0..).zip(settled_slots(api, manifest, slots)?) {
-        let slot = manifest.first_slot + k;
+    for (k, settlement) in (0..).zip(settled_slots(api, manifest, from, slots)?) {
+        let slot = manifest.first_slot + from + k;
         params.get_or_insert(settlement.params);
         last = Some(settlement.height);
         let payees = payee_households(&wallets, Slot(slot));
         for (position, o) in (0u32..).zip(&settlement.orders) {
-            if let Some(s) = &o.shielded {
-                let household = *payees
-                    .get(&(s.payee.view, s.payee.spend))
-                    .ok_or(FleetError::UnknownPayee(slot))?;
+            // Another participant's order has no answer key: left out.
+            if let Some(s) = &o.shielded
+                && let Some(&household) = payees.get(&(s.payee.view, s.payee.spend))
+            {
                 placed.insert(s.key_image, (k, position, household));
             }
         }
@@ -398,9 +390,22 @@ pub fn chain_crypto(
         return Err(unexpected("no settled slot"));
     };
     let rings = crate::client::meter_rings(api, FLEET_REGION)?;
+    // The window's orders are in blocks after the settlement of a slot whose
+    // book closed before theirs opened; earlier blocks are not read.
+    let gate_slots = status["gate_ms"]
+        .as_u64()
+        .unwrap_or(0)
+        .div_ceil(status["slot_ms"].as_u64().filter(|&ms| ms > 0).unwrap_or(1));
+    let margin = status["lead_slots"].as_u64().unwrap_or(0) + gate_slots + 2;
+    let first_height = match from.checked_sub(margin) {
+        Some(before) => settled_slots(api, manifest, before, 1)?
+            .first()
+            .map_or(1, |s| s.height.0),
+        None => 1,
+    };
     let mut orders = Vec::new();
     let mut meters = Vec::new();
-    for height in 1..=last.0 {
+    for height in first_height..=last.0 {
         let (_, block) = api.get(&format!("/api/v1/blocks/{height}?full=true"))?;
         for tx in block["txs"].as_array().into_iter().flatten() {
             let Some(bytes) = tx["tx"].as_str().and_then(|h| hex::decode(h).ok()) else {

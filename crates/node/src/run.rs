@@ -218,7 +218,14 @@ pub fn run(config: NodeConfig, sync_from: Option<&str>) -> anyhow::Result<()> {
         let runtime_metrics: api::RuntimeMetrics = Arc::new(move || runtime.encode());
         axum::serve(
             listener,
-            api::router_with_runtime(app, gossip, Some(runtime_metrics)),
+            api::router_with(
+                app,
+                gossip,
+                api::Extras {
+                    runtime: Some(runtime_metrics),
+                    audit_report: config.audit_report.clone(),
+                },
+            ),
         )
         .await
         .context("API server")?;

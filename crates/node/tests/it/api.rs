@@ -510,3 +510,50 @@ fn pool_outputs_are_served_as_wallets_decode_them() {
         assert_eq!(served.public_amount, Some(Money::new(1_000)));
     });
 }
+
+#[test]
+fn the_audit_report_is_served_as_written_and_bad_files_are_refused() {
+    use quartier_node::api::{Extras, router_with};
+    let keys = validator_keys(4);
+    let app = app(&genesis(&keys));
+    let path = fresh_dir("api-audit").join("audit.json");
+    let serving = router_with(
+        app.clone(),
+        Arc::new(|_| {}),
+        Extras {
+            runtime: None,
+            audit_report: Some(path.clone()),
+        },
+    );
+    let plain = router(app, Arc::new(|_| {}));
+    block_on(async {
+        // A node configured without a report: 404, and its status says so.
+        let (s, v) = call(&plain, "GET", "/api/v1/audit", "").await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+        assert!(v["error"].is_string());
+        assert_eq!(
+            call(&plain, "GET", "/api/v1/status", "").await.1["audit"],
+            false
+        );
+        assert_eq!(
+            call(&serving, "GET", "/api/v1/status", "").await.1["audit"],
+            true
+        );
+        // None written yet: 204, no body.
+        let (s, v) = call(&serving, "GET", "/api/v1/audit", "").await;
+        assert_eq!((s, v), (StatusCode::NO_CONTENT, serde_json::Value::Null));
+        // Written: served as written.
+        let report =
+            serde_json::json!({ "slot": 7, "slots": 3, "reports": [], "cryptographic": null });
+        std::fs::write(&path, report.to_string()).unwrap();
+        assert_eq!(
+            call(&serving, "GET", "/api/v1/audit", "").await,
+            (StatusCode::OK, report)
+        );
+        // Not JSON (a torn or foreign file): 503 with a JSON error.
+        std::fs::write(&path, b"{\"slot\": 7, \"rep").unwrap();
+        let (s, v) = call(&serving, "GET", "/api/v1/audit", "").await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+        assert!(v["error"].as_str().unwrap().contains("not JSON"), "{v}");
+    });
+}
