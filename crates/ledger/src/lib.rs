@@ -40,7 +40,7 @@ pub use sealed_market::{
 pub use shielded_pool::{
     Allowance, KIND_ORDER, KIND_TRANSFER, KIND_UNSHIELD, MAX_SHIELDED_INPUTS, PoolOutput,
     ShieldedInput, ShieldedOrder, ShieldedPolicy, ShieldedTransfer, allowance_ring, check_one_time,
-    key_image_used, meter_ring, scope, side_byte,
+    key_image_used, key_images_of, meter_ring, scope, side_byte,
 };
 pub use state::{
     Account, Book, BookOrder, InvalidProof, Meta, Meter, Proposal, Settlement, ShieldedPayee,

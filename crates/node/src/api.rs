@@ -204,7 +204,9 @@ async fn submit(
     let bytes = hex::decode(body.tx.trim()).map_err(|e| bad(format!("tx: {e}")))?;
     let tx = SignedTx::decode(&bytes).map_err(|e| bad(format!("tx: {e}")))?;
     let hash = api.app.submit(tx).map_err(|e| match e {
-        MempoolError::Duplicate => ApiError(StatusCode::CONFLICT, e.to_string()),
+        MempoolError::Duplicate | MempoolError::KeyImagePending => {
+            ApiError(StatusCode::CONFLICT, e.to_string())
+        }
         MempoolError::Full | MempoolError::AccountFull => {
             ApiError(StatusCode::TOO_MANY_REQUESTS, e.to_string())
         }

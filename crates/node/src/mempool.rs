@@ -1,8 +1,8 @@
 //! Pending transactions, checked on arrival and bounded.
 
-use quartier_ledger::{SignedTx, State, TxError};
-use quartier_types::AccountId;
+use quartier_ledger::{BlockContext, SignedTx, State, TxError};
 use quartier_types::hash::Digest;
+use quartier_types::{AccountId, Height};
 use std::collections::{BTreeMap, VecDeque};
 
 /// Limits of the mempool.
@@ -49,13 +49,27 @@ pub enum MempoolError {
     /// The mempool is full.
     #[error("mempool full")]
     Full,
+    /// Mode A: a pending transaction already carries one of this one-time
+    /// transaction's key images (at most one of them can ever apply).
+    #[error("a pending transaction already carries one of its key images")]
+    KeyImagePending,
 }
 
 /// Signature-checked pending transactions in arrival order.
+///
+/// A one-time (mode A) transaction has no nonce and no account to bound
+/// it: it is admitted only if it passes the ledger's checks against the
+/// finalized state in full (rings, range proofs, allowance), and only while
+/// no pending transaction carries one of its key images. Its allowance or
+/// order authorisation is one key image per meter, slot and use, so the
+/// one-time transactions pending at once are bounded by the registry, not
+/// by what a stranger sends.
 #[derive(Debug, Default)]
 pub struct Mempool {
     config: MempoolConfig,
     txs: BTreeMap<Digest, (u64, SignedTx)>,
+    /// The key images of pending one-time transactions.
+    images: BTreeMap<[u8; 32], Digest>,
     arrival: BTreeMap<u64, Digest>,
     per_account: BTreeMap<AccountId, usize>,
     next_seq: u64,
@@ -92,7 +106,9 @@ impl Mempool {
         self.rejected.get(hash)
     }
 
-    /// Admits a transaction after checking its signature against `state`'s nonces.
+    /// Admits a transaction after checking its signature against `state`'s
+    /// nonces; a one-time transaction after checking it in full against
+    /// `state` (the finalized state) and the key images pending.
     ///
     /// # Errors
     /// [`MempoolError`] saying why it was not admitted; nothing changes then.
@@ -118,11 +134,29 @@ impl Mempool {
         if self.txs.len() >= self.config.max_txs {
             return Err(MempoolError::Full);
         }
+        let images = quartier_ledger::key_images_of(&tx.tx.body);
+        // Cheap before dear: a key image already pending costs a lookup.
+        if images.iter().any(|i| self.images.contains_key(i)) {
+            return Err(MempoolError::KeyImagePending);
+        }
+        let one_time = tx.tx.body.is_one_time();
         let verified = tx.verify().map_err(MempoolError::Invalid)?;
+        if one_time {
+            let meta = state.meta();
+            let ctx = BlockContext {
+                height: Height(meta.height.0.saturating_add(1)),
+                time: meta.time,
+            };
+            quartier_ledger::check_one_time(state, &verified, &ctx)
+                .map_err(MempoolError::Invalid)?;
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
         self.arrival.insert(seq, hash);
         self.txs.insert(hash, (seq, verified.signed().clone()));
+        for image in images {
+            self.images.insert(image, hash);
+        }
         *self.per_account.entry(signer).or_default() += 1;
         Ok(hash)
     }
@@ -140,6 +174,9 @@ impl Mempool {
     pub fn remove(&mut self, hash: &Digest) {
         if let Some((seq, tx)) = self.txs.remove(hash) {
             self.arrival.remove(&seq);
+            for image in quartier_ledger::key_images_of(&tx.tx.body) {
+                self.images.remove(&image);
+            }
             if let Some(n) = self.per_account.get_mut(&tx.tx.signer) {
                 *n -= 1;
                 if *n == 0 {
@@ -162,12 +199,16 @@ impl Mempool {
         }
     }
 
-    /// Drops transactions whose nonce the finalized state has passed.
+    /// Drops transactions whose nonce the finalized state has passed, and
+    /// one-time transactions whose key image it holds.
     pub fn prune(&mut self, state: &State) {
         let stale: Vec<Digest> = self
             .txs
             .iter()
-            .filter(|(_, (_, tx))| tx.tx.nonce < state.account(&tx.tx.signer).nonce)
+            .filter(|(_, (_, tx))| {
+                tx.tx.nonce < state.account(&tx.tx.signer).nonce
+                    || quartier_ledger::key_image_used(state, &tx.tx.body)
+            })
             .map(|(h, _)| *h)
             .collect();
         for h in stale {

@@ -1114,3 +1114,50 @@ fn a_sell_beyond_the_sellers_own_pv_and_public_orders_are_refused() {
     );
     rejects(&c, &public, TxError::ShieldedOrdersOnly);
 }
+
+/// What a mempool admits of one-time orders by time: its clock is the last
+/// finalized block's, which lags the next block's. A slot closed then is
+/// closed for good (refused: a registered meter could otherwise send one
+/// valid order per side for every past slot, each verified again by every
+/// proposer); the slot just past the horizon may open by the next block
+/// (admitted); the one after is refused.
+#[test]
+fn a_mempool_refuses_orders_for_closed_and_far_slots_and_admits_the_next() {
+    let mut rng = ChaCha20Rng::from_seed([17; 32]);
+    let mut c = chain();
+    c.block_ok(SLOT_MS * 10 + 1);
+    let payee = WalletKeys::from_seed(&[33; 32]);
+    let now = c.state.genesis().slot_at(Timestamp(c.time)).0;
+    assert_eq!(now, 10);
+    let check = |slot: u64, rng: &mut ChaCha20Rng| {
+        let body = order_tx(
+            &c,
+            &key(ALLOWED),
+            slot,
+            Side::Buy,
+            10_000,
+            0,
+            None,
+            &payee,
+            rng,
+        );
+        let tx = one_time(&c, body, rng);
+        let verified = quartier_ledger::verify_batch(vec![tx])
+            .pop()
+            .unwrap()
+            .unwrap();
+        quartier_ledger::check_one_time(&c.state, &verified, &c.ctx())
+    };
+    assert_eq!(
+        check(8, &mut rng),
+        Err(TxError::SlotClosed { slot: Slot(8) })
+    );
+    assert_eq!(check(10, &mut rng), Ok(()));
+    // lead_slots is 1: slot 11 is open now, slot 12 by the next slot.
+    assert_eq!(check(11, &mut rng), Ok(()));
+    assert_eq!(check(12, &mut rng), Ok(()));
+    assert_eq!(
+        check(13, &mut rng),
+        Err(TxError::SlotNotOpen { slot: Slot(13) })
+    );
+}

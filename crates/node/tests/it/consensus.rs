@@ -213,10 +213,14 @@ fn a_one_time_tx_in_an_unfinalized_parent_is_not_rejected() {
                 quartier_node::TxStatus::Finalized { .. }
             )
         };
-        while !registrations.iter().all(|t| finalized(&apps[0], t)) {
+        while !registrations
+            .iter()
+            .all(|t| apps.iter().all(|a| finalized(a, t)))
+        {
             context.sleep(Duration::from_millis(50)).await;
         }
-        // Every meter's cover orders (zero energy, no funds) for the next
+        // (Every validator knows the meters: a mempool checks rings against
+        // its own finalized registry.) Every meter's cover orders (zero energy, no funds) for the next
         // slot, each from a fresh one-time key.
         let mut rng = rand_chacha::ChaCha20Rng::from_seed([5; 32]);
         let orders: Vec<_> = apps[0].with_state(|s| {
@@ -286,7 +290,8 @@ fn a_one_time_tx_in_an_unfinalized_parent_is_not_rejected() {
 /// The keep-pending rule for one-time transactions must not keep junk: a
 /// transfer from a fresh key whose inputs repeat one key image (refused
 /// before any signature is checked) and whose allowance is garbage is
-/// refused for good, not kept and verified again at every proposal.
+/// refused for good — by every mempool on arrival, so no proposal ever
+/// verifies it — and honest transactions sent meanwhile finalize.
 #[test]
 fn junk_one_time_txs_that_fail_on_a_key_image_are_refused_for_good() {
     use quartier_ledger::{Allowance, ShieldedInput, ShieldedPolicy, ShieldedTransfer, Tx, TxBody};
@@ -359,7 +364,18 @@ fn junk_one_time_txs_that_fail_on_a_key_image_are_refused_for_good() {
                 )
             })
             .collect();
-        submit_to_all(&apps, &junk);
+        for a in &apps {
+            for t in &junk {
+                let refused = a.submit(t.clone());
+                assert!(
+                    matches!(
+                        &refused,
+                        Err(quartier_node::MempoolError::Invalid(e)) if e.to_string().contains("key image")
+                    ),
+                    "{refused:?}"
+                );
+            }
+        }
         let honest = apps[0].with_state(|s| registrations(s, 4));
         submit_to_all(&apps, &honest);
         let all: Vec<usize> = (0..apps.len()).collect();
@@ -384,14 +400,144 @@ fn junk_one_time_txs_that_fail_on_a_key_image_are_refused_for_good() {
                 "validator {i} keeps junk pending: {:?}",
                 a.tx_status(&junk[0].hash())
             );
+        }
+    });
+}
+
+/// A registered meter floods the mempool with one-time transactions past
+/// the bound: 64 valid orders of its own for one slot and side (one key
+/// image: the ledger applies at most one) and 64 false orders under other
+/// meters' rings. Every mempool admits one order and refuses the other 63
+/// (the key image is pending) and every false one (its ring signature
+/// fails); the honest orders of the other meters, sent during the flood,
+/// finalize; once the one order is final, another under its key image is
+/// refused on arrival too.
+#[test]
+fn a_flood_of_one_time_txs_past_the_bound_is_refused_by_the_mempool() {
+    use quartier_ledger::{ShieldedPolicy, Tx, TxBody, meter_ring};
+    use quartier_meter::wallet::{MeterRing, OrderRequest, RingPolicy, ShieldedWallet};
+    use quartier_node::MempoolError;
+    use quartier_types::{Energy, Price, RegionId, Side, Slot};
+    use rand_core::SeedableRng as _;
+    let config = seeded(37);
+    deterministic::Runner::new(config).start(|context| async move {
+        let keys = validator_keys(4);
+        let mut genesis = genesis(&keys);
+        genesis.shielded = Some(ShieldedPolicy { ring_size: 4 });
+        let oracle = network(&context, &keys).await;
+        let apps: Vec<_> = (0..4).map(|_| app(&genesis)).collect();
+        start_all(&context, &oracle, &keys, &apps).await;
+        let meters: Vec<_> = (0..8).map(|i| key(&format!("meter-{i}"))).collect();
+        let registrations: Vec<_> = apps[0].with_state(|s| {
+            (0u64..)
+                .zip(&meters)
+                .map(|(n, m)| {
+                    let body = TxBody::RegisterMeter {
+                        meter: id(m),
+                        region: RegionId(1),
+                        role: quartier_ledger::MeterRole::Consumer,
+                        pv_watts: 0,
+                    };
+                    tx(s, &key("dso"), n, body)
+                })
+                .collect()
+        });
+        submit_to_all(&apps, &registrations);
+        let finalized = |a: &quartier_node::LedgerApp, t: &quartier_ledger::SignedTx| {
+            matches!(
+                a.tx_status(&t.hash()),
+                quartier_node::TxStatus::Finalized { .. }
+            )
+        };
+        while !registrations.iter().all(|t| apps.iter().all(|a| finalized(a, t))) {
+            context.sleep(Duration::from_millis(50)).await;
+        }
+        // Cover buys of the next slot signed by meter `m` (zero energy, no
+        // funds), each from a fresh one-time key.
+        let mut rng = rand_chacha::ChaCha20Rng::from_seed([7; 32]);
+        let mut next_secret = 0u32;
+        let mut orders_of = |m: usize, n: usize| -> Vec<quartier_ledger::SignedTx> {
+            apps[0].with_state(|s| {
+                let chain_id = s.chain_id();
+                let slot = Slot(s.genesis().slot_at(s.meta().time).0 + 1);
+                let params = *s.region(RegionId(1)).unwrap();
+                let ring: Vec<[u8; 32]> = meter_ring(s, RegionId(1), Side::Buy, Energy::ZERO)
+                    .iter()
+                    .map(|(a, _)| a.0)
+                    .collect();
+                (0..n)
+                    .map(|k| {
+                        let meter = MeterRing {
+                            scalar: meters[m].to_scalar().to_bytes(),
+                            key: id(&meters[m]).0,
+                            ring: &ring,
+                        };
+                        let request = OrderRequest {
+                            region: RegionId(1),
+                            params,
+                            slot,
+                            side: Side::Buy,
+                            limit: Price::new(10_000 + k as u64),
+                            energy: Energy::ZERO,
+                        };
+                        let mut wallet =
+                            ShieldedWallet::from_seed([m as u8; 32], RingPolicy { ring_size: 4 });
+                        next_secret += 1;
+                        let mut secret = [0xf1; 32];
+                        secret[..4].copy_from_slice(&next_secret.to_le_bytes());
+                        let signer = Tx::one_time_signer(&secret);
+                        let order = wallet
+                            .order((chain_id, signer), &request, &meter, &mut rng)
+                            .unwrap();
+                        Tx::one_time(chain_id, TxBody::PlaceShieldedOrder { order }, &secret)
+                    })
+                    .collect()
+            })
+        };
+        let flood = orders_of(0, 64);
+        // False orders: honest ones of meters 1–7 with their ring signature
+        // broken, each under a key image no pending tx holds.
+        let mut false_orders = Vec::new();
+        for m in 1..8 {
+            for mut t in orders_of(m, 9) {
+                let TxBody::PlaceShieldedOrder { order } = &mut t.tx.body else {
+                    unreachable!()
+                };
+                order.authorisation.key_image[0] ^= 1;
+                false_orders.push(t);
+            }
+        }
+        let honest: Vec<_> = (1..8).flat_map(|m| orders_of(m, 1)).collect();
+        for (i, a) in apps.iter().enumerate() {
+            let admitted = flood.iter().filter(|t| a.submit((*t).clone()).is_ok()).count();
+            assert_eq!(admitted, 1, "validator {i} admitted {admitted} orders under one key image");
+            for t in flood.iter().skip(1) {
+                assert_eq!(a.submit(t.clone()), Err(MempoolError::KeyImagePending));
+            }
+            for t in &false_orders {
+                let refused = a.submit(t.clone());
+                assert!(matches!(refused, Err(MempoolError::Invalid(_))), "{refused:?}");
+            }
+            for t in &honest {
+                a.submit(t.clone()).unwrap();
+            }
+            assert_eq!(a.view().mempool, 1 + honest.len(), "validator {i}");
+        }
+        while !honest.iter().chain(&flood[..1]).all(|t| finalized(&apps[0], t)) {
+            context.sleep(Duration::from_millis(50)).await;
+        }
+        // Its key image is used: another order under it is refused on
+        // arrival, by every validator that finalized it.
+        let all: Vec<usize> = (0..apps.len()).collect();
+        let height = apps[0].view().height;
+        wait_for_height(&context, &apps, &all, height).await;
+        for a in &apps {
+            let refused = a.submit(flood[1].clone());
             assert!(
-                matches!(
-                    a.tx_status(&junk[0].hash()),
-                    quartier_node::TxStatus::Rejected { ref reason } if reason.contains("key image")
-                ),
-                "{:?}",
-                a.tx_status(&junk[0].hash())
+                matches!(&refused, Err(MempoolError::Invalid(e)) if e.to_string().contains("order")),
+                "{refused:?}"
             );
+            assert_eq!(a.view().mempool, 0);
         }
     });
 }
