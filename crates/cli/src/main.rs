@@ -1246,11 +1246,15 @@ fn audit_chain(
 /// How many of the latest settled slots the devnet's live auditor reads.
 const LIVE_AUDIT_SLOTS: u64 = 96;
 
-/// The devnet's live auditor: after each settled run slot (the latest one
-/// it is told of when it is free), every attack on the last
-/// [`LIVE_AUDIT_SLOTS`] settled slots, written to `path` (replaced
-/// atomically) for the validators' `/api/v1/audit`. It stops when `settled`
-/// closes; a failed audit is reported once and the next one tried.
+/// The live auditor rests this many times as long as its last audit took
+/// before the next: it uses at most a fifth of one core beside the devnet.
+const LIVE_AUDIT_REST: u32 = 4;
+
+/// The devnet's live auditor: after a settled run slot (the latest one it
+/// is told of when it is free and rested, see [`LIVE_AUDIT_REST`]), every
+/// attack on the last [`LIVE_AUDIT_SLOTS`] settled slots, written to `path`
+/// (replaced atomically) for the validators' `/api/v1/audit`. It stops when
+/// `settled` closes; a failed audit is reported once and the next one tried.
 fn live_auditor(
     api: &quartier_node::client::NodeClient,
     manifest: &quartier_node::meters::FleetManifest,
@@ -1263,6 +1267,7 @@ fn live_auditor(
         while let Ok(later) = settled.try_recv() {
             done = later;
         }
+        let started = std::time::Instant::now();
         let from = done.saturating_sub(LIVE_AUDIT_SLOTS);
         let result = audit_chain(api, manifest, from, done - from).and_then(|(reports, crypto)| {
             let report = serde_json::json!({
@@ -1273,6 +1278,9 @@ fn live_auditor(
             });
             write_atomically(path, &report).map_err(Failure::Internal)
         });
+        // Resting is not synchronisation: it bounds the auditor's share of
+        // the CPU the validators and meters share.
+        std::thread::sleep(started.elapsed() * LIVE_AUDIT_REST);
         match result {
             Ok(()) => failed = false,
             Err(Failure::BadInput(e) | Failure::Internal(e)) if !failed => {
