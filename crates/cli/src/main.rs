@@ -1255,6 +1255,7 @@ const LIVE_AUDIT_REST: u32 = 4;
 /// attack on the last [`LIVE_AUDIT_SLOTS`] settled slots, written to `path`
 /// (replaced atomically) for the validators' `/api/v1/audit`. It stops when
 /// `settled` closes; a failed audit is reported once and the next one tried.
+#[allow(clippy::disallowed_methods)] // the binary's clock: the auditor's rest
 fn live_auditor(
     api: &quartier_node::client::NodeClient,
     manifest: &quartier_node::meters::FleetManifest,
@@ -1296,7 +1297,7 @@ fn live_auditor(
 /// over `path`: a reader sees the old report or the new, never a part.
 fn write_atomically(path: &std::path::Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
     use anyhow::Context as _;
-    let tmp = path.with_extension("json.tmp");
+    let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
     write_json(&tmp, value)?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))
 }

@@ -315,6 +315,11 @@ fn check(
     if transfer.inputs.is_empty() || transfer.inputs.len() > MAX_SHIELDED_INPUTS {
         return Err(TxError::InvalidShieldedTransfer);
     }
+    // More outputs than a range proof covers fail it: refused before the
+    // per-output point checks, which would cost a stranger nothing.
+    if transfer.outputs.len() > range::MAX_OUTPUTS {
+        return Err(TxError::InvalidRangeProof);
+    }
     let mut images = std::collections::BTreeSet::new();
     let mut spends = Vec::with_capacity(transfer.inputs.len());
     for input in &transfer.inputs {
@@ -668,6 +673,12 @@ fn check_order(
             .ok_or(TxError::Overflow)?,
         Side::Sell => Money::ZERO,
     };
+    let image = order.authorisation.key_image;
+    // Cheap before dear: a key image the book holds costs a scan, not a
+    // ring verification.
+    if book.is_some_and(|b| holds_authorisation(b, &image)) {
+        return Err(TxError::DuplicateOrder);
+    }
     let message = order.prefix_hash((state.chain_id(), tx.signer), escrow);
     authorise::verify(
         &order.authorisation,
@@ -676,10 +687,6 @@ fn check_order(
         &message,
     )
     .map_err(|_| TxError::InvalidRingSignature)?;
-    let image = order.authorisation.key_image;
-    if book.is_some_and(|b| holds_authorisation(b, &image)) {
-        return Err(TxError::DuplicateOrder);
-    }
     match (&order.funds, escrow.is_zero()) {
         (Some(funds), false) => check(state, (funds, None), &message, escrow, tx.hash)?,
         (None, true) => {}

@@ -204,9 +204,10 @@ async fn submit(
     let bytes = hex::decode(body.tx.trim()).map_err(|e| bad(format!("tx: {e}")))?;
     let tx = SignedTx::decode(&bytes).map_err(|e| bad(format!("tx: {e}")))?;
     let hash = api.app.submit(tx).map_err(|e| match e {
-        MempoolError::Duplicate | MempoolError::KeyImagePending => {
-            ApiError(StatusCode::CONFLICT, e.to_string())
-        }
+        MempoolError::Duplicate => ApiError(StatusCode::CONFLICT, e.to_string()),
+        // Not this tx: another carrying its key image. A client that reads
+        // 409 as "already have it" must not take this for that.
+        MempoolError::KeyImagePending => ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
         MempoolError::Full | MempoolError::AccountFull => {
             ApiError(StatusCode::TOO_MANY_REQUESTS, e.to_string())
         }
@@ -472,6 +473,25 @@ async fn key_images(
     })))
 }
 
+/// The largest audit report served (a devnet's is a few KB).
+const AUDIT_REPORT_MAX_BYTES: u64 = 1 << 20;
+
+/// Reads `path` whole if it is at most `max` bytes (an `InvalidData` error
+/// otherwise), without reading more than that.
+async fn read_capped(path: &std::path::Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt as _;
+    let file = tokio::fs::File::open(path).await?;
+    let mut text = Vec::new();
+    file.take(max + 1).read_to_end(&mut text).await?;
+    if text.len() as u64 > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {max} bytes"),
+        ));
+    }
+    Ok(text)
+}
+
 /// The latest audit report, as its auditor wrote it (see [`Extras`]); 204
 /// while none is written yet.
 async fn audit_report(AxumState(api): AxumState<Api>) -> Result<Response, ApiError> {
@@ -481,7 +501,7 @@ async fn audit_report(AxumState(api): AxumState<Api>) -> Result<Response, ApiErr
             "this node serves no audit report".into(),
         ));
     };
-    let text = match tokio::fs::read(path.as_path()).await {
+    let text = match read_capped(path.as_path(), AUDIT_REPORT_MAX_BYTES).await {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Ok(StatusCode::NO_CONTENT.into_response());
