@@ -253,6 +253,7 @@ async function refreshAudit() {
     rows.push(["real input = newest ring member", pct(k.newest_member_top1) + times(k.newest_member_top1, k.ring_chance)]);
     rows.push(["same household at the same book position", pct(k.position_linking_top1) + times(k.position_linking_top1, k.position_linking_chance)]);
   }
+  if (a.foreign_orders) rows.push(["orders of other participants, not scored", String(a.foreign_orders)]);
   el("audit").innerHTML = "<tbody>" + rows.map(([name, value]) => `<tr><td>${esc(name)}</td><td class="num">${esc(value)}</td></tr>`).join("") + "</tbody>";
   el("audit-span").textContent = a.slot !== undefined ? `over ${a.slots} slot${a.slots === 1 ? "" : "s"}, up to slot ${a.slot}` : "";
 }

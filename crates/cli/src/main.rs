@@ -1157,13 +1157,13 @@ enum AuditSource {
 /// Attacks the public view of a run, as published and with its originators
 /// removed, and prints the scores.
 fn audit(source: AuditSource, json: bool, svg: Option<PathBuf>) -> Result<(), Failure> {
-    let (reports, crypto) = match source {
+    let (reports, crypto, foreign) = match source {
         AuditSource::Run { run, truth } => {
             let view = read_json(&run.join("public.json")).map_err(Failure::BadInput)?;
             let truth_path = truth.unwrap_or_else(|| run.join("truth.json"));
             let truth = read_json(&truth_path).map_err(Failure::BadInput)?;
             // A simulator run publishes no signatures: no cryptographic audit.
-            (audit_views(&view, &truth)?, None)
+            (audit_views(&view, &truth)?, None, 0)
         }
         AuditSource::Node {
             node,
@@ -1178,7 +1178,11 @@ fn audit(source: AuditSource, json: bool, svg: Option<PathBuf>) -> Result<(), Fa
         }
     };
     let out = if json {
-        let both = serde_json::json!({ "reports": reports, "cryptographic": crypto });
+        let both = serde_json::json!({
+            "reports": reports,
+            "cryptographic": crypto,
+            "foreign_orders": foreign,
+        });
         let mut text =
             serde_json::to_string_pretty(&both).map_err(|e| Failure::Internal(e.into()))?;
         text.push('\n');
@@ -1188,6 +1192,11 @@ fn audit(source: AuditSource, json: bool, svg: Option<PathBuf>) -> Result<(), Fa
         if let Some(c) = &crypto {
             text.push('\n');
             text.push_str(&quartier_sim::crypto_audit::table(c));
+        }
+        if foreign > 0 {
+            text.push_str(&format!(
+                "\n{foreign} orders of other participants (no household of the run) left out\n"
+            ));
         }
         text
     };
@@ -1221,8 +1230,9 @@ fn audit_views(
 }
 
 /// Every attack on a devnet fleet's run slots `from..from + slots`: the
-/// statistical reports, and on a mode A chain the cryptographic adversary's
-/// findings on the published bytes.
+/// statistical reports, on a mode A chain the cryptographic adversary's
+/// findings on the published bytes, and how many non-cover orders were no
+/// household's (left out of both).
 fn audit_chain(
     api: &quartier_node::client::NodeClient,
     manifest: &quartier_node::meters::FleetManifest,
@@ -1232,15 +1242,16 @@ fn audit_chain(
     (
         Vec<quartier_sim::AuditReport>,
         Option<quartier_sim::crypto_audit::CryptoReport>,
+        usize,
     ),
     Failure,
 > {
     let crypto = quartier_node::meters::chain_crypto(api, manifest, from, slots)
         .map_err(|e| Failure::Internal(e.into()))?
         .map(|r| quartier_sim::crypto_audit::crypto_audit(&r.orders, &r.pool, &r.truth));
-    let (view, truth) = quartier_node::meters::chain_run(api, manifest, from, slots)
+    let (view, truth, foreign) = quartier_node::meters::chain_run(api, manifest, from, slots)
         .map_err(|e| Failure::Internal(e.into()))?;
-    Ok((audit_views(&view, &truth)?, crypto))
+    Ok((audit_views(&view, &truth)?, crypto, foreign))
 }
 
 /// How many of the latest settled slots the devnet's live auditor reads.
@@ -1270,15 +1281,17 @@ fn live_auditor(
         }
         let started = std::time::Instant::now();
         let from = done.saturating_sub(LIVE_AUDIT_SLOTS);
-        let result = audit_chain(api, manifest, from, done - from).and_then(|(reports, crypto)| {
-            let report = serde_json::json!({
-                "slot": manifest.first_slot + done - 1,
-                "slots": done - from,
-                "reports": reports,
-                "cryptographic": crypto,
+        let result =
+            audit_chain(api, manifest, from, done - from).and_then(|(reports, crypto, foreign)| {
+                let report = serde_json::json!({
+                    "slot": manifest.first_slot + done - 1,
+                    "slots": done - from,
+                    "reports": reports,
+                    "cryptographic": crypto,
+                    "foreign_orders": foreign,
+                });
+                write_atomically(path, &report).map_err(Failure::Internal)
             });
-            write_atomically(path, &report).map_err(Failure::Internal)
-        });
         // Resting is not synchronisation: it bounds the auditor's share of
         // the CPU the validators and meters share.
         std::thread::sleep(started.elapsed() * LIVE_AUDIT_REST);

@@ -401,7 +401,15 @@ fn the_dashboard_shows_the_market_live() {
     // Open orders: the auditor names every household's orders (the test's
     // own traders are no household of the fleet and are not scored).
     d.shows_the_privacy_mode("transparent");
+    // The test's own two traders are no household of the fleet: left out
+    // of the scores, and the page says so.
+    d.page.wait_until(
+        "the left-out orders on the page",
+        Duration::from_secs(60),
+        "document.querySelector('#audit').textContent.includes('not scored')",
+    );
     let audit = d.page.eval("window.quartier.audit");
+    assert!(audit["foreign_orders"].as_u64().unwrap() >= 2, "{audit}");
     assert_eq!(audit["reports"][0]["top1"].as_f64(), Some(1.0), "{audit}");
     assert_eq!(audit["cryptographic"], Value::Null, "{audit}");
     d.lays_out_on_a_phone_without_errors("transparent");
@@ -454,6 +462,7 @@ fn the_dashboard_of_a_shielded_market_shows_its_live_audit() {
         audit["reports"][0]["top1"].as_f64().unwrap() < 1.0,
         "{audit}"
     );
+    assert_eq!(audit["foreign_orders"], 0, "{audit}");
     // Trades name no meter.
     d.page.wait_until(
         "a local trade",

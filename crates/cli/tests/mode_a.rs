@@ -161,6 +161,9 @@ fn households_trade_through_shielded_orders_no_one_can_attribute() {
     ]);
     assert!(ok, "{out}");
     let audit: serde_json::Value = serde_json::from_str(&out).unwrap();
+    // Every order is a household's: none pays an address no household's
+    // wallet derives (such an order would be left out and counted).
+    assert_eq!(audit["foreign_orders"], 0, "{}", audit["foreign_orders"]);
     let reports = &audit["reports"];
     assert_eq!(reports[0]["view"], "shielded (as published)", "{reports}");
     let orders = reports[0]["orders"].as_u64().unwrap();

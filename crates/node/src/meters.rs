@@ -169,13 +169,16 @@ pub enum FleetError {
 ///
 /// # Errors
 /// [`FleetError`] if the node can not be read. Orders of other participants
-/// (no household of the run) are left out: there is no answer to score.
+/// (no household of the run) are left out — there is no answer to score —
+/// and counted (the third value): a household order that pays an address
+/// its wallet does not derive is counted there too, so a run of households
+/// only must count none.
 pub fn chain_run(
     api: &NodeClient,
     manifest: &FleetManifest,
     from: u64,
     slots: u64,
-) -> Result<(PublicView, GroundTruth), FleetError> {
+) -> Result<(PublicView, GroundTruth, usize), FleetError> {
     let unexpected = |what: &str| FleetError::Unexpected(what.to_string());
     let (_, body) = api.get(&format!("/api/v1/regions/{}/meters", FLEET_REGION.0))?;
     let registry = body["meters"]
@@ -210,6 +213,7 @@ pub fn chain_run(
     let mut orders = Vec::new();
     let mut order_households = Vec::new();
     let mut settled = 0;
+    let mut foreign = 0;
     for (k, settlement) in (0..).zip(settled_slots(api, manifest, from, slots)?) {
         let slot = manifest.first_slot + from + k;
         params.get_or_insert(settlement.params);
@@ -222,11 +226,17 @@ pub fn chain_run(
                 Some(_) if o.order.energy.get() == 0 => continue,
                 Some(s) => match payees.get(&(s.payee.view, s.payee.spend)) {
                     Some(&h) => (h, None),
-                    None => continue,
+                    None => {
+                        foreign += 1;
+                        continue;
+                    }
                 },
                 None => match manifest.household_of(&o.meter) {
                     Some(h) => (h, Some(o.meter)),
-                    None => continue,
+                    None => {
+                        foreign += 1;
+                        continue;
+                    }
                 },
             };
             orders.push(PublicOrder {
@@ -272,7 +282,7 @@ pub fn chain_run(
         order_households,
         net_wh,
     };
-    Ok((view, truth))
+    Ok((view, truth, foreign))
 }
 
 /// The order in which `n` households send their orders of `slot`: a
