@@ -207,15 +207,9 @@ fn a_one_time_tx_in_an_unfinalized_parent_is_not_rejected() {
                 .collect()
         });
         submit_to_all(&apps, &registrations);
-        let finalized = |a: &quartier_node::LedgerApp, t: &quartier_ledger::SignedTx| {
-            matches!(
-                a.tx_status(&t.hash()),
-                quartier_node::TxStatus::Finalized { .. }
-            )
-        };
         while !registrations
             .iter()
-            .all(|t| apps.iter().all(|a| finalized(a, t)))
+            .all(|t| apps.iter().all(|a| is_final(a, t)))
         {
             context.sleep(Duration::from_millis(50)).await;
         }
@@ -267,7 +261,7 @@ fn a_one_time_tx_in_an_unfinalized_parent_is_not_rejected() {
             submit_to_all(&apps, std::slice::from_ref(t));
             context.sleep(Duration::from_millis(15)).await;
         }
-        while apps.iter().any(|a| orders.iter().any(|t| !finalized(a, t))) {
+        while apps.iter().any(|a| orders.iter().any(|t| !is_final(a, t))) {
             for (i, a) in apps.iter().enumerate() {
                 let rejected: Vec<_> = orders
                     .iter()
@@ -428,31 +422,13 @@ fn a_flood_of_one_time_txs_past_the_bound_is_refused_by_the_mempool() {
         let oracle = network(&context, &keys).await;
         let apps: Vec<_> = (0..4).map(|_| app(&genesis)).collect();
         start_all(&context, &oracle, &keys, &apps).await;
+        // Meters `meter-0` … `meter-7`, households without PV.
         let meters: Vec<_> = (0..8).map(|i| key(&format!("meter-{i}"))).collect();
-        let registrations: Vec<_> = apps[0].with_state(|s| {
-            (0u64..)
-                .zip(&meters)
-                .map(|(n, m)| {
-                    let body = TxBody::RegisterMeter {
-                        meter: id(m),
-                        region: RegionId(1),
-                        role: quartier_ledger::MeterRole::Consumer,
-                        pv_watts: 0,
-                    };
-                    tx(s, &key("dso"), n, body)
-                })
-                .collect()
-        });
+        let registrations = apps[0].with_state(|s| registrations(s, meters.len()));
         submit_to_all(&apps, &registrations);
-        let finalized = |a: &quartier_node::LedgerApp, t: &quartier_ledger::SignedTx| {
-            matches!(
-                a.tx_status(&t.hash()),
-                quartier_node::TxStatus::Finalized { .. }
-            )
-        };
         while !registrations
             .iter()
-            .all(|t| apps.iter().all(|a| finalized(a, t)))
+            .all(|t| apps.iter().all(|a| is_final(a, t)))
         {
             context.sleep(Duration::from_millis(50)).await;
         }
@@ -546,7 +522,7 @@ fn a_flood_of_one_time_txs_past_the_bound_is_refused_by_the_mempool() {
         while !honest
             .iter()
             .chain(&flood[..1])
-            .all(|t| finalized(&apps[0], t))
+            .all(|t| is_final(&apps[0], t))
         {
             context.sleep(Duration::from_millis(50)).await;
         }

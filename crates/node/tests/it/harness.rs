@@ -95,6 +95,14 @@ pub fn registrations(state: &State, n: usize) -> Vec<SignedTx> {
         .collect()
 }
 
+/// Whether `app` has finalized `tx`.
+pub fn is_final(app: &LedgerApp, tx: &SignedTx) -> bool {
+    matches!(
+        app.tx_status(&tx.hash()),
+        quartier_node::TxStatus::Finalized { .. }
+    )
+}
+
 /// The simulated network with every validator as a peer, links between all.
 pub async fn network(
     context: &deterministic::Context,
