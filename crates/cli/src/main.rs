@@ -108,6 +108,11 @@ enum Command {
         /// later slots (0: every reading exactly).
         #[arg(long, default_value_t = 0)]
         lot_wh: u64,
+        /// Which flows a household orders: `net` (one order of what it draws
+        /// or feeds in) or `gross` (a buy of its consumption and a sell of
+        /// its production: mode A's rule).
+        #[arg(long, default_value = "net")]
+        metering: MeteringArg,
     },
     /// Attack a run's public data and score the attacks against its truth.
     ///
@@ -322,6 +327,24 @@ struct PlanArgs {
     hosts: Vec<std::net::Ipv4Addr>,
 }
 
+/// Which flows a simulated household orders (`quartier_meter::metering`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum MeteringArg {
+    /// One order of the net flow.
+    Net,
+    /// A buy of the consumption and a sell of the production.
+    Gross,
+}
+
+impl From<MeteringArg> for quartier_meter::metering::Metering {
+    fn from(m: MeteringArg) -> Self {
+        match m {
+            MeteringArg::Net => quartier_meter::metering::Metering::Net,
+            MeteringArg::Gross => quartier_meter::metering::Metering::Gross,
+        }
+    }
+}
+
 /// The devnet's privacy mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Privacy {
@@ -389,14 +412,7 @@ struct HouseholdArgs {
     /// Simulated day of the year (1-366) of the first slot, which starts at 06:00.
     #[arg(long, default_value_t = 172, value_parser = clap::value_parser!(u64).range(1..=366))]
     start_day: u64,
-    /// Mode A: order in whole lots of this many Wh, carrying the rounding
-    /// to later slots (0: every reading exactly).
-    #[arg(long, default_value_t = LOT_WH)]
-    lot_wh: u64,
 }
-
-/// Mode A's default order lot, Wh (README, "Limits of mode A").
-const LOT_WH: u64 = 0;
 
 impl HouseholdArgs {
     fn plan(&self) -> quartier_node::meters::FleetPlan {
@@ -408,7 +424,6 @@ impl HouseholdArgs {
             start_interval: (self.start_day - 1) * 96 + 6 * 4,
             // 200 CHF each.
             top_up: quartier_types::Money::new(200 * 100_000_000),
-            lot_wh: self.lot_wh,
         }
     }
 }
@@ -448,6 +463,7 @@ fn main() -> ExitCode {
             privacy,
             write_run,
             lot_wh,
+            metering,
         } => {
             let plan = quartier_sim::SimPlan {
                 households,
@@ -458,6 +474,7 @@ fn main() -> ExitCode {
                 strategy,
                 params: quartier_sim::default_params(),
                 lot_wh,
+                metering: metering.into(),
             };
             let write_run = write_run.map(|dir| (dir, privacy));
             sim(&plan, json, csv_out, write_run)
@@ -1509,13 +1526,15 @@ fn run_households(
         FleetEvent::Settled {
             slot,
             orders,
+            buys,
             local,
             price,
         } => {
             let _ = settled.send(slot.0.saturating_sub(first_slot) + 1);
             println!(
-            "slot {} settled: {orders} orders, {:.3} kWh traded locally{}",
+            "slot {} settled: {orders} orders{}, {:.3} kWh traded locally{}",
             slot.0,
+            buys.map(|b| format!(" ({b} buys)")).unwrap_or_default(),
             local.get() as f64 / 1_000.0,
             price
                 .map(|p| format!(" at {:.2} Rp/kWh", p.get() as f64 / 1_000.0))

@@ -285,7 +285,6 @@ fn four_processes_survive_kill_9_and_agree() {
         strategy: quartier_meter::StrategyKind::Random,
         start_interval: 171 * 96 + 40,
         top_up: quartier_types::Money::new(100 * 100_000_000),
-        lot_wh: 0,
     };
     let mut fleet = Fleet::enrol(
         apis,

@@ -13,7 +13,7 @@
 //! in flight; readings that arrive meanwhile wait in a queue, and an order
 //! whose slot has closed on chain is abandoned (the ledger would refuse it).
 
-use crate::lots::LotCarry;
+use crate::metering::Metering;
 use crate::strategy::{BidContext, BidOutcome, BiddingStrategy, limit_for};
 use crate::wallet::{MeterRing, OrderRequest, ShieldedWallet, WalletError};
 use ed25519_dalek::SigningKey;
@@ -29,15 +29,20 @@ use std::collections::{BTreeMap, VecDeque};
 /// What the host tells the agent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AgentInput {
-    /// The meter's net energy for `slot`: consumption minus own PV, in Wh.
-    /// Positive is bought, negative sold, zero places no order.
+    /// The meter's reading for `slot`. Net metering orders `net_wh`
+    /// (positive bought, negative sold, zero no order); gross metering a buy
+    /// of the consumption (`net_wh + produced_wh`) and a sell of the
+    /// production ([`Metering`]).
     Measured {
         /// The slot measured.
         slot: Slot,
         /// The quarter hour of the day of the metered interval, `0..96`.
         slot_of_day: u32,
-        /// Net energy in Wh.
+        /// Net energy in Wh: consumption minus own PV.
         net_wh: i64,
+        /// What the household's PV produced, Wh (its production register;
+        /// 0 without PV).
+        produced_wh: u64,
     },
     /// A node's answer about the transaction `hash`.
     Status {
@@ -75,6 +80,10 @@ pub enum AgentInput {
     Settled {
         /// The slot.
         slot: Slot,
+        /// The side of the order (a gross-metered prosumer has two a slot);
+        /// `None` where the host can not tell (mode B's receipts, net
+        /// metering: one order a slot).
+        side: Option<Side>,
         /// Energy of this meter's order matched locally.
         matched: Energy,
         /// Energy-weighted mean price of the slot's local trades.
@@ -179,8 +188,8 @@ pub struct MeterAgent {
     sealing: Option<Sealing>,
     /// Mode A, if the chain runs it.
     shielding: Option<Shielding>,
-    /// How readings become order amounts (exact unless set in lots).
-    lots: LotCarry,
+    /// Which flows it orders.
+    metering: Metering,
 }
 
 impl MeterAgent {
@@ -207,15 +216,16 @@ impl MeterAgent {
             placed: Vec::new(),
             sealing: None,
             shielding: None,
-            lots: LotCarry::new(0),
+            metering: Metering::Net,
         }
     }
 
-    /// Orders in whole lots of `lot_wh`, the rounding carried to later slots
-    /// ([`LotCarry`]): the book shows fewer distinct amounts (mode A).
+    /// Orders by `metering`: gross (mode A's rule) orders a buy of the
+    /// consumption and a sell of the production every slot, so a buy does
+    /// not say whether the meter has PV.
     #[must_use]
-    pub fn in_lots(mut self, lot_wh: u64) -> MeterAgent {
-        self.lots = LotCarry::new(lot_wh);
+    pub fn metering(mut self, metering: Metering) -> MeterAgent {
+        self.metering = metering;
         self
     }
 
@@ -286,9 +296,12 @@ impl MeterAgent {
         self.account
     }
 
-    /// The transaction in flight, if any (to poll its status).
-    pub fn in_flight(&self) -> Option<&SignedTx> {
-        self.orders.front().and_then(|o| o.tx.as_ref())
+    /// The transactions in flight (to poll their status): at most one
+    /// with a nonce; in mode A, where a one-time signer has none, a funded
+    /// order and any number of unfunded ones (sells, cover orders) at once,
+    /// so a gross-metered prosumer's sell does not wait for its buy.
+    pub fn in_flight(&self) -> impl Iterator<Item = &SignedTx> {
+        self.orders.iter().filter_map(|o| o.tx.as_ref())
     }
 
     /// Whether nothing waits to be submitted or finalized.
@@ -304,6 +317,7 @@ impl MeterAgent {
                 slot,
                 slot_of_day,
                 net_wh,
+                produced_wh,
             } => {
                 // What its PV can sell in a slot, as the chain registered it.
                 let me = self.account.0;
@@ -313,8 +327,30 @@ impl MeterAgent {
                         .find(|(key, _)| *key == me)
                         .map_or(0, |(_, e)| e.get())
                 });
-                let net_wh = self.lots.order(net_wh, sell_cap);
-                if net_wh == 0 && (self.sealing.is_some() || self.shielding.is_some()) {
+                let flows: Vec<(Side, u64)> = match self.metering {
+                    Metering::Net => {
+                        let side = if net_wh > 0 { Side::Buy } else { Side::Sell };
+                        vec![(side, net_wh.unsigned_abs())]
+                    }
+                    Metering::Gross => {
+                        let consumed = net_wh
+                            .checked_add_unsigned(produced_wh)
+                            .and_then(|c| u64::try_from(c).ok())
+                            .unwrap_or(0);
+                        // A sell above the registered capability would be
+                        // refused: the excess is left to the grid.
+                        Metering::Gross
+                            .orders(consumed, produced_wh)
+                            .into_iter()
+                            .map(|(side, wh)| match side {
+                                Side::Buy => (side, wh),
+                                Side::Sell => (side, wh.min(sell_cap)),
+                            })
+                            .collect()
+                    }
+                };
+                let flows: Vec<(Side, u64)> = flows.into_iter().filter(|f| f.1 > 0).collect();
+                if flows.is_empty() && (self.sealing.is_some() || self.shielding.is_some()) {
                     // Cover traffic: an empty buy, indistinguishable on chain.
                     let bid = BidContext {
                         side: Side::Buy,
@@ -328,10 +364,11 @@ impl MeterAgent {
                         limit: self.params.feed_in_tariff(),
                         tx: None,
                     });
-                } else if net_wh != 0 {
+                }
+                for (side, wh) in flows {
                     let bid = BidContext {
-                        side: if net_wh > 0 { Side::Buy } else { Side::Sell },
-                        energy: Energy::new(net_wh.unsigned_abs()),
+                        side,
+                        energy: Energy::new(wh),
                         slot,
                         slot_of_day,
                         params: self.params,
@@ -345,14 +382,15 @@ impl MeterAgent {
                 }
             }
             AgentInput::Status { hash, status } => {
-                if self.in_flight().map(SignedTx::hash) == Some(hash) {
-                    self.progress(status, &mut effects);
+                let sent = |o: &PendingOrder| o.tx.as_ref().map(SignedTx::hash) == Some(hash);
+                if let Some(i) = self.orders.iter().position(sent) {
+                    self.progress(i, status, &mut effects);
                 }
             }
             AgentInput::Nonce(nonce) => {
                 // Only while nothing is in flight: an in-flight tx's fate is
                 // learned from its status, never guessed from the nonce.
-                if self.in_flight().is_none() {
+                if self.in_flight().next().is_none() {
                     self.next_nonce = nonce;
                 }
             }
@@ -383,10 +421,15 @@ impl MeterAgent {
             }
             AgentInput::Settled {
                 slot,
+                side,
                 matched,
                 market_price,
             } => {
-                if let Some(i) = self.placed.iter().position(|o| o.bid.slot == slot) {
+                if let Some(i) = self
+                    .placed
+                    .iter()
+                    .position(|o| o.bid.slot == slot && side.is_none_or(|s| s == o.bid.side))
+                {
                     let order = self.placed.swap_remove(i);
                     self.strategy.observe(&BidOutcome {
                         bid: order.bid,
@@ -402,10 +445,11 @@ impl MeterAgent {
         effects
     }
 
-    fn progress(&mut self, status: TxProgress, effects: &mut Vec<AgentEffect>) {
+    /// The order `i` of the queue, in flight, reached `status`.
+    fn progress(&mut self, i: usize, status: TxProgress, effects: &mut Vec<AgentEffect>) {
         match status {
             TxProgress::Finalized => {
-                if let Some(order) = self.orders.pop_front() {
+                if let Some(order) = self.orders.remove(i) {
                     match self.shielding.as_mut() {
                         Some(s) => s.wallet.confirm(order.bid.slot, order.bid.side),
                         None => self.next_nonce = self.next_nonce.saturating_add(1),
@@ -415,12 +459,12 @@ impl MeterAgent {
             }
             TxProgress::Pending => {}
             TxProgress::Unknown | TxProgress::Unreachable => {
-                if let Some(tx) = self.in_flight() {
+                if let Some(tx) = self.orders.get(i).and_then(|o| o.tx.as_ref()) {
                     effects.push(AgentEffect::Submit(Box::new(tx.clone())));
                 }
             }
             TxProgress::Rejected(reason) => {
-                if let Some(order) = self.orders.pop_front() {
+                if let Some(order) = self.orders.remove(i) {
                     self.forget(&order);
                     effects.push(AgentEffect::Abandoned {
                         slot: order.bid.slot,
@@ -451,12 +495,14 @@ impl MeterAgent {
     /// images (the host then feeds [`AgentInput::KeyImages`], read after
     /// chain time `now`).
     pub fn awaits_key_images(&self, now: Timestamp) -> bool {
-        let in_flight = self.in_flight().is_some();
+        let in_flight = |slot| {
+            self.orders
+                .iter()
+                .any(|o| o.tx.is_some() && o.bid.slot == slot)
+        };
         self.shielding.as_ref().is_some_and(|s| {
-            s.wallet.awaits_key_images(|slot| {
-                self.genesis.close_of(slot) <= now
-                    && !(in_flight && self.orders.front().is_some_and(|o| o.bid.slot == slot))
-            })
+            s.wallet
+                .awaits_key_images(|slot| self.genesis.close_of(slot) <= now && !in_flight(slot))
         })
     }
 
@@ -477,63 +523,20 @@ impl MeterAgent {
     }
 
     /// Signs and submits the head of the queue if nothing is in flight and the
-    /// nonce is known (no `FetchNonce` outstanding).
+    /// nonce is known (no `FetchNonce` outstanding); in mode A every order
+    /// that can go ([`start_shielded`](Self::start_shielded)).
     fn start_next(&mut self, effects: &mut Vec<AgentEffect>) {
         if effects.contains(&AgentEffect::FetchNonce) {
+            return;
+        }
+        if self.shielding.is_some() {
+            self.start_shielded(effects);
             return;
         }
         let Some(head) = self.orders.front_mut() else {
             return;
         };
         if head.tx.is_some() {
-            return;
-        }
-        if let Some(shielding) = self.shielding.as_mut() {
-            let request = OrderRequest {
-                region: self.region,
-                params: self.params,
-                slot: head.bid.slot,
-                side: head.bid.side,
-                limit: head.limit,
-                energy: head.bid.energy,
-            };
-            if shielding.buy_ring.is_empty() {
-                // The host has not fed the meter rings yet.
-                return;
-            }
-            let ring = shielding.ring(head.bid.side, head.bid.energy);
-            let meter = MeterRing {
-                scalar: self.key.to_scalar().to_bytes(),
-                key: self.account.0,
-                ring: &ring,
-            };
-            let chain_id = self.genesis.chain_id();
-            let mut secret = [0u8; 32];
-            rand_core::Rng::fill_bytes(&mut shielding.rng, &mut secret);
-            let signer = Tx::one_time_signer(&secret);
-            match shielding
-                .wallet
-                .order((chain_id, signer), &request, &meter, &mut shielding.rng)
-            {
-                Ok(order) => {
-                    let tx = Tx::one_time(chain_id, TxBody::PlaceShieldedOrder { order }, &secret);
-                    head.tx = Some(tx.clone());
-                    effects.push(AgentEffect::Submit(Box::new(tx)));
-                }
-                // Too little of the pool scanned for a ring yet: wait.
-                Err(WalletError::PoolTooSmall(_)) => {}
-                // No money for the escrow, or no ring with this meter yet:
-                // this order can not be made; the next may.
-                Err(e) => {
-                    if let Some(order) = self.orders.pop_front() {
-                        effects.push(AgentEffect::Abandoned {
-                            slot: order.bid.slot,
-                            reason: e.to_string(),
-                        });
-                    }
-                    self.start_next(effects);
-                }
-            }
             return;
         }
         let body = match self.sealing.as_mut() {
@@ -581,6 +584,75 @@ impl MeterAgent {
         head.tx = Some(tx.clone());
         effects.push(AgentEffect::Submit(Box::new(tx)));
     }
+
+    /// Mode A: signs and submits, in queue order, every order not yet sent
+    /// that can go now. A one-time signer has no nonce, so orders need not
+    /// wait for each other, except that a funded order (a buy with energy)
+    /// waits while another is in flight: its inputs and its change are
+    /// the wallet's, learned once the first is final.
+    fn start_shielded(&mut self, effects: &mut Vec<AgentEffect>) {
+        let mut i = 0;
+        while i < self.orders.len() {
+            let Some(shielding) = self.shielding.as_mut() else {
+                return;
+            };
+            let order = &self.orders[i];
+            let funded = |o: &PendingOrder| o.bid.side == Side::Buy && o.bid.energy > Energy::ZERO;
+            if order.tx.is_some() {
+                i += 1;
+                continue;
+            }
+            if funded(order) && self.orders.iter().any(|o| o.tx.is_some() && funded(o)) {
+                return;
+            }
+            if shielding.buy_ring.is_empty() {
+                // The host has not fed the meter rings yet.
+                return;
+            }
+            let request = OrderRequest {
+                region: self.region,
+                params: self.params,
+                slot: order.bid.slot,
+                side: order.bid.side,
+                limit: order.limit,
+                energy: order.bid.energy,
+            };
+            let ring = shielding.ring(order.bid.side, order.bid.energy);
+            let meter = MeterRing {
+                scalar: self.key.to_scalar().to_bytes(),
+                key: self.account.0,
+                ring: &ring,
+            };
+            let chain_id = self.genesis.chain_id();
+            let mut secret = [0u8; 32];
+            rand_core::Rng::fill_bytes(&mut shielding.rng, &mut secret);
+            let signer = Tx::one_time_signer(&secret);
+            match shielding
+                .wallet
+                .order((chain_id, signer), &request, &meter, &mut shielding.rng)
+            {
+                Ok(placed) => {
+                    let body = TxBody::PlaceShieldedOrder { order: placed };
+                    let tx = Tx::one_time(chain_id, body, &secret);
+                    self.orders[i].tx = Some(tx.clone());
+                    effects.push(AgentEffect::Submit(Box::new(tx)));
+                    i += 1;
+                }
+                // Too little of the pool scanned for a ring yet: wait.
+                Err(WalletError::PoolTooSmall(_)) => return,
+                // No money for the escrow, or no ring with this meter yet:
+                // this order can not be made; the next may.
+                Err(e) => {
+                    if let Some(order) = self.orders.remove(i) {
+                        effects.push(AgentEffect::Abandoned {
+                            slot: order.bid.slot,
+                            reason: e.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -625,6 +697,7 @@ mod tests {
             slot: Slot(slot),
             slot_of_day: 40,
             net_wh,
+            produced_wh: 0,
         }
     }
 
@@ -781,6 +854,75 @@ mod tests {
     }
 
     #[test]
+    fn in_mode_a_a_prosumers_sell_goes_beside_its_buy() {
+        use crate::wallet::{RingPolicy, ShieldedWallet};
+        use quartier_shielded::output::create;
+        let policy = RingPolicy { ring_size: 2 };
+        let wallet = ShieldedWallet::from_seed([50; 32], policy);
+        let mut rng = ChaCha20Rng::from_seed([51; 32]);
+        let stranger = ShieldedWallet::from_seed([49; 32], policy).address();
+        let mut owners = vec![stranger; 6];
+        owners.splice(2..2, [wallet.address(), wallet.address()]);
+        let outputs: Vec<PoolOutput> = owners
+            .iter()
+            .map(|to| PoolOutput {
+                output: create(to, 100_000_000, &mut rng).unwrap().0,
+                height: quartier_types::Height(1),
+                slot: quartier_types::Slot(0),
+                public_amount: None,
+                settles: None,
+            })
+            .collect();
+        let mut a = agent().shielded(wallet, [52; 32]).metering(Metering::Gross);
+        let me = a.account().0;
+        let other = SigningKey::from_bytes(&[7; 32]).verifying_key().to_bytes();
+        let rings = AgentInput::MeterRings {
+            buy: vec![other, me],
+            sell: vec![(me, Energy::new(700)), (other, Energy::new(5_000))],
+        };
+        let _ = a.handle(EARLY, rings);
+        let _ = a.handle(EARLY, AgentInput::PoolOutputs { from: 0, outputs });
+        let placed = |txs: &[SignedTx]| -> Vec<(Side, u64, bool)> {
+            txs.iter()
+                .map(|t| match &t.tx.body {
+                    TxBody::PlaceShieldedOrder { order } => {
+                        (order.side, order.energy.get(), order.funds.is_some())
+                    }
+                    other => panic!("{other:?}"),
+                })
+                .collect()
+        };
+        let reading = |slot, net_wh, produced_wh| AgentInput::Measured {
+            slot: Slot(slot),
+            slot_of_day: 48,
+            net_wh,
+            produced_wh,
+        };
+        // Used 300 Wh, made 900: a funded buy of 300 and, at once, a sell
+        // of what its registered PV can sell (700; the rest is the grid's).
+        let txs = submitted(&a.handle(EARLY, reading(2, -600, 900)));
+        assert_eq!(
+            placed(&txs),
+            [(Side::Buy, 300, true), (Side::Sell, 700, false)]
+        );
+        assert_eq!(a.in_flight().count(), 2);
+        // The next slot's sell goes too; its buy waits for the first buy's
+        // inputs and change to be settled in the wallet.
+        let txs2 = submitted(&a.handle(EARLY, reading(3, -100, 400)));
+        assert_eq!(placed(&txs2), [(Side::Sell, 400, false)]);
+        let finalized = |tx: &SignedTx| AgentInput::Status {
+            hash: tx.hash(),
+            status: TxProgress::Finalized,
+        };
+        let next = submitted(&a.handle(EARLY, finalized(&txs[0])));
+        assert_eq!(placed(&next), [(Side::Buy, 300, true)]);
+        for tx in [&txs[1], &txs2[0], &next[0]] {
+            let _ = a.handle(EARLY, finalized(tx));
+        }
+        assert!(a.is_idle());
+    }
+
+    #[test]
     fn a_reading_becomes_one_signed_order() {
         let mut a = agent();
         let txs = submitted(&a.handle(EARLY, measured(1, -750)));
@@ -801,6 +943,60 @@ mod tests {
         assert!(
             a.handle(EARLY, measured(2, 0)).is_empty(),
             "zero places nothing"
+        );
+    }
+
+    #[test]
+    fn gross_metering_orders_a_buy_of_the_load_and_a_sell_of_the_pv() {
+        let mut a = agent().metering(Metering::Gross);
+        let order = |tx: &SignedTx| match &tx.tx.body {
+            TxBody::PlaceOrder { side, energy, .. } => (*side, energy.get()),
+            other => panic!("{other:?}"),
+        };
+        // A prosumer whose PV made 900 Wh while it used 300: a buy of the
+        // 300 first, then (once the buy is final) a sell of the 900.
+        let reading = AgentInput::Measured {
+            slot: Slot(1),
+            slot_of_day: 48,
+            net_wh: -600,
+            produced_wh: 900,
+        };
+        let txs = submitted(&a.handle(EARLY, reading));
+        assert_eq!(
+            txs.iter().map(order).collect::<Vec<_>>(),
+            [(Side::Buy, 300)]
+        );
+        let finalized = AgentInput::Status {
+            hash: txs[0].hash(),
+            status: TxProgress::Finalized,
+        };
+        let txs = submitted(&a.handle(EARLY, finalized));
+        assert_eq!(
+            txs.iter().map(order).collect::<Vec<_>>(),
+            [(Side::Sell, 900)]
+        );
+        assert_eq!(txs[0].tx.nonce, 6);
+        // Its settlements are told apart by side.
+        let finalized = AgentInput::Status {
+            hash: txs[0].hash(),
+            status: TxProgress::Finalized,
+        };
+        let _ = a.handle(EARLY, finalized);
+        for side in [Side::Sell, Side::Buy] {
+            let settled = AgentInput::Settled {
+                slot: Slot(1),
+                side: Some(side),
+                matched: Energy::ZERO,
+                market_price: None,
+            };
+            let _ = a.handle(EARLY, settled);
+        }
+        assert!(a.placed.is_empty(), "both orders settled");
+        // A household without PV buys its load, as under net metering.
+        let txs = submitted(&a.handle(EARLY, measured(2, 250)));
+        assert_eq!(
+            txs.iter().map(order).collect::<Vec<_>>(),
+            [(Side::Buy, 250)]
         );
     }
 

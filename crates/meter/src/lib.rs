@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod decoys;
 pub mod lots;
+pub mod metering;
 pub mod strategy;
 pub mod wallet;
 

@@ -17,6 +17,7 @@ use crate::client::{ClientError, NodeClient};
 use crate::loadgen::{BenchError, account, body, nonce, submit_window};
 use ed25519_dalek::SigningKey;
 use quartier_ledger::{ChainId, Genesis, MeterRole, SignedTx, TxBody};
+use quartier_meter::metering::Metering;
 use quartier_meter::wallet::{RingPolicy, ShieldedWallet, payee_address};
 use quartier_meter::{AgentEffect, AgentInput, MeterAgent, StrategyKind, TxProgress};
 use quartier_sim::crypto_audit::{CryptoTruth, PublishedOrder};
@@ -47,8 +48,6 @@ pub struct FleetPlan {
     pub start_interval: u64,
     /// Each meter's top-up from the utility.
     pub top_up: Money,
-    /// Mode A: orders in whole lots of this many Wh (0: exact amounts).
-    pub lot_wh: u64,
 }
 
 /// Which account is which household: everything needed to recompute a run.
@@ -82,6 +81,7 @@ impl FleetManifest {
             strategy: self.strategy,
             params,
             lot_wh: 0,
+            metering: Metering::Net,
         }
     }
 
@@ -113,6 +113,8 @@ pub enum FleetEvent {
         slot: Slot,
         /// Orders in the book.
         orders: usize,
+        /// Buys among them, where the book shows sides (not in mode B).
+        buys: Option<usize>,
         /// Energy traded locally.
         local: Energy,
         /// Energy-weighted mean trade price.
@@ -274,6 +276,7 @@ pub fn chain_run(
         params,
         start_interval,
         slots: settled,
+        metering: fleet_metering(shielded),
         registry,
         orders,
     };
@@ -283,6 +286,17 @@ pub fn chain_run(
         net_wh,
     };
     Ok((view, truth, foreign))
+}
+
+/// Which flows the fleet's meters order: gross in mode A (its buys must not
+/// tell households with PV from those without, `quartier_meter::metering`),
+/// net otherwise (mode B hides amounts; the open market names the meter).
+pub fn fleet_metering(shielded: bool) -> Metering {
+    if shielded {
+        Metering::Gross
+    } else {
+        Metering::Net
+    }
 }
 
 /// The order in which `n` households send their orders of `slot`: a
@@ -605,7 +619,8 @@ impl Fleet {
             seed: plan.seed,
             strategy: plan.strategy,
             params,
-            lot_wh: plan.lot_wh,
+            lot_wh: 0,
+            metering: Metering::Net,
         };
         let hood = Neighbourhood::new(&sim, Profiles::embedded()?)?;
         let keys: Vec<SigningKey> = (0..plan.households)
@@ -688,7 +703,9 @@ impl Fleet {
                 (Some(policy), _) => agent.sealed(policy.epoch_slots, random_seed()?),
                 (None, Some(policy)) => {
                     let wallet = ShieldedWallet::from_seed(*wallet, ring_policy(policy));
-                    agent.shielded(wallet, random_seed()?).in_lots(plan.lot_wh)
+                    agent
+                        .shielded(wallet, random_seed()?)
+                        .metering(fleet_metering(true))
                 }
                 (None, None) => agent,
             });
@@ -874,6 +891,7 @@ impl Fleet {
         self.refresh_epoch_keys();
         self.refresh_pool();
         let covered = self.genesis.sealed_market.is_some() || self.genesis.shielded.is_some();
+        let metering = fleet_metering(self.genesis.shielded.is_some());
         let slot_of_day = (interval % 96) as u32;
         let mut placed = 0usize;
         let mut abandoned = Vec::new();
@@ -885,16 +903,19 @@ impl Fleet {
                 continue;
             };
             let net_wh = reading.net_wh();
-            // In modes A and B every meter sends an order every slot (cover orders).
-            if net_wh != 0 || covered {
-                placed += 1;
-            }
+            // In modes A and B every meter sends an order every slot (cover
+            // orders); mode A's gross-metered prosumers a buy and a sell.
+            let flows = metering
+                .orders(reading.consumed.get(), reading.produced.get())
+                .len();
+            placed += if flows == 0 && covered { 1 } else { flows };
             let effects = self.agents[i].handle(
                 now,
                 AgentInput::Measured {
                     slot,
                     slot_of_day,
                     net_wh,
+                    produced_wh: reading.produced.get(),
                 },
             );
             abandoned.extend(self.carry_out(i, now, effects)?);
@@ -907,16 +928,25 @@ impl Fleet {
             let now = self.chain_now();
             self.refresh_epoch_keys();
             for i in 0..self.agents.len() {
-                let input = match self.agents[i].in_flight().map(SignedTx::hash) {
-                    Some(hash) => AgentInput::Status {
-                        hash,
-                        status: self.status(i, &hash),
-                    },
-                    None if !self.agents[i].is_idle() => AgentInput::Tick,
-                    None => continue,
+                let hashes: Vec<_> = self.agents[i].in_flight().map(SignedTx::hash).collect();
+                let inputs: Vec<_> = if hashes.is_empty() {
+                    if self.agents[i].is_idle() {
+                        continue;
+                    }
+                    vec![AgentInput::Tick]
+                } else {
+                    hashes
+                        .into_iter()
+                        .map(|hash| AgentInput::Status {
+                            hash,
+                            status: self.status(i, &hash),
+                        })
+                        .collect()
                 };
-                let effects = self.agents[i].handle(now, input);
-                abandoned.extend(self.carry_out(i, now, effects)?);
+                for input in inputs {
+                    let effects = self.agents[i].handle(now, input);
+                    abandoned.extend(self.carry_out(i, now, effects)?);
+                }
             }
         }
         let pending = self.agents.iter().filter(|a| !a.is_idle()).count();
@@ -1065,6 +1095,7 @@ impl Fleet {
                 if let Some(h) = household {
                     let input = AgentInput::Settled {
                         slot,
+                        side: Some(order.order.side),
                         matched: result.matched,
                         market_price: price,
                     };
@@ -1075,6 +1106,13 @@ impl Fleet {
             on_event(FleetEvent::Settled {
                 slot,
                 orders: settlement.orders.len(),
+                buys: Some(
+                    settlement
+                        .orders
+                        .iter()
+                        .filter(|o| o.order.side == Side::Buy)
+                        .count(),
+                ),
                 local: settlement.clearing.totals.local_energy,
                 price,
             });
@@ -1148,6 +1186,7 @@ impl Fleet {
             {
                 let input = AgentInput::Settled {
                     slot,
+                    side: None,
                     matched,
                     market_price: price,
                 };
@@ -1157,6 +1196,7 @@ impl Fleet {
         on_event(FleetEvent::Settled {
             slot,
             orders: summary.aggregates.sealed as usize,
+            buys: None,
             local: t.local_energy,
             price,
         });

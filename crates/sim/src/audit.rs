@@ -25,6 +25,7 @@
 
 use crate::profiles::{INTERVALS_PER_YEAR, Profiles};
 use crate::view::{GroundTruth, PublicOrder, PublicView, RegistryEntry};
+use quartier_meter::metering::Metering;
 use quartier_types::{AccountId, Side};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -60,7 +61,8 @@ pub struct AuditReport {
     pub orders: usize,
     /// Chance level of attack 1: 1 / households.
     pub chance: f64,
-    /// Attack 1: the right household ranked first.
+    /// Attack 1: the right household ranked first (ties among equally
+    /// likely candidates broken at random, counted as the expected hit).
     pub top1: f64,
     /// Attack 1: the right household among the first five.
     pub top5: f64,
@@ -89,9 +91,12 @@ struct Attribution {
     candidates: usize,
 }
 
-/// The adversary's expectation of a meter's net energy in a quarter hour.
+/// The adversary's expectation of a meter's order in a quarter hour.
 struct NetModel<'a> {
     profiles: &'a Profiles,
+    /// The protocol's rule: net orders, or gross (a buy of the load, a sell
+    /// of the PV output).
+    metering: Metering,
 }
 
 impl NetModel<'_> {
@@ -106,8 +111,12 @@ impl NetModel<'_> {
         let t = ((start + order.slot) % INTERVALS_PER_YEAR as u64) as usize;
         let load = self.profiles.load[t] * 4_000.0;
         let pv = self.profiles.pv[t] * f64::from(meter.pv_watts) * 0.925;
-        let expected = load - pv;
-        let spread = 0.6 * load + 0.15 * pv + 50.0;
+        let (expected, spread) = match (self.metering, order.side) {
+            (Metering::Net, _) => (load - pv, 0.6 * load + 0.15 * pv + 50.0),
+            // Gross: every meter buys its load, a prosumer sells its output.
+            (Metering::Gross, Side::Buy) => (load, 0.6 * load + 50.0),
+            (Metering::Gross, Side::Sell) => (-pv, 0.15 * pv + 50.0),
+        };
         let z = (order.signed_wh() as f64 - expected) / spread;
         Some(-0.5 * z * z - spread.ln())
     }
@@ -137,11 +146,31 @@ fn attribute(
         .iter()
         .map(|&(i, s)| (i, (s - best).exp() / total))
         .collect();
-    // Highest probability first; equal ones in registry order.
+    // Highest probability first; equal ones in registry order (scored as
+    // a random choice among them, [`Attribution::hit`]).
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     Attribution {
         candidates: ranked.len(),
         ranked,
+    }
+}
+
+impl Attribution {
+    /// How likely `right` is among the first `k` of an adversary that breaks
+    /// ties between equally likely candidates at random: 1 if fewer than `k`
+    /// are likelier and all its equals fit, else the share of its equals
+    /// that fit (0 if `k` or more are likelier or it is no candidate).
+    fn hit(&self, right: usize, k: usize) -> f64 {
+        let Some(&(_, p)) = self.ranked.iter().find(|r| r.0 == right) else {
+            return 0.0;
+        };
+        let likelier = self.ranked.iter().filter(|r| r.1 > p).count();
+        let equal = self.ranked.iter().filter(|r| r.1 == p).count();
+        if likelier >= k {
+            0.0
+        } else {
+            ((k - likelier) as f64 / equal as f64).min(1.0)
+        }
     }
 }
 
@@ -197,13 +226,16 @@ pub fn audit(
             .copied()
             .ok_or(AuditError::UnknownHousehold(h))
     };
-    let model = NetModel { profiles };
+    let model = NetModel {
+        profiles,
+        metering: view.metering,
+    };
     let log_n = (n as f64).log2();
 
     // Attack 1 and the inputs of attack 3.
-    let (mut top1, mut top5, mut set, mut effective, mut degree) = (0usize, 0usize, 0.0, 0.0, 0.0);
+    let (mut top1, mut top5, mut set, mut effective, mut degree) = (0.0, 0.0, 0.0, 0.0, 0.0);
     // (orders, right top-1) of households without PV and of prosumers.
-    let mut groups = [(0usize, 0usize); 2];
+    let mut groups = [(0usize, 0.0); 2];
     let slots = usize::try_from(view.slots).unwrap_or(0);
     let mut estimate = vec![vec![0i64; slots]; n];
     for (order, &h) in view.orders.iter().zip(&truth.order_households) {
@@ -211,13 +243,10 @@ pub fn audit(
         let a = attribute(view, &model, &index, order);
         let group = &mut groups[usize::from(view.registry[right].prosumer)];
         group.0 += 1;
-        if a.ranked.first().map(|r| r.0) == Some(right) {
-            top1 += 1;
-            group.1 += 1;
-        }
-        if a.ranked.iter().take(5).any(|r| r.0 == right) {
-            top5 += 1;
-        }
+        let hit1 = a.hit(right, 1);
+        top1 += hit1;
+        group.1 += hit1;
+        top5 += a.hit(right, 5);
         let bits = entropy_bits(&a.ranked);
         set += a.candidates as f64;
         effective += bits.exp2();
@@ -284,14 +313,14 @@ pub fn audit(
 
     let orders = view.orders.len();
     let per_order = |x: f64| if orders == 0 { 0.0 } else { x / orders as f64 };
-    let share = |(n, right): (usize, usize)| if n == 0 { 0.0 } else { right as f64 / n as f64 };
+    let share = |(n, right): (usize, f64)| if n == 0 { 0.0 } else { right / n as f64 };
     Ok(AuditReport {
         view: label.to_string(),
         households: n,
         orders,
         chance: 1.0 / n as f64,
-        top1: per_order(top1 as f64),
-        top5: per_order(top5 as f64),
+        top1: per_order(top1),
+        top5: per_order(top5),
         top1_consumers: share(groups[0]),
         top1_prosumers: share(groups[1]),
         linking_top1: if links == 0 {

@@ -12,6 +12,7 @@ use crate::profiles::Profiles;
 use crate::report::{HouseholdReport, PriceHistogram, SimReport, SlotSeries};
 use quartier_auction::AuctionError;
 use quartier_meter::lots::LotCarry;
+use quartier_meter::metering::Metering;
 use quartier_meter::strategy::limit_for;
 use quartier_meter::{BidContext, BidOutcome, BiddingStrategy, StrategyKind};
 use quartier_types::{Energy, Money, Order, Price, RegionParams, Side, Slot};
@@ -40,6 +41,9 @@ pub struct SimPlan {
     /// Orders in whole lots of this many Wh, the rounding carried to later
     /// slots (`quartier_meter::lots`); 0: every reading exactly.
     pub lot_wh: u64,
+    /// Which flows a household orders: its net (one order) or, gross, its
+    /// consumption and its production (mode A's rule).
+    pub metering: Metering,
 }
 
 impl SimPlan {
@@ -182,6 +186,9 @@ pub fn run_observed(
     if !(1..=365).contains(&plan.start_day) {
         return Err(SimError::Plan("start day outside 1..=365"));
     }
+    if plan.metering == Metering::Gross && plan.lot_wh > 1 {
+        return Err(SimError::Plan("orders in lots are for net metering"));
+    }
     let mut hood = Neighbourhood::new(plan, profiles)?;
     observer.households(hood.households());
     let mut strategies: Vec<Box<dyn BiddingStrategy>> = hood
@@ -219,17 +226,32 @@ pub fn run_observed(
         orders.clear();
         bids.clear();
         for (i, reading) in readings.iter().enumerate() {
-            households[i].record_reading(reading);
+            households[i].record_reading(reading, &plan.params);
             let (carry, cap) = &mut lots[i];
-            let net = carry.order(reading.net_wh(), *cap);
-            if let Some(bid) = bid_for_net(net, slot, plan.params) {
-                let limit = limit_for(strategies[i].as_mut(), &bid);
-                orders.push(Order {
-                    side: bid.side,
-                    limit,
-                    energy: bid.energy,
-                });
-                bids.push((i, bid));
+            // Signed flows, positive bought: one net (in lots, if set) or,
+            // gross, the consumption and the production apart.
+            let flows: Vec<i64> = match plan.metering {
+                Metering::Net => vec![carry.order(reading.net_wh(), *cap)],
+                Metering::Gross => plan
+                    .metering
+                    .orders(reading.consumed.get(), reading.produced.get())
+                    .into_iter()
+                    .map(|(side, wh)| {
+                        let wh = i64::try_from(wh).unwrap_or(i64::MAX);
+                        if side == Side::Buy { wh } else { -wh }
+                    })
+                    .collect(),
+            };
+            for signed in flows {
+                if let Some(bid) = bid_for_net(signed, slot, plan.params) {
+                    let limit = limit_for(strategies[i].as_mut(), &bid);
+                    orders.push(Order {
+                        side: bid.side,
+                        limit,
+                        energy: bid.energy,
+                    });
+                    bids.push((i, bid));
+                }
             }
         }
         let clearing = quartier_auction::clear(&plan.params, &orders)
@@ -239,7 +261,7 @@ pub fn run_observed(
         observer.slot(k, &readings, &book);
         let price = clearing.mean_price();
         for ((i, bid), (order, result)) in bids.iter().zip(orders.iter().zip(&clearing.orders)) {
-            households[*i].record_result(order, result, &plan.params);
+            households[*i].record_result(order, result);
             strategies[*i].observe(&BidOutcome {
                 bid: *bid,
                 limit: order.limit,

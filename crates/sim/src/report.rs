@@ -68,28 +68,38 @@ impl HouseholdReport {
         }
     }
 
-    /// Adds a meter reading.
-    pub fn record_reading(&mut self, r: &Reading) {
+    /// Adds a meter reading, and what the utility alone would bill for it
+    /// (its net import at the grid tariff or its net export at the feed-in
+    /// tariff, whichever flows the household ordered).
+    pub fn record_reading(&mut self, r: &Reading, params: &RegionParams) {
         self.consumed_wh += r.consumed.get();
         self.produced_wh += r.produced.get();
         self.self_consumed_wh += r.self_consumed().get();
+        let net = r.net_wh();
+        let at = |price: Price| {
+            Energy::new(net.unsigned_abs())
+                .value_at(price)
+                .map_or(i128::MAX, signed)
+        };
+        if net > 0 {
+            self.utility_only_bill_urp += at(params.grid_tariff());
+        } else {
+            self.utility_only_bill_urp -= at(params.feed_in_tariff());
+        }
     }
 
     /// Adds the result of one of the household's orders.
-    pub fn record_result(&mut self, order: &Order, result: &OrderResult, params: &RegionParams) {
-        let utility_only = |price: Price| order.energy.value_at(price).map_or(i128::MAX, signed);
+    pub fn record_result(&mut self, order: &Order, result: &OrderResult) {
         match order.side {
             Side::Buy => {
                 self.bought_local_wh += result.matched.get();
                 self.imported_wh += result.to_grid.get();
                 self.market_bill_urp += signed(result.pays);
-                self.utility_only_bill_urp += utility_only(params.grid_tariff());
             }
             Side::Sell => {
                 self.sold_local_wh += result.matched.get();
                 self.exported_wh += result.to_grid.get();
                 self.market_bill_urp -= signed(result.receives);
-                self.utility_only_bill_urp -= utility_only(params.feed_in_tariff());
             }
         }
     }

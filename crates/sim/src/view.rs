@@ -4,6 +4,7 @@
 
 use crate::household::{Household, Reading};
 use crate::market::{RunObserver, SimPlan};
+use quartier_meter::metering::Metering;
 use quartier_types::{AccountId, Energy, Order, Price, RegionParams, Side, hash};
 use serde::{Deserialize, Serialize};
 
@@ -96,6 +97,10 @@ pub struct PublicView {
     pub start_interval: u64,
     /// Slots in the run.
     pub slots: u64,
+    /// Which flows meters order (a protocol rule, public): the adversary
+    /// models the amounts accordingly. Absent in older runs: net.
+    #[serde(default)]
+    pub metering: Metering,
     /// The meter registry.
     pub registry: Vec<RegistryEntry>,
     /// Every order, by slot and position.
@@ -153,6 +158,7 @@ impl RunRecorder {
                 params: plan.params,
                 start_interval: plan.start_interval(),
                 slots: 0,
+                metering: plan.metering,
                 registry: Vec::new(),
                 orders: Vec::new(),
             },

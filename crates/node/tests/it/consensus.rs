@@ -420,7 +420,17 @@ fn a_flood_of_one_time_txs_past_the_bound_is_refused_by_the_mempool() {
         let mut genesis = genesis(&keys);
         genesis.shielded = Some(ShieldedPolicy { ring_size: 4 });
         let oracle = network(&context, &keys).await;
-        let apps: Vec<_> = (0..4).map(|_| app(&genesis)).collect();
+        // Validator 0 keeps its blocks (read back below).
+        let dir = fresh_dir("one-time-flood");
+        let logged = quartier_node::LedgerApp::open(
+            quartier_ledger::State::from_genesis(genesis.clone()).unwrap(),
+            quartier_node::Mempool::new(quartier_node::MempoolConfig::default()),
+            quartier_node::storage::BlockLog::open(&dir.join("validator-0.redb")).unwrap(),
+        )
+        .unwrap();
+        let apps: Vec<_> = std::iter::once(logged)
+            .chain((1..4).map(|_| app(&genesis)))
+            .collect();
         start_all(&context, &oracle, &keys, &apps).await;
         // Meters `meter-0` … `meter-7`, households without PV.
         let meters: Vec<_> = (0..8).map(|i| key(&format!("meter-{i}"))).collect();
@@ -526,6 +536,24 @@ fn a_flood_of_one_time_txs_past_the_bound_is_refused_by_the_mempool() {
         {
             context.sleep(Duration::from_millis(50)).await;
         }
+        // The blocks do not tell the orders' arrival order (flood[0], then
+        // meters 1–7 in turn): the shielded orders of a block are in the
+        // order of their hashes.
+        let mut shielded_in_blocks = 0;
+        for height in 1..=apps[0].view().height {
+            let Some(block) = apps[0].finalized_block(height) else {
+                continue;
+            };
+            let hashes: Vec<_> = block
+                .txs
+                .iter()
+                .filter(|t| t.tx.body.is_one_time())
+                .map(|t| t.hash())
+                .collect();
+            shielded_in_blocks += hashes.len();
+            assert!(hashes.is_sorted(), "block {height}: arrival order shows");
+        }
+        assert_eq!(shielded_in_blocks, 1 + honest.len());
         // Its key image is used: another order under it is refused on
         // arrival, by every validator that finalized it.
         let all: Vec<usize> = (0..apps.len()).collect();

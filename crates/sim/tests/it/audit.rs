@@ -1,6 +1,7 @@
 //! The auditor on runs whose right answers are known.
 
 use quartier_meter::StrategyKind;
+use quartier_meter::metering::Metering;
 use quartier_sim::view::{PublicOrder, RegistryEntry, sim_meter};
 use quartier_sim::{
     AuditReport, GroundTruth, PrivacyMode, Profiles, PublicView, RunRecorder, SimPlan, audit,
@@ -94,6 +95,7 @@ fn sunny_sells(kwp: &[u32]) -> (PublicView, GroundTruth) {
         params: default_params(),
         start_interval: start,
         slots,
+        metering: Metering::Net,
         registry,
         orders,
     };
@@ -174,6 +176,7 @@ fn identical_households_are_not_told_apart_better_than_chance() {
         params: default_params(),
         start_interval: 172 * 96 + 48,
         slots,
+        metering: Metering::Net,
         registry: registry.clone(),
         orders,
     };
@@ -195,4 +198,30 @@ fn a_truth_for_another_run_is_refused() {
     let (view, mut truth) = recorded(&plan(4, 2, 1, 4));
     truth.order_households.pop();
     assert!(audit(&view, &truth, &Profiles::embedded().unwrap(), "x").is_err());
+}
+
+/// Issue 17: in a sunny week under net metering only the households without
+/// PV buy at noon, so a buy's side alone narrows it to them and the auditor
+/// finds consumers well above chance. Gross metering (every household buys
+/// its whole load) takes that away: consumers' buys are found no better
+/// than any household's.
+#[test]
+fn gross_metering_hides_which_buyers_have_no_pv() {
+    let consumers_found = |metering| {
+        let plan = SimPlan {
+            start_day: 160,
+            metering,
+            ..plan(16, 12, 5, 3)
+        };
+        let (view, truth) = recorded(&plan);
+        let r = attack(&view.without_originators(), &truth);
+        (r.top1_consumers, r.chance)
+    };
+    let (net, chance) = consumers_found(Metering::Net);
+    let (gross, _) = consumers_found(Metering::Gross);
+    assert!(net > 2.0 * chance, "net: consumers {net}, chance {chance}");
+    assert!(
+        gross < 1.5 * chance,
+        "gross: consumers {gross}, chance {chance}"
+    );
 }

@@ -22,6 +22,7 @@ pub(crate) fn plan(
         strategy,
         params: default_params(),
         lot_wh: 0,
+        metering: quartier_meter::metering::Metering::Net,
     }
 }
 
