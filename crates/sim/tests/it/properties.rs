@@ -90,6 +90,45 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Gross metering (mode A's rule: a buy of the consumption, a sell of
+    /// the production) moves money only among the households: the
+    /// community's bill is net metering's to the unit, and a household
+    /// without PV still never pays more than with the utility alone. A
+    /// prosumer may: its own PV passes through the book at the book's
+    /// prices (README, "Amounts leak").
+    #[test]
+    fn gross_metering_redistributes_within_the_community(
+        kind in 0usize..5,
+        households in 1u32..14,
+        prosumer_share in 0u32..=100,
+        days in 1u32..3,
+        start_day in 1u32..=365,
+        start_seed in any::<u64>(),
+    ) {
+        let prosumers = households * prosumer_share / 100;
+        let mut p = plan(households, prosumers, days, start_seed, StrategyKind::ALL[kind]);
+        p.start_day = start_day;
+        let net = report(&p);
+        p.metering = quartier_meter::metering::Metering::Gross;
+        let gross = report(&p);
+        let total = |r: &SimReport| r.households.iter().map(|h| h.market_bill_urp).sum::<i128>();
+        prop_assert_eq!(total(&gross), total(&net));
+        prop_assert_eq!(gross.community_saving_urp, net.community_saving_urp);
+        for h in gross.households.iter().filter(|h| !h.prosumer) {
+            prop_assert!(
+                h.market_bill_urp <= h.utility_only_bill_urp,
+                "household {} pays {} µRp, {} with the utility alone",
+                h.index,
+                h.market_bill_urp,
+                h.utility_only_bill_urp
+            );
+        }
+    }
+}
+
 #[test]
 fn every_strategy_trades_and_saves_in_the_first_week() {
     for kind in StrategyKind::ALL {
