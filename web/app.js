@@ -251,6 +251,7 @@ async function refreshAudit() {
     rows.push(["key images, one-time signers, payees reused", `${k.key_image_repeats}, ${k.signer_repeats}, ${k.payee_repeats}`]);
     rows.push(["funds ring size left by the public amounts", `${k.effective_ring.toFixed(1)} of ${k.ring_size.toFixed(1)}`]);
     rows.push(["real input = newest ring member", pct(k.newest_member_top1) + times(k.newest_member_top1, k.ring_chance)]);
+    rows.push(["real input = a payment of the last settlement", pct(k.recent_settlement_top1) + times(k.recent_settlement_top1, k.ring_chance)]);
     rows.push(["same household at the same book position", pct(k.position_linking_top1) + times(k.position_linking_top1, k.position_linking_chance)]);
   }
   if (a.foreign_orders) rows.push(["orders of other participants, not scored", String(a.foreign_orders)]);

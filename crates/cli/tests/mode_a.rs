@@ -107,7 +107,8 @@ fn households_trade_through_shielded_orders_no_one_can_attribute() {
             .filter(|o| o["order"]["side"] == "buy")
             .count();
         assert_eq!(buys, HOUSEHOLDS, "every meter buys, every slot");
-        assert!(orders.len() - buys <= PROSUMERS, "one sell per PV at most");
+        let sells = orders.len() - buys;
+        assert!((1..=PROSUMERS).contains(&sells), "one sell per PV at most");
         for o in orders {
             // No order names its meter; each names a payee never seen before.
             assert_eq!(o["meter"], "0".repeat(64), "{o}");
@@ -192,6 +193,12 @@ fn households_trade_through_shielded_orders_no_one_can_attribute() {
         f(&reports[0], "top1_consumers") <= 3.0 * chance,
         "{reports}"
     );
+    // Under gross metering a buy's amount says nothing this adversary can
+    // tie to a registry entry, so the bound above guards against the side
+    // leak (net metering: 9.8 %) and nothing more; all orders together
+    // (sells are PV-shaped) scored 11.3 % in the last run, 19.7–20.4 %
+    // under net metering.
+    assert!(f(&reports[0], "top1") <= 6.0 * chance, "{reports}");
     // The cryptographic adversary on the published bytes: no signer named,
     // nothing reused, no ring shrunk by public amounts, decoy age and
     // arrival order no better than 3 × chance.
@@ -219,7 +226,12 @@ fn households_trade_through_shielded_orders_no_one_can_attribute() {
     // offered again); no ring collapses (asserted above).
     assert!(f(c, "effective_ring_after_amounts") >= 15.5, "{c}");
     assert!(f(c, "effective_ring") >= 15.5, "{c}");
-    for attack in ["newest_member_top1", "oldest_member_top1"] {
+    for attack in [
+        "newest_member_top1",
+        "oldest_member_top1",
+        "recent_hidden_top1",
+        "recent_settlement_top1",
+    ] {
         assert!(f(c, attack) <= 3.0 * f(c, "ring_chance"), "{attack}: {c}");
     }
     assert!(

@@ -588,8 +588,9 @@ impl MeterAgent {
     /// Mode A: signs and submits, in queue order, every order not yet sent
     /// that can go now. A one-time signer has no nonce, so orders need not
     /// wait for each other, except that a funded order (a buy with energy)
-    /// waits while another is in flight: its inputs and its change are
-    /// the wallet's, learned once the first is final.
+    /// waits while another is in flight (its inputs and its change are the
+    /// wallet's, learned once the first is final); the orders behind a
+    /// waiting buy still go.
     fn start_shielded(&mut self, effects: &mut Vec<AgentEffect>) {
         let mut i = 0;
         while i < self.orders.len() {
@@ -603,7 +604,9 @@ impl MeterAgent {
                 continue;
             }
             if funded(order) && self.orders.iter().any(|o| o.tx.is_some() && funded(o)) {
-                return;
+                // This buy waits; unfunded orders behind it need not.
+                i += 1;
+                continue;
             }
             if shielding.buy_ring.is_empty() {
                 // The host has not fed the meter rings yet.

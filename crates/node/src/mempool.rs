@@ -161,22 +161,24 @@ impl Mempool {
         Ok(hash)
     }
 
-    /// Up to `max` pending transactions, the earliest: the accounts' in
-    /// arrival order (a nonce follows its predecessor), then the one-time
-    /// (mode A) ones in the order of their hashes. A block thus does not say
-    /// which shielded order arrived first: a meter that is always quick (or
-    /// a host that sends its meters' orders in one order every slot) would
-    /// otherwise hold the same place in every slot's block.
+    /// Up to `max` pending transactions, the earliest: the one-time (mode A)
+    /// ones first, in the order of their hashes, then the accounts' in
+    /// arrival order (a nonce follows its predecessor). A block thus does
+    /// not say which shielded order arrived first: a meter that is always
+    /// quick (or a host that sends its meters' orders in one order every
+    /// slot) would otherwise hold the same place in every slot's block. And
+    /// a registration or tariff change in the same block comes after them,
+    /// so it does not void the rings and escrows they were signed against.
     pub fn pending(&self, max: usize) -> Vec<SignedTx> {
-        let (mut txs, mut one_time): (Vec<_>, Vec<_>) = self
+        let (mut one_time, mut txs): (Vec<_>, Vec<_>) = self
             .arrival
             .values()
             .filter_map(|h| self.txs.get(h).map(|(_, tx)| (*h, tx)))
             .take(max)
-            .partition(|(_, tx)| !tx.tx.body.is_one_time());
+            .partition(|(_, tx)| tx.tx.body.is_one_time());
         one_time.sort_unstable_by_key(|(hash, _)| *hash);
-        txs.append(&mut one_time);
-        txs.into_iter().map(|(_, tx)| tx.clone()).collect()
+        one_time.append(&mut txs);
+        one_time.into_iter().map(|(_, tx)| tx.clone()).collect()
     }
 
     /// Removes a transaction (it was included in a finalized block).

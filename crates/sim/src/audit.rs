@@ -270,10 +270,16 @@ pub fn audit(
             continue;
         };
         for &i in current {
+            // Any of the household's orders there is a right link (under
+            // gross metering a prosumer has a buy and a sell a slot).
             let h = truth.order_households[i];
-            let Some(&right) = previous.iter().find(|&&j| truth.order_households[j] == h) else {
+            let mine = previous
+                .iter()
+                .filter(|&&j| truth.order_households[j] == h)
+                .count();
+            if mine == 0 {
                 continue;
-            };
+            }
             let o = &view.orders[i];
             let same_originator = o.originator.and_then(|a| {
                 previous
@@ -289,8 +295,8 @@ pub fn audit(
                 })
             });
             links += 1;
-            link_chance += 1.0 / previous.len() as f64;
-            if guess == Some(right) {
+            link_chance += mine as f64 / previous.len() as f64;
+            if guess.is_some_and(|g| truth.order_households[g] == h) {
                 linked += 1;
             }
         }

@@ -96,6 +96,11 @@ pub struct CryptoReport {
     /// Attack 4: a uniform guess among the hidden-amount members of the
     /// latest slot before the order's.
     pub recent_hidden_top1: f64,
+    /// Attack 4: a uniform guess among the members that are settlement
+    /// payments (proceeds, refunds: public amounts tied to an order of the
+    /// book) of the latest settled slot before the order's — a wallet that
+    /// spends what the last settlement paid it spends one of them.
+    pub recent_settlement_top1: f64,
     /// Attack 4's chance level: mean 1 / ring size.
     pub ring_chance: f64,
     /// Attack 5: mean members left by the public amounts.
@@ -144,6 +149,7 @@ pub fn crypto_audit(
         oldest_member_top1: 0.0,
         ring_chance: 0.0,
         recent_hidden_top1: 0.0,
+        recent_settlement_top1: 0.0,
         effective_ring_after_amounts: 0.0,
         effective_ring: 0.0,
         rings_collapsed: 0,
@@ -169,6 +175,8 @@ pub fn crypto_audit(
     // Attacks 1, 4 on funds inputs.
     let (mut newest, mut oldest, mut chance, mut sized) = (0usize, 0usize, 0.0, 0.0);
     let mut recent = 0.0;
+    let mut recent_paid = 0.0;
+    let settles_of = |i: u64| pool.get(usize::try_from(i).ok()?).and_then(|o| o.settles);
     let slot_of = |i: u64| pool.get(usize::try_from(i).ok()?).map(|o| o.slot);
     let mut scored = 0usize;
     for (k, o) in orders.iter().enumerate() {
@@ -223,6 +231,21 @@ pub fn crypto_audit(
             if suspects.contains(real) {
                 recent += 1.0 / suspects.len() as f64;
             }
+            let last_paid = input
+                .ring
+                .iter()
+                .filter_map(|&i| settles_of(i))
+                .filter(|s| *s < o.order.slot)
+                .max();
+            let paid: Vec<u64> = input
+                .ring
+                .iter()
+                .copied()
+                .filter(|&i| last_paid.is_some() && settles_of(i) == last_paid)
+                .collect();
+            if paid.contains(real) {
+                recent_paid += 1.0 / paid.len() as f64;
+            }
         }
     }
     if r.inputs > 0 {
@@ -233,6 +256,7 @@ pub fn crypto_audit(
         r.oldest_member_top1 = oldest as f64 / scored as f64;
         r.ring_chance = chance / scored as f64;
         r.recent_hidden_top1 = recent / scored as f64;
+        r.recent_settlement_top1 = recent_paid / scored as f64;
     }
     // Attack 5: public amounts, then the chain reaction.
     let mut candidates: Vec<([u8; 32], BTreeSet<u64>, Option<u64>)> = Vec::new();
@@ -393,6 +417,10 @@ pub fn table(r: &CryptoReport) -> String {
         (
             "4 decoy age: a hidden member of the last slot",
             percent(r.recent_hidden_top1),
+        ),
+        (
+            "4 provenance: a payment of the last settled slot",
+            percent(r.recent_settlement_top1),
         ),
         (
             "5 public amounts, chain reaction",
