@@ -61,6 +61,17 @@ fn bench(c: &mut Criterion) {
         .collect();
     let params = RegionParams::new(Price::new(20_750), Price::new(4_000), Price::ZERO)
         .expect("valid tariffs");
+    // Every wallet a meter of the slot, each able to sell what it offers.
+    let mut traders: Vec<(AccountId, Energy)> = wallets
+        .iter()
+        .map(|w| {
+            (
+                AccountId(w.verifying_key().to_bytes()),
+                Energy::new(u64::from(u32::MAX)),
+            )
+        })
+        .collect();
+    traders.sort();
     group.sample_size(10);
     group.bench_function("auctioneer::slot/orders/1000", |b| {
         b.iter(|| {
@@ -75,6 +86,7 @@ fn bench(c: &mut Criterion) {
                     Money::new(100_000_000),
                 );
             }
+            auctioneer.set_traders(&traders);
             for s in &book {
                 let _ = auctioneer.submit(s);
             }
@@ -117,6 +129,7 @@ fn bench(c: &mut Criterion) {
                     deposits: &deposits,
                     orders: &book,
                     withdrawals: &[],
+                    traders: &traders,
                 };
                 for m in &mut members {
                     m.clear(RegionId(1), &batch).expect("clears");

@@ -18,7 +18,7 @@ use crate::sealed::{
 use borsh::{BorshDeserialize, BorshSerialize};
 use quartier_auction::{AuctionError, Totals};
 use quartier_types::hash::{self, Digest};
-use quartier_types::{AccountId, Money, Order, Price, RegionId, RegionParams, Side, Slot};
+use quartier_types::{AccountId, Energy, Money, Order, Price, RegionId, RegionParams, Side, Slot};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -48,6 +48,14 @@ pub enum Refusal {
     /// A buy's escrow exceeds the wallet's prepaid balance.
     #[error("prepaid balance too small")]
     InsufficientPrepaid,
+    /// The wallet is not a meter that submitted an order for this slot
+    /// (the chain names them in the batch).
+    #[error("the wallet is not a meter trading in this slot")]
+    NotATrader,
+    /// A sell above what the wallet's registered PV produces in one slot
+    /// (any sell of a meter without PV).
+    #[error("sell exceeds the meter's PV capacity")]
+    ExceedsCapacity,
 }
 
 /// What a household learns about its sealed order.
@@ -215,8 +223,13 @@ struct Accepted {
     escrow: Money,
 }
 
-/// A sealed order as taken: accepted, or refused (with the wallet if it opened).
-type Intake = Result<Accepted, (Option<AccountId>, Refusal)>;
+/// Who an opened order is from: its wallet and the key its receipt is
+/// sealed to.
+type Opened = (AccountId, [u8; 32]);
+
+/// A sealed order as taken: accepted, or refused (with its wallet and
+/// receipt key if it opened, so that its receipt is sealed too).
+type Intake = Result<Accepted, (Option<Opened>, Refusal)>;
 
 /// The most withdrawals one report approves; later requests wait for a later
 /// slot's report (bounds the report transaction's size).
@@ -238,6 +251,10 @@ pub struct Batch<'a> {
     pub orders: &'a [SealedOrder],
     /// Withdrawal requests, decided after the slot clears.
     pub withdrawals: &'a [(AccountId, Money)],
+    /// The meters that submitted the slot's orders, each with the most it
+    /// may sell in the slot (zero without PV), as the chain froze them: an
+    /// order of any other wallet, or a sell above its figure, is refused.
+    pub traders: &'a [(AccountId, Energy)],
 }
 
 /// Why a batch can not be cleared.
@@ -267,6 +284,8 @@ pub struct Auctioneer {
     books: BTreeMap<Slot, Vec<(Digest, Intake)>>,
     settled: BTreeSet<Slot>,
     deposited: Money,
+    /// The current batch's traders and their sell bounds.
+    traders: BTreeMap<AccountId, Energy>,
 }
 
 /// What an auctioneer keeps across a restart (inside the sealed state).
@@ -302,6 +321,7 @@ impl AuctioneerState {
             books: BTreeMap::new(),
             settled: self.settled,
             deposited: self.deposited,
+            traders: BTreeMap::new(),
         })
     }
 }
@@ -323,7 +343,14 @@ impl Auctioneer {
             books: BTreeMap::new(),
             settled: BTreeSet::new(),
             deposited: Money::ZERO,
+            traders: BTreeMap::new(),
         }
+    }
+
+    /// The meters allowed to trade in the slot being taken, each with the
+    /// most it may sell (see [`Batch::traders`]); replaces the previous set.
+    pub fn set_traders(&mut self, traders: &[(AccountId, Energy)]) {
+        self.traders = traders.iter().copied().collect();
     }
 
     /// Replaces the epoch key (the old one is dropped, hence erased).
@@ -385,15 +412,26 @@ impl Auctioneer {
     /// enclaves sign the same bytes.
     ///
     /// # Errors
-    /// [`BatchError`]: without the slot's key nothing changes; an overflowing
-    /// deposit (beyond any supply) stops after the deposits before it.
+    /// [`BatchError`] (a missing key, an overflowing deposit, a clearing
+    /// that fails); then nothing changes, so the batch can be tried again.
     pub fn clear_batch(&mut self, batch: &Batch<'_>) -> Result<SlotReport, BatchError> {
-        // The key first: a batch that can not be opened yet changes nothing.
+        let before = self.export();
+        let result = self.try_clear_batch(batch);
+        if result.is_err()
+            && let Some(restored) = before.restore()
+        {
+            *self = restored;
+        }
+        result
+    }
+
+    fn try_clear_batch(&mut self, batch: &Batch<'_>) -> Result<SlotReport, BatchError> {
         self.enter(batch.epoch)?;
         for (wallet, amount) in batch.deposits {
             self.deposit(*wallet, *amount)?;
         }
         self.params = batch.params;
+        self.set_traders(batch.traders);
         for sealed in batch.orders {
             // A refusal is recorded for the receipt; nothing else to do here.
             let _ = self.submit(sealed);
@@ -501,7 +539,15 @@ impl Auctioneer {
             .open(sealed)
             .map_err(|e| (None, Refusal::from(e)))?;
         let p = order.payload;
-        let wallet = Some(p.wallet);
+        let wallet = Some((p.wallet, p.receipt_key));
+        let Some(cap) = self.traders.get(&p.wallet) else {
+            return Err((wallet, Refusal::NotATrader));
+        };
+        // Also bounds what the clearing sums: sells by the traders' PV,
+        // buys by the prepaid balances below.
+        if p.side == Side::Sell && p.energy > *cap {
+            return Err((wallet, Refusal::ExceedsCapacity));
+        }
         if !self.params.admits(p.limit) {
             return Err((wallet, Refusal::LimitOutOfRange));
         }
@@ -531,14 +577,14 @@ impl Auctioneer {
     /// Clears `slot`: pays out, refunds unused escrow, and returns the report.
     ///
     /// # Errors
-    /// [`AuctionError`] only if the clearing itself fails (an overflow).
+    /// [`BatchError`] if the clearing fails or a balance would overflow;
+    /// then nothing changes (the book stays open, the slot unsettled).
     pub fn settle(
         &mut self,
         slot: Slot,
         rng: &mut impl rand_core::CryptoRng,
-    ) -> Result<SlotReport, AuctionError> {
-        let book = self.books.remove(&slot).unwrap_or_default();
-        self.settled.insert(slot);
+    ) -> Result<SlotReport, BatchError> {
+        let book = self.books.get(&slot).cloned().unwrap_or_default();
         let accepted: Vec<&Accepted> = book.iter().filter_map(|(_, r)| r.as_ref().ok()).collect();
         let orders: Vec<Order> = accepted
             .iter()
@@ -549,21 +595,23 @@ impl Auctioneer {
             })
             .collect();
         let clearing = quartier_auction::clear(&self.params, &orders)?;
+        // Every new balance is computed, and checked, before any is written.
+        let mut balances: BTreeMap<AccountId, Money> = BTreeMap::new();
         for (a, result) in accepted.iter().zip(&clearing.orders) {
             let wallet = a.order.payload.wallet;
-            // pays ≤ energy × grid tariff = escrow, so the refund is never negative.
-            let refund = a.escrow.checked_sub(result.pays).unwrap_or(Money::ZERO);
-            let credit = refund.checked_add(result.receives).unwrap_or(Money::MAX);
-            let balance = self
-                .prepaid(&wallet)
-                .checked_add(credit)
-                .unwrap_or(Money::MAX);
-            self.prepaid.insert(wallet, balance);
+            // pays ≤ energy × grid tariff = escrow: the refund is never negative.
+            let refund = a.escrow.checked_sub(result.pays).ok_or(Overflow)?;
+            let credit = refund.checked_add(result.receives).ok_or(Overflow)?;
+            let balance = balances
+                .get(&wallet)
+                .copied()
+                .unwrap_or_else(|| self.prepaid(&wallet));
+            balances.insert(wallet, balance.checked_add(credit).ok_or(Overflow)?);
         }
         let mut results = clearing.orders.iter();
         let mut receipts = Vec::with_capacity(book.len());
         for (digest, r) in &book {
-            let (wallet, outcome) = match r {
+            let (opened, outcome) = match r {
                 Ok(a) => {
                     // One clearing result per accepted order, in order.
                     let res = results
@@ -581,7 +629,7 @@ impl Auctioneer {
                         energy: a.order.payload.energy,
                     };
                     (
-                        Some(a.order.payload.wallet),
+                        Some((a.order.payload.wallet, a.order.payload.receipt_key)),
                         Outcome::Cleared {
                             order,
                             matched: res.matched,
@@ -590,19 +638,19 @@ impl Auctioneer {
                         },
                     )
                 }
-                Err((wallet, refusal)) => (*wallet, Outcome::Refused(*refusal)),
+                Err((opened, refusal)) => (*opened, Outcome::Refused(*refusal)),
             };
             let receipt = Receipt {
                 sealed: *digest,
-                wallet,
+                wallet: opened.map(|(w, _)| w),
                 outcome,
             };
-            let receipt_key = match r {
-                Ok(a) => Some(a.order.payload.receipt_key),
-                Err(_) => None,
-            };
-            receipts.push(publish(receipt, receipt_key, rng));
+            receipts.push(publish(receipt, opened.map(|(_, k)| k), rng));
         }
+        // Checked; now write.
+        self.books.remove(&slot);
+        self.settled.insert(slot);
+        self.prepaid.extend(balances);
         let prices = price_range(&clearing);
         let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         Ok(SlotReport {
@@ -623,10 +671,11 @@ impl Auctioneer {
     }
 }
 
-/// Seals `receipt` to `receipt_key` when the order opened; a receipt of an
+/// Seals `receipt` to `receipt_key` when the order opened (accepted or
+/// refused: a refusal says something about its wallet too); a receipt of an
 /// order that never opened, or whose receipt key HPKE refuses, is published
-/// in clear without its wallet (in the second case its fill is then public:
-/// only a household that chose an invalid key can cause that).
+/// in clear without its wallet (in the second case its outcome is then
+/// public: only a household that chose an invalid key can cause that).
 fn publish(
     receipt: Receipt,
     receipt_key: Option<[u8; 32]>,
@@ -696,8 +745,14 @@ mod tests {
         let key = EpochKeyPair::generate(Epoch(1), &mut rng);
         let public = key.public_key();
         let receipt_keys = (0..6).map(|_| HpkeKeyPair::generate(&mut rng)).collect();
+        let mut auctioneer = Auctioneer::new(RegionId(1), params(), key);
+        // Every test wallet a meter of the region with 10 kWh of PV a slot.
+        let traders: Vec<_> = (0..6)
+            .map(|i| (id(&wallet(i)), Energy::new(10_000)))
+            .collect();
+        auctioneer.set_traders(&traders);
         Market {
-            auctioneer: Auctioneer::new(RegionId(1), params(), key),
+            auctioneer,
             public,
             rng,
             receipt_keys,
@@ -838,6 +893,44 @@ mod tests {
         }
         assert_ne!(receipts_root(&forged), report.summary.receipts_root);
         assert_eq!(forged[0].open(&m.receipt_keys[0]), None);
+    }
+
+    #[test]
+    fn a_batch_that_fails_changes_nothing_and_clears_once_corrected() {
+        let mut m = market(4);
+        let (w0, w1) = (id(&wallet(0)), id(&wallet(1)));
+        m.auctioneer.deposit(w0, Money::new(CHF)).unwrap();
+        let orders = [m.sealed(0, 5, Side::Buy, 20_000, 1_000)];
+        let traders = [(w0, Energy::ZERO), (w1, Energy::ZERO)];
+        // A good deposit, then one that overflows: the batch fails whole (a
+        // retry used to credit the good one twice).
+        let deposits = [(w1, Money::new(CHF)), (w0, Money::MAX)];
+        let batch = Batch {
+            slot: Slot(5),
+            params: params(),
+            epoch: Epoch(1),
+            deposits: &deposits,
+            orders: &orders,
+            withdrawals: &[],
+            traders: &traders,
+        };
+        for _ in 0..2 {
+            assert!(matches!(
+                m.auctioneer.clear_batch(&batch),
+                Err(BatchError::Overflow(_))
+            ));
+            assert_eq!(m.auctioneer.prepaid(&w1), Money::ZERO);
+            assert_eq!(m.auctioneer.prepaid(&w0), Money::new(CHF));
+            assert_eq!(m.auctioneer.last_settled(), None);
+        }
+        let corrected = Batch {
+            deposits: &deposits[..1],
+            ..batch
+        };
+        let report = m.auctioneer.clear_batch(&corrected).unwrap();
+        assert_eq!(report.summary.aggregates.cleared, 1);
+        assert_eq!(m.auctioneer.prepaid(&w1), Money::new(CHF));
+        assert_eq!(m.auctioneer.last_settled(), Some(Slot(5)));
     }
 
     proptest! {

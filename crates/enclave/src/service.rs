@@ -1000,6 +1000,9 @@ mod tests {
         let (sell, _) = order(&seller, 8, Side::Sell, 700, &public, &mut rng);
         let deposits = [(buyer_id, Money::new(10 * CHF))];
         let orders = [buy, sell];
+        let seller_id = AccountId(seller.verifying_key().to_bytes());
+        let mut traders = [(buyer_id, Energy::ZERO), (seller_id, Energy::new(1_000))];
+        traders.sort();
         let batch = Batch {
             slot: Slot(8),
             params: params(),
@@ -1007,6 +1010,7 @@ mod tests {
             deposits: &deposits,
             orders: &orders,
             withdrawals: &[],
+            traders: &traders,
         };
         let reports: Vec<SlotReport> = members
             .iter_mut()

@@ -14,6 +14,7 @@
 
 use crate::apply::{Event, active_meter, check_slot_open, lock, positive, require, set_balance};
 use crate::state::StateKey;
+use crate::tx::MeterRole;
 use crate::{BlockContext, Role, State, TxError};
 use borsh::{BorshDeserialize, BorshSerialize};
 use quartier_enclave::attestation::Quote;
@@ -21,7 +22,7 @@ use quartier_enclave::auctioneer::SlotSummary;
 use quartier_enclave::committee::{GroupPublicKey, GroupSignature, report_message};
 use quartier_enclave::epoch::epoch_key_message;
 use quartier_enclave::sealed::{CIPHERTEXT_LEN, Epoch, SealedOrder};
-use quartier_types::{AccountId, Height, Money, RegionId, RegionParams, Slot};
+use quartier_types::{AccountId, Energy, Height, Money, RegionId, RegionParams, Slot};
 use serde::{Deserialize, Serialize};
 
 /// The most members a committee may have (bounds the transaction size).
@@ -99,6 +100,13 @@ pub struct SealedBatch {
     pub flows: CustodyFlows,
     /// The block that closed it.
     pub closed: Height,
+    /// Each meter that submitted an order, ascending, with the most it may
+    /// sell in the slot: its registered PV over one metering period, zero
+    /// for a consumer. The enclaves refuse an order of any other wallet and
+    /// a sell above its meter's figure; the chain refuses a report that
+    /// sells more than their sum.
+    #[serde(default)]
+    pub traders: Vec<(AccountId, Energy)>,
 }
 
 /// A report the chain accepted.
@@ -280,6 +288,9 @@ pub(crate) fn deposit(
     policy(state)?;
     let meter = active_meter(state, &signer)?;
     positive(amount)?;
+    // Custody only an active committee can pay back: no deposit before one
+    // took office.
+    committee_key(state)?;
     lock(state, signer, amount, |m| &mut m.custody)?;
     state
         .records
@@ -298,7 +309,10 @@ pub(crate) fn request_withdrawal(
     amount: Money,
 ) -> Result<Vec<Event>, TxError> {
     policy(state)?;
-    let meter = active_meter(state, &signer)?;
+    // A retired meter still gets its custody back: it only places no orders.
+    let meter = *state
+        .meter(&signer)
+        .ok_or(TxError::NotAuthorised { role: Role::Meter })?;
     positive(amount)?;
     let flows = state.records.custody_flows.entry(meter.region).or_default();
     if flows.withdrawals.iter().any(|(w, _)| *w == signer) {
@@ -336,6 +350,7 @@ pub(crate) fn close_sealed_books(state: &mut State, ctx: &BlockContext) {
             .remove(&region)
             .unwrap_or_default();
         state.touch(StateKey::CustodyFlows(region));
+        let traders = traders(state, &orders);
         state.records.batches.insert(
             (region, slot),
             SealedBatch {
@@ -343,6 +358,7 @@ pub(crate) fn close_sealed_books(state: &mut State, ctx: &BlockContext) {
                 orders,
                 flows,
                 closed: ctx.height,
+                traders,
             },
         );
         state.touch(StateKey::SealedBatch(region, slot));
@@ -380,7 +396,11 @@ pub(crate) fn post_settlement_report(
         usize::try_from(a.sealed).ok() == Some(batch.orders.len()) && a.cleared <= a.sealed;
     let payouts_requested = summary.payouts.len() <= MAX_PAYOUTS
         && is_subsequence(&summary.payouts, &batch.flows.withdrawals);
-    if !count_fits || !t.is_balanced() || !payouts_requested {
+    // Whatever the committee signs, it can not sell more than the traders'
+    // PV produces: energy sold locally or fed in comes from sells.
+    let sold = t.local_energy.checked_add(t.grid_export);
+    let sells_fit = matches!((sold, sell_bound(batch)), (Some(s), Some(b)) if s <= b);
+    if !count_fits || !t.is_balanced() || !payouts_requested || !sells_fit {
         return Err(TxError::ReportMismatch);
     }
     key.verify(&report_message(summary), signature)
@@ -463,6 +483,32 @@ pub(crate) fn post_settlement_report(
         events.push(Event::UtilityCovered { amount: cover });
     }
     Ok(events)
+}
+
+/// The meters behind `orders`, ascending, each with the most it may sell in
+/// one slot (a meter retired since it submitted keeps its PV: the order was
+/// valid when placed).
+fn traders(state: &State, orders: &[SealedEntry]) -> Vec<(AccountId, Energy)> {
+    let meters: std::collections::BTreeSet<AccountId> = orders.iter().map(|e| e.meter).collect();
+    meters
+        .into_iter()
+        .map(|m| {
+            let cap = state
+                .meter(&m)
+                .filter(|meter| meter.role == MeterRole::Prosumer)
+                .map_or(Energy::ZERO, |meter| state.capacity_per_slot(meter));
+            (m, cap)
+        })
+        .collect()
+}
+
+/// The most the batch's traders may sell together (a sum of per-slot PV
+/// figures, far below 64 bits; `None` only beyond it).
+fn sell_bound(batch: &SealedBatch) -> Option<Energy> {
+    batch
+        .traders
+        .iter()
+        .try_fold(Energy::ZERO, |sum, (_, cap)| sum.checked_add(*cap))
 }
 
 /// Whether `part` is `whole` with some entries left out, order kept.

@@ -726,6 +726,7 @@ impl Host {
                     deposits: &batch.flows.deposits,
                     orders: &orders,
                     withdrawals: &batch.flows.withdrawals,
+                    traders: &batch.traders,
                 };
                 let cleared = self.shared.lock().service.clear(region, &input).is_ok();
                 if !cleared {

@@ -5,7 +5,9 @@
 use crate::kit::{Chain, GATE_MS, R1, R2, SLOT_MS, chf, genesis, id, key, r1_params};
 use ed25519_dalek::SigningKey;
 use quartier_enclave::attestation::{AttestationError, Measurement, SimulatedAttestationService};
-use quartier_enclave::auctioneer::{Auctioneer, Batch, Outcome, Refusal, receipts_root};
+use quartier_enclave::auctioneer::{
+    Auctioneer, Batch, Outcome, ReceiptBody, Refusal, SlotReport, receipts_root,
+};
 use quartier_enclave::committee::{self, GroupKey, Member, report_message};
 use quartier_enclave::epoch::{IdentityKey, epoch_key_message};
 use quartier_enclave::sealed::{
@@ -223,6 +225,7 @@ fn a_sealed_slot_settles_through_a_threshold_signed_report_and_reconciles() {
         deposits: &batch.flows.deposits,
         orders: &sealed,
         withdrawals: &batch.flows.withdrawals,
+        traders: &batch.traders,
     };
     let mut key_copy = |k: &EpochKeyPair| {
         let share = quartier_enclave::epoch::share(k, &[e.identities[1].public_key()], &mut rng);
@@ -305,6 +308,7 @@ fn a_sealed_slot_settles_through_a_threshold_signed_report_and_reconciles() {
             deposits: &batch.flows.deposits,
             orders: &sealed,
             withdrawals: &batch.flows.withdrawals,
+            traders: &batch.traders,
         })
         .unwrap();
     // c1 asked for more than it prepaid: not approved.
@@ -488,6 +492,7 @@ fn bad_quotes_reports_and_sealed_orders_are_rejected_and_change_nothing() {
     c.block_ok(after_gate(SLOT));
     let (_, batch) = c.state.sealed_batches().next().unwrap();
     let deposits = batch.flows.deposits.clone();
+    let traders = batch.traders.clone();
     let orders = sealed_orders(&c);
     let report = auctioneer
         .clear_batch(&Batch {
@@ -497,6 +502,7 @@ fn bad_quotes_reports_and_sealed_orders_are_rejected_and_change_nothing() {
             deposits: &deposits,
             orders: &orders,
             withdrawals: &[],
+            traders: &traders,
         })
         .unwrap();
     let good_sig = e.sign(&[0, 1], &report_message(&report.summary));
@@ -509,7 +515,7 @@ fn bad_quotes_reports_and_sealed_orders_are_rejected_and_change_nothing() {
     let tx = c.tx(&e.accounts[0], post(report.summary.clone(), rogue_sig));
     rejects(&c, &tx, TxError::InvalidGroupSignature);
     let mut tampered = report.summary.clone();
-    tampered.aggregates.totals.local_energy = Energy::new(1);
+    tampered.aggregates.totals.grid_import = Energy::new(1);
     let tx = c.tx(&e.accounts[0], post(tampered, good_sig));
     rejects(&c, &tx, TxError::InvalidGroupSignature);
     let mut payout = report.summary.clone();
@@ -608,6 +614,7 @@ fn an_order_sealed_to_an_old_epoch_or_a_forged_wallet_gets_a_receipt_saying_why(
             deposits: &batch.flows.deposits,
             orders: &orders,
             withdrawals: &[],
+            traders: &batch.traders,
         })
         .unwrap();
     // The old epoch's key is erased now.
@@ -686,4 +693,280 @@ fn governance_allows_and_revokes_measurements() {
         quartier_ledger::apply(&mut s, &tx, &c.ctx()),
         Err(TxError::InvalidProposal)
     );
+}
+
+/// Queues `sealed` from `who`.
+fn submit(c: &mut Chain, who: &SigningKey, sealed: &SealedOrder) {
+    c.queue(
+        who,
+        TxBody::SubmitSealedOrder {
+            sealed: sealed.clone(),
+        },
+    );
+}
+
+/// Clears the chain's only closed batch with `auctioneer`.
+fn clear_closed(c: &Chain, auctioneer: &mut Auctioneer, epoch: Epoch) -> SlotReport {
+    let ((_, slot), batch) = c.state.sealed_batches().next().unwrap();
+    let orders: Vec<SealedOrder> = batch.orders.iter().map(|o| o.sealed.clone()).collect();
+    auctioneer
+        .clear_batch(&Batch {
+            slot,
+            params: r1_params(),
+            epoch,
+            deposits: &batch.flows.deposits,
+            orders: &orders,
+            withdrawals: &batch.flows.withdrawals,
+            traders: &batch.traders,
+        })
+        .unwrap()
+}
+
+#[test]
+fn a_consumers_sell_a_sell_over_its_pv_and_an_overflowing_sell_are_refused_and_the_slot_settles() {
+    let (mut c, mut e, epoch_key) = market();
+    let (c1, p1, p2, c2) = (key("c1"), key("p1"), key("p2"), key("c2"));
+    c.enrol(&p2, R1, MeterRole::Prosumer, 2_000, chf(10));
+    c.enrol(&c2, R1, MeterRole::Consumer, 0, chf(100));
+    c.block_ok(in_slot(SLOT));
+    let epoch = epoch_key.epoch();
+    let public = epoch_key.public_key();
+    let mut rng = ChaCha20Rng::from_seed([8; 32]);
+    c.queue(&c2, TxBody::DepositToAuctioneer { amount: chf(50) });
+    // The attacks, each from a registered meter through the chain: a
+    // consumer sells energy it never produced, a 5 kWp prosumer sells more
+    // than its PV makes in 15 minutes (1 250 Wh), a 2 kWp one sells u64::MAX
+    // Wh. A buyer would pay the first two; the third used to halt mode B.
+    let attacks = [
+        order(
+            &c1,
+            SLOT,
+            Side::Sell,
+            4_000,
+            1_000,
+            (&public, epoch),
+            &mut rng,
+        ),
+        order(
+            &p1,
+            SLOT,
+            Side::Sell,
+            4_000,
+            1_251,
+            (&public, epoch),
+            &mut rng,
+        ),
+        order(
+            &p2,
+            SLOT,
+            Side::Sell,
+            4_000,
+            u64::MAX,
+            (&public, epoch),
+            &mut rng,
+        ),
+    ];
+    let (buy, _) = order(
+        &c2,
+        SLOT,
+        Side::Buy,
+        20_000,
+        2_000,
+        (&public, epoch),
+        &mut rng,
+    );
+    for ((sealed, _), who) in attacks.iter().zip([&c1, &p1, &p2]) {
+        submit(&mut c, who, sealed);
+    }
+    submit(&mut c, &c2, &buy);
+    c.block_ok(in_slot(SLOT));
+    c.block_ok(after_gate(SLOT));
+    let (_, batch) = c.state.sealed_batches().next().unwrap();
+    let mut expected = vec![
+        (id(&c1), Energy::ZERO),
+        (id(&c2), Energy::ZERO),
+        (id(&p1), Energy::new(1_250)),
+        (id(&p2), Energy::new(500)),
+    ];
+    expected.sort();
+    assert_eq!(batch.traders, expected);
+
+    let mut auctioneer = Auctioneer::new(R1, r1_params(), epoch_key);
+    let report = clear_closed(&c, &mut auctioneer, epoch);
+    for ((_, receipt), who) in attacks.iter().zip([&c1, &p1, &p2]) {
+        let r = report
+            .receipts
+            .iter()
+            .find_map(|p| p.open(receipt))
+            .unwrap();
+        assert_eq!(r.outcome, Outcome::Refused(Refusal::ExceedsCapacity));
+        assert_eq!(r.wallet, Some(id(who)));
+    }
+    assert!(
+        report
+            .receipts
+            .iter()
+            .all(|r| matches!(r.body, ReceiptBody::Sealed { .. })),
+        "a refusal is its household's business: no receipt in clear"
+    );
+    let t = report.summary.aggregates.totals;
+    assert_eq!(
+        (t.local_energy, t.grid_export),
+        (Energy::ZERO, Energy::ZERO)
+    );
+    assert_eq!(t.sellers_receive, Money::ZERO);
+    assert_eq!(t.grid_import, Energy::new(2_000));
+
+    // The slot settles on chain, and money is conserved: custody = deposits
+    // − withdrawals + what sellers receive − what buyers pay.
+    let signature = e.sign(&[0, 1], &report_message(&report.summary));
+    c.queue(
+        &e.accounts[0].clone(),
+        TxBody::PostSettlementReport {
+            summary: report.summary.clone(),
+            signature,
+        },
+    );
+    c.block_ok(after_gate(SLOT) + 1);
+    assert!(c.state.sealed_report(R1, Slot(SLOT)).is_some());
+    supply_holds(&c.state);
+    let custody = i128::from(chf(50).get()) + i128::from(t.sellers_receive.get())
+        - i128::from(t.buyers_pay.get());
+    assert_eq!(i128::from(c.state.meta().custody.get()), custody);
+    assert_eq!(c.state.meta().custody, auctioneer.custody());
+
+    // And the next slot settles too.
+    let (cover, _) = order(
+        &c2,
+        SLOT + 1,
+        Side::Buy,
+        20_000,
+        0,
+        (&public, epoch),
+        &mut rng,
+    );
+    submit(&mut c, &c2, &cover);
+    c.block_ok(after_gate(SLOT) + 2);
+    c.block_ok(after_gate(SLOT + 1));
+    let report = clear_closed(&c, &mut auctioneer, epoch);
+    let signature = e.sign(&[1, 2], &report_message(&report.summary));
+    c.queue(
+        &e.accounts[1].clone(),
+        TxBody::PostSettlementReport {
+            summary: report.summary,
+            signature,
+        },
+    );
+    c.block_ok(after_gate(SLOT + 1) + 1);
+    assert!(c.state.sealed_report(R1, Slot(SLOT + 1)).is_some());
+    assert_eq!(c.state.meta().custody, auctioneer.custody());
+}
+
+#[test]
+fn a_report_selling_more_than_the_traders_pv_is_refused_even_with_the_committees_signature() {
+    let (mut c, mut e, epoch_key) = market();
+    let p1 = key("p1");
+    let epoch = epoch_key.epoch();
+    let public = epoch_key.public_key();
+    let mut rng = ChaCha20Rng::from_seed([9; 32]);
+    let (sell, _) = order(
+        &p1,
+        SLOT,
+        Side::Sell,
+        4_000,
+        1_000,
+        (&public, epoch),
+        &mut rng,
+    );
+    submit(&mut c, &p1, &sell);
+    c.block_ok(in_slot(SLOT));
+    c.block_ok(after_gate(SLOT));
+    let mut auctioneer = Auctioneer::new(R1, r1_params(), epoch_key);
+    let report = clear_closed(&c, &mut auctioneer, epoch);
+    assert_eq!(
+        report.summary.aggregates.totals.grid_export,
+        Energy::new(1_000)
+    );
+    // A committee (or t of its members) that mints: 251 Wh more fed in
+    // than p1's 1 250 Wh of PV can make, balanced by feed-in paid to it.
+    let mut forged = report.summary.clone();
+    let t = &mut forged.aggregates.totals;
+    let extra = Energy::new(251);
+    let value = extra.value_at(r1_params().feed_in_tariff()).unwrap();
+    t.grid_export = t.grid_export.checked_add(extra).unwrap();
+    t.utility_buys = t.utility_buys.checked_add(value).unwrap();
+    t.sellers_receive = t.sellers_receive.checked_add(value).unwrap();
+    assert!(t.is_balanced());
+    let signature = e.sign(&[0, 1], &report_message(&forged));
+    let tx = c.tx(
+        &e.accounts[0],
+        TxBody::PostSettlementReport {
+            summary: forged,
+            signature,
+        },
+    );
+    let mut state = c.state.clone();
+    let got = quartier_ledger::apply(&mut state, &tx, &c.ctx());
+    assert_eq!(got.err(), Some(TxError::ReportMismatch));
+    assert!(state == c.state, "a refused report changed the state");
+    // The honest report goes through.
+    let signature = e.sign(&[0, 1], &report_message(&report.summary));
+    c.queue(
+        &e.accounts[0].clone(),
+        TxBody::PostSettlementReport {
+            summary: report.summary,
+            signature,
+        },
+    );
+    c.block_ok(after_gate(SLOT) + 1);
+    assert!(c.state.sealed_report(R1, Slot(SLOT)).is_some());
+}
+
+#[test]
+fn a_retired_meter_gets_its_custody_back_and_nothing_is_deposited_before_a_committee() {
+    // No committee yet: a deposit is refused and changes nothing.
+    let mut c = sealed_chain();
+    let c1 = key("c1");
+    c.enrol(&c1, R1, MeterRole::Consumer, 0, chf(100));
+    c.block_ok(in_slot(SLOT));
+    let tx = c.tx(&c1, TxBody::DepositToAuctioneer { amount: chf(5) });
+    let mut state = c.state.clone();
+    let got = quartier_ledger::apply(&mut state, &tx, &c.ctx());
+    assert_eq!(got.err(), Some(TxError::NoCommittee));
+    assert!(state == c.state);
+
+    let (mut c, mut e, epoch_key) = market();
+    let (c1, p1) = (key("c1"), key("p1"));
+    let epoch = epoch_key.epoch();
+    let public = epoch_key.public_key();
+    let mut rng = ChaCha20Rng::from_seed([10; 32]);
+    c.queue(&c1, TxBody::DepositToAuctioneer { amount: chf(50) });
+    c.block_ok(in_slot(SLOT));
+    c.queue(&key("dso"), TxBody::RetireMeter { meter: id(&c1) });
+    c.block_ok(in_slot(SLOT));
+    let balance = c.state.account(&id(&c1)).balance;
+    // Retired, it places no order, but asks for its custody back.
+    c.queue(&c1, TxBody::RequestWithdrawal { amount: chf(50) });
+    let (cover, _) = order(&p1, SLOT, Side::Sell, 4_000, 0, (&public, epoch), &mut rng);
+    submit(&mut c, &p1, &cover);
+    c.block_ok(in_slot(SLOT));
+    c.block_ok(after_gate(SLOT));
+    let mut auctioneer = Auctioneer::new(R1, r1_params(), epoch_key);
+    let report = clear_closed(&c, &mut auctioneer, epoch);
+    assert_eq!(report.summary.payouts, vec![(id(&c1), chf(50))]);
+    let signature = e.sign(&[0, 2], &report_message(&report.summary));
+    c.queue(
+        &e.accounts[2].clone(),
+        TxBody::PostSettlementReport {
+            summary: report.summary,
+            signature,
+        },
+    );
+    c.block_ok(after_gate(SLOT) + 1);
+    assert_eq!(
+        c.state.account(&id(&c1)).balance,
+        balance.checked_add(chf(50)).unwrap()
+    );
+    assert_eq!(c.state.meta().custody, Money::ZERO);
+    supply_holds(&c.state);
 }
