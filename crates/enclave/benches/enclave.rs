@@ -4,10 +4,11 @@
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use ed25519_dalek::SigningKey;
+use quartier_enclave::attestation::Measurement;
 use quartier_enclave::auctioneer::Auctioneer;
 use quartier_enclave::auctioneer::Batch;
 use quartier_enclave::sealed::{Epoch, EpochKeyPair, OrderPayload, SealedOrder, SignedOrder, seal};
-use quartier_enclave::service::{EnclaveService, Purpose};
+use quartier_enclave::service::{EnclaveService, Purpose, SimulatedPlatform};
 use quartier_types::{AccountId, Energy, Money, Price, RegionId, RegionParams, Side, Slot};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -118,9 +119,26 @@ fn bench(c: &mut Criterion) {
             )
         })
         .collect();
+    // The committee is made once and copied for each run through its sealed
+    // state (outside the measurement).
+    let (members, committee_key) = committee_with_key(&mut rng);
+    let platform = SimulatedPlatform::new([9; 32], Measurement([1; 32]));
+    let sealed_members: Vec<Vec<u8>> = members
+        .iter()
+        .map(|m| m.seal(&platform, &mut rng).expect("seals"))
+        .collect();
+    let book: Vec<SealedOrder> = (0u32..)
+        .zip(&wallets)
+        .map(|(i, w)| seal(&committee_key, &signed(i, w), &mut rng).expect("valid key"))
+        .collect();
     group.bench_function("service::clear_and_sign/orders/1000/enclaves/3", |b| {
         b.iter_batched(
-            || committee_with_key(&key, &mut rng),
+            || {
+                sealed_members
+                    .iter()
+                    .map(|s| EnclaveService::unseal(s, &platform).expect("unseals"))
+                    .collect::<Vec<_>>()
+            },
             |mut members| {
                 let batch = Batch {
                     slot: Slot(9),
@@ -163,9 +181,9 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-/// Three members after the DKG, all holding `key` (sealed to them by a fourth
-/// party standing in for the member that created it).
-fn committee_with_key(key: &EpochKeyPair, rng: &mut ChaCha20Rng) -> Vec<EnclaveService> {
+/// Three members after the DKG, all holding the key of epoch 1 that member
+/// 0 created and sealed to the others; returns them and its public key.
+fn committee_with_key(rng: &mut ChaCha20Rng) -> (Vec<EnclaveService>, [u8; 32]) {
     let mut members: Vec<EnclaveService> = (0..3).map(|_| EnclaveService::new(rng)).collect();
     members.sort_by_key(EnclaveService::account);
     let identities: Vec<[u8; 32]> = members.iter().map(EnclaveService::identity_key).collect();
@@ -185,13 +203,16 @@ fn committee_with_key(key: &EpochKeyPair, rng: &mut ChaCha20Rng) -> Vec<EnclaveS
     for m in &mut members {
         m.dkg_finish(&round2).expect("round 3");
     }
-    let shares = quartier_enclave::epoch::share(key, &identities, rng);
-    for (m, share) in members.iter_mut().zip(&shares) {
-        m.receive_epoch_key(share, &key.public_key())
-            .expect("share opens");
-        m.settle_epoch_key(key.epoch(), &key.public_key());
+    let (public, shares) = members[0]
+        .create_epoch_key(Epoch(1), rng)
+        .expect("a committee");
+    for (m, share) in members.iter_mut().skip(1).zip(&shares) {
+        m.receive_epoch_key(share, &public).expect("share opens");
     }
-    members
+    for m in &mut members {
+        m.settle_epoch_key(Epoch(1), &public);
+    }
+    (members, public)
 }
 
 criterion_group!(benches, bench);

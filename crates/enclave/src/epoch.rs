@@ -9,7 +9,7 @@
 //! its public half is the first 32 bytes of the quote's report data, so a
 //! share can only be opened by code with an allowed measurement.
 
-use crate::sealed::{Epoch, EpochKeyPair, HpkeKeyPair, hpke_open, hpke_seal};
+use crate::sealed::{Epoch, EpochKeyPair, HpkeKeyPair, hpke_open_auth, hpke_seal_auth};
 use quartier_types::hash;
 use rand_core::CryptoRng;
 use zeroize::Zeroize as _;
@@ -41,6 +41,11 @@ impl IdentityKey {
         HpkeKeyPair::from_secret(bytes).map(IdentityKey)
     }
 
+    /// The key pair (stays inside the enclave), to seal from this identity.
+    pub(crate) fn pair(&self) -> &HpkeKeyPair {
+        &self.0
+    }
+
     /// The secret key (stays inside the enclave).
     pub(crate) fn secret(&self) -> &<hpke::kem::X25519HkdfSha256 as hpke::Kem>::PrivateKey {
         &self.0.secret
@@ -66,24 +71,33 @@ impl IdentityKey {
     }
 
     /// Opens `share` and returns the epoch key pair, if it is for this
-    /// identity and its public key is `published`.
+    /// identity, was sealed (HPKE auth mode) by one of `senders` — the other
+    /// committee members' identities — for the committee `context` names,
+    /// and its public key is `published`.
     ///
     /// # Errors
-    /// [`ShareError::Invalid`] otherwise.
+    /// [`ShareError::Invalid`] otherwise: a share from anyone else (an
+    /// outsider planting a key it knows) does not open.
     pub fn receive(
         &self,
         share: &EpochKeyShare,
         published: &[u8; 32],
+        senders: &[[u8; 32]],
+        context: &[u8],
     ) -> Result<EpochKeyPair, ShareError> {
-        if share.to != self.public_key() {
+        if share.to != self.public_key()
+            || share.from == self.public_key()
+            || !senders.contains(&share.from)
+        {
             return Err(ShareError::Invalid);
         }
-        let mut secret = hpke_open(
+        let mut secret = hpke_open_auth(
             &self.0.secret,
+            &share.from,
             &share.encapped_key,
             HPKE_INFO_SHARE,
             &share.ciphertext,
-            &share_aad(share.epoch, published),
+            &share_aad(share.epoch, published, context),
         )
         .ok_or(ShareError::Invalid)?;
         let key = EpochKeyPair::from_secret(share.epoch, &secret);
@@ -101,6 +115,9 @@ impl IdentityKey {
 pub struct EpochKeyShare {
     /// The epoch.
     pub epoch: Epoch,
+    /// The sender's identity public key (the share is sealed in HPKE auth
+    /// mode from it).
+    pub from: [u8; 32],
     /// The recipient's identity public key.
     pub to: [u8; 32],
     /// HPKE's encapsulated key.
@@ -109,26 +126,33 @@ pub struct EpochKeyShare {
     pub ciphertext: Vec<u8>,
 }
 
-fn share_aad(epoch: Epoch, public: &[u8; 32]) -> Vec<u8> {
+fn share_aad(epoch: Epoch, public: &[u8; 32], context: &[u8]) -> Vec<u8> {
     let mut aad = epoch.0.to_le_bytes().to_vec();
     aad.extend_from_slice(public);
+    aad.extend_from_slice(context);
     aad
 }
 
-/// Seals `key`'s secret to each recipient identity (attested beforehand).
+/// Seals `key`'s secret from identity `from` to each recipient identity
+/// (attested beforehand), bound to the committee `context` names (its group
+/// key) and to the epoch and public key.
 pub fn share(
     key: &EpochKeyPair,
+    from: &IdentityKey,
     recipients: &[[u8; 32]],
+    context: &[u8],
     rng: &mut impl CryptoRng,
 ) -> Vec<EpochKeyShare> {
     let mut secret = key.secret_bytes();
-    let aad = share_aad(key.epoch(), &key.public_key());
+    let aad = share_aad(key.epoch(), &key.public_key(), context);
     let shares = recipients
         .iter()
         .filter_map(|to| {
-            let (encapped_key, ciphertext) = hpke_seal(to, HPKE_INFO_SHARE, &secret, &aad, rng)?;
+            let (encapped_key, ciphertext) =
+                hpke_seal_auth(to, from.pair(), HPKE_INFO_SHARE, &secret, &aad, rng)?;
             Some(EpochKeyShare {
                 epoch: key.epoch(),
+                from: from.public_key(),
                 to: *to,
                 encapped_key,
                 ciphertext,
@@ -180,7 +204,8 @@ mod tests {
         // Member 0 creates epoch 5's key and shares it with 1 and 2.
         let key = EpochKeyPair::generate(Epoch(5), &mut rng);
         let published = key.public_key();
-        let shares = share(&key, &[ids[1].public_key(), ids[2].public_key()], &mut rng);
+        let recipients = [ids[1].public_key(), ids[2].public_key()];
+        let shares = share(&key, &ids[0], &recipients, b"committee", &mut rng);
         // Any two members publish it with a group signature.
         let msg = epoch_key_message(Epoch(5), &published);
         let sig = committee::sign(&[&members[0], &members[1]], &group, &msg, &mut rng).unwrap();
@@ -190,42 +215,68 @@ mod tests {
         let sealed = seal(&published, &o, &mut rng).unwrap();
         assert_eq!(key.open(&sealed), Ok(o));
         for (id, s) in ids[1..].iter().zip(&shares) {
-            let received = id.receive(s, &published).unwrap();
+            let received = id
+                .receive(s, &published, &[ids[0].public_key()], b"committee")
+                .unwrap();
             assert_eq!(received.open(&sealed), Ok(o));
         }
     }
 
     #[test]
-    fn a_share_opens_only_for_its_identity_and_the_published_key() {
+    fn a_share_opens_only_for_its_identity_from_a_member_and_the_published_key() {
         let mut rng = ChaCha20Rng::from_seed([7; 32]);
         let alice = IdentityKey::generate(&mut rng);
+        let bob = IdentityKey::generate(&mut rng);
         let mallory = IdentityKey::generate(&mut rng);
+        let members = [alice.public_key(), bob.public_key()];
         let key = EpochKeyPair::generate(Epoch(1), &mut rng);
-        let shares = share(&key, &[alice.public_key()], &mut rng);
+        let shares = share(&key, &bob, &[alice.public_key()], b"c", &mut rng);
         let s = &shares[0];
-        assert!(alice.receive(s, &key.public_key()).is_ok());
+        let receive = |id: &IdentityKey, s: &EpochKeyShare, public: &[u8; 32], context: &[u8]| {
+            id.receive(s, public, &members, context).err()
+        };
+        assert_eq!(receive(&alice, s, &key.public_key(), b"c"), None);
         // Another enclave (say, one that was never attested) can not open it,
         // even claiming to be the recipient.
         assert_eq!(
-            mallory.receive(s, &key.public_key()).err(),
+            receive(&mallory, s, &key.public_key(), b"c"),
             Some(ShareError::Invalid)
         );
         let mut redirected = s.clone();
         redirected.to = mallory.public_key();
         assert_eq!(
-            mallory.receive(&redirected, &key.public_key()).err(),
+            receive(&mallory, &redirected, &key.public_key(), b"c"),
             Some(ShareError::Invalid)
         );
-        // A share presented for another published key or epoch is refused.
+        // A share presented for another published key, epoch or committee
+        // is refused.
         let other = EpochKeyPair::generate(Epoch(1), &mut rng);
         assert_eq!(
-            alice.receive(s, &other.public_key()).err(),
+            receive(&alice, s, &other.public_key(), b"c"),
             Some(ShareError::Invalid)
         );
         let mut later = s.clone();
         later.epoch = Epoch(2);
         assert_eq!(
-            alice.receive(&later, &key.public_key()).err(),
+            receive(&alice, &later, &key.public_key(), b"c"),
+            Some(ShareError::Invalid)
+        );
+        assert_eq!(
+            receive(&alice, s, &key.public_key(), b"another"),
+            Some(ShareError::Invalid)
+        );
+        // An outsider plants a key it knows: from itself it is no member's;
+        // naming Bob as its sender, it does not open (HPKE auth mode).
+        let planted = EpochKeyPair::generate(Epoch(3), &mut rng);
+        let from_mallory = share(&planted, &mallory, &[alice.public_key()], b"c", &mut rng);
+        assert_eq!(
+            receive(&alice, &from_mallory[0], &planted.public_key(), b"c"),
+            Some(ShareError::Invalid)
+        );
+        let mut as_bob = from_mallory[0].clone();
+        as_bob.from = bob.public_key();
+        assert_eq!(
+            receive(&alice, &as_bob, &planted.public_key(), b"c"),
             Some(ShareError::Invalid)
         );
         // The quote's report data carries the identity key.

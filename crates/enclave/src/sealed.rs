@@ -295,6 +295,52 @@ pub(crate) fn hpke_open(
     .ok()
 }
 
+/// HPKE auth-mode seal from `sender` to `to`: the recipient learns that the
+/// holder of `sender`'s secret sealed it (RFC 9180 §5.1.3), or `None`.
+pub(crate) fn hpke_seal_auth(
+    to: &[u8; 32],
+    sender: &HpkeKeyPair,
+    info: &[u8],
+    plaintext: &[u8],
+    aad: &[u8],
+    rng: &mut impl CryptoRng,
+) -> Option<([u8; 32], Vec<u8>)> {
+    let public = <X25519HkdfSha256 as hpke::Kem>::PublicKey::from_bytes(to).ok()?;
+    let own = <X25519HkdfSha256 as hpke::Kem>::PublicKey::from_bytes(&sender.public).ok()?;
+    let mode = OpModeS::Auth((sender.secret.clone(), own));
+    let (encapped, ciphertext) =
+        hpke::single_shot_seal_with_rng::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
+            &mode, &public, info, plaintext, aad, rng,
+        )
+        .ok()?;
+    let mut key = [0u8; 32];
+    key.copy_from_slice(&encapped.to_bytes());
+    Some((key, ciphertext))
+}
+
+/// HPKE auth-mode open with `secret` of what `sender` sealed, or `None`
+/// (also when anyone else sealed it).
+pub(crate) fn hpke_open_auth(
+    secret: &<X25519HkdfSha256 as hpke::Kem>::PrivateKey,
+    sender: &[u8; 32],
+    encapped_key: &[u8; 32],
+    info: &[u8],
+    ciphertext: &[u8],
+    aad: &[u8],
+) -> Option<Vec<u8>> {
+    let encapped = <X25519HkdfSha256 as hpke::Kem>::EncappedKey::from_bytes(encapped_key).ok()?;
+    let sender = <X25519HkdfSha256 as hpke::Kem>::PublicKey::from_bytes(sender).ok()?;
+    hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
+        &OpModeR::Auth(sender),
+        secret,
+        &encapped,
+        info,
+        ciphertext,
+        aad,
+    )
+    .ok()
+}
+
 /// An X25519 HPKE key pair: a household's receipt key or an enclave's
 /// identity. The secret is zeroized when dropped.
 pub struct HpkeKeyPair {

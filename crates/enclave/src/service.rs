@@ -20,7 +20,9 @@ use crate::attestation::Measurement;
 use crate::auctioneer::{Auctioneer, AuctioneerState, Batch, BatchError, SlotReport};
 use crate::committee::{GroupPublicKey, GroupSignature, report_message};
 use crate::epoch::{EpochKeyShare, IdentityKey, epoch_key_message, share};
-use crate::sealed::{Epoch, EpochKeyPair, HpkeKeyPair, hpke_open, hpke_seal};
+use crate::sealed::{
+    Epoch, EpochKeyPair, HpkeKeyPair, hpke_open, hpke_open_auth, hpke_seal, hpke_seal_auth,
+};
 use borsh::{BorshDeserialize, BorshSerialize};
 use ed25519_dalek::SigningKey;
 use frost_ristretto255 as frost;
@@ -93,6 +95,8 @@ pub const HPKE_INFO_CATCH_UP: &[u8] = b"QUARTIER_ENCLAVE_CATCH_UP";
 /// one that missed slots while it was down.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct CatchUp {
+    /// The sending member's identity key (sealed in HPKE auth mode from it).
+    pub from: [u8; 32],
     /// The latest slot cleared, per region, in the state.
     pub cleared: Vec<(RegionId, Slot)>,
     /// HPKE's encapsulated key.
@@ -219,8 +223,13 @@ impl EnclaveService {
     /// keys are `identities` (ascending by account, as on chain); returns its
     /// broadcast package.
     ///
+    /// Once a DKG finished here the membership is fixed: anyone can reach
+    /// the RPC, and a new membership would erase the key share and name the
+    /// members a catch-up may be sealed to.
+    ///
     /// # Errors
-    /// [`ServiceError::Invalid`] for bad sizes or an index out of range.
+    /// [`ServiceError::Invalid`] for bad sizes or an index out of range;
+    /// [`ServiceError::State`] once the committee is formed.
     pub fn dkg_round1(
         &mut self,
         index: u16,
@@ -228,6 +237,9 @@ impl EnclaveService {
         identities: Vec<[u8; 32]>,
         rng: &mut impl CryptoRng,
     ) -> Result<Vec<u8>, ServiceError> {
+        if self.membership.as_ref().is_some_and(|m| m.key.is_some()) {
+            return Err(ServiceError::State("committee formed"));
+        }
         let n = u16::try_from(identities.len()).map_err(|_| ServiceError::Invalid)?;
         if identities.get(usize::from(index)) != Some(&self.identity_key()) {
             return Err(ServiceError::Invalid);
@@ -263,9 +275,10 @@ impl EnclaveService {
             .ok_or(ServiceError::State("no DKG"))?;
         let index = m.index;
         let identities = m.identities.clone();
+        // Kept until round 2 succeeds: a caller's garbage does not end the DKG.
         let secret = self
             .dkg1
-            .take()
+            .clone()
             .ok_or(ServiceError::State("no DKG round 1"))?;
         let mut packages = BTreeMap::new();
         for (from, bytes) in round1 {
@@ -278,6 +291,7 @@ impl EnclaveService {
         }
         let (secret2, out) =
             frost::keys::dkg::part2(secret, &packages).map_err(|_| ServiceError::Invalid)?;
+        self.dkg1 = None;
         self.round1 = packages;
         self.dkg2 = Some(secret2);
         let mut sealed = Vec::new();
@@ -288,7 +302,14 @@ impl EnclaveService {
             };
             let mut plain = package.serialize().map_err(|_| ServiceError::Invalid)?;
             let aad = [index.to_le_bytes(), to.to_le_bytes()].concat();
-            let result = hpke_seal(identity, HPKE_INFO_DKG, &plain, &aad, rng);
+            let result = hpke_seal_auth(
+                identity,
+                self.identity.pair(),
+                HPKE_INFO_DKG,
+                &plain,
+                &aad,
+                rng,
+            );
             plain.zeroize();
             let (encapped_key, ciphertext) = result.ok_or(ServiceError::Invalid)?;
             sealed.push(SealedDkgPackage {
@@ -310,9 +331,10 @@ impl EnclaveService {
         &mut self,
         received: &[SealedDkgPackage],
     ) -> Result<GroupPublicKey, ServiceError> {
+        // Kept until the DKG succeeds: forged packages do not end it.
         let secret2 = self
             .dkg2
-            .take()
+            .as_ref()
             .ok_or(ServiceError::State("no DKG round 2"))?;
         let m = self
             .membership
@@ -320,9 +342,15 @@ impl EnclaveService {
             .ok_or(ServiceError::State("no DKG"))?;
         let mut packages = BTreeMap::new();
         for p in received.iter().filter(|p| p.to == m.index) {
+            // Sealed in auth mode by the member it claims to be from.
+            let sender = m
+                .identities
+                .get(usize::from(p.from))
+                .ok_or(ServiceError::Invalid)?;
             let aad = [p.from.to_le_bytes(), p.to.to_le_bytes()].concat();
-            let mut plain = hpke_open(
+            let mut plain = hpke_open_auth(
                 self.identity.secret(),
+                sender,
                 &p.encapped_key,
                 HPKE_INFO_DKG,
                 &p.ciphertext,
@@ -334,8 +362,9 @@ impl EnclaveService {
             plain.zeroize();
             packages.insert(identifier(p.from)?, package?);
         }
-        let (key, public) = frost::keys::dkg::part3(&secret2, &self.round1, &packages)
+        let (key, public) = frost::keys::dkg::part3(secret2, &self.round1, &packages)
             .map_err(|_| ServiceError::Invalid)?;
+        self.dkg2 = None;
         m.key = Some(key);
         m.public = Some(public);
         self.group_key().ok_or(ServiceError::Invalid)
@@ -361,25 +390,39 @@ impl EnclaveService {
             .filter(|(i, _)| *i != usize::from(m.index))
             .map(|(_, k)| *k)
             .collect();
+        let context = self
+            .group_key()
+            .ok_or(ServiceError::State("no committee"))?;
         let key = EpochKeyPair::generate(epoch, rng);
-        let shares = share(&key, &others, rng);
+        let shares = share(&key, &self.identity, &others, &context.0, rng);
         let public = key.public_key();
         self.add_candidate(key);
         Ok((public, shares))
     }
 
-    /// Takes an epoch secret another member sealed to this one.
+    /// Takes an epoch secret another member of this committee sealed to
+    /// this one (HPKE auth mode from the member's identity, bound to the
+    /// group key): a key planted by anyone else is refused, so never held,
+    /// signed or cleared with.
     ///
     /// # Errors
-    /// [`ServiceError::Invalid`] if it does not open to `public_key`.
+    /// [`ServiceError::Invalid`] if it does not open to `public_key` from a
+    /// member; [`ServiceError::State`] without a committee.
     pub fn receive_epoch_key(
         &mut self,
         share: &EpochKeyShare,
         public_key: &[u8; 32],
     ) -> Result<(), ServiceError> {
+        let context = self
+            .group_key()
+            .ok_or(ServiceError::State("no committee"))?;
+        let m = self
+            .membership
+            .as_ref()
+            .ok_or(ServiceError::State("no committee"))?;
         let key = self
             .identity
-            .receive(share, public_key)
+            .receive(share, public_key, &m.identities, &context.0)
             .map_err(|_| ServiceError::Invalid)?;
         self.add_candidate(key);
         Ok(())
@@ -494,11 +537,21 @@ impl EnclaveService {
             .membership
             .as_ref()
             .ok_or(ServiceError::State("no committee"))?;
-        if !m.identities.contains(to) || *to == self.identity_key() {
+        if m.key.is_none() || !m.identities.contains(to) || *to == self.identity_key() {
             return Err(ServiceError::Unsigned);
         }
+        let context = self
+            .group_key()
+            .ok_or(ServiceError::State("no committee"))?;
         let mut plain = borsh::to_vec(&self.clearing_state()).map_err(|_| ServiceError::Invalid)?;
-        let sealed = hpke_seal(to, HPKE_INFO_CATCH_UP, &plain, &[], rng);
+        let sealed = hpke_seal_auth(
+            to,
+            self.identity.pair(),
+            HPKE_INFO_CATCH_UP,
+            &plain,
+            &context.0,
+            rng,
+        );
         plain.zeroize();
         let (encapped_key, ciphertext) = sealed.ok_or(ServiceError::Invalid)?;
         let cleared = self
@@ -507,25 +560,40 @@ impl EnclaveService {
             .filter_map(|(r, a)| Some((*r, a.last_settled()?)))
             .collect();
         Ok(CatchUp {
+            from: self.identity_key(),
             cleared,
             encapped_key,
             ciphertext,
         })
     }
 
-    /// Adopts another member's clearing state. The sender is an attested
-    /// member; a false state only makes this member compute reports no one
-    /// else signs (liveness, not safety: t signatures are still needed).
+    /// Adopts another member's clearing state, sealed to this member by
+    /// another member of its committee (HPKE auth mode, bound to the group
+    /// key): a state from anyone else is refused. A member's false state
+    /// only makes this one compute reports no one else signs (liveness, not
+    /// safety: t signatures are still needed).
     ///
     /// # Errors
-    /// [`ServiceError::Invalid`] if it does not open or decode.
+    /// [`ServiceError::Invalid`] if it is not from a member or does not open
+    /// or decode; [`ServiceError::State`] without a committee.
     pub fn catch_up(&mut self, catch_up: &CatchUp) -> Result<(), ServiceError> {
-        let mut plain = hpke_open(
+        let context = self
+            .group_key()
+            .ok_or(ServiceError::State("no committee"))?;
+        let m = self
+            .membership
+            .as_ref()
+            .ok_or(ServiceError::State("no committee"))?;
+        if catch_up.from == self.identity_key() || !m.identities.contains(&catch_up.from) {
+            return Err(ServiceError::Invalid);
+        }
+        let mut plain = hpke_open_auth(
             self.identity.secret(),
+            &catch_up.from,
             &catch_up.encapped_key,
             HPKE_INFO_CATCH_UP,
             &catch_up.ciphertext,
-            &[],
+            &context.0,
         )
         .ok_or(ServiceError::Invalid)?;
         let state: Result<ClearingState, _> = borsh::from_slice(&plain);
@@ -862,6 +930,7 @@ impl Drop for SimulatedPlatform {
 mod tests {
     use super::*;
     use crate::auctioneer::{Outcome, receipts_root};
+    use crate::rpc::{Request, Response};
     use crate::sealed::{OrderPayload, SignedOrder, seal};
     use quartier_types::{Energy, Money, Price, RegionParams, Side};
     use rand_chacha::ChaCha20Rng;
@@ -940,6 +1009,213 @@ mod tests {
         };
         let sealed = seal(key, &SignedOrder::sign(payload, wallet), rng).unwrap();
         (sealed, receipt)
+    }
+
+    /// One request as an outsider sends it: bytes to the RPC's decoder,
+    /// then the dispatch the host runs.
+    fn rpc(m: &mut EnclaveService, request: &Request, rng: &mut ChaCha20Rng) -> Response {
+        let bytes = borsh::to_vec(request).unwrap();
+        let request = crate::rpc::decode_request(&bytes).unwrap();
+        m.handle(request, rng)
+    }
+
+    /// A committee whose members all hold (and cleared with) epoch 2's key.
+    fn committee_with_epoch_key(rng: &mut ChaCha20Rng) -> (Vec<EnclaveService>, [u8; 32]) {
+        let mut members = committee(rng);
+        let (public, shares) = members[1].create_epoch_key(Epoch(2), rng).unwrap();
+        for share in &shares {
+            for m in members.iter_mut() {
+                if share.to == m.identity_key() {
+                    m.receive_epoch_key(share, &public).unwrap();
+                }
+            }
+        }
+        for m in members.iter_mut() {
+            assert!(m.settle_epoch_key(Epoch(2), &public));
+        }
+        (members, public)
+    }
+
+    #[test]
+    fn an_outsider_can_not_re_form_a_members_committee_to_take_its_secrets_through_the_rpc() {
+        let mut rng = ChaCha20Rng::from_seed([21; 32]);
+        let (mut members, public) = committee_with_epoch_key(&mut rng);
+        let group = members[0].group_key().unwrap();
+        let attacker = IdentityKey::generate(&mut rng);
+        let victim = members[0].identity_key();
+        // The attack of issue 18: a committee of the victim and the attacker,
+        // then the victim's clearing state sealed to the attacker.
+        let reform = Request::DkgRound1 {
+            index: 0,
+            t: 2,
+            identities: vec![victim, attacker.public_key()],
+        };
+        assert!(matches!(
+            rpc(&mut members[0], &reform, &mut rng),
+            Response::Refused(_)
+        ));
+        let steal = Request::CatchUp {
+            to: attacker.public_key(),
+        };
+        let answer = rpc(&mut members[0], &steal, &mut rng);
+        if let Response::CatchUp(state) = &answer {
+            let opened = hpke_open_auth(
+                attacker.secret(),
+                &state.from,
+                &state.encapped_key,
+                HPKE_INFO_CATCH_UP,
+                &state.ciphertext,
+                &group.0,
+            );
+            assert!(opened.is_none(), "the attacker opened the clearing state");
+        }
+        assert!(matches!(answer, Response::Refused(_)));
+        // Nothing changed: same committee, same key, and it still signs.
+        assert_eq!(members[0].group_key(), Some(group));
+        assert_eq!(members[0].epoch_key(Epoch(2)), Some(public));
+        let purpose = Purpose::EpochKey {
+            epoch: Epoch(2),
+            public_key: public,
+        };
+        assert!(sign(&mut members, 0, &[0, 1], &purpose, &mut rng).is_ok());
+    }
+
+    #[test]
+    fn an_outsiders_epoch_key_is_never_taken_signed_or_cleared_with() {
+        let mut rng = ChaCha20Rng::from_seed([22; 32]);
+        let (mut members, _) = committee_with_epoch_key(&mut rng);
+        let group = members[0].group_key().unwrap();
+        let outsider = IdentityKey::generate(&mut rng);
+        let planted = EpochKeyPair::generate(Epoch(3), &mut rng);
+        let recipients: Vec<[u8; 32]> = members.iter().map(EnclaveService::identity_key).collect();
+        // Sealed from the outsider's own identity, and claiming member 1's.
+        let own = share(&planted, &outsider, &recipients, &group.0, &mut rng);
+        let mut claimed = own.clone();
+        for s in &mut claimed {
+            s.from = members[1].identity_key();
+        }
+        for (i, m) in members.iter_mut().enumerate() {
+            let me = m.identity_key();
+            for s in own.iter().chain(&claimed).filter(|s| s.to == me) {
+                let request = Request::ReceiveEpochKey {
+                    share: s.clone(),
+                    public_key: planted.public_key(),
+                };
+                assert!(
+                    matches!(rpc(m, &request, &mut rng), Response::Refused(_)),
+                    "member {i} took the planted key"
+                );
+            }
+            // So the host sees no key for epoch 3 and makes its own, and no
+            // member signs the outsider's.
+            assert_eq!(m.epoch_key(Epoch(3)), None);
+            let commit = Request::SignCommit {
+                session: 1,
+                purpose: Purpose::EpochKey {
+                    epoch: Epoch(3),
+                    public_key: planted.public_key(),
+                },
+            };
+            assert!(matches!(rpc(m, &commit, &mut rng), Response::Refused(_)));
+        }
+    }
+
+    #[test]
+    fn a_clearing_state_from_anyone_but_a_member_is_refused() {
+        let mut rng = ChaCha20Rng::from_seed([23; 32]);
+        let (mut members, _) = committee_with_epoch_key(&mut rng);
+        let group = members[0].group_key().unwrap();
+        let outsider = IdentityKey::generate(&mut rng);
+        // A host answering the catch-up call with a state of its making: a
+        // key it knows for a later epoch.
+        let planted = EpochKeyPair::generate(Epoch(9), &mut rng);
+        let state = ClearingState {
+            epoch_keys: vec![(Epoch(9), planted.secret_bytes())],
+            auctioneers: Vec::new(),
+        };
+        let plain = borsh::to_vec(&state).unwrap();
+        let to = members[0].identity_key();
+        let (encapped_key, ciphertext) = hpke_seal_auth(
+            &to,
+            outsider.pair(),
+            HPKE_INFO_CATCH_UP,
+            &plain,
+            &group.0,
+            &mut rng,
+        )
+        .unwrap();
+        let forged = CatchUp {
+            from: outsider.public_key(),
+            cleared: vec![(R, Slot(99))],
+            encapped_key,
+            ciphertext,
+        };
+        assert_eq!(members[0].catch_up(&forged), Err(ServiceError::Invalid));
+        let as_member = CatchUp {
+            from: members[1].identity_key(),
+            ..forged
+        };
+        assert_eq!(members[0].catch_up(&as_member), Err(ServiceError::Invalid));
+        assert_eq!(members[0].epoch_key(Epoch(9)), None);
+        // A member's own catch-up still opens.
+        let real = members[1].catch_up_for(&to, &mut rng).unwrap();
+        assert_eq!(members[0].catch_up(&real), Ok(()));
+    }
+
+    #[test]
+    fn forged_dkg_packages_do_not_end_the_dkg() {
+        let mut rng = ChaCha20Rng::from_seed([24; 32]);
+        let mut members: Vec<EnclaveService> =
+            (0..3).map(|_| EnclaveService::new(&mut rng)).collect();
+        let identities: Vec<[u8; 32]> = members.iter().map(EnclaveService::identity_key).collect();
+        let mut round1 = BTreeMap::new();
+        for (i, m) in members.iter_mut().enumerate() {
+            let i = u16::try_from(i).unwrap();
+            round1.insert(i, m.dkg_round1(i, 2, identities.clone(), &mut rng).unwrap());
+        }
+        // An outsider sends member 0 garbage for round 2 first.
+        let garbage = Request::DkgRound2 {
+            round1: BTreeMap::from([(1, vec![7; 40]), (2, vec![8; 40])]),
+        };
+        assert!(matches!(
+            rpc(&mut members[0], &garbage, &mut rng),
+            Response::Refused(_)
+        ));
+        let mut round2 = Vec::new();
+        for m in &mut members {
+            round2.extend(m.dkg_round2(&round1, &mut rng).unwrap());
+        }
+        // Then a round-2 package claiming to be member 1's, sealed by the
+        // outsider (a real package's plaintext would not help: it can not
+        // seal as member 1).
+        let outsider = IdentityKey::generate(&mut rng);
+        let (encapped_key, ciphertext) = hpke_seal_auth(
+            &identities[0],
+            outsider.pair(),
+            HPKE_INFO_DKG,
+            b"forged",
+            &[1u16.to_le_bytes(), 0u16.to_le_bytes()].concat(),
+            &mut rng,
+        )
+        .unwrap();
+        let mut forged: Vec<SealedDkgPackage> =
+            round2.iter().filter(|p| p.from != 1).cloned().collect();
+        forged.push(SealedDkgPackage {
+            from: 1,
+            to: 0,
+            encapped_key,
+            ciphertext,
+        });
+        let finish = Request::DkgFinish { packages: forged };
+        assert!(matches!(
+            rpc(&mut members[0], &finish, &mut rng),
+            Response::Refused(_)
+        ));
+        let keys: Vec<GroupPublicKey> = members
+            .iter_mut()
+            .map(|m| m.dkg_finish(&round2).unwrap())
+            .collect();
+        assert!(keys.iter().all(|k| *k == keys[0]), "the DKG completed");
     }
 
     #[test]

@@ -228,8 +228,12 @@ fn a_sealed_slot_settles_through_a_threshold_signed_report_and_reconciles() {
         traders: &batch.traders,
     };
     let mut key_copy = |k: &EpochKeyPair| {
-        let share = quartier_enclave::epoch::share(k, &[e.identities[1].public_key()], &mut rng);
-        e.identities[1].receive(&share[0], &k.public_key()).unwrap()
+        let to = [e.identities[1].public_key()];
+        let share = quartier_enclave::epoch::share(k, &e.identities[0], &to, b"", &mut rng);
+        let from = [e.identities[0].public_key()];
+        e.identities[1]
+            .receive(&share[0], &k.public_key(), &from, b"")
+            .unwrap()
     };
     let mut other = Auctioneer::new(R1, r1_params(), key_copy(&epoch_key));
     let mut auctioneer = Auctioneer::new(R1, r1_params(), epoch_key);
