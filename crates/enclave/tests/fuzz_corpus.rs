@@ -1,6 +1,7 @@
 //! Replays the enclave RPC's fuzz corpus and past crashes on stable Rust:
 //! each input is refused as malformed or answered without a panic, by a
 //! fresh enclave and by a member of a formed committee.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use quartier_enclave::rpc::{Request, decode_request};
 use quartier_enclave::sealed::Epoch;
