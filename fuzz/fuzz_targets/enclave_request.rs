@@ -6,13 +6,10 @@
 use libfuzzer_sys::fuzz_target;
 use quartier_enclave::rpc::decode_request;
 use quartier_enclave::service::EnclaveService;
-use rand_chacha::ChaCha20Rng;
-use rand_core::SeedableRng;
 
 fuzz_target!(|data: &[u8]| {
     if let Some(request) = decode_request(data) {
-        let mut rng = ChaCha20Rng::from_seed([7; 32]);
-        let mut enclave = EnclaveService::new(&mut rng);
-        let _ = enclave.handle(request, &mut rng);
+        let mut enclave = EnclaveService::new().expect("platform randomness");
+        let _ = enclave.handle(request);
     }
 });

@@ -121,11 +121,11 @@ fn bench(c: &mut Criterion) {
         .collect();
     // The committee is made once and copied for each run through its sealed
     // state (outside the measurement).
-    let (members, committee_key) = committee_with_key(&mut rng);
+    let (members, committee_key) = committee_with_key();
     let platform = SimulatedPlatform::new([9; 32], Measurement([1; 32]));
     let sealed_members: Vec<Vec<u8>> = members
-        .iter()
-        .map(|m| m.seal(&platform, &mut rng).expect("seals"))
+        .into_iter()
+        .map(|mut m| m.seal(&platform).expect("seals"))
         .collect();
     let book: Vec<SealedOrder> = (0u32..)
         .zip(&wallets)
@@ -158,9 +158,7 @@ fn bench(c: &mut Criterion) {
                 };
                 let mut commitments = BTreeMap::new();
                 for m in members.iter_mut().take(2) {
-                    let (i, c) = m
-                        .sign_commit(7, &purpose, &mut ChaCha20Rng::from_seed([4; 32]))
-                        .expect("commits");
+                    let (i, c) = m.sign_commit(7, &purpose).expect("commits");
                     commitments.insert(i, c);
                 }
                 let package = members[0]
@@ -183,29 +181,25 @@ fn bench(c: &mut Criterion) {
 
 /// Three members after the DKG, all holding the key of epoch 1 that member
 /// 0 created and sealed to the others; returns them and its public key.
-fn committee_with_key(rng: &mut ChaCha20Rng) -> (Vec<EnclaveService>, [u8; 32]) {
-    let mut members: Vec<EnclaveService> = (0..3).map(|_| EnclaveService::new(rng)).collect();
+fn committee_with_key() -> (Vec<EnclaveService>, [u8; 32]) {
+    let mut members: Vec<EnclaveService> = (0..3)
+        .map(|_| EnclaveService::new().expect("platform randomness"))
+        .collect();
     members.sort_by_key(EnclaveService::account);
     let identities: Vec<[u8; 32]> = members.iter().map(EnclaveService::identity_key).collect();
     let mut round1 = BTreeMap::new();
     for (i, m) in members.iter_mut().enumerate() {
         let i = u16::try_from(i).expect("small");
-        round1.insert(
-            i,
-            m.dkg_round1(i, 2, identities.clone(), rng)
-                .expect("round 1"),
-        );
+        round1.insert(i, m.dkg_round1(i, 2, identities.clone()).expect("round 1"));
     }
     let mut round2 = Vec::new();
     for m in &mut members {
-        round2.extend(m.dkg_round2(&round1, rng).expect("round 2"));
+        round2.extend(m.dkg_round2(&round1).expect("round 2"));
     }
     for m in &mut members {
         m.dkg_finish(&round2).expect("round 3");
     }
-    let (public, shares) = members[0]
-        .create_epoch_key(Epoch(1), rng)
-        .expect("a committee");
+    let (public, shares) = members[0].create_epoch_key(Epoch(1)).expect("a committee");
     for (m, share) in members.iter_mut().skip(1).zip(&shares) {
         m.receive_epoch_key(share, &public).expect("share opens");
     }

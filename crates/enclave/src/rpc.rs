@@ -8,7 +8,6 @@ use crate::epoch::EpochKeyShare;
 use crate::service::{CatchUp, EnclaveService, Purpose, SealedDkgPackage};
 use borsh::{BorshDeserialize, BorshSerialize};
 use quartier_types::{RegionId, Slot};
-use rand_core::CryptoRng;
 use std::collections::BTreeMap;
 
 /// The largest request accepted (a DKG round for a 16-member committee fits).
@@ -96,16 +95,16 @@ pub enum Response {
 
 impl EnclaveService {
     /// Answers one request.
-    pub fn handle(&mut self, request: Request, rng: &mut impl CryptoRng) -> Response {
+    pub fn handle(&mut self, request: Request) -> Response {
         let answer = match request {
             Request::DkgRound1 {
                 index,
                 t,
                 identities,
             } => self
-                .dkg_round1(index, t, identities, rng)
+                .dkg_round1(index, t, identities)
                 .map(Response::DkgRound1),
-            Request::DkgRound2 { round1 } => self.dkg_round2(&round1, rng).map(Response::DkgRound2),
+            Request::DkgRound2 { round1 } => self.dkg_round2(&round1).map(Response::DkgRound2),
             Request::DkgFinish { packages } => {
                 self.dkg_finish(&packages).map(Response::DkgFinished)
             }
@@ -113,12 +112,12 @@ impl EnclaveService {
                 .receive_epoch_key(&share, &public_key)
                 .map(|()| Response::EpochKeyReceived),
             Request::SignCommit { session, purpose } => self
-                .sign_commit(session, &purpose, rng)
+                .sign_commit(session, &purpose)
                 .map(|(i, c)| Response::Committed(i, c)),
             Request::SignShare { session, package } => {
                 self.sign_share(session, &package).map(Response::Share)
             }
-            Request::CatchUp { to } => self.catch_up_for(&to, rng).map(Response::CatchUp),
+            Request::CatchUp { to } => self.catch_up_for(&to).map(Response::CatchUp),
             Request::Report { region, slot } => {
                 Ok(Response::Report(self.report(region, slot).cloned()))
             }

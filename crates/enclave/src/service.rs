@@ -28,7 +28,7 @@ use ed25519_dalek::SigningKey;
 use frost_ristretto255 as frost;
 use quartier_types::rng::Rng06;
 use quartier_types::{AccountId, RegionId, Slot, hash};
-use rand_core::CryptoRng;
+use rand_core::Rng as _;
 use std::collections::BTreeMap;
 use zeroize::Zeroize as _;
 
@@ -149,8 +149,27 @@ fn identifier(index: u16) -> Result<frost::Identifier, ServiceError> {
     frost::Identifier::try_from(index.saturating_add(1)).map_err(|_| ServiceError::Invalid)
 }
 
+/// The enclave's own randomness on the **simulated** platform. A real TEE
+/// draws it inside the enclave from the CPU (RDSEED/RDRAND on SGX and TDX,
+/// the firmware's on SEV-SNP); here the enclave lives in its host's process,
+/// so the operating system's generator stands in, read by the service
+/// itself. No host parameter seeds or replaces it: identity keys, epoch
+/// secrets, DKG polynomials and signing nonces are never the caller's.
+struct SimulatedPlatformRng(rand_chacha::ChaCha20Rng);
+
+impl SimulatedPlatformRng {
+    fn new() -> Result<SimulatedPlatformRng, ServiceError> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|_| ServiceError::State("no platform randomness"))?;
+        let rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed(seed);
+        seed.zeroize();
+        Ok(SimulatedPlatformRng(rng))
+    }
+}
+
 /// One enclave.
 pub struct EnclaveService {
+    rng: SimulatedPlatformRng,
     account: SigningKey,
     identity: IdentityKey,
     membership: Option<Membership>,
@@ -169,15 +188,22 @@ pub struct EnclaveService {
 }
 
 impl EnclaveService {
-    /// A fresh enclave: a new account key and identity key from `rng`.
-    pub fn new(rng: &mut impl CryptoRng) -> EnclaveService {
+    /// A fresh enclave: a new account key and identity key, from the
+    /// enclave's own randomness.
+    ///
+    /// # Errors
+    /// [`ServiceError::State`] if the platform has no randomness to give.
+    pub fn new() -> Result<EnclaveService, ServiceError> {
+        let mut rng = SimulatedPlatformRng::new()?;
         let mut seed = [0u8; 32];
-        rng.fill_bytes(&mut seed);
+        rng.0.fill_bytes(&mut seed);
         let account = SigningKey::from_bytes(&seed);
         seed.zeroize();
-        EnclaveService {
+        let identity = IdentityKey::generate(&mut rng.0);
+        Ok(EnclaveService {
+            rng,
             account,
-            identity: IdentityKey::generate(rng),
+            identity,
             membership: None,
             dkg1: None,
             dkg2: None,
@@ -187,7 +213,7 @@ impl EnclaveService {
             auctioneers: BTreeMap::new(),
             reports: BTreeMap::new(),
             sessions: BTreeMap::new(),
-        }
+        })
     }
 
     /// The enclave's chain account (it signs its own transactions).
@@ -235,7 +261,6 @@ impl EnclaveService {
         index: u16,
         t: u16,
         identities: Vec<[u8; 32]>,
-        rng: &mut impl CryptoRng,
     ) -> Result<Vec<u8>, ServiceError> {
         if self.membership.as_ref().is_some_and(|m| m.key.is_some()) {
             return Err(ServiceError::State("committee formed"));
@@ -244,8 +269,9 @@ impl EnclaveService {
         if identities.get(usize::from(index)) != Some(&self.identity_key()) {
             return Err(ServiceError::Invalid);
         }
-        let (secret, package) = frost::keys::dkg::part1(identifier(index)?, n, t, Rng06(rng))
-            .map_err(|_| ServiceError::Invalid)?;
+        let (secret, package) =
+            frost::keys::dkg::part1(identifier(index)?, n, t, Rng06(&mut self.rng.0))
+                .map_err(|_| ServiceError::Invalid)?;
         self.dkg1 = Some(secret);
         self.dkg2 = None;
         self.round1.clear();
@@ -267,7 +293,6 @@ impl EnclaveService {
     pub fn dkg_round2(
         &mut self,
         round1: &BTreeMap<u16, Vec<u8>>,
-        rng: &mut impl CryptoRng,
     ) -> Result<Vec<SealedDkgPackage>, ServiceError> {
         let m = self
             .membership
@@ -308,7 +333,7 @@ impl EnclaveService {
                 HPKE_INFO_DKG,
                 &plain,
                 &aad,
-                rng,
+                &mut self.rng.0,
             );
             plain.zeroize();
             let (encapped_key, ciphertext) = result.ok_or(ServiceError::Invalid)?;
@@ -377,7 +402,6 @@ impl EnclaveService {
     pub fn create_epoch_key(
         &mut self,
         epoch: Epoch,
-        rng: &mut impl CryptoRng,
     ) -> Result<([u8; 32], Vec<EpochKeyShare>), ServiceError> {
         let m = self
             .membership
@@ -393,8 +417,8 @@ impl EnclaveService {
         let context = self
             .group_key()
             .ok_or(ServiceError::State("no committee"))?;
-        let key = EpochKeyPair::generate(epoch, rng);
-        let shares = share(&key, &self.identity, &others, &context.0, rng);
+        let key = EpochKeyPair::generate(epoch, &mut self.rng.0);
+        let shares = share(&key, &self.identity, &others, &context.0, &mut self.rng.0);
         let public = key.public_key();
         self.add_candidate(key);
         Ok((public, shares))
@@ -528,11 +552,7 @@ impl EnclaveService {
     ///
     /// # Errors
     /// [`ServiceError::Unsigned`] if `to` is not a member's identity.
-    pub fn catch_up_for(
-        &self,
-        to: &[u8; 32],
-        rng: &mut impl CryptoRng,
-    ) -> Result<CatchUp, ServiceError> {
+    pub fn catch_up_for(&mut self, to: &[u8; 32]) -> Result<CatchUp, ServiceError> {
         let m = self
             .membership
             .as_ref()
@@ -550,7 +570,7 @@ impl EnclaveService {
             HPKE_INFO_CATCH_UP,
             &plain,
             &context.0,
-            rng,
+            &mut self.rng.0,
         );
         plain.zeroize();
         let (encapped_key, ciphertext) = sealed.ok_or(ServiceError::Invalid)?;
@@ -661,7 +681,6 @@ impl EnclaveService {
         &mut self,
         session: u64,
         purpose: &Purpose,
-        rng: &mut impl CryptoRng,
     ) -> Result<(u16, Vec<u8>), ServiceError> {
         let message = self.message(purpose)?;
         let m = self
@@ -669,7 +688,8 @@ impl EnclaveService {
             .as_ref()
             .ok_or(ServiceError::State("no committee"))?;
         let key = m.key.as_ref().ok_or(ServiceError::State("no key share"))?;
-        let (nonces, commitments) = frost::round1::commit(key.signing_share(), &mut Rng06(rng));
+        let (nonces, commitments) =
+            frost::round1::commit(key.signing_share(), &mut Rng06(&mut self.rng.0));
         let index = m.index;
         self.sessions.insert(session, (message, nonces));
         while self.sessions.len() > 64 {
@@ -768,11 +788,7 @@ impl EnclaveService {
     ///
     /// # Errors
     /// [`ServiceError::Invalid`] if a component does not serialise.
-    pub fn seal(
-        &self,
-        platform: &SimulatedPlatform,
-        rng: &mut impl CryptoRng,
-    ) -> Result<Vec<u8>, ServiceError> {
+    pub fn seal(&mut self, platform: &SimulatedPlatform) -> Result<Vec<u8>, ServiceError> {
         let membership = match &self.membership {
             Some(m) => Some(SealedMembership {
                 index: m.index,
@@ -804,7 +820,7 @@ impl EnclaveService {
             HPKE_INFO_STATE,
             &plain,
             &platform.measurement.0,
-            rng,
+            &mut self.rng.0,
         );
         plain.zeroize();
         let (encapped, ciphertext) = sealed.ok_or(ServiceError::Invalid)?;
@@ -860,6 +876,7 @@ impl EnclaveService {
         };
         let (epoch_keys, auctioneers) = state.clearing.restore()?;
         Ok(EnclaveService {
+            rng: SimulatedPlatformRng::new()?,
             account: SigningKey::from_bytes(&account),
             identity,
             membership,
@@ -934,7 +951,7 @@ mod tests {
     use crate::sealed::{OrderPayload, SignedOrder, seal};
     use quartier_types::{Energy, Money, Price, RegionParams, Side};
     use rand_chacha::ChaCha20Rng;
-    use rand_core::{Rng as _, SeedableRng};
+    use rand_core::SeedableRng;
 
     const R: RegionId = RegionId(1);
     const CHF: u64 = 100_000_000;
@@ -944,18 +961,19 @@ mod tests {
     }
 
     /// Three enclaves after the DKG (t = 2), as the hosts would run it.
-    fn committee(rng: &mut ChaCha20Rng) -> Vec<EnclaveService> {
-        let mut members: Vec<EnclaveService> = (0..3).map(|_| EnclaveService::new(rng)).collect();
+    fn committee() -> Vec<EnclaveService> {
+        let mut members: Vec<EnclaveService> =
+            (0..3).map(|_| EnclaveService::new().unwrap()).collect();
         members.sort_by_key(EnclaveService::account);
         let identities: Vec<[u8; 32]> = members.iter().map(EnclaveService::identity_key).collect();
         let mut round1 = BTreeMap::new();
         for (i, m) in members.iter_mut().enumerate() {
             let i = u16::try_from(i).unwrap();
-            round1.insert(i, m.dkg_round1(i, 2, identities.clone(), rng).unwrap());
+            round1.insert(i, m.dkg_round1(i, 2, identities.clone()).unwrap());
         }
         let mut round2 = Vec::new();
         for m in &mut members {
-            round2.extend(m.dkg_round2(&round1, rng).unwrap());
+            round2.extend(m.dkg_round2(&round1).unwrap());
         }
         let keys: Vec<GroupPublicKey> = members
             .iter_mut()
@@ -976,7 +994,7 @@ mod tests {
         let session = rng.next_u64();
         let mut commitments = BTreeMap::new();
         for &s in signers {
-            let (index, bytes) = members[s].sign_commit(session, purpose, rng)?;
+            let (index, bytes) = members[s].sign_commit(session, purpose)?;
             commitments.insert(index, bytes);
         }
         let package = members[c].signing_package(purpose, &commitments)?;
@@ -1013,16 +1031,16 @@ mod tests {
 
     /// One request as an outsider sends it: bytes to the RPC's decoder,
     /// then the dispatch the host runs.
-    fn rpc(m: &mut EnclaveService, request: &Request, rng: &mut ChaCha20Rng) -> Response {
+    fn rpc(m: &mut EnclaveService, request: &Request) -> Response {
         let bytes = borsh::to_vec(request).unwrap();
         let request = crate::rpc::decode_request(&bytes).unwrap();
-        m.handle(request, rng)
+        m.handle(request)
     }
 
     /// A committee whose members all hold (and cleared with) epoch 2's key.
-    fn committee_with_epoch_key(rng: &mut ChaCha20Rng) -> (Vec<EnclaveService>, [u8; 32]) {
-        let mut members = committee(rng);
-        let (public, shares) = members[1].create_epoch_key(Epoch(2), rng).unwrap();
+    fn committee_with_epoch_key() -> (Vec<EnclaveService>, [u8; 32]) {
+        let mut members = committee();
+        let (public, shares) = members[1].create_epoch_key(Epoch(2)).unwrap();
         for share in &shares {
             for m in members.iter_mut() {
                 if share.to == m.identity_key() {
@@ -1037,9 +1055,22 @@ mod tests {
     }
 
     #[test]
+    fn the_enclave_draws_its_own_secrets() {
+        // No constructor or request takes randomness from the host: two
+        // enclaves made the same way share no key (with the host's seeded
+        // generator they used to be identical).
+        let (a, b) = (
+            EnclaveService::new().unwrap(),
+            EnclaveService::new().unwrap(),
+        );
+        assert_ne!(a.identity_key(), b.identity_key());
+        assert_ne!(a.account(), b.account());
+    }
+
+    #[test]
     fn an_outsider_can_not_re_form_a_members_committee_to_take_its_secrets_through_the_rpc() {
         let mut rng = ChaCha20Rng::from_seed([21; 32]);
-        let (mut members, public) = committee_with_epoch_key(&mut rng);
+        let (mut members, public) = committee_with_epoch_key();
         let group = members[0].group_key().unwrap();
         let attacker = IdentityKey::generate(&mut rng);
         let victim = members[0].identity_key();
@@ -1051,13 +1082,13 @@ mod tests {
             identities: vec![victim, attacker.public_key()],
         };
         assert!(matches!(
-            rpc(&mut members[0], &reform, &mut rng),
+            rpc(&mut members[0], &reform),
             Response::Refused(_)
         ));
         let steal = Request::CatchUp {
             to: attacker.public_key(),
         };
-        let answer = rpc(&mut members[0], &steal, &mut rng);
+        let answer = rpc(&mut members[0], &steal);
         if let Response::CatchUp(state) = &answer {
             let opened = hpke_open_auth(
                 attacker.secret(),
@@ -1083,7 +1114,7 @@ mod tests {
     #[test]
     fn an_outsiders_epoch_key_is_never_taken_signed_or_cleared_with() {
         let mut rng = ChaCha20Rng::from_seed([22; 32]);
-        let (mut members, _) = committee_with_epoch_key(&mut rng);
+        let (mut members, _) = committee_with_epoch_key();
         let group = members[0].group_key().unwrap();
         let outsider = IdentityKey::generate(&mut rng);
         let planted = EpochKeyPair::generate(Epoch(3), &mut rng);
@@ -1102,7 +1133,7 @@ mod tests {
                     public_key: planted.public_key(),
                 };
                 assert!(
-                    matches!(rpc(m, &request, &mut rng), Response::Refused(_)),
+                    matches!(rpc(m, &request), Response::Refused(_)),
                     "member {i} took the planted key"
                 );
             }
@@ -1116,14 +1147,14 @@ mod tests {
                     public_key: planted.public_key(),
                 },
             };
-            assert!(matches!(rpc(m, &commit, &mut rng), Response::Refused(_)));
+            assert!(matches!(rpc(m, &commit), Response::Refused(_)));
         }
     }
 
     #[test]
     fn a_clearing_state_from_anyone_but_a_member_is_refused() {
         let mut rng = ChaCha20Rng::from_seed([23; 32]);
-        let (mut members, _) = committee_with_epoch_key(&mut rng);
+        let (mut members, _) = committee_with_epoch_key();
         let group = members[0].group_key().unwrap();
         let outsider = IdentityKey::generate(&mut rng);
         // A host answering the catch-up call with a state of its making: a
@@ -1158,7 +1189,7 @@ mod tests {
         assert_eq!(members[0].catch_up(&as_member), Err(ServiceError::Invalid));
         assert_eq!(members[0].epoch_key(Epoch(9)), None);
         // A member's own catch-up still opens.
-        let real = members[1].catch_up_for(&to, &mut rng).unwrap();
+        let real = members[1].catch_up_for(&to).unwrap();
         assert_eq!(members[0].catch_up(&real), Ok(()));
     }
 
@@ -1166,24 +1197,24 @@ mod tests {
     fn forged_dkg_packages_do_not_end_the_dkg() {
         let mut rng = ChaCha20Rng::from_seed([24; 32]);
         let mut members: Vec<EnclaveService> =
-            (0..3).map(|_| EnclaveService::new(&mut rng)).collect();
+            (0..3).map(|_| EnclaveService::new().unwrap()).collect();
         let identities: Vec<[u8; 32]> = members.iter().map(EnclaveService::identity_key).collect();
         let mut round1 = BTreeMap::new();
         for (i, m) in members.iter_mut().enumerate() {
             let i = u16::try_from(i).unwrap();
-            round1.insert(i, m.dkg_round1(i, 2, identities.clone(), &mut rng).unwrap());
+            round1.insert(i, m.dkg_round1(i, 2, identities.clone()).unwrap());
         }
         // An outsider sends member 0 garbage for round 2 first.
         let garbage = Request::DkgRound2 {
             round1: BTreeMap::from([(1, vec![7; 40]), (2, vec![8; 40])]),
         };
         assert!(matches!(
-            rpc(&mut members[0], &garbage, &mut rng),
+            rpc(&mut members[0], &garbage),
             Response::Refused(_)
         ));
         let mut round2 = Vec::new();
         for m in &mut members {
-            round2.extend(m.dkg_round2(&round1, &mut rng).unwrap());
+            round2.extend(m.dkg_round2(&round1).unwrap());
         }
         // Then a round-2 package claiming to be member 1's, sealed by the
         // outsider (a real package's plaintext would not help: it can not
@@ -1208,7 +1239,7 @@ mod tests {
         });
         let finish = Request::DkgFinish { packages: forged };
         assert!(matches!(
-            rpc(&mut members[0], &finish, &mut rng),
+            rpc(&mut members[0], &finish),
             Response::Refused(_)
         ));
         let keys: Vec<GroupPublicKey> = members
@@ -1221,11 +1252,11 @@ mod tests {
     #[test]
     fn a_committee_shares_epoch_keys_clears_alike_signs_with_two_of_three_and_survives_a_restart() {
         let mut rng = ChaCha20Rng::from_seed([11; 32]);
-        let mut members = committee(&mut rng);
+        let mut members = committee();
         let group = members[0].group_key().unwrap();
 
         // Member 1 creates epoch 2's key and seals it to the others.
-        let (public, shares) = members[1].create_epoch_key(Epoch(2), &mut rng).unwrap();
+        let (public, shares) = members[1].create_epoch_key(Epoch(2)).unwrap();
         for share in &shares {
             for m in members.iter_mut() {
                 if share.to == m.identity_key() {
@@ -1244,7 +1275,7 @@ mod tests {
         );
         // Member 2 also made a key for epoch 2 (its turn-holder looked down)
         // and sealed it to the others; only the published one is used.
-        let (rival, rival_shares) = members[2].create_epoch_key(Epoch(2), &mut rng).unwrap();
+        let (rival, rival_shares) = members[2].create_epoch_key(Epoch(2)).unwrap();
         for share in &rival_shares {
             for m in members.iter_mut() {
                 if share.to == m.identity_key() {
@@ -1319,7 +1350,7 @@ mod tests {
 
         // Member 2 restarts from its sealed state and rejoins.
         let platform = SimulatedPlatform::new([5; 32], Measurement([6; 32]));
-        let sealed = members[2].seal(&platform, &mut rng).unwrap();
+        let sealed = members[2].seal(&platform).unwrap();
         let before = members[2].auctioneer(R).unwrap().custody();
         members[2] = EnclaveService::unseal(&sealed, &platform).unwrap();
         assert_eq!(members[2].group_key(), Some(group));
@@ -1379,16 +1410,13 @@ mod tests {
         for m in &mut members[1..] {
             m.clear(R, &ten).unwrap();
         }
-        let outsider = EnclaveService::new(&mut rng);
+        let outsider = EnclaveService::new().unwrap();
         assert_eq!(
-            members[1]
-                .catch_up_for(&outsider.identity_key(), &mut rng)
-                .err(),
+            members[1].catch_up_for(&outsider.identity_key()).err(),
             Some(ServiceError::Unsigned)
         );
-        let state = members[1]
-            .catch_up_for(&members[0].identity_key(), &mut rng)
-            .unwrap();
+        let to = members[0].identity_key();
+        let state = members[1].catch_up_for(&to).unwrap();
         assert_eq!(state.cleared, vec![(R, Slot(10))]);
         assert!(
             members[2].catch_up(&state).is_err(),

@@ -7,8 +7,6 @@ use quartier_enclave::rpc::{Request, decode_request};
 use quartier_enclave::sealed::Epoch;
 use quartier_enclave::service::{EnclaveService, Purpose};
 use quartier_types::{RegionId, Slot};
-use rand_chacha::ChaCha20Rng;
-use rand_core::SeedableRng;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -73,16 +71,16 @@ fn seeds() -> Vec<(&'static str, Request)> {
 }
 
 /// Three members after a DKG (t = 2).
-fn committee(rng: &mut ChaCha20Rng) -> Vec<EnclaveService> {
-    let mut members: Vec<EnclaveService> = (0..3).map(|_| EnclaveService::new(rng)).collect();
+fn committee() -> Vec<EnclaveService> {
+    let mut members: Vec<EnclaveService> = (0..3).map(|_| EnclaveService::new().unwrap()).collect();
     let identities: Vec<[u8; 32]> = members.iter().map(EnclaveService::identity_key).collect();
     let mut round1 = BTreeMap::new();
     for (i, m) in (0u16..).zip(members.iter_mut()) {
-        round1.insert(i, m.dkg_round1(i, 2, identities.clone(), rng).unwrap());
+        round1.insert(i, m.dkg_round1(i, 2, identities.clone()).unwrap());
     }
     let mut round2 = Vec::new();
     for m in &mut members {
-        round2.extend(m.dkg_round2(&round1, rng).unwrap());
+        round2.extend(m.dkg_round2(&round1).unwrap());
     }
     for m in &mut members {
         m.dkg_finish(&round2).unwrap();
@@ -98,8 +96,7 @@ fn enclave_request_corpus_is_refused_or_answered_without_panic() {
             std::fs::write(corpus.join(name), borsh::to_vec(&request).unwrap()).unwrap();
         }
     }
-    let mut rng = ChaCha20Rng::from_seed([9; 32]);
-    let mut members = committee(&mut rng);
+    let mut members = committee();
     let group = members[0].group_key();
     let mut decoded = 0;
     for dir in ["corpus/enclave_request", "regressions/enclave_request"] {
@@ -107,8 +104,8 @@ fn enclave_request_corpus_is_refused_or_answered_without_panic() {
             let path = entry.unwrap().path();
             let bytes = std::fs::read(&path).unwrap();
             if let Some(request) = decode_request(&bytes) {
-                let _ = EnclaveService::new(&mut rng).handle(request.clone(), &mut rng);
-                let _ = members[0].handle(request, &mut rng);
+                let _ = EnclaveService::new().unwrap().handle(request.clone());
+                let _ = members[0].handle(request);
                 decoded += 1;
             }
         }

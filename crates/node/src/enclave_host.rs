@@ -131,7 +131,8 @@ pub enum HostError {
     Io(String),
 }
 
-/// The enclave with the host's randomness, shared by the API and the loop.
+/// The enclave, shared by the API and the loop, with the host's own randomness
+/// (signing session ids only: the enclave draws its secrets itself).
 struct Shared {
     service: EnclaveService,
     rng: ChaCha20Rng,
@@ -146,11 +147,11 @@ type Handle = Arc<Mutex<Shared>>;
 pub fn run(config: &EnclaveHostConfig) -> Result<(), HostError> {
     let platform = SimulatedPlatform::new(config.simulated_platform_secret, config.measurement);
     let seed = crate::devnet::random_seed().map_err(|e| HostError::Io(e.to_string()))?;
-    let mut rng = ChaCha20Rng::from_seed(seed);
+    let rng = ChaCha20Rng::from_seed(seed);
     let service = match std::fs::read(&config.state_file) {
         Ok(bytes) => EnclaveService::unseal(&bytes, &platform)
             .map_err(|_| HostError::Unseal(config.state_file.clone()))?,
-        Err(_) => EnclaveService::new(&mut rng),
+        Err(_) => EnclaveService::new().map_err(|e| HostError::Io(e.to_string()))?,
     };
     tracing::info!(
         account = %service.account(),
@@ -206,8 +207,7 @@ async fn rpc(
     let response = match request {
         Some(r) => {
             let mut s = shared.lock();
-            let Shared { service, rng } = &mut *s;
-            service.handle(r, rng)
+            s.service.handle(r)
         }
         None => Response::Refused("malformed request".into()),
     };
@@ -406,8 +406,7 @@ impl Host {
     fn seal(&self) {
         let bytes = {
             let mut s = self.shared.lock();
-            let Shared { service, rng } = &mut *s;
-            service.seal(&self.platform, rng)
+            s.service.seal(&self.platform)
         };
         if let Ok(bytes) = bytes {
             let tmp = self.config.state_file.with_extension("tmp");
@@ -660,8 +659,7 @@ impl Host {
                 None => {
                     let created = {
                         let mut s = self.shared.lock();
-                        let Shared { service, rng } = &mut *s;
-                        service.create_epoch_key(epoch, rng)
+                        s.service.create_epoch_key(epoch)
                     };
                     let Ok((public_key, shares)) = created else {
                         return;
