@@ -269,6 +269,10 @@ pub enum BatchError {
     /// The clearing failed.
     #[error(transparent)]
     Auction(#[from] AuctionError),
+    /// The slot is already cleared (clearing it again would credit its
+    /// deposits and pay its withdrawals twice).
+    #[error("slot {0} is already settled")]
+    AlreadySettled(u64),
 }
 
 /// One region's auctioneer.
@@ -426,6 +430,9 @@ impl Auctioneer {
     }
 
     fn try_clear_batch(&mut self, batch: &Batch<'_>) -> Result<SlotReport, BatchError> {
+        if self.last_settled().is_some_and(|last| batch.slot <= last) {
+            return Err(BatchError::AlreadySettled(batch.slot.0));
+        }
         self.enter(batch.epoch)?;
         for (wallet, amount) in batch.deposits {
             self.deposit(*wallet, *amount)?;
@@ -931,6 +938,13 @@ mod tests {
         assert_eq!(report.summary.aggregates.cleared, 1);
         assert_eq!(m.auctioneer.prepaid(&w1), Money::new(CHF));
         assert_eq!(m.auctioneer.last_settled(), Some(Slot(5)));
+        // The same batch again (or an earlier one) is refused: its deposits
+        // would be credited twice.
+        assert_eq!(
+            m.auctioneer.clear_batch(&corrected),
+            Err(BatchError::AlreadySettled(5))
+        );
+        assert_eq!(m.auctioneer.prepaid(&w1), Money::new(CHF));
     }
 
     proptest! {

@@ -444,12 +444,36 @@ impl EnclaveService {
             .membership
             .as_ref()
             .ok_or(ServiceError::State("no committee"))?;
+        // A share of an epoch already published here (or passed) is a
+        // replay: taking it could bring back an erased secret.
+        if self.newest_epoch().is_some_and(|e| share.epoch <= e) {
+            return Err(ServiceError::State("epoch already published"));
+        }
+        let held = self
+            .candidates
+            .iter()
+            .filter(|k| k.epoch() == share.epoch)
+            .collect::<Vec<_>>();
+        if held.iter().any(|k| k.public_key() == *public_key) {
+            return Ok(());
+        }
+        // At most one key per member and epoch: replays can not push the
+        // next epoch's key out of the candidates.
+        if held.len() >= m.identities.len() {
+            return Err(ServiceError::State("too many keys for this epoch"));
+        }
         let key = self
             .identity
             .receive(share, public_key, &m.identities, &context.0)
             .map_err(|_| ServiceError::Invalid)?;
         self.add_candidate(key);
         Ok(())
+    }
+
+    /// The newest epoch whose key this member cleared with or settled.
+    fn newest_epoch(&self) -> Option<Epoch> {
+        let auctioneers = self.auctioneers.values().flat_map(Auctioneer::epochs);
+        self.epoch_keys.keys().copied().chain(auctioneers).max()
     }
 
     /// The most candidate keys kept (the oldest are dropped first).
@@ -619,7 +643,22 @@ impl EnclaveService {
         let state: Result<ClearingState, _> = borsh::from_slice(&plain);
         plain.zeroize();
         let (epoch_keys, auctioneers) = state.map_err(|_| ServiceError::Invalid)?.restore()?;
-        self.epoch_keys.extend(epoch_keys);
+        // Never backwards: an old state (replayed, or from a member behind
+        // this one) would roll back the prepaid ledger.
+        for (region, mine) in &self.auctioneers {
+            let theirs = auctioneers.get(region).and_then(Auctioneer::last_settled);
+            if theirs < mine.last_settled() {
+                return Err(ServiceError::State(
+                    "catch-up state older than this member's",
+                ));
+            }
+        }
+        let newest = self.newest_epoch();
+        self.epoch_keys.extend(
+            epoch_keys
+                .into_iter()
+                .filter(|(e, _)| newest.is_none_or(|n| *e >= n)),
+        );
         self.auctioneers = auctioneers;
         self.reports.clear();
         Ok(())
@@ -1191,6 +1230,76 @@ mod tests {
         // A member's own catch-up still opens.
         let real = members[1].catch_up_for(&to).unwrap();
         assert_eq!(members[0].catch_up(&real), Ok(()));
+    }
+
+    #[test]
+    fn replayed_shares_and_old_catch_ups_are_refused() {
+        let mut rng = ChaCha20Rng::from_seed([25; 32]);
+        let mut members = committee();
+        let (public, shares) = members[1].create_epoch_key(Epoch(2)).unwrap();
+        let to0 = members[0].identity_key();
+        let share0 = shares.iter().find(|s| s.to == to0).unwrap().clone();
+        for m in members.iter_mut() {
+            if let Some(s) = shares.iter().find(|s| s.to == m.identity_key()) {
+                m.receive_epoch_key(s, &public).unwrap();
+            }
+            assert!(m.settle_epoch_key(Epoch(2), &public));
+        }
+        // Epoch 2 is published: its share again is a replay.
+        assert_eq!(
+            members[0].receive_epoch_key(&share0, &public),
+            Err(ServiceError::State("epoch already published"))
+        );
+        // The next epoch's key survives its share replayed, and rival keys
+        // beyond one per member.
+        let (next, next_shares) = members[1].create_epoch_key(Epoch(3)).unwrap();
+        let next0 = next_shares.iter().find(|s| s.to == to0).unwrap().clone();
+        for _ in 0..20 {
+            assert_eq!(members[0].receive_epoch_key(&next0, &next), Ok(()));
+        }
+        let mut refused = 0;
+        for _ in 0..20 {
+            let (rival, rival_shares) = members[2].create_epoch_key(Epoch(3)).unwrap();
+            let s = rival_shares.iter().find(|s| s.to == to0).unwrap();
+            refused += usize::from(members[0].receive_epoch_key(s, &rival).is_err());
+        }
+        assert_eq!(refused, 18, "three keys per epoch at most (one per member)");
+        assert!(members[0].settle_epoch_key(Epoch(3), &next));
+
+        // Member 0 and 1 clear slot 8; a catch-up made then is refused once
+        // member 0 cleared slot 9 (it would roll its prepaid ledger back).
+        let buyer = SigningKey::from_bytes(&[1; 32]);
+        let buyer_id = AccountId(buyer.verifying_key().to_bytes());
+        let traders = [(buyer_id, Energy::ZERO)];
+        let deposits = [(buyer_id, Money::new(CHF))];
+        let (buy, _) = order(&buyer, 8, Side::Buy, 100, &public, &mut rng);
+        let orders = [buy];
+        let batch = Batch {
+            slot: Slot(8),
+            params: params(),
+            epoch: Epoch(2),
+            deposits: &deposits,
+            orders: &orders,
+            withdrawals: &[],
+            traders: &traders,
+        };
+        for m in &mut members[..2] {
+            m.clear(R, &batch).unwrap();
+        }
+        let old = members[1].catch_up_for(&to0).unwrap();
+        let (buy, _) = order(&buyer, 9, Side::Buy, 100, &public, &mut rng);
+        let orders = [buy];
+        let nine = Batch {
+            slot: Slot(9),
+            orders: &orders,
+            deposits: &[],
+            ..batch
+        };
+        members[0].clear(R, &nine).unwrap();
+        let before = members[0].auctioneer(R).unwrap().prepaid(&buyer_id);
+        assert!(members[0].catch_up(&old).is_err());
+        assert_eq!(members[0].last_cleared(R), Some(Slot(9)));
+        assert_eq!(members[0].auctioneer(R).unwrap().prepaid(&buyer_id), before);
     }
 
     #[test]

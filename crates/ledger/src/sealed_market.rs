@@ -400,7 +400,14 @@ pub(crate) fn post_settlement_report(
     // PV produces: energy sold locally or fed in comes from sells.
     let sold = t.local_energy.checked_add(t.grid_export);
     let sells_fit = matches!((sold, sell_bound(batch)), (Some(s), Some(b)) if s <= b);
-    if !count_fits || !t.is_balanced() || !payouts_requested || !sells_fit {
+    // And the money the chain moves follows from those energies at the
+    // frozen tariffs, to the µRp (the clearing prices grid flows and fees
+    // exactly so): no feed-in paid for energy nobody fed in.
+    let p = &batch.params;
+    let priced = Some(t.utility_buys) == t.grid_export.value_at(p.feed_in_tariff())
+        && Some(t.utility_sells) == t.grid_import.value_at(p.grid_tariff())
+        && Some(t.dso_fees) == t.local_energy.value_at(p.local_fee());
+    if !count_fits || !t.is_balanced() || !payouts_requested || !sells_fit || !priced {
         return Err(TxError::ReportMismatch);
     }
     key.verify(&report_message(summary), signature)

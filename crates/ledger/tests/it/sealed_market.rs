@@ -519,7 +519,7 @@ fn bad_quotes_reports_and_sealed_orders_are_rejected_and_change_nothing() {
     let tx = c.tx(&e.accounts[0], post(report.summary.clone(), rogue_sig));
     rejects(&c, &tx, TxError::InvalidGroupSignature);
     let mut tampered = report.summary.clone();
-    tampered.aggregates.totals.grid_import = Energy::new(1);
+    tampered.receipts_root.0[0] ^= 1;
     let tx = c.tx(&e.accounts[0], post(tampered, good_sig));
     rejects(&c, &tx, TxError::InvalidGroupSignature);
     let mut payout = report.summary.clone();
@@ -910,6 +910,23 @@ fn a_report_selling_more_than_the_traders_pv_is_refused_even_with_the_committees
         },
     );
     let mut state = c.state.clone();
+    let got = quartier_ledger::apply(&mut state, &tx, &c.ctx());
+    assert_eq!(got.err(), Some(TxError::ReportMismatch));
+    assert!(state == c.state, "a refused report changed the state");
+    // The same money without the energy: feed-in paid for nothing fed in.
+    let mut forged = report.summary.clone();
+    let t = &mut forged.aggregates.totals;
+    t.utility_buys = t.utility_buys.checked_add(value).unwrap();
+    t.sellers_receive = t.sellers_receive.checked_add(value).unwrap();
+    assert!(t.is_balanced());
+    let signature = e.sign(&[0, 1], &report_message(&forged));
+    let tx = c.tx(
+        &e.accounts[0],
+        TxBody::PostSettlementReport {
+            summary: forged,
+            signature,
+        },
+    );
     let got = quartier_ledger::apply(&mut state, &tx, &c.ctx());
     assert_eq!(got.err(), Some(TxError::ReportMismatch));
     assert!(state == c.state, "a refused report changed the state");
