@@ -4,7 +4,7 @@
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use ed25519_dalek::SigningKey;
-use quartier_enclave::attestation::Measurement;
+use quartier_enclave::attestation::{Measurement, SimulatedAttestationService};
 use quartier_enclave::auctioneer::Auctioneer;
 use quartier_enclave::auctioneer::Batch;
 use quartier_enclave::sealed::{Epoch, EpochKeyPair, OrderPayload, SealedOrder, SignedOrder, seal};
@@ -121,8 +121,9 @@ fn bench(c: &mut Criterion) {
         .collect();
     // The committee is made once and copied for each run through its sealed
     // state (outside the measurement).
-    let (members, committee_key) = committee_with_key();
-    let platform = SimulatedPlatform::new([9; 32], Measurement([1; 32]));
+    let vendor = SimulatedAttestationService::new([8; 32]);
+    let platform = SimulatedPlatform::new([9; 32], Measurement([1; 32]), vendor.root());
+    let (members, committee_key) = committee_with_key(&platform, &vendor);
     let sealed_members: Vec<Vec<u8>> = members
         .into_iter()
         .map(|mut m| m.seal(&platform).expect("seals"))
@@ -156,19 +157,22 @@ fn bench(c: &mut Criterion) {
                     region: RegionId(1),
                     slot: Slot(9),
                 };
+                let what = borsh::to_vec(&purpose).expect("encodes");
+                let (by, signature) = members[0].authorise(7, &what).expect("a member");
                 let mut commitments = BTreeMap::new();
                 for m in members.iter_mut().take(2) {
-                    let (i, c) = m.sign_commit(7, &purpose).expect("commits");
+                    let (i, c) = m.sign_commit(7, &purpose, by, &signature).expect("commits");
                     commitments.insert(i, c);
                 }
                 let package = members[0]
                     .signing_package(&purpose, &commitments)
                     .expect("package");
+                let (by, signature) = members[0].authorise(7, &package).expect("a member");
                 let mut shares = BTreeMap::new();
                 for (i, m) in members.iter_mut().take(2).enumerate() {
                     shares.insert(
                         u16::try_from(i).expect("small"),
-                        m.sign_share(7, &package).expect("share"),
+                        m.sign_share(7, &package, by, &signature).expect("share"),
                     );
                 }
                 members[0].aggregate(&package, &shares).expect("signature")
@@ -181,16 +185,21 @@ fn bench(c: &mut Criterion) {
 
 /// Three members after the DKG, all holding the key of epoch 1 that member
 /// 0 created and sealed to the others; returns them and its public key.
-fn committee_with_key() -> (Vec<EnclaveService>, [u8; 32]) {
+fn committee_with_key(
+    platform: &SimulatedPlatform,
+    vendor: &SimulatedAttestationService,
+) -> (Vec<EnclaveService>, [u8; 32]) {
     let mut members: Vec<EnclaveService> = (0..3)
-        .map(|_| EnclaveService::new().expect("platform randomness"))
+        .map(|_| EnclaveService::new(platform).expect("platform randomness"))
         .collect();
     members.sort_by_key(EnclaveService::account);
-    let identities: Vec<[u8; 32]> = members.iter().map(EnclaveService::identity_key).collect();
+    let quotes: Vec<_> = members
+        .iter()
+        .map(|m| vendor.quote(platform.measurement, m.report_data()))
+        .collect();
     let mut round1 = BTreeMap::new();
-    for (i, m) in members.iter_mut().enumerate() {
-        let i = u16::try_from(i).expect("small");
-        round1.insert(i, m.dkg_round1(i, 2, identities.clone()).expect("round 1"));
+    for (i, m) in (0u16..).zip(members.iter_mut()) {
+        round1.insert(i, m.dkg_round1(i, 2, quotes.clone()).expect("round 1"));
     }
     let mut round2 = Vec::new();
     for m in &mut members {

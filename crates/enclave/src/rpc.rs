@@ -2,10 +2,11 @@
 //! onto [`EnclaveService`]. Canonical bytes are borsh; a request that does
 //! not decode is refused before it reaches the service.
 
+use crate::attestation::Quote;
 use crate::auctioneer::SlotReport;
 use crate::committee::GroupPublicKey;
 use crate::epoch::EpochKeyShare;
-use crate::service::{CatchUp, EnclaveService, Purpose, SealedDkgPackage};
+use crate::service::{CatchUp, EnclaveService, Purpose, SealedDkgPackage, SignedPackage};
 use borsh::{BorshDeserialize, BorshSerialize};
 use quartier_types::{RegionId, Slot};
 use std::collections::BTreeMap;
@@ -16,19 +17,20 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// A request from another member's host (or this enclave's own).
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub enum Request {
-    /// DKG round 1 as member `index` of the committee with these identity keys.
+    /// DKG round 1 as member `index` of the committee of these members.
     DkgRound1 {
         /// This member's index.
         index: u16,
         /// The threshold.
         t: u16,
-        /// Every member's identity key, by index.
-        identities: Vec<[u8; 32]>,
+        /// Every member's quote (identity key ‖ account), by index.
+        members: Vec<Quote>,
     },
     /// DKG round 2 with every member's round-1 package.
     DkgRound2 {
-        /// Round-1 packages by member index.
-        round1: BTreeMap<u16, Vec<u8>>,
+        /// Round-1 packages by member index, each with its member's
+        /// account signature.
+        round1: BTreeMap<u16, SignedPackage>,
     },
     /// DKG round 3 with every round-2 package (each member opens its own).
     DkgFinish {
@@ -48,6 +50,10 @@ pub enum Request {
         session: u64,
         /// What to sign.
         purpose: Purpose,
+        /// The coordinating member's index.
+        by: u16,
+        /// Its account signature (see [`EnclaveService::authorise`]).
+        signature: [u8; 64],
     },
     /// Signing round 2.
     SignShare {
@@ -55,6 +61,10 @@ pub enum Request {
         session: u64,
         /// The signing package.
         package: Vec<u8>,
+        /// The coordinating member's index.
+        by: u16,
+        /// Its account signature over the package.
+        signature: [u8; 64],
     },
     /// This member's clearing state, sealed to the member with identity `to`.
     CatchUp {
@@ -73,8 +83,8 @@ pub enum Request {
 /// The answer to a [`Request`].
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub enum Response {
-    /// A round-1 package.
-    DkgRound1(Vec<u8>),
+    /// A round-1 package and its account signature.
+    DkgRound1(Vec<u8>, [u8; 64]),
     /// Sealed round-2 packages.
     DkgRound2(Vec<SealedDkgPackage>),
     /// The group key.
@@ -97,13 +107,9 @@ impl EnclaveService {
     /// Answers one request.
     pub fn handle(&mut self, request: Request) -> Response {
         let answer = match request {
-            Request::DkgRound1 {
-                index,
-                t,
-                identities,
-            } => self
-                .dkg_round1(index, t, identities)
-                .map(Response::DkgRound1),
+            Request::DkgRound1 { index, t, members } => self
+                .dkg_round1(index, t, members)
+                .map(|(package, signature)| Response::DkgRound1(package, signature)),
             Request::DkgRound2 { round1 } => self.dkg_round2(&round1).map(Response::DkgRound2),
             Request::DkgFinish { packages } => {
                 self.dkg_finish(&packages).map(Response::DkgFinished)
@@ -111,12 +117,22 @@ impl EnclaveService {
             Request::ReceiveEpochKey { share, public_key } => self
                 .receive_epoch_key(&share, &public_key)
                 .map(|()| Response::EpochKeyReceived),
-            Request::SignCommit { session, purpose } => self
-                .sign_commit(session, &purpose)
+            Request::SignCommit {
+                session,
+                purpose,
+                by,
+                signature,
+            } => self
+                .sign_commit(session, &purpose, by, &signature)
                 .map(|(i, c)| Response::Committed(i, c)),
-            Request::SignShare { session, package } => {
-                self.sign_share(session, &package).map(Response::Share)
-            }
+            Request::SignShare {
+                session,
+                package,
+                by,
+                signature,
+            } => self
+                .sign_share(session, &package, by, &signature)
+                .map(Response::Share),
             Request::CatchUp { to } => self.catch_up_for(&to).map(Response::CatchUp),
             Request::Report { region, slot } => {
                 Ok(Response::Report(self.report(region, slot).cloned()))

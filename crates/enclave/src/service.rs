@@ -16,7 +16,7 @@
 //! secret and the measurement (a real TEE derives the sealing key in
 //! hardware), and [`EnclaveService::unseal`] restores it.
 
-use crate::attestation::Measurement;
+use crate::attestation::{AttestationRoot, Measurement, Quote};
 use crate::auctioneer::{Auctioneer, AuctioneerState, Batch, BatchError, SlotReport};
 use crate::committee::{GroupPublicKey, GroupSignature, report_message};
 use crate::epoch::{EpochKeyShare, IdentityKey, epoch_key_message, share};
@@ -141,8 +141,37 @@ struct Membership {
     index: u16,
     t: u16,
     identities: Vec<[u8; 32]>,
+    /// Each member's chain account (its quote's report data): it signs the
+    /// member's DKG round-1 package and the requests it coordinates.
+    accounts: Vec<[u8; 32]>,
     key: Option<frost::keys::KeyPackage>,
     public: Option<frost::keys::PublicKeyPackage>,
+}
+
+/// What a member signs with its round-1 package.
+fn round1_message(index: u16, identities: &[[u8; 32]], package: &[u8]) -> hash::Digest {
+    let identities: Vec<u8> = identities.iter().flatten().copied().collect();
+    hash::tagged(
+        TAG_DKG_ROUND1,
+        &[&index.to_le_bytes(), &identities, package],
+    )
+}
+
+/// What a coordinator signs for a signing request.
+fn coordinator_message(group: &GroupPublicKey, session: u64, what: &[u8]) -> hash::Digest {
+    hash::tagged(TAG_COORDINATOR, &[&group.0, &session.to_le_bytes(), what])
+}
+
+/// Checks an Ed25519 signature by the account `account`.
+fn verify_account(
+    account: &[u8; 32],
+    message: &[u8],
+    signature: &[u8; 64],
+) -> Result<(), ServiceError> {
+    let key =
+        ed25519_dalek::VerifyingKey::from_bytes(account).map_err(|_| ServiceError::Invalid)?;
+    key.verify_strict(message, &ed25519_dalek::Signature::from_bytes(signature))
+        .map_err(|_| ServiceError::Invalid)
 }
 
 fn identifier(index: u16) -> Result<frost::Identifier, ServiceError> {
@@ -167,8 +196,26 @@ impl SimulatedPlatformRng {
     }
 }
 
+/// A DKG round-1 package with its member's account signature.
+pub type SignedPackage = (Vec<u8>, [u8; 64]);
+
+/// Domain tag of a signed DKG round-1 package.
+pub const TAG_DKG_ROUND1: &str = "QUARTIER_ENCLAVE_DKG_ROUND1";
+/// Domain tag of a coordinator's signature on a signing request.
+pub const TAG_COORDINATOR: &str = "QUARTIER_ENCLAVE_COORDINATOR";
+
+/// What the enclave was built to trust (a real TEE measures it in): the
+/// attestation root its peers' quotes must verify under, and its own
+/// measurement, the only one it forms a committee with.
+#[derive(Clone, Copy)]
+struct Trust {
+    root: AttestationRoot,
+    measurement: Measurement,
+}
+
 /// One enclave.
 pub struct EnclaveService {
+    trust: Trust,
     rng: SimulatedPlatformRng,
     account: SigningKey,
     identity: IdentityKey,
@@ -188,12 +235,12 @@ pub struct EnclaveService {
 }
 
 impl EnclaveService {
-    /// A fresh enclave: a new account key and identity key, from the
-    /// enclave's own randomness.
+    /// A fresh enclave on `platform`: a new account key and identity key,
+    /// from the enclave's own randomness.
     ///
     /// # Errors
     /// [`ServiceError::State`] if the platform has no randomness to give.
-    pub fn new() -> Result<EnclaveService, ServiceError> {
+    pub fn new(platform: &SimulatedPlatform) -> Result<EnclaveService, ServiceError> {
         let mut rng = SimulatedPlatformRng::new()?;
         let mut seed = [0u8; 32];
         rng.0.fill_bytes(&mut seed);
@@ -201,6 +248,7 @@ impl EnclaveService {
         seed.zeroize();
         let identity = IdentityKey::generate(&mut rng.0);
         Ok(EnclaveService {
+            trust: platform.trust(),
             rng,
             account,
             identity,
@@ -245,33 +293,61 @@ impl EnclaveService {
         Some(GroupPublicKey(bytes.try_into().ok()?))
     }
 
-    /// DKG round 1: this member is `index` of the committee whose identity
-    /// keys are `identities` (ascending by account, as on chain); returns its
-    /// broadcast package.
+    /// DKG round 1: this member is `index` of the committee whose members'
+    /// quotes are `members` (ascending by account, as on chain); returns its
+    /// round-1 package, signed by its account key.
     ///
-    /// Once a DKG finished here the membership is fixed: anyone can reach
-    /// the RPC, and a new membership would erase the key share and name the
-    /// members a catch-up may be sealed to.
+    /// Every quote must verify under the enclave's attestation root with its
+    /// own measurement (it forms a committee only with copies of its own
+    /// code), `t` must be a majority, and once a DKG finished here the
+    /// membership is fixed: anyone can reach the RPC, and a member named by
+    /// a caller would be sent the clearing state.
     ///
     /// # Errors
-    /// [`ServiceError::Invalid`] for bad sizes or an index out of range;
+    /// [`ServiceError::Invalid`] for a quote that does not verify, an index
+    /// that is not this member, accounts out of order or a minority `t`;
     /// [`ServiceError::State`] once the committee is formed.
     pub fn dkg_round1(
         &mut self,
         index: u16,
         t: u16,
-        identities: Vec<[u8; 32]>,
-    ) -> Result<Vec<u8>, ServiceError> {
+        members: Vec<Quote>,
+    ) -> Result<SignedPackage, ServiceError> {
         if self.membership.as_ref().is_some_and(|m| m.key.is_some()) {
             return Err(ServiceError::State("committee formed"));
         }
-        let n = u16::try_from(identities.len()).map_err(|_| ServiceError::Invalid)?;
-        if identities.get(usize::from(index)) != Some(&self.identity_key()) {
+        let n = u16::try_from(members.len()).map_err(|_| ServiceError::Invalid)?;
+        if n < 2 || t <= n / 2 || t > n {
+            return Err(ServiceError::Invalid);
+        }
+        let allowed = std::collections::BTreeSet::from([self.trust.measurement]);
+        let mut identities = Vec::with_capacity(members.len());
+        let mut accounts: Vec<[u8; 32]> = Vec::with_capacity(members.len());
+        for quote in &members {
+            let attested = self
+                .trust
+                .root
+                .verify(quote, &allowed)
+                .map_err(|_| ServiceError::Invalid)?;
+            let (identity, account) = attested.report_data.split_at(32);
+            let account: [u8; 32] = account.try_into().map_err(|_| ServiceError::Invalid)?;
+            if accounts.last().is_some_and(|last| *last >= account) {
+                return Err(ServiceError::Invalid);
+            }
+            identities.push(identity.try_into().map_err(|_| ServiceError::Invalid)?);
+            accounts.push(account);
+        }
+        if identities.get(usize::from(index)) != Some(&self.identity_key())
+            || accounts.get(usize::from(index)) != Some(&self.account().0)
+        {
             return Err(ServiceError::Invalid);
         }
         let (secret, package) =
             frost::keys::dkg::part1(identifier(index)?, n, t, Rng06(&mut self.rng.0))
                 .map_err(|_| ServiceError::Invalid)?;
+        let package = package.serialize().map_err(|_| ServiceError::Invalid)?;
+        let message = round1_message(index, &identities, &package);
+        let signature = ed25519_dalek::Signer::sign(&self.account, &message.0).to_bytes();
         self.dkg1 = Some(secret);
         self.dkg2 = None;
         self.round1.clear();
@@ -279,10 +355,11 @@ impl EnclaveService {
             index,
             t,
             identities,
+            accounts,
             key: None,
             public: None,
         });
-        package.serialize().map_err(|_| ServiceError::Invalid)
+        Ok((package, signature))
     }
 
     /// DKG round 2: given every other member's round-1 package (by index),
@@ -292,7 +369,7 @@ impl EnclaveService {
     /// [`ServiceError`] if round 1 did not run here or a package is invalid.
     pub fn dkg_round2(
         &mut self,
-        round1: &BTreeMap<u16, Vec<u8>>,
+        round1: &BTreeMap<u16, SignedPackage>,
     ) -> Result<Vec<SealedDkgPackage>, ServiceError> {
         let m = self
             .membership
@@ -305,11 +382,22 @@ impl EnclaveService {
             .dkg1
             .clone()
             .ok_or(ServiceError::State("no DKG round 1"))?;
+        let accounts = m.accounts.clone();
         let mut packages = BTreeMap::new();
-        for (from, bytes) in round1 {
+        for (from, (bytes, signature)) in round1 {
             if *from == index {
                 continue;
             }
+            // Signed by the member it is from: an outsider's well-formed
+            // package for that index is refused.
+            let account = accounts
+                .get(usize::from(*from))
+                .ok_or(ServiceError::Invalid)?;
+            verify_account(
+                account,
+                &round1_message(*from, &identities, bytes).0,
+                signature,
+            )?;
             let package = frost::keys::dkg::round1::Package::deserialize(bytes)
                 .map_err(|_| ServiceError::Invalid)?;
             packages.insert(identifier(*from)?, package);
@@ -720,7 +808,16 @@ impl EnclaveService {
         &mut self,
         session: u64,
         purpose: &Purpose,
+        by: u16,
+        signature: &[u8; 64],
     ) -> Result<(u16, Vec<u8>), ServiceError> {
+        let what = borsh::to_vec(purpose).map_err(|_| ServiceError::Invalid)?;
+        self.check_coordinator(by, session, &what, signature)?;
+        // A session is committed once: a replayed request does not replace
+        // the nonces the coordinator's package is built on.
+        if self.sessions.contains_key(&session) {
+            return Err(ServiceError::State("session exists"));
+        }
         let message = self.message(purpose)?;
         let m = self
             .membership
@@ -743,7 +840,14 @@ impl EnclaveService {
     ///
     /// # Errors
     /// [`ServiceError`] for an unknown session, another message or a bad package.
-    pub fn sign_share(&mut self, session: u64, package: &[u8]) -> Result<Vec<u8>, ServiceError> {
+    pub fn sign_share(
+        &mut self,
+        session: u64,
+        package: &[u8],
+        by: u16,
+        signature: &[u8; 64],
+    ) -> Result<Vec<u8>, ServiceError> {
+        self.check_coordinator(by, session, package, signature)?;
         let package =
             frost::SigningPackage::deserialize(package).map_err(|_| ServiceError::Invalid)?;
         let (message, nonces) = self
@@ -761,6 +865,52 @@ impl EnclaveService {
         let share =
             frost::round2::sign(&package, &nonces, key).map_err(|_| ServiceError::Invalid)?;
         Ok(share.serialize())
+    }
+
+    /// As coordinator: this member's signature on a signing request of
+    /// `session` about `what` (the borsh bytes of the [`Purpose`] for
+    /// round 1, the signing package for round 2). Members answer signing
+    /// requests only from a member of their committee, so an outsider can
+    /// neither fill their session slots nor spend their nonces.
+    ///
+    /// # Errors
+    /// [`ServiceError::State`] without a committee.
+    pub fn authorise(&self, session: u64, what: &[u8]) -> Result<(u16, [u8; 64]), ServiceError> {
+        let m = self
+            .membership
+            .as_ref()
+            .ok_or(ServiceError::State("no committee"))?;
+        let group = self
+            .group_key()
+            .ok_or(ServiceError::State("no committee"))?;
+        let message = coordinator_message(&group, session, what);
+        let signature = ed25519_dalek::Signer::sign(&self.account, &message.0).to_bytes();
+        Ok((m.index, signature))
+    }
+
+    fn check_coordinator(
+        &self,
+        by: u16,
+        session: u64,
+        what: &[u8],
+        signature: &[u8; 64],
+    ) -> Result<(), ServiceError> {
+        let m = self
+            .membership
+            .as_ref()
+            .ok_or(ServiceError::State("no committee"))?;
+        let group = self
+            .group_key()
+            .ok_or(ServiceError::State("no committee"))?;
+        let account = m
+            .accounts
+            .get(usize::from(by))
+            .ok_or(ServiceError::Invalid)?;
+        verify_account(
+            account,
+            &coordinator_message(&group, session, what).0,
+            signature,
+        )
     }
 
     /// As coordinator: the signing package for `purpose` from members'
@@ -833,6 +983,7 @@ impl EnclaveService {
                 index: m.index,
                 t: m.t,
                 identities: m.identities.clone(),
+                accounts: m.accounts.clone(),
                 key: m
                     .key
                     .as_ref()
@@ -900,6 +1051,7 @@ impl EnclaveService {
                 index: m.index,
                 t: m.t,
                 identities: m.identities,
+                accounts: m.accounts,
                 key: m
                     .key
                     .map(|k| frost::keys::KeyPackage::deserialize(&k))
@@ -915,6 +1067,7 @@ impl EnclaveService {
         };
         let (epoch_keys, auctioneers) = state.clearing.restore()?;
         Ok(EnclaveService {
+            trust: platform.trust(),
             rng: SimulatedPlatformRng::new()?,
             account: SigningKey::from_bytes(&account),
             identity,
@@ -936,6 +1089,7 @@ struct SealedMembership {
     index: u16,
     t: u16,
     identities: Vec<[u8; 32]>,
+    accounts: Vec<[u8; 32]>,
     key: Option<Vec<u8>>,
     public: Option<Vec<u8>>,
 }
@@ -956,14 +1110,30 @@ pub struct SimulatedPlatform {
     secret: [u8; 32],
     /// The running code's measurement.
     pub measurement: Measurement,
+    /// The attestation root the code trusts for its peers' quotes (a real
+    /// enclave has it built in, so it is part of its measurement).
+    pub attestation: AttestationRoot,
 }
 
 impl SimulatedPlatform {
-    /// A simulated platform with `secret` running `measurement`.
-    pub fn new(secret: [u8; 32], measurement: Measurement) -> SimulatedPlatform {
+    /// A simulated platform with `secret` running `measurement`, whose code
+    /// trusts quotes under `attestation`.
+    pub fn new(
+        secret: [u8; 32],
+        measurement: Measurement,
+        attestation: AttestationRoot,
+    ) -> SimulatedPlatform {
         SimulatedPlatform {
             secret,
             measurement,
+            attestation,
+        }
+    }
+
+    fn trust(&self) -> Trust {
+        Trust {
+            root: self.attestation,
+            measurement: self.measurement,
         }
     }
 
@@ -985,6 +1155,7 @@ impl Drop for SimulatedPlatform {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::attestation::SimulatedAttestationService;
     use crate::auctioneer::{Outcome, receipts_root};
     use crate::rpc::{Request, Response};
     use crate::sealed::{OrderPayload, SignedOrder, seal};
@@ -999,17 +1170,41 @@ mod tests {
         RegionParams::new(Price::new(20_750), Price::new(4_000), Price::new(500)).unwrap()
     }
 
+    const MEASUREMENT: Measurement = Measurement([6; 32]);
+
+    /// The (simulated) TEE vendor of the committee.
+    fn vendor() -> SimulatedAttestationService {
+        SimulatedAttestationService::new([42; 32])
+    }
+
+    fn platform() -> SimulatedPlatform {
+        SimulatedPlatform::new([5; 32], MEASUREMENT, vendor().root())
+    }
+
+    fn enclave() -> EnclaveService {
+        EnclaveService::new(&platform()).unwrap()
+    }
+
+    /// The member's quote, as its host registered it.
+    fn quote(m: &EnclaveService) -> Quote {
+        vendor().quote(MEASUREMENT, m.report_data())
+    }
+
+    /// Three enclaves, ascending by account, and their round-1 packages.
+    fn round1() -> (Vec<EnclaveService>, BTreeMap<u16, SignedPackage>) {
+        let mut members: Vec<EnclaveService> = (0..3).map(|_| enclave()).collect();
+        members.sort_by_key(EnclaveService::account);
+        let quotes: Vec<Quote> = members.iter().map(quote).collect();
+        let mut round1 = BTreeMap::new();
+        for (i, m) in (0u16..).zip(members.iter_mut()) {
+            round1.insert(i, m.dkg_round1(i, 2, quotes.clone()).unwrap());
+        }
+        (members, round1)
+    }
+
     /// Three enclaves after the DKG (t = 2), as the hosts would run it.
     fn committee() -> Vec<EnclaveService> {
-        let mut members: Vec<EnclaveService> =
-            (0..3).map(|_| EnclaveService::new().unwrap()).collect();
-        members.sort_by_key(EnclaveService::account);
-        let identities: Vec<[u8; 32]> = members.iter().map(EnclaveService::identity_key).collect();
-        let mut round1 = BTreeMap::new();
-        for (i, m) in members.iter_mut().enumerate() {
-            let i = u16::try_from(i).unwrap();
-            round1.insert(i, m.dkg_round1(i, 2, identities.clone()).unwrap());
-        }
+        let (mut members, round1) = round1();
         let mut round2 = Vec::new();
         for m in &mut members {
             round2.extend(m.dkg_round2(&round1).unwrap());
@@ -1031,16 +1226,21 @@ mod tests {
         rng: &mut ChaCha20Rng,
     ) -> Result<GroupSignature, ServiceError> {
         let session = rng.next_u64();
+        let (by, signature) = members[c].authorise(session, &borsh::to_vec(purpose).unwrap())?;
         let mut commitments = BTreeMap::new();
         for &s in signers {
-            let (index, bytes) = members[s].sign_commit(session, purpose)?;
+            let (index, bytes) = members[s].sign_commit(session, purpose, by, &signature)?;
             commitments.insert(index, bytes);
         }
         let package = members[c].signing_package(purpose, &commitments)?;
+        let (by, signature) = members[c].authorise(session, &package)?;
         let mut shares = BTreeMap::new();
         for &s in signers {
             let index = u16::try_from(s).unwrap();
-            shares.insert(index, members[s].sign_share(session, &package)?);
+            shares.insert(
+                index,
+                members[s].sign_share(session, &package, by, &signature)?,
+            );
         }
         members[c].aggregate(&package, &shares)
     }
@@ -1098,10 +1298,7 @@ mod tests {
         // No constructor or request takes randomness from the host: two
         // enclaves made the same way share no key (with the host's seeded
         // generator they used to be identical).
-        let (a, b) = (
-            EnclaveService::new().unwrap(),
-            EnclaveService::new().unwrap(),
-        );
+        let (a, b) = (enclave(), enclave());
         assert_ne!(a.identity_key(), b.identity_key());
         assert_ne!(a.account(), b.account());
     }
@@ -1112,13 +1309,15 @@ mod tests {
         let (mut members, public) = committee_with_epoch_key();
         let group = members[0].group_key().unwrap();
         let attacker = IdentityKey::generate(&mut rng);
-        let victim = members[0].identity_key();
-        // The attack of issue 18: a committee of the victim and the attacker,
-        // then the victim's clearing state sealed to the attacker.
+        // The attack of issue 18: a committee of the victim and the attacker
+        // (quoted by a vendor of its own: ours does not sign its key), then
+        // the victim's clearing state sealed to the attacker.
+        let own_vendor = SimulatedAttestationService::new([66; 32]);
+        let attacker_quote = own_vendor.quote(MEASUREMENT, attacker.report_data([0xff; 32]));
         let reform = Request::DkgRound1 {
             index: 0,
             t: 2,
-            identities: vec![victim, attacker.public_key()],
+            members: vec![quote(&members[0]), attacker_quote],
         };
         assert!(matches!(
             rpc(&mut members[0], &reform),
@@ -1151,6 +1350,116 @@ mod tests {
     }
 
     #[test]
+    fn before_its_first_dkg_an_enclave_forms_a_committee_only_of_attested_copies_and_a_majority() {
+        let mut members: Vec<EnclaveService> = (0..3).map(|_| enclave()).collect();
+        members.sort_by_key(EnclaveService::account);
+        let quotes: Vec<Quote> = members.iter().map(quote).collect();
+        let attacker = IdentityKey::generate(&mut ChaCha20Rng::from_seed([26; 32]));
+        // The outsider adds itself as a fourth member (its key quoted by a
+        // vendor of its own, or by ours for other code), or lowers t.
+        let forged = [
+            SimulatedAttestationService::new([66; 32])
+                .quote(MEASUREMENT, attacker.report_data([0xff; 32])),
+            vendor().quote(Measurement([9; 32]), attacker.report_data([0xff; 32])),
+        ];
+        for (i, m) in (0u16..).zip(members.iter_mut()) {
+            for extra in &forged {
+                let mut with_attacker = quotes.clone();
+                with_attacker.push(extra.clone());
+                let join = Request::DkgRound1 {
+                    index: i,
+                    t: 3,
+                    members: with_attacker,
+                };
+                assert!(matches!(rpc(m, &join), Response::Refused(_)));
+            }
+            for t in [0, 1, 4] {
+                let downgrade = Request::DkgRound1 {
+                    index: i,
+                    t,
+                    members: quotes.clone(),
+                };
+                assert!(matches!(rpc(m, &downgrade), Response::Refused(_)));
+            }
+            let mut reordered = quotes.clone();
+            reordered.swap(0, 2);
+            let shuffled = Request::DkgRound1 {
+                index: i,
+                t: 2,
+                members: reordered,
+            };
+            assert!(matches!(rpc(m, &shuffled), Response::Refused(_)));
+        }
+        // The honest committee still forms.
+        let mut round1 = BTreeMap::new();
+        for (i, m) in (0u16..).zip(members.iter_mut()) {
+            round1.insert(i, m.dkg_round1(i, 2, quotes.clone()).unwrap());
+        }
+        let mut round2 = Vec::new();
+        for m in &mut members {
+            round2.extend(m.dkg_round2(&round1).unwrap());
+        }
+        for m in &mut members {
+            m.dkg_finish(&round2).unwrap();
+        }
+        assert!(
+            members
+                .iter()
+                .all(|m| m.group_key() == members[0].group_key())
+        );
+    }
+
+    #[test]
+    fn signing_requests_from_anyone_but_a_member_are_refused() {
+        let mut rng = ChaCha20Rng::from_seed([27; 32]);
+        let (mut members, public) = committee_with_epoch_key();
+        let purpose = Purpose::EpochKey {
+            epoch: Epoch(2),
+            public_key: public,
+        };
+        // An outsider fills member 0's sessions with high ids (they used to
+        // push the host's sessions out) and spends nonces: all refused.
+        let outsider = SigningKey::from_bytes(&[78; 32]);
+        let group = members[0].group_key().unwrap();
+        let what = borsh::to_vec(&purpose).unwrap();
+        for session in (u64::MAX - 63)..=u64::MAX {
+            let forged = ed25519_dalek::Signer::sign(
+                &outsider,
+                &coordinator_message(&group, session, &what).0,
+            )
+            .to_bytes();
+            for by in 0..3 {
+                let flood = Request::SignCommit {
+                    session,
+                    purpose,
+                    by,
+                    signature: forged,
+                };
+                assert!(matches!(rpc(&mut members[0], &flood), Response::Refused(_)));
+            }
+        }
+        assert!(members[0].sessions.is_empty());
+        // A member's request is answered once; replayed, it is refused
+        // (the nonces the coordinator built on stay).
+        let (by, signature) = members[1].authorise(7, &what).unwrap();
+        let commit = Request::SignCommit {
+            session: 7,
+            purpose,
+            by,
+            signature,
+        };
+        assert!(matches!(
+            rpc(&mut members[0], &commit),
+            Response::Committed(..)
+        ));
+        assert!(matches!(
+            rpc(&mut members[0], &commit),
+            Response::Refused(_)
+        ));
+        assert!(sign(&mut members, 1, &[0, 1], &purpose, &mut rng).is_ok());
+    }
+
+    #[test]
     fn an_outsiders_epoch_key_is_never_taken_signed_or_cleared_with() {
         let mut rng = ChaCha20Rng::from_seed([22; 32]);
         let (mut members, _) = committee_with_epoch_key();
@@ -1164,6 +1473,15 @@ mod tests {
         for s in &mut claimed {
             s.from = members[1].identity_key();
         }
+        // Member 1 coordinates a signing of the planted key (as a host that
+        // believed it would).
+        let planted_purpose = Purpose::EpochKey {
+            epoch: Epoch(3),
+            public_key: planted.public_key(),
+        };
+        let (by, signature) = members[1]
+            .authorise(1, &borsh::to_vec(&planted_purpose).unwrap())
+            .unwrap();
         for (i, m) in members.iter_mut().enumerate() {
             let me = m.identity_key();
             for s in own.iter().chain(&claimed).filter(|s| s.to == me) {
@@ -1181,12 +1499,14 @@ mod tests {
             assert_eq!(m.epoch_key(Epoch(3)), None);
             let commit = Request::SignCommit {
                 session: 1,
-                purpose: Purpose::EpochKey {
-                    epoch: Epoch(3),
-                    public_key: planted.public_key(),
-                },
+                purpose: planted_purpose,
+                by,
+                signature,
             };
-            assert!(matches!(rpc(m, &commit), Response::Refused(_)));
+            assert_eq!(
+                rpc(m, &commit),
+                Response::Refused(ServiceError::Unsigned.to_string())
+            );
         }
     }
 
@@ -1305,20 +1625,32 @@ mod tests {
     #[test]
     fn forged_dkg_packages_do_not_end_the_dkg() {
         let mut rng = ChaCha20Rng::from_seed([24; 32]);
-        let mut members: Vec<EnclaveService> =
-            (0..3).map(|_| EnclaveService::new().unwrap()).collect();
+        let (mut members, round1) = round1();
         let identities: Vec<[u8; 32]> = members.iter().map(EnclaveService::identity_key).collect();
-        let mut round1 = BTreeMap::new();
-        for (i, m) in members.iter_mut().enumerate() {
-            let i = u16::try_from(i).unwrap();
-            round1.insert(i, m.dkg_round1(i, 2, identities.clone()).unwrap());
-        }
-        // An outsider sends member 0 garbage for round 2 first.
+        // An outsider sends member 0 garbage for round 2 first, then a
+        // well-formed round-1 package of its own for member 1's index,
+        // signed with its own key.
         let garbage = Request::DkgRound2 {
-            round1: BTreeMap::from([(1, vec![7; 40]), (2, vec![8; 40])]),
+            round1: BTreeMap::from([(1, (vec![7; 40], [0; 64])), (2, (vec![8; 40], [0; 64]))]),
         };
         assert!(matches!(
             rpc(&mut members[0], &garbage),
+            Response::Refused(_)
+        ));
+        let (_, own) =
+            frost::keys::dkg::part1(identifier(1).unwrap(), 3, 2, Rng06(&mut rng)).unwrap();
+        let own = own.serialize().unwrap();
+        let outsider_key = SigningKey::from_bytes(&[77; 32]);
+        let signed =
+            ed25519_dalek::Signer::sign(&outsider_key, &round1_message(1, &identities, &own).0)
+                .to_bytes();
+        let mut substituted = round1.clone();
+        substituted.insert(1, (own, signed));
+        let substitute = Request::DkgRound2 {
+            round1: substituted,
+        };
+        assert!(matches!(
+            rpc(&mut members[0], &substitute),
             Response::Refused(_)
         ));
         let mut round2 = Vec::new();
@@ -1458,14 +1790,14 @@ mod tests {
         assert!(sign(&mut members, 1, &[1], &slot8, &mut rng).is_err());
 
         // Member 2 restarts from its sealed state and rejoins.
-        let platform = SimulatedPlatform::new([5; 32], Measurement([6; 32]));
+        let platform = platform();
         let sealed = members[2].seal(&platform).unwrap();
         let before = members[2].auctioneer(R).unwrap().custody();
         members[2] = EnclaveService::unseal(&sealed, &platform).unwrap();
         assert_eq!(members[2].group_key(), Some(group));
         assert_eq!(members[2].auctioneer(R).unwrap().custody(), before);
         // Another platform or measurement can not open it.
-        let other = SimulatedPlatform::new([5; 32], Measurement([7; 32]));
+        let other = SimulatedPlatform::new([5; 32], Measurement([7; 32]), vendor().root());
         assert!(EnclaveService::unseal(&sealed, &other).is_err());
         let mut flipped = sealed.clone();
         flipped[40] ^= 1;
@@ -1519,7 +1851,7 @@ mod tests {
         for m in &mut members[1..] {
             m.clear(R, &ten).unwrap();
         }
-        let outsider = EnclaveService::new().unwrap();
+        let outsider = enclave();
         assert_eq!(
             members[1].catch_up_for(&outsider.identity_key()).err(),
             Some(ServiceError::Unsigned)

@@ -3,9 +3,10 @@
 //! fresh enclave and by a member of a formed committee.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+use quartier_enclave::attestation::{Measurement, SimulatedAttestationService};
 use quartier_enclave::rpc::{Request, decode_request};
 use quartier_enclave::sealed::Epoch;
-use quartier_enclave::service::{EnclaveService, Purpose};
+use quartier_enclave::service::{EnclaveService, Purpose, SimulatedPlatform};
 use quartier_types::{RegionId, Slot};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -22,13 +23,15 @@ fn seeds() -> Vec<(&'static str, Request)> {
             Request::DkgRound1 {
                 index: 0,
                 t: 2,
-                identities: vec![[1; 32], [2; 32], [3; 32]],
+                members: (1..=3)
+                    .map(|i| vendor().quote(MEASUREMENT, [i; 64]))
+                    .collect(),
             },
         ),
         (
             "dkg_round2",
             Request::DkgRound2 {
-                round1: BTreeMap::from([(1, vec![4; 40])]),
+                round1: BTreeMap::from([(1, (vec![4; 40], [5; 64]))]),
             },
         ),
         ("dkg_finish", Request::DkgFinish { packages: vec![] }),
@@ -40,6 +43,8 @@ fn seeds() -> Vec<(&'static str, Request)> {
                     epoch: Epoch(2),
                     public_key: [5; 32],
                 },
+                by: 0,
+                signature: [6; 64],
             },
         ),
         (
@@ -50,6 +55,8 @@ fn seeds() -> Vec<(&'static str, Request)> {
                     region: RegionId(1),
                     slot: Slot(3),
                 },
+                by: 1,
+                signature: [6; 64],
             },
         ),
         (
@@ -57,6 +64,8 @@ fn seeds() -> Vec<(&'static str, Request)> {
             Request::SignShare {
                 session: 1,
                 package: vec![6; 64],
+                by: 2,
+                signature: [7; 64],
             },
         ),
         ("catch_up", Request::CatchUp { to: [7; 32] }),
@@ -70,13 +79,32 @@ fn seeds() -> Vec<(&'static str, Request)> {
     ]
 }
 
+const MEASUREMENT: Measurement = Measurement([1; 32]);
+
+fn vendor() -> SimulatedAttestationService {
+    SimulatedAttestationService::new([8; 32])
+}
+
+fn enclave() -> EnclaveService {
+    EnclaveService::new(&SimulatedPlatform::new(
+        [9; 32],
+        MEASUREMENT,
+        vendor().root(),
+    ))
+    .unwrap()
+}
+
 /// Three members after a DKG (t = 2).
 fn committee() -> Vec<EnclaveService> {
-    let mut members: Vec<EnclaveService> = (0..3).map(|_| EnclaveService::new().unwrap()).collect();
-    let identities: Vec<[u8; 32]> = members.iter().map(EnclaveService::identity_key).collect();
+    let mut members: Vec<EnclaveService> = (0..3).map(|_| enclave()).collect();
+    members.sort_by_key(EnclaveService::account);
+    let quotes: Vec<_> = members
+        .iter()
+        .map(|m| vendor().quote(MEASUREMENT, m.report_data()))
+        .collect();
     let mut round1 = BTreeMap::new();
     for (i, m) in (0u16..).zip(members.iter_mut()) {
-        round1.insert(i, m.dkg_round1(i, 2, identities.clone()).unwrap());
+        round1.insert(i, m.dkg_round1(i, 2, quotes.clone()).unwrap());
     }
     let mut round2 = Vec::new();
     for m in &mut members {
@@ -104,7 +132,7 @@ fn enclave_request_corpus_is_refused_or_answered_without_panic() {
             let path = entry.unwrap().path();
             let bytes = std::fs::read(&path).unwrap();
             if let Some(request) = decode_request(&bytes) {
-                let _ = EnclaveService::new().unwrap().handle(request.clone());
+                let _ = enclave().handle(request.clone());
                 let _ = members[0].handle(request);
                 decoded += 1;
             }

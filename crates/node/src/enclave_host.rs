@@ -22,7 +22,7 @@ use axum::extract::State as AxumState;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use commonware_utils::sync::Mutex;
-use quartier_enclave::attestation::{Measurement, SimulatedAttestationService};
+use quartier_enclave::attestation::{Measurement, Quote, SimulatedAttestationService};
 use quartier_enclave::auctioneer::Batch;
 use quartier_enclave::rpc::{Request, Response, decode_request};
 use quartier_enclave::sealed::Epoch;
@@ -136,6 +136,7 @@ pub enum HostError {
 struct Shared {
     service: EnclaveService,
     rng: ChaCha20Rng,
+    quote: Quote,
 }
 
 type Handle = Arc<Mutex<Shared>>;
@@ -145,20 +146,32 @@ type Handle = Arc<Mutex<Shared>>;
 /// # Errors
 /// [`HostError`] if the state does not unseal or the API can not bind.
 pub fn run(config: &EnclaveHostConfig) -> Result<(), HostError> {
-    let platform = SimulatedPlatform::new(config.simulated_platform_secret, config.measurement);
+    let vendor = SimulatedAttestationService::new(config.simulated_attestation_seed);
+    let platform = SimulatedPlatform::new(
+        config.simulated_platform_secret,
+        config.measurement,
+        vendor.root(),
+    );
     let seed = crate::devnet::random_seed().map_err(|e| HostError::Io(e.to_string()))?;
     let rng = ChaCha20Rng::from_seed(seed);
     let service = match std::fs::read(&config.state_file) {
         Ok(bytes) => EnclaveService::unseal(&bytes, &platform)
             .map_err(|_| HostError::Unseal(config.state_file.clone()))?,
-        Err(_) => EnclaveService::new().map_err(|e| HostError::Io(e.to_string()))?,
+        Err(_) => EnclaveService::new(&platform).map_err(|e| HostError::Io(e.to_string()))?,
     };
     tracing::info!(
         account = %service.account(),
         measurement = %config.measurement,
         "simulated enclave starting (no TEE hardware: simulated attestation and sealing)"
     );
-    let shared: Handle = Arc::new(Mutex::new(Shared { service, rng }));
+    // The enclave's quote (simulated: the host plays the vendor's quoting
+    // service), served to the committee's coordinator for the DKG.
+    let quote = vendor.quote(config.measurement, service.report_data());
+    let shared: Handle = Arc::new(Mutex::new(Shared {
+        service,
+        rng,
+        quote,
+    }));
     let api = shared.clone();
     let listen = config.listen;
     let listener = std::net::TcpListener::bind(listen)
@@ -227,6 +240,7 @@ async fn status(AxumState(shared): AxumState<Handle>) -> Json<serde_json::Value>
             .map(|(r, slot)| json!({ "region": r, "slot": slot }))
             .collect::<Vec<_>>(),
         "attestation": "simulated",
+        "quote": s.quote,
     }))
 }
 
@@ -495,12 +509,10 @@ impl Host {
     }
 
     fn register(&mut self, view: &ChainView) {
-        let (report_data, identity_key) = {
+        let (quote, identity_key) = {
             let s = self.shared.lock();
-            (s.service.report_data(), s.service.identity_key())
+            (s.quote.clone(), s.service.identity_key())
         };
-        let quote = SimulatedAttestationService::new(self.config.simulated_attestation_seed)
-            .quote(self.config.measurement, report_data);
         self.seal();
         self.submit(
             view,
@@ -556,10 +568,20 @@ impl Host {
             .peers_by_member(members)
             .into_iter()
             .collect::<Option<_>>()?;
-        let identities: Vec<[u8; 32]> = members
-            .iter()
-            .map(|m| view.enclaves.get(m).map(|e| e.identity_key))
-            .collect::<Option<_>>()?;
+        // Each member's quote, from its own API, for the identity the chain
+        // registered (the enclaves check the quotes themselves).
+        let mut quotes: Vec<Quote> = Vec::with_capacity(members.len());
+        for (member, p) in members.iter().zip(&peers) {
+            let registered = view.enclaves.get(member)?.identity_key;
+            let quote: Quote = match p.get("/enclave/v1/status") {
+                Ok((200, status)) => serde_json::from_value(status["quote"].clone()).ok()?,
+                _ => return None,
+            };
+            if quote.report_data[..32] != registered {
+                return None;
+            }
+            quotes.push(quote);
+        }
         let t = view.policy.threshold;
         let mut round1 = BTreeMap::new();
         for (i, p) in peers.iter().enumerate() {
@@ -567,12 +589,12 @@ impl Host {
             let request = Request::DkgRound1 {
                 index,
                 t,
-                identities: identities.clone(),
+                members: quotes.clone(),
             };
-            let Response::DkgRound1(package) = call(p, &request)? else {
+            let Response::DkgRound1(package, signature) = call(p, &request)? else {
                 return None;
             };
-            round1.insert(index, package);
+            round1.insert(index, (package, signature));
         }
         let mut packages: Vec<SealedDkgPackage> = Vec::new();
         for p in &peers {
@@ -604,15 +626,22 @@ impl Host {
     ) -> Option<quartier_enclave::committee::GroupSignature> {
         let peers = self.peers_by_member(&committee.members);
         let session = self.shared.lock().rng.next_u64();
+        // Members answer only requests their committee's members signed.
+        let what = borsh::to_vec(&purpose).ok()?;
+        let (by, signature) = self.shared.lock().service.authorise(session, &what).ok()?;
         let mut commitments = BTreeMap::new();
         let mut signers = Vec::new();
         for p in peers.iter().flatten() {
             if commitments.len() >= usize::from(committee.threshold) {
                 break;
             }
-            if let Some(Response::Committed(i, c)) =
-                call(p, &Request::SignCommit { session, purpose })
-            {
+            let request = Request::SignCommit {
+                session,
+                purpose,
+                by,
+                signature,
+            };
+            if let Some(Response::Committed(i, c)) = call(p, &request) {
                 commitments.insert(i, c);
                 signers.push((i, p.clone()));
             }
@@ -623,11 +652,19 @@ impl Host {
             .service
             .signing_package(&purpose, &commitments)
             .ok()?;
+        let (by, signature) = self
+            .shared
+            .lock()
+            .service
+            .authorise(session, &package)
+            .ok()?;
         let mut shares = BTreeMap::new();
         for (i, p) in &signers {
             let request = Request::SignShare {
                 session,
                 package: package.clone(),
+                by,
+                signature,
             };
             if let Some(Response::Share(share)) = call(p, &request) {
                 shares.insert(*i, share);
