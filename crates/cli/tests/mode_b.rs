@@ -5,7 +5,9 @@
 //! against the root on chain. One enclave is stopped (t = 2 of 3 still
 //! settle), restarted (it unseals its state, catches up and signs again:
 //! the test then stops another one and slots still settle), and no
-//! plaintext order reaches the chain or a log.
+//! plaintext order reaches the chain or a log. Throughout, an outsider
+//! process-level adversary calls every enclave RPC and sends forged epoch-key
+//! shares: no slot goes unreported for it and it opens no order.
 #![allow(clippy::unwrap_used)]
 // test code: a panic is the failure report
 // An OS-process test waits on real processes, with a wall-clock deadline.
@@ -13,9 +15,20 @@
 
 mod support;
 
+use quartier_enclave::attestation::{Measurement, Quote, SimulatedAttestationService};
+use quartier_enclave::epoch::{IdentityKey, share};
+use quartier_enclave::rpc::{Request, Response};
+use quartier_enclave::sealed::{Epoch, EpochKeyPair, SealedOrder};
+use quartier_enclave::service::{Purpose, SealedDkgPackage};
 use quartier_node::client::NodeClient;
+use quartier_node::enclave_host::call;
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use support::{ProcessGroup, scratch, wait_for};
 
@@ -70,6 +83,180 @@ fn cleared(enclave: &NodeClient) -> Option<u64> {
     v["cleared"][0]["slot"].as_u64()
 }
 
+/// What the outsider got out of the enclaves.
+#[derive(Debug, Default)]
+struct Loot {
+    /// RPC calls answered (refused or not).
+    calls: usize,
+    /// Answers that were not a refusal, counted by request kind.
+    accepted: BTreeMap<&'static str, usize>,
+    /// Sealed orders on chain it opened with a key it planted.
+    opened: usize,
+    /// Its planted public keys (none may ever be published).
+    planted: Vec<[u8; 32]>,
+}
+
+/// The adversary of issue 18 as an outside process would run it: it reads
+/// the enclaves' public status (quotes, group key), then in rounds sends
+/// every enclave each RPC request an attacker can form — a committee with
+/// itself in it (quoted by a vendor of its own) or with a minority
+/// threshold, forged DKG packages, a catch-up for itself, epoch-key shares
+/// of keys it made for the coming epochs, signing requests it signed itself
+/// — and tries its planted keys on every sealed order the chain shows.
+fn outsider(base_port: u16, stop: &AtomicBool) -> Loot {
+    let mut rng = ChaCha20Rng::from_seed([13; 32]);
+    let me = IdentityKey::generate(&mut rng);
+    let own_vendor = SimulatedAttestationService::new([66; 32]);
+    let api = NodeClient::new(&format!("http://127.0.0.1:{}", base_port + 1)).unwrap();
+    let enclaves: Vec<NodeClient> = (0..3u16)
+        .map(|i| NodeClient::new(&format!("http://127.0.0.1:{}", base_port + 8 + i)).unwrap())
+        .collect();
+    let mut loot = Loot::default();
+    let mut keys: Vec<EpochKeyPair> = Vec::new();
+    let mut round = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        round += 1;
+        let status: Vec<serde_json::Value> = enclaves
+            .iter()
+            .filter_map(|e| e.get("/enclave/v1/status").ok().map(|(_, v)| v))
+            .collect();
+        let quotes: Vec<Quote> = status
+            .iter()
+            .filter_map(|s| serde_json::from_value(s["quote"].clone()).ok())
+            .collect();
+        let measurement = quotes
+            .first()
+            .map_or(Measurement([0; 32]), |q| q.measurement);
+        let mine = own_vendor.quote(measurement, me.report_data([0xff; 32]));
+        let group: [u8; 32] = status
+            .iter()
+            .find_map(|s| serde_json::from_value(s["group_key"].clone()).ok())
+            .map_or([0; 32], |g: quartier_enclave::committee::GroupPublicKey| {
+                g.0
+            });
+        let epoch = api
+            .get("/api/v1/sealed")
+            .ok()
+            .and_then(|(_, v)| {
+                v["epochs"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|e| e["epoch"].as_u64())
+                    .max()
+            })
+            .unwrap_or(0);
+        // Keys of its own for the next epochs, shared as if from a member.
+        for e in epoch + 1..=epoch + 2 {
+            if !keys.iter().any(|k| k.epoch() == Epoch(e)) {
+                let key = EpochKeyPair::generate(Epoch(e), &mut rng);
+                loot.planted.push(key.public_key());
+                keys.push(key);
+            }
+        }
+        let mut with_me = quotes.clone();
+        with_me.push(mine.clone());
+        for (i, enclave) in (0u16..).zip(&enclaves) {
+            let identity: [u8; 32] = status
+                .get(usize::from(i))
+                .and_then(|s| hex::decode(s["identity_key"].as_str()?).ok())
+                .and_then(|b| b.try_into().ok())
+                .unwrap_or([0; 32]);
+            let mut requests = vec![
+                (
+                    "join",
+                    Request::DkgRound1 {
+                        index: i,
+                        t: 3,
+                        members: with_me.clone(),
+                    },
+                ),
+                (
+                    "downgrade",
+                    Request::DkgRound1 {
+                        index: i,
+                        t: 1,
+                        members: quotes.clone(),
+                    },
+                ),
+                (
+                    "round2",
+                    Request::DkgRound2 {
+                        round1: BTreeMap::from([(3, (vec![1; 64], [2; 64]))]),
+                    },
+                ),
+                (
+                    "finish",
+                    Request::DkgFinish {
+                        packages: vec![SealedDkgPackage {
+                            from: 3,
+                            to: i,
+                            encapped_key: [3; 32],
+                            ciphertext: vec![4; 80],
+                        }],
+                    },
+                ),
+                (
+                    "catch_up",
+                    Request::CatchUp {
+                        to: me.public_key(),
+                    },
+                ),
+            ];
+            for key in &keys {
+                for s in share(key, &me, &[identity], &group, &mut rng) {
+                    requests.push((
+                        "epoch_key",
+                        Request::ReceiveEpochKey {
+                            share: s,
+                            public_key: key.public_key(),
+                        },
+                    ));
+                }
+                requests.push((
+                    "sign_planted",
+                    Request::SignCommit {
+                        session: u64::MAX - round,
+                        purpose: Purpose::EpochKey {
+                            epoch: key.epoch(),
+                            public_key: key.public_key(),
+                        },
+                        by: i,
+                        signature: [5; 64],
+                    },
+                ));
+            }
+            for (what, request) in &requests {
+                if let Some(answer) = call(enclave, request) {
+                    loot.calls += 1;
+                    if !matches!(answer, Response::Refused(_)) {
+                        *loot.accepted.entry(what).or_default() += 1;
+                    }
+                }
+            }
+        }
+        // Every sealed order the chain shows, tried with every planted key.
+        if let Ok((_, sealed)) = api.get("/api/v1/sealed") {
+            for b in sealed["batches"].as_array().into_iter().flatten() {
+                let path = format!("/api/v1/regions/{}/batches/{}", b["region"], b["slot"]);
+                let Ok((200, batch)) = api.get(&path) else {
+                    continue;
+                };
+                for o in batch["batch"]["orders"].as_array().into_iter().flatten() {
+                    let Ok(order) = serde_json::from_value::<SealedOrder>(o["sealed"].clone())
+                    else {
+                        continue;
+                    };
+                    loot.opened += keys.iter().filter(|k| k.open(&order).is_ok()).count();
+                }
+            }
+        }
+        // Paced so the devnet keeps its slots on two cores (not a wait for
+        // anything: the loop runs until the test stops it).
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    loot
+}
+
 #[test]
 fn households_trade_through_sealed_orders_and_an_enclave_committee() {
     let dir = scratch("mode-b");
@@ -95,6 +282,11 @@ fn households_trade_through_sealed_orders_and_an_enclave_committee() {
     let enclave =
         |i: u16| NodeClient::new(&format!("http://127.0.0.1:{}", BASE_PORT + 8 + i)).unwrap();
     let config = |i: usize| -> PathBuf { dir.join(format!("enclave-{i}/enclave.toml")) };
+    let stop = Arc::new(AtomicBool::new(false));
+    let attacker = {
+        let stop = stop.clone();
+        std::thread::spawn(move || outsider(BASE_PORT, &stop))
+    };
 
     // All three enclaves working.
     let first = wait_for("the first verified slot", Duration::from_secs(300), || {
@@ -130,6 +322,25 @@ fn households_trade_through_sealed_orders_and_an_enclave_committee() {
         "slots signed by enclaves 1 and 2",
     );
     assert!(slots.len() >= 20, "only {} slots verified", slots.len());
+    // The outsider attacked throughout and got nothing: every request
+    // refused, none of its keys published, no order opened.
+    stop.store(true, Ordering::Relaxed);
+    let loot = attacker.join().unwrap();
+    assert!(
+        loot.calls >= 100,
+        "the outsider barely ran: {} calls",
+        loot.calls
+    );
+    assert!(loot.accepted.is_empty(), "accepted: {:?}", loot.accepted);
+    assert_eq!(loot.opened, 0, "the outsider opened {} orders", loot.opened);
+    let (_, sealed) = api.get("/api/v1/sealed").unwrap();
+    for e in sealed["epochs"].as_array().unwrap() {
+        let published = e["public_key"].as_str().unwrap();
+        assert!(
+            !loot.planted.iter().any(|k| hex::encode(k) == published),
+            "a planted key was published: {e}"
+        );
+    }
     // No slot settled with a household unable to open its receipt.
     let text = std::fs::read_to_string(&log_path).unwrap();
     let partial: Vec<&str> = text
