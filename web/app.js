@@ -13,6 +13,8 @@ const state = {
   meters: [],
   household: null,
   audit: null,
+  sealed: null,
+  reports: [],
   updates: 0,
 };
 window.quartier = state;
@@ -25,6 +27,10 @@ const clock = (ms) => new Date(ms).toLocaleTimeString();
 const short = (id) => (id ? id.slice(0, 8) + "…" : "–");
 // Mode A: an order names no meter, only a one-time payee address.
 const party = (o) => (o.shielded ? "shielded" : short(o.meter));
+// Mode B: orders are sealed; the chain shows counts and signed aggregates.
+const sealedMode = () => !!state.status && state.status.privacy === "enclave";
+// A digest as the API sends it: hex, or an array of bytes.
+const hexOf = (d) => (typeof d === "string" ? d : d.map((b) => b.toString(16).padStart(2, "0")).join(""));
 const el = (id) => document.getElementById(id);
 const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
 
@@ -65,6 +71,18 @@ async function refreshBook() {
   if (!body.book) {
     const next = await api(`/api/v1/regions/${REGION}/slots/${slot + 1}`);
     if (next.book) { slot += 1; body = next; }
+  }
+  if (sealedMode()) {
+    // The next slot fills while the current one is still open.
+    const next = await api(`/api/v1/regions/${REGION}/slots/${slot + 1}`);
+    const count = (body.sealed_orders || 0) + (next.sealed_orders || 0);
+    state.book = { sealed: count };
+    state.bookSlot = slot;
+    el("book-slot").textContent = `slots ${slot}–${slot + 1}`;
+    el("depth").innerHTML = `<text x="300" y="120" text-anchor="middle" fill="#666">${count} sealed orders</text>` +
+      `<text x="300" y="145" text-anchor="middle" fill="#999" font-size="12">prices and amounts stay inside the enclaves until the signed report</text>`;
+    el("book-summary").textContent = `${count} sealed orders in the open slots`;
+    return;
   }
   state.book = body.book;
   state.bookSlot = slot;
@@ -115,7 +133,63 @@ function drawDepth(orders) {
 }
 
 // ---- settlements ----------------------------------------------------------
+// Mode B: a signed report's public aggregates in the shape of a settlement summary.
+function reportSummary(r) {
+  const a = r.summary.aggregates;
+  return {
+    slot: r.summary.slot,
+    orders: a.sealed,
+    local_energy: a.totals.local_energy,
+    grid_import: a.totals.grid_import,
+    grid_export: a.totals.grid_export,
+    price_min: a.prices ? a.prices.min : null,
+    price_mean: a.prices ? a.prices.mean : null,
+    price_max: a.prices ? a.prices.max : null,
+  };
+}
+
+async function refreshReports() {
+  const body = await api(`/api/v1/regions/${REGION}/reports?last=96`);
+  state.reports = body.reports;
+  state.summaries = body.reports.map(reportSummary);
+  drawPrices(state.summaries);
+  drawEnergy(state.summaries);
+  drawToday(state.summaries);
+  const last = body.reports[body.reports.length - 1];
+  if (last) {
+    const a = last.summary.aggregates;
+    const t = a.totals;
+    const paid = last.summary.payouts.reduce((sum, [, amount]) => sum + amount, 0);
+    el("trades-slot").textContent = `slot ${last.summary.slot}`;
+    el("trades-summary").textContent = `${a.sealed} sealed orders, ${a.cleared} cleared, ${kwh(t.local_energy)} locally, ` +
+      `${kwh(t.grid_import)} from and ${kwh(t.grid_export)} to the grid; ${last.summary.payouts.length} withdrawals paid (${chf(paid)})`;
+    const prices = a.prices ? `${rp(a.prices.min)} – ${rp(a.prices.max)}, mean ${rp(a.prices.mean)}` : "no local trade";
+    el("trades").querySelector("tbody").innerHTML =
+      `<tr><td colspan="4">trade prices ${esc(prices)}</td></tr>` +
+      `<tr><td colspan="4" class="muted">who traded with whom stays inside the enclaves; each household opens its own sealed receipt (root <span class="id">${esc(hexOf(last.summary.receipts_root).slice(0, 16))}…</span>)</td></tr>`;
+  }
+  await refreshSealed();
+  state.updates += 1;
+}
+
+async function refreshSealed() {
+  const s = await api("/api/v1/sealed");
+  state.sealed = s;
+  el("sealed-market").hidden = false;
+  const c = s.committee;
+  const epoch = s.epochs.length ? s.epochs[s.epochs.length - 1] : null;
+  el("committee").innerHTML = [
+    ["members", c ? c.members.map((m) => `<span class="id">${esc(short(m))}</span>`).join(" ") : "forming…"],
+    ["threshold", c ? `${c.threshold} of ${c.members.length} sign a report` : "–"],
+    ["registered enclaves", `${s.enclaves.length} (attestation simulated)`],
+    ["latest epoch key", epoch ? `epoch ${epoch.epoch} <span class="id">${esc(epoch.public_key.slice(0, 16))}…</span>` : "–"],
+    ["custody", chf(s.custody)],
+    ["batches awaiting a report", String(s.batches.length)],
+  ].map(([k, v]) => `<dt>${k}</dt><dd>${v}</dd>`).join("");
+}
+
 async function refreshSettlements() {
+  if (sealedMode()) return refreshReports();
   const body = await api(`/api/v1/regions/${REGION}/settlements?last=96`);
   state.summaries = body.settlements;
   drawPrices(state.summaries);

@@ -28,6 +28,8 @@ mod support;
 const BASE_PORT: u16 = 7_800;
 /// The mode A devnet's ports.
 const SHIELDED_BASE_PORT: u16 = 8_200;
+/// The mode B devnet's ports (enclaves at +8…+10).
+const ENCLAVE_BASE_PORT: u16 = 8_300;
 
 /// One devnet and one browser at a time: each is four validators, a fleet
 /// and Chromium on a 2-core machine.
@@ -479,4 +481,76 @@ fn the_dashboard_of_a_shielded_market_shows_its_live_audit() {
     d.page
         .screenshot(&d.artifacts.join("dashboard-shielded.png"));
     d.lays_out_on_a_phone_without_errors("shielded");
+}
+
+/// Mode B: the card says "enclave"; the charts show the signed reports'
+/// aggregates, the last slot its sealed and cleared counts and withdrawals,
+/// the committee card its members, threshold, epoch key and custody; the
+/// book shows how many sealed orders it holds and nothing of them.
+#[test]
+fn the_dashboard_of_a_sealed_market_shows_what_mode_b_publishes() {
+    let _one = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut d = Dashboard::open("enclave", ENCLAVE_BASE_PORT, &["--enclaves", "3"]);
+    d.page.wait_until(
+        "the privacy mode",
+        Duration::from_secs(60),
+        "document.getElementById('privacy-mode').textContent === 'enclave'",
+    );
+    d.page.wait_until(
+        "a signed report in the charts",
+        Duration::from_secs(300),
+        "window.quartier.reports.length > 0 && !!document.querySelector('#energy rect')",
+    );
+    d.page.wait_until(
+        "the committee",
+        Duration::from_secs(60),
+        "document.querySelector('#committee').textContent.includes('2 of 3 sign a report')",
+    );
+    // What the page shows is what the chain published (read together).
+    let seen = d.page.eval(
+        "JSON.stringify([window.quartier.reports[window.quartier.reports.length - 1].summary, \
+         document.querySelector('#trades-summary').textContent, \
+         document.querySelector('#book-summary').textContent, \
+         document.querySelector('#trades tbody').textContent])",
+    );
+    let seen: Value = serde_json::from_str(seen.as_str().unwrap()).unwrap();
+    let summary = &seen[0];
+    let shown = seen[1].as_str().unwrap();
+    let sealed = summary["aggregates"]["sealed"].as_u64().unwrap();
+    assert_eq!(sealed, 12, "{summary}");
+    assert!(
+        shown.starts_with(&format!(
+            "{sealed} sealed orders, {} cleared",
+            summary["aggregates"]["cleared"]
+        )),
+        "{shown}"
+    );
+    assert!(
+        seen[2]
+            .as_str()
+            .unwrap()
+            .contains("sealed orders in the open slots"),
+        "{seen}"
+    );
+    assert!(
+        seen[3].as_str().unwrap().contains("inside the enclaves"),
+        "{seen}"
+    );
+    // The committee card matches the chain's committee.
+    let api = NodeClient::new(&d.url).unwrap();
+    let (_, sealed_market) = api.get("/api/v1/sealed").unwrap();
+    let committee = d
+        .page
+        .eval("document.querySelector('#committee').textContent")
+        .as_str()
+        .unwrap()
+        .to_string();
+    for m in sealed_market["committee"]["members"].as_array().unwrap() {
+        assert!(committee.contains(&m.as_str().unwrap()[..8]), "{committee}");
+    }
+    d.page
+        .screenshot(&d.artifacts.join("dashboard-enclave.png"));
+    d.lays_out_on_a_phone_without_errors("enclave");
 }

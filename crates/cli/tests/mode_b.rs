@@ -168,6 +168,7 @@ fn outsider(base_port: u16, stop: &AtomicBool) -> Loot {
                         index: i,
                         t: 3,
                         members: with_me.clone(),
+                        invitation: [9; 64],
                     },
                 ),
                 (
@@ -176,6 +177,16 @@ fn outsider(base_port: u16, stop: &AtomicBool) -> Loot {
                         index: i,
                         t: 1,
                         members: quotes.clone(),
+                        invitation: [9; 64],
+                    },
+                ),
+                (
+                    "takeover",
+                    Request::DkgRound1 {
+                        index: i,
+                        t: 3,
+                        members: quotes.clone(),
+                        invitation: [9; 64],
                     },
                 ),
                 (

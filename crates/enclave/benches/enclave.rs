@@ -197,9 +197,14 @@ fn committee_with_key(
         .iter()
         .map(|m| vendor.quote(platform.measurement, m.report_data()))
         .collect();
+    let invitation = members[0].invite(2, &quotes).expect("the first member");
     let mut round1 = BTreeMap::new();
     for (i, m) in (0u16..).zip(members.iter_mut()) {
-        round1.insert(i, m.dkg_round1(i, 2, quotes.clone()).expect("round 1"));
+        round1.insert(
+            i,
+            m.dkg_round1(i, 2, quotes.clone(), &invitation)
+                .expect("round 1"),
+        );
     }
     let mut round2 = Vec::new();
     for m in &mut members {

@@ -25,6 +25,8 @@ pub enum Request {
         t: u16,
         /// Every member's quote (identity key ‖ account), by index.
         members: Vec<Quote>,
+        /// The first member's invitation (see [`EnclaveService::invite`]).
+        invitation: [u8; 64],
     },
     /// DKG round 2 with every member's round-1 package.
     DkgRound2 {
@@ -107,8 +109,13 @@ impl EnclaveService {
     /// Answers one request.
     pub fn handle(&mut self, request: Request) -> Response {
         let answer = match request {
-            Request::DkgRound1 { index, t, members } => self
-                .dkg_round1(index, t, members)
+            Request::DkgRound1 {
+                index,
+                t,
+                members,
+                invitation,
+            } => self
+                .dkg_round1(index, t, members, &invitation)
                 .map(|(package, signature)| Response::DkgRound1(package, signature)),
             Request::DkgRound2 { round1 } => self.dkg_round2(&round1).map(Response::DkgRound2),
             Request::DkgFinish { packages } => {

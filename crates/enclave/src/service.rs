@@ -148,6 +148,20 @@ struct Membership {
     public: Option<frost::keys::PublicKeyPackage>,
 }
 
+/// Domain tag of a DKG invitation.
+pub const TAG_DKG_INVITATION: &str = "QUARTIER_ENCLAVE_DKG_INVITATION";
+
+/// What the coordinator signs to start a DKG.
+fn invitation_message(t: u16, members: &[Quote]) -> hash::Digest {
+    hash::tagged(
+        TAG_DKG_INVITATION,
+        &[
+            &t.to_le_bytes(),
+            &borsh::to_vec(members).unwrap_or_default(),
+        ],
+    )
+}
+
 /// What a member signs with its round-1 package.
 fn round1_message(index: u16, identities: &[[u8; 32]], package: &[u8]) -> hash::Digest {
     let identities: Vec<u8> = identities.iter().flatten().copied().collect();
@@ -231,7 +245,11 @@ pub struct EnclaveService {
     candidates: Vec<EpochKeyPair>,
     auctioneers: BTreeMap<RegionId, Auctioneer>,
     reports: BTreeMap<(RegionId, Slot), SlotReport>,
-    sessions: BTreeMap<u64, (Vec<u8>, frost::round1::SigningNonces)>,
+    /// Open signing sessions by (coordinator, session id).
+    sessions: BTreeMap<(u16, u64), (Vec<u8>, frost::round1::SigningNonces)>,
+    /// Each coordinator's latest session id: ids only increase, so a
+    /// request is never answered twice.
+    last_session: BTreeMap<u16, u64>,
 }
 
 impl EnclaveService {
@@ -261,6 +279,7 @@ impl EnclaveService {
             auctioneers: BTreeMap::new(),
             reports: BTreeMap::new(),
             sessions: BTreeMap::new(),
+            last_session: BTreeMap::new(),
         })
     }
 
@@ -312,6 +331,7 @@ impl EnclaveService {
         index: u16,
         t: u16,
         members: Vec<Quote>,
+        invitation: &[u8; 64],
     ) -> Result<SignedPackage, ServiceError> {
         if self.membership.as_ref().is_some_and(|m| m.key.is_some()) {
             return Err(ServiceError::State("committee formed"));
@@ -342,6 +362,10 @@ impl EnclaveService {
         {
             return Err(ServiceError::Invalid);
         }
+        // Invited by the committee's first member (its coordinator), for
+        // exactly these members and this t: nobody else starts a DKG here.
+        let first = accounts.first().ok_or(ServiceError::Invalid)?;
+        verify_account(first, &invitation_message(t, &members).0, invitation)?;
         let (secret, package) =
             frost::keys::dkg::part1(identifier(index)?, n, t, Rng06(&mut self.rng.0))
                 .map_err(|_| ServiceError::Invalid)?;
@@ -360,6 +384,21 @@ impl EnclaveService {
             public: None,
         });
         Ok((package, signature))
+    }
+
+    /// As the committee's first member: the invitation to a DKG of
+    /// `members` with threshold `t` (its account signature), which every
+    /// member checks in [`EnclaveService::dkg_round1`].
+    ///
+    /// # Errors
+    /// [`ServiceError::Invalid`] if this enclave is not `members[0]`.
+    pub fn invite(&self, t: u16, members: &[Quote]) -> Result<[u8; 64], ServiceError> {
+        let first = members.first().ok_or(ServiceError::Invalid)?;
+        if first.report_data[32..] != self.account().0 {
+            return Err(ServiceError::Invalid);
+        }
+        let message = invitation_message(t, members);
+        Ok(ed25519_dalek::Signer::sign(&self.account, &message.0).to_bytes())
     }
 
     /// DKG round 2: given every other member's round-1 package (by index),
@@ -537,6 +576,12 @@ impl EnclaveService {
         if self.newest_epoch().is_some_and(|e| share.epoch <= e) {
             return Err(ServiceError::State("epoch already published"));
         }
+        // Verified first: the answer says nothing about the candidates to
+        // anyone who is not a member.
+        let key = self
+            .identity
+            .receive(share, public_key, &m.identities, &context.0)
+            .map_err(|_| ServiceError::Invalid)?;
         let held = self
             .candidates
             .iter()
@@ -550,10 +595,6 @@ impl EnclaveService {
         if held.len() >= m.identities.len() {
             return Err(ServiceError::State("too many keys for this epoch"));
         }
-        let key = self
-            .identity
-            .receive(share, public_key, &m.identities, &context.0)
-            .map_err(|_| ServiceError::Invalid)?;
         self.add_candidate(key);
         Ok(())
     }
@@ -563,6 +604,9 @@ impl EnclaveService {
         let auctioneers = self.auctioneers.values().flat_map(Auctioneer::epochs);
         self.epoch_keys.keys().copied().chain(auctioneers).max()
     }
+
+    /// The most open signing sessions kept per coordinator.
+    const SESSIONS_PER_COORDINATOR: usize = 8;
 
     /// The most candidate keys kept (the oldest are dropped first).
     const MAX_CANDIDATES: usize = 16;
@@ -813,10 +857,14 @@ impl EnclaveService {
     ) -> Result<(u16, Vec<u8>), ServiceError> {
         let what = borsh::to_vec(purpose).map_err(|_| ServiceError::Invalid)?;
         self.check_coordinator(by, session, &what, signature)?;
-        // A session is committed once: a replayed request does not replace
-        // the nonces the coordinator's package is built on.
-        if self.sessions.contains_key(&session) {
-            return Err(ServiceError::State("session exists"));
+        // Each coordinator's session ids only increase: a replayed request
+        // is refused, and does not replace the nonces its package is built on.
+        if self
+            .last_session
+            .get(&by)
+            .is_some_and(|last| session <= *last)
+        {
+            return Err(ServiceError::State("session not newer"));
         }
         let message = self.message(purpose)?;
         let m = self
@@ -827,9 +875,20 @@ impl EnclaveService {
         let (nonces, commitments) =
             frost::round1::commit(key.signing_share(), &mut Rng06(&mut self.rng.0));
         let index = m.index;
-        self.sessions.insert(session, (message, nonces));
-        while self.sessions.len() > 64 {
-            self.sessions.pop_first();
+        self.last_session.insert(by, session);
+        self.sessions.insert((by, session), (message, nonces));
+        // A few open sessions per coordinator, its oldest dropped first: one
+        // coordinator (or its abandoned sessions) never crowds out another's.
+        while self.sessions.range((by, 0)..=(by, u64::MAX)).count() > Self::SESSIONS_PER_COORDINATOR
+        {
+            let oldest = self
+                .sessions
+                .range((by, 0)..=(by, u64::MAX))
+                .next()
+                .map(|(k, _)| *k);
+            if let Some(oldest) = oldest {
+                self.sessions.remove(&oldest);
+            }
         }
         let bytes = commitments.serialize().map_err(|_| ServiceError::Invalid)?;
         Ok((index, bytes))
@@ -852,7 +911,7 @@ impl EnclaveService {
             frost::SigningPackage::deserialize(package).map_err(|_| ServiceError::Invalid)?;
         let (message, nonces) = self
             .sessions
-            .remove(&session)
+            .remove(&(by, session))
             .ok_or(ServiceError::State("no such session"))?;
         if package.message() != &message {
             return Err(ServiceError::Unsigned);
@@ -1080,6 +1139,7 @@ impl EnclaveService {
             auctioneers,
             reports: BTreeMap::new(),
             sessions: BTreeMap::new(),
+            last_session: BTreeMap::new(),
         })
     }
 }
@@ -1195,9 +1255,10 @@ mod tests {
         let mut members: Vec<EnclaveService> = (0..3).map(|_| enclave()).collect();
         members.sort_by_key(EnclaveService::account);
         let quotes: Vec<Quote> = members.iter().map(quote).collect();
+        let invitation = members[0].invite(2, &quotes).unwrap();
         let mut round1 = BTreeMap::new();
         for (i, m) in (0u16..).zip(members.iter_mut()) {
-            round1.insert(i, m.dkg_round1(i, 2, quotes.clone()).unwrap());
+            round1.insert(i, m.dkg_round1(i, 2, quotes.clone(), &invitation).unwrap());
         }
         (members, round1)
     }
@@ -1223,9 +1284,10 @@ mod tests {
         c: usize,
         signers: &[usize],
         purpose: &Purpose,
-        rng: &mut ChaCha20Rng,
     ) -> Result<GroupSignature, ServiceError> {
-        let session = rng.next_u64();
+        // Session ids only increase per coordinator.
+        static SESSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1_000);
+        let session = SESSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (by, signature) = members[c].authorise(session, &borsh::to_vec(purpose).unwrap())?;
         let mut commitments = BTreeMap::new();
         for &s in signers {
@@ -1318,6 +1380,7 @@ mod tests {
             index: 0,
             t: 2,
             members: vec![quote(&members[0]), attacker_quote],
+            invitation: [0; 64],
         };
         assert!(matches!(
             rpc(&mut members[0], &reform),
@@ -1346,7 +1409,7 @@ mod tests {
             epoch: Epoch(2),
             public_key: public,
         };
-        assert!(sign(&mut members, 0, &[0, 1], &purpose, &mut rng).is_ok());
+        assert!(sign(&mut members, 0, &[0, 1], &purpose).is_ok());
     }
 
     #[test]
@@ -1355,45 +1418,59 @@ mod tests {
         members.sort_by_key(EnclaveService::account);
         let quotes: Vec<Quote> = members.iter().map(quote).collect();
         let attacker = IdentityKey::generate(&mut ChaCha20Rng::from_seed([26; 32]));
+        let attacker_account = SigningKey::from_bytes(&[79; 32]);
+        // What the outsider signs as an invitation (it is no member).
+        let forge = |t: u16, quotes: &[Quote]| {
+            ed25519_dalek::Signer::sign(&attacker_account, &invitation_message(t, quotes).0)
+                .to_bytes()
+        };
         // The outsider adds itself as a fourth member (its key quoted by a
-        // vendor of its own, or by ours for other code), or lowers t.
+        // vendor of its own, or by ours for other code)...
         let forged = [
             SimulatedAttestationService::new([66; 32])
                 .quote(MEASUREMENT, attacker.report_data([0xff; 32])),
             vendor().quote(Measurement([9; 32]), attacker.report_data([0xff; 32])),
         ];
+        let honest = members[0].invite(2, &quotes).unwrap();
         for (i, m) in (0u16..).zip(members.iter_mut()) {
+            let mut attacks = Vec::new();
             for extra in &forged {
                 let mut with_attacker = quotes.clone();
                 with_attacker.push(extra.clone());
-                let join = Request::DkgRound1 {
-                    index: i,
-                    t: 3,
-                    members: with_attacker,
-                };
-                assert!(matches!(rpc(m, &join), Response::Refused(_)));
+                attacks.push((3, with_attacker.clone(), forge(3, &with_attacker)));
             }
+            // ...runs the real members' DKG itself with a t of its own (3 of
+            // 3 signs nothing the chain's 2 expect) or a subset of them...
+            attacks.push((3, quotes.clone(), forge(3, &quotes)));
+            attacks.push((2, quotes[1..].to_vec(), forge(2, &quotes[1..])));
+            // ...replays the coordinator's invitation with another t, lowers
+            // t, or reorders the members.
+            attacks.push((3, quotes.clone(), honest));
             for t in [0, 1, 4] {
-                let downgrade = Request::DkgRound1 {
-                    index: i,
-                    t,
-                    members: quotes.clone(),
-                };
-                assert!(matches!(rpc(m, &downgrade), Response::Refused(_)));
+                attacks.push((t, quotes.clone(), forge(t, &quotes)));
             }
             let mut reordered = quotes.clone();
             reordered.swap(0, 2);
-            let shuffled = Request::DkgRound1 {
-                index: i,
-                t: 2,
-                members: reordered,
-            };
-            assert!(matches!(rpc(m, &shuffled), Response::Refused(_)));
+            attacks.push((2, reordered.clone(), forge(2, &reordered)));
+            for (t, members, invitation) in attacks {
+                let index = if members.len() < 3 {
+                    i.saturating_sub(1)
+                } else {
+                    i
+                };
+                let request = Request::DkgRound1 {
+                    index,
+                    t,
+                    members,
+                    invitation,
+                };
+                assert!(matches!(rpc(m, &request), Response::Refused(_)));
+            }
         }
         // The honest committee still forms.
         let mut round1 = BTreeMap::new();
         for (i, m) in (0u16..).zip(members.iter_mut()) {
-            round1.insert(i, m.dkg_round1(i, 2, quotes.clone()).unwrap());
+            round1.insert(i, m.dkg_round1(i, 2, quotes.clone(), &honest).unwrap());
         }
         let mut round2 = Vec::new();
         for m in &mut members {
@@ -1441,9 +1518,9 @@ mod tests {
         assert!(members[0].sessions.is_empty());
         // A member's request is answered once; replayed, it is refused
         // (the nonces the coordinator built on stay).
-        let (by, signature) = members[1].authorise(7, &what).unwrap();
+        let (by, signature) = members[1].authorise(u64::MAX - 1, &what).unwrap();
         let commit = Request::SignCommit {
-            session: 7,
+            session: u64::MAX - 1,
             purpose,
             by,
             signature,
@@ -1456,7 +1533,16 @@ mod tests {
             rpc(&mut members[0], &commit),
             Response::Refused(_)
         ));
-        assert!(sign(&mut members, 1, &[0, 1], &purpose, &mut rng).is_ok());
+        // Member 2 abandons 20 sessions (a Byzantine coordinator, or an
+        // honest one whose peers had not cleared yet): member 0 keeps only
+        // its newest few, and member 0's own sessions still sign.
+        for _ in 0..20 {
+            let session = rng.next_u64() >> 1;
+            let (by, signature) = members[2].authorise(session, &what).unwrap();
+            let _ = members[0].sign_commit(session, &purpose, by, &signature);
+        }
+        assert!(members[0].sessions.len() <= 2 * EnclaveService::SESSIONS_PER_COORDINATOR);
+        assert!(sign(&mut members, 0, &[0, 1], &purpose).is_ok());
     }
 
     #[test]
@@ -1709,7 +1795,7 @@ mod tests {
             epoch: Epoch(2),
             public_key: public,
         };
-        let sig = sign(&mut members, 0, &[0, 2], &purpose, &mut rng).unwrap();
+        let sig = sign(&mut members, 0, &[0, 2], &purpose).unwrap();
         assert_eq!(
             group.verify(&epoch_key_message(Epoch(2), &public), &sig),
             Ok(())
@@ -1734,7 +1820,7 @@ mod tests {
             public_key: [9; 32],
         };
         assert_eq!(
-            sign(&mut members, 0, &[0, 1], &forged, &mut rng),
+            sign(&mut members, 0, &[0, 1], &forged),
             Err(ServiceError::Unsigned)
         );
 
@@ -1784,10 +1870,10 @@ mod tests {
             region: R,
             slot: Slot(8),
         };
-        let sig = sign(&mut members, 1, &[1, 2], &slot8, &mut rng).unwrap();
+        let sig = sign(&mut members, 1, &[1, 2], &slot8).unwrap();
         assert_eq!(group.verify(&report_message(&report.summary), &sig), Ok(()));
         // One alone can not: the package needs the threshold's commitments.
-        assert!(sign(&mut members, 1, &[1], &slot8, &mut rng).is_err());
+        assert!(sign(&mut members, 1, &[1], &slot8).is_err());
 
         // Member 2 restarts from its sealed state and rejoins.
         let platform = platform();
@@ -1823,7 +1909,7 @@ mod tests {
             region: R,
             slot: Slot(9),
         };
-        let sig = sign(&mut members, 2, &[0, 2], &slot9, &mut rng).unwrap();
+        let sig = sign(&mut members, 2, &[0, 2], &slot9).unwrap();
         assert_eq!(
             group.verify(&report_message(&reports[0].summary), &sig),
             Ok(())
@@ -1834,7 +1920,7 @@ mod tests {
             slot: Slot(10),
         };
         assert_eq!(
-            sign(&mut members, 0, &[0, 1], &unseen, &mut rng),
+            sign(&mut members, 0, &[0, 1], &unseen),
             Err(ServiceError::Unsigned)
         );
 

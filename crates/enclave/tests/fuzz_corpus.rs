@@ -26,6 +26,7 @@ fn seeds() -> Vec<(&'static str, Request)> {
                 members: (1..=3)
                     .map(|i| vendor().quote(MEASUREMENT, [i; 64]))
                     .collect(),
+                invitation: [4; 64],
             },
         ),
         (
@@ -102,9 +103,10 @@ fn committee() -> Vec<EnclaveService> {
         .iter()
         .map(|m| vendor().quote(MEASUREMENT, m.report_data()))
         .collect();
+    let invitation = members[0].invite(2, &quotes).unwrap();
     let mut round1 = BTreeMap::new();
     for (i, m) in (0u16..).zip(members.iter_mut()) {
-        round1.insert(i, m.dkg_round1(i, 2, quotes.clone()).unwrap());
+        round1.insert(i, m.dkg_round1(i, 2, quotes.clone(), &invitation).unwrap());
     }
     let mut round2 = Vec::new();
     for m in &mut members {

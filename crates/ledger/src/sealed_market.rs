@@ -267,6 +267,13 @@ pub(crate) fn submit_sealed_order(
     if !state.records.epochs.contains_key(&sealed.epoch) {
         return Err(TxError::UnknownEpoch(sealed.epoch.0));
     }
+    // But only for a slot whose own epoch key is published: the enclaves
+    // clear a slot with it, and a batch they could not open would stop the
+    // region's reports for good.
+    let slot_epoch = policy(state)?.epoch_of(sealed.slot);
+    if !state.records.epochs.contains_key(&slot_epoch) {
+        return Err(TxError::UnknownEpoch(slot_epoch.0));
+    }
     let key = (sealed.slot, sealed.region);
     let book = state.records.sealed_books.entry(key).or_default();
     if book.iter().any(|e| e.meter == signer) {

@@ -267,6 +267,9 @@ async fn slot(
                 "slot": slot,
                 "book": s.book(region, slot),
                 "settlement": s.settlement(region, slot),
+                // Mode B: how many sealed orders the open slot holds (their
+                // contents only the enclaves read).
+                "sealed_orders": s.sealed_book(region, slot).map(<[_]>::len),
             })
         })
     });

@@ -29,8 +29,6 @@ use quartier_enclave::sealed::Epoch;
 use quartier_enclave::service::{EnclaveService, Purpose, SealedDkgPackage, SimulatedPlatform};
 use quartier_ledger::{ChainId, Committee, Enclave, SealedBatch, SealedMarketPolicy, Tx, TxBody};
 use quartier_types::{AccountId, RegionId, Slot};
-use rand_chacha::ChaCha20Rng;
-use rand_core::{Rng as _, SeedableRng};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -131,11 +129,9 @@ pub enum HostError {
     Io(String),
 }
 
-/// The enclave, shared by the API and the loop, with the host's own randomness
-/// (signing session ids only: the enclave draws its secrets itself).
+/// The enclave, shared by the API and the loop, with its quote.
 struct Shared {
     service: EnclaveService,
-    rng: ChaCha20Rng,
     quote: Quote,
 }
 
@@ -152,8 +148,6 @@ pub fn run(config: &EnclaveHostConfig) -> Result<(), HostError> {
         config.measurement,
         vendor.root(),
     );
-    let seed = crate::devnet::random_seed().map_err(|e| HostError::Io(e.to_string()))?;
-    let rng = ChaCha20Rng::from_seed(seed);
     let service = match std::fs::read(&config.state_file) {
         Ok(bytes) => EnclaveService::unseal(&bytes, &platform)
             .map_err(|_| HostError::Unseal(config.state_file.clone()))?,
@@ -167,11 +161,7 @@ pub fn run(config: &EnclaveHostConfig) -> Result<(), HostError> {
     // The enclave's quote (simulated: the host plays the vendor's quoting
     // service), served to the committee's coordinator for the DKG.
     let quote = vendor.quote(config.measurement, service.report_data());
-    let shared: Handle = Arc::new(Mutex::new(Shared {
-        service,
-        rng,
-        quote,
-    }));
+    let shared: Handle = Arc::new(Mutex::new(Shared { service, quote }));
     let api = shared.clone();
     let listen = config.listen;
     let listener = std::net::TcpListener::bind(listen)
@@ -281,6 +271,11 @@ struct Host {
     /// When each batch was first seen cleared here.
     cleared_at: BTreeMap<(RegionId, Slot), Instant>,
     voted: Option<quartier_enclave::committee::GroupPublicKey>,
+    /// The latest signing session this host coordinated.
+    last_session: u64,
+    /// When this member last asked its peers for their state because it
+    /// could not clear a batch (a missed epoch-key share).
+    recovered_at: Option<Instant>,
 }
 
 impl Host {
@@ -311,6 +306,8 @@ impl Host {
             in_flight: None,
             cleared_at: BTreeMap::new(),
             voted: None,
+            last_session: 0,
+            recovered_at: None,
         }
     }
 
@@ -508,6 +505,35 @@ impl Host {
         false
     }
 
+    /// Takes the first peer's clearing state this member accepts, at most
+    /// every two seconds.
+    fn recover(&mut self, committee: &Committee) {
+        if self
+            .recovered_at
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(2))
+        {
+            return;
+        }
+        self.recovered_at = Some(Instant::now());
+        let (me, identity) = {
+            let s = self.shared.lock();
+            (s.service.account(), s.service.identity_key())
+        };
+        let peers = self.peers_by_member(&committee.members);
+        for (member, peer) in committee.members.iter().zip(&peers) {
+            let Some(peer) = peer.as_ref().filter(|_| *member != me) else {
+                continue;
+            };
+            if let Some(Response::CatchUp(state)) = call(peer, &Request::CatchUp { to: identity })
+                && self.shared.lock().service.catch_up(&state).is_ok()
+            {
+                tracing::info!(from = %member, "took a peer's clearing state");
+                self.seal();
+                return;
+            }
+        }
+    }
+
     fn register(&mut self, view: &ChainView) {
         let (quote, identity_key) = {
             let s = self.shared.lock();
@@ -583,6 +609,7 @@ impl Host {
             quotes.push(quote);
         }
         let t = view.policy.threshold;
+        let invitation = self.shared.lock().service.invite(t, &quotes).ok()?;
         let mut round1 = BTreeMap::new();
         for (i, p) in peers.iter().enumerate() {
             let index = u16::try_from(i).ok()?;
@@ -590,6 +617,7 @@ impl Host {
                 index,
                 t,
                 members: quotes.clone(),
+                invitation,
             };
             let Response::DkgRound1(package, signature) = call(p, &request)? else {
                 return None;
@@ -625,7 +653,13 @@ impl Host {
         purpose: Purpose,
     ) -> Option<quartier_enclave::committee::GroupSignature> {
         let peers = self.peers_by_member(&committee.members);
-        let session = self.shared.lock().rng.next_u64();
+        // Session ids only increase (the members refuse any other): the
+        // clock in µs, or one past the last.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        let session = now.max(self.last_session.saturating_add(1));
+        self.last_session = session;
         // Members answer only requests their committee's members signed.
         let what = borsh::to_vec(&purpose).ok()?;
         let (by, signature) = self.shared.lock().service.authorise(session, &what).ok()?;
@@ -766,6 +800,10 @@ impl Host {
                 let cleared = self.shared.lock().service.clear(region, &input).is_ok();
                 if !cleared {
                     tracing::warn!(region = region.0, slot = slot.0, "can not clear batch");
+                    // Most likely a published epoch key whose share never
+                    // arrived: a peer's clearing state carries it (the
+                    // enclave refuses a state older than its own).
+                    self.recover(committee);
                     return;
                 }
                 self.seal();
