@@ -295,6 +295,10 @@ const pct = (x) => (100 * x).toFixed(1) + " %";
 const times = (x, chance) => (chance > 0 ? ` (${(x / chance).toFixed(1)} × chance)` : "");
 
 async function refreshAudit() {
+  if (sealedMode()) {
+    el("audit").innerHTML = `<tbody><tr><td class="muted">orders are sealed: the chain shows per slot only counts and the signed aggregates above; the auditor does not model mode B yet</td></tr></tbody>`;
+    return;
+  }
   if (!state.status || !state.status.audit) {
     el("audit").innerHTML = `<tbody><tr><td class="muted">this node serves no audit report</td></tr></tbody>`;
     return;
