@@ -263,13 +263,24 @@ pub(crate) fn hpke_seal(
     aad: &[u8],
     rng: &mut impl CryptoRng,
 ) -> Option<([u8; 32], Vec<u8>)> {
+    seal_in(&OpModeS::Base, to, info, plaintext, aad, rng)
+}
+
+/// HPKE seal in `mode` (base or auth) to `to`.
+fn seal_in(
+    mode: &OpModeS<'_, X25519HkdfSha256>,
+    to: &[u8; 32],
+    info: &[u8],
+    plaintext: &[u8],
+    aad: &[u8],
+    rng: &mut impl CryptoRng,
+) -> Option<([u8; 32], Vec<u8>)> {
     let public = <X25519HkdfSha256 as hpke::Kem>::PublicKey::from_bytes(to).ok()?;
-    let (encapped, ciphertext) = hpke::single_shot_seal_with_rng::<
-        ChaCha20Poly1305,
-        HkdfSha256,
-        X25519HkdfSha256,
-    >(&OpModeS::Base, &public, info, plaintext, aad, rng)
-    .ok()?;
+    let (encapped, ciphertext) =
+        hpke::single_shot_seal_with_rng::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
+            mode, &public, info, plaintext, aad, rng,
+        )
+        .ok()?;
     let mut key = [0u8; 32];
     key.copy_from_slice(&encapped.to_bytes());
     Some((key, ciphertext))
@@ -283,14 +294,21 @@ pub(crate) fn hpke_open(
     ciphertext: &[u8],
     aad: &[u8],
 ) -> Option<Vec<u8>> {
+    open_in(&OpModeR::Base, secret, encapped_key, info, ciphertext, aad)
+}
+
+/// HPKE open in `mode` (base or auth) with `secret`.
+fn open_in(
+    mode: &OpModeR<'_, X25519HkdfSha256>,
+    secret: &<X25519HkdfSha256 as hpke::Kem>::PrivateKey,
+    encapped_key: &[u8; 32],
+    info: &[u8],
+    ciphertext: &[u8],
+    aad: &[u8],
+) -> Option<Vec<u8>> {
     let encapped = <X25519HkdfSha256 as hpke::Kem>::EncappedKey::from_bytes(encapped_key).ok()?;
     hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
-        &OpModeR::Base,
-        secret,
-        &encapped,
-        info,
-        ciphertext,
-        aad,
+        mode, secret, &encapped, info, ciphertext, aad,
     )
     .ok()
 }
@@ -305,17 +323,9 @@ pub(crate) fn hpke_seal_auth(
     aad: &[u8],
     rng: &mut impl CryptoRng,
 ) -> Option<([u8; 32], Vec<u8>)> {
-    let public = <X25519HkdfSha256 as hpke::Kem>::PublicKey::from_bytes(to).ok()?;
     let own = <X25519HkdfSha256 as hpke::Kem>::PublicKey::from_bytes(&sender.public).ok()?;
     let mode = OpModeS::Auth((sender.secret.clone(), own));
-    let (encapped, ciphertext) =
-        hpke::single_shot_seal_with_rng::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
-            &mode, &public, info, plaintext, aad, rng,
-        )
-        .ok()?;
-    let mut key = [0u8; 32];
-    key.copy_from_slice(&encapped.to_bytes());
-    Some((key, ciphertext))
+    seal_in(&mode, to, info, plaintext, aad, rng)
 }
 
 /// HPKE auth-mode open with `secret` of what `sender` sealed, or `None`
@@ -328,17 +338,15 @@ pub(crate) fn hpke_open_auth(
     ciphertext: &[u8],
     aad: &[u8],
 ) -> Option<Vec<u8>> {
-    let encapped = <X25519HkdfSha256 as hpke::Kem>::EncappedKey::from_bytes(encapped_key).ok()?;
     let sender = <X25519HkdfSha256 as hpke::Kem>::PublicKey::from_bytes(sender).ok()?;
-    hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
+    open_in(
         &OpModeR::Auth(sender),
         secret,
-        &encapped,
+        encapped_key,
         info,
         ciphertext,
         aad,
     )
-    .ok()
 }
 
 /// An X25519 HPKE key pair: a household's receipt key or an enclave's

@@ -480,6 +480,20 @@ impl Host {
         if behind.is_empty() {
             return true;
         }
+        self.take_peer_state(committee, |state| {
+            behind
+                .iter()
+                .all(|(region, slot)| state.cleared.iter().any(|(r, s)| r == region && s >= slot))
+        })
+    }
+
+    /// Adopts the first peer's clearing state that `enough` accepts and the
+    /// enclave takes (it refuses one older than its own); whether one was.
+    fn take_peer_state(
+        &mut self,
+        committee: &Committee,
+        enough: impl Fn(&quartier_enclave::service::CatchUp) -> bool,
+    ) -> bool {
         let (me, identity) = {
             let s = self.shared.lock();
             (s.service.account(), s.service.identity_key())
@@ -493,11 +507,8 @@ impl Host {
             else {
                 continue;
             };
-            let enough = behind
-                .iter()
-                .all(|(region, slot)| state.cleared.iter().any(|(r, s)| r == region && s >= slot));
-            if enough && self.shared.lock().service.catch_up(&state).is_ok() {
-                tracing::info!(from = %member, "caught up with the committee");
+            if enough(&state) && self.shared.lock().service.catch_up(&state).is_ok() {
+                tracing::info!(from = %member, "took a peer's clearing state");
                 self.seal();
                 return true;
             }
@@ -515,23 +526,7 @@ impl Host {
             return;
         }
         self.recovered_at = Some(Instant::now());
-        let (me, identity) = {
-            let s = self.shared.lock();
-            (s.service.account(), s.service.identity_key())
-        };
-        let peers = self.peers_by_member(&committee.members);
-        for (member, peer) in committee.members.iter().zip(&peers) {
-            let Some(peer) = peer.as_ref().filter(|_| *member != me) else {
-                continue;
-            };
-            if let Some(Response::CatchUp(state)) = call(peer, &Request::CatchUp { to: identity })
-                && self.shared.lock().service.catch_up(&state).is_ok()
-            {
-                tracing::info!(from = %member, "took a peer's clearing state");
-                self.seal();
-                return;
-            }
-        }
+        self.take_peer_state(committee, |_| true);
     }
 
     fn register(&mut self, view: &ChainView) {

@@ -375,6 +375,8 @@ pub fn run(
         hash::tagged("QUARTIER_BENCH_SEALING", &[]).0,
     );
     if sealed.is_some() {
+        // Deposits need a committee in office; its first epoch key says so.
+        wait_for_epoch_key(&apis[0], deadline)?;
         progress("prepaying to the enclaves");
         let deposits: Vec<(usize, String)> = meters
             .iter()
@@ -390,7 +392,6 @@ pub fn run(
         burst(apis, &deposits)?;
         drain(apis, deadline)?;
         report.setup_txs += deposits.len();
-        wait_for_epoch_key(&apis[0], deadline)?;
     }
     let nonce_offset = u64::from(sealed.is_some());
     report.setup_seconds = setup_start.elapsed().as_secs_f64();

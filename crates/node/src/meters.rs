@@ -684,6 +684,8 @@ impl Fleet {
         submit_window(&apis, &account(dso), dso_nonce, &registrations, deadline)?;
         submit_window(&apis, &account(utility), utility_nonce, &mints, deadline)?;
         if genesis.sealed_market.is_some() {
+            // Deposits need a committee in office; its first epoch key says so.
+            crate::loadgen::wait_for_epoch_key(api, deadline)?;
             let amount = Money::new(plan.top_up.get() / 100 * PREPAID_SHARE_PERCENT);
             for key in &keys {
                 let deposit = TxBody::DepositToAuctioneer { amount };
@@ -691,7 +693,6 @@ impl Fleet {
                 let tx = body(chain_id, key, start, deposit);
                 submit_window(&apis, &account(key), start, &[tx], deadline)?;
             }
-            crate::loadgen::wait_for_epoch_key(api, deadline)?;
         }
         let mut agents = Vec::new();
         for ((key, household), wallet) in keys.into_iter().zip(hood.households()).zip(&wallets) {
