@@ -273,9 +273,6 @@ struct Host {
     voted: Option<quartier_enclave::committee::GroupPublicKey>,
     /// The latest signing session this host coordinated.
     last_session: u64,
-    /// When this member last asked its peers for their state because it
-    /// could not clear a batch (a missed epoch-key share).
-    recovered_at: Option<Instant>,
 }
 
 impl Host {
@@ -307,7 +304,6 @@ impl Host {
             cleared_at: BTreeMap::new(),
             voted: None,
             last_session: 0,
-            recovered_at: None,
         }
     }
 
@@ -514,19 +510,6 @@ impl Host {
             }
         }
         false
-    }
-
-    /// Takes the first peer's clearing state this member accepts, at most
-    /// every two seconds.
-    fn recover(&mut self, committee: &Committee) {
-        if self
-            .recovered_at
-            .is_some_and(|at| at.elapsed() < Duration::from_secs(2))
-        {
-            return;
-        }
-        self.recovered_at = Some(Instant::now());
-        self.take_peer_state(committee, |_| true);
     }
 
     fn register(&mut self, view: &ChainView) {
@@ -794,11 +777,11 @@ impl Host {
                 };
                 let cleared = self.shared.lock().service.clear(region, &input).is_ok();
                 if !cleared {
+                    // E.g. a published epoch key whose share never arrived.
+                    // Not taken from a peer's whole clearing state: a
+                    // Byzantine member would hand over a forged ledger (the
+                    // recovery of one key is still to be built).
                     tracing::warn!(region = region.0, slot = slot.0, "can not clear batch");
-                    // Most likely a published epoch key whose share never
-                    // arrived: a peer's clearing state carries it (the
-                    // enclave refuses a state older than its own).
-                    self.recover(committee);
                     return;
                 }
                 self.seal();

@@ -985,3 +985,29 @@ fn a_retired_meter_gets_its_custody_back_and_nothing_is_deposited_before_a_commi
     assert_eq!(c.state.meta().custody, Money::ZERO);
     supply_holds(&c.state);
 }
+
+#[test]
+fn a_sealed_order_for_a_slot_whose_epoch_key_is_unpublished_is_refused() {
+    // Epoch 2 (slots 8–11) is published, epoch 3 is not. An order for slot
+    // 12 sealed to epoch 2's key would make a batch no enclave can open
+    // with slot 12's key, and the region's reports would stop for good.
+    let (mut c, _, epoch_key) = market();
+    c.block_ok(in_slot(SLOT + 1));
+    let c1 = key("c1");
+    let mut rng = ChaCha20Rng::from_seed([11; 32]);
+    let public = epoch_key.public_key();
+    let (sealed, _) = order(
+        &c1,
+        SLOT + 2,
+        Side::Buy,
+        15_000,
+        100,
+        (&public, epoch_key.epoch()),
+        &mut rng,
+    );
+    let tx = c.tx(&c1, TxBody::SubmitSealedOrder { sealed });
+    let mut state = c.state.clone();
+    let got = quartier_ledger::apply(&mut state, &tx, &c.ctx());
+    assert_eq!(got.err(), Some(TxError::UnknownEpoch(3)));
+    assert!(state == c.state);
+}
