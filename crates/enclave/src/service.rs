@@ -551,6 +551,41 @@ impl EnclaveService {
         Ok((public, shares))
     }
 
+    /// The published key of `epoch` this member holds, sealed again to
+    /// every other member (as in [`EnclaveService::create_epoch_key`]): a
+    /// member that missed its share (down when it was sent) gets it from
+    /// any member that holds it; the others refuse it as one they hold.
+    ///
+    /// # Errors
+    /// [`ServiceError::State`] without a committee or that key.
+    pub fn reshare_epoch_key(&mut self, epoch: Epoch) -> Result<Vec<EpochKeyShare>, ServiceError> {
+        let m = self
+            .membership
+            .as_ref()
+            .ok_or(ServiceError::State("no committee"))?;
+        let others: Vec<[u8; 32]> = m
+            .identities
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != usize::from(m.index))
+            .map(|(_, k)| *k)
+            .collect();
+        let context = self
+            .group_key()
+            .ok_or(ServiceError::State("no committee"))?;
+        let key = self
+            .epoch_keys
+            .get(&epoch)
+            .ok_or(ServiceError::State("no such key"))?;
+        Ok(share(
+            key,
+            &self.identity,
+            &others,
+            &context.0,
+            &mut self.rng.0,
+        ))
+    }
+
     /// Takes an epoch secret another member of this committee sealed to
     /// this one (HPKE auth mode from the member's identity, bound to the
     /// group key): a key planted by anyone else is refused, so never held,
@@ -1717,6 +1752,35 @@ mod tests {
         assert!(members[0].catch_up(&old).is_err());
         assert_eq!(members[0].last_cleared(R), Some(Slot(9)));
         assert_eq!(members[0].auctioneer(R).unwrap().prepaid(&buyer_id), before);
+    }
+
+    #[test]
+    fn a_member_that_missed_a_share_gets_the_published_key_from_any_member() {
+        let mut members = committee();
+        let (public, shares) = members[1].create_epoch_key(Epoch(2)).unwrap();
+        // Member 2 is down: only member 0 takes its share; the key is published.
+        let to0 = members[0].identity_key();
+        let s0 = shares.iter().find(|s| s.to == to0).unwrap();
+        members[0].receive_epoch_key(s0, &public).unwrap();
+        for m in &mut members[..2] {
+            assert!(m.settle_epoch_key(Epoch(2), &public));
+        }
+        assert!(!members[2].settle_epoch_key(Epoch(2), &public));
+        // Back, it gets the key from member 0 (not from any whole state).
+        let again = members[0].reshare_epoch_key(Epoch(2)).unwrap();
+        let to1 = members[1].identity_key();
+        let to2 = members[2].identity_key();
+        let s1 = again.iter().find(|s| s.to == to1).unwrap();
+        assert!(
+            members[1].receive_epoch_key(s1, &public).is_err(),
+            "held already"
+        );
+        let s2 = again.iter().find(|s| s.to == to2).unwrap();
+        members[2].receive_epoch_key(s2, &public).unwrap();
+        assert!(members[2].settle_epoch_key(Epoch(2), &public));
+        assert_eq!(members[2].epoch_key(Epoch(2)), Some(public));
+        // A key it does not hold, it does not reshare.
+        assert!(members[0].reshare_epoch_key(Epoch(3)).is_err());
     }
 
     #[test]

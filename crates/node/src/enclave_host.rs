@@ -273,6 +273,8 @@ struct Host {
     voted: Option<quartier_enclave::committee::GroupPublicKey>,
     /// The latest signing session this host coordinated.
     last_session: u64,
+    /// When this member last sent its published epoch keys to the others.
+    reshared_at: Option<Instant>,
 }
 
 impl Host {
@@ -304,6 +306,7 @@ impl Host {
             cleared_at: BTreeMap::new(),
             voted: None,
             last_session: 0,
+            reshared_at: None,
         }
     }
 
@@ -450,6 +453,7 @@ impl Host {
             self.seal();
         }
         self.publish_epoch_keys(&view, &committee, index);
+        self.reshare_epoch_keys(&view, &committee);
         if self.catch_up(&view, &committee) {
             self.clear_and_report(&view, &committee, index);
         }
@@ -687,6 +691,42 @@ impl Host {
 
     /// Keys for the slots orders may be placed for now, created by the
     /// member whose turn the epoch is, published with the committee's signature.
+    /// Every few seconds, the published keys of the current and next epoch
+    /// this member holds go again to the others, sealed to each: a member
+    /// that was down when a key was shared gets it (no peer's whole state
+    /// is trusted for it).
+    fn reshare_epoch_keys(&mut self, view: &ChainView, committee: &Committee) {
+        if self
+            .reshared_at
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(3))
+        {
+            return;
+        }
+        self.reshared_at = Some(Instant::now());
+        let now = view.policy.epoch_of(Slot(view.time_ms / view.slot_ms));
+        let peers = self.peers_by_member(&committee.members);
+        for epoch in [now, Epoch(now.0.saturating_add(1))] {
+            let Some(public_key) = view.epochs.get(&epoch).copied() else {
+                continue;
+            };
+            let Ok(shares) = self.shared.lock().service.reshare_epoch_key(epoch) else {
+                continue;
+            };
+            // Each share opens only for its recipient; the rest refuse it.
+            for share in shares {
+                for p in peers.iter().flatten() {
+                    let request = Request::ReceiveEpochKey {
+                        share: share.clone(),
+                        public_key,
+                    };
+                    if matches!(call(p, &request), Some(Response::EpochKeyReceived)) {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
     fn publish_epoch_keys(&mut self, view: &ChainView, committee: &Committee, index: usize) {
         let now = Slot(view.time_ms / view.slot_ms);
         let first = view.policy.epoch_of(now);
