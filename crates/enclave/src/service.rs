@@ -530,11 +530,22 @@ impl EnclaveService {
         &mut self,
         epoch: Epoch,
     ) -> Result<([u8; 32], Vec<EpochKeyShare>), ServiceError> {
+        let (others, context) = self.share_recipients()?;
+        let key = EpochKeyPair::generate(epoch, &mut self.rng.0);
+        let shares = share(&key, &self.identity, &others, &context.0, &mut self.rng.0);
+        let public = key.public_key();
+        self.add_candidate(key);
+        Ok((public, shares))
+    }
+
+    /// The other members' identities an epoch key is sealed to, and the
+    /// group key the shares are bound to.
+    fn share_recipients(&self) -> Result<(Vec<[u8; 32]>, GroupPublicKey), ServiceError> {
         let m = self
             .membership
             .as_ref()
             .ok_or(ServiceError::State("no committee"))?;
-        let others: Vec<[u8; 32]> = m
+        let others = m
             .identities
             .iter()
             .enumerate()
@@ -544,11 +555,7 @@ impl EnclaveService {
         let context = self
             .group_key()
             .ok_or(ServiceError::State("no committee"))?;
-        let key = EpochKeyPair::generate(epoch, &mut self.rng.0);
-        let shares = share(&key, &self.identity, &others, &context.0, &mut self.rng.0);
-        let public = key.public_key();
-        self.add_candidate(key);
-        Ok((public, shares))
+        Ok((others, context))
     }
 
     /// The published key of `epoch` this member holds, sealed again to
@@ -559,20 +566,7 @@ impl EnclaveService {
     /// # Errors
     /// [`ServiceError::State`] without a committee or that key.
     pub fn reshare_epoch_key(&mut self, epoch: Epoch) -> Result<Vec<EpochKeyShare>, ServiceError> {
-        let m = self
-            .membership
-            .as_ref()
-            .ok_or(ServiceError::State("no committee"))?;
-        let others: Vec<[u8; 32]> = m
-            .identities
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != usize::from(m.index))
-            .map(|(_, k)| *k)
-            .collect();
-        let context = self
-            .group_key()
-            .ok_or(ServiceError::State("no committee"))?;
+        let (others, context) = self.share_recipients()?;
         let key = self
             .epoch_keys
             .get(&epoch)
