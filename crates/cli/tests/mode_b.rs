@@ -3,7 +3,8 @@
 //! enclave processes (simulated TEE). Every slot every household sends one
 //! sealed order and opens its receipt after checking the enclave's receipts
 //! against the root on chain. One enclave is stopped (t = 2 of 3 still
-//! settle), restarted (it unseals its state, catches up and signs again:
+//! settle), refuses an older copy of its sealed state its host puts back
+//! (rollback), restarted (it unseals its state, catches up and signs again:
 //! the test then stops another one and slots still settle), and no
 //! plaintext order reaches the chain or a log. Throughout, an outsider
 //! process-level adversary calls every enclave RPC and sends forged epoch-key
@@ -305,11 +306,38 @@ fn households_trade_through_sealed_orders_and_an_enclave_committee() {
         (!v.is_empty()).then_some(v)
     });
     assert!(!first.is_empty());
+    // Enclave 2's host keeps a copy of the state its enclave sealed by now.
+    let state = dir.join("enclave-2/state.sealed");
+    let older = std::fs::read(&state).unwrap();
     wait_slots(&log_path, 7, "8 slots with every receipt verified");
 
     // One enclave down: t = 2 of 3 still settle every slot.
     kill_enclave(&config(2));
     wait_slots(&log_path, 5, "5 slots with enclave 2 down");
+
+    // Its host puts the older sealed state back (rollback: the enclave would
+    // forget the slots, payouts and erasures since) and starts it: the
+    // enclave refuses the copy (the simulated monotonic counter moved on).
+    let latest = std::fs::read(&state).unwrap();
+    assert_ne!(latest, older, "the enclave sealed again since the copy");
+    std::fs::write(&state, &older).unwrap();
+    let rollback_log = dir.join("enclave-2-rollback.log");
+    let mut rolled_back = ProcessGroup::spawn(
+        Command::new(env!("CARGO_BIN_EXE_quartier"))
+            .args(["enclave", "run", "--config"])
+            .arg(config(2))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&rollback_log).unwrap()),
+    );
+    let exit = wait_for(
+        "the enclave to refuse its rolled-back state",
+        Duration::from_secs(60),
+        || rolled_back.try_wait(),
+    );
+    let why = std::fs::read_to_string(&rollback_log).unwrap();
+    assert!(!exit.success() && why.contains("rollback"), "{why}");
+    drop(rolled_back);
+    std::fs::write(&state, &latest).unwrap();
 
     // It restarts from its sealed state, catches up and clears again...
     let restart_log = std::fs::File::create(dir.join("enclave-2-restart.log")).unwrap();

@@ -124,9 +124,16 @@ fn bench(c: &mut Criterion) {
     let vendor = SimulatedAttestationService::new([8; 32]);
     let platform = SimulatedPlatform::new([9; 32], Measurement([1; 32]), vendor.root());
     let (members, committee_key) = committee_with_key(&platform, &vendor);
+    // Each member on its own platform: a platform's monotonic counter opens
+    // only the state it sealed last.
+    let platforms: Vec<SimulatedPlatform> = members
+        .iter()
+        .map(|_| SimulatedPlatform::new([9; 32], Measurement([1; 32]), vendor.root()))
+        .collect();
     let sealed_members: Vec<Vec<u8>> = members
         .into_iter()
-        .map(|mut m| m.seal(&platform).expect("seals"))
+        .zip(&platforms)
+        .map(|(mut m, p)| m.seal(p).expect("seals"))
         .collect();
     let book: Vec<SealedOrder> = (0u32..)
         .zip(&wallets)
@@ -137,7 +144,8 @@ fn bench(c: &mut Criterion) {
             || {
                 sealed_members
                     .iter()
-                    .map(|s| EnclaveService::unseal(s, &platform).expect("unseals"))
+                    .zip(&platforms)
+                    .map(|(s, p)| EnclaveService::unseal(s, p).expect("unseals"))
                     .collect::<Vec<_>>()
             },
             |mut members| {

@@ -14,7 +14,9 @@
 //! The state survives restarts sealed to the platform: [`EnclaveService::seal`]
 //! encrypts it with HPKE to a key derived from the **simulated** platform
 //! secret and the measurement (a real TEE derives the sealing key in
-//! hardware), and [`EnclaveService::unseal`] restores it.
+//! hardware), and [`EnclaveService::unseal`] restores it — only the latest
+//! state sealed: the platform's **simulated** monotonic counter
+//! ([`SimulatedMonotonicCounter`]) refuses any older copy the host kept.
 
 use crate::attestation::{AttestationRoot, Measurement, Quote};
 use crate::auctioneer::{Auctioneer, AuctioneerState, Batch, BatchError, SlotReport};
@@ -54,6 +56,19 @@ pub enum ServiceError {
     /// Clearing a batch failed.
     #[error(transparent)]
     Batch(#[from] BatchError),
+    /// A sealed state that is not the latest this platform sealed: the
+    /// host restored an older copy (or the simulated counter moved).
+    #[error("sealed state {sealed} is not the platform's latest ({counter}): rolled back, refused")]
+    RolledBack {
+        /// The counter value the state was sealed at.
+        sealed: u64,
+        /// The platform's (simulated) monotonic counter.
+        counter: u64,
+    },
+    /// The platform's (simulated) monotonic counter could not be read or
+    /// moved on: nothing is sealed or unsealed without it.
+    #[error("the platform's monotonic counter failed: {0}")]
+    Counter(String),
 }
 
 /// What a signing session is for; each member derives the message itself.
@@ -1085,7 +1100,16 @@ impl EnclaveService {
             }),
             None => None,
         };
+        // The counter moves on before the state leaves the enclave: every
+        // copy sealed earlier is refused from now on.
+        let counter = platform
+            .counter
+            .read()
+            .map_err(ServiceError::Counter)?
+            .checked_add(1)
+            .ok_or(ServiceError::Counter("exhausted".to_string()))?;
         let state = SealedState {
+            counter,
             account: self.account.to_bytes().to_vec(),
             identity: self.identity.secret_bytes(),
             membership,
@@ -1102,6 +1126,17 @@ impl EnclaveService {
         );
         plain.zeroize();
         let (encapped, ciphertext) = sealed.ok_or(ServiceError::Invalid)?;
+        let moved = platform
+            .counter
+            .increment()
+            .map_err(ServiceError::Counter)?;
+        if moved != counter {
+            // Someone else moved the counter meanwhile: this copy is stale.
+            return Err(ServiceError::RolledBack {
+                sealed: counter,
+                counter: moved,
+            });
+        }
         Ok([encapped.as_slice(), &ciphertext].concat())
     }
 
@@ -1128,6 +1163,13 @@ impl EnclaveService {
         let state: Result<SealedState, _> = borsh::from_slice(&plain);
         plain.zeroize();
         let state = state.map_err(|_| ServiceError::Invalid)?;
+        let counter = platform.counter.read().map_err(ServiceError::Counter)?;
+        if state.counter != counter {
+            return Err(ServiceError::RolledBack {
+                sealed: state.counter,
+                counter,
+            });
+        }
         let account: [u8; 32] = state
             .account
             .as_slice()
@@ -1185,6 +1227,8 @@ struct SealedMembership {
 
 #[derive(BorshSerialize, BorshDeserialize)]
 struct SealedState {
+    /// The platform's monotonic counter when this state was sealed.
+    counter: u64,
     account: Vec<u8>,
     identity: Vec<u8>,
     membership: Option<SealedMembership>,
@@ -1202,11 +1246,52 @@ pub struct SimulatedPlatform {
     /// The attestation root the code trusts for its peers' quotes (a real
     /// enclave has it built in, so it is part of its measurement).
     pub attestation: AttestationRoot,
+    counter: Box<dyn SimulatedMonotonicCounter>,
+}
+
+/// The platform's **simulated** monotonic counter, against rollback of
+/// sealed state: [`EnclaveService::seal`] moves it on before the state
+/// leaves the enclave and [`EnclaveService::unseal`] opens only the state
+/// sealed at its current value. A real TEE keeps it out of the host's reach
+/// (a TPM NV index, the platform's replay-protected memory, or a counter
+/// service run by the other members); a simulated one is a value the host
+/// could edit, which is why it is named so.
+pub trait SimulatedMonotonicCounter: Send {
+    /// The current value.
+    ///
+    /// # Errors
+    /// Why it can not be read.
+    fn read(&self) -> Result<u64, String>;
+    /// Moves the value on by one and returns the new value.
+    ///
+    /// # Errors
+    /// Why it could not be moved (then it did not move).
+    fn increment(&self) -> Result<u64, String>;
+}
+
+/// A [`SimulatedMonotonicCounter`] in memory, from zero: for a platform
+/// whose enclave never outlives the process (tests, benchmarks).
+#[derive(Debug, Default)]
+pub struct SimulatedMemoryCounter(std::sync::atomic::AtomicU64);
+
+impl SimulatedMonotonicCounter for SimulatedMemoryCounter {
+    fn read(&self) -> Result<u64, String> {
+        Ok(self.0.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    fn increment(&self) -> Result<u64, String> {
+        use std::sync::atomic::Ordering;
+        self.0
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_add(1))
+            .map(|v| v + 1)
+            .map_err(|_| "exhausted".to_string())
+    }
 }
 
 impl SimulatedPlatform {
     /// A simulated platform with `secret` running `measurement`, whose code
-    /// trusts quotes under `attestation`.
+    /// trusts quotes under `attestation`; its monotonic counter is in
+    /// memory from zero (see [`SimulatedPlatform::with_counter`]).
     pub fn new(
         secret: [u8; 32],
         measurement: Measurement,
@@ -1216,7 +1301,18 @@ impl SimulatedPlatform {
             secret,
             measurement,
             attestation,
+            counter: Box::new(SimulatedMemoryCounter::default()),
         }
+    }
+
+    /// The same platform with `counter` as its monotonic counter (one that
+    /// outlives the process, for an enclave that restarts).
+    pub fn with_counter(
+        mut self,
+        counter: Box<dyn SimulatedMonotonicCounter>,
+    ) -> SimulatedPlatform {
+        self.counter = counter;
+        self
     }
 
     fn trust(&self) -> Trust {
@@ -1382,6 +1478,47 @@ mod tests {
             assert!(m.settle_epoch_key(Epoch(2), &public));
         }
         (members, public)
+    }
+
+    #[test]
+    fn a_host_can_not_roll_its_enclave_back_to_an_older_sealed_state() {
+        // The host keeps every state file its enclave ever sealed. Before
+        // epoch 2's key was published the member sealed one state, after it
+        // another; the host restarts the enclave from the older one, as if
+        // the later events (an erased key, a cleared slot, a payout) had
+        // never happened.
+        let mut members = committee();
+        let platform = platform();
+        let older = members[1].seal(&platform).unwrap();
+        let (public, shares) = members[1].create_epoch_key(Epoch(2)).unwrap();
+        for share in &shares {
+            for m in members.iter_mut() {
+                if share.to == m.identity_key() {
+                    m.receive_epoch_key(share, &public).unwrap();
+                }
+            }
+        }
+        assert!(members[1].settle_epoch_key(Epoch(2), &public));
+        let newer = members[1].seal(&platform).unwrap();
+        // The simulated monotonic counter moved on: the older state is refused.
+        assert!(matches!(
+            EnclaveService::unseal(&older, &platform),
+            Err(ServiceError::RolledBack {
+                sealed: 1,
+                counter: 2
+            })
+        ));
+        let restored = EnclaveService::unseal(&newer, &platform).unwrap();
+        assert_eq!(restored.epoch_key(Epoch(2)), Some(public));
+        // A platform whose counter is behind the state (the counter itself
+        // rolled back) refuses it too.
+        assert!(matches!(
+            EnclaveService::unseal(&newer, &self::platform()),
+            Err(ServiceError::RolledBack {
+                sealed: 2,
+                counter: 0
+            })
+        ));
     }
 
     #[test]

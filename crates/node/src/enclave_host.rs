@@ -26,7 +26,10 @@ use quartier_enclave::attestation::{Measurement, Quote, SimulatedAttestationServ
 use quartier_enclave::auctioneer::Batch;
 use quartier_enclave::rpc::{Request, Response, decode_request};
 use quartier_enclave::sealed::Epoch;
-use quartier_enclave::service::{EnclaveService, Purpose, SealedDkgPackage, SimulatedPlatform};
+use quartier_enclave::service::{
+    EnclaveService, Purpose, SealedDkgPackage, ServiceError, SimulatedMonotonicCounter,
+    SimulatedPlatform,
+};
 use quartier_ledger::{ChainId, Committee, Enclave, SealedBatch, SealedMarketPolicy, Tx, TxBody};
 use quartier_types::{AccountId, RegionId, Slot};
 use serde_json::json;
@@ -124,9 +127,72 @@ pub enum HostError {
     /// The sealed state file exists but does not unseal.
     #[error("sealed state {0} does not unseal on this (simulated) platform")]
     Unseal(PathBuf),
+    /// The sealed state file is not the latest the enclave sealed: an older
+    /// copy was put back (rollback), and the enclave refuses it.
+    #[error(
+        "sealed state {} was sealed at counter {sealed}, the platform's simulated monotonic counter is at {counter}: an older copy, refused (rollback)",
+        path.display()
+    )]
+    RolledBack {
+        /// The state file.
+        path: PathBuf,
+        /// Its counter value.
+        sealed: u64,
+        /// The platform's.
+        counter: u64,
+    },
     /// A file or socket failed.
     #[error("{0}")]
     Io(String),
+}
+
+/// The **simulated** platform's monotonic counter: a file beside the sealed
+/// state (`<state file>.simulated-counter`, a decimal number), replaced
+/// atomically. A real TEE keeps its counter where the host can not set it
+/// back; this file the host could edit, so it stops a state file copied
+/// back, not a host that also rewrites the counter.
+struct SimulatedFileCounter {
+    path: PathBuf,
+}
+
+impl SimulatedFileCounter {
+    fn beside(state_file: &std::path::Path) -> SimulatedFileCounter {
+        let mut name = state_file.as_os_str().to_owned();
+        name.push(".simulated-counter");
+        SimulatedFileCounter {
+            path: PathBuf::from(name),
+        }
+    }
+}
+
+impl SimulatedMonotonicCounter for SimulatedFileCounter {
+    fn read(&self) -> Result<u64, String> {
+        match std::fs::read_to_string(&self.path) {
+            Ok(text) => text
+                .trim()
+                .parse()
+                .map_err(|e| format!("{}: {e}", self.path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(format!("{}: {e}", self.path.display())),
+        }
+    }
+
+    fn increment(&self) -> Result<u64, String> {
+        let next = self
+            .read()?
+            .checked_add(1)
+            .ok_or_else(|| "exhausted".to_string())?;
+        let tmp = self.path.with_extension("simulated-counter.tmp");
+        let write = || -> std::io::Result<()> {
+            use std::io::Write as _;
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(next.to_string().as_bytes())?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, &self.path)
+        };
+        write().map_err(|e| format!("{}: {e}", self.path.display()))?;
+        Ok(next)
+    }
 }
 
 /// The enclave, shared by the API and the loop, with its quote.
@@ -147,10 +213,18 @@ pub fn run(config: &EnclaveHostConfig) -> Result<(), HostError> {
         config.simulated_platform_secret,
         config.measurement,
         vendor.root(),
-    );
+    )
+    .with_counter(Box::new(SimulatedFileCounter::beside(&config.state_file)));
     let service = match std::fs::read(&config.state_file) {
-        Ok(bytes) => EnclaveService::unseal(&bytes, &platform)
-            .map_err(|_| HostError::Unseal(config.state_file.clone()))?,
+        Ok(bytes) => EnclaveService::unseal(&bytes, &platform).map_err(|e| match e {
+            ServiceError::RolledBack { sealed, counter } => HostError::RolledBack {
+                path: config.state_file.clone(),
+                sealed,
+                counter,
+            },
+            ServiceError::Counter(why) => HostError::Io(format!("the simulated counter: {why}")),
+            _ => HostError::Unseal(config.state_file.clone()),
+        })?,
         Err(_) => EnclaveService::new(&platform).map_err(|e| HostError::Io(e.to_string()))?,
     };
     tracing::info!(
@@ -418,11 +492,18 @@ impl Host {
             let mut s = self.shared.lock();
             s.service.seal(&self.platform)
         };
-        if let Ok(bytes) = bytes {
-            let tmp = self.config.state_file.with_extension("tmp");
-            if std::fs::write(&tmp, bytes).is_ok() {
-                let _ = std::fs::rename(&tmp, &self.config.state_file);
+        // The counter has moved on with the seal: a state not written now
+        // can not be restored later (the older file is refused).
+        match bytes {
+            Ok(bytes) => {
+                let tmp = self.config.state_file.with_extension("tmp");
+                let written = std::fs::write(&tmp, bytes)
+                    .and_then(|()| std::fs::rename(&tmp, &self.config.state_file));
+                if let Err(e) = written {
+                    tracing::error!(error = %e, "writing the sealed state failed");
+                }
             }
+            Err(e) => tracing::error!(error = %e, "sealing the enclave state failed"),
         }
     }
 

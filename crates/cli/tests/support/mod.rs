@@ -18,6 +18,11 @@ impl ProcessGroup {
         use std::os::unix::process::CommandExt as _;
         ProcessGroup(cmd.process_group(0).spawn().unwrap())
     }
+
+    /// The leader's exit status if it has exited.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.0.try_wait().unwrap()
+    }
 }
 
 impl Drop for ProcessGroup {
