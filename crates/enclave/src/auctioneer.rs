@@ -279,8 +279,12 @@ pub enum BatchError {
 pub struct Auctioneer {
     region: RegionId,
     params: RegionParams,
-    /// The key orders are opened with now.
-    key: EpochKeyPair,
+    /// The key orders are opened with now (none once erased on schedule
+    /// with no later key held yet).
+    key: Option<EpochKeyPair>,
+    /// Every key of an epoch before this one was erased: a batch of such an
+    /// epoch clears with each order refused unopened.
+    erased_below: Epoch,
     /// Keys of later epochs, received ahead of their slots.
     upcoming: BTreeMap<Epoch, EpochKeyPair>,
     prepaid: BTreeMap<AccountId, Money>,
@@ -298,6 +302,7 @@ pub(crate) struct AuctioneerState {
     region: RegionId,
     params: RegionParams,
     keys: Vec<(Epoch, Vec<u8>)>,
+    erased_below: Epoch,
     prepaid: BTreeMap<AccountId, Money>,
     settled: BTreeSet<Slot>,
     deposited: Money,
@@ -310,7 +315,10 @@ impl AuctioneerState {
             .keys
             .into_iter()
             .map(|(epoch, secret)| EpochKeyPair::from_secret(epoch, &secret));
-        let key = keys.next()??;
+        let key = match keys.next() {
+            Some(k) => Some(k?),
+            None => None,
+        };
         let mut upcoming = BTreeMap::new();
         for k in keys {
             let k = k?;
@@ -320,6 +328,7 @@ impl AuctioneerState {
             region: self.region,
             params: self.params,
             key,
+            erased_below: self.erased_below,
             upcoming,
             prepaid: self.prepaid,
             books: BTreeMap::new(),
@@ -341,7 +350,8 @@ impl Auctioneer {
         Auctioneer {
             region,
             params,
-            key,
+            key: Some(key),
+            erased_below: Epoch(0),
             upcoming: BTreeMap::new(),
             prepaid: BTreeMap::new(),
             books: BTreeMap::new(),
@@ -357,9 +367,49 @@ impl Auctioneer {
         self.traders = traders.iter().copied().collect();
     }
 
+    /// An auctioneer for a region that starts on a slot whose epoch key
+    /// was already erased (see [`Auctioneer::erase_before`]).
+    pub fn after_erasure(
+        region: RegionId,
+        params: RegionParams,
+        erased_below: Epoch,
+    ) -> Auctioneer {
+        Auctioneer {
+            region,
+            params,
+            key: None,
+            erased_below,
+            upcoming: BTreeMap::new(),
+            prepaid: BTreeMap::new(),
+            books: BTreeMap::new(),
+            settled: BTreeSet::new(),
+            deposited: Money::ZERO,
+            traders: BTreeMap::new(),
+        }
+    }
+
     /// Replaces the epoch key (the old one is dropped, hence erased).
     pub fn rotate(&mut self, key: EpochKeyPair) {
-        self.key = key;
+        self.key = Some(key);
+    }
+
+    /// Erases every key of an epoch before `epoch` (dropped, hence zeroed),
+    /// whether or not their slots were cleared: a batch of such an epoch
+    /// then clears with its orders refused unopened.
+    pub fn erase_before(&mut self, epoch: Epoch) {
+        if self.key.as_ref().is_some_and(|k| k.epoch() < epoch) {
+            self.key = None;
+        }
+        self.upcoming.retain(|e, _| *e >= epoch);
+        if self.key.is_none() {
+            self.key = self.upcoming.pop_first().map(|(_, k)| k);
+        }
+        self.erased_below = self.erased_below.max(epoch);
+    }
+
+    /// Every key of an epoch before this one is erased.
+    pub fn erased_below(&self) -> Epoch {
+        self.erased_below
     }
 
     /// The state to seal between batches (open books are not kept: batches
@@ -368,10 +418,13 @@ impl Auctioneer {
         AuctioneerState {
             region: self.region,
             params: self.params,
-            keys: std::iter::once(&self.key)
+            keys: self
+                .key
+                .iter()
                 .chain(self.upcoming.values())
                 .map(|k| (k.epoch(), k.secret_bytes()))
                 .collect(),
+            erased_below: self.erased_below,
             prepaid: self.prepaid.clone(),
             settled: self.settled.clone(),
             deposited: self.deposited,
@@ -380,21 +433,30 @@ impl Auctioneer {
 
     /// Keeps the key of a later epoch until its slots come.
     pub fn add_key(&mut self, key: EpochKeyPair) {
-        if key.epoch() > self.key.epoch() {
-            self.upcoming.insert(key.epoch(), key);
+        if key.epoch() < self.erased_below {
+            return;
+        }
+        match &self.key {
+            None => self.key = Some(key),
+            Some(current) if key.epoch() > current.epoch() => {
+                self.upcoming.insert(key.epoch(), key);
+            }
+            Some(_) => {}
         }
     }
 
     /// The epochs whose keys this auctioneer holds: the current one first.
     pub fn epochs(&self) -> Vec<Epoch> {
-        std::iter::once(self.key.epoch())
+        self.key
+            .iter()
+            .map(EpochKeyPair::epoch)
             .chain(self.upcoming.keys().copied())
             .collect()
     }
 
     /// Makes `epoch` current, erasing every older key.
     fn enter(&mut self, epoch: Epoch) -> Result<(), BatchError> {
-        if epoch == self.key.epoch() {
+        if self.key.as_ref().is_some_and(|k| k.epoch() == epoch) {
             return Ok(());
         }
         let later = self.upcoming.split_off(&epoch);
@@ -433,7 +495,12 @@ impl Auctioneer {
         if self.last_settled().is_some_and(|last| batch.slot <= last) {
             return Err(BatchError::AlreadySettled(batch.slot.0));
         }
-        self.enter(batch.epoch)?;
+        // A batch of an erased epoch: no key opens its orders, each one is
+        // refused (as sealed to another epoch's key); the rest clears.
+        let erased = batch.epoch < self.erased_below;
+        if !erased {
+            self.enter(batch.epoch)?;
+        }
         for (wallet, amount) in batch.deposits {
             self.deposit(*wallet, *amount)?;
         }
@@ -443,7 +510,17 @@ impl Auctioneer {
             // A refusal is recorded for the receipt; nothing else to do here.
             let _ = self.submit(sealed);
         }
-        let seed = self.key.receipt_seed(self.region, batch.slot);
+        let seed = match &self.key {
+            Some(key) if !erased => key.receipt_seed(self.region, batch.slot),
+            // Nothing opened: every receipt is in the clear, no secret needed.
+            _ => {
+                hash::tagged(
+                    "QUARTIER_ENCLAVE_ERASED_EPOCH_RECEIPT_SEED",
+                    &[&self.region.0.to_le_bytes(), &batch.slot.0.to_le_bytes()],
+                )
+                .0
+            }
+        };
         let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed(seed);
         let mut report = self.settle(batch.slot, &mut rng)?;
         for (wallet, amount) in batch.withdrawals {
@@ -543,7 +620,9 @@ impl Auctioneer {
         }
         let order = self
             .key
-            .open(sealed)
+            .as_ref()
+            .ok_or(DropReason::WrongEpoch)
+            .and_then(|k| k.open(sealed))
             .map_err(|e| (None, Refusal::from(e)))?;
         let p = order.payload;
         let wallet = Some((p.wallet, p.receipt_key));

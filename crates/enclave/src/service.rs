@@ -126,12 +126,16 @@ pub struct CatchUp {
 struct ClearingState {
     epoch_keys: Vec<(Epoch, Vec<u8>)>,
     auctioneers: Vec<AuctioneerState>,
+    /// Every key of an epoch before this one is erased.
+    erased_below: Epoch,
 }
 
-/// Epoch keys and auctioneers restored from a [`ClearingState`].
+/// Epoch keys, auctioneers and the erasure mark restored from a
+/// [`ClearingState`].
 type Clearing = (
     BTreeMap<Epoch, EpochKeyPair>,
     BTreeMap<RegionId, Auctioneer>,
+    Epoch,
 );
 
 impl ClearingState {
@@ -147,7 +151,7 @@ impl ClearingState {
             let a = a.restore().ok_or(ServiceError::Invalid)?;
             auctioneers.insert(a.region(), a);
         }
-        Ok((epoch_keys, auctioneers))
+        Ok((epoch_keys, auctioneers, self.erased_below))
     }
 }
 
@@ -265,7 +269,18 @@ pub struct EnclaveService {
     /// Each coordinator's latest session id: ids only increase, so a
     /// request is never answered twice.
     last_session: BTreeMap<u16, u64>,
+    /// Every key of an epoch before this one is erased (see
+    /// [`KEPT_EPOCHS_BEHIND`]).
+    erased_below: Epoch,
 }
+
+/// How many epochs before the newest published one a member keeps keys
+/// for. When the chain publishes epoch `e`'s key, every key of an epoch
+/// before `e − KEPT_EPOCHS_BEHIND` is erased — on the chain's schedule of
+/// publishing keys ahead of their slots, not on clearing: a region that
+/// stops clearing loses its old secrets all the same, and a slot of an
+/// erased epoch clears with every order refused unopened.
+pub const KEPT_EPOCHS_BEHIND: u64 = 2;
 
 impl EnclaveService {
     /// A fresh enclave on `platform`: a new account key and identity key,
@@ -295,6 +310,7 @@ impl EnclaveService {
             reports: BTreeMap::new(),
             sessions: BTreeMap::new(),
             last_session: BTreeMap::new(),
+            erased_below: Epoch(0),
         })
     }
 
@@ -679,7 +695,20 @@ impl EnclaveService {
         let key = self.candidates.swap_remove(i);
         self.candidates.retain(|k| k.epoch() > epoch);
         self.epoch_keys.insert(epoch, key);
+        self.erase_before(Epoch(epoch.0.saturating_sub(KEPT_EPOCHS_BEHIND)));
         true
+    }
+
+    /// Erases every key of an epoch before `epoch`: the published ones, the
+    /// candidates and each auctioneer's (see [`KEPT_EPOCHS_BEHIND`]).
+    fn erase_before(&mut self, epoch: Epoch) {
+        self.erased_below = self.erased_below.max(epoch);
+        let floor = self.erased_below;
+        self.epoch_keys.retain(|e, _| *e >= floor);
+        self.candidates.retain(|k| k.epoch() >= floor);
+        for a in self.auctioneers.values_mut() {
+            a.erase_before(floor);
+        }
     }
 
     /// The public key this member holds for `epoch`, published or not.
@@ -701,13 +730,17 @@ impl EnclaveService {
         batch: &Batch<'_>,
     ) -> Result<&SlotReport, ServiceError> {
         if !self.auctioneers.contains_key(&region) {
-            let key = self
-                .epoch_keys
-                .get(&batch.epoch)
-                .map(EpochKeyPair::duplicate)
-                .ok_or(BatchError::MissingKey(batch.epoch.0))?;
-            self.auctioneers
-                .insert(region, Auctioneer::new(region, batch.params, key));
+            let auctioneer = if batch.epoch < self.erased_below {
+                Auctioneer::after_erasure(region, batch.params, self.erased_below)
+            } else {
+                let key = self
+                    .epoch_keys
+                    .get(&batch.epoch)
+                    .map(EpochKeyPair::duplicate)
+                    .ok_or(BatchError::MissingKey(batch.epoch.0))?;
+                Auctioneer::new(region, batch.params, key)
+            };
+            self.auctioneers.insert(region, auctioneer);
         }
         let auctioneer = self
             .auctioneers
@@ -744,6 +777,7 @@ impl EnclaveService {
                 .map(|k| (k.epoch(), k.secret_bytes()))
                 .collect(),
             auctioneers: self.auctioneers.values().map(Auctioneer::export).collect(),
+            erased_below: self.erased_below,
         }
     }
 
@@ -818,7 +852,8 @@ impl EnclaveService {
         .ok_or(ServiceError::Invalid)?;
         let state: Result<ClearingState, _> = borsh::from_slice(&plain);
         plain.zeroize();
-        let (epoch_keys, auctioneers) = state.map_err(|_| ServiceError::Invalid)?.restore()?;
+        let (epoch_keys, auctioneers, erased_below) =
+            state.map_err(|_| ServiceError::Invalid)?.restore()?;
         // Never backwards: an old state (replayed, or from a member behind
         // this one) would roll back the prepaid ledger.
         for (region, mine) in &self.auctioneers {
@@ -837,6 +872,9 @@ impl EnclaveService {
         );
         self.auctioneers = auctioneers;
         self.reports.clear();
+        // Whichever of the two erased more: a key erased here never comes
+        // back with a slower member's state.
+        self.erase_before(erased_below);
         Ok(())
     }
 
@@ -1195,7 +1233,7 @@ impl EnclaveService {
             }),
             None => None,
         };
-        let (epoch_keys, auctioneers) = state.clearing.restore()?;
+        let (epoch_keys, auctioneers, erased_below) = state.clearing.restore()?;
         Ok(EnclaveService {
             trust: platform.trust(),
             rng: SimulatedPlatformRng::new()?,
@@ -1211,6 +1249,7 @@ impl EnclaveService {
             reports: BTreeMap::new(),
             sessions: BTreeMap::new(),
             last_session: BTreeMap::new(),
+            erased_below,
         })
     }
 }
@@ -1341,9 +1380,9 @@ impl Drop for SimulatedPlatform {
 mod tests {
     use super::*;
     use crate::attestation::SimulatedAttestationService;
-    use crate::auctioneer::{Outcome, receipts_root};
+    use crate::auctioneer::{Outcome, Receipt, ReceiptBody, Refusal, receipts_root};
     use crate::rpc::{Request, Response};
-    use crate::sealed::{OrderPayload, SignedOrder, seal};
+    use crate::sealed::{DropReason, OrderPayload, SignedOrder, seal};
     use quartier_types::{Energy, Money, Price, RegionParams, Side};
     use rand_chacha::ChaCha20Rng;
     use rand_core::SeedableRng;
@@ -1466,7 +1505,14 @@ mod tests {
     /// A committee whose members all hold (and cleared with) epoch 2's key.
     fn committee_with_epoch_key() -> (Vec<EnclaveService>, [u8; 32]) {
         let mut members = committee();
-        let (public, shares) = members[1].create_epoch_key(Epoch(2)).unwrap();
+        let public = publish(&mut members, 1, Epoch(2));
+        (members, public)
+    }
+
+    /// Member `by` creates `epoch`'s key and shares it; the chain publishes
+    /// it and every member settles it.
+    fn publish(members: &mut [EnclaveService], by: usize, epoch: Epoch) -> [u8; 32] {
+        let (public, shares) = members[by].create_epoch_key(epoch).unwrap();
         for share in &shares {
             for m in members.iter_mut() {
                 if share.to == m.identity_key() {
@@ -1475,9 +1521,77 @@ mod tests {
             }
         }
         for m in members.iter_mut() {
-            assert!(m.settle_epoch_key(Epoch(2), &public));
+            assert!(m.settle_epoch_key(epoch, &public));
         }
-        (members, public)
+        public
+    }
+
+    #[test]
+    fn a_region_that_stops_clearing_still_erases_its_old_epoch_secrets() {
+        let mut rng = ChaCha20Rng::from_seed([23; 32]);
+        let (mut members, public) = committee_with_epoch_key();
+        let buyer = SigningKey::from_bytes(&[1; 32]);
+        let buyer_id = AccountId(buyer.verifying_key().to_bytes());
+        let traders = [(buyer_id, Energy::ZERO)];
+        let deposits = [(buyer_id, Money::new(10 * CHF))];
+        let (buy, _) = order(&buyer, 8, Side::Buy, 500, &public, &mut rng);
+        let orders = [buy];
+        let eight = Batch {
+            slot: Slot(8),
+            params: params(),
+            epoch: Epoch(2),
+            deposits: &deposits,
+            orders: &orders,
+            withdrawals: &[],
+            traders: &traders,
+        };
+        for m in members.iter_mut() {
+            m.clear(R, &eight).unwrap();
+        }
+        // The region stops clearing (its gate is late, its hosts are slow,
+        // nobody posts its reports) while the chain goes on publishing the
+        // keys of later epochs. Three epochs on, epoch 2's secret is gone
+        // from every member: a compromise from now on opens none of its
+        // orders, whatever the clearing did.
+        for (by, e) in [(0, 3), (1, 4), (2, 5)] {
+            publish(&mut members, by, Epoch(e));
+        }
+        for m in &members {
+            assert_eq!(m.epoch_key(Epoch(2)), None, "epoch 2 erased");
+            assert!(!m.auctioneer(R).unwrap().epochs().contains(&Epoch(2)));
+            assert!(m.epoch_key(Epoch(3)).is_some(), "the last three kept");
+        }
+        // A reshare of the erased epoch is refused, as is its sealed state.
+        assert!(members[0].reshare_epoch_key(Epoch(2)).is_err());
+        // The region's next slot of epoch 2 clears all the same, identically
+        // on every member: its orders refused unopened, its custody flows
+        // done, so the region's later reports are not held up.
+        let (late, _) = order(&buyer, 9, Side::Buy, 500, &public, &mut rng);
+        let orders = [late];
+        let withdrawals = [(buyer_id, Money::new(CHF))];
+        let nine = Batch {
+            slot: Slot(9),
+            orders: &orders,
+            deposits: &[],
+            withdrawals: &withdrawals,
+            ..eight
+        };
+        let reports: Vec<SlotReport> = members
+            .iter_mut()
+            .map(|m| m.clear(R, &nine).unwrap().clone())
+            .collect();
+        assert!(reports.iter().all(|r| *r == reports[0]));
+        let report = &reports[0];
+        assert_eq!(report.summary.aggregates.cleared, 0);
+        assert_eq!(report.summary.payouts, withdrawals.to_vec());
+        assert!(matches!(
+            report.receipts[0].body,
+            ReceiptBody::Clear(Receipt {
+                wallet: None,
+                outcome: Outcome::Refused(Refusal::Dropped(DropReason::WrongEpoch)),
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -1785,6 +1899,7 @@ mod tests {
         let state = ClearingState {
             epoch_keys: vec![(Epoch(9), planted.secret_bytes())],
             auctioneers: Vec::new(),
+            erased_below: Epoch(0),
         };
         let plain = borsh::to_vec(&state).unwrap();
         let to = members[0].identity_key();
