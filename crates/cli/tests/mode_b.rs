@@ -380,6 +380,24 @@ fn households_trade_through_sealed_orders_and_an_enclave_committee() {
             "a planted key was published: {e}"
         );
     }
+    // The committee in office spans the three simulated TEE vendors, one
+    // member each (no vendor alone holds t = 2).
+    let vendor_of = |account: &serde_json::Value| {
+        sealed["enclaves"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["account"] == *account)
+            .map(|e| e["enclave"]["vendor"].as_u64().unwrap())
+            .unwrap()
+    };
+    let vendors: std::collections::BTreeSet<u64> = sealed["committee"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(vendor_of)
+        .collect();
+    assert_eq!(vendors.len(), 3, "{}", sealed["committee"]);
     // No slot settled with a household unable to open its receipt.
     let text = std::fs::read_to_string(&log_path).unwrap();
     let partial: Vec<&str> = text

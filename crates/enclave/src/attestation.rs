@@ -115,6 +115,63 @@ impl AttestationRoot {
     }
 }
 
+/// The attestation roots a chain (or an enclave) trusts, one per TEE
+/// vendor: a quote's vendor is the index of the root it verifies under.
+///
+/// # Errors
+/// The last root's [`AttestationError`] if none accepts `quote`
+/// ([`AttestationError::InvalidQuote`] without roots).
+pub fn verify_vendor(
+    roots: &[AttestationRoot],
+    quote: &Quote,
+    allowed: &BTreeSet<Measurement>,
+) -> Result<(u16, Attested), AttestationError> {
+    let mut last = AttestationError::InvalidQuote;
+    for (vendor, root) in (0u16..).zip(roots) {
+        match root.verify(quote, allowed) {
+            Ok(attested) => return Ok((vendor, attested)),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// Which vendor mixes a committee may have: agreement among TEEs of
+/// different vendors, so that one vendor's broken hardware (or its
+/// quoting key) does not hand over the committee.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+)]
+#[serde(deny_unknown_fields)]
+pub struct VendorPolicy {
+    /// The fewest distinct vendors among the members.
+    pub min_vendors: u16,
+    /// No vendor may hold `t` or more members (so no vendor alone can sign).
+    pub no_vendor_holds_threshold: bool,
+}
+
+impl VendorPolicy {
+    /// Whether members of these vendors (one entry per member) may form a
+    /// committee of threshold `t`.
+    pub fn admits(&self, vendors: &[u16], t: u16) -> bool {
+        let mut counts = std::collections::BTreeMap::<u16, usize>::new();
+        for v in vendors {
+            *counts.entry(*v).or_default() += 1;
+        }
+        counts.len() >= usize::from(self.min_vendors)
+            && (!self.no_vendor_holds_threshold || counts.values().all(|c| *c < usize::from(t)))
+    }
+}
+
 /// Why a quote is not accepted. Verification failures are opaque (STYLE §3).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AttestationError {
@@ -235,6 +292,29 @@ impl AttestationVerifier for SimulatedAttestationVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_quote_names_the_vendor_whose_root_it_verifies_under_and_the_policy_counts_vendors() {
+        let (a, b) = (
+            SimulatedAttestationService::new([1; 32]),
+            SimulatedAttestationService::new([2; 32]),
+        );
+        let m = Measurement([7; 32]);
+        let roots = [a.root(), b.root()];
+        let (vendor, _) = verify_vendor(&roots, &b.quote(m, [9; 64]), &allowed(m)).unwrap();
+        assert_eq!(vendor, 1);
+        let stranger = SimulatedAttestationService::new([3; 32]).quote(m, [9; 64]);
+        assert!(verify_vendor(&roots, &stranger, &allowed(m)).is_err());
+        let policy = VendorPolicy {
+            min_vendors: 2,
+            no_vendor_holds_threshold: true,
+        };
+        assert!(policy.admits(&[0, 1, 2], 2));
+        assert!(!policy.admits(&[0, 0, 1], 2), "vendor 0 alone signs");
+        assert!(!policy.admits(&[0, 0, 0], 2));
+        assert!(policy.admits(&[0, 0, 1, 1, 2], 3));
+        assert!(VendorPolicy::default().admits(&[0, 0, 0], 2));
+    }
 
     fn allowed(m: Measurement) -> BTreeSet<Measurement> {
         [m].into_iter().collect()

@@ -18,7 +18,7 @@
 //! state sealed: the platform's **simulated** monotonic counter
 //! ([`SimulatedMonotonicCounter`]) refuses any older copy the host kept.
 
-use crate::attestation::{AttestationRoot, Measurement, Quote};
+use crate::attestation::{AttestationRoot, Measurement, Quote, VendorPolicy, verify_vendor};
 use crate::auctioneer::{Auctioneer, AuctioneerState, Batch, BatchError, SlotReport};
 use crate::committee::{GroupPublicKey, GroupSignature, report_message};
 use crate::epoch::{EpochKeyShare, IdentityKey, epoch_key_message, share};
@@ -238,11 +238,13 @@ pub const TAG_DKG_ROUND1: &str = "QUARTIER_ENCLAVE_DKG_ROUND1";
 pub const TAG_COORDINATOR: &str = "QUARTIER_ENCLAVE_COORDINATOR";
 
 /// What the enclave was built to trust (a real TEE measures it in): the
-/// attestation root its peers' quotes must verify under, and its own
-/// measurement, the only one it forms a committee with.
-#[derive(Clone, Copy)]
+/// attestation roots (one per vendor) its peers' quotes must verify under,
+/// the vendor mix a committee needs, and its own measurement, the only one
+/// it forms a committee with.
+#[derive(Clone)]
 struct Trust {
-    root: AttestationRoot,
+    roots: Vec<AttestationRoot>,
+    vendors: VendorPolicy,
     measurement: Measurement,
 }
 
@@ -374,12 +376,11 @@ impl EnclaveService {
         let allowed = std::collections::BTreeSet::from([self.trust.measurement]);
         let mut identities = Vec::with_capacity(members.len());
         let mut accounts: Vec<[u8; 32]> = Vec::with_capacity(members.len());
+        let mut vendors = Vec::with_capacity(members.len());
         for quote in &members {
-            let attested = self
-                .trust
-                .root
-                .verify(quote, &allowed)
+            let (vendor, attested) = verify_vendor(&self.trust.roots, quote, &allowed)
                 .map_err(|_| ServiceError::Invalid)?;
+            vendors.push(vendor);
             let (identity, account) = attested.report_data.split_at(32);
             let account: [u8; 32] = account.try_into().map_err(|_| ServiceError::Invalid)?;
             if accounts.last().is_some_and(|last| *last >= account) {
@@ -387,6 +388,12 @@ impl EnclaveService {
             }
             identities.push(identity.try_into().map_err(|_| ServiceError::Invalid)?);
             accounts.push(account);
+        }
+        // The vendor mix the enclave was built to require: a committee of
+        // one vendor's hardware (or one where a vendor holds t) is refused
+        // here, whatever the chain would say.
+        if !self.trust.vendors.admits(&vendors, t) {
+            return Err(ServiceError::Invalid);
         }
         if identities.get(usize::from(index)) != Some(&self.identity_key())
             || accounts.get(usize::from(index)) != Some(&self.account().0)
@@ -1282,9 +1289,12 @@ pub struct SimulatedPlatform {
     secret: [u8; 32],
     /// The running code's measurement.
     pub measurement: Measurement,
-    /// The attestation root the code trusts for its peers' quotes (a real
-    /// enclave has it built in, so it is part of its measurement).
-    pub attestation: AttestationRoot,
+    /// The attestation roots the code trusts for its peers' quotes, one per
+    /// TEE vendor (a real enclave has them built in, so they are part of
+    /// its measurement).
+    pub attestation: Vec<AttestationRoot>,
+    /// The vendor mix the code requires of a committee (built in likewise).
+    pub vendors: VendorPolicy,
     counter: Box<dyn SimulatedMonotonicCounter>,
 }
 
@@ -1329,7 +1339,8 @@ impl SimulatedMonotonicCounter for SimulatedMemoryCounter {
 
 impl SimulatedPlatform {
     /// A simulated platform with `secret` running `measurement`, whose code
-    /// trusts quotes under `attestation`; its monotonic counter is in
+    /// trusts quotes under `attestation` (one vendor, no vendor policy: see
+    /// [`SimulatedPlatform::with_vendors`]); its monotonic counter is in
     /// memory from zero (see [`SimulatedPlatform::with_counter`]).
     pub fn new(
         secret: [u8; 32],
@@ -1339,9 +1350,22 @@ impl SimulatedPlatform {
         SimulatedPlatform {
             secret,
             measurement,
-            attestation,
+            attestation: vec![attestation],
+            vendors: VendorPolicy::default(),
             counter: Box::new(SimulatedMemoryCounter::default()),
         }
+    }
+
+    /// The same platform, its code trusting quotes of any of `roots` (one
+    /// per vendor) and requiring `policy` of a committee's vendors.
+    pub fn with_vendors(
+        mut self,
+        roots: Vec<AttestationRoot>,
+        policy: VendorPolicy,
+    ) -> SimulatedPlatform {
+        self.attestation = roots;
+        self.vendors = policy;
+        self
     }
 
     /// The same platform with `counter` as its monotonic counter (one that
@@ -1356,7 +1380,8 @@ impl SimulatedPlatform {
 
     fn trust(&self) -> Trust {
         Trust {
-            root: self.attestation,
+            roots: self.attestation.clone(),
+            vendors: self.vendors,
             measurement: self.measurement,
         }
     }
@@ -1764,6 +1789,57 @@ mod tests {
                 .iter()
                 .all(|m| m.group_key() == members[0].group_key())
         );
+    }
+
+    #[test]
+    fn an_enclave_built_for_several_vendors_forms_no_committee_one_vendor_could_sign_for() {
+        // Three simulated vendors; the code requires two of them at least
+        // and none holding t = 2 members.
+        let vendors: Vec<SimulatedAttestationService> = (0..3u8)
+            .map(|v| SimulatedAttestationService::new([60 + v; 32]))
+            .collect();
+        let roots: Vec<AttestationRoot> = vendors.iter().map(|v| v.root()).collect();
+        let policy = VendorPolicy {
+            min_vendors: 2,
+            no_vendor_holds_threshold: true,
+        };
+        let platform = || {
+            SimulatedPlatform::new([5; 32], MEASUREMENT, roots[0])
+                .with_vendors(roots.clone(), policy)
+        };
+        let mut members: Vec<EnclaveService> = (0..3)
+            .map(|_| EnclaveService::new(&platform()).unwrap())
+            .collect();
+        members.sort_by_key(EnclaveService::account);
+        let quoted = |members: &[EnclaveService], on: [usize; 3]| -> Vec<Quote> {
+            members
+                .iter()
+                .zip(on)
+                .map(|(m, v)| vendors[v].quote(MEASUREMENT, m.report_data()))
+                .collect()
+        };
+        // The hosts of one vendor's machines (whose quoting key they may
+        // hold) invite a committee all on that vendor, or two on it: that
+        // vendor alone would sign every report and epoch key.
+        for on in [[0, 0, 0], [1, 1, 2], [0, 2, 2]] {
+            let quotes = quoted(&members, on);
+            let invitation = members[0].invite(2, &quotes).unwrap();
+            for (i, m) in (0u16..).zip(members.iter_mut()) {
+                let request = Request::DkgRound1 {
+                    index: i,
+                    t: 2,
+                    members: quotes.clone(),
+                    invitation,
+                };
+                assert!(matches!(rpc(m, &request), Response::Refused(_)), "{on:?}");
+            }
+        }
+        // One member on each vendor: the committee forms.
+        let quotes = quoted(&members, [0, 1, 2]);
+        let invitation = members[0].invite(2, &quotes).unwrap();
+        for (i, m) in (0u16..).zip(members.iter_mut()) {
+            m.dkg_round1(i, 2, quotes.clone(), &invitation).unwrap();
+        }
     }
 
     #[test]

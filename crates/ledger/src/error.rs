@@ -168,6 +168,10 @@ pub enum TxError {
     /// unregistered member, the signer not among them, or fewer than the threshold.
     #[error("invalid committee")]
     InvalidCommittee,
+    /// The committee's members break the chain's vendor policy (too few
+    /// TEE vendors, or one vendor holding the threshold).
+    #[error("the committee breaks the TEE vendor policy")]
+    VendorPolicy,
     /// No committee has taken office yet.
     #[error("no enclave committee in office")]
     NoCommittee,

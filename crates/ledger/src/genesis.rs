@@ -73,8 +73,12 @@ pub struct Genesis {
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SealedMarketPolicy {
-    /// Who signs quotes (for now only the simulated backend exists).
-    pub attestation: AttestationRoot,
+    /// Who signs quotes: one root per TEE vendor (only simulated backends
+    /// exist here); an enclave's vendor is the index of its quote's root.
+    pub attestation: Vec<AttestationRoot>,
+    /// Which vendor mixes a committee may have.
+    #[serde(default)]
+    pub vendors: quartier_enclave::attestation::VendorPolicy,
     /// Measurements allowed from the start; governance adds and revokes more.
     pub measurements: Vec<Measurement>,
     /// How many committee members must sign a report or an epoch key.
@@ -133,7 +137,10 @@ impl Genesis {
             return Err(GenesisError::ShieldedPool);
         }
         if let Some(policy) = &self.sealed_market
-            && (policy.threshold < 2 || policy.epoch_slots == 0)
+            && (policy.threshold < 2
+                || policy.epoch_slots == 0
+                || policy.attestation.is_empty()
+                || usize::from(policy.vendors.min_vendors) > policy.attestation.len())
         {
             return Err(GenesisError::SealedMarket);
         }

@@ -42,6 +42,9 @@ pub struct Enclave {
     pub identity_key: [u8; 32],
     /// The measurement its quote attested.
     pub measurement: quartier_enclave::attestation::Measurement,
+    /// Its TEE vendor: the index of the genesis attestation root its quote
+    /// verified under.
+    pub vendor: u16,
     /// The block that registered it.
     pub registered: Height,
 }
@@ -146,10 +149,12 @@ pub(crate) fn register_enclave(
     if state.records.enclaves.contains_key(&signer) {
         return Err(TxError::EnclaveRegistered);
     }
-    let attested = policy
-        .attestation
-        .verify(quote, &state.records.measurements)
-        .map_err(TxError::Attestation)?;
+    let (vendor, attested) = quartier_enclave::attestation::verify_vendor(
+        &policy.attestation,
+        quote,
+        &state.records.measurements,
+    )
+    .map_err(TxError::Attestation)?;
     if attested.report_data[..32] != identity_key || attested.report_data[32..] != signer.0 {
         return Err(TxError::QuoteBinding);
     }
@@ -158,6 +163,7 @@ pub(crate) fn register_enclave(
         Enclave {
             identity_key,
             measurement: attested.measurement,
+            vendor,
             registered: ctx.height,
         },
     );
@@ -184,6 +190,13 @@ pub(crate) fn activate_committee(
             .all(|m| state.records.enclaves.contains_key(m));
     if !valid {
         return Err(TxError::InvalidCommittee);
+    }
+    let vendors: Vec<u16> = members
+        .iter()
+        .filter_map(|m| state.records.enclaves.get(m).map(|e| e.vendor))
+        .collect();
+    if !policy.vendors.admits(&vendors, policy.threshold) {
+        return Err(TxError::VendorPolicy);
     }
     let vote = CommitteeVote {
         members: members.to_vec(),

@@ -207,9 +207,34 @@ fn lay_out_enclaves(
     sealed: &SealedPlan,
     api_urls: &[String],
 ) -> Result<EnclaveLayout, ConfigError> {
-    let seed_file = dir.join("keys").join("simulated-attestation.seed");
-    let seed = random_seed()?;
-    write_key(&seed_file, &seed)?;
+    // One simulated TEE vendor per enclave up to three (standing in for,
+    // say, Intel TDX, AMD SEV-SNP and Intel SGX), enclave i on vendor
+    // i mod vendors; the committee must span two of them, and none may hold
+    // t members where the numbers allow it.
+    let vendor_count = sealed.enclaves.clamp(1, 3);
+    let mut vendor_seeds = Vec::new();
+    for v in 0..vendor_count {
+        let file = dir
+            .join("keys")
+            .join(format!("simulated-attestation-{v}.seed"));
+        let seed = random_seed()?;
+        write_key(&file, &seed)?;
+        vendor_seeds.push((file, seed));
+    }
+    let roots: Vec<_> = vendor_seeds
+        .iter()
+        .map(|(_, seed)| SimulatedAttestationService::new(*seed).root())
+        .collect();
+    let mut per_vendor = vec![0usize; vendor_count];
+    for i in 0..sealed.enclaves {
+        per_vendor[i % vendor_count] += 1;
+    }
+    let vendors = quartier_enclave::attestation::VendorPolicy {
+        min_vendors: u16::try_from(vendor_count.min(2)).unwrap_or(2),
+        no_vendor_holds_threshold: per_vendor
+            .iter()
+            .all(|c| *c < usize::from(sealed.threshold)),
+    };
     let listen: Vec<SocketAddr> = (0..sealed.enclaves)
         .map(|i| {
             let p = usize::from(plan.base_port) + 2 * plan.validators + i;
@@ -229,7 +254,9 @@ fn lay_out_enclaves(
             peers: urls.clone(),
             state_file: enclave_dir.join("state.sealed"),
             simulated_platform_secret_file: secret_file,
-            simulated_attestation_seed_file: seed_file.clone(),
+            simulated_attestation_seed_file: vendor_seeds[i % vendor_count].0.clone(),
+            simulated_vendor_roots: roots.clone(),
+            vendor_policy: vendors,
             committee_size: sealed.enclaves,
         };
         let path = enclave_dir.join("enclave.toml");
@@ -238,7 +265,8 @@ fn lay_out_enclaves(
         configs.push(path);
     }
     let policy = SealedMarketPolicy {
-        attestation: SimulatedAttestationService::new(seed).root(),
+        attestation: roots,
+        vendors,
         measurements: vec![sealed.measurement],
         threshold: sealed.threshold,
         epoch_slots: sealed.epoch_slots,

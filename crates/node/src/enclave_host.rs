@@ -53,8 +53,13 @@ pub struct EnclaveHostConfig {
     /// The **simulated** platform secret (stands in for the CPU's sealing key).
     pub simulated_platform_secret: [u8; 32],
     /// The **simulated** attestation service's secret (stands in for the TEE
-    /// vendor's quoting key; a devnet shares one among its enclaves).
+    /// vendor's quoting key; a devnet's enclaves of one vendor share it).
     pub simulated_attestation_seed: [u8; 32],
+    /// The attestation roots the enclave code trusts, one per vendor (its
+    /// own vendor's alone if empty): built into a real enclave.
+    pub simulated_vendor_roots: Vec<quartier_enclave::attestation::AttestationRoot>,
+    /// The vendor mix the enclave code requires of a committee.
+    pub vendor_policy: quartier_enclave::attestation::VendorPolicy,
     /// The measurement of the running enclave code.
     pub measurement: Measurement,
     /// How many enclaves form the committee.
@@ -78,6 +83,13 @@ pub struct EnclaveConfigFile {
     pub simulated_platform_secret_file: PathBuf,
     /// File with the **simulated** attestation service's secret (64 hex digits).
     pub simulated_attestation_seed_file: PathBuf,
+    /// The attestation roots of every vendor the enclave code trusts (its own
+    /// vendor's alone if none are given).
+    #[serde(default)]
+    pub simulated_vendor_roots: Vec<quartier_enclave::attestation::AttestationRoot>,
+    /// The vendor mix the enclave code requires of a committee.
+    #[serde(default)]
+    pub vendor_policy: quartier_enclave::attestation::VendorPolicy,
     /// How many enclaves form the committee.
     pub committee_size: usize,
 }
@@ -115,6 +127,8 @@ impl EnclaveConfigFile {
             simulated_attestation_seed: crate::config::read_key(
                 &file.simulated_attestation_seed_file,
             )?,
+            simulated_vendor_roots: file.simulated_vendor_roots,
+            vendor_policy: file.vendor_policy,
             measurement,
             committee_size: file.committee_size,
         })
@@ -209,11 +223,17 @@ type Handle = Arc<Mutex<Shared>>;
 /// [`HostError`] if the state does not unseal or the API can not bind.
 pub fn run(config: &EnclaveHostConfig) -> Result<(), HostError> {
     let vendor = SimulatedAttestationService::new(config.simulated_attestation_seed);
+    let roots = if config.simulated_vendor_roots.is_empty() {
+        vec![vendor.root()]
+    } else {
+        config.simulated_vendor_roots.clone()
+    };
     let platform = SimulatedPlatform::new(
         config.simulated_platform_secret,
         config.measurement,
         vendor.root(),
     )
+    .with_vendors(roots, config.vendor_policy)
     .with_counter(Box::new(SimulatedFileCounter::beside(&config.state_file)));
     let service = match std::fs::read(&config.state_file) {
         Ok(bytes) => EnclaveService::unseal(&bytes, &platform).map_err(|e| match e {

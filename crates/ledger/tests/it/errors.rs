@@ -43,6 +43,7 @@ fn name(e: &TxError) -> &'static str {
         TxError::QuoteBinding => "QuoteBinding",
         TxError::EnclaveRegistered => "EnclaveRegistered",
         TxError::InvalidCommittee => "InvalidCommittee",
+        TxError::VendorPolicy => "VendorPolicy",
         TxError::NoCommittee => "NoCommittee",
         TxError::StaleEpoch(_) => "StaleEpoch",
         TxError::UnknownEpoch(_) => "UnknownEpoch",

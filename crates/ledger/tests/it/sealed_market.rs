@@ -32,7 +32,8 @@ fn service() -> SimulatedAttestationService {
 fn sealed_chain() -> Chain {
     let mut g = genesis();
     g.sealed_market = Some(SealedMarketPolicy {
-        attestation: service().root(),
+        attestation: vec![service().root()],
+        vendors: Default::default(),
         measurements: vec![MEASUREMENT],
         threshold: 2,
         epoch_slots: EPOCH_SLOTS,
@@ -88,6 +89,81 @@ impl Enclaves {
         let sig = committee::sign(&signers, &self.group, message, &mut self.rng).unwrap();
         sig.try_into().unwrap()
     }
+}
+
+#[test]
+fn a_committee_must_span_tee_vendors_so_that_no_vendor_alone_signs() {
+    // Three (simulated) vendors; the policy: at least two of them, none
+    // holding t = 2 members. A host group whose enclaves all run on one
+    // vendor's hardware (whose quoting key leaked, say) proposes itself.
+    let vendors: Vec<SimulatedAttestationService> = (0..3u8)
+        .map(|v| SimulatedAttestationService::new([50 + v; 32]))
+        .collect();
+    let mut g = genesis();
+    g.sealed_market = Some(SealedMarketPolicy {
+        attestation: vendors
+            .iter()
+            .map(SimulatedAttestationService::root)
+            .collect(),
+        vendors: quartier_enclave::attestation::VendorPolicy {
+            min_vendors: 2,
+            no_vendor_holds_threshold: true,
+        },
+        measurements: vec![MEASUREMENT],
+        threshold: 2,
+        epoch_slots: EPOCH_SLOTS,
+    });
+    let mut c = Chain::from_genesis(g);
+    let e = Enclaves::new(5);
+    // Enclaves 0, 1 and 2 on vendor 0; 3 on vendor 1; 4 on vendor 2.
+    let on = [0, 0, 0, 1, 2];
+    for (i, v) in on.iter().enumerate() {
+        let identity = &e.identities[i];
+        let quote = vendors[*v].quote(MEASUREMENT, identity.report_data(id(&e.accounts[i]).0));
+        let body = TxBody::RegisterEnclave {
+            quote,
+            identity_key: identity.public_key(),
+        };
+        c.queue(&e.accounts[i].clone(), body);
+    }
+    c.block_ok(in_slot(SLOT));
+    for (i, v) in on.iter().enumerate() {
+        let enclave = &c.state.enclaves()[&id(&e.accounts[i])];
+        assert_eq!(enclave.vendor, u16::try_from(*v).unwrap());
+    }
+    let vote = |members: &[usize]| {
+        let mut members: Vec<_> = members.iter().map(|&i| id(&e.accounts[i])).collect();
+        members.sort();
+        TxBody::ActivateCommittee {
+            members,
+            group_key: e.group.public_key(),
+        }
+    };
+    for one_vendor_signs in [&[0, 1, 2][..], &[0, 1, 3], &[0, 1]] {
+        let tx = c.tx(&e.accounts[0], vote(one_vendor_signs));
+        let mut state = c.state.clone();
+        assert_eq!(
+            quartier_ledger::apply(&mut state, &tx, &c.ctx()),
+            Err(TxError::VendorPolicy)
+        );
+        assert_eq!(state, c.state, "a refused vote changes nothing");
+    }
+    // Three vendors, none with two members: accepted (a vote is recorded).
+    let tx = c.tx(&e.accounts[0], vote(&[0, 3, 4]));
+    assert!(quartier_ledger::apply(&mut c.state.clone(), &tx, &c.ctx()).is_ok());
+    // A quote of no root of the chain does not register.
+    let stranger = SimulatedAttestationService::new([9; 32]);
+    let outsider = key("outsider");
+    let identity = IdentityKey::generate(&mut ChaCha20Rng::from_seed([4; 32]));
+    let body = TxBody::RegisterEnclave {
+        quote: stranger.quote(MEASUREMENT, identity.report_data(id(&outsider).0)),
+        identity_key: identity.public_key(),
+    };
+    let tx = c.tx(&outsider, body);
+    assert!(matches!(
+        quartier_ledger::apply(&mut c.state.clone(), &tx, &c.ctx()),
+        Err(TxError::Attestation(_))
+    ));
 }
 
 /// A chain at slot 10 with meters p1 (prosumer) and c1 (consumer) in R1,
