@@ -146,6 +146,12 @@ fn outsider(base_port: u16, stop: &AtomicBool) -> Loot {
                     .max()
             })
             .unwrap_or(0);
+        let chain: [u8; 32] = api
+            .get("/api/v1/status")
+            .ok()
+            .and_then(|(_, v)| hex::decode(v["chain_id"].as_str()?).ok())
+            .and_then(|b| b.try_into().ok())
+            .unwrap_or([0; 32]);
         // Keys of its own for the next epochs, shared as if from a member.
         for e in epoch + 1..=epoch + 2 {
             if !keys.iter().any(|k| k.epoch() == Epoch(e)) {
@@ -168,6 +174,7 @@ fn outsider(base_port: u16, stop: &AtomicBool) -> Loot {
                     Request::DkgRound1 {
                         index: i,
                         t: 3,
+                        chain,
                         members: with_me.clone(),
                         invitation: [9; 64],
                     },
@@ -177,6 +184,7 @@ fn outsider(base_port: u16, stop: &AtomicBool) -> Loot {
                     Request::DkgRound1 {
                         index: i,
                         t: 1,
+                        chain,
                         members: quotes.clone(),
                         invitation: [9; 64],
                     },
@@ -186,6 +194,7 @@ fn outsider(base_port: u16, stop: &AtomicBool) -> Loot {
                     Request::DkgRound1 {
                         index: i,
                         t: 3,
+                        chain,
                         members: quotes.clone(),
                         invitation: [9; 64],
                     },

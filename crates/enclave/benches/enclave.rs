@@ -15,9 +15,13 @@ use rand_core::SeedableRng;
 use std::collections::BTreeMap;
 use std::hint::black_box;
 
+/// The chain the benchmark's committee serves.
+const CHAIN: [u8; 32] = [0xc4; 32];
+
 fn signed(i: u32, key: &SigningKey) -> SignedOrder {
     SignedOrder::sign(
         OrderPayload {
+            chain: CHAIN,
             wallet: AccountId(key.verifying_key().to_bytes()),
             region: RegionId(1),
             slot: Slot(9),
@@ -77,6 +81,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("auctioneer::slot/orders/1000", |b| {
         b.iter(|| {
             let mut auctioneer = Auctioneer::new(
+                CHAIN,
                 RegionId(1),
                 params,
                 EpochKeyPair::generate(Epoch(1), &mut ChaCha20Rng::from_seed([1; 32])),
@@ -205,12 +210,14 @@ fn committee_with_key(
         .iter()
         .map(|m| vendor.quote(platform.measurement, m.report_data()))
         .collect();
-    let invitation = members[0].invite(2, &quotes).expect("the first member");
+    let invitation = members[0]
+        .invite(CHAIN, 2, &quotes)
+        .expect("the first member");
     let mut round1 = BTreeMap::new();
     for (i, m) in (0u16..).zip(members.iter_mut()) {
         round1.insert(
             i,
-            m.dkg_round1(i, 2, quotes.clone(), &invitation)
+            m.dkg_round1(i, 2, CHAIN, quotes.clone(), &invitation)
                 .expect("round 1"),
         );
     }

@@ -56,6 +56,9 @@ pub enum Refusal {
     /// (any sell of a meter without PV).
     #[error("sell exceeds the meter's PV capacity")]
     ExceedsCapacity,
+    /// Signed for another chain (a replay of an order placed there).
+    #[error("order for another chain")]
+    WrongChain,
 }
 
 /// What a household learns about its sealed order.
@@ -277,6 +280,8 @@ pub enum BatchError {
 
 /// One region's auctioneer.
 pub struct Auctioneer {
+    /// The chain it clears for: orders must name it.
+    chain: [u8; 32],
     region: RegionId,
     params: RegionParams,
     /// The key orders are opened with now (none once erased on schedule
@@ -299,6 +304,7 @@ pub struct Auctioneer {
 /// What an auctioneer keeps across a restart (inside the sealed state).
 #[derive(BorshSerialize, BorshDeserialize)]
 pub(crate) struct AuctioneerState {
+    chain: [u8; 32],
     region: RegionId,
     params: RegionParams,
     keys: Vec<(Epoch, Vec<u8>)>,
@@ -325,6 +331,7 @@ impl AuctioneerState {
             upcoming.insert(k.epoch(), k);
         }
         Some(Auctioneer {
+            chain: self.chain,
             region: self.region,
             params: self.params,
             key,
@@ -345,9 +352,16 @@ impl AuctioneerState {
 pub struct Overflow;
 
 impl Auctioneer {
-    /// An auctioneer for `region` with `params`, holding the epoch key `key`.
-    pub fn new(region: RegionId, params: RegionParams, key: EpochKeyPair) -> Auctioneer {
+    /// An auctioneer of chain `chain` (its genesis hash) for `region` with
+    /// `params`, holding the epoch key `key`.
+    pub fn new(
+        chain: [u8; 32],
+        region: RegionId,
+        params: RegionParams,
+        key: EpochKeyPair,
+    ) -> Auctioneer {
         Auctioneer {
+            chain,
             region,
             params,
             key: Some(key),
@@ -370,11 +384,13 @@ impl Auctioneer {
     /// An auctioneer for a region that starts on a slot whose epoch key
     /// was already erased (see [`Auctioneer::erase_before`]).
     pub fn after_erasure(
+        chain: [u8; 32],
         region: RegionId,
         params: RegionParams,
         erased_below: Epoch,
     ) -> Auctioneer {
         Auctioneer {
+            chain,
             region,
             params,
             key: None,
@@ -416,6 +432,7 @@ impl Auctioneer {
     /// are cleared whole).
     pub(crate) fn export(&self) -> AuctioneerState {
         AuctioneerState {
+            chain: self.chain,
             region: self.region,
             params: self.params,
             keys: self
@@ -626,6 +643,9 @@ impl Auctioneer {
             .map_err(|e| (None, Refusal::from(e)))?;
         let p = order.payload;
         let wallet = Some((p.wallet, p.receipt_key));
+        if p.chain != self.chain {
+            return Err((wallet, Refusal::WrongChain));
+        }
         let Some(cap) = self.traders.get(&p.wallet) else {
             return Err((wallet, Refusal::NotATrader));
         };
@@ -831,7 +851,7 @@ mod tests {
         let key = EpochKeyPair::generate(Epoch(1), &mut rng);
         let public = key.public_key();
         let receipt_keys = (0..6).map(|_| HpkeKeyPair::generate(&mut rng)).collect();
-        let mut auctioneer = Auctioneer::new(RegionId(1), params(), key);
+        let mut auctioneer = Auctioneer::new([0xc4; 32], RegionId(1), params(), key);
         // Every test wallet a meter of the region with 10 kWh of PV a slot.
         let traders: Vec<_> = (0..6)
             .map(|i| (id(&wallet(i)), Energy::new(10_000)))
@@ -856,6 +876,7 @@ mod tests {
         ) -> SealedOrder {
             let key = wallet(who);
             let payload = OrderPayload {
+                chain: [0xc4; 32],
                 wallet: id(&key),
                 region: RegionId(1),
                 slot: Slot(slot),
@@ -881,6 +902,35 @@ mod tests {
         fn read(&self, report: &SlotReport, i: usize, who: u8) -> Option<Receipt> {
             report.receipts[i].open(&self.receipt_keys[usize::from(who)])
         }
+    }
+
+    #[test]
+    fn an_order_placed_on_another_chain_is_refused_here() {
+        // A committee serving a test net and this chain: a household's order
+        // on the test net (same epoch key, same wallet) is replayed here to
+        // spend its prepaid balance on this chain.
+        let mut m = market(4);
+        let buyer = wallet(0);
+        m.auctioneer.deposit(id(&buyer), Money::new(CHF)).unwrap();
+        let payload = OrderPayload {
+            chain: [0xee; 32],
+            wallet: id(&buyer),
+            region: RegionId(1),
+            slot: Slot(7),
+            epoch: Epoch(1),
+            side: Side::Buy,
+            limit: Price::new(20_000),
+            energy: Energy::new(1_000),
+            receipt_key: m.receipt_keys[0].public_key(),
+        };
+        let replayed = seal(&m.public, &SignedOrder::sign(payload, &buyer), &mut m.rng).unwrap();
+        assert_eq!(m.auctioneer.submit(&replayed), Err(Refusal::WrongChain));
+        assert_eq!(m.auctioneer.prepaid(&id(&buyer)), Money::new(CHF));
+        let report = m.settle(7);
+        assert_eq!(
+            m.read(&report, 0, 0).unwrap().outcome,
+            Outcome::Refused(Refusal::WrongChain)
+        );
     }
 
     #[test]

@@ -149,11 +149,12 @@ pub fn generate(
     ))
 }
 
-/// The message a committee signs for a slot: the tagged hash of its
-/// summary's canonical bytes (region, slot, receipts root, aggregates, payouts).
-pub fn report_message(summary: &SlotSummary) -> Vec<u8> {
+/// The message a committee signs for a slot of chain `chain`: the tagged
+/// hash of the chain id and its summary's canonical bytes (region, slot,
+/// receipts root, aggregates, payouts). Another chain refuses it.
+pub fn report_message(chain: &[u8; 32], summary: &SlotSummary) -> Vec<u8> {
     let bytes = borsh::to_vec(summary).unwrap_or_default();
-    hash::tagged(TAG_REPORT, &[&bytes]).0.to_vec()
+    hash::tagged(TAG_REPORT, &[chain, &bytes]).0.to_vec()
 }
 
 /// The group's verifying key as the chain stores it: 32 bytes, with nothing
@@ -266,27 +267,30 @@ mod tests {
         let (members, group) = generate(3, 2, &mut rng).unwrap();
         let params = RegionParams::new(Price::new(20_750), Price::new(4_000), Price::ZERO).unwrap();
         let key = EpochKeyPair::generate(Epoch(1), &mut rng);
-        let report = Auctioneer::new(RegionId(1), params, key)
+        let report = Auctioneer::new([0xc4; 32], RegionId(1), params, key)
             .settle(Slot(5), &mut rng)
             .unwrap();
         let sig = sign(
             &[&members[2], &members[0]],
             &group,
-            &report_message(&report.summary),
+            &report_message(&[0xc4; 32], &report.summary),
             &mut rng,
         )
         .unwrap();
-        assert_eq!(group.verify(&report_message(&report.summary), &sig), Ok(()));
+        assert_eq!(
+            group.verify(&report_message(&[0xc4; 32], &report.summary), &sig),
+            Ok(())
+        );
         let mut altered = report.clone();
         altered.summary.aggregates.totals.local_energy = Energy::new(1);
         assert_eq!(
-            group.verify(&report_message(&altered.summary), &sig),
+            group.verify(&report_message(&[0xc4; 32], &altered.summary), &sig),
             Err(CommitteeError::InvalidSignature)
         );
         let mut other_slot = report;
         other_slot.summary.slot = Slot(6);
         assert_eq!(
-            group.verify(&report_message(&other_slot.summary), &sig),
+            group.verify(&report_message(&[0xc4; 32], &other_slot.summary), &sig),
             Err(CommitteeError::InvalidSignature)
         );
     }

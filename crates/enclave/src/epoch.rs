@@ -163,9 +163,10 @@ pub fn share(
     shares
 }
 
-/// What the committee signs to publish an epoch key.
-pub fn epoch_key_message(epoch: Epoch, public: &[u8; 32]) -> Vec<u8> {
-    hash::tagged(TAG_EPOCH_KEY, &[&epoch.0.to_le_bytes(), public])
+/// What the committee signs to publish an epoch key on chain `chain`
+/// (another chain refuses it).
+pub fn epoch_key_message(chain: &[u8; 32], epoch: Epoch, public: &[u8; 32]) -> Vec<u8> {
+    hash::tagged(TAG_EPOCH_KEY, &[chain, &epoch.0.to_le_bytes(), public])
         .0
         .to_vec()
 }
@@ -183,6 +184,7 @@ mod tests {
         let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
         SignedOrder::sign(
             OrderPayload {
+                chain: [0xc4; 32],
                 wallet: AccountId(key.verifying_key().to_bytes()),
                 region: RegionId(1),
                 slot: Slot(8),
@@ -207,7 +209,7 @@ mod tests {
         let recipients = [ids[1].public_key(), ids[2].public_key()];
         let shares = share(&key, &ids[0], &recipients, b"committee", &mut rng);
         // Any two members publish it with a group signature.
-        let msg = epoch_key_message(Epoch(5), &published);
+        let msg = epoch_key_message(&[0xc4; 32], Epoch(5), &published);
         let sig = committee::sign(&[&members[0], &members[1]], &group, &msg, &mut rng).unwrap();
         assert_eq!(group.verify(&msg, &sig), Ok(()));
         // A household seals to the published key; every member opens it.

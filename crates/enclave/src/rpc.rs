@@ -23,6 +23,9 @@ pub enum Request {
         index: u16,
         /// The threshold.
         t: u16,
+        /// The chain the committee serves (its genesis hash): bound into
+        /// every report and epoch key it signs and every order it takes.
+        chain: [u8; 32],
         /// Every member's quote (identity key ‖ account), by index.
         members: Vec<Quote>,
         /// The first member's invitation (see [`EnclaveService::invite`]).
@@ -112,10 +115,11 @@ impl EnclaveService {
             Request::DkgRound1 {
                 index,
                 t,
+                chain,
                 members,
                 invitation,
             } => self
-                .dkg_round1(index, t, members, &invitation)
+                .dkg_round1(index, t, chain, members, &invitation)
                 .map(|(package, signature)| Response::DkgRound1(package, signature)),
             Request::DkgRound2 { round1 } => self.dkg_round2(&round1).map(Response::DkgRound2),
             Request::DkgFinish { packages } => {

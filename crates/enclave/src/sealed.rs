@@ -22,7 +22,7 @@ pub const TAG_ORDER: &str = "QUARTIER_ENCLAVE_ORDER";
 /// HPKE `info` of sealed orders.
 pub const HPKE_INFO: &[u8] = b"QUARTIER_ENCLAVE_SEALED_ORDER";
 /// Plaintext size after padding: every sealed order has the same length.
-pub const PADDED_LEN: usize = 192;
+pub const PADDED_LEN: usize = 256;
 /// Ciphertext size: the padded plaintext and the 16-byte tag.
 pub const CIPHERTEXT_LEN: usize = PADDED_LEN + 16;
 
@@ -47,6 +47,9 @@ pub struct Epoch(pub u64);
 /// What the household's wallet signs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct OrderPayload {
+    /// The chain it is for (its genesis hash): another chain's enclaves
+    /// refuse it.
+    pub chain: [u8; 32],
     /// The wallet (and prepaid account) placing the order.
     pub wallet: AccountId,
     /// The region.
@@ -479,6 +482,7 @@ mod tests {
         let key = wallet();
         SignedOrder::sign(
             OrderPayload {
+                chain: [0xc4; 32],
                 wallet: AccountId(key.verifying_key().to_bytes()),
                 region: RegionId(1),
                 slot: Slot(42),

@@ -159,6 +159,8 @@ impl ClearingState {
 struct Membership {
     index: u16,
     t: u16,
+    /// The chain the committee serves (from the invitation).
+    chain: [u8; 32],
     identities: Vec<[u8; 32]>,
     /// Each member's chain account (its quote's report data): it signs the
     /// member's DKG round-1 package and the requests it coordinates.
@@ -171,10 +173,11 @@ struct Membership {
 pub const TAG_DKG_INVITATION: &str = "QUARTIER_ENCLAVE_DKG_INVITATION";
 
 /// What the coordinator signs to start a DKG.
-fn invitation_message(t: u16, members: &[Quote]) -> hash::Digest {
+fn invitation_message(chain: &[u8; 32], t: u16, members: &[Quote]) -> hash::Digest {
     hash::tagged(
         TAG_DKG_INVITATION,
         &[
+            chain,
             &t.to_le_bytes(),
             &borsh::to_vec(members).unwrap_or_default(),
         ],
@@ -345,6 +348,14 @@ impl EnclaveService {
         Some(GroupPublicKey(bytes.try_into().ok()?))
     }
 
+    /// The chain this member's committee serves, once it is in one.
+    fn chain(&self) -> Result<[u8; 32], ServiceError> {
+        self.membership
+            .as_ref()
+            .map(|m| m.chain)
+            .ok_or(ServiceError::State("no committee"))
+    }
+
     /// DKG round 1: this member is `index` of the committee whose members'
     /// quotes are `members` (ascending by account, as on chain); returns its
     /// round-1 package, signed by its account key.
@@ -363,6 +374,7 @@ impl EnclaveService {
         &mut self,
         index: u16,
         t: u16,
+        chain: [u8; 32],
         members: Vec<Quote>,
         invitation: &[u8; 64],
     ) -> Result<SignedPackage, ServiceError> {
@@ -403,7 +415,11 @@ impl EnclaveService {
         // Invited by the committee's first member (its coordinator), for
         // exactly these members and this t: nobody else starts a DKG here.
         let first = accounts.first().ok_or(ServiceError::Invalid)?;
-        verify_account(first, &invitation_message(t, &members).0, invitation)?;
+        verify_account(
+            first,
+            &invitation_message(&chain, t, &members).0,
+            invitation,
+        )?;
         let (secret, package) =
             frost::keys::dkg::part1(identifier(index)?, n, t, Rng06(&mut self.rng.0))
                 .map_err(|_| ServiceError::Invalid)?;
@@ -416,6 +432,7 @@ impl EnclaveService {
         self.membership = Some(Membership {
             index,
             t,
+            chain,
             identities,
             accounts,
             key: None,
@@ -425,17 +442,22 @@ impl EnclaveService {
     }
 
     /// As the committee's first member: the invitation to a DKG of
-    /// `members` with threshold `t` (its account signature), which every
+    /// `members` with threshold `t` for chain `chain` (its account signature), which every
     /// member checks in [`EnclaveService::dkg_round1`].
     ///
     /// # Errors
     /// [`ServiceError::Invalid`] if this enclave is not `members[0]`.
-    pub fn invite(&self, t: u16, members: &[Quote]) -> Result<[u8; 64], ServiceError> {
+    pub fn invite(
+        &self,
+        chain: [u8; 32],
+        t: u16,
+        members: &[Quote],
+    ) -> Result<[u8; 64], ServiceError> {
         let first = members.first().ok_or(ServiceError::Invalid)?;
         if first.report_data[32..] != self.account().0 {
             return Err(ServiceError::Invalid);
         }
-        let message = invitation_message(t, members);
+        let message = invitation_message(&chain, t, members);
         Ok(ed25519_dalek::Signer::sign(&self.account, &message.0).to_bytes())
     }
 
@@ -738,14 +760,14 @@ impl EnclaveService {
     ) -> Result<&SlotReport, ServiceError> {
         if !self.auctioneers.contains_key(&region) {
             let auctioneer = if batch.epoch < self.erased_below {
-                Auctioneer::after_erasure(region, batch.params, self.erased_below)
+                Auctioneer::after_erasure(self.chain()?, region, batch.params, self.erased_below)
             } else {
                 let key = self
                     .epoch_keys
                     .get(&batch.epoch)
                     .map(EpochKeyPair::duplicate)
                     .ok_or(BatchError::MissingKey(batch.epoch.0))?;
-                Auctioneer::new(region, batch.params, key)
+                Auctioneer::new(self.chain()?, region, batch.params, key)
             };
             self.auctioneers.insert(region, auctioneer);
         }
@@ -909,11 +931,12 @@ impl EnclaveService {
     }
 
     fn message(&self, purpose: &Purpose) -> Result<Vec<u8>, ServiceError> {
+        let chain = self.chain()?;
         match purpose {
             Purpose::Report { region, slot } => self
                 .reports
                 .get(&(*region, *slot))
-                .map(|r| report_message(&r.summary))
+                .map(|r| report_message(&chain, &r.summary))
                 .ok_or(ServiceError::Unsigned),
             Purpose::EpochKey { epoch, public_key } => {
                 let held = self
@@ -923,7 +946,7 @@ impl EnclaveService {
                     .chain(self.candidates.iter().filter(|k| k.epoch() == *epoch))
                     .any(|k| k.public_key() == *public_key);
                 if held {
-                    Ok(epoch_key_message(*epoch, public_key))
+                    Ok(epoch_key_message(&chain, *epoch, public_key))
                 } else {
                     Err(ServiceError::Unsigned)
                 }
@@ -1130,6 +1153,7 @@ impl EnclaveService {
             Some(m) => Some(SealedMembership {
                 index: m.index,
                 t: m.t,
+                chain: m.chain,
                 identities: m.identities.clone(),
                 accounts: m.accounts.clone(),
                 key: m
@@ -1225,6 +1249,7 @@ impl EnclaveService {
             Some(m) => Some(Membership {
                 index: m.index,
                 t: m.t,
+                chain: m.chain,
                 identities: m.identities,
                 accounts: m.accounts,
                 key: m
@@ -1265,6 +1290,7 @@ impl EnclaveService {
 struct SealedMembership {
     index: u16,
     t: u16,
+    chain: [u8; 32],
     identities: Vec<[u8; 32]>,
     accounts: Vec<[u8; 32]>,
     key: Option<Vec<u8>>,
@@ -1414,6 +1440,8 @@ mod tests {
 
     const R: RegionId = RegionId(1);
     const CHF: u64 = 100_000_000;
+    /// The chain the test committees serve.
+    const CHAIN: [u8; 32] = [0xc4; 32];
 
     fn params() -> RegionParams {
         RegionParams::new(Price::new(20_750), Price::new(4_000), Price::new(500)).unwrap()
@@ -1444,10 +1472,14 @@ mod tests {
         let mut members: Vec<EnclaveService> = (0..3).map(|_| enclave()).collect();
         members.sort_by_key(EnclaveService::account);
         let quotes: Vec<Quote> = members.iter().map(quote).collect();
-        let invitation = members[0].invite(2, &quotes).unwrap();
+        let invitation = members[0].invite(CHAIN, 2, &quotes).unwrap();
         let mut round1 = BTreeMap::new();
         for (i, m) in (0u16..).zip(members.iter_mut()) {
-            round1.insert(i, m.dkg_round1(i, 2, quotes.clone(), &invitation).unwrap());
+            round1.insert(
+                i,
+                m.dkg_round1(i, 2, CHAIN, quotes.clone(), &invitation)
+                    .unwrap(),
+            );
         }
         (members, round1)
     }
@@ -1506,6 +1538,7 @@ mod tests {
     ) -> (crate::sealed::SealedOrder, HpkeKeyPair) {
         let receipt = HpkeKeyPair::generate(rng);
         let payload = OrderPayload {
+            chain: CHAIN,
             wallet: AccountId(wallet.verifying_key().to_bytes()),
             region: R,
             slot: Slot(slot),
@@ -1684,6 +1717,7 @@ mod tests {
         let reform = Request::DkgRound1 {
             index: 0,
             t: 2,
+            chain: CHAIN,
             members: vec![quote(&members[0]), attacker_quote],
             invitation: [0; 64],
         };
@@ -1726,7 +1760,7 @@ mod tests {
         let attacker_account = SigningKey::from_bytes(&[79; 32]);
         // What the outsider signs as an invitation (it is no member).
         let forge = |t: u16, quotes: &[Quote]| {
-            ed25519_dalek::Signer::sign(&attacker_account, &invitation_message(t, quotes).0)
+            ed25519_dalek::Signer::sign(&attacker_account, &invitation_message(&CHAIN, t, quotes).0)
                 .to_bytes()
         };
         // The outsider adds itself as a fourth member (its key quoted by a
@@ -1736,7 +1770,7 @@ mod tests {
                 .quote(MEASUREMENT, attacker.report_data([0xff; 32])),
             vendor().quote(Measurement([9; 32]), attacker.report_data([0xff; 32])),
         ];
-        let honest = members[0].invite(2, &quotes).unwrap();
+        let honest = members[0].invite(CHAIN, 2, &quotes).unwrap();
         for (i, m) in (0u16..).zip(members.iter_mut()) {
             let mut attacks = Vec::new();
             for extra in &forged {
@@ -1766,6 +1800,7 @@ mod tests {
                 let request = Request::DkgRound1 {
                     index,
                     t,
+                    chain: CHAIN,
                     members,
                     invitation,
                 };
@@ -1775,7 +1810,10 @@ mod tests {
         // The honest committee still forms.
         let mut round1 = BTreeMap::new();
         for (i, m) in (0u16..).zip(members.iter_mut()) {
-            round1.insert(i, m.dkg_round1(i, 2, quotes.clone(), &honest).unwrap());
+            round1.insert(
+                i,
+                m.dkg_round1(i, 2, CHAIN, quotes.clone(), &honest).unwrap(),
+            );
         }
         let mut round2 = Vec::new();
         for m in &mut members {
@@ -1823,11 +1861,12 @@ mod tests {
         // vendor alone would sign every report and epoch key.
         for on in [[0, 0, 0], [1, 1, 2], [0, 2, 2]] {
             let quotes = quoted(&members, on);
-            let invitation = members[0].invite(2, &quotes).unwrap();
+            let invitation = members[0].invite(CHAIN, 2, &quotes).unwrap();
             for (i, m) in (0u16..).zip(members.iter_mut()) {
                 let request = Request::DkgRound1 {
                     index: i,
                     t: 2,
+                    chain: CHAIN,
                     members: quotes.clone(),
                     invitation,
                 };
@@ -1836,9 +1875,10 @@ mod tests {
         }
         // One member on each vendor: the committee forms.
         let quotes = quoted(&members, [0, 1, 2]);
-        let invitation = members[0].invite(2, &quotes).unwrap();
+        let invitation = members[0].invite(CHAIN, 2, &quotes).unwrap();
         for (i, m) in (0u16..).zip(members.iter_mut()) {
-            m.dkg_round1(i, 2, quotes.clone(), &invitation).unwrap();
+            m.dkg_round1(i, 2, CHAIN, quotes.clone(), &invitation)
+                .unwrap();
         }
     }
 
@@ -2194,7 +2234,7 @@ mod tests {
         };
         let sig = sign(&mut members, 0, &[0, 2], &purpose).unwrap();
         assert_eq!(
-            group.verify(&epoch_key_message(Epoch(2), &public), &sig),
+            group.verify(&epoch_key_message(&CHAIN, Epoch(2), &public), &sig),
             Ok(())
         );
         // Member 2 also made a key for epoch 2 (its turn-holder looked down)
@@ -2268,7 +2308,10 @@ mod tests {
             slot: Slot(8),
         };
         let sig = sign(&mut members, 1, &[1, 2], &slot8).unwrap();
-        assert_eq!(group.verify(&report_message(&report.summary), &sig), Ok(()));
+        assert_eq!(
+            group.verify(&report_message(&CHAIN, &report.summary), &sig),
+            Ok(())
+        );
         // One alone can not: the package needs the threshold's commitments.
         assert!(sign(&mut members, 1, &[1], &slot8).is_err());
 
@@ -2308,7 +2351,7 @@ mod tests {
         };
         let sig = sign(&mut members, 2, &[0, 2], &slot9).unwrap();
         assert_eq!(
-            group.verify(&report_message(&reports[0].summary), &sig),
+            group.verify(&report_message(&CHAIN, &reports[0].summary), &sig),
             Ok(())
         );
         // Nobody signs a slot it did not clear.

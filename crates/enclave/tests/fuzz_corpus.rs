@@ -23,6 +23,7 @@ fn seeds() -> Vec<(&'static str, Request)> {
             Request::DkgRound1 {
                 index: 0,
                 t: 2,
+                chain: [0xc4; 32],
                 members: (1..=3)
                     .map(|i| vendor().quote(MEASUREMENT, [i; 64]))
                     .collect(),
@@ -103,10 +104,14 @@ fn committee() -> Vec<EnclaveService> {
         .iter()
         .map(|m| vendor().quote(MEASUREMENT, m.report_data()))
         .collect();
-    let invitation = members[0].invite(2, &quotes).unwrap();
+    let invitation = members[0].invite([0xc4; 32], 2, &quotes).unwrap();
     let mut round1 = BTreeMap::new();
     for (i, m) in (0u16..).zip(members.iter_mut()) {
-        round1.insert(i, m.dkg_round1(i, 2, quotes.clone(), &invitation).unwrap());
+        round1.insert(
+            i,
+            m.dkg_round1(i, 2, [0xc4; 32], quotes.clone(), &invitation)
+                .unwrap(),
+        );
     }
     let mut round2 = Vec::new();
     for m in &mut members {

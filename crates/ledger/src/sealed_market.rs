@@ -248,8 +248,13 @@ pub(crate) fn publish_epoch_key(
     {
         return Err(TxError::StaleEpoch(epoch.0));
     }
-    key.verify(&epoch_key_message(epoch, &public_key), signature)
-        .map_err(|_| TxError::InvalidGroupSignature)?;
+    // Signed for this chain: a committee serving another chain too can not
+    // have its signatures replayed here.
+    key.verify(
+        &epoch_key_message(&state.chain_id().0.0, epoch, &public_key),
+        signature,
+    )
+    .map_err(|_| TxError::InvalidGroupSignature)?;
     state.records.epochs.insert(epoch, public_key);
     while state.records.epochs.len() > KEPT_EPOCHS {
         state.records.epochs.pop_first();
@@ -430,7 +435,7 @@ pub(crate) fn post_settlement_report(
     if !count_fits || !t.is_balanced() || !payouts_requested || !sells_fit || !priced {
         return Err(TxError::ReportMismatch);
     }
-    key.verify(&report_message(summary), signature)
+    key.verify(&report_message(&state.chain_id().0.0, summary), signature)
         .map_err(|_| TxError::InvalidGroupSignature)?;
     // Custody: +feed-in paid by the utility, −grid supply, −fees, −payouts.
     let genesis = state.genesis();

@@ -555,6 +555,7 @@ impl MeterAgent {
                 };
                 let receipt_key = HpkeKeyPair::receipt_key(&self.key, self.region, head.bid.slot);
                 let payload = OrderPayload {
+                    chain: self.genesis.chain_id().0.0,
                     wallet: self.account,
                     region: self.region,
                     slot: head.bid.slot,

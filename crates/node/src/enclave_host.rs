@@ -692,13 +692,15 @@ impl Host {
             quotes.push(quote);
         }
         let t = view.policy.threshold;
-        let invitation = self.shared.lock().service.invite(t, &quotes).ok()?;
+        let chain = view.chain_id.0.0;
+        let invitation = self.shared.lock().service.invite(chain, t, &quotes).ok()?;
         let mut round1 = BTreeMap::new();
         for (i, p) in peers.iter().enumerate() {
             let index = u16::try_from(i).ok()?;
             let request = Request::DkgRound1 {
                 index,
                 t,
+                chain,
                 members: quotes.clone(),
                 invitation,
             };

@@ -440,6 +440,7 @@ pub fn run(
                         let epoch = policy.epoch_of(Slot(slot));
                         let key = slot_key.unwrap_or([9; 32]);
                         let payload = OrderPayload {
+                            chain: chain_id.0.0,
                             wallet: account(m),
                             region,
                             slot: Slot(slot),

@@ -41,6 +41,12 @@ fn sealed_chain() -> Chain {
     Chain::from_genesis(g)
 }
 
+/// The id of every chain `sealed_chain` makes (one genesis).
+fn chain_id() -> [u8; 32] {
+    static ID: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    *ID.get_or_init(|| sealed_chain().state.chain_id().0.0)
+}
+
 fn in_slot(slot: u64) -> u64 {
     slot * SLOT_MS + 1
 }
@@ -191,7 +197,10 @@ fn market() -> (Chain, Enclaves, EpochKeyPair) {
     }
     let epoch_key = EpochKeyPair::generate(Epoch(SLOT / EPOCH_SLOTS), &mut e.rng);
     let public_key = epoch_key.public_key();
-    let signature = e.sign(&[0, 1], &epoch_key_message(epoch_key.epoch(), &public_key));
+    let signature = e.sign(
+        &[0, 1],
+        &epoch_key_message(&chain_id(), epoch_key.epoch(), &public_key),
+    );
     c.queue(
         &e.accounts[2].clone(),
         TxBody::PublishEpochKey {
@@ -217,6 +226,7 @@ fn order(
 ) -> (SealedOrder, HpkeKeyPair) {
     let receipt = HpkeKeyPair::generate(rng);
     let payload = OrderPayload {
+        chain: chain_id(),
         wallet: id(who),
         region: R1,
         slot: Slot(slot),
@@ -311,8 +321,8 @@ fn a_sealed_slot_settles_through_a_threshold_signed_report_and_reconciles() {
             .receive(&share[0], &k.public_key(), &from, b"")
             .unwrap()
     };
-    let mut other = Auctioneer::new(R1, r1_params(), key_copy(&epoch_key));
-    let mut auctioneer = Auctioneer::new(R1, r1_params(), epoch_key);
+    let mut other = Auctioneer::new(chain_id(), R1, r1_params(), key_copy(&epoch_key));
+    let mut auctioneer = Auctioneer::new(chain_id(), R1, r1_params(), epoch_key);
     let report = auctioneer.clear_batch(&input).unwrap();
     assert_eq!(other.clear_batch(&input).unwrap(), report);
     assert_eq!(
@@ -320,7 +330,7 @@ fn a_sealed_slot_settles_through_a_threshold_signed_report_and_reconciles() {
         receipts_root(&report.receipts)
     );
 
-    let signature = e.sign(&[0, 2], &report_message(&report.summary));
+    let signature = e.sign(&[0, 2], &report_message(&chain_id(), &report.summary));
     let before = c.state.account(&id(&key("utility"))).balance;
     c.queue(
         &e.accounts[1].clone(),
@@ -393,7 +403,7 @@ fn a_sealed_slot_settles_through_a_threshold_signed_report_and_reconciles() {
         .unwrap();
     // c1 asked for more than it prepaid: not approved.
     assert_eq!(report.summary.payouts, vec![(id(&p1), proceeds)]);
-    let signature = e.sign(&[1, 2], &report_message(&report.summary));
+    let signature = e.sign(&[1, 2], &report_message(&chain_id(), &report.summary));
     c.queue(
         &e.accounts[0].clone(),
         TxBody::PostSettlementReport {
@@ -490,7 +500,7 @@ fn bad_quotes_reports_and_sealed_orders_are_rejected_and_change_nothing() {
 
     // Epoch keys: stale, or signed by another group.
     let next = EpochKeyPair::generate(Epoch(epoch.0 + 1), &mut rng);
-    let stale = e.sign(&[0, 1], &epoch_key_message(epoch, &public));
+    let stale = e.sign(&[0, 1], &epoch_key_message(&chain_id(), epoch, &public));
     let tx = c.tx(
         &e.accounts[0],
         TxBody::PublishEpochKey {
@@ -503,7 +513,7 @@ fn bad_quotes_reports_and_sealed_orders_are_rejected_and_change_nothing() {
     let mut rogue = Enclaves::with_seed(3, 99);
     let forged = rogue.sign(
         &[0, 1],
-        &epoch_key_message(next.epoch(), &next.public_key()),
+        &epoch_key_message(&chain_id(), next.epoch(), &next.public_key()),
     );
     let tx = c.tx(
         &e.accounts[0],
@@ -511,6 +521,21 @@ fn bad_quotes_reports_and_sealed_orders_are_rejected_and_change_nothing() {
             epoch: next.epoch(),
             public_key: next.public_key(),
             signature: forged,
+        },
+    );
+    rejects(&c, &tx, TxError::InvalidGroupSignature);
+    // The same committee's signature on the key for another chain it serves
+    // (a test net, say) is no signature here.
+    let elsewhere = e.sign(
+        &[0, 1],
+        &epoch_key_message(&[0xee; 32], next.epoch(), &next.public_key()),
+    );
+    let tx = c.tx(
+        &e.accounts[0],
+        TxBody::PublishEpochKey {
+            epoch: next.epoch(),
+            public_key: next.public_key(),
+            signature: elsewhere,
         },
     );
     rejects(&c, &tx, TxError::InvalidGroupSignature);
@@ -564,7 +589,7 @@ fn bad_quotes_reports_and_sealed_orders_are_rejected_and_change_nothing() {
     // Reports: before the gate there is no batch; after it, a report signed by
     // another group, tampered after signing, or claiming a payout nobody
     // requested is refused; a single member can not sign at all.
-    let mut auctioneer = Auctioneer::new(R1, r1_params(), epoch_key);
+    let mut auctioneer = Auctioneer::new(chain_id(), R1, r1_params(), epoch_key);
     let sealed_orders = |c: &Chain| -> Vec<SealedOrder> {
         let (_, b) = c.state.sealed_batches().next().unwrap();
         b.orders.iter().map(|o| o.sealed.clone()).collect()
@@ -585,22 +610,26 @@ fn bad_quotes_reports_and_sealed_orders_are_rejected_and_change_nothing() {
             traders: &traders,
         })
         .unwrap();
-    let good_sig = e.sign(&[0, 1], &report_message(&report.summary));
+    let good_sig = e.sign(&[0, 1], &report_message(&chain_id(), &report.summary));
     let post = |summary, signature| TxBody::PostSettlementReport { summary, signature };
     let mut early = report.summary.clone();
     early.slot = Slot(SLOT + 1);
     let tx = c.tx(&e.accounts[0], post(early, good_sig));
     rejects(&c, &tx, TxError::NoSuchBatch);
-    let rogue_sig = rogue.sign(&[0, 1], &report_message(&report.summary));
+    let rogue_sig = rogue.sign(&[0, 1], &report_message(&chain_id(), &report.summary));
     let tx = c.tx(&e.accounts[0], post(report.summary.clone(), rogue_sig));
     rejects(&c, &tx, TxError::InvalidGroupSignature);
     let mut tampered = report.summary.clone();
     tampered.receipts_root.0[0] ^= 1;
     let tx = c.tx(&e.accounts[0], post(tampered, good_sig));
     rejects(&c, &tx, TxError::InvalidGroupSignature);
+    // The committee's report of the same slot on another chain it serves.
+    let elsewhere = e.sign(&[0, 1], &report_message(&[0xee; 32], &report.summary));
+    let tx = c.tx(&e.accounts[0], post(report.summary.clone(), elsewhere));
+    rejects(&c, &tx, TxError::InvalidGroupSignature);
     let mut payout = report.summary.clone();
     payout.payouts.push((id(&p1), Money::new(1)));
-    let sig = e.sign(&[0, 1], &report_message(&payout));
+    let sig = e.sign(&[0, 1], &report_message(&chain_id(), &payout));
     let tx = c.tx(&e.accounts[0], post(payout, sig));
     rejects(&c, &tx, TxError::ReportMismatch);
     let alone = committee::sign(&[&e.members[0]], &e.group, b"x", &mut rng);
@@ -632,7 +661,7 @@ fn an_order_sealed_to_an_old_epoch_or_a_forged_wallet_gets_a_receipt_saying_why(
     let next = EpochKeyPair::generate(Epoch(epoch.0 + 1), &mut rng);
     let signature = e.sign(
         &[1, 2],
-        &epoch_key_message(next.epoch(), &next.public_key()),
+        &epoch_key_message(&chain_id(), next.epoch(), &next.public_key()),
     );
     c.queue(
         &e.accounts[0].clone(),
@@ -656,6 +685,7 @@ fn an_order_sealed_to_an_old_epoch_or_a_forged_wallet_gets_a_receipt_saying_why(
     // p1's order names c1's wallet but is signed by p1: a forged signature.
     let receipt = HpkeKeyPair::generate(&mut rng);
     let payload = OrderPayload {
+        chain: chain_id(),
         wallet: id(&c1),
         region: R1,
         slot: Slot(slot),
@@ -682,7 +712,7 @@ fn an_order_sealed_to_an_old_epoch_or_a_forged_wallet_gets_a_receipt_saying_why(
     );
     c.block_ok(in_slot(slot));
     c.block_ok(after_gate(slot));
-    let mut auctioneer = Auctioneer::new(R1, r1_params(), epoch_key);
+    let mut auctioneer = Auctioneer::new(chain_id(), R1, r1_params(), epoch_key);
     auctioneer.add_key(next);
     let (_, batch) = c.state.sealed_batches().next().unwrap();
     let orders: Vec<SealedOrder> = batch.orders.iter().map(|o| o.sealed.clone()).collect();
@@ -711,7 +741,7 @@ fn an_order_sealed_to_an_old_epoch_or_a_forged_wallet_gets_a_receipt_saying_why(
             Outcome::Refused(Refusal::Dropped(DropReason::BadSignature)),
         ]
     );
-    let signature = e.sign(&[0, 1], &report_message(&report.summary));
+    let signature = e.sign(&[0, 1], &report_message(&chain_id(), &report.summary));
     c.queue(
         &e.accounts[2].clone(),
         TxBody::PostSettlementReport {
@@ -871,7 +901,7 @@ fn a_consumers_sell_a_sell_over_its_pv_and_an_overflowing_sell_are_refused_and_t
     expected.sort();
     assert_eq!(batch.traders, expected);
 
-    let mut auctioneer = Auctioneer::new(R1, r1_params(), epoch_key);
+    let mut auctioneer = Auctioneer::new(chain_id(), R1, r1_params(), epoch_key);
     let report = clear_closed(&c, &mut auctioneer, epoch);
     for ((_, receipt), who) in attacks.iter().zip([&c1, &p1, &p2]) {
         let r = report
@@ -899,7 +929,7 @@ fn a_consumers_sell_a_sell_over_its_pv_and_an_overflowing_sell_are_refused_and_t
 
     // The slot settles on chain, and money is conserved: custody = deposits
     // − withdrawals + what sellers receive − what buyers pay.
-    let signature = e.sign(&[0, 1], &report_message(&report.summary));
+    let signature = e.sign(&[0, 1], &report_message(&chain_id(), &report.summary));
     c.queue(
         &e.accounts[0].clone(),
         TxBody::PostSettlementReport {
@@ -929,7 +959,7 @@ fn a_consumers_sell_a_sell_over_its_pv_and_an_overflowing_sell_are_refused_and_t
     c.block_ok(after_gate(SLOT) + 2);
     c.block_ok(after_gate(SLOT + 1));
     let report = clear_closed(&c, &mut auctioneer, epoch);
-    let signature = e.sign(&[1, 2], &report_message(&report.summary));
+    let signature = e.sign(&[1, 2], &report_message(&chain_id(), &report.summary));
     c.queue(
         &e.accounts[1].clone(),
         TxBody::PostSettlementReport {
@@ -961,7 +991,7 @@ fn a_report_selling_more_than_the_traders_pv_is_refused_even_with_the_committees
     submit(&mut c, &p1, &sell);
     c.block_ok(in_slot(SLOT));
     c.block_ok(after_gate(SLOT));
-    let mut auctioneer = Auctioneer::new(R1, r1_params(), epoch_key);
+    let mut auctioneer = Auctioneer::new(chain_id(), R1, r1_params(), epoch_key);
     let report = clear_closed(&c, &mut auctioneer, epoch);
     assert_eq!(
         report.summary.aggregates.totals.grid_export,
@@ -979,7 +1009,7 @@ fn a_report_selling_more_than_the_traders_pv_is_refused_even_with_the_committees
     assert!(t.is_balanced());
     // Signed by the committee, refused by the chain, nothing changed.
     let mut refused = |forged: &quartier_enclave::auctioneer::SlotSummary| {
-        let signature = e.sign(&[0, 1], &report_message(forged));
+        let signature = e.sign(&[0, 1], &report_message(&chain_id(), forged));
         let tx = c.tx(
             &e.accounts[0],
             TxBody::PostSettlementReport {
@@ -1001,7 +1031,7 @@ fn a_report_selling_more_than_the_traders_pv_is_refused_even_with_the_committees
     assert!(t.is_balanced());
     refused(&forged);
     // The honest report goes through.
-    let signature = e.sign(&[0, 1], &report_message(&report.summary));
+    let signature = e.sign(&[0, 1], &report_message(&chain_id(), &report.summary));
     c.queue(
         &e.accounts[0].clone(),
         TxBody::PostSettlementReport {
@@ -1042,10 +1072,10 @@ fn a_retired_meter_gets_its_custody_back_and_nothing_is_deposited_before_a_commi
     submit(&mut c, &p1, &cover);
     c.block_ok(in_slot(SLOT));
     c.block_ok(after_gate(SLOT));
-    let mut auctioneer = Auctioneer::new(R1, r1_params(), epoch_key);
+    let mut auctioneer = Auctioneer::new(chain_id(), R1, r1_params(), epoch_key);
     let report = clear_closed(&c, &mut auctioneer, epoch);
     assert_eq!(report.summary.payouts, vec![(id(&c1), chf(50))]);
-    let signature = e.sign(&[0, 2], &report_message(&report.summary));
+    let signature = e.sign(&[0, 2], &report_message(&chain_id(), &report.summary));
     c.queue(
         &e.accounts[2].clone(),
         TxBody::PostSettlementReport {
