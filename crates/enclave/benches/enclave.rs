@@ -8,7 +8,9 @@ use quartier_enclave::attestation::{Measurement, SimulatedAttestationService};
 use quartier_enclave::auctioneer::Auctioneer;
 use quartier_enclave::auctioneer::Batch;
 use quartier_enclave::sealed::{Epoch, EpochKeyPair, OrderPayload, SealedOrder, SignedOrder, seal};
-use quartier_enclave::service::{EnclaveService, Purpose, SimulatedPlatform};
+use quartier_enclave::service::{
+    EnclaveService, Purpose, SimulatedMemoryCounter, SimulatedPlatform,
+};
 use quartier_types::{AccountId, Energy, Money, Price, RegionId, RegionParams, Side, Slot};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -149,8 +151,14 @@ fn bench(c: &mut Criterion) {
             || {
                 sealed_members
                     .iter()
-                    .zip(&platforms)
-                    .map(|(s, p)| EnclaveService::unseal(s, p).expect("unseals"))
+                    .map(|s| {
+                        // Each run restores the same sealed state: a platform
+                        // whose counter is where that seal left it.
+                        let p =
+                            SimulatedPlatform::new([9; 32], Measurement([1; 32]), vendor.root())
+                                .with_counter(Box::new(SimulatedMemoryCounter::at(1)));
+                        EnclaveService::unseal(s, &p).expect("unseals")
+                    })
                     .collect::<Vec<_>>()
             },
             |mut members| {
@@ -162,6 +170,7 @@ fn bench(c: &mut Criterion) {
                     orders: &book,
                     withdrawals: &[],
                     traders: &traders,
+                    expired: false,
                 };
                 for m in &mut members {
                     m.clear(RegionId(1), &batch).expect("clears");

@@ -258,6 +258,11 @@ pub struct Batch<'a> {
     /// may sell in the slot (zero without PV), as the chain froze them: an
     /// order of any other wallet, or a sell above its figure, is refused.
     pub traders: &'a [(AccountId, Energy)],
+    /// The chain marked the batch past the erasure schedule (a key
+    /// [`crate::service::KEPT_EPOCHS_BEHIND`] epochs later was published
+    /// while it waited): every order is refused unopened. The chain decides,
+    /// so members that erased at different moments clear it alike.
+    pub expired: bool,
 }
 
 /// Why a batch can not be cleared.
@@ -512,9 +517,11 @@ impl Auctioneer {
         if self.last_settled().is_some_and(|last| batch.slot <= last) {
             return Err(BatchError::AlreadySettled(batch.slot.0));
         }
-        // A batch of an erased epoch: no key opens its orders, each one is
-        // refused (as sealed to another epoch's key); the rest clears.
-        let erased = batch.epoch < self.erased_below;
+        // A batch the chain marked past the erasure schedule: no key opens
+        // its orders, each one is refused (as sealed to an erased epoch's
+        // key); the rest clears. One not marked whose key is erased here
+        // can not be cleared here (`MissingKey`).
+        let erased = batch.expired;
         if !erased {
             self.enter(batch.epoch)?;
         }
@@ -524,6 +531,12 @@ impl Auctioneer {
         self.params = batch.params;
         self.set_traders(batch.traders);
         for sealed in batch.orders {
+            if erased {
+                // Refused unopened, whatever key it was sealed to (one of a
+                // later epoch too): every member answers it alike.
+                self.refuse_unopened(sealed, Refusal::Dropped(DropReason::WrongEpoch));
+                continue;
+            }
             // A refusal is recorded for the receipt; nothing else to do here.
             let _ = self.submit(sealed);
         }
@@ -626,6 +639,16 @@ impl Auctioneer {
             self.books.entry(slot).or_default().push((digest, recorded));
         }
         answer
+    }
+
+    /// Records `sealed` as refused for `why` without opening it.
+    fn refuse_unopened(&mut self, sealed: &SealedOrder, why: Refusal) {
+        if !self.settled.contains(&sealed.slot) {
+            self.books
+                .entry(sealed.slot)
+                .or_default()
+                .push((sealed_hash(sealed), Err((None, why))));
+        }
     }
 
     fn check(&self, sealed: &SealedOrder) -> Intake {
@@ -1049,6 +1072,7 @@ mod tests {
             orders: &orders,
             withdrawals: &[],
             traders: &traders,
+            expired: false,
         };
         for _ in 0..2 {
             assert!(matches!(

@@ -184,12 +184,18 @@ fn invitation_message(chain: &[u8; 32], t: u16, members: &[Quote]) -> hash::Dige
     )
 }
 
-/// What a member signs with its round-1 package.
-fn round1_message(index: u16, identities: &[[u8; 32]], package: &[u8]) -> hash::Digest {
+/// What a member signs with its round-1 package: the chain, its index, the
+/// members and the package (a DKG for another chain does not complete).
+fn round1_message(
+    chain: &[u8; 32],
+    index: u16,
+    identities: &[[u8; 32]],
+    package: &[u8],
+) -> hash::Digest {
     let identities: Vec<u8> = identities.iter().flatten().copied().collect();
     hash::tagged(
         TAG_DKG_ROUND1,
-        &[&index.to_le_bytes(), &identities, package],
+        &[chain, &index.to_le_bytes(), &identities, package],
     )
 }
 
@@ -424,7 +430,7 @@ impl EnclaveService {
             frost::keys::dkg::part1(identifier(index)?, n, t, Rng06(&mut self.rng.0))
                 .map_err(|_| ServiceError::Invalid)?;
         let package = package.serialize().map_err(|_| ServiceError::Invalid)?;
-        let message = round1_message(index, &identities, &package);
+        let message = round1_message(&chain, index, &identities, &package);
         let signature = ed25519_dalek::Signer::sign(&self.account, &message.0).to_bytes();
         self.dkg1 = Some(secret);
         self.dkg2 = None;
@@ -482,6 +488,7 @@ impl EnclaveService {
             .clone()
             .ok_or(ServiceError::State("no DKG round 1"))?;
         let accounts = m.accounts.clone();
+        let chain = m.chain;
         let mut packages = BTreeMap::new();
         for (from, (bytes, signature)) in round1 {
             if *from == index {
@@ -494,7 +501,7 @@ impl EnclaveService {
                 .ok_or(ServiceError::Invalid)?;
             verify_account(
                 account,
-                &round1_message(*from, &identities, bytes).0,
+                &round1_message(&chain, *from, &identities, bytes).0,
                 signature,
             )?;
             let package = frost::keys::dkg::round1::Package::deserialize(bytes)
@@ -662,7 +669,8 @@ impl EnclaveService {
             .ok_or(ServiceError::State("no committee"))?;
         // A share of an epoch already published here (or passed) is a
         // replay: taking it could bring back an erased secret.
-        if self.newest_epoch().is_some_and(|e| share.epoch <= e) {
+        if share.epoch < self.erased_below || self.newest_epoch().is_some_and(|e| share.epoch <= e)
+        {
             return Err(ServiceError::State("epoch already published"));
         }
         // Verified first: the answer says nothing about the candidates to
@@ -711,26 +719,32 @@ impl EnclaveService {
     /// member holds it, becomes the one it clears with, and the other
     /// candidates of that epoch are dropped. Returns whether anything changed.
     pub fn settle_epoch_key(&mut self, epoch: Epoch, public_key: &[u8; 32]) -> bool {
-        if self.epoch_keys.get(&epoch).map(EpochKeyPair::public_key) == Some(*public_key) {
-            return false;
+        // The schedule follows what was published, held here or not: a
+        // member that missed a key's share still erases the old ones.
+        let erased = self.erase_before(Epoch(epoch.0.saturating_sub(KEPT_EPOCHS_BEHIND)));
+        if epoch < self.erased_below
+            || self.epoch_keys.get(&epoch).map(EpochKeyPair::public_key) == Some(*public_key)
+        {
+            return erased;
         }
         let Some(i) = self
             .candidates
             .iter()
             .position(|k| k.epoch() == epoch && k.public_key() == *public_key)
         else {
-            return false;
+            return erased;
         };
         let key = self.candidates.swap_remove(i);
         self.candidates.retain(|k| k.epoch() > epoch);
         self.epoch_keys.insert(epoch, key);
-        self.erase_before(Epoch(epoch.0.saturating_sub(KEPT_EPOCHS_BEHIND)));
         true
     }
 
     /// Erases every key of an epoch before `epoch`: the published ones, the
     /// candidates and each auctioneer's (see [`KEPT_EPOCHS_BEHIND`]).
-    fn erase_before(&mut self, epoch: Epoch) {
+    /// Returns whether the mark moved (then the state must be sealed again).
+    fn erase_before(&mut self, epoch: Epoch) -> bool {
+        let moved = epoch > self.erased_below;
         self.erased_below = self.erased_below.max(epoch);
         let floor = self.erased_below;
         self.epoch_keys.retain(|e, _| *e >= floor);
@@ -738,6 +752,7 @@ impl EnclaveService {
         for a in self.auctioneers.values_mut() {
             a.erase_before(floor);
         }
+        moved
     }
 
     /// The public key this member holds for `epoch`, published or not.
@@ -759,7 +774,7 @@ impl EnclaveService {
         batch: &Batch<'_>,
     ) -> Result<&SlotReport, ServiceError> {
         if !self.auctioneers.contains_key(&region) {
-            let auctioneer = if batch.epoch < self.erased_below {
+            let auctioneer = if batch.expired || batch.epoch < self.erased_below {
                 Auctioneer::after_erasure(self.chain()?, region, batch.params, self.erased_below)
             } else {
                 let key = self
@@ -903,7 +918,10 @@ impl EnclaveService {
         self.reports.clear();
         // Whichever of the two erased more: a key erased here never comes
         // back with a slower member's state.
-        self.erase_before(erased_below);
+        // (Not beyond the newest epoch either state holds a key of: a mark
+        // far ahead would erase every key to come.)
+        let cap = self.newest_epoch().unwrap_or(Epoch(0));
+        let _ = self.erase_before(erased_below.min(cap));
         Ok(())
     }
 
@@ -1239,6 +1257,13 @@ impl EnclaveService {
                 counter,
             });
         }
+        // Unsealing moves the counter on too: this copy opens once, so the
+        // host can neither restart from it again nor run two enclaves from
+        // it. (The host must seal the restored enclave anew.)
+        platform
+            .counter
+            .increment()
+            .map_err(ServiceError::Counter)?;
         let account: [u8; 32] = state
             .account
             .as_slice()
@@ -1348,6 +1373,13 @@ pub trait SimulatedMonotonicCounter: Send {
 /// whose enclave never outlives the process (tests, benchmarks).
 #[derive(Debug, Default)]
 pub struct SimulatedMemoryCounter(std::sync::atomic::AtomicU64);
+
+impl SimulatedMemoryCounter {
+    /// A counter at `value` (a benchmark restoring one sealed state again).
+    pub fn at(value: u64) -> SimulatedMemoryCounter {
+        SimulatedMemoryCounter(std::sync::atomic::AtomicU64::new(value))
+    }
+}
 
 impl SimulatedMonotonicCounter for SimulatedMemoryCounter {
     fn read(&self) -> Result<u64, String> {
@@ -1602,6 +1634,7 @@ mod tests {
             orders: &orders,
             withdrawals: &[],
             traders: &traders,
+            expired: false,
         };
         for m in members.iter_mut() {
             m.clear(R, &eight).unwrap();
@@ -1611,9 +1644,20 @@ mod tests {
         // keys of later epochs. Three epochs on, epoch 2's secret is gone
         // from every member: a compromise from now on opens none of its
         // orders, whatever the clearing did.
-        for (by, e) in [(0, 3), (1, 4), (2, 5)] {
-            publish(&mut members, by, Epoch(e));
+        let three = publish(&mut members, 0, Epoch(3));
+        publish(&mut members, 1, Epoch(4));
+        // Epoch 5's key reaches members 0 and 1 only (2 was down when it was
+        // shared): 2 erases on the chain's word all the same.
+        let (five, shares) = members[0].create_epoch_key(Epoch(5)).unwrap();
+        for share in &shares {
+            if share.to == members[1].identity_key() {
+                members[1].receive_epoch_key(share, &five).unwrap();
+            }
         }
+        for m in members.iter_mut() {
+            assert!(m.settle_epoch_key(Epoch(5), &five), "erased, so changed");
+        }
+        assert_eq!(members[2].epoch_key(Epoch(5)), None);
         for m in &members {
             assert_eq!(m.epoch_key(Epoch(2)), None, "epoch 2 erased");
             assert!(!m.auctioneer(R).unwrap().epochs().contains(&Epoch(2)));
@@ -1625,13 +1669,29 @@ mod tests {
         // on every member: its orders refused unopened, its custody flows
         // done, so the region's later reports are not held up.
         let (late, _) = order(&buyer, 9, Side::Buy, 500, &public, &mut rng);
-        let orders = [late];
+        // An order of the slot sealed to a later epoch's key (which every
+        // member still holds) is refused unopened too.
+        let seller = SigningKey::from_bytes(&[2; 32]);
+        let payload = OrderPayload {
+            chain: CHAIN,
+            wallet: AccountId(seller.verifying_key().to_bytes()),
+            region: R,
+            slot: Slot(9),
+            epoch: Epoch(3),
+            side: Side::Sell,
+            limit: Price::new(10_000),
+            energy: Energy::new(300),
+            receipt_key: HpkeKeyPair::generate(&mut rng).public_key(),
+        };
+        let later = seal(&three, &SignedOrder::sign(payload, &seller), &mut rng).unwrap();
+        let orders = [late, later];
         let withdrawals = [(buyer_id, Money::new(CHF))];
         let nine = Batch {
             slot: Slot(9),
             orders: &orders,
             deposits: &[],
             withdrawals: &withdrawals,
+            expired: true,
             ..eight
         };
         let reports: Vec<SlotReport> = members
@@ -1642,14 +1702,79 @@ mod tests {
         let report = &reports[0];
         assert_eq!(report.summary.aggregates.cleared, 0);
         assert_eq!(report.summary.payouts, withdrawals.to_vec());
-        assert!(matches!(
-            report.receipts[0].body,
-            ReceiptBody::Clear(Receipt {
-                wallet: None,
-                outcome: Outcome::Refused(Refusal::Dropped(DropReason::WrongEpoch)),
-                ..
-            })
-        ));
+        for receipt in &report.receipts {
+            assert!(matches!(
+                receipt.body,
+                ReceiptBody::Clear(Receipt {
+                    wallet: None,
+                    outcome: Outcome::Refused(Refusal::Dropped(DropReason::WrongEpoch)),
+                    ..
+                })
+            ));
+        }
+        assert_eq!(report.receipts.len(), 2);
+    }
+
+    #[test]
+    fn members_that_erased_at_different_moments_clear_a_late_slot_alike() {
+        let mut rng = ChaCha20Rng::from_seed([24; 32]);
+        let (mut members, public) = committee_with_epoch_key();
+        publish(&mut members, 0, Epoch(3));
+        publish(&mut members, 1, Epoch(4));
+        // Epoch 5's key is published; member 2's host has not shown it yet,
+        // so member 2 still holds epoch 2's secret and the others do not.
+        let (five, shares) = members[0].create_epoch_key(Epoch(5)).unwrap();
+        for share in &shares {
+            for m in members.iter_mut() {
+                if share.to == m.identity_key() {
+                    m.receive_epoch_key(share, &five).unwrap();
+                }
+            }
+        }
+        for m in &mut members[..2] {
+            m.settle_epoch_key(Epoch(5), &five);
+        }
+        assert!(members[2].epoch_key(Epoch(2)).is_some());
+        assert!(members[0].epoch_key(Epoch(2)).is_none());
+        let buyer = SigningKey::from_bytes(&[1; 32]);
+        let buyer_id = AccountId(buyer.verifying_key().to_bytes());
+        let (buy, _) = order(&buyer, 9, Side::Buy, 500, &public, &mut rng);
+        let orders = [buy];
+        let deposits = [(buyer_id, Money::new(CHF))];
+        let traders = [(buyer_id, Energy::ZERO)];
+        let late = Batch {
+            slot: Slot(9),
+            params: params(),
+            epoch: Epoch(2),
+            deposits: &deposits,
+            orders: &orders,
+            withdrawals: &[],
+            traders: &traders,
+            expired: false,
+        };
+        // Not marked by the chain: those that erased can not clear it (they
+        // sign nothing for it); the one holding the key could, alone.
+        for m in &mut members[..2] {
+            assert_eq!(
+                m.clear(R, &late).err(),
+                Some(ServiceError::Batch(BatchError::MissingKey(2)))
+            );
+        }
+        // Marked (the chain published epoch 5's key while it waited): all
+        // three clear it to the same report, whatever each still holds.
+        let marked = Batch {
+            expired: true,
+            ..late
+        };
+        let reports: Vec<SlotReport> = members
+            .iter_mut()
+            .map(|m| m.clear(R, &marked).unwrap().clone())
+            .collect();
+        assert!(reports.iter().all(|r| *r == reports[0]));
+        assert_eq!(reports[0].summary.aggregates.cleared, 0);
+        for m in &members {
+            assert_eq!(m.auctioneer(R).unwrap().prepaid(&buyer_id), Money::new(CHF));
+        }
     }
 
     #[test]
@@ -2096,6 +2221,7 @@ mod tests {
             orders: &orders,
             withdrawals: &[],
             traders: &traders,
+            expired: false,
         };
         for m in &mut members[..2] {
             m.clear(R, &batch).unwrap();
@@ -2164,9 +2290,11 @@ mod tests {
             frost::keys::dkg::part1(identifier(1).unwrap(), 3, 2, Rng06(&mut rng)).unwrap();
         let own = own.serialize().unwrap();
         let outsider_key = SigningKey::from_bytes(&[77; 32]);
-        let signed =
-            ed25519_dalek::Signer::sign(&outsider_key, &round1_message(1, &identities, &own).0)
-                .to_bytes();
+        let signed = ed25519_dalek::Signer::sign(
+            &outsider_key,
+            &round1_message(&CHAIN, 1, &identities, &own).0,
+        )
+        .to_bytes();
         let mut substituted = round1.clone();
         substituted.insert(1, (own, signed));
         let substitute = Request::DkgRound2 {
@@ -2282,6 +2410,7 @@ mod tests {
             orders: &orders,
             withdrawals: &[],
             traders: &traders,
+            expired: false,
         };
         let reports: Vec<SlotReport> = members
             .iter_mut()

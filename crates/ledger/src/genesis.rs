@@ -140,6 +140,12 @@ impl Genesis {
             && (policy.threshold < 2
                 || policy.epoch_slots == 0
                 || policy.attestation.is_empty()
+                // A vendor listed twice would count as two.
+                || policy
+                    .attestation
+                    .iter()
+                    .enumerate()
+                    .any(|(i, r)| policy.attestation[..i].contains(r))
                 || usize::from(policy.vendors.min_vendors) > policy.attestation.len())
         {
             return Err(GenesisError::SealedMarket);

@@ -22,6 +22,7 @@ use quartier_enclave::auctioneer::SlotSummary;
 use quartier_enclave::committee::{GroupPublicKey, GroupSignature, report_message};
 use quartier_enclave::epoch::epoch_key_message;
 use quartier_enclave::sealed::{CIPHERTEXT_LEN, Epoch, SealedOrder};
+use quartier_enclave::service::KEPT_EPOCHS_BEHIND;
 use quartier_types::{AccountId, Energy, Height, Money, RegionId, RegionParams, Slot};
 use serde::{Deserialize, Serialize};
 
@@ -110,6 +111,18 @@ pub struct SealedBatch {
     /// sells more than their sum.
     #[serde(default)]
     pub traders: Vec<(AccountId, Energy)>,
+    /// Its epoch's key is past the enclaves' erasure schedule (the chain
+    /// published a key [`KEPT_EPOCHS_BEHIND`] epochs later while it waited
+    /// for its report): the enclaves clear it with every order refused
+    /// unopened. Set by the chain, so every member decides alike.
+    #[serde(default)]
+    pub expired: bool,
+}
+
+/// Whether a batch of `epoch` is past the erasure schedule once `newest` is
+/// the newest published epoch.
+fn past_erasure(epoch: Epoch, newest: Option<Epoch>) -> bool {
+    newest.is_some_and(|n| epoch.0 < n.0.saturating_sub(KEPT_EPOCHS_BEHIND))
 }
 
 /// A report the chain accepted.
@@ -260,6 +273,22 @@ pub(crate) fn publish_epoch_key(
         state.records.epochs.pop_first();
     }
     state.touch(StateKey::Epochs);
+    // The enclaves erase older keys now: batches of those epochs still
+    // waiting are cleared with their orders refused.
+    let policy = policy(state)?;
+    let expiring: Vec<(RegionId, Slot)> = state
+        .records
+        .batches
+        .iter()
+        .filter(|((_, slot), b)| !b.expired && past_erasure(policy.epoch_of(*slot), Some(epoch)))
+        .map(|(k, _)| *k)
+        .collect();
+    for (region, slot) in expiring {
+        if let Some(b) = state.records.batches.get_mut(&(region, slot)) {
+            b.expired = true;
+        }
+        state.touch(StateKey::SealedBatch(region, slot));
+    }
     Ok(Vec::new())
 }
 
@@ -376,6 +405,10 @@ pub(crate) fn close_sealed_books(state: &mut State, ctx: &BlockContext) {
             .unwrap_or_default();
         state.touch(StateKey::CustodyFlows(region));
         let traders = traders(state, &orders);
+        let newest = state.records.epochs.last_key_value().map(|(e, _)| *e);
+        let expired = policy(state)
+            .map(|p| past_erasure(p.epoch_of(slot), newest))
+            .unwrap_or(false);
         state.records.batches.insert(
             (region, slot),
             SealedBatch {
@@ -384,6 +417,7 @@ pub(crate) fn close_sealed_books(state: &mut State, ctx: &BlockContext) {
                 flows,
                 closed: ctx.height,
                 traders,
+                expired,
             },
         );
         state.touch(StateKey::SealedBatch(region, slot));

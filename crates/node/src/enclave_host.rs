@@ -278,6 +278,9 @@ pub fn run(config: &EnclaveHostConfig) -> Result<(), HostError> {
         });
     });
     let mut host = Host::new(config.clone(), shared, platform);
+    // Unsealing moved the counter on: the file must hold the state sealed
+    // at its new value before anything else happens.
+    host.seal();
     loop {
         host.tick();
         std::thread::sleep(Duration::from_millis(100));
@@ -517,8 +520,13 @@ impl Host {
         match bytes {
             Ok(bytes) => {
                 let tmp = self.config.state_file.with_extension("tmp");
-                let written = std::fs::write(&tmp, bytes)
-                    .and_then(|()| std::fs::rename(&tmp, &self.config.state_file));
+                let written = (|| -> std::io::Result<()> {
+                    use std::io::Write as _;
+                    let mut file = std::fs::File::create(&tmp)?;
+                    file.write_all(&bytes)?;
+                    file.sync_all()?;
+                    std::fs::rename(&tmp, &self.config.state_file)
+                })();
                 if let Err(e) = written {
                     tracing::error!(error = %e, "writing the sealed state failed");
                 }
@@ -565,26 +573,48 @@ impl Host {
     /// others), it takes a peer's clearing state sealed to its identity.
     fn catch_up(&mut self, view: &ChainView, committee: &Committee) -> bool {
         let mut behind = Vec::new();
+        let mut reported = BTreeMap::new();
         for region in &view.regions {
             let path = format!("/api/v1/regions/{}/reports?last=1", region.0);
-            let Some(latest) = self
-                .get(&path)
-                .and_then(|v| v["reports"][0]["summary"]["slot"].as_u64())
-            else {
+            let Some(body) = self.get(&path) else {
                 continue;
             };
-            let cleared = self.shared.lock().service.last_cleared(*region);
-            if cleared.is_none_or(|c| c.0 < latest) {
+            let Some(latest) = body["reports"][0]["summary"]["slot"].as_u64() else {
+                continue;
+            };
+            reported.insert(*region, Slot(latest));
+            let posted: Option<quartier_enclave::auctioneer::SlotSummary> =
+                serde_json::from_value(body["reports"][0]["summary"].clone()).ok();
+            let (cleared, mine) = {
+                let s = self.shared.lock();
+                (
+                    s.service.last_cleared(*region),
+                    s.service
+                        .report(*region, Slot(latest))
+                        .map(|r| r.summary.clone()),
+                )
+            };
+            // Cleared, but not as the chain took it (t others cleared the
+            // slot otherwise, e.g. after the epoch's key was erased here and
+            // not there): this member's ledger is off, it takes theirs.
+            let diverged = cleared == Some(Slot(latest))
+                && posted.is_some()
+                && mine.is_some()
+                && mine != posted;
+            if cleared.is_none_or(|c| c.0 < latest) || diverged {
                 behind.push((*region, Slot(latest)));
             }
         }
         if behind.is_empty() {
             return true;
         }
+        // Only a state at exactly the chain's reports: one that cleared
+        // further holds slots the chain has not taken yet, whose reports this
+        // member would then never have computed, so it could not sign them
+        // (with one member down, the region would stop).
         self.take_peer_state(committee, |state| {
-            behind
-                .iter()
-                .all(|(region, slot)| state.cleared.iter().any(|(r, s)| r == region && s >= slot))
+            let cleared: BTreeMap<RegionId, Slot> = state.cleared.iter().copied().collect();
+            cleared == reported
         })
     }
 
@@ -760,9 +790,15 @@ impl Host {
                 by,
                 signature,
             };
-            if let Some(Response::Committed(i, c)) = call(p, &request) {
-                commitments.insert(i, c);
-                signers.push((i, p.clone()));
+            match call(p, &request) {
+                Some(Response::Committed(i, c)) => {
+                    commitments.insert(i, c);
+                    signers.push((i, p.clone()));
+                }
+                Some(Response::Refused(why)) => {
+                    tracing::debug!(?purpose, %why, "a member refused to commit");
+                }
+                _ => {}
             }
         }
         let package = self
@@ -917,14 +953,21 @@ impl Host {
                     orders: &orders,
                     withdrawals: &batch.flows.withdrawals,
                     traders: &batch.traders,
+                    expired: batch.expired,
                 };
-                let cleared = self.shared.lock().service.clear(region, &input).is_ok();
-                if !cleared {
+                let cleared = self
+                    .shared
+                    .lock()
+                    .service
+                    .clear(region, &input)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
+                if let Err(why) = cleared {
                     // E.g. a published epoch key whose share never arrived.
                     // Not taken from a peer's whole clearing state: a
                     // Byzantine member would hand over a forged ledger (the
                     // recovery of one key is still to be built).
-                    tracing::warn!(region = region.0, slot = slot.0, "can not clear batch");
+                    tracing::warn!(region = region.0, slot = slot.0, %why, "can not clear batch");
                     return;
                 }
                 self.seal();

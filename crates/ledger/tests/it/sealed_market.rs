@@ -312,6 +312,7 @@ fn a_sealed_slot_settles_through_a_threshold_signed_report_and_reconciles() {
         orders: &sealed,
         withdrawals: &batch.flows.withdrawals,
         traders: &batch.traders,
+        expired: false,
     };
     let mut key_copy = |k: &EpochKeyPair| {
         let to = [e.identities[1].public_key()];
@@ -399,6 +400,7 @@ fn a_sealed_slot_settles_through_a_threshold_signed_report_and_reconciles() {
             orders: &sealed,
             withdrawals: &batch.flows.withdrawals,
             traders: &batch.traders,
+            expired: false,
         })
         .unwrap();
     // c1 asked for more than it prepaid: not approved.
@@ -608,6 +610,7 @@ fn bad_quotes_reports_and_sealed_orders_are_rejected_and_change_nothing() {
             orders: &orders,
             withdrawals: &[],
             traders: &traders,
+            expired: false,
         })
         .unwrap();
     let good_sig = e.sign(&[0, 1], &report_message(&chain_id(), &report.summary));
@@ -725,6 +728,7 @@ fn an_order_sealed_to_an_old_epoch_or_a_forged_wallet_gets_a_receipt_saying_why(
             orders: &orders,
             withdrawals: &[],
             traders: &batch.traders,
+            expired: false,
         })
         .unwrap();
     // The old epoch's key is erased now.
@@ -828,6 +832,7 @@ fn clear_closed(c: &Chain, auctioneer: &mut Auctioneer, epoch: Epoch) -> SlotRep
             orders: &orders,
             withdrawals: &batch.flows.withdrawals,
             traders: &batch.traders,
+            expired: false,
         })
         .unwrap()
 }
@@ -1116,4 +1121,47 @@ fn a_sealed_order_for_a_slot_whose_epoch_key_is_unpublished_is_refused() {
     let got = quartier_ledger::apply(&mut state, &tx, &c.ctx());
     assert_eq!(got.err(), Some(TxError::UnknownEpoch(3)));
     assert!(state == c.state);
+}
+
+#[test]
+fn a_batch_left_waiting_past_the_erasure_schedule_is_marked_for_every_enclave() {
+    let (mut c, mut e, epoch_key) = market();
+    let mut rng = ChaCha20Rng::from_seed([31; 32]);
+    let (buy, _) = order(
+        &key("c1"),
+        SLOT,
+        Side::Buy,
+        15_000,
+        500,
+        (&epoch_key.public_key(), epoch_key.epoch()),
+        &mut rng,
+    );
+    submit(&mut c, &key("c1"), &buy);
+    c.block_ok(in_slot(SLOT));
+    c.block_ok(after_gate(SLOT));
+    let expired = |c: &Chain| {
+        let (_, batch) = c.state.sealed_batches().next().unwrap();
+        batch.expired
+    };
+    assert!(!expired(&c), "a fresh batch opens normally");
+    // Nobody reports the slot; the committee goes on publishing keys.
+    // Epoch 2's batch is marked when epoch 5's key is published (the
+    // enclaves then keep epochs 3 to 5), not before.
+    for (k, next) in [(1, 3), (2, 4), (3, 5)] {
+        let key = EpochKeyPair::generate(Epoch(next), &mut rng);
+        let signature = e.sign(
+            &[0, 1],
+            &epoch_key_message(&chain_id(), key.epoch(), &key.public_key()),
+        );
+        c.queue(
+            &e.accounts[0].clone(),
+            TxBody::PublishEpochKey {
+                epoch: key.epoch(),
+                public_key: key.public_key(),
+                signature,
+            },
+        );
+        c.block_ok(after_gate(SLOT) + k);
+        assert_eq!(expired(&c), next == 5, "after epoch {next}");
+    }
 }
