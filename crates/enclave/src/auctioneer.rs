@@ -366,17 +366,8 @@ impl Auctioneer {
         key: EpochKeyPair,
     ) -> Auctioneer {
         Auctioneer {
-            chain,
-            region,
-            params,
             key: Some(key),
-            erased_below: Epoch(0),
-            upcoming: BTreeMap::new(),
-            prepaid: BTreeMap::new(),
-            books: BTreeMap::new(),
-            settled: BTreeSet::new(),
-            deposited: Money::ZERO,
-            traders: BTreeMap::new(),
+            ..Auctioneer::after_erasure(chain, region, params, Epoch(0))
         }
     }
 
