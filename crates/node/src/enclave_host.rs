@@ -572,7 +572,7 @@ impl Host {
     /// was reported that it never cleared (it was down, or slower than the
     /// others), it takes a peer's clearing state sealed to its identity.
     fn catch_up(&mut self, view: &ChainView, committee: &Committee) -> bool {
-        let mut behind = Vec::new();
+        let mut behind = false;
         let mut reported = BTreeMap::new();
         for region in &view.regions {
             let path = format!("/api/v1/regions/{}/reports?last=1", region.0);
@@ -598,14 +598,10 @@ impl Host {
             // slot otherwise, e.g. after the epoch's key was erased here and
             // not there): this member's ledger is off, it takes theirs.
             let diverged = cleared == Some(Slot(latest))
-                && posted.is_some()
-                && mine.is_some()
-                && mine != posted;
-            if cleared.is_none_or(|c| c.0 < latest) || diverged {
-                behind.push((*region, Slot(latest)));
-            }
+                && mine.is_some_and(|m| posted.is_some_and(|p| p != m));
+            behind |= cleared.is_none_or(|c| c.0 < latest) || diverged;
         }
-        if behind.is_empty() {
+        if !behind {
             return true;
         }
         // Only a state at exactly the chain's reports: one that cleared
