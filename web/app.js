@@ -295,10 +295,6 @@ const pct = (x) => (100 * x).toFixed(1) + " %";
 const times = (x, chance) => (chance > 0 ? ` (${(x / chance).toFixed(1)} × chance)` : "");
 
 async function refreshAudit() {
-  if (sealedMode()) {
-    el("audit").innerHTML = `<tbody><tr><td class="muted">orders are sealed: the chain shows per slot only counts and the signed aggregates above; the auditor does not model mode B yet</td></tr></tbody>`;
-    return;
-  }
   if (!state.status || !state.status.audit) {
     el("audit").innerHTML = `<tbody><tr><td class="muted">this node serves no audit report</td></tr></tbody>`;
     return;
@@ -331,6 +327,14 @@ async function refreshAudit() {
     rows.push(["real input = newest ring member", pct(k.newest_member_top1) + times(k.newest_member_top1, k.ring_chance)]);
     rows.push(["real input = a payment of the last settlement", pct(k.recent_settlement_top1) + times(k.recent_settlement_top1, k.ring_chance)]);
     rows.push(["same household at the same book position", pct(k.position_linking_top1) + times(k.position_linking_top1, k.position_linking_chance)]);
+  }
+  const b = a.sealed;
+  if (b) {
+    rows.push(["sealed orders attacked", `${b.orders} of ${b.households - b.insiders} households (the insider runs ${b.insiders})`]);
+    rows.push(["chance of naming an order's household", pct(b.chance)]);
+    rows.push(["household named by the insider from what is published (top-1)", pct(b.top1) + times(b.top1, b.chance)]);
+    rows.push(["sealed orders told apart by size and custody flows", b.features === 1 ? "none (all alike)" : `${b.features} kinds`]);
+    rows.push(["profile error from the aggregates (profiles alone)", `${b.profile_error.toFixed(2)} (${b.profile_error_prior.toFixed(2)})`]);
   }
   if (a.foreign_orders) rows.push(["orders of other participants, not scored", String(a.foreign_orders)]);
   el("audit").innerHTML = "<tbody>" + rows.map(([name, value]) => `<tr><td>${esc(name)}</td><td class="num">${esc(value)}</td></tr>`).join("") + "</tbody>";

@@ -1174,13 +1174,23 @@ enum AuditSource {
 /// Attacks the public view of a run, as published and with its originators
 /// removed, and prints the scores.
 fn audit(source: AuditSource, json: bool, svg: Option<PathBuf>) -> Result<(), Failure> {
-    let (reports, crypto, foreign) = match source {
+    let ChainAudit {
+        reports,
+        crypto,
+        foreign,
+        sealed,
+    } = match source {
         AuditSource::Run { run, truth } => {
             let view = read_json(&run.join("public.json")).map_err(Failure::BadInput)?;
             let truth_path = truth.unwrap_or_else(|| run.join("truth.json"));
             let truth = read_json(&truth_path).map_err(Failure::BadInput)?;
             // A simulator run publishes no signatures: no cryptographic audit.
-            (audit_views(&view, &truth)?, None, 0)
+            ChainAudit {
+                reports: audit_views(&view, &truth)?,
+                crypto: None,
+                foreign: 0,
+                sealed: None,
+            }
         }
         AuditSource::Node {
             node,
@@ -1199,13 +1209,21 @@ fn audit(source: AuditSource, json: bool, svg: Option<PathBuf>) -> Result<(), Fa
             "reports": reports,
             "cryptographic": crypto,
             "foreign_orders": foreign,
+            "sealed": sealed,
         });
         let mut text =
             serde_json::to_string_pretty(&both).map_err(|e| Failure::Internal(e.into()))?;
         text.push('\n');
         text
     } else {
-        let mut text = quartier_sim::audit::table(&reports);
+        let mut text = if reports.is_empty() {
+            String::new()
+        } else {
+            quartier_sim::audit::table(&reports)
+        };
+        if let Some(r) = &sealed {
+            text.push_str(&quartier_sim::sealed_audit::table(r));
+        }
         if let Some(c) = &crypto {
             text.push('\n');
             text.push_str(&quartier_sim::crypto_audit::table(c));
@@ -1222,6 +1240,11 @@ fn audit(source: AuditSource, json: bool, svg: Option<PathBuf>) -> Result<(), Fa
         .write_all(out.as_bytes())
         .map_err(|e| Failure::Internal(anyhow::Error::new(e).context("writing stdout")))?;
     if let Some(path) = svg {
+        if reports.is_empty() {
+            return Err(Failure::BadInput(anyhow::anyhow!(
+                "--svg draws the statistical reports, and a mode B chain has none (its table is above)"
+            )));
+        }
         std::fs::write(&path, quartier_sim::audit::svg(&reports))
             .map_err(|e| Failure::Internal(anyhow::Error::new(e).context("writing the SVG")))?;
     }
@@ -1246,7 +1269,20 @@ fn audit_views(
     .map_err(|e| Failure::BadInput(e.into()))
 }
 
-/// Every attack on a devnet fleet's run slots `from..from + slots`: the
+/// What the attacks on a run found.
+struct ChainAudit {
+    /// The statistical adversary's reports on the open or mode A book.
+    reports: Vec<quartier_sim::AuditReport>,
+    /// Mode A: the cryptographic adversary's findings.
+    crypto: Option<quartier_sim::crypto_audit::CryptoReport>,
+    /// Non-cover orders of no household of the run (left out).
+    foreign: usize,
+    /// Mode B: the insider's findings on the sealed orders.
+    sealed: Option<quartier_sim::sealed_audit::SealedAuditReport>,
+}
+
+/// Every attack on a devnet fleet's run slots `from..from + slots`: on a
+/// mode B chain the insider's attack on the sealed orders; otherwise the
 /// statistical reports, on a mode A chain the cryptographic adversary's
 /// findings on the published bytes, and how many non-cover orders were no
 /// household's (left out of both).
@@ -1255,20 +1291,35 @@ fn audit_chain(
     manifest: &quartier_node::meters::FleetManifest,
     from: u64,
     slots: u64,
-) -> Result<
-    (
-        Vec<quartier_sim::AuditReport>,
-        Option<quartier_sim::crypto_audit::CryptoReport>,
-        usize,
-    ),
-    Failure,
-> {
+) -> Result<ChainAudit, Failure> {
+    if let Some((view, truth)) = quartier_node::meters::chain_sealed_run(api, manifest, from, slots)
+        .map_err(|e| Failure::Internal(e.into()))?
+    {
+        let profiles =
+            quartier_sim::Profiles::embedded().map_err(|e| Failure::Internal(e.into()))?;
+        let insiders = quartier_node::meters::sealed_insiders(manifest);
+        let label = "enclave (as published)";
+        let report =
+            quartier_sim::sealed_audit::sealed_audit(&view, &truth, &profiles, &insiders, label)
+                .map_err(|e| Failure::BadInput(e.into()))?;
+        return Ok(ChainAudit {
+            reports: Vec::new(),
+            crypto: None,
+            foreign: 0,
+            sealed: Some(report),
+        });
+    }
     let crypto = quartier_node::meters::chain_crypto(api, manifest, from, slots)
         .map_err(|e| Failure::Internal(e.into()))?
         .map(|r| quartier_sim::crypto_audit::crypto_audit(&r.orders, &r.pool, &r.truth));
     let (view, truth, foreign) = quartier_node::meters::chain_run(api, manifest, from, slots)
         .map_err(|e| Failure::Internal(e.into()))?;
-    Ok((audit_views(&view, &truth)?, crypto, foreign))
+    Ok(ChainAudit {
+        reports: audit_views(&view, &truth)?,
+        crypto,
+        foreign,
+        sealed: None,
+    })
 }
 
 /// How many of the latest settled slots the devnet's live auditor reads.
@@ -1298,17 +1349,17 @@ fn live_auditor(
         }
         let started = std::time::Instant::now();
         let from = done.saturating_sub(LIVE_AUDIT_SLOTS);
-        let result =
-            audit_chain(api, manifest, from, done - from).and_then(|(reports, crypto, foreign)| {
-                let report = serde_json::json!({
-                    "slot": manifest.first_slot + done - 1,
-                    "slots": done - from,
-                    "reports": reports,
-                    "cryptographic": crypto,
-                    "foreign_orders": foreign,
-                });
-                write_atomically(path, &report).map_err(Failure::Internal)
+        let result = audit_chain(api, manifest, from, done - from).and_then(|a| {
+            let report = serde_json::json!({
+                "slot": manifest.first_slot + done - 1,
+                "slots": done - from,
+                "reports": a.reports,
+                "cryptographic": a.crypto,
+                "foreign_orders": a.foreign,
+                "sealed": a.sealed,
             });
+            write_atomically(path, &report).map_err(Failure::Internal)
+        });
         // Resting is not synchronisation: it bounds the auditor's share of
         // the CPU the validators and meters share.
         std::thread::sleep(started.elapsed() * LIVE_AUDIT_REST);

@@ -550,6 +550,23 @@ fn the_dashboard_of_a_sealed_market_shows_what_mode_b_publishes() {
     for m in sealed_market["committee"]["members"].as_array().unwrap() {
         assert!(committee.contains(&m.as_str().unwrap()[..8]), "{committee}");
     }
+    // The privacy card shows the live insider's attack on the sealed
+    // orders, as the auditor wrote it (page and report read together).
+    d.page.wait_until(
+        "the live mode B audit",
+        Duration::from_secs(300),
+        "!!window.quartier.audit && !!window.quartier.audit.sealed \
+         && document.querySelector('#audit').textContent.includes('named by the insider')",
+    );
+    let seen = d.page.eval(
+        "JSON.stringify([window.quartier.audit.sealed, document.querySelector('#audit').textContent])",
+    );
+    let seen: Value = serde_json::from_str(seen.as_str().unwrap()).unwrap();
+    let (report, card) = (&seen[0], seen[1].as_str().unwrap());
+    assert!(report["orders"].as_u64().unwrap() > 0, "{report}");
+    let top1 = report["top1"].as_f64().unwrap();
+    assert!(card.contains(&format!("{:.1} %", 100.0 * top1)), "{card}");
+    assert!(card.contains("the insider runs 3"), "{card}");
     d.page
         .screenshot(&d.artifacts.join("dashboard-enclave.png"));
     d.lays_out_on_a_phone_without_errors("enclave");

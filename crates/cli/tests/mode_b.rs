@@ -438,6 +438,32 @@ fn households_trade_through_sealed_orders_and_an_enclave_committee() {
     assert!(opened >= 8, "{text}");
     assert!(!text.contains("MISMATCH"), "{text}");
 
+    // The insider's attack on what mode B publishes: it runs three of the
+    // households, learns from its own sealed orders which features (size;
+    // its meter's deposits, withdrawal requests and payouts in the batch)
+    // come with which kind of order, and names the household of every
+    // other true order from them. Every sealed order looks alike: chance.
+    let out = Command::new(env!("CARGO_BIN_EXE_quartier"))
+        .args(["audit", "--json", "--slots", "2976", "--node"])
+        .arg(format!("http://127.0.0.1:{}", BASE_PORT + 1))
+        .arg("--truth")
+        .arg(dir.join("meters.json"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let audit: serde_json::Value = serde_json::from_str(&text).unwrap();
+    println!("{}", serde_json::to_string_pretty(&audit).unwrap());
+    let sealed_audit = &audit["sealed"];
+    let f = |k: &str| sealed_audit[k].as_f64().unwrap();
+    assert_eq!(sealed_audit["insiders"], 3, "{sealed_audit}");
+    assert!(f("orders") >= 20.0 * 30.0, "{sealed_audit}");
+    assert!(f("top1") <= 1.5 * f("chance"), "{sealed_audit}");
+
     // Nothing in the clear: no open order was ever settled, every order on
     // chain is a sealed one of the one size, and no log names an order's
     // price or energy.

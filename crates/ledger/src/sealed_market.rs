@@ -137,6 +137,14 @@ pub struct PostedReport {
     pub height: Height,
     /// IOUs issued to the utility because its balance could not pay feed-in.
     pub utility_cover: Money,
+    /// What the batch showed, kept once its ciphertexts are gone: each
+    /// sealed order's submitting meter and size in bytes, in arrival order
+    /// (public in the blocks anyway; the mode B auditor reads it).
+    #[serde(default)]
+    pub submissions: Vec<(AccountId, u32)>,
+    /// The batch's deposits and withdrawal requests.
+    #[serde(default)]
+    pub flows: CustodyFlows,
 }
 
 fn policy(state: &State) -> Result<crate::SealedMarketPolicy, TxError> {
@@ -527,8 +535,21 @@ pub(crate) fn post_settlement_report(
     meta.supply = supply;
     meta.issued = issued;
     state.touch(StateKey::Meta);
-    state.records.batches.remove(&(region, slot));
+    let batch = state.records.batches.remove(&(region, slot));
     state.touch(StateKey::SealedBatch(region, slot));
+    let (submissions, flows) = batch.map_or_else(Default::default, |b| {
+        let sizes = b
+            .orders
+            .iter()
+            .map(|e| {
+                (
+                    e.meter,
+                    u32::try_from(e.sealed.ciphertext.len()).unwrap_or(u32::MAX),
+                )
+            })
+            .collect();
+        (sizes, b.flows)
+    });
     state.records.reports.insert(
         (region, slot),
         PostedReport {
@@ -536,6 +557,8 @@ pub(crate) fn post_settlement_report(
             signature: *signature,
             height: ctx.height,
             utility_cover: cover,
+            submissions,
+            flows,
         },
     );
     state.touch(StateKey::SealedReport(region, slot));

@@ -21,6 +21,7 @@ use quartier_meter::metering::Metering;
 use quartier_meter::wallet::{RingPolicy, ShieldedWallet, payee_address};
 use quartier_meter::{AgentEffect, AgentInput, MeterAgent, StrategyKind, TxProgress};
 use quartier_sim::crypto_audit::{CryptoTruth, PublishedOrder};
+use quartier_sim::sealed_audit::{SealedSlot, SealedSubmission, SealedView};
 use quartier_sim::view::{PublicOrder, RegistryEntry};
 use quartier_sim::{GroundTruth, Neighbourhood, PrivacyMode, Profiles, PublicView, SimPlan};
 use quartier_types::{
@@ -182,25 +183,7 @@ pub fn chain_run(
     slots: u64,
 ) -> Result<(PublicView, GroundTruth, usize), FleetError> {
     let unexpected = |what: &str| FleetError::Unexpected(what.to_string());
-    let (_, body) = api.get(&format!("/api/v1/regions/{}/meters", FLEET_REGION.0))?;
-    let registry = body["meters"]
-        .as_array()
-        .ok_or_else(|| unexpected("no meter list"))?
-        .iter()
-        .map(|m| {
-            Ok(RegistryEntry {
-                meter: m["meter"]
-                    .as_str()
-                    .and_then(|a| a.parse().ok())
-                    .ok_or_else(|| unexpected("a meter id"))?,
-                prosumer: m["role"] == "prosumer",
-                pv_watts: m["pv_watts"]
-                    .as_u64()
-                    .and_then(|w| u32::try_from(w).ok())
-                    .ok_or_else(|| unexpected("a PV size"))?,
-            })
-        })
-        .collect::<Result<Vec<_>, FleetError>>()?;
+    let registry = fleet_registry(api)?;
     // Mode A: orders name no meter. The answer key comes from the devnet
     // households' wallet seeds: each order's payee is derived from its
     // household's seed, slot and side.
@@ -254,19 +237,8 @@ pub fn chain_run(
         settled = k + 1;
     }
     let params = params.ok_or_else(|| unexpected("no settled slot"))?;
-    // The truth the simulator knows: every household's net, read exactly as
-    // the fleet read it.
     let start_interval = manifest.start_interval + from;
-    let mut hood = Neighbourhood::new(&manifest.sim_plan(params, 1), Profiles::embedded()?)?;
-    for interval in 0..start_interval {
-        hood.read(interval);
-    }
-    let mut net_wh = vec![Vec::new(); manifest.meters.len()];
-    for k in 0..settled {
-        for (series, r) in net_wh.iter_mut().zip(hood.read(start_interval + k)) {
-            series.push(r.net_wh());
-        }
-    }
+    let net_wh = fleet_net(manifest, params, start_interval, settled)?;
     let view = PublicView {
         mode: if shielded {
             PrivacyMode::Shielded
@@ -286,6 +258,131 @@ pub fn chain_run(
         net_wh,
     };
     Ok((view, truth, foreign))
+}
+
+/// The truth the simulator knows: every household's net in the `slots`
+/// quarter hours from `start_interval`, read exactly as the fleet read it.
+fn fleet_net(
+    manifest: &FleetManifest,
+    params: RegionParams,
+    start_interval: u64,
+    slots: u64,
+) -> Result<Vec<Vec<i64>>, FleetError> {
+    let mut hood = Neighbourhood::new(&manifest.sim_plan(params, 1), Profiles::embedded()?)?;
+    for interval in 0..start_interval {
+        hood.read(interval);
+    }
+    let mut net_wh = vec![Vec::new(); manifest.meters.len()];
+    for k in 0..slots {
+        for (series, r) in net_wh.iter_mut().zip(hood.read(start_interval + k)) {
+            series.push(r.net_wh());
+        }
+    }
+    Ok(net_wh)
+}
+
+/// The households of a fleet the mode B auditor runs itself (by index): the
+/// first prosumer, the first household without PV and the last household.
+pub fn sealed_insiders(manifest: &FleetManifest) -> Vec<usize> {
+    let n = manifest.meters.len();
+    let mut insiders = vec![0, manifest.prosumers as usize, n.saturating_sub(1)];
+    insiders.retain(|h| *h < n);
+    insiders.dedup();
+    insiders
+}
+
+/// Mode B: what the chain shows of a fleet's run slots `from..from + slots`
+/// (every reported slot among them), and its ground truth (each
+/// household's true net series; the chain names each sealed order's
+/// meter). `None` on a chain without a sealed market.
+///
+/// # Errors
+/// [`FleetError`] if the node can not be read.
+pub fn chain_sealed_run(
+    api: &NodeClient,
+    manifest: &FleetManifest,
+    from: u64,
+    slots: u64,
+) -> Result<Option<(SealedView, GroundTruth)>, FleetError> {
+    let unexpected = |what: &str| FleetError::Unexpected(what.to_string());
+    let (_, status) = api.get("/api/v1/status")?;
+    if status["privacy"] != "enclave" {
+        return Ok(None);
+    }
+    let params: RegionParams = status["regions"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["region"] == FLEET_REGION.0))
+        .and_then(|r| serde_json::from_value(r["params"].clone()).ok())
+        .ok_or_else(|| unexpected("the fleet region's parameters"))?;
+    let registry = fleet_registry(api)?;
+    let first = manifest.first_slot + from;
+    let path = format!("/api/v1/regions/{}/reports?last=2976", FLEET_REGION.0);
+    let (_, body) = api.get(&path)?;
+    let reports: Vec<quartier_ledger::PostedReport> =
+        serde_json::from_value(body["reports"].clone())
+            .map_err(|e| FleetError::Unexpected(format!("the reports: {e}")))?;
+    let sealed_slots = reports
+        .into_iter()
+        .filter(|r| (first..first + slots).contains(&r.summary.slot.0))
+        .map(|r| {
+            let t = r.summary.aggregates.totals;
+            let total = |grid: Energy| {
+                t.local_energy
+                    .checked_add(grid)
+                    .ok_or_else(|| unexpected("a report's energy totals overflow"))
+            };
+            Ok(SealedSlot {
+                slot: r.summary.slot.0 - first,
+                submissions: r
+                    .submissions
+                    .iter()
+                    .map(|&(meter, bytes)| SealedSubmission { meter, bytes })
+                    .collect(),
+                deposits: r.flows.deposits,
+                withdrawals: r.flows.withdrawals,
+                payouts: r.summary.payouts,
+                bought: total(t.grid_import)?,
+                sold: total(t.grid_export)?,
+            })
+        })
+        .collect::<Result<Vec<_>, FleetError>>()?;
+    let settled = sealed_slots.last().map_or(0, |s| s.slot + 1);
+    let start_interval = manifest.start_interval + from;
+    let view = SealedView {
+        start_interval,
+        registry,
+        slots: sealed_slots,
+    };
+    let truth = GroundTruth {
+        meters: manifest.meters.clone(),
+        order_households: Vec::new(),
+        net_wh: fleet_net(manifest, params, start_interval, settled)?,
+    };
+    Ok(Some((view, truth)))
+}
+
+/// The fleet region's meter registry, as the chain shows it.
+fn fleet_registry(api: &NodeClient) -> Result<Vec<RegistryEntry>, FleetError> {
+    let unexpected = |what: &str| FleetError::Unexpected(what.to_string());
+    let (_, body) = api.get(&format!("/api/v1/regions/{}/meters", FLEET_REGION.0))?;
+    body["meters"]
+        .as_array()
+        .ok_or_else(|| unexpected("no meter list"))?
+        .iter()
+        .map(|m| {
+            Ok(RegistryEntry {
+                meter: m["meter"]
+                    .as_str()
+                    .and_then(|a| a.parse().ok())
+                    .ok_or_else(|| unexpected("a meter id"))?,
+                prosumer: m["role"] == "prosumer",
+                pv_watts: m["pv_watts"]
+                    .as_u64()
+                    .and_then(|w| u32::try_from(w).ok())
+                    .ok_or_else(|| unexpected("a PV size"))?,
+            })
+        })
+        .collect()
 }
 
 /// Which flows the fleet's meters order: gross in mode A (its buys must not

@@ -48,6 +48,12 @@ pub enum AuditError {
     /// The registry is empty.
     #[error("the registry is empty")]
     NoMeters,
+    /// The truth has no reading for a slot of the view.
+    #[error("the truth has no reading of slot {slot} for every household")]
+    NoReading {
+        /// The run slot.
+        slot: u64,
+    },
 }
 
 /// How well the adversary did on one view.
@@ -86,9 +92,20 @@ pub struct AuditReport {
 
 /// Attack 1's belief about one order: candidates in rank order with their
 /// probabilities.
-struct Attribution {
-    ranked: Vec<(usize, f64)>,
-    candidates: usize,
+pub(crate) struct Attribution {
+    /// Candidates, likeliest first, with their probabilities.
+    pub(crate) ranked: Vec<(usize, f64)>,
+    /// How many there are.
+    pub(crate) candidates: usize,
+}
+
+/// The adversary's expectation of a meter with `pv_watts` of PV in quarter
+/// hour `t` of the year, Wh: its load (the H0 profile of a 4 000 kWh home)
+/// and its PV output (the public PV profile at the registered size).
+pub(crate) fn expected_load_and_pv(profiles: &Profiles, t: usize, pv_watts: u32) -> (f64, f64) {
+    let load = profiles.load[t] * 4_000.0;
+    let pv = profiles.pv[t] * f64::from(pv_watts) * 0.925;
+    (load, pv)
 }
 
 /// The adversary's expectation of a meter's order in a quarter hour.
@@ -109,8 +126,7 @@ impl NetModel<'_> {
             return None;
         }
         let t = ((start + order.slot) % INTERVALS_PER_YEAR as u64) as usize;
-        let load = self.profiles.load[t] * 4_000.0;
-        let pv = self.profiles.pv[t] * f64::from(meter.pv_watts) * 0.925;
+        let (load, pv) = expected_load_and_pv(self.profiles, t, meter.pv_watts);
         let (expected, spread) = match (self.metering, order.side) {
             (Metering::Net, _) => (load - pv, 0.6 * load + 0.15 * pv + 50.0),
             // Gross: every meter buys its load, a prosumer sells its output.
@@ -160,7 +176,7 @@ impl Attribution {
     /// ties between equally likely candidates at random: 1 if fewer than `k`
     /// are likelier and all its equals fit, else the share of its equals
     /// that fit (0 if `k` or more are likelier or it is no candidate).
-    fn hit(&self, right: usize, k: usize) -> f64 {
+    pub(crate) fn hit(&self, right: usize, k: usize) -> f64 {
         let Some(&(_, p)) = self.ranked.iter().find(|r| r.0 == right) else {
             return 0.0;
         };
@@ -174,7 +190,7 @@ impl Attribution {
     }
 }
 
-fn entropy_bits(ranked: &[(usize, f64)]) -> f64 {
+pub(crate) fn entropy_bits(ranked: &[(usize, f64)]) -> f64 {
     ranked
         .iter()
         .filter(|(_, p)| *p > 0.0)

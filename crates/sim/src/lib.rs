@@ -11,6 +11,7 @@ pub mod household;
 pub mod market;
 pub mod profiles;
 pub mod report;
+pub mod sealed_audit;
 pub mod view;
 
 pub use audit::{AuditError, AuditReport, audit};
