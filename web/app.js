@@ -333,7 +333,7 @@ async function refreshAudit() {
     rows.push(["sealed orders attacked", `${b.orders} of ${b.households - b.insiders} households (the insider runs ${b.insiders})`]);
     rows.push(["chance of naming an order's household", pct(b.chance)]);
     rows.push(["household named by the insider from what is published (top-1)", pct(b.top1) + times(b.top1, b.chance)]);
-    rows.push(["sealed orders told apart by size and custody flows", b.features === 1 ? "none (all alike)" : `${b.features} kinds`]);
+    rows.push(["sealed orders told apart by size, receipt and custody flows", b.features === 1 ? "none (all alike)" : `${b.features} kinds`]);
     rows.push(["profile error from the aggregates (profiles alone)", `${b.profile_error.toFixed(2)} (${b.profile_error_prior.toFixed(2)})`]);
   }
   if (a.foreign_orders) rows.push(["orders of other participants, not scored", String(a.foreign_orders)]);

@@ -136,6 +136,10 @@ enum Command {
         /// With `--node`: at most this many slots from the manifest's first.
         #[arg(long, default_value_t = 96)]
         slots: u64,
+        /// With `--node` on a mode B chain: enclave APIs (comma-separated)
+        /// whose published receipts the insider also reads.
+        #[arg(long, value_delimiter = ',', requires = "node")]
+        enclave: Vec<String>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -484,6 +488,7 @@ fn main() -> ExitCode {
             node,
             truth,
             slots,
+            enclave,
             json,
             svg,
         } => {
@@ -491,6 +496,7 @@ fn main() -> ExitCode {
                 (Some(run), _, truth) => AuditSource::Run { run, truth },
                 (None, Some(node), Some(manifest)) => AuditSource::Node {
                     node,
+                    enclaves: enclave,
                     manifest,
                     slots,
                 },
@@ -1166,6 +1172,7 @@ enum AuditSource {
     /// A devnet's chain and its `meters.json`.
     Node {
         node: String,
+        enclaves: Vec<String>,
         manifest: PathBuf,
         slots: u64,
     },
@@ -1194,6 +1201,7 @@ fn audit(source: AuditSource, json: bool, svg: Option<PathBuf>) -> Result<(), Fa
         }
         AuditSource::Node {
             node,
+            enclaves,
             manifest,
             slots,
         } => {
@@ -1201,7 +1209,12 @@ fn audit(source: AuditSource, json: bool, svg: Option<PathBuf>) -> Result<(), Fa
                 read_json(&manifest).map_err(Failure::BadInput)?;
             let api = quartier_node::client::NodeClient::new(&node)
                 .map_err(|e| Failure::BadInput(e.into()))?;
-            audit_chain(&api, &manifest, 0, slots)?
+            let enclaves = enclaves
+                .iter()
+                .map(|u| quartier_node::client::NodeClient::new(u))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| Failure::BadInput(e.into()))?;
+            audit_chain(&api, &enclaves, &manifest, 0, slots)?
         }
     };
     let out = if json {
@@ -1288,12 +1301,14 @@ struct ChainAudit {
 /// household's (left out of both).
 fn audit_chain(
     api: &quartier_node::client::NodeClient,
+    enclaves: &[quartier_node::client::NodeClient],
     manifest: &quartier_node::meters::FleetManifest,
     from: u64,
     slots: u64,
 ) -> Result<ChainAudit, Failure> {
-    if let Some((view, truth)) = quartier_node::meters::chain_sealed_run(api, manifest, from, slots)
-        .map_err(|e| Failure::Internal(e.into()))?
+    if let Some((view, truth)) =
+        quartier_node::meters::chain_sealed_run(api, enclaves, manifest, from, slots)
+            .map_err(|e| Failure::Internal(e.into()))?
     {
         let profiles =
             quartier_sim::Profiles::embedded().map_err(|e| Failure::Internal(e.into()))?;
@@ -1337,6 +1352,7 @@ const LIVE_AUDIT_REST: u32 = 4;
 #[allow(clippy::disallowed_methods)] // the binary's clock: the auditor's rest
 fn live_auditor(
     api: &quartier_node::client::NodeClient,
+    enclaves: &[quartier_node::client::NodeClient],
     manifest: &quartier_node::meters::FleetManifest,
     path: &std::path::Path,
     settled: &std::sync::mpsc::Receiver<u64>,
@@ -1349,7 +1365,7 @@ fn live_auditor(
         }
         let started = std::time::Instant::now();
         let from = done.saturating_sub(LIVE_AUDIT_SLOTS);
-        let result = audit_chain(api, manifest, from, done - from).and_then(|a| {
+        let result = audit_chain(api, enclaves, manifest, from, done - from).and_then(|a| {
             let report = serde_json::json!({
                 "slot": manifest.first_slot + done - 1,
                 "slots": done - from,
@@ -1562,7 +1578,14 @@ fn run_households(
         let manifest = fleet.manifest().clone();
         let api = NodeClient::new(layout.api_urls.first().context("no validator")?)?;
         let path = layout.audit_report.clone();
-        std::thread::spawn(move || live_auditor(&api, &manifest, &path, &audit_queue));
+        let enclaves = layout
+            .enclave_urls
+            .iter()
+            .map(|u| NodeClient::new(u))
+            .collect::<Result<Vec<_>, _>>()?;
+        std::thread::spawn(move || {
+            live_auditor(&api, &enclaves, &manifest, &path, &audit_queue);
+        });
     }
     fleet.run(None, |event| match event {
         FleetEvent::Placed {

@@ -448,6 +448,8 @@ fn households_trade_through_sealed_orders_and_an_enclave_committee() {
         .arg(format!("http://127.0.0.1:{}", BASE_PORT + 1))
         .arg("--truth")
         .arg(dir.join("meters.json"))
+        .arg("--enclave")
+        .arg(enclaves.join(","))
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

@@ -93,6 +93,12 @@ pub struct Receipt {
 /// HPKE `info` of sealed receipts.
 pub const HPKE_INFO_RECEIPT: &[u8] = b"QUARTIER_ENCLAVE_RECEIPT";
 
+/// A receipt's plaintext size after padding: a cleared order's receipt and
+/// a refused one's seal to the same length (their sizes would tell the
+/// public which meters' orders were refused, e.g. a buy over its prepaid
+/// balance).
+pub const RECEIPT_PADDED_LEN: usize = 128;
+
 /// A receipt as published: sealed to the receipt key its order carried, or
 /// in clear when the order never opened (then it says only why).
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
@@ -141,7 +147,8 @@ impl PublishedReceipt {
                     ciphertext,
                     &self.sealed.0,
                 )?;
-                let receipt: Receipt = borsh::from_slice(&plain).ok()?;
+                let body = crate::sealed::unpad_from(&plain, RECEIPT_PADDED_LEN)?;
+                let receipt: Receipt = borsh::from_slice(body).ok()?;
                 (receipt.sealed == self.sealed).then_some(receipt)
             }
         }
@@ -805,7 +812,8 @@ fn publish(
     let body = receipt_key
         .and_then(|to| {
             let plain = borsh::to_vec(&receipt).ok()?;
-            hpke_seal(&to, HPKE_INFO_RECEIPT, &plain, &sealed.0, rng)
+            let padded = crate::sealed::pad_to(&plain, RECEIPT_PADDED_LEN)?;
+            hpke_seal(&to, HPKE_INFO_RECEIPT, &padded, &sealed.0, rng)
         })
         .map_or(
             ReceiptBody::Clear(Receipt {
@@ -970,6 +978,14 @@ mod tests {
         assert_eq!(outcomes[0], Outcome::Refused(Refusal::InsufficientPrepaid));
         assert!(matches!(outcomes[1], Outcome::Cleared { .. }));
         assert_eq!(outcomes[2], Outcome::Refused(Refusal::Duplicate));
+        // The public (anyone may fetch the receipts) can not tell the
+        // refused buys from the cleared one by their receipts' sizes.
+        let sizes: Vec<usize> = report
+            .receipts
+            .iter()
+            .map(|r| borsh::to_vec(r).unwrap().len())
+            .collect();
+        assert!(sizes.iter().all(|s| *s == sizes[0]), "{sizes:?}");
         // Unmatched, it bought 4 kWh from the grid at 20.75 Rp: 0.83 CHF.
         assert_eq!(
             m.auctioneer.prepaid(&id(&buyer)),

@@ -421,23 +421,38 @@ fn aad(region: RegionId, slot: Slot, epoch: Epoch) -> Vec<u8> {
 /// `len (u16 LE) ‖ borsh(order) ‖ zeros` to [`PADDED_LEN`] bytes.
 fn pad(order: &SignedOrder) -> Vec<u8> {
     let body = borsh::to_vec(order).unwrap_or_default();
-    let mut padded = Vec::with_capacity(PADDED_LEN);
-    padded.extend_from_slice(&(body.len() as u16).to_le_bytes());
-    padded.extend_from_slice(&body);
-    padded.resize(PADDED_LEN, 0);
-    padded
+    pad_to(&body, PADDED_LEN).unwrap_or_default()
 }
 
 fn unpad(padded: &[u8]) -> Option<SignedOrder> {
-    if padded.len() != PADDED_LEN {
+    borsh::from_slice(unpad_from(padded, PADDED_LEN)?).ok()
+}
+
+/// `len (u16 LE) ‖ body ‖ zeros` to `len` bytes, so that a ciphertext's
+/// size says nothing of its content; `None` if `body` does not fit.
+pub(crate) fn pad_to(body: &[u8], len: usize) -> Option<Vec<u8>> {
+    let prefix = u16::try_from(body.len()).ok()?.to_le_bytes();
+    if body.len() + 2 > len {
         return None;
     }
-    let len = usize::from(u16::from_le_bytes([padded[0], padded[1]]));
-    let body = padded.get(2..2 + len)?;
-    if padded[2 + len..].iter().any(|&b| b != 0) {
+    let mut padded = Vec::with_capacity(len);
+    padded.extend_from_slice(&prefix);
+    padded.extend_from_slice(body);
+    padded.resize(len, 0);
+    Some(padded)
+}
+
+/// The body of a [`pad_to`] block of exactly `len` bytes with zero padding.
+pub(crate) fn unpad_from(padded: &[u8], len: usize) -> Option<&[u8]> {
+    if padded.len() != len {
         return None;
     }
-    borsh::from_slice(body).ok()
+    let body_len = usize::from(u16::from_le_bytes([*padded.first()?, *padded.get(1)?]));
+    let body = padded.get(2..2 + body_len)?;
+    if padded[2 + body_len..].iter().any(|&b| b != 0) {
+        return None;
+    }
+    Some(body)
 }
 
 /// Seals `order` to the epoch public key `epoch_key` under the public

@@ -53,6 +53,14 @@ pub enum ServiceError {
     /// The enclave did not compute what it is asked to sign.
     #[error("will not sign: not what this enclave computed")]
     Unsigned,
+    /// Signing commitments or shares that do not decode, or shares that do
+    /// not verify against their members' key shares: those members (by
+    /// index) cheated or answered garbage.
+    #[error("bad signing answers from members {culprits:?}")]
+    BadAnswers {
+        /// The members whose answers failed.
+        culprits: Vec<u16>,
+    },
     /// Clearing a batch failed.
     #[error(transparent)]
     Batch(#[from] BatchError),
@@ -1106,8 +1114,9 @@ impl EnclaveService {
     /// commitments (at least the threshold).
     ///
     /// # Errors
-    /// [`ServiceError`] if this member can not name the message, or too few
-    /// or invalid commitments.
+    /// [`ServiceError::BadAnswers`] naming members whose commitments do not
+    /// decode; [`ServiceError`] otherwise if this member can not name the
+    /// message or there are too few.
     pub fn signing_package(
         &self,
         purpose: &Purpose,
@@ -1122,10 +1131,17 @@ impl EnclaveService {
             return Err(ServiceError::State("fewer commitments than the threshold"));
         }
         let mut parsed = BTreeMap::new();
+        let mut garbled = Vec::new();
         for (index, bytes) in commitments {
-            let c = frost::round1::SigningCommitments::deserialize(bytes)
-                .map_err(|_| ServiceError::Invalid)?;
-            parsed.insert(identifier(*index)?, c);
+            match frost::round1::SigningCommitments::deserialize(bytes) {
+                Ok(c) => {
+                    parsed.insert(identifier(*index)?, c);
+                }
+                Err(_) => garbled.push(*index),
+            }
+        }
+        if !garbled.is_empty() {
+            return Err(ServiceError::BadAnswers { culprits: garbled });
         }
         frost::SigningPackage::new(parsed, &message)
             .serialize()
@@ -1135,7 +1151,8 @@ impl EnclaveService {
     /// As coordinator: the group signature from the package and the shares.
     ///
     /// # Errors
-    /// [`ServiceError::Invalid`] if a share is bad or too few.
+    /// [`ServiceError::BadAnswers`] naming the members whose shares do not
+    /// verify; [`ServiceError::Invalid`] for too few or undecodable ones.
     pub fn aggregate(
         &self,
         package: &[u8],
@@ -1149,13 +1166,28 @@ impl EnclaveService {
             .and_then(|m| m.public.as_ref())
             .ok_or(ServiceError::State("no committee"))?;
         let mut parsed = BTreeMap::new();
+        let mut garbled = Vec::new();
         for (index, bytes) in shares {
-            let s = frost::round2::SignatureShare::deserialize(bytes)
-                .map_err(|_| ServiceError::Invalid)?;
-            parsed.insert(identifier(*index)?, s);
+            match frost::round2::SignatureShare::deserialize(bytes) {
+                Ok(s) => {
+                    parsed.insert(identifier(*index)?, s);
+                }
+                Err(_) => garbled.push(*index),
+            }
         }
-        let signature =
-            frost::aggregate(&package, &parsed, public).map_err(|_| ServiceError::Invalid)?;
+        if !garbled.is_empty() {
+            return Err(ServiceError::BadAnswers { culprits: garbled });
+        }
+        let signature = frost::aggregate(&package, &parsed, public).map_err(|e| match e {
+            frost::Error::InvalidSignatureShare { culprits } => ServiceError::BadAnswers {
+                culprits: shares
+                    .keys()
+                    .copied()
+                    .filter(|i| identifier(*i).is_ok_and(|id| culprits.contains(&id)))
+                    .collect(),
+            },
+            _ => ServiceError::Invalid,
+        })?;
         let bytes = signature.serialize().map_err(|_| ServiceError::Invalid)?;
         bytes.try_into().map_err(|_| ServiceError::Invalid)
     }

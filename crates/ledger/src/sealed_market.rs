@@ -513,6 +513,29 @@ pub(crate) fn post_settlement_report(
         let after = before.checked_add(*amount).ok_or(TxError::Overflow)?;
         payees.push((*wallet, after));
     }
+    // What the report keeps of the batch: each order's meter and size, and
+    // its custody flows with one deposit per account (a meter's many small
+    // deposits do not grow the kept record).
+    let submissions = batch
+        .orders
+        .iter()
+        .map(|e| {
+            u32::try_from(e.sealed.ciphertext.len())
+                .map(|len| (e.meter, len))
+                .map_err(|_| TxError::Overflow)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut deposits: Vec<(AccountId, Money)> = Vec::new();
+    for (account, amount) in &batch.flows.deposits {
+        match deposits.iter_mut().find(|(a, _)| a == account) {
+            Some((_, sum)) => *sum = sum.checked_add(*amount).ok_or(TxError::Overflow)?,
+            None => deposits.push((*account, *amount)),
+        }
+    }
+    let flows = CustodyFlows {
+        deposits,
+        withdrawals: batch.flows.withdrawals.clone(),
+    };
     let cover = Money::new(utility_cover);
     let supply = state
         .meta()
@@ -535,21 +558,8 @@ pub(crate) fn post_settlement_report(
     meta.supply = supply;
     meta.issued = issued;
     state.touch(StateKey::Meta);
-    let batch = state.records.batches.remove(&(region, slot));
+    state.records.batches.remove(&(region, slot));
     state.touch(StateKey::SealedBatch(region, slot));
-    let (submissions, flows) = batch.map_or_else(Default::default, |b| {
-        let sizes = b
-            .orders
-            .iter()
-            .map(|e| {
-                (
-                    e.meter,
-                    u32::try_from(e.sealed.ciphertext.len()).unwrap_or(u32::MAX),
-                )
-            })
-            .collect();
-        (sizes, b.flows)
-    });
     state.records.reports.insert(
         (region, slot),
         PostedReport {

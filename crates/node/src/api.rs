@@ -32,6 +32,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/regions/{region}/settlements"),
     ("get", "/api/v1/sealed"),
     ("get", "/api/v1/regions/{region}/reports"),
+    ("get", "/api/v1/regions/{region}/reports/{slot}"),
     ("get", "/api/v1/regions/{region}/batches/{slot}"),
     ("get", "/api/v1/pool/outputs"),
     ("get", "/api/v1/pool/key_images"),
@@ -114,6 +115,7 @@ pub fn router_with(app: LedgerApp, gossip: Gossip, extras: Extras) -> Router {
         .route("/api/v1/regions/{region}/settlements", get(settlements))
         .route("/api/v1/sealed", get(sealed))
         .route("/api/v1/regions/{region}/reports", get(reports))
+        .route("/api/v1/regions/{region}/reports/{slot}", get(report))
         .route("/api/v1/regions/{region}/batches/{slot}", get(batch))
         .route("/api/v1/pool/outputs", get(pool_outputs))
         .route("/api/v1/pool/key_images", get(key_images))
@@ -563,12 +565,41 @@ async fn reports(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (region, last) = region_and_last(&region, query)?;
     let list = api.app.with_state(|s| {
-        let mut list: Vec<&quartier_ledger::PostedReport> =
-            s.region_reports(region).rev().take(last).collect();
+        let mut list: Vec<serde_json::Value> = s
+            .region_reports(region)
+            .rev()
+            .take(last)
+            .map(|r| {
+                // The list stays small: each report's batch details (its
+                // submitters and custody flows) are at its own route.
+                let mut v = serde_json::to_value(r).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("submissions");
+                    o.remove("flows");
+                }
+                v
+            })
+            .collect();
         list.reverse();
-        serde_json::to_value(list).unwrap_or_default()
+        list
     });
     Ok(Json(json!({ "region": region, "reports": list })))
+}
+
+/// `GET /api/v1/regions/{region}/reports/{slot}`: one accepted mode B
+/// report whole, with its batch's submitting meters, sizes and custody
+/// flows.
+async fn report(
+    AxumState(api): AxumState<Api>,
+    Path((region, slot)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let region = RegionId(region.parse().map_err(|_| bad("region: not a number"))?);
+    let slot = Slot(slot.parse().map_err(|_| bad("slot: not a number"))?);
+    api.app
+        .with_state(|s| s.sealed_report(region, slot).map(serde_json::to_value))
+        .and_then(Result::ok)
+        .map(|r| Json(json!({ "region": region, "slot": slot, "report": r })))
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "no report for that slot".into()))
 }
 
 /// One settlement in a few numbers: volumes and the spread of trade prices.

@@ -24,6 +24,7 @@ use axum::{Json, Router};
 use commonware_utils::sync::Mutex;
 use quartier_enclave::attestation::{Measurement, Quote, SimulatedAttestationService};
 use quartier_enclave::auctioneer::Batch;
+use quartier_enclave::coordinator::{SignEffect, SignOutcome, SigningSession};
 use quartier_enclave::rpc::{Request, Response, decode_request};
 use quartier_enclave::sealed::Epoch;
 use quartier_enclave::service::{
@@ -757,7 +758,9 @@ impl Host {
         Some(())
     }
 
-    /// One signing session for `purpose` among the reachable members.
+    /// One signing session for `purpose` among the reachable members: the
+    /// sans-IO [`SigningSession`] decides, this host only carries its
+    /// requests (members that fail or cheat are left out and others asked).
     fn sign(
         &mut self,
         committee: &Committee,
@@ -770,58 +773,32 @@ impl Host {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
         let session = now.max(self.last_session.saturating_add(1));
-        self.last_session = session;
-        // Members answer only requests their committee's members signed.
-        let what = borsh::to_vec(&purpose).ok()?;
-        let (by, signature) = self.shared.lock().service.authorise(session, &what).ok()?;
-        let mut commitments = BTreeMap::new();
-        let mut signers = Vec::new();
-        for p in peers.iter().flatten() {
-            if commitments.len() >= usize::from(committee.threshold) {
-                break;
+        let members = u16::try_from(committee.members.len()).ok()?;
+        let (mut signing, effects) = {
+            let s = self.shared.lock();
+            SigningSession::start(&s.service, session, purpose, members, committee.threshold)
+        };
+        let mut queue: std::collections::VecDeque<SignEffect> = effects.into();
+        while let Some(SignEffect::Call { member, request }) = queue.pop_front() {
+            let answer = peers
+                .get(usize::from(member))
+                .and_then(Option::as_ref)
+                .and_then(|p| call(p, &request));
+            if let Some(Response::Refused(why)) = &answer {
+                tracing::debug!(?purpose, member, %why, "a member refused");
             }
-            let request = Request::SignCommit {
-                session,
-                purpose,
-                by,
-                signature,
-            };
-            match call(p, &request) {
-                Some(Response::Committed(i, c)) => {
-                    commitments.insert(i, c);
-                    signers.push((i, p.clone()));
-                }
-                Some(Response::Refused(why)) => {
-                    tracing::debug!(?purpose, %why, "a member refused to commit");
-                }
-                _ => {}
-            }
+            let s = self.shared.lock();
+            queue.extend(signing.reply(&s.service, member, answer));
         }
-        let package = self
-            .shared
-            .lock()
-            .service
-            .signing_package(&purpose, &commitments)
-            .ok()?;
-        let (by, signature) = self
-            .shared
-            .lock()
-            .service
-            .authorise(session, &package)
-            .ok()?;
-        let mut shares = BTreeMap::new();
-        for (i, p) in &signers {
-            let request = Request::SignShare {
-                session,
-                package: package.clone(),
-                by,
-                signature,
-            };
-            if let Some(Response::Share(share)) = call(p, &request) {
-                shares.insert(*i, share);
+        self.last_session = signing.session();
+        match signing.outcome() {
+            SignOutcome::Signed(signature) => Some(*signature),
+            SignOutcome::Failed(why) => {
+                tracing::debug!(?purpose, %why, "signing failed");
+                None
             }
+            SignOutcome::Pending => None,
         }
-        self.shared.lock().service.aggregate(&package, &shares).ok()
     }
 
     /// Keys for the slots orders may be placed for now, created by the

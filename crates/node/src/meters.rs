@@ -292,14 +292,17 @@ pub fn sealed_insiders(manifest: &FleetManifest) -> Vec<usize> {
 }
 
 /// Mode B: what the chain shows of a fleet's run slots `from..from + slots`
-/// (every reported slot among them), and its ground truth (each
-/// household's true net series; the chain names each sealed order's
-/// meter). `None` on a chain without a sealed market.
+/// (every reported slot among them) — each report with its batch's
+/// submitters and custody flows, and the sizes of the receipts the first of
+/// `enclaves` that serves the slot publishes (none if no enclave answers) —
+/// and its ground truth (each household's true net series; the chain names
+/// each sealed order's meter). `None` on a chain without a sealed market.
 ///
 /// # Errors
 /// [`FleetError`] if the node can not be read.
 pub fn chain_sealed_run(
     api: &NodeClient,
+    enclaves: &[NodeClient],
     manifest: &FleetManifest,
     from: u64,
     slots: u64,
@@ -316,36 +319,48 @@ pub fn chain_sealed_run(
         .ok_or_else(|| unexpected("the fleet region's parameters"))?;
     let registry = fleet_registry(api)?;
     let first = manifest.first_slot + from;
+    // Which slots have a report: the summaries' list, then each whole.
     let path = format!("/api/v1/regions/{}/reports?last=2976", FLEET_REGION.0);
     let (_, body) = api.get(&path)?;
-    let reports: Vec<quartier_ledger::PostedReport> =
-        serde_json::from_value(body["reports"].clone())
-            .map_err(|e| FleetError::Unexpected(format!("the reports: {e}")))?;
-    let sealed_slots = reports
-        .into_iter()
-        .filter(|r| (first..first + slots).contains(&r.summary.slot.0))
-        .map(|r| {
-            let t = r.summary.aggregates.totals;
-            let total = |grid: Energy| {
-                t.local_energy
-                    .checked_add(grid)
-                    .ok_or_else(|| unexpected("a report's energy totals overflow"))
-            };
-            Ok(SealedSlot {
-                slot: r.summary.slot.0 - first,
-                submissions: r
-                    .submissions
-                    .iter()
-                    .map(|&(meter, bytes)| SealedSubmission { meter, bytes })
-                    .collect(),
-                deposits: r.flows.deposits,
-                withdrawals: r.flows.withdrawals,
-                payouts: r.summary.payouts,
-                bought: total(t.grid_import)?,
-                sold: total(t.grid_export)?,
-            })
-        })
-        .collect::<Result<Vec<_>, FleetError>>()?;
+    let reported: Vec<u64> = body["reports"]
+        .as_array()
+        .ok_or_else(|| unexpected("no report list"))?
+        .iter()
+        .filter_map(|r| r["summary"]["slot"].as_u64())
+        .filter(|s| (first..first.saturating_add(slots)).contains(s))
+        .collect();
+    let mut sealed_slots = Vec::with_capacity(reported.len());
+    for slot in reported {
+        let path = format!("/api/v1/regions/{}/reports/{slot}", FLEET_REGION.0);
+        let (_, body) = api.get(&path)?;
+        let r: quartier_ledger::PostedReport = serde_json::from_value(body["report"].clone())
+            .map_err(|e| FleetError::Unexpected(format!("report {slot}: {e}")))?;
+        let receipts = published_receipts(enclaves, &r.summary);
+        let t = r.summary.aggregates.totals;
+        let total = |grid: Energy| {
+            t.local_energy
+                .checked_add(grid)
+                .ok_or_else(|| unexpected("a report's energy totals overflow"))
+        };
+        sealed_slots.push(SealedSlot {
+            slot: slot - first,
+            submissions: r
+                .submissions
+                .iter()
+                .enumerate()
+                .map(|(i, &(meter, bytes))| SealedSubmission {
+                    meter,
+                    bytes,
+                    receipt: receipts.as_ref().and_then(|r| r.get(i).copied()),
+                })
+                .collect(),
+            deposits: r.flows.deposits,
+            withdrawals: r.flows.withdrawals,
+            payouts: r.summary.payouts,
+            bought: total(t.grid_import)?,
+            sold: total(t.grid_export)?,
+        });
+    }
     let settled = sealed_slots.last().map_or(0, |s| s.slot + 1);
     let start_interval = manifest.start_interval + from;
     let view = SealedView {
@@ -359,6 +374,37 @@ pub fn chain_sealed_run(
         net_wh: fleet_net(manifest, params, start_interval, settled)?,
     };
     Ok(Some((view, truth)))
+}
+
+/// The sizes in bytes of a slot's published receipts, in submission order,
+/// from the first enclave whose receipts match the signed root.
+fn published_receipts(
+    enclaves: &[NodeClient],
+    summary: &quartier_enclave::auctioneer::SlotSummary,
+) -> Option<Vec<u32>> {
+    let request = quartier_enclave::rpc::Request::Report {
+        region: summary.region,
+        slot: summary.slot,
+    };
+    enclaves
+        .iter()
+        .find_map(|e| match crate::enclave_host::call(e, &request) {
+            Some(quartier_enclave::rpc::Response::Report(Some(r)))
+                if r.summary == *summary
+                    && quartier_enclave::auctioneer::receipts_root(&r.receipts)
+                        == summary.receipts_root =>
+            {
+                r.receipts
+                    .iter()
+                    .map(|p| {
+                        borsh::to_vec(p)
+                            .ok()
+                            .and_then(|b| u32::try_from(b.len()).ok())
+                    })
+                    .collect()
+            }
+            _ => None,
+        })
 }
 
 /// The fleet region's meter registry, as the chain shows it.

@@ -15,8 +15,10 @@
 //!    class (side and amount band, as a counterparty or a leak might learn
 //!    it) and names the household whose sealed order it is, from what the
 //!    chain shows of each sealed order of the slot: its *features* — its
-//!    size, and whether its meter deposited, asked for a withdrawal or was
-//!    paid out in that batch. It runs some households itself, so it
+//!    size, its published receipt's size, the order of magnitude of its
+//!    meter's deposits in that batch, whether the meter deposited in the
+//!    [`LAG`] batches before, and whether it asked for a withdrawal or was
+//!    paid out. It runs some households itself, so it
 //!    knows their orders and learns from them which features come with which
 //!    class (counts with add-one smoothing); it scores every other sealed
 //!    order of the slot by how often its features came with the challenge's
@@ -51,6 +53,9 @@ pub struct SealedSubmission {
     pub meter: AccountId,
     /// Its ciphertext's size in bytes.
     pub bytes: u32,
+    /// Its published receipt's size in bytes, if an enclave served the
+    /// slot's receipts (anyone may fetch them).
+    pub receipt: Option<u32>,
 }
 
 /// One settled slot of a mode B region, as anyone reads it from the chain.
@@ -106,8 +111,8 @@ pub struct SealedAuditReport {
     pub effective_anonymity_set: f64,
     /// Mean degree of anonymity H / log2 N (1: no information).
     pub degree_of_anonymity: f64,
-    /// Distinct feature combinations the sealed orders showed (1: all
-    /// alike).
+    /// Distinct feature combinations among the sealed orders attacked (1:
+    /// all alike).
     pub features: usize,
     /// Attack 2: mean over households of Σ|estimate − truth| / Σ|truth|.
     pub profile_error: f64,
@@ -131,34 +136,63 @@ fn class(net_wh: i64) -> usize {
     if net_wh > 0 { band } else { 4 + band }
 }
 
+/// How many batches back a deposit still counts as a feature.
+pub const LAG: usize = 4;
+
 /// What the chain shows of one sealed order beyond its meter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Feature {
     bytes: u32,
-    deposited: bool,
+    receipt: Option<u32>,
+    /// Decimal digits of the meter's deposits in the batch (0: none).
+    deposit: u32,
+    deposited_before: bool,
     withdrew: bool,
     paid: bool,
 }
 
-/// Every sealed order of `slot` with its meter and features.
-fn features(slot: &SealedSlot) -> Vec<(AccountId, Feature)> {
+/// Every sealed order of `view.slots[k]` with its meter and features.
+fn features(view: &SealedView, k: usize) -> Vec<(AccountId, Feature)> {
     let of = |list: &[(AccountId, Money)]| -> BTreeSet<AccountId> {
         list.iter().map(|(a, _)| *a).collect()
     };
-    let (deposited, withdrew, paid) =
-        (of(&slot.deposits), of(&slot.withdrawals), of(&slot.payouts));
+    let slot = &view.slots[k];
+    // Decimal digits of each meter's deposits (of the largest, if a meter
+    // made several): a feature's band, not an amount.
+    let mut deposited: BTreeMap<AccountId, u32> = BTreeMap::new();
+    for (a, m) in &slot.deposits {
+        let digits = m.get().checked_ilog10().map_or(0, |d| d + 1);
+        let band = deposited.entry(*a).or_default();
+        *band = (*band).max(digits);
+    }
+    let before: BTreeSet<AccountId> = view.slots[k.saturating_sub(LAG)..k]
+        .iter()
+        .flat_map(|s| s.deposits.iter().map(|(a, _)| *a))
+        .collect();
+    let (withdrew, paid) = (of(&slot.withdrawals), of(&slot.payouts));
     slot.submissions
         .iter()
         .map(|s| {
             let f = Feature {
                 bytes: s.bytes,
-                deposited: deposited.contains(&s.meter),
+                receipt: s.receipt,
+                deposit: deposited.get(&s.meter).copied().unwrap_or(0),
+                deposited_before: before.contains(&s.meter),
                 withdrew: withdrew.contains(&s.meter),
                 paid: paid.contains(&s.meter),
             };
             (s.meter, f)
         })
         .collect()
+}
+
+/// How many of `insiders` are households of the truth (each once).
+fn insiders_of(truth: &GroundTruth, insiders: &[usize]) -> usize {
+    insiders
+        .iter()
+        .filter(|h| **h < truth.meters.len())
+        .collect::<BTreeSet<_>>()
+        .len()
 }
 
 /// Runs both attacks on `view` as an adversary that runs the truth's
@@ -214,8 +248,8 @@ pub fn sealed_audit(
     // The insider learns from its own sealed orders which features come
     // with which class.
     let mut counts: BTreeMap<Feature, [u32; CLASSES]> = BTreeMap::new();
-    for slot in &view.slots {
-        for (meter, f) in features(slot) {
+    for (k, slot) in view.slots.iter().enumerate() {
+        for (meter, f) in features(view, k) {
             if let Some(&h) = household_of.get(&meter)
                 && insiders.contains(&h)
             {
@@ -233,8 +267,8 @@ pub fn sealed_audit(
     let (mut orders, mut chance, mut top1, mut top5, mut effective, mut degree) =
         (0usize, 0.0, 0.0, 0.0, 0.0, 0.0);
     let mut seen = BTreeSet::new();
-    for slot in &view.slots {
-        let candidates: Vec<(AccountId, Feature)> = features(slot)
+    for (k, slot) in view.slots.iter().enumerate() {
+        let candidates: Vec<(AccountId, Feature)> = features(view, k)
             .into_iter()
             .filter(|(m, _)| !insider(m))
             .collect();
@@ -320,7 +354,7 @@ pub fn sealed_audit(
     Ok(SealedAuditReport {
         view: label.to_string(),
         households: n,
-        insiders: insiders.len(),
+        insiders: insiders_of(truth, insiders),
         orders,
         chance: per_order(chance),
         top1: per_order(top1),
@@ -400,6 +434,7 @@ mod tests {
                         .map(|h| SealedSubmission {
                             meter: meter(h),
                             bytes: bytes(nets[h as usize]),
+                            receipt: Some(123),
                         })
                         .collect(),
                     deposits: (0..HOUSEHOLDS)
@@ -448,6 +483,20 @@ mod tests {
         let (view, truth) = run(|net| if net < 0 { 288 } else { 272 }, |_| false);
         let r = audit(&view, &truth);
         assert_eq!(r.features, 2);
+        assert!(r.top1 > 1.5 * r.chance, "{r:?}");
+    }
+
+    #[test]
+    fn receipts_whose_size_tells_refused_orders_give_them_away() {
+        // Large buys refused (over the prepaid balance) with a shorter
+        // receipt than the rest.
+        let (mut view, truth) = run(|_| 272, |_| false);
+        for (s, slot) in view.slots.iter_mut().enumerate() {
+            for (h, sub) in slot.submissions.iter_mut().enumerate() {
+                sub.receipt = Some(if truth.net_wh[h][s] > 1_000 { 84 } else { 123 });
+            }
+        }
+        let r = audit(&view, &truth);
         assert!(r.top1 > 1.5 * r.chance, "{r:?}");
     }
 

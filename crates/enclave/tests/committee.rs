@@ -1,0 +1,343 @@
+//! Deterministic committee tests: real enclaves (the simulated platform),
+//! reached only through their RPC dispatch, and the sans-IO signing
+//! coordinator, with Byzantine members that answer what a subverted host
+//! would. `t` honest members get every slot's report and every epoch key
+//! signed whatever one other member answers; fewer than `t` get nothing
+//! signed.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use quartier_enclave::attestation::{Measurement, Quote, SimulatedAttestationService};
+use quartier_enclave::auctioneer::{Batch, SlotSummary};
+use quartier_enclave::committee::{GroupPublicKey, GroupSignature, report_message};
+use quartier_enclave::coordinator::{SignEffect, SignFailure, SignOutcome, SigningSession};
+use quartier_enclave::epoch::epoch_key_message;
+use quartier_enclave::rpc::{Request, Response};
+use quartier_enclave::sealed::Epoch;
+use quartier_enclave::service::{EnclaveService, Purpose, SimulatedPlatform};
+use quartier_types::{Price, RegionId, RegionParams, Slot};
+use std::collections::BTreeMap;
+
+const CHAIN: [u8; 32] = [0xc4; 32];
+const MEASUREMENT: Measurement = Measurement([6; 32]);
+const REGION: RegionId = RegionId(1);
+const EPOCH: Epoch = Epoch(2);
+
+/// What a member's host does with the requests it gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Behaviour {
+    Honest,
+    /// Never answers.
+    Silent,
+    /// Refuses everything.
+    Refuses,
+    /// Commits as another member's index.
+    WrongIndex,
+    /// Answers a commitment that does not decode.
+    GarbledCommitment,
+    /// Equivocates: lets its enclave commit, but hands the coordinator the
+    /// commitment of an earlier session (two commitments for one member;
+    /// a changed one the first time).
+    StaleCommitment,
+    /// Lets its enclave sign, but hands back a share of an earlier session.
+    ForgedShare,
+    /// Answers a share that does not decode.
+    GarbledShare,
+}
+
+const BYZANTINE: [Behaviour; 7] = [
+    Behaviour::Silent,
+    Behaviour::Refuses,
+    Behaviour::WrongIndex,
+    Behaviour::GarbledCommitment,
+    Behaviour::StaleCommitment,
+    Behaviour::ForgedShare,
+    Behaviour::GarbledShare,
+];
+
+/// A member behind its host.
+struct Member {
+    enclave: EnclaveService,
+    behaviour: Behaviour,
+    last_commitment: Option<Vec<u8>>,
+    last_share: Option<Vec<u8>>,
+}
+
+impl Member {
+    /// The request as the RPC decodes it, then whatever the host returns.
+    fn call(&mut self, request: &Request) -> Option<Response> {
+        let bytes = borsh::to_vec(request).unwrap();
+        let request = quartier_enclave::rpc::decode_request(&bytes).unwrap();
+        let answer = self.enclave.handle(request);
+        let previous = match &answer {
+            Response::Committed(_, c) => self.last_commitment.replace(c.clone()),
+            Response::Share(s) => self.last_share.replace(s.clone()),
+            _ => None,
+        };
+        match (self.behaviour, answer) {
+            (Behaviour::Honest, a) => Some(a),
+            (Behaviour::Silent, _) => None,
+            (Behaviour::Refuses, _) => Some(Response::Refused("no".into())),
+            (Behaviour::WrongIndex, Response::Committed(i, c)) => {
+                Some(Response::Committed((i + 1) % 3, c))
+            }
+            (Behaviour::GarbledCommitment, Response::Committed(i, _)) => {
+                Some(Response::Committed(i, vec![0xff; 12]))
+            }
+            (Behaviour::StaleCommitment, Response::Committed(i, c)) => {
+                Some(Response::Committed(i, previous.unwrap_or_else(|| flip(&c))))
+            }
+            (Behaviour::ForgedShare, Response::Share(s)) => {
+                Some(Response::Share(previous.unwrap_or_else(|| flip(&s))))
+            }
+            (Behaviour::GarbledShare, Response::Share(_)) => Some(Response::Share(vec![0xff; 32])),
+            (_, a) => Some(a),
+        }
+    }
+}
+
+/// A share with its first byte changed (another scalar).
+fn flip(share: &[u8]) -> Vec<u8> {
+    let mut s = share.to_vec();
+    if let Some(first) = s.first_mut() {
+        *first ^= 1;
+    }
+    s
+}
+
+fn params() -> RegionParams {
+    RegionParams::new(Price::new(20_750), Price::new(4_000), Price::new(500)).unwrap()
+}
+
+/// Three enclaves (t = 2) after a DKG run through their RPC, all holding
+/// epoch 2's key; its public key.
+fn committee(behaviours: [Behaviour; 3]) -> (Vec<Member>, GroupPublicKey, [u8; 32]) {
+    let vendor = SimulatedAttestationService::new([42; 32]);
+    let platform = SimulatedPlatform::new([5; 32], MEASUREMENT, vendor.root());
+    let mut enclaves: Vec<EnclaveService> = (0..3)
+        .map(|_| EnclaveService::new(&platform).unwrap())
+        .collect();
+    enclaves.sort_by_key(EnclaveService::account);
+    let quotes: Vec<Quote> = enclaves
+        .iter()
+        .map(|e| vendor.quote(MEASUREMENT, e.report_data()))
+        .collect();
+    let invitation = enclaves[0].invite(CHAIN, 2, &quotes).unwrap();
+    let mut round1 = BTreeMap::new();
+    for (index, e) in (0u16..).zip(enclaves.iter_mut()) {
+        let request = Request::DkgRound1 {
+            index,
+            t: 2,
+            chain: CHAIN,
+            members: quotes.clone(),
+            invitation,
+        };
+        let Response::DkgRound1(package, signature) = e.handle(request) else {
+            panic!("round 1");
+        };
+        round1.insert(index, (package, signature));
+    }
+    let mut packages = Vec::new();
+    for e in &mut enclaves {
+        let Response::DkgRound2(sealed) = e.handle(Request::DkgRound2 {
+            round1: round1.clone(),
+        }) else {
+            panic!("round 2");
+        };
+        packages.extend(sealed);
+    }
+    let mut keys = Vec::new();
+    for e in &mut enclaves {
+        let Response::DkgFinished(key) = e.handle(Request::DkgFinish {
+            packages: packages.clone(),
+        }) else {
+            panic!("round 3");
+        };
+        keys.push(key);
+    }
+    assert!(keys.iter().all(|k| *k == keys[0]));
+    let (public, shares) = enclaves[0].create_epoch_key(EPOCH).unwrap();
+    for share in shares {
+        for e in &mut enclaves {
+            let request = Request::ReceiveEpochKey {
+                share: share.clone(),
+                public_key: public,
+            };
+            let _ = e.handle(request);
+        }
+    }
+    for e in &mut enclaves {
+        assert!(e.settle_epoch_key(EPOCH, &public));
+    }
+    let members = enclaves
+        .into_iter()
+        .zip(behaviours)
+        .map(|(enclave, behaviour)| Member {
+            enclave,
+            behaviour,
+            last_commitment: None,
+            last_share: None,
+        })
+        .collect();
+    (members, keys[0], public)
+}
+
+/// Every member clears `slot` (no orders): each holds its report.
+fn clear(members: &mut [Member], slot: u64) -> SlotSummary {
+    let mut summaries = Vec::new();
+    for m in members.iter_mut() {
+        let batch = Batch {
+            slot: Slot(slot),
+            params: params(),
+            epoch: EPOCH,
+            deposits: &[],
+            orders: &[],
+            withdrawals: &[],
+            traders: &[],
+            expired: false,
+        };
+        summaries.push(m.enclave.clear(REGION, &batch).unwrap().summary.clone());
+    }
+    assert!(summaries.iter().all(|s| *s == summaries[0]));
+    summaries.remove(0)
+}
+
+/// Runs a session coordinated by member `by` to its end, delivering every
+/// request in order: what it came to, and the next free session id.
+fn run(
+    members: &mut [Member],
+    by: usize,
+    session: u64,
+    purpose: Purpose,
+) -> (SignOutcome, u64, Vec<u16>) {
+    let (mut s, mut queue) = SigningSession::start(&members[by].enclave, session, purpose, 3, 2);
+    let mut calls = 0;
+    while !queue.is_empty() {
+        let SignEffect::Call { member, request } = queue.remove(0);
+        calls += 1;
+        assert!(calls < 100, "the session does not end");
+        let answer = members[usize::from(member)].call(&request);
+        queue.extend(s.reply(&members[by].enclave, member, answer));
+    }
+    (
+        s.outcome().clone(),
+        s.session() + 1,
+        s.excluded().iter().copied().collect(),
+    )
+}
+
+fn signed(outcome: &SignOutcome) -> GroupSignature {
+    match outcome {
+        SignOutcome::Signed(signature) => *signature,
+        other => panic!("not signed: {other:?}"),
+    }
+}
+
+#[test]
+fn t_honest_members_settle_every_slot_whatever_the_third_answers() {
+    for behaviour in BYZANTINE {
+        for byzantine in 0..3 {
+            let mut behaviours = [Behaviour::Honest; 3];
+            behaviours[byzantine] = behaviour;
+            let (mut members, group, epoch_key) = committee(behaviours);
+            let mut session = 1;
+            for slot in 8..12 {
+                let summary = clear(&mut members, slot);
+                // Each honest member coordinates in its turn.
+                let by = (0..3)
+                    .filter(|i| *i != byzantine)
+                    .nth(slot as usize % 2)
+                    .unwrap();
+                let purpose = Purpose::Report {
+                    region: REGION,
+                    slot: Slot(slot),
+                };
+                let (outcome, next, excluded) = run(&mut members, by, session, purpose);
+                session = next;
+                let signature = signed(&outcome);
+                group
+                    .verify(&report_message(&CHAIN, &summary), &signature)
+                    .unwrap_or_else(|e| panic!("{behaviour:?} at {byzantine}: {e}"));
+                // Only ever the Byzantine member is left out.
+                assert!(
+                    excluded.iter().all(|e| usize::from(*e) == byzantine),
+                    "{behaviour:?} at {byzantine}: {excluded:?}"
+                );
+            }
+            let by = usize::from(byzantine == 0);
+            let purpose = Purpose::EpochKey {
+                epoch: EPOCH,
+                public_key: epoch_key,
+            };
+            let (outcome, _, _) = run(&mut members, by, session, purpose);
+            group
+                .verify(
+                    &epoch_key_message(&CHAIN, EPOCH, &epoch_key),
+                    &signed(&outcome),
+                )
+                .unwrap();
+        }
+    }
+}
+
+#[test]
+fn with_two_members_down_or_lying_the_third_signs_nothing() {
+    for behaviour in BYZANTINE {
+        let (mut members, _, epoch_key) =
+            committee([Behaviour::Honest, behaviour, Behaviour::Silent]);
+        clear(&mut members, 8);
+        let purposes = [
+            Purpose::Report {
+                region: REGION,
+                slot: Slot(8),
+            },
+            Purpose::EpochKey {
+                epoch: EPOCH,
+                public_key: epoch_key,
+            },
+        ];
+        let mut session = 1;
+        for purpose in purposes {
+            let (outcome, next, _) = run(&mut members, 0, session, purpose);
+            session = next;
+            assert!(
+                matches!(
+                    outcome,
+                    SignOutcome::Failed(SignFailure::TooFewHonest { .. })
+                ),
+                "{behaviour:?}: {outcome:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_compromised_member_can_not_get_a_key_or_a_report_it_made_up_signed() {
+    // Member 1 is compromised (its host coordinates as it likes): the
+    // honest members sign only what they computed themselves.
+    let (mut members, _, _) = committee([Behaviour::Honest; 3]);
+    clear(&mut members, 8);
+    let (planted, _) = members[1].enclave.create_epoch_key(Epoch(3)).unwrap();
+    let forged = [
+        Purpose::EpochKey {
+            epoch: Epoch(3),
+            public_key: planted,
+        },
+        Purpose::EpochKey {
+            epoch: EPOCH,
+            public_key: [9; 32],
+        },
+        Purpose::Report {
+            region: REGION,
+            slot: Slot(9),
+        },
+    ];
+    let mut session = 1;
+    for purpose in forged {
+        let (outcome, next, _) = run(&mut members, 1, session, purpose);
+        session = next;
+        assert!(
+            matches!(outcome, SignOutcome::Failed(_)),
+            "{purpose:?}: {outcome:?}"
+        );
+    }
+}
