@@ -180,21 +180,25 @@ fn bench(c: &mut Criterion) {
                     slot: Slot(9),
                 };
                 let what = borsh::to_vec(&purpose).expect("encodes");
-                let (by, signature) = members[0].authorise(7, &what).expect("a member");
+                let requests: Vec<(u16, [u8; 64])> = (0..2)
+                    .map(|to| members[0].authorise(7, to, &what).expect("a member"))
+                    .collect();
                 let mut commitments = BTreeMap::new();
-                for m in members.iter_mut().take(2) {
-                    let (i, c) = m.sign_commit(7, &purpose, by, &signature).expect("commits");
+                for (m, (by, signature)) in members.iter_mut().zip(&requests) {
+                    let (i, c) = m.sign_commit(7, &purpose, *by, signature).expect("commits");
                     commitments.insert(i, c);
                 }
                 let package = members[0]
                     .signing_package(&purpose, &commitments)
                     .expect("package");
-                let (by, signature) = members[0].authorise(7, &package).expect("a member");
+                let requests: Vec<(u16, [u8; 64])> = (0..2)
+                    .map(|to| members[0].authorise(7, to, &package).expect("a member"))
+                    .collect();
                 let mut shares = BTreeMap::new();
-                for (i, m) in members.iter_mut().take(2).enumerate() {
+                for (i, (m, (by, signature))) in members.iter_mut().zip(&requests).enumerate() {
                     shares.insert(
                         u16::try_from(i).expect("small"),
-                        m.sign_share(7, &package, by, &signature).expect("share"),
+                        m.sign_share(7, &package, *by, signature).expect("share"),
                     );
                 }
                 members[0].aggregate(&package, &shares).expect("signature")

@@ -13,7 +13,7 @@
 //! verifier (e.g. DCAP) implements the same trait.
 
 use borsh::{BorshDeserialize, BorshSerialize};
-use quartier_types::hash;
+use quartier_types::{AccountId, hash};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -172,6 +172,40 @@ impl VendorPolicy {
     }
 }
 
+/// The committee of `n` that registered enclaves (each with its vendor)
+/// form: the vendors in the order of their lowest account, each in turn
+/// giving its next lowest account, until `n` are chosen; the members
+/// ascending. Whoever registers many enclaves under one vendor (a leaked
+/// vendor key, or one vendor's cheap hardware) gets at most its share of
+/// the seats, never all the first places. Fewer than `n` candidates: all.
+pub fn select_committee(enclaves: &[(AccountId, u16)], n: usize) -> Vec<AccountId> {
+    let mut by_vendor: std::collections::BTreeMap<u16, Vec<AccountId>> =
+        std::collections::BTreeMap::new();
+    for (account, vendor) in enclaves {
+        by_vendor.entry(*vendor).or_default().push(*account);
+    }
+    let mut queues: Vec<std::collections::VecDeque<AccountId>> = by_vendor
+        .into_values()
+        .map(|mut accounts| {
+            accounts.sort_unstable();
+            accounts.into()
+        })
+        .collect();
+    queues.sort_by_key(|q| q.front().copied());
+    let mut members = Vec::with_capacity(n);
+    while members.len() < n && queues.iter().any(|q| !q.is_empty()) {
+        for q in &mut queues {
+            if members.len() < n
+                && let Some(account) = q.pop_front()
+            {
+                members.push(account);
+            }
+        }
+    }
+    members.sort_unstable();
+    members
+}
+
 /// Why a quote is not accepted. Verification failures are opaque (STYLE §3).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AttestationError {
@@ -292,6 +326,41 @@ impl AttestationVerifier for SimulatedAttestationVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn enclaves_crowded_under_one_vendor_get_only_its_share_of_the_seats() {
+        // Someone with one vendor's (leaked) attestation key registers five
+        // enclaves whose accounts sort before the two other vendors' ones.
+        let id = |b: u8| AccountId([b; 32]);
+        let registered = [
+            (id(1), 0),
+            (id(2), 0),
+            (id(3), 0),
+            (id(4), 0),
+            (id(5), 0),
+            (id(8), 1),
+            (id(9), 2),
+        ];
+        let policy = VendorPolicy {
+            min_vendors: 2,
+            no_vendor_holds_threshold: true,
+        };
+        // Taking the first three would seat vendor 0 alone: a committee the
+        // chain refuses, so none would form.
+        let first: Vec<u16> = registered[..3].iter().map(|e| e.1).collect();
+        assert!(!policy.admits(&first, 2));
+        let members = select_committee(&registered, 3);
+        assert_eq!(members, vec![id(1), id(8), id(9)]);
+        let vendors: Vec<u16> = members
+            .iter()
+            .map(|m| registered.iter().find(|e| e.0 == *m).unwrap().1)
+            .collect();
+        assert!(policy.admits(&vendors, 2));
+        // Five seats: vendor 0 gets three (one each in turn, then the rest).
+        let five = select_committee(&registered, 5);
+        assert_eq!(five, vec![id(1), id(2), id(3), id(8), id(9)]);
+        assert_eq!(select_committee(&registered[..2], 3), vec![id(1), id(2)]);
+    }
 
     #[test]
     fn a_quote_names_the_vendor_whose_root_it_verifies_under_and_the_policy_counts_vendors() {

@@ -122,7 +122,11 @@ impl SigningSession {
             round: Round::Done,
             outcome: SignOutcome::Pending,
         };
-        let effects = s.commit_round(local);
+        let effects = if threshold == 0 || threshold > members {
+            s.too_few()
+        } else {
+            s.commit_round(local)
+        };
         (s, effects)
     }
 
@@ -234,19 +238,22 @@ impl SigningSession {
         to: &BTreeSet<u16>,
     ) -> Result<Vec<SignEffect>, ServiceError> {
         let what = borsh::to_vec(&self.purpose).map_err(|_| ServiceError::Invalid)?;
-        let (by, signature) = local.authorise(self.session, &what)?;
-        Ok(to
-            .iter()
-            .map(|&member| SignEffect::Call {
-                member,
-                request: Request::SignCommit {
-                    session: self.session,
-                    purpose: self.purpose,
-                    by,
-                    signature,
-                },
+        to.iter()
+            .map(|&member| {
+                // Signed for that member only: a copy sent to another one
+                // does not verify there.
+                let (by, signature) = local.authorise(self.session, member, &what)?;
+                Ok(SignEffect::Call {
+                    member,
+                    request: Request::SignCommit {
+                        session: self.session,
+                        purpose: self.purpose,
+                        by,
+                        signature,
+                    },
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// After a commitment answer: ask another member for each one that
@@ -297,23 +304,26 @@ impl SigningSession {
             }
             Err(e) => return self.fail(e.into()),
         };
-        let (by, signature) = match local.authorise(self.session, &package) {
-            Ok(a) => a,
-            Err(e) => return self.fail(e.into()),
-        };
         let signers: BTreeSet<u16> = commitments.keys().copied().collect();
         let effects = signers
             .iter()
-            .map(|&member| SignEffect::Call {
-                member,
-                request: Request::SignShare {
-                    session: self.session,
-                    package: package.clone(),
-                    by,
-                    signature,
-                },
+            .map(|&member| {
+                let (by, signature) = local.authorise(self.session, member, &package)?;
+                Ok(SignEffect::Call {
+                    member,
+                    request: Request::SignShare {
+                        session: self.session,
+                        package: package.clone(),
+                        by,
+                        signature,
+                    },
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>, ServiceError>>();
+        let effects = match effects {
+            Ok(effects) => effects,
+            Err(e) => return self.fail(e.into()),
+        };
         self.round = Round::Sharing {
             package,
             waiting: signers,

@@ -208,8 +208,18 @@ fn round1_message(
 }
 
 /// What a coordinator signs for a signing request.
-fn coordinator_message(group: &GroupPublicKey, session: u64, what: &[u8]) -> hash::Digest {
-    hash::tagged(TAG_COORDINATOR, &[&group.0, &session.to_le_bytes(), what])
+/// An open signing session: the message, the nonces and the commitments
+/// sent for them.
+type OpenSession = (Vec<u8>, frost::round1::SigningNonces, Vec<u8>);
+
+/// What a coordinator signs for a request to member `to`: bound to that
+/// member, so nobody who sees the request can spend another member's
+/// session with it.
+fn coordinator_message(group: &GroupPublicKey, session: u64, to: u16, what: &[u8]) -> hash::Digest {
+    hash::tagged(
+        TAG_COORDINATOR,
+        &[&group.0, &session.to_le_bytes(), &to.to_le_bytes(), what],
+    )
 }
 
 /// Checks an Ed25519 signature by the account `account`.
@@ -225,7 +235,8 @@ fn verify_account(
 }
 
 fn identifier(index: u16) -> Result<frost::Identifier, ServiceError> {
-    frost::Identifier::try_from(index.saturating_add(1)).map_err(|_| ServiceError::Invalid)
+    let one_based = index.checked_add(1).ok_or(ServiceError::Invalid)?;
+    frost::Identifier::try_from(one_based).map_err(|_| ServiceError::Invalid)
 }
 
 /// The enclave's own randomness on the **simulated** platform. A real TEE
@@ -283,8 +294,13 @@ pub struct EnclaveService {
     candidates: Vec<EpochKeyPair>,
     auctioneers: BTreeMap<RegionId, Auctioneer>,
     reports: BTreeMap<(RegionId, Slot), SlotReport>,
-    /// Open signing sessions by (coordinator, session id).
-    sessions: BTreeMap<(u16, u64), (Vec<u8>, frost::round1::SigningNonces)>,
+    /// Open signing sessions by (coordinator, session id): the message,
+    /// the nonces and the commitments sent (sent again for the same
+    /// request, which a lost answer makes the coordinator repeat).
+    sessions: BTreeMap<(u16, u64), OpenSession>,
+    /// Shares given, by (coordinator, session id), with their package's
+    /// hash: the same package asked again gets the same share.
+    shares_given: BTreeMap<(u16, u64), (hash::Digest, Vec<u8>)>,
     /// Each coordinator's latest session id: ids only increase, so a
     /// request is never answered twice.
     last_session: BTreeMap<u16, u64>,
@@ -328,6 +344,7 @@ impl EnclaveService {
             auctioneers: BTreeMap::new(),
             reports: BTreeMap::new(),
             sessions: BTreeMap::new(),
+            shares_given: BTreeMap::new(),
             last_session: BTreeMap::new(),
             erased_below: Epoch(0),
         })
@@ -995,6 +1012,19 @@ impl EnclaveService {
     ) -> Result<(u16, Vec<u8>), ServiceError> {
         let what = borsh::to_vec(purpose).map_err(|_| ServiceError::Invalid)?;
         self.check_coordinator(by, session, &what, signature)?;
+        let message = self.message(purpose)?;
+        // The same request again (a lost answer, or a copy someone sent
+        // first): the same commitments, no new nonces.
+        if let Some((m, _, commitments)) = self.sessions.get(&(by, session))
+            && *m == message
+        {
+            let index = self
+                .membership
+                .as_ref()
+                .ok_or(ServiceError::State("no committee"))?
+                .index;
+            return Ok((index, commitments.clone()));
+        }
         // Each coordinator's session ids only increase: a replayed request
         // is refused, and does not replace the nonces its package is built on.
         if self
@@ -1004,7 +1034,6 @@ impl EnclaveService {
         {
             return Err(ServiceError::State("session not newer"));
         }
-        let message = self.message(purpose)?;
         let m = self
             .membership
             .as_ref()
@@ -1013,8 +1042,10 @@ impl EnclaveService {
         let (nonces, commitments) =
             frost::round1::commit(key.signing_share(), &mut Rng06(&mut self.rng.0));
         let index = m.index;
+        let bytes = commitments.serialize().map_err(|_| ServiceError::Invalid)?;
         self.last_session.insert(by, session);
-        self.sessions.insert((by, session), (message, nonces));
+        self.sessions
+            .insert((by, session), (message, nonces, bytes.clone()));
         // A few open sessions per coordinator, its oldest dropped first: one
         // coordinator (or its abandoned sessions) never crowds out another's.
         while self.sessions.range((by, 0)..=(by, u64::MAX)).count() > Self::SESSIONS_PER_COORDINATOR
@@ -1028,7 +1059,6 @@ impl EnclaveService {
                 self.sessions.remove(&oldest);
             }
         }
-        let bytes = commitments.serialize().map_err(|_| ServiceError::Invalid)?;
         Ok((index, bytes))
     }
 
@@ -1045,34 +1075,66 @@ impl EnclaveService {
         signature: &[u8; 64],
     ) -> Result<Vec<u8>, ServiceError> {
         self.check_coordinator(by, session, package, signature)?;
+        let package_hash = hash::tagged(TAG_COORDINATOR, &[package]);
+        // The same package again: the same share (nothing new is revealed).
+        if let Some((h, share)) = self.shares_given.get(&(by, session))
+            && *h == package_hash
+        {
+            return Ok(share.clone());
+        }
         let package =
             frost::SigningPackage::deserialize(package).map_err(|_| ServiceError::Invalid)?;
-        let (message, nonces) = self
+        let (message, _, _) = self
+            .sessions
+            .get(&(by, session))
+            .ok_or(ServiceError::State("no such session"))?;
+        if package.message() != message {
+            return Err(ServiceError::Unsigned);
+        }
+        let (_, nonces, _) = self
             .sessions
             .remove(&(by, session))
             .ok_or(ServiceError::State("no such session"))?;
-        if package.message() != &message {
-            return Err(ServiceError::Unsigned);
-        }
         let m = self
             .membership
             .as_ref()
             .ok_or(ServiceError::State("no committee"))?;
         let key = m.key.as_ref().ok_or(ServiceError::State("no key share"))?;
-        let share =
-            frost::round2::sign(&package, &nonces, key).map_err(|_| ServiceError::Invalid)?;
-        Ok(share.serialize())
+        let share = frost::round2::sign(&package, &nonces, key)
+            .map_err(|_| ServiceError::Invalid)?
+            .serialize();
+        self.shares_given
+            .insert((by, session), (package_hash, share.clone()));
+        // A few per coordinator, as its sessions.
+        while self.shares_given.range((by, 0)..=(by, u64::MAX)).count()
+            > Self::SESSIONS_PER_COORDINATOR
+        {
+            if let Some(oldest) = self
+                .shares_given
+                .range((by, 0)..=(by, u64::MAX))
+                .next()
+                .map(|(k, _)| *k)
+            {
+                self.shares_given.remove(&oldest);
+            }
+        }
+        Ok(share)
     }
 
     /// As coordinator: this member's signature on a signing request of
-    /// `session` about `what` (the borsh bytes of the [`Purpose`] for
+    /// `session` to member `to` about `what` (the borsh bytes of the [`Purpose`] for
     /// round 1, the signing package for round 2). Members answer signing
     /// requests only from a member of their committee, so an outsider can
     /// neither fill their session slots nor spend their nonces.
     ///
     /// # Errors
     /// [`ServiceError::State`] without a committee.
-    pub fn authorise(&self, session: u64, what: &[u8]) -> Result<(u16, [u8; 64]), ServiceError> {
+    pub fn authorise(
+        &self,
+        session: u64,
+        to: u16,
+        what: &[u8],
+    ) -> Result<(u16, [u8; 64]), ServiceError> {
         let m = self
             .membership
             .as_ref()
@@ -1080,7 +1142,7 @@ impl EnclaveService {
         let group = self
             .group_key()
             .ok_or(ServiceError::State("no committee"))?;
-        let message = coordinator_message(&group, session, what);
+        let message = coordinator_message(&group, session, to, what);
         let signature = ed25519_dalek::Signer::sign(&self.account, &message.0).to_bytes();
         Ok((m.index, signature))
     }
@@ -1105,7 +1167,7 @@ impl EnclaveService {
             .ok_or(ServiceError::Invalid)?;
         verify_account(
             account,
-            &coordinator_message(&group, session, what).0,
+            &coordinator_message(&group, session, m.index, what).0,
             signature,
         )
     }
@@ -1337,6 +1399,7 @@ impl EnclaveService {
             auctioneers,
             reports: BTreeMap::new(),
             sessions: BTreeMap::new(),
+            shares_given: BTreeMap::new(),
             last_session: BTreeMap::new(),
             erased_below,
         })
@@ -1573,17 +1636,19 @@ mod tests {
         // Session ids only increase per coordinator.
         static SESSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1_000);
         let session = SESSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (by, signature) = members[c].authorise(session, &borsh::to_vec(purpose).unwrap())?;
+        let what = borsh::to_vec(purpose).unwrap();
         let mut commitments = BTreeMap::new();
         for &s in signers {
+            let to = u16::try_from(s).unwrap();
+            let (by, signature) = members[c].authorise(session, to, &what)?;
             let (index, bytes) = members[s].sign_commit(session, purpose, by, &signature)?;
             commitments.insert(index, bytes);
         }
         let package = members[c].signing_package(purpose, &commitments)?;
-        let (by, signature) = members[c].authorise(session, &package)?;
         let mut shares = BTreeMap::new();
         for &s in signers {
             let index = u16::try_from(s).unwrap();
+            let (by, signature) = members[c].authorise(session, index, &package)?;
             shares.insert(
                 index,
                 members[s].sign_share(session, &package, by, &signature)?,
@@ -2054,7 +2119,7 @@ mod tests {
         for session in (u64::MAX - 63)..=u64::MAX {
             let forged = ed25519_dalek::Signer::sign(
                 &outsider,
-                &coordinator_message(&group, session, &what).0,
+                &coordinator_message(&group, session, 0, &what).0,
             )
             .to_bytes();
             for by in 0..3 {
@@ -2068,28 +2133,52 @@ mod tests {
             }
         }
         assert!(members[0].sessions.is_empty());
-        // A member's request is answered once; replayed, it is refused
-        // (the nonces the coordinator built on stay).
-        let (by, signature) = members[1].authorise(u64::MAX - 1, &what).unwrap();
+        // A member's request answered, then replayed (a lost answer, or a
+        // copy someone sent first): the same commitments again, no new
+        // nonces (the ones the coordinator builds on stay); an older
+        // session is refused.
+        let (by, signature) = members[1].authorise(u64::MAX - 1, 0, &what).unwrap();
         let commit = Request::SignCommit {
             session: u64::MAX - 1,
             purpose,
             by,
             signature,
         };
+        let first = rpc(&mut members[0], &commit);
+        assert!(matches!(first, Response::Committed(..)));
+        assert_eq!(rpc(&mut members[0], &commit), first);
+        let (by, signature) = members[1].authorise(u64::MAX - 2, 0, &what).unwrap();
+        let older = Request::SignCommit {
+            session: u64::MAX - 2,
+            purpose,
+            by,
+            signature,
+        };
+        assert!(matches!(rpc(&mut members[0], &older), Response::Refused(_)));
+        // A copy of the request to member 0, sent to member 2 ahead of the
+        // coordinator's own (to spend member 2's session so that its real
+        // request is refused and member 2 left out): signed for member 0
+        // only, refused, and member 2 still answers the coordinator.
         assert!(matches!(
-            rpc(&mut members[0], &commit),
-            Response::Committed(..)
-        ));
-        assert!(matches!(
-            rpc(&mut members[0], &commit),
+            rpc(&mut members[2], &commit),
             Response::Refused(_)
+        ));
+        let (by, signature) = members[1].authorise(u64::MAX - 1, 2, &what).unwrap();
+        let to_2 = Request::SignCommit {
+            session: u64::MAX - 1,
+            purpose,
+            by,
+            signature,
+        };
+        assert!(matches!(
+            rpc(&mut members[2], &to_2),
+            Response::Committed(..)
         ));
         // Member 2 abandons 20 sessions (a Byzantine coordinator, or an
         // honest one whose peers had not cleared yet): member 0 keeps only
         // its newest few, and member 0's own sessions still sign.
         for session in 1..=20 {
-            let (by, signature) = members[2].authorise(session, &what).unwrap();
+            let (by, signature) = members[2].authorise(session, 0, &what).unwrap();
             assert!(
                 members[0]
                     .sign_commit(session, &purpose, by, &signature)
@@ -2129,10 +2218,15 @@ mod tests {
             epoch: Epoch(3),
             public_key: planted.public_key(),
         };
-        let (by, signature) = members[1]
-            .authorise(1, &borsh::to_vec(&planted_purpose).unwrap())
-            .unwrap();
+        let requests: Vec<(u16, [u8; 64])> = (0..3)
+            .map(|to| {
+                members[1]
+                    .authorise(1, to, &borsh::to_vec(&planted_purpose).unwrap())
+                    .unwrap()
+            })
+            .collect();
         for (i, m) in members.iter_mut().enumerate() {
+            let (by, signature) = requests[i];
             let me = m.identity_key();
             for s in own.iter().chain(&claimed).filter(|s| s.to == me) {
                 let request = Request::ReceiveEpochKey {

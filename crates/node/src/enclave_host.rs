@@ -22,7 +22,9 @@ use axum::extract::State as AxumState;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use commonware_utils::sync::Mutex;
-use quartier_enclave::attestation::{Measurement, Quote, SimulatedAttestationService};
+use quartier_enclave::attestation::{
+    Measurement, Quote, SimulatedAttestationService, select_committee,
+};
 use quartier_enclave::auctioneer::Batch;
 use quartier_enclave::coordinator::{SignEffect, SignOutcome, SigningSession};
 use quartier_enclave::rpc::{Request, Response, decode_request};
@@ -659,15 +661,13 @@ impl Host {
         );
     }
 
-    /// The first `n` registered enclaves (ascending) form the committee; the
-    /// lowest of them runs the DKG; each member votes for its result.
+    /// `n` registered enclaves, spread over the vendors
+    /// ([`select_committee`]), form the committee; the lowest of them runs
+    /// the DKG; each member votes for its result.
     fn form_committee(&mut self, view: &ChainView, me: AccountId) {
-        let members: Vec<AccountId> = view
-            .enclaves
-            .keys()
-            .take(self.config.committee_size)
-            .copied()
-            .collect();
+        let registered: Vec<(AccountId, u16)> =
+            view.enclaves.iter().map(|(a, e)| (*a, e.vendor)).collect();
+        let members = select_committee(&registered, self.config.committee_size);
         if members.len() < self.config.committee_size || !members.contains(&me) {
             return;
         }
@@ -693,7 +693,9 @@ impl Host {
             if let Ok((200, s)) = p.get("/enclave/v1/status")
                 && let Ok(account) = serde_json::from_value::<AccountId>(s["account"].clone())
             {
-                by_account.insert(account, p.clone());
+                // The first peer configured for an account keeps it: a later
+                // one claiming the same account does not take its requests.
+                by_account.entry(account).or_insert_with(|| p.clone());
             }
         }
         members.iter().map(|m| by_account.get(m).cloned()).collect()
