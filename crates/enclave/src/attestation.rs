@@ -192,7 +192,7 @@ pub fn select_committee(enclaves: &[(AccountId, u16)], n: usize) -> Vec<AccountI
         })
         .collect();
     queues.sort_by_key(|q| q.front().copied());
-    let mut members = Vec::with_capacity(n);
+    let mut members = Vec::with_capacity(n.min(enclaves.len()));
     while members.len() < n && queues.iter().any(|q| !q.is_empty()) {
         for q in &mut queues {
             if members.len() < n

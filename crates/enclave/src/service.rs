@@ -264,6 +264,9 @@ pub type SignedPackage = (Vec<u8>, [u8; 64]);
 pub const TAG_DKG_ROUND1: &str = "QUARTIER_ENCLAVE_DKG_ROUND1";
 /// Domain tag of a coordinator's signature on a signing request.
 pub const TAG_COORDINATOR: &str = "QUARTIER_ENCLAVE_COORDINATOR";
+/// Domain tag of a signing package's hash, as a member remembers the
+/// package it gave a share for.
+pub const TAG_SIGNING_PACKAGE: &str = "QUARTIER_ENCLAVE_SIGNING_PACKAGE";
 
 /// What the enclave was built to trust (a real TEE measures it in): the
 /// attestation roots (one per vendor) its peers' quotes must verify under,
@@ -377,6 +380,14 @@ impl EnclaveService {
         let public = self.membership.as_ref()?.public.as_ref()?;
         let bytes = public.verifying_key().serialize().ok()?;
         Some(GroupPublicKey(bytes.try_into().ok()?))
+    }
+
+    /// The accounts of the committee this member ran its DKG with
+    /// (ascending), once the DKG finished: what its vote must name.
+    pub fn committee_members(&self) -> Option<Vec<AccountId>> {
+        let m = self.membership.as_ref()?;
+        m.key.as_ref()?;
+        Some(m.accounts.iter().map(|a| AccountId(*a)).collect())
     }
 
     /// The chain this member's committee serves, once it is in one.
@@ -1075,7 +1086,7 @@ impl EnclaveService {
         signature: &[u8; 64],
     ) -> Result<Vec<u8>, ServiceError> {
         self.check_coordinator(by, session, package, signature)?;
-        let package_hash = hash::tagged(TAG_COORDINATOR, &[package]);
+        let package_hash = hash::tagged(TAG_SIGNING_PACKAGE, &[package]);
         // The same package again: the same share (nothing new is revealed).
         if let Some((h, share)) = self.shares_given.get(&(by, session))
             && *h == package_hash
@@ -2102,6 +2113,60 @@ mod tests {
             m.dkg_round1(i, 2, CHAIN, quotes.clone(), &invitation)
                 .unwrap();
         }
+    }
+
+    #[test]
+    fn a_repeated_share_request_gets_the_same_share_and_no_nonce_signs_twice() {
+        let (mut members, public) = committee_with_epoch_key();
+        let purpose = Purpose::EpochKey {
+            epoch: Epoch(2),
+            public_key: public,
+        };
+        let what = borsh::to_vec(&purpose).unwrap();
+        let session = 77;
+        let mut commitments = BTreeMap::new();
+        for to in [0u16, 1] {
+            let (by, signature) = members[1].authorise(session, to, &what).unwrap();
+            let (i, c) = members[usize::from(to)]
+                .sign_commit(session, &purpose, by, &signature)
+                .unwrap();
+            commitments.insert(i, c);
+        }
+        let package = members[1].signing_package(&purpose, &commitments).unwrap();
+        let (by, signature) = members[1].authorise(session, 0, &package).unwrap();
+        let share = members[0]
+            .sign_share(session, &package, by, &signature)
+            .unwrap();
+        // Asked again (its answer was lost, or someone copied the request):
+        // the same share.
+        assert_eq!(
+            members[0].sign_share(session, &package, by, &signature),
+            Ok(share)
+        );
+        // Another package for the same session (its nonces would sign a
+        // second message: the key share would leak) is refused, and so is
+        // the session's commitment request again.
+        let mut other = commitments.clone();
+        let (by2, sig2) = members[1].authorise(session, 2, &what).unwrap();
+        let (i2, c2) = members[2]
+            .sign_commit(session, &purpose, by2, &sig2)
+            .unwrap();
+        other.remove(&1);
+        other.insert(i2, c2);
+        let second = members[1].signing_package(&purpose, &other).unwrap();
+        assert_ne!(second, package);
+        let (by, signature) = members[1].authorise(session, 0, &second).unwrap();
+        assert!(
+            members[0]
+                .sign_share(session, &second, by, &signature)
+                .is_err()
+        );
+        let (by, signature) = members[1].authorise(session, 0, &what).unwrap();
+        assert!(
+            members[0]
+                .sign_commit(session, &purpose, by, &signature)
+                .is_err()
+        );
     }
 
     #[test]

@@ -663,26 +663,31 @@ impl Host {
 
     /// `n` registered enclaves, spread over the vendors
     /// ([`select_committee`]), form the committee; the lowest of them runs
-    /// the DKG; each member votes for its result.
+    /// the DKG; each member votes for its result, naming the members the
+    /// DKG ran with (not today's selection: a later registration can change
+    /// that, and a vote for another list would never reach the chain's
+    /// unanimity).
     fn form_committee(&mut self, view: &ChainView, me: AccountId) {
+        let (group_key, dkg_members) = {
+            let s = self.shared.lock();
+            (s.service.group_key(), s.service.committee_members())
+        };
+        if let (Some(group_key), Some(members)) = (group_key, dkg_members) {
+            if self.voted != Some(group_key)
+                && self.submit(view, TxBody::ActivateCommittee { members, group_key })
+            {
+                self.voted = Some(group_key);
+            }
+            return;
+        }
         let registered: Vec<(AccountId, u16)> =
             view.enclaves.iter().map(|(a, e)| (*a, e.vendor)).collect();
         let members = select_committee(&registered, self.config.committee_size);
         if members.len() < self.config.committee_size || !members.contains(&me) {
             return;
         }
-        let group_key = self.shared.lock().service.group_key();
-        if group_key.is_none() && members.first() == Some(&me) {
-            if self.run_dkg(view, &members).is_some() {
-                self.seal();
-            }
-            return;
-        }
-        if let Some(group_key) = group_key
-            && self.voted != Some(group_key)
-            && self.submit(view, TxBody::ActivateCommittee { members, group_key })
-        {
-            self.voted = Some(group_key);
+        if members.first() == Some(&me) && self.run_dkg(view, &members).is_some() {
+            self.seal();
         }
     }
 
