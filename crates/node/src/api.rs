@@ -256,8 +256,7 @@ async fn slot(
     AxumState(api): AxumState<Api>,
     Path((region, slot)): Path<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let region = RegionId(region.parse().map_err(|_| bad("region: not a number"))?);
-    let slot = Slot(slot.parse().map_err(|_| bad("slot: not a number"))?);
+    let (region, slot) = region_and_slot(&region, &slot)?;
     let body = api.app.with_state(|s| {
         let g = s.genesis();
         let forgotten = g.history_slots > 0
@@ -297,6 +296,13 @@ fn web(content_type: &'static str, body: &'static str) -> impl IntoResponse {
         ],
         body,
     )
+}
+
+/// The region and slot of a path.
+fn region_and_slot(region: &str, slot: &str) -> Result<(RegionId, Slot), ApiError> {
+    let region = RegionId(region.parse().map_err(|_| bad("region: not a number"))?);
+    let slot = Slot(slot.parse().map_err(|_| bad("slot: not a number"))?);
+    Ok((region, slot))
 }
 
 /// `?last=N` of the settlements route.
@@ -381,8 +387,7 @@ async fn batch(
     AxumState(api): AxumState<Api>,
     Path((region, slot)): Path<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let region = RegionId(region.parse().map_err(|_| bad("region: not a number"))?);
-    let slot = Slot(slot.parse().map_err(|_| bad("slot: not a number"))?);
+    let (region, slot) = region_and_slot(&region, &slot)?;
     api.app
         .with_state(|s| {
             s.sealed_batches()
@@ -593,8 +598,7 @@ async fn report(
     AxumState(api): AxumState<Api>,
     Path((region, slot)): Path<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let region = RegionId(region.parse().map_err(|_| bad("region: not a number"))?);
-    let slot = Slot(slot.parse().map_err(|_| bad("slot: not a number"))?);
+    let (region, slot) = region_and_slot(&region, &slot)?;
     api.app
         .with_state(|s| s.sealed_report(region, slot).map(serde_json::to_value))
         .and_then(Result::ok)
