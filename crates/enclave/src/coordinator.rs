@@ -238,19 +238,29 @@ impl SigningSession {
         to: &BTreeSet<u16>,
     ) -> Result<Vec<SignEffect>, ServiceError> {
         let what = borsh::to_vec(&self.purpose).map_err(|_| ServiceError::Invalid)?;
+        self.requests(local, to, &what, |by, signature| Request::SignCommit {
+            session: self.session,
+            purpose: self.purpose,
+            by,
+            signature,
+        })
+    }
+
+    /// One request about `what` to each member of `to`, each signed for
+    /// that member only (a copy sent to another one does not verify there).
+    fn requests(
+        &self,
+        local: &EnclaveService,
+        to: &BTreeSet<u16>,
+        what: &[u8],
+        request: impl Fn(u16, [u8; 64]) -> Request,
+    ) -> Result<Vec<SignEffect>, ServiceError> {
         to.iter()
             .map(|&member| {
-                // Signed for that member only: a copy sent to another one
-                // does not verify there.
-                let (by, signature) = local.authorise(self.session, member, &what)?;
+                let (by, signature) = local.authorise(self.session, member, what)?;
                 Ok(SignEffect::Call {
                     member,
-                    request: Request::SignCommit {
-                        session: self.session,
-                        purpose: self.purpose,
-                        by,
-                        signature,
-                    },
+                    request: request(by, signature),
                 })
             })
             .collect()
@@ -305,21 +315,14 @@ impl SigningSession {
             Err(e) => return self.fail(e.into()),
         };
         let signers: BTreeSet<u16> = commitments.keys().copied().collect();
-        let effects = signers
-            .iter()
-            .map(|&member| {
-                let (by, signature) = local.authorise(self.session, member, &package)?;
-                Ok(SignEffect::Call {
-                    member,
-                    request: Request::SignShare {
-                        session: self.session,
-                        package: package.clone(),
-                        by,
-                        signature,
-                    },
-                })
-            })
-            .collect::<Result<Vec<_>, ServiceError>>();
+        let effects = self.requests(local, &signers, &package, |by, signature| {
+            Request::SignShare {
+                session: self.session,
+                package: package.clone(),
+                by,
+                signature,
+            }
+        });
         let effects = match effects {
             Ok(effects) => effects,
             Err(e) => return self.fail(e.into()),

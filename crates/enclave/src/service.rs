@@ -208,6 +208,42 @@ fn round1_message(
 }
 
 /// What a coordinator signs for a signing request.
+/// Members' answers (commitments or shares) by FROST identifier, or
+/// [`ServiceError::BadAnswers`] naming every member whose answer does not
+/// decode.
+fn decode_answers<T>(
+    answers: &BTreeMap<u16, Vec<u8>>,
+    decode: impl Fn(&[u8]) -> Option<T>,
+) -> Result<BTreeMap<frost::Identifier, T>, ServiceError> {
+    let mut parsed = BTreeMap::new();
+    let mut garbled = Vec::new();
+    for (index, bytes) in answers {
+        match decode(bytes) {
+            Some(answer) => {
+                parsed.insert(identifier(*index)?, answer);
+            }
+            None => garbled.push(*index),
+        }
+    }
+    if garbled.is_empty() {
+        Ok(parsed)
+    } else {
+        Err(ServiceError::BadAnswers { culprits: garbled })
+    }
+}
+
+/// Drops coordinator `by`'s oldest entries of `map` (keyed by coordinator
+/// and session id) until at most `n` are left: one coordinator (or its
+/// abandoned sessions) never crowds out another's.
+fn keep_newest<V>(map: &mut BTreeMap<(u16, u64), V>, by: u16, n: usize) {
+    while map.range((by, 0)..=(by, u64::MAX)).count() > n {
+        let Some(oldest) = map.range((by, 0)..=(by, u64::MAX)).next().map(|(k, _)| *k) else {
+            break;
+        };
+        map.remove(&oldest);
+    }
+}
+
 /// An open signing session: the message, the nonces and the commitments
 /// sent for them.
 type OpenSession = (Vec<u8>, frost::round1::SigningNonces, Vec<u8>);
@@ -1059,17 +1095,7 @@ impl EnclaveService {
             .insert((by, session), (message, nonces, bytes.clone()));
         // A few open sessions per coordinator, its oldest dropped first: one
         // coordinator (or its abandoned sessions) never crowds out another's.
-        while self.sessions.range((by, 0)..=(by, u64::MAX)).count() > Self::SESSIONS_PER_COORDINATOR
-        {
-            let oldest = self
-                .sessions
-                .range((by, 0)..=(by, u64::MAX))
-                .next()
-                .map(|(k, _)| *k);
-            if let Some(oldest) = oldest {
-                self.sessions.remove(&oldest);
-            }
-        }
+        keep_newest(&mut self.sessions, by, Self::SESSIONS_PER_COORDINATOR);
         Ok((index, bytes))
     }
 
@@ -1117,18 +1143,7 @@ impl EnclaveService {
         self.shares_given
             .insert((by, session), (package_hash, share.clone()));
         // A few per coordinator, as its sessions.
-        while self.shares_given.range((by, 0)..=(by, u64::MAX)).count()
-            > Self::SESSIONS_PER_COORDINATOR
-        {
-            if let Some(oldest) = self
-                .shares_given
-                .range((by, 0)..=(by, u64::MAX))
-                .next()
-                .map(|(k, _)| *k)
-            {
-                self.shares_given.remove(&oldest);
-            }
-        }
+        keep_newest(&mut self.shares_given, by, Self::SESSIONS_PER_COORDINATOR);
         Ok(share)
     }
 
@@ -1203,19 +1218,9 @@ impl EnclaveService {
         if commitments.len() < usize::from(m.t) {
             return Err(ServiceError::State("fewer commitments than the threshold"));
         }
-        let mut parsed = BTreeMap::new();
-        let mut garbled = Vec::new();
-        for (index, bytes) in commitments {
-            match frost::round1::SigningCommitments::deserialize(bytes) {
-                Ok(c) => {
-                    parsed.insert(identifier(*index)?, c);
-                }
-                Err(_) => garbled.push(*index),
-            }
-        }
-        if !garbled.is_empty() {
-            return Err(ServiceError::BadAnswers { culprits: garbled });
-        }
+        let parsed = decode_answers(commitments, |b| {
+            frost::round1::SigningCommitments::deserialize(b).ok()
+        })?;
         frost::SigningPackage::new(parsed, &message)
             .serialize()
             .map_err(|_| ServiceError::Invalid)
@@ -1238,19 +1243,9 @@ impl EnclaveService {
             .as_ref()
             .and_then(|m| m.public.as_ref())
             .ok_or(ServiceError::State("no committee"))?;
-        let mut parsed = BTreeMap::new();
-        let mut garbled = Vec::new();
-        for (index, bytes) in shares {
-            match frost::round2::SignatureShare::deserialize(bytes) {
-                Ok(s) => {
-                    parsed.insert(identifier(*index)?, s);
-                }
-                Err(_) => garbled.push(*index),
-            }
-        }
-        if !garbled.is_empty() {
-            return Err(ServiceError::BadAnswers { culprits: garbled });
-        }
+        let parsed = decode_answers(shares, |b| {
+            frost::round2::SignatureShare::deserialize(b).ok()
+        })?;
         let signature = frost::aggregate(&package, &parsed, public).map_err(|e| match e {
             frost::Error::InvalidSignatureShare { culprits } => ServiceError::BadAnswers {
                 culprits: shares
