@@ -82,6 +82,21 @@ fn households_trade_through_shielded_orders_no_one_can_attribute() {
         },
     );
 
+    // A validator is meant to run on a meter: after 20 slots of 37
+    // households each holds less than 150 MB (issue 19; it was 5.3 GB when
+    // the p2p mailboxes were sized from a 100 000-a-second quota).
+    for i in 0..4u16 {
+        let node = NodeClient::new(&format!("http://127.0.0.1:{}", BASE_PORT + 2 * i + 1)).unwrap();
+        let (_, metrics) = node.get_text("/metrics").unwrap();
+        let rss: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("runtime_process_rss "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("validator {i} reports no RSS"));
+        println!("validator {i}: {} MB resident", rss / 1_000_000);
+        assert!(rss < 150_000_000, "validator {i} holds {rss} bytes");
+    }
+
     // Everyone can re-run every settlement from public data.
     let mut payees = BTreeSet::new();
     let mut traded = 0u64;

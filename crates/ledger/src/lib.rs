@@ -25,6 +25,7 @@ mod sealed_market;
 mod shielded_pool;
 mod state;
 mod tx;
+mod verified;
 
 pub use apply::{
     BlockContext, BlockError, BlockOutcome, Event, Receipt, apply, apply_verified, end_block,

@@ -25,6 +25,7 @@
 
 use crate::apply::{Event, check_slot_open, debit, positive, push_order, set_balance};
 use crate::state::{BookOrder, Meter, ShieldedPayee, StateKey};
+use crate::verified::statement;
 use crate::{BlockContext, ChainId, MeterRole, State, TxError, canonical};
 use borsh::{BorshDeserialize, BorshSerialize};
 use quartier_shielded::authorise::{self, Authorisation, PURPOSE_TRANSFER, Scope};
@@ -217,8 +218,34 @@ fn check_allowance_signed(
         allowance.slot,
         PURPOSE_TRANSFER,
     );
-    authorise::verify(&allowance.authorisation, &ring, &scope, message)
-        .map_err(|_| TxError::InvalidRingSignature)
+    verify_authorisation(state, &allowance.authorisation, &ring, &scope, message)
+}
+
+/// [`authorise::verify`], once per statement (see [`crate::verified`]).
+fn verify_authorisation(
+    state: &State,
+    authorisation: &authorise::Authorisation,
+    ring: &[[u8; 32]],
+    scope: &authorise::Scope,
+    message: &[u8; 32],
+) -> Result<(), TxError> {
+    let encoded = borsh::to_vec(authorisation).map_err(|_| TxError::InvalidRingSignature)?;
+    let statement = statement(
+        b"quartier/verified/authorisation",
+        &[
+            &encoded,
+            ring.as_flattened(),
+            &scope.chain_id,
+            &scope.region.to_le_bytes(),
+            &scope.slot.to_le_bytes(),
+            &[scope.purpose],
+            message,
+        ],
+    );
+    state.verified.check(statement, || {
+        authorise::verify(authorisation, ring, scope, message)
+            .map_err(|_| TxError::InvalidRingSignature)
+    })
 }
 
 /// The ring an allowance is signed over: every meter ever registered in
@@ -354,14 +381,25 @@ fn check(
         check_allowance_signed(state, allowance, message)?;
     }
     for spend in &spends {
-        spend::verify(spend, message).map_err(|_| TxError::InvalidRingSignature)?;
+        let encoded = borsh::to_vec(spend).map_err(|_| TxError::InvalidRingSignature)?;
+        let statement = statement(b"quartier/verified/spend", &[&encoded, message]);
+        state.verified.check(statement, || {
+            spend::verify(spend, message).map_err(|_| TxError::InvalidRingSignature)
+        })?;
     }
     let commitments: Vec<[u8; 32]> = transfer.outputs.iter().map(|o| o.commitment).collect();
     // Randomised batch weights, seeded by the transaction: every validator
-    // draws the same, and a forger can not choose them.
-    let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed(seed.0);
-    range::verify(&commitments, &transfer.range_proof, &mut rng)
-        .map_err(|_| TxError::InvalidRangeProof)?;
+    // draws the same, and a forger can not choose them. A proof that
+    // verified once verifies with any weights, so the memo leaves them out.
+    let statement = statement(
+        b"quartier/verified/range",
+        &[commitments.as_flattened(), &transfer.range_proof],
+    );
+    state.verified.check(statement, || {
+        let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed(seed.0);
+        range::verify(&commitments, &transfer.range_proof, &mut rng)
+            .map_err(|_| TxError::InvalidRangeProof)
+    })?;
     if !spend::balanced(&spends, &commitments, public.get()) {
         return Err(TxError::Unbalanced);
     }
@@ -680,13 +718,13 @@ fn check_order(
         return Err(TxError::DuplicateOrder);
     }
     let message = order.prefix_hash((state.chain_id(), tx.signer), escrow);
-    authorise::verify(
+    verify_authorisation(
+        state,
         &order.authorisation,
         &keys,
         &scope(state.chain_id(), region, slot, side_byte(order.side)),
         &message,
-    )
-    .map_err(|_| TxError::InvalidRingSignature)?;
+    )?;
     match (&order.funds, escrow.is_zero()) {
         (Some(funds), false) => check(state, (funds, None), &message, escrow, tx.hash)?,
         (None, true) => {}

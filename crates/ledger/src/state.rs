@@ -5,6 +5,7 @@ use crate::sealed_market::{
     Committee, CommitteeVote, CustodyFlows, Enclave, PostedReport, SealedBatch, SealedEntry,
 };
 use crate::shielded_pool::PoolOutput;
+use crate::verified::ProofMemo;
 use crate::{
     ChainId, Genesis, GenesisError, GovernanceChange, MeterRole, SnapshotError, canonical,
 };
@@ -252,6 +253,8 @@ pub struct State {
     chain_id: ChainId,
     dirty: BTreeSet<StateKey>,
     tree: MerkleStore,
+    /// Proofs this node already verified (not state: see [`ProofMemo`]).
+    pub(crate) verified: ProofMemo,
 }
 
 /// A value of the state with its Merkle proof against a root.
@@ -356,6 +359,7 @@ impl State {
             records,
             dirty,
             tree: MerkleStore::default(),
+            verified: ProofMemo::default(),
         };
         state.commit().map_err(|_| GenesisError::Allocations)?;
         Ok(state)
@@ -435,12 +439,20 @@ impl State {
             records,
             dirty,
             tree: MerkleStore::default(),
+            verified: ProofMemo::default(),
         };
         let rebuilt = state.commit().map_err(|_| SnapshotError::RootMismatch)?;
         if rebuilt != root {
             return Err(SnapshotError::RootMismatch);
         }
         Ok(state)
+    }
+
+    /// Detaches this state from the proofs its clones verified: it verifies
+    /// every ring signature and range proof again (what a node that just
+    /// started does; benchmarks measure verification this way).
+    pub fn forget_verified_proofs(&mut self) {
+        self.verified = ProofMemo::default();
     }
 
     /// The chain's id.

@@ -3,7 +3,9 @@
 //! the authorisation ring is as large): the household's wallet building and
 //! proving a buy (`prove`), a validator applying it — signature, both
 //! CLSAGs, the range proof, balance and escrow (`verify`) — and a zero-energy
-//! cover order's and a sell's verification. Transaction sizes are printed to stderr.
+//! cover order's and a sell's verification, each on a node that has not seen
+//! its proofs, and the buy again on one that verified them before
+//! (`verify/buy-remembered`). Transaction sizes are printed to stderr.
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use ed25519_dalek::SigningKey;
@@ -217,12 +219,27 @@ fn bench(c: &mut Criterion) {
         for (name, tx) in [("buy", &buy), ("cover", &cover), ("sell", &sell)] {
             group.bench_function(format!("verify/{name}/ring/{k}"), |b| {
                 b.iter_batched(
-                    || state.clone(),
+                    || {
+                        let mut s = state.clone();
+                        s.forget_verified_proofs();
+                        s
+                    },
                     |mut s| apply(&mut s, tx, &at).expect("accepted"),
                     BatchSize::LargeInput,
                 )
             });
         }
+        // The same buy again on a node that verified it (at admission, or in
+        // a proposal): its proofs are remembered.
+        let mut warm = state.clone();
+        apply(&mut warm, &buy, &at).expect("accepted");
+        group.bench_function(format!("verify/buy-remembered/ring/{k}"), |b| {
+            b.iter_batched(
+                || state.clone(),
+                |mut s| apply(&mut s, &buy, &at).expect("accepted"),
+                BatchSize::LargeInput,
+            )
+        });
     }
     group.finish();
 }

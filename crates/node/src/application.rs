@@ -128,8 +128,9 @@ pub struct ChainView {
 
 struct Chain {
     genesis: Block,
-    log: Option<BlockLog>,
-    finalized: State,
+    log: Option<Arc<BlockLog>>,
+    /// Shared with readers: the API clones the `Arc` and reads without the lock.
+    finalized: Arc<State>,
     finalized_block: BlockDigest,
     finalized_height: u64,
     executed: BTreeMap<BlockDigest, (u64, State)>,
@@ -219,7 +220,7 @@ impl LedgerApp {
                 finalized_block: genesis_block.digest(),
                 genesis: genesis_block,
                 log: None,
-                finalized: genesis,
+                finalized: Arc::new(genesis),
                 finalized_height: 0,
                 executed: BTreeMap::new(),
                 mempool,
@@ -288,17 +289,18 @@ impl LedgerApp {
             .lock()
             .clone()
             .ok_or_else(|| unavailable("this node runs no consensus"))?;
-        let (height, snapshot, tip) = {
+        let (log, tip) = {
             let chain = self.chain.lock();
             let log = chain
                 .log
-                .as_ref()
+                .clone()
                 .ok_or_else(|| unavailable("no block log"))?;
-            let (height, snapshot) = log
-                .latest_snapshot_packed()?
-                .ok_or_else(|| unavailable("no snapshot yet"))?;
-            (height, snapshot, chain.finalized_height)
+            (log, chain.finalized_height)
         };
+        // Read and packed without the chain's lock.
+        let (height, snapshot) = log
+            .latest_snapshot_packed()?
+            .ok_or_else(|| unavailable("no snapshot yet"))?;
         for last in height..=tip.min(height.saturating_add(64)) {
             let Some(finalization) = source(last).await else {
                 continue;
@@ -366,10 +368,11 @@ impl LedgerApp {
                         if state.root() != block.state_root {
                             return Err(OpenError::Snapshot(height));
                         }
-                        chain.finalized = state;
+                        chain.finalized = Arc::new(state);
                     }
                     _ => {
-                        replay(&mut chain.finalized, &block).ok_or(OpenError::Replay(height))?;
+                        replay(Arc::make_mut(&mut chain.finalized), &block)
+                            .ok_or(OpenError::Replay(height))?;
                         chain.replayed_blocks += 1;
                     }
                 }
@@ -380,7 +383,7 @@ impl LedgerApp {
             {
                 return Err(OpenError::Snapshot(at));
             }
-            chain.log = Some(log);
+            chain.log = Some(Arc::new(log));
         }
         Ok(app)
     }
@@ -410,14 +413,18 @@ impl LedgerApp {
 
     /// The finalized block at `height`, from the block log (or genesis).
     pub fn finalized_block(&self, height: u64) -> Option<Block> {
-        let chain = self.chain.lock();
-        if height == 0 {
-            return Some(chain.genesis.clone());
-        }
-        if height > chain.finalized_height {
-            return None;
-        }
-        chain.log.as_ref()?.get(height).ok().flatten()
+        let log = {
+            let chain = self.chain.lock();
+            if height == 0 {
+                return Some(chain.genesis.clone());
+            }
+            if height > chain.finalized_height {
+                return None;
+            }
+            chain.log.clone()?
+        };
+        // Read and decoded without the chain's lock.
+        log.get(height).ok().flatten()
     }
 
     /// Where a transaction stands on this node.
@@ -456,9 +463,15 @@ impl LedgerApp {
         self.chain.lock().roots.clone()
     }
 
-    /// Runs `f` on the finalized state.
+    /// Runs `f` on the finalized state, without holding the chain's lock
+    /// (consensus goes on while `f` reads).
     pub fn with_state<T>(&self, f: impl FnOnce(&State) -> T) -> T {
-        f(&self.chain.lock().finalized)
+        f(&self.finalized_state())
+    }
+
+    /// The finalized state: a shared, immutable copy.
+    pub fn finalized_state(&self) -> Arc<State> {
+        Arc::clone(&self.chain.lock().finalized)
     }
 
     /// Admits a transaction to the mempool, checked against the finalized state.
@@ -466,6 +479,27 @@ impl LedgerApp {
     /// # Errors
     /// [`MempoolError`] if it is not admitted.
     pub fn submit(&self, tx: SignedTx) -> Result<Digest, MempoolError> {
+        // Costly checks before the lock: a one-time transaction's ring signatures and
+        // range proofs verify against a copy of the finalized state while
+        // consensus goes on. What verifies is remembered, so the admission
+        // under the lock does not verify it again; what fails is refused
+        // here, after the cheap duplicate checks.
+        if tx.tx.body.is_one_time() {
+            let state = self.finalized_state();
+            let ctx = crate::mempool::admission_context(&state);
+            let checked = tx
+                .clone()
+                .verify()
+                .and_then(|v| quartier_ledger::check_one_time(&state, &v, &ctx));
+            if let Err(e) = checked {
+                let chain = self.chain.lock();
+                let hash = tx.hash();
+                if chain.included.contains_key(&hash) || chain.mempool.contains(&hash) {
+                    return Err(MempoolError::Duplicate);
+                }
+                return Err(MempoolError::Invalid(e));
+            }
+        }
         let mut chain = self.chain.lock();
         // A one-time signer's transaction has no nonce to make a replay
         // stale: one already final is a duplicate, not a new transaction.
@@ -482,7 +516,7 @@ impl LedgerApp {
     fn known_state(&self, digest: &BlockDigest) -> Option<State> {
         let chain = self.chain.lock();
         if *digest == chain.finalized_block {
-            return Some(chain.finalized.clone());
+            return Some(State::clone(&chain.finalized));
         }
         chain.executed.get(digest).map(|(_, s)| s.clone())
     }
@@ -534,7 +568,7 @@ impl LedgerApp {
                     b.parent, chain.finalized_block,
                     "finalized block does not extend the tip"
                 );
-                let mut state = chain.finalized.clone();
+                let mut state = State::clone(&chain.finalized);
                 let outcome = execute_block(&mut state, &ctx(b), b.txs.clone())
                     .expect("a finalized block follows the finalized state");
                 assert_eq!(
@@ -559,7 +593,7 @@ impl LedgerApp {
         {
             panic!("can not persist finalized block {height}: {e}");
         }
-        chain.finalized = state;
+        chain.finalized = Arc::new(state);
         chain.record(digest, b);
         chain.finalized_txs += b.txs.len() as u64;
         if snapshot.is_some()

@@ -55,6 +55,17 @@ pub enum MempoolError {
     KeyImagePending,
 }
 
+/// What a mempool judges a transaction against: the block after the
+/// finalized one, at the finalized block's time (the next block's own time
+/// is not known yet).
+pub fn admission_context(state: &State) -> BlockContext {
+    let meta = state.meta();
+    BlockContext {
+        height: Height(meta.height.0.saturating_add(1)),
+        time: meta.time,
+    }
+}
+
 /// Signature-checked pending transactions in arrival order.
 ///
 /// A one-time (mode A) transaction has no nonce and no account to bound
@@ -142,12 +153,7 @@ impl Mempool {
         let one_time = tx.tx.body.is_one_time();
         let verified = tx.verify().map_err(MempoolError::Invalid)?;
         if one_time {
-            let meta = state.meta();
-            let ctx = BlockContext {
-                height: Height(meta.height.0.saturating_add(1)),
-                time: meta.time,
-            };
-            quartier_ledger::check_one_time(state, &verified, &ctx)
+            quartier_ledger::check_one_time(state, &verified, &admission_context(state))
                 .map_err(MempoolError::Invalid)?;
         }
         let seq = self.next_seq;

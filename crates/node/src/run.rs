@@ -34,6 +34,39 @@ pub const CHANNEL_TXS: u64 = 5;
 /// The largest p2p message (a full block).
 const MAX_MESSAGE: u32 = 8 * 1024 * 1024;
 
+/// Messages per second each peer may send on a channel (and the burst it may
+/// send at once). commonware sizes every channel's mailbox, and the router's,
+/// from these (peers × burst slots, allocated and written at start), so they
+/// are the validator's largest fixed cost: 100 000 a second on each channel
+/// held 5.3 GB per process. Consensus needs a few messages per view (a view
+/// takes ≥ 50 ms); gossip carries one message per transaction, and a slot's
+/// orders arrive within about a second.
+struct ChannelRates {
+    votes: u32,
+    certificates: u32,
+    resolver: u32,
+    backfill: u32,
+    blocks: u32,
+    txs: u32,
+}
+
+/// Threads serving the API (beside consensus' own).
+const API_THREADS: usize = 2;
+
+/// The validator's channel rates (see [`ChannelRates`]).
+const CHANNEL_RATES: ChannelRates = ChannelRates {
+    votes: 256,
+    certificates: 256,
+    resolver: 256,
+    backfill: 128,
+    blocks: 64,
+    txs: 4096,
+};
+
+fn per_second(rate: u32) -> Quota {
+    Quota::per_second(std::num::NonZeroU32::new(rate).unwrap_or(NZU32!(1)))
+}
+
 /// The consensus namespace of a chain: its name, so two chains never mix votes.
 fn namespace(genesis: &NetworkGenesis) -> Vec<u8> {
     format!("quartier/{}", genesis.ledger.chain_name).into_bytes()
@@ -164,15 +197,15 @@ pub fn run(config: NodeConfig, sync_from: Option<&str>) -> anyhow::Result<()> {
             .try_into()
             .map_err(|_| anyhow!("duplicate validator in genesis"))?;
         oracle.track(0, addresses);
-        let quota = Quota::per_second(NZU32!(100_000));
+        let rates = CHANNEL_RATES;
         let channels = Channels {
-            votes: network.register(CHANNEL_VOTES, quota),
-            certificates: network.register(CHANNEL_CERTIFICATES, quota),
-            resolver: network.register(CHANNEL_RESOLVER, quota),
-            backfill: network.register(CHANNEL_BACKFILL, quota),
-            blocks: network.register(CHANNEL_BLOCKS, quota),
+            votes: network.register(CHANNEL_VOTES, per_second(rates.votes)),
+            certificates: network.register(CHANNEL_CERTIFICATES, per_second(rates.certificates)),
+            resolver: network.register(CHANNEL_RESOLVER, per_second(rates.resolver)),
+            backfill: network.register(CHANNEL_BACKFILL, per_second(rates.backfill)),
+            blocks: network.register(CHANNEL_BLOCKS, per_second(rates.blocks)),
         };
-        let (txs_out, mut txs_in) = network.register(CHANNEL_TXS, quota);
+        let (txs_out, mut txs_in) = network.register(CHANNEL_TXS, per_second(rates.txs));
         network.start();
 
         let participants = peers.iter().map(|(k, _)| k.clone()).collect();
@@ -210,25 +243,47 @@ pub fn run(config: NodeConfig, sync_from: Option<&str>) -> anyhow::Result<()> {
                 .send(Recipients::All, IoBuf::from(bytes), false);
         });
 
-        let listener = ::tokio::net::TcpListener::bind(config.api_listen)
-            .await
+        let listener = std::net::TcpListener::bind(config.api_listen)
             .with_context(|| format!("binding the API on {}", config.api_listen))?;
         tracing::info!(api = %config.api_listen, p2p = %config.p2p_listen, "validator running");
         let runtime = context.child("metrics");
         let runtime_metrics: api::RuntimeMetrics = Arc::new(move || runtime.encode());
-        axum::serve(
-            listener,
-            api::router_with(
-                app,
-                gossip,
-                api::Extras {
-                    runtime: Some(runtime_metrics),
-                    audit_report: config.audit_report.clone(),
-                },
-            ),
-        )
-        .await
-        .context("API server")?;
-        Ok(())
+        let router = api::router_with(
+            app,
+            gossip,
+            api::Extras {
+                runtime: Some(runtime_metrics),
+                audit_report: config.audit_report.clone(),
+            },
+        );
+        // The API serves on threads of its own: however many clients read,
+        // and however much they ask for, consensus keeps its runtime's
+        // workers (and reads take no lock consensus needs, see
+        // `LedgerApp::with_state`).
+        let (done, api_stopped) = futures::channel::oneshot::channel();
+        std::thread::Builder::new()
+            .name("api".into())
+            .spawn(move || {
+                let _ = done.send(serve_api(listener, router));
+            })
+            .context("starting the API thread")?;
+        api_stopped
+            .await
+            .map_err(|_| anyhow!("the API thread ended without a word"))?
+    })
+}
+
+/// Serves `router` on `listener` until the server fails.
+fn serve_api(listener: std::net::TcpListener, router: axum::Router) -> anyhow::Result<()> {
+    let runtime = ::tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(API_THREADS)
+        .thread_name("api")
+        .enable_all()
+        .build()
+        .context("building the API runtime")?;
+    runtime.block_on(async move {
+        listener.set_nonblocking(true).context("the API listener")?;
+        let listener = ::tokio::net::TcpListener::from_std(listener).context("the API listener")?;
+        axum::serve(listener, router).await.context("API server")
     })
 }

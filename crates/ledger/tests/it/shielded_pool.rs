@@ -242,6 +242,12 @@ fn shield_transfer_and_unshield_and_every_cheat_is_refused() {
         &mut rng,
     );
     let tx = one_time(&c, body.clone(), &mut rng);
+    // The intact transaction verifies first (on a copy), so its ring
+    // signature and range proof are in the validator's memo of verified
+    // proofs, which every copy of the state shares: each tampered copy
+    // below must still be refused.
+    let mut warm = c.state.clone();
+    quartier_ledger::apply(&mut warm, &tx, &c.ctx()).unwrap();
     // A tampered copy of each part is refused, changing nothing.
     let TxBody::ShieldedTransfer {
         transfer,
@@ -603,6 +609,13 @@ fn shielded_orders_trade_without_naming_their_meters_and_settle_into_the_pool() 
         &proceeds_to,
         &mut rng,
     );
+    // Both verify first (on a copy), so their authorisations are in the
+    // memo of verified proofs every copy of the state shares; the altered
+    // copies below must still be refused.
+    let mut warm = c.state.clone();
+    for body in [&buy, &sell] {
+        quartier_ledger::apply(&mut warm, &one_time(&c, body.clone(), &mut rng), &c.ctx()).unwrap();
+    }
     // Refused, changing nothing: a consumer selling (not in the prosumers'
     // ring), a sell beyond the largest PV, an order altered after signing,
     // a buy without funds, and an authorisation for another slot.
@@ -651,6 +664,15 @@ fn shielded_orders_trade_without_naming_their_meters_and_settle_into_the_pool() 
         &one_time(&c, TxBody::PlaceShieldedOrder { order: altered }, &mut rng),
         TxError::InvalidRingSignature,
     );
+    for byte in [0, 40, 70] {
+        let mut forged = order.clone();
+        forged.authorisation.signature[byte] ^= 1;
+        rejects(
+            &c,
+            &one_time(&c, TxBody::PlaceShieldedOrder { order: forged }, &mut rng),
+            TxError::InvalidRingSignature,
+        );
+    }
     let t = order_tx(
         &c,
         &key("c2"),
