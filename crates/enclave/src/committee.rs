@@ -157,6 +157,22 @@ pub fn report_message(chain: &[u8; 32], summary: &SlotSummary) -> Vec<u8> {
     hash::tagged(TAG_REPORT, &[chain, &bytes]).0.to_vec()
 }
 
+/// Domain tag of the message a committee signs to take office.
+pub const TAG_COMMITTEE: &str = "QUARTIER_ENCLAVE_COMMITTEE";
+
+/// The message a committee signs to take office on chain `chain`: the
+/// threshold its key needs and its members' accounts (ascending, as on
+/// chain). A member signs it only for the threshold and members its own DKG
+/// ran with, so the chain, which checks the threshold against its policy,
+/// never puts in office a committee whose key needs more (or fewer) signers
+/// or other members than it records.
+pub fn committee_message(chain: &[u8; 32], threshold: u16, members: &[[u8; 32]]) -> Vec<u8> {
+    let members: Vec<u8> = members.iter().flatten().copied().collect();
+    hash::tagged(TAG_COMMITTEE, &[chain, &threshold.to_le_bytes(), &members])
+        .0
+        .to_vec()
+}
+
 /// The group's verifying key as the chain stores it: 32 bytes, with nothing
 /// else needed to check a group signature.
 #[derive(

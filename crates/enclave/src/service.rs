@@ -20,7 +20,7 @@
 
 use crate::attestation::{AttestationRoot, Measurement, Quote, VendorPolicy, verify_vendor};
 use crate::auctioneer::{Auctioneer, AuctioneerState, Batch, BatchError, SlotReport};
-use crate::committee::{GroupPublicKey, GroupSignature, report_message};
+use crate::committee::{GroupPublicKey, GroupSignature, committee_message, report_message};
 use crate::epoch::{EpochKeyShare, IdentityKey, epoch_key_message, share};
 use crate::sealed::{
     Epoch, EpochKeyPair, HpkeKeyPair, hpke_open, hpke_open_auth, hpke_seal, hpke_seal_auth,
@@ -96,6 +96,10 @@ pub enum Purpose {
         /// Its public key.
         public_key: [u8; 32],
     },
+    /// The committee this member's DKG formed, to take office on chain:
+    /// its threshold and members, as the member knows them
+    /// ([`crate::committee::committee_message`]).
+    Committee,
 }
 
 /// A DKG round-2 package sealed to its recipient's identity key.
@@ -424,6 +428,14 @@ impl EnclaveService {
         let m = self.membership.as_ref()?;
         m.key.as_ref()?;
         Some(m.accounts.iter().map(|a| AccountId(*a)).collect())
+    }
+
+    /// How many members must sign for this member's committee, once its
+    /// DKG finished.
+    pub fn committee_threshold(&self) -> Option<u16> {
+        let m = self.membership.as_ref()?;
+        m.key.as_ref()?;
+        Some(m.t)
     }
 
     /// The chain this member's committee serves, once it is in one.
@@ -1040,6 +1052,14 @@ impl EnclaveService {
                 } else {
                     Err(ServiceError::Unsigned)
                 }
+            }
+            Purpose::Committee => {
+                let m = self
+                    .membership
+                    .as_ref()
+                    .filter(|m| m.key.is_some())
+                    .ok_or(ServiceError::Unsigned)?;
+                Ok(committee_message(&chain, m.t, &m.accounts))
             }
         }
     }

@@ -8,7 +8,9 @@
 
 use quartier_enclave::attestation::{Measurement, Quote, SimulatedAttestationService};
 use quartier_enclave::auctioneer::{Batch, SlotSummary};
-use quartier_enclave::committee::{GroupPublicKey, GroupSignature, report_message};
+use quartier_enclave::committee::{
+    GroupPublicKey, GroupSignature, committee_message, report_message,
+};
 use quartier_enclave::coordinator::{SignEffect, SignFailure, SignOutcome, SigningSession};
 use quartier_enclave::epoch::epoch_key_message;
 use quartier_enclave::rpc::{Request, Response};
@@ -116,6 +118,11 @@ fn params() -> RegionParams {
 /// Three enclaves (t = 2) after a DKG run through their RPC, all holding
 /// epoch 2's key; its public key.
 fn committee(behaviours: [Behaviour; 3]) -> (Vec<Member>, GroupPublicKey, [u8; 32]) {
+    committee_of(2, behaviours)
+}
+
+/// [`committee`] with a DKG invited for threshold `t`.
+fn committee_of(t: u16, behaviours: [Behaviour; 3]) -> (Vec<Member>, GroupPublicKey, [u8; 32]) {
     let vendor = SimulatedAttestationService::new([42; 32]);
     let platform = SimulatedPlatform::new([5; 32], MEASUREMENT, vendor.root());
     let mut enclaves: Vec<EnclaveService> = (0..3)
@@ -126,12 +133,12 @@ fn committee(behaviours: [Behaviour; 3]) -> (Vec<Member>, GroupPublicKey, [u8; 3
         .iter()
         .map(|e| vendor.quote(MEASUREMENT, e.report_data()))
         .collect();
-    let invitation = enclaves[0].invite(CHAIN, 2, &quotes).unwrap();
+    let invitation = enclaves[0].invite(CHAIN, t, &quotes).unwrap();
     let mut round1 = BTreeMap::new();
     for (index, e) in (0u16..).zip(enclaves.iter_mut()) {
         let request = Request::DkgRound1 {
             index,
-            t: 2,
+            t,
             chain: CHAIN,
             members: quotes.clone(),
             invitation,
@@ -214,7 +221,17 @@ fn run(
     session: u64,
     purpose: Purpose,
 ) -> (SignOutcome, u64, Vec<u16>) {
-    let (mut s, mut queue) = SigningSession::start(&members[by].enclave, session, purpose, 3, 2);
+    run_for(members, (by, 2), session, purpose)
+}
+
+/// [`run`] with the coordinator asking for `t` shares.
+fn run_for(
+    members: &mut [Member],
+    (by, t): (usize, u16),
+    session: u64,
+    purpose: Purpose,
+) -> (SignOutcome, u64, Vec<u16>) {
+    let (mut s, mut queue) = SigningSession::start(&members[by].enclave, session, purpose, 3, t);
     let mut calls = 0;
     while !queue.is_empty() {
         let SignEffect::Call { member, request } = queue.remove(0);
@@ -235,6 +252,11 @@ fn run(
         s.session() + 1,
         s.excluded().iter().copied().collect(),
     )
+}
+
+/// The members' accounts, in committee order.
+fn accounts(members: &[Member]) -> Vec<[u8; 32]> {
+    members.iter().map(|m| m.enclave.account().0).collect()
 }
 
 fn signed(outcome: &SignOutcome) -> GroupSignature {
@@ -285,10 +307,18 @@ fn t_honest_members_settle_every_slot_whatever_the_third_answers() {
                 epoch: EPOCH,
                 public_key: epoch_key,
             };
-            let (outcome, _, _) = run(&mut members, by, session, purpose);
+            let (outcome, next, _) = run(&mut members, by, session, purpose);
             group
                 .verify(
                     &epoch_key_message(&CHAIN, EPOCH, &epoch_key),
+                    &signed(&outcome),
+                )
+                .unwrap();
+            // And the statement the committee takes office with.
+            let (outcome, _, _) = run(&mut members, by, next, Purpose::Committee);
+            group
+                .verify(
+                    &committee_message(&CHAIN, 2, &accounts(&members)),
                     &signed(&outcome),
                 )
                 .unwrap();
@@ -311,6 +341,7 @@ fn with_two_members_down_or_lying_the_third_signs_nothing() {
                 epoch: EPOCH,
                 public_key: epoch_key,
             },
+            Purpose::Committee,
         ];
         let mut session = 1;
         for purpose in purposes {
@@ -365,4 +396,30 @@ fn a_compromised_member_can_not_get_a_key_or_a_report_it_made_up_signed() {
             "{excluded:?}"
         );
     }
+}
+
+#[test]
+fn members_sign_only_the_threshold_and_members_their_dkg_ran_with() {
+    // The first member's host invited the DKG with t = 3 of 3 where the
+    // chain's policy says 2. The members sign the committee statement of
+    // what their DKG formed, t = 3, which the chain refuses (its policy
+    // says 2); no coordinator gets the statement for t = 2 signed.
+    let (mut members, group, _) = committee_of(3, [Behaviour::Honest; 3]);
+    let everyone = accounts(&members);
+    let (outcome, next, _) = run_for(&mut members, (0, 3), 1, Purpose::Committee);
+    let signature = signed(&outcome);
+    group
+        .verify(&committee_message(&CHAIN, 3, &everyone), &signature)
+        .unwrap();
+    assert!(
+        group
+            .verify(&committee_message(&CHAIN, 2, &everyone), &signature)
+            .is_err()
+    );
+    // Two members of a 3-of-3 committee sign nothing.
+    let (outcome, _, _) = run_for(&mut members, (1, 2), next, Purpose::Committee);
+    assert!(
+        !matches!(outcome, SignOutcome::Signed(_)),
+        "two shares of a 3-of-3 key: {outcome:?}"
+    );
 }

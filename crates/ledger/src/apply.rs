@@ -258,8 +258,12 @@ pub fn apply_verified(
             quote,
             identity_key,
         } => sealed_market::register_enclave(state, ctx, signer, quote, *identity_key)?,
-        TxBody::ActivateCommittee { members, group_key } => {
-            sealed_market::activate_committee(state, ctx, signer, members, *group_key)?
+        TxBody::ActivateCommittee {
+            members,
+            group_key,
+            signature,
+        } => {
+            sealed_market::activate_committee(state, ctx, signer, members, (*group_key, signature))?
         }
         TxBody::PublishEpochKey {
             epoch,

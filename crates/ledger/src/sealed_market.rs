@@ -19,7 +19,9 @@ use crate::{BlockContext, Role, State, TxError};
 use borsh::{BorshDeserialize, BorshSerialize};
 use quartier_enclave::attestation::Quote;
 use quartier_enclave::auctioneer::SlotSummary;
-use quartier_enclave::committee::{GroupPublicKey, GroupSignature, report_message};
+use quartier_enclave::committee::{
+    GroupPublicKey, GroupSignature, committee_message, report_message,
+};
 use quartier_enclave::epoch::epoch_key_message;
 use quartier_enclave::sealed::{CIPHERTEXT_LEN, Epoch, SealedOrder};
 use quartier_enclave::service::KEPT_EPOCHS_BEHIND;
@@ -197,7 +199,7 @@ pub(crate) fn activate_committee(
     ctx: &BlockContext,
     signer: AccountId,
     members: &[AccountId],
-    group_key: GroupPublicKey,
+    (group_key, signature): (GroupPublicKey, &GroupSignature),
 ) -> Result<Vec<Event>, TxError> {
     let policy = policy(state)?;
     registered_enclave(state, &signer)?;
@@ -219,6 +221,16 @@ pub(crate) fn activate_committee(
     if !policy.vendors.admits(&vendors, policy.threshold) {
         return Err(TxError::VendorPolicy);
     }
+    // The group itself says what it is: its key signs these members and the
+    // policy's threshold only if at least that many members ran their DKG
+    // for exactly them and that threshold (each signs its own DKG's).
+    let accounts: Vec<[u8; 32]> = members.iter().map(|m| m.0).collect();
+    group_key
+        .verify(
+            &committee_message(&state.chain_id().0.0, policy.threshold, &accounts),
+            signature,
+        )
+        .map_err(|_| TxError::InvalidGroupSignature)?;
     let vote = CommitteeVote {
         members: members.to_vec(),
         group_key,

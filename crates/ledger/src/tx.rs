@@ -162,6 +162,11 @@ pub enum TxBody {
         members: Vec<AccountId>,
         /// The FROST group key their DKG produced.
         group_key: GroupPublicKey,
+        /// The group's signature over
+        /// `committee_message(chain id, policy threshold, members)`: the
+        /// committee's key needs exactly the threshold the chain records.
+        #[serde(with = "quartier_types::hex")]
+        signature: GroupSignature,
     },
     /// Mode B, a registered enclave: publish the next epoch key, signed by the committee.
     PublishEpochKey {

@@ -666,15 +666,28 @@ impl Host {
     /// the DKG; each member votes for its result, naming the members the
     /// DKG ran with (not today's selection: a later registration can change
     /// that, and a vote for another list would never reach the chain's
-    /// unanimity).
+    /// unanimity), with the group's signature over them and the threshold
+    /// (the members sign only what their own DKG formed).
     fn form_committee(&mut self, view: &ChainView, me: AccountId) {
-        let (group_key, dkg_members) = {
+        let formed = {
             let s = self.shared.lock();
-            (s.service.group_key(), s.service.committee_members())
+            s.service.group_key().zip(
+                s.service
+                    .committee_members()
+                    .zip(s.service.committee_threshold()),
+            )
         };
-        if let (Some(group_key), Some(members)) = (group_key, dkg_members) {
+        if let Some((group_key, (members, threshold))) = formed {
             if self.voted != Some(group_key)
-                && self.submit(view, TxBody::ActivateCommittee { members, group_key })
+                && let Some(signature) = self.sign(&members, threshold, Purpose::Committee)
+                && self.submit(
+                    view,
+                    TxBody::ActivateCommittee {
+                        members,
+                        group_key,
+                        signature,
+                    },
+                )
             {
                 self.voted = Some(group_key);
             }
@@ -770,20 +783,21 @@ impl Host {
     /// requests (members that fail or cheat are left out and others asked).
     fn sign(
         &mut self,
-        committee: &Committee,
+        members: &[AccountId],
+        threshold: u16,
         purpose: Purpose,
     ) -> Option<quartier_enclave::committee::GroupSignature> {
-        let peers = self.peers_by_member(&committee.members);
+        let peers = self.peers_by_member(members);
         // Session ids only increase (the members refuse any other): the
         // clock in µs, or one past the last.
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
         let session = now.max(self.last_session.saturating_add(1));
-        let members = u16::try_from(committee.members.len()).ok()?;
+        let n = u16::try_from(members.len()).ok()?;
         let (mut signing, effects) = {
             let s = self.shared.lock();
-            SigningSession::start(&s.service, session, purpose, members, committee.threshold)
+            SigningSession::start(&s.service, session, purpose, n, threshold)
         };
         let mut queue: std::collections::VecDeque<SignEffect> = effects.into();
         while let Some(SignEffect::Call { member, request }) = queue.pop_front() {
@@ -889,7 +903,7 @@ impl Host {
                 }
             };
             let purpose = Purpose::EpochKey { epoch, public_key };
-            if let Some(signature) = self.sign(committee, purpose) {
+            if let Some(signature) = self.sign(&committee.members, committee.threshold, purpose) {
                 self.submit(
                     view,
                     TxBody::PublishEpochKey {
@@ -970,7 +984,11 @@ impl Host {
             else {
                 continue;
             };
-            if let Some(signature) = self.sign(committee, Purpose::Report { region, slot }) {
+            if let Some(signature) = self.sign(
+                &committee.members,
+                committee.threshold,
+                Purpose::Report { region, slot },
+            ) {
                 self.submit(view, TxBody::PostSettlementReport { summary, signature });
             }
             // One report per tick: the next waits for this one's nonce.

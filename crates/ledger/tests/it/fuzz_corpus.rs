@@ -103,6 +103,14 @@ fn seeds() -> Vec<(&'static str, TxBody)> {
             },
         ),
         (
+            "activate_committee",
+            TxBody::ActivateCommittee {
+                members: vec![who],
+                group_key: quartier_enclave::committee::GroupPublicKey([11; 32]),
+                signature: [12; 64],
+            },
+        ),
+        (
             "epoch_key",
             TxBody::PublishEpochKey {
                 epoch: Epoch(2),

@@ -8,7 +8,7 @@ use quartier_enclave::attestation::{AttestationError, Measurement, SimulatedAtte
 use quartier_enclave::auctioneer::{
     Auctioneer, Batch, Outcome, ReceiptBody, Refusal, SlotReport, receipts_root,
 };
-use quartier_enclave::committee::{self, GroupKey, Member, report_message};
+use quartier_enclave::committee::{self, GroupKey, Member, committee_message, report_message};
 use quartier_enclave::epoch::{IdentityKey, epoch_key_message};
 use quartier_enclave::sealed::{
     DropReason, Epoch, EpochKeyPair, HpkeKeyPair, OrderPayload, SealedOrder, SignedOrder, seal,
@@ -16,7 +16,7 @@ use quartier_enclave::sealed::{
 use quartier_ledger::{
     GovernanceChange, MeterRole, SealedMarketPolicy, SignedTx, State, TxBody, TxError,
 };
-use quartier_types::{Energy, Money, Price, Side, Slot};
+use quartier_types::{AccountId, Energy, Money, Price, Side, Slot};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
@@ -70,8 +70,13 @@ impl Enclaves {
 
     /// Another seed gives another committee (another group key).
     fn with_seed(n: u16, seed: u8) -> Enclaves {
+        Enclaves::with_threshold(n, 2, seed)
+    }
+
+    /// A committee whose key needs `t` signers.
+    fn with_threshold(n: u16, t: u16, seed: u8) -> Enclaves {
         let mut rng = ChaCha20Rng::from_seed([seed; 32]);
-        let (members, group) = committee::generate(n.max(2), 2, &mut rng).unwrap();
+        let (members, group) = committee::generate(n.max(2), t, &mut rng).unwrap();
         Enclaves {
             accounts: (0..n).map(|i| key(&format!("enclave-{i}"))).collect(),
             identities: (0..n).map(|_| IdentityKey::generate(&mut rng)).collect(),
@@ -94,6 +99,22 @@ impl Enclaves {
         let signers: Vec<&Member> = signers.iter().map(|&i| &self.members[i]).collect();
         let sig = committee::sign(&signers, &self.group, message, &mut self.rng).unwrap();
         sig.try_into().unwrap()
+    }
+
+    /// A vote for the committee of enclaves `of`, with the group's signature
+    /// (every member signs) over chain `chain`, threshold `t` and `of`'s
+    /// accounts: what the members of a DKG with that `t` sign.
+    fn vote(&mut self, chain: &[u8; 32], t: u16, of: &[usize]) -> TxBody {
+        let mut members: Vec<AccountId> = of.iter().map(|&i| id(&self.accounts[i])).collect();
+        members.sort();
+        let accounts: Vec<[u8; 32]> = members.iter().map(|m| m.0).collect();
+        let everyone: Vec<usize> = (0..self.members.len()).collect();
+        let signature = self.sign(&everyone, &committee_message(chain, t, &accounts));
+        TxBody::ActivateCommittee {
+            members,
+            group_key: self.group.public_key(),
+            signature,
+        }
     }
 }
 
@@ -120,7 +141,7 @@ fn a_committee_must_span_tee_vendors_so_that_no_vendor_alone_signs() {
         epoch_slots: EPOCH_SLOTS,
     });
     let mut c = Chain::from_genesis(g);
-    let e = Enclaves::new(5);
+    let mut e = Enclaves::new(5);
     // Enclaves 0, 1 and 2 on vendor 0; 3 on vendor 1; 4 on vendor 2.
     let on = [0, 0, 0, 1, 2];
     for (i, v) in on.iter().enumerate() {
@@ -137,16 +158,10 @@ fn a_committee_must_span_tee_vendors_so_that_no_vendor_alone_signs() {
         let enclave = &c.state.enclaves()[&id(&e.accounts[i])];
         assert_eq!(enclave.vendor, u16::try_from(*v).unwrap());
     }
-    let vote = |members: &[usize]| {
-        let mut members: Vec<_> = members.iter().map(|&i| id(&e.accounts[i])).collect();
-        members.sort();
-        TxBody::ActivateCommittee {
-            members,
-            group_key: e.group.public_key(),
-        }
-    };
+    let chain = c.state.chain_id().0.0;
     for one_vendor_signs in [&[0, 1, 2][..], &[0, 1, 3], &[0, 1]] {
-        let tx = c.tx(&e.accounts[0], vote(one_vendor_signs));
+        let vote = e.vote(&chain, 2, one_vendor_signs);
+        let tx = c.tx(&e.accounts[0], vote);
         let mut state = c.state.clone();
         assert_eq!(
             quartier_ledger::apply(&mut state, &tx, &c.ctx()),
@@ -155,7 +170,8 @@ fn a_committee_must_span_tee_vendors_so_that_no_vendor_alone_signs() {
         assert_eq!(state, c.state, "a refused vote changes nothing");
     }
     // Three vendors, none with two members: accepted (a vote is recorded).
-    let tx = c.tx(&e.accounts[0], vote(&[0, 3, 4]));
+    let vote = e.vote(&chain, 2, &[0, 3, 4]);
+    let tx = c.tx(&e.accounts[0], vote);
     assert!(quartier_ledger::apply(&mut c.state.clone(), &tx, &c.ctx()).is_ok());
     // A quote of no root of the chain does not register.
     let stranger = SimulatedAttestationService::new([9; 32]);
@@ -172,6 +188,75 @@ fn a_committee_must_span_tee_vendors_so_that_no_vendor_alone_signs() {
     ));
 }
 
+#[test]
+fn a_committee_whose_key_needs_another_threshold_does_not_take_office() {
+    // The first member's host invites its DKG with t = 3 of 3 where the
+    // chain's policy says 2 (each enclave accepts any majority). Every
+    // member's host then votes, as it should, for the members and the key
+    // its DKG made. Before, the chain put that committee in office with
+    // threshold 2 although its key needs all three: one host withholding
+    // its enclave's share stopped every report and epoch key of mode B.
+    let mut c = sealed_chain();
+    let mut e = Enclaves::with_threshold(3, 3, 7);
+    for i in 0..3 {
+        let body = e.register(i, MEASUREMENT);
+        c.queue(&e.accounts[i].clone(), body);
+    }
+    c.block_ok(in_slot(SLOT));
+    // What the members sign is the committee their DKG formed: 3 of 3.
+    let vote = e.vote(&chain_id(), 3, &[0, 1, 2]);
+    for i in 0..3 {
+        c.queue(&e.accounts[i].clone(), vote.clone());
+    }
+    let outcome = c.block_at(in_slot(SLOT));
+    assert_eq!(
+        c.state.committee(),
+        None,
+        "a committee whose key needs 3 signers took office as 2 of 3"
+    );
+    for r in &outcome.results {
+        assert_eq!(r.as_ref().err(), Some(&TxError::InvalidGroupSignature));
+    }
+    // A 2-of-3 committee of the same enclaves: its signature counts only
+    // over this chain, these members and its own key.
+    let mut two = Enclaves::with_threshold(3, 2, 8);
+    let signed_for = |vote: TxBody, other: TxBody| match (vote, other) {
+        (
+            TxBody::ActivateCommittee {
+                members, group_key, ..
+            },
+            TxBody::ActivateCommittee { signature, .. },
+        ) => TxBody::ActivateCommittee {
+            members,
+            group_key,
+            signature,
+        },
+        _ => unreachable!(),
+    };
+    let right = two.vote(&chain_id(), 2, &[0, 1, 2]);
+    let other_chain = two.vote(&[0xee; 32], 2, &[0, 1, 2]);
+    let other_members = two.vote(&chain_id(), 2, &[0, 1]);
+    let mut another_key = right.clone();
+    if let TxBody::ActivateCommittee { group_key, .. } = &mut another_key {
+        *group_key = e.group.public_key();
+    }
+    for vote in [
+        signed_for(right.clone(), other_chain),
+        signed_for(right.clone(), other_members),
+        another_key,
+    ] {
+        let tx = c.tx(&e.accounts[0], vote);
+        let mut state = c.state.clone();
+        assert_eq!(
+            quartier_ledger::apply(&mut state, &tx, &c.ctx()),
+            Err(TxError::InvalidGroupSignature)
+        );
+        assert_eq!(state, c.state, "a refused vote changes nothing");
+    }
+    let tx = c.tx(&e.accounts[0], right);
+    assert!(quartier_ledger::apply(&mut c.state.clone(), &tx, &c.ctx()).is_ok());
+}
+
 /// A chain at slot 10 with meters p1 (prosumer) and c1 (consumer) in R1,
 /// three registered enclaves in office, and epoch 2's key published.
 fn market() -> (Chain, Enclaves, EpochKeyPair) {
@@ -184,16 +269,9 @@ fn market() -> (Chain, Enclaves, EpochKeyPair) {
         c.queue(&e.accounts[i].clone(), body);
     }
     c.block_ok(in_slot(SLOT));
-    let mut members: Vec<_> = e.accounts.iter().map(id).collect();
-    members.sort();
+    let vote = e.vote(&chain_id(), 2, &[0, 1, 2]);
     for i in 0..3 {
-        c.queue(
-            &e.accounts[i].clone(),
-            TxBody::ActivateCommittee {
-                members: members.clone(),
-                group_key: e.group.public_key(),
-            },
-        );
+        c.queue(&e.accounts[i].clone(), vote.clone());
     }
     let epoch_key = EpochKeyPair::generate(Epoch(SLOT / EPOCH_SLOTS), &mut e.rng);
     let public_key = epoch_key.public_key();
@@ -479,6 +557,7 @@ fn bad_quotes_reports_and_sealed_orders_are_rejected_and_change_nothing() {
     let vote = TxBody::ActivateCommittee {
         members: members.clone(),
         group_key: e.group.public_key(),
+        signature: [0; 64],
     };
     let tx = c.tx(&outsider, vote);
     rejects(
@@ -496,6 +575,7 @@ fn bad_quotes_reports_and_sealed_orders_are_rejected_and_change_nothing() {
         TxBody::ActivateCommittee {
             members: with_outsider,
             group_key: e.group.public_key(),
+            signature: [0; 64],
         },
     );
     rejects(&c, &tx, TxError::InvalidCommittee);
