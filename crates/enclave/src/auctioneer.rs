@@ -206,6 +206,12 @@ pub struct SlotSummary {
     pub aggregates: Aggregates,
     /// Withdrawals out of custody the enclave approved, in request order.
     pub payouts: Vec<(AccountId, Money)>,
+    /// The region's prepaid ledger after the slot
+    /// ([`Auctioneer::ledger_digest`]): salted with the members' epoch
+    /// secrets, so it says nothing to anyone else, and signed with the
+    /// rest, so a member that fell behind takes a peer's ledger only if t
+    /// members computed it.
+    pub ledger: Digest,
 }
 
 /// A slot's summary with its receipts.
@@ -311,7 +317,15 @@ pub struct Auctioneer {
     deposited: Money,
     /// The current batch's traders and their sell bounds.
     traders: BTreeMap<AccountId, Energy>,
+    /// Secret salt of [`Auctioneer::ledger_digest`], chained through every
+    /// batch's receipt seed (derived from its epoch secret).
+    ledger_salt: [u8; 32],
 }
+
+/// Domain tag of the chained salt of a region's ledger digest.
+pub const TAG_LEDGER_SALT: &str = "QUARTIER_ENCLAVE_LEDGER_SALT";
+/// Domain tag of a region's ledger digest.
+pub const TAG_LEDGER: &str = "QUARTIER_ENCLAVE_LEDGER";
 
 /// What an auctioneer keeps across a restart (inside the sealed state).
 #[derive(BorshSerialize, BorshDeserialize)]
@@ -324,9 +338,18 @@ pub(crate) struct AuctioneerState {
     prepaid: BTreeMap<AccountId, Money>,
     settled: BTreeSet<Slot>,
     deposited: Money,
+    ledger_salt: [u8; 32],
 }
 
 impl AuctioneerState {
+    /// Test only: credits `wallet` with `amount` in this state's ledger, as a
+    /// compromised member forging a state would.
+    #[cfg(test)]
+    pub(crate) fn forge_credit(&mut self, wallet: AccountId, amount: Money) {
+        let balance = self.prepaid.entry(wallet).or_insert(Money::ZERO);
+        *balance = balance.checked_add(amount).unwrap_or(*balance);
+    }
+
     /// The auctioneer again, or `None` if a key does not decode.
     pub(crate) fn restore(self) -> Option<Auctioneer> {
         let mut keys = self
@@ -354,6 +377,7 @@ impl AuctioneerState {
             settled: self.settled,
             deposited: self.deposited,
             traders: BTreeMap::new(),
+            ledger_salt: self.ledger_salt,
         })
     }
 }
@@ -404,6 +428,7 @@ impl Auctioneer {
             settled: BTreeSet::new(),
             deposited: Money::ZERO,
             traders: BTreeMap::new(),
+            ledger_salt: [0; 32],
         }
     }
 
@@ -448,7 +473,28 @@ impl Auctioneer {
             prepaid: self.prepaid.clone(),
             settled: self.settled.clone(),
             deposited: self.deposited,
+            ledger_salt: self.ledger_salt,
         }
+    }
+
+    /// A digest of the prepaid ledger and what clearing goes on from (chain,
+    /// region, parameters, last settled slot, deposits less payouts), salted
+    /// with a secret every member that cleared the same batches holds: the
+    /// salt chains each batch's receipt seed, derived from its epoch secret,
+    /// so nobody without those secrets can test guesses of the balances
+    /// against it. Members that cleared alike compute the same digest; it
+    /// goes into the slot's signed summary.
+    pub fn ledger_digest(&self) -> Digest {
+        let ledger = borsh::to_vec(&(
+            self.chain,
+            self.region,
+            self.params,
+            &self.prepaid,
+            self.last_settled(),
+            self.deposited,
+        ))
+        .unwrap_or_default();
+        hash::tagged(TAG_LEDGER, &[&self.ledger_salt, &ledger])
     }
 
     /// Keeps the key of a later epoch until its slots come.
@@ -549,6 +595,7 @@ impl Auctioneer {
                 .0
             }
         };
+        self.ledger_salt = hash::tagged(TAG_LEDGER_SALT, &[&self.ledger_salt, &seed]).0;
         let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed(seed);
         let mut report = self.settle(batch.slot, &mut rng)?;
         for (wallet, amount) in batch.withdrawals {
@@ -561,6 +608,7 @@ impl Auctioneer {
                 report.summary.payouts.push((*wallet, *amount));
             }
         }
+        report.summary.ledger = self.ledger_digest();
         Ok(report)
     }
 
@@ -792,6 +840,7 @@ impl Auctioneer {
                     prices,
                 },
                 payouts: Vec::new(),
+                ledger: self.ledger_digest(),
             },
             receipts,
         })

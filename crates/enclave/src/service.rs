@@ -19,7 +19,7 @@
 //! ([`SimulatedMonotonicCounter`]) refuses any older copy the host kept.
 
 use crate::attestation::{AttestationRoot, Measurement, Quote, VendorPolicy, verify_vendor};
-use crate::auctioneer::{Auctioneer, AuctioneerState, Batch, BatchError, SlotReport};
+use crate::auctioneer::{Auctioneer, AuctioneerState, Batch, BatchError, SlotReport, SlotSummary};
 use crate::committee::{GroupPublicKey, GroupSignature, committee_message, report_message};
 use crate::epoch::{EpochKeyShare, IdentityKey, epoch_key_message, share};
 use crate::sealed::{
@@ -951,14 +951,22 @@ impl EnclaveService {
 
     /// Adopts another member's clearing state, sealed to this member by
     /// another member of its committee (HPKE auth mode, bound to the group
-    /// key): a state from anyone else is refused. A member's false state
-    /// only makes this one compute reports no one else signs (liveness, not
-    /// safety: t signatures are still needed).
+    /// key): a state from anyone else is refused. Each region's ledger in it
+    /// must be the one the committee signed in the report of its last slot
+    /// (`reports`: the chain's, each with its group signature, checked here
+    /// under this member's group key): one compromised member can seal any
+    /// state to this one, but not get t signatures on a ledger it forged.
     ///
     /// # Errors
     /// [`ServiceError::Invalid`] if it is not from a member or does not open
-    /// or decode; [`ServiceError::State`] without a committee.
-    pub fn catch_up(&mut self, catch_up: &CatchUp) -> Result<(), ServiceError> {
+    /// or decode; [`ServiceError::Unsigned`] if a region's ledger is not in
+    /// a signed report; [`ServiceError::State`] without a committee or for
+    /// a state older than this member's.
+    pub fn catch_up(
+        &mut self,
+        catch_up: &CatchUp,
+        reports: &[(SlotSummary, GroupSignature)],
+    ) -> Result<(), ServiceError> {
         let context = self
             .group_key()
             .ok_or(ServiceError::State("no committee"))?;
@@ -982,6 +990,29 @@ impl EnclaveService {
         plain.zeroize();
         let (epoch_keys, auctioneers, erased_below) =
             state.map_err(|_| ServiceError::Invalid)?.restore()?;
+        let chain = self.chain()?;
+        for (region, theirs) in &auctioneers {
+            let Some(slot) = theirs.last_settled() else {
+                // Never cleared a batch: nothing to vouch for, and nothing
+                // in it to take.
+                if theirs.deposited().is_zero() && theirs.custody().is_zero() {
+                    continue;
+                }
+                return Err(ServiceError::Unsigned);
+            };
+            let ledger = theirs.ledger_digest();
+            let signed = reports.iter().any(|(summary, signature)| {
+                summary.region == *region
+                    && summary.slot == slot
+                    && summary.ledger == ledger
+                    && context
+                        .verify(&report_message(&chain, summary), signature)
+                        .is_ok()
+            });
+            if !signed {
+                return Err(ServiceError::Unsigned);
+            }
+        }
         // Never backwards: an old state (replayed, or from a member behind
         // this one) would roll back the prepaid ledger.
         for (region, mine) in &self.auctioneers {
@@ -2365,16 +2396,93 @@ mod tests {
             encapped_key,
             ciphertext,
         };
-        assert_eq!(members[0].catch_up(&forged), Err(ServiceError::Invalid));
+        assert_eq!(
+            members[0].catch_up(&forged, &[]),
+            Err(ServiceError::Invalid)
+        );
         let as_member = CatchUp {
             from: members[1].identity_key(),
             ..forged
         };
-        assert_eq!(members[0].catch_up(&as_member), Err(ServiceError::Invalid));
+        assert_eq!(
+            members[0].catch_up(&as_member, &[]),
+            Err(ServiceError::Invalid)
+        );
         assert_eq!(members[0].epoch_key(Epoch(9)), None);
         // A member's own catch-up still opens.
         let real = members[1].catch_up_for(&to).unwrap();
-        assert_eq!(members[0].catch_up(&real), Ok(()));
+        assert_eq!(members[0].catch_up(&real, &[]), Ok(()));
+    }
+
+    #[test]
+    fn a_member_behind_takes_no_forged_ledger_from_a_compromised_member() {
+        let mut rng = ChaCha20Rng::from_seed([26; 32]);
+        let (mut members, public) = committee_with_epoch_key();
+        // Members 0 and 2 clear slot 8 (a buyer deposited 1 CHF and buys)
+        // and sign its report; member 1 was down.
+        let buyer = SigningKey::from_bytes(&[1; 32]);
+        let buyer_id = AccountId(buyer.verifying_key().to_bytes());
+        let traders = [(buyer_id, Energy::ZERO)];
+        let deposits = [(buyer_id, Money::new(CHF))];
+        let (buy, _) = order(&buyer, 8, Side::Buy, 100, &public, &mut rng);
+        let orders = [buy];
+        let batch = Batch {
+            slot: Slot(8),
+            params: params(),
+            epoch: Epoch(2),
+            deposits: &deposits,
+            orders: &orders,
+            withdrawals: &[],
+            traders: &traders,
+            expired: false,
+        };
+        for i in [0, 2] {
+            members[i].clear(R, &batch).unwrap();
+        }
+        let purpose = Purpose::Report {
+            region: R,
+            slot: Slot(8),
+        };
+        let signature = sign(&mut members, 0, &[0, 2], &purpose).unwrap();
+        let summary = members[0].report(R, Slot(8)).unwrap().summary.clone();
+        let reported = [(summary, signature)];
+        // Member 2 is compromised: its operator reads its identity secret
+        // and seals to member 1 a state at exactly the chain's reports whose
+        // ledger credits the operator's meter with 1 000 CHF.
+        let mallory = AccountId([0x4d; 32]);
+        let mut state = members[2].clearing_state();
+        state.auctioneers[0].forge_credit(mallory, Money::new(1_000 * CHF));
+        let plain = borsh::to_vec(&state).unwrap();
+        let to = members[1].identity_key();
+        let group = members[2].group_key().unwrap();
+        let (encapped_key, ciphertext) = hpke_seal_auth(
+            &to,
+            members[2].identity.pair(),
+            HPKE_INFO_CATCH_UP,
+            &plain,
+            &group.0,
+            &mut rng,
+        )
+        .unwrap();
+        let forged = CatchUp {
+            from: members[2].identity_key(),
+            cleared: vec![(R, Slot(8))],
+            encapped_key,
+            ciphertext,
+        };
+        assert!(
+            members[1].catch_up(&forged, &reported).is_err(),
+            "member 1 took a forged ledger"
+        );
+        assert_eq!(members[1].last_cleared(R), None);
+        // The state the report was signed for is taken, from either member.
+        let honest = members[2].catch_up_for(&to).unwrap();
+        assert_eq!(members[1].catch_up(&honest, &reported), Ok(()));
+        assert_eq!(members[1].last_cleared(R), Some(Slot(8)));
+        assert_eq!(
+            members[1].auctioneer(R).unwrap().prepaid(&mallory),
+            Money::ZERO
+        );
     }
 
     #[test]
@@ -2433,6 +2541,13 @@ mod tests {
             m.clear(R, &batch).unwrap();
         }
         let old = members[1].catch_up_for(&to0).unwrap();
+        let eight = Purpose::Report {
+            region: R,
+            slot: Slot(8),
+        };
+        let signature = sign(&mut members, 0, &[0, 1], &eight).unwrap();
+        let summary = members[0].report(R, Slot(8)).unwrap().summary.clone();
+        let reported = [(summary, signature)];
         let (buy, _) = order(&buyer, 9, Side::Buy, 100, &public, &mut rng);
         let orders = [buy];
         let nine = Batch {
@@ -2443,7 +2558,12 @@ mod tests {
         };
         members[0].clear(R, &nine).unwrap();
         let before = members[0].auctioneer(R).unwrap().prepaid(&buyer_id);
-        assert!(members[0].catch_up(&old).is_err());
+        assert_eq!(
+            members[0].catch_up(&old, &reported),
+            Err(ServiceError::State(
+                "catch-up state older than this member's"
+            ))
+        );
         assert_eq!(members[0].last_cleared(R), Some(Slot(9)));
         assert_eq!(members[0].auctioneer(R).unwrap().prepaid(&buyer_id), before);
     }
@@ -2720,11 +2840,18 @@ mod tests {
         let to = members[0].identity_key();
         let state = members[1].catch_up_for(&to).unwrap();
         assert_eq!(state.cleared, vec![(R, Slot(10))]);
+        let slot10 = Purpose::Report {
+            region: R,
+            slot: Slot(10),
+        };
+        let signature = sign(&mut members, 1, &[1, 2], &slot10).unwrap();
+        let summary = members[1].report(R, Slot(10)).unwrap().summary.clone();
+        let reported = [(summary, signature)];
         assert!(
-            members[2].catch_up(&state).is_err(),
+            members[2].catch_up(&state, &reported).is_err(),
             "sealed to member 0 only"
         );
-        members[0].catch_up(&state).unwrap();
+        members[0].catch_up(&state, &reported).unwrap();
         assert_eq!(members[0].last_cleared(R), Some(Slot(10)));
         let (sell, _) = order(&seller, 11, Side::Sell, 200, &public, &mut rng);
         let orders = [sell];

@@ -25,7 +25,8 @@ use commonware_utils::sync::Mutex;
 use quartier_enclave::attestation::{
     Measurement, Quote, SimulatedAttestationService, select_committee,
 };
-use quartier_enclave::auctioneer::Batch;
+use quartier_enclave::auctioneer::{Batch, SlotSummary};
+use quartier_enclave::committee::GroupSignature;
 use quartier_enclave::coordinator::{SignEffect, SignOutcome, SigningSession};
 use quartier_enclave::rpc::{Request, Response, decode_request};
 use quartier_enclave::sealed::Epoch;
@@ -577,6 +578,9 @@ impl Host {
     fn catch_up(&mut self, view: &ChainView, committee: &Committee) -> bool {
         let mut behind = false;
         let mut reported = BTreeMap::new();
+        // The chain's latest report per region with its group signature: a
+        // peer's state is taken only with these ledgers (the enclave checks).
+        let mut signed = Vec::new();
         for region in &view.regions {
             let path = format!("/api/v1/regions/{}/reports?last=1", region.0);
             let Some(body) = self.get(&path) else {
@@ -586,8 +590,12 @@ impl Host {
                 continue;
             };
             reported.insert(*region, Slot(latest));
-            let posted: Option<quartier_enclave::auctioneer::SlotSummary> =
-                serde_json::from_value(body["reports"][0]["summary"].clone()).ok();
+            let posted: Option<quartier_ledger::PostedReport> =
+                serde_json::from_value(body["reports"][0].clone()).ok();
+            let posted = posted.map(|p| {
+                signed.push((p.summary.clone(), p.signature));
+                p.summary
+            });
             let (cleared, mine) = {
                 let s = self.shared.lock();
                 (
@@ -611,7 +619,7 @@ impl Host {
         // further holds slots the chain has not taken yet, whose reports this
         // member would then never have computed, so it could not sign them
         // (with one member down, the region would stop).
-        self.take_peer_state(committee, |state| {
+        self.take_peer_state(committee, &signed, |state| {
             let cleared: BTreeMap<RegionId, Slot> = state.cleared.iter().copied().collect();
             cleared == reported
         })
@@ -622,6 +630,7 @@ impl Host {
     fn take_peer_state(
         &mut self,
         committee: &Committee,
+        signed: &[(SlotSummary, GroupSignature)],
         enough: impl Fn(&quartier_enclave::service::CatchUp) -> bool,
     ) -> bool {
         let (me, identity) = {
@@ -637,7 +646,7 @@ impl Host {
             else {
                 continue;
             };
-            if enough(&state) && self.shared.lock().service.catch_up(&state).is_ok() {
+            if enough(&state) && self.shared.lock().service.catch_up(&state, signed).is_ok() {
                 tracing::info!(from = %member, "took a peer's clearing state");
                 self.seal();
                 return true;
@@ -786,7 +795,7 @@ impl Host {
         members: &[AccountId],
         threshold: u16,
         purpose: Purpose,
-    ) -> Option<quartier_enclave::committee::GroupSignature> {
+    ) -> Option<GroupSignature> {
         let peers = self.peers_by_member(members);
         // Session ids only increase (the members refuse any other): the
         // clock in µs, or one past the last.

@@ -156,6 +156,7 @@ fn seeds() -> Vec<(&'static str, TxBody)> {
                         prices: None,
                     },
                     payouts: vec![(who, Money::new(1))],
+                    ledger: quartier_types::hash::tagged("L", &[]),
                 },
                 signature: [10; 64],
             },
