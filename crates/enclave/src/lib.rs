@@ -23,6 +23,7 @@ pub mod attestation;
 pub mod auctioneer;
 pub mod committee;
 pub mod coordinator;
+pub mod dkg;
 pub mod epoch;
 pub mod rpc;
 pub mod sealed;

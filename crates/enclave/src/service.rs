@@ -211,7 +211,36 @@ fn round1_message(
     )
 }
 
-/// What a coordinator signs for a signing request.
+/// Whether `(package, signature)` is member `index`'s round-1 package of
+/// the DKG of the members whose quotes are `quotes` for chain `chain`:
+/// decodable, and signed by its account as every other member checks it
+/// (the coordinator checks it first, so the member named for a bad one is
+/// the one that sent it).
+pub(crate) fn round1_signed_by(
+    chain: &[u8; 32],
+    quotes: &[Quote],
+    index: u16,
+    (package, signature): (&[u8], &[u8; 64]),
+) -> bool {
+    let identities: Vec<[u8; 32]> = quotes
+        .iter()
+        .filter_map(|q| q.report_data[..32].try_into().ok())
+        .collect();
+    let Some(account) = quotes
+        .get(usize::from(index))
+        .and_then(|q| <[u8; 32]>::try_from(&q.report_data[32..]).ok())
+    else {
+        return false;
+    };
+    frost::keys::dkg::round1::Package::deserialize(package).is_ok()
+        && verify_account(
+            &account,
+            &round1_message(chain, index, &identities, package).0,
+            signature,
+        )
+        .is_ok()
+}
+
 /// Members' answers (commitments or shares) by FROST identifier, or
 /// [`ServiceError::BadAnswers`] naming every member whose answer does not
 /// decode.
@@ -329,6 +358,11 @@ pub struct EnclaveService {
     dkg1: Option<frost::keys::dkg::round1::SecretPackage>,
     dkg2: Option<frost::keys::dkg::round2::SecretPackage>,
     round1: BTreeMap<frost::Identifier, frost::keys::dkg::round1::Package>,
+    /// The DKG round-1 request this member answered last (a digest of it)
+    /// and its answer, until the DKG finishes: the same request again (a
+    /// replay anyone on the network can send) gets the same answer and
+    /// does not start the DKG over.
+    round1_answer: Option<(hash::Digest, SignedPackage)>,
     /// Epoch keys the chain published, by epoch (what clearing uses).
     epoch_keys: BTreeMap<Epoch, EpochKeyPair>,
     /// Keys created or received and not yet seen published: when the member
@@ -382,6 +416,7 @@ impl EnclaveService {
             dkg1: None,
             dkg2: None,
             round1: BTreeMap::new(),
+            round1_answer: None,
             epoch_keys: BTreeMap::new(),
             candidates: Vec::new(),
             auctioneers: BTreeMap::new(),
@@ -471,6 +506,19 @@ impl EnclaveService {
         if self.membership.as_ref().is_some_and(|m| m.key.is_some()) {
             return Err(ServiceError::State("committee formed"));
         }
+        let request = hash::tagged(
+            TAG_DKG_INVITATION,
+            &[
+                &invitation_message(&chain, t, &members).0,
+                &index.to_le_bytes(),
+                invitation,
+            ],
+        );
+        if let Some((answered, answer)) = &self.round1_answer
+            && *answered == request
+        {
+            return Ok(answer.clone());
+        }
         let n = u16::try_from(members.len()).map_err(|_| ServiceError::Invalid)?;
         if n < 2 || t <= n / 2 || t > n {
             return Err(ServiceError::Invalid);
@@ -519,6 +567,7 @@ impl EnclaveService {
         self.dkg1 = Some(secret);
         self.dkg2 = None;
         self.round1.clear();
+        self.round1_answer = Some((request, (package.clone(), signature)));
         self.membership = Some(Membership {
             index,
             t,
@@ -668,6 +717,7 @@ impl EnclaveService {
         let (key, public) = frost::keys::dkg::part3(secret2, &self.round1, &packages)
             .map_err(|_| ServiceError::Invalid)?;
         self.dkg2 = None;
+        self.round1_answer = None;
         m.key = Some(key);
         m.public = Some(public);
         self.group_key().ok_or(ServiceError::Invalid)
@@ -1451,6 +1501,7 @@ impl EnclaveService {
             dkg1: None,
             dkg2: None,
             round1: BTreeMap::new(),
+            round1_answer: None,
             epoch_keys,
             candidates: Vec::new(),
             auctioneers,

@@ -28,11 +28,11 @@ use quartier_enclave::attestation::{
 use quartier_enclave::auctioneer::{Batch, SlotSummary};
 use quartier_enclave::committee::GroupSignature;
 use quartier_enclave::coordinator::{SignEffect, SignOutcome, SigningSession};
+use quartier_enclave::dkg::{DkgEffect, DkgOutcome, DkgSession};
 use quartier_enclave::rpc::{Request, Response, decode_request};
 use quartier_enclave::sealed::Epoch;
 use quartier_enclave::service::{
-    EnclaveService, Purpose, SealedDkgPackage, ServiceError, SimulatedMonotonicCounter,
-    SimulatedPlatform,
+    EnclaveService, Purpose, ServiceError, SimulatedMonotonicCounter, SimulatedPlatform,
 };
 use quartier_ledger::{ChainId, Committee, Enclave, SealedBatch, SealedMarketPolicy, Tx, TxBody};
 use quartier_types::{AccountId, RegionId, Slot};
@@ -749,42 +749,28 @@ impl Host {
         }
         let t = view.policy.threshold;
         let chain = view.chain_id.0.0;
-        let invitation = self.shared.lock().service.invite(chain, t, &quotes).ok()?;
-        let mut round1 = BTreeMap::new();
-        for (i, p) in peers.iter().enumerate() {
-            let index = u16::try_from(i).ok()?;
-            let request = Request::DkgRound1 {
-                index,
-                t,
-                chain,
-                members: quotes.clone(),
-                invitation,
-            };
-            let Response::DkgRound1(package, signature) = call(p, &request)? else {
-                return None;
-            };
-            round1.insert(index, (package, signature));
+        // The sans-IO DKG decides; this host only carries its requests.
+        let (mut dkg, effects) = {
+            let s = self.shared.lock();
+            DkgSession::start(&s.service, chain, t, quotes)
+        };
+        let mut queue: std::collections::VecDeque<DkgEffect> = effects.into();
+        while let Some(DkgEffect::Call { member, request }) = queue.pop_front() {
+            let answer = peers
+                .get(usize::from(member))
+                .and_then(|p| call(p, &request));
+            queue.extend(dkg.reply(member, answer));
         }
-        let mut packages: Vec<SealedDkgPackage> = Vec::new();
-        for p in &peers {
-            let request = Request::DkgRound2 {
-                round1: round1.clone(),
-            };
-            let Response::DkgRound2(sealed) = call(p, &request)? else {
-                return None;
-            };
-            packages.extend(sealed);
+        match dkg.outcome() {
+            DkgOutcome::Formed(_) => {
+                tracing::info!(members = members.len(), t, "committee key generated");
+                Some(())
+            }
+            outcome => {
+                tracing::warn!(?outcome, "committee key generation failed");
+                None
+            }
         }
-        for p in &peers {
-            let request = Request::DkgFinish {
-                packages: packages.clone(),
-            };
-            let Response::DkgFinished(_) = call(p, &request)? else {
-                return None;
-            };
-        }
-        tracing::info!(members = members.len(), t, "committee key generated");
-        Some(())
     }
 
     /// One signing session for `purpose` among the reachable members: the
