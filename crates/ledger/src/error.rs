@@ -175,6 +175,10 @@ pub enum TxError {
     /// No committee has taken office yet.
     #[error("no enclave committee in office")]
     NoCommittee,
+    /// A committee is in office: another one does not take over by its
+    /// members' votes (it holds the prepaid ledgers and custody).
+    #[error("an enclave committee is in office")]
+    CommitteeInOffice,
     /// The epoch is not later than the last published one.
     #[error("epoch {0} is not later than the last published")]
     StaleEpoch(u64),

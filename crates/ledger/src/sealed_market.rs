@@ -203,6 +203,12 @@ pub(crate) fn activate_committee(
 ) -> Result<Vec<Event>, TxError> {
     let policy = policy(state)?;
     registered_enclave(state, &signer)?;
+    // The committee in office holds the prepaid ledgers behind custody: a
+    // DKG of any enclaves whose hosts agree (registering needs only a
+    // genuine quote) does not replace it by their votes.
+    if state.records.committee.is_some() {
+        return Err(TxError::CommitteeInOffice);
+    }
     let ascending = members.windows(2).all(|w| w[0] < w[1]);
     let valid = ascending
         && members.len() >= usize::from(policy.threshold)

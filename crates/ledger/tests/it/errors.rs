@@ -45,6 +45,7 @@ fn name(e: &TxError) -> &'static str {
         TxError::InvalidCommittee => "InvalidCommittee",
         TxError::VendorPolicy => "VendorPolicy",
         TxError::NoCommittee => "NoCommittee",
+        TxError::CommitteeInOffice => "CommitteeInOffice",
         TxError::StaleEpoch(_) => "StaleEpoch",
         TxError::UnknownEpoch(_) => "UnknownEpoch",
         TxError::SealedOrderSize => "SealedOrderSize",

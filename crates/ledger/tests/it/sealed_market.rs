@@ -253,8 +253,59 @@ fn a_committee_whose_key_needs_another_threshold_does_not_take_office() {
         );
         assert_eq!(state, c.state, "a refused vote changes nothing");
     }
+    // A vote naming an enclave that is not registered.
+    let mut with_outsider = right.clone();
+    if let TxBody::ActivateCommittee { members, .. } = &mut with_outsider {
+        members.push(id(&key("outsider")));
+        members.sort();
+    }
+    let tx = c.tx(&e.accounts[0], with_outsider);
+    assert_eq!(
+        quartier_ledger::apply(&mut c.state.clone(), &tx, &c.ctx()),
+        Err(TxError::InvalidCommittee)
+    );
     let tx = c.tx(&e.accounts[0], right);
     assert!(quartier_ledger::apply(&mut c.state.clone(), &tx, &c.ctx()).is_ok());
+}
+
+#[test]
+fn enclaves_outside_the_committee_in_office_can_not_vote_themselves_in() {
+    // Someone registers three genuine enclaves (one per vendor: a quote
+    // is all registration needs), runs a 2-of-3 DKG among them and has all
+    // three vote. Before, their key took office: the committee's reports
+    // were refused from then on and the newcomers' empty ledgers froze
+    // custody.
+    let (mut c, e, _) = market();
+    let in_office = c.state.committee().cloned();
+    let mut newcomers = Enclaves::with_threshold(6, 2, 9);
+    for i in 3..6 {
+        let body = newcomers.register(i, MEASUREMENT);
+        c.queue(&newcomers.accounts[i].clone(), body);
+    }
+    c.block_ok(in_slot(SLOT));
+    let vote = newcomers.vote(&chain_id(), 2, &[3, 4, 5]);
+    for i in 3..6 {
+        c.queue(&newcomers.accounts[i].clone(), vote.clone());
+    }
+    let outcome = c.block_at(in_slot(SLOT));
+    assert_eq!(
+        c.state.committee().cloned(),
+        in_office,
+        "the committee was replaced"
+    );
+    for r in &outcome.results {
+        assert_eq!(r.as_ref().err(), Some(&TxError::CommitteeInOffice));
+    }
+    // Nor do the members in office vote for another key of theirs.
+    let mut again = Enclaves::with_threshold(3, 2, 10);
+    let vote = again.vote(&chain_id(), 2, &[0, 1, 2]);
+    let tx = c.tx(&e.accounts[0], vote);
+    let mut state = c.state.clone();
+    assert_eq!(
+        quartier_ledger::apply(&mut state, &tx, &c.ctx()),
+        Err(TxError::CommitteeInOffice)
+    );
+    assert_eq!(state, c.state, "a refused vote changes nothing");
 }
 
 /// A chain at slot 10 with meters p1 (prosumer) and c1 (consumer) in R1,
@@ -578,7 +629,11 @@ fn bad_quotes_reports_and_sealed_orders_are_rejected_and_change_nothing() {
             signature: [0; 64],
         },
     );
-    rejects(&c, &tx, TxError::InvalidCommittee);
+    // (With a committee in office, no vote counts: see
+    // `enclaves_outside_the_committee_in_office_can_not_vote_themselves_in`;
+    // an invalid one before is refused as such in
+    // `a_committee_whose_key_needs_another_threshold_does_not_take_office`.)
+    rejects(&c, &tx, TxError::CommitteeInOffice);
 
     // Epoch keys: stale, or signed by another group.
     let next = EpochKeyPair::generate(Epoch(epoch.0 + 1), &mut rng);
