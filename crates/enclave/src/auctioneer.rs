@@ -212,6 +212,24 @@ pub struct SlotSummary {
     /// rest, so a member that fell behind takes a peer's ledger only if t
     /// members computed it.
     pub ledger: Digest,
+    /// The ledger the slot was cleared from: the `ledger` of the region's
+    /// previous report, or [`FIRST_LEDGER`] for its first. The chain takes
+    /// a report only if it continues the last one, so no t members' report
+    /// builds on a ledger the committee never signed.
+    pub ledger_before: Digest,
+}
+
+/// [`SlotSummary::ledger_before`] of a region's first report.
+pub const FIRST_LEDGER: Digest = Digest([0; 32]);
+
+/// The receipt seed of a slot whose orders none opened: public, no secret
+/// needed.
+fn public_seed(region: RegionId, slot: Slot) -> [u8; 32] {
+    hash::tagged(
+        "QUARTIER_ENCLAVE_ERASED_EPOCH_RECEIPT_SEED",
+        &[&region.0.to_le_bytes(), &slot.0.to_le_bytes()],
+    )
+    .0
 }
 
 /// A slot's summary with its receipts.
@@ -342,6 +360,12 @@ pub(crate) struct AuctioneerState {
 }
 
 impl AuctioneerState {
+    /// The region it clears.
+    #[cfg(test)]
+    pub(crate) fn region(&self) -> RegionId {
+        self.region
+    }
+
     /// Test only: credits `wallet` with `amount` in this state's ledger, as a
     /// compromised member forging a state would.
     #[cfg(test)]
@@ -477,10 +501,30 @@ impl Auctioneer {
         }
     }
 
+    /// What a report of the next slot clears from: this ledger's digest,
+    /// or [`FIRST_LEDGER`] before the region's first slot.
+    fn previous_ledger(&self) -> Digest {
+        if self.last_settled().is_some() {
+            self.ledger_digest()
+        } else {
+            FIRST_LEDGER
+        }
+    }
+
+    /// Forgets every epoch key (a state taken from a peer keeps none of
+    /// its keys: the member's own are added again before it clears) and
+    /// takes `erased_below` as its erasure mark.
+    pub(crate) fn forget_keys(&mut self, erased_below: Epoch) {
+        self.key = None;
+        self.upcoming.clear();
+        self.erased_below = erased_below;
+    }
+
     /// A digest of the prepaid ledger and what clearing goes on from (chain,
     /// region, parameters, last settled slot, deposits less payouts), salted
     /// with a secret every member that cleared the same batches holds: the
-    /// salt chains each batch's receipt seed, derived from its epoch secret,
+    /// salt chains each batch's receipt seed, derived from its epoch secret
+    /// (the public seed for a batch without orders),
     /// so nobody without those secrets can test guesses of the balances
     /// against it. Members that cleared alike compute the same digest; it
     /// goes into the slot's signed summary.
@@ -506,6 +550,15 @@ impl Auctioneer {
             None => self.key = Some(key),
             Some(current) if key.epoch() > current.epoch() => {
                 self.upcoming.insert(key.epoch(), key);
+            }
+            // An earlier epoch's key that came after a later one's (a member
+            // that caught up gets the published keys again one by one): it
+            // is current until its epoch is entered. Keys of epochs already
+            // entered are below `erased_below` and never come back.
+            Some(current) if key.epoch() < current.epoch() => {
+                if let Some(later) = self.key.replace(key) {
+                    self.upcoming.insert(later.epoch(), later);
+                }
             }
             Some(_) => {}
         }
@@ -561,6 +614,7 @@ impl Auctioneer {
         if self.last_settled().is_some_and(|last| batch.slot <= last) {
             return Err(BatchError::AlreadySettled(batch.slot.0));
         }
+        let ledger_before = self.previous_ledger();
         // A batch the chain marked past the erasure schedule: no key opens
         // its orders, each one is refused (as sealed to an erased epoch's
         // key); the rest clears. One not marked whose key is erased here
@@ -568,6 +622,9 @@ impl Auctioneer {
         let erased = batch.expired;
         if !erased {
             self.enter(batch.epoch)?;
+            // Every key before the entered epoch is gone: none is taken
+            // again (see `add_key`).
+            self.erased_below = self.erased_below.max(batch.epoch);
         }
         for (wallet, amount) in batch.deposits {
             self.deposit(*wallet, *amount)?;
@@ -587,15 +644,18 @@ impl Auctioneer {
         let seed = match &self.key {
             Some(key) if !erased => key.receipt_seed(self.region, batch.slot),
             // Nothing opened: every receipt is in the clear, no secret needed.
-            _ => {
-                hash::tagged(
-                    "QUARTIER_ENCLAVE_ERASED_EPOCH_RECEIPT_SEED",
-                    &[&self.region.0.to_le_bytes(), &batch.slot.0.to_le_bytes()],
-                )
-                .0
-            }
+            _ => public_seed(self.region, batch.slot),
         };
-        self.ledger_salt = hash::tagged(TAG_LEDGER_SALT, &[&self.ledger_salt, &seed]).0;
+        // A batch with orders salts the ledger with its secret seed; one
+        // without, with the public seed only: whether the chain marked it
+        // expired before or after a member cleared it, its report is the
+        // same (nothing opened), and so must the ledger's digest be.
+        let salt = if batch.orders.is_empty() {
+            public_seed(self.region, batch.slot)
+        } else {
+            seed
+        };
+        self.ledger_salt = hash::tagged(TAG_LEDGER_SALT, &[&self.ledger_salt, &salt]).0;
         let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed(seed);
         let mut report = self.settle(batch.slot, &mut rng)?;
         for (wallet, amount) in batch.withdrawals {
@@ -609,6 +669,7 @@ impl Auctioneer {
             }
         }
         report.summary.ledger = self.ledger_digest();
+        report.summary.ledger_before = ledger_before;
         Ok(report)
     }
 
@@ -759,6 +820,7 @@ impl Auctioneer {
         slot: Slot,
         rng: &mut impl rand_core::CryptoRng,
     ) -> Result<SlotReport, BatchError> {
+        let ledger_before = self.previous_ledger();
         let book = self.books.get(&slot).cloned().unwrap_or_default();
         let accepted: Vec<&Accepted> = book.iter().filter_map(|(_, r)| r.as_ref().ok()).collect();
         let orders: Vec<Order> = accepted
@@ -841,6 +903,7 @@ impl Auctioneer {
                 },
                 payouts: Vec::new(),
                 ledger: self.ledger_digest(),
+                ledger_before,
             },
             receipts,
         })
@@ -973,6 +1036,35 @@ mod tests {
         fn read(&self, report: &SlotReport, i: usize, who: u8) -> Option<Receipt> {
             report.receipts[i].open(&self.receipt_keys[usize::from(who)])
         }
+    }
+
+    #[test]
+    fn keys_that_come_out_of_order_still_clear_their_epochs_and_entered_ones_never_return() {
+        // A member that took a peer's state holds none of its keys; the
+        // published ones come again one by one, the next epoch's first.
+        let mut rng = ChaCha20Rng::from_seed([9; 32]);
+        let (two, three) = (
+            EpochKeyPair::generate(Epoch(2), &mut rng),
+            EpochKeyPair::generate(Epoch(3), &mut rng),
+        );
+        let mut a = Auctioneer::after_erasure([0xc4; 32], RegionId(1), params(), Epoch(1));
+        a.add_key(three.duplicate());
+        a.add_key(two.duplicate());
+        let batch = |slot: u64, epoch: u64| Batch {
+            slot: Slot(slot),
+            params: params(),
+            epoch: Epoch(epoch),
+            deposits: &[],
+            orders: &[],
+            withdrawals: &[],
+            traders: &[],
+            expired: false,
+        };
+        a.clear_batch(&batch(8, 2)).unwrap();
+        a.clear_batch(&batch(12, 3)).unwrap();
+        // Epoch 2's key again (a slower region keeps it): not taken back.
+        a.add_key(two.duplicate());
+        assert_eq!(a.epochs(), vec![Epoch(3)]);
     }
 
     #[test]

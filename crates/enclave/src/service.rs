@@ -394,6 +394,10 @@ pub struct EnclaveService {
 /// erased epoch clears with every order refused unopened.
 pub const KEPT_EPOCHS_BEHIND: u64 = 2;
 
+/// How many epochs past the newest published one a member takes or signs
+/// a key for (see `EnclaveService::within_reach`).
+pub const EPOCHS_AHEAD: u64 = 2;
+
 impl EnclaveService {
     /// A fresh enclave on `platform`: a new account key and identity key,
     /// from the enclave's own randomness.
@@ -807,6 +811,9 @@ impl EnclaveService {
         {
             return Err(ServiceError::State("epoch already published"));
         }
+        if !self.within_reach(share.epoch) {
+            return Err(ServiceError::State("epoch too far ahead"));
+        }
         // Verified first: the answer says nothing about the candidates to
         // anyone who is not a member.
         let key = self
@@ -828,6 +835,22 @@ impl EnclaveService {
         }
         self.add_candidate(key);
         Ok(())
+    }
+
+    /// Whether a key of `epoch` is one a member may take or sign: at most
+    /// [`EPOCHS_AHEAD`] past the newest published epoch it knows of (the
+    /// hosts publish each key one slot before its epoch starts). A key far
+    /// ahead, once published, would make the chain refuse every earlier
+    /// epoch's key as stale. Before the first key is published, any epoch.
+    fn within_reach(&self, epoch: Epoch) -> bool {
+        let published = self.epoch_keys.keys().max().copied();
+        // The erasure mark follows every published key, held or not.
+        let followed = (self.erased_below > Epoch(0))
+            .then(|| Epoch(self.erased_below.0.saturating_add(KEPT_EPOCHS_BEHIND)));
+        match published.max(followed) {
+            None => true,
+            Some(newest) => epoch.0 <= newest.0.saturating_add(EPOCHS_AHEAD),
+        }
     }
 
     /// The newest epoch whose key this member cleared with or settled.
@@ -1038,30 +1061,36 @@ impl EnclaveService {
         .ok_or(ServiceError::Invalid)?;
         let state: Result<ClearingState, _> = borsh::from_slice(&plain);
         plain.zeroize();
-        let (epoch_keys, auctioneers, erased_below) =
+        // Its epoch keys are not taken (a compromised member could plant
+        // keys of epochs far ahead, or erase every real one): the member's
+        // own, and the published keys the others reshare, are what it
+        // clears with.
+        let (_, mut auctioneers, erased_below) =
             state.map_err(|_| ServiceError::Invalid)?.restore()?;
         let chain = self.chain()?;
-        for (region, theirs) in &auctioneers {
-            let Some(slot) = theirs.last_settled() else {
-                // Never cleared a batch: nothing to vouch for, and nothing
-                // in it to take.
-                if theirs.deposited().is_zero() && theirs.custody().is_zero() {
-                    continue;
-                }
-                return Err(ServiceError::Unsigned);
-            };
-            let ledger = theirs.ledger_digest();
-            let signed = reports.iter().any(|(summary, signature)| {
-                summary.region == *region
-                    && summary.slot == slot
-                    && summary.ledger == ledger
-                    && context
-                        .verify(&report_message(&chain, summary), signature)
-                        .is_ok()
-            });
-            if !signed {
+        for (summary, signature) in reports {
+            context
+                .verify(&report_message(&chain, summary), signature)
+                .map_err(|_| ServiceError::Unsigned)?;
+        }
+        // Every region the chain reported, at exactly its reported slot and
+        // ledger (a state that leaves a region out would have this member
+        // clear it from nothing); no region with a ledger nobody signed.
+        let signed: BTreeMap<RegionId, (Slot, hash::Digest)> = reports
+            .iter()
+            .map(|(s, _)| (s.region, (s.slot, s.ledger)))
+            .collect();
+        for (region, (slot, ledger)) in &signed {
+            let theirs = auctioneers.get(region).ok_or(ServiceError::Unsigned)?;
+            if theirs.last_settled() != Some(*slot) || theirs.ledger_digest() != *ledger {
                 return Err(ServiceError::Unsigned);
             }
+        }
+        if auctioneers
+            .keys()
+            .any(|region| !signed.contains_key(region))
+        {
+            return Err(ServiceError::Unsigned);
         }
         // Never backwards: an old state (replayed, or from a member behind
         // this one) would roll back the prepaid ledger.
@@ -1073,20 +1102,17 @@ impl EnclaveService {
                 ));
             }
         }
-        let newest = self.newest_epoch();
-        self.epoch_keys.extend(
-            epoch_keys
-                .into_iter()
-                .filter(|(e, _)| newest.is_none_or(|n| *e >= n)),
-        );
-        self.auctioneers = auctioneers;
-        self.reports.clear();
         // Whichever of the two erased more: a key erased here never comes
-        // back with a slower member's state.
-        // (Not beyond the newest epoch either state holds a key of: a mark
-        // far ahead would erase every key to come.)
+        // back with a slower member's state. (Not beyond the newest epoch
+        // this member holds a key of: a mark far ahead would erase every key
+        // to come.)
         let cap = self.newest_epoch().unwrap_or(Epoch(0));
         let _ = self.erase_before(erased_below.min(cap));
+        for a in auctioneers.values_mut() {
+            a.forget_keys(self.erased_below);
+        }
+        self.auctioneers = auctioneers;
+        self.reports.clear();
         Ok(())
     }
 
@@ -1128,7 +1154,7 @@ impl EnclaveService {
                     .into_iter()
                     .chain(self.candidates.iter().filter(|k| k.epoch() == *epoch))
                     .any(|k| k.public_key() == *public_key);
-                if held {
+                if held && self.within_reach(*epoch) {
                     Ok(epoch_key_message(&chain, *epoch, public_key))
                 } else {
                     Err(ServiceError::Unsigned)
@@ -2534,6 +2560,189 @@ mod tests {
             members[1].auctioneer(R).unwrap().prepaid(&mallory),
             Money::ZERO
         );
+    }
+
+    /// Members 0 and 2 clear slot 8 of regions `regions` (a buyer deposits
+    /// 1 CHF and buys in each) and sign each report; member 1 was down.
+    /// The chain's reports with their signatures.
+    fn cleared_without_member_1(
+        members: &mut [EnclaveService],
+        public: &[u8; 32],
+        regions: &[RegionId],
+        rng: &mut ChaCha20Rng,
+    ) -> Vec<(SlotSummary, GroupSignature)> {
+        let buyer = SigningKey::from_bytes(&[1; 32]);
+        let buyer_id = AccountId(buyer.verifying_key().to_bytes());
+        let traders = [(buyer_id, Energy::ZERO)];
+        let deposits = [(buyer_id, Money::new(CHF))];
+        let mut reported = Vec::new();
+        for region in regions {
+            let (mut buy, _) = order(&buyer, 8, Side::Buy, 100, public, rng);
+            buy.region = *region;
+            let orders = [buy];
+            let batch = Batch {
+                slot: Slot(8),
+                params: params(),
+                epoch: Epoch(2),
+                deposits: &deposits,
+                orders: &orders,
+                withdrawals: &[],
+                traders: &traders,
+                expired: false,
+            };
+            for i in [0, 2] {
+                members[i].clear(*region, &batch).unwrap();
+            }
+            let purpose = Purpose::Report {
+                region: *region,
+                slot: Slot(8),
+            };
+            let signature = sign(members, 0, &[0, 2], &purpose).unwrap();
+            let summary = members[0].report(*region, Slot(8)).unwrap().summary.clone();
+            reported.push((summary, signature));
+        }
+        reported
+    }
+
+    /// `state` sealed to member 1 by member 2 (whose identity secret its
+    /// compromised operator reads), as a catch-up at slot 8 of `regions`.
+    fn sealed_by_member_2(
+        members: &[EnclaveService],
+        state: &ClearingState,
+        regions: &[RegionId],
+        rng: &mut ChaCha20Rng,
+    ) -> CatchUp {
+        let plain = borsh::to_vec(state).unwrap();
+        let (encapped_key, ciphertext) = hpke_seal_auth(
+            &members[1].identity_key(),
+            members[2].identity.pair(),
+            HPKE_INFO_CATCH_UP,
+            &plain,
+            &members[2].group_key().unwrap().0,
+            rng,
+        )
+        .unwrap();
+        CatchUp {
+            from: members[2].identity_key(),
+            cleared: regions.iter().map(|r| (*r, Slot(8))).collect(),
+            encapped_key,
+            ciphertext,
+        }
+    }
+
+    #[test]
+    fn a_member_behind_takes_no_state_that_leaves_a_region_out() {
+        let mut rng = ChaCha20Rng::from_seed([27; 32]);
+        let (mut members, public) = committee_with_epoch_key();
+        let r2 = RegionId(2);
+        let reported = cleared_without_member_1(&mut members, &public, &[R, r2], &mut rng);
+        // Member 2's operator seals to member 1 its state without region 2
+        // (whose every prepaid balance member 1 would then clear from
+        // nothing, and sign with member 2).
+        let mut state = members[2].clearing_state();
+        state.auctioneers.retain(|a| a.region() != r2);
+        let forged = sealed_by_member_2(&members, &state, &[R, r2], &mut rng);
+        assert_eq!(
+            members[1].catch_up(&forged, &reported),
+            Err(ServiceError::Unsigned)
+        );
+        assert_eq!(members[1].cleared(), Vec::new());
+        let to = members[1].identity_key();
+        let honest = members[2].catch_up_for(&to).unwrap();
+        assert_eq!(members[1].catch_up(&honest, &reported), Ok(()));
+        assert_eq!(members[1].cleared(), vec![(R, Slot(8)), (r2, Slot(8))]);
+    }
+
+    #[test]
+    fn a_member_behind_takes_no_epoch_keys_or_erasure_from_a_peer() {
+        let mut rng = ChaCha20Rng::from_seed([28; 32]);
+        let (mut members, public) = committee_with_epoch_key();
+        let reported = cleared_without_member_1(&mut members, &public, &[R], &mut rng);
+        // Member 2's operator plants a key of epoch 1 000 and an erasure
+        // mark there in its otherwise honest state: member 1 would erase
+        // every real key, refuse every share after, and sign epoch 1 000's
+        // key with member 2 (after which the chain refuses every earlier
+        // epoch's key as stale).
+        let (planted, _) = members[2].create_epoch_key(Epoch(1_000)).unwrap();
+        let secret = members[2]
+            .candidates
+            .iter()
+            .find(|k| k.epoch() == Epoch(1_000))
+            .unwrap()
+            .secret_bytes();
+        let mut state = members[2].clearing_state();
+        state.epoch_keys = vec![(Epoch(1_000), secret)];
+        state.erased_below = Epoch(1_000);
+        let forged = sealed_by_member_2(&members, &state, &[R], &mut rng);
+        assert_eq!(members[1].catch_up(&forged, &reported), Ok(()));
+        assert_eq!(members[1].epoch_key(Epoch(1_000)), None);
+        assert_eq!(members[1].epoch_key(Epoch(2)), Some(public));
+        let planted_purpose = Purpose::EpochKey {
+            epoch: Epoch(1_000),
+            public_key: planted,
+        };
+        assert!(sign(&mut members, 2, &[1, 2], &planted_purpose).is_err());
+        // It clears slot 9 with the others.
+        let buyer = SigningKey::from_bytes(&[1; 32]);
+        let buyer_id = AccountId(buyer.verifying_key().to_bytes());
+        let (buy, _) = order(&buyer, 9, Side::Buy, 100, &public, &mut rng);
+        let orders = [buy];
+        let traders = [(buyer_id, Energy::ZERO)];
+        let nine = Batch {
+            slot: Slot(9),
+            params: params(),
+            epoch: Epoch(2),
+            deposits: &[],
+            orders: &orders,
+            withdrawals: &[],
+            traders: &traders,
+            expired: false,
+        };
+        let summaries: Vec<SlotSummary> = members
+            .iter_mut()
+            .map(|m| m.clear(R, &nine).unwrap().summary.clone())
+            .collect();
+        assert!(summaries.iter().all(|s| *s == summaries[0]));
+    }
+
+    #[test]
+    fn no_member_takes_or_signs_a_key_of_an_epoch_far_ahead() {
+        let (mut members, _) = committee_with_epoch_key();
+        // Member 2 is compromised: it shares a key of epoch 1 000 (epoch 2
+        // is the newest published) and coordinates its signing.
+        let (planted, shares) = members[2].create_epoch_key(Epoch(1_000)).unwrap();
+        for share in &shares {
+            for m in members.iter_mut() {
+                if share.to == m.identity_key() {
+                    assert_eq!(
+                        m.receive_epoch_key(share, &planted),
+                        Err(ServiceError::State("epoch too far ahead"))
+                    );
+                }
+            }
+        }
+        let purpose = Purpose::EpochKey {
+            epoch: Epoch(1_000),
+            public_key: planted,
+        };
+        assert_eq!(
+            sign(&mut members, 2, &[0, 2], &purpose),
+            Err(ServiceError::Unsigned)
+        );
+        // The next epoch's key is taken and signed as before.
+        let (next, shares) = members[2].create_epoch_key(Epoch(3)).unwrap();
+        for share in &shares {
+            for m in members.iter_mut() {
+                if share.to == m.identity_key() {
+                    m.receive_epoch_key(share, &next).unwrap();
+                }
+            }
+        }
+        let purpose = Purpose::EpochKey {
+            epoch: Epoch(3),
+            public_key: next,
+        };
+        assert!(sign(&mut members, 2, &[0, 2], &purpose).is_ok());
     }
 
     #[test]

@@ -18,15 +18,17 @@ use crate::tx::MeterRole;
 use crate::{BlockContext, Role, State, TxError};
 use borsh::{BorshDeserialize, BorshSerialize};
 use quartier_enclave::attestation::Quote;
-use quartier_enclave::auctioneer::SlotSummary;
+use quartier_enclave::auctioneer::{FIRST_LEDGER, SlotSummary};
 use quartier_enclave::committee::{
     GroupPublicKey, GroupSignature, committee_message, report_message,
 };
 use quartier_enclave::epoch::epoch_key_message;
 use quartier_enclave::sealed::{CIPHERTEXT_LEN, Epoch, SealedOrder};
 use quartier_enclave::service::KEPT_EPOCHS_BEHIND;
+use quartier_types::hash::Digest;
 use quartier_types::{AccountId, Energy, Height, Money, RegionId, RegionParams, Slot};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// The most members a committee may have (bounds the transaction size).
 pub const MAX_COMMITTEE: usize = 16;
@@ -63,6 +65,10 @@ pub struct Committee {
     pub threshold: u16,
     /// The block it took office in.
     pub since: Height,
+    /// Per region, the prepaid ledger its last report left
+    /// (`SlotSummary::ledger`): the next report must clear from it.
+    #[serde(default)]
+    pub ledgers: BTreeMap<RegionId, Digest>,
 }
 
 /// A member's vote for a committee.
@@ -258,6 +264,7 @@ pub(crate) fn activate_committee(
         group_key,
         threshold: policy.threshold,
         since: ctx.height,
+        ledgers: BTreeMap::new(),
     });
     state.touch(StateKey::Committee);
     Ok(vec![Event::CommitteeActivated { group_key }])
@@ -492,7 +499,18 @@ pub(crate) fn post_settlement_report(
     let priced = Some(t.utility_buys) == t.grid_export.value_at(p.feed_in_tariff())
         && Some(t.utility_sells) == t.grid_import.value_at(p.grid_tariff())
         && Some(t.dso_fees) == t.local_energy.value_at(p.local_fee());
-    if !count_fits || !t.is_balanced() || !payouts_requested || !sells_fit || !priced {
+    // Cleared from the ledger the region's last report left (a member that
+    // lost or forged its ledger can not get a report built on another one
+    // taken, whoever signs it).
+    let continues = summary.ledger_before
+        == state
+            .records
+            .committee
+            .as_ref()
+            .and_then(|c| c.ledgers.get(&region).copied())
+            .unwrap_or(FIRST_LEDGER);
+    if !count_fits || !t.is_balanced() || !payouts_requested || !sells_fit || !priced || !continues
+    {
         return Err(TxError::ReportMismatch);
     }
     key.verify(&report_message(&state.chain_id().0.0, summary), signature)
@@ -590,6 +608,10 @@ pub(crate) fn post_settlement_report(
         },
     );
     state.touch(StateKey::SealedReport(region, slot));
+    if let Some(c) = state.records.committee.as_mut() {
+        c.ledgers.insert(region, summary.ledger);
+    }
+    state.touch(StateKey::Committee);
     let mut events = vec![Event::SealedSlotSettled {
         region,
         slot,

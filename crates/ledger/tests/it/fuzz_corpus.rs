@@ -157,6 +157,7 @@ fn seeds() -> Vec<(&'static str, TxBody)> {
                     },
                     payouts: vec![(who, Money::new(1))],
                     ledger: quartier_types::hash::tagged("L", &[]),
+                    ledger_before: quartier_types::hash::tagged("B", &[]),
                 },
                 signature: [10; 64],
             },

@@ -6,7 +6,7 @@ use crate::kit::{Chain, GATE_MS, R1, R2, SLOT_MS, chf, genesis, id, key, r1_para
 use ed25519_dalek::SigningKey;
 use quartier_enclave::attestation::{AttestationError, Measurement, SimulatedAttestationService};
 use quartier_enclave::auctioneer::{
-    Auctioneer, Batch, Outcome, ReceiptBody, Refusal, SlotReport, receipts_root,
+    Auctioneer, Batch, FIRST_LEDGER, Outcome, ReceiptBody, Refusal, SlotReport, receipts_root,
 };
 use quartier_enclave::committee::{self, GroupKey, Member, committee_message, report_message};
 use quartier_enclave::epoch::{IdentityKey, epoch_key_message};
@@ -534,6 +534,28 @@ fn a_sealed_slot_settles_through_a_threshold_signed_report_and_reconciles() {
         .unwrap();
     // c1 asked for more than it prepaid: not approved.
     assert_eq!(report.summary.payouts, vec![(id(&p1), proceeds)]);
+    // The same slot cleared from a ledger the committee never signed (a
+    // member that lost its ledger starts from nothing; one fed a forged
+    // ledger from another): signed by t members, still refused, as it
+    // does not continue the region's last report.
+    for ledger_before in [FIRST_LEDGER, report.summary.ledger] {
+        let mut wiped = report.summary.clone();
+        wiped.ledger_before = ledger_before;
+        let signature = e.sign(&[1, 2], &report_message(&chain_id(), &wiped));
+        let tx = c.tx(
+            &e.accounts[0],
+            TxBody::PostSettlementReport {
+                summary: wiped,
+                signature,
+            },
+        );
+        let mut state = c.state.clone();
+        assert_eq!(
+            quartier_ledger::apply(&mut state, &tx, &c.ctx()),
+            Err(TxError::ReportMismatch)
+        );
+        assert_eq!(state, c.state, "a refused report changes nothing");
+    }
     let signature = e.sign(&[1, 2], &report_message(&chain_id(), &report.summary));
     c.queue(
         &e.accounts[0].clone(),
@@ -765,6 +787,12 @@ fn bad_quotes_reports_and_sealed_orders_are_rejected_and_change_nothing() {
     let elsewhere = e.sign(&[0, 1], &report_message(&[0xee; 32], &report.summary));
     let tx = c.tx(&e.accounts[0], post(report.summary.clone(), elsewhere));
     rejects(&c, &tx, TxError::InvalidGroupSignature);
+    // A region's first report clears from the first ledger only.
+    let mut not_first = report.summary.clone();
+    not_first.ledger_before = report.summary.ledger;
+    let sig = e.sign(&[0, 1], &report_message(&chain_id(), &not_first));
+    let tx = c.tx(&e.accounts[0], post(not_first, sig));
+    rejects(&c, &tx, TxError::ReportMismatch);
     let mut payout = report.summary.clone();
     payout.payouts.push((id(&p1), Money::new(1)));
     let sig = e.sign(&[0, 1], &report_message(&chain_id(), &payout));
