@@ -205,3 +205,44 @@ fn a_byzantine_member_ends_the_dkg_named_and_no_honest_member_is_left_with_half_
         }
     }
 }
+
+#[test]
+fn an_outsider_copying_round_2_requests_to_the_others_first_does_not_stop_it() {
+    // Round 2's request is the same for every member: an outsider who sees
+    // the one to member 0 delivers it to the others before the
+    // coordinator does. Each answers the same request the same way.
+    let (mut members, quotes) = members([Behaviour::Honest; 3]);
+    let outcome = run(&mut members, quotes, |members, request| {
+        if let Request::DkgRound2 { .. } = request {
+            for m in members.iter_mut() {
+                let _ = rpc(&mut m.enclave, request);
+            }
+        }
+    });
+    assert!(matches!(outcome, DkgOutcome::Formed(_)), "{outcome:?}");
+}
+
+#[test]
+fn a_dkg_that_failed_forms_when_the_coordinator_tries_again() {
+    // Member 2's host drops its round-2 answer once; the coordinator runs
+    // the same DKG again (the same invitation: same members, same t). The
+    // members answer the repeated rounds as before and finish.
+    let (mut members, quotes) =
+        members([Behaviour::Honest, Behaviour::Honest, Behaviour::SilentIn(2)]);
+    let outcome = run(&mut members, quotes.clone(), |_, _| {});
+    assert_eq!(
+        outcome,
+        DkgOutcome::Failed(DkgFailure::Member {
+            member: 2,
+            round: 2
+        })
+    );
+    members[2].behaviour = Behaviour::Honest;
+    let outcome = run(&mut members, quotes, |_, _| {});
+    let DkgOutcome::Formed(key) = outcome else {
+        panic!("no committee on the second try: {outcome:?}");
+    };
+    for m in &members {
+        assert_eq!(m.enclave.group_key(), Some(key));
+    }
+}

@@ -269,7 +269,9 @@ pub fn apply_verified(
             epoch,
             public_key,
             signature,
-        } => sealed_market::publish_epoch_key(state, signer, *epoch, *public_key, signature)?,
+        } => {
+            sealed_market::publish_epoch_key(state, (ctx, signer), *epoch, *public_key, signature)?
+        }
         TxBody::SubmitSealedOrder { sealed } => {
             sealed_market::submit_sealed_order(state, ctx, signer, sealed)?
         }

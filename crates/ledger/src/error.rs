@@ -179,6 +179,10 @@ pub enum TxError {
     /// members' votes (it holds the prepaid ledgers and custody).
     #[error("an enclave committee is in office")]
     CommitteeInOffice,
+    /// The epoch is past the one after the block's: its key is published
+    /// only when its time comes.
+    #[error("epoch {0} is too far ahead")]
+    EpochTooFar(u64),
     /// The epoch is not later than the last published one.
     #[error("epoch {0} is not later than the last published")]
     StaleEpoch(u64),

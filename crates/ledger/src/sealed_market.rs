@@ -281,14 +281,22 @@ fn committee_key(state: &State) -> Result<GroupPublicKey, TxError> {
 
 pub(crate) fn publish_epoch_key(
     state: &mut State,
-    signer: AccountId,
+    (ctx, signer): (&BlockContext, AccountId),
     epoch: Epoch,
     public_key: [u8; 32],
     signature: &GroupSignature,
 ) -> Result<Vec<Event>, TxError> {
-    policy(state)?;
+    let policy = policy(state)?;
     registered_enclave(state, &signer)?;
     let key = committee_key(state)?;
+    // At most the epoch after the block's own: a key published far ahead
+    // (one compromised member's, signed with an honest one) would make the
+    // chain refuse every earlier epoch's key as stale, and each one
+    // published would move the next step on.
+    let now = policy.epoch_of(state.genesis().slot_at(ctx.time));
+    if epoch.0 > now.0.saturating_add(1) {
+        return Err(TxError::EpochTooFar(epoch.0));
+    }
     if let Some((last, _)) = state.records.epochs.last_key_value()
         && epoch <= *last
     {
@@ -308,7 +316,6 @@ pub(crate) fn publish_epoch_key(
     state.touch(StateKey::Epochs);
     // The enclaves erase older keys now: batches of those epochs still
     // waiting are cleared with their orders refused.
-    let policy = policy(state)?;
     let expiring: Vec<(RegionId, Slot)> = state
         .records
         .batches

@@ -47,6 +47,7 @@ fn name(e: &TxError) -> &'static str {
         TxError::NoCommittee => "NoCommittee",
         TxError::CommitteeInOffice => "CommitteeInOffice",
         TxError::StaleEpoch(_) => "StaleEpoch",
+        TxError::EpochTooFar(_) => "EpochTooFar",
         TxError::UnknownEpoch(_) => "UnknownEpoch",
         TxError::SealedOrderSize => "SealedOrderSize",
         TxError::InvalidGroupSignature => "InvalidGroupSignature",

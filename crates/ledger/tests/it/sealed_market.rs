@@ -657,7 +657,24 @@ fn bad_quotes_reports_and_sealed_orders_are_rejected_and_change_nothing() {
     // `a_committee_whose_key_needs_another_threshold_does_not_take_office`.)
     rejects(&c, &tx, TxError::CommitteeInOffice);
 
-    // Epoch keys: stale, or signed by another group.
+    // Epoch keys: stale, two epochs past the block's (signed by the
+    // committee: a compromised member's, co-signed by an honest one before
+    // the honest one knew no better; published, it would make the chain
+    // refuse every earlier epoch's key), or signed by another group.
+    let far = EpochKeyPair::generate(Epoch(epoch.0 + 2), &mut rng);
+    let signature = e.sign(
+        &[0, 1],
+        &epoch_key_message(&chain_id(), far.epoch(), &far.public_key()),
+    );
+    let tx = c.tx(
+        &e.accounts[0],
+        TxBody::PublishEpochKey {
+            epoch: far.epoch(),
+            public_key: far.public_key(),
+            signature,
+        },
+    );
+    rejects(&c, &tx, TxError::EpochTooFar(epoch.0 + 2));
     let next = EpochKeyPair::generate(Epoch(epoch.0 + 1), &mut rng);
     let stale = e.sign(&[0, 1], &epoch_key_message(&chain_id(), epoch, &public));
     let tx = c.tx(
@@ -1307,10 +1324,11 @@ fn a_batch_left_waiting_past_the_erasure_schedule_is_marked_for_every_enclave() 
         batch.expired
     };
     assert!(!expired(&c), "a fresh batch opens normally");
-    // Nobody reports the slot; the committee goes on publishing keys.
-    // Epoch 2's batch is marked when epoch 5's key is published (the
-    // enclaves then keep epochs 3 to 5), not before.
-    for (k, next) in [(1, 3), (2, 4), (3, 5)] {
+    // Nobody reports the slot; the committee goes on publishing keys, each
+    // in the last slot of the epoch before its own. Epoch 2's batch is
+    // marked when epoch 5's key is published (the enclaves then keep
+    // epochs 3 to 5), not before.
+    for next in [3, 4, 5] {
         let key = EpochKeyPair::generate(Epoch(next), &mut rng);
         let signature = e.sign(
             &[0, 1],
@@ -1324,7 +1342,7 @@ fn a_batch_left_waiting_past_the_erasure_schedule_is_marked_for_every_enclave() 
                 signature,
             },
         );
-        c.block_ok(after_gate(SLOT) + k);
+        c.block_ok(in_slot(next * EPOCH_SLOTS - 1) + GATE_MS);
         assert_eq!(expired(&c), next == 5, "after epoch {next}");
     }
 }
