@@ -738,7 +738,7 @@ impl EnclaveService {
         let key = EpochKeyPair::generate(epoch, &mut self.rng.0);
         let shares = share(&key, &self.identity, &others, &context.0, &mut self.rng.0);
         let public = key.public_key();
-        self.add_candidate(self.identity_key(), key);
+        self.add_candidate(self.identity_key(), key)?;
         Ok((public, shares))
     }
 
@@ -824,30 +824,38 @@ impl EnclaveService {
         {
             return Ok(());
         }
-        self.add_candidate(share.from, key);
-        Ok(())
+        self.add_candidate(share.from, key)
     }
 
     /// The most open signing sessions kept per coordinator.
     const SESSIONS_PER_COORDINATOR: usize = 8;
 
-    /// The most candidate keys kept per sender (its oldest are dropped
-    /// first): no member crowds out another's keys.
+    /// The most candidate keys kept per sender, and per sender and epoch
+    /// (a sender that restarted creates its epoch's key again): no member
+    /// crowds out another's keys, and none is ever dropped for a later one
+    /// (a compromised member could otherwise make the others drop the key
+    /// it had signed and published, so that nobody holds it).
     const CANDIDATES_PER_SENDER: usize = 4;
+    const CANDIDATES_PER_SENDER_AND_EPOCH: usize = 2;
 
     /// Keeps `key`, from the member with identity `from` (this one for a
-    /// key it created): one per sender and epoch, the newest.
-    fn add_candidate(&mut self, from: [u8; 32], key: EpochKeyPair) {
-        self.candidates
-            .retain(|(sender, k)| *sender != from || k.epoch() != key.epoch());
-        self.candidates.push((from, key));
-        while self.candidates.iter().filter(|(s, _)| *s == from).count()
-            > Self::CANDIDATES_PER_SENDER
+    /// key it created), unless that sender has all its places taken.
+    ///
+    /// # Errors
+    /// [`ServiceError::State`] when they are.
+    fn add_candidate(&mut self, from: [u8; 32], key: EpochKeyPair) -> Result<(), ServiceError> {
+        let of_sender = self.candidates.iter().filter(|(s, _)| *s == from);
+        let same_epoch = of_sender
+            .clone()
+            .filter(|(_, k)| k.epoch() == key.epoch())
+            .count();
+        if of_sender.count() >= Self::CANDIDATES_PER_SENDER
+            || same_epoch >= Self::CANDIDATES_PER_SENDER_AND_EPOCH
         {
-            if let Some(oldest) = self.candidates.iter().position(|(s, _)| *s == from) {
-                self.candidates.remove(oldest);
-            }
+            return Err(ServiceError::State("too many keys from this member"));
         }
+        self.candidates.push((from, key));
+        Ok(())
     }
 
     /// Whether `epoch`'s key is gone here: erased on the schedule, or every
@@ -2689,9 +2697,11 @@ mod tests {
         // Member 2 is compromised: before the member whose turn it is, it
         // shares five keys of epoch 3 (it can then publish one of its own
         // or none). Before, three keys of an epoch were all a member took.
-        for _ in 0..5 {
+        for i in 0..5 {
+            members[2].candidates.clear();
             let (_, taken) = share_key(&mut members, 2, Epoch(3));
-            assert!(taken.iter().all(Result::is_ok));
+            let kept = i < EnclaveService::CANDIDATES_PER_SENDER_AND_EPOCH;
+            assert!(taken.iter().all(|t| t.is_ok() == kept), "{i}: {taken:?}");
         }
         let (honest, taken) = share_key(&mut members, 1, Epoch(3));
         assert_eq!(taken, vec![Ok(()), Ok(())]);
@@ -2700,6 +2710,31 @@ mod tests {
             public_key: honest,
         };
         assert!(sign(&mut members, 1, &[0, 1], &purpose).is_ok());
+    }
+
+    #[test]
+    fn a_compromised_member_can_not_make_the_others_drop_the_key_it_published() {
+        // Member 2 is compromised: its key of epoch 3 is signed with member
+        // 0 and published; then, before the hosts settle it, it shares
+        // another key of epoch 3 and four of later epochs. Every member
+        // still holds the published key (before, each kept only a sender's
+        // newest: nobody held it, nobody could reshare it, and no slot of
+        // epoch 3 cleared).
+        let (mut members, _) = committee_with_epoch_key();
+        let (published, _) = share_key(&mut members, 2, Epoch(3));
+        let purpose = Purpose::EpochKey {
+            epoch: Epoch(3),
+            public_key: published,
+        };
+        assert!(sign(&mut members, 2, &[0, 2], &purpose).is_ok());
+        for epoch in [3, 4, 5, 6, 7] {
+            members[2].candidates.clear();
+            let _ = share_key(&mut members, 2, Epoch(epoch));
+        }
+        for m in &mut members[..2] {
+            assert!(m.settle_epoch_key(Epoch(3), &published));
+            assert_eq!(m.epoch_key(Epoch(3)), Some(published));
+        }
     }
 
     #[test]
@@ -2768,18 +2803,15 @@ mod tests {
         for _ in 0..20 {
             assert_eq!(members[0].receive_epoch_key(&next0, &next), Ok(()));
         }
+        let mut refused = 0;
         for _ in 0..20 {
+            // (Member 2 misbehaves: its own enclave's limit is not asked.)
+            members[2].candidates.clear();
             let (rival, rival_shares) = members[2].create_epoch_key(Epoch(3)).unwrap();
             let s = rival_shares.iter().find(|s| s.to == to0).unwrap();
-            assert_eq!(members[0].receive_epoch_key(s, &rival), Ok(()));
+            refused += usize::from(members[0].receive_epoch_key(s, &rival).is_err());
         }
-        let from2 = members[2].identity_key();
-        let kept = members[0]
-            .candidates
-            .iter()
-            .filter(|(sender, k)| *sender == from2 && k.epoch() == Epoch(3))
-            .count();
-        assert_eq!(kept, 1, "one key per sender and epoch, the newest");
+        assert_eq!(refused, 18, "two keys per sender and epoch");
         assert!(members[0].settle_epoch_key(Epoch(3), &next));
 
         // Member 0 and 1 clear slot 8; a catch-up made then is refused once

@@ -293,8 +293,16 @@ pub(crate) fn publish_epoch_key(
     // (one compromised member's, signed with an honest one) would make the
     // chain refuse every earlier epoch's key as stale, and each one
     // published would move the next step on.
+    // Nor one that skips an epoch whose time has not come yet (its slots
+    // could then take no sealed order): after the last published, or the
+    // block's own if that is later.
     let now = policy.epoch_of(state.genesis().slot_at(ctx.time));
-    if epoch.0 > now.0.saturating_add(1) {
+    let after_now = now.0.saturating_add(1);
+    let furthest = match state.records.epochs.last_key_value() {
+        None => after_now,
+        Some((last, _)) => last.0.saturating_add(1).max(now.0).min(after_now),
+    };
+    if epoch.0 > furthest {
         return Err(TxError::EpochTooFar(epoch.0));
     }
     if let Some((last, _)) = state.records.epochs.last_key_value()

@@ -819,10 +819,9 @@ impl Host {
 
     /// Keys for the slots orders may be placed for now, created by the
     /// member whose turn the epoch is, published with the committee's signature.
-    /// Every few seconds, the published keys of the current and next epoch
-    /// this member holds go again to the others, sealed to each: a member
-    /// that was down when a key was shared gets it (no peer's whole state
-    /// is trusted for it).
+    /// Every few seconds, every published key this member holds goes again
+    /// to the others, sealed to each: a member that was down when a key was
+    /// shared gets it (no peer's whole state is trusted for it).
     fn reshare_epoch_keys(&mut self, view: &ChainView, committee: &Committee) {
         if self
             .reshared_at
@@ -831,12 +830,12 @@ impl Host {
             return;
         }
         self.reshared_at = Some(Instant::now());
-        let now = view.policy.epoch_of(Slot(view.time_ms / view.slot_ms));
         let peers = self.peers_by_member(&committee.members);
-        for epoch in [now, Epoch(now.0.saturating_add(1))] {
-            let Some(public_key) = view.epochs.get(&epoch).copied() else {
-                continue;
-            };
+        // Every published key this member still holds (the erasure schedule
+        // keeps a few): a member that caught up from a peer's state takes
+        // none of its keys, and may need an older epoch's for a batch still
+        // waiting.
+        for (epoch, public_key) in view.epochs.iter().map(|(e, k)| (*e, *k)) {
             let Ok(shares) = self.shared.lock().service.reshare_epoch_key(epoch) else {
                 continue;
             };

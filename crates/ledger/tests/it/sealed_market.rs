@@ -675,6 +675,29 @@ fn bad_quotes_reports_and_sealed_orders_are_rejected_and_change_nothing() {
         },
     );
     rejects(&c, &tx, TxError::EpochTooFar(epoch.0 + 2));
+    // In epoch 3 with epoch 2's key the last published, epoch 4's would
+    // skip epoch 3 (whose slots could then take no sealed order).
+    let mut in_epoch_3 = c.ctx();
+    in_epoch_3.time = quartier_types::Timestamp(in_slot((epoch.0 + 1) * EPOCH_SLOTS));
+    let skip = EpochKeyPair::generate(Epoch(epoch.0 + 2), &mut rng);
+    let signature = e.sign(
+        &[0, 1],
+        &epoch_key_message(&chain_id(), skip.epoch(), &skip.public_key()),
+    );
+    let tx = c.tx(
+        &e.accounts[0],
+        TxBody::PublishEpochKey {
+            epoch: skip.epoch(),
+            public_key: skip.public_key(),
+            signature,
+        },
+    );
+    let mut state = c.state.clone();
+    assert_eq!(
+        quartier_ledger::apply(&mut state, &tx, &in_epoch_3),
+        Err(TxError::EpochTooFar(epoch.0 + 2))
+    );
+    assert_eq!(state, c.state);
     let next = EpochKeyPair::generate(Epoch(epoch.0 + 1), &mut rng);
     let stale = e.sign(&[0, 1], &epoch_key_message(&chain_id(), epoch, &public));
     let tx = c.tx(
