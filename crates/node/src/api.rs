@@ -209,10 +209,13 @@ async fn submit(
         MempoolError::Duplicate => ApiError(StatusCode::CONFLICT, e.to_string()),
         // Not this tx: another carrying its key image. A client that reads
         // 409 as "already have it" must not take this for that.
-        MempoolError::KeyImagePending => ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
-        MempoolError::Full | MempoolError::AccountFull => {
-            ApiError(StatusCode::TOO_MANY_REQUESTS, e.to_string())
+        MempoolError::KeyImagePending | MempoolError::NonceTaken(_) => {
+            ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
         }
+        MempoolError::Full
+        | MempoolError::AccountFull
+        | MempoolError::GapsFull
+        | MempoolError::NewcomersFull => ApiError(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
         _ => bad(e),
     })?;
     (api.gossip)(bytes);

@@ -436,7 +436,7 @@ impl LedgerApp {
             TxStatus::Pending
         } else if let Some(reason) = chain.mempool.rejection(hash) {
             TxStatus::Rejected {
-                reason: reason.to_string(),
+                reason: reason.to_owned(),
             }
         } else {
             TxStatus::Unknown
@@ -714,7 +714,11 @@ where
         let (parent_height, parent_time) = (parent.inner().height, parent.inner().time_ms);
         let mut state = self.state_after(parent, &mut ancestry).await?;
         let time_ms = millis(runtime.current()).max(parent_time);
-        let candidates = self.chain.lock().mempool.pending(MAX_BLOCK_TXS);
+        let candidates = self
+            .chain
+            .lock()
+            .mempool
+            .pending(MAX_BLOCK_TXS, |who| state.account(who).nonce);
         let idle = candidates.is_empty()
             && !state.settlement_due(Timestamp(time_ms))
             && time_ms < parent_time.saturating_add(self.idle_block_ms)

@@ -5,13 +5,29 @@ use quartier_types::hash::Digest;
 use quartier_types::{AccountId, Height};
 use std::collections::{BTreeMap, VecDeque};
 
-/// Limits of the mempool.
+/// Limits of the mempool: its admission policy.
+///
+/// An account's transactions are admitted only with nonces from its next one
+/// up to `max_per_account` ahead, each nonce once, and only those that can go
+/// in the next block (every nonce before them pending or final) are ever
+/// proposed, accounts taking turns. What could not go in (a gap never
+/// filled) is bounded apart and evicted after `max_age_blocks`. Accounts the
+/// finalized state knows nothing of (no nonce used, no balance, no role or
+/// meter) share `max_newcomer_txs`, so fresh keys, which cost nothing, can
+/// not fill the pool for everyone else.
 #[derive(Clone, Copy, Debug)]
 pub struct MempoolConfig {
     /// Most pending transactions in all.
     pub max_txs: usize,
-    /// Most pending transactions of one account.
+    /// Most pending transactions of one account, and how far ahead of its
+    /// next nonce a transaction may be.
     pub max_per_account: usize,
+    /// Most pending transactions admitted with a nonce gap before them.
+    pub max_gapped: usize,
+    /// Most pending transactions of accounts the state does not know.
+    pub max_newcomer_txs: usize,
+    /// Finalized blocks a transaction may wait before it is evicted.
+    pub max_age_blocks: u64,
     /// How many rejection reasons are remembered for lookup.
     pub max_rejections: usize,
 }
@@ -21,6 +37,9 @@ impl Default for MempoolConfig {
         MempoolConfig {
             max_txs: 50_000,
             max_per_account: 64,
+            max_gapped: 4_096,
+            max_newcomer_txs: 1_024,
+            max_age_blocks: 1_200,
             max_rejections: 10_000,
         }
     }
@@ -43,9 +62,29 @@ pub enum MempoolError {
         /// The transaction's nonce.
         got: u64,
     },
+    /// The nonce is further ahead of the account's next nonce than the
+    /// mempool holds transactions of one account.
+    #[error("nonce too far ahead: account is at {expected}, got {got} (at most {max_ahead} ahead)")]
+    TooFarAhead {
+        /// The account's next nonce.
+        expected: u64,
+        /// The transaction's nonce.
+        got: u64,
+        /// How far ahead a nonce may be.
+        max_ahead: u64,
+    },
+    /// Another transaction of the account with this nonce is pending.
+    #[error("another transaction with nonce {0} is pending")]
+    NonceTaken(u64),
     /// The account has too many pending transactions.
     #[error("too many pending transactions for this account")]
     AccountFull,
+    /// Too many pending transactions wait for a nonce before them.
+    #[error("too many pending transactions with a nonce gap")]
+    GapsFull,
+    /// Too many pending transactions of accounts the chain does not know.
+    #[error("too many pending transactions of new accounts")]
+    NewcomersFull,
     /// The mempool is full.
     #[error("mempool full")]
     Full,
@@ -66,7 +105,21 @@ pub fn admission_context(state: &State) -> BlockContext {
     }
 }
 
-/// Signature-checked pending transactions in arrival order.
+/// One pending transaction.
+#[derive(Debug)]
+struct Entry {
+    /// Arrival order.
+    seq: u64,
+    /// The finalized height when it was admitted.
+    admitted_at: u64,
+    /// Admitted with a nonce gap before it (counted in `gapped`).
+    gapped: bool,
+    /// Of an account the state did not know (counted in `newcomers`).
+    newcomer: bool,
+    tx: SignedTx,
+}
+
+/// Signature-checked pending transactions.
 ///
 /// A one-time (mode A) transaction has no nonce and no account to bound
 /// it: it is admitted only if it passes the ledger's checks against the
@@ -74,18 +127,36 @@ pub fn admission_context(state: &State) -> BlockContext {
 /// no pending transaction carries one of its key images. Its allowance or
 /// order authorisation is one key image per meter, slot and use, so the
 /// one-time transactions pending at once are bounded by the registry, not
-/// by what a stranger sends.
+/// by what a stranger sends. An account's transactions are bounded by
+/// [`MempoolConfig`].
 #[derive(Debug, Default)]
 pub struct Mempool {
     config: MempoolConfig,
-    txs: BTreeMap<Digest, (u64, SignedTx)>,
+    txs: BTreeMap<Digest, Entry>,
     /// The key images of pending one-time transactions.
     images: BTreeMap<[u8; 32], Digest>,
     arrival: BTreeMap<u64, Digest>,
-    per_account: BTreeMap<AccountId, usize>,
+    /// Each account's pending transactions by nonce (one-time ones are not here).
+    accounts: BTreeMap<AccountId, BTreeMap<u64, Digest>>,
+    gapped: usize,
+    newcomers: usize,
     next_seq: u64,
-    rejected: BTreeMap<Digest, TxError>,
+    rejected: BTreeMap<Digest, String>,
     rejected_order: VecDeque<Digest>,
+}
+
+/// Whether the finalized state knows `who`: it used a nonce, holds IOUs, or
+/// has a role, a meter or an enclave on the chain.
+fn known(state: &State, who: &AccountId) -> bool {
+    let account = state.account(who);
+    let genesis = state.genesis();
+    account.nonce > 0
+        || account.balance.get() > 0
+        || state.meter(who).is_some()
+        || state.validators().contains(who)
+        || state.enclaves().contains_key(who)
+        || genesis.dso == *who
+        || genesis.utility == *who
 }
 
 impl Mempool {
@@ -112,14 +183,15 @@ impl Mempool {
         self.txs.contains_key(hash)
     }
 
-    /// Why the ledger rejected `hash`, if it did recently.
-    pub fn rejection(&self, hash: &Digest) -> Option<&TxError> {
-        self.rejected.get(hash)
+    /// Why `hash` was rejected or evicted, if it was recently.
+    pub fn rejection(&self, hash: &Digest) -> Option<&str> {
+        self.rejected.get(hash).map(String::as_str)
     }
 
-    /// Admits a transaction after checking its signature against `state`'s
-    /// nonces; a one-time transaction after checking it in full against
-    /// `state` (the finalized state) and the key images pending.
+    /// Admits a transaction: the cheap checks first (duplicate, chain,
+    /// nonce window, quotas), then its signature against `state`'s nonces,
+    /// and a one-time transaction in full against `state` (the finalized
+    /// state) and the key images pending.
     ///
     /// # Errors
     /// [`MempoolError`] saying why it was not admitted; nothing changes then.
@@ -128,19 +200,42 @@ impl Mempool {
         if self.txs.contains_key(&hash) {
             return Err(MempoolError::Duplicate);
         }
-        let expected = state.account(&tx.tx.signer).nonce;
-        if tx.tx.nonce < expected {
-            return Err(MempoolError::Stale {
-                expected,
-                got: tx.tx.nonce,
-            });
-        }
         if tx.tx.chain_id != state.chain_id() {
             return Err(MempoolError::Invalid(TxError::WrongChain));
         }
+        let one_time = tx.tx.body.is_one_time();
         let signer = tx.tx.signer;
-        if self.per_account.get(&signer).copied().unwrap_or(0) >= self.config.max_per_account {
-            return Err(MempoolError::AccountFull);
+        let (mut gapped, mut newcomer) = (false, false);
+        if !one_time {
+            let expected = state.account(&signer).nonce;
+            let got = tx.tx.nonce;
+            if got < expected {
+                return Err(MempoolError::Stale { expected, got });
+            }
+            let max_ahead = self.config.max_per_account as u64;
+            if got - expected >= max_ahead {
+                return Err(MempoolError::TooFarAhead {
+                    expected,
+                    got,
+                    max_ahead,
+                });
+            }
+            let queue = self.accounts.get(&signer);
+            if queue.is_some_and(|q| q.contains_key(&got)) {
+                return Err(MempoolError::NonceTaken(got));
+            }
+            if queue.map_or(0, BTreeMap::len) >= self.config.max_per_account {
+                return Err(MempoolError::AccountFull);
+            }
+            let before = queue.map_or(0, |q| q.range(expected..got).count());
+            gapped = before as u64 != got - expected;
+            if gapped && self.gapped >= self.config.max_gapped {
+                return Err(MempoolError::GapsFull);
+            }
+            newcomer = !known(state, &signer);
+            if newcomer && self.newcomers >= self.config.max_newcomer_txs {
+                return Err(MempoolError::NewcomersFull);
+            }
         }
         if self.txs.len() >= self.config.max_txs {
             return Err(MempoolError::Full);
@@ -150,61 +245,146 @@ impl Mempool {
         if images.iter().any(|i| self.images.contains_key(i)) {
             return Err(MempoolError::KeyImagePending);
         }
-        let one_time = tx.tx.body.is_one_time();
         let verified = tx.verify().map_err(MempoolError::Invalid)?;
         if one_time {
             quartier_ledger::check_one_time(state, &verified, &admission_context(state))
                 .map_err(MempoolError::Invalid)?;
+        } else {
+            self.accounts
+                .entry(signer)
+                .or_default()
+                .insert(verified.tx().nonce, hash);
         }
         let seq = self.next_seq;
         self.next_seq += 1;
         self.arrival.insert(seq, hash);
-        self.txs.insert(hash, (seq, verified.signed().clone()));
         for image in images {
             self.images.insert(image, hash);
         }
-        *self.per_account.entry(signer).or_default() += 1;
+        self.gapped += usize::from(gapped);
+        self.newcomers += usize::from(newcomer);
+        self.txs.insert(
+            hash,
+            Entry {
+                seq,
+                admitted_at: state.meta().height.0,
+                gapped,
+                newcomer,
+                tx: verified.signed().clone(),
+            },
+        );
         Ok(hash)
     }
 
-    /// Up to `max` pending transactions, the earliest: the one-time (mode A)
-    /// ones first, in the order of their hashes, then the accounts' in
-    /// arrival order (a nonce follows its predecessor). A block thus does
-    /// not say which shielded order arrived first: a meter that is always
-    /// quick (or a host that sends its meters' orders in one order every
-    /// slot) would otherwise hold the same place in every slot's block. And
-    /// a registration or tariff change in the same block comes after them,
-    /// so it does not void the rings and escrows they were signed against.
-    pub fn pending(&self, max: usize) -> Vec<SignedTx> {
-        let (mut one_time, mut txs): (Vec<_>, Vec<_>) = self
+    /// Up to `max` pending transactions that can go in the next block: the
+    /// one-time (mode A) ones first, in the order of their hashes, then the
+    /// accounts', each account's from `next_nonce(account)` (its nonce after
+    /// the block built on) without a gap, the accounts taking turns one
+    /// transaction each in the order their first pending one arrived.
+    ///
+    /// A block thus does not say which shielded order arrived first: a meter
+    /// that is always quick (or a host that sends its meters' orders in one
+    /// order every slot) would otherwise hold the same place in every slot's
+    /// block. A registration or tariff change in the same block comes after
+    /// them, so it does not void the rings and escrows they were signed
+    /// against. And one account's many transactions, or many accounts'
+    /// transactions that wait for a nonce that never comes, do not keep
+    /// another account's out.
+    pub fn pending(&self, max: usize, next_nonce: impl Fn(&AccountId) -> u64) -> Vec<SignedTx> {
+        let mut one_time: Vec<(Digest, &SignedTx)> = self
             .arrival
             .values()
-            .filter_map(|h| self.txs.get(h).map(|(_, tx)| (*h, tx)))
+            .filter_map(|h| self.txs.get(h).map(|e| (*h, &e.tx)))
+            .filter(|(_, tx)| tx.tx.body.is_one_time())
             .take(max)
-            .partition(|(_, tx)| tx.tx.body.is_one_time());
+            .collect();
         one_time.sort_unstable_by_key(|(hash, _)| *hash);
-        one_time.append(&mut txs);
-        one_time.into_iter().map(|(_, tx)| tx.clone()).collect()
+        let mut out: Vec<SignedTx> = one_time.into_iter().map(|(_, tx)| tx.clone()).collect();
+        // Each account's run of transactions that can apply in order.
+        let mut runs: Vec<(u64, Vec<&SignedTx>)> = self
+            .accounts
+            .iter()
+            .filter_map(|(who, queue)| {
+                let mut nonce = next_nonce(who);
+                let mut run = Vec::new();
+                for (n, hash) in queue.range(nonce..) {
+                    if *n != nonce {
+                        break;
+                    }
+                    let entry = self.txs.get(hash)?;
+                    run.push(&entry.tx);
+                    nonce = nonce.checked_add(1)?;
+                }
+                let first = self.txs.get(&run.first()?.hash())?.seq;
+                Some((first, run))
+            })
+            .collect();
+        runs.sort_unstable_by_key(|(first, _)| *first);
+        let mut turn = 0;
+        while out.len() < max {
+            let before = out.len();
+            for (_, run) in &runs {
+                if out.len() >= max {
+                    break;
+                }
+                if let Some(tx) = run.get(turn) {
+                    out.push((*tx).clone());
+                }
+            }
+            if out.len() == before {
+                break;
+            }
+            turn += 1;
+        }
+        out
     }
 
     /// Removes a transaction (it was included in a finalized block).
     pub fn remove(&mut self, hash: &Digest) {
-        if let Some((seq, tx)) = self.txs.remove(hash) {
-            self.arrival.remove(&seq);
-            for image in quartier_ledger::key_images_of(&tx.tx.body) {
-                self.images.remove(&image);
-            }
-            if let Some(n) = self.per_account.get_mut(&tx.tx.signer) {
-                *n -= 1;
-                if *n == 0 {
-                    self.per_account.remove(&tx.tx.signer);
-                }
+        let Some(entry) = self.txs.remove(hash) else {
+            return;
+        };
+        self.arrival.remove(&entry.seq);
+        for image in quartier_ledger::key_images_of(&entry.tx.tx.body) {
+            self.images.remove(&image);
+        }
+        self.gapped -= usize::from(entry.gapped);
+        self.newcomers -= usize::from(entry.newcomer);
+        let signer = entry.tx.tx.signer;
+        if let Some(queue) = self.accounts.get_mut(&signer) {
+            queue.remove(&entry.tx.tx.nonce);
+            if queue.is_empty() {
+                self.accounts.remove(&signer);
             }
         }
     }
 
-    /// Removes a transaction the ledger rejected and remembers why.
+    /// Removes a transaction the ledger rejected and remembers why, and the
+    /// account's transactions after it (none of them can apply until another
+    /// transaction takes its nonce).
     pub fn reject(&mut self, hash: Digest, reason: TxError) {
+        let after: Vec<Digest> = self
+            .txs
+            .get(&hash)
+            .filter(|e| !e.tx.tx.body.is_one_time())
+            .and_then(|e| {
+                let (signer, nonce) = (e.tx.tx.signer, e.tx.tx.nonce);
+                let queue = self.accounts.get(&signer)?;
+                Some(
+                    queue
+                        .range(nonce.checked_add(1)?..)
+                        .map(|(_, h)| *h)
+                        .collect(),
+                )
+            })
+            .unwrap_or_default();
+        self.drop_with_reason(hash, reason.to_string());
+        for later in after {
+            self.drop_with_reason(later, format!("follows the rejected transaction {hash}"));
+        }
+    }
+
+    fn drop_with_reason(&mut self, hash: Digest, reason: String) {
         self.remove(&hash);
         if self.rejected.insert(hash, reason).is_none() {
             self.rejected_order.push_back(hash);
@@ -216,20 +396,29 @@ impl Mempool {
         }
     }
 
-    /// Drops transactions whose nonce the finalized state has passed, and
-    /// one-time transactions whose key image it holds.
+    /// Drops transactions whose nonce the finalized state has passed,
+    /// one-time transactions whose key image it holds, and transactions
+    /// that waited more than `max_age_blocks` (remembered as evicted).
     pub fn prune(&mut self, state: &State) {
-        let stale: Vec<Digest> = self
-            .txs
-            .iter()
-            .filter(|(_, (_, tx))| {
-                tx.tx.nonce < state.account(&tx.tx.signer).nonce
-                    || quartier_ledger::key_image_used(state, &tx.tx.body)
-            })
-            .map(|(h, _)| *h)
-            .collect();
+        let height = state.meta().height.0;
+        let mut stale = Vec::new();
+        let mut old = Vec::new();
+        for (h, entry) in &self.txs {
+            let tx = &entry.tx;
+            if tx.tx.nonce < state.account(&tx.tx.signer).nonce
+                || quartier_ledger::key_image_used(state, &tx.tx.body)
+            {
+                stale.push(*h);
+            } else if height.saturating_sub(entry.admitted_at) > self.config.max_age_blocks {
+                old.push(*h);
+            }
+        }
         for h in stale {
             self.remove(&h);
+        }
+        let age = self.config.max_age_blocks;
+        for h in old {
+            self.drop_with_reason(h, format!("evicted: pending for more than {age} blocks"));
         }
     }
 }
