@@ -5,7 +5,7 @@
 //! signer's role, then the body against the state.
 
 use crate::state::{Account, Book, BookOrder, Meter, Proposal, Settlement, StateKey};
-use crate::tx::{GovernanceChange, MeterRole, SignedTx, TxBody, VerifiedTx, verify_batch};
+use crate::tx::{GovernanceChange, MeterRole, SignedTx, TxBody, VerifiedTx};
 use crate::{Role, State, TxError, sealed_market, shielded_pool};
 use quartier_auction::clear;
 use quartier_types::hash::Digest;
@@ -140,7 +140,10 @@ pub fn execute_block(
     if ctx.time < meta.time {
         return Err(BlockError::TimeWentBackwards);
     }
-    let results = verify_batch(txs)
+    let results = txs
+        .into_iter()
+        .map(|tx| state.verify_tx(tx))
+        .collect::<Vec<_>>()
         .into_iter()
         .map(|v| v.and_then(|tx| apply_verified(state, &tx, ctx)))
         .collect();

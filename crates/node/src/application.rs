@@ -479,26 +479,27 @@ impl LedgerApp {
     /// # Errors
     /// [`MempoolError`] if it is not admitted.
     pub fn submit(&self, tx: SignedTx) -> Result<Digest, MempoolError> {
-        // Costly checks before the lock: a one-time transaction's ring signatures and
-        // range proofs verify against a copy of the finalized state while
-        // consensus goes on. What verifies is remembered, so the admission
-        // under the lock does not verify it again; what fails is refused
-        // here, after the cheap duplicate checks.
-        if tx.tx.body.is_one_time() {
-            let state = self.finalized_state();
-            let ctx = crate::mempool::admission_context(&state);
-            let checked = tx
-                .clone()
-                .verify()
-                .and_then(|v| quartier_ledger::check_one_time(&state, &v, &ctx));
-            if let Err(e) = checked {
-                let chain = self.chain.lock();
-                let hash = tx.hash();
-                if chain.included.contains_key(&hash) || chain.mempool.contains(&hash) {
-                    return Err(MempoolError::Duplicate);
-                }
-                return Err(MempoolError::Invalid(e));
+        // Costly checks before the lock: the signature, and a one-time
+        // transaction's ring signatures and range proofs, verify against a
+        // copy of the finalized state while consensus goes on. What verifies
+        // is remembered, so the admission under the lock and the block that
+        // holds it do not verify it again; what fails is refused here, after
+        // the cheap duplicate checks.
+        let state = self.finalized_state();
+        let checked = state.verify_tx(tx.clone()).and_then(|v| {
+            if v.tx().body.is_one_time() {
+                let ctx = crate::mempool::admission_context(&state);
+                quartier_ledger::check_one_time(&state, &v, &ctx)?;
             }
+            Ok(())
+        });
+        if let Err(e) = checked {
+            let chain = self.chain.lock();
+            let hash = tx.hash();
+            if chain.included.contains_key(&hash) || chain.mempool.contains(&hash) {
+                return Err(MempoolError::Duplicate);
+            }
+            return Err(MempoolError::Invalid(e));
         }
         let mut chain = self.chain.lock();
         // A one-time signer's transaction has no nonce to make a replay
@@ -639,10 +640,9 @@ impl LedgerApp {
 /// signature, rings, proofs and allowance, with the next block's time judged
 /// loosely, as a mempool does).
 fn passes_on(state: &State, tx: &SignedTx, ctx: &BlockContext) -> bool {
-    quartier_ledger::verify_batch(vec![tx.clone()])
-        .first()
-        .and_then(|v| v.as_ref().ok())
-        .is_some_and(|v| quartier_ledger::check_one_time(state, v, ctx).is_ok())
+    state
+        .verify_tx(tx.clone())
+        .is_ok_and(|v| quartier_ledger::check_one_time(state, &v, ctx).is_ok())
 }
 
 impl LedgerApp {

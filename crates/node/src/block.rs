@@ -4,7 +4,7 @@ use bytes::BufMut;
 use commonware_codec::{Buf, EncodeSize, Error as CodecError, Read, ReadExt, Write};
 use commonware_consensus::types::Height;
 use commonware_cryptography::{Digestible, Hasher, Sha256};
-use quartier_ledger::{SignedTx, canonical};
+use quartier_ledger::{MAX_TX_BYTES, SignedTx, canonical};
 use quartier_types::hash::Digest;
 
 /// A block's digest (SHA-256 of its encoding).
@@ -90,6 +90,11 @@ impl Read for Block {
         if txs.len() > MAX_BLOCK_TXS {
             return Err(CodecError::Invalid("Block", "too many transactions"));
         }
+        // Each transaction within the size every mempool admits: a leader
+        // can not put in a block what no API or gossip would take.
+        if txs.iter().any(|tx| canonical(tx).len() > MAX_TX_BYTES) {
+            return Err(CodecError::Invalid("Block", "oversized transaction"));
+        }
         Ok(Block {
             parent,
             height,
@@ -146,5 +151,46 @@ mod tests {
         let mut extra = bytes.to_vec();
         extra.push(0);
         assert!(Block::decode(bytes::Bytes::from(extra)).is_err());
+    }
+
+    /// A leader's block holding a transaction larger than any mempool admits
+    /// (a committee vote naming 300 members, 9.7 KB) does not decode, and
+    /// one at the limit does.
+    #[test]
+    fn a_block_with_an_oversized_transaction_does_not_decode() {
+        use quartier_ledger::{ChainId, Tx, TxBody};
+        use quartier_types::AccountId;
+        let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+        let vote = |members: usize| {
+            Tx {
+                chain_id: ChainId(Digest([1; 32])),
+                signer: AccountId(key.verifying_key().to_bytes()),
+                nonce: 0,
+                body: TxBody::ActivateCommittee {
+                    members: (0..members).map(|i| AccountId([i as u8; 32])).collect(),
+                    group_key: quartier_enclave::committee::GroupPublicKey([0; 32]),
+                    signature: [0; 64],
+                },
+            }
+            .sign(&key)
+        };
+        let block = |tx: SignedTx| Block {
+            parent: BlockDigest::from([7u8; 32]),
+            height: Height::new(3),
+            time_ms: 1_700_000_000_000,
+            state_root: Digest([9u8; 32]),
+            txs: vec![tx],
+        };
+        let oversized = vote(300);
+        assert!(oversized.encode().len() > MAX_TX_BYTES);
+        assert!(Block::decode(block(oversized).encode()).is_err());
+        let fits = (0..300)
+            .map(vote)
+            .rfind(|t| t.encode().len() <= MAX_TX_BYTES)
+            .unwrap();
+        assert_eq!(
+            Block::decode(block(fits.clone()).encode()).unwrap().txs,
+            vec![fits]
+        );
     }
 }

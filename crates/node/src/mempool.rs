@@ -245,7 +245,7 @@ impl Mempool {
         if images.iter().any(|i| self.images.contains_key(i)) {
             return Err(MempoolError::KeyImagePending);
         }
-        let verified = tx.verify().map_err(MempoolError::Invalid)?;
+        let verified = state.verify_tx(tx).map_err(MempoolError::Invalid)?;
         if one_time {
             quartier_ledger::check_one_time(state, &verified, &admission_context(state))
                 .map_err(MempoolError::Invalid)?;

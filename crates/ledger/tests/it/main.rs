@@ -10,4 +10,5 @@ mod properties;
 mod scenario;
 mod sealed_market;
 mod shielded_pool;
+mod signatures;
 mod snapshots;

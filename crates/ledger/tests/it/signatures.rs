@@ -1,0 +1,75 @@
+//! One signature rule for a transaction, alone or in a block's batch.
+
+use curve25519_dalek::edwards::CompressedEdwardsY;
+use curve25519_dalek::scalar::Scalar;
+use ed25519_dalek::SigningKey;
+use quartier_ledger::{SignedTx, Tx, TxBody, verify_batch};
+use quartier_types::{AccountId, Money};
+use sha2::{Digest as _, Sha512};
+
+/// The Edwards point of order two, `(0, −1)`.
+fn order_two() -> curve25519_dalek::edwards::EdwardsPoint {
+    let mut bytes = [0xff; 32];
+    bytes[0] = 0xec;
+    bytes[31] = 0x7f;
+    CompressedEdwardsY(bytes).decompress().unwrap()
+}
+
+/// `tx` signed by `key` with the commitment `R = r·B + T` (T of order two)
+/// and `s = r + H(R ‖ A ‖ M)·a`: the equation holds up to `T`, which
+/// `verify_strict` (cofactorless) refuses and a batch check misses whenever
+/// its random coefficient for the signature is even.
+fn sign_with_torsion(tx: Tx, key: &SigningKey) -> SignedTx {
+    let a = key.to_scalar();
+    let public = key.verifying_key().to_bytes();
+    let r = Scalar::from(0x5eed_u64) * Scalar::from(0x1234_5678_9abc_u64);
+    let big_r = curve25519_dalek::constants::ED25519_BASEPOINT_POINT * r + order_two();
+    let big_r = big_r.compress().to_bytes();
+    let mut h = Sha512::new();
+    h.update(big_r);
+    h.update(public);
+    h.update(tx.signing_bytes());
+    let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
+    let s = r + k * Scalar::from_bytes_mod_order(a.to_bytes());
+    let mut signature = [0u8; 64];
+    signature[..32].copy_from_slice(&big_r);
+    signature[32..].copy_from_slice(s.as_bytes());
+    SignedTx { tx, signature }
+}
+
+/// A proposer may put in a block a transaction whose signature only the
+/// batch check accepts (no mempool admits it): with a commitment off the
+/// prime-order subgroup, about every second such signature passed
+/// `verify_batch`. Every validator must judge it as `verify_strict` does.
+#[test]
+fn a_signature_verify_strict_refuses_is_refused_in_a_batch_too() {
+    let key = SigningKey::from_bytes(&[42; 32]);
+    let state = quartier_ledger::State::from_genesis(crate::kit::genesis()).unwrap();
+    let mut passed_batch = 0;
+    for nonce in 0..16 {
+        let tx = Tx {
+            chain_id: state.chain_id(),
+            signer: AccountId(key.verifying_key().to_bytes()),
+            nonce,
+            body: TxBody::Transfer {
+                to: AccountId([9; 32]),
+                amount: Money::new(1),
+            },
+        };
+        let forged = sign_with_torsion(tx, &key);
+        assert!(forged.clone().verify().is_err(), "verify_strict took it");
+        // How blocks are executed, remembering what verified.
+        assert!(state.verify_tx(forged.clone()).is_err());
+        assert!(
+            state.verify_tx(forged.clone()).is_err(),
+            "a failure remembered"
+        );
+        if verify_batch(vec![forged]).into_iter().all(|r| r.is_ok()) {
+            passed_batch += 1;
+        }
+    }
+    assert_eq!(
+        passed_batch, 0,
+        "{passed_batch} of 16 passed the batch check"
+    );
+}
