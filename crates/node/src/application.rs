@@ -37,6 +37,20 @@ pub const DEFAULT_SNAPSHOT_EVERY: u64 = 1_024;
 /// How far ahead of a verifier's clock a block's time may be before it waits.
 const MAX_CLOCK_DRIFT: Duration = Duration::from_millis(500);
 
+/// How far ahead of a verifier's clock a block's time may be at all: a block
+/// further ahead is refused (a verifier waits for its clock only up to
+/// here, so a leader can not hold it in `verify` for as long as it likes).
+pub const MAX_BLOCK_LEAD: Duration = Duration::from_secs(2);
+
+/// How far behind a verifier's clock a block's time may be when it is
+/// verified: the leader stamps the time before it executes the block, which
+/// then travels to the verifier, so honest blocks arrive a little behind.
+/// Before this bound a leader could stamp its parent's time long after, and
+/// take orders for a slot whose gate had passed; now it can back-date by at
+/// most this much, which a region's gate should exceed (the devnet's gate is
+/// a fifth of a slot).
+pub const MAX_BLOCK_LAG: Duration = Duration::from_secs(3);
+
 /// What the node streams to websocket clients as it finalizes.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -805,8 +819,22 @@ where
         let now = millis(runtime.current());
         if b.time_ms > now {
             let ahead = Duration::from_millis(b.time_ms - now);
+            if ahead > MAX_BLOCK_LEAD {
+                tracing::warn!(
+                    height = b.height.get(),
+                    ?ahead,
+                    "verify: block from the future"
+                );
+                return false;
+            }
             if ahead > MAX_CLOCK_DRIFT {
                 runtime.sleep(ahead - MAX_CLOCK_DRIFT).await;
+            }
+        } else {
+            let behind = Duration::from_millis(now - b.time_ms);
+            if behind > MAX_BLOCK_LAG {
+                tracing::warn!(height = b.height.get(), ?behind, "verify: back-dated block");
+                return false;
             }
         }
         let Some(mut state) = self.state_after(parent, &mut ancestry).await else {

@@ -31,8 +31,8 @@ pub mod sync;
 pub mod validator;
 
 pub use application::{
-    ChainView, DEFAULT_SNAPSHOT_EVERY, LedgerApp, NodeMetrics, OpenError, Scheme, StreamEvent,
-    TxStatus,
+    ChainView, DEFAULT_SNAPSHOT_EVERY, LedgerApp, MAX_BLOCK_LAG, MAX_BLOCK_LEAD, NodeMetrics,
+    OpenError, Scheme, StreamEvent, TxStatus,
 };
 pub use block::{Block, BlockDigest, MAX_BLOCK_BYTES, MAX_BLOCK_TXS};
 pub use mempool::{Mempool, MempoolConfig, MempoolError};
