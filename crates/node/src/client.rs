@@ -17,7 +17,13 @@ pub enum ClientError {
     /// The reply is not HTTP with a JSON body.
     #[error("malformed reply from the node")]
     Malformed,
+    /// The reply is longer than the client reads.
+    #[error("the node's reply is longer than {0} bytes")]
+    TooLarge(usize),
 }
+
+/// The longest reply the client reads unless a call says otherwise.
+pub const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
 
 /// A node's API, e.g. `http://127.0.0.1:7401`.
 #[derive(Clone, Debug)]
@@ -65,6 +71,17 @@ impl NodeClient {
         self.request("POST", path, body)
     }
 
+    /// `GET path` of a JSON resource that may be large: the status code and
+    /// the body's bytes, of at most `max_bytes` (the reply is read no
+    /// further).
+    ///
+    /// # Errors
+    /// [`ClientError::TooLarge`] past `max_bytes`, or another
+    /// [`ClientError`] if the node is unreachable or the reply malformed.
+    pub fn get_bytes(&self, path: &str, max_bytes: usize) -> Result<(u16, Vec<u8>), ClientError> {
+        self.exchange_bytes("GET", path, "", max_bytes)
+    }
+
     fn request(
         &self,
         method: &str,
@@ -77,6 +94,18 @@ impl NodeClient {
     }
 
     fn exchange(&self, method: &str, path: &str, body: &str) -> Result<(u16, String), ClientError> {
+        let (status, bytes) = self.exchange_bytes(method, path, body, MAX_REPLY_BYTES)?;
+        let text = String::from_utf8(bytes).map_err(|_| ClientError::Malformed)?;
+        Ok((status, text))
+    }
+
+    fn exchange_bytes(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+        max_bytes: usize,
+    ) -> Result<(u16, Vec<u8>), ClientError> {
         let mut stream = TcpStream::connect(&self.authority)?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
         let request = format!(
@@ -85,15 +114,28 @@ impl NodeClient {
             body.len()
         );
         stream.write_all(request.as_bytes())?;
-        let mut reply = String::new();
-        stream.read_to_string(&mut reply)?;
-        let status = reply
-            .split(' ')
-            .nth(1)
+        // The head is small; the body at most `max_bytes`.
+        const MAX_HEAD: usize = 16 * 1024;
+        let limit = max_bytes.saturating_add(MAX_HEAD) as u64;
+        let mut reply = Vec::new();
+        stream
+            .take(limit.saturating_add(1))
+            .read_to_end(&mut reply)?;
+        let head_end = reply
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .filter(|&at| at <= MAX_HEAD)
+            .ok_or(ClientError::Malformed)?;
+        let body = reply.split_off(head_end + 4);
+        if body.len() > max_bytes {
+            return Err(ClientError::TooLarge(max_bytes));
+        }
+        let status = std::str::from_utf8(&reply)
+            .ok()
+            .and_then(|head| head.split(' ').nth(1))
             .and_then(|s| s.parse().ok())
             .ok_or(ClientError::Malformed)?;
-        let (_, text) = reply.split_once("\r\n\r\n").ok_or(ClientError::Malformed)?;
-        Ok((status, text.to_string()))
+        Ok((status, body))
     }
 }
 

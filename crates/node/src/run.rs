@@ -96,12 +96,13 @@ fn join_by_state_sync(
         ));
     }
     let client = crate::client::NodeClient::new(url)?;
-    let (status, body) = client.get("/api/v1/sync")?;
+    let (status, body) = client.get_bytes("/api/v1/sync", crate::sync::MAX_SYNC_RESPONSE_BYTES)?;
     if status != 200 {
+        let body = String::from_utf8_lossy(&body);
         return Err(anyhow!("{url} serves no sync bundle ({status}): {body}"));
     }
     let bundle: crate::sync::SyncBundle =
-        serde_json::from_value(body).context("sync bundle from the peer")?;
+        serde_json::from_slice(&body).context("sync bundle from the peer")?;
     // Batch verification's coefficients must be unpredictable to the peer:
     // derived from this node's secret key and the bundle.
     let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed(

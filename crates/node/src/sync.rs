@@ -21,6 +21,18 @@ use commonware_parallel::Sequential;
 use quartier_ledger::{Genesis, State};
 use serde::{Deserialize, Serialize};
 
+/// The largest sync bundle a node takes from a peer (its JSON bytes): the
+/// client reads no more than this.
+pub const MAX_SYNC_RESPONSE_BYTES: usize = 128 * 1024 * 1024;
+
+/// The largest state snapshot a bundle may decompress to: a snapshot that
+/// would inflate further (a zstd bomb) is refused when it reaches this size.
+pub const MAX_SNAPSHOT_BYTES: usize = 256 * 1024 * 1024;
+
+/// The most blocks a bundle may carry (a peer snapshots every
+/// [`crate::DEFAULT_SNAPSHOT_EVERY`] blocks by default).
+pub const MAX_SYNC_BLOCKS: usize = 16 * 1024;
+
 /// A finalized certificate over a block, as consensus stores it.
 pub type BlockFinalization = Finalization<Scheme, BlockDigest>;
 
@@ -62,6 +74,9 @@ pub enum SyncError {
     /// The snapshot is not the state the first block commits to, or of another chain.
     #[error("sync bundle: the snapshot does not match block {0}'s state root")]
     BadSnapshot(u64),
+    /// A part of the bundle is larger than a node takes.
+    #[error("sync bundle: {0} larger than a node takes")]
+    TooLarge(&'static str),
     /// The log could not be written.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -98,34 +113,60 @@ pub fn install(
     if !finalization.verify(rng, &verifier, &Sequential) {
         return Err(SyncError::BadCertificate);
     }
-    let blocks = bundle
-        .blocks
-        .iter()
-        .map(|b| {
-            let bytes = hex::decode(b).map_err(|_| SyncError::Malformed("block"))?;
-            Block::decode(bytes::Bytes::from(bytes)).map_err(|_| SyncError::Malformed("block"))
-        })
-        .collect::<Result<Vec<Block>, SyncError>>()?;
-    let (Some(first), Some(last)) = (blocks.first(), blocks.last()) else {
-        return Err(SyncError::Malformed("blocks"));
+    // Checks before work: the certified block first, then each block back
+    // from it must be its successor's parent, so nothing uncertified is
+    // decoded past the first block that breaks the chain.
+    if bundle.blocks.len() > MAX_SYNC_BLOCKS {
+        return Err(SyncError::TooLarge("blocks"));
+    }
+    let decode = |b: &String| {
+        let bytes = hex::decode(b).map_err(|_| SyncError::Malformed("block"))?;
+        Block::decode(bytes::Bytes::from(bytes)).map_err(|_| SyncError::Malformed("block"))
     };
+    let last = decode(bundle.blocks.last().ok_or(SyncError::Malformed("blocks"))?)?;
     if last.digest() != finalization.proposal.payload {
         return Err(SyncError::WrongBlock);
     }
+    let mut blocks = vec![last];
+    for b in bundle.blocks.iter().rev().skip(1) {
+        let block = decode(b)?;
+        let child = blocks.last().ok_or(SyncError::Malformed("blocks"))?;
+        if child.parent != block.digest() || child.height != block.height.next() {
+            return Err(SyncError::Broken(child.height.get()));
+        }
+        blocks.push(block);
+    }
+    blocks.reverse();
+    let first = blocks.first().ok_or(SyncError::Malformed("blocks"))?;
     if first.height.get() != bundle.snapshot_height {
         return Err(SyncError::Broken(first.height.get()));
     }
-    for pair in blocks.windows(2) {
-        if pair[1].parent != pair[0].digest() || pair[1].height != pair[0].height.next() {
-            return Err(SyncError::Broken(pair[1].height.get()));
-        }
-    }
-    let raw = zstd::stream::decode_all(bundle.snapshot.as_slice())
-        .map_err(|_| SyncError::Malformed("snapshot"))?;
+    let raw = decompress_snapshot(&bundle.snapshot)?;
     let state = State::from_snapshot(&raw).map_err(|_| SyncError::Malformed("snapshot"))?;
     if state.root() != first.state_root || state.chain_id() != genesis.chain_id() {
         return Err(SyncError::BadSnapshot(first.height.get()));
     }
     log.install(&blocks, &raw)?;
     Ok(finalization)
+}
+
+/// Decompresses a snapshot, refusing one that inflates past
+/// [`MAX_SNAPSHOT_BYTES`] as soon as it does.
+///
+/// # Errors
+/// [`SyncError::TooLarge`] for a snapshot (or a zstd bomb) past the bound,
+/// [`SyncError::Malformed`] for bytes that are not zstd.
+pub fn decompress_snapshot(compressed: &[u8]) -> Result<Vec<u8>, SyncError> {
+    use std::io::Read as _;
+    let decoder = zstd::stream::read::Decoder::new(compressed)
+        .map_err(|_| SyncError::Malformed("snapshot"))?;
+    let mut raw = Vec::new();
+    decoder
+        .take(MAX_SNAPSHOT_BYTES as u64 + 1)
+        .read_to_end(&mut raw)
+        .map_err(|_| SyncError::Malformed("snapshot"))?;
+    if raw.len() > MAX_SNAPSHOT_BYTES {
+        return Err(SyncError::TooLarge("snapshot"));
+    }
+    Ok(raw)
 }

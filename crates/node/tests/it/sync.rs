@@ -10,6 +10,7 @@ use quartier_ledger::{Genesis, State};
 use quartier_node::storage::BlockLog;
 use quartier_node::sync::{SyncBundle, SyncError, install};
 use quartier_node::{LedgerApp, Mempool, MempoolConfig};
+use std::io::Read as _;
 use std::path::Path;
 use std::time::Duration;
 
@@ -29,6 +30,46 @@ fn flip(hex_text: &str) -> String {
     let mut bytes = hex::decode(hex_text).unwrap();
     bytes[0] ^= 1;
     hex::encode(bytes)
+}
+
+/// `len` zero bytes, zstd-compressed (a few kilobytes).
+fn zstd_bomb(len: usize) -> Vec<u8> {
+    let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+    std::io::copy(&mut std::io::repeat(0).take(len as u64), &mut encoder).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// A peer that answers a sync request with a body longer than a node takes
+/// (an endless one, as far as the client reads): the client stops at the
+/// bound with a typed error instead of holding all of it.
+#[test]
+fn an_oversized_sync_response_is_refused_at_the_bound() {
+    use std::io::Write as _;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let peer = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n");
+        let chunk = vec![b'0'; 1 << 20];
+        let mut sent = 0usize;
+        // Until the client hangs up, or twice the bound.
+        while sent <= 2 * quartier_node::sync::MAX_SYNC_RESPONSE_BYTES {
+            if stream.write_all(&chunk).is_err() {
+                break;
+            }
+            sent += chunk.len();
+        }
+        sent
+    });
+    let client = quartier_node::client::NodeClient::new(&url).unwrap();
+    let reply = client.get_bytes("/api/v1/sync", quartier_node::sync::MAX_SYNC_RESPONSE_BYTES);
+    assert!(
+        matches!(reply, Err(quartier_node::client::ClientError::TooLarge(_))),
+        "{reply:?}"
+    );
+    drop(client);
+    let sent = peer.join().unwrap();
+    assert!(sent <= 2 * quartier_node::sync::MAX_SYNC_RESPONSE_BYTES + (1 << 20));
 }
 
 #[test]
@@ -95,6 +136,23 @@ fn a_new_validator_joins_a_pruned_network_from_a_snapshot_bundle() {
             let refused = check(&forged, &validators);
             assert!(
                 matches!(refused, Err(SyncError::BadSnapshot(_))),
+                "{refused:?}"
+            );
+            // A zstd bomb behind the copied certificate: refused when it
+            // inflates past the bound, not decompressed to the end.
+            let mut forged = bundle.clone();
+            forged.snapshot = zstd_bomb(quartier_node::sync::MAX_SNAPSHOT_BYTES + 1);
+            let refused = check(&forged, &validators);
+            assert!(
+                matches!(refused, Err(SyncError::TooLarge("snapshot"))),
+                "{refused:?}"
+            );
+            // More blocks than a bundle may carry: refused before any decodes.
+            let mut forged = bundle.clone();
+            forged.blocks = vec![String::new(); quartier_node::sync::MAX_SYNC_BLOCKS + 1];
+            let refused = check(&forged, &validators);
+            assert!(
+                matches!(refused, Err(SyncError::TooLarge("blocks"))),
                 "{refused:?}"
             );
             assert_eq!(
