@@ -57,6 +57,7 @@ pub type RuntimeMetrics = Arc<dyn Fn() -> String + Send + Sync>;
 struct Api {
     app: LedgerApp,
     gossip: Gossip,
+    guard: crate::api_guard::Guard,
     runtime: Option<RuntimeMetrics>,
     audit_report: Option<Arc<std::path::PathBuf>>,
 }
@@ -70,6 +71,8 @@ pub struct Extras {
     /// dashboard; a devnet's host writes it from its simulated households'
     /// ground truth. `None`: the route answers 404.
     pub audit_report: Option<std::path::PathBuf>,
+    /// What clients may hold of the API.
+    pub limits: crate::api_guard::ApiLimits,
 }
 
 /// A JSON error with its status.
@@ -139,6 +142,7 @@ pub fn router_with(app: LedgerApp, gossip: Gossip, extras: Extras) -> Router {
         .with_state(Api {
             app,
             gossip,
+            guard: crate::api_guard::Guard::new(extras.limits),
             runtime: extras.runtime,
             audit_report: extras.audit_report.map(Arc::new),
         })
@@ -200,11 +204,24 @@ struct Submit {
 
 async fn submit(
     AxumState(api): AxumState<Api>,
+    client: Option<axum::Extension<crate::api_guard::ClientIp>>,
     body: Result<Json<Submit>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let Json(body) = body.map_err(|e| ApiError(e.status(), e.body_text()))?;
     let bytes = hex::decode(body.tx.trim()).map_err(|e| bad(format!("tx: {e}")))?;
     let tx = SignedTx::decode(&bytes).map_err(|e| bad(format!("tx: {e}")))?;
+    // The address's quota before any verification.
+    let kind = if tx.tx.body.is_one_time() {
+        crate::api_guard::WriteKind::OneTime
+    } else {
+        crate::api_guard::WriteKind::Account
+    };
+    if !api.guard.allow_write(client.map(|c| c.0.0), kind) {
+        return Err(ApiError(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many transactions from this address: ask again later".into(),
+        ));
+    }
     let hash = api.app.submit(tx).map_err(|e| match e {
         MempoolError::Duplicate => ApiError(StatusCode::CONFLICT, e.to_string()),
         // Not this tx: another carrying its key image. A client that reads
@@ -658,6 +675,12 @@ async fn meters(
 async fn sync_bundle(
     AxumState(api): AxumState<Api>,
 ) -> Result<Json<crate::sync::SyncBundle>, ApiError> {
+    let Some(_building) = api.guard.sync() else {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "a sync bundle is being built for another client: try again later".into(),
+        ));
+    };
     api.app
         .sync_bundle()
         .await
@@ -791,8 +814,16 @@ async fn stream(
     AxumState(api): AxumState<Api>,
     upgrade: axum::extract::ws::WebSocketUpgrade,
 ) -> Response {
+    let Some(place) = api.guard.websocket() else {
+        return ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many streams open: try again later".into(),
+        )
+        .into_response();
+    };
     let mut events = api.app.subscribe();
     upgrade.on_upgrade(move |mut socket| async move {
+        let _place = place;
         use axum::extract::ws::Message;
         use tokio::sync::broadcast::error::RecvError;
         loop {

@@ -270,6 +270,7 @@ pub fn run(config: &EnclaveHostConfig) -> Result<(), HostError> {
     std::thread::spawn(move || {
         let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
             .enable_io()
+            .enable_time()
             .build()
         else {
             return;
@@ -278,7 +279,9 @@ pub fn run(config: &EnclaveHostConfig) -> Result<(), HostError> {
             let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
                 return;
             };
-            let _ = axum::serve(listener, router(api)).await;
+            // The same connection caps and timeouts as a validator's API.
+            let limits = crate::api_guard::ApiLimits::default();
+            let _ = crate::api_guard::serve(listener, router(api), limits).await;
         });
     });
     let mut host = Host::new(config.clone(), shared, platform);

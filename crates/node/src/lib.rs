@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod api_guard;
 mod application;
 mod block;
 pub mod client;

@@ -249,12 +249,14 @@ pub fn run(config: NodeConfig, sync_from: Option<&str>) -> anyhow::Result<()> {
         tracing::info!(api = %config.api_listen, p2p = %config.p2p_listen, "validator running");
         let runtime = context.child("metrics");
         let runtime_metrics: api::RuntimeMetrics = Arc::new(move || runtime.encode());
+        let limits = crate::api_guard::ApiLimits::default();
         let router = api::router_with(
             app,
             gossip,
             api::Extras {
                 runtime: Some(runtime_metrics),
                 audit_report: config.audit_report.clone(),
+                limits,
             },
         );
         // The API serves on threads of its own: however many clients read,
@@ -265,7 +267,7 @@ pub fn run(config: NodeConfig, sync_from: Option<&str>) -> anyhow::Result<()> {
         std::thread::Builder::new()
             .name("api".into())
             .spawn(move || {
-                let _ = done.send(serve_api(listener, router));
+                let _ = done.send(serve_api(listener, router, limits));
             })
             .context("starting the API thread")?;
         api_stopped
@@ -275,7 +277,11 @@ pub fn run(config: NodeConfig, sync_from: Option<&str>) -> anyhow::Result<()> {
 }
 
 /// Serves `router` on `listener` until the server fails.
-fn serve_api(listener: std::net::TcpListener, router: axum::Router) -> anyhow::Result<()> {
+fn serve_api(
+    listener: std::net::TcpListener,
+    router: axum::Router,
+    limits: crate::api_guard::ApiLimits,
+) -> anyhow::Result<()> {
     let runtime = ::tokio::runtime::Builder::new_multi_thread()
         .worker_threads(API_THREADS)
         .thread_name("api")
@@ -285,6 +291,8 @@ fn serve_api(listener: std::net::TcpListener, router: axum::Router) -> anyhow::R
     runtime.block_on(async move {
         listener.set_nonblocking(true).context("the API listener")?;
         let listener = ::tokio::net::TcpListener::from_std(listener).context("the API listener")?;
-        axum::serve(listener, router).await.context("API server")
+        crate::api_guard::serve(listener, router, limits)
+            .await
+            .context("API server")
     })
 }

@@ -521,8 +521,8 @@ fn the_audit_report_is_served_as_written_and_bad_files_are_refused() {
         app.clone(),
         Arc::new(|_| {}),
         Extras {
-            runtime: None,
             audit_report: Some(path.clone()),
+            ..Extras::default()
         },
     );
     let plain = router(app, Arc::new(|_| {}));

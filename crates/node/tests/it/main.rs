@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 mod api;
+mod api_flood;
 mod attacks;
 mod consensus;
 mod faults;
