@@ -53,6 +53,11 @@ enum Command {
         /// checked against the genesis validators' signatures.
         #[arg(long)]
         sync_from: Option<String>,
+        /// Stop when standard input closes: a supervisor (`quartier devnet`)
+        /// holds the other end, so its validators stop when it does, even
+        /// when it is killed.
+        #[arg(long)]
+        exit_on_stdin_close: bool,
     },
     /// Re-run a settled slot's clearing from a node's public data and compare.
     ///
@@ -166,6 +171,10 @@ enum Command {
         plan: PlanArgs,
         #[command(flatten)]
         households: HouseholdArgs,
+        /// Restart a validator that exits (by default the devnet reports it
+        /// and goes on with the others).
+        #[arg(long)]
+        restart: bool,
     },
 }
 
@@ -257,6 +266,9 @@ enum EnclaveCommand {
         /// The enclave's config file (`enclave.toml`, written by `quartier devnet`).
         #[arg(long)]
         config: PathBuf,
+        /// Stop when standard input closes (see `quartier node`).
+        #[arg(long)]
+        exit_on_stdin_close: bool,
     },
     /// Print the measurement (SHA-256, hex) of the enclave binary: this
     /// executable, or the file given. Build reproducibly first (README,
@@ -446,14 +458,22 @@ fn main() -> ExitCode {
         Command::Clear { file, pretty } => clear(file, pretty),
         Command::Keygen { out } => keygen(&out).map_err(Failure::BadInput),
         Command::Genesis { out, plan } => genesis(&out, &plan).map_err(Failure::BadInput),
-        Command::Node { config, sync_from } => {
+        Command::Node {
+            config,
+            sync_from,
+            exit_on_stdin_close,
+        } => {
+            if exit_on_stdin_close {
+                exit_when_stdin_closes();
+            }
             node(&config, sync_from.as_deref()).map_err(Failure::Internal)
         }
         Command::Devnet {
             dir,
             plan,
             households,
-        } => devnet(dir, &plan, &households).map_err(Failure::Internal),
+            restart,
+        } => devnet(dir, &plan, &households, restart).map_err(Failure::Internal),
         Command::VerifySlot { node, region, slot } => verify_slot(&node, region, slot),
         Command::Sim {
             households,
@@ -544,7 +564,13 @@ fn main() -> ExitCode {
             region,
             last,
         }) => wallet_receipts(&key, &node, &enclave, region, last),
-        Command::Enclave(EnclaveCommand::Run { config }) => {
+        Command::Enclave(EnclaveCommand::Run {
+            config,
+            exit_on_stdin_close,
+        }) => {
+            if exit_on_stdin_close {
+                exit_when_stdin_closes();
+            }
             enclave_run(&config).map_err(Failure::Internal)
         }
     };
@@ -1457,6 +1483,20 @@ fn init_logging() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
 }
 
+/// Ends this process when its standard input reaches its end: the
+/// supervisor that holds the pipe's other end stopped (or was killed). What
+/// a node committed is on disk already; it stops as it would on a crash.
+fn exit_when_stdin_closes() {
+    std::thread::spawn(|| {
+        use std::io::Read as _;
+        let mut stdin = std::io::stdin();
+        let mut buf = [0u8; 256];
+        while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+        eprintln!("standard input closed: the supervisor is gone, stopping");
+        std::process::exit(0);
+    });
+}
+
 fn node(config: &std::path::Path, sync_from: Option<&str>) -> anyhow::Result<()> {
     init_logging();
     let config = quartier_node::config::NodeConfig::load(config)?;
@@ -1464,9 +1504,17 @@ fn node(config: &std::path::Path, sync_from: Option<&str>) -> anyhow::Result<()>
 }
 
 /// Lays out a devnet, runs one `quartier node` process per validator and the
-/// households' meter agents, until a validator or the agents stop (Ctrl-C
-/// reaches the validators through the terminal's process group).
-fn devnet(dir: Option<PathBuf>, plan: &PlanArgs, households: &HouseholdArgs) -> anyhow::Result<()> {
+/// households' meter agents, until the agents stop or the devnet is stopped.
+/// A validator that exits is reported (and restarted with `restart`); the
+/// others go on. Every validator and enclave holds a pipe from the devnet on
+/// its standard input and stops when it closes, so none outlives the devnet
+/// however it ends (Ctrl-C, SIGTERM, `kill -9`).
+fn devnet(
+    dir: Option<PathBuf>,
+    plan: &PlanArgs,
+    households: &HouseholdArgs,
+    restart: bool,
+) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let dir = match dir {
         Some(d) => d,
@@ -1506,10 +1554,46 @@ fn devnet(dir: Option<PathBuf>, plan: &PlanArgs, households: &HouseholdArgs) -> 
     });
     // Wait for the first validator to stop, or for the agents to fail. An
     // enclave may stop: the committee settles while t members remain.
+    let n = children.0.len();
+    let tolerated = (n - 1) / 3;
+    let mut validator_down = vec![false; n];
     loop {
         for (i, child) in children.0.iter_mut().enumerate() {
-            if let Some(status) = child.try_wait().context("watching validators")? {
-                anyhow::bail!("validator {i} exited ({status}); see {}", dir.display());
+            if validator_down[i] {
+                continue;
+            }
+            let Some(status) = child.try_wait().context("watching validators")? else {
+                continue;
+            };
+            let log = dir.join(format!("validator-{i}.log"));
+            if restart {
+                *child = quartier_node::devnet::spawn_node(&exe, &dir, i, &layout.node_configs[i])?;
+                println!(
+                    "validator {i} exited ({status}) and was restarted; see {}",
+                    log.display()
+                );
+                continue;
+            }
+            validator_down[i] = true;
+            let down = validator_down.iter().filter(|d| **d).count();
+            println!(
+                "validator {i} exited ({status}); see {}. `quartier node --config {}` restarts it",
+                log.display(),
+                layout.node_configs[i].display()
+            );
+            if down <= tolerated {
+                println!(
+                    "the other validators go on: the chain finalizes with up to {tolerated} of {n} down ({down} now)"
+                );
+            } else {
+                println!(
+                    "{down} of {n} validators are down: the chain can not finalize until {} is back",
+                    if down - tolerated == 1 {
+                        "one"
+                    } else {
+                        "enough of them"
+                    }
+                );
             }
         }
         for (i, child) in enclaves.0.iter_mut().enumerate() {

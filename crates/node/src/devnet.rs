@@ -308,8 +308,10 @@ pub fn spawn_enclave(
         .open(&log_path)
         .map_err(io_error(&log_path))?;
     std::process::Command::new(exe)
-        .args(["enclave", "run", "--config"])
+        .args(["enclave", "run", "--exit-on-stdin-close", "--config"])
         .arg(config)
+        // The devnet holds the other end: the enclave stops with it.
+        .stdin(std::process::Stdio::piped())
         .stdout(log.try_clone().map_err(io_error(&log_path))?)
         .stderr(log)
         .spawn()
@@ -326,19 +328,38 @@ pub fn spawn_nodes(
     dir: &Path,
     layout: &DevnetLayout,
 ) -> Result<Vec<std::process::Child>, ConfigError> {
-    let mut children = Vec::new();
-    for (i, config) in layout.node_configs.iter().enumerate() {
-        let log_path = dir.join(format!("validator-{i}.log"));
-        let log = std::fs::File::create(&log_path).map_err(io_error(&log_path))?;
-        let child = std::process::Command::new(exe)
-            .arg("node")
-            .arg("--config")
-            .arg(config)
-            .stdout(log.try_clone().map_err(io_error(&log_path))?)
-            .stderr(log)
-            .spawn()
-            .map_err(io_error(&log_path))?;
-        children.push(child);
-    }
-    Ok(children)
+    layout
+        .node_configs
+        .iter()
+        .enumerate()
+        .map(|(i, config)| spawn_node(exe, dir, i, config))
+        .collect()
+}
+
+/// Starts validator `i` with `config`, appending to `dir/validator-i.log`.
+/// Its standard input is a pipe from this process: it stops when this
+/// process ends, however it ends.
+///
+/// # Errors
+/// [`ConfigError::Io`] if the log can not be opened or the process not started.
+pub fn spawn_node(
+    exe: &Path,
+    dir: &Path,
+    i: usize,
+    config: &Path,
+) -> Result<std::process::Child, ConfigError> {
+    let log_path = dir.join(format!("validator-{i}.log"));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(io_error(&log_path))?;
+    std::process::Command::new(exe)
+        .args(["node", "--exit-on-stdin-close", "--config"])
+        .arg(config)
+        .stdin(std::process::Stdio::piped())
+        .stdout(log.try_clone().map_err(io_error(&log_path))?)
+        .stderr(log)
+        .spawn()
+        .map_err(io_error(&log_path))
 }

@@ -19,6 +19,11 @@ impl ProcessGroup {
         ProcessGroup(cmd.process_group(0).spawn().unwrap())
     }
 
+    /// The leader's process id.
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+
     /// The leader's exit status if it has exited.
     pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
         self.0.try_wait().unwrap()
