@@ -106,3 +106,150 @@ fn a_validator_killed_leaves_the_devnet_settling_and_sigterm_leaves_no_orphans()
         processes_naming(&dir).is_empty().then_some(())
     });
 }
+
+/// What the flood did, per kind of attack.
+#[derive(Debug, Default)]
+struct Flood {
+    websockets_open: usize,
+    websockets_refused: usize,
+    slow_heads: usize,
+    syncs: usize,
+    blocks: usize,
+    writes: usize,
+}
+
+/// A devnet under an API flood on validator 0, all from loopback and
+/// bounded in count (1 000 websocket attempts held open, 300 slow heads,
+/// bundle and block reads and junk writes from 6 threads until `stop`):
+/// every slot still settles on the flooded validator and the others.
+#[test]
+fn a_devnet_under_an_api_flood_settles_every_slot() {
+    use std::io::Write as _;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const PORT: u16 = 8_560;
+    let dir = scratch("devnet-flood");
+    let log_path = std::env::temp_dir().join("quartier-devnet-flood.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let _devnet = ProcessGroup::spawn(
+        Command::new(env!("CARGO_BIN_EXE_quartier"))
+            .args(["devnet", "--slot-seconds", "3"])
+            .args(["--households", "8", "--prosumers", "4"])
+            .args(["--base-port", &PORT.to_string(), "--dir"])
+            .arg(&dir)
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log)),
+    );
+    let manifest: FleetManifest = wait_for("meters.json", Duration::from_secs(240), || {
+        let text = std::fs::read_to_string(dir.join("meters.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    });
+    let target = format!("127.0.0.1:{}", PORT + 1);
+    let v0 = NodeClient::new(&format!("http://{target}")).unwrap();
+    let v2 = NodeClient::new(&format!("http://127.0.0.1:{}", PORT + 5)).unwrap();
+    let first = manifest.first_slot;
+    wait_for("the first slot to settle", Duration::from_secs(60), || {
+        settled(&v0, first).then_some(())
+    });
+    let mut last = first;
+    while settled(&v0, last + 1) {
+        last += 1;
+    }
+    let stop = AtomicBool::new(false);
+    let flood = std::thread::scope(|scope| {
+        // Websockets: 1 000 attempts, each one that opens held until the end.
+        let sockets = scope.spawn(|| {
+            let mut open = Vec::new();
+            let mut flood = Flood::default();
+            for _ in 0..1_000 {
+                let Ok(stream) = std::net::TcpStream::connect(&target) else {
+                    continue;
+                };
+                match tungstenite::client(format!("ws://{target}/api/v1/stream"), stream) {
+                    Ok(socket) => {
+                        open.push(socket);
+                        flood.websockets_open += 1;
+                    }
+                    Err(_) => flood.websockets_refused += 1,
+                }
+            }
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            flood
+        });
+        // Slow heads: 300 connections that never finish their request.
+        let slow = scope.spawn(|| {
+            let mut held = Vec::new();
+            for _ in 0..300 {
+                if let Ok(mut s) = std::net::TcpStream::connect(&target)
+                    && s.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\n")
+                        .is_ok()
+                {
+                    held.push(s);
+                }
+            }
+            let n = held.len();
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            n
+        });
+        let reader = |path: &'static str| {
+            let stop = &stop;
+            let v0 = v0.clone();
+            scope.spawn(move || {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let path = path.replace("{h}", &(n % 50 + 1).to_string());
+                    let _ = v0.get_bytes(&path, 1 << 28);
+                    n += 1;
+                }
+                n
+            })
+        };
+        let syncs = [reader("/api/v1/sync"), reader("/api/v1/sync")];
+        let blocks = [
+            reader("/api/v1/blocks/{h}?full=true"),
+            reader("/api/v1/blocks/{h}"),
+        ];
+        let writes = {
+            let stop = &stop;
+            let v0 = v0.clone();
+            scope.spawn(move || {
+                let mut n = 0;
+                let junk = format!(r#"{{"tx":"{}"}}"#, "00".repeat(200));
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = v0.post("/api/v1/txs", &junk);
+                    n += 1;
+                }
+                n
+            })
+        };
+        // Meanwhile every slot settles, four more after the flood began.
+        for slot in first..=last + 4 {
+            wait_for(
+                &format!("slot {slot} to settle"),
+                Duration::from_secs(60),
+                || (settled(&v0, slot) && settled(&v2, slot)).then_some(()),
+            );
+        }
+        stop.store(true, Ordering::Relaxed);
+        let mut flood = sockets.join().unwrap();
+        flood.slow_heads = slow.join().unwrap();
+        flood.syncs = syncs.into_iter().map(|h| h.join().unwrap()).sum();
+        flood.blocks = blocks.into_iter().map(|h| h.join().unwrap()).sum();
+        flood.writes = writes.join().unwrap();
+        flood
+    });
+    println!("{flood:?}");
+    assert!(flood.websockets_open <= 64, "{flood:?}");
+    assert!(flood.websockets_refused > 0, "{flood:?}");
+    assert!(
+        flood.syncs > 0 && flood.blocks > 0 && flood.writes > 0,
+        "{flood:?}"
+    );
+    // And the API answers again once the flood is over.
+    wait_for("the API to answer", Duration::from_secs(30), || {
+        v0.get("/api/v1/status").ok().filter(|(c, _)| *c == 200)
+    });
+}
