@@ -2,6 +2,8 @@
 //!
 //! Argument parsing and exit codes only; the work is done by library crates.
 
+mod footprint;
+
 use clap::{Parser, Subcommand};
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -296,6 +298,17 @@ enum BenchCommand {
         #[command(flatten)]
         plan: PlanArgs,
     },
+    /// Run a devnet with its households and print what each validator
+    /// process holds and spends: resident memory, CPU, disk and bytes sent.
+    Footprint {
+        /// Slots of trading to measure over (after enrolment).
+        #[arg(long, default_value_t = 10)]
+        slots: u64,
+        #[command(flatten)]
+        plan: PlanArgs,
+        #[command(flatten)]
+        households: HouseholdArgs,
+    },
 }
 
 /// The shape of a local network.
@@ -530,6 +543,11 @@ fn main() -> ExitCode {
             timeout,
             plan,
         }) => bench_chain(meters, slots, timeout, &plan).map_err(Failure::Internal),
+        Command::Bench(BenchCommand::Footprint {
+            slots,
+            plan,
+            households,
+        }) => footprint::run(slots, &plan, &households).map_err(Failure::Internal),
         Command::Enclave(EnclaveCommand::Measure { binary }) => measure(binary),
         Command::Wallet(WalletCommand::Balance { wallet }) => {
             shielded_wallet(&wallet, WalletAction::Balance)

@@ -139,6 +139,11 @@ impl Genesis {
         if let Some(policy) = &self.sealed_market
             && (policy.threshold < 2
                 || policy.epoch_slots == 0
+                // An epoch key is published one slot ahead of the lead, and
+                // the chain takes keys up to the epoch after a block's own:
+                // with a longer lead the hosts would ask for a key the chain
+                // refuses, and the first slots of an epoch would find none.
+                || self.lead_slots >= policy.epoch_slots
                 || policy.attestation.is_empty()
                 // A vendor listed twice would count as two.
                 || policy

@@ -41,6 +41,27 @@ fn sealed_chain() -> Chain {
     Chain::from_genesis(g)
 }
 
+/// A genesis whose order lead reaches an epoch the chain would not yet
+/// publish a key for is refused (an epoch of 4 slots, lead of 1: fine).
+#[test]
+fn a_lead_as_long_as_an_epoch_is_refused_at_genesis() {
+    let mut g = genesis();
+    g.sealed_market = Some(SealedMarketPolicy {
+        attestation: vec![service().root()],
+        vendors: Default::default(),
+        measurements: vec![MEASUREMENT],
+        threshold: 2,
+        epoch_slots: 4,
+    });
+    g.lead_slots = 1;
+    assert_eq!(g.validate(), Ok(()));
+    g.lead_slots = 4;
+    assert_eq!(
+        g.validate(),
+        Err(quartier_ledger::GenesisError::SealedMarket)
+    );
+}
+
 /// The id of every chain `sealed_chain` makes (one genesis).
 fn chain_id() -> [u8; 32] {
     static ID: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();

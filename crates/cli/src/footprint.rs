@@ -1,0 +1,167 @@
+//! `quartier bench footprint`: what a validator process holds and spends
+//! while its devnet's households trade, read from `/proc` and the node's
+//! `/metrics` (Linux).
+#![allow(clippy::disallowed_methods)] // a benchmark reads the wall clock
+
+use crate::{HouseholdArgs, Nodes, PlanArgs};
+use anyhow::Context as _;
+use quartier_node::client::NodeClient;
+use std::path::Path;
+use std::time::Instant;
+
+/// Linux's clock ticks per second in `/proc/PID/stat` (USER_HZ).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// One process's counters at one moment.
+struct Sample {
+    cpu_ticks: u64,
+    bytes_sent: u64,
+}
+
+fn status_kb(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix(field)?
+                    .trim()
+                    .trim_end_matches(" kB")
+                    .parse()
+                    .ok()
+            })
+        })
+        .unwrap_or(0)
+}
+
+/// User and system time in clock ticks (fields 14 and 15 of `stat`, counted
+/// after the command name, which may hold spaces).
+fn cpu_ticks(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0)
+}
+
+/// The p2p bytes the node sent (commonware's `outbound_bandwidth` counters).
+fn bytes_sent(api: &NodeClient) -> u64 {
+    api.get_text("/metrics")
+        .map(|(_, text)| {
+            text.lines()
+                .filter(|l| !l.starts_with('#') && l.contains("outbound_bandwidth"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>() as u64
+        })
+        .unwrap_or(0)
+}
+
+fn disk_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => disk_bytes(&e.path()),
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
+}
+
+fn sample(pid: u32, api: &NodeClient) -> Sample {
+    Sample {
+        cpu_ticks: cpu_ticks(pid),
+        bytes_sent: bytes_sent(api),
+    }
+}
+
+/// Runs the devnet of `plan` with `households`, trades `slots` slots and
+/// prints one table row per validator.
+///
+/// # Errors
+/// If the devnet does not start or its households can not trade.
+pub(crate) fn run(slots: u64, plan: &PlanArgs, households: &HouseholdArgs) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("quartier-footprint-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let layout = quartier_node::devnet::lay_out(&dir, &plan.plan()?)?;
+    let exe = std::env::current_exe().context("locating the quartier binary")?;
+    let nodes = Nodes(quartier_node::devnet::spawn_nodes(&exe, &dir, &layout)?);
+    let _enclaves = Nodes(quartier_node::devnet::spawn_enclaves(&exe, &dir, &layout)?);
+    let apis = layout
+        .api_urls
+        .iter()
+        .map(|u| NodeClient::new(u))
+        .collect::<Result<Vec<_>, _>>()?;
+    let up = Instant::now();
+    while !apis.iter().all(|a| {
+        a.get("/api/v1/status")
+            .is_ok_and(|(_, s)| s["height"].as_u64().unwrap_or(0) >= 1)
+    }) {
+        anyhow::ensure!(up.elapsed().as_secs() < 120, "validators did not start");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let first_block = up.elapsed().as_secs_f64();
+    let genesis = quartier_node::config::NetworkGenesis::load(&layout.genesis_file)?.ledger;
+    let key = |p: &Path| -> anyhow::Result<ed25519_dalek::SigningKey> {
+        Ok(ed25519_dalek::SigningKey::from_bytes(
+            &quartier_node::config::read_key(p)?,
+        ))
+    };
+    let fleet_plan = households.plan();
+    eprintln!(
+        "bench footprint: enrolling {} households in {}",
+        fleet_plan.households,
+        dir.display()
+    );
+    let mut fleet = quartier_node::meters::Fleet::enrol(
+        apis.clone(),
+        genesis,
+        &key(&layout.dso_key)?,
+        &key(&layout.utility_key)?,
+        &fleet_plan,
+        std::time::Duration::from_secs(600),
+    )?
+    .with_enclaves(&layout.enclave_urls)?;
+    let pids: Vec<u32> = nodes.0.iter().map(std::process::Child::id).collect();
+    let before: Vec<Sample> = pids.iter().zip(&apis).map(|(p, a)| sample(*p, a)).collect();
+    let start = Instant::now();
+    let mut settled = 0u64;
+    fleet.run(Some(slots), |event| {
+        if let quartier_node::meters::FleetEvent::Settled { .. } = event {
+            settled += 1;
+        }
+    })?;
+    let seconds = start.elapsed().as_secs_f64();
+    let after: Vec<Sample> = pids.iter().zip(&apis).map(|(p, a)| sample(*p, a)).collect();
+    println!(
+        "| quartier bench footprint | {} validators, {} households ({} with PV), {slots} slots of {} s ({settled} settled), first block {first_block:.1} s after start |",
+        pids.len(),
+        fleet_plan.households,
+        fleet_plan.prosumers,
+        plan.slot_seconds,
+    );
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| validator | resident memory | peak resident | CPU (% of a core) | disk | p2p bytes sent per slot |"
+    );
+    for (i, pid) in pids.iter().enumerate() {
+        let cpu = (after[i].cpu_ticks.saturating_sub(before[i].cpu_ticks)) as f64
+            / TICKS_PER_SECOND
+            / seconds
+            * 100.0;
+        let sent = after[i].bytes_sent.saturating_sub(before[i].bytes_sent) / slots.max(1);
+        println!(
+            "| {i} | {:.1} MB | {:.1} MB | {cpu:.1} % | {:.1} MB | {:.0} KB |",
+            status_kb(*pid, "VmRSS:") as f64 / 1024.0,
+            status_kb(*pid, "VmHWM:") as f64 / 1024.0,
+            disk_bytes(&dir.join(format!("validator-{i}/data"))) as f64 / 1e6,
+            sent as f64 / 1e3,
+        );
+    }
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
