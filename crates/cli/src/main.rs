@@ -1527,6 +1527,7 @@ fn node(config: &std::path::Path, sync_from: Option<&str>) -> anyhow::Result<()>
 /// others go on. Every validator and enclave holds a pipe from the devnet on
 /// its standard input and stops when it closes, so none outlives the devnet
 /// however it ends (Ctrl-C, SIGTERM, `kill -9`).
+#[allow(clippy::disallowed_methods)] // a supervisor reads the wall clock
 fn devnet(
     dir: Option<PathBuf>,
     plan: &PlanArgs,
@@ -1573,8 +1574,11 @@ fn devnet(
     // Wait for the first validator to stop, or for the agents to fail. An
     // enclave may stop: the committee settles while t members remain.
     let n = children.0.len();
-    let tolerated = (n - 1) / 3;
+    let tolerated = n.saturating_sub(1) / 3;
     let mut validator_down = vec![false; n];
+    // When each validator was last restarted: one that exits again within
+    // a minute is not restarted again (a crash at start would loop).
+    let mut restarted: Vec<Option<std::time::Instant>> = vec![None; n];
     loop {
         for (i, child) in children.0.iter_mut().enumerate() {
             if validator_down[i] {
@@ -1584,7 +1588,15 @@ fn devnet(
                 continue;
             };
             let log = dir.join(format!("validator-{i}.log"));
-            if restart {
+            let crashed_again =
+                restarted[i].is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(60));
+            if crashed_again {
+                println!(
+                    "validator {i} exited again within a minute of its restart: not restarting it"
+                );
+            }
+            if restart && !crashed_again {
+                restarted[i] = Some(std::time::Instant::now());
                 *child = quartier_node::devnet::spawn_node(&exe, &dir, i, &layout.node_configs[i])?;
                 println!(
                     "validator {i} exited ({status}) and was restarted; see {}",

@@ -115,12 +115,13 @@ struct Flood {
     slow_heads: usize,
     syncs: usize,
     blocks: usize,
-    writes: usize,
+    writes: u64,
 }
 
 /// A devnet under an API flood on validator 0, all from loopback and
-/// bounded in count (1 000 websocket attempts held open, 300 slow heads,
-/// bundle and block reads and junk writes from 6 threads until `stop`):
+/// bounded in count (1 000 websocket attempts held open, 300 slow heads
+/// opened again every two seconds, bundle and block reads and well-formed
+/// junk transfers from 5 threads until `stop`):
 /// every slot still settles on the flooded validator and the others.
 #[test]
 fn a_devnet_under_an_api_flood_settles_every_slot() {
@@ -144,6 +145,10 @@ fn a_devnet_under_an_api_flood_settles_every_slot() {
         serde_json::from_str(&text).ok()
     });
     let target = format!("127.0.0.1:{}", PORT + 1);
+    let chain_id = quartier_node::config::NetworkGenesis::load(&dir.join("genesis.json"))
+        .unwrap()
+        .ledger
+        .chain_id();
     let v0 = NodeClient::new(&format!("http://{target}")).unwrap();
     let v2 = NodeClient::new(&format!("http://127.0.0.1:{}", PORT + 5)).unwrap();
     let first = manifest.first_slot;
@@ -177,22 +182,29 @@ fn a_devnet_under_an_api_flood_settles_every_slot() {
             }
             flood
         });
-        // Slow heads: 300 connections that never finish their request.
+        // Slow heads: 300 connections that never finish their request,
+        // opened again as the server closes them, until the end.
         let slow = scope.spawn(|| {
-            let mut held = Vec::new();
-            for _ in 0..300 {
-                if let Ok(mut s) = std::net::TcpStream::connect(&target)
-                    && s.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\n")
-                        .is_ok()
-                {
-                    held.push(s);
+            let mut opened = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let mut held = Vec::new();
+                for _ in 0..300 {
+                    if let Ok(mut s) = std::net::TcpStream::connect(&target)
+                        && s.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\n")
+                            .is_ok()
+                    {
+                        held.push(s);
+                        opened += 1;
+                    }
+                }
+                for _ in 0..20 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
                 }
             }
-            let n = held.len();
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            n
+            opened
         });
         let reader = |path: &'static str| {
             let stop = &stop;
@@ -216,10 +228,23 @@ fn a_devnet_under_an_api_flood_settles_every_slot() {
             let stop = &stop;
             let v0 = v0.clone();
             scope.spawn(move || {
-                let mut n = 0;
-                let junk = format!(r#"{{"tx":"{}"}}"#, "00".repeat(200));
+                // Well-formed transfers from keys without funds: they reach
+                // the address's quota and the signature check.
+                let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let _ = v0.post("/api/v1/txs", &junk);
+                    let key = ed25519_dalek::SigningKey::from_bytes(&[(n % 251) as u8 + 1; 32]);
+                    let tx = quartier_ledger::Tx {
+                        chain_id,
+                        signer: quartier_types::AccountId(key.verifying_key().to_bytes()),
+                        nonce: n / 251,
+                        body: quartier_ledger::TxBody::Transfer {
+                            to: quartier_types::AccountId([7; 32]),
+                            amount: quartier_types::Money::new(1),
+                        },
+                    }
+                    .sign(&key);
+                    let body = format!(r#"{{"tx":"{}"}}"#, hex::encode(tx.encode()));
+                    let _ = v0.post("/api/v1/txs", &body);
                     n += 1;
                 }
                 n
@@ -242,7 +267,11 @@ fn a_devnet_under_an_api_flood_settles_every_slot() {
         flood
     });
     println!("{flood:?}");
-    assert!(flood.websockets_open <= 64, "{flood:?}");
+    let limits = quartier_node::api_guard::ApiLimits::default();
+    assert!(
+        flood.websockets_open <= limits.max_websockets_per_ip,
+        "{flood:?}"
+    );
     assert!(flood.websockets_refused > 0, "{flood:?}");
     assert!(
         flood.syncs > 0 && flood.blocks > 0 && flood.writes > 0,

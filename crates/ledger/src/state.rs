@@ -255,6 +255,9 @@ pub struct State {
     tree: MerkleStore,
     /// Proofs this node already verified (not state: see [`ProofMemo`]).
     pub(crate) verified: ProofMemo,
+    /// Transaction signatures this node already verified, apart from the
+    /// proofs so that a flood of signed junk can not push those out.
+    pub(crate) signatures: ProofMemo,
 }
 
 /// A value of the state with its Merkle proof against a root.
@@ -360,6 +363,7 @@ impl State {
             dirty,
             tree: MerkleStore::default(),
             verified: ProofMemo::default(),
+            signatures: ProofMemo::default(),
         };
         state.commit().map_err(|_| GenesisError::Allocations)?;
         Ok(state)
@@ -440,6 +444,7 @@ impl State {
             dirty,
             tree: MerkleStore::default(),
             verified: ProofMemo::default(),
+            signatures: ProofMemo::default(),
         };
         let rebuilt = state.commit().map_err(|_| SnapshotError::RootMismatch)?;
         if rebuilt != root {
@@ -453,6 +458,7 @@ impl State {
     /// started does; benchmarks measure verification this way).
     pub fn forget_verified_proofs(&mut self) {
         self.verified = ProofMemo::default();
+        self.signatures = ProofMemo::default();
     }
 
     /// The chain's id.

@@ -353,9 +353,10 @@ impl SignedTx {
 
 impl crate::State {
     /// Checks a transaction's signature as [`SignedTx::verify`] does, once
-    /// per validator: a signature that verified is remembered (in the state's
-    /// proof memo, shared by its copies and out of consensus), so the block
-    /// that holds a transaction the mempool admitted does not verify it again.
+    /// per validator: a signature that verified is remembered (in a memo of
+    /// the state's, apart from the proofs', shared by its copies and out of
+    /// consensus), so the block that holds a transaction the mempool
+    /// admitted does not verify it again.
     ///
     /// # Errors
     /// [`TxError::BadSignature`].
@@ -365,7 +366,7 @@ impl crate::State {
             b"QUARTIER_TX_SIGNATURE",
             &[&tx.tx.signer.0, &tx.signature, &signing],
         );
-        self.verified.check(statement, || {
+        self.signatures.check(statement, || {
             let key =
                 VerifyingKey::from_bytes(&tx.tx.signer.0).map_err(|_| TxError::BadSignature)?;
             key.verify_strict(&signing, &Signature::from_bytes(&tx.signature))
@@ -375,8 +376,8 @@ impl crate::State {
     }
 }
 
-/// A transaction whose signature has been checked. Only [`SignedTx::verify`]
-/// and [`verify_batch`] make one.
+/// A transaction whose signature has been checked. Only [`SignedTx::verify`],
+/// [`verify_batch`] and [`crate::State::verify_tx`] make one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifiedTx(SignedTx);
 

@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures::StreamExt as _;
 use quartier_ledger::{MAX_TX_BYTES, SignedTx};
 use quartier_types::{AccountId, Energy, RegionId, Side, Slot};
 use serde::{Deserialize, Serialize};
@@ -672,20 +673,37 @@ async fn meters(
 
 /// A state sync bundle (`quartier node --sync-from`): 503 until this node has
 /// a snapshot with a finalization certificate near it.
-async fn sync_bundle(
-    AxumState(api): AxumState<Api>,
-) -> Result<Json<crate::sync::SyncBundle>, ApiError> {
-    let Some(_building) = api.guard.sync() else {
+async fn sync_bundle(AxumState(api): AxumState<Api>) -> Result<Response, ApiError> {
+    // One bundle built and sent at a time: the place is held by the body
+    // until its last byte has gone (a client that asks and never reads
+    // holds it until the connection's lifetime ends).
+    let Some(building) = api.guard.sync() else {
         return Err(ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
             "a sync bundle is being built for another client: try again later".into(),
         ));
     };
-    api.app
+    let bundle = api
+        .app
         .sync_bundle()
         .await
-        .map(Json)
-        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let bytes = serde_json::to_vec(&bundle)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    drop(bundle);
+    let mut place = Some(building);
+    let body =
+        futures::stream::iter([Ok::<_, std::convert::Infallible>(bytes::Bytes::from(bytes))])
+            .chain(futures::stream::poll_fn(move |_| {
+                // The body's end: the place goes with it.
+                drop(place.take());
+                std::task::Poll::Ready(None)
+            }));
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response())
 }
 
 /// How much of a block's transactions to show.
@@ -812,9 +830,10 @@ async fn metrics(AxumState(api): AxumState<Api>) -> impl IntoResponse {
 /// messages. A client too slow to keep up gets `{"type":"lagged","missed":n}`.
 async fn stream(
     AxumState(api): AxumState<Api>,
+    client: Option<axum::Extension<crate::api_guard::ClientIp>>,
     upgrade: axum::extract::ws::WebSocketUpgrade,
 ) -> Response {
-    let Some(place) = api.guard.websocket() else {
+    let Some(place) = api.guard.websocket(client.map(|c| c.0.0)) else {
         return ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
             "too many streams open: try again later".into(),

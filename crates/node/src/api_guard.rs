@@ -4,20 +4,23 @@
 //! - **Connections**: at most [`ApiLimits::max_connections`] at once and
 //!   [`ApiLimits::max_connections_per_ip`] from one address; past either, a
 //!   new connection waits in the kernel's backlog (the whole cap) or is
-//!   closed at once (one address's).
+//!   closed at once (one address's). A connection lives at most
+//!   [`ApiLimits::connection_lifetime`] (a client that asks and never reads
+//!   its answer holds its place no longer). An IPv6 address counts by its
+//!   /64 prefix (what one host is usually given), here and below.
 //! - **Slow clients**: a request's head must arrive within
 //!   [`ApiLimits::header_timeout`] (hyper's header-read timeout: a slowloris
 //!   client is cut off), and a request, its body included, is answered
 //!   within [`ApiLimits::request_timeout`] or gets 408.
-//! - **Websockets**: at most [`ApiLimits::max_websockets`] streams; past it
-//!   `503`.
+//! - **Websockets**: at most [`ApiLimits::max_websockets`] streams and
+//!   [`ApiLimits::max_websockets_per_ip`] from one address; past them `503`.
 //! - **Writes**: each address may submit [`ApiLimits::writes_per_second`]
 //!   transactions a second (bursts of [`ApiLimits::write_burst`]), and
 //!   one-time (mode A) transactions, whose proofs cost milliseconds each to
 //!   verify, [`ApiLimits::one_time_per_second`] (bursts of
 //!   [`ApiLimits::one_time_burst`]); past them `429`.
-//! - **State sync**: one bundle built at a time; another request meanwhile
-//!   gets `503`.
+//! - **State sync**: one bundle built and sent at a time; another request
+//!   meanwhile gets `503`.
 
 use axum::Router;
 use governor::{DefaultKeyedRateLimiter, Quota};
@@ -36,6 +39,11 @@ pub struct ApiLimits {
     pub max_connections_per_ip: usize,
     /// Websocket streams at once.
     pub max_websockets: usize,
+    /// Websocket streams from one address.
+    pub max_websockets_per_ip: usize,
+    /// How long a connection may stay open (a websocket, once upgraded, is
+    /// not bound by it).
+    pub connection_lifetime: Duration,
     /// Time for a request's head to arrive.
     pub header_timeout: Duration,
     /// Time to answer a request, reading its body included.
@@ -57,8 +65,10 @@ impl Default for ApiLimits {
     fn default() -> Self {
         ApiLimits {
             max_connections: 512,
-            max_connections_per_ip: 256,
+            max_connections_per_ip: 64,
             max_websockets: 64,
+            max_websockets_per_ip: 8,
+            connection_lifetime: Duration::from_secs(60),
             header_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             writes_per_second: 1_000,
@@ -69,9 +79,25 @@ impl Default for ApiLimits {
     }
 }
 
-/// The address a request came from, as the server saw it.
+/// The address a request came from, as the server saw it (an IPv6
+/// address by its /64 prefix, see [`client_key`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientIp(pub IpAddr);
+
+/// What the limits count a client by: its IPv4 address, or the /64 prefix
+/// of its IPv6 address (one host usually gets a whole /64, so counting
+/// whole addresses would give it 2⁶⁴ quotas).
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !u128::from(u64::MAX),
+            )),
+        },
+    }
+}
 
 /// Which write quota a transaction draws on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,7 +115,16 @@ pub struct Guard {
     writes: Arc<DefaultKeyedRateLimiter<IpAddr>>,
     one_time: Arc<DefaultKeyedRateLimiter<IpAddr>>,
     websockets: Arc<tokio::sync::Semaphore>,
+    websockets_per_ip: Arc<PerIp>,
     sync: Arc<tokio::sync::Semaphore>,
+    /// Write checks since the limiters' tables were last trimmed.
+    checks: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// A websocket's place, held while the stream lives.
+pub struct WebsocketPlace {
+    _all: tokio::sync::OwnedSemaphorePermit,
+    _mine: Leave,
 }
 
 fn quota(per_second: u32, burst: u32) -> Quota {
@@ -111,7 +146,9 @@ impl Guard {
                 limits.one_time_burst,
             ))),
             websockets: Arc::new(tokio::sync::Semaphore::new(limits.max_websockets)),
+            websockets_per_ip: Arc::new(PerIp::default()),
             sync: Arc::new(tokio::sync::Semaphore::new(1)),
+            checks: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         }
     }
 
@@ -129,18 +166,31 @@ impl Guard {
             WriteKind::Account => &self.writes,
             WriteKind::OneTime => &self.one_time,
         };
-        // Addresses whose bucket is full again are forgotten now and then,
-        // so many addresses do not grow the table for good.
-        if limiter.len() > 65_536 {
-            limiter.retain_recent();
+        // Addresses whose bucket is full again are forgotten every 4 096
+        // checks, so many addresses do not grow the tables for good (and a
+        // large table is not scanned on every check).
+        let checks = self
+            .checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if checks % 4_096 == 4_095 {
+            self.writes.retain_recent();
+            self.one_time.retain_recent();
         }
         limiter.check_key(&ip).is_ok()
     }
 
-    /// A websocket's place, held while the stream lives; `None` when all
-    /// are taken.
-    pub fn websocket(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        Arc::clone(&self.websockets).try_acquire_owned().ok()
+    /// A websocket's place for `ip`, held while the stream lives; `None`
+    /// when all are taken, or all of the address's share.
+    pub fn websocket(&self, ip: Option<IpAddr>) -> Option<WebsocketPlace> {
+        let ip = ip.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let mine = self
+            .websockets_per_ip
+            .enter(client_key(ip), self.limits.max_websockets_per_ip)?;
+        let all = Arc::clone(&self.websockets).try_acquire_owned().ok()?;
+        Some(WebsocketPlace {
+            _all: all,
+            _mine: mine,
+        })
     }
 
     /// The state sync builder's place; `None` while another builds.
@@ -149,9 +199,9 @@ impl Guard {
     }
 }
 
-/// Open connections per address.
+/// Open connections (or streams) per address.
 #[derive(Default)]
-struct PerIp(Mutex<HashMap<IpAddr, usize>>);
+pub struct PerIp(Mutex<HashMap<IpAddr, usize>>);
 
 impl PerIp {
     fn enter(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<Leave> {
@@ -166,7 +216,7 @@ impl PerIp {
 }
 
 /// Leaves an address's count when the connection ends.
-struct Leave(Arc<PerIp>, IpAddr);
+pub struct Leave(Arc<PerIp>, IpAddr);
 
 impl Drop for Leave {
     fn drop(&mut self) {
@@ -237,7 +287,7 @@ pub async fn serve(
                 continue;
             }
         };
-        let ip = addr.ip();
+        let ip = client_key(addr.ip());
         let Some(leave) = per_ip.enter(ip, limits.max_connections_per_ip) else {
             // One address over its share: closed at once.
             drop(stream);
@@ -251,12 +301,13 @@ pub async fn serve(
         );
         let builder = builder.clone();
         tokio::spawn(async move {
-            let served = builder
+            let connection = builder
                 .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
-                .with_upgrades()
-                .await;
-            if let Err(e) = served {
-                tracing::debug!("API connection from {ip}: {e}");
+                .with_upgrades();
+            match tokio::time::timeout(limits.connection_lifetime, connection).await {
+                Ok(Err(e)) => tracing::debug!("API connection from {ip}: {e}"),
+                Err(_) => tracing::debug!("API connection from {ip} closed: open too long"),
+                Ok(Ok(())) => {}
             }
             drop((permit, leave));
         });

@@ -499,7 +499,16 @@ impl LedgerApp {
         // is remembered, so the admission under the lock and the block that
         // holds it do not verify it again; what fails is refused here, after
         // the cheap duplicate checks.
-        let state = self.finalized_state();
+        let state = {
+            // The cheap checks first, under the lock a moment: a duplicate,
+            // a stale or far nonce or a spent quota costs no verification.
+            let chain = self.chain.lock();
+            if chain.included.contains_key(&tx.hash()) {
+                return Err(MempoolError::Duplicate);
+            }
+            chain.mempool.precheck(&tx, &chain.finalized)?;
+            Arc::clone(&chain.finalized)
+        };
         let checked = state.verify_tx(tx.clone()).and_then(|v| {
             if v.tx().body.is_one_time() {
                 let ctx = crate::mempool::admission_context(&state);
@@ -728,11 +737,12 @@ where
         let (parent_height, parent_time) = (parent.inner().height, parent.inner().time_ms);
         let mut state = self.state_after(parent, &mut ancestry).await?;
         let time_ms = millis(runtime.current()).max(parent_time);
-        let candidates = self
-            .chain
-            .lock()
-            .mempool
-            .pending(MAX_BLOCK_TXS, |who| state.account(who).nonce);
+        let height_seed = parent_height.get();
+        let candidates = self.chain.lock().mempool.pending(
+            MAX_BLOCK_TXS,
+            |who| state.account(who).nonce,
+            height_seed,
+        );
         let idle = candidates.is_empty()
             && !state.settlement_due(Timestamp(time_ms))
             && time_ms < parent_time.saturating_add(self.idle_block_ms)

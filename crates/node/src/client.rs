@@ -20,10 +20,18 @@ pub enum ClientError {
     /// The reply is longer than the client reads.
     #[error("the node's reply is longer than {0} bytes")]
     TooLarge(usize),
+    /// The reply did not arrive in time (the node sends it too slowly).
+    #[error("the node's reply took longer than {0:?}")]
+    TooSlow(Duration),
 }
 
 /// The longest reply the client reads unless a call says otherwise.
 pub const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
+
+/// The longest a whole reply may take (a peer that sends a byte now and
+/// then is cut off), in seconds per MiB of the most the call reads, at least
+/// a minute.
+const SECONDS_PER_MIB: u64 = 2;
 
 /// A node's API, e.g. `http://127.0.0.1:7401`.
 #[derive(Clone, Debug)]
@@ -99,6 +107,8 @@ impl NodeClient {
         Ok((status, text))
     }
 
+    // A client's deadline is the wall clock's: this is I/O, not pure code.
+    #[allow(clippy::disallowed_methods)]
     fn exchange_bytes(
         &self,
         method: &str,
@@ -114,13 +124,29 @@ impl NodeClient {
             body.len()
         );
         stream.write_all(request.as_bytes())?;
-        // The head is small; the body at most `max_bytes`.
+        // The head is small; the body at most `max_bytes`, read within a
+        // deadline for the whole reply.
         const MAX_HEAD: usize = 16 * 1024;
-        let limit = max_bytes.saturating_add(MAX_HEAD) as u64;
+        let limit = max_bytes.saturating_add(MAX_HEAD);
+        let allowed = Duration::from_secs((SECONDS_PER_MIB * (max_bytes as u64 >> 20)).max(60));
+        let deadline = std::time::Instant::now() + allowed;
         let mut reply = Vec::new();
-        stream
-            .take(limit.saturating_add(1))
-            .read_to_end(&mut reply)?;
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(ClientError::TooSlow(allowed));
+            }
+            stream.set_read_timeout(Some(left.min(Duration::from_secs(10))))?;
+            let n = stream.read(&mut chunk)?;
+            if n == 0 {
+                break;
+            }
+            if reply.len() + n > limit {
+                return Err(ClientError::TooLarge(max_bytes));
+            }
+            reply.extend_from_slice(&chunk[..n]);
+        }
         let head_end = reply
             .windows(4)
             .position(|w| w == b"\r\n\r\n")

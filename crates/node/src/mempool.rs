@@ -11,10 +11,12 @@ use std::collections::{BTreeMap, VecDeque};
 /// up to `max_per_account` ahead, each nonce once, and only those that can go
 /// in the next block (every nonce before them pending or final) are ever
 /// proposed, accounts taking turns. What could not go in (a gap never
-/// filled) is bounded apart and evicted after `max_age_blocks`. Accounts the
-/// finalized state knows nothing of (no nonce used, no balance, no role or
-/// meter) share `max_newcomer_txs`, so fresh keys, which cost nothing, can
-/// not fill the pool for everyone else.
+/// filled) is bounded apart and evicted after `max_gapped_age_blocks`.
+/// Accounts the finalized state knows nothing of (no nonce used, no balance,
+/// no role or meter) share `max_newcomer_txs` and must send their nonces in
+/// order (each one they send can go in the next block, and leaves the pool
+/// with it or with its refusal), so fresh keys, which cost nothing, can not
+/// fill the pool for everyone else, nor hold the newcomers' places.
 #[derive(Clone, Copy, Debug)]
 pub struct MempoolConfig {
     /// Most pending transactions in all.
@@ -28,6 +30,8 @@ pub struct MempoolConfig {
     pub max_newcomer_txs: usize,
     /// Finalized blocks a transaction may wait before it is evicted.
     pub max_age_blocks: u64,
+    /// Finalized blocks a transaction admitted with a gap may wait.
+    pub max_gapped_age_blocks: u64,
     /// How many rejection reasons are remembered for lookup.
     pub max_rejections: usize,
 }
@@ -40,6 +44,7 @@ impl Default for MempoolConfig {
             max_gapped: 4_096,
             max_newcomer_txs: 1_024,
             max_age_blocks: 1_200,
+            max_gapped_age_blocks: 60,
             max_rejections: 10_000,
         }
     }
@@ -72,6 +77,15 @@ pub enum MempoolError {
         got: u64,
         /// How far ahead a nonce may be.
         max_ahead: u64,
+    },
+    /// An account the chain does not know sent a nonce before the ones it
+    /// has pending.
+    #[error("nonce gap: a new account sends its nonces in order (next is {next}, got {got})")]
+    Gap {
+        /// The nonce the account may send now.
+        next: u64,
+        /// The transaction's nonce.
+        got: u64,
     },
     /// Another transaction of the account with this nonce is pending.
     #[error("another transaction with nonce {0} is pending")]
@@ -188,25 +202,32 @@ impl Mempool {
         self.rejected.get(hash).map(String::as_str)
     }
 
-    /// Admits a transaction: the cheap checks first (duplicate, chain,
-    /// nonce window, quotas), then its signature against `state`'s nonces,
-    /// and a one-time transaction in full against `state` (the finalized
-    /// state) and the key images pending.
+    /// The cheap checks of admission, without the signature or proofs:
+    /// whether `tx` would be refused for its hash, chain, nonce, the
+    /// quotas or a pending key image. [`Mempool::insert`] runs them again.
     ///
     /// # Errors
-    /// [`MempoolError`] saying why it was not admitted; nothing changes then.
-    pub fn insert(&mut self, tx: SignedTx, state: &State) -> Result<Digest, MempoolError> {
-        let hash = tx.hash();
-        if self.txs.contains_key(&hash) {
+    /// The [`MempoolError`] `insert` would return before verifying.
+    pub fn precheck(&self, tx: &SignedTx, state: &State) -> Result<(), MempoolError> {
+        self.admission(&tx.hash(), tx, state).map(|_| ())
+    }
+
+    /// The cheap checks; `(gapped, newcomer)` if they pass.
+    fn admission(
+        &self,
+        hash: &Digest,
+        tx: &SignedTx,
+        state: &State,
+    ) -> Result<(bool, bool), MempoolError> {
+        if self.txs.contains_key(hash) {
             return Err(MempoolError::Duplicate);
         }
         if tx.tx.chain_id != state.chain_id() {
             return Err(MempoolError::Invalid(TxError::WrongChain));
         }
-        let one_time = tx.tx.body.is_one_time();
         let signer = tx.tx.signer;
         let (mut gapped, mut newcomer) = (false, false);
-        if !one_time {
+        if !tx.tx.body.is_one_time() {
             let expected = state.account(&signer).nonce;
             let got = tx.tx.nonce;
             if got < expected {
@@ -227,12 +248,18 @@ impl Mempool {
             if queue.map_or(0, BTreeMap::len) >= self.config.max_per_account {
                 return Err(MempoolError::AccountFull);
             }
-            let before = queue.map_or(0, |q| q.range(expected..got).count());
-            gapped = before as u64 != got - expected;
+            let before = queue.map_or(0, |q| q.range(expected..got).count()) as u64;
+            gapped = before != got - expected;
+            newcomer = !known(state, &signer);
+            if newcomer && gapped {
+                return Err(MempoolError::Gap {
+                    next: expected + before,
+                    got,
+                });
+            }
             if gapped && self.gapped >= self.config.max_gapped {
                 return Err(MempoolError::GapsFull);
             }
-            newcomer = !known(state, &signer);
             if newcomer && self.newcomers >= self.config.max_newcomer_txs {
                 return Err(MempoolError::NewcomersFull);
             }
@@ -240,11 +267,29 @@ impl Mempool {
         if self.txs.len() >= self.config.max_txs {
             return Err(MempoolError::Full);
         }
-        let images = quartier_ledger::key_images_of(&tx.tx.body);
         // Cheap before dear: a key image already pending costs a lookup.
-        if images.iter().any(|i| self.images.contains_key(i)) {
+        if quartier_ledger::key_images_of(&tx.tx.body)
+            .iter()
+            .any(|i| self.images.contains_key(i))
+        {
             return Err(MempoolError::KeyImagePending);
         }
+        Ok((gapped, newcomer))
+    }
+
+    /// Admits a transaction: the cheap checks first (duplicate, chain,
+    /// nonce window, quotas, key images pending; [`Mempool::precheck`]),
+    /// then its signature, and a one-time transaction in full against
+    /// `state` (the finalized state).
+    ///
+    /// # Errors
+    /// [`MempoolError`] saying why it was not admitted; nothing changes then.
+    pub fn insert(&mut self, tx: SignedTx, state: &State) -> Result<Digest, MempoolError> {
+        let hash = tx.hash();
+        let (gapped, newcomer) = self.admission(&hash, &tx, state)?;
+        let one_time = tx.tx.body.is_one_time();
+        let signer = tx.tx.signer;
+        let images = quartier_ledger::key_images_of(&tx.tx.body);
         let verified = state.verify_tx(tx).map_err(MempoolError::Invalid)?;
         if one_time {
             quartier_ledger::check_one_time(state, &verified, &admission_context(state))
@@ -280,7 +325,9 @@ impl Mempool {
     /// one-time (mode A) ones first, in the order of their hashes, then the
     /// accounts', each account's from `next_nonce(account)` (its nonce after
     /// the block built on) without a gap, the accounts taking turns one
-    /// transaction each in the order their first pending one arrived.
+    /// transaction each, in an order drawn from `seed` (the proposer's
+    /// height: not the order of arrival, so accounts that filled the pool
+    /// first do not come first in every block).
     ///
     /// A block thus does not say which shielded order arrived first: a meter
     /// that is always quick (or a host that sends its meters' orders in one
@@ -290,7 +337,12 @@ impl Mempool {
     /// against. And one account's many transactions, or many accounts'
     /// transactions that wait for a nonce that never comes, do not keep
     /// another account's out.
-    pub fn pending(&self, max: usize, next_nonce: impl Fn(&AccountId) -> u64) -> Vec<SignedTx> {
+    pub fn pending(
+        &self,
+        max: usize,
+        next_nonce: impl Fn(&AccountId) -> u64,
+        seed: u64,
+    ) -> Vec<SignedTx> {
         let mut one_time: Vec<(Digest, &SignedTx)> = self
             .arrival
             .values()
@@ -301,7 +353,7 @@ impl Mempool {
         one_time.sort_unstable_by_key(|(hash, _)| *hash);
         let mut out: Vec<SignedTx> = one_time.into_iter().map(|(_, tx)| tx.clone()).collect();
         // Each account's run of transactions that can apply in order.
-        let mut runs: Vec<(u64, Vec<&SignedTx>)> = self
+        let mut runs: Vec<(Digest, Vec<&SignedTx>)> = self
             .accounts
             .iter()
             .filter_map(|(who, queue)| {
@@ -315,11 +367,15 @@ impl Mempool {
                     run.push(&entry.tx);
                     nonce = nonce.checked_add(1)?;
                 }
-                let first = self.txs.get(&run.first()?.hash())?.seq;
-                Some((first, run))
+                run.first()?;
+                let turn = quartier_types::hash::tagged(
+                    "QUARTIER_MEMPOOL_TURN",
+                    &[&seed.to_le_bytes(), &who.0],
+                );
+                Some((turn, run))
             })
             .collect();
-        runs.sort_unstable_by_key(|(first, _)| *first);
+        runs.sort_unstable_by_key(|(turn, _)| *turn);
         let mut turn = 0;
         while out.len() < max {
             let before = out.len();
@@ -409,16 +465,23 @@ impl Mempool {
                 || quartier_ledger::key_image_used(state, &tx.tx.body)
             {
                 stale.push(*h);
-            } else if height.saturating_sub(entry.admitted_at) > self.config.max_age_blocks {
-                old.push(*h);
+            } else {
+                let age = height.saturating_sub(entry.admitted_at);
+                let limit = if entry.gapped {
+                    self.config.max_gapped_age_blocks
+                } else {
+                    self.config.max_age_blocks
+                };
+                if age > limit {
+                    old.push((*h, limit));
+                }
             }
         }
         for h in stale {
             self.remove(&h);
         }
-        let age = self.config.max_age_blocks;
-        for h in old {
-            self.drop_with_reason(h, format!("evicted: pending for more than {age} blocks"));
+        for (h, limit) in old {
+            self.drop_with_reason(h, format!("evicted: pending for more than {limit} blocks"));
         }
     }
 }
