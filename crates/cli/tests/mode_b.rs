@@ -208,6 +208,7 @@ fn outsider(base_port: u16, stop: &AtomicBool) -> Loot {
                 (
                     "finish",
                     Request::DkgFinish {
+                        round1: [5; 32],
                         packages: vec![SealedDkgPackage {
                             from: 3,
                             to: i,

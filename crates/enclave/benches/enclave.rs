@@ -239,7 +239,8 @@ fn committee_with_key(
         round2.extend(m.dkg_round2(&round1).expect("round 2"));
     }
     for m in &mut members {
-        m.dkg_finish(&round2).expect("round 3");
+        m.dkg_finish(&quartier_enclave::service::round1_digest(&round1), &round2)
+            .expect("round 3");
     }
     let (public, shares) = members[0].create_epoch_key(Epoch(1)).expect("a committee");
     for (m, share) in members.iter_mut().skip(1).zip(&shares) {

@@ -88,6 +88,8 @@ enum Round {
     Two {
         waiting: BTreeSet<u16>,
         sealed: Vec<SealedDkgPackage>,
+        /// The round-1 set the members ran round 2 with.
+        round1: [u8; 32],
     },
     Finish {
         waiting: BTreeSet<u16>,
@@ -182,17 +184,23 @@ impl DkgSession {
                     return Vec::new();
                 }
                 let round1 = std::mem::take(packages);
+                let set = crate::service::round1_digest(&round1).0;
                 self.next_round(
                     Round::Two {
                         waiting: (0..self.members).collect(),
                         sealed: Vec::new(),
+                        round1: set,
                     },
                     |_| Request::DkgRound2 {
                         round1: round1.clone(),
                     },
                 )
             }
-            Round::Two { waiting, sealed } => {
+            Round::Two {
+                waiting,
+                sealed,
+                round1,
+            } => {
                 if !waiting.remove(&member) {
                     return Vec::new();
                 }
@@ -207,12 +215,14 @@ impl DkgSession {
                     return Vec::new();
                 }
                 let packages = std::mem::take(sealed);
+                let round1 = *round1;
                 self.next_round(
                     Round::Finish {
                         waiting: (0..self.members).collect(),
                         keys: BTreeMap::new(),
                     },
                     |to| Request::DkgFinish {
+                        round1,
                         // Each member gets only the packages sealed to it.
                         packages: packages.iter().filter(|p| p.to == to).cloned().collect(),
                     },

@@ -39,6 +39,9 @@ pub enum Request {
     },
     /// DKG round 3 with every round-2 package (each member opens its own).
     DkgFinish {
+        /// The round-1 set round 2 ran with
+        /// ([`crate::service::round1_digest`]).
+        round1: [u8; 32],
         /// All sealed round-2 packages.
         packages: Vec<SealedDkgPackage>,
     },
@@ -122,9 +125,9 @@ impl EnclaveService {
                 .dkg_round1(index, t, chain, members, &invitation)
                 .map(|(package, signature)| Response::DkgRound1(package, signature)),
             Request::DkgRound2 { round1 } => self.dkg_round2(&round1).map(Response::DkgRound2),
-            Request::DkgFinish { packages } => {
-                self.dkg_finish(&packages).map(Response::DkgFinished)
-            }
+            Request::DkgFinish { round1, packages } => self
+                .dkg_finish(&quartier_types::hash::Digest(round1), &packages)
+                .map(Response::DkgFinished),
             Request::ReceiveEpochKey { share, public_key } => self
                 .receive_epoch_key(&share, &public_key)
                 .map(|()| Response::EpochKeyReceived),

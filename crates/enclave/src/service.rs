@@ -348,6 +348,40 @@ struct Trust {
     measurement: Measurement,
 }
 
+/// Round 2's secret and the others' round-1 packages it ran with, under
+/// the digest of the round-1 set it was given.
+type Round2 = (
+    hash::Digest,
+    frost::keys::dkg::round2::SecretPackage,
+    BTreeMap<frost::Identifier, frost::keys::dkg::round1::Package>,
+);
+
+/// How many round-2 runs (round-1 sets) a member keeps until its DKG
+/// finishes.
+const KEPT_ROUND2: usize = 4;
+
+/// The digest of a DKG's round-1 set, as the coordinator sends it in round
+/// 2 and names it in the finish.
+pub fn round1_digest(round1: &BTreeMap<u16, SignedPackage>) -> hash::Digest {
+    let mut parts: Vec<Vec<u8>> = Vec::with_capacity(round1.len());
+    for (index, (package, signature)) in round1 {
+        parts.push(
+            [
+                index.to_le_bytes().as_slice(),
+                &(package.len() as u64).to_le_bytes(),
+                package,
+                signature,
+            ]
+            .concat(),
+        );
+    }
+    let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    hash::tagged(TAG_DKG_ROUND1_SET, &parts)
+}
+
+/// Domain tag of [`round1_digest`].
+pub const TAG_DKG_ROUND1_SET: &str = "QUARTIER_ENCLAVE_DKG_ROUND1_SET";
+
 /// One enclave.
 pub struct EnclaveService {
     trust: Trust,
@@ -356,8 +390,11 @@ pub struct EnclaveService {
     identity: IdentityKey,
     membership: Option<Membership>,
     dkg1: Option<frost::keys::dkg::round1::SecretPackage>,
-    dkg2: Option<frost::keys::dkg::round2::SecretPackage>,
-    round1: BTreeMap<frost::Identifier, frost::keys::dkg::round1::Package>,
+    /// Round 2's secrets, one per round-1 set it ran with (by
+    /// [`round1_digest`], newest last, at most [`KEPT_ROUND2`]): the finish
+    /// names the set, so a replay of an earlier round-2 request (anyone on
+    /// the network can send one) does not change what it finishes with.
+    dkg2: Vec<Round2>,
     /// The DKG round-1 request this member answered last (a digest of it)
     /// and its answer, until the DKG finishes: the same request again (a
     /// replay anyone on the network can send) gets the same answer and
@@ -414,8 +451,7 @@ impl EnclaveService {
             identity,
             membership: None,
             dkg1: None,
-            dkg2: None,
-            round1: BTreeMap::new(),
+            dkg2: Vec::new(),
             round1_answer: None,
             epoch_keys: BTreeMap::new(),
             candidates: Vec::new(),
@@ -565,8 +601,7 @@ impl EnclaveService {
         let message = round1_message(&chain, index, &identities, &package);
         let signature = ed25519_dalek::Signer::sign(&self.account, &message.0).to_bytes();
         self.dkg1 = Some(secret);
-        self.dkg2 = None;
-        self.round1.clear();
+        self.dkg2.clear();
         self.round1_answer = Some((request, (package.clone(), signature)));
         self.membership = Some(Membership {
             index,
@@ -646,8 +681,12 @@ impl EnclaveService {
         }
         let (secret2, out) =
             frost::keys::dkg::part2(secret, &packages).map_err(|_| ServiceError::Invalid)?;
-        self.round1 = packages;
-        self.dkg2 = Some(secret2);
+        let set = round1_digest(round1);
+        self.dkg2.retain(|(d, _, _)| *d != set);
+        self.dkg2.push((set, secret2, packages));
+        if self.dkg2.len() > KEPT_ROUND2 {
+            self.dkg2.remove(0);
+        }
         let mut sealed = Vec::new();
         for (to, identity) in identities.iter().enumerate() {
             let to = u16::try_from(to).map_err(|_| ServiceError::Invalid)?;
@@ -683,13 +722,16 @@ impl EnclaveService {
     /// [`ServiceError`] if round 2 did not run here or a package is invalid.
     pub fn dkg_finish(
         &mut self,
+        round1: &hash::Digest,
         received: &[SealedDkgPackage],
     ) -> Result<GroupPublicKey, ServiceError> {
-        // Kept until the DKG succeeds: forged packages do not end it.
-        let secret2 = self
+        // Kept until the DKG succeeds: forged packages do not end it. The
+        // round 2 of the round-1 set the coordinator names.
+        let (_, secret2, round1_packages) = self
             .dkg2
-            .as_ref()
-            .ok_or(ServiceError::State("no DKG round 2"))?;
+            .iter()
+            .find(|(d, _, _)| d == round1)
+            .ok_or(ServiceError::State("no DKG round 2 with this round-1 set"))?;
         let m = self
             .membership
             .as_mut()
@@ -716,10 +758,10 @@ impl EnclaveService {
             plain.zeroize();
             packages.insert(identifier(p.from)?, package?);
         }
-        let (key, public) = frost::keys::dkg::part3(secret2, &self.round1, &packages)
+        let (key, public) = frost::keys::dkg::part3(secret2, round1_packages, &packages)
             .map_err(|_| ServiceError::Invalid)?;
         self.dkg1 = None;
-        self.dkg2 = None;
+        self.dkg2.clear();
         self.round1_answer = None;
         m.key = Some(key);
         m.public = Some(public);
@@ -1534,8 +1576,7 @@ impl EnclaveService {
             identity,
             membership,
             dkg1: None,
-            dkg2: None,
-            round1: BTreeMap::new(),
+            dkg2: Vec::new(),
             round1_answer: None,
             epoch_keys,
             candidates: Vec::new(),
@@ -1763,7 +1804,7 @@ mod tests {
         }
         let keys: Vec<GroupPublicKey> = members
             .iter_mut()
-            .map(|m| m.dkg_finish(&round2).unwrap())
+            .map(|m| m.dkg_finish(&round1_digest(&round1), &round2).unwrap())
             .collect();
         assert!(keys.iter().all(|k| *k == keys[0]), "one group key");
         members
@@ -2185,7 +2226,7 @@ mod tests {
             round2.extend(m.dkg_round2(&round1).unwrap());
         }
         for m in &mut members {
-            m.dkg_finish(&round2).unwrap();
+            m.dkg_finish(&round1_digest(&round1), &round2).unwrap();
         }
         assert!(
             members
@@ -2950,14 +2991,17 @@ mod tests {
             encapped_key,
             ciphertext,
         });
-        let finish = Request::DkgFinish { packages: forged };
+        let finish = Request::DkgFinish {
+            round1: round1_digest(&round1).0,
+            packages: forged,
+        };
         assert!(matches!(
             rpc(&mut members[0], &finish),
             Response::Refused(_)
         ));
         let keys: Vec<GroupPublicKey> = members
             .iter_mut()
-            .map(|m| m.dkg_finish(&round2).unwrap())
+            .map(|m| m.dkg_finish(&round1_digest(&round1), &round2).unwrap())
             .collect();
         assert!(keys.iter().all(|k| *k == keys[0]), "the DKG completed");
     }

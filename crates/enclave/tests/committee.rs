@@ -160,6 +160,7 @@ fn committee_of(t: u16, behaviours: [Behaviour; 3]) -> (Vec<Member>, GroupPublic
     let mut keys = Vec::new();
     for e in &mut enclaves {
         let Response::DkgFinished(key) = e.handle(Request::DkgFinish {
+            round1: quartier_enclave::service::round1_digest(&round1).0,
             packages: packages.clone(),
         }) else {
             panic!("round 3");

@@ -246,3 +246,65 @@ fn a_dkg_that_failed_forms_when_the_coordinator_tries_again() {
         assert_eq!(m.enclave.group_key(), Some(key));
     }
 }
+
+/// A member restarts between round 2 and the finish (a DKG in progress is
+/// not sealed: its host restores the enclave without it), so the first
+/// attempt can not finish and the coordinator tries again, with the
+/// restarted member's new round-1 package. An outsider who recorded the
+/// first attempt's round-2 requests sends them to every member before each
+/// finish of the retry. Before, that put the old round-1 set back under the
+/// others' round 2, and their finish failed against the restarted member's
+/// new shares, every retry; now the finish names its round-1 set.
+#[test]
+fn a_replayed_round_two_after_a_member_restarted_does_not_stop_the_retry() {
+    let vendor = SimulatedAttestationService::new([42; 32]);
+    let platform = SimulatedPlatform::new([5; 32], MEASUREMENT, vendor.root());
+    let mut enclaves: Vec<EnclaveService> = (0..3)
+        .map(|_| EnclaveService::new(&platform).unwrap())
+        .collect();
+    enclaves.sort_by_key(EnclaveService::account);
+    let quotes: Vec<Quote> = enclaves
+        .iter()
+        .map(|e| vendor.quote(MEASUREMENT, e.report_data()))
+        .collect();
+    let mut members: Vec<Member> = enclaves
+        .into_iter()
+        .map(|enclave| Member {
+            enclave,
+            behaviour: Behaviour::Honest,
+        })
+        .collect();
+    // The first attempt, up to its finish.
+    let (mut dkg, mut queue) = DkgSession::start(&members[0].enclave, CHAIN, 2, quotes.clone());
+    let mut recorded = Vec::new();
+    while !queue.is_empty() {
+        let DkgEffect::Call { member, request } = queue.remove(0);
+        if matches!(request, Request::DkgFinish { .. }) {
+            break;
+        }
+        if matches!(request, Request::DkgRound2 { .. }) {
+            recorded.push((member, request.clone()));
+        }
+        let answer = members[usize::from(member)].call(&request);
+        queue.extend(dkg.reply(member, answer));
+    }
+    assert_eq!(recorded.len(), 3, "round 2 ran");
+    // Member 1 restarts from its sealed state.
+    let sealed = members[1].enclave.seal(&platform).unwrap();
+    members[1].enclave = EnclaveService::unseal(&sealed, &platform).unwrap();
+    assert_eq!(members[1].enclave.group_key(), None);
+    // The retry, with the outsider's replays before every finish.
+    let outcome = run(&mut members, quotes, |members, request| {
+        if matches!(request, Request::DkgFinish { .. }) {
+            for (member, replay) in &recorded {
+                let _ = rpc(&mut members[usize::from(*member)].enclave, replay);
+            }
+        }
+    });
+    let DkgOutcome::Formed(key) = outcome else {
+        panic!("no committee: {outcome:?}");
+    };
+    for m in &members {
+        assert_eq!(m.enclave.group_key(), Some(key));
+    }
+}

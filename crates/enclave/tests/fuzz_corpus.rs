@@ -36,7 +36,13 @@ fn seeds() -> Vec<(&'static str, Request)> {
                 round1: BTreeMap::from([(1, (vec![4; 40], [5; 64]))]),
             },
         ),
-        ("dkg_finish", Request::DkgFinish { packages: vec![] }),
+        (
+            "dkg_finish",
+            Request::DkgFinish {
+                round1: [0; 32],
+                packages: vec![],
+            },
+        ),
         (
             "sign_commit_epoch_key",
             Request::SignCommit {
@@ -118,7 +124,8 @@ fn committee() -> Vec<EnclaveService> {
         round2.extend(m.dkg_round2(&round1).unwrap());
     }
     for m in &mut members {
-        m.dkg_finish(&round2).unwrap();
+        m.dkg_finish(&quartier_enclave::service::round1_digest(&round1), &round2)
+            .unwrap();
     }
     members
 }

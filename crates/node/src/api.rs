@@ -691,6 +691,9 @@ async fn sync_bundle(AxumState(api): AxumState<Api>) -> Result<Response, ApiErro
     let bytes = serde_json::to_vec(&bundle)
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     drop(bundle);
+    // The length up front: a client reads exactly the bundle, without
+    // chunked framing.
+    let length = bytes.len();
     let mut place = Some(building);
     let body =
         futures::stream::iter([Ok::<_, std::convert::Infallible>(bytes::Bytes::from(bytes))])
@@ -700,7 +703,13 @@ async fn sync_bundle(AxumState(api): AxumState<Api>) -> Result<Response, ApiErro
                 std::task::Poll::Ready(None)
             }));
     Ok((
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/json".to_owned(),
+            ),
+            (axum::http::header::CONTENT_LENGTH, length.to_string()),
+        ],
         axum::body::Body::from_stream(body),
     )
         .into_response())
