@@ -400,6 +400,9 @@ pub struct EnclaveService {
     /// replay anyone on the network can send) gets the same answer and
     /// does not start the DKG over.
     round1_answer: Option<(hash::Digest, SignedPackage)>,
+    /// The round-1 set this enclave's DKG finished with (not sealed: after a
+    /// restart a finish is refused, as before).
+    finished_with: Option<hash::Digest>,
     /// Epoch keys the chain published, by epoch (what clearing uses).
     epoch_keys: BTreeMap<Epoch, EpochKeyPair>,
     /// Keys created or received and not yet seen published: when the member
@@ -453,6 +456,7 @@ impl EnclaveService {
             dkg1: None,
             dkg2: Vec::new(),
             round1_answer: None,
+            finished_with: None,
             epoch_keys: BTreeMap::new(),
             candidates: Vec::new(),
             auctioneers: BTreeMap::new(),
@@ -660,6 +664,14 @@ impl EnclaveService {
             .ok_or(ServiceError::State("no DKG round 1"))?;
         let accounts = m.accounts.clone();
         let chain = m.chain;
+        // Every member's package, this member's its own answer: the set's
+        // digest names it in the finish, so nobody may vary an entry the
+        // loop below would not check (an outsider sending sets that differ
+        // only in this member's own entry pushed the coordinator's run out).
+        let own = self.round1_answer.as_ref().map(|(_, answer)| answer);
+        if !round1.keys().copied().eq(0..identities.len() as u16) || round1.get(&index) != own {
+            return Err(ServiceError::Invalid);
+        }
         let mut packages = BTreeMap::new();
         for (from, (bytes, signature)) in round1 {
             if *from == index {
@@ -725,6 +737,13 @@ impl EnclaveService {
         round1: &hash::Digest,
         received: &[SealedDkgPackage],
     ) -> Result<GroupPublicKey, ServiceError> {
+        // The same finish again once it succeeded (anyone on the network
+        // may deliver it first): the key it gave, nothing changed.
+        if self.finished_with == Some(*round1)
+            && let Some(key) = self.group_key()
+        {
+            return Ok(key);
+        }
         // Kept until the DKG succeeds: forged packages do not end it. The
         // round 2 of the round-1 set the coordinator names.
         let (_, secret2, round1_packages) = self
@@ -763,6 +782,7 @@ impl EnclaveService {
         self.dkg1 = None;
         self.dkg2.clear();
         self.round1_answer = None;
+        self.finished_with = Some(*round1);
         m.key = Some(key);
         m.public = Some(public);
         self.group_key().ok_or(ServiceError::Invalid)
@@ -1578,6 +1598,7 @@ impl EnclaveService {
             dkg1: None,
             dkg2: Vec::new(),
             round1_answer: None,
+            finished_with: None,
             epoch_keys,
             candidates: Vec::new(),
             auctioneers,

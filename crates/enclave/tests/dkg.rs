@@ -88,6 +88,12 @@ impl Member {
 
 /// Three registered enclaves, ascending by account, behind their hosts.
 fn members(behaviours: [Behaviour; 3]) -> (Vec<Member>, Vec<Quote>) {
+    let (members, quotes, _) = members_on_platform(behaviours);
+    (members, quotes)
+}
+
+/// As [`members`], with the platform they run on (to seal and unseal one).
+fn members_on_platform(behaviours: [Behaviour; 3]) -> (Vec<Member>, Vec<Quote>, SimulatedPlatform) {
     let vendor = SimulatedAttestationService::new([42; 32]);
     let platform = SimulatedPlatform::new([5; 32], MEASUREMENT, vendor.root());
     let mut enclaves: Vec<EnclaveService> = (0..3)
@@ -103,7 +109,7 @@ fn members(behaviours: [Behaviour; 3]) -> (Vec<Member>, Vec<Quote>) {
         .zip(behaviours)
         .map(|(enclave, behaviour)| Member { enclave, behaviour })
         .collect();
-    (members, quotes)
+    (members, quotes, platform)
 }
 
 /// Runs member 0's DKG to its end, delivering every request in order;
@@ -257,23 +263,7 @@ fn a_dkg_that_failed_forms_when_the_coordinator_tries_again() {
 /// new shares, every retry; now the finish names its round-1 set.
 #[test]
 fn a_replayed_round_two_after_a_member_restarted_does_not_stop_the_retry() {
-    let vendor = SimulatedAttestationService::new([42; 32]);
-    let platform = SimulatedPlatform::new([5; 32], MEASUREMENT, vendor.root());
-    let mut enclaves: Vec<EnclaveService> = (0..3)
-        .map(|_| EnclaveService::new(&platform).unwrap())
-        .collect();
-    enclaves.sort_by_key(EnclaveService::account);
-    let quotes: Vec<Quote> = enclaves
-        .iter()
-        .map(|e| vendor.quote(MEASUREMENT, e.report_data()))
-        .collect();
-    let mut members: Vec<Member> = enclaves
-        .into_iter()
-        .map(|enclave| Member {
-            enclave,
-            behaviour: Behaviour::Honest,
-        })
-        .collect();
+    let (mut members, quotes, platform) = members_on_platform([Behaviour::Honest; 3]);
     // The first attempt, up to its finish.
     let (mut dkg, mut queue) = DkgSession::start(&members[0].enclave, CHAIN, 2, quotes.clone());
     let mut recorded = Vec::new();
@@ -307,4 +297,57 @@ fn a_replayed_round_two_after_a_member_restarted_does_not_stop_the_retry() {
     for m in &members {
         assert_eq!(m.enclave.group_key(), Some(key));
     }
+}
+
+/// An outsider who saw the round-2 request sends each member, before its
+/// finish, four round-2 requests that differ only in that member's own
+/// entry (which round 2 does not read). Before, each ran and was kept under
+/// its own round-1 digest, and the fourth pushed the coordinator's run out:
+/// the member could not finish. Now a round-1 set must hold every member,
+/// the member's own entry its own answer.
+#[test]
+fn round_two_sets_varying_a_members_own_entry_are_refused() {
+    let (mut members, quotes) = members([Behaviour::Honest; 3]);
+    let mut genuine = None;
+    let outcome = run(&mut members, quotes, |members, request| match request {
+        Request::DkgRound2 { round1 } => genuine = Some(round1.clone()),
+        Request::DkgFinish { packages, .. } => {
+            let round1 = genuine.clone().unwrap();
+            let to = packages[0].to;
+            for k in 0..4u8 {
+                let mut varied = round1.clone();
+                varied.insert(to, (vec![k; 40], [k; 64]));
+                let refused = rpc(
+                    &mut members[usize::from(to)].enclave,
+                    &Request::DkgRound2 { round1: varied },
+                );
+                assert!(matches!(refused, Response::Refused(_)), "{refused:?}");
+            }
+        }
+        _ => {}
+    });
+    let DkgOutcome::Formed(key) = outcome else {
+        panic!("no committee: {outcome:?}");
+    };
+    for m in &members {
+        assert_eq!(m.enclave.group_key(), Some(key));
+    }
+}
+
+/// A finish delivered twice (an outsider may deliver the coordinator's
+/// first) gives the same key again, so the coordinator's own does not
+/// report the member as unfinished.
+#[test]
+fn a_finish_delivered_twice_gives_the_same_key() {
+    let (mut members, quotes) = members([Behaviour::Honest; 3]);
+    let outcome = run(&mut members, quotes, |members, request| {
+        if let Request::DkgFinish { packages, .. } = request {
+            let to = usize::from(packages[0].to);
+            assert!(matches!(
+                rpc(&mut members[to].enclave, request),
+                Response::DkgFinished(_)
+            ));
+        }
+    });
+    assert!(matches!(outcome, DkgOutcome::Formed(_)), "{outcome:?}");
 }
