@@ -95,21 +95,9 @@ pub(crate) fn run(slots: u64, plan: &PlanArgs, households: &HouseholdArgs) -> an
         .iter()
         .map(|u| NodeClient::new(u))
         .collect::<Result<Vec<_>, _>>()?;
-    let up = Instant::now();
-    while !apis.iter().all(|a| {
-        a.get("/api/v1/status")
-            .is_ok_and(|(_, s)| s["height"].as_u64().unwrap_or(0) >= 1)
-    }) {
-        anyhow::ensure!(up.elapsed().as_secs() < 120, "validators did not start");
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    let first_block = up.elapsed().as_secs_f64();
+    let first_block = crate::first_blocks(&apis)?.as_secs_f64();
     let genesis = quartier_node::config::NetworkGenesis::load(&layout.genesis_file)?.ledger;
-    let key = |p: &Path| -> anyhow::Result<ed25519_dalek::SigningKey> {
-        Ok(ed25519_dalek::SigningKey::from_bytes(
-            &quartier_node::config::read_key(p)?,
-        ))
-    };
+    let key = crate::signing_key;
     let fleet_plan = households.plan();
     eprintln!(
         "bench footprint: enrolling {} households in {}",

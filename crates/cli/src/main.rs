@@ -994,22 +994,9 @@ fn bench_chain(meters: usize, slots: u64, timeout: u64, plan: &PlanArgs) -> anyh
         enclaves.0.len(),
         dir.display()
     );
-    let up = std::time::Instant::now();
-    let finalized = |a: &NodeClient| {
-        a.get("/api/v1/status")
-            .is_ok_and(|(_, s)| s["height"].as_u64().unwrap_or(0) >= 1)
-    };
-    while !apis.iter().all(finalized) {
-        anyhow::ensure!(up.elapsed().as_secs() < 120, "validators did not start");
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    let first_block = up.elapsed();
+    let first_block = first_blocks(&apis)?;
     let genesis = quartier_node::config::NetworkGenesis::load(&layout.genesis_file)?;
-    let key = |p: &std::path::Path| -> anyhow::Result<ed25519_dalek::SigningKey> {
-        Ok(ed25519_dalek::SigningKey::from_bytes(
-            &quartier_node::config::read_key(p)?,
-        ))
-    };
+    let key = signing_key;
     let data_dirs: Vec<PathBuf> = (0..plan.validators)
         .map(|i| dir.join(format!("validator-{i}/data")))
         .collect();
@@ -1495,6 +1482,29 @@ fn peak_memory_at(status: &str) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// Waits until every validator of `apis` has finalized a block (at most two
+/// minutes); how long that took.
+#[allow(clippy::disallowed_methods)] // a supervisor reads the wall clock
+fn first_blocks(apis: &[quartier_node::client::NodeClient]) -> anyhow::Result<std::time::Duration> {
+    let up = std::time::Instant::now();
+    let finalized = |a: &quartier_node::client::NodeClient| {
+        a.get("/api/v1/status")
+            .is_ok_and(|(_, s)| s["height"].as_u64().unwrap_or(0) >= 1)
+    };
+    while !apis.iter().all(finalized) {
+        anyhow::ensure!(up.elapsed().as_secs() < 120, "validators did not start");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    Ok(up.elapsed())
+}
+
+/// The Ed25519 key in the key file at `path`.
+fn signing_key(path: &std::path::Path) -> anyhow::Result<ed25519_dalek::SigningKey> {
+    Ok(ed25519_dalek::SigningKey::from_bytes(
+        &quartier_node::config::read_key(path)?,
+    ))
+}
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -1662,25 +1672,12 @@ fn run_households(
         .iter()
         .map(|u| NodeClient::new(u))
         .collect::<Result<Vec<_>, _>>()?;
-    let up = std::time::Instant::now();
-    let finalized = |a: &NodeClient| {
-        a.get("/api/v1/status")
-            .is_ok_and(|(_, s)| s["height"].as_u64().unwrap_or(0) >= 1)
-    };
-    while !apis.iter().all(finalized) {
-        anyhow::ensure!(up.elapsed().as_secs() < 120, "validators did not start");
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
     println!(
         "chain up: every validator finalized a block {:.1} s after its API was asked",
-        up.elapsed().as_secs_f64()
+        first_blocks(&apis)?.as_secs_f64()
     );
     let genesis = quartier_node::config::NetworkGenesis::load(&layout.genesis_file)?.ledger;
-    let key = |p: &std::path::Path| -> anyhow::Result<ed25519_dalek::SigningKey> {
-        Ok(ed25519_dalek::SigningKey::from_bytes(
-            &quartier_node::config::read_key(p)?,
-        ))
-    };
+    let key = signing_key;
     let (dso, utility) = (key(&layout.dso_key)?, key(&layout.utility_key)?);
     println!(
         "enrolling {} households ({} prosumers), strategy {}",

@@ -32,6 +32,51 @@ fn processes_naming(path: &Path) -> Vec<u32> {
         .collect()
 }
 
+/// Where a test's devnet writes its output.
+fn log(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("quartier-{name}.log"))
+}
+
+/// `quartier devnet` with 8 households (4 with PV) and 3-second slots in
+/// `dir`, its output in `log`, once its households trade.
+fn trading_devnet(dir: &Path, port: u16, log: &Path) -> (ProcessGroup, FleetManifest) {
+    let log = std::fs::File::create(log).unwrap();
+    let devnet = ProcessGroup::spawn(
+        Command::new(env!("CARGO_BIN_EXE_quartier"))
+            .args(["devnet", "--slot-seconds", "3"])
+            .args(["--households", "8", "--prosumers", "4"])
+            .args(["--base-port", &port.to_string(), "--dir"])
+            .arg(dir)
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log)),
+    );
+    let manifest = wait_for("meters.json", Duration::from_secs(240), || {
+        let text = std::fs::read_to_string(dir.join("meters.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    });
+    (devnet, manifest)
+}
+
+/// The last slot from `first` on that `api` has settled, without a gap.
+fn last_settled(api: &NodeClient, first: u64) -> u64 {
+    let mut last = first;
+    while settled(api, last + 1) {
+        last += 1;
+    }
+    last
+}
+
+/// Waits until every one of `slots` settled on each of `apis`.
+fn settle_all(apis: &[&NodeClient], slots: std::ops::RangeInclusive<u64>) {
+    for slot in slots {
+        wait_for(
+            &format!("slot {slot} to settle"),
+            Duration::from_secs(60),
+            || apis.iter().all(|a| settled(a, slot)).then_some(()),
+        );
+    }
+}
+
 fn settled(api: &NodeClient, slot: u64) -> bool {
     api.get(&format!("/api/v1/regions/1/slots/{slot}"))
         .is_ok_and(|(_, v)| !v["settlement"].is_null())
@@ -39,22 +84,8 @@ fn settled(api: &NodeClient, slot: u64) -> bool {
 
 #[test]
 fn a_validator_killed_leaves_the_devnet_settling_and_sigterm_leaves_no_orphans() {
-    let dir = scratch("devnet-supervisor");
-    let log_path = std::env::temp_dir().join("quartier-devnet-supervisor.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let mut devnet = ProcessGroup::spawn(
-        Command::new(env!("CARGO_BIN_EXE_quartier"))
-            .args(["devnet", "--slot-seconds", "3"])
-            .args(["--households", "8", "--prosumers", "4"])
-            .args(["--base-port", &BASE_PORT.to_string(), "--dir"])
-            .arg(&dir)
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log)),
-    );
-    let manifest: FleetManifest = wait_for("meters.json", Duration::from_secs(240), || {
-        let text = std::fs::read_to_string(dir.join("meters.json")).ok()?;
-        serde_json::from_str(&text).ok()
-    });
+    let (dir, log_path) = (scratch("devnet-supervisor"), log("devnet-supervisor"));
+    let (mut devnet, manifest) = trading_devnet(&dir, BASE_PORT, &log_path);
     let api = |i: u16| NodeClient::new(&format!("http://127.0.0.1:{}", BASE_PORT + 2 * i + 1));
     let (v0, v2) = (api(0).unwrap(), api(2).unwrap());
     let first = manifest.first_slot;
@@ -62,10 +93,7 @@ fn a_validator_killed_leaves_the_devnet_settling_and_sigterm_leaves_no_orphans()
         settled(&v0, first).then_some(())
     });
 
-    let mut last = first;
-    while settled(&v0, last + 1) {
-        last += 1;
-    }
+    let last = last_settled(&v0, first);
     // kill -9 of validator 1.
     let config = dir.join("validator-1");
     let victims = processes_naming(&config);
@@ -82,13 +110,7 @@ fn a_validator_killed_leaves_the_devnet_settling_and_sigterm_leaves_no_orphans()
     });
     assert!(devnet.try_wait().is_none(), "the devnet stopped");
     // Every slot settles, four more after the kill, on two of the three left.
-    for slot in first..=last + 4 {
-        wait_for(
-            &format!("slot {slot} to settle"),
-            Duration::from_secs(60),
-            || (settled(&v0, slot) && settled(&v2, slot)).then_some(()),
-        );
-    }
+    settle_all(&[&v0, &v2], first..=last + 4);
 
     // SIGTERM to the devnet alone (not its process group): every process it
     // started stops with it.
@@ -129,21 +151,7 @@ fn a_devnet_under_an_api_flood_settles_every_slot() {
     use std::sync::atomic::{AtomicBool, Ordering};
     const PORT: u16 = 8_560;
     let dir = scratch("devnet-flood");
-    let log_path = std::env::temp_dir().join("quartier-devnet-flood.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let _devnet = ProcessGroup::spawn(
-        Command::new(env!("CARGO_BIN_EXE_quartier"))
-            .args(["devnet", "--slot-seconds", "3"])
-            .args(["--households", "8", "--prosumers", "4"])
-            .args(["--base-port", &PORT.to_string(), "--dir"])
-            .arg(&dir)
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log)),
-    );
-    let manifest: FleetManifest = wait_for("meters.json", Duration::from_secs(240), || {
-        let text = std::fs::read_to_string(dir.join("meters.json")).ok()?;
-        serde_json::from_str(&text).ok()
-    });
+    let (_devnet, manifest) = trading_devnet(&dir, PORT, &log("devnet-flood"));
     let target = format!("127.0.0.1:{}", PORT + 1);
     let chain_id = quartier_node::config::NetworkGenesis::load(&dir.join("genesis.json"))
         .unwrap()
@@ -155,10 +163,7 @@ fn a_devnet_under_an_api_flood_settles_every_slot() {
     wait_for("the first slot to settle", Duration::from_secs(60), || {
         settled(&v0, first).then_some(())
     });
-    let mut last = first;
-    while settled(&v0, last + 1) {
-        last += 1;
-    }
+    let last = last_settled(&v0, first);
     let stop = AtomicBool::new(false);
     let flood = std::thread::scope(|scope| {
         // Websockets: 1 000 attempts, each one that opens held until the end.
@@ -251,13 +256,7 @@ fn a_devnet_under_an_api_flood_settles_every_slot() {
             })
         };
         // Meanwhile every slot settles, four more after the flood began.
-        for slot in first..=last + 4 {
-            wait_for(
-                &format!("slot {slot} to settle"),
-                Duration::from_secs(60),
-                || (settled(&v0, slot) && settled(&v2, slot)).then_some(()),
-            );
-        }
+        settle_all(&[&v0, &v2], first..=last + 4);
         stop.store(true, Ordering::Relaxed);
         let mut flood = sockets.join().unwrap();
         flood.slow_heads = slow.join().unwrap();

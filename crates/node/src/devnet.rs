@@ -301,21 +301,37 @@ pub fn spawn_enclave(
     i: usize,
     config: &Path,
 ) -> Result<std::process::Child, ConfigError> {
-    let log_path = dir.join(format!("enclave-{i}.log"));
+    spawn_supervised(
+        exe,
+        &["enclave", "run"],
+        config,
+        &dir.join(format!("enclave-{i}.log")),
+    )
+}
+
+/// Starts `exe args… --exit-on-stdin-close --config config`, appending its
+/// output to `log_path`. Its standard input is a pipe from this process: it
+/// stops when this process ends, however it ends.
+fn spawn_supervised(
+    exe: &Path,
+    args: &[&str],
+    config: &Path,
+    log_path: &Path,
+) -> Result<std::process::Child, ConfigError> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&log_path)
-        .map_err(io_error(&log_path))?;
+        .open(log_path)
+        .map_err(io_error(log_path))?;
     std::process::Command::new(exe)
-        .args(["enclave", "run", "--exit-on-stdin-close", "--config"])
+        .args(args)
+        .args(["--exit-on-stdin-close", "--config"])
         .arg(config)
-        // The devnet holds the other end: the enclave stops with it.
         .stdin(std::process::Stdio::piped())
-        .stdout(log.try_clone().map_err(io_error(&log_path))?)
+        .stdout(log.try_clone().map_err(io_error(log_path))?)
         .stderr(log)
         .spawn()
-        .map_err(io_error(&log_path))
+        .map_err(io_error(log_path))
 }
 
 /// Starts one `quartier node` process per validator of `layout`, logging to
@@ -348,18 +364,10 @@ pub fn spawn_node(
     i: usize,
     config: &Path,
 ) -> Result<std::process::Child, ConfigError> {
-    let log_path = dir.join(format!("validator-{i}.log"));
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(io_error(&log_path))?;
-    std::process::Command::new(exe)
-        .args(["node", "--exit-on-stdin-close", "--config"])
-        .arg(config)
-        .stdin(std::process::Stdio::piped())
-        .stdout(log.try_clone().map_err(io_error(&log_path))?)
-        .stderr(log)
-        .spawn()
-        .map_err(io_error(&log_path))
+    spawn_supervised(
+        exe,
+        &["node"],
+        config,
+        &dir.join(format!("validator-{i}.log")),
+    )
 }

@@ -29,15 +29,20 @@ fn service() -> SimulatedAttestationService {
     SimulatedAttestationService::new([42; 32])
 }
 
-fn sealed_chain() -> Chain {
-    let mut g = genesis();
-    g.sealed_market = Some(SealedMarketPolicy {
+/// The policy of a chain with one simulated vendor, t = 2.
+fn policy() -> SealedMarketPolicy {
+    SealedMarketPolicy {
         attestation: vec![service().root()],
         vendors: Default::default(),
         measurements: vec![MEASUREMENT],
         threshold: 2,
         epoch_slots: EPOCH_SLOTS,
-    });
+    }
+}
+
+fn sealed_chain() -> Chain {
+    let mut g = genesis();
+    g.sealed_market = Some(policy());
     Chain::from_genesis(g)
 }
 
@@ -46,13 +51,8 @@ fn sealed_chain() -> Chain {
 #[test]
 fn a_lead_as_long_as_an_epoch_is_refused_at_genesis() {
     let mut g = genesis();
-    g.sealed_market = Some(SealedMarketPolicy {
-        attestation: vec![service().root()],
-        vendors: Default::default(),
-        measurements: vec![MEASUREMENT],
-        threshold: 2,
-        epoch_slots: 4,
-    });
+    g.sealed_market = Some(policy());
+    assert_eq!(EPOCH_SLOTS, 4);
     g.lead_slots = 1;
     assert_eq!(g.validate(), Ok(()));
     g.lead_slots = 4;
