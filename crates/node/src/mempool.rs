@@ -318,7 +318,35 @@ impl Mempool {
                 tx: verified.signed().clone(),
             },
         );
+        if !one_time {
+            self.close_gaps(&signer, state.account(&signer).nonce);
+        }
         Ok(hash)
+    }
+
+    /// Counts no longer as gapped the transactions of `who` that follow its
+    /// next nonce `next` without a gap (the gap before them was filled, or
+    /// the chain moved past it).
+    fn close_gaps(&mut self, who: &AccountId, next: u64) {
+        let Some(queue) = self.accounts.get(who) else {
+            return;
+        };
+        let mut nonce = next;
+        for (n, hash) in queue.range(next..) {
+            if *n != nonce {
+                break;
+            }
+            if let Some(entry) = self.txs.get_mut(hash)
+                && entry.gapped
+            {
+                entry.gapped = false;
+                self.gapped -= 1;
+            }
+            let Some(following) = nonce.checked_add(1) else {
+                break;
+            };
+            nonce = following;
+        }
     }
 
     /// Up to `max` pending transactions that can go in the next block: the
@@ -480,8 +508,88 @@ impl Mempool {
         for h in stale {
             self.remove(&h);
         }
+        let accounts: Vec<AccountId> = self.accounts.keys().copied().collect();
+        for who in accounts {
+            self.close_gaps(&who, state.account(&who).nonce);
+        }
         for (h, limit) in old {
             self.drop_with_reason(h, format!("evicted: pending for more than {limit} blocks"));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quartier_ledger::{Genesis, Tx, TxBody};
+    use quartier_types::{Money, Price, RegionId, RegionParams};
+
+    fn key(i: u8) -> ed25519_dalek::SigningKey {
+        ed25519_dalek::SigningKey::from_bytes(&[i; 32])
+    }
+
+    /// A state in which `key(1)` is the DSO (an account the chain knows).
+    fn state() -> State {
+        let dso = AccountId(key(1).verifying_key().to_bytes());
+        State::from_genesis(Genesis {
+            chain_name: "mempool".into(),
+            dso,
+            utility: AccountId(key(2).verifying_key().to_bytes()),
+            validators: vec![AccountId(key(3).verifying_key().to_bytes())],
+            regions: vec![(
+                RegionId(1),
+                RegionParams::new(Price::new(20_000), Price::new(4_000), Price::ZERO).unwrap(),
+            )],
+            slot_ms: 900_000,
+            gate_ms: 60_000,
+            lead_slots: 1,
+            metered_ms: 900_000,
+            allocations: vec![],
+            sealed_market: None,
+            shielded: None,
+            history_slots: 0,
+        })
+        .unwrap()
+    }
+
+    fn transfer(state: &State, nonce: u64) -> SignedTx {
+        Tx {
+            chain_id: state.chain_id(),
+            signer: AccountId(key(1).verifying_key().to_bytes()),
+            nonce,
+            body: TxBody::Transfer {
+                to: AccountId([9; 32]),
+                amount: Money::new(1),
+            },
+        }
+        .sign(&key(1))
+    }
+
+    /// Transactions admitted with a gap stop counting against the gapped
+    /// quota once the gap is filled: the quota bounds what can not go in a
+    /// block, not what arrived out of order.
+    #[test]
+    fn a_filled_gap_no_longer_counts_against_the_gapped_quota() {
+        let state = state();
+        let mut pool = Mempool::new(MempoolConfig {
+            max_gapped: 2,
+            ..MempoolConfig::default()
+        });
+        pool.insert(transfer(&state, 1), &state).unwrap();
+        pool.insert(transfer(&state, 2), &state).unwrap();
+        assert_eq!(pool.gapped, 2);
+        assert_eq!(
+            pool.insert(transfer(&state, 4), &state),
+            Err(MempoolError::GapsFull)
+        );
+        pool.insert(transfer(&state, 0), &state).unwrap();
+        assert_eq!(pool.gapped, 0, "the gap before 1 and 2 is filled");
+        pool.insert(transfer(&state, 4), &state).unwrap();
+        assert_eq!(pool.gapped, 1);
+        assert_eq!(
+            pool.pending(10, |_| 0, 0).len(),
+            3,
+            "0, 1, 2 can go in a block"
+        );
     }
 }
