@@ -174,6 +174,7 @@ fn outsider(base_port: u16, stop: &AtomicBool) -> Loot {
                     Request::DkgRound1 {
                         index: i,
                         t: 3,
+                        attempt: u64::MAX,
                         chain,
                         members: with_me.clone(),
                         invitation: [9; 64],
@@ -184,6 +185,7 @@ fn outsider(base_port: u16, stop: &AtomicBool) -> Loot {
                     Request::DkgRound1 {
                         index: i,
                         t: 1,
+                        attempt: u64::MAX,
                         chain,
                         members: quotes.clone(),
                         invitation: [9; 64],
@@ -194,6 +196,7 @@ fn outsider(base_port: u16, stop: &AtomicBool) -> Loot {
                     Request::DkgRound1 {
                         index: i,
                         t: 3,
+                        attempt: u64::MAX,
                         chain,
                         members: quotes.clone(),
                         invitation: [9; 64],
@@ -215,6 +218,13 @@ fn outsider(base_port: u16, stop: &AtomicBool) -> Loot {
                             encapped_key: [3; 32],
                             ciphertext: vec![4; 80],
                         }],
+                    },
+                ),
+                (
+                    "confirm",
+                    Request::DkgConfirm {
+                        round1: [5; 32],
+                        signatures: vec![[6; 64]; 3],
                     },
                 ),
                 (

@@ -223,25 +223,11 @@ fn committee_with_key(
         .iter()
         .map(|m| vendor.quote(platform.measurement, m.report_data()))
         .collect();
-    let invitation = members[0]
-        .invite(CHAIN, 2, &quotes)
-        .expect("the first member");
-    let mut round1 = BTreeMap::new();
-    for (i, m) in (0u16..).zip(members.iter_mut()) {
-        round1.insert(
-            i,
-            m.dkg_round1(i, 2, CHAIN, quotes.clone(), &invitation)
-                .expect("round 1"),
-        );
-    }
-    let mut round2 = Vec::new();
-    for m in &mut members {
-        round2.extend(m.dkg_round2(&round1).expect("round 2"));
-    }
-    for m in &mut members {
-        m.dkg_finish(&quartier_enclave::service::round1_digest(&round1), &round2)
-            .expect("round 3");
-    }
+    let outcome = quartier_enclave::dkg::run_in_process(&mut members, CHAIN, 2, 1, quotes);
+    assert!(
+        matches!(outcome, quartier_enclave::dkg::DkgOutcome::Formed(_)),
+        "the DKG: {outcome:?}"
+    );
     let (public, shares) = members[0].create_epoch_key(Epoch(1)).expect("a committee");
     for (m, share) in members.iter_mut().skip(1).zip(&shares) {
         m.receive_epoch_key(share, &public).expect("share opens");

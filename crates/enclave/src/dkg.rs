@@ -15,8 +15,11 @@
 //! open or verify at its recipient (sealed to it, so only the recipient can
 //! tell) ends the DKG at that recipient: [`DkgFailure::Unfinished`] names
 //! who could not finish, not who cheated. Honest members that finished then
-//! hold a key no committee vote reaches unanimity for: the chain puts it in
-//! office only once every member voted for it.
+//! hold a key only pending: a member takes a key as its committee's only
+//! once every member signed that it finished with it (the confirmation,
+//! round 4), so a DKG that some members finished and others did not leaves
+//! nobody holding a key, and the coordinator's next attempt (numbered in
+//! its invitation) starts every member over.
 
 use crate::attestation::Quote;
 use crate::committee::GroupPublicKey;
@@ -62,6 +65,13 @@ pub enum DkgFailure {
     /// The members that finished derived different group keys.
     #[error("the members derived different group keys")]
     Disagreement,
+    /// A member did not confirm the key every member finished with (it
+    /// keeps it pending; the next attempt starts it over).
+    #[error("member {member} did not confirm the group key")]
+    Unconfirmed {
+        /// The member, by index.
+        member: u16,
+    },
     /// The coordinator's own enclave refused to invite (it is not the
     /// committee's first member).
     #[error("the coordinator's enclave: {0}")]
@@ -93,7 +103,13 @@ enum Round {
     },
     Finish {
         waiting: BTreeSet<u16>,
-        keys: BTreeMap<u16, GroupPublicKey>,
+        round1: [u8; 32],
+        /// Each member's key and its signature over its finish.
+        finished: BTreeMap<u16, (GroupPublicKey, [u8; 64])>,
+    },
+    Confirm {
+        waiting: BTreeSet<u16>,
+        key: GroupPublicKey,
     },
     Done,
 }
@@ -102,6 +118,7 @@ enum Round {
 #[derive(Clone, Debug)]
 pub struct DkgSession {
     chain: [u8; 32],
+    attempt: u64,
     quotes: Vec<Quote>,
     members: u16,
     round: Round,
@@ -109,24 +126,29 @@ pub struct DkgSession {
 }
 
 impl DkgSession {
-    /// Starts the DKG of the committee of `quotes` (ascending by account)
-    /// with threshold `t` for chain `chain`; `local` is the coordinator's
-    /// enclave, the committee's first member, which signs the invitation.
+    /// Starts attempt `attempt` at the DKG of the committee of `quotes`
+    /// (ascending by account) with threshold `t` for chain `chain`; `local`
+    /// is the coordinator's enclave, the committee's first member, which
+    /// signs the invitation. Each attempt must be later than the last one
+    /// the members answered (a member that has not confirmed a key starts
+    /// over for it).
     pub fn start(
         local: &EnclaveService,
         chain: [u8; 32],
         t: u16,
+        attempt: u64,
         quotes: Vec<Quote>,
     ) -> (DkgSession, Vec<DkgEffect>) {
         let members = u16::try_from(quotes.len()).unwrap_or(u16::MAX);
         let mut s = DkgSession {
             chain,
+            attempt,
             quotes,
             members,
             round: Round::Done,
             outcome: DkgOutcome::Pending,
         };
-        let invitation = match local.invite(chain, t, &s.quotes) {
+        let invitation = match local.invite(chain, t, attempt, &s.quotes) {
             Ok(invitation) => invitation,
             Err(e) => {
                 s.outcome = DkgOutcome::Failed(e.into());
@@ -141,6 +163,7 @@ impl DkgSession {
                 request: Request::DkgRound1 {
                     index,
                     t,
+                    attempt,
                     chain,
                     members: s.quotes.clone(),
                     invitation,
@@ -171,6 +194,7 @@ impl DkgSession {
                     Some(Response::DkgRound1(package, signature))
                         if crate::service::round1_signed_by(
                             &self.chain,
+                            self.attempt,
                             &self.quotes,
                             member,
                             (&package, &signature),
@@ -219,7 +243,8 @@ impl DkgSession {
                 self.next_round(
                     Round::Finish {
                         waiting: (0..self.members).collect(),
-                        keys: BTreeMap::new(),
+                        round1,
+                        finished: BTreeMap::new(),
                     },
                     |to| Request::DkgFinish {
                         round1,
@@ -228,26 +253,67 @@ impl DkgSession {
                     },
                 )
             }
-            Round::Finish { waiting, keys } => {
+            Round::Finish {
+                waiting,
+                round1,
+                finished,
+            } => {
                 if !waiting.remove(&member) {
                     return Vec::new();
                 }
+                let set = quartier_types::hash::Digest(*round1);
                 match answer {
-                    Some(Response::DkgFinished(key)) => {
-                        keys.insert(member, key);
+                    Some(Response::DkgFinished(key, signature))
+                        if crate::service::finish_signed_by(
+                            &self.chain,
+                            self.attempt,
+                            &self.quotes,
+                            member,
+                            (&set, &key),
+                            &signature,
+                        ) =>
+                    {
+                        finished.insert(member, (key, signature));
                     }
                     _ => return self.fail(DkgFailure::Unfinished { member }),
                 }
                 if !waiting.is_empty() {
                     return Vec::new();
                 }
-                let mut distinct: Vec<GroupPublicKey> = keys.values().copied().collect();
+                let mut distinct: Vec<GroupPublicKey> =
+                    finished.values().map(|(key, _)| *key).collect();
                 distinct.dedup();
-                self.round = Round::Done;
-                self.outcome = match distinct.as_slice() {
-                    [key] => DkgOutcome::Formed(*key),
-                    _ => DkgOutcome::Failed(DkgFailure::Disagreement),
+                let [key] = distinct.as_slice() else {
+                    return self.fail(DkgFailure::Disagreement);
                 };
+                let key = *key;
+                let round1 = *round1;
+                let signatures: Vec<[u8; 64]> = finished.values().map(|(_, s)| *s).collect();
+                self.next_round(
+                    Round::Confirm {
+                        waiting: (0..self.members).collect(),
+                        key,
+                    },
+                    |_| Request::DkgConfirm {
+                        round1,
+                        signatures: signatures.clone(),
+                    },
+                )
+            }
+            Round::Confirm { waiting, key } => {
+                if !waiting.remove(&member) {
+                    return Vec::new();
+                }
+                match answer {
+                    Some(Response::DkgConfirmed(confirmed)) if confirmed == *key => {}
+                    _ => return self.fail(DkgFailure::Unconfirmed { member }),
+                }
+                if !waiting.is_empty() {
+                    return Vec::new();
+                }
+                let key = *key;
+                self.round = Round::Done;
+                self.outcome = DkgOutcome::Formed(key);
                 Vec::new()
             }
             Round::Done => Vec::new(),
@@ -278,4 +344,30 @@ fn own(packages: &[SealedDkgPackage], member: u16, members: u16) -> bool {
     let to: BTreeSet<u16> = packages.iter().map(|p| p.to).collect();
     let others: BTreeSet<u16> = (0..members).filter(|m| *m != member).collect();
     packages.len() == others.len() && to == others && packages.iter().all(|p| p.from == member)
+}
+
+/// Runs attempt `attempt` at the DKG of `enclaves` (ascending by account,
+/// their quotes `quotes`) with threshold `t` for chain `chain` in this
+/// process, `enclaves[0]` coordinating: every request goes through the
+/// member's RPC dispatch, as a host would deliver it. For benchmarks,
+/// tests and tools that hold every member.
+pub fn run_in_process(
+    enclaves: &mut [EnclaveService],
+    chain: [u8; 32],
+    t: u16,
+    attempt: u64,
+    quotes: Vec<Quote>,
+) -> DkgOutcome {
+    let Some(first) = enclaves.first() else {
+        return DkgOutcome::Failed(DkgFailure::Local(ServiceError::Invalid));
+    };
+    let (mut dkg, effects) = DkgSession::start(first, chain, t, attempt, quotes);
+    let mut queue: std::collections::VecDeque<DkgEffect> = effects.into();
+    while let Some(DkgEffect::Call { member, request }) = queue.pop_front() {
+        let answer = enclaves
+            .get_mut(usize::from(member))
+            .map(|e| e.handle(request));
+        queue.extend(dkg.reply(member, answer));
+    }
+    dkg.outcome().clone()
 }

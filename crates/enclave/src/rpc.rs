@@ -23,6 +23,9 @@ pub enum Request {
         index: u16,
         /// The threshold.
         t: u16,
+        /// The coordinator's attempt at this committee's DKG: a member
+        /// that has not confirmed a key starts over only for a later one.
+        attempt: u64,
         /// The chain the committee serves (its genesis hash): bound into
         /// every report and epoch key it signs and every order it takes.
         chain: [u8; 32],
@@ -86,6 +89,15 @@ pub enum Request {
         /// The slot.
         slot: Slot,
     },
+    /// DKG confirmation: every member finished with the same key. Only
+    /// then does the member hold it as its committee's key.
+    DkgConfirm {
+        /// The round-1 set the DKG finished with.
+        round1: [u8; 32],
+        /// Every member's account signature over its finish (by index,
+        /// see [`crate::service::finish_message`]).
+        signatures: Vec<[u8; 64]>,
+    },
 }
 
 /// The answer to a [`Request`].
@@ -95,8 +107,9 @@ pub enum Response {
     DkgRound1(Vec<u8>, [u8; 64]),
     /// Sealed round-2 packages.
     DkgRound2(Vec<SealedDkgPackage>),
-    /// The group key.
-    DkgFinished(GroupPublicKey),
+    /// The group key, and the member's account signature over its finish
+    /// ([`crate::service::finish_message`]).
+    DkgFinished(GroupPublicKey, [u8; 64]),
     /// The epoch key was taken.
     EpochKeyReceived,
     /// Commitments: (member index, bytes).
@@ -109,6 +122,8 @@ pub enum Response {
     CatchUp(CatchUp),
     /// Refused, and why.
     Refused(String),
+    /// Every member finished with this group key: it is the member's.
+    DkgConfirmed(GroupPublicKey),
 }
 
 impl EnclaveService {
@@ -118,16 +133,20 @@ impl EnclaveService {
             Request::DkgRound1 {
                 index,
                 t,
+                attempt,
                 chain,
                 members,
                 invitation,
             } => self
-                .dkg_round1(index, t, chain, members, &invitation)
+                .dkg_round1(index, t, attempt, chain, members, &invitation)
                 .map(|(package, signature)| Response::DkgRound1(package, signature)),
             Request::DkgRound2 { round1 } => self.dkg_round2(&round1).map(Response::DkgRound2),
             Request::DkgFinish { round1, packages } => self
                 .dkg_finish(&quartier_types::hash::Digest(round1), &packages)
-                .map(Response::DkgFinished),
+                .map(|(key, signature)| Response::DkgFinished(key, signature)),
+            Request::DkgConfirm { round1, signatures } => self
+                .dkg_confirm(&quartier_types::hash::Digest(round1), &signatures)
+                .map(Response::DkgConfirmed),
             Request::ReceiveEpochKey { share, public_key } => self
                 .receive_epoch_key(&share, &public_key)
                 .map(|()| Response::EpochKeyReceived),

@@ -177,6 +177,16 @@ struct Membership {
     /// Each member's chain account (its quote's report data): it signs the
     /// member's DKG round-1 package and the requests it coordinates.
     accounts: Vec<[u8; 32]>,
+    /// The coordinator's attempt this membership is of.
+    attempt: u64,
+    /// The round-1 set this member's DKG finished with, once it did.
+    finished: Option<hash::Digest>,
+    /// The key share the DKG gave, until every member confirmed it
+    /// finished with the same key (then it moves to `key`/`public`): a
+    /// member that finished while another could not takes the
+    /// coordinator's next attempt instead.
+    pending: Option<(frost::keys::KeyPackage, frost::keys::PublicKeyPackage)>,
+    /// The committee's key share, once every member confirmed it.
     key: Option<frost::keys::KeyPackage>,
     public: Option<frost::keys::PublicKeyPackage>,
 }
@@ -185,21 +195,43 @@ struct Membership {
 pub const TAG_DKG_INVITATION: &str = "QUARTIER_ENCLAVE_DKG_INVITATION";
 
 /// What the coordinator signs to start a DKG.
-fn invitation_message(chain: &[u8; 32], t: u16, members: &[Quote]) -> hash::Digest {
+fn invitation_message(chain: &[u8; 32], t: u16, attempt: u64, members: &[Quote]) -> hash::Digest {
     hash::tagged(
         TAG_DKG_INVITATION,
         &[
             chain,
             &t.to_le_bytes(),
+            &attempt.to_le_bytes(),
             &borsh::to_vec(members).unwrap_or_default(),
         ],
     )
 }
 
-/// What a member signs with its round-1 package: the chain, its index, the
-/// members and the package (a DKG for another chain does not complete).
+/// Domain tag of [`finish_message`].
+pub const TAG_DKG_FINISH: &str = "QUARTIER_ENCLAVE_DKG_FINISH";
+
+/// What a member signs with its account when its DKG finished: the chain,
+/// the attempt, the round-1 set and the group key it derived. A member
+/// holds the key as its committee's only with every member's signature
+/// over the same ([`EnclaveService::dkg_confirm`]).
+pub fn finish_message(
+    chain: &[u8; 32],
+    attempt: u64,
+    round1: &hash::Digest,
+    key: &GroupPublicKey,
+) -> hash::Digest {
+    hash::tagged(
+        TAG_DKG_FINISH,
+        &[chain, &attempt.to_le_bytes(), &round1.0, &key.0],
+    )
+}
+
+/// What a member signs with its round-1 package: the chain, the attempt,
+/// its index, the members and the package (a DKG for another chain does
+/// not complete, and a package of another attempt is refused).
 fn round1_message(
     chain: &[u8; 32],
+    attempt: u64,
     index: u16,
     identities: &[[u8; 32]],
     package: &[u8],
@@ -207,7 +239,13 @@ fn round1_message(
     let identities: Vec<u8> = identities.iter().flatten().copied().collect();
     hash::tagged(
         TAG_DKG_ROUND1,
-        &[chain, &index.to_le_bytes(), &identities, package],
+        &[
+            chain,
+            &attempt.to_le_bytes(),
+            &index.to_le_bytes(),
+            &identities,
+            package,
+        ],
     )
 }
 
@@ -218,6 +256,7 @@ fn round1_message(
 /// the one that sent it).
 pub(crate) fn round1_signed_by(
     chain: &[u8; 32],
+    attempt: u64,
     quotes: &[Quote],
     index: u16,
     (package, signature): (&[u8], &[u8; 64]),
@@ -226,19 +265,67 @@ pub(crate) fn round1_signed_by(
         .iter()
         .filter_map(|q| q.report_data[..32].try_into().ok())
         .collect();
-    let Some(account) = quotes
-        .get(usize::from(index))
-        .and_then(|q| <[u8; 32]>::try_from(&q.report_data[32..]).ok())
-    else {
+    let Some(account) = quote_account(quotes, index) else {
         return false;
     };
     frost::keys::dkg::round1::Package::deserialize(package).is_ok()
         && verify_account(
             &account,
-            &round1_message(chain, index, &identities, package).0,
+            &round1_message(chain, attempt, index, &identities, package).0,
             signature,
         )
         .is_ok()
+}
+
+/// The account of member `index` of the members whose quotes are
+/// `quotes` (its quote's report data is identity key ‖ account).
+fn quote_account(quotes: &[Quote], index: u16) -> Option<[u8; 32]> {
+    quotes
+        .get(usize::from(index))
+        .and_then(|q| <[u8; 32]>::try_from(&q.report_data[32..]).ok())
+}
+
+/// Whether `signature` is member `index`'s account signature over its
+/// finish of attempt `attempt` with round-1 set `round1` and group key
+/// `key` ([`finish_message`]), the members' quotes being `quotes`.
+pub(crate) fn finish_signed_by(
+    chain: &[u8; 32],
+    attempt: u64,
+    quotes: &[Quote],
+    index: u16,
+    (round1, key): (&hash::Digest, &GroupPublicKey),
+    signature: &[u8; 64],
+) -> bool {
+    quote_account(quotes, index).is_some_and(|account| {
+        verify_account(
+            &account,
+            &finish_message(chain, attempt, round1, key).0,
+            signature,
+        )
+        .is_ok()
+    })
+}
+
+/// The group key of a DKG's public key package.
+fn group_key_of(public: &frost::keys::PublicKeyPackage) -> Result<GroupPublicKey, ServiceError> {
+    let bytes = public
+        .verifying_key()
+        .serialize()
+        .map_err(|_| ServiceError::Invalid)?;
+    Ok(GroupPublicKey(
+        bytes.try_into().map_err(|_| ServiceError::Invalid)?,
+    ))
+}
+
+/// The associated data a round-2 package is sealed with: the attempt, its
+/// sender and its recipient.
+fn round2_aad(attempt: u64, from: u16, to: u16) -> Vec<u8> {
+    [
+        attempt.to_le_bytes().as_slice(),
+        &from.to_le_bytes(),
+        &to.to_le_bytes(),
+    ]
+    .concat()
 }
 
 /// Members' answers (commitments or shares) by FROST identifier, or
@@ -400,9 +487,6 @@ pub struct EnclaveService {
     /// replay anyone on the network can send) gets the same answer and
     /// does not start the DKG over.
     round1_answer: Option<(hash::Digest, SignedPackage)>,
-    /// The round-1 set this enclave's DKG finished with (not sealed: after a
-    /// restart a finish is refused, as before).
-    finished_with: Option<hash::Digest>,
     /// Epoch keys the chain published, by epoch (what clearing uses).
     epoch_keys: BTreeMap<Epoch, EpochKeyPair>,
     /// Keys created or received and not yet seen published: when the member
@@ -456,7 +540,6 @@ impl EnclaveService {
             dkg1: None,
             dkg2: Vec::new(),
             round1_answer: None,
-            finished_with: None,
             epoch_keys: BTreeMap::new(),
             candidates: Vec::new(),
             auctioneers: BTreeMap::new(),
@@ -492,9 +575,7 @@ impl EnclaveService {
 
     /// The group key, once the DKG finished.
     pub fn group_key(&self) -> Option<GroupPublicKey> {
-        let public = self.membership.as_ref()?.public.as_ref()?;
-        let bytes = public.verifying_key().serialize().ok()?;
-        Some(GroupPublicKey(bytes.try_into().ok()?))
+        group_key_of(self.membership.as_ref()?.public.as_ref()?).ok()
     }
 
     /// The accounts of the committee this member ran its DKG with
@@ -529,16 +610,21 @@ impl EnclaveService {
     /// own measurement (it forms a committee only with copies of its own
     /// code), `t` must be a majority, and once a DKG finished here the
     /// membership is fixed: anyone can reach the RPC, and a member named by
-    /// a caller would be sent the clearing state.
+    /// a caller would be sent the clearing state. Until then a DKG starts
+    /// over only for a later `attempt` of the coordinator's (the same
+    /// request again gets the same answer): a key this member finished
+    /// with but not every member confirmed is dropped for it.
     ///
     /// # Errors
     /// [`ServiceError::Invalid`] for a quote that does not verify, an index
     /// that is not this member, accounts out of order or a minority `t`;
-    /// [`ServiceError::State`] once the committee is formed.
+    /// [`ServiceError::State`] once the committee is formed, or for an
+    /// attempt not later than the last one this member answered.
     pub fn dkg_round1(
         &mut self,
         index: u16,
         t: u16,
+        attempt: u64,
         chain: [u8; 32],
         members: Vec<Quote>,
         invitation: &[u8; 64],
@@ -549,7 +635,7 @@ impl EnclaveService {
         let request = hash::tagged(
             TAG_DKG_INVITATION,
             &[
-                &invitation_message(&chain, t, &members).0,
+                &invitation_message(&chain, t, attempt, &members).0,
                 &index.to_le_bytes(),
                 invitation,
             ],
@@ -558,6 +644,15 @@ impl EnclaveService {
             && *answered == request
         {
             return Ok(answer.clone());
+        }
+        // An earlier attempt (a replay of a recorded invitation) does not
+        // start this member's DKG over.
+        if self
+            .membership
+            .as_ref()
+            .is_some_and(|m| attempt <= m.attempt)
+        {
+            return Err(ServiceError::State("not a later DKG attempt"));
         }
         let n = u16::try_from(members.len()).map_err(|_| ServiceError::Invalid)?;
         if n < 2 || t <= n / 2 || t > n {
@@ -595,14 +690,14 @@ impl EnclaveService {
         let first = accounts.first().ok_or(ServiceError::Invalid)?;
         verify_account(
             first,
-            &invitation_message(&chain, t, &members).0,
+            &invitation_message(&chain, t, attempt, &members).0,
             invitation,
         )?;
         let (secret, package) =
             frost::keys::dkg::part1(identifier(index)?, n, t, Rng06(&mut self.rng.0))
                 .map_err(|_| ServiceError::Invalid)?;
         let package = package.serialize().map_err(|_| ServiceError::Invalid)?;
-        let message = round1_message(&chain, index, &identities, &package);
+        let message = round1_message(&chain, attempt, index, &identities, &package);
         let signature = ed25519_dalek::Signer::sign(&self.account, &message.0).to_bytes();
         self.dkg1 = Some(secret);
         self.dkg2.clear();
@@ -613,15 +708,19 @@ impl EnclaveService {
             chain,
             identities,
             accounts,
+            attempt,
+            finished: None,
+            pending: None,
             key: None,
             public: None,
         });
         Ok((package, signature))
     }
 
-    /// As the committee's first member: the invitation to a DKG of
-    /// `members` with threshold `t` for chain `chain` (its account signature), which every
-    /// member checks in [`EnclaveService::dkg_round1`].
+    /// As the committee's first member: the invitation to attempt
+    /// `attempt` at a DKG of `members` with threshold `t` for chain `chain`
+    /// (its account signature), which every member checks in
+    /// [`EnclaveService::dkg_round1`].
     ///
     /// # Errors
     /// [`ServiceError::Invalid`] if this enclave is not `members[0]`.
@@ -629,13 +728,14 @@ impl EnclaveService {
         &self,
         chain: [u8; 32],
         t: u16,
+        attempt: u64,
         members: &[Quote],
     ) -> Result<[u8; 64], ServiceError> {
         let first = members.first().ok_or(ServiceError::Invalid)?;
         if first.report_data[32..] != self.account().0 {
             return Err(ServiceError::Invalid);
         }
-        let message = invitation_message(&chain, t, members);
+        let message = invitation_message(&chain, t, attempt, members);
         Ok(ed25519_dalek::Signer::sign(&self.account, &message.0).to_bytes())
     }
 
@@ -664,6 +764,7 @@ impl EnclaveService {
             .ok_or(ServiceError::State("no DKG round 1"))?;
         let accounts = m.accounts.clone();
         let chain = m.chain;
+        let attempt = m.attempt;
         // Every member's package, this member's its own answer: the set's
         // digest names it in the finish, so nobody may vary an entry the
         // loop below would not check (an outsider sending sets that differ
@@ -684,7 +785,7 @@ impl EnclaveService {
                 .ok_or(ServiceError::Invalid)?;
             verify_account(
                 account,
-                &round1_message(&chain, *from, &identities, bytes).0,
+                &round1_message(&chain, attempt, *from, &identities, bytes).0,
                 signature,
             )?;
             let package = frost::keys::dkg::round1::Package::deserialize(bytes)
@@ -706,7 +807,7 @@ impl EnclaveService {
                 continue;
             };
             let mut plain = package.serialize().map_err(|_| ServiceError::Invalid)?;
-            let aad = [index.to_le_bytes(), to.to_le_bytes()].concat();
+            let aad = round2_aad(attempt, index, to);
             let result = hpke_seal_auth(
                 identity,
                 self.identity.pair(),
@@ -728,7 +829,10 @@ impl EnclaveService {
     }
 
     /// DKG round 3: opens the packages sealed to this member and derives its
-    /// key share and the group key.
+    /// key share and the group key; returns the group key and this
+    /// member's account signature over its finish ([`finish_message`]).
+    /// The key is the member's only once every member confirmed it
+    /// ([`EnclaveService::dkg_confirm`]).
     ///
     /// # Errors
     /// [`ServiceError`] if round 2 did not run here or a package is invalid.
@@ -736,13 +840,20 @@ impl EnclaveService {
         &mut self,
         round1: &hash::Digest,
         received: &[SealedDkgPackage],
-    ) -> Result<GroupPublicKey, ServiceError> {
+    ) -> Result<(GroupPublicKey, [u8; 64]), ServiceError> {
         // The same finish again once it succeeded (anyone on the network
         // may deliver it first): the key it gave, nothing changed.
-        if self.finished_with == Some(*round1)
-            && let Some(key) = self.group_key()
+        if let Some(m) = &self.membership
+            && m.finished == Some(*round1)
         {
-            return Ok(key);
+            let public = m
+                .public
+                .as_ref()
+                .or(m.pending.as_ref().map(|(_, p)| p))
+                .ok_or(ServiceError::State("no DKG"))?;
+            let key = group_key_of(public)?;
+            let message = finish_message(&m.chain, m.attempt, round1, &key);
+            return Ok((key, self.sign_account(&message)));
         }
         // Kept until the DKG succeeds: forged packages do not end it. The
         // round 2 of the round-1 set the coordinator names.
@@ -762,7 +873,7 @@ impl EnclaveService {
                 .identities
                 .get(usize::from(p.from))
                 .ok_or(ServiceError::Invalid)?;
-            let aad = [p.from.to_le_bytes(), p.to.to_le_bytes()].concat();
+            let aad = round2_aad(m.attempt, p.from, p.to);
             let mut plain = hpke_open_auth(
                 self.identity.secret(),
                 sender,
@@ -779,13 +890,62 @@ impl EnclaveService {
         }
         let (key, public) = frost::keys::dkg::part3(secret2, round1_packages, &packages)
             .map_err(|_| ServiceError::Invalid)?;
+        let group = group_key_of(&public)?;
+        let message = finish_message(&m.chain, m.attempt, round1, &group);
+        m.finished = Some(*round1);
+        m.pending = Some((key, public));
         self.dkg1 = None;
         self.dkg2.clear();
-        self.round1_answer = None;
-        self.finished_with = Some(*round1);
+        Ok((group, self.sign_account(&message)))
+    }
+
+    /// DKG confirmation: `signatures` (by member index) are every member's
+    /// account signature over the finish this member's DKG ended with (the
+    /// same round-1 set and group key): the key becomes the member's
+    /// committee key. Before, a member that finished while another could
+    /// not held a key no committee could use and refused every later DKG.
+    ///
+    /// # Errors
+    /// [`ServiceError::State`] without a finished DKG of that round-1 set;
+    /// [`ServiceError::Invalid`] unless every member signed it.
+    pub fn dkg_confirm(
+        &mut self,
+        round1: &hash::Digest,
+        signatures: &[[u8; 64]],
+    ) -> Result<GroupPublicKey, ServiceError> {
+        let m = self
+            .membership
+            .as_mut()
+            .ok_or(ServiceError::State("no DKG"))?;
+        if m.finished != Some(*round1) {
+            return Err(ServiceError::State("no finished DKG with this round-1 set"));
+        }
+        let public = m
+            .public
+            .as_ref()
+            .or(m.pending.as_ref().map(|(_, p)| p))
+            .ok_or(ServiceError::State("no DKG"))?;
+        let group = group_key_of(public)?;
+        let message = finish_message(&m.chain, m.attempt, round1, &group);
+        if signatures.len() != m.accounts.len() {
+            return Err(ServiceError::Invalid);
+        }
+        for (account, signature) in m.accounts.iter().zip(signatures) {
+            verify_account(account, &message.0, signature)?;
+        }
+        let Some((key, public)) = m.pending.take() else {
+            // Confirmed already: the same confirmation again.
+            return Ok(group);
+        };
         m.key = Some(key);
         m.public = Some(public);
-        self.group_key().ok_or(ServiceError::Invalid)
+        self.round1_answer = None;
+        Ok(group)
+    }
+
+    /// This enclave's account signature over `message`.
+    fn sign_account(&self, message: &hash::Digest) -> [u8; 64] {
+        ed25519_dalek::Signer::sign(&self.account, &message.0).to_bytes()
     }
 
     /// Creates the key of `epoch` and seals its secret to every other member.
@@ -1472,6 +1632,18 @@ impl EnclaveService {
                 chain: m.chain,
                 identities: m.identities.clone(),
                 accounts: m.accounts.clone(),
+                attempt: m.attempt,
+                finished: m.finished.map(|d| d.0),
+                pending: m
+                    .pending
+                    .as_ref()
+                    .map(|(k, p)| {
+                        Ok::<_, ServiceError>((
+                            k.serialize().map_err(|_| ServiceError::Invalid)?,
+                            p.serialize().map_err(|_| ServiceError::Invalid)?,
+                        ))
+                    })
+                    .transpose()?,
                 key: m
                     .key
                     .as_ref()
@@ -1575,6 +1747,19 @@ impl EnclaveService {
                 chain: m.chain,
                 identities: m.identities,
                 accounts: m.accounts,
+                attempt: m.attempt,
+                finished: m.finished.map(hash::Digest),
+                pending: m
+                    .pending
+                    .map(|(k, p)| {
+                        Ok::<_, ServiceError>((
+                            frost::keys::KeyPackage::deserialize(&k)
+                                .map_err(|_| ServiceError::Invalid)?,
+                            frost::keys::PublicKeyPackage::deserialize(&p)
+                                .map_err(|_| ServiceError::Invalid)?,
+                        ))
+                    })
+                    .transpose()?,
                 key: m
                     .key
                     .map(|k| frost::keys::KeyPackage::deserialize(&k))
@@ -1598,7 +1783,6 @@ impl EnclaveService {
             dkg1: None,
             dkg2: Vec::new(),
             round1_answer: None,
-            finished_with: None,
             epoch_keys,
             candidates: Vec::new(),
             auctioneers,
@@ -1618,6 +1802,10 @@ struct SealedMembership {
     chain: [u8; 32],
     identities: Vec<[u8; 32]>,
     accounts: Vec<[u8; 32]>,
+    attempt: u64,
+    finished: Option<[u8; 32]>,
+    /// A finished DKG's key share and public package, not yet confirmed.
+    pending: Option<(Vec<u8>, Vec<u8>)>,
     key: Option<Vec<u8>>,
     public: Option<Vec<u8>>,
 }
@@ -1804,16 +1992,39 @@ mod tests {
         let mut members: Vec<EnclaveService> = (0..3).map(|_| enclave()).collect();
         members.sort_by_key(EnclaveService::account);
         let quotes: Vec<Quote> = members.iter().map(quote).collect();
-        let invitation = members[0].invite(CHAIN, 2, &quotes).unwrap();
+        let invitation = members[0].invite(CHAIN, 2, 1, &quotes).unwrap();
         let mut round1 = BTreeMap::new();
         for (i, m) in (0u16..).zip(members.iter_mut()) {
             round1.insert(
                 i,
-                m.dkg_round1(i, 2, CHAIN, quotes.clone(), &invitation)
+                m.dkg_round1(i, 2, 1, CHAIN, quotes.clone(), &invitation)
                     .unwrap(),
             );
         }
         (members, round1)
+    }
+
+    /// Rounds 3 and 4 of the DKG of `round1` whose round-2 packages are
+    /// `round2`: every member finishes and confirms; the group key.
+    fn finish(
+        members: &mut [EnclaveService],
+        round1: &BTreeMap<u16, SignedPackage>,
+        round2: &[SealedDkgPackage],
+    ) -> GroupPublicKey {
+        let set = round1_digest(round1);
+        let finished: Vec<(GroupPublicKey, [u8; 64])> = members
+            .iter_mut()
+            .map(|m| m.dkg_finish(&set, round2).unwrap())
+            .collect();
+        assert!(
+            finished.iter().all(|(k, _)| *k == finished[0].0),
+            "one group key"
+        );
+        let signatures: Vec<[u8; 64]> = finished.iter().map(|(_, s)| *s).collect();
+        for m in members.iter_mut() {
+            assert_eq!(m.dkg_confirm(&set, &signatures).unwrap(), finished[0].0);
+        }
+        finished[0].0
     }
 
     /// Three enclaves after the DKG (t = 2), as the hosts would run it.
@@ -1823,11 +2034,7 @@ mod tests {
         for m in &mut members {
             round2.extend(m.dkg_round2(&round1).unwrap());
         }
-        let keys: Vec<GroupPublicKey> = members
-            .iter_mut()
-            .map(|m| m.dkg_finish(&round1_digest(&round1), &round2).unwrap())
-            .collect();
-        assert!(keys.iter().all(|k| *k == keys[0]), "one group key");
+        finish(&mut members, &round1, &round2);
         members
     }
 
@@ -2144,6 +2351,7 @@ mod tests {
         let reform = Request::DkgRound1 {
             index: 0,
             t: 2,
+            attempt: u64::MAX,
             chain: CHAIN,
             members: vec![quote(&members[0]), attacker_quote],
             invitation: [0; 64],
@@ -2187,8 +2395,11 @@ mod tests {
         let attacker_account = SigningKey::from_bytes(&[79; 32]);
         // What the outsider signs as an invitation (it is no member).
         let forge = |t: u16, quotes: &[Quote]| {
-            ed25519_dalek::Signer::sign(&attacker_account, &invitation_message(&CHAIN, t, quotes).0)
-                .to_bytes()
+            ed25519_dalek::Signer::sign(
+                &attacker_account,
+                &invitation_message(&CHAIN, t, 1, quotes).0,
+            )
+            .to_bytes()
         };
         // The outsider adds itself as a fourth member (its key quoted by a
         // vendor of its own, or by ours for other code)...
@@ -2197,7 +2408,7 @@ mod tests {
                 .quote(MEASUREMENT, attacker.report_data([0xff; 32])),
             vendor().quote(Measurement([9; 32]), attacker.report_data([0xff; 32])),
         ];
-        let honest = members[0].invite(CHAIN, 2, &quotes).unwrap();
+        let honest = members[0].invite(CHAIN, 2, 1, &quotes).unwrap();
         for (i, m) in (0u16..).zip(members.iter_mut()) {
             let mut attacks = Vec::new();
             for extra in &forged {
@@ -2227,6 +2438,7 @@ mod tests {
                 let request = Request::DkgRound1 {
                     index,
                     t,
+                    attempt: 1,
                     chain: CHAIN,
                     members,
                     invitation,
@@ -2239,16 +2451,15 @@ mod tests {
         for (i, m) in (0u16..).zip(members.iter_mut()) {
             round1.insert(
                 i,
-                m.dkg_round1(i, 2, CHAIN, quotes.clone(), &honest).unwrap(),
+                m.dkg_round1(i, 2, 1, CHAIN, quotes.clone(), &honest)
+                    .unwrap(),
             );
         }
         let mut round2 = Vec::new();
         for m in &mut members {
             round2.extend(m.dkg_round2(&round1).unwrap());
         }
-        for m in &mut members {
-            m.dkg_finish(&round1_digest(&round1), &round2).unwrap();
-        }
+        finish(&mut members, &round1, &round2);
         assert!(
             members
                 .iter()
@@ -2288,11 +2499,12 @@ mod tests {
         // vendor alone would sign every report and epoch key.
         for on in [[0, 0, 0], [1, 1, 2], [0, 2, 2]] {
             let quotes = quoted(&members, on);
-            let invitation = members[0].invite(CHAIN, 2, &quotes).unwrap();
+            let invitation = members[0].invite(CHAIN, 2, 1, &quotes).unwrap();
             for (i, m) in (0u16..).zip(members.iter_mut()) {
                 let request = Request::DkgRound1 {
                     index: i,
                     t: 2,
+                    attempt: 1,
                     chain: CHAIN,
                     members: quotes.clone(),
                     invitation,
@@ -2302,9 +2514,9 @@ mod tests {
         }
         // One member on each vendor: the committee forms.
         let quotes = quoted(&members, [0, 1, 2]);
-        let invitation = members[0].invite(CHAIN, 2, &quotes).unwrap();
+        let invitation = members[0].invite(CHAIN, 2, 1, &quotes).unwrap();
         for (i, m) in (0u16..).zip(members.iter_mut()) {
-            m.dkg_round1(i, 2, CHAIN, quotes.clone(), &invitation)
+            m.dkg_round1(i, 2, 1, CHAIN, quotes.clone(), &invitation)
                 .unwrap();
         }
     }
@@ -2975,7 +3187,7 @@ mod tests {
         let outsider_key = SigningKey::from_bytes(&[77; 32]);
         let signed = ed25519_dalek::Signer::sign(
             &outsider_key,
-            &round1_message(&CHAIN, 1, &identities, &own).0,
+            &round1_message(&CHAIN, 1, 1, &identities, &own).0,
         )
         .to_bytes();
         let mut substituted = round1.clone();
@@ -3000,7 +3212,7 @@ mod tests {
             outsider.pair(),
             HPKE_INFO_DKG,
             b"forged",
-            &[1u16.to_le_bytes(), 0u16.to_le_bytes()].concat(),
+            &round2_aad(1, 1, 0),
             &mut rng,
         )
         .unwrap();
@@ -3012,19 +3224,15 @@ mod tests {
             encapped_key,
             ciphertext,
         });
-        let finish = Request::DkgFinish {
+        let forged_finish = Request::DkgFinish {
             round1: round1_digest(&round1).0,
             packages: forged,
         };
         assert!(matches!(
-            rpc(&mut members[0], &finish),
+            rpc(&mut members[0], &forged_finish),
             Response::Refused(_)
         ));
-        let keys: Vec<GroupPublicKey> = members
-            .iter_mut()
-            .map(|m| m.dkg_finish(&round1_digest(&round1), &round2).unwrap())
-            .collect();
-        assert!(keys.iter().all(|k| *k == keys[0]), "the DKG completed");
+        finish(&mut members, &round1, &round2);
     }
 
     #[test]

@@ -17,7 +17,6 @@ use quartier_enclave::rpc::{Request, Response};
 use quartier_enclave::sealed::Epoch;
 use quartier_enclave::service::{EnclaveService, Purpose, SimulatedPlatform};
 use quartier_types::{Price, RegionId, RegionParams, Slot};
-use std::collections::BTreeMap;
 
 const CHAIN: [u8; 32] = [0xc4; 32];
 const MEASUREMENT: Measurement = Measurement([6; 32]);
@@ -133,41 +132,10 @@ fn committee_of(t: u16, behaviours: [Behaviour; 3]) -> (Vec<Member>, GroupPublic
         .iter()
         .map(|e| vendor.quote(MEASUREMENT, e.report_data()))
         .collect();
-    let invitation = enclaves[0].invite(CHAIN, t, &quotes).unwrap();
-    let mut round1 = BTreeMap::new();
-    for (index, e) in (0u16..).zip(enclaves.iter_mut()) {
-        let request = Request::DkgRound1 {
-            index,
-            t,
-            chain: CHAIN,
-            members: quotes.clone(),
-            invitation,
-        };
-        let Response::DkgRound1(package, signature) = e.handle(request) else {
-            panic!("round 1");
-        };
-        round1.insert(index, (package, signature));
-    }
-    let mut packages = Vec::new();
-    for e in &mut enclaves {
-        let Response::DkgRound2(sealed) = e.handle(Request::DkgRound2 {
-            round1: round1.clone(),
-        }) else {
-            panic!("round 2");
-        };
-        packages.extend(sealed);
-    }
-    let mut keys = Vec::new();
-    for e in &mut enclaves {
-        let Response::DkgFinished(key) = e.handle(Request::DkgFinish {
-            round1: quartier_enclave::service::round1_digest(&round1).0,
-            packages: packages.clone(),
-        }) else {
-            panic!("round 3");
-        };
-        keys.push(key);
-    }
-    assert!(keys.iter().all(|k| *k == keys[0]));
+    let outcome = quartier_enclave::dkg::run_in_process(&mut enclaves, CHAIN, t, 1, quotes);
+    let quartier_enclave::dkg::DkgOutcome::Formed(key) = outcome else {
+        panic!("no committee: {outcome:?}");
+    };
     let (public, shares) = enclaves[0].create_epoch_key(EPOCH).unwrap();
     for share in shares {
         for e in &mut enclaves {
@@ -191,7 +159,7 @@ fn committee_of(t: u16, behaviours: [Behaviour; 3]) -> (Vec<Member>, GroupPublic
             last_share: None,
         })
         .collect();
-    (members, keys[0], public)
+    (members, key, public)
 }
 
 /// Every member clears `slot` (no orders): each holds its report.

@@ -3,14 +3,16 @@
 //! members whose hosts answer what a subverted host would and an outsider
 //! who replays what it sees. An honest committee forms one group key; a
 //! member that stays silent, refuses, or answers with packages that are not
-//! its own ends the DKG with that member named, and no honest member holds a
-//! key from it; an outsider replaying the invitation does not stop it.
+//! its own ends the DKG with that member named, and no member holds a key
+//! from it unless every member confirmed it; an outsider replaying what it
+//! saw, of this attempt or an earlier one, does not stop it.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use quartier_enclave::attestation::{Measurement, Quote, SimulatedAttestationService};
 use quartier_enclave::dkg::{DkgEffect, DkgFailure, DkgOutcome, DkgSession};
 use quartier_enclave::rpc::{Request, Response};
 use quartier_enclave::service::{EnclaveService, SimulatedPlatform};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 const CHAIN: [u8; 32] = [0xc4; 32];
 const MEASUREMENT: Measurement = Measurement([6; 32]);
@@ -19,7 +21,8 @@ const MEASUREMENT: Measurement = Measurement([6; 32]);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Behaviour {
     Honest,
-    /// Never answers in this round (1, 2 or 3).
+    /// Never answers in this round (1, 2, 3: the finish, or 4: the
+    /// confirmation).
     SilentIn(u8),
     /// Refuses everything.
     Refuses,
@@ -33,10 +36,11 @@ enum Behaviour {
     BadShare,
 }
 
-const BYZANTINE: [Behaviour; 7] = [
+const BYZANTINE: [Behaviour; 8] = [
     Behaviour::SilentIn(1),
     Behaviour::SilentIn(2),
     Behaviour::SilentIn(3),
+    Behaviour::SilentIn(4),
     Behaviour::Refuses,
     Behaviour::ForgedRound1,
     Behaviour::ClaimsAnother,
@@ -60,7 +64,8 @@ impl Member {
         let round = match request {
             Request::DkgRound1 { .. } => 1,
             Request::DkgRound2 { .. } => 2,
-            _ => 3,
+            Request::DkgFinish { .. } => 3,
+            _ => 4,
         };
         match (self.behaviour, answer) {
             (Behaviour::SilentIn(r), _) if r == round => None,
@@ -112,14 +117,26 @@ fn members_on_platform(behaviours: [Behaviour; 3]) -> (Vec<Member>, Vec<Quote>, 
     (members, quotes, platform)
 }
 
-/// Runs member 0's DKG to its end, delivering every request in order;
-/// `between` runs before each request is delivered (an outsider's turn).
+/// The coordinator's next attempt (each later than the last).
+fn next_attempt() -> u64 {
+    static ATTEMPT: AtomicU64 = AtomicU64::new(1);
+    ATTEMPT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Starts member 0's next DKG attempt.
+fn start(members: &[Member], quotes: Vec<Quote>) -> (DkgSession, Vec<DkgEffect>) {
+    DkgSession::start(&members[0].enclave, CHAIN, 2, next_attempt(), quotes)
+}
+
+/// Runs member 0's next DKG attempt to its end, delivering every request in
+/// order; `between` runs before each request is delivered (an outsider's
+/// turn).
 fn run(
     members: &mut [Member],
     quotes: Vec<Quote>,
     mut between: impl FnMut(&mut [Member], &Request),
 ) -> DkgOutcome {
-    let (mut dkg, mut queue) = DkgSession::start(&members[0].enclave, CHAIN, 2, quotes);
+    let (mut dkg, mut queue) = start(members, quotes);
     let mut calls = 0;
     while !queue.is_empty() {
         let DkgEffect::Call { member, request } = queue.remove(0);
@@ -172,6 +189,7 @@ fn a_byzantine_member_ends_the_dkg_named_and_no_honest_member_is_left_with_half_
             let victim = u16::from(byzantine == 0);
             let expected = match behaviour {
                 Behaviour::SilentIn(3) => DkgFailure::Unfinished { member: byzantine },
+                Behaviour::SilentIn(4) => DkgFailure::Unconfirmed { member: byzantine },
                 Behaviour::SilentIn(round) => DkgFailure::Member {
                     member: byzantine,
                     round,
@@ -197,15 +215,13 @@ fn a_byzantine_member_ends_the_dkg_named_and_no_honest_member_is_left_with_half_
                 .map(|m| m.enclave.group_key().is_some())
                 .collect();
             match behaviour {
-                // Its enclave finished; its host only kept the answer back:
-                // every member holds the one key (their votes can form it).
-                Behaviour::SilentIn(3) => assert_eq!(keys, [true; 3], "{behaviour:?}"),
-                // The member that could not open its share holds none, so
-                // no unanimous vote ever puts the others' key in office.
-                Behaviour::BadShare => {
-                    assert!(!keys[usize::from(victim)], "{behaviour:?} at {byzantine}");
-                }
-                // Ended before anyone finished: no member holds a key.
+                // Its enclave confirmed; its host only kept the answer
+                // back: every member holds the one key (their votes can
+                // form it).
+                Behaviour::SilentIn(4) => assert_eq!(keys, [true; 3], "{behaviour:?}"),
+                // Ended before every member confirmed: none holds a key (a
+                // key some finished with stays pending, and the next
+                // attempt starts them over).
                 _ => assert_eq!(keys, [false; 3], "{behaviour:?} at {byzantine}"),
             }
         }
@@ -265,7 +281,7 @@ fn a_dkg_that_failed_forms_when_the_coordinator_tries_again() {
 fn a_replayed_round_two_after_a_member_restarted_does_not_stop_the_retry() {
     let (mut members, quotes, platform) = members_on_platform([Behaviour::Honest; 3]);
     // The first attempt, up to its finish.
-    let (mut dkg, mut queue) = DkgSession::start(&members[0].enclave, CHAIN, 2, quotes.clone());
+    let (mut dkg, mut queue) = start(&members, quotes.clone());
     let mut recorded = Vec::new();
     while !queue.is_empty() {
         let DkgEffect::Call { member, request } = queue.remove(0);
@@ -345,9 +361,140 @@ fn a_finish_delivered_twice_gives_the_same_key() {
             let to = usize::from(packages[0].to);
             assert!(matches!(
                 rpc(&mut members[to].enclave, request),
-                Response::DkgFinished(_)
+                Response::DkgFinished(..)
             ));
         }
     });
     assert!(matches!(outcome, DkgOutcome::Formed(_)), "{outcome:?}");
+}
+
+/// Member 2 restarts between round 2 and the finish (a DKG in progress
+/// is not sealed), so the coordinator's finish reaches members 0 and 1,
+/// which finish, and not member 2, which can not. Before, the two that
+/// finished held the key as their committee's and refused the
+/// coordinator's retry: no committee ever formed. Now a key is the
+/// member's only once every member confirmed it finished with it, and the
+/// retry forms the committee.
+#[test]
+fn a_dkg_only_some_members_finished_forms_on_the_retry() {
+    let (mut members, quotes, platform) = members_on_platform([Behaviour::Honest; 3]);
+    let outcome = run(&mut members, quotes.clone(), |members, request| {
+        if let Request::DkgFinish { packages, .. } = request
+            && packages[0].to == 2
+        {
+            let sealed = members[2].enclave.seal(&platform).unwrap();
+            members[2].enclave = EnclaveService::unseal(&sealed, &platform).unwrap();
+        }
+    });
+    assert_eq!(
+        outcome,
+        DkgOutcome::Failed(DkgFailure::Unfinished { member: 2 })
+    );
+    for m in &members {
+        assert_eq!(m.enclave.group_key(), None, "a key no one confirmed");
+    }
+    let outcome = run(&mut members, quotes, |_, _| {});
+    let DkgOutcome::Formed(key) = outcome else {
+        panic!("no committee on the retry: {outcome:?}");
+    };
+    for m in &members {
+        assert_eq!(m.enclave.group_key(), Some(key));
+    }
+}
+
+/// The review's attack on the finish: the first attempt ran round 2 (an
+/// outsider recorded its requests and answers) and stopped before the
+/// finish, when member 1 restarted; the coordinator tries again. Before
+/// the retry's finish, the outsider sends members 0 and 2 the first
+/// attempt's finish, built from what it recorded. Before, they finished
+/// with the first attempt's key and then refused the retry's finish: no
+/// committee.
+#[test]
+fn an_outsider_finishing_an_earlier_attempt_does_not_stop_the_retry() {
+    let (mut members, quotes, platform) = members_on_platform([Behaviour::Honest; 3]);
+    let (mut dkg, mut queue) = start(&members, quotes.clone());
+    let mut round1 = None;
+    let mut answers = Vec::new();
+    let mut invitations = Vec::new();
+    while !queue.is_empty() {
+        let DkgEffect::Call { member, request } = queue.remove(0);
+        if let Request::DkgFinish { round1: set, .. } = &request {
+            round1 = Some(*set);
+            break;
+        }
+        if matches!(request, Request::DkgRound1 { .. }) {
+            invitations.push((member, request.clone()));
+        }
+        let answer = members[usize::from(member)].call(&request);
+        if let Some(Response::DkgRound2(sealed)) = &answer {
+            answers.extend(sealed.clone());
+        }
+        queue.extend(dkg.reply(member, answer));
+    }
+    let round1 = round1.unwrap();
+    assert_eq!(answers.len(), 6, "round 2 ran");
+    let sealed = members[1].enclave.seal(&platform).unwrap();
+    members[1].enclave = EnclaveService::unseal(&sealed, &platform).unwrap();
+    let outcome = run(&mut members, quotes, |members, request| {
+        // The first attempt's invitations again, before every request: an
+        // earlier attempt does not start a member over.
+        for (member, old) in &invitations {
+            let _ = rpc(&mut members[usize::from(*member)].enclave, old);
+        }
+        if matches!(request, Request::DkgFinish { .. }) {
+            for to in [0u16, 2] {
+                let old = Request::DkgFinish {
+                    round1,
+                    packages: answers.iter().filter(|p| p.to == to).cloned().collect(),
+                };
+                let _ = rpc(&mut members[usize::from(to)].enclave, &old);
+            }
+        }
+    });
+    let DkgOutcome::Formed(key) = outcome else {
+        panic!("no committee: {outcome:?}");
+    };
+    for m in &members {
+        assert_eq!(m.enclave.group_key(), Some(key));
+    }
+}
+
+/// An outsider sends every member a confirmation before the coordinator
+/// does: signatures of its own, one member's signature three times, and
+/// the genuine ones with one altered. None makes a member take the key; the
+/// coordinator's confirmation forms the committee.
+#[test]
+fn a_forged_confirmation_does_not_give_a_member_the_key() {
+    let (mut members, quotes) = members([Behaviour::Honest; 3]);
+    let mut sent = false;
+    let outcome = run(&mut members, quotes, |members, request| {
+        if let Request::DkgConfirm { round1, signatures } = request
+            && !std::mem::replace(&mut sent, true)
+        {
+            let mut altered = signatures.clone();
+            altered[2][0] ^= 1;
+            for forged in [
+                vec![[9; 64]; 3],
+                vec![signatures[0]; 3],
+                altered,
+                signatures[..2].to_vec(),
+            ] {
+                for m in members.iter_mut() {
+                    let forged = Request::DkgConfirm {
+                        round1: *round1,
+                        signatures: forged.clone(),
+                    };
+                    let answer = rpc(&mut m.enclave, &forged);
+                    assert!(matches!(answer, Response::Refused(_)), "{answer:?}");
+                    assert_eq!(m.enclave.group_key(), None);
+                }
+            }
+        }
+    });
+    let DkgOutcome::Formed(key) = outcome else {
+        panic!("no committee: {outcome:?}");
+    };
+    for m in &members {
+        assert_eq!(m.enclave.group_key(), Some(key));
+    }
 }

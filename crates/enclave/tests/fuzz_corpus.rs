@@ -23,6 +23,7 @@ fn seeds() -> Vec<(&'static str, Request)> {
             Request::DkgRound1 {
                 index: 0,
                 t: 2,
+                attempt: 1,
                 chain: [0xc4; 32],
                 members: (1..=3)
                     .map(|i| vendor().quote(MEASUREMENT, [i; 64]))
@@ -41,6 +42,13 @@ fn seeds() -> Vec<(&'static str, Request)> {
             Request::DkgFinish {
                 round1: [0; 32],
                 packages: vec![],
+            },
+        ),
+        (
+            "dkg_confirm",
+            Request::DkgConfirm {
+                round1: [0; 32],
+                signatures: vec![[7; 64]; 3],
             },
         ),
         (
@@ -110,23 +118,11 @@ fn committee() -> Vec<EnclaveService> {
         .iter()
         .map(|m| vendor().quote(MEASUREMENT, m.report_data()))
         .collect();
-    let invitation = members[0].invite([0xc4; 32], 2, &quotes).unwrap();
-    let mut round1 = BTreeMap::new();
-    for (i, m) in (0u16..).zip(members.iter_mut()) {
-        round1.insert(
-            i,
-            m.dkg_round1(i, 2, [0xc4; 32], quotes.clone(), &invitation)
-                .unwrap(),
-        );
-    }
-    let mut round2 = Vec::new();
-    for m in &mut members {
-        round2.extend(m.dkg_round2(&round1).unwrap());
-    }
-    for m in &mut members {
-        m.dkg_finish(&quartier_enclave::service::round1_digest(&round1), &round2)
-            .unwrap();
-    }
+    let outcome = quartier_enclave::dkg::run_in_process(&mut members, [0xc4; 32], 2, 1, quotes);
+    assert!(
+        matches!(outcome, quartier_enclave::dkg::DkgOutcome::Formed(_)),
+        "{outcome:?}"
+    );
     members
 }
 

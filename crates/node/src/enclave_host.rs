@@ -377,6 +377,8 @@ struct Host {
     voted: Option<quartier_enclave::committee::GroupPublicKey>,
     /// The latest signing session this host coordinated.
     last_session: u64,
+    /// The latest DKG attempt this host coordinated.
+    last_attempt: u64,
     /// When this member last sent its published epoch keys to the others.
     reshared_at: Option<Instant>,
 }
@@ -410,6 +412,7 @@ impl Host {
             cleared_at: BTreeMap::new(),
             voted: None,
             last_session: 0,
+            last_attempt: 0,
             reshared_at: None,
         }
     }
@@ -752,10 +755,14 @@ impl Host {
         }
         let t = view.policy.threshold;
         let chain = view.chain_id.0.0;
+        // Each attempt later than the last (the members start over only for
+        // a later one): the clock in µs, or one past the last.
+        let attempt = micros_since_epoch().max(self.last_attempt.saturating_add(1));
+        self.last_attempt = attempt;
         // The sans-IO DKG decides; this host only carries its requests.
         let (mut dkg, effects) = {
             let s = self.shared.lock();
-            DkgSession::start(&s.service, chain, t, quotes)
+            DkgSession::start(&s.service, chain, t, attempt, quotes)
         };
         let mut queue: std::collections::VecDeque<DkgEffect> = effects.into();
         while let Some(DkgEffect::Call { member, request }) = queue.pop_front() {
@@ -788,10 +795,7 @@ impl Host {
         let peers = self.peers_by_member(members);
         // Session ids only increase (the members refuse any other): the
         // clock in µs, or one past the last.
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
-        let session = now.max(self.last_session.saturating_add(1));
+        let session = micros_since_epoch().max(self.last_session.saturating_add(1));
         let n = u16::try_from(members.len()).ok()?;
         let (mut signing, effects) = {
             let s = self.shared.lock();
@@ -993,4 +997,13 @@ impl Host {
         }
         self.cleared_at.retain(|k, _| view.batches.contains(k));
     }
+}
+
+/// The wall clock in µs since the Unix epoch (0 before it): where the ids
+/// this host numbers (signing sessions, DKG attempts) start, so they keep
+/// increasing across its restarts.
+fn micros_since_epoch() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
