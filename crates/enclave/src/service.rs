@@ -167,7 +167,9 @@ impl ClearingState {
     }
 }
 
-/// The committee as this member knows it.
+/// The committee as this member knows it: a DKG in progress, one that
+/// finished here, or the committee every member confirmed.
+#[derive(Clone)]
 struct Membership {
     index: u16,
     t: u16,
@@ -180,16 +182,100 @@ struct Membership {
     /// The coordinator's attempt this membership is of.
     attempt: u64,
     /// The round-1 set this member's DKG finished with, once it did.
-    finished: Option<hash::Digest>,
-    /// The key share the DKG gave, until every member confirmed it
-    /// finished with the same key (then it moves to `key`/`public`): a
-    /// member that finished while another could not takes the
-    /// coordinator's next attempt instead.
-    pending: Option<(frost::keys::KeyPackage, frost::keys::PublicKeyPackage)>,
-    /// The committee's key share, once every member confirmed it.
+    round1: Option<hash::Digest>,
+    /// Every member's signature over the finish, once confirmed (the
+    /// certificate any member's host may deliver to the others).
+    certificate: Option<Vec<[u8; 64]>>,
+    /// The key share, once the DKG finished.
     key: Option<frost::keys::KeyPackage>,
     public: Option<frost::keys::PublicKeyPackage>,
 }
+
+impl Membership {
+    /// Whether this is a committee every member confirmed.
+    fn confirmed(&self) -> bool {
+        self.certificate.is_some() && self.key.is_some()
+    }
+
+    /// The group key, once the DKG finished.
+    fn group_key(&self) -> Result<GroupPublicKey, ServiceError> {
+        group_key_of(self.public.as_ref().ok_or(ServiceError::State("no DKG"))?)
+    }
+
+    /// Checks `signatures` (by member index) are every member's account
+    /// signature over this membership's finish with round-1 set `round1`.
+    fn check_certificate(
+        &self,
+        round1: &hash::Digest,
+        signatures: &[[u8; 64]],
+    ) -> Result<GroupPublicKey, ServiceError> {
+        let group = self.group_key()?;
+        let message = finish_message(&self.chain, self.attempt, round1, &group);
+        if signatures.len() != self.accounts.len() {
+            return Err(ServiceError::Invalid);
+        }
+        for (account, signature) in self.accounts.iter().zip(signatures) {
+            verify_account(account, &message.0, signature)?;
+        }
+        Ok(group)
+    }
+
+    fn sealed(&self) -> Result<SealedMembership, ServiceError> {
+        Ok(SealedMembership {
+            index: self.index,
+            t: self.t,
+            chain: self.chain,
+            identities: self.identities.clone(),
+            accounts: self.accounts.clone(),
+            attempt: self.attempt,
+            round1: self.round1.map(|d| d.0),
+            certificate: self.certificate.clone(),
+            key: self
+                .key
+                .as_ref()
+                .map(|k| k.serialize().map_err(|_| ServiceError::Invalid))
+                .transpose()?,
+            public: self
+                .public
+                .as_ref()
+                .map(|p| p.serialize().map_err(|_| ServiceError::Invalid))
+                .transpose()?,
+        })
+    }
+}
+
+impl SealedMembership {
+    fn restore(self) -> Result<Membership, ServiceError> {
+        Ok(Membership {
+            index: self.index,
+            t: self.t,
+            chain: self.chain,
+            identities: self.identities,
+            accounts: self.accounts,
+            attempt: self.attempt,
+            round1: self.round1.map(hash::Digest),
+            certificate: self.certificate,
+            key: self
+                .key
+                .map(|k| frost::keys::KeyPackage::deserialize(&k))
+                .transpose()
+                .map_err(|_| ServiceError::Invalid)?,
+            public: self
+                .public
+                .map(|p| frost::keys::PublicKeyPackage::deserialize(&p))
+                .transpose()
+                .map_err(|_| ServiceError::Invalid)?,
+        })
+    }
+}
+
+/// How many finished, unconfirmed DKGs a member keeps (newest last): a
+/// certificate that arrives after the member moved on to a later attempt
+/// still confirms the key it finished with.
+const KEPT_FINISHED: usize = 4;
+
+/// How many inviters' latest attempts a member keeps.
+const KEPT_INVITERS: usize = 64;
 
 /// Domain tag of a DKG invitation.
 pub const TAG_DKG_INVITATION: &str = "QUARTIER_ENCLAVE_DKG_INVITATION";
@@ -487,6 +573,16 @@ pub struct EnclaveService {
     /// replay anyone on the network can send) gets the same answer and
     /// does not start the DKG over.
     round1_answer: Option<(hash::Digest, SignedPackage)>,
+    /// DKGs that finished here and no certificate confirmed yet (at most
+    /// [`KEPT_FINISHED`], newest last).
+    finished: Vec<Membership>,
+    /// The latest attempt answered per inviter (the first member's
+    /// account; at most [`KEPT_INVITERS`]): an earlier one is refused, and
+    /// one inviter's numbers do not bind another's.
+    attempts: BTreeMap<[u8; 32], u64>,
+    /// How many times a DKG step changed what is sealed (not sealed
+    /// itself): the host seals when it moves.
+    dkg_changes: u64,
     /// Epoch keys the chain published, by epoch (what clearing uses).
     epoch_keys: BTreeMap<Epoch, EpochKeyPair>,
     /// Keys created or received and not yet seen published: when the member
@@ -540,6 +636,9 @@ impl EnclaveService {
             dkg1: None,
             dkg2: Vec::new(),
             round1_answer: None,
+            finished: Vec::new(),
+            attempts: BTreeMap::new(),
+            dkg_changes: 0,
             epoch_keys: BTreeMap::new(),
             candidates: Vec::new(),
             auctioneers: BTreeMap::new(),
@@ -575,7 +674,8 @@ impl EnclaveService {
 
     /// The group key, once the DKG finished.
     pub fn group_key(&self) -> Option<GroupPublicKey> {
-        group_key_of(self.membership.as_ref()?.public.as_ref()?).ok()
+        let m = self.membership.as_ref().filter(|m| m.confirmed())?;
+        m.group_key().ok()
     }
 
     /// The accounts of the committee this member ran its DKG with
@@ -629,7 +729,7 @@ impl EnclaveService {
         members: Vec<Quote>,
         invitation: &[u8; 64],
     ) -> Result<SignedPackage, ServiceError> {
-        if self.membership.as_ref().is_some_and(|m| m.key.is_some()) {
+        if self.membership.as_ref().is_some_and(Membership::confirmed) {
             return Err(ServiceError::State("committee formed"));
         }
         let request = hash::tagged(
@@ -644,15 +744,6 @@ impl EnclaveService {
             && *answered == request
         {
             return Ok(answer.clone());
-        }
-        // An earlier attempt (a replay of a recorded invitation) does not
-        // start this member's DKG over.
-        if self
-            .membership
-            .as_ref()
-            .is_some_and(|m| attempt <= m.attempt)
-        {
-            return Err(ServiceError::State("not a later DKG attempt"));
         }
         let n = u16::try_from(members.len()).map_err(|_| ServiceError::Invalid)?;
         if n < 2 || t <= n / 2 || t > n {
@@ -693,6 +784,12 @@ impl EnclaveService {
             &invitation_message(&chain, t, attempt, &members).0,
             invitation,
         )?;
+        // An earlier attempt of this inviter's (a replay of a recorded
+        // invitation) does not start this member's DKG over.
+        let inviter = *first;
+        if self.attempts.get(&inviter).is_some_and(|a| attempt <= *a) {
+            return Err(ServiceError::State("not a later DKG attempt"));
+        }
         let (secret, package) =
             frost::keys::dkg::part1(identifier(index)?, n, t, Rng06(&mut self.rng.0))
                 .map_err(|_| ServiceError::Invalid)?;
@@ -702,6 +799,18 @@ impl EnclaveService {
         self.dkg1 = Some(secret);
         self.dkg2.clear();
         self.round1_answer = Some((request, (package.clone(), signature)));
+        self.attempts.insert(inviter, attempt);
+        self.dkg_changes += 1;
+        if self.attempts.len() > KEPT_INVITERS
+            && let Some(oldest) = self
+                .attempts
+                .iter()
+                .filter(|(who, _)| **who != inviter)
+                .min_by_key(|(_, a)| **a)
+                .map(|(who, _)| *who)
+        {
+            self.attempts.remove(&oldest);
+        }
         self.membership = Some(Membership {
             index,
             t,
@@ -709,8 +818,8 @@ impl EnclaveService {
             identities,
             accounts,
             attempt,
-            finished: None,
-            pending: None,
+            round1: None,
+            certificate: None,
             key: None,
             public: None,
         });
@@ -843,16 +952,14 @@ impl EnclaveService {
     ) -> Result<(GroupPublicKey, [u8; 64]), ServiceError> {
         // The same finish again once it succeeded (anyone on the network
         // may deliver it first): the key it gave, nothing changed.
-        if let Some(m) = &self.membership
-            && m.finished == Some(*round1)
+        if let Some(done) = self
+            .finished
+            .iter()
+            .chain(self.membership.as_ref().filter(|m| m.confirmed()))
+            .find(|m| m.round1 == Some(*round1))
         {
-            let public = m
-                .public
-                .as_ref()
-                .or(m.pending.as_ref().map(|(_, p)| p))
-                .ok_or(ServiceError::State("no DKG"))?;
-            let key = group_key_of(public)?;
-            let message = finish_message(&m.chain, m.attempt, round1, &key);
+            let key = done.group_key()?;
+            let message = finish_message(&done.chain, done.attempt, round1, &key);
             return Ok((key, self.sign_account(&message)));
         }
         // Kept until the DKG succeeds: forged packages do not end it. The
@@ -864,7 +971,8 @@ impl EnclaveService {
             .ok_or(ServiceError::State("no DKG round 2 with this round-1 set"))?;
         let m = self
             .membership
-            .as_mut()
+            .as_ref()
+            .filter(|m| !m.confirmed())
             .ok_or(ServiceError::State("no DKG"))?;
         let mut packages = BTreeMap::new();
         for p in received.iter().filter(|p| p.to == m.index) {
@@ -890,20 +998,29 @@ impl EnclaveService {
         }
         let (key, public) = frost::keys::dkg::part3(secret2, round1_packages, &packages)
             .map_err(|_| ServiceError::Invalid)?;
-        let group = group_key_of(&public)?;
-        let message = finish_message(&m.chain, m.attempt, round1, &group);
-        m.finished = Some(*round1);
-        m.pending = Some((key, public));
+        let mut done = m.clone();
+        done.round1 = Some(*round1);
+        done.key = Some(key);
+        done.public = Some(public);
+        let group = done.group_key()?;
+        let message = finish_message(&done.chain, done.attempt, round1, &group);
+        self.finished.push(done);
+        self.dkg_changes += 1;
+        if self.finished.len() > KEPT_FINISHED {
+            self.finished.remove(0);
+        }
         self.dkg1 = None;
         self.dkg2.clear();
         Ok((group, self.sign_account(&message)))
     }
 
     /// DKG confirmation: `signatures` (by member index) are every member's
-    /// account signature over the finish this member's DKG ended with (the
-    /// same round-1 set and group key): the key becomes the member's
-    /// committee key. Before, a member that finished while another could
-    /// not held a key no committee could use and refused every later DKG.
+    /// account signature over a finish this member's DKG ended with (the
+    /// same round-1 set and group key): that key becomes the member's
+    /// committee key, whatever DKG it runs meanwhile. Before, a member that
+    /// finished while another could not held a key no committee could use
+    /// and refused every later DKG. Anyone may deliver a certificate (the
+    /// hosts of confirmed members do, until the committee is in office).
     ///
     /// # Errors
     /// [`ServiceError::State`] without a finished DKG of that round-1 set;
@@ -913,34 +1030,43 @@ impl EnclaveService {
         round1: &hash::Digest,
         signatures: &[[u8; 64]],
     ) -> Result<GroupPublicKey, ServiceError> {
-        let m = self
-            .membership
-            .as_mut()
-            .ok_or(ServiceError::State("no DKG"))?;
-        if m.finished != Some(*round1) {
-            return Err(ServiceError::State("no finished DKG with this round-1 set"));
+        if let Some(m) = self.membership.as_ref().filter(|m| m.confirmed()) {
+            // Confirmed already: the same certificate again.
+            if m.round1 != Some(*round1) {
+                return Err(ServiceError::State("committee formed"));
+            }
+            return m.check_certificate(round1, signatures);
         }
-        let public = m
-            .public
-            .as_ref()
-            .or(m.pending.as_ref().map(|(_, p)| p))
-            .ok_or(ServiceError::State("no DKG"))?;
-        let group = group_key_of(public)?;
-        let message = finish_message(&m.chain, m.attempt, round1, &group);
-        if signatures.len() != m.accounts.len() {
-            return Err(ServiceError::Invalid);
-        }
-        for (account, signature) in m.accounts.iter().zip(signatures) {
-            verify_account(account, &message.0, signature)?;
-        }
-        let Some((key, public)) = m.pending.take() else {
-            // Confirmed already: the same confirmation again.
-            return Ok(group);
-        };
-        m.key = Some(key);
-        m.public = Some(public);
+        let at = self
+            .finished
+            .iter()
+            .position(|m| m.round1 == Some(*round1))
+            .ok_or(ServiceError::State("no finished DKG with this round-1 set"))?;
+        let group = self.finished[at].check_certificate(round1, signatures)?;
+        let mut confirmed = self.finished.remove(at);
+        confirmed.certificate = Some(signatures.to_vec());
+        self.membership = Some(confirmed);
+        self.dkg_changes += 1;
+        self.finished.clear();
+        self.dkg1 = None;
+        self.dkg2.clear();
         self.round1_answer = None;
         Ok(group)
+    }
+
+    /// How many times a DKG step changed the state the enclave seals (its
+    /// answered attempts, a finish, a confirmed key): a host seals before
+    /// it sends the answer of a step that moved it.
+    pub fn dkg_changes(&self) -> u64 {
+        self.dkg_changes
+    }
+
+    /// The certificate of this member's confirmed committee (the round-1
+    /// set and every member's signature over the finish), for its host to
+    /// deliver to members that have not confirmed.
+    pub fn dkg_certificate(&self) -> Option<([u8; 32], Vec<[u8; 64]>)> {
+        let m = self.membership.as_ref().filter(|m| m.confirmed())?;
+        Some((m.round1?.0, m.certificate.clone()?))
     }
 
     /// This enclave's account signature over `message`.
@@ -1625,38 +1751,16 @@ impl EnclaveService {
     /// # Errors
     /// [`ServiceError::Invalid`] if a component does not serialise.
     pub fn seal(&mut self, platform: &SimulatedPlatform) -> Result<Vec<u8>, ServiceError> {
-        let membership = match &self.membership {
-            Some(m) => Some(SealedMembership {
-                index: m.index,
-                t: m.t,
-                chain: m.chain,
-                identities: m.identities.clone(),
-                accounts: m.accounts.clone(),
-                attempt: m.attempt,
-                finished: m.finished.map(|d| d.0),
-                pending: m
-                    .pending
-                    .as_ref()
-                    .map(|(k, p)| {
-                        Ok::<_, ServiceError>((
-                            k.serialize().map_err(|_| ServiceError::Invalid)?,
-                            p.serialize().map_err(|_| ServiceError::Invalid)?,
-                        ))
-                    })
-                    .transpose()?,
-                key: m
-                    .key
-                    .as_ref()
-                    .map(|k| k.serialize().map_err(|_| ServiceError::Invalid))
-                    .transpose()?,
-                public: m
-                    .public
-                    .as_ref()
-                    .map(|p| p.serialize().map_err(|_| ServiceError::Invalid))
-                    .transpose()?,
-            }),
-            None => None,
-        };
+        let membership = self
+            .membership
+            .as_ref()
+            .map(Membership::sealed)
+            .transpose()?;
+        let finished = self
+            .finished
+            .iter()
+            .map(Membership::sealed)
+            .collect::<Result<Vec<_>, _>>()?;
         // The counter moves on before the state leaves the enclave: every
         // copy sealed earlier is refused from now on.
         let counter = platform
@@ -1670,6 +1774,8 @@ impl EnclaveService {
             account: self.account.to_bytes().to_vec(),
             identity: self.identity.secret_bytes(),
             membership,
+            finished,
+            attempts: self.attempts.iter().map(|(a, n)| (*a, *n)).collect(),
             clearing: self.clearing_state(),
         };
         let mut plain = borsh::to_vec(&state).map_err(|_| ServiceError::Invalid)?;
@@ -1740,39 +1846,15 @@ impl EnclaveService {
             .try_into()
             .map_err(|_| ServiceError::Invalid)?;
         let identity = IdentityKey::from_secret(&state.identity).ok_or(ServiceError::Invalid)?;
-        let membership = match state.membership {
-            Some(m) => Some(Membership {
-                index: m.index,
-                t: m.t,
-                chain: m.chain,
-                identities: m.identities,
-                accounts: m.accounts,
-                attempt: m.attempt,
-                finished: m.finished.map(hash::Digest),
-                pending: m
-                    .pending
-                    .map(|(k, p)| {
-                        Ok::<_, ServiceError>((
-                            frost::keys::KeyPackage::deserialize(&k)
-                                .map_err(|_| ServiceError::Invalid)?,
-                            frost::keys::PublicKeyPackage::deserialize(&p)
-                                .map_err(|_| ServiceError::Invalid)?,
-                        ))
-                    })
-                    .transpose()?,
-                key: m
-                    .key
-                    .map(|k| frost::keys::KeyPackage::deserialize(&k))
-                    .transpose()
-                    .map_err(|_| ServiceError::Invalid)?,
-                public: m
-                    .public
-                    .map(|p| frost::keys::PublicKeyPackage::deserialize(&p))
-                    .transpose()
-                    .map_err(|_| ServiceError::Invalid)?,
-            }),
-            None => None,
-        };
+        let membership = state
+            .membership
+            .map(SealedMembership::restore)
+            .transpose()?;
+        let finished = state
+            .finished
+            .into_iter()
+            .map(SealedMembership::restore)
+            .collect::<Result<Vec<_>, _>>()?;
         let (epoch_keys, auctioneers, erased_below) = state.clearing.restore()?;
         Ok(EnclaveService {
             trust: platform.trust(),
@@ -1783,6 +1865,9 @@ impl EnclaveService {
             dkg1: None,
             dkg2: Vec::new(),
             round1_answer: None,
+            finished,
+            attempts: state.attempts.into_iter().collect(),
+            dkg_changes: 0,
             epoch_keys,
             candidates: Vec::new(),
             auctioneers,
@@ -1803,9 +1888,8 @@ struct SealedMembership {
     identities: Vec<[u8; 32]>,
     accounts: Vec<[u8; 32]>,
     attempt: u64,
-    finished: Option<[u8; 32]>,
-    /// A finished DKG's key share and public package, not yet confirmed.
-    pending: Option<(Vec<u8>, Vec<u8>)>,
+    round1: Option<[u8; 32]>,
+    certificate: Option<Vec<[u8; 64]>>,
     key: Option<Vec<u8>>,
     public: Option<Vec<u8>>,
 }
@@ -1817,6 +1901,10 @@ struct SealedState {
     account: Vec<u8>,
     identity: Vec<u8>,
     membership: Option<SealedMembership>,
+    /// DKGs finished and not yet confirmed.
+    finished: Vec<SealedMembership>,
+    /// The latest attempt answered per inviter.
+    attempts: Vec<([u8; 32], u64)>,
     clearing: ClearingState,
 }
 

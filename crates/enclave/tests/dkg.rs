@@ -97,11 +97,12 @@ fn members(behaviours: [Behaviour; 3]) -> (Vec<Member>, Vec<Quote>) {
     (members, quotes)
 }
 
-/// As [`members`], with the platform they run on (to seal and unseal one).
-fn members_on_platform(behaviours: [Behaviour; 3]) -> (Vec<Member>, Vec<Quote>, SimulatedPlatform) {
+/// `n` registered enclaves ascending by account, their quotes, and the
+/// platform they run on (to seal and unseal one).
+fn enclaves(n: usize) -> (Vec<EnclaveService>, Vec<Quote>, SimulatedPlatform) {
     let vendor = SimulatedAttestationService::new([42; 32]);
     let platform = SimulatedPlatform::new([5; 32], MEASUREMENT, vendor.root());
-    let mut enclaves: Vec<EnclaveService> = (0..3)
+    let mut enclaves: Vec<EnclaveService> = (0..n)
         .map(|_| EnclaveService::new(&platform).unwrap())
         .collect();
     enclaves.sort_by_key(EnclaveService::account);
@@ -109,6 +110,12 @@ fn members_on_platform(behaviours: [Behaviour; 3]) -> (Vec<Member>, Vec<Quote>, 
         .iter()
         .map(|e| vendor.quote(MEASUREMENT, e.report_data()))
         .collect();
+    (enclaves, quotes, platform)
+}
+
+/// As [`members`], with the platform they run on (to seal and unseal one).
+fn members_on_platform(behaviours: [Behaviour; 3]) -> (Vec<Member>, Vec<Quote>, SimulatedPlatform) {
+    let (enclaves, quotes, platform) = enclaves(3);
     let members = enclaves
         .into_iter()
         .zip(behaviours)
@@ -497,4 +504,154 @@ fn a_forged_confirmation_does_not_give_a_member_the_key() {
     for m in &members {
         assert_eq!(m.enclave.group_key(), Some(key));
     }
+}
+
+/// What a confirmed member's host does until the committee is in office:
+/// delivers its enclave's certificate to every other member.
+fn deliver_certificate(members: &mut [Member], from: usize) {
+    let (round1, signatures) = members[from].enclave.dkg_certificate().unwrap();
+    let request = Request::DkgConfirm { round1, signatures };
+    for (i, m) in members.iter_mut().enumerate() {
+        if i != from {
+            let _ = rpc(&mut m.enclave, &request);
+        }
+    }
+}
+
+/// Whether every member holds the same key.
+fn one_key(members: &[Member]) -> bool {
+    let key = members[0].enclave.group_key();
+    key.is_some() && members.iter().all(|m| m.enclave.group_key() == key)
+}
+
+/// The review's first case: the confirmation does not reach member 2 (its
+/// host is down a moment). Members 0 and 1 confirmed; before, they refused
+/// every later attempt while the retry's invitation made member 2 drop its
+/// key: no committee, ever. Now member 2 keeps the key it finished with,
+/// and the certificate a confirmed member's host delivers confirms it, even
+/// after the coordinator's retry reached it.
+#[test]
+fn a_confirmation_lost_at_one_member_is_delivered_again() {
+    let (mut members, quotes) = members([Behaviour::Honest; 3]);
+    let (mut dkg, mut queue) = start(&members, quotes.clone());
+    while !queue.is_empty() {
+        let DkgEffect::Call { member, request } = queue.remove(0);
+        let lost = member == 2 && matches!(request, Request::DkgConfirm { .. });
+        let answer = (!lost)
+            .then(|| members[usize::from(member)].call(&request))
+            .flatten();
+        queue.extend(dkg.reply(member, answer));
+    }
+    assert_eq!(
+        dkg.outcome(),
+        &DkgOutcome::Failed(DkgFailure::Unconfirmed { member: 2 })
+    );
+    let retry = run(&mut members, quotes, |_, _| {});
+    assert!(matches!(retry, DkgOutcome::Failed(_)), "{retry:?}");
+    deliver_certificate(&mut members, 1);
+    assert!(one_key(&members), "no committee");
+}
+
+/// The review's second case: member 2's host restarts it just before the
+/// confirmation reaches it. Its host sealed each DKG step before answering
+/// it, so the restarted enclave still holds the key it finished with, and
+/// confirms (the confirmation that reached it, or one delivered later).
+#[test]
+fn a_member_restarted_before_the_confirmation_still_confirms() {
+    for delivered_later in [false, true] {
+        let (mut members, quotes, platform) = members_on_platform([Behaviour::Honest; 3]);
+        let (mut dkg, mut queue) = start(&members, quotes.clone());
+        while !queue.is_empty() {
+            let DkgEffect::Call { member, request } = queue.remove(0);
+            if member == 2 && matches!(request, Request::DkgConfirm { .. }) {
+                let sealed = members[2].enclave.seal(&platform).unwrap();
+                members[2].enclave = EnclaveService::unseal(&sealed, &platform).unwrap();
+                if delivered_later {
+                    queue.extend(dkg.reply(member, None));
+                    continue;
+                }
+            }
+            let answer = members[usize::from(member)].call(&request);
+            queue.extend(dkg.reply(member, answer));
+        }
+        if delivered_later {
+            deliver_certificate(&mut members, 0);
+        } else {
+            assert!(
+                matches!(dkg.outcome(), DkgOutcome::Formed(_)),
+                "{:?}",
+                dkg.outcome()
+            );
+        }
+        assert!(one_key(&members), "no committee (later: {delivered_later})");
+    }
+}
+
+/// The review's third case: the host of an enclave E that is not in the
+/// committee but sorts before a member invites that member to a DKG of
+/// its own (E and the member, t = 2; quotes are public) at attempt
+/// u64::MAX. Before, the member then refused every attempt of the real
+/// coordinator ("not a later DKG attempt"), forever. Now each inviter's
+/// attempts are counted apart.
+#[test]
+fn another_inviters_attempt_does_not_lock_a_member_out() {
+    let (mut all, quotes, _) = enclaves(4);
+    let e = all.remove(0);
+    let pair = vec![quotes[0].clone(), quotes[3].clone()];
+    let quotes = quotes[1..].to_vec();
+    let invitation = e.invite(CHAIN, 2, u64::MAX, &pair).unwrap();
+    let bogus = Request::DkgRound1 {
+        index: 1,
+        t: 2,
+        attempt: u64::MAX,
+        chain: CHAIN,
+        members: pair,
+        invitation,
+    };
+    assert!(matches!(rpc(&mut all[2], &bogus), Response::DkgRound1(..)));
+    let mut members: Vec<Member> = all
+        .into_iter()
+        .map(|enclave| Member {
+            enclave,
+            behaviour: Behaviour::Honest,
+        })
+        .collect();
+    let outcome = run(&mut members, quotes, |_, _| {});
+    assert!(matches!(outcome, DkgOutcome::Formed(_)), "{outcome:?}");
+    assert!(one_key(&members));
+}
+
+/// The review's fourth case: E's host, watching the network, invites
+/// member 2 to a DKG of its own as soon as it sees the confirmation go to
+/// member 0. Before, member 2 dropped the key it finished with while 0 and
+/// 1 confirmed theirs: no committee, ever. Now it keeps it and confirms.
+#[test]
+fn another_inviters_invitation_between_the_confirmations_does_not_split_the_committee() {
+    let (mut all, quotes, _) = enclaves(4);
+    let e = all.remove(0);
+    let pair = vec![quotes[0].clone(), quotes[3].clone()];
+    let quotes = quotes[1..].to_vec();
+    let invitation = e.invite(CHAIN, 2, 2, &pair).unwrap();
+    let bogus = Request::DkgRound1 {
+        index: 1,
+        t: 2,
+        attempt: 2,
+        chain: CHAIN,
+        members: pair,
+        invitation,
+    };
+    let mut members: Vec<Member> = all
+        .into_iter()
+        .map(|enclave| Member {
+            enclave,
+            behaviour: Behaviour::Honest,
+        })
+        .collect();
+    let outcome = run(&mut members, quotes, |members, request| {
+        if let Request::DkgConfirm { .. } = request {
+            let _ = rpc(&mut members[2].enclave, &bogus);
+        }
+    });
+    assert!(matches!(outcome, DkgOutcome::Formed(_)), "{outcome:?}");
+    assert!(one_key(&members));
 }

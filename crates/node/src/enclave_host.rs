@@ -217,6 +217,35 @@ impl SimulatedMonotonicCounter for SimulatedFileCounter {
 struct Shared {
     service: EnclaveService,
     quote: Quote,
+    /// The **simulated** platform the enclave seals its state to.
+    platform: SimulatedPlatform,
+    /// Where the sealed state is written.
+    state_file: PathBuf,
+}
+
+impl Shared {
+    /// Seals the enclave's state and writes it (fsync, then rename over
+    /// the last).
+    fn seal(&mut self) {
+        // The counter moves on with the seal: a state not written now can
+        // not be restored later (the older file is refused).
+        match self.service.seal(&self.platform) {
+            Ok(bytes) => {
+                let tmp = self.state_file.with_extension("tmp");
+                let written = (|| -> std::io::Result<()> {
+                    use std::io::Write as _;
+                    let mut file = std::fs::File::create(&tmp)?;
+                    file.write_all(&bytes)?;
+                    file.sync_all()?;
+                    std::fs::rename(&tmp, &self.state_file)
+                })();
+                if let Err(e) = written {
+                    tracing::error!(error = %e, "writing the sealed state failed");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "sealing the enclave state failed"),
+        }
+    }
 }
 
 type Handle = Arc<Mutex<Shared>>;
@@ -259,7 +288,12 @@ pub fn run(config: &EnclaveHostConfig) -> Result<(), HostError> {
     // The enclave's quote (simulated: the host plays the vendor's quoting
     // service), served to the committee's coordinator for the DKG.
     let quote = vendor.quote(config.measurement, service.report_data());
-    let shared: Handle = Arc::new(Mutex::new(Shared { service, quote }));
+    let shared: Handle = Arc::new(Mutex::new(Shared {
+        service,
+        quote,
+        platform,
+        state_file: config.state_file.clone(),
+    }));
     let api = shared.clone();
     let listen = config.listen;
     let listener = std::net::TcpListener::bind(listen)
@@ -284,7 +318,7 @@ pub fn run(config: &EnclaveHostConfig) -> Result<(), HostError> {
             let _ = crate::api_guard::serve(listener, router(api), limits).await;
         });
     });
-    let mut host = Host::new(config.clone(), shared, platform);
+    let mut host = Host::new(config.clone(), shared);
     // Unsealing moved the counter on: the file must hold the state sealed
     // at its new value before anything else happens.
     host.seal();
@@ -314,7 +348,16 @@ async fn rpc(
     let response = match request {
         Some(r) => {
             let mut s = shared.lock();
-            s.service.handle(r)
+            // The DKG's steps change what the enclave must not forget (the
+            // attempts it answered, a finish it signed, a confirmed key):
+            // sealed before the answer leaves, so a restart never loses a
+            // step a peer already holds the answer to.
+            let before = s.service.dkg_changes();
+            let response = s.service.handle(r);
+            if s.service.dkg_changes() != before {
+                s.seal();
+            }
+            response
         }
         None => Response::Refused("malformed request".into()),
     };
@@ -367,7 +410,6 @@ struct ChainView {
 struct Host {
     config: EnclaveHostConfig,
     shared: Handle,
-    platform: SimulatedPlatform,
     nodes: Vec<NodeClient>,
     peers: Vec<NodeClient>,
     /// A transaction sent and not yet seen applied: (nonce, hash, when).
@@ -381,10 +423,12 @@ struct Host {
     last_attempt: u64,
     /// When this member last sent its published epoch keys to the others.
     reshared_at: Option<Instant>,
+    /// When this member last delivered its DKG certificate to the others.
+    certified_at: Option<Instant>,
 }
 
 impl Host {
-    fn new(config: EnclaveHostConfig, shared: Handle, platform: SimulatedPlatform) -> Host {
+    fn new(config: EnclaveHostConfig, shared: Handle) -> Host {
         let mut nodes: Vec<NodeClient> = config
             .nodes
             .iter()
@@ -405,7 +449,6 @@ impl Host {
         Host {
             config,
             shared,
-            platform,
             nodes,
             peers,
             in_flight: None,
@@ -414,6 +457,7 @@ impl Host {
             last_session: 0,
             last_attempt: 0,
             reshared_at: None,
+            certified_at: None,
         }
     }
 
@@ -521,28 +565,7 @@ impl Host {
     }
 
     fn seal(&self) {
-        let bytes = {
-            let mut s = self.shared.lock();
-            s.service.seal(&self.platform)
-        };
-        // The counter has moved on with the seal: a state not written now
-        // can not be restored later (the older file is refused).
-        match bytes {
-            Ok(bytes) => {
-                let tmp = self.config.state_file.with_extension("tmp");
-                let written = (|| -> std::io::Result<()> {
-                    use std::io::Write as _;
-                    let mut file = std::fs::File::create(&tmp)?;
-                    file.write_all(&bytes)?;
-                    file.sync_all()?;
-                    std::fs::rename(&tmp, &self.config.state_file)
-                })();
-                if let Err(e) = written {
-                    tracing::error!(error = %e, "writing the sealed state failed");
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "sealing the enclave state failed"),
-        }
+        self.shared.lock().seal();
     }
 
     fn tick(&mut self) {
@@ -693,6 +716,7 @@ impl Host {
             )
         };
         if let Some((group_key, (members, threshold))) = formed {
+            self.deliver_certificate(&members);
             if self.voted != Some(group_key)
                 && let Some(signature) = self.sign(&members, threshold, Purpose::Committee)
                 && self.submit(
@@ -716,6 +740,33 @@ impl Host {
         }
         if members.first() == Some(&me) && self.run_dkg(view, &members).is_some() {
             self.seal();
+        }
+    }
+
+    /// Until the committee is in office, every few seconds: the
+    /// certificate this member's DKG was confirmed with, to every other
+    /// member (one whose confirmation was lost, or whose host restarted it
+    /// before it came, takes its key with it; a member that confirmed
+    /// refuses every later DKG, so without it no committee would form).
+    fn deliver_certificate(&mut self, members: &[AccountId]) {
+        if self
+            .certified_at
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(2))
+        {
+            return;
+        }
+        self.certified_at = Some(Instant::now());
+        let Some((round1, signatures)) = self.shared.lock().service.dkg_certificate() else {
+            return;
+        };
+        let request = Request::DkgConfirm { round1, signatures };
+        let me = self.shared.lock().service.account();
+        for (member, peer) in members.iter().zip(self.peers_by_member(members)) {
+            if *member != me
+                && let Some(peer) = peer
+            {
+                let _ = call(&peer, &request);
+            }
         }
     }
 
