@@ -461,6 +461,12 @@ impl State {
         self.signatures = ProofMemo::default();
     }
 
+    /// How many transaction signatures this node remembers having verified
+    /// (shared by every copy of the state; at most a fixed capacity).
+    pub fn remembered_signatures(&self) -> usize {
+        self.signatures.len()
+    }
+
     /// The chain's id.
     pub fn chain_id(&self) -> ChainId {
         self.chain_id

@@ -362,10 +362,7 @@ impl crate::State {
     /// [`TxError::BadSignature`].
     pub fn verify_tx(&self, tx: SignedTx) -> Result<VerifiedTx, TxError> {
         let signing = tx.tx.signing_bytes();
-        let statement = crate::verified::statement(
-            b"QUARTIER_TX_SIGNATURE",
-            &[&tx.tx.signer.0, &tx.signature, &signing],
-        );
+        let statement = signature_statement(&tx, &signing);
         self.signatures.check(statement, || {
             let key =
                 VerifyingKey::from_bytes(&tx.tx.signer.0).map_err(|_| TxError::BadSignature)?;
@@ -374,6 +371,27 @@ impl crate::State {
         })?;
         Ok(VerifiedTx(tx))
     }
+
+    /// Remembers the signature of `tx` as verified (see
+    /// [`crate::State::verify_tx`]). For a transaction checked with
+    /// [`SignedTx::verify`], which remembers nothing: a one-time
+    /// transaction's signature is worth remembering only once its proofs
+    /// verified too, or every false order, each signed by a fresh key,
+    /// would push an honest signature out of the memo.
+    pub fn remember_signature(&self, tx: &VerifiedTx) {
+        let signing = tx.0.tx.signing_bytes();
+        let statement = signature_statement(&tx.0, &signing);
+        let _ = self.signatures.check(statement, || Ok::<(), TxError>(()));
+    }
+}
+
+/// What the signature memo holds for a transaction's signature: its
+/// signer, signature and signed bytes.
+fn signature_statement(tx: &SignedTx, signing: &[u8]) -> crate::verified::Statement {
+    crate::verified::statement(
+        b"QUARTIER_TX_SIGNATURE",
+        &[&tx.tx.signer.0, &tx.signature, signing],
+    )
 }
 
 /// A transaction whose signature has been checked. Only [`SignedTx::verify`],

@@ -509,13 +509,20 @@ impl LedgerApp {
             chain.mempool.precheck(&tx, &chain.finalized)?;
             Arc::clone(&chain.finalized)
         };
-        let checked = state.verify_tx(tx.clone()).and_then(|v| {
-            if v.tx().body.is_one_time() {
+        let checked = if tx.tx.body.is_one_time() {
+            // A one-time signature is remembered only once the proofs
+            // verified as well: each false order comes from a fresh key, and
+            // a memo of their signatures would push the honest ones out
+            // (proposals and blocks would verify those again).
+            tx.clone().verify().and_then(|v| {
                 let ctx = crate::mempool::admission_context(&state);
                 quartier_ledger::check_one_time(&state, &v, &ctx)?;
-            }
-            Ok(())
-        });
+                state.remember_signature(&v);
+                Ok(())
+            })
+        } else {
+            state.verify_tx(tx.clone()).map(|_| ())
+        };
         if let Err(e) = checked {
             let chain = self.chain.lock();
             let hash = tx.hash();

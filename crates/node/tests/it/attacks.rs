@@ -289,3 +289,111 @@ fn a_leader_that_dates_its_blocks_ahead_is_outvoted() {
     let lags = run_with_stamping_leader(true);
     assert!(lags.len() >= 5, "{} blocks", lags.len());
 }
+
+/// 50 000 false shielded orders, each from a fresh one-time key (so no
+/// per-account quota applies) with a valid signature and a ring signature
+/// that does not verify (a real meter's authorisation, under another
+/// signer), sent to validator 0 in bursts while the chain runs, with honest
+/// transactions sent during the flood: the DSO's registrations and three
+/// meters' shielded orders. Each false order costs its ring verification
+/// at admission, outside the chain's lock, and is refused; none enters a
+/// mempool, so no proposal verifies one; the honest transactions are final
+/// within [`HONEST_WITHIN_BLOCKS`] blocks. And the false orders' valid
+/// signatures are not remembered (before, each took a place in the
+/// signature memo, pushing out the honest transactions' signatures that
+/// proposals and blocks would then verify again).
+#[test]
+fn fifty_thousand_false_shielded_orders_do_not_keep_honest_txs_out() {
+    use quartier_ledger::{ShieldedPolicy, TxError};
+    use quartier_node::MempoolError;
+    use rand_core::SeedableRng as _;
+    const FALSE_ORDERS: usize = 50_000;
+    const BURST: usize = 2_500;
+    deterministic::Runner::new(seeded(43)).start(|context| async move {
+        let keys = validator_keys(4);
+        let mut genesis = genesis(&keys);
+        genesis.shielded = Some(ShieldedPolicy { ring_size: 4 });
+        let oracle = network(&context, &keys).await;
+        let apps: Vec<_> = (0..4).map(|_| app(&genesis)).collect();
+        start_all(&context, &oracle, &keys, &apps).await;
+        let meters: Vec<_> = (0..4).map(|i| key(&format!("meter-{i}"))).collect();
+        let registered = apps[0].with_state(|s| registrations(s, meters.len()));
+        submit_to_all(&apps, &registered);
+        final_within_bound(&context, &apps, &registered).await;
+        while !registered
+            .iter()
+            .all(|t| apps.iter().all(|a| is_final(a, t)))
+        {
+            context.sleep(Duration::from_millis(50)).await;
+        }
+        let mut rng = rand_chacha::ChaCha20Rng::from_seed([43; 32]);
+        // Meter 0's genuine order, re-signed by fresh one-time keys: the
+        // ring signature binds the signer, so each copy is false.
+        let template =
+            apps[0].with_state(|s| cover_order(s, &meters[0], 9_000, &[0xa0; 32], &mut rng));
+        let false_order = |i: usize| {
+            let mut secret = [0xa1; 32];
+            secret[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            quartier_ledger::Tx::one_time(template.tx.chain_id, template.tx.body.clone(), &secret)
+        };
+        let honest_orders: Vec<_> = apps[0].with_state(|s| {
+            (1..4)
+                .map(|m| cover_order(s, &meters[m], 9_000, &[0xb0 + m as u8; 32], &mut rng))
+                .collect()
+        });
+        let more_meters: Vec<_> = apps[0].with_state(|s| {
+            (4..12)
+                .map(|i| {
+                    let body = TxBody::RegisterMeter {
+                        meter: id(&key(&format!("meter-{i}"))),
+                        region: quartier_types::RegionId(1),
+                        role: quartier_ledger::MeterRole::Consumer,
+                        pv_watts: 0,
+                    };
+                    tx(s, &key("dso"), i as u64, body)
+                })
+                .collect()
+        });
+        let honest: Vec<_> = honest_orders.iter().chain(&more_meters).cloned().collect();
+        let remembered_before = apps[0].with_state(|s| s.remembered_signatures());
+        let mut sent = 0;
+        while sent < FALSE_ORDERS {
+            for i in sent..sent + BURST {
+                assert_eq!(
+                    apps[0].submit(false_order(i)),
+                    Err(MempoolError::Invalid(TxError::InvalidRingSignature)),
+                    "false order {i}"
+                );
+            }
+            sent += BURST;
+            if sent == BURST {
+                // The honest ones, during the flood.
+                submit_to_all(&apps, &honest);
+            }
+            assert!(
+                apps[0].view().mempool <= honest.len(),
+                "a false order admitted"
+            );
+            // Between bursts the chain runs (the attacker's pace, not a
+            // wait for anything).
+            context.sleep(Duration::from_millis(100)).await;
+        }
+        final_within_bound(&context, &apps, &honest).await;
+        let remembered = apps[0].with_state(|s| s.remembered_signatures()) - remembered_before;
+        assert!(
+            remembered <= honest.len(),
+            "{remembered} signatures remembered for {} honest transactions",
+            honest.len()
+        );
+        // None is pending or final anywhere.
+        for i in (0..FALSE_ORDERS).step_by(97) {
+            let hash = false_order(i).hash();
+            for a in &apps {
+                assert!(matches!(
+                    a.tx_status(&hash),
+                    quartier_node::TxStatus::Unknown
+                ));
+            }
+        }
+    });
+}

@@ -409,10 +409,9 @@ fn junk_one_time_txs_that_fail_on_a_key_image_are_refused_for_good() {
 /// refused on arrival too.
 #[test]
 fn a_flood_of_one_time_txs_past_the_bound_is_refused_by_the_mempool() {
-    use quartier_ledger::{ShieldedPolicy, Tx, TxBody, meter_ring};
-    use quartier_meter::wallet::{MeterRing, OrderRequest, RingPolicy, ShieldedWallet};
+    use quartier_ledger::{ShieldedPolicy, Tx, TxBody};
     use quartier_node::MempoolError;
-    use quartier_types::{Energy, Price, RegionId, Side, Slot};
+    use quartier_types::Price;
     use rand_core::SeedableRng as _;
     let config = seeded(37);
     deterministic::Runner::new(config).start(|context| async move {
@@ -448,38 +447,12 @@ fn a_flood_of_one_time_txs_past_the_bound_is_refused_by_the_mempool() {
         let mut next_secret = 0u32;
         let mut orders_of = |m: usize, n: usize| -> Vec<quartier_ledger::SignedTx> {
             apps[0].with_state(|s| {
-                let chain_id = s.chain_id();
-                let slot = Slot(s.genesis().slot_at(s.meta().time).0 + 1);
-                let params = *s.region(RegionId(1)).unwrap();
-                let ring: Vec<[u8; 32]> = meter_ring(s, RegionId(1), Side::Buy, Energy::ZERO)
-                    .iter()
-                    .map(|(a, _)| a.0)
-                    .collect();
                 (0..n)
                     .map(|k| {
-                        let meter = MeterRing {
-                            scalar: meters[m].to_scalar().to_bytes(),
-                            key: id(&meters[m]).0,
-                            ring: &ring,
-                        };
-                        let request = OrderRequest {
-                            region: RegionId(1),
-                            params,
-                            slot,
-                            side: Side::Buy,
-                            limit: Price::new(10_000 + k as u64),
-                            energy: Energy::ZERO,
-                        };
-                        let mut wallet =
-                            ShieldedWallet::from_seed([m as u8; 32], RingPolicy { ring_size: 4 });
                         next_secret += 1;
                         let mut secret = [0xf1; 32];
                         secret[..4].copy_from_slice(&next_secret.to_le_bytes());
-                        let signer = Tx::one_time_signer(&secret);
-                        let order = wallet
-                            .order((chain_id, signer), &request, &meter, &mut rng)
-                            .unwrap();
-                        Tx::one_time(chain_id, TxBody::PlaceShieldedOrder { order }, &secret)
+                        cover_order(s, &meters[m], 10_000 + k as u64, &secret, &mut rng)
                     })
                     .collect()
             })

@@ -276,3 +276,45 @@ pub fn fresh_dir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// A shielded cover buy (zero energy, no funds) of the next slot by
+/// `meter` of region 1, with limit `limit`, from the one-time key of
+/// `secret`.
+pub fn cover_order(
+    state: &State,
+    meter: &SigningKey,
+    limit: u64,
+    secret: &[u8; 32],
+    rng: &mut rand_chacha::ChaCha20Rng,
+) -> SignedTx {
+    use quartier_ledger::meter_ring;
+    use quartier_meter::wallet::{MeterRing, OrderRequest, RingPolicy, ShieldedWallet};
+    use quartier_types::{Energy, Side, Slot};
+    let chain_id = state.chain_id();
+    let slot = Slot(state.genesis().slot_at(state.meta().time).0 + 1);
+    let params = *state.region(RegionId(1)).unwrap();
+    let ring: Vec<[u8; 32]> = meter_ring(state, RegionId(1), Side::Buy, Energy::ZERO)
+        .iter()
+        .map(|(a, _)| a.0)
+        .collect();
+    let scalar = meter.to_scalar().to_bytes();
+    let ring_of = MeterRing {
+        scalar,
+        key: id(meter).0,
+        ring: &ring,
+    };
+    let request = OrderRequest {
+        region: RegionId(1),
+        params,
+        slot,
+        side: Side::Buy,
+        limit: Price::new(limit),
+        energy: Energy::ZERO,
+    };
+    let mut wallet = ShieldedWallet::from_seed(id(meter).0, RingPolicy { ring_size: 4 });
+    let signer = Tx::one_time_signer(secret);
+    let order = wallet
+        .order((chain_id, signer), &request, &ring_of, rng)
+        .unwrap();
+    Tx::one_time(chain_id, TxBody::PlaceShieldedOrder { order }, secret)
+}
