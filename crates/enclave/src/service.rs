@@ -269,10 +269,27 @@ impl SealedMembership {
     }
 }
 
-/// How many finished, unconfirmed DKGs a member keeps (newest last): a
-/// certificate that arrives after the member moved on to a later attempt
-/// still confirms the key it finished with.
+/// How many finished, unconfirmed DKGs a member keeps per inviter (newest
+/// last): a certificate that arrives after the member moved on to a later
+/// attempt still confirms the key it finished with, and another inviter's
+/// DKGs do not push it out.
 const KEPT_FINISHED: usize = 4;
+
+/// One inviter's DKG in progress at this member.
+struct InProgress {
+    membership: Membership,
+    /// Round 1's secret, until the DKG finishes.
+    dkg1: Option<frost::keys::dkg::round1::SecretPackage>,
+    /// Round 2's secrets, one per round-1 set it ran with (by
+    /// [`round1_digest`], newest last, at most [`KEPT_ROUND2`]): the finish
+    /// names the set, so a replay of an earlier round-2 request (anyone on
+    /// the network can send one) does not change what it finishes with.
+    dkg2: Vec<Round2>,
+    /// The round-1 request it answered (a digest of it) and its answer: the
+    /// same request again (a replay anyone on the network can send) gets
+    /// the same answer and does not start the DKG over.
+    round1_answer: (hash::Digest, SignedPackage),
+}
 
 /// How many inviters' latest attempts a member keeps.
 const KEPT_INVITERS: usize = 64;
@@ -390,6 +407,27 @@ pub(crate) fn finish_signed_by(
         )
         .is_ok()
     })
+}
+
+/// Keeps at most `max` entries of `map`: past it, forgets the one (other
+/// than `keep`) with the lowest `rank`.
+fn forget_beyond<V>(
+    map: &mut BTreeMap<[u8; 32], V>,
+    max: usize,
+    keep: &[u8; 32],
+    rank: impl Fn(&V) -> u64,
+) {
+    while map.len() > max {
+        let Some(lowest) = map
+            .iter()
+            .filter(|(who, _)| *who != keep)
+            .min_by_key(|(_, v)| rank(v))
+            .map(|(who, _)| *who)
+        else {
+            return;
+        };
+        map.remove(&lowest);
+    }
 }
 
 /// The group key of a DKG's public key package.
@@ -561,20 +599,14 @@ pub struct EnclaveService {
     rng: SimulatedPlatformRng,
     account: SigningKey,
     identity: IdentityKey,
+    /// The committee every member confirmed, once there is one.
     membership: Option<Membership>,
-    dkg1: Option<frost::keys::dkg::round1::SecretPackage>,
-    /// Round 2's secrets, one per round-1 set it ran with (by
-    /// [`round1_digest`], newest last, at most [`KEPT_ROUND2`]): the finish
-    /// names the set, so a replay of an earlier round-2 request (anyone on
-    /// the network can send one) does not change what it finishes with.
-    dkg2: Vec<Round2>,
-    /// The DKG round-1 request this member answered last (a digest of it)
-    /// and its answer, until the DKG finishes: the same request again (a
-    /// replay anyone on the network can send) gets the same answer and
-    /// does not start the DKG over.
-    round1_answer: Option<(hash::Digest, SignedPackage)>,
+    /// DKGs in progress, one per inviter (the first member's account; at
+    /// most [`KEPT_INVITERS`]): another enclave's invitation does not end
+    /// the coordinator's DKG. Not sealed.
+    dkgs: BTreeMap<[u8; 32], InProgress>,
     /// DKGs that finished here and no certificate confirmed yet (at most
-    /// [`KEPT_FINISHED`], newest last).
+    /// [`KEPT_FINISHED`] per inviter, newest last).
     finished: Vec<Membership>,
     /// The latest attempt answered per inviter (the first member's
     /// account; at most [`KEPT_INVITERS`]): an earlier one is refused, and
@@ -633,9 +665,7 @@ impl EnclaveService {
             account,
             identity,
             membership: None,
-            dkg1: None,
-            dkg2: Vec::new(),
-            round1_answer: None,
+            dkgs: BTreeMap::new(),
             finished: Vec::new(),
             attempts: BTreeMap::new(),
             dkg_changes: 0,
@@ -729,7 +759,7 @@ impl EnclaveService {
         members: Vec<Quote>,
         invitation: &[u8; 64],
     ) -> Result<SignedPackage, ServiceError> {
-        if self.membership.as_ref().is_some_and(Membership::confirmed) {
+        if self.membership.is_some() {
             return Err(ServiceError::State("committee formed"));
         }
         let request = hash::tagged(
@@ -740,10 +770,8 @@ impl EnclaveService {
                 invitation,
             ],
         );
-        if let Some((answered, answer)) = &self.round1_answer
-            && *answered == request
-        {
-            return Ok(answer.clone());
+        if let Some(d) = self.dkgs.values().find(|d| d.round1_answer.0 == request) {
+            return Ok(d.round1_answer.1.clone());
         }
         let n = u16::try_from(members.len()).map_err(|_| ServiceError::Invalid)?;
         if n < 2 || t <= n / 2 || t > n {
@@ -796,22 +824,9 @@ impl EnclaveService {
         let package = package.serialize().map_err(|_| ServiceError::Invalid)?;
         let message = round1_message(&chain, attempt, index, &identities, &package);
         let signature = ed25519_dalek::Signer::sign(&self.account, &message.0).to_bytes();
-        self.dkg1 = Some(secret);
-        self.dkg2.clear();
-        self.round1_answer = Some((request, (package.clone(), signature)));
         self.attempts.insert(inviter, attempt);
-        self.dkg_changes += 1;
-        if self.attempts.len() > KEPT_INVITERS
-            && let Some(oldest) = self
-                .attempts
-                .iter()
-                .filter(|(who, _)| **who != inviter)
-                .min_by_key(|(_, a)| **a)
-                .map(|(who, _)| *who)
-        {
-            self.attempts.remove(&oldest);
-        }
-        self.membership = Some(Membership {
+        forget_beyond(&mut self.attempts, KEPT_INVITERS, &inviter, |a| *a);
+        let membership = Membership {
             index,
             t,
             chain,
@@ -822,6 +837,18 @@ impl EnclaveService {
             certificate: None,
             key: None,
             public: None,
+        };
+        self.dkgs.insert(
+            inviter,
+            InProgress {
+                membership,
+                dkg1: Some(secret),
+                dkg2: Vec::new(),
+                round1_answer: (request, (package.clone(), signature)),
+            },
+        );
+        forget_beyond(&mut self.dkgs, KEPT_INVITERS, &inviter, |d| {
+            d.membership.attempt
         });
         Ok((package, signature))
     }
@@ -857,31 +884,35 @@ impl EnclaveService {
         &mut self,
         round1: &BTreeMap<u16, SignedPackage>,
     ) -> Result<Vec<SealedDkgPackage>, ServiceError> {
-        let m = self
-            .membership
-            .as_ref()
-            .ok_or(ServiceError::State("no DKG"))?;
+        // The DKG whose round 1 this member answered with the set's entry
+        // at its index: every member's package, this member's its own
+        // answer (the set's digest names it in the finish, so nobody may
+        // vary an entry the loop below would not check: an outsider sending
+        // sets that differ only in this member's own entry pushed the
+        // coordinator's run out).
+        let d = self
+            .dkgs
+            .values_mut()
+            .find(|d| {
+                let n = d.membership.identities.len() as u16;
+                round1.keys().copied().eq(0..n)
+                    && round1.get(&d.membership.index) == Some(&d.round1_answer.1)
+            })
+            .ok_or(ServiceError::State("no DKG with this round-1 answer"))?;
+        let m = &d.membership;
         let index = m.index;
         let identities = m.identities.clone();
         // Kept until the DKG finishes: a caller's garbage does not end it,
         // the same round 2 asked again (a lost answer, or anyone on the
         // network copying the request first) gives the same shares, and a
         // retry with another member's new round-1 package runs it again.
-        let secret = self
+        let secret = d
             .dkg1
             .clone()
             .ok_or(ServiceError::State("no DKG round 1"))?;
         let accounts = m.accounts.clone();
         let chain = m.chain;
         let attempt = m.attempt;
-        // Every member's package, this member's its own answer: the set's
-        // digest names it in the finish, so nobody may vary an entry the
-        // loop below would not check (an outsider sending sets that differ
-        // only in this member's own entry pushed the coordinator's run out).
-        let own = self.round1_answer.as_ref().map(|(_, answer)| answer);
-        if !round1.keys().copied().eq(0..identities.len() as u16) || round1.get(&index) != own {
-            return Err(ServiceError::Invalid);
-        }
         let mut packages = BTreeMap::new();
         for (from, (bytes, signature)) in round1 {
             if *from == index {
@@ -904,10 +935,10 @@ impl EnclaveService {
         let (secret2, out) =
             frost::keys::dkg::part2(secret, &packages).map_err(|_| ServiceError::Invalid)?;
         let set = round1_digest(round1);
-        self.dkg2.retain(|(d, _, _)| *d != set);
-        self.dkg2.push((set, secret2, packages));
-        if self.dkg2.len() > KEPT_ROUND2 {
-            self.dkg2.remove(0);
+        d.dkg2.retain(|(digest, _, _)| *digest != set);
+        d.dkg2.push((set, secret2, packages));
+        if d.dkg2.len() > KEPT_ROUND2 {
+            d.dkg2.remove(0);
         }
         let mut sealed = Vec::new();
         for (to, identity) in identities.iter().enumerate() {
@@ -964,16 +995,20 @@ impl EnclaveService {
         }
         // Kept until the DKG succeeds: forged packages do not end it. The
         // round 2 of the round-1 set the coordinator names.
-        let (_, secret2, round1_packages) = self
-            .dkg2
-            .iter()
-            .find(|(d, _, _)| d == round1)
+        if self.membership.is_some() {
+            return Err(ServiceError::State("committee formed"));
+        }
+        let d = self
+            .dkgs
+            .values_mut()
+            .find(|d| d.dkg2.iter().any(|(digest, _, _)| digest == round1))
             .ok_or(ServiceError::State("no DKG round 2 with this round-1 set"))?;
-        let m = self
-            .membership
-            .as_ref()
-            .filter(|m| !m.confirmed())
-            .ok_or(ServiceError::State("no DKG"))?;
+        let (_, secret2, round1_packages) =
+            d.dkg2
+                .iter()
+                .find(|(digest, _, _)| digest == round1)
+                .ok_or(ServiceError::State("no DKG round 2 with this round-1 set"))?;
+        let m = &d.membership;
         let mut packages = BTreeMap::new();
         for p in received.iter().filter(|p| p.to == m.index) {
             // Sealed in auth mode by the member it claims to be from.
@@ -1004,13 +1039,29 @@ impl EnclaveService {
         done.public = Some(public);
         let group = done.group_key()?;
         let message = finish_message(&done.chain, done.attempt, round1, &group);
+        // Its secrets go; its round-1 answer stays (a replayed invitation
+        // gets it, and starts nothing).
+        d.dkg1 = None;
+        d.dkg2.clear();
+        let inviter = done.accounts.first().copied().unwrap_or_default();
         self.finished.push(done);
-        self.dkg_changes += 1;
-        if self.finished.len() > KEPT_FINISHED {
-            self.finished.remove(0);
+        let of_inviter = |m: &Membership| m.accounts.first() == Some(&inviter);
+        if self.finished.iter().filter(|m| of_inviter(m)).count() > KEPT_FINISHED
+            && let Some(oldest) = self.finished.iter().position(of_inviter)
+        {
+            self.finished.remove(oldest);
         }
-        self.dkg1 = None;
-        self.dkg2.clear();
+        let inviters: std::collections::BTreeSet<[u8; 32]> = self
+            .finished
+            .iter()
+            .filter_map(|m| m.accounts.first().copied())
+            .collect();
+        if inviters.len() > KEPT_INVITERS
+            && let Some(oldest) = self.finished.iter().position(|m| !of_inviter(m))
+        {
+            self.finished.remove(oldest);
+        }
+        self.dkg_changes += 1;
         Ok((group, self.sign_account(&message)))
     }
 
@@ -1030,7 +1081,7 @@ impl EnclaveService {
         round1: &hash::Digest,
         signatures: &[[u8; 64]],
     ) -> Result<GroupPublicKey, ServiceError> {
-        if let Some(m) = self.membership.as_ref().filter(|m| m.confirmed()) {
+        if let Some(m) = self.membership.as_ref() {
             // Confirmed already: the same certificate again.
             if m.round1 != Some(*round1) {
                 return Err(ServiceError::State("committee formed"));
@@ -1048,9 +1099,7 @@ impl EnclaveService {
         self.membership = Some(confirmed);
         self.dkg_changes += 1;
         self.finished.clear();
-        self.dkg1 = None;
-        self.dkg2.clear();
-        self.round1_answer = None;
+        self.dkgs.clear();
         Ok(group)
     }
 
@@ -1862,9 +1911,7 @@ impl EnclaveService {
             account: SigningKey::from_bytes(&account),
             identity,
             membership,
-            dkg1: None,
-            dkg2: Vec::new(),
-            round1_answer: None,
+            dkgs: BTreeMap::new(),
             finished,
             attempts: state.attempts.into_iter().collect(),
             dkg_changes: 0,

@@ -655,3 +655,220 @@ fn another_inviters_invitation_between_the_confirmations_does_not_split_the_comm
     assert!(matches!(outcome, DkgOutcome::Formed(_)), "{outcome:?}");
     assert!(one_key(&members));
 }
+
+/// Runs a DKG of `members` (indices into `all`, ascending; the first one
+/// coordinates) at `attempt`, every request through the RPC dispatch;
+/// `drop(member, request)` says which requests are lost; `between` runs
+/// before each delivery.
+fn drive(
+    all: &mut [EnclaveService],
+    members: &[usize],
+    quotes: &[Quote],
+    attempt: u64,
+    drop: impl Fn(u16, &Request) -> bool,
+    mut between: impl FnMut(&mut [EnclaveService], u16, &Request),
+) -> DkgOutcome {
+    let q: Vec<Quote> = members.iter().map(|i| quotes[*i].clone()).collect();
+    let (mut dkg, effects) = DkgSession::start(&all[members[0]], CHAIN, 2, attempt, q);
+    let mut queue: std::collections::VecDeque<DkgEffect> = effects.into();
+    while let Some(DkgEffect::Call { member, request }) = queue.pop_front() {
+        between(all, member, &request);
+        let answer = (!drop(member, &request))
+            .then(|| rpc(&mut all[members[usize::from(member)]], &request));
+        queue.extend(dkg.reply(member, answer));
+    }
+    dkg.outcome().clone()
+}
+
+/// [`deliver_certificate`] among raw enclaves: `from`'s certificate to the
+/// rest of `committee`.
+fn certificate_to_all(all: &mut [EnclaveService], committee: &[usize], from: usize) {
+    let (round1, signatures) = all[from].dkg_certificate().unwrap();
+    let request = Request::DkgConfirm { round1, signatures };
+    for i in committee {
+        if *i != from {
+            let _ = rpc(&mut all[*i], &request);
+        }
+    }
+}
+
+/// Whether the enclaves `committee` (indices into `all`) hold one key.
+fn holds_one_key(all: &[EnclaveService], committee: &[usize]) -> bool {
+    let key = all[committee[0]].group_key();
+    key.is_some() && committee.iter().all(|i| all[*i].group_key() == key)
+}
+
+/// The second review's first finding: the real committee {1,2,3}
+/// finishes, the confirmation to T (= 3) is lost. E (= 0, a genuine enclave
+/// that sorts first)'s host then runs four complete DKGs {E, T} with T,
+/// which pushed the real finish out of T's kept finishes: the certificate
+/// the confirmed members' hosts deliver no longer confirmed T, and no
+/// committee ever formed (red before). Finishes are kept per inviter.
+#[test]
+fn four_foreign_finishes_flush_the_real_finish_before_the_certificate() {
+    let (mut all, quotes, _) = enclaves(4);
+    let committee = [1, 2, 3];
+    let outcome = drive(
+        &mut all,
+        &committee,
+        &quotes,
+        10,
+        |m, r| m == 2 && matches!(r, Request::DkgConfirm { .. }),
+        |_, _, _| {},
+    );
+    assert!(matches!(outcome, DkgOutcome::Failed(_)), "{outcome:?}");
+    for attempt in 1..=4 {
+        let foreign = drive(
+            &mut all,
+            &[0, 3],
+            &quotes,
+            attempt,
+            |_, r| matches!(r, Request::DkgConfirm { .. }),
+            |_, _, _| {},
+        );
+        assert!(matches!(foreign, DkgOutcome::Failed(_)), "{foreign:?}");
+    }
+    certificate_to_all(&mut all, &committee, 1);
+    assert!(
+        holds_one_key(&all, &committee),
+        "T can never confirm the real key"
+    );
+}
+
+/// The second review's second finding: E's host invites T (a new attempt
+/// of E's) whenever T is asked for round 2 of the real coordinator's
+/// attempt. T's round-1 secret and membership were replaced, and every real
+/// attempt failed (red before); a DKG in progress is kept per inviter.
+#[test]
+fn a_foreign_invitation_per_attempt_keeps_the_committee_from_forming() {
+    let (mut all, quotes, _) = enclaves(4);
+    let committee = [1, 2, 3];
+    let pair = vec![quotes[0].clone(), quotes[3].clone()];
+    let mut e_attempt = 0u64;
+    let mut formed = false;
+    for attempt in 10..20 {
+        let outcome = drive(
+            &mut all,
+            &committee,
+            &quotes,
+            attempt,
+            |_, _| false,
+            |all, member, request| {
+                if member == 2 && matches!(request, Request::DkgRound2 { .. }) {
+                    e_attempt += 1;
+                    let invitation = all[0].invite(CHAIN, 2, e_attempt, &pair).unwrap();
+                    let bogus = Request::DkgRound1 {
+                        index: 1,
+                        t: 2,
+                        attempt: e_attempt,
+                        chain: CHAIN,
+                        members: pair.clone(),
+                        invitation,
+                    };
+                    assert!(matches!(rpc(&mut all[3], &bogus), Response::DkgRound1(..)));
+                }
+            },
+        );
+        formed |= matches!(outcome, DkgOutcome::Formed(_));
+    }
+    assert!(formed, "ten attempts, none formed");
+}
+
+/// The second review's third finding: every invitation of E's made T's
+/// host seal (the counter moves on, an fsync), as many seals as E's host
+/// sent invitations (red before). Round 1 changes nothing sealed now;
+/// replays by an outsider do not move it either.
+#[test]
+fn seals_forced_at_a_member_by_another_enclaves_host() {
+    let (mut all, quotes, _) = enclaves(4);
+    let pair = vec![quotes[0].clone(), quotes[3].clone()];
+    let before = all[3].dkg_changes();
+    let mut last = None;
+    for attempt in 1..=1_000u64 {
+        let invitation = all[0].invite(CHAIN, 2, attempt, &pair).unwrap();
+        let request = Request::DkgRound1 {
+            index: 1,
+            t: 2,
+            attempt,
+            chain: CHAIN,
+            members: pair.clone(),
+            invitation,
+        };
+        assert!(matches!(
+            rpc(&mut all[3], &request),
+            Response::DkgRound1(..)
+        ));
+        last = Some(request);
+    }
+    let forced = all[3].dkg_changes() - before;
+    // Replays (an outsider's) change nothing.
+    let replay = last.unwrap();
+    for _ in 0..100 {
+        let _ = rpc(&mut all[3], &replay);
+    }
+    assert_eq!(all[3].dkg_changes() - before, forced, "replays move it");
+    assert!(forced <= 64, "{forced} seals forced by one foreign inviter");
+}
+
+/// Outsider replays of every DKG request seen, after the committee formed,
+/// change nothing sealed, and a confirmed member refuses another round-1
+/// set's certificate.
+#[test]
+fn replays_after_formation_change_nothing() {
+    let (mut all, quotes, platform) = enclaves(3);
+    let committee = [0, 1, 2];
+    let mut seen: Vec<(u16, Request)> = Vec::new();
+    let outcome = drive(
+        &mut all,
+        &committee,
+        &quotes,
+        7,
+        |_, _| false,
+        |_, m, r| seen.push((m, r.clone())),
+    );
+    let DkgOutcome::Formed(key) = outcome else {
+        panic!("{outcome:?}");
+    };
+    let changes: Vec<u64> = all.iter().map(EnclaveService::dkg_changes).collect();
+    for (m, r) in &seen {
+        let _ = rpc(&mut all[usize::from(*m)], r);
+    }
+    let after: Vec<u64> = all.iter().map(EnclaveService::dkg_changes).collect();
+    assert_eq!(changes, after);
+    // Seal / unseal round trip of a confirmed member.
+    let cert = all[2].dkg_certificate();
+    let sealed = all[2].seal(&platform).unwrap();
+    all[2] = EnclaveService::unseal(&sealed, &platform).unwrap();
+    assert_eq!(all[2].group_key(), Some(key));
+    assert_eq!(all[2].dkg_certificate(), cert);
+    assert!(holds_one_key(&all, &committee));
+}
+
+/// Seal / unseal of an unconfirmed member keeps its finished list and its
+/// per-inviter attempts: after the restart the replayed older invitation is
+/// refused and the late certificate still confirms.
+#[test]
+fn sealed_finished_list_and_attempts_survive_a_restart() {
+    let (mut all, quotes, platform) = enclaves(3);
+    let committee = [0, 1, 2];
+    let mut round1_to_2: Option<Request> = None;
+    let outcome = drive(
+        &mut all,
+        &committee,
+        &quotes,
+        7,
+        |m, r| m == 2 && matches!(r, Request::DkgConfirm { .. }),
+        |_, m, r| {
+            if m == 2 && matches!(r, Request::DkgRound1 { .. }) {
+                round1_to_2 = Some(r.clone());
+            }
+        },
+    );
+    assert!(matches!(outcome, DkgOutcome::Failed(_)));
+    let sealed = all[2].seal(&platform).unwrap();
+    all[2] = EnclaveService::unseal(&sealed, &platform).unwrap();
+    let replay = round1_to_2.unwrap();
+    assert!(matches!(rpc(&mut all[2], &replay), Response::Refused(_)));
+    certificate_to_all(&mut all, &committee, 0);
+    assert!(holds_one_key(&all, &committee));
+}

@@ -225,8 +225,8 @@ struct Shared {
 
 impl Shared {
     /// Seals the enclave's state and writes it (fsync, then rename over
-    /// the last).
-    fn seal(&mut self) {
+    /// the last); whether it was written.
+    fn seal(&mut self) -> bool {
         // The counter moves on with the seal: a state not written now can
         // not be restored later (the older file is refused).
         match self.service.seal(&self.platform) {
@@ -239,11 +239,15 @@ impl Shared {
                     file.sync_all()?;
                     std::fs::rename(&tmp, &self.state_file)
                 })();
-                if let Err(e) = written {
+                if let Err(e) = &written {
                     tracing::error!(error = %e, "writing the sealed state failed");
                 }
+                written.is_ok()
             }
-            Err(e) => tracing::error!(error = %e, "sealing the enclave state failed"),
+            Err(e) => {
+                tracing::error!(error = %e, "sealing the enclave state failed");
+                false
+            }
         }
     }
 }
@@ -354,10 +358,13 @@ async fn rpc(
             // step a peer already holds the answer to.
             let before = s.service.dkg_changes();
             let response = s.service.handle(r);
-            if s.service.dkg_changes() != before {
-                s.seal();
+            if s.service.dkg_changes() != before && !s.seal() {
+                // Not sealed: the answer does not leave (the coordinator
+                // tries again), so no peer holds what a restart would lose.
+                Response::Refused("sealing the enclave state failed".into())
+            } else {
+                response
             }
-            response
         }
         None => Response::Refused("malformed request".into()),
     };
