@@ -372,6 +372,22 @@ impl crate::State {
         Ok(VerifiedTx(tx))
     }
 
+    /// As [`crate::State::verify_tx`] for a one-time transaction: a
+    /// signature the memo holds passes, another is verified and not
+    /// remembered; [`crate::State::remember_signature`] once the
+    /// transaction's proofs verified too (each false order comes from a
+    /// fresh key: remembering their signatures would push honest ones out).
+    ///
+    /// # Errors
+    /// [`TxError::BadSignature`].
+    pub fn verify_one_time_tx(&self, tx: SignedTx) -> Result<VerifiedTx, TxError> {
+        let signing = tx.tx.signing_bytes();
+        if self.signatures.knows(&signature_statement(&tx, &signing)) {
+            return Ok(VerifiedTx(tx));
+        }
+        tx.verify()
+    }
+
     /// Remembers the signature of `tx` as verified (see
     /// [`crate::State::verify_tx`]). For a transaction checked with
     /// [`SignedTx::verify`], which remembers nothing: a one-time

@@ -60,6 +60,11 @@ impl ProofMemo {
         Ok(())
     }
 
+    /// Whether `statement` verified before.
+    pub(crate) fn knows(&self, statement: &Statement) -> bool {
+        self.lock().known.contains(statement)
+    }
+
     /// How many proofs it holds.
     pub(crate) fn len(&self) -> usize {
         self.lock().order.len()

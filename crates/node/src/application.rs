@@ -333,6 +333,13 @@ impl LedgerApp {
         Err(unavailable("no finalization certificate near the snapshot"))
     }
 
+    /// The height this node's latest snapshot follows (what a sync bundle
+    /// would start from), if it keeps a log with one.
+    pub fn latest_snapshot_height(&self) -> Option<u64> {
+        let log = self.chain.lock().log.clone()?;
+        log.latest_snapshot_height().ok().flatten()
+    }
+
     /// The lowest height whose block this node stores (1 unless pruned).
     pub fn first_kept_height(&self) -> u64 {
         self.chain.lock().first_kept
@@ -514,7 +521,7 @@ impl LedgerApp {
             // verified as well: each false order comes from a fresh key, and
             // a memo of their signatures would push the honest ones out
             // (proposals and blocks would verify those again).
-            tx.clone().verify().and_then(|v| {
+            state.verify_one_time_tx(tx.clone()).and_then(|v| {
                 let ctx = crate::mempool::admission_context(&state);
                 quartier_ledger::check_one_time(&state, &v, &ctx)?;
                 state.remember_signature(&v);
@@ -670,9 +677,13 @@ impl LedgerApp {
 /// signature, rings, proofs and allowance, with the next block's time judged
 /// loosely, as a mempool does).
 fn passes_on(state: &State, tx: &SignedTx, ctx: &BlockContext) -> bool {
-    state
-        .verify_tx(tx.clone())
-        .is_ok_and(|v| quartier_ledger::check_one_time(state, &v, ctx).is_ok())
+    state.verify_one_time_tx(tx.clone()).is_ok_and(|v| {
+        let passes = quartier_ledger::check_one_time(state, &v, ctx).is_ok();
+        if passes {
+            state.remember_signature(&v);
+        }
+        passes
+    })
 }
 
 impl LedgerApp {

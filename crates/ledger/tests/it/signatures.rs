@@ -73,3 +73,49 @@ fn a_signature_verify_strict_refuses_is_refused_in_a_batch_too() {
         "{passed_batch} of 16 passed the batch check"
     );
 }
+
+/// A Byzantine leader's block of false one-time transactions, each signed
+/// by a fresh key (valid signatures, bodies that fail): every validator
+/// executing it remembered each signature before the body failed, so a few
+/// such proposals pushed the honest signatures out of the memo (found by
+/// review; red before). A one-time signature is remembered only once its
+/// transaction applied; an account's is remembered as before.
+#[test]
+fn a_block_of_false_one_time_txs_leaves_no_signature_remembered() {
+    let mut chain = crate::kit::Chain::new();
+    let before = chain.state.remembered_signatures();
+    for i in 0..200u32 {
+        let mut secret = [0x5a; 32];
+        secret[..4].copy_from_slice(&i.to_le_bytes());
+        let body = TxBody::ShieldedTransfer {
+            transfer: quartier_ledger::ShieldedTransfer {
+                inputs: Vec::new(),
+                outputs: Vec::new(),
+                range_proof: Vec::new(),
+            },
+            allowance: quartier_ledger::Allowance {
+                region: quartier_types::RegionId(1),
+                slot: quartier_types::Slot(0),
+                authorisation: quartier_shielded::authorise::Authorisation {
+                    key_image: [1; 32],
+                    pseudo_out: [0; 32],
+                    signature: vec![1; 64],
+                },
+            },
+        };
+        chain.queue_signed(Tx::one_time(chain.state.chain_id(), body, &secret));
+    }
+    let outcome = chain.block_at(1_000);
+    assert!(outcome.results.iter().all(Result::is_err));
+    assert_eq!(chain.state.remembered_signatures(), before);
+    // An account's transaction that verified is remembered.
+    chain.queue(
+        &crate::kit::key("utility"),
+        TxBody::Mint {
+            to: AccountId([9; 32]),
+            amount: Money::new(1),
+        },
+    );
+    chain.block_ok(2_000);
+    assert_eq!(chain.state.remembered_signatures(), before + 1);
+}
