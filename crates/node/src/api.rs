@@ -61,6 +61,7 @@ struct Api {
     guard: crate::api_guard::Guard,
     runtime: Option<RuntimeMetrics>,
     audit_report: Option<Arc<std::path::PathBuf>>,
+    sync_dir: Option<Arc<std::path::PathBuf>>,
 }
 
 /// What a validator's API serves beside the chain.
@@ -74,6 +75,10 @@ pub struct Extras {
     pub audit_report: Option<std::path::PathBuf>,
     /// What clients may hold of the API.
     pub limits: crate::api_guard::ApiLimits,
+    /// Where the node keeps its state sync bundle: built once per
+    /// snapshot, written here and streamed from the file to every client.
+    /// `None`: built for each request, one at a time.
+    pub sync_dir: Option<std::path::PathBuf>,
 }
 
 /// A JSON error with its status.
@@ -146,6 +151,7 @@ pub fn router_with(app: LedgerApp, gossip: Gossip, extras: Extras) -> Router {
             guard: crate::api_guard::Guard::new(extras.limits),
             runtime: extras.runtime,
             audit_report: extras.audit_report.map(Arc::new),
+            sync_dir: extras.sync_dir.map(Arc::new),
         })
 }
 
@@ -673,10 +679,110 @@ async fn meters(
 
 /// A state sync bundle (`quartier node --sync-from`): 503 until this node has
 /// a snapshot with a finalization certificate near it.
-async fn sync_bundle(AxumState(api): AxumState<Api>) -> Result<Response, ApiError> {
-    // One bundle built and sent at a time: the place is held by the body
-    // until its last byte has gone (a client that asks and never reads
-    // holds it until the connection's lifetime ends).
+async fn sync_bundle(
+    AxumState(api): AxumState<Api>,
+    client: Option<axum::Extension<crate::api_guard::ClientIp>>,
+) -> Result<Response, ApiError> {
+    let unavailable = |why: String| ApiError(StatusCode::SERVICE_UNAVAILABLE, why);
+    let Some(dir) = api.sync_dir.clone() else {
+        return built_sync_bundle(&api).await;
+    };
+    let Some(place) = api.guard.sync_stream(client.map(|c| c.0.0)) else {
+        return Err(unavailable(
+            "too many sync bundles being sent: try again later".into(),
+        ));
+    };
+    let height = api
+        .app
+        .latest_snapshot_height()
+        .ok_or_else(|| unavailable("no snapshot yet".into()))?;
+    // The file system is used directly (a local disk, reads of 64 KiB):
+    // the API runs on threads of its own, and in tests on a runtime that is
+    // not tokio's.
+    let mut path = dir.join(format!("sync-{height}.json"));
+    if std::fs::metadata(&path).is_err() {
+        path = store_sync_bundle(&api, &dir).await?;
+    }
+    // Opened, it stays readable even if a newer bundle replaces it.
+    let file = std::fs::File::open(&path)
+        .map_err(|e| unavailable(format!("the stored bundle: {e}; try again")))?;
+    let length = file
+        .metadata()
+        .map_err(|e| unavailable(e.to_string()))?
+        .len();
+    // Read and sent 64 KiB at a time; the place goes with the body.
+    let body = futures::stream::unfold((file, place), |(mut file, place)| async move {
+        use std::io::Read as _;
+        let mut chunk = vec![0u8; 64 * 1024];
+        match file.read(&mut chunk) {
+            Ok(0) => None,
+            Ok(n) => {
+                chunk.truncate(n);
+                Some((Ok(bytes::Bytes::from(chunk)), (file, place)))
+            }
+            Err(e) => Some((Err(e), (file, place))),
+        }
+    });
+    Ok(json_body(length, axum::body::Body::from_stream(body)))
+}
+
+/// Builds the sync bundle of the latest snapshot and writes it to `dir`
+/// (replacing any older one); its path. One is built at a time: a request
+/// meanwhile gets 503.
+async fn store_sync_bundle(
+    api: &Api,
+    dir: &std::path::Path,
+) -> Result<std::path::PathBuf, ApiError> {
+    let unavailable = |why: String| ApiError(StatusCode::SERVICE_UNAVAILABLE, why);
+    let Some(_building) = api.guard.sync() else {
+        return Err(unavailable(
+            "the sync bundle is being built: try again later".into(),
+        ));
+    };
+    let bundle = api
+        .app
+        .sync_bundle()
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    let path = dir.join(format!("sync-{}.json", bundle.snapshot_height));
+    if std::fs::metadata(&path).is_ok() {
+        // Built while this request waited for the snapshot.
+        return Ok(path);
+    }
+    let bytes = serde_json::to_vec(&bundle)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    drop(bundle);
+    if bytes.len() > crate::sync::MAX_SYNC_RESPONSE_BYTES {
+        return Err(unavailable(format!(
+            "the sync bundle is {} bytes, more than a node takes",
+            bytes.len()
+        )));
+    }
+    let written = (|| -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let tmp = dir.join("sync.json.tmp");
+        std::fs::write(&tmp, &bytes)?;
+        std::fs::rename(&tmp, &path)?;
+        // Older bundles go (one being sent stays readable until it is).
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("sync-") && name.ends_with(".json") && entry.path() != path {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        Ok(())
+    })();
+    written.map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(path)
+}
+
+/// The sync bundle built for this request alone (a node without a data
+/// directory), one at a time: the place is held by the body until its last
+/// byte has gone (a client that asks and never reads holds it until the
+/// connection's lifetime ends).
+async fn built_sync_bundle(api: &Api) -> Result<Response, ApiError> {
     let Some(building) = api.guard.sync() else {
         return Err(ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -691,9 +797,7 @@ async fn sync_bundle(AxumState(api): AxumState<Api>) -> Result<Response, ApiErro
     let bytes = serde_json::to_vec(&bundle)
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     drop(bundle);
-    // The length up front: a client reads exactly the bundle, without
-    // chunked framing.
-    let length = bytes.len();
+    let length = bytes.len() as u64;
     let mut place = Some(building);
     let body =
         futures::stream::iter([Ok::<_, std::convert::Infallible>(bytes::Bytes::from(bytes))])
@@ -702,7 +806,13 @@ async fn sync_bundle(AxumState(api): AxumState<Api>) -> Result<Response, ApiErro
                 drop(place.take());
                 std::task::Poll::Ready(None)
             }));
-    Ok((
+    Ok(json_body(length, axum::body::Body::from_stream(body)))
+}
+
+/// A JSON response of `length` bytes: the length up front, so a client
+/// reads exactly the body, without chunked framing.
+fn json_body(length: u64, body: axum::body::Body) -> Response {
+    (
         [
             (
                 axum::http::header::CONTENT_TYPE,
@@ -710,9 +820,9 @@ async fn sync_bundle(AxumState(api): AxumState<Api>) -> Result<Response, ApiErro
             ),
             (axum::http::header::CONTENT_LENGTH, length.to_string()),
         ],
-        axum::body::Body::from_stream(body),
+        body,
     )
-        .into_response())
+        .into_response()
 }
 
 /// How much of a block's transactions to show.

@@ -19,8 +19,11 @@
 //!   one-time (mode A) transactions, whose proofs cost milliseconds each to
 //!   verify, [`ApiLimits::one_time_per_second`] (bursts of
 //!   [`ApiLimits::one_time_burst`]); past them `429`.
-//! - **State sync**: one bundle built and sent at a time; another request
-//!   meanwhile gets `503`.
+//! - **State sync**: one bundle built at a time (a node with a data
+//!   directory builds it once per snapshot and streams it from the file);
+//!   at most [`ApiLimits::max_sync_streams`] sent at once and
+//!   [`ApiLimits::max_sync_streams_per_ip`] to one address; past them
+//!   `503`.
 
 use axum::Router;
 use governor::{DefaultKeyedRateLimiter, Quota};
@@ -56,6 +59,10 @@ pub struct ApiLimits {
     pub one_time_per_second: u32,
     /// The burst of one-time transactions one address may submit at once.
     pub one_time_burst: u32,
+    /// Stored sync bundles sent at once.
+    pub max_sync_streams: usize,
+    /// Stored sync bundles sent to one address at once.
+    pub max_sync_streams_per_ip: usize,
 }
 
 impl Default for ApiLimits {
@@ -75,6 +82,8 @@ impl Default for ApiLimits {
             write_burst: 8_000,
             one_time_per_second: 50,
             one_time_burst: 500,
+            max_sync_streams: 16,
+            max_sync_streams_per_ip: 2,
         }
     }
 }
@@ -117,12 +126,14 @@ pub struct Guard {
     websockets: Arc<tokio::sync::Semaphore>,
     websockets_per_ip: Arc<PerIp>,
     sync: Arc<tokio::sync::Semaphore>,
+    sync_streams: Arc<tokio::sync::Semaphore>,
+    sync_streams_per_ip: Arc<PerIp>,
     /// Write checks since the limiters' tables were last trimmed.
     checks: Arc<std::sync::atomic::AtomicU64>,
 }
 
-/// A websocket's place, held while the stream lives.
-pub struct WebsocketPlace {
+/// A stream's place (a websocket's, a sync bundle's), held while it lives.
+pub struct Place {
     _all: tokio::sync::OwnedSemaphorePermit,
     _mine: Leave,
 }
@@ -148,6 +159,8 @@ impl Guard {
             websockets: Arc::new(tokio::sync::Semaphore::new(limits.max_websockets)),
             websockets_per_ip: Arc::new(PerIp::default()),
             sync: Arc::new(tokio::sync::Semaphore::new(1)),
+            sync_streams: Arc::new(tokio::sync::Semaphore::new(limits.max_sync_streams)),
+            sync_streams_per_ip: Arc::new(PerIp::default()),
             checks: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         }
     }
@@ -181,22 +194,46 @@ impl Guard {
 
     /// A websocket's place for `ip`, held while the stream lives; `None`
     /// when all are taken, or all of the address's share.
-    pub fn websocket(&self, ip: Option<IpAddr>) -> Option<WebsocketPlace> {
-        let ip = ip.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-        let mine = self
-            .websockets_per_ip
-            .enter(client_key(ip), self.limits.max_websockets_per_ip)?;
-        let all = Arc::clone(&self.websockets).try_acquire_owned().ok()?;
-        Some(WebsocketPlace {
-            _all: all,
-            _mine: mine,
-        })
+    pub fn websocket(&self, ip: Option<IpAddr>) -> Option<Place> {
+        place(
+            ip,
+            (&self.websockets_per_ip, self.limits.max_websockets_per_ip),
+            &self.websockets,
+        )
+    }
+
+    /// A stored sync bundle's place for `ip`, held while it is sent; `None`
+    /// when all are taken, or all of the address's share.
+    pub fn sync_stream(&self, ip: Option<IpAddr>) -> Option<Place> {
+        place(
+            ip,
+            (
+                &self.sync_streams_per_ip,
+                self.limits.max_sync_streams_per_ip,
+            ),
+            &self.sync_streams,
+        )
     }
 
     /// The state sync builder's place; `None` while another builds.
     pub fn sync(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         Arc::clone(&self.sync).try_acquire_owned().ok()
     }
+}
+
+/// One of `all` and one of the address's `max` places in `mine`.
+fn place(
+    ip: Option<IpAddr>,
+    (mine, max): (&Arc<PerIp>, usize),
+    all: &Arc<tokio::sync::Semaphore>,
+) -> Option<Place> {
+    let ip = ip.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let mine = mine.enter(client_key(ip), max)?;
+    let all = Arc::clone(all).try_acquire_owned().ok()?;
+    Some(Place {
+        _all: all,
+        _mine: mine,
+    })
 }
 
 /// Open connections (or streams) per address.

@@ -257,6 +257,7 @@ pub fn run(config: NodeConfig, sync_from: Option<&str>) -> anyhow::Result<()> {
                 runtime: Some(runtime_metrics),
                 audit_report: config.audit_report.clone(),
                 limits,
+                sync_dir: Some(config.data_dir.join("sync")),
             },
         );
         // The API serves on threads of its own: however many clients read,

@@ -127,6 +127,17 @@ impl BlockLog {
         Ok(last.map(|(h, bytes)| (h.value(), bytes.value().to_vec())))
     }
 
+    /// The height the latest snapshot follows, if any.
+    ///
+    /// # Errors
+    /// [`StorageError::Database`] if the log can not be read.
+    pub fn latest_snapshot_height(&self) -> Result<Option<u64>, StorageError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let table = txn.open_table(SNAPSHOTS).map_err(db_error)?;
+        let last = table.last().map_err(db_error)?;
+        Ok(last.map(|(h, _)| h.value()))
+    }
+
     /// The latest state snapshot and the height it follows, if any.
     ///
     /// # Errors

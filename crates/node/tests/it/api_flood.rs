@@ -27,6 +27,8 @@ const LIMITS: ApiLimits = ApiLimits {
     write_burst: 3,
     one_time_per_second: 1,
     one_time_burst: 1,
+    max_sync_streams: 2,
+    max_sync_streams_per_ip: 1,
 };
 
 /// Serves `app`'s API under [`LIMITS`] on a loopback port of its own;

@@ -107,6 +107,46 @@ fn a_new_validator_joins_a_pruned_network_from_a_snapshot_bundle() {
             .await
             .unwrap();
         assert_eq!(serde_json::from_slice::<SyncBundle>(&body).unwrap(), bundle);
+        // A client that asks for the bundle and does not read it held the
+        // one place, and every joiner got 503 for a minute. Now the bundle
+        // is built once per snapshot, written to the node's directory and
+        // streamed from the file: two clients are served at once (each
+        // address has two places), a third from the same address waits.
+        let stored = quartier_node::api::router_with(
+            apps[0].clone(),
+            std::sync::Arc::new(|_| {}),
+            quartier_node::api::Extras {
+                sync_dir: Some(dir.join("bundles")),
+                ..Default::default()
+            },
+        );
+        let ask = || {
+            let request = axum::http::Request::get("/api/v1/sync")
+                .body(axum::body::Body::empty())
+                .unwrap();
+            tower::ServiceExt::oneshot(stored.clone(), request)
+        };
+        let held = ask().await.unwrap();
+        let second = ask().await.unwrap();
+        assert_eq!(held.status(), axum::http::StatusCode::OK);
+        assert_eq!(second.status(), axum::http::StatusCode::OK);
+        let third = ask().await.unwrap();
+        assert_eq!(third.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        let read = |r: axum::response::Response| axum::body::to_bytes(r.into_body(), 1 << 24);
+        let (second, held) = (read(second).await.unwrap(), read(held).await.unwrap());
+        assert_eq!(second, held);
+        let served: SyncBundle = serde_json::from_slice(&held).unwrap();
+        assert_eq!(served.snapshot, bundle.snapshot);
+        let stored_files: Vec<_> = std::fs::read_dir(dir.join("bundles"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(
+            stored_files,
+            [format!("sync-{}.json", served.snapshot_height)]
+        );
+        // Their places went with the bodies.
+        assert_eq!(ask().await.unwrap().status(), axum::http::StatusCode::OK);
         let path = dir.join("v3.redb");
         let validators: Vec<_> = keys.iter().map(|k| k.public_key()).collect();
         let floor = {
