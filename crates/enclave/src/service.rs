@@ -289,10 +289,17 @@ struct InProgress {
     /// same request again (a replay anyone on the network can send) gets
     /// the same answer and does not start the DKG over.
     round1_answer: (hash::Digest, SignedPackage),
+    /// When it last moved (by [`EnclaveService::arrivals`]).
+    arrival: u64,
 }
 
 /// How many inviters' latest attempts a member keeps.
 const KEPT_INVITERS: usize = 64;
+
+/// The largest committee a member takes part in (so what it keeps of the
+/// DKGs in progress is bounded: at most [`KEPT_INVITERS`] × [`KEPT_ROUND2`]
+/// runs of at most this many round-1 packages).
+pub const MAX_COMMITTEE: u16 = 32;
 
 /// Domain tag of a DKG invitation.
 pub const TAG_DKG_INVITATION: &str = "QUARTIER_ENCLAVE_DKG_INVITATION";
@@ -611,7 +618,12 @@ pub struct EnclaveService {
     /// The latest attempt answered per inviter (the first member's
     /// account; at most [`KEPT_INVITERS`]): an earlier one is refused, and
     /// one inviter's numbers do not bind another's.
-    attempts: BTreeMap<[u8; 32], u64>,
+    /// With each, when it last came (by [`EnclaveService::arrivals`]).
+    attempts: BTreeMap<[u8; 32], (u64, u64)>,
+    /// Counts the DKG requests that started or moved a DKG here: past
+    /// [`KEPT_INVITERS`], the inviter heard from longest ago is forgotten
+    /// (not the one with the lowest attempt, a number each inviter picks).
+    arrivals: u64,
     /// How many times a DKG step changed what is sealed (not sealed
     /// itself): the host seals when it moves.
     dkg_changes: u64,
@@ -668,6 +680,7 @@ impl EnclaveService {
             dkgs: BTreeMap::new(),
             finished: Vec::new(),
             attempts: BTreeMap::new(),
+            arrivals: 0,
             dkg_changes: 0,
             epoch_keys: BTreeMap::new(),
             candidates: Vec::new(),
@@ -774,7 +787,7 @@ impl EnclaveService {
             return Ok(d.round1_answer.1.clone());
         }
         let n = u16::try_from(members.len()).map_err(|_| ServiceError::Invalid)?;
-        if n < 2 || t <= n / 2 || t > n {
+        if !(2..=MAX_COMMITTEE).contains(&n) || t <= n / 2 || t > n {
             return Err(ServiceError::Invalid);
         }
         let allowed = std::collections::BTreeSet::from([self.trust.measurement]);
@@ -815,7 +828,11 @@ impl EnclaveService {
         // An earlier attempt of this inviter's (a replay of a recorded
         // invitation) does not start this member's DKG over.
         let inviter = *first;
-        if self.attempts.get(&inviter).is_some_and(|a| attempt <= *a) {
+        if self
+            .attempts
+            .get(&inviter)
+            .is_some_and(|(a, _)| attempt <= *a)
+        {
             return Err(ServiceError::State("not a later DKG attempt"));
         }
         let (secret, package) =
@@ -824,8 +841,9 @@ impl EnclaveService {
         let package = package.serialize().map_err(|_| ServiceError::Invalid)?;
         let message = round1_message(&chain, attempt, index, &identities, &package);
         let signature = ed25519_dalek::Signer::sign(&self.account, &message.0).to_bytes();
-        self.attempts.insert(inviter, attempt);
-        forget_beyond(&mut self.attempts, KEPT_INVITERS, &inviter, |a| *a);
+        let arrival = self.arrival();
+        self.attempts.insert(inviter, (attempt, arrival));
+        forget_beyond(&mut self.attempts, KEPT_INVITERS, &inviter, |(_, at)| *at);
         let membership = Membership {
             index,
             t,
@@ -845,11 +863,10 @@ impl EnclaveService {
                 dkg1: Some(secret),
                 dkg2: Vec::new(),
                 round1_answer: (request, (package.clone(), signature)),
+                arrival,
             },
         );
-        forget_beyond(&mut self.dkgs, KEPT_INVITERS, &inviter, |d| {
-            d.membership.attempt
-        });
+        forget_beyond(&mut self.dkgs, KEPT_INVITERS, &inviter, |d| d.arrival);
         Ok((package, signature))
     }
 
@@ -884,6 +901,7 @@ impl EnclaveService {
         &mut self,
         round1: &BTreeMap<u16, SignedPackage>,
     ) -> Result<Vec<SealedDkgPackage>, ServiceError> {
+        let arrival = self.arrival();
         // The DKG whose round 1 this member answered with the set's entry
         // at its index: every member's package, this member's its own
         // answer (the set's digest names it in the finish, so nobody may
@@ -939,6 +957,12 @@ impl EnclaveService {
         d.dkg2.push((set, secret2, packages));
         if d.dkg2.len() > KEPT_ROUND2 {
             d.dkg2.remove(0);
+        }
+        // Heard from now: the last to be forgotten.
+        d.arrival = arrival;
+        let inviter = accounts.first().copied().unwrap_or_default();
+        if let Some((_, at)) = self.attempts.get_mut(&inviter) {
+            *at = arrival;
         }
         let mut sealed = Vec::new();
         for (to, identity) in identities.iter().enumerate() {
@@ -1116,6 +1140,12 @@ impl EnclaveService {
     pub fn dkg_certificate(&self) -> Option<([u8; 32], Vec<[u8; 64]>)> {
         let m = self.membership.as_ref().filter(|m| m.confirmed())?;
         Some((m.round1?.0, m.certificate.clone()?))
+    }
+
+    /// The next arrival number.
+    fn arrival(&mut self) -> u64 {
+        self.arrivals = self.arrivals.saturating_add(1);
+        self.arrivals
     }
 
     /// This enclave's account signature over `message`.
@@ -1824,7 +1854,11 @@ impl EnclaveService {
             identity: self.identity.secret_bytes(),
             membership,
             finished,
-            attempts: self.attempts.iter().map(|(a, n)| (*a, *n)).collect(),
+            attempts: self
+                .attempts
+                .iter()
+                .map(|(who, (attempt, arrival))| (*who, *attempt, *arrival))
+                .collect(),
             clearing: self.clearing_state(),
         };
         let mut plain = borsh::to_vec(&state).map_err(|_| ServiceError::Invalid)?;
@@ -1895,10 +1929,13 @@ impl EnclaveService {
             .try_into()
             .map_err(|_| ServiceError::Invalid)?;
         let identity = IdentityKey::from_secret(&state.identity).ok_or(ServiceError::Invalid)?;
+        // Only a confirmed committee (a state sealed by an earlier version
+        // may hold a DKG in progress there).
         let membership = state
             .membership
             .map(SealedMembership::restore)
-            .transpose()?;
+            .transpose()?
+            .filter(Membership::confirmed);
         let finished = state
             .finished
             .into_iter()
@@ -1913,7 +1950,17 @@ impl EnclaveService {
             membership,
             dkgs: BTreeMap::new(),
             finished,
-            attempts: state.attempts.into_iter().collect(),
+            arrivals: state
+                .attempts
+                .iter()
+                .map(|(_, _, arrival)| arrival.saturating_add(1))
+                .max()
+                .unwrap_or(0),
+            attempts: state
+                .attempts
+                .into_iter()
+                .map(|(who, attempt, arrival)| (who, (attempt, arrival)))
+                .collect(),
             dkg_changes: 0,
             epoch_keys,
             candidates: Vec::new(),
@@ -1950,8 +1997,8 @@ struct SealedState {
     membership: Option<SealedMembership>,
     /// DKGs finished and not yet confirmed.
     finished: Vec<SealedMembership>,
-    /// The latest attempt answered per inviter.
-    attempts: Vec<([u8; 32], u64)>,
+    /// The latest attempt answered per inviter, and when it came.
+    attempts: Vec<([u8; 32], u64, u64)>,
     clearing: ClearingState,
 }
 

@@ -221,6 +221,9 @@ struct Shared {
     platform: SimulatedPlatform,
     /// Where the sealed state is written.
     state_file: PathBuf,
+    /// The enclave's [`EnclaveService::dkg_changes`] when its state was last
+    /// written.
+    sealed_changes: u64,
 }
 
 impl Shared {
@@ -241,8 +244,10 @@ impl Shared {
                 })();
                 if let Err(e) = &written {
                     tracing::error!(error = %e, "writing the sealed state failed");
+                    return false;
                 }
-                written.is_ok()
+                self.sealed_changes = self.service.dkg_changes();
+                true
             }
             Err(e) => {
                 tracing::error!(error = %e, "sealing the enclave state failed");
@@ -297,6 +302,7 @@ pub fn run(config: &EnclaveHostConfig) -> Result<(), HostError> {
         quote,
         platform,
         state_file: config.state_file.clone(),
+        sealed_changes: 0,
     }));
     let api = shared.clone();
     let listen = config.listen;
@@ -356,11 +362,13 @@ async fn rpc(
             // attempts it answered, a finish it signed, a confirmed key):
             // sealed before the answer leaves, so a restart never loses a
             // step a peer already holds the answer to.
-            let before = s.service.dkg_changes();
             let response = s.service.handle(r);
-            if s.service.dkg_changes() != before && !s.seal() {
-                // Not sealed: the answer does not leave (the coordinator
-                // tries again), so no peer holds what a restart would lose.
+            // Every DKG step not yet written (this one's, or an earlier one
+            // whose seal failed and that a retry answered from memory) is
+            // sealed before the answer leaves; if sealing fails the answer
+            // does not leave (the coordinator tries again), so no peer holds
+            // what a restart would lose.
+            if s.service.dkg_changes() != s.sealed_changes && !s.seal() {
                 Response::Refused("sealing the enclave state failed".into())
             } else {
                 response
