@@ -140,26 +140,18 @@ pub fn execute_block(
     if ctx.time < meta.time {
         return Err(BlockError::TimeWentBackwards);
     }
-    // A one-time transaction's signature is remembered only once it
-    // applied (its proofs verified): a leader's block of false orders, each
-    // from a fresh key, does not push honest signatures out of the memo.
+    // A signature is remembered only once its transaction applied: a
+    // leader's block of transactions from fresh keys whose bodies fail (or
+    // false orders) does not push honest signatures out of the memo.
     let results = txs
         .into_iter()
-        .map(|tx| {
-            if tx.tx.body.is_one_time() {
-                state.verify_one_time_tx(tx)
-            } else {
-                state.verify_tx(tx)
-            }
-        })
+        .map(|tx| state.verify_tx_unremembered(tx))
         .collect::<Vec<_>>()
         .into_iter()
         .map(|v| {
             v.and_then(|tx| {
                 let receipt = apply_verified(state, &tx, ctx)?;
-                if tx.tx().body.is_one_time() {
-                    state.remember_signature(&tx);
-                }
+                state.remember_signature(&tx);
                 Ok(receipt)
             })
         })

@@ -372,15 +372,16 @@ impl crate::State {
         Ok(VerifiedTx(tx))
     }
 
-    /// As [`crate::State::verify_tx`] for a one-time transaction: a
-    /// signature the memo holds passes, another is verified and not
-    /// remembered; [`crate::State::remember_signature`] once the
-    /// transaction's proofs verified too (each false order comes from a
-    /// fresh key: remembering their signatures would push honest ones out).
+    /// As [`crate::State::verify_tx`], remembering nothing: a signature the
+    /// memo holds passes, another is verified;
+    /// [`crate::State::remember_signature`] once the transaction applied (or
+    /// a one-time transaction's proofs verified). A block of transactions
+    /// from fresh keys whose bodies fail, or false orders, would otherwise
+    /// push honest signatures out of the memo.
     ///
     /// # Errors
     /// [`TxError::BadSignature`].
-    pub fn verify_one_time_tx(&self, tx: SignedTx) -> Result<VerifiedTx, TxError> {
+    pub fn verify_tx_unremembered(&self, tx: SignedTx) -> Result<VerifiedTx, TxError> {
         let signing = tx.tx.signing_bytes();
         if self.signatures.knows(&signature_statement(&tx, &signing)) {
             return Ok(VerifiedTx(tx));

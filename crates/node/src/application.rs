@@ -521,7 +521,7 @@ impl LedgerApp {
             // verified as well: each false order comes from a fresh key, and
             // a memo of their signatures would push the honest ones out
             // (proposals and blocks would verify those again).
-            state.verify_one_time_tx(tx.clone()).and_then(|v| {
+            state.verify_tx_unremembered(tx.clone()).and_then(|v| {
                 let ctx = crate::mempool::admission_context(&state);
                 quartier_ledger::check_one_time(&state, &v, &ctx)?;
                 state.remember_signature(&v);
@@ -677,7 +677,7 @@ impl LedgerApp {
 /// signature, rings, proofs and allowance, with the next block's time judged
 /// loosely, as a mempool does).
 fn passes_on(state: &State, tx: &SignedTx, ctx: &BlockContext) -> bool {
-    state.verify_one_time_tx(tx.clone()).is_ok_and(|v| {
+    state.verify_tx_unremembered(tx.clone()).is_ok_and(|v| {
         let passes = quartier_ledger::check_one_time(state, &v, ctx).is_ok();
         if passes {
             state.remember_signature(&v);

@@ -74,12 +74,12 @@ fn a_signature_verify_strict_refuses_is_refused_in_a_batch_too() {
     );
 }
 
-/// A Byzantine leader's block of false one-time transactions, each signed
-/// by a fresh key (valid signatures, bodies that fail): every validator
-/// executing it remembered each signature before the body failed, so a few
-/// such proposals pushed the honest signatures out of the memo (found by
-/// review; red before). A one-time signature is remembered only once its
-/// transaction applied; an account's is remembered as before.
+/// A Byzantine leader's block of false one-time transactions and of
+/// transfers from fresh keys with nothing to transfer, each validly signed:
+/// every validator executing it remembered each signature before the body
+/// failed, so a few such proposals pushed the honest signatures out of the
+/// memo (found by review; red before). A signature is remembered only once
+/// its transaction applied.
 #[test]
 fn a_block_of_false_one_time_txs_leaves_no_signature_remembered() {
     let mut chain = crate::kit::Chain::new();
@@ -105,7 +105,18 @@ fn a_block_of_false_one_time_txs_leaves_no_signature_remembered() {
         };
         chain.queue_signed(Tx::one_time(chain.state.chain_id(), body, &secret));
     }
+    for i in 0..200u32 {
+        let mut seed = [0x6b; 32];
+        seed[..4].copy_from_slice(&i.to_le_bytes());
+        let fresh = SigningKey::from_bytes(&seed);
+        let body = TxBody::Transfer {
+            to: AccountId([9; 32]),
+            amount: Money::new(1),
+        };
+        chain.queue(&fresh, body);
+    }
     let outcome = chain.block_at(1_000);
+    assert_eq!(outcome.results.len(), 400);
     assert!(outcome.results.iter().all(Result::is_err));
     assert_eq!(chain.state.remembered_signatures(), before);
     // An account's transaction that verified is remembered.
