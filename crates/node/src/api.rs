@@ -62,6 +62,9 @@ struct Api {
     runtime: Option<RuntimeMetrics>,
     audit_report: Option<Arc<std::path::PathBuf>>,
     sync_dir: Option<Arc<std::path::PathBuf>>,
+    /// The snapshot height whose bundle was too large to serve (not built
+    /// again for each request).
+    too_large: Arc<std::sync::Mutex<Option<u64>>>,
 }
 
 /// What a validator's API serves beside the chain.
@@ -152,6 +155,7 @@ pub fn router_with(app: LedgerApp, gossip: Gossip, extras: Extras) -> Router {
             runtime: extras.runtime,
             audit_report: extras.audit_report.map(Arc::new),
             sync_dir: extras.sync_dir.map(Arc::new),
+            too_large: Arc::default(),
         })
 }
 
@@ -699,7 +703,16 @@ async fn sync_bundle(
     // The file system is used directly (a local disk, reads of 64 KiB):
     // the API runs on threads of its own, and in tests on a runtime that is
     // not tokio's.
-    let mut path = dir.join(format!("sync-{height}.json"));
+    let too_large = *api
+        .too_large
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if too_large == Some(height) {
+        return Err(unavailable(
+            "this node's sync bundle is larger than a node takes".into(),
+        ));
+    }
+    let mut path = dir.join(bundle_name(&api.app, height));
     if std::fs::metadata(&path).is_err() {
         path = store_sync_bundle(&api, &dir).await?;
     }
@@ -744,7 +757,8 @@ async fn store_sync_bundle(
         .sync_bundle()
         .await
         .map_err(|e| unavailable(e.to_string()))?;
-    let path = dir.join(format!("sync-{}.json", bundle.snapshot_height));
+    let snapshot_height = bundle.snapshot_height;
+    let path = dir.join(bundle_name(&api.app, snapshot_height));
     if std::fs::metadata(&path).is_ok() {
         // Built while this request waited for the snapshot.
         return Ok(path);
@@ -753,6 +767,9 @@ async fn store_sync_bundle(
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     drop(bundle);
     if bytes.len() > crate::sync::MAX_SYNC_RESPONSE_BYTES {
+        *api.too_large
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(snapshot_height);
         return Err(unavailable(format!(
             "the sync bundle is {} bytes, more than a node takes",
             bytes.len()
@@ -761,7 +778,14 @@ async fn store_sync_bundle(
     let written = (|| -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
         let tmp = dir.join("sync.json.tmp");
-        std::fs::write(&tmp, &bytes)?;
+        {
+            use std::io::Write as _;
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(&bytes)?;
+            // On disk before it has its name: a crash never leaves a
+            // partial bundle to be served.
+            file.sync_all()?;
+        }
         std::fs::rename(&tmp, &path)?;
         // Older bundles go (one being sent stays readable until it is).
         for entry in std::fs::read_dir(dir)? {
@@ -777,6 +801,18 @@ async fn store_sync_bundle(
     written.map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(path)
 }
+
+/// The stored bundle's file name: the format, the chain and the snapshot
+/// height (a bundle left by another chain or format is never served).
+fn bundle_name(app: &LedgerApp, height: u64) -> String {
+    let chain = app.with_state(|s| s.chain_id());
+    let chain = hex::encode(chain.0.0);
+    format!("sync-v{SYNC_BUNDLE_FORMAT}-{}-{height}.json", &chain[..16])
+}
+
+/// The format of [`crate::sync::SyncBundle`] files this node writes and
+/// serves: a change of the bundle's or the snapshot's encoding moves it on.
+const SYNC_BUNDLE_FORMAT: u32 = 1;
 
 /// The sync bundle built for this request alone (a node without a data
 /// directory), one at a time: the place is held by the body until its last

@@ -82,7 +82,7 @@ impl Default for ApiLimits {
             write_burst: 8_000,
             one_time_per_second: 50,
             one_time_burst: 500,
-            max_sync_streams: 16,
+            max_sync_streams: 64,
             max_sync_streams_per_ip: 2,
         }
     }

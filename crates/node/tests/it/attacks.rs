@@ -397,3 +397,171 @@ fn fifty_thousand_false_shielded_orders_do_not_keep_honest_txs_out() {
         }
     });
 }
+
+/// What a Byzantine leader slips into each block it proposes.
+#[derive(Clone, Copy, Debug)]
+enum Poison {
+    /// A transaction larger than any mempool admits (a committee vote
+    /// naming 300 members).
+    Oversized,
+    /// The DSO's registration of a meter, signed with a commitment `R`
+    /// that has a component of order two: `verify_strict` refuses it, a
+    /// batch check took about every second such signature.
+    SmallOrderR,
+}
+
+/// A leader that builds on the finalized tip and puts its poison in every
+/// block; it counts its proposals.
+#[derive(Clone)]
+struct Poisons {
+    app: LedgerApp,
+    poison: Poison,
+    proposed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Poisons {
+    /// The poisoned transaction against `state`.
+    fn tx(&self, state: &quartier_ledger::State) -> SignedTx {
+        let dso = key("dso");
+        let nonce = state.account(&id(&dso)).nonce;
+        match self.poison {
+            Poison::Oversized => {
+                let body = TxBody::ActivateCommittee {
+                    members: (0..300u16)
+                        .map(|i| {
+                            let mut a = [0u8; 32];
+                            a[..2].copy_from_slice(&i.to_le_bytes());
+                            quartier_types::AccountId(a)
+                        })
+                        .collect(),
+                    group_key: quartier_enclave::committee::GroupPublicKey([0; 32]),
+                    signature: [0; 64],
+                };
+                tx(state, &dso, nonce, body)
+            }
+            Poison::SmallOrderR => {
+                let body = TxBody::RegisterMeter {
+                    meter: id(&key("smuggled-meter")),
+                    region: quartier_types::RegionId(1),
+                    role: quartier_ledger::MeterRole::Consumer,
+                    pv_watts: 0,
+                };
+                let unsigned = quartier_ledger::Tx {
+                    chain_id: state.chain_id(),
+                    signer: id(&dso),
+                    nonce,
+                    body,
+                };
+                sign_with_torsion(unsigned, &dso)
+            }
+        }
+    }
+}
+
+impl Application<deterministic::Context> for Poisons {
+    type SigningScheme = Scheme;
+    type Context = Context<BlockDigest, ed25519::PublicKey>;
+    type Block = Block;
+    type Input = ();
+
+    async fn propose(
+        &mut self,
+        (runtime, _): (deterministic::Context, Self::Context),
+        mut ancestry: impl Ancestry<Self::Block>,
+        _: (),
+    ) -> Option<Digested<Self::Block>> {
+        let parent = ancestry.next().await?;
+        let mut state = quartier_ledger::State::clone(&self.app.finalized_state());
+        if state.root() != parent.inner().state_root {
+            return None;
+        }
+        let now = runtime
+            .current()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?;
+        let time_ms = u64::try_from(now.as_millis())
+            .ok()?
+            .max(parent.inner().time_ms);
+        let height = parent.inner().height.next();
+        let context = quartier_ledger::BlockContext {
+            height: quartier_types::Height(height.get()),
+            time: quartier_types::Timestamp(time_ms),
+        };
+        let poison = self.tx(&state);
+        let outcome =
+            quartier_ledger::execute_block(&mut state, &context, vec![poison.clone()]).ok()?;
+        let block = Block {
+            parent: parent.digest(),
+            height,
+            time_ms,
+            state_root: outcome.root,
+            txs: vec![poison],
+        };
+        self.proposed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let digest = block.digest();
+        Some(Digested::precomputed(block, digest))
+    }
+
+    async fn verify(
+        &mut self,
+        context: (deterministic::Context, Self::Context),
+        ancestry: impl Ancestry<Self::Block>,
+    ) -> bool {
+        self.app.verify(context, ancestry).await
+    }
+}
+
+/// Validator 2 leads its views with a poisoned block: a transaction over
+/// `MAX_TX_BYTES` (the block does not decode at the others), or a signature
+/// only a batch check takes (the others verify it strictly and refuse the
+/// block). The chain goes on without its blocks, the DSO's registrations
+/// sent meanwhile are final within [`HONEST_WITHIN_BLOCKS`] blocks, and
+/// neither poison is ever final (no smuggled meter, no 300-member vote).
+#[test]
+fn a_leader_poisoning_its_blocks_is_outvoted() {
+    for (seed, poison) in [(47, Poison::Oversized), (53, Poison::SmallOrderR)] {
+        deterministic::Runner::new(seeded(seed)).start(|context| async move {
+            let keys = validator_keys(4);
+            let genesis = genesis(&keys);
+            let oracle = network(&context, &keys).await;
+            let apps: Vec<LedgerApp> = (0..4).map(|_| app(&genesis)).collect();
+            let proposed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            for (i, a) in apps.iter().enumerate() {
+                let child = context.child("validator").with_attribute("index", i);
+                if i == 2 {
+                    let poisons = Poisons {
+                        app: a.clone(),
+                        poison,
+                        proposed: proposed.clone(),
+                    };
+                    start_validator_with(child, &oracle, &keys, i, a.clone(), poisons, None).await;
+                } else {
+                    start_validator(child, &oracle, &keys, i, a.clone()).await;
+                }
+            }
+            wait_for_height(&context, &apps, &[0, 1, 3], 2).await;
+            let honest = apps[0].with_state(|s| registrations(s, 8));
+            submit_to_all(&apps, &honest);
+            final_within_bound(&context, &apps, &honest).await;
+            let height = apps[0].view().height + 4;
+            wait_for_height(&context, &apps, &[0, 1, 3], height).await;
+            assert!(
+                proposed.load(std::sync::atomic::Ordering::Relaxed) > 0,
+                "{poison:?}: validator 2 never led"
+            );
+            for a in [&apps[0], &apps[1], &apps[3]] {
+                a.with_state(|s| {
+                    assert!(
+                        s.meter(&id(&key("smuggled-meter"))).is_none(),
+                        "{poison:?}: the smuggled meter is registered"
+                    );
+                    assert!(
+                        s.committee().is_none(),
+                        "{poison:?}: a committee took office"
+                    );
+                });
+            }
+        });
+    }
+}

@@ -318,3 +318,32 @@ pub fn cover_order(
         .unwrap();
     Tx::one_time(chain_id, TxBody::PlaceShieldedOrder { order }, secret)
 }
+
+/// `tx` signed by `key` with the commitment `R = r·B + T` (`T` the point of
+/// order two) and `s = r + H(R ‖ A ‖ M)·a`: the equation holds up to `T`,
+/// which `verify_strict` (cofactorless) refuses and a batch check misses
+/// whenever its random coefficient for the signature is even.
+pub fn sign_with_torsion(tx: Tx, key: &SigningKey) -> SignedTx {
+    use curve25519_dalek::edwards::CompressedEdwardsY;
+    use curve25519_dalek::scalar::Scalar;
+    use sha2::{Digest as _, Sha512};
+    let mut order_two = [0xff; 32];
+    order_two[0] = 0xec;
+    order_two[31] = 0x7f;
+    let order_two = CompressedEdwardsY(order_two).decompress().unwrap();
+    let a = key.to_scalar();
+    let public = key.verifying_key().to_bytes();
+    let r = Scalar::from(0x5eed_u64) * Scalar::from(0x1234_5678_9abc_u64);
+    let big_r = curve25519_dalek::constants::ED25519_BASEPOINT_POINT * r + order_two;
+    let big_r = big_r.compress().to_bytes();
+    let mut h = Sha512::new();
+    h.update(big_r);
+    h.update(public);
+    h.update(tx.signing_bytes());
+    let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
+    let s = r + k * Scalar::from_bytes_mod_order(a.to_bytes());
+    let mut signature = [0u8; 64];
+    signature[..32].copy_from_slice(&big_r);
+    signature[32..].copy_from_slice(s.as_bytes());
+    SignedTx { tx, signature }
+}
