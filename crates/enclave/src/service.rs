@@ -1859,6 +1859,11 @@ impl EnclaveService {
                 .iter()
                 .map(|(who, (attempt, arrival))| (*who, *attempt, *arrival))
                 .collect(),
+            candidates: self
+                .candidates
+                .iter()
+                .map(|(from, k)| (*from, k.epoch(), k.secret_bytes()))
+                .collect(),
             clearing: self.clearing_state(),
         };
         let mut plain = borsh::to_vec(&state).map_err(|_| ServiceError::Invalid)?;
@@ -1942,6 +1947,15 @@ impl EnclaveService {
             .map(SealedMembership::restore)
             .collect::<Result<Vec<_>, _>>()?;
         let (epoch_keys, auctioneers, erased_below) = state.clearing.restore()?;
+        let candidates = state
+            .candidates
+            .into_iter()
+            .map(|(from, epoch, secret)| {
+                EpochKeyPair::from_secret(epoch, &secret)
+                    .map(|k| (from, k))
+                    .ok_or(ServiceError::Invalid)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(EnclaveService {
             trust: platform.trust(),
             rng: SimulatedPlatformRng::new()?,
@@ -1963,7 +1977,7 @@ impl EnclaveService {
                 .collect(),
             dkg_changes: 0,
             epoch_keys,
-            candidates: Vec::new(),
+            candidates,
             auctioneers,
             reports: BTreeMap::new(),
             sessions: BTreeMap::new(),
@@ -1999,6 +2013,10 @@ struct SealedState {
     finished: Vec<SealedMembership>,
     /// The latest attempt answered per inviter, and when it came.
     attempts: Vec<([u8; 32], u64, u64)>,
+    /// Epoch keys created or received and not yet seen published: (sender,
+    /// epoch, secret). Not part of the clearing state a peer catching up
+    /// receives.
+    candidates: Vec<([u8; 32], Epoch, Vec<u8>)>,
     clearing: ClearingState,
 }
 
@@ -2700,6 +2718,31 @@ mod tests {
         for (i, m) in (0u16..).zip(members.iter_mut()) {
             m.dkg_round1(i, 2, 1, CHAIN, quotes.clone(), &invitation)
                 .unwrap();
+        }
+    }
+
+    /// A member restarted between creating (or receiving) an epoch key and
+    /// seeing it published: before, the key was not in the sealed state, so
+    /// the restarted creator's host made another for the same epoch (two
+    /// candidates per sender and epoch allowed for it) and a restarted
+    /// recipient held none until the reshare.
+    #[test]
+    fn an_epoch_key_not_yet_published_survives_a_restart() {
+        let mut members = committee();
+        let platform = platform();
+        let (public, shares) = members[0].create_epoch_key(Epoch(2)).unwrap();
+        for share in &shares {
+            for m in members.iter_mut() {
+                if share.to == m.identity_key() {
+                    m.receive_epoch_key(share, &public).unwrap();
+                }
+            }
+        }
+        for i in [0, 1] {
+            let sealed = members[i].seal(&platform).unwrap();
+            members[i] = EnclaveService::unseal(&sealed, &platform).unwrap();
+            assert_eq!(members[i].epoch_key(Epoch(2)), Some(public), "member {i}");
+            assert!(members[i].settle_epoch_key(Epoch(2), &public));
         }
     }
 
