@@ -624,9 +624,10 @@ pub struct EnclaveService {
     /// [`KEPT_INVITERS`], the inviter heard from longest ago is forgotten
     /// (not the one with the lowest attempt, a number each inviter picks).
     arrivals: u64,
-    /// How many times a DKG step changed what is sealed (not sealed
-    /// itself): the host seals when it moves.
-    dkg_changes: u64,
+    /// How many times a request changed what must survive a restart (a
+    /// DKG's finish or confirmation, an epoch key created or received; not
+    /// sealed itself): the host seals when it moves.
+    durable_changes: u64,
     /// Epoch keys the chain published, by epoch (what clearing uses).
     epoch_keys: BTreeMap<Epoch, EpochKeyPair>,
     /// Keys created or received and not yet seen published: when the member
@@ -681,7 +682,7 @@ impl EnclaveService {
             finished: Vec::new(),
             attempts: BTreeMap::new(),
             arrivals: 0,
-            dkg_changes: 0,
+            durable_changes: 0,
             epoch_keys: BTreeMap::new(),
             candidates: Vec::new(),
             auctioneers: BTreeMap::new(),
@@ -1085,7 +1086,7 @@ impl EnclaveService {
         {
             self.finished.remove(oldest);
         }
-        self.dkg_changes += 1;
+        self.durable_changes += 1;
         Ok((group, self.sign_account(&message)))
     }
 
@@ -1121,17 +1122,17 @@ impl EnclaveService {
         let mut confirmed = self.finished.remove(at);
         confirmed.certificate = Some(signatures.to_vec());
         self.membership = Some(confirmed);
-        self.dkg_changes += 1;
+        self.durable_changes += 1;
         self.finished.clear();
         self.dkgs.clear();
         Ok(group)
     }
 
-    /// How many times a DKG step changed the state the enclave seals (its
-    /// answered attempts, a finish, a confirmed key): a host seals before
-    /// it sends the answer of a step that moved it.
-    pub fn dkg_changes(&self) -> u64 {
-        self.dkg_changes
+    /// How many times a request changed what must survive a restart (a
+    /// DKG's finish or confirmation, an epoch key created or received): a
+    /// host seals before it sends the answer of a request that moved it.
+    pub fn durable_changes(&self) -> u64 {
+        self.durable_changes
     }
 
     /// The certificate of this member's confirmed committee (the round-1
@@ -1282,6 +1283,7 @@ impl EnclaveService {
             return Err(ServiceError::State("too many keys from this member"));
         }
         self.candidates.push((from, key));
+        self.durable_changes += 1;
         Ok(())
     }
 
@@ -1934,8 +1936,8 @@ impl EnclaveService {
             .try_into()
             .map_err(|_| ServiceError::Invalid)?;
         let identity = IdentityKey::from_secret(&state.identity).ok_or(ServiceError::Invalid)?;
-        // Only a confirmed committee (a state sealed by an earlier version
-        // may hold a DKG in progress there).
+        // Only a confirmed committee is ever sealed there; anything else is
+        // dropped rather than taken for one.
         let membership = state
             .membership
             .map(SealedMembership::restore)
@@ -1975,7 +1977,7 @@ impl EnclaveService {
                 .into_iter()
                 .map(|(who, attempt, arrival)| (who, (attempt, arrival)))
                 .collect(),
-            dkg_changes: 0,
+            durable_changes: 0,
             epoch_keys,
             candidates,
             auctioneers,

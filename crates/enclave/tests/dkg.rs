@@ -143,14 +143,30 @@ fn run(
     quotes: Vec<Quote>,
     mut between: impl FnMut(&mut [Member], &Request),
 ) -> DkgOutcome {
+    run_delivering(members, quotes, |members, _, request| {
+        between(members, request);
+        true
+    })
+}
+
+/// As [`run`]; `deliver(members, member, request)` runs before each request
+/// and says whether it reaches its member (false: lost on the way).
+fn run_delivering(
+    members: &mut [Member],
+    quotes: Vec<Quote>,
+    mut deliver: impl FnMut(&mut [Member], u16, &Request) -> bool,
+) -> DkgOutcome {
     let (mut dkg, mut queue) = start(members, quotes);
     let mut calls = 0;
     while !queue.is_empty() {
         let DkgEffect::Call { member, request } = queue.remove(0);
         calls += 1;
         assert!(calls < 100, "the DKG does not end");
-        between(members, &request);
-        let answer = members[usize::from(member)].call(&request);
+        let answer = if deliver(members, member, &request) {
+            members[usize::from(member)].call(&request)
+        } else {
+            None
+        };
         queue.extend(dkg.reply(member, answer));
     }
     dkg.outcome().clone()
@@ -533,18 +549,12 @@ fn one_key(members: &[Member]) -> bool {
 #[test]
 fn a_confirmation_lost_at_one_member_is_delivered_again() {
     let (mut members, quotes) = members([Behaviour::Honest; 3]);
-    let (mut dkg, mut queue) = start(&members, quotes.clone());
-    while !queue.is_empty() {
-        let DkgEffect::Call { member, request } = queue.remove(0);
-        let lost = member == 2 && matches!(request, Request::DkgConfirm { .. });
-        let answer = (!lost)
-            .then(|| members[usize::from(member)].call(&request))
-            .flatten();
-        queue.extend(dkg.reply(member, answer));
-    }
+    let outcome = run_delivering(&mut members, quotes.clone(), |_, member, request| {
+        member != 2 || !matches!(request, Request::DkgConfirm { .. })
+    });
     assert_eq!(
-        dkg.outcome(),
-        &DkgOutcome::Failed(DkgFailure::Unconfirmed { member: 2 })
+        outcome,
+        DkgOutcome::Failed(DkgFailure::Unconfirmed { member: 2 })
     );
     let retry = run(&mut members, quotes, |_, _| {});
     assert!(matches!(retry, DkgOutcome::Failed(_)), "{retry:?}");
@@ -560,28 +570,18 @@ fn a_confirmation_lost_at_one_member_is_delivered_again() {
 fn a_member_restarted_before_the_confirmation_still_confirms() {
     for delivered_later in [false, true] {
         let (mut members, quotes, platform) = members_on_platform([Behaviour::Honest; 3]);
-        let (mut dkg, mut queue) = start(&members, quotes.clone());
-        while !queue.is_empty() {
-            let DkgEffect::Call { member, request } = queue.remove(0);
+        let outcome = run_delivering(&mut members, quotes, |members, member, request| {
             if member == 2 && matches!(request, Request::DkgConfirm { .. }) {
                 let sealed = members[2].enclave.seal(&platform).unwrap();
                 members[2].enclave = EnclaveService::unseal(&sealed, &platform).unwrap();
-                if delivered_later {
-                    queue.extend(dkg.reply(member, None));
-                    continue;
-                }
+                return !delivered_later;
             }
-            let answer = members[usize::from(member)].call(&request);
-            queue.extend(dkg.reply(member, answer));
-        }
+            true
+        });
         if delivered_later {
             deliver_certificate(&mut members, 0);
         } else {
-            assert!(
-                matches!(dkg.outcome(), DkgOutcome::Formed(_)),
-                "{:?}",
-                dkg.outcome()
-            );
+            assert!(matches!(outcome, DkgOutcome::Formed(_)), "{outcome:?}");
         }
         assert!(one_key(&members), "no committee (later: {delivered_later})");
     }
@@ -782,7 +782,7 @@ fn a_foreign_invitation_per_attempt_keeps_the_committee_from_forming() {
 fn seals_forced_at_a_member_by_another_enclaves_host() {
     let (mut all, quotes, _) = enclaves(4);
     let pair = vec![quotes[0].clone(), quotes[3].clone()];
-    let before = all[3].dkg_changes();
+    let before = all[3].durable_changes();
     let mut last = None;
     for attempt in 1..=1_000u64 {
         let invitation = all[0].invite(CHAIN, 2, attempt, &pair).unwrap();
@@ -800,13 +800,13 @@ fn seals_forced_at_a_member_by_another_enclaves_host() {
         ));
         last = Some(request);
     }
-    let forced = all[3].dkg_changes() - before;
+    let forced = all[3].durable_changes() - before;
     // Replays (an outsider's) change nothing.
     let replay = last.unwrap();
     for _ in 0..100 {
         let _ = rpc(&mut all[3], &replay);
     }
-    assert_eq!(all[3].dkg_changes() - before, forced, "replays move it");
+    assert_eq!(all[3].durable_changes() - before, forced, "replays move it");
     assert!(forced <= 64, "{forced} seals forced by one foreign inviter");
 }
 
@@ -829,11 +829,11 @@ fn replays_after_formation_change_nothing() {
     let DkgOutcome::Formed(key) = outcome else {
         panic!("{outcome:?}");
     };
-    let changes: Vec<u64> = all.iter().map(EnclaveService::dkg_changes).collect();
+    let changes: Vec<u64> = all.iter().map(EnclaveService::durable_changes).collect();
     for (m, r) in &seen {
         let _ = rpc(&mut all[usize::from(*m)], r);
     }
-    let after: Vec<u64> = all.iter().map(EnclaveService::dkg_changes).collect();
+    let after: Vec<u64> = all.iter().map(EnclaveService::durable_changes).collect();
     assert_eq!(changes, after);
     // Seal / unseal round trip of a confirmed member.
     let cert = all[2].dkg_certificate();

@@ -221,7 +221,7 @@ struct Shared {
     platform: SimulatedPlatform,
     /// Where the sealed state is written.
     state_file: PathBuf,
-    /// The enclave's [`EnclaveService::dkg_changes`] when its state was last
+    /// The enclave's [`EnclaveService::durable_changes`] when its state was last
     /// written.
     sealed_changes: u64,
 }
@@ -246,7 +246,7 @@ impl Shared {
                     tracing::error!(error = %e, "writing the sealed state failed");
                     return false;
                 }
-                self.sealed_changes = self.service.dkg_changes();
+                self.sealed_changes = self.service.durable_changes();
                 true
             }
             Err(e) => {
@@ -363,12 +363,13 @@ async fn rpc(
             // sealed before the answer leaves, so a restart never loses a
             // step a peer already holds the answer to.
             let response = s.service.handle(r);
-            // Every DKG step not yet written (this one's, or an earlier one
-            // whose seal failed and that a retry answered from memory) is
+            // Every change not yet written that must survive a restart (a
+            // DKG step, an epoch key received; this request's or an earlier
+            // one whose seal failed and that a retry answered from memory) is
             // sealed before the answer leaves; if sealing fails the answer
             // does not leave (the coordinator tries again), so no peer holds
             // what a restart would lose.
-            if s.service.dkg_changes() != s.sealed_changes && !s.seal() {
+            if s.service.durable_changes() != s.sealed_changes && !s.seal() {
                 Response::Refused("sealing the enclave state failed".into())
             } else {
                 response
@@ -953,6 +954,9 @@ impl Host {
                     let Ok((public_key, shares)) = created else {
                         return;
                     };
+                    // Sealed before a share leaves: a restart while sending
+                    // does not make this member create a second key.
+                    self.seal();
                     let peers = self.peers_by_member(&committee.members);
                     for share in shares {
                         for p in peers.iter().flatten() {
@@ -965,7 +969,6 @@ impl Host {
                             );
                         }
                     }
-                    self.seal();
                     public_key
                 }
             };
