@@ -506,15 +506,15 @@ impl LedgerApp {
         // is remembered, so the admission under the lock and the block that
         // holds it do not verify it again; what fails is refused here, after
         // the cheap duplicate checks.
-        let state = {
+        let (state, newcomer) = {
             // The cheap checks first, under the lock a moment: a duplicate,
             // a stale or far nonce or a spent quota costs no verification.
             let chain = self.chain.lock();
             if chain.included.contains_key(&tx.hash()) {
                 return Err(MempoolError::Duplicate);
             }
-            chain.mempool.precheck(&tx, &chain.finalized)?;
-            Arc::clone(&chain.finalized)
+            let newcomer = chain.mempool.precheck(&tx, &chain.finalized)?;
+            (Arc::clone(&chain.finalized), newcomer)
         };
         let checked = if tx.tx.body.is_one_time() {
             // A one-time signature is remembered only once the proofs
@@ -528,7 +528,13 @@ impl LedgerApp {
                 Ok(())
             })
         } else {
-            state.verify_tx(tx.clone()).map(|_| ())
+            // Remembered at admission, unless it is a newcomer's (a fresh
+            // key costs nothing, and its transaction may fail in the ledger).
+            state.verify_tx_unremembered(tx.clone()).map(|v| {
+                if !newcomer {
+                    state.remember_signature(&v);
+                }
+            })
         };
         if let Err(e) = checked {
             let chain = self.chain.lock();

@@ -205,11 +205,14 @@ impl Mempool {
     /// The cheap checks of admission, without the signature or proofs:
     /// whether `tx` would be refused for its hash, chain, nonce, the
     /// quotas or a pending key image. [`Mempool::insert`] runs them again.
+    /// Whether its signer is a newcomer (an account the chain knows nothing
+    /// of: its signature is not remembered at admission).
     ///
     /// # Errors
     /// The [`MempoolError`] `insert` would return before verifying.
-    pub fn precheck(&self, tx: &SignedTx, state: &State) -> Result<(), MempoolError> {
-        self.admission(&tx.hash(), tx, state).map(|_| ())
+    pub fn precheck(&self, tx: &SignedTx, state: &State) -> Result<bool, MempoolError> {
+        self.admission(&tx.hash(), tx, state)
+            .map(|(_, newcomer)| newcomer)
     }
 
     /// The cheap checks; `(gapped, newcomer)` if they pass.
@@ -290,11 +293,20 @@ impl Mempool {
         let one_time = tx.tx.body.is_one_time();
         let signer = tx.tx.signer;
         let images = quartier_ledger::key_images_of(&tx.tx.body);
-        let verified = state.verify_tx(tx).map_err(MempoolError::Invalid)?;
+        // Remembered only where it costs an attacker something: a fresh
+        // key's transaction (free to make, and it may fail in the ledger) or
+        // a one-time one whose proofs fail is not kept in the memo.
+        let verified = state
+            .verify_tx_unremembered(tx)
+            .map_err(MempoolError::Invalid)?;
         if one_time {
             quartier_ledger::check_one_time(state, &verified, &admission_context(state))
                 .map_err(MempoolError::Invalid)?;
-        } else {
+        }
+        if !newcomer {
+            state.remember_signature(&verified);
+        }
+        if !one_time {
             self.accounts
                 .entry(signer)
                 .or_default()
