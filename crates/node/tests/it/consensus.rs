@@ -178,9 +178,8 @@ fn a_tx_in_an_unfinalized_parent_is_not_rejected() {
 /// is on chain, release the inputs and then spend them twice).
 #[test]
 fn a_one_time_tx_in_an_unfinalized_parent_is_not_rejected() {
-    use quartier_ledger::{ShieldedPolicy, Tx, TxBody, meter_ring};
-    use quartier_meter::wallet::{MeterRing, OrderRequest, RingPolicy, ShieldedWallet};
-    use quartier_types::{Energy, Price, RegionId, Side, Slot};
+    use quartier_ledger::{ShieldedPolicy, TxBody};
+    use quartier_types::{RegionId, Side};
     use rand_core::SeedableRng as _;
     let config = seeded(29);
     deterministic::Runner::new(config).start(|context| async move {
@@ -218,41 +217,11 @@ fn a_one_time_tx_in_an_unfinalized_parent_is_not_rejected() {
         // slot, each from a fresh one-time key.
         let mut rng = rand_chacha::ChaCha20Rng::from_seed([5; 32]);
         let orders: Vec<_> = apps[0].with_state(|s| {
-            let chain_id = s.chain_id();
-            let slot = Slot(s.genesis().slot_at(s.meta().time).0 + 1);
-            let params = *s.region(RegionId(1)).unwrap();
             let mut orders = Vec::new();
             for (i, m) in meters.iter().enumerate() {
                 for side in [Side::Buy, Side::Sell] {
-                    let ring: Vec<[u8; 32]> = meter_ring(s, RegionId(1), side, Energy::ZERO)
-                        .iter()
-                        .map(|(a, _)| a.0)
-                        .collect();
-                    let meter = MeterRing {
-                        scalar: m.to_scalar().to_bytes(),
-                        key: id(m).0,
-                        ring: &ring,
-                    };
-                    let request = OrderRequest {
-                        region: RegionId(1),
-                        params,
-                        slot,
-                        side,
-                        limit: Price::new(10_000),
-                        energy: Energy::ZERO,
-                    };
-                    let mut wallet =
-                        ShieldedWallet::from_seed([i as u8; 32], RingPolicy { ring_size: 4 });
                     let secret = [i as u8 + 1 + 100 * u8::from(side == Side::Sell); 32];
-                    let signer = Tx::one_time_signer(&secret);
-                    let order = wallet
-                        .order((chain_id, signer), &request, &meter, &mut rng)
-                        .unwrap();
-                    orders.push(Tx::one_time(
-                        chain_id,
-                        TxBody::PlaceShieldedOrder { order },
-                        &secret,
-                    ));
+                    orders.push(cover_order(s, m, side, 10_000, &secret, &mut rng));
                 }
             }
             orders
@@ -411,7 +380,7 @@ fn junk_one_time_txs_that_fail_on_a_key_image_are_refused_for_good() {
 fn a_flood_of_one_time_txs_past_the_bound_is_refused_by_the_mempool() {
     use quartier_ledger::{ShieldedPolicy, Tx, TxBody};
     use quartier_node::MempoolError;
-    use quartier_types::Price;
+    use quartier_types::{Price, Side};
     use rand_core::SeedableRng as _;
     let config = seeded(37);
     deterministic::Runner::new(config).start(|context| async move {
@@ -452,7 +421,14 @@ fn a_flood_of_one_time_txs_past_the_bound_is_refused_by_the_mempool() {
                         next_secret += 1;
                         let mut secret = [0xf1; 32];
                         secret[..4].copy_from_slice(&next_secret.to_le_bytes());
-                        cover_order(s, &meters[m], 10_000 + k as u64, &secret, &mut rng)
+                        cover_order(
+                            s,
+                            &meters[m],
+                            Side::Buy,
+                            10_000 + k as u64,
+                            &secret,
+                            &mut rng,
+                        )
                     })
                     .collect()
             })

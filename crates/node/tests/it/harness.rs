@@ -277,23 +277,24 @@ pub fn fresh_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
-/// A shielded cover buy (zero energy, no funds) of the next slot by
-/// `meter` of region 1, with limit `limit`, from the one-time key of
-/// `secret`.
+/// A shielded cover order (zero energy, no funds) on `side` of the next
+/// slot by `meter` of region 1, with limit `limit`, from the one-time key
+/// of `secret`.
 pub fn cover_order(
     state: &State,
     meter: &SigningKey,
+    side: quartier_types::Side,
     limit: u64,
     secret: &[u8; 32],
     rng: &mut rand_chacha::ChaCha20Rng,
 ) -> SignedTx {
     use quartier_ledger::meter_ring;
     use quartier_meter::wallet::{MeterRing, OrderRequest, RingPolicy, ShieldedWallet};
-    use quartier_types::{Energy, Side, Slot};
+    use quartier_types::{Energy, Slot};
     let chain_id = state.chain_id();
     let slot = Slot(state.genesis().slot_at(state.meta().time).0 + 1);
     let params = *state.region(RegionId(1)).unwrap();
-    let ring: Vec<[u8; 32]> = meter_ring(state, RegionId(1), Side::Buy, Energy::ZERO)
+    let ring: Vec<[u8; 32]> = meter_ring(state, RegionId(1), side, Energy::ZERO)
         .iter()
         .map(|(a, _)| a.0)
         .collect();
@@ -307,7 +308,7 @@ pub fn cover_order(
         region: RegionId(1),
         params,
         slot,
-        side: Side::Buy,
+        side,
         limit: Price::new(limit),
         energy: Energy::ZERO,
     };
