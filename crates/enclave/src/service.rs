@@ -752,18 +752,21 @@ impl EnclaveService {
     ///
     /// Every quote must verify under the enclave's attestation root with its
     /// own measurement (it forms a committee only with copies of its own
-    /// code), `t` must be a majority, and once a DKG finished here the
+    /// code), `t` must be a majority and the committee at most
+    /// [`MAX_COMMITTEE`], and once a committee is confirmed here the
     /// membership is fixed: anyone can reach the RPC, and a member named by
-    /// a caller would be sent the clearing state. Until then a DKG starts
-    /// over only for a later `attempt` of the coordinator's (the same
-    /// request again gets the same answer): a key this member finished
-    /// with but not every member confirmed is dropped for it.
+    /// a caller would be sent the clearing state. Until then each inviter
+    /// (the first member) has one DKG in progress here, started over only
+    /// for a later `attempt` of its own (the same request again gets the
+    /// same answer); the DKGs this member finished stay until a
+    /// certificate confirms one.
     ///
     /// # Errors
     /// [`ServiceError::Invalid`] for a quote that does not verify, an index
-    /// that is not this member, accounts out of order or a minority `t`;
-    /// [`ServiceError::State`] once the committee is formed, or for an
-    /// attempt not later than the last one this member answered.
+    /// that is not this member, accounts out of order, a minority `t` or
+    /// too many members; [`ServiceError::State`] once the committee is
+    /// confirmed, or for an attempt not later than the inviter's last one
+    /// this member answered.
     pub fn dkg_round1(
         &mut self,
         index: u16,
