@@ -297,8 +297,8 @@ struct InProgress {
 const KEPT_INVITERS: usize = 64;
 
 /// The largest committee a member takes part in (so what it keeps of the
-/// DKGs in progress is bounded: at most [`KEPT_INVITERS`] × [`KEPT_ROUND2`]
-/// runs of at most this many round-1 packages).
+/// DKGs in progress is bounded: at most 64 inviters × 4 round-2 runs of
+/// at most this many round-1 packages).
 pub const MAX_COMMITTEE: u16 = 32;
 
 /// Domain tag of a DKG invitation.
