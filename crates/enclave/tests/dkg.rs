@@ -191,12 +191,7 @@ fn an_outsider_replaying_the_invitation_during_the_dkg_does_not_stop_it() {
             }
         }
     });
-    let DkgOutcome::Formed(key) = outcome else {
-        panic!("no committee: {outcome:?}");
-    };
-    for m in &members {
-        assert_eq!(m.enclave.group_key(), Some(key));
-    }
+    assert_formed(&outcome, &members);
 }
 
 #[test]
@@ -284,12 +279,7 @@ fn a_dkg_that_failed_forms_when_the_coordinator_tries_again() {
     );
     members[2].behaviour = Behaviour::Honest;
     let outcome = run(&mut members, quotes, |_, _| {});
-    let DkgOutcome::Formed(key) = outcome else {
-        panic!("no committee on the second try: {outcome:?}");
-    };
-    for m in &members {
-        assert_eq!(m.enclave.group_key(), Some(key));
-    }
+    assert_formed(&outcome, &members);
 }
 
 /// A member restarts between round 2 and the finish (a DKG in progress is
@@ -330,12 +320,7 @@ fn a_replayed_round_two_after_a_member_restarted_does_not_stop_the_retry() {
             }
         }
     });
-    let DkgOutcome::Formed(key) = outcome else {
-        panic!("no committee: {outcome:?}");
-    };
-    for m in &members {
-        assert_eq!(m.enclave.group_key(), Some(key));
-    }
+    assert_formed(&outcome, &members);
 }
 
 /// An outsider who saw the round-2 request sends each member, before its
@@ -365,12 +350,7 @@ fn round_two_sets_varying_a_members_own_entry_are_refused() {
         }
         _ => {}
     });
-    let DkgOutcome::Formed(key) = outcome else {
-        panic!("no committee: {outcome:?}");
-    };
-    for m in &members {
-        assert_eq!(m.enclave.group_key(), Some(key));
-    }
+    assert_formed(&outcome, &members);
 }
 
 /// A finish delivered twice (an outsider may deliver the coordinator's
@@ -417,12 +397,7 @@ fn a_dkg_only_some_members_finished_forms_on_the_retry() {
         assert_eq!(m.enclave.group_key(), None, "a key no one confirmed");
     }
     let outcome = run(&mut members, quotes, |_, _| {});
-    let DkgOutcome::Formed(key) = outcome else {
-        panic!("no committee on the retry: {outcome:?}");
-    };
-    for m in &members {
-        assert_eq!(m.enclave.group_key(), Some(key));
-    }
+    assert_formed(&outcome, &members);
 }
 
 /// The review's attack on the finish: the first attempt ran round 2 (an
@@ -474,12 +449,7 @@ fn an_outsider_finishing_an_earlier_attempt_does_not_stop_the_retry() {
             }
         }
     });
-    let DkgOutcome::Formed(key) = outcome else {
-        panic!("no committee: {outcome:?}");
-    };
-    for m in &members {
-        assert_eq!(m.enclave.group_key(), Some(key));
-    }
+    assert_formed(&outcome, &members);
 }
 
 /// An outsider sends every member a confirmation before the coordinator
@@ -514,11 +484,16 @@ fn a_forged_confirmation_does_not_give_a_member_the_key() {
             }
         }
     });
+    assert_formed(&outcome, &members);
+}
+
+/// The committee formed: every member holds the outcome's key.
+fn assert_formed(outcome: &DkgOutcome, members: &[Member]) {
     let DkgOutcome::Formed(key) = outcome else {
         panic!("no committee: {outcome:?}");
     };
-    for m in &members {
-        assert_eq!(m.enclave.group_key(), Some(key));
+    for m in members {
+        assert_eq!(m.enclave.group_key(), Some(*key));
     }
 }
 
