@@ -395,18 +395,13 @@ fn a_leader_that_dates_its_blocks_ahead_is_outvoted() {
 /// proposals and blocks would then verify again).
 #[test]
 fn fifty_thousand_false_shielded_orders_do_not_keep_honest_txs_out() {
-    use quartier_ledger::{ShieldedPolicy, TxError};
+    use quartier_ledger::TxError;
     use quartier_node::MempoolError;
     use rand_core::SeedableRng as _;
     const FALSE_ORDERS: usize = 50_000;
     const BURST: usize = 2_500;
     deterministic::Runner::new(seeded(43)).start(|context| async move {
-        let keys = validator_keys(4);
-        let mut genesis = genesis(&keys);
-        genesis.shielded = Some(ShieldedPolicy { ring_size: 4 });
-        let oracle = network(&context, &keys).await;
-        let apps: Vec<_> = (0..4).map(|_| app(&genesis)).collect();
-        start_all(&context, &oracle, &keys, &apps).await;
+        let apps = start_shielded(&context, |_| {}).await;
         let meters: Vec<_> = (0..4).map(|i| key(&format!("meter-{i}"))).collect();
         let registered = apps[0].with_state(|s| registrations(s, meters.len()));
         submit_to_all(&apps, &registered);

@@ -178,17 +178,12 @@ fn a_tx_in_an_unfinalized_parent_is_not_rejected() {
 /// is on chain, release the inputs and then spend them twice).
 #[test]
 fn a_one_time_tx_in_an_unfinalized_parent_is_not_rejected() {
-    use quartier_ledger::{ShieldedPolicy, TxBody};
+    use quartier_ledger::TxBody;
     use quartier_types::{RegionId, Side};
     use rand_core::SeedableRng as _;
     let config = seeded(29);
     deterministic::Runner::new(config).start(|context| async move {
-        let keys = validator_keys(4);
-        let mut genesis = genesis(&keys);
-        genesis.shielded = Some(ShieldedPolicy { ring_size: 4 });
-        let oracle = network(&context, &keys).await;
-        let apps: Vec<_> = (0..4).map(|_| app(&genesis)).collect();
-        start_all(&context, &oracle, &keys, &apps).await;
+        let apps = start_shielded(&context, |_| {}).await;
         let meters: Vec<_> = (0..16).map(|i| key(&format!("meter-{i}"))).collect();
         let registrations: Vec<_> = apps[0].with_state(|s| {
             meters
@@ -257,18 +252,15 @@ fn a_one_time_tx_in_an_unfinalized_parent_is_not_rejected() {
 /// verifies it — and honest transactions sent meanwhile finalize.
 #[test]
 fn junk_one_time_txs_that_fail_on_a_key_image_are_refused_for_good() {
-    use quartier_ledger::{Allowance, ShieldedInput, ShieldedPolicy, ShieldedTransfer, Tx, TxBody};
+    use quartier_ledger::{Allowance, ShieldedInput, ShieldedTransfer, Tx, TxBody};
     use quartier_shielded::authorise::Authorisation;
     use quartier_types::{RegionId, Slot};
     let config = seeded(31);
     deterministic::Runner::new(config).start(|context| async move {
-        let keys = validator_keys(4);
-        let mut genesis = genesis(&keys);
-        genesis.shielded = Some(ShieldedPolicy { ring_size: 4 });
-        genesis.allocations = vec![(id(&key("utility")), quartier_types::Money::new(4_000))];
-        let oracle = network(&context, &keys).await;
-        let apps: Vec<_> = (0..4).map(|_| app(&genesis)).collect();
-        start_all(&context, &oracle, &keys, &apps).await;
+        let apps = start_shielded(&context, |g| {
+            g.allocations = vec![(id(&key("utility")), quartier_types::Money::new(4_000))];
+        })
+        .await;
         let chain_id = apps[0].with_state(|s| s.chain_id());
         // A pool of 4 outputs, so the junk's rings resolve and it fails on its
         // repeated key image.

@@ -277,6 +277,22 @@ pub fn fresh_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// Four validators of a genesis with mode A on (rings of 4; `adjust` may
+/// change the genesis further), started on the simulated network.
+pub async fn start_shielded(
+    context: &deterministic::Context,
+    adjust: impl FnOnce(&mut Genesis),
+) -> Vec<LedgerApp> {
+    let keys = validator_keys(4);
+    let mut genesis = genesis(&keys);
+    genesis.shielded = Some(quartier_ledger::ShieldedPolicy { ring_size: 4 });
+    adjust(&mut genesis);
+    let oracle = network(context, &keys).await;
+    let apps: Vec<_> = (0..4).map(|_| app(&genesis)).collect();
+    start_all(context, &oracle, &keys, &apps).await;
+    apps
+}
+
 /// A shielded cover order (zero energy, no funds) on `side` of the next
 /// slot by `meter` of region 1, with limit `limit`, from the one-time key
 /// of `secret`.
