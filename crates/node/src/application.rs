@@ -506,44 +506,38 @@ impl LedgerApp {
         // is remembered, so the admission under the lock and the block that
         // holds it do not verify it again; what fails is refused here, after
         // the cheap duplicate checks.
-        let (state, newcomer) = {
+        let state = {
             // The cheap checks first, under the lock a moment: a duplicate,
             // a stale or far nonce or a spent quota costs no verification.
             let chain = self.chain.lock();
             if chain.included.contains_key(&tx.hash()) {
                 return Err(MempoolError::Duplicate);
             }
-            let newcomer = chain.mempool.precheck(&tx, &chain.finalized)?;
-            (Arc::clone(&chain.finalized), newcomer)
+            chain.mempool.precheck(&tx, &chain.finalized)?;
+            Arc::clone(&chain.finalized)
         };
-        let checked = if tx.tx.body.is_one_time() {
-            // A one-time signature is remembered only once the proofs
-            // verified as well: each false order comes from a fresh key, and
-            // a memo of their signatures would push the honest ones out
-            // (proposals and blocks would verify those again).
-            state.verify_tx_unremembered(tx.clone()).and_then(|v| {
+        // The signature is remembered by the admission, if at all (not a
+        // fresh key's, nor a one-time transaction's whose proofs fail: each
+        // false order comes from a fresh key, and a memo of their signatures
+        // would push the honest ones out).
+        let checked = state.verify_tx_unremembered(tx.clone()).and_then(|v| {
+            if v.tx().body.is_one_time() {
                 let ctx = crate::mempool::admission_context(&state);
                 quartier_ledger::check_one_time(&state, &v, &ctx)?;
-                state.remember_signature(&v);
-                Ok(())
-            })
-        } else {
-            // Remembered at admission, unless it is a newcomer's (a fresh
-            // key costs nothing, and its transaction may fail in the ledger).
-            state.verify_tx_unremembered(tx.clone()).map(|v| {
-                if !newcomer {
-                    state.remember_signature(&v);
-                }
-            })
-        };
-        if let Err(e) = checked {
-            let chain = self.chain.lock();
-            let hash = tx.hash();
-            if chain.included.contains_key(&hash) || chain.mempool.contains(&hash) {
-                return Err(MempoolError::Duplicate);
             }
-            return Err(MempoolError::Invalid(e));
-        }
+            Ok(v)
+        });
+        let verified = match checked {
+            Ok(verified) => verified,
+            Err(e) => {
+                let chain = self.chain.lock();
+                let hash = tx.hash();
+                if chain.included.contains_key(&hash) || chain.mempool.contains(&hash) {
+                    return Err(MempoolError::Duplicate);
+                }
+                return Err(MempoolError::Invalid(e));
+            }
+        };
         let mut chain = self.chain.lock();
         // A one-time signer's transaction has no nonce to make a replay
         // stale: one already final is a duplicate, not a new transaction.
@@ -553,7 +547,7 @@ impl LedgerApp {
         let Chain {
             mempool, finalized, ..
         } = &mut *chain;
-        mempool.insert(tx, finalized)
+        mempool.insert_verified(verified, finalized)
     }
 
     /// The cached post-state of `digest`, if known.

@@ -580,8 +580,9 @@ impl Host {
         sent
     }
 
-    fn seal(&self) {
-        self.shared.lock().seal();
+    /// Seals the enclave's state; whether it was written.
+    fn seal(&self) -> bool {
+        self.shared.lock().seal()
     }
 
     fn tick(&mut self) {
@@ -955,8 +956,11 @@ impl Host {
                         return;
                     };
                     // Sealed before a share leaves: a restart while sending
-                    // does not make this member create a second key.
-                    self.seal();
+                    // does not make this member create a second key (and if
+                    // it can not be sealed, no share leaves).
+                    if !self.seal() {
+                        return;
+                    }
                     let peers = self.peers_by_member(&committee.members);
                     for share in shares {
                         for p in peers.iter().flatten() {

@@ -1,6 +1,6 @@
 //! Pending transactions, checked on arrival and bounded.
 
-use quartier_ledger::{BlockContext, SignedTx, State, TxError};
+use quartier_ledger::{BlockContext, SignedTx, State, TxError, VerifiedTx};
 use quartier_types::hash::Digest;
 use quartier_types::{AccountId, Height};
 use std::collections::{BTreeMap, VecDeque};
@@ -205,14 +205,11 @@ impl Mempool {
     /// The cheap checks of admission, without the signature or proofs:
     /// whether `tx` would be refused for its hash, chain, nonce, the
     /// quotas or a pending key image. [`Mempool::insert`] runs them again.
-    /// Whether its signer is a newcomer (an account the chain knows nothing
-    /// of: its signature is not remembered at admission).
     ///
     /// # Errors
     /// The [`MempoolError`] `insert` would return before verifying.
-    pub fn precheck(&self, tx: &SignedTx, state: &State) -> Result<bool, MempoolError> {
-        self.admission(&tx.hash(), tx, state)
-            .map(|(_, newcomer)| newcomer)
+    pub fn precheck(&self, tx: &SignedTx, state: &State) -> Result<(), MempoolError> {
+        self.admission(&tx.hash(), tx, state).map(|_| ())
     }
 
     /// The cheap checks; `(gapped, newcomer)` if they pass.
@@ -288,17 +285,33 @@ impl Mempool {
     /// # Errors
     /// [`MempoolError`] saying why it was not admitted; nothing changes then.
     pub fn insert(&mut self, tx: SignedTx, state: &State) -> Result<Digest, MempoolError> {
-        let hash = tx.hash();
-        let (gapped, newcomer) = self.admission(&hash, &tx, state)?;
-        let one_time = tx.tx.body.is_one_time();
-        let signer = tx.tx.signer;
-        let images = quartier_ledger::key_images_of(&tx.tx.body);
-        // Remembered only where it costs an attacker something: a fresh
-        // key's transaction (free to make, and it may fail in the ledger) or
-        // a one-time one whose proofs fail is not kept in the memo.
+        self.admission(&tx.hash(), &tx, state)?;
         let verified = state
             .verify_tx_unremembered(tx)
             .map_err(MempoolError::Invalid)?;
+        self.insert_verified(verified, state)
+    }
+
+    /// As [`Mempool::insert`] for a transaction whose signature was
+    /// verified already (outside the chain's lock: it is not verified
+    /// again under it). Its signature is remembered only where it costs an
+    /// attacker something: not a fresh key's (free to make, and its
+    /// transaction may fail in the ledger), nor a one-time one's whose
+    /// proofs fail.
+    ///
+    /// # Errors
+    /// [`MempoolError`] saying why it was not admitted; nothing changes then.
+    pub fn insert_verified(
+        &mut self,
+        verified: VerifiedTx,
+        state: &State,
+    ) -> Result<Digest, MempoolError> {
+        let tx = verified.signed();
+        let hash = tx.hash();
+        let (gapped, newcomer) = self.admission(&hash, tx, state)?;
+        let one_time = tx.tx.body.is_one_time();
+        let signer = tx.tx.signer;
+        let images = quartier_ledger::key_images_of(&tx.tx.body);
         if one_time {
             quartier_ledger::check_one_time(state, &verified, &admission_context(state))
                 .map_err(MempoolError::Invalid)?;
