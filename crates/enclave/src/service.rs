@@ -718,7 +718,7 @@ impl EnclaveService {
 
     /// The group key, once the DKG finished.
     pub fn group_key(&self) -> Option<GroupPublicKey> {
-        let m = self.membership.as_ref().filter(|m| m.confirmed())?;
+        let m = self.membership.as_ref()?;
         m.group_key().ok()
     }
 
@@ -1014,7 +1014,7 @@ impl EnclaveService {
         if let Some(done) = self
             .finished
             .iter()
-            .chain(self.membership.as_ref().filter(|m| m.confirmed()))
+            .chain(self.membership.as_ref())
             .find(|m| m.round1 == Some(*round1))
         {
             let key = done.group_key()?;
@@ -1142,7 +1142,7 @@ impl EnclaveService {
     /// set and every member's signature over the finish), for its host to
     /// deliver to members that have not confirmed.
     pub fn dkg_certificate(&self) -> Option<([u8; 32], Vec<[u8; 64]>)> {
-        let m = self.membership.as_ref().filter(|m| m.confirmed())?;
+        let m = self.membership.as_ref()?;
         Some((m.round1?.0, m.certificate.clone()?))
     }
 
