@@ -19,12 +19,10 @@
 //! Still to come (issue #7): the `quartier enclave` process around
 //! [`service::EnclaveService`], the meters' sealed orders and the mode B devnet.
 
-pub mod attestation;
 pub mod auctioneer;
-pub mod committee;
 pub mod coordinator;
 pub mod dkg;
-pub mod epoch;
 pub mod rpc;
-pub mod sealed;
 pub mod service;
+
+pub use quartier_enclave_proto::{attestation, committee, epoch, sealed};

@@ -651,13 +651,7 @@ pub struct EnclaveService {
     erased_below: Epoch,
 }
 
-/// How many epochs before the newest published one a member keeps keys
-/// for. When the chain publishes epoch `e`'s key, every key of an epoch
-/// before `e − KEPT_EPOCHS_BEHIND` is erased — on the chain's schedule of
-/// publishing keys ahead of their slots, not on clearing: a region that
-/// stops clearing loses its old secrets all the same, and a slot of an
-/// erased epoch clears with every order refused unopened.
-pub const KEPT_EPOCHS_BEHIND: u64 = 2;
+pub use quartier_enclave_proto::epoch::KEPT_EPOCHS_BEHIND;
 
 impl EnclaveService {
     /// A fresh enclave on `platform`: a new account key and identity key,

@@ -64,7 +64,7 @@ pub enum Event {
     /// Mode B: a committee took office.
     CommitteeActivated {
         /// Its group key.
-        group_key: quartier_enclave::committee::GroupPublicKey,
+        group_key: quartier_enclave_proto::committee::GroupPublicKey,
     },
     /// Mode B: a slot's report was accepted and its money moved.
     SealedSlotSettled {

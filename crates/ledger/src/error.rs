@@ -1,6 +1,6 @@
 //! Why a transaction or a genesis is rejected.
 
-use quartier_enclave::attestation::AttestationError;
+use quartier_enclave_proto::attestation::AttestationError;
 use quartier_types::{Energy, Money, Price, RegionId, Slot};
 
 /// The roles that transactions are authorised by.

@@ -2,8 +2,8 @@
 
 use crate::GenesisError;
 use borsh::{BorshDeserialize, BorshSerialize};
-use quartier_enclave::attestation::{AttestationRoot, Measurement};
-use quartier_enclave::sealed::Epoch;
+use quartier_enclave_proto::attestation::{AttestationRoot, Measurement};
+use quartier_enclave_proto::sealed::Epoch;
 use quartier_types::hash::{self, Digest};
 use quartier_types::{AccountId, Money, RegionId, RegionParams, Slot, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -78,7 +78,7 @@ pub struct SealedMarketPolicy {
     pub attestation: Vec<AttestationRoot>,
     /// Which vendor mixes a committee may have.
     #[serde(default)]
-    pub vendors: quartier_enclave::attestation::VendorPolicy,
+    pub vendors: quartier_enclave_proto::attestation::VendorPolicy,
     /// Measurements allowed from the start; governance adds and revokes more.
     pub measurements: Vec<Measurement>,
     /// How many committee members must sign a report or an epoch key.

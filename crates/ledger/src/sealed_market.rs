@@ -17,14 +17,14 @@ use crate::state::StateKey;
 use crate::tx::MeterRole;
 use crate::{BlockContext, Role, State, TxError};
 use borsh::{BorshDeserialize, BorshSerialize};
-use quartier_enclave::attestation::Quote;
-use quartier_enclave::auctioneer::{FIRST_LEDGER, SlotSummary};
-use quartier_enclave::committee::{
+use quartier_enclave_proto::attestation::Quote;
+use quartier_enclave_proto::report::{FIRST_LEDGER, SlotSummary};
+use quartier_enclave_proto::committee::{
     GroupPublicKey, GroupSignature, committee_message, report_message,
 };
-use quartier_enclave::epoch::epoch_key_message;
-use quartier_enclave::sealed::{CIPHERTEXT_LEN, Epoch, SealedOrder};
-use quartier_enclave::service::KEPT_EPOCHS_BEHIND;
+use quartier_enclave_proto::epoch::epoch_key_message;
+use quartier_enclave_proto::sealed::{CIPHERTEXT_LEN, Epoch, SealedOrder};
+use quartier_enclave_proto::epoch::KEPT_EPOCHS_BEHIND;
 use quartier_types::hash::Digest;
 use quartier_types::{AccountId, Energy, Height, Money, RegionId, RegionParams, Slot};
 use serde::{Deserialize, Serialize};
@@ -46,7 +46,7 @@ pub struct Enclave {
     #[serde(with = "quartier_types::hex")]
     pub identity_key: [u8; 32],
     /// The measurement its quote attested.
-    pub measurement: quartier_enclave::attestation::Measurement,
+    pub measurement: quartier_enclave_proto::attestation::Measurement,
     /// Its TEE vendor: the index of the genesis attestation root its quote
     /// verified under.
     pub vendor: u16,
@@ -178,7 +178,7 @@ pub(crate) fn register_enclave(
     if state.records.enclaves.contains_key(&signer) {
         return Err(TxError::EnclaveRegistered);
     }
-    let (vendor, attested) = quartier_enclave::attestation::verify_vendor(
+    let (vendor, attested) = quartier_enclave_proto::attestation::verify_vendor(
         &policy.attestation,
         quote,
         &state.records.measurements,

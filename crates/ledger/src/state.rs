@@ -12,8 +12,8 @@ use crate::{
 use borsh::{BorshDeserialize, BorshSerialize};
 use jmt::KeyHash;
 use quartier_auction::Clearing;
-use quartier_enclave::attestation::Measurement;
-use quartier_enclave::sealed::Epoch;
+use quartier_enclave_proto::attestation::Measurement;
+use quartier_enclave_proto::sealed::Epoch;
 use quartier_types::hash::Digest;
 use quartier_types::{
     AccountId, Energy, Height, Money, Order, RegionId, RegionParams, Slot, Timestamp,

@@ -17,8 +17,8 @@ use crate::metering::Metering;
 use crate::strategy::{BidContext, BidOutcome, BiddingStrategy, limit_for};
 use crate::wallet::{MeterRing, OrderRequest, ShieldedWallet, WalletError};
 use ed25519_dalek::SigningKey;
-use quartier_enclave::auctioneer::{PublishedReceipt, Receipt, sealed_hash};
-use quartier_enclave::sealed::{Epoch, HpkeKeyPair, OrderPayload, SignedOrder, seal};
+use quartier_enclave_proto::report::{PublishedReceipt, Receipt, sealed_hash};
+use quartier_enclave_proto::sealed::{Epoch, HpkeKeyPair, OrderPayload, SignedOrder, seal};
 use quartier_ledger::{Genesis, PoolOutput, SignedTx, Tx, TxBody};
 use quartier_types::hash::Digest;
 use quartier_types::{AccountId, Energy, Price, RegionId, RegionParams, Side, Slot, Timestamp};
@@ -719,8 +719,8 @@ mod tests {
 
     #[test]
     fn in_mode_b_every_slot_sends_one_sealed_order_of_one_size_once_the_key_is_known() {
-        use quartier_enclave::auctioneer::{Outcome, PublishedReceipt, ReceiptBody};
-        use quartier_enclave::sealed::{CIPHERTEXT_LEN, EpochKeyPair};
+        use quartier_enclave_proto::report::{Outcome, PublishedReceipt, ReceiptBody};
+        use quartier_enclave_proto::sealed::{CIPHERTEXT_LEN, EpochKeyPair};
         let mut rng = ChaCha20Rng::from_seed([7; 32]);
         let epoch_key = EpochKeyPair::generate(Epoch(0), &mut rng);
         let mut a = agent().sealed(4, [8; 32]);
@@ -745,10 +745,10 @@ mod tests {
                 status: TxProgress::Finalized,
             },
         );
-        let receipt = quartier_enclave::auctioneer::Receipt {
+        let receipt = quartier_enclave_proto::report::Receipt {
             sealed: sealed_hash(sealed),
             wallet: None,
-            outcome: Outcome::Refused(quartier_enclave::auctioneer::Refusal::SlotSettled),
+            outcome: Outcome::Refused(quartier_enclave_proto::report::Refusal::SlotSettled),
         };
         let published = vec![PublishedReceipt {
             sealed: receipt.sealed,

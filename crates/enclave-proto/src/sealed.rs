@@ -181,7 +181,7 @@ impl EpochKeyPair {
 
     /// The key pair of `epoch` with the secret `bytes` (a received share),
     /// or `None` if they are not a valid secret key.
-    pub(crate) fn from_secret(epoch: Epoch, bytes: &[u8]) -> Option<EpochKeyPair> {
+    pub fn from_secret(epoch: Epoch, bytes: &[u8]) -> Option<EpochKeyPair> {
         let secret = <X25519HkdfSha256 as hpke::Kem>::PrivateKey::from_bytes(bytes).ok()?;
         let mut public = [0u8; 32];
         public.copy_from_slice(&X25519HkdfSha256::sk_to_pk(&secret).to_bytes());
@@ -193,7 +193,7 @@ impl EpochKeyPair {
     }
 
     /// A second handle on the same key (for another region's auctioneer).
-    pub(crate) fn duplicate(&self) -> EpochKeyPair {
+    pub fn duplicate(&self) -> EpochKeyPair {
         EpochKeyPair {
             epoch: self.epoch,
             secret: self.secret.clone(),
@@ -202,14 +202,14 @@ impl EpochKeyPair {
     }
 
     /// The secret key's bytes, to share with other members (zeroize after use).
-    pub(crate) fn secret_bytes(&self) -> Vec<u8> {
+    pub fn secret_bytes(&self) -> Vec<u8> {
         self.secret.to_bytes().to_vec()
     }
 
     /// A seed only holders of this key can compute, for `region` and `slot`:
     /// it drives the sealing of that slot's receipts, so every enclave of
     /// the committee publishes byte-identical receipts (and the same root).
-    pub(crate) fn receipt_seed(&self, region: RegionId, slot: Slot) -> [u8; 32] {
+    pub fn receipt_seed(&self, region: RegionId, slot: Slot) -> [u8; 32] {
         let mut secret = self.secret_bytes();
         let seed = hash::tagged(
             "QUARTIER_ENCLAVE_RECEIPT_SEED",
@@ -259,7 +259,7 @@ impl EpochKeyPair {
 
 /// HPKE base-mode seal of `plaintext` to the X25519 public key `to`:
 /// `(encapsulated key, ciphertext)`, or `None` for an invalid key.
-pub(crate) fn hpke_seal(
+pub fn hpke_seal(
     to: &[u8; 32],
     info: &[u8],
     plaintext: &[u8],
@@ -290,7 +290,7 @@ fn seal_in(
 }
 
 /// HPKE base-mode open with the secret key `secret`, or `None`.
-pub(crate) fn hpke_open(
+pub fn hpke_open(
     secret: &<X25519HkdfSha256 as hpke::Kem>::PrivateKey,
     encapped_key: &[u8; 32],
     info: &[u8],
@@ -318,7 +318,7 @@ fn open_in(
 
 /// HPKE auth-mode seal from `sender` to `to`: the recipient learns that the
 /// holder of `sender`'s secret sealed it (RFC 9180 §5.1.3), or `None`.
-pub(crate) fn hpke_seal_auth(
+pub fn hpke_seal_auth(
     to: &[u8; 32],
     sender: &HpkeKeyPair,
     info: &[u8],
@@ -333,7 +333,7 @@ pub(crate) fn hpke_seal_auth(
 
 /// HPKE auth-mode open with `secret` of what `sender` sealed, or `None`
 /// (also when anyone else sealed it).
-pub(crate) fn hpke_open_auth(
+pub fn hpke_open_auth(
     secret: &<X25519HkdfSha256 as hpke::Kem>::PrivateKey,
     sender: &[u8; 32],
     encapped_key: &[u8; 32],
@@ -355,7 +355,8 @@ pub(crate) fn hpke_open_auth(
 /// An X25519 HPKE key pair: a household's receipt key or an enclave's
 /// identity. The secret is zeroized when dropped.
 pub struct HpkeKeyPair {
-    pub(crate) secret: <X25519HkdfSha256 as hpke::Kem>::PrivateKey,
+    /// The private key (inside the enclave or the wallet that made it).
+    pub secret: <X25519HkdfSha256 as hpke::Kem>::PrivateKey,
     public: [u8; 32],
 }
 
@@ -397,7 +398,7 @@ impl HpkeKeyPair {
     }
 
     /// The key pair whose secret is `bytes`, or `None` if they are not one.
-    pub(crate) fn from_secret(bytes: &[u8]) -> Option<HpkeKeyPair> {
+    pub fn from_secret(bytes: &[u8]) -> Option<HpkeKeyPair> {
         let secret = <X25519HkdfSha256 as hpke::Kem>::PrivateKey::from_bytes(bytes).ok()?;
         let mut public = [0u8; 32];
         public.copy_from_slice(&X25519HkdfSha256::sk_to_pk(&secret).to_bytes());
@@ -405,7 +406,7 @@ impl HpkeKeyPair {
     }
 
     /// The secret key's bytes (zeroize after use).
-    pub(crate) fn secret_bytes(&self) -> Vec<u8> {
+    pub fn secret_bytes(&self) -> Vec<u8> {
         self.secret.to_bytes().to_vec()
     }
 }
@@ -430,7 +431,7 @@ fn unpad(padded: &[u8]) -> Option<SignedOrder> {
 
 /// `len (u16 LE) ‖ body ‖ zeros` to `len` bytes, so that a ciphertext's
 /// size says nothing of its content; `None` if `body` does not fit.
-pub(crate) fn pad_to(body: &[u8], len: usize) -> Option<Vec<u8>> {
+pub fn pad_to(body: &[u8], len: usize) -> Option<Vec<u8>> {
     let prefix = u16::try_from(body.len()).ok()?.to_le_bytes();
     if body.len() + 2 > len {
         return None;
@@ -443,7 +444,7 @@ pub(crate) fn pad_to(body: &[u8], len: usize) -> Option<Vec<u8>> {
 }
 
 /// The body of a [`pad_to`] block of exactly `len` bytes with zero padding.
-pub(crate) fn unpad_from(padded: &[u8], len: usize) -> Option<&[u8]> {
+pub fn unpad_from(padded: &[u8], len: usize) -> Option<&[u8]> {
     if padded.len() != len {
         return None;
     }

@@ -19,6 +19,14 @@ pub const HPKE_INFO_SHARE: &[u8] = b"QUARTIER_ENCLAVE_EPOCH_KEY_SHARE";
 /// Domain tag of what the committee signs to publish an epoch key.
 pub const TAG_EPOCH_KEY: &str = "QUARTIER_ENCLAVE_EPOCH_KEY";
 
+/// How many epochs before the newest published one a member keeps keys
+/// for. When the chain publishes epoch `e`'s key, every key of an epoch
+/// before `e − KEPT_EPOCHS_BEHIND` is erased — on the chain's schedule of
+/// publishing keys ahead of their slots, not on clearing: a region that
+/// stops clearing loses its old secrets all the same, and a slot of an
+/// erased epoch clears with every order refused unopened.
+pub const KEPT_EPOCHS_BEHIND: u64 = 2;
+
 /// Why an epoch-key share is refused. Opaque on purpose.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ShareError {
@@ -37,22 +45,22 @@ impl IdentityKey {
     }
 
     /// The identity whose secret is `bytes` (from the sealed state).
-    pub(crate) fn from_secret(bytes: &[u8]) -> Option<IdentityKey> {
+    pub fn from_secret(bytes: &[u8]) -> Option<IdentityKey> {
         HpkeKeyPair::from_secret(bytes).map(IdentityKey)
     }
 
     /// The key pair (stays inside the enclave), to seal from this identity.
-    pub(crate) fn pair(&self) -> &HpkeKeyPair {
+    pub fn pair(&self) -> &HpkeKeyPair {
         &self.0
     }
 
     /// The secret key (stays inside the enclave).
-    pub(crate) fn secret(&self) -> &<hpke::kem::X25519HkdfSha256 as hpke::Kem>::PrivateKey {
+    pub fn secret(&self) -> &<hpke::kem::X25519HkdfSha256 as hpke::Kem>::PrivateKey {
         &self.0.secret
     }
 
     /// The secret's bytes, for the sealed state (zeroize after use).
-    pub(crate) fn secret_bytes(&self) -> Vec<u8> {
+    pub fn secret_bytes(&self) -> Vec<u8> {
         self.0.secret_bytes()
     }
 
