@@ -3,8 +3,8 @@
 //! committee signs. Verifiers (the ledger, meters) need these types only.
 
 use crate::sealed::{DropReason, HpkeKeyPair, SealedOrder, hpke_open};
-use quartier_auction::Totals;
 use borsh::{BorshDeserialize, BorshSerialize};
+use quartier_auction::Totals;
 use quartier_types::hash::{self, Digest};
 use quartier_types::{AccountId, Money, Order, Price, RegionId, Slot};
 use serde::{Deserialize, Serialize};
@@ -226,4 +226,3 @@ pub fn receipts_root(receipts: &[PublishedReceipt]) -> Digest {
     parts.extend(leaves.iter().map(|d| d.0.as_slice()));
     hash::tagged(TAG_RECEIPTS_ROOT, &parts)
 }
-

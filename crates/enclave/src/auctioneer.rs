@@ -1068,11 +1068,11 @@ mod tests {
 
     #[test]
     fn a_signed_report_verifies_and_an_altered_one_does_not() {
-        use crate::committee::{generate, report_message, sign, CommitteeError};
-        use rand_chacha::ChaCha20Rng;
-        use rand_core::SeedableRng;
+        use crate::committee::{CommitteeError, generate, report_message, sign};
         use crate::sealed::{Epoch, EpochKeyPair};
         use quartier_types::{Energy, Price, RegionId, RegionParams, Slot};
+        use rand_chacha::ChaCha20Rng;
+        use rand_core::SeedableRng;
         let mut rng = ChaCha20Rng::from_seed([4; 32]);
         let (members, group) = generate(3, 2, &mut rng).unwrap();
         let params = RegionParams::new(Price::new(20_750), Price::new(4_000), Price::ZERO).unwrap();

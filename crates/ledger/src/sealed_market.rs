@@ -18,13 +18,13 @@ use crate::tx::MeterRole;
 use crate::{BlockContext, Role, State, TxError};
 use borsh::{BorshDeserialize, BorshSerialize};
 use quartier_enclave_proto::attestation::Quote;
-use quartier_enclave_proto::report::{FIRST_LEDGER, SlotSummary};
 use quartier_enclave_proto::committee::{
     GroupPublicKey, GroupSignature, committee_message, report_message,
 };
-use quartier_enclave_proto::epoch::epoch_key_message;
-use quartier_enclave_proto::sealed::{CIPHERTEXT_LEN, Epoch, SealedOrder};
 use quartier_enclave_proto::epoch::KEPT_EPOCHS_BEHIND;
+use quartier_enclave_proto::epoch::epoch_key_message;
+use quartier_enclave_proto::report::{FIRST_LEDGER, SlotSummary};
+use quartier_enclave_proto::sealed::{CIPHERTEXT_LEN, Epoch, SealedOrder};
 use quartier_types::hash::Digest;
 use quartier_types::{AccountId, Energy, Height, Money, RegionId, RegionParams, Slot};
 use serde::{Deserialize, Serialize};

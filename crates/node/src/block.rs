@@ -3,7 +3,7 @@
 use bytes::BufMut;
 use commonware_codec::{Buf, EncodeSize, Error as CodecError, Read, ReadExt, Write};
 use commonware_consensus::types::Height;
-use commonware_cryptography::{Digestible, Hasher, Sha256};
+use commonware_cryptography::Digestible;
 use quartier_ledger::{MAX_TX_BYTES, SignedTx, canonical};
 use quartier_types::hash::Digest;
 
@@ -109,10 +109,11 @@ impl Digestible for Block {
     type Digest = BlockDigest;
 
     fn digest(&self) -> BlockDigest {
-        Sha256::hash(&[
-            b"QUARTIER_NODE_BLOCK",
+        // The light client's digest, so that what it checks is what
+        // consensus finalized.
+        BlockDigest::from(quartier_light::block_digest(
             &commonware_codec::Encode::encode(self),
-        ])
+        ))
     }
 }
 

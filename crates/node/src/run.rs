@@ -67,9 +67,10 @@ fn per_second(rate: u32) -> Quota {
     Quota::per_second(std::num::NonZeroU32::new(rate).unwrap_or(NZU32!(1)))
 }
 
-/// The consensus namespace of a chain: its name, so two chains never mix votes.
+/// The consensus namespace of a chain (the light client's, see
+/// [`quartier_light::namespace`]).
 fn namespace(genesis: &NetworkGenesis) -> Vec<u8> {
-    format!("quartier/{}", genesis.ledger.chain_name).into_bytes()
+    quartier_light::namespace(&genesis.ledger)
 }
 
 fn public_key(hex_key: &str) -> anyhow::Result<ed25519::PublicKey> {

@@ -17,7 +17,8 @@ use quartier_types::hash;
 use quartier_types::{AccountId, Price, RegionId, RegionParams};
 use std::time::Duration;
 
-pub const NAMESPACE: &[u8] = b"quartier-test";
+/// The consensus namespace of [`genesis`]'s chain (`quartier_light::namespace`).
+pub const NAMESPACE: &[u8] = b"quartier/quartier-sim";
 pub const QUOTA: Quota = Quota::per_second(NZU32!(10_000));
 pub const LINK: Link = Link {
     latency: Duration::from_millis(20),

@@ -216,6 +216,7 @@ fn a_new_validator_joins_a_pruned_network_from_a_snapshot_bundle() {
             joined_at,
             bundle.snapshot_height + bundle.blocks.len() as u64 - 1
         );
+        light_client_checks(&genesis, &bundle, &joiner, &keys, &mut context);
         let child = context.child("validator").with_attribute("index", 3);
         start_validator_with(
             child,
@@ -242,6 +243,97 @@ fn a_new_validator_joins_a_pruned_network_from_a_snapshot_bundle() {
         assert!(joiner.view().height >= target && joined_at > 8);
     });
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A light client (what a mode B enclave runs) takes the bundle's certified
+/// block and a state value under its root, from the chain's genesis alone;
+/// every forgery is refused with its reason.
+fn light_client_checks(
+    genesis: &Genesis,
+    bundle: &SyncBundle,
+    synced: &LedgerApp,
+    keys: &[commonware_cryptography::ed25519::PrivateKey],
+    rng: &mut impl rand_core::CryptoRng,
+) {
+    use quartier_ledger::{Account, StateKey};
+    use quartier_light::{ChainAnchor, LightError};
+    let anchor = ChainAnchor::from_genesis(genesis).unwrap();
+    let last = hex::decode(bundle.blocks.last().unwrap()).unwrap();
+    let header = anchor
+        .verify_finalized(&last, &bundle.finalization, rng)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let height = synced.view().height;
+    assert_eq!(header.height, height);
+    assert_eq!(
+        Some(header.state_root),
+        synced.finalized_roots().get(&height).copied()
+    );
+    let dso = StateKey::Account(genesis.dso);
+    let proof = synced.with_state(|s| s.prove(dso)).unwrap();
+    let account: Account = header.verify(&dso, &proof).unwrap().unwrap();
+    assert!(account.nonce > 0, "the DSO registered meters");
+    // Another block than the certified one: its state root, or a
+    // transaction byte, changed.
+    for i in [45, last.len() - 1] {
+        let mut other = last.clone();
+        other[i] ^= 1;
+        assert_eq!(
+            anchor.verify_finalized(&other, &bundle.finalization, rng),
+            Err(LightError::WrongBlock),
+            "byte {i}"
+        );
+    }
+    // The certificate of other validators (one stranger among four: no quorum).
+    let mut strangers = genesis.clone();
+    strangers.validators[3] = quartier_types::AccountId(
+        validator_keys(5)[4]
+            .public_key()
+            .as_ref()
+            .try_into()
+            .unwrap(),
+    );
+    let stranger = ChainAnchor::from_genesis(&strangers).unwrap();
+    let _ = keys;
+    assert_eq!(
+        stranger.verify_finalized(&last, &bundle.finalization, rng),
+        Err(LightError::BadCertificate)
+    );
+    // Another chain's namespace.
+    let mut renamed = genesis.clone();
+    renamed.chain_name = "quartier-other".into();
+    assert_eq!(
+        ChainAnchor::from_genesis(&renamed)
+            .unwrap()
+            .verify_finalized(&last, &bundle.finalization, rng),
+        Err(LightError::BadCertificate)
+    );
+    // Any flipped byte of the certificate is refused.
+    for i in [
+        0,
+        bundle.finalization.len() / 2,
+        bundle.finalization.len() - 1,
+    ] {
+        let mut forged = bundle.finalization.clone();
+        forged[i] ^= 1;
+        assert!(
+            anchor.verify_finalized(&last, &forged, rng).is_err(),
+            "byte {i}"
+        );
+    }
+    // A proof under another root, and a proof of another key.
+    let genesis_root = State::from_genesis(genesis.clone()).unwrap().root();
+    let older = quartier_light::FinalizedHeader {
+        state_root: genesis_root,
+        ..header
+    };
+    assert_eq!(
+        older.verify::<Account>(&dso, &proof),
+        Err(LightError::BadProof)
+    );
+    assert_eq!(
+        header.verify::<Account>(&StateKey::Account(genesis.utility), &proof),
+        Err(LightError::WrongKey)
+    );
 }
 
 proptest::proptest! {

@@ -1,0 +1,347 @@
+//! A light client of a quartier chain: it checks that a value is in the
+//! state the chain finalized, trusting nothing but the chain's genesis
+//! document. The enclaves of privacy mode B use it so that their host can
+//! not make them clear a batch, or serve a committee, the chain never had.
+//!
+//! Three checks, each against the one before:
+//! 1. [`ChainAnchor::verify_finalized`]: a simplex finalization certificate
+//!    carries a quorum (`n − f`, `f = ⌊(n−1)/3⌋`) of the genesis validators'
+//!    ed25519 signatures over a block digest, in the chain's namespace;
+//! 2. the block's encoding hashes to that digest ([`block_digest`]), so its
+//!    state root is the one consensus finalized;
+//! 3. [`FinalizedHeader::verify`]: a JMT proof ties a state value (or its
+//!    absence) to that root.
+//!
+//! The certificate is verified with commonware's own ed25519 certificate
+//! code, instantiated for simplex's finalize subject (namespace
+//! `‹chain namespace›_FINALIZE`, message the encoded proposal), so a format
+//! change in consensus shows as a failing test against real finalizations
+//! (`quartier-node`'s `light` test), not as a silent divergence.
+//!
+//! Validator-set changes (issue #20) are not followed yet: the anchor is the
+//! genesis set.
+
+use borsh::BorshDeserialize;
+use bytes::Bytes;
+use commonware_codec::varint::UInt;
+use commonware_codec::{Decode as _, DecodeExt as _, ReadExt as _};
+use commonware_cryptography::certificate::Verifier as _;
+use commonware_cryptography::{Hasher as _, Sha256, ed25519};
+use commonware_parallel::Sequential;
+use quartier_ledger::{ChainId, Genesis, StateProof};
+use quartier_types::hash::Digest;
+
+/// Domain tag of a block's digest (what consensus finalizes).
+pub const TAG_BLOCK: &[u8] = b"QUARTIER_NODE_BLOCK";
+
+/// The consensus namespace of a chain: its name, so two chains never mix
+/// votes.
+pub fn namespace(genesis: &Genesis) -> Vec<u8> {
+    format!("quartier/{}", genesis.chain_name).into_bytes()
+}
+
+/// A block's digest: the tagged SHA-256 of its canonical encoding.
+pub fn block_digest(encoded: &[u8]) -> [u8; 32] {
+    let digest = Sha256::hash(&[TAG_BLOCK, encoded]);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+/// Why a proof of finalized state is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LightError {
+    /// The genesis document's validators are not ed25519 keys, or not distinct.
+    #[error("the genesis validator set is not a set of ed25519 keys")]
+    Validators,
+    /// The finalization does not decode.
+    #[error("the finalization does not decode")]
+    MalformedFinalization,
+    /// The certificate is not a quorum of the validators over its proposal.
+    #[error("the finalization is not signed by a quorum of the validators")]
+    BadCertificate,
+    /// The block does not decode.
+    #[error("the block does not decode")]
+    MalformedBlock,
+    /// The block is not the one the certificate finalized.
+    #[error("the block is not the one finalized")]
+    WrongBlock,
+    /// The state proof does not match the block's state root.
+    #[error("the state proof does not match the finalized state root")]
+    BadProof,
+    /// The proof is of another key than the one asked for.
+    #[error("the state proof is of another key")]
+    WrongKey,
+}
+
+/// What a light client trusts: one chain's namespace and validators, both
+/// from its genesis document.
+#[derive(Clone, Debug)]
+pub struct ChainAnchor {
+    chain_id: ChainId,
+    verifier: FinalizeScheme,
+}
+
+/// A block header the chain finalized.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FinalizedHeader {
+    /// The block's digest.
+    pub digest: [u8; 32],
+    /// Its height.
+    pub height: u64,
+    /// Its time, milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// The state root after it.
+    pub state_root: Digest,
+}
+
+impl ChainAnchor {
+    /// The anchor of the chain `genesis` starts.
+    ///
+    /// # Errors
+    /// [`LightError::Validators`] if a validator is not an ed25519 key or
+    /// one is listed twice.
+    pub fn from_genesis(genesis: &Genesis) -> Result<ChainAnchor, LightError> {
+        let keys = genesis
+            .validators
+            .iter()
+            .map(|v| ed25519::PublicKey::decode(Bytes::copy_from_slice(&v.0)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| LightError::Validators)?;
+        let count = keys.len();
+        let participants =
+            commonware_utils::ordered::Set::try_from(keys).map_err(|_| LightError::Validators)?;
+        if participants.len() != count || count == 0 {
+            return Err(LightError::Validators);
+        }
+        Ok(ChainAnchor {
+            chain_id: genesis.chain_id(),
+            verifier: FinalizeScheme::verifier(&namespace(genesis), participants),
+        })
+    }
+
+    /// The chain this anchor is of.
+    pub fn chain_id(&self) -> ChainId {
+        self.chain_id
+    }
+
+    /// Checks that `finalization` (a simplex finalization, encoded) is a
+    /// quorum certificate over the digest of `block` (its canonical
+    /// encoding) and returns the block's header.
+    ///
+    /// `rng` draws the batch-verification coefficients: it must be
+    /// unpredictable to whoever supplied the certificate.
+    ///
+    /// # Errors
+    /// The [`LightError`] of the first check that failed.
+    pub fn verify_finalized(
+        &self,
+        block: &[u8],
+        finalization: &[u8],
+        rng: &mut impl rand_core::CryptoRng,
+    ) -> Result<FinalizedHeader, LightError> {
+        let Parts {
+            proposal,
+            payload,
+            certificate,
+        } = split_finalization(finalization)?;
+        let certificate = commonware_cryptography::ed25519::certificate::Certificate::decode_cfg(
+            Bytes::copy_from_slice(certificate),
+            &self.verifier.certificate_codec_config(),
+        )
+        .map_err(|_| LightError::MalformedFinalization)?;
+        let subject = Finalize {
+            proposal,
+            _digest: std::marker::PhantomData::<commonware_cryptography::sha256::Digest>,
+        };
+        if !self
+            .verifier
+            .verify_certificate(rng, subject, &certificate, &Sequential)
+        {
+            return Err(LightError::BadCertificate);
+        }
+        let digest = block_digest(block);
+        if digest != payload {
+            return Err(LightError::WrongBlock);
+        }
+        let header = read_header(block)?;
+        Ok(FinalizedHeader { digest, ..header })
+    }
+}
+
+impl FinalizedHeader {
+    /// Checks `proof` against this header's state root and that it proves
+    /// the value of `key`, then decodes it (`None`: the key is absent).
+    ///
+    /// # Errors
+    /// [`LightError::WrongKey`], [`LightError::BadProof`].
+    pub fn verify<T: BorshDeserialize>(
+        &self,
+        key: &quartier_ledger::StateKey,
+        proof: &StateProof,
+    ) -> Result<Option<T>, LightError> {
+        if proof.key != *key {
+            return Err(LightError::WrongKey);
+        }
+        proof
+            .verify(self.state_root)
+            .map_err(|_| LightError::BadProof)?;
+        proof.decode().map_err(|_| LightError::BadProof)
+    }
+}
+
+/// An encoded simplex finalization's parts.
+struct Parts<'a> {
+    /// The proposal's bytes: what the validators signed.
+    proposal: &'a [u8],
+    /// The block digest the proposal carries.
+    payload: [u8; 32],
+    /// The certificate's bytes.
+    certificate: &'a [u8],
+}
+
+/// Splits an encoded simplex finalization into its [`Parts`].
+fn split_finalization(bytes: &[u8]) -> Result<Parts<'_>, LightError> {
+    let bad = |_| LightError::MalformedFinalization;
+    let mut buf = Bytes::copy_from_slice(bytes);
+    // Proposal: round (epoch, view), parent view, payload digest.
+    for _ in 0..3 {
+        UInt::<u64>::read(&mut buf).map_err(bad)?;
+    }
+    let payload = <[u8; 32]>::read(&mut buf).map_err(bad)?;
+    let used = bytes.len() - buf.len();
+    Ok(Parts {
+        proposal: &bytes[..used],
+        payload,
+        certificate: &bytes[used..],
+    })
+}
+
+/// Reads a block encoding's header fields (parent, height, time, state
+/// root); the transactions after them are not decoded.
+fn read_header(block: &[u8]) -> Result<FinalizedHeader, LightError> {
+    let bad = |_| LightError::MalformedBlock;
+    let mut buf = Bytes::copy_from_slice(block.get(..128).unwrap_or(block));
+    <[u8; 32]>::read(&mut buf).map_err(bad)?;
+    let height: u64 = UInt::<u64>::read(&mut buf).map_err(bad)?.into();
+    let time_ms = u64::read(&mut buf).map_err(bad)?;
+    let state_root = <[u8; 32]>::read(&mut buf).map_err(bad)?;
+    Ok(FinalizedHeader {
+        digest: [0; 32],
+        height,
+        time_ms,
+        state_root: Digest(state_root),
+    })
+}
+
+/// Simplex's finalize subject and the ed25519 certificate scheme over it.
+/// Public inside a private module: the macro's scheme needs them public,
+/// nothing outside this crate sees them.
+mod scheme {
+    #![allow(missing_docs)]
+    use bytes::Bytes;
+    use commonware_cryptography::impl_certificate_ed25519;
+    use commonware_utils::N3f1;
+
+    /// What each validator's finalize vote signs: the encoded proposal.
+    #[derive(Clone, Debug)]
+    pub struct Finalize<'a, D> {
+        pub proposal: &'a [u8],
+        pub _digest: std::marker::PhantomData<D>,
+    }
+
+    /// The namespace a finalize vote is signed in.
+    #[derive(Clone, Debug)]
+    pub struct FinalizeNamespace(Vec<u8>);
+
+    impl commonware_cryptography::certificate::Namespace for FinalizeNamespace {
+        fn derive(namespace: &[u8]) -> Self {
+            FinalizeNamespace([namespace, b"_FINALIZE"].concat())
+        }
+    }
+
+    impl<D: Clone + std::fmt::Debug + Send + Sync> commonware_cryptography::certificate::Subject
+        for Finalize<'_, D>
+    {
+        type Namespace = FinalizeNamespace;
+
+        fn namespace<'b>(&self, derived: &'b FinalizeNamespace) -> &'b [u8] {
+            &derived.0
+        }
+
+        fn message(&self) -> Bytes {
+            Bytes::copy_from_slice(self.proposal)
+        }
+    }
+
+    impl_certificate_ed25519!(Finalize<'a, D>, FinalizeNamespace, N3f1);
+}
+
+use scheme::{Finalize, Scheme as FinalizeScheme};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use quartier_types::AccountId;
+
+    fn genesis(validators: Vec<AccountId>) -> Genesis {
+        Genesis {
+            chain_name: "light-test".into(),
+            dso: AccountId([1; 32]),
+            utility: AccountId([2; 32]),
+            validators,
+            regions: Vec::new(),
+            slot_ms: 900_000,
+            gate_ms: 0,
+            lead_slots: 1,
+            metered_ms: 900_000,
+            allocations: Vec::new(),
+            sealed_market: None,
+            shielded: None,
+            history_slots: 0,
+        }
+    }
+
+    /// An ed25519 public key's bytes (the base point's encoding is one).
+    const KEY: [u8; 32] = [
+        0x58, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66,
+        0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66,
+        0x66, 0x66,
+    ];
+
+    #[test]
+    fn a_validator_set_must_be_distinct_keys() {
+        assert!(ChainAnchor::from_genesis(&genesis(vec![AccountId(KEY)])).is_ok());
+        assert_eq!(
+            ChainAnchor::from_genesis(&genesis(vec![AccountId(KEY), AccountId(KEY)])).err(),
+            Some(LightError::Validators)
+        );
+        assert_eq!(
+            ChainAnchor::from_genesis(&genesis(Vec::new())).err(),
+            Some(LightError::Validators)
+        );
+    }
+
+    #[test]
+    fn the_namespace_is_the_chain_name() {
+        assert_eq!(
+            namespace(&genesis(vec![AccountId(KEY)])),
+            b"quartier/light-test".to_vec()
+        );
+    }
+
+    proptest! {
+        /// Whatever bytes a host hands over as block and finalization,
+        /// they are refused with a typed error, never a panic.
+        #[test]
+        fn arbitrary_bytes_are_refused(
+            block in proptest::collection::vec(any::<u8>(), 0..200),
+            finalization in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let anchor = ChainAnchor::from_genesis(&genesis(vec![AccountId(KEY)])).unwrap();
+            let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed([3; 32]);
+            prop_assert!(anchor.verify_finalized(&block, &finalization, &mut rng).is_err());
+        }
+    }
+}
