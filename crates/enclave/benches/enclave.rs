@@ -173,7 +173,7 @@ fn bench(c: &mut Criterion) {
                     expired: false,
                 };
                 for m in &mut members {
-                    m.clear(RegionId(1), &batch).expect("clears");
+                    m.clear_unverified(RegionId(1), &batch).expect("clears");
                 }
                 let purpose = Purpose::Report {
                     region: RegionId(1),

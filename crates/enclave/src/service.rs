@@ -28,6 +28,8 @@ use crate::sealed::{
 use borsh::{BorshDeserialize, BorshSerialize};
 use ed25519_dalek::SigningKey;
 use frost_ristretto255 as frost;
+use quartier_ledger::{Genesis, SealedBatch, StateKey, StateProof};
+use quartier_light::{ChainAnchor, LightError};
 use quartier_types::rng::Rng06;
 use quartier_types::{AccountId, RegionId, Slot, hash};
 use rand_core::Rng as _;
@@ -64,6 +66,10 @@ pub enum ServiceError {
     /// Clearing a batch failed.
     #[error(transparent)]
     Batch(#[from] BatchError),
+    /// What the host says the chain holds is not shown to be what it
+    /// finalized.
+    #[error("not the chain's: {0}")]
+    Chain(#[from] ChainError),
     /// A sealed state that is not the latest this platform sealed: the
     /// host restored an older copy (or the simulated counter moved).
     #[error("sealed state {sealed} is not the platform's latest ({counter}): rolled back, refused")]
@@ -77,6 +83,35 @@ pub enum ServiceError {
     /// moved on: nothing is sealed or unsealed without it.
     #[error("the platform's monotonic counter failed: {0}")]
     Counter(String),
+}
+
+/// Why the enclave does not take something as the chain's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    /// The genesis document is of another chain than the committee's.
+    #[error("the genesis document is of another chain than this committee's")]
+    OtherChain,
+    /// The chain has no mode B.
+    #[error("the chain has no sealed market")]
+    NoSealedMarket,
+    /// The finalized state holds no batch for the slot.
+    #[error("the finalized state holds no such batch")]
+    NoBatch,
+    /// A light-client check failed.
+    #[error(transparent)]
+    Light(#[from] LightError),
+}
+
+/// A closed slot's batch as the chain holds it, with what shows it: the
+/// host fetches these from its node (`/api/v1/regions/{r}/batches/{s}/proof`).
+#[derive(Clone, Debug, BorshSerialize, BorshDeserialize)]
+pub struct FinalizedBatch {
+    /// A finalized block's canonical encoding.
+    pub block: Vec<u8>,
+    /// Its simplex finalization certificate, encoded.
+    pub finalization: Vec<u8>,
+    /// The proof of the `StateKey::SealedBatch` record under its state root.
+    pub proof: StateProof,
 }
 
 /// What a signing session is for; each member derives the message itself.
@@ -1345,12 +1380,79 @@ impl EnclaveService {
             .map(EpochKeyPair::public_key)
     }
 
+    /// Clears the closed slot `slot` of `region` as the chain holds it:
+    /// `proven` must show the chain's [`SealedBatch`] record under the state
+    /// root of a block that a quorum of the chain's validators finalized.
+    /// The chain is the one this member's committee serves: `genesis` must
+    /// hash to its chain id, and gives the validators and the epoch length.
+    /// The host picks which finalized block, nothing else: a batch the
+    /// chain never closed (one victim's order alone, to read it off the
+    /// report's aggregates) is refused before any order is opened.
+    ///
+    /// # Errors
+    /// [`ServiceError::Chain`] naming the check that failed;
+    /// [`ServiceError::State`] before a committee; clearing's errors.
+    pub fn clear_finalized(
+        &mut self,
+        genesis: &Genesis,
+        region: RegionId,
+        slot: Slot,
+        proven: &FinalizedBatch,
+    ) -> Result<&SlotReport, ServiceError> {
+        if genesis.chain_id().0.0 != self.chain()? {
+            return Err(ServiceError::Chain(ChainError::OtherChain));
+        }
+        let policy = genesis
+            .sealed_market
+            .as_ref()
+            .ok_or(ServiceError::Chain(ChainError::NoSealedMarket))?;
+        let anchor = ChainAnchor::from_genesis(genesis).map_err(ChainError::Light)?;
+        let header = anchor
+            .verify_finalized(&proven.block, &proven.finalization, &mut self.rng.0)
+            .map_err(ChainError::Light)?;
+        let batch: SealedBatch = header
+            .verify(&StateKey::SealedBatch(region, slot), &proven.proof)
+            .map_err(ChainError::Light)?
+            .ok_or(ServiceError::Chain(ChainError::NoBatch))?;
+        let orders: Vec<crate::sealed::SealedOrder> =
+            batch.orders.iter().map(|o| o.sealed.clone()).collect();
+        let input = Batch {
+            slot,
+            params: batch.params,
+            epoch: policy.epoch_of(slot),
+            deposits: &batch.flows.deposits,
+            orders: &orders,
+            withdrawals: &batch.flows.withdrawals,
+            traders: &batch.traders,
+            expired: batch.expired,
+        };
+        self.clear(region, &input)
+    }
+
+    /// Clears `batch` as given, unchecked: for the crate's own tests and
+    /// benchmarks of clearing, compiled only with the `unverified-batches`
+    /// feature (the enclave host never turns it on; see
+    /// [`Self::clear_finalized`]).
+    ///
+    /// # Errors
+    /// As [`Self::clear_finalized`]'s clearing.
+    #[cfg(feature = "unverified-batches")]
+    pub fn clear_unverified(
+        &mut self,
+        region: RegionId,
+        batch: &Batch<'_>,
+    ) -> Result<&SlotReport, ServiceError> {
+        self.clear(region, batch)
+    }
+
     /// Clears a closed slot of `region` (see [`Auctioneer::clear_batch`]) and
-    /// keeps the report to serve receipts and to sign its summary.
+    /// keeps the report to serve receipts and to sign its summary. Only
+    /// after the batch was checked against the chain
+    /// ([`Self::clear_finalized`]).
     ///
     /// # Errors
     /// [`ServiceError`] if the epoch key is missing or clearing fails.
-    pub fn clear(
+    pub(crate) fn clear(
         &mut self,
         region: RegionId,
         batch: &Batch<'_>,

@@ -260,8 +260,9 @@ pub struct State {
     pub(crate) signatures: ProofMemo,
 }
 
-/// A value of the state with its Merkle proof against a root.
-#[derive(Clone, Debug)]
+/// A value of the state with its Merkle proof against a root; its borsh
+/// bytes are how a light client receives it.
+#[derive(Clone, Debug, BorshSerialize, BorshDeserialize)]
 pub struct StateProof {
     /// The key proven.
     pub key: StateKey,
@@ -704,6 +705,20 @@ impl State {
                 .map(canonical),
             StateKey::KeyImage(k) => r.key_images.contains(k).then(|| vec![1]),
         }
+    }
+
+    /// Test support: puts a closed mode B batch into the state as the
+    /// chain's gate would (commit to see it under the root). Compiled only
+    /// with the `testing` feature; no node code path has it.
+    #[cfg(feature = "testing")]
+    pub fn insert_sealed_batch_for_testing(
+        &mut self,
+        region: RegionId,
+        slot: Slot,
+        batch: crate::SealedBatch,
+    ) {
+        self.records.batches.insert((region, slot), batch);
+        self.touch(StateKey::SealedBatch(region, slot));
     }
 
     /// A proof of the committed value under `key` (or of its absence).

@@ -279,6 +279,69 @@ mod scheme {
 
 use scheme::{Finalize, Scheme as FinalizeScheme};
 
+/// Test support: finalizations in simplex's format, signed by keys the test
+/// holds (what a validator set's finalize votes assemble to). Compiled only
+/// with the `testing` feature; nothing in a node or an enclave host uses it.
+#[cfg(feature = "testing")]
+pub mod testing {
+    use super::{FinalizeScheme, Genesis, namespace, scheme::Finalize};
+    use commonware_codec::varint::UInt;
+    use commonware_codec::{Encode as _, Write as _};
+    use commonware_cryptography::certificate::Scheme as _;
+    use commonware_cryptography::ed25519;
+    use commonware_cryptography::sha256::Digest as Sha256Digest;
+
+    /// A finalization of the block with `digest` in `view`, signed by
+    /// `signers` (indices into `keys`, which must be `genesis`'s validators
+    /// in its order), encoded as consensus stores it.
+    ///
+    /// # Panics
+    /// If a key is not a validator or `signers` is empty (test input).
+    pub fn finalization(
+        genesis: &Genesis,
+        keys: &[ed25519::PrivateKey],
+        signers: &[usize],
+        view: u64,
+        digest: [u8; 32],
+    ) -> Vec<u8> {
+        use commonware_cryptography::Signer as _;
+        let mut proposal = Vec::new();
+        UInt(0u64).write(&mut proposal);
+        UInt(view).write(&mut proposal);
+        UInt(view.saturating_sub(1)).write(&mut proposal);
+        proposal.extend_from_slice(&digest);
+        let participants = commonware_utils::ordered::Set::try_from(
+            keys.iter().map(|k| k.public_key()).collect::<Vec<_>>(),
+        )
+        .expect("distinct keys");
+        let subject = || Finalize {
+            proposal: &proposal,
+            _digest: std::marker::PhantomData::<Sha256Digest>,
+        };
+        let mut attestations: Vec<_> = signers
+            .iter()
+            .map(|&i| {
+                FinalizeScheme::signer(&namespace(genesis), participants.clone(), keys[i].clone())
+                    .expect("a validator")
+                    .sign(subject())
+                    .expect("signs")
+            })
+            .collect();
+        // Assembled by hand, not with the scheme's `assemble`: a test may
+        // want a certificate with fewer signatures than a quorum.
+        attestations.sort_by_key(|a| a.signer);
+        let certificate = commonware_cryptography::ed25519::certificate::Certificate {
+            signers: commonware_cryptography::certificate::Signers::new(
+                u32::try_from(participants.len()).expect("few validators"),
+                attestations.iter().map(|a| a.signer),
+            )
+            .expect("distinct signers"),
+            signatures: attestations.into_iter().map(|a| a.signature).collect(),
+        };
+        [proposal, certificate.encode().to_vec()].concat()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

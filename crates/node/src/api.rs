@@ -35,6 +35,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/regions/{region}/reports"),
     ("get", "/api/v1/regions/{region}/reports/{slot}"),
     ("get", "/api/v1/regions/{region}/batches/{slot}"),
+    ("get", "/api/v1/regions/{region}/batches/{slot}/proof"),
+    ("get", "/api/v1/genesis"),
     ("get", "/api/v1/pool/outputs"),
     ("get", "/api/v1/pool/key_images"),
     ("get", "/api/v1/regions/{region}/rings"),
@@ -129,6 +131,11 @@ pub fn router_with(app: LedgerApp, gossip: Gossip, extras: Extras) -> Router {
         .route("/api/v1/regions/{region}/reports", get(reports))
         .route("/api/v1/regions/{region}/reports/{slot}", get(report))
         .route("/api/v1/regions/{region}/batches/{slot}", get(batch))
+        .route(
+            "/api/v1/regions/{region}/batches/{slot}/proof",
+            get(batch_proof),
+        )
+        .route("/api/v1/genesis", get(genesis))
         .route("/api/v1/pool/outputs", get(pool_outputs))
         .route("/api/v1/pool/key_images", get(key_images))
         .route("/api/v1/regions/{region}/rings", get(rings))
@@ -432,6 +439,54 @@ async fn batch(
                 "no batch awaits a report there".into(),
             )
         })
+}
+
+/// A closed batch as a light client takes it (a mode B enclave): the
+/// finalized block at this node's tip, its finalization certificate, and
+/// the Merkle proof of the batch record under the block's state root.
+async fn batch_proof(
+    AxumState(api): AxumState<Api>,
+    Path((region, slot)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (region, slot) = region_and_slot(&region, &slot)?;
+    let internal = |e: String| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e);
+    let retry = |why: String| ApiError(StatusCode::SERVICE_UNAVAILABLE, why);
+    let state = api.app.finalized_state();
+    let height = state.meta().height.0;
+    let proof = state
+        .prove(quartier_ledger::StateKey::SealedBatch(region, slot))
+        .map_err(|e| internal(e.to_string()))?;
+    if proof.value.is_none() {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "no batch awaits a report there".into(),
+        ));
+    }
+    let block = api
+        .app
+        .finalized_block(height)
+        .filter(|b| b.state_root == state.root())
+        .ok_or_else(|| retry(format!("block {height} is not readable here; retry")))?;
+    let finalization = api.app.finalization(height).await.ok_or_else(|| {
+        retry(format!(
+            "no finalization certificate for block {height} yet; retry"
+        ))
+    })?;
+    let proof = borsh::to_vec(&proof).map_err(|e| internal(e.to_string()))?;
+    Ok(Json(json!({
+        "region": region,
+        "slot": slot,
+        "height": height,
+        "block": hex::encode(commonware_codec::Encode::encode(&block)),
+        "finalization": hex::encode(finalization),
+        "proof": hex::encode(proof),
+    })))
+}
+
+/// The chain's genesis document (its hash is the chain id).
+async fn genesis(AxumState(api): AxumState<Api>) -> Json<serde_json::Value> {
+    let genesis = api.app.with_state(|s| s.genesis().clone());
+    Json(serde_json::to_value(genesis).unwrap_or_default())
 }
 
 /// A page's size for the pool's paged lists: 1 024 unless asked, at most 4 096.

@@ -333,6 +333,13 @@ impl LedgerApp {
         Err(unavailable("no finalization certificate near the snapshot"))
     }
 
+    /// Consensus' finalization certificate of the block at `height`,
+    /// encoded, if it stores one (and this node runs consensus).
+    pub async fn finalization(&self, height: u64) -> Option<Vec<u8>> {
+        let source = self.finality.lock().clone()?;
+        source(height).await
+    }
+
     /// The height this node's latest snapshot follows (what a sync bundle
     /// would start from), if it keeps a log with one.
     pub fn latest_snapshot_height(&self) -> Option<u64> {

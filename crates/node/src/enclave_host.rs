@@ -25,16 +25,17 @@ use commonware_utils::sync::Mutex;
 use quartier_enclave::attestation::{
     Measurement, Quote, SimulatedAttestationService, select_committee,
 };
-use quartier_enclave::auctioneer::{Batch, SlotSummary};
+use quartier_enclave::auctioneer::SlotSummary;
 use quartier_enclave::committee::GroupSignature;
 use quartier_enclave::coordinator::{SignEffect, SignOutcome, SigningSession};
 use quartier_enclave::dkg::{DkgEffect, DkgOutcome, DkgSession};
 use quartier_enclave::rpc::{Request, Response, decode_request};
 use quartier_enclave::sealed::Epoch;
 use quartier_enclave::service::{
-    EnclaveService, Purpose, ServiceError, SimulatedMonotonicCounter, SimulatedPlatform,
+    EnclaveService, FinalizedBatch, Purpose, ServiceError, SimulatedMonotonicCounter,
+    SimulatedPlatform,
 };
-use quartier_ledger::{ChainId, Committee, Enclave, SealedBatch, SealedMarketPolicy, Tx, TxBody};
+use quartier_ledger::{ChainId, Committee, Enclave, Genesis, SealedMarketPolicy, Tx, TxBody};
 use quartier_types::{AccountId, RegionId, Slot};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -441,6 +442,9 @@ struct Host {
     reshared_at: Option<Instant>,
     /// When this member last delivered its DKG certificate to the others.
     certified_at: Option<Instant>,
+    /// The chain's genesis document, once read (the enclave checks it
+    /// against its committee's chain id).
+    genesis: Option<Genesis>,
 }
 
 impl Host {
@@ -474,7 +478,18 @@ impl Host {
             last_attempt: 0,
             reshared_at: None,
             certified_at: None,
+            genesis: None,
         }
+    }
+
+    /// The chain's genesis document, read from a node once.
+    fn genesis(&mut self) -> Option<Genesis> {
+        if self.genesis.is_none() {
+            self.genesis = self
+                .get("/api/v1/genesis")
+                .and_then(|v| serde_json::from_value(v).ok());
+        }
+        self.genesis.clone()
     }
 
     fn get(&self, path: &str) -> Option<serde_json::Value> {
@@ -1005,29 +1020,21 @@ impl Host {
                 .last_cleared(region)
                 .is_some_and(|last| last >= slot);
             if !done {
-                let path = format!("/api/v1/regions/{}/batches/{}", region.0, slot.0);
-                let Some(batch) = self
-                    .get(&path)
-                    .and_then(|v| serde_json::from_value::<SealedBatch>(v["batch"].clone()).ok())
-                else {
+                // The batch as the chain finalized it: the enclave checks
+                // the certificate and the proof itself, so no node (nor
+                // this host) can hand it a batch the chain never closed.
+                let Some(genesis) = self.genesis() else {
                     return;
                 };
-                let orders: Vec<_> = batch.orders.iter().map(|o| o.sealed.clone()).collect();
-                let input = Batch {
-                    slot,
-                    params: batch.params,
-                    epoch: view.policy.epoch_of(slot),
-                    deposits: &batch.flows.deposits,
-                    orders: &orders,
-                    withdrawals: &batch.flows.withdrawals,
-                    traders: &batch.traders,
-                    expired: batch.expired,
+                let path = format!("/api/v1/regions/{}/batches/{}/proof", region.0, slot.0);
+                let Some(proven) = self.get(&path).and_then(|v| finalized_batch(&v)) else {
+                    return;
                 };
                 let cleared = self
                     .shared
                     .lock()
                     .service
-                    .clear(region, &input)
+                    .clear_finalized(&genesis, region, slot, &proven)
                     .map(|_| ())
                     .map_err(|e| e.to_string());
                 if let Err(why) = cleared {
@@ -1070,6 +1077,16 @@ impl Host {
         }
         self.cleared_at.retain(|k, _| view.batches.contains(k));
     }
+}
+
+/// A `/batches/{slot}/proof` answer as the enclave takes it.
+fn finalized_batch(v: &serde_json::Value) -> Option<FinalizedBatch> {
+    let field = |name: &str| hex::decode(v[name].as_str()?).ok();
+    Some(FinalizedBatch {
+        block: field("block")?,
+        finalization: field("finalization")?,
+        proof: borsh::from_slice(&field("proof")?).ok()?,
+    })
 }
 
 /// The wall clock in µs since the Unix epoch (0 before it): where the ids

@@ -1,0 +1,359 @@
+//! A host can not make its enclave clear a batch the chain never closed.
+//!
+//! The attack: a member's host (root on the machine next to the enclave)
+//! takes one household's sealed order from the chain and hands its enclave a
+//! batch holding that order alone. The report's public aggregates are then
+//! that one order (its energy, and its price when it trades): the host reads
+//! a household's order, slot after slot, and catches its enclave up from a
+//! peer afterwards. The enclave now clears only a batch shown to be the
+//! chain's: the `SealedBatch` record under the state root of a block a
+//! quorum of the chain's validators finalized, for the chain its committee
+//! serves. Each forgery below is refused and leaves the enclave unchanged.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use commonware_codec::Write as _;
+use commonware_codec::varint::UInt;
+use commonware_cryptography::ed25519;
+use ed25519_dalek::SigningKey;
+use quartier_enclave::attestation::{Measurement, Quote, SimulatedAttestationService};
+use quartier_enclave::auctioneer::{Batch, SlotSummary};
+use quartier_enclave::sealed::{OrderPayload, SignedOrder, seal};
+use quartier_enclave::service::{
+    ChainError, EnclaveService, FinalizedBatch, ServiceError, SimulatedPlatform,
+};
+use quartier_ledger::{
+    CustodyFlows, Genesis, SealedBatch, SealedEntry, SealedMarketPolicy, State, StateKey,
+};
+use quartier_light::LightError;
+use quartier_types::{AccountId, Energy, Height, Price, RegionId, RegionParams, Side, Slot};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng as _;
+
+const MEASUREMENT: Measurement = Measurement([6; 32]);
+const REGION: RegionId = RegionId(1);
+const SLOT: Slot = Slot(9);
+
+fn params() -> RegionParams {
+    RegionParams::new(Price::new(20_750), Price::new(4_000), Price::new(500)).unwrap()
+}
+
+fn validator_keys(seed: u8) -> Vec<ed25519::PrivateKey> {
+    (0..4u8)
+        .map(|i| {
+            let bytes = quartier_types::hash::tagged("TEST_VALIDATOR", &[&[seed, i]]).0;
+            <ed25519::PrivateKey as commonware_codec::DecodeExt<()>>::decode(
+                bytes::Bytes::copy_from_slice(&bytes),
+            )
+            .unwrap()
+        })
+        .collect()
+}
+
+fn genesis(keys: &[ed25519::PrivateKey], vendor: &SimulatedAttestationService) -> Genesis {
+    use commonware_cryptography::Signer as _;
+    Genesis {
+        chain_name: "enclave-chain-test".into(),
+        dso: AccountId([1; 32]),
+        utility: AccountId([2; 32]),
+        validators: keys
+            .iter()
+            .map(|k| AccountId(k.public_key().as_ref().try_into().unwrap()))
+            .collect(),
+        regions: vec![(REGION, params())],
+        slot_ms: 900_000,
+        gate_ms: 60_000,
+        lead_slots: 2,
+        metered_ms: 900_000,
+        allocations: Vec::new(),
+        sealed_market: Some(SealedMarketPolicy {
+            attestation: vec![vendor.root()],
+            vendors: Default::default(),
+            measurements: vec![MEASUREMENT],
+            threshold: 2,
+            epoch_slots: 4,
+        }),
+        shielded: None,
+        history_slots: 0,
+    }
+}
+
+/// Three enclaves (t = 2) serving `genesis`'s chain, all holding the key
+/// of `SLOT`'s epoch; that key.
+fn committee(
+    genesis: &Genesis,
+    vendor: &SimulatedAttestationService,
+) -> (Vec<EnclaveService>, [u8; 32]) {
+    let platform = SimulatedPlatform::new([5; 32], MEASUREMENT, vendor.root());
+    let mut enclaves: Vec<EnclaveService> = (0..3)
+        .map(|_| EnclaveService::new(&platform).unwrap())
+        .collect();
+    enclaves.sort_by_key(EnclaveService::account);
+    let quotes: Vec<Quote> = enclaves
+        .iter()
+        .map(|e| vendor.quote(MEASUREMENT, e.report_data()))
+        .collect();
+    let chain = genesis.chain_id().0.0;
+    let outcome = quartier_enclave::dkg::run_in_process(&mut enclaves, chain, 2, 1, quotes);
+    assert!(
+        matches!(outcome, quartier_enclave::dkg::DkgOutcome::Formed(_)),
+        "{outcome:?}"
+    );
+    let epoch = genesis.sealed_market.as_ref().unwrap().epoch_of(SLOT);
+    let (public, shares) = enclaves[0].create_epoch_key(epoch).unwrap();
+    for share in shares {
+        for e in &mut enclaves {
+            let _ = e.handle(quartier_enclave::rpc::Request::ReceiveEpochKey {
+                share: share.clone(),
+                public_key: public,
+            });
+        }
+    }
+    for e in &mut enclaves {
+        assert!(e.settle_epoch_key(epoch, &public));
+    }
+    (enclaves, public)
+}
+
+/// A household's sell of `wh` watt-hours, sealed to `key`.
+fn sell(
+    genesis: &Genesis,
+    key: &[u8; 32],
+    wallet: &SigningKey,
+    wh: u64,
+    rng: &mut ChaCha20Rng,
+) -> SealedEntry {
+    let meter = AccountId(wallet.verifying_key().to_bytes());
+    let payload = OrderPayload {
+        chain: genesis.chain_id().0.0,
+        wallet: meter,
+        region: REGION,
+        slot: SLOT,
+        epoch: genesis.sealed_market.as_ref().unwrap().epoch_of(SLOT),
+        side: Side::Sell,
+        limit: Price::new(9_000),
+        energy: Energy::new(wh),
+        receipt_key: [7; 32],
+    };
+    let sealed = seal(key, &SignedOrder::sign(payload, wallet), rng).unwrap();
+    SealedEntry { meter, sealed }
+}
+
+fn batch(orders: Vec<SealedEntry>) -> SealedBatch {
+    let traders = {
+        let mut t: Vec<(AccountId, Energy)> = orders
+            .iter()
+            .map(|o| (o.meter, Energy::new(5_000)))
+            .collect();
+        t.sort();
+        t
+    };
+    SealedBatch {
+        params: params(),
+        orders,
+        flows: CustodyFlows::default(),
+        closed: Height(12),
+        traders,
+        expired: false,
+    }
+}
+
+/// A block at `height` committing to `state`'s root, encoded as the node
+/// encodes blocks (parent, height, time, state root, no transactions).
+fn block(height: u64, state: &State) -> Vec<u8> {
+    let mut bytes = vec![0u8; 32];
+    UInt(height).write(&mut bytes);
+    (1_000u64 * height).write(&mut bytes);
+    bytes.extend_from_slice(&state.root().0);
+    0u32.write(&mut bytes);
+    bytes
+}
+
+/// The state `genesis` starts, with `batches` closed, committed.
+fn state_with(genesis: &Genesis, batches: Vec<(Slot, SealedBatch)>) -> State {
+    let mut state = State::from_genesis(genesis.clone()).unwrap();
+    for (slot, b) in batches {
+        state.insert_sealed_batch_for_testing(REGION, slot, b);
+    }
+    state.commit().unwrap();
+    state
+}
+
+/// `state`'s block finalized by `signers` of `keys` for `genesis`'s chain,
+/// with the proof of `(REGION, slot)`'s batch under it.
+fn proven(
+    genesis: &Genesis,
+    keys: &[ed25519::PrivateKey],
+    signers: &[usize],
+    state: &State,
+    slot: Slot,
+) -> FinalizedBatch {
+    let block = block(12, state);
+    let finalization = quartier_light::testing::finalization(
+        genesis,
+        keys,
+        signers,
+        40,
+        quartier_light::block_digest(&block),
+    );
+    FinalizedBatch {
+        block,
+        finalization,
+        proof: state.prove(StateKey::SealedBatch(REGION, slot)).unwrap(),
+    }
+}
+
+fn unchanged(e: &EnclaveService) -> bool {
+    e.last_cleared(REGION).is_none() && e.report(REGION, SLOT).is_none()
+}
+
+#[test]
+fn a_host_can_not_isolate_an_order_in_a_batch_the_chain_never_closed() {
+    let mut rng = ChaCha20Rng::from_seed([3; 32]);
+    let vendor = SimulatedAttestationService::new([42; 32]);
+    let keys = validator_keys(0);
+    let genesis = genesis(&keys, &vendor);
+    let (mut members, epoch_key) = committee(&genesis, &vendor);
+    let wallets: Vec<SigningKey> = (0..3u8)
+        .map(|i| SigningKey::from_bytes(&[i + 60; 32]))
+        .collect();
+    let orders: Vec<SealedEntry> = [1_200, 800, 2_500]
+        .iter()
+        .zip(&wallets)
+        .map(|(wh, w)| sell(&genesis, &epoch_key, w, *wh, &mut rng))
+        .collect();
+    let victim = orders[0].clone();
+    let honest = batch(orders);
+    let forged = batch(vec![victim]);
+    let chain = state_with(&genesis, vec![(SLOT, honest.clone())]);
+    let host_made = state_with(&genesis, vec![(SLOT, forged.clone())]);
+
+    // What the host could do before (the third member's, here): hand over
+    // the victim's order alone, and read its energy off the public
+    // aggregates.
+    let before = &mut members[2];
+    let orders: Vec<_> = forged.orders.iter().map(|o| o.sealed.clone()).collect();
+    let leaked: SlotSummary = before
+        .clear_unverified(
+            REGION,
+            &Batch {
+                slot: SLOT,
+                params: params(),
+                epoch: genesis.sealed_market.as_ref().unwrap().epoch_of(SLOT),
+                deposits: &[],
+                orders: &orders,
+                withdrawals: &[],
+                traders: &forged.traders,
+                expired: false,
+            },
+        )
+        .unwrap()
+        .summary
+        .clone();
+    assert_eq!(
+        leaked.aggregates.totals.grid_export,
+        Energy::new(1_200),
+        "{leaked:?}"
+    );
+
+    let refused = |m: &mut EnclaveService, g: &Genesis, proof: &FinalizedBatch, slot: Slot| {
+        let answer = m
+            .clear_finalized(g, REGION, slot, proof)
+            .map(|r| r.summary.clone());
+        let unchanged = unchanged(m);
+        (answer.err(), unchanged)
+    };
+    let m = &mut members[0];
+    // 1. The host's own chain: a genesis whose validators it holds. It
+    //    finalizes its forged state itself; the genesis is not the
+    //    committee's chain.
+    let host_keys = validator_keys(1);
+    let host_genesis = genesis_of_host(&genesis, &host_keys);
+    let host_chain = state_with(&host_genesis, vec![(SLOT, forged.clone())]);
+    let proof = proven(&host_genesis, &host_keys, &[0, 1, 2, 3], &host_chain, SLOT);
+    assert_eq!(
+        refused(m, &host_genesis, &proof, SLOT),
+        (Some(ServiceError::Chain(ChainError::OtherChain)), true)
+    );
+    // 2. The real chain's genesis, the forged state signed by keys that are
+    //    not its validators (here: two of four validators and two strangers).
+    let mut mixed = keys.clone();
+    mixed[2] = host_keys[2].clone();
+    mixed[3] = host_keys[3].clone();
+    let proof = proven(&genesis, &mixed, &[0, 1, 2, 3], &host_made, SLOT);
+    let answer = refused(m, &genesis, &proof, SLOT);
+    assert!(answer.1);
+    assert!(
+        matches!(answer.0, Some(ServiceError::Chain(ChainError::Light(_)))),
+        "{answer:?}"
+    );
+    // 3. Fewer than a quorum of the real validators (2 of 4; 3 are needed).
+    let proof = proven(&genesis, &keys, &[0, 1], &host_made, SLOT);
+    assert_eq!(
+        refused(m, &genesis, &proof, SLOT),
+        (
+            Some(ServiceError::Chain(ChainError::Light(
+                LightError::BadCertificate
+            ))),
+            true
+        )
+    );
+    // 4. A block the chain really finalized, with the forged batch's proof
+    //    (under another root).
+    let mut proof = proven(&genesis, &keys, &[0, 1, 2], &chain, SLOT);
+    proof.proof = host_made
+        .prove(StateKey::SealedBatch(REGION, SLOT))
+        .unwrap();
+    assert_eq!(
+        refused(m, &genesis, &proof, SLOT),
+        (
+            Some(ServiceError::Chain(ChainError::Light(LightError::BadProof))),
+            true
+        )
+    );
+    // 5. The chain's batch of another slot, offered for this one.
+    let mut proof = proven(&genesis, &keys, &[0, 1, 2], &chain, SLOT);
+    proof.proof = chain.prove(StateKey::SealedBatch(REGION, Slot(8))).unwrap();
+    assert_eq!(
+        refused(m, &genesis, &proof, SLOT),
+        (
+            Some(ServiceError::Chain(ChainError::Light(LightError::WrongKey))),
+            true
+        )
+    );
+    // 6. A slot the chain closed no batch for (a proof of absence).
+    let proof = proven(&genesis, &keys, &[0, 1, 2], &chain, Slot(10));
+    let answer = m.clear_finalized(&genesis, REGION, Slot(10), &proof).err();
+    assert_eq!(answer, Some(ServiceError::Chain(ChainError::NoBatch)));
+    assert!(unchanged(m));
+
+    // The chain's batch, finalized by a quorum: the other members clear it
+    // alike, all three orders in it.
+    let proof = proven(&genesis, &keys, &[1, 2, 3], &chain, SLOT);
+    let summaries: Vec<SlotSummary> = members[..2]
+        .iter_mut()
+        .map(|m| {
+            m.clear_finalized(&genesis, REGION, SLOT, &proof)
+                .unwrap()
+                .summary
+                .clone()
+        })
+        .collect();
+    assert!(summaries.iter().all(|s| *s == summaries[0]));
+    assert_eq!(summaries[0].aggregates.sealed, 3);
+    assert_eq!(
+        summaries[0].aggregates.totals.grid_export,
+        Energy::new(4_500)
+    );
+}
+
+/// `genesis` with the host's keys as validators: another chain.
+fn genesis_of_host(genesis: &Genesis, host_keys: &[ed25519::PrivateKey]) -> Genesis {
+    use commonware_cryptography::Signer as _;
+    Genesis {
+        validators: host_keys
+            .iter()
+            .map(|k| AccountId(k.public_key().as_ref().try_into().unwrap()))
+            .collect(),
+        ..genesis.clone()
+    }
+}
