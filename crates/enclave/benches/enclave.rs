@@ -223,6 +223,9 @@ fn committee_with_key(
         .iter()
         .map(|m| vendor.quote(platform.measurement, m.report_data()))
         .collect();
+    for e in members.iter_mut() {
+        e.trust_registry_unverified(CHAIN, &quotes);
+    }
     let outcome = quartier_enclave::dkg::run_in_process(&mut members, CHAIN, 2, 1, quotes);
     assert!(
         matches!(outcome, quartier_enclave::dkg::DkgOutcome::Formed(_)),

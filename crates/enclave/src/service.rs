@@ -29,7 +29,7 @@ use borsh::{BorshDeserialize, BorshSerialize};
 use ed25519_dalek::SigningKey;
 use frost_ristretto255 as frost;
 use quartier_ledger::{Genesis, SealedBatch, StateKey, StateProof};
-use quartier_light::{ChainAnchor, LightError};
+use quartier_light::{ChainAnchor, FinalizedHeader, LightError};
 use quartier_types::rng::Rng06;
 use quartier_types::{AccountId, RegionId, Slot, hash};
 use rand_core::Rng as _;
@@ -85,6 +85,22 @@ pub enum ServiceError {
     Counter(String),
 }
 
+/// Checks that `proof` shows `genesis` as the genesis record under
+/// `header`'s root.
+fn header_genesis(
+    header: &FinalizedHeader,
+    genesis: &Genesis,
+    proof: &StateProof,
+) -> Result<(), ServiceError> {
+    let shown: Option<Genesis> = header
+        .verify(&StateKey::Genesis, proof)
+        .map_err(ChainError::Light)?;
+    if shown.as_ref() != Some(genesis) {
+        return Err(ServiceError::Chain(ChainError::OtherChain));
+    }
+    Ok(())
+}
+
 /// Why the enclave does not take something as the chain's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ChainError {
@@ -97,6 +113,22 @@ pub enum ChainError {
     /// The finalized state holds no batch for the slot.
     #[error("the finalized state holds no such batch")]
     NoBatch,
+    /// The batch does not follow the last one this enclave cleared for its
+    /// region (a skipped batch, or one already cleared).
+    #[error("the batch does not follow the last one cleared here")]
+    OutOfTurn,
+    /// A block older than one this enclave already took.
+    #[error("an older finalized block than one already taken")]
+    Stale,
+    /// A DKG the chain's registry (as verified) can not seat: a member not
+    /// registered with its quote, a revoked measurement, another `t`, a
+    /// committee in office, or another chain.
+    #[error("the chain's registry does not seat this committee")]
+    NotSeated,
+    /// A registry without the measurements or the committee record, or
+    /// with another record.
+    #[error("not the chain's enclave registry")]
+    NotRegistry,
     /// A light-client check failed.
     #[error(transparent)]
     Light(#[from] LightError),
@@ -112,6 +144,10 @@ pub struct FinalizedBatch {
     pub finalization: Vec<u8>,
     /// The proof of the `StateKey::SealedBatch` record under its state root.
     pub proof: StateProof,
+    /// The proof of the `StateKey::Genesis` record under the same root: the
+    /// block is of the chain whose genesis the enclave was given (not of
+    /// another with the same name and validators).
+    pub genesis: StateProof,
 }
 
 /// What a signing session is for; each member derives the message itself.
@@ -684,9 +720,66 @@ pub struct EnclaveService {
     /// Every key of an epoch before this one is erased (see
     /// [`KEPT_EPOCHS_BEHIND`]).
     erased_below: Epoch,
+    /// The chain's enclave registry as this enclave verified it
+    /// ([`Self::observe_registry`]); a DKG runs only among its members.
+    /// Not sealed: the host shows it again after a restart.
+    registry: Option<Registry>,
+    /// The highest finalized block this enclave took (a batch's or the
+    /// registry's): none lower is taken after it. Not sealed.
+    chain_height: u64,
 }
 
 pub use quartier_enclave_proto::epoch::KEPT_EPOCHS_BEHIND;
+
+/// What the enclave verified of the chain's mode B registry: at a height
+/// a quorum of the validators finalized, for the chain whose genesis hashes
+/// to `chain`.
+#[derive(Clone, Debug)]
+struct Registry {
+    chain: [u8; 32],
+    /// The policy's threshold (`None` only from the test-only
+    /// [`EnclaveService::trust_registry_unverified`]: any).
+    threshold: Option<u16>,
+    /// The registered enclaves the host showed (each proven).
+    enclaves: BTreeMap<AccountId, quartier_ledger::Enclave>,
+    /// The measurements the chain allows now.
+    measurements: std::collections::BTreeSet<Measurement>,
+    /// Whether a committee is in office.
+    committee: bool,
+}
+
+impl Registry {
+    /// Whether a DKG of `members` (quotes verified: identity, account and
+    /// measurement each) for `chain` and `t` is one the chain can seat.
+    fn admits(
+        &self,
+        chain: &[u8; 32],
+        t: u16,
+        members: &[([u8; 32], [u8; 32], Measurement)],
+    ) -> bool {
+        *chain == self.chain
+            && self.threshold.is_none_or(|policy| policy == t)
+            && !self.committee
+            && members.iter().all(|(identity, account, measurement)| {
+                self.measurements.contains(measurement)
+                    && self.enclaves.get(&AccountId(*account)).is_some_and(|e| {
+                        e.identity_key == *identity && e.measurement == *measurement
+                    })
+            })
+    }
+}
+
+/// Records of the chain's state as the host shows them to its enclave: a
+/// finalized block, its certificate and proofs under its state root.
+#[derive(Clone, Debug, BorshSerialize, BorshDeserialize)]
+pub struct FinalizedRecords {
+    /// A finalized block's canonical encoding.
+    pub block: Vec<u8>,
+    /// Its simplex finalization certificate, encoded.
+    pub finalization: Vec<u8>,
+    /// Proofs of records under its state root.
+    pub proofs: Vec<StateProof>,
+}
 
 impl EnclaveService {
     /// A fresh enclave on `platform`: a new account key and identity key,
@@ -720,6 +813,8 @@ impl EnclaveService {
             shares_given: BTreeMap::new(),
             last_session: BTreeMap::new(),
             erased_below: Epoch(0),
+            registry: None,
+            chain_height: 0,
         })
     }
 
@@ -824,6 +919,11 @@ impl EnclaveService {
             return Err(ServiceError::Invalid);
         }
         let allowed = std::collections::BTreeSet::from([self.trust.measurement]);
+        let registry = self
+            .registry
+            .as_ref()
+            .ok_or(ServiceError::State("no verified registry of the chain yet"))?;
+        let mut seats = Vec::with_capacity(members.len());
         let mut identities = Vec::with_capacity(members.len());
         let mut accounts: Vec<[u8; 32]> = Vec::with_capacity(members.len());
         let mut vendors = Vec::with_capacity(members.len());
@@ -836,8 +936,18 @@ impl EnclaveService {
             if accounts.last().is_some_and(|last| *last >= account) {
                 return Err(ServiceError::Invalid);
             }
-            identities.push(identity.try_into().map_err(|_| ServiceError::Invalid)?);
+            let identity: [u8; 32] = identity.try_into().map_err(|_| ServiceError::Invalid)?;
+            seats.push((identity, account, attested.measurement));
+            identities.push(identity);
             accounts.push(account);
+        }
+        // The chain's registry as this enclave verified it: every member
+        // registered with this identity and measurement, the measurement
+        // still allowed, the policy's t, no committee in office. Before,
+        // the inviter's host chose t and the members among any genuine
+        // enclaves, registered or not.
+        if !registry.admits(&chain, t, &seats) {
+            return Err(ServiceError::Chain(ChainError::NotSeated));
         }
         // The vendor mix the enclave was built to require: a committee of
         // one vendor's hardware (or one where a vendor holds t) is refused
@@ -1380,6 +1490,129 @@ impl EnclaveService {
             .map(EpochKeyPair::public_key)
     }
 
+    /// Checks `finalization` over `block` against `genesis`'s validators and
+    /// that the block is not older than one taken before (the caller moves
+    /// [`Self::chain_height`] on once it took what the block shows).
+    fn take_header(
+        &mut self,
+        genesis: &Genesis,
+        block: &[u8],
+        finalization: &[u8],
+    ) -> Result<FinalizedHeader, ServiceError> {
+        let anchor = ChainAnchor::from_genesis(genesis).map_err(ChainError::Light)?;
+        let header = anchor
+            .verify_finalized(block, finalization, &mut self.rng.0)
+            .map_err(ChainError::Light)?;
+        if header.height < self.chain_height {
+            return Err(ServiceError::Chain(ChainError::Stale));
+        }
+        Ok(header)
+    }
+
+    /// Takes the chain's mode B registry as `proven` shows it: a block a
+    /// quorum of `genesis`'s validators finalized, and under its state root
+    /// the allowed measurements, the committee record (present or absent)
+    /// and the registration of each enclave the host wants considered. A
+    /// DKG then runs only among enclaves registered there with their
+    /// quotes' identity and measurement, for the policy's threshold, while
+    /// no committee is in office. The height never goes back for a chain:
+    /// a host can withhold a newer registry (a revocation, say), not show
+    /// an older one after a newer. Returns the height taken.
+    ///
+    /// # Errors
+    /// [`ServiceError::Chain`] naming the failed check; a registry older
+    /// than the one held; one without the measurements or committee proof.
+    pub fn observe_registry(
+        &mut self,
+        genesis: &Genesis,
+        proven: &FinalizedRecords,
+    ) -> Result<u64, ServiceError> {
+        let chain = genesis.chain_id().0.0;
+        if self.membership.as_ref().is_some_and(|m| m.chain != chain) {
+            return Err(ServiceError::Chain(ChainError::OtherChain));
+        }
+        let policy = genesis
+            .sealed_market
+            .as_ref()
+            .ok_or(ServiceError::Chain(ChainError::NoSealedMarket))?;
+        let header = self.take_header(genesis, &proven.block, &proven.finalization)?;
+        let mut genesis_shown = false;
+        let mut measurements = None;
+        let mut committee = None;
+        let mut enclaves = BTreeMap::new();
+        for proof in &proven.proofs {
+            match proof.key {
+                StateKey::Measurements => {
+                    measurements = header
+                        .verify(&proof.key, proof)
+                        .map_err(ChainError::Light)?;
+                }
+                StateKey::Genesis => {
+                    header_genesis(&header, genesis, proof)?;
+                    genesis_shown = true;
+                }
+                StateKey::Committee => {
+                    let record: Option<quartier_ledger::Committee> = header
+                        .verify(&proof.key, proof)
+                        .map_err(ChainError::Light)?;
+                    committee = Some(record.is_some());
+                }
+                StateKey::Enclave(account) => {
+                    if let Some(e) = header
+                        .verify(&proof.key, proof)
+                        .map_err(ChainError::Light)?
+                    {
+                        enclaves.insert(account, e);
+                    }
+                }
+                _ => return Err(ServiceError::Chain(ChainError::NotRegistry)),
+            }
+        }
+        let (true, Some(measurements), Some(committee)) = (genesis_shown, measurements, committee)
+        else {
+            return Err(ServiceError::Chain(ChainError::NotRegistry));
+        };
+        self.chain_height = header.height;
+        self.registry = Some(Registry {
+            chain,
+            threshold: Some(policy.threshold),
+            enclaves,
+            measurements,
+            committee,
+        });
+        Ok(header.height)
+    }
+
+    /// Takes `members` as the registered enclaves of `chain`, every
+    /// threshold as the policy's, unchecked: for tests of the DKG itself,
+    /// compiled only with the `testing` feature (the enclave host never
+    /// turns it on; see [`Self::observe_registry`]).
+    #[cfg(any(test, feature = "testing"))]
+    pub fn trust_registry_unverified(&mut self, chain: [u8; 32], members: &[Quote]) {
+        let enclaves = members
+            .iter()
+            .map(|q| {
+                let (identity, account) = q.report_data.split_at(32);
+                (
+                    AccountId(account.try_into().unwrap_or([0; 32])),
+                    quartier_ledger::Enclave {
+                        identity_key: identity.try_into().unwrap_or([0; 32]),
+                        measurement: q.measurement,
+                        vendor: 0,
+                        registered: quartier_types::Height(0),
+                    },
+                )
+            })
+            .collect();
+        self.registry = Some(Registry {
+            chain,
+            threshold: None,
+            enclaves,
+            measurements: members.iter().map(|q| q.measurement).collect(),
+            committee: false,
+        });
+    }
+
     /// Clears the closed slot `slot` of `region` as the chain holds it:
     /// `proven` must show the chain's [`SealedBatch`] record under the state
     /// root of a block that a quorum of the chain's validators finalized.
@@ -1406,14 +1639,19 @@ impl EnclaveService {
             .sealed_market
             .as_ref()
             .ok_or(ServiceError::Chain(ChainError::NoSealedMarket))?;
-        let anchor = ChainAnchor::from_genesis(genesis).map_err(ChainError::Light)?;
-        let header = anchor
-            .verify_finalized(&proven.block, &proven.finalization, &mut self.rng.0)
-            .map_err(ChainError::Light)?;
+        let header = self.take_header(genesis, &proven.block, &proven.finalization)?;
+        header_genesis(&header, genesis, &proven.genesis)?;
         let batch: SealedBatch = header
             .verify(&StateKey::SealedBatch(region, slot), &proven.proof)
             .map_err(ChainError::Light)?
             .ok_or(ServiceError::Chain(ChainError::NoBatch))?;
+        // Right after the last batch cleared here: a host that skipped one
+        // would have its enclave clear from another prepaid ledger than the
+        // committee's, and the difference of the two reports is the orders
+        // the ledgers treat differently.
+        if batch.previous != self.last_cleared(region) {
+            return Err(ServiceError::Chain(ChainError::OutOfTurn));
+        }
         let orders: Vec<crate::sealed::SealedOrder> =
             batch.orders.iter().map(|o| o.sealed.clone()).collect();
         let input = Batch {
@@ -1426,17 +1664,22 @@ impl EnclaveService {
             traders: &batch.traders,
             expired: batch.expired,
         };
-        self.clear(region, &input)
+        let height = header.height;
+        self.clear(region, &input)?;
+        self.chain_height = self.chain_height.max(height);
+        self.reports
+            .get(&(region, slot))
+            .ok_or(ServiceError::State("no report"))
     }
 
     /// Clears `batch` as given, unchecked: for the crate's own tests and
-    /// benchmarks of clearing, compiled only with the `unverified-batches`
+    /// benchmarks of clearing, compiled only with the `testing`
     /// feature (the enclave host never turns it on; see
     /// [`Self::clear_finalized`]).
     ///
     /// # Errors
     /// As [`Self::clear_finalized`]'s clearing.
-    #[cfg(feature = "unverified-batches")]
+    #[cfg(any(test, feature = "testing"))]
     pub fn clear_unverified(
         &mut self,
         region: RegionId,
@@ -2085,6 +2328,8 @@ impl EnclaveService {
             shares_given: BTreeMap::new(),
             last_session: BTreeMap::new(),
             erased_below,
+            registry: None,
+            chain_height: 0,
         })
     }
 }
@@ -2293,6 +2538,9 @@ mod tests {
         let mut members: Vec<EnclaveService> = (0..3).map(|_| enclave()).collect();
         members.sort_by_key(EnclaveService::account);
         let quotes: Vec<Quote> = members.iter().map(quote).collect();
+        for m in &mut members {
+            m.trust_registry_unverified(CHAIN, &quotes);
+        }
         let invitation = members[0].invite(CHAIN, 2, 1, &quotes).unwrap();
         let mut round1 = BTreeMap::new();
         for (i, m) in (0u16..).zip(members.iter_mut()) {
@@ -2692,6 +2940,9 @@ mod tests {
         let mut members: Vec<EnclaveService> = (0..3).map(|_| enclave()).collect();
         members.sort_by_key(EnclaveService::account);
         let quotes: Vec<Quote> = members.iter().map(quote).collect();
+        for m in &mut members {
+            m.trust_registry_unverified(CHAIN, &quotes);
+        }
         let attacker = IdentityKey::generate(&mut ChaCha20Rng::from_seed([26; 32]));
         let attacker_account = SigningKey::from_bytes(&[79; 32]);
         // What the outsider signs as an invitation (it is no member).
@@ -2795,6 +3046,10 @@ mod tests {
                 .map(|(m, v)| vendors[v].quote(MEASUREMENT, m.report_data()))
                 .collect()
         };
+        let registered = quoted(&members, [0, 1, 2]);
+        for m in &mut members {
+            m.trust_registry_unverified(CHAIN, &registered);
+        }
         // The hosts of one vendor's machines (whose quoting key they may
         // hold) invite a committee all on that vendor, or two on it: that
         // vendor alone would sign every report and epoch key.

@@ -17,9 +17,10 @@ use commonware_cryptography::ed25519;
 use ed25519_dalek::SigningKey;
 use quartier_enclave::attestation::{Measurement, Quote, SimulatedAttestationService};
 use quartier_enclave::auctioneer::{Batch, SlotSummary};
+use quartier_enclave::rpc::{Request, Response};
 use quartier_enclave::sealed::{OrderPayload, SignedOrder, seal};
 use quartier_enclave::service::{
-    ChainError, EnclaveService, FinalizedBatch, ServiceError, SimulatedPlatform,
+    ChainError, EnclaveService, FinalizedBatch, FinalizedRecords, ServiceError, SimulatedPlatform,
 };
 use quartier_ledger::{
     CustodyFlows, Genesis, SealedBatch, SealedEntry, SealedMarketPolicy, State, StateKey,
@@ -93,6 +94,9 @@ fn committee(
         .map(|e| vendor.quote(MEASUREMENT, e.report_data()))
         .collect();
     let chain = genesis.chain_id().0.0;
+    for e in enclaves.iter_mut() {
+        e.trust_registry_unverified(chain, &quotes);
+    }
     let outcome = quartier_enclave::dkg::run_in_process(&mut enclaves, chain, 2, 1, quotes);
     assert!(
         matches!(outcome, quartier_enclave::dkg::DkgOutcome::Formed(_)),
@@ -154,6 +158,7 @@ fn batch(orders: Vec<SealedEntry>) -> SealedBatch {
         closed: Height(12),
         traders,
         expired: false,
+        previous: None,
     }
 }
 
@@ -187,7 +192,19 @@ fn proven(
     state: &State,
     slot: Slot,
 ) -> FinalizedBatch {
-    let block = block(12, state);
+    proven_at(12, genesis, keys, signers, state, slot)
+}
+
+/// [`proven`] with the block at `height`.
+fn proven_at(
+    height: u64,
+    genesis: &Genesis,
+    keys: &[ed25519::PrivateKey],
+    signers: &[usize],
+    state: &State,
+    slot: Slot,
+) -> FinalizedBatch {
+    let block = block(height, state);
     let finalization = quartier_light::testing::finalization(
         genesis,
         keys,
@@ -199,6 +216,7 @@ fn proven(
         block,
         finalization,
         proof: state.prove(StateKey::SealedBatch(REGION, slot)).unwrap(),
+        genesis: state.prove(StateKey::Genesis).unwrap(),
     }
 }
 
@@ -326,6 +344,29 @@ fn a_host_can_not_isolate_an_order_in_a_batch_the_chain_never_closed() {
     assert_eq!(answer, Some(ServiceError::Chain(ChainError::NoBatch)));
     assert!(unchanged(m));
 
+    // 7. A chain relaunched with the same name and validators (another
+    //    genesis: here other allocations): its block verifies under the
+    //    same keys, its genesis record is not the committee's.
+    let relaunched = Genesis {
+        allocations: vec![(AccountId([9; 32]), quartier_types::Money::new(1))],
+        ..genesis.clone()
+    };
+    let other_chain = state_with(&relaunched, vec![(SLOT, forged.clone())]);
+    let proof = proven(&genesis, &keys, &[0, 1, 2], &other_chain, SLOT);
+    assert_eq!(
+        refused(m, &genesis, &proof, SLOT),
+        (Some(ServiceError::Chain(ChainError::OtherChain)), true)
+    );
+    // 8. A later batch before the one the chain closed first: skipping a
+    //    batch would clear from another prepaid ledger than the others'.
+    let mut next = batch(vec![]);
+    next.previous = Some(SLOT);
+    let chain = state_with(&genesis, vec![(SLOT, honest.clone()), (Slot(11), next)]);
+    let skip = proven_at(14, &genesis, &keys, &[0, 1, 2], &chain, Slot(11));
+    let answer = m.clear_finalized(&genesis, REGION, Slot(11), &skip).err();
+    assert_eq!(answer, Some(ServiceError::Chain(ChainError::OutOfTurn)));
+    assert!(unchanged(m) && m.report(REGION, Slot(11)).is_none());
+
     // The chain's batch, finalized by a quorum: the other members clear it
     // alike, all three orders in it.
     let proof = proven(&genesis, &keys, &[1, 2, 3], &chain, SLOT);
@@ -344,6 +385,14 @@ fn a_host_can_not_isolate_an_order_in_a_batch_the_chain_never_closed() {
         summaries[0].aggregates.totals.grid_export,
         Energy::new(4_500)
     );
+    // Then the next one, in turn; an older block than one taken is not.
+    let m = &mut members[0];
+    assert!(m.clear_finalized(&genesis, REGION, Slot(11), &skip).is_ok());
+    let older = proven_at(11, &genesis, &keys, &[0, 1, 2], &chain, Slot(11));
+    assert_eq!(
+        m.clear_finalized(&genesis, REGION, Slot(11), &older).err(),
+        Some(ServiceError::Chain(ChainError::Stale))
+    );
 }
 
 /// `genesis` with the host's keys as validators: another chain.
@@ -355,5 +404,203 @@ fn genesis_of_host(genesis: &Genesis, host_keys: &[ed25519::PrivateKey]) -> Gene
             .map(|k| AccountId(k.public_key().as_ref().try_into().unwrap()))
             .collect(),
         ..genesis.clone()
+    }
+}
+
+/// The chain's registration of `e` as its quote says.
+fn registration(quote: &Quote) -> (AccountId, quartier_ledger::Enclave) {
+    let (identity, account) = quote.report_data.split_at(32);
+    (
+        AccountId(account.try_into().unwrap()),
+        quartier_ledger::Enclave {
+            identity_key: identity.try_into().unwrap(),
+            measurement: quote.measurement,
+            vendor: 0,
+            registered: Height(3),
+        },
+    )
+}
+
+/// The registry proofs a host shows: measurements, committee and `enclaves`.
+fn registry(
+    genesis: &Genesis,
+    keys: &[ed25519::PrivateKey],
+    state: &State,
+    height: u64,
+    enclaves: &[AccountId],
+) -> FinalizedRecords {
+    let block = block(height, state);
+    let finalization = quartier_light::testing::finalization(
+        genesis,
+        keys,
+        &[0, 1, 2],
+        height + 30,
+        quartier_light::block_digest(&block),
+    );
+    let proofs = [
+        StateKey::Genesis,
+        StateKey::Measurements,
+        StateKey::Committee,
+    ]
+    .into_iter()
+    .chain(enclaves.iter().map(|a| StateKey::Enclave(*a)))
+    .map(|k| state.prove(k).unwrap())
+    .collect();
+    FinalizedRecords {
+        block,
+        finalization,
+        proofs,
+    }
+}
+
+/// The DKG round 1 a host's enclave (the first member) invites, as every
+/// member's RPC receives it.
+fn invitations(
+    enclaves: &[EnclaveService],
+    chain: [u8; 32],
+    t: u16,
+    quotes: &[Quote],
+) -> Vec<Request> {
+    let invitation = enclaves[0].invite(chain, t, 1, quotes).unwrap();
+    (0..quotes.len() as u16)
+        .map(|index| Request::DkgRound1 {
+            index,
+            t,
+            attempt: 1,
+            chain,
+            members: quotes.to_vec(),
+            invitation,
+        })
+        .collect()
+}
+
+fn refused(answer: Response) -> String {
+    match answer {
+        Response::Refused(why) => why,
+        other => panic!("answered {other:?}"),
+    }
+}
+
+/// Before, the inviting member's host chose `t` and the members among any
+/// genuine enclaves, registered on the chain or not; the others' enclaves
+/// took its word. Now each enclave runs a DKG only among enclaves its own
+/// verified view of the chain's registry seats, for the policy's `t`, while
+/// no committee is in office.
+#[test]
+fn a_dkg_runs_only_among_the_enclaves_the_chain_registered() {
+    let vendor = SimulatedAttestationService::new([42; 32]);
+    let keys = validator_keys(0);
+    let genesis = genesis(&keys, &vendor);
+    let chain = genesis.chain_id().0.0;
+    let platform = SimulatedPlatform::new([5; 32], MEASUREMENT, vendor.root());
+    let mut enclaves: Vec<EnclaveService> = (0..4)
+        .map(|_| EnclaveService::new(&platform).unwrap())
+        .collect();
+    enclaves.sort_by_key(EnclaveService::account);
+    let quotes: Vec<Quote> = enclaves
+        .iter()
+        .map(|e| vendor.quote(MEASUREMENT, e.report_data()))
+        .collect();
+    // The chain registered the first three; the fourth is genuine but its
+    // host never registered it (the inviting host's own).
+    let mut state = State::from_genesis(genesis.clone()).unwrap();
+    for q in &quotes[..3] {
+        let (account, enclave) = registration(q);
+        state.insert_enclave_for_testing(account, enclave);
+    }
+    state.commit().unwrap();
+    let registered: Vec<AccountId> = quotes[..3].iter().map(|q| registration(q).0).collect();
+    let three = quotes[..3].to_vec();
+
+    // No registry shown yet: no DKG.
+    let request = &invitations(&enclaves, chain, 2, &three)[1];
+    assert!(refused(enclaves[1].handle(request.clone())).contains("registry"));
+
+    let shown = registry(&genesis, &keys, &state, 20, &registered);
+    for e in &mut enclaves {
+        assert_eq!(e.observe_registry(&genesis, &shown), Ok(20));
+    }
+    // An older registry after it is refused (a host can not roll back to
+    // before a revocation).
+    let older = registry(&genesis, &keys, &state, 19, &registered);
+    assert!(enclaves[1].observe_registry(&genesis, &older).is_err());
+    // A registry the validators did not finalize, or with a record that is
+    // not the registry's.
+    let mut forged = registry(&genesis, &keys, &state, 21, &registered);
+    forged.finalization = quartier_light::testing::finalization(
+        &genesis,
+        &keys,
+        &[0, 1],
+        51,
+        quartier_light::block_digest(&forged.block),
+    );
+    assert!(enclaves[1].observe_registry(&genesis, &forged).is_err());
+    let mut other = registry(&genesis, &keys, &state, 21, &registered);
+    other.proofs.push(state.prove(StateKey::Meta).unwrap());
+    assert_eq!(
+        enclaves[1].observe_registry(&genesis, &other),
+        Err(ServiceError::Chain(ChainError::NotRegistry))
+    );
+
+    // The inviting host seats its unregistered enclave in place of one
+    // registered member, or asks for all three of three (the policy says
+    // two): every member refuses, the invited one included.
+    let with_own = vec![quotes[0].clone(), quotes[1].clone(), quotes[3].clone()];
+    for (i, request) in invitations(&enclaves, chain, 2, &with_own)
+        .into_iter()
+        .enumerate()
+    {
+        let member = if i == 2 { 3 } else { i };
+        let why = refused(enclaves[member].handle(request));
+        assert!(why.contains("does not seat"), "{why}");
+    }
+    for (i, request) in invitations(&enclaves, chain, 3, &three)
+        .into_iter()
+        .enumerate()
+    {
+        let why = refused(enclaves[i].handle(request));
+        assert!(why.contains("does not seat"), "{why}");
+    }
+    // The chain's three for the policy's t: the committee forms.
+    let mut members: Vec<EnclaveService> = enclaves.drain(..3).collect();
+    let outcome = quartier_enclave::dkg::run_in_process(&mut members, chain, 2, 2, three.clone());
+    assert!(
+        matches!(outcome, quartier_enclave::dkg::DkgOutcome::Formed(_)),
+        "{outcome:?}"
+    );
+
+    // With a committee in office, a fresh enclave takes part in no DKG.
+    let mut fresh: Vec<EnclaveService> = (0..3)
+        .map(|_| EnclaveService::new(&platform).unwrap())
+        .collect();
+    fresh.sort_by_key(EnclaveService::account);
+    let fresh_quotes: Vec<Quote> = fresh
+        .iter()
+        .map(|e| vendor.quote(MEASUREMENT, e.report_data()))
+        .collect();
+    for q in &fresh_quotes {
+        let (account, enclave) = registration(q);
+        state.insert_enclave_for_testing(account, enclave);
+    }
+    state.insert_committee_for_testing(quartier_ledger::Committee {
+        members: registered.clone(),
+        group_key: members[0].group_key().unwrap(),
+        threshold: 2,
+        since: Height(30),
+        ledgers: Default::default(),
+        closed: Default::default(),
+    });
+    state.commit().unwrap();
+    let accounts: Vec<AccountId> = fresh_quotes.iter().map(|q| registration(q).0).collect();
+    let shown = registry(&genesis, &keys, &state, 40, &accounts);
+    for e in &mut fresh {
+        assert_eq!(e.observe_registry(&genesis, &shown), Ok(40));
+    }
+    for (i, request) in invitations(&fresh, chain, 2, &fresh_quotes)
+        .into_iter()
+        .enumerate()
+    {
+        let why = refused(fresh[i].handle(request));
+        assert!(why.contains("does not seat"), "{why}");
     }
 }

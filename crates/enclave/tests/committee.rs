@@ -132,6 +132,9 @@ fn committee_of(t: u16, behaviours: [Behaviour; 3]) -> (Vec<Member>, GroupPublic
         .iter()
         .map(|e| vendor.quote(MEASUREMENT, e.report_data()))
         .collect();
+    for e in enclaves.iter_mut() {
+        e.trust_registry_unverified(CHAIN, &quotes);
+    }
     let outcome = quartier_enclave::dkg::run_in_process(&mut enclaves, CHAIN, t, 1, quotes);
     let quartier_enclave::dkg::DkgOutcome::Formed(key) = outcome else {
         panic!("no committee: {outcome:?}");

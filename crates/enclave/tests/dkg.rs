@@ -106,10 +106,15 @@ fn enclaves(n: usize) -> (Vec<EnclaveService>, Vec<Quote>, SimulatedPlatform) {
         .map(|_| EnclaveService::new(&platform).unwrap())
         .collect();
     enclaves.sort_by_key(EnclaveService::account);
-    let quotes = enclaves
+    let quotes: Vec<Quote> = enclaves
         .iter()
         .map(|e| vendor.quote(MEASUREMENT, e.report_data()))
         .collect();
+    // All of them registered on the chain (the registry check itself is
+    // `chain.rs`'s): the DKG's own defences are what these tests try.
+    for e in &mut enclaves {
+        e.trust_registry_unverified(CHAIN, &quotes);
+    }
     (enclaves, quotes, platform)
 }
 
@@ -122,6 +127,14 @@ fn members_on_platform(behaviours: [Behaviour; 3]) -> (Vec<Member>, Vec<Quote>, 
         .map(|(enclave, behaviour)| Member { enclave, behaviour })
         .collect();
     (members, quotes, platform)
+}
+
+/// An enclave restarted from `sealed`, its host showing it the chain's
+/// registry (of `registered`) again.
+fn restarted(sealed: &[u8], platform: &SimulatedPlatform, registered: &[Quote]) -> EnclaveService {
+    let mut enclave = EnclaveService::unseal(sealed, platform).unwrap();
+    enclave.trust_registry_unverified(CHAIN, registered);
+    enclave
 }
 
 /// The coordinator's next attempt (each later than the last).
@@ -310,7 +323,7 @@ fn a_replayed_round_two_after_a_member_restarted_does_not_stop_the_retry() {
     assert_eq!(recorded.len(), 3, "round 2 ran");
     // Member 1 restarts from its sealed state.
     let sealed = members[1].enclave.seal(&platform).unwrap();
-    members[1].enclave = EnclaveService::unseal(&sealed, &platform).unwrap();
+    members[1].enclave = restarted(&sealed, &platform, &quotes);
     assert_eq!(members[1].enclave.group_key(), None);
     // The retry, with the outsider's replays before every finish.
     let outcome = run(&mut members, quotes, |members, request| {
@@ -386,7 +399,7 @@ fn a_dkg_only_some_members_finished_forms_on_the_retry() {
             && packages[0].to == 2
         {
             let sealed = members[2].enclave.seal(&platform).unwrap();
-            members[2].enclave = EnclaveService::unseal(&sealed, &platform).unwrap();
+            members[2].enclave = restarted(&sealed, &platform, &quotes);
         }
     });
     assert_eq!(
@@ -432,7 +445,7 @@ fn an_outsider_finishing_an_earlier_attempt_does_not_stop_the_retry() {
     let round1 = round1.unwrap();
     assert_eq!(answers.len(), 6, "round 2 ran");
     let sealed = members[1].enclave.seal(&platform).unwrap();
-    members[1].enclave = EnclaveService::unseal(&sealed, &platform).unwrap();
+    members[1].enclave = restarted(&sealed, &platform, &quotes);
     let outcome = run(&mut members, quotes, |members, request| {
         // The first attempt's invitations again, before every request: an
         // earlier attempt does not start a member over.
@@ -545,10 +558,11 @@ fn a_confirmation_lost_at_one_member_is_delivered_again() {
 fn a_member_restarted_before_the_confirmation_still_confirms() {
     for delivered_later in [false, true] {
         let (mut members, quotes, platform) = members_on_platform([Behaviour::Honest; 3]);
+        let registered = quotes.clone();
         let outcome = run_delivering(&mut members, quotes, |members, member, request| {
             if member == 2 && matches!(request, Request::DkgConfirm { .. }) {
                 let sealed = members[2].enclave.seal(&platform).unwrap();
-                members[2].enclave = EnclaveService::unseal(&sealed, &platform).unwrap();
+                members[2].enclave = restarted(&sealed, &platform, &registered);
                 return !delivered_later;
             }
             true
@@ -813,7 +827,7 @@ fn replays_after_formation_change_nothing() {
     // Seal / unseal round trip of a confirmed member.
     let cert = all[2].dkg_certificate();
     let sealed = all[2].seal(&platform).unwrap();
-    all[2] = EnclaveService::unseal(&sealed, &platform).unwrap();
+    all[2] = restarted(&sealed, &platform, &quotes);
     assert_eq!(all[2].group_key(), Some(key));
     assert_eq!(all[2].dkg_certificate(), cert);
     assert!(holds_one_key(&all, &committee));
@@ -841,7 +855,7 @@ fn sealed_finished_list_and_attempts_survive_a_restart() {
     );
     assert!(matches!(outcome, DkgOutcome::Failed(_)));
     let sealed = all[2].seal(&platform).unwrap();
-    all[2] = EnclaveService::unseal(&sealed, &platform).unwrap();
+    all[2] = restarted(&sealed, &platform, &quotes);
     let replay = round1_to_2.unwrap();
     assert!(matches!(rpc(&mut all[2], &replay), Response::Refused(_)));
     certificate_to_all(&mut all, &committee, 0);

@@ -118,6 +118,9 @@ fn committee() -> Vec<EnclaveService> {
         .iter()
         .map(|m| vendor().quote(MEASUREMENT, m.report_data()))
         .collect();
+    for e in members.iter_mut() {
+        e.trust_registry_unverified([0xc4; 32], &quotes);
+    }
     let outcome = quartier_enclave::dkg::run_in_process(&mut members, [0xc4; 32], 2, 1, quotes);
     assert!(
         matches!(outcome, quartier_enclave::dkg::DkgOutcome::Formed(_)),

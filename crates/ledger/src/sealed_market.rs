@@ -69,6 +69,10 @@ pub struct Committee {
     /// (`SlotSummary::ledger`): the next report must clear from it.
     #[serde(default)]
     pub ledgers: BTreeMap<RegionId, Digest>,
+    /// Per region, the slot of the last batch closed while it is in
+    /// office (each batch names it as its `previous`).
+    #[serde(default)]
+    pub closed: BTreeMap<RegionId, Slot>,
 }
 
 /// A member's vote for a committee.
@@ -125,6 +129,12 @@ pub struct SealedBatch {
     /// unopened. Set by the chain, so every member decides alike.
     #[serde(default)]
     pub expired: bool,
+    /// The region's batch closed before this one (`None` for the first
+    /// under the committee): an enclave clears a batch only right after
+    /// this one, so a host can not skip one to make its enclave clear a
+    /// later one from another prepaid ledger than the committee's.
+    #[serde(default)]
+    pub previous: Option<Slot>,
 }
 
 /// Whether a batch of `epoch` is past the erasure schedule once `newest` is
@@ -265,6 +275,7 @@ pub(crate) fn activate_committee(
         threshold: policy.threshold,
         since: ctx.height,
         ledgers: BTreeMap::new(),
+        closed: BTreeMap::new(),
     });
     state.touch(StateKey::Committee);
     Ok(vec![Event::CommitteeActivated { group_key }])
@@ -457,6 +468,12 @@ pub(crate) fn close_sealed_books(state: &mut State, ctx: &BlockContext) {
         let expired = policy(state)
             .map(|p| past_erasure(p.epoch_of(slot), newest))
             .unwrap_or(false);
+        let previous = state
+            .records
+            .committee
+            .as_mut()
+            .and_then(|c| c.closed.insert(region, slot));
+        state.touch(StateKey::Committee);
         state.records.batches.insert(
             (region, slot),
             SealedBatch {
@@ -466,6 +483,7 @@ pub(crate) fn close_sealed_books(state: &mut State, ctx: &BlockContext) {
                 closed: ctx.height,
                 traders,
                 expired,
+                previous,
             },
         );
         state.touch(StateKey::SealedBatch(region, slot));

@@ -721,6 +721,23 @@ impl State {
         self.touch(StateKey::SealedBatch(region, slot));
     }
 
+    /// Test support: registers a mode B enclave as the chain would after
+    /// checking its quote (commit to see it under the root). Compiled only
+    /// with the `testing` feature.
+    #[cfg(feature = "testing")]
+    pub fn insert_enclave_for_testing(&mut self, account: AccountId, enclave: crate::Enclave) {
+        self.records.enclaves.insert(account, enclave);
+        self.touch(StateKey::Enclave(account));
+    }
+
+    /// Test support: puts a committee in office. Compiled only with the
+    /// `testing` feature.
+    #[cfg(feature = "testing")]
+    pub fn insert_committee_for_testing(&mut self, committee: crate::Committee) {
+        self.records.committee = Some(committee);
+        self.touch(StateKey::Committee);
+    }
+
     /// A proof of the committed value under `key` (or of its absence).
     ///
     /// # Errors

@@ -37,6 +37,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/regions/{region}/batches/{slot}"),
     ("get", "/api/v1/regions/{region}/batches/{slot}/proof"),
     ("get", "/api/v1/genesis"),
+    ("get", "/api/v1/sealed/registry/proof"),
     ("get", "/api/v1/pool/outputs"),
     ("get", "/api/v1/pool/key_images"),
     ("get", "/api/v1/regions/{region}/rings"),
@@ -136,6 +137,7 @@ pub fn router_with(app: LedgerApp, gossip: Gossip, extras: Extras) -> Router {
             get(batch_proof),
         )
         .route("/api/v1/genesis", get(genesis))
+        .route("/api/v1/sealed/registry/proof", get(registry_proof))
         .route("/api/v1/pool/outputs", get(pool_outputs))
         .route("/api/v1/pool/key_images", get(key_images))
         .route("/api/v1/regions/{region}/rings", get(rings))
@@ -449,8 +451,8 @@ async fn batch_proof(
     Path((region, slot)): Path<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (region, slot) = region_and_slot(&region, &slot)?;
+    let _building = proof_place(&api)?;
     let internal = |e: String| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e);
-    let retry = |why: String| ApiError(StatusCode::SERVICE_UNAVAILABLE, why);
     let state = api.app.finalized_state();
     let height = state.meta().height.0;
     let proof = state
@@ -462,6 +464,87 @@ async fn batch_proof(
             "no batch awaits a report there".into(),
         ));
     }
+    let (block, finalization) = finalized_tip(&api, &state, height).await?;
+    let proof = borsh::to_vec(&proof).map_err(|e| internal(e.to_string()))?;
+    let genesis = state
+        .prove(quartier_ledger::StateKey::Genesis)
+        .map_err(|e| internal(e.to_string()))
+        .and_then(|p| borsh::to_vec(&p).map_err(|e| internal(e.to_string())))?;
+    Ok(Json(json!({
+        "region": region,
+        "slot": slot,
+        "height": height,
+        "block": block,
+        "finalization": finalization,
+        "proof": hex::encode(proof),
+        "genesis": hex::encode(genesis),
+    })))
+}
+
+/// The most enclave registrations one registry proof carries.
+pub const MAX_REGISTRY_PROOFS: usize = 256;
+
+/// Mode B's registry as a light client (an enclave) takes it: the finalized
+/// block at this node's tip, its finalization certificate, and proofs under
+/// its state root of the genesis document, the allowed measurements, the
+/// committee record (or its absence) and every registered enclave (the first
+/// [`MAX_REGISTRY_PROOFS`] by account).
+async fn registry_proof(
+    AxumState(api): AxumState<Api>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    use quartier_ledger::StateKey;
+    let _building = proof_place(&api)?;
+    let internal = |e: String| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e);
+    let state = api.app.finalized_state();
+    let height = state.meta().height.0;
+    let keys = [
+        StateKey::Genesis,
+        StateKey::Measurements,
+        StateKey::Committee,
+    ]
+    .into_iter()
+    .chain(
+        state
+            .enclaves()
+            .keys()
+            .take(MAX_REGISTRY_PROOFS)
+            .map(|a| StateKey::Enclave(*a)),
+    );
+    let proofs = keys
+        .map(|k| {
+            let proof = state.prove(k).map_err(|e| internal(e.to_string()))?;
+            borsh::to_vec(&proof)
+                .map(hex::encode)
+                .map_err(|e| internal(e.to_string()))
+        })
+        .collect::<Result<Vec<String>, ApiError>>()?;
+    let (block, finalization) = finalized_tip(&api, &state, height).await?;
+    Ok(Json(json!({
+        "height": height,
+        "block": block,
+        "finalization": finalization,
+        "proofs": proofs,
+    })))
+}
+
+/// A light-client proof builder's place, or `503`.
+fn proof_place(api: &Api) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    api.guard.proof().ok_or_else(|| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "proofs are being built for others: retry".into(),
+        )
+    })
+}
+
+/// The finalized block at `height` (the tip `state` is after) and its
+/// certificate, both hex; `503` while either is not at hand.
+async fn finalized_tip(
+    api: &Api,
+    state: &quartier_ledger::State,
+    height: u64,
+) -> Result<(String, String), ApiError> {
+    let retry = |why: String| ApiError(StatusCode::SERVICE_UNAVAILABLE, why);
     let block = api
         .app
         .finalized_block(height)
@@ -472,15 +555,10 @@ async fn batch_proof(
             "no finalization certificate for block {height} yet; retry"
         ))
     })?;
-    let proof = borsh::to_vec(&proof).map_err(|e| internal(e.to_string()))?;
-    Ok(Json(json!({
-        "region": region,
-        "slot": slot,
-        "height": height,
-        "block": hex::encode(commonware_codec::Encode::encode(&block)),
-        "finalization": hex::encode(finalization),
-        "proof": hex::encode(proof),
-    })))
+    Ok((
+        hex::encode(commonware_codec::Encode::encode(&block)),
+        hex::encode(finalization),
+    ))
 }
 
 /// The chain's genesis document (its hash is the chain id).

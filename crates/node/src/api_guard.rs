@@ -117,6 +117,10 @@ pub enum WriteKind {
     OneTime,
 }
 
+/// How many light-client proofs (mode B enclaves' batches and registry)
+/// are built at once; a request beyond gets 503 (its host retries).
+pub const MAX_PROOFS_BUILDING: usize = 4;
+
 /// The API's shared limits at run time.
 #[derive(Clone)]
 pub struct Guard {
@@ -128,6 +132,7 @@ pub struct Guard {
     sync: Arc<tokio::sync::Semaphore>,
     sync_streams: Arc<tokio::sync::Semaphore>,
     sync_streams_per_ip: Arc<PerIp>,
+    proofs: Arc<tokio::sync::Semaphore>,
     /// Write checks since the limiters' tables were last trimmed.
     checks: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -161,6 +166,7 @@ impl Guard {
             sync: Arc::new(tokio::sync::Semaphore::new(1)),
             sync_streams: Arc::new(tokio::sync::Semaphore::new(limits.max_sync_streams)),
             sync_streams_per_ip: Arc::new(PerIp::default()),
+            proofs: Arc::new(tokio::sync::Semaphore::new(MAX_PROOFS_BUILDING)),
             checks: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         }
     }
@@ -213,6 +219,12 @@ impl Guard {
             ),
             &self.sync_streams,
         )
+    }
+
+    /// A light-client proof builder's place (a block, its certificate and
+    /// state proofs); `None` while [`MAX_PROOFS_BUILDING`] others build.
+    pub fn proof(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        Arc::clone(&self.proofs).try_acquire_owned().ok()
     }
 
     /// The state sync builder's place; `None` while another builds.

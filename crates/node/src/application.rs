@@ -195,11 +195,16 @@ pub struct LedgerApp {
     pruner: Arc<Mutex<Option<Pruner>>>,
     /// Reads consensus' finalization certificates (for state sync bundles).
     finality: Arc<Mutex<Option<FinalitySource>>>,
+    /// The latest certificate [`LedgerApp::finalization`] read, by height.
+    tip_certificate: Arc<Mutex<Option<HeightCertificate>>>,
 }
 
 /// Consensus' finalization certificate at a height, encoded, if it has one.
 pub type FinalitySource =
     Arc<dyn Fn(u64) -> futures::future::BoxFuture<'static, Option<Vec<u8>>> + Send + Sync>;
+
+/// A finalization certificate, encoded, with its block's height.
+type HeightCertificate = (u64, Vec<u8>);
 
 /// Prunes consensus storage below a height.
 pub type Pruner = Box<dyn Fn(u64) + Send + Sync>;
@@ -252,6 +257,7 @@ impl LedgerApp {
             block_retention_ms: None,
             pruner: Arc::new(Mutex::new(None)),
             finality: Arc::new(Mutex::new(None)),
+            tip_certificate: Arc::new(Mutex::new(None)),
             events: tokio::sync::broadcast::channel(1024).0,
         }
     }
@@ -335,9 +341,18 @@ impl LedgerApp {
 
     /// Consensus' finalization certificate of the block at `height`,
     /// encoded, if it stores one (and this node runs consensus).
+    /// The latest one read is kept: the mode B hosts ask for the tip's
+    /// again and again, and each read is a request to consensus storage.
     pub async fn finalization(&self, height: u64) -> Option<Vec<u8>> {
+        if let Some((h, bytes)) = self.tip_certificate.lock().as_ref()
+            && *h == height
+        {
+            return Some(bytes.clone());
+        }
         let source = self.finality.lock().clone()?;
-        source(height).await
+        let bytes = source(height).await?;
+        *self.tip_certificate.lock() = Some((height, bytes.clone()));
+        Some(bytes)
     }
 
     /// The height this node's latest snapshot follows (what a sync bundle

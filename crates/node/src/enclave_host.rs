@@ -32,8 +32,8 @@ use quartier_enclave::dkg::{DkgEffect, DkgOutcome, DkgSession};
 use quartier_enclave::rpc::{Request, Response, decode_request};
 use quartier_enclave::sealed::Epoch;
 use quartier_enclave::service::{
-    EnclaveService, FinalizedBatch, Purpose, ServiceError, SimulatedMonotonicCounter,
-    SimulatedPlatform,
+    ChainError, EnclaveService, FinalizedBatch, FinalizedRecords, Purpose, ServiceError,
+    SimulatedMonotonicCounter, SimulatedPlatform,
 };
 use quartier_ledger::{ChainId, Committee, Enclave, Genesis, SealedMarketPolicy, Tx, TxBody};
 use quartier_types::{AccountId, RegionId, Slot};
@@ -445,6 +445,8 @@ struct Host {
     /// The chain's genesis document, once read (the enclave checks it
     /// against its committee's chain id).
     genesis: Option<Genesis>,
+    /// When the enclave last took the chain's registry.
+    observed_at: Option<Instant>,
 }
 
 impl Host {
@@ -479,6 +481,37 @@ impl Host {
             reshared_at: None,
             certified_at: None,
             genesis: None,
+            observed_at: None,
+        }
+    }
+
+    /// Shows the enclave the chain's mode B registry (it verifies the
+    /// certificate and proofs itself): it runs a DKG only among enclaves
+    /// registered there. At most once a second.
+    fn observe_registry(&mut self) {
+        if self
+            .observed_at
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        let Some(genesis) = self.genesis() else {
+            return;
+        };
+        let Some(records) = self
+            .get("/api/v1/sealed/registry/proof")
+            .and_then(|v| finalized_records(&v))
+        else {
+            return;
+        };
+        let taken = self
+            .shared
+            .lock()
+            .service
+            .observe_registry(&genesis, &records);
+        match taken {
+            Ok(_) => self.observed_at = Some(Instant::now()),
+            Err(why) => tracing::warn!(%why, "the enclave did not take the chain's registry"),
         }
     }
 
@@ -610,6 +643,7 @@ impl Host {
             return;
         }
         let Some(committee) = view.committee.clone() else {
+            self.observe_registry();
             self.form_committee(&view, me);
             return;
         };
@@ -1035,8 +1069,13 @@ impl Host {
                     .lock()
                     .service
                     .clear_finalized(&genesis, region, slot, &proven)
-                    .map(|_| ())
-                    .map_err(|e| e.to_string());
+                    .map(|_| ());
+                if matches!(cleared, Err(ServiceError::Chain(ChainError::OtherChain))) {
+                    // Another chain's genesis (a node that lied, or of
+                    // another chain): read it again, perhaps from another.
+                    self.genesis = None;
+                }
+                let cleared = cleared.map_err(|e| e.to_string());
                 if let Err(why) = cleared {
                     // E.g. a published epoch key whose share never arrived.
                     // Not taken from a peer's whole clearing state: a
@@ -1079,6 +1118,20 @@ impl Host {
     }
 }
 
+/// A `/sealed/registry/proof` answer as the enclave takes it.
+fn finalized_records(v: &serde_json::Value) -> Option<FinalizedRecords> {
+    let bytes = |text: &serde_json::Value| hex::decode(text.as_str()?).ok();
+    Some(FinalizedRecords {
+        block: bytes(&v["block"])?,
+        finalization: bytes(&v["finalization"])?,
+        proofs: v["proofs"]
+            .as_array()?
+            .iter()
+            .map(|p| borsh::from_slice(&bytes(p)?).ok())
+            .collect::<Option<Vec<_>>>()?,
+    })
+}
+
 /// A `/batches/{slot}/proof` answer as the enclave takes it.
 fn finalized_batch(v: &serde_json::Value) -> Option<FinalizedBatch> {
     let field = |name: &str| hex::decode(v[name].as_str()?).ok();
@@ -1086,6 +1139,7 @@ fn finalized_batch(v: &serde_json::Value) -> Option<FinalizedBatch> {
         block: field("block")?,
         finalization: field("finalization")?,
         proof: borsh::from_slice(&field("proof")?).ok()?,
+        genesis: borsh::from_slice(&field("genesis")?).ok()?,
     })
 }
 
