@@ -725,8 +725,9 @@ pub struct EnclaveService {
     /// Not sealed: the host shows it again after a restart.
     registry: Option<Registry>,
     /// The highest finalized block this enclave took (a batch's or the
-    /// registry's): none lower is taken after it. Not sealed.
-    chain_height: u64,
+    /// registry's) and its chain: none lower of that chain is taken after
+    /// it. Not sealed.
+    chain_height: ([u8; 32], u64),
 }
 
 pub use quartier_enclave_proto::epoch::KEPT_EPOCHS_BEHIND;
@@ -814,7 +815,7 @@ impl EnclaveService {
             last_session: BTreeMap::new(),
             erased_below: Epoch(0),
             registry: None,
-            chain_height: 0,
+            chain_height: ([0; 32], 0),
         })
     }
 
@@ -919,10 +920,6 @@ impl EnclaveService {
             return Err(ServiceError::Invalid);
         }
         let allowed = std::collections::BTreeSet::from([self.trust.measurement]);
-        let registry = self
-            .registry
-            .as_ref()
-            .ok_or(ServiceError::State("no verified registry of the chain yet"))?;
         let mut seats = Vec::with_capacity(members.len());
         let mut identities = Vec::with_capacity(members.len());
         let mut accounts: Vec<[u8; 32]> = Vec::with_capacity(members.len());
@@ -946,6 +943,10 @@ impl EnclaveService {
         // still allowed, the policy's t, no committee in office. Before,
         // the inviter's host chose t and the members among any genuine
         // enclaves, registered or not.
+        let registry = self
+            .registry
+            .as_ref()
+            .ok_or(ServiceError::State("no verified registry of the chain yet"))?;
         if !registry.admits(&chain, t, &seats) {
             return Err(ServiceError::Chain(ChainError::NotSeated));
         }
@@ -1503,7 +1504,8 @@ impl EnclaveService {
         let header = anchor
             .verify_finalized(block, finalization, &mut self.rng.0)
             .map_err(ChainError::Light)?;
-        if header.height < self.chain_height {
+        let (chain, height) = self.chain_height;
+        if chain == genesis.chain_id().0.0 && header.height < height {
             return Err(ServiceError::Chain(ChainError::Stale));
         }
         Ok(header)
@@ -1572,7 +1574,7 @@ impl EnclaveService {
         else {
             return Err(ServiceError::Chain(ChainError::NotRegistry));
         };
-        self.chain_height = header.height;
+        self.chain_height = (chain, header.height);
         self.registry = Some(Registry {
             chain,
             threshold: Some(policy.threshold),
@@ -1666,7 +1668,13 @@ impl EnclaveService {
         };
         let height = header.height;
         self.clear(region, &input)?;
-        self.chain_height = self.chain_height.max(height);
+        let chain = self.chain()?;
+        let before = if self.chain_height.0 == chain {
+            self.chain_height.1
+        } else {
+            0
+        };
+        self.chain_height = (chain, before.max(height));
         self.reports
             .get(&(region, slot))
             .ok_or(ServiceError::State("no report"))
@@ -1743,8 +1751,14 @@ impl EnclaveService {
             self.epoch_keys.retain(|e, _| *e >= oldest);
         }
         self.reports.insert((region, batch.slot), report);
+        // The oldest slot's report goes first, whatever its region: by key
+        // order the lowest region lost all of its reports, then each new
+        // one of it as soon as it was made, and never signed it (review).
         while self.reports.len() > KEPT_REPORTS {
-            self.reports.pop_first();
+            let Some(oldest) = self.reports.keys().min_by_key(|(r, s)| (*s, *r)).copied() else {
+                break;
+            };
+            self.reports.remove(&oldest);
         }
         self.reports
             .get(&(region, batch.slot))
@@ -2329,7 +2343,7 @@ impl EnclaveService {
             last_session: BTreeMap::new(),
             erased_below,
             registry: None,
-            chain_height: 0,
+            chain_height: ([0; 32], 0),
         })
     }
 }
@@ -2884,6 +2898,37 @@ mod tests {
         let (a, b) = (enclave(), enclave());
         assert_ne!(a.identity_key(), b.identity_key());
         assert_ne!(a.account(), b.account());
+    }
+
+    /// Reports are kept for the newest slots whatever their region: before,
+    /// key order dropped the lowest region's first, then each new one of it
+    /// as soon as it was made ("no report"), so that region was never
+    /// signed again (review).
+    #[test]
+    fn two_regions_keep_their_newest_reports() {
+        let mut m = committee().remove(0);
+        let regions = [RegionId(1), RegionId(2)];
+        for slot in 1..=(KEPT_REPORTS as u64) {
+            for region in regions {
+                let batch = Batch {
+                    slot: Slot(slot),
+                    params: params(),
+                    epoch: Epoch(0),
+                    deposits: &[],
+                    orders: &[],
+                    withdrawals: &[],
+                    traders: &[],
+                    expired: true,
+                };
+                assert!(m.clear(region, &batch).is_ok(), "{region:?} {slot}");
+                assert!(m.report(region, Slot(slot)).is_some());
+            }
+        }
+        assert_eq!(m.reports.len(), KEPT_REPORTS);
+        let last = KEPT_REPORTS as u64;
+        for region in regions {
+            assert!(m.report(region, Slot(last - 100)).is_some());
+        }
     }
 
     #[test]

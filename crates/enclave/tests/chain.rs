@@ -554,6 +554,14 @@ fn a_dkg_runs_only_among_the_enclaves_the_chain_registered() {
         let why = refused(enclaves[member].handle(request));
         assert!(why.contains("does not seat"), "{why}");
     }
+    // A DKG for another chain than the one whose registry the enclave took.
+    for (i, request) in invitations(&enclaves, [0xc4; 32], 2, &three)
+        .into_iter()
+        .enumerate()
+    {
+        let why = refused(enclaves[i].handle(request));
+        assert!(why.contains("does not seat"), "{why}");
+    }
     for (i, request) in invitations(&enclaves, chain, 3, &three)
         .into_iter()
         .enumerate()

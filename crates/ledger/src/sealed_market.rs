@@ -468,12 +468,14 @@ pub(crate) fn close_sealed_books(state: &mut State, ctx: &BlockContext) {
         let expired = policy(state)
             .map(|p| past_erasure(p.epoch_of(slot), newest))
             .unwrap_or(false);
-        let previous = state
-            .records
-            .committee
-            .as_mut()
-            .and_then(|c| c.closed.insert(region, slot));
-        state.touch(StateKey::Committee);
+        let previous = match state.records.committee.as_mut() {
+            Some(c) => {
+                let previous = c.closed.insert(region, slot);
+                state.touch(StateKey::Committee);
+                previous
+            }
+            None => None,
+        };
         state.records.batches.insert(
             (region, slot),
             SealedBatch {

@@ -449,9 +449,10 @@ async fn batch(
 async fn batch_proof(
     AxumState(api): AxumState<Api>,
     Path((region, slot)): Path<(String, String)>,
+    client: Option<axum::Extension<crate::api_guard::ClientIp>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (region, slot) = region_and_slot(&region, &slot)?;
-    let _building = proof_place(&api)?;
+    let _building = proof_place(&api, client.map(|c| c.0.0))?;
     let internal = |e: String| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e);
     let state = api.app.finalized_state();
     let height = state.meta().height.0;
@@ -481,35 +482,53 @@ async fn batch_proof(
     })))
 }
 
-/// The most enclave registrations one registry proof carries.
-pub const MAX_REGISTRY_PROOFS: usize = 256;
+/// Which registrations a registry proof carries.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistryQuery {
+    /// Comma-separated accounts (hex), at most
+    /// [`quartier_ledger::MAX_COMMITTEE`]: the committee the caller's host
+    /// would invite.
+    accounts: String,
+}
 
 /// Mode B's registry as a light client (an enclave) takes it: the finalized
 /// block at this node's tip, its finalization certificate, and proofs under
 /// its state root of the genesis document, the allowed measurements, the
-/// committee record (or its absence) and every registered enclave (the first
-/// [`MAX_REGISTRY_PROOFS`] by account).
+/// committee record (or its absence) and the registration (or its absence)
+/// of each account asked for.
 async fn registry_proof(
     AxumState(api): AxumState<Api>,
+    client: Option<axum::Extension<crate::api_guard::ClientIp>>,
+    query: Result<axum::extract::Query<RegistryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     use quartier_ledger::StateKey;
-    let _building = proof_place(&api)?;
+    let axum::extract::Query(RegistryQuery { accounts }) = query.map_err(|e| bad(e.body_text()))?;
+    let accounts = accounts
+        .split(',')
+        .map(|a| {
+            a.parse::<AccountId>()
+                .map_err(|e| bad(format!("accounts: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if accounts.len() > quartier_ledger::MAX_COMMITTEE {
+        return Err(bad(format!(
+            "accounts: at most {}",
+            quartier_ledger::MAX_COMMITTEE
+        )));
+    }
+    let _building = proof_place(&api, client.map(|c| c.0.0))?;
     let internal = |e: String| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e);
     let state = api.app.finalized_state();
     let height = state.meta().height.0;
+    let (block, finalization) = finalized_tip(&api, &state, height).await?;
     let keys = [
         StateKey::Genesis,
         StateKey::Measurements,
         StateKey::Committee,
     ]
     .into_iter()
-    .chain(
-        state
-            .enclaves()
-            .keys()
-            .take(MAX_REGISTRY_PROOFS)
-            .map(|a| StateKey::Enclave(*a)),
-    );
+    .chain(accounts.into_iter().map(StateKey::Enclave));
     let proofs = keys
         .map(|k| {
             let proof = state.prove(k).map_err(|e| internal(e.to_string()))?;
@@ -518,7 +537,6 @@ async fn registry_proof(
                 .map_err(|e| internal(e.to_string()))
         })
         .collect::<Result<Vec<String>, ApiError>>()?;
-    let (block, finalization) = finalized_tip(&api, &state, height).await?;
     Ok(Json(json!({
         "height": height,
         "block": block,
@@ -527,9 +545,12 @@ async fn registry_proof(
     })))
 }
 
-/// A light-client proof builder's place, or `503`.
-fn proof_place(api: &Api) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-    api.guard.proof().ok_or_else(|| {
+/// A light-client proof builder's place for `ip`, or `503`.
+fn proof_place(
+    api: &Api,
+    ip: Option<std::net::IpAddr>,
+) -> Result<crate::api_guard::Place, ApiError> {
+    api.guard.proof(ip).ok_or_else(|| {
         ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
             "proofs are being built for others: retry".into(),
@@ -945,7 +966,7 @@ fn bundle_name(app: &LedgerApp, height: u64) -> String {
 
 /// The format of [`crate::sync::SyncBundle`] files this node writes and
 /// serves: a change of the bundle's or the snapshot's encoding moves it on.
-const SYNC_BUNDLE_FORMAT: u32 = 1;
+const SYNC_BUNDLE_FORMAT: u32 = 2;
 
 /// The sync bundle built for this request alone (a node without a data
 /// directory), one at a time: the place is held by the body until its last

@@ -133,6 +133,7 @@ pub struct Guard {
     sync_streams: Arc<tokio::sync::Semaphore>,
     sync_streams_per_ip: Arc<PerIp>,
     proofs: Arc<tokio::sync::Semaphore>,
+    proofs_per_ip: Arc<PerIp>,
     /// Write checks since the limiters' tables were last trimmed.
     checks: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -167,6 +168,7 @@ impl Guard {
             sync_streams: Arc::new(tokio::sync::Semaphore::new(limits.max_sync_streams)),
             sync_streams_per_ip: Arc::new(PerIp::default()),
             proofs: Arc::new(tokio::sync::Semaphore::new(MAX_PROOFS_BUILDING)),
+            proofs_per_ip: Arc::new(PerIp::default()),
             checks: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         }
     }
@@ -221,10 +223,11 @@ impl Guard {
         )
     }
 
-    /// A light-client proof builder's place (a block, its certificate and
-    /// state proofs); `None` while [`MAX_PROOFS_BUILDING`] others build.
-    pub fn proof(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        Arc::clone(&self.proofs).try_acquire_owned().ok()
+    /// A light-client proof builder's place for `ip` (a block, its
+    /// certificate and state proofs); `None` while [`MAX_PROOFS_BUILDING`]
+    /// others build, or one for the same address.
+    pub fn proof(&self, ip: Option<IpAddr>) -> Option<Place> {
+        place(ip, (&self.proofs_per_ip, 1), &self.proofs)
     }
 
     /// The state sync builder's place; `None` while another builds.

@@ -486,22 +486,30 @@ impl Host {
     }
 
     /// Shows the enclave the chain's mode B registry (it verifies the
-    /// certificate and proofs itself): it runs a DKG only among enclaves
+    /// certificate and proofs itself) with the registrations of the
+    /// committee this host would invite: it runs a DKG only among enclaves
     /// registered there. At most once a second.
-    fn observe_registry(&mut self) {
+    fn observe_registry(&mut self, view: &ChainView) {
         if self
             .observed_at
             .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
         {
             return;
         }
+        self.observed_at = Some(Instant::now());
         let Some(genesis) = self.genesis() else {
             return;
         };
-        let Some(records) = self
-            .get("/api/v1/sealed/registry/proof")
-            .and_then(|v| finalized_records(&v))
-        else {
+        let accounts: Vec<String> = self
+            .would_invite(view)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let path = format!(
+            "/api/v1/sealed/registry/proof?accounts={}",
+            accounts.join(",")
+        );
+        let Some(records) = self.get(&path).and_then(|v| finalized_records(&v)) else {
             return;
         };
         let taken = self
@@ -509,10 +517,19 @@ impl Host {
             .lock()
             .service
             .observe_registry(&genesis, &records);
-        match taken {
-            Ok(_) => self.observed_at = Some(Instant::now()),
-            Err(why) => tracing::warn!(%why, "the enclave did not take the chain's registry"),
+        if let Err(why) = taken {
+            tracing::warn!(%why, "the enclave did not take the chain's registry");
+            // Perhaps a node's genesis of another chain: read it again.
+            self.genesis = None;
         }
+    }
+
+    /// The committee this host's rule seats from the registered enclaves
+    /// (every host computes the same from the same view).
+    fn would_invite(&self, view: &ChainView) -> Vec<AccountId> {
+        let registered: Vec<(AccountId, u16)> =
+            view.enclaves.iter().map(|(a, e)| (*a, e.vendor)).collect();
+        select_committee(&registered, self.config.committee_size)
     }
 
     /// The chain's genesis document, read from a node once.
@@ -643,11 +660,14 @@ impl Host {
             return;
         }
         let Some(committee) = view.committee.clone() else {
-            self.observe_registry();
+            self.observe_registry(&view);
             self.form_committee(&view, me);
             return;
         };
         let Some(index) = committee.members.iter().position(|m| *m == me) else {
+            // Outside the committee: its registry stays current (a committee
+            // in office, a revoked measurement), so no DKG takes it in.
+            self.observe_registry(&view);
             return;
         };
         if self.shared.lock().service.group_key() != Some(committee.group_key) {
@@ -798,9 +818,7 @@ impl Host {
             }
             return;
         }
-        let registered: Vec<(AccountId, u16)> =
-            view.enclaves.iter().map(|(a, e)| (*a, e.vendor)).collect();
-        let members = select_committee(&registered, self.config.committee_size);
+        let members = self.would_invite(view);
         if members.len() < self.config.committee_size || !members.contains(&me) {
             return;
         }
