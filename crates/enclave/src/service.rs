@@ -724,13 +724,25 @@ pub struct EnclaveService {
     /// ([`Self::observe_registry`]); a DKG runs only among its members.
     /// Not sealed: the host shows it again after a restart.
     registry: Option<Registry>,
-    /// The highest finalized block this enclave took (a batch's or the
-    /// registry's) and its chain: none lower of that chain is taken after
-    /// it. Not sealed.
-    chain_height: ([u8; 32], u64),
+    /// Per chain, the highest finalized block this enclave took (a batch's
+    /// or the registry's): none lower of that chain is taken after it (a
+    /// host showing another chain's registry in between does not reset
+    /// it). At most [`KEPT_CHAINS`], the lowest heights dropped first. Not
+    /// sealed.
+    chain_heights: BTreeMap<[u8; 32], u64>,
 }
 
 pub use quartier_enclave_proto::epoch::KEPT_EPOCHS_BEHIND;
+
+/// How many chains' latest heights an enclave keeps (see
+/// `EnclaveService::chain_heights`).
+pub const KEPT_CHAINS: usize = 16;
+
+// Every region's reports while each member of the largest committee waits
+// its turn fit in what an enclave keeps (the host also stops clearing ahead
+// at half of it).
+const _: () =
+    assert!(quartier_ledger::MAX_SEALED_REGIONS * quartier_ledger::MAX_COMMITTEE <= KEPT_REPORTS);
 
 /// What the enclave verified of the chain's mode B registry: at a height
 /// a quorum of the validators finalized, for the chain whose genesis hashes
@@ -815,7 +827,7 @@ impl EnclaveService {
             last_session: BTreeMap::new(),
             erased_below: Epoch(0),
             registry: None,
-            chain_height: ([0; 32], 0),
+            chain_heights: BTreeMap::new(),
         })
     }
 
@@ -1493,7 +1505,7 @@ impl EnclaveService {
 
     /// Checks `finalization` over `block` against `genesis`'s validators and
     /// that the block is not older than one taken before (the caller moves
-    /// [`Self::chain_height`] on once it took what the block shows).
+    /// [`Self::chain_heights`] on once it took what the block shows).
     fn take_header(
         &mut self,
         genesis: &Genesis,
@@ -1504,11 +1516,33 @@ impl EnclaveService {
         let header = anchor
             .verify_finalized(block, finalization, &mut self.rng.0)
             .map_err(ChainError::Light)?;
-        let (chain, height) = self.chain_height;
-        if chain == genesis.chain_id().0.0 && header.height < height {
+        let chain = genesis.chain_id().0.0;
+        if self
+            .chain_heights
+            .get(&chain)
+            .is_some_and(|taken| header.height < *taken)
+        {
             return Err(ServiceError::Chain(ChainError::Stale));
         }
         Ok(header)
+    }
+
+    /// Records that a block of `chain` at `height` was taken.
+    fn took(&mut self, chain: [u8; 32], height: u64) {
+        let taken = self.chain_heights.entry(chain).or_insert(0);
+        *taken = (*taken).max(height);
+        while self.chain_heights.len() > KEPT_CHAINS {
+            let lowest = self
+                .chain_heights
+                .iter()
+                .filter(|(c, _)| **c != chain)
+                .min_by_key(|(_, h)| **h)
+                .map(|(c, _)| *c);
+            match lowest {
+                Some(c) => self.chain_heights.remove(&c),
+                None => break,
+            };
+        }
     }
 
     /// Takes the chain's mode B registry as `proven` shows it: a block a
@@ -1574,7 +1608,7 @@ impl EnclaveService {
         else {
             return Err(ServiceError::Chain(ChainError::NotRegistry));
         };
-        self.chain_height = (chain, header.height);
+        self.took(chain, header.height);
         self.registry = Some(Registry {
             chain,
             threshold: Some(policy.threshold),
@@ -1669,12 +1703,7 @@ impl EnclaveService {
         let height = header.height;
         self.clear(region, &input)?;
         let chain = self.chain()?;
-        let before = if self.chain_height.0 == chain {
-            self.chain_height.1
-        } else {
-            0
-        };
-        self.chain_height = (chain, before.max(height));
+        self.took(chain, height);
         self.reports
             .get(&(region, slot))
             .ok_or(ServiceError::State("no report"))
@@ -2343,7 +2372,7 @@ impl EnclaveService {
             last_session: BTreeMap::new(),
             erased_below,
             registry: None,
-            chain_height: ([0; 32], 0),
+            chain_heights: BTreeMap::new(),
         })
     }
 }

@@ -520,6 +520,16 @@ fn a_dkg_runs_only_among_the_enclaves_the_chain_registered() {
     for e in &mut enclaves {
         assert_eq!(e.observe_registry(&genesis, &shown), Ok(20));
     }
+    // Another chain's registry in between (the host's own, at a greater
+    // height) does not reset what the enclave took of this one.
+    let host_keys = validator_keys(1);
+    let host_genesis = genesis_of_host(&genesis, &host_keys);
+    let host_state = State::from_genesis(host_genesis.clone()).unwrap();
+    let theirs = registry(&host_genesis, &host_keys, &host_state, 1_000, &[]);
+    assert_eq!(
+        enclaves[1].observe_registry(&host_genesis, &theirs),
+        Ok(1_000)
+    );
     // An older registry after it is refused (a host can not roll back to
     // before a revocation).
     let older = registry(&genesis, &keys, &state, 19, &registered);
@@ -541,6 +551,8 @@ fn a_dkg_runs_only_among_the_enclaves_the_chain_registered() {
         enclaves[1].observe_registry(&genesis, &other),
         Err(ServiceError::Chain(ChainError::NotRegistry))
     );
+    // The chain's own registry again (as high as the one taken): taken.
+    assert_eq!(enclaves[1].observe_registry(&genesis, &shown), Ok(20));
 
     // The inviting host seats its unregistered enclave in place of one
     // registered member, or asks for all three of three (the policy says

@@ -151,7 +151,8 @@ impl Genesis {
                     .iter()
                     .enumerate()
                     .any(|(i, r)| policy.attestation[..i].contains(r))
-                || usize::from(policy.vendors.min_vendors) > policy.attestation.len())
+                || usize::from(policy.vendors.min_vendors) > policy.attestation.len()
+                || self.regions.len() > crate::MAX_SEALED_REGIONS)
         {
             return Err(GenesisError::SealedMarket);
         }

@@ -36,7 +36,7 @@ pub use genesis::{ChainId, Genesis, SealedMarketPolicy, TAG_CHAIN_ID};
 pub use merkle::MerkleStoreCorrupt;
 pub use sealed_market::{
     Committee, CommitteeVote, CustodyFlows, Enclave, KEPT_EPOCHS, MAX_COMMITTEE, MAX_PAYOUTS,
-    PostedReport, SealedBatch, SealedEntry,
+    MAX_SEALED_REGIONS, PostedReport, SealedBatch, SealedEntry,
 };
 pub use shielded_pool::{
     Allowance, KIND_ORDER, KIND_TRANSFER, KIND_UNSHIELD, MAX_SHIELDED_INPUTS, PoolOutput,

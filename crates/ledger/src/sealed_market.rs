@@ -32,6 +32,9 @@ use std::collections::BTreeMap;
 
 /// The most members a committee may have (bounds the transaction size).
 pub const MAX_COMMITTEE: usize = 16;
+/// The most regions a mode B chain may have: each member keeps the reports
+/// of every region's recent slots until they are signed.
+pub const MAX_SEALED_REGIONS: usize = 16;
 /// The most payouts one report may carry (bounds the transaction size).
 pub const MAX_PAYOUTS: usize = 8;
 /// How many recent epoch keys the state keeps.

@@ -510,7 +510,7 @@ async fn registry_proof(
             a.parse::<AccountId>()
                 .map_err(|e| bad(format!("accounts: {e}")))
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<std::collections::BTreeSet<_>, _>>()?;
     if accounts.len() > quartier_ledger::MAX_COMMITTEE {
         return Err(bad(format!(
             "accounts: at most {}",

@@ -121,6 +121,9 @@ pub enum WriteKind {
 /// are built at once; a request beyond gets 503 (its host retries).
 pub const MAX_PROOFS_BUILDING: usize = 4;
 
+/// How many of them for one address (the hosts of a devnet share one).
+pub const PROOFS_PER_ADDRESS: usize = 2;
+
 /// The API's shared limits at run time.
 #[derive(Clone)]
 pub struct Guard {
@@ -225,9 +228,9 @@ impl Guard {
 
     /// A light-client proof builder's place for `ip` (a block, its
     /// certificate and state proofs); `None` while [`MAX_PROOFS_BUILDING`]
-    /// others build, or one for the same address.
+    /// others build, or [`PROOFS_PER_ADDRESS`] for the same address.
     pub fn proof(&self, ip: Option<IpAddr>) -> Option<Place> {
-        place(ip, (&self.proofs_per_ip, 1), &self.proofs)
+        place(ip, (&self.proofs_per_ip, PROOFS_PER_ADDRESS), &self.proofs)
     }
 
     /// The state sync builder's place; `None` while another builds.

@@ -111,6 +111,18 @@ impl EnclaveConfigFile {
         let text = std::fs::read_to_string(path).map_err(crate::config::io_error(path))?;
         let mut file: EnclaveConfigFile =
             toml::from_str(&text).map_err(|e| crate::config::invalid(path, e))?;
+        // Every host seats the same committee from the same registry (the
+        // convention `select_committee` is), and a registry proof carries
+        // at most the chain's largest committee.
+        if !(2..=quartier_ledger::MAX_COMMITTEE).contains(&file.committee_size) {
+            return Err(crate::config::invalid(
+                path,
+                format!(
+                    "committee_size: 2 to {} (and the same for every enclave)",
+                    quartier_ledger::MAX_COMMITTEE
+                ),
+            ));
+        }
         let base = path.parent().unwrap_or(std::path::Path::new("."));
         for p in [
             &mut file.state_file,
@@ -1071,6 +1083,12 @@ impl Host {
                 .service
                 .last_cleared(region)
                 .is_some_and(|last| last >= slot);
+            // Not further ahead of the chain's reports than the enclave
+            // keeps reports: one cleared and dropped before it was signed
+            // would never be signed.
+            if !done && self.cleared_at.len() >= quartier_enclave::service::KEPT_REPORTS / 2 {
+                return;
+            }
             if !done {
                 // The batch as the chain finalized it: the enclave checks
                 // the certificate and the proof itself, so no node (nor

@@ -557,3 +557,31 @@ fn the_audit_report_is_served_as_written_and_bad_files_are_refused() {
         assert!(v["error"].as_str().unwrap().contains("not JSON"), "{v}");
     });
 }
+
+/// The registry proof route refuses an account list that does not parse,
+/// is empty or is longer than a committee, before it builds anything; on
+/// a node without consensus (no certificate) a good list gets 503.
+#[test]
+fn the_registry_proof_route_checks_its_account_list() {
+    block_on(async {
+        let g = genesis(&validator_keys(4));
+        let router = router(app(&g), Arc::new(|_| {}));
+        let path = |q: &str| format!("/api/v1/sealed/registry/proof{q}");
+        let one = id(&key("enclave-0"));
+        let many: Vec<String> = (0..=quartier_ledger::MAX_COMMITTEE)
+            .map(|i| id(&key(&format!("enclave-{i}"))).to_string())
+            .collect();
+        for query in [
+            String::new(),
+            "?accounts=".to_string(),
+            "?accounts=zz".to_string(),
+            format!("?accounts={}", many.join(",")),
+            format!("?accounts={one}&other=1"),
+        ] {
+            let (s, v) = call(&router, "GET", &path(&query), "").await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{query}: {v}");
+        }
+        let (s, v) = call(&router, "GET", &path(&format!("?accounts={one},{one}")), "").await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    });
+}
