@@ -1450,10 +1450,67 @@ impl EnclaveService {
                 && self.auctioneers.values().all(|a| epoch < a.erased_below()))
     }
 
+    /// Takes the epoch keys the chain published, as `proven` shows them: a
+    /// block a quorum of the committee's chain's validators finalized, and
+    /// under its state root the genesis record and the `Epochs` record.
+    /// Each published key this member holds becomes the one it clears with,
+    /// and keys of epochs [`KEPT_EPOCHS_BEHIND`] before the newest are
+    /// erased: on the chain's schedule, not on one a host makes up (before,
+    /// a host could name a far epoch and have its enclave erase every key,
+    /// or settle a candidate the chain never published). Returns whether
+    /// anything changed (the state must then be sealed again).
+    ///
+    /// # Errors
+    /// [`ServiceError::Chain`] naming the failed check; [`ServiceError::State`]
+    /// before a committee.
+    pub fn observe_epochs(
+        &mut self,
+        genesis: &Genesis,
+        proven: &FinalizedRecords,
+    ) -> Result<bool, ServiceError> {
+        let chain = self.chain()?;
+        if genesis.chain_id().0.0 != chain {
+            return Err(ServiceError::Chain(ChainError::OtherChain));
+        }
+        let header = self.take_header(genesis, &proven.block, &proven.finalization)?;
+        let mut genesis_shown = false;
+        let mut epochs = None;
+        for proof in &proven.proofs {
+            match proof.key {
+                StateKey::Genesis => {
+                    header_genesis(&header, genesis, proof)?;
+                    genesis_shown = true;
+                }
+                StateKey::Epochs => {
+                    epochs = header
+                        .verify::<BTreeMap<Epoch, [u8; 32]>>(&proof.key, proof)
+                        .map_err(ChainError::Light)?;
+                }
+                _ => return Err(ServiceError::Chain(ChainError::NotRegistry)),
+            }
+        }
+        let (true, Some(epochs)) = (genesis_shown, epochs) else {
+            return Err(ServiceError::Chain(ChainError::NotRegistry));
+        };
+        let changed = epochs.iter().fold(false, |changed, (e, k)| {
+            self.settle_published(*e, k) || changed
+        });
+        self.took(chain, header.height);
+        Ok(changed)
+    }
+
+    /// [`Self::settle_published`] as the host says, unchecked: for tests,
+    /// compiled only with the `testing` feature (the enclave host never
+    /// turns it on; see [`Self::observe_epochs`]).
+    #[cfg(any(test, feature = "testing"))]
+    pub fn settle_epoch_key(&mut self, epoch: Epoch, public_key: &[u8; 32]) -> bool {
+        self.settle_published(epoch, public_key)
+    }
+
     /// The chain published `public_key` for `epoch`: that key, if this
     /// member holds it, becomes the one it clears with, and the other
     /// candidates of that epoch are dropped. Returns whether anything changed.
-    pub fn settle_epoch_key(&mut self, epoch: Epoch, public_key: &[u8; 32]) -> bool {
+    fn settle_published(&mut self, epoch: Epoch, public_key: &[u8; 32]) -> bool {
         // The schedule follows what was published, held here or not: a
         // member that missed a key's share still erases the old ones.
         let erased = self.erase_before(Epoch(epoch.0.saturating_sub(KEPT_EPOCHS_BEHIND)));

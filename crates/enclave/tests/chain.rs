@@ -624,3 +624,88 @@ fn a_dkg_runs_only_among_the_enclaves_the_chain_registered() {
         assert!(why.contains("does not seat"), "{why}");
     }
 }
+
+/// The epochs record a host shows: genesis and epochs proofs under a block
+/// at `height` signed by `signers`.
+fn epochs(
+    genesis: &Genesis,
+    keys: &[ed25519::PrivateKey],
+    signers: &[usize],
+    state: &State,
+    height: u64,
+) -> FinalizedRecords {
+    let block = block(height, state);
+    let finalization = quartier_light::testing::finalization(
+        genesis,
+        keys,
+        signers,
+        height + 30,
+        quartier_light::block_digest(&block),
+    );
+    FinalizedRecords {
+        block,
+        finalization,
+        proofs: vec![
+            state.prove(StateKey::Genesis).unwrap(),
+            state.prove(StateKey::Epochs).unwrap(),
+        ],
+    }
+}
+
+/// Before, the host named the published epoch keys: naming a far epoch made
+/// its enclave erase every key it held (its orders then refused unopened),
+/// and naming a candidate the chain never published made it clear with
+/// that one. Now only the chain's `Epochs` record, finalized, moves the
+/// enclave's keys and its erasure schedule.
+#[test]
+fn a_host_can_not_move_its_enclaves_erasure_schedule() {
+    use quartier_enclave::sealed::Epoch;
+    use quartier_enclave::service::KEPT_EPOCHS_BEHIND;
+    let vendor = SimulatedAttestationService::new([42; 32]);
+    let keys = validator_keys(0);
+    let genesis = genesis(&keys, &vendor);
+    let (mut members, public) = committee(&genesis, &vendor);
+    let epoch = genesis.sealed_market.as_ref().unwrap().epoch_of(SLOT);
+    let far = Epoch(epoch.0 + 10);
+    let m = &mut members[0];
+    // The host's own chain naming a far epoch.
+    let host_keys = validator_keys(1);
+    let host_genesis = genesis_of_host(&genesis, &host_keys);
+    let mut host_state = State::from_genesis(host_genesis.clone()).unwrap();
+    host_state.insert_epoch_key_for_testing(far, [9; 32]);
+    host_state.commit().unwrap();
+    let shown = epochs(&host_genesis, &host_keys, &[0, 1, 2], &host_state, 20);
+    assert_eq!(
+        m.observe_epochs(&host_genesis, &shown),
+        Err(ServiceError::Chain(ChainError::OtherChain))
+    );
+    // The chain's genesis, a state the validators did not finalize (two of
+    // four signatures).
+    let mut made_up = State::from_genesis(genesis.clone()).unwrap();
+    made_up.insert_epoch_key_for_testing(far, [9; 32]);
+    made_up.commit().unwrap();
+    let shown = epochs(&genesis, &keys, &[0, 1], &made_up, 20);
+    assert_eq!(
+        m.observe_epochs(&genesis, &shown),
+        Err(ServiceError::Chain(ChainError::Light(
+            LightError::BadCertificate
+        )))
+    );
+    assert_eq!(m.epoch_key(epoch), Some(public));
+    // The chain's record with the published key: kept.
+    let mut chain = State::from_genesis(genesis.clone()).unwrap();
+    chain.insert_epoch_key_for_testing(epoch, public);
+    chain.commit().unwrap();
+    assert!(
+        m.observe_epochs(&genesis, &epochs(&genesis, &keys, &[0, 1, 2], &chain, 21))
+            .is_ok()
+    );
+    assert_eq!(m.epoch_key(epoch), Some(public));
+    // The chain publishes a key far enough ahead: the old key is erased on
+    // the chain's schedule.
+    chain.insert_epoch_key_for_testing(Epoch(epoch.0 + KEPT_EPOCHS_BEHIND + 1), [9; 32]);
+    chain.commit().unwrap();
+    let shown = epochs(&genesis, &keys, &[0, 1, 2], &chain, 22);
+    assert_eq!(m.observe_epochs(&genesis, &shown), Ok(true));
+    assert_eq!(m.epoch_key(epoch), None);
+}

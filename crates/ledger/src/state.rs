@@ -730,6 +730,14 @@ impl State {
         self.touch(StateKey::Enclave(account));
     }
 
+    /// Test support: publishes an epoch key. Compiled only with the
+    /// `testing` feature.
+    #[cfg(feature = "testing")]
+    pub fn insert_epoch_key_for_testing(&mut self, epoch: Epoch, public_key: [u8; 32]) {
+        self.records.epochs.insert(epoch, public_key);
+        self.touch(StateKey::Epochs);
+    }
+
     /// Test support: puts a committee in office. Compiled only with the
     /// `testing` feature.
     #[cfg(feature = "testing")]

@@ -38,6 +38,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/regions/{region}/batches/{slot}/proof"),
     ("get", "/api/v1/genesis"),
     ("get", "/api/v1/sealed/registry/proof"),
+    ("get", "/api/v1/sealed/epochs/proof"),
     ("get", "/api/v1/pool/outputs"),
     ("get", "/api/v1/pool/key_images"),
     ("get", "/api/v1/regions/{region}/rings"),
@@ -138,6 +139,7 @@ pub fn router_with(app: LedgerApp, gossip: Gossip, extras: Extras) -> Router {
         )
         .route("/api/v1/genesis", get(genesis))
         .route("/api/v1/sealed/registry/proof", get(registry_proof))
+        .route("/api/v1/sealed/epochs/proof", get(epochs_proof))
         .route("/api/v1/pool/outputs", get(pool_outputs))
         .route("/api/v1/pool/key_images", get(key_images))
         .route("/api/v1/regions/{region}/rings", get(rings))
@@ -530,6 +532,37 @@ async fn registry_proof(
     .into_iter()
     .chain(accounts.into_iter().map(StateKey::Enclave));
     let proofs = keys
+        .map(|k| {
+            let proof = state.prove(k).map_err(|e| internal(e.to_string()))?;
+            borsh::to_vec(&proof)
+                .map(hex::encode)
+                .map_err(|e| internal(e.to_string()))
+        })
+        .collect::<Result<Vec<String>, ApiError>>()?;
+    Ok(Json(json!({
+        "height": height,
+        "block": block,
+        "finalization": finalization,
+        "proofs": proofs,
+    })))
+}
+
+/// Mode B's published epoch keys as a light client (a committee member)
+/// takes them: the finalized block at this node's tip, its certificate, and
+/// proofs under its state root of the genesis document and the epochs
+/// record.
+async fn epochs_proof(
+    AxumState(api): AxumState<Api>,
+    client: Option<axum::Extension<crate::api_guard::ClientIp>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    use quartier_ledger::StateKey;
+    let _building = proof_place(&api, client.map(|c| c.0.0))?;
+    let internal = |e: String| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e);
+    let state = api.app.finalized_state();
+    let height = state.meta().height.0;
+    let (block, finalization) = finalized_tip(&api, &state, height).await?;
+    let proofs = [StateKey::Genesis, StateKey::Epochs]
+        .into_iter()
         .map(|k| {
             let proof = state.prove(k).map_err(|e| internal(e.to_string()))?;
             borsh::to_vec(&proof)

@@ -536,6 +536,29 @@ impl Host {
         }
     }
 
+    /// Shows the enclave the epoch keys the chain published (it verifies
+    /// the certificate and the proof itself); whether that changed it.
+    fn observe_epochs(&mut self) -> bool {
+        let Some(genesis) = self.genesis() else {
+            return false;
+        };
+        let Some(records) = self
+            .get("/api/v1/sealed/epochs/proof")
+            .and_then(|v| finalized_records(&v))
+        else {
+            return false;
+        };
+        let taken = self
+            .shared
+            .lock()
+            .service
+            .observe_epochs(&genesis, &records);
+        taken.unwrap_or_else(|why| {
+            tracing::warn!(%why, "the enclave did not take the chain's epoch keys");
+            false
+        })
+    }
+
     /// The committee this host's rule seats from the registered enclaves
     /// (every host computes the same from the same view).
     fn would_invite(&self, view: &ChainView) -> Vec<AccountId> {
@@ -685,11 +708,9 @@ impl Host {
         if self.shared.lock().service.group_key() != Some(committee.group_key) {
             return;
         }
-        // Clear only with the keys the chain published.
-        let settled = view.epochs.iter().fold(false, |changed, (epoch, key)| {
-            self.shared.lock().service.settle_epoch_key(*epoch, key) || changed
-        });
-        if settled {
+        // Clear only with the keys the chain published, as the enclave
+        // checks them itself.
+        if self.observe_epochs() {
             self.seal();
         }
         self.publish_epoch_keys(&view, &committee, index);
