@@ -459,6 +459,10 @@ struct Host {
     genesis: Option<Genesis>,
     /// When the enclave last took the chain's registry.
     observed_at: Option<Instant>,
+    /// When the enclave was last shown the chain's epoch keys, and the
+    /// epochs the view listed then.
+    epochs_observed_at: Option<Instant>,
+    epochs_seen: std::collections::BTreeSet<Epoch>,
 }
 
 impl Host {
@@ -494,6 +498,8 @@ impl Host {
             certified_at: None,
             genesis: None,
             observed_at: None,
+            epochs_observed_at: None,
+            epochs_seen: std::collections::BTreeSet::new(),
         }
     }
 
@@ -537,8 +543,22 @@ impl Host {
     }
 
     /// Shows the enclave the epoch keys the chain published (it verifies
-    /// the certificate and the proof itself); whether that changed it.
-    fn observe_epochs(&mut self) -> bool {
+    /// the certificate and the proof itself), at most once a second, and
+    /// at once when the chain's view lists a key it has not taken; whether
+    /// that changed it.
+    fn observe_epochs(&mut self, view: &ChainView) -> bool {
+        let unseen = view.epochs.iter().any(|(e, k)| {
+            self.shared.lock().service.epoch_key(*e) != Some(*k) && !self.epochs_seen.contains(e)
+        });
+        if !unseen
+            && self
+                .epochs_observed_at
+                .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
+        {
+            return false;
+        }
+        self.epochs_observed_at = Some(Instant::now());
+        self.epochs_seen = view.epochs.keys().copied().collect();
         let Some(genesis) = self.genesis() else {
             return false;
         };
@@ -710,7 +730,7 @@ impl Host {
         }
         // Clear only with the keys the chain published, as the enclave
         // checks them itself.
-        if self.observe_epochs() {
+        if self.observe_epochs(&view) {
             self.seal();
         }
         self.publish_epoch_keys(&view, &committee, index);
