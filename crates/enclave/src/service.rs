@@ -1455,7 +1455,8 @@ impl EnclaveService {
     /// under its state root the genesis record and the `Epochs` record.
     /// Each published key this member holds becomes the one it clears with,
     /// and keys of epochs [`KEPT_EPOCHS_BEHIND`] before the newest are
-    /// erased: on the chain's schedule, not on one a host makes up (before,
+    /// erased: on the chain's schedule, not on one a host makes up (a host
+    /// can delay it by withholding newer records, not advance it; before,
     /// a host could name a far epoch and have its enclave erase every key,
     /// or settle a candidate the chain never published). Returns whether
     /// anything changed (the state must then be sealed again).
@@ -1472,7 +1473,11 @@ impl EnclaveService {
         if genesis.chain_id().0.0 != chain {
             return Err(ServiceError::Chain(ChainError::OtherChain));
         }
-        let header = self.take_header(genesis, &proven.block, &proven.finalization)?;
+        // An older block than one taken is fine here: published keys only
+        // accumulate and erasure never goes back, so an older record can
+        // only settle a key the chain published (a node behind the one a
+        // batch proof came from does not stop the keys).
+        let header = self.certified_header(genesis, &proven.block, &proven.finalization)?;
         let mut genesis_shown = false;
         let mut epochs = None;
         for proof in &proven.proofs {
@@ -1547,6 +1552,12 @@ impl EnclaveService {
         moved
     }
 
+    /// The public key of `epoch` this member settled as the chain's
+    /// published one (not a candidate).
+    pub fn settled_epoch_key(&self, epoch: Epoch) -> Option<[u8; 32]> {
+        self.epoch_keys.get(&epoch).map(EpochKeyPair::public_key)
+    }
+
     /// The public key this member holds for `epoch`, published or not.
     pub fn epoch_key(&self, epoch: Epoch) -> Option<[u8; 32]> {
         self.epoch_keys
@@ -1569,10 +1580,7 @@ impl EnclaveService {
         block: &[u8],
         finalization: &[u8],
     ) -> Result<FinalizedHeader, ServiceError> {
-        let anchor = ChainAnchor::from_genesis(genesis).map_err(ChainError::Light)?;
-        let header = anchor
-            .verify_finalized(block, finalization, &mut self.rng.0)
-            .map_err(ChainError::Light)?;
+        let header = self.certified_header(genesis, block, finalization)?;
         let chain = genesis.chain_id().0.0;
         if self
             .chain_heights
@@ -1582,6 +1590,19 @@ impl EnclaveService {
             return Err(ServiceError::Chain(ChainError::Stale));
         }
         Ok(header)
+    }
+
+    /// Checks `finalization` over `block` against `genesis`'s validators.
+    fn certified_header(
+        &mut self,
+        genesis: &Genesis,
+        block: &[u8],
+        finalization: &[u8],
+    ) -> Result<FinalizedHeader, ServiceError> {
+        let anchor = ChainAnchor::from_genesis(genesis).map_err(ChainError::Light)?;
+        anchor
+            .verify_finalized(block, finalization, &mut self.rng.0)
+            .map_err(|e| ServiceError::Chain(ChainError::Light(e)))
     }
 
     /// Records that a block of `chain` at `height` was taken.

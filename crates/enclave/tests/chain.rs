@@ -692,7 +692,9 @@ fn a_host_can_not_move_its_enclaves_erasure_schedule() {
         )))
     );
     assert_eq!(m.epoch_key(epoch), Some(public));
-    // The chain's record with the published key: kept.
+    // The chain's record with the published key: kept. A candidate for the
+    // next epoch the chain never published is not settled.
+    let (candidate, _) = m.create_epoch_key(Epoch(epoch.0 + 1)).unwrap();
     let mut chain = State::from_genesis(genesis.clone()).unwrap();
     chain.insert_epoch_key_for_testing(epoch, public);
     chain.commit().unwrap();
@@ -700,12 +702,22 @@ fn a_host_can_not_move_its_enclaves_erasure_schedule() {
         m.observe_epochs(&genesis, &epochs(&genesis, &keys, &[0, 1, 2], &chain, 21))
             .is_ok()
     );
-    assert_eq!(m.epoch_key(epoch), Some(public));
+    assert_eq!(m.settled_epoch_key(epoch), Some(public));
+    assert_eq!(m.settled_epoch_key(Epoch(epoch.0 + 1)), None);
+    // Once the chain publishes it, it is.
+    chain.insert_epoch_key_for_testing(Epoch(epoch.0 + 1), candidate);
+    chain.commit().unwrap();
+    let newer = epochs(&genesis, &keys, &[0, 1, 2], &chain, 23);
+    assert_eq!(m.observe_epochs(&genesis, &newer), Ok(true));
+    assert_eq!(m.settled_epoch_key(Epoch(epoch.0 + 1)), Some(candidate));
+    // An older record (a node behind) is taken too: it changes nothing.
+    let older = epochs(&genesis, &keys, &[0, 1, 2], &chain, 21);
+    assert_eq!(m.observe_epochs(&genesis, &older), Ok(false));
     // The chain publishes a key far enough ahead: the old key is erased on
     // the chain's schedule.
     chain.insert_epoch_key_for_testing(Epoch(epoch.0 + KEPT_EPOCHS_BEHIND + 1), [9; 32]);
     chain.commit().unwrap();
-    let shown = epochs(&genesis, &keys, &[0, 1, 2], &chain, 22);
+    let shown = epochs(&genesis, &keys, &[0, 1, 2], &chain, 24);
     assert_eq!(m.observe_epochs(&genesis, &shown), Ok(true));
     assert_eq!(m.epoch_key(epoch), None);
 }

@@ -543,18 +543,25 @@ impl Host {
     }
 
     /// Shows the enclave the epoch keys the chain published (it verifies
-    /// the certificate and the proof itself), at most once a second, and
-    /// at once when the chain's view lists a key it has not taken; whether
-    /// that changed it.
+    /// the certificate and the proof itself): a newly published epoch at
+    /// once; an epoch the view lists that the enclave has not settled (it
+    /// may get its share later) once a second; otherwise not at all (every
+    /// host of a devnet shares one address's proof places with the batch
+    /// proofs). Whether that changed the enclave.
     fn observe_epochs(&mut self, view: &ChainView) -> bool {
-        let unseen = view.epochs.iter().any(|(e, k)| {
-            self.shared.lock().service.epoch_key(*e) != Some(*k) && !self.epochs_seen.contains(e)
-        });
-        if !unseen
-            && self
-                .epochs_observed_at
-                .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
-        {
+        let new = view.epochs.keys().any(|e| !self.epochs_seen.contains(e));
+        // Only epochs the enclave still keeps keys for (the chain lists
+        // older ones too).
+        let newest = view.epochs.keys().next_back().map_or(0, |e| e.0);
+        let kept = newest.saturating_sub(quartier_enclave::service::KEPT_EPOCHS_BEHIND);
+        let unsettled = view
+            .epochs
+            .range(Epoch(kept)..)
+            .any(|(e, k)| self.shared.lock().service.settled_epoch_key(*e) != Some(*k));
+        let waited = self
+            .epochs_observed_at
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1));
+        if !(new || (unsettled && waited)) {
             return false;
         }
         self.epochs_observed_at = Some(Instant::now());
@@ -575,6 +582,10 @@ impl Host {
             .observe_epochs(&genesis, &records);
         taken.unwrap_or_else(|why| {
             tracing::warn!(%why, "the enclave did not take the chain's epoch keys");
+            if matches!(why, ServiceError::Chain(ChainError::OtherChain)) {
+                // Perhaps a node's genesis of another chain: read it again.
+                self.genesis = None;
+            }
             false
         })
     }
