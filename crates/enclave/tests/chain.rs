@@ -204,14 +204,7 @@ fn proven_at(
     state: &State,
     slot: Slot,
 ) -> FinalizedBatch {
-    let block = block(height, state);
-    let finalization = quartier_light::testing::finalization(
-        genesis,
-        keys,
-        signers,
-        40,
-        quartier_light::block_digest(&block),
-    );
+    let (block, finalization) = certified(genesis, keys, signers, state, height);
     FinalizedBatch {
         block,
         finalization,
@@ -429,28 +422,15 @@ fn registry(
     height: u64,
     enclaves: &[AccountId],
 ) -> FinalizedRecords {
-    let block = block(height, state);
-    let finalization = quartier_light::testing::finalization(
-        genesis,
-        keys,
-        &[0, 1, 2],
-        height + 30,
-        quartier_light::block_digest(&block),
-    );
-    let proofs = [
+    let proven: Vec<StateKey> = [
         StateKey::Genesis,
         StateKey::Measurements,
         StateKey::Committee,
     ]
     .into_iter()
     .chain(enclaves.iter().map(|a| StateKey::Enclave(*a)))
-    .map(|k| state.prove(k).unwrap())
     .collect();
-    FinalizedRecords {
-        block,
-        finalization,
-        proofs,
-    }
+    records(genesis, (keys, &[0, 1, 2]), state, height, &proven)
 }
 
 /// The DKG round 1 a host's enclave (the first member) invites, as every
@@ -634,6 +614,40 @@ fn epochs(
     state: &State,
     height: u64,
 ) -> FinalizedRecords {
+    records(
+        genesis,
+        (keys, signers),
+        state,
+        height,
+        &[StateKey::Genesis, StateKey::Epochs],
+    )
+}
+
+/// `state`'s block at `height` certified by `signers` of `keys`, with the
+/// proofs of `proven` under its root.
+fn records(
+    genesis: &Genesis,
+    (keys, signers): (&[ed25519::PrivateKey], &[usize]),
+    state: &State,
+    height: u64,
+    proven: &[StateKey],
+) -> FinalizedRecords {
+    let (block, finalization) = certified(genesis, keys, signers, state, height);
+    FinalizedRecords {
+        block,
+        finalization,
+        proofs: proven.iter().map(|k| state.prove(*k).unwrap()).collect(),
+    }
+}
+
+/// `state`'s block at `height` and its finalization by `signers` of `keys`.
+fn certified(
+    genesis: &Genesis,
+    keys: &[ed25519::PrivateKey],
+    signers: &[usize],
+    state: &State,
+    height: u64,
+) -> (Vec<u8>, Vec<u8>) {
     let block = block(height, state);
     let finalization = quartier_light::testing::finalization(
         genesis,
@@ -642,14 +656,7 @@ fn epochs(
         height + 30,
         quartier_light::block_digest(&block),
     );
-    FinalizedRecords {
-        block,
-        finalization,
-        proofs: vec![
-            state.prove(StateKey::Genesis).unwrap(),
-            state.prove(StateKey::Epochs).unwrap(),
-        ],
-    }
+    (block, finalization)
 }
 
 /// Before, the host named the published epoch keys: naming a far epoch made
