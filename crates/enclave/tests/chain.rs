@@ -78,21 +78,31 @@ fn genesis(keys: &[ed25519::PrivateKey], vendor: &SimulatedAttestationService) -
     }
 }
 
+/// `n` fresh enclaves on the test platform, ascending by account, and
+/// their quotes.
+fn fresh_enclaves(
+    n: usize,
+    vendor: &SimulatedAttestationService,
+) -> (Vec<EnclaveService>, Vec<Quote>) {
+    let platform = SimulatedPlatform::new([5; 32], MEASUREMENT, vendor.root());
+    let mut enclaves: Vec<EnclaveService> = (0..n)
+        .map(|_| EnclaveService::new(&platform).unwrap())
+        .collect();
+    enclaves.sort_by_key(EnclaveService::account);
+    let quotes = enclaves
+        .iter()
+        .map(|e| vendor.quote(MEASUREMENT, e.report_data()))
+        .collect();
+    (enclaves, quotes)
+}
+
 /// Three enclaves (t = 2) serving `genesis`'s chain, all holding the key
 /// of `SLOT`'s epoch; that key.
 fn committee(
     genesis: &Genesis,
     vendor: &SimulatedAttestationService,
 ) -> (Vec<EnclaveService>, [u8; 32]) {
-    let platform = SimulatedPlatform::new([5; 32], MEASUREMENT, vendor.root());
-    let mut enclaves: Vec<EnclaveService> = (0..3)
-        .map(|_| EnclaveService::new(&platform).unwrap())
-        .collect();
-    enclaves.sort_by_key(EnclaveService::account);
-    let quotes: Vec<Quote> = enclaves
-        .iter()
-        .map(|e| vendor.quote(MEASUREMENT, e.report_data()))
-        .collect();
+    let (mut enclaves, quotes) = fresh_enclaves(3, vendor);
     let chain = genesis.chain_id().0.0;
     for e in enclaves.iter_mut() {
         e.trust_registry_unverified(chain, &quotes);
@@ -472,15 +482,7 @@ fn a_dkg_runs_only_among_the_enclaves_the_chain_registered() {
     let keys = validator_keys(0);
     let genesis = genesis(&keys, &vendor);
     let chain = genesis.chain_id().0.0;
-    let platform = SimulatedPlatform::new([5; 32], MEASUREMENT, vendor.root());
-    let mut enclaves: Vec<EnclaveService> = (0..4)
-        .map(|_| EnclaveService::new(&platform).unwrap())
-        .collect();
-    enclaves.sort_by_key(EnclaveService::account);
-    let quotes: Vec<Quote> = enclaves
-        .iter()
-        .map(|e| vendor.quote(MEASUREMENT, e.report_data()))
-        .collect();
+    let (mut enclaves, quotes) = fresh_enclaves(4, &vendor);
     // The chain registered the first three; the fourth is genuine but its
     // host never registered it (the inviting host's own).
     let mut state = State::from_genesis(genesis.clone()).unwrap();
@@ -570,14 +572,7 @@ fn a_dkg_runs_only_among_the_enclaves_the_chain_registered() {
     );
 
     // With a committee in office, a fresh enclave takes part in no DKG.
-    let mut fresh: Vec<EnclaveService> = (0..3)
-        .map(|_| EnclaveService::new(&platform).unwrap())
-        .collect();
-    fresh.sort_by_key(EnclaveService::account);
-    let fresh_quotes: Vec<Quote> = fresh
-        .iter()
-        .map(|e| vendor.quote(MEASUREMENT, e.report_data()))
-        .collect();
+    let (mut fresh, fresh_quotes) = fresh_enclaves(3, &vendor);
     for q in &fresh_quotes {
         let (account, enclave) = registration(q);
         state.insert_enclave_for_testing(account, enclave);

@@ -520,10 +520,6 @@ async fn registry_proof(
         )));
     }
     let _building = proof_place(&api, client.map(|c| c.0.0))?;
-    let internal = |e: String| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e);
-    let state = api.app.finalized_state();
-    let height = state.meta().height.0;
-    let (block, finalization) = finalized_tip(&api, &state, height).await?;
     let keys = [
         StateKey::Genesis,
         StateKey::Measurements,
@@ -531,20 +527,7 @@ async fn registry_proof(
     ]
     .into_iter()
     .chain(accounts.into_iter().map(StateKey::Enclave));
-    let proofs = keys
-        .map(|k| {
-            let proof = state.prove(k).map_err(|e| internal(e.to_string()))?;
-            borsh::to_vec(&proof)
-                .map(hex::encode)
-                .map_err(|e| internal(e.to_string()))
-        })
-        .collect::<Result<Vec<String>, ApiError>>()?;
-    Ok(Json(json!({
-        "height": height,
-        "block": block,
-        "finalization": finalization,
-        "proofs": proofs,
-    })))
+    tip_records(&api, keys).await
 }
 
 /// Mode B's published epoch keys as a light client (a committee member)
@@ -557,11 +540,20 @@ async fn epochs_proof(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     use quartier_ledger::StateKey;
     let _building = proof_place(&api, client.map(|c| c.0.0))?;
+    tip_records(&api, [StateKey::Genesis, StateKey::Epochs]).await
+}
+
+/// The finalized block at this node's tip, its certificate, and the borsh
+/// proofs (hex) of `keys` under its state root.
+async fn tip_records(
+    api: &Api,
+    keys: impl IntoIterator<Item = quartier_ledger::StateKey>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let internal = |e: String| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e);
     let state = api.app.finalized_state();
     let height = state.meta().height.0;
-    let (block, finalization) = finalized_tip(&api, &state, height).await?;
-    let proofs = [StateKey::Genesis, StateKey::Epochs]
+    let (block, finalization) = finalized_tip(api, &state, height).await?;
+    let proofs = keys
         .into_iter()
         .map(|k| {
             let proof = state.prove(k).map_err(|e| internal(e.to_string()))?;
