@@ -14,14 +14,17 @@
 //!   a report is signed over;
 //! - [`epoch`]: identity keys and epoch keys sealed member to member;
 //! - [`service`]: one enclave as a byte-level state machine (DKG rounds, epoch
-//!   keys, clearing, signing sessions, state sealed to a **simulated** platform).
-//!
-//! Still to come (issue #7): the `quartier enclave` process around
-//! [`service::EnclaveService`], the meters' sealed orders and the mode B devnet.
+//!   keys, clearing, signing sessions, state sealed to a **simulated** platform);
+//! - [`dkg`] and [`coordinator`]: a committee's DKG and threshold signing,
+//!   coordinated sans-IO;
+//! - [`host`]: what a member's host does (registration, committee, epoch
+//!   keys, catch-up, clearing and reports, failover), as a sans-IO state
+//!   machine the `quartier enclave run` process only executes.
 
 pub mod auctioneer;
 pub mod coordinator;
 pub mod dkg;
+pub mod host;
 pub mod rpc;
 pub mod service;
 

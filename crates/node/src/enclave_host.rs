@@ -5,15 +5,14 @@
 //! its peers and the chain, and never needs a secret to do so. Attestation
 //! and sealing use the **simulated** backends.
 //!
-//! The host's loop follows the chain's mode B state (`GET /api/v1/sealed`):
-//! register the enclave; when all `n` expected enclaves are registered, the
-//! member with the lowest account runs the DKG over the peers' APIs and every
-//! member votes its group key into office; the member whose turn it is
-//! creates each epoch key ahead of its slots, seals it to the others and has
-//! it signed and published; every member clears every closed batch in slot
-//! order; and for each batch one member (by turn, any other after a delay)
-//! collects `t` signature shares and posts the report. The enclave's state is
-//! sealed to a file after every change, so a restarted host resumes.
+//! What the host does is decided by the sans-IO
+//! [`quartier_enclave::host::HostMachine`] (registration, committee, epoch
+//! keys, catch-up, clearing and reports, failover): every 100 ms this
+//! process reads the chain's mode B state (`GET /api/v1/sealed`), hands it
+//! to the machine and carries out its effects (reads of finalized records,
+//! calls to the peers' enclaves, transactions, seals) one by one, handing
+//! each result back. The enclave's state is sealed to a file after every
+//! change that must survive a restart, so a restarted host resumes.
 // The host is I/O: it waits on the chain and its peers in wall-clock time.
 #![allow(clippy::disallowed_methods)]
 
@@ -22,20 +21,14 @@ use axum::extract::State as AxumState;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use commonware_utils::sync::Mutex;
-use quartier_enclave::attestation::{
-    Measurement, Quote, SimulatedAttestationService, select_committee,
-};
-use quartier_enclave::auctioneer::SlotSummary;
-use quartier_enclave::committee::GroupSignature;
-use quartier_enclave::coordinator::{SignEffect, SignOutcome, SigningSession};
-use quartier_enclave::dkg::{DkgEffect, DkgOutcome, DkgSession};
+use quartier_enclave::attestation::{Measurement, Quote, SimulatedAttestationService};
+use quartier_enclave::host::{ChainView, Effect, HostMachine, HostSettings, Input};
 use quartier_enclave::rpc::{Request, Response, decode_request};
-use quartier_enclave::sealed::Epoch;
 use quartier_enclave::service::{
-    ChainError, EnclaveService, FinalizedBatch, FinalizedRecords, Purpose, ServiceError,
-    SimulatedMonotonicCounter, SimulatedPlatform,
+    EnclaveService, FinalizedBatch, FinalizedRecords, ServiceError, SimulatedMonotonicCounter,
+    SimulatedPlatform,
 };
-use quartier_ledger::{ChainId, Committee, Enclave, Genesis, SealedMarketPolicy, Tx, TxBody};
+use quartier_ledger::{ChainId, PostedReport, Tx, TxBody};
 use quartier_types::{AccountId, RegionId, Slot};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -341,7 +334,7 @@ pub fn run(config: &EnclaveHostConfig) -> Result<(), HostError> {
             let _ = crate::api_guard::serve(listener, router(api), limits).await;
         });
     });
-    let mut host = Host::new(config.clone(), shared);
+    let mut host = Host::new(config, shared);
     // Unsealing moved the counter on: the file must hold the state sealed
     // at its new value before anything else happens.
     host.seal();
@@ -421,52 +414,25 @@ pub fn call(peer: &NodeClient, request: &Request) -> Option<Response> {
     borsh::from_slice(&bytes).ok()
 }
 
-/// The chain's mode B state as the host reads it.
-struct ChainView {
-    chain_id: ChainId,
-    time_ms: u64,
-    slot_ms: u64,
-    lead_slots: u64,
-    regions: Vec<RegionId>,
-    policy: SealedMarketPolicy,
-    enclaves: BTreeMap<AccountId, Enclave>,
-    committee: Option<Committee>,
-    epochs: BTreeMap<Epoch, [u8; 32]>,
-    /// Closed batches awaiting a report (contents fetched when cleared).
-    batches: Vec<(RegionId, Slot)>,
-}
-
+/// The executor of the host's [`HostMachine`]: it reads the chain, calls
+/// peers, submits transactions and seals the enclave's state, and hands
+/// every result back. It decides nothing itself.
 struct Host {
-    config: EnclaveHostConfig,
     shared: Handle,
+    machine: HostMachine,
     nodes: Vec<NodeClient>,
     peers: Vec<NodeClient>,
+    /// The peers by the account their status names, read at most once per
+    /// tick.
+    by_account: Option<BTreeMap<AccountId, NodeClient>>,
+    /// The chain the transactions are signed for.
+    chain_id: Option<ChainId>,
     /// A transaction sent and not yet seen applied: (nonce, hash, when).
     in_flight: Option<(u64, quartier_types::hash::Digest, Instant)>,
-    /// When each batch was first seen cleared here.
-    cleared_at: BTreeMap<(RegionId, Slot), Instant>,
-    voted: Option<quartier_enclave::committee::GroupPublicKey>,
-    /// The latest signing session this host coordinated.
-    last_session: u64,
-    /// The latest DKG attempt this host coordinated.
-    last_attempt: u64,
-    /// When this member last sent its published epoch keys to the others.
-    reshared_at: Option<Instant>,
-    /// When this member last delivered its DKG certificate to the others.
-    certified_at: Option<Instant>,
-    /// The chain's genesis document, once read (the enclave checks it
-    /// against its committee's chain id).
-    genesis: Option<Genesis>,
-    /// When the enclave last took the chain's registry.
-    observed_at: Option<Instant>,
-    /// When the enclave was last shown the chain's epoch keys, and the
-    /// epochs the view listed then.
-    epochs_observed_at: Option<Instant>,
-    epochs_seen: std::collections::BTreeSet<Epoch>,
 }
 
 impl Host {
-    fn new(config: EnclaveHostConfig, shared: Handle) -> Host {
+    fn new(config: &EnclaveHostConfig, shared: Handle) -> Host {
         let mut nodes: Vec<NodeClient> = config
             .nodes
             .iter()
@@ -484,128 +450,19 @@ impl Host {
             .iter()
             .filter_map(|u| NodeClient::new(u).ok())
             .collect();
+        let quote = shared.lock().quote.clone();
         Host {
-            config,
             shared,
+            machine: HostMachine::new(HostSettings {
+                committee_size: config.committee_size,
+                quote,
+            }),
             nodes,
             peers,
+            by_account: None,
+            chain_id: None,
             in_flight: None,
-            cleared_at: BTreeMap::new(),
-            voted: None,
-            last_session: 0,
-            last_attempt: 0,
-            reshared_at: None,
-            certified_at: None,
-            genesis: None,
-            observed_at: None,
-            epochs_observed_at: None,
-            epochs_seen: std::collections::BTreeSet::new(),
         }
-    }
-
-    /// Shows the enclave the chain's mode B registry (it verifies the
-    /// certificate and proofs itself) with the registrations of the
-    /// committee this host would invite: it runs a DKG only among enclaves
-    /// registered there. At most once a second.
-    fn observe_registry(&mut self, view: &ChainView) {
-        if self
-            .observed_at
-            .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
-        {
-            return;
-        }
-        self.observed_at = Some(Instant::now());
-        let Some(genesis) = self.genesis() else {
-            return;
-        };
-        let accounts: Vec<String> = self
-            .would_invite(view)
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        let path = format!(
-            "/api/v1/sealed/registry/proof?accounts={}",
-            accounts.join(",")
-        );
-        let Some(records) = self.get(&path).and_then(|v| finalized_records(&v)) else {
-            return;
-        };
-        let taken = self
-            .shared
-            .lock()
-            .service
-            .observe_registry(&genesis, &records);
-        if let Err(why) = taken {
-            tracing::warn!(%why, "the enclave did not take the chain's registry");
-            // Perhaps a node's genesis of another chain: read it again.
-            self.genesis = None;
-        }
-    }
-
-    /// Shows the enclave the epoch keys the chain published (it verifies
-    /// the certificate and the proof itself): a newly published epoch at
-    /// once; an epoch the view lists that the enclave has not settled (it
-    /// may get its share later) once a second; otherwise not at all (every
-    /// host of a devnet shares one address's proof places with the batch
-    /// proofs). Whether that changed the enclave.
-    fn observe_epochs(&mut self, view: &ChainView) -> bool {
-        let new = view.epochs.keys().any(|e| !self.epochs_seen.contains(e));
-        // Only epochs the enclave still keeps keys for (the chain lists
-        // older ones too).
-        let newest = view.epochs.keys().next_back().map_or(0, |e| e.0);
-        let kept = newest.saturating_sub(quartier_enclave::service::KEPT_EPOCHS_BEHIND);
-        let unsettled = view
-            .epochs
-            .range(Epoch(kept)..)
-            .any(|(e, k)| self.shared.lock().service.settled_epoch_key(*e) != Some(*k));
-        let waited = self
-            .epochs_observed_at
-            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1));
-        if !(new || (unsettled && waited)) {
-            return false;
-        }
-        self.epochs_observed_at = Some(Instant::now());
-        self.epochs_seen = view.epochs.keys().copied().collect();
-        let Some(genesis) = self.genesis() else {
-            return false;
-        };
-        let Some(records) = self
-            .get("/api/v1/sealed/epochs/proof")
-            .and_then(|v| finalized_records(&v))
-        else {
-            return false;
-        };
-        let taken = self
-            .shared
-            .lock()
-            .service
-            .observe_epochs(&genesis, &records);
-        taken.unwrap_or_else(|why| {
-            tracing::warn!(%why, "the enclave did not take the chain's epoch keys");
-            if matches!(why, ServiceError::Chain(ChainError::OtherChain)) {
-                // Perhaps a node's genesis of another chain: read it again.
-                self.genesis = None;
-            }
-            false
-        })
-    }
-
-    /// The committee this host's rule seats from the registered enclaves
-    /// (every host computes the same from the same view).
-    fn would_invite(&self, view: &ChainView) -> Vec<AccountId> {
-        let registered: Vec<(AccountId, u16)> =
-            view.enclaves.iter().map(|(a, e)| (*a, e.vendor)).collect();
-        select_committee(&registered, self.config.committee_size)
-    }
-
-    /// The chain's genesis document, read from a node once.
-    fn genesis(&mut self) -> Option<Genesis> {
-        if self.genesis.is_none() {
-            self.genesis = self
-                .get("/api/v1/genesis")
-                .and_then(|v| serde_json::from_value(v).ok());
-        }
-        self.genesis.clone()
     }
 
     fn get(&self, path: &str) -> Option<serde_json::Value> {
@@ -615,6 +472,7 @@ impl Host {
         })
     }
 
+    /// The chain's mode B state, with each region's latest report.
     fn view(&self) -> Option<ChainView> {
         let status = self.get("/api/v1/status")?;
         let sealed = self.get("/api/v1/sealed")?;
@@ -645,26 +503,133 @@ impl Host {
                 ))
             })
             .collect();
+        let regions: Vec<RegionId> = status["regions"]
+            .as_array()?
+            .iter()
+            .filter_map(|r| Some(RegionId(u32::try_from(r["region"].as_u64()?).ok()?)))
+            .collect();
+        let committee: Option<quartier_ledger::Committee> =
+            serde_json::from_value(sealed["committee"].clone()).ok()?;
+        // The latest reports matter only to a member in office.
+        let mut reports = BTreeMap::new();
+        if committee.is_some() {
+            for region in &regions {
+                let path = format!("/api/v1/regions/{}/reports?last=1", region.0);
+                if let Some(posted) = self.get(&path).and_then(|body| {
+                    serde_json::from_value::<PostedReport>(body["reports"][0].clone()).ok()
+                }) {
+                    reports.insert(*region, posted);
+                }
+            }
+        }
         Some(ChainView {
             chain_id,
             time_ms: status["time_ms"].as_u64()?,
             slot_ms: status["slot_ms"].as_u64()?.max(1),
             lead_slots: status["lead_slots"].as_u64()?,
-            regions: status["regions"]
-                .as_array()?
-                .iter()
-                .filter_map(|r| Some(RegionId(u32::try_from(r["region"].as_u64()?).ok()?)))
-                .collect(),
+            regions,
             policy: serde_json::from_value(sealed["policy"].clone()).ok()?,
             enclaves,
-            committee: serde_json::from_value(sealed["committee"].clone()).ok()?,
+            committee,
             epochs,
             batches,
+            reports,
         })
     }
 
+    /// One tick: the machine's effects carried out until it is done.
+    fn tick(&mut self) {
+        let Some(view) = self.view() else {
+            return;
+        };
+        self.chain_id = Some(view.chain_id);
+        self.by_account = None;
+        let mut input = Input::Tick(Box::new(view));
+        loop {
+            let effect = {
+                let mut s = self.shared.lock();
+                self.machine
+                    .handle(micros_since_epoch(), input, &mut s.service)
+            };
+            let Some(effect) = effect else {
+                return;
+            };
+            input = self.execute(effect);
+        }
+    }
+
+    /// Carries out one effect; its result.
+    fn execute(&mut self, effect: Effect) -> Input {
+        match effect {
+            Effect::FetchGenesis => Input::Genesis(
+                self.get("/api/v1/genesis")
+                    .and_then(|v| serde_json::from_value(v).ok()),
+            ),
+            Effect::FetchRegistry { accounts } => {
+                let accounts: Vec<String> = accounts.iter().map(ToString::to_string).collect();
+                let path = format!(
+                    "/api/v1/sealed/registry/proof?accounts={}",
+                    accounts.join(",")
+                );
+                Input::Records(self.get(&path).and_then(|v| finalized_records(&v)))
+            }
+            Effect::FetchEpochs => Input::Records(
+                self.get("/api/v1/sealed/epochs/proof")
+                    .and_then(|v| finalized_records(&v)),
+            ),
+            Effect::FetchBatch { region, slot } => {
+                let path = format!("/api/v1/regions/{}/batches/{}/proof", region.0, slot.0);
+                Input::Batch(
+                    self.get(&path)
+                        .and_then(|v| finalized_batch(&v))
+                        .map(Box::new),
+                )
+            }
+            Effect::FetchQuote { member } => Input::Quote(
+                self.peer(member)
+                    .and_then(|p| match p.get("/enclave/v1/status") {
+                        Ok((200, status)) => serde_json::from_value(status["quote"].clone()).ok(),
+                        _ => None,
+                    })
+                    .map(Box::new),
+            ),
+            Effect::Call { member, request } => {
+                let answer = self.peer(member).and_then(|p| call(&p, &request));
+                if let Some(Response::Refused(why)) = &answer {
+                    tracing::debug!(%member, %why, "a member refused");
+                }
+                Input::Answer(answer)
+            }
+            Effect::Submit(body) => Input::Submitted(self.submit(body)),
+            Effect::Seal => Input::Sealed(self.seal()),
+        }
+    }
+
+    /// The peer serving `member`'s enclave (matched through the peers'
+    /// status, read at most once a tick).
+    fn peer(&mut self, member: AccountId) -> Option<NodeClient> {
+        let by_account = self.by_account.get_or_insert_with(|| {
+            let mut by_account = BTreeMap::new();
+            for p in &self.peers {
+                if let Ok((200, s)) = p.get("/enclave/v1/status")
+                    && let Ok(account) = serde_json::from_value::<AccountId>(s["account"].clone())
+                {
+                    // The first peer configured for an account keeps it: a
+                    // later one claiming the same account does not take its
+                    // requests.
+                    by_account.entry(account).or_insert_with(|| p.clone());
+                }
+            }
+            by_account
+        });
+        by_account.get(&member).cloned()
+    }
+
     /// Signs and submits `body` from the enclave's account, one at a time.
-    fn submit(&mut self, view: &ChainView, body: TxBody) -> bool {
+    fn submit(&mut self, body: TxBody) -> bool {
+        let Some(chain_id) = self.chain_id else {
+            return false;
+        };
         let (account, key) = {
             let s = self.shared.lock();
             (s.service.account(), s.service.account_key().clone())
@@ -694,7 +659,7 @@ impl Host {
             }
         }
         let tx = Tx {
-            chain_id: view.chain_id,
+            chain_id,
             signer: account,
             nonce,
             body,
@@ -714,495 +679,6 @@ impl Host {
     /// Seals the enclave's state; whether it was written.
     fn seal(&self) -> bool {
         self.shared.lock().seal()
-    }
-
-    fn tick(&mut self) {
-        let Some(view) = self.view() else {
-            return;
-        };
-        let me = self.shared.lock().service.account();
-        if !view.enclaves.contains_key(&me) {
-            self.register(&view);
-            return;
-        }
-        let Some(committee) = view.committee.clone() else {
-            self.observe_registry(&view);
-            self.form_committee(&view, me);
-            return;
-        };
-        let Some(index) = committee.members.iter().position(|m| *m == me) else {
-            // Outside the committee: its registry stays current (a committee
-            // in office, a revoked measurement), so no DKG takes it in.
-            self.observe_registry(&view);
-            return;
-        };
-        if self.shared.lock().service.group_key() != Some(committee.group_key) {
-            return;
-        }
-        // Clear only with the keys the chain published, as the enclave
-        // checks them itself.
-        if self.observe_epochs(&view) {
-            self.seal();
-        }
-        self.publish_epoch_keys(&view, &committee, index);
-        self.reshare_epoch_keys(&view, &committee);
-        if self.catch_up(&view, &committee) {
-            self.clear_and_report(&view, &committee, index);
-        }
-    }
-
-    /// Whether this member is in step with the chain's reports; if a slot
-    /// was reported that it never cleared (it was down, or slower than the
-    /// others), it takes a peer's clearing state sealed to its identity.
-    fn catch_up(&mut self, view: &ChainView, committee: &Committee) -> bool {
-        let mut behind = false;
-        let mut reported = BTreeMap::new();
-        // The chain's latest report per region with its group signature: a
-        // peer's state is taken only with these ledgers (the enclave checks).
-        let mut signed = Vec::new();
-        for region in &view.regions {
-            let path = format!("/api/v1/regions/{}/reports?last=1", region.0);
-            let Some(body) = self.get(&path) else {
-                continue;
-            };
-            let Some(latest) = body["reports"][0]["summary"]["slot"].as_u64() else {
-                continue;
-            };
-            reported.insert(*region, Slot(latest));
-            let posted: Option<quartier_ledger::PostedReport> =
-                serde_json::from_value(body["reports"][0].clone()).ok();
-            let posted = posted.map(|p| {
-                signed.push((p.summary.clone(), p.signature));
-                p.summary
-            });
-            let (cleared, mine) = {
-                let s = self.shared.lock();
-                (
-                    s.service.last_cleared(*region),
-                    s.service
-                        .report(*region, Slot(latest))
-                        .map(|r| r.summary.clone()),
-                )
-            };
-            // Cleared, but not as the chain took it (t others cleared the
-            // slot otherwise, e.g. after the epoch's key was erased here and
-            // not there): this member's ledger is off, it takes theirs.
-            let diverged = cleared == Some(Slot(latest))
-                && mine.is_some_and(|m| posted.is_some_and(|p| p != m));
-            behind |= cleared.is_none_or(|c| c.0 < latest) || diverged;
-        }
-        if !behind {
-            return true;
-        }
-        // Only a state at exactly the chain's reports: one that cleared
-        // further holds slots the chain has not taken yet, whose reports this
-        // member would then never have computed, so it could not sign them
-        // (with one member down, the region would stop).
-        self.take_peer_state(committee, &signed, |state| {
-            let cleared: BTreeMap<RegionId, Slot> = state.cleared.iter().copied().collect();
-            cleared == reported
-        })
-    }
-
-    /// Adopts the first peer's clearing state that `enough` accepts and the
-    /// enclave takes (it refuses one older than its own); whether one was.
-    fn take_peer_state(
-        &mut self,
-        committee: &Committee,
-        signed: &[(SlotSummary, GroupSignature)],
-        enough: impl Fn(&quartier_enclave::service::CatchUp) -> bool,
-    ) -> bool {
-        let (me, identity) = {
-            let s = self.shared.lock();
-            (s.service.account(), s.service.identity_key())
-        };
-        let peers = self.peers_by_member(&committee.members);
-        for (member, peer) in committee.members.iter().zip(&peers) {
-            let Some(peer) = peer.as_ref().filter(|_| *member != me) else {
-                continue;
-            };
-            let Some(Response::CatchUp(state)) = call(peer, &Request::CatchUp { to: identity })
-            else {
-                continue;
-            };
-            if enough(&state) && self.shared.lock().service.catch_up(&state, signed).is_ok() {
-                tracing::info!(from = %member, "took a peer's clearing state");
-                self.seal();
-                return true;
-            }
-        }
-        false
-    }
-
-    fn register(&mut self, view: &ChainView) {
-        let (quote, identity_key) = {
-            let s = self.shared.lock();
-            (s.quote.clone(), s.service.identity_key())
-        };
-        self.seal();
-        self.submit(
-            view,
-            TxBody::RegisterEnclave {
-                quote,
-                identity_key,
-            },
-        );
-    }
-
-    /// `n` registered enclaves, spread over the vendors
-    /// ([`select_committee`]), form the committee; the lowest of them runs
-    /// the DKG; each member votes for its result, naming the members the
-    /// DKG ran with (not today's selection: a later registration can change
-    /// that, and a vote for another list would never reach the chain's
-    /// unanimity), with the group's signature over them and the threshold
-    /// (the members sign only what their own DKG formed).
-    fn form_committee(&mut self, view: &ChainView, me: AccountId) {
-        let formed = {
-            let s = self.shared.lock();
-            s.service.group_key().zip(
-                s.service
-                    .committee_members()
-                    .zip(s.service.committee_threshold()),
-            )
-        };
-        if let Some((group_key, (members, threshold))) = formed {
-            self.deliver_certificate(&members);
-            if self.voted != Some(group_key)
-                && let Some(signature) = self.sign(&members, threshold, Purpose::Committee)
-                && self.submit(
-                    view,
-                    TxBody::ActivateCommittee {
-                        members,
-                        group_key,
-                        signature,
-                    },
-                )
-            {
-                self.voted = Some(group_key);
-            }
-            return;
-        }
-        let members = self.would_invite(view);
-        if members.len() < self.config.committee_size || !members.contains(&me) {
-            return;
-        }
-        if members.first() == Some(&me) && self.run_dkg(view, &members).is_some() {
-            self.seal();
-        }
-    }
-
-    /// Until the committee is in office, every few seconds: the
-    /// certificate this member's DKG was confirmed with, to every other
-    /// member (one whose confirmation was lost, or whose host restarted it
-    /// before it came, takes its key with it; a member that confirmed
-    /// refuses every later DKG, so without it no committee would form).
-    fn deliver_certificate(&mut self, members: &[AccountId]) {
-        if self
-            .certified_at
-            .is_some_and(|at| at.elapsed() < Duration::from_secs(2))
-        {
-            return;
-        }
-        self.certified_at = Some(Instant::now());
-        let Some((round1, signatures)) = self.shared.lock().service.dkg_certificate() else {
-            return;
-        };
-        let request = Request::DkgConfirm { round1, signatures };
-        let me = self.shared.lock().service.account();
-        for (member, peer) in members.iter().zip(self.peers_by_member(members)) {
-            if *member != me
-                && let Some(peer) = peer
-            {
-                let _ = call(&peer, &request);
-            }
-        }
-    }
-
-    /// The peer clients by member index (matched through their status).
-    fn peers_by_member(&self, members: &[AccountId]) -> Vec<Option<NodeClient>> {
-        let mut by_account = BTreeMap::new();
-        for p in &self.peers {
-            if let Ok((200, s)) = p.get("/enclave/v1/status")
-                && let Ok(account) = serde_json::from_value::<AccountId>(s["account"].clone())
-            {
-                // The first peer configured for an account keeps it: a later
-                // one claiming the same account does not take its requests.
-                by_account.entry(account).or_insert_with(|| p.clone());
-            }
-        }
-        members.iter().map(|m| by_account.get(m).cloned()).collect()
-    }
-
-    fn run_dkg(&mut self, view: &ChainView, members: &[AccountId]) -> Option<()> {
-        let peers: Vec<NodeClient> = self
-            .peers_by_member(members)
-            .into_iter()
-            .collect::<Option<_>>()?;
-        // Each member's quote, from its own API, for the identity the chain
-        // registered (the enclaves check the quotes themselves).
-        let mut quotes: Vec<Quote> = Vec::with_capacity(members.len());
-        for (member, p) in members.iter().zip(&peers) {
-            let registered = view.enclaves.get(member)?.identity_key;
-            let quote: Quote = match p.get("/enclave/v1/status") {
-                Ok((200, status)) => serde_json::from_value(status["quote"].clone()).ok()?,
-                _ => return None,
-            };
-            if quote.report_data[..32] != registered {
-                return None;
-            }
-            quotes.push(quote);
-        }
-        let t = view.policy.threshold;
-        let chain = view.chain_id.0.0;
-        // Each attempt later than the last (the members start over only for
-        // a later one): the clock in µs, or one past the last.
-        let attempt = micros_since_epoch().max(self.last_attempt.saturating_add(1));
-        self.last_attempt = attempt;
-        // The sans-IO DKG decides; this host only carries its requests.
-        let (mut dkg, effects) = {
-            let s = self.shared.lock();
-            DkgSession::start(&s.service, chain, t, attempt, quotes)
-        };
-        let mut queue: std::collections::VecDeque<DkgEffect> = effects.into();
-        while let Some(DkgEffect::Call { member, request }) = queue.pop_front() {
-            let answer = peers
-                .get(usize::from(member))
-                .and_then(|p| call(p, &request));
-            queue.extend(dkg.reply(member, answer));
-        }
-        match dkg.outcome() {
-            DkgOutcome::Formed(_) => {
-                tracing::info!(members = members.len(), t, "committee key generated");
-                Some(())
-            }
-            outcome => {
-                tracing::warn!(?outcome, "committee key generation failed");
-                None
-            }
-        }
-    }
-
-    /// One signing session for `purpose` among the reachable members: the
-    /// sans-IO [`SigningSession`] decides, this host only carries its
-    /// requests (members that fail or cheat are left out and others asked).
-    fn sign(
-        &mut self,
-        members: &[AccountId],
-        threshold: u16,
-        purpose: Purpose,
-    ) -> Option<GroupSignature> {
-        let peers = self.peers_by_member(members);
-        // Session ids only increase (the members refuse any other): the
-        // clock in µs, or one past the last.
-        let session = micros_since_epoch().max(self.last_session.saturating_add(1));
-        let n = u16::try_from(members.len()).ok()?;
-        let (mut signing, effects) = {
-            let s = self.shared.lock();
-            SigningSession::start(&s.service, session, purpose, n, threshold)
-        };
-        let mut queue: std::collections::VecDeque<SignEffect> = effects.into();
-        while let Some(SignEffect::Call { member, request }) = queue.pop_front() {
-            let answer = peers
-                .get(usize::from(member))
-                .and_then(Option::as_ref)
-                .and_then(|p| call(p, &request));
-            if let Some(Response::Refused(why)) = &answer {
-                tracing::debug!(?purpose, member, %why, "a member refused");
-            }
-            let s = self.shared.lock();
-            queue.extend(signing.reply(&s.service, member, answer));
-        }
-        self.last_session = signing.session();
-        match signing.outcome() {
-            SignOutcome::Signed(signature) => Some(*signature),
-            SignOutcome::Failed(why) => {
-                tracing::debug!(?purpose, %why, "signing failed");
-                None
-            }
-            SignOutcome::Pending => None,
-        }
-    }
-
-    /// Keys for the slots orders may be placed for now, created by the
-    /// member whose turn the epoch is, published with the committee's signature.
-    /// Every few seconds, every published key this member holds goes again
-    /// to the others, sealed to each: a member that was down when a key was
-    /// shared gets it (no peer's whole state is trusted for it).
-    fn reshare_epoch_keys(&mut self, view: &ChainView, committee: &Committee) {
-        if self
-            .reshared_at
-            .is_some_and(|at| at.elapsed() < Duration::from_secs(3))
-        {
-            return;
-        }
-        self.reshared_at = Some(Instant::now());
-        let peers = self.peers_by_member(&committee.members);
-        // Every published key this member still holds (the erasure schedule
-        // keeps a few): a member that caught up from a peer's state takes
-        // none of its keys, and may need an older epoch's for a batch still
-        // waiting.
-        for (epoch, public_key) in view.epochs.iter().map(|(e, k)| (*e, *k)) {
-            let Ok(shares) = self.shared.lock().service.reshare_epoch_key(epoch) else {
-                continue;
-            };
-            // Each share opens only for its recipient; the rest refuse it.
-            for share in shares {
-                for p in peers.iter().flatten() {
-                    let request = Request::ReceiveEpochKey {
-                        share: share.clone(),
-                        public_key,
-                    };
-                    if matches!(call(p, &request), Some(Response::EpochKeyReceived)) {
-                        break;
-                    }
-                }
-            }
-        }
-    }
-
-    fn publish_epoch_keys(&mut self, view: &ChainView, committee: &Committee, index: usize) {
-        let now = Slot(view.time_ms / view.slot_ms);
-        let first = view.policy.epoch_of(now);
-        let last = view
-            .policy
-            .epoch_of(Slot(now.0.saturating_add(view.lead_slots + 1)));
-        let n = committee.members.len().max(1) as u64;
-        for e in first.0..=last.0 {
-            let epoch = Epoch(e);
-            if view.epochs.contains_key(&epoch) {
-                continue;
-            }
-            if usize::try_from(e % n).ok() != Some(index) && epoch > first {
-                continue;
-            }
-            let held = self.shared.lock().service.epoch_key(epoch);
-            let public_key = match held {
-                Some(k) => k,
-                None => {
-                    let created = {
-                        let mut s = self.shared.lock();
-                        s.service.create_epoch_key(epoch)
-                    };
-                    let Ok((public_key, shares)) = created else {
-                        return;
-                    };
-                    // Sealed before a share leaves: a restart while sending
-                    // does not make this member create a second key (and if
-                    // it can not be sealed, no share leaves).
-                    if !self.seal() {
-                        return;
-                    }
-                    let peers = self.peers_by_member(&committee.members);
-                    for share in shares {
-                        for p in peers.iter().flatten() {
-                            let _ = call(
-                                p,
-                                &Request::ReceiveEpochKey {
-                                    share: share.clone(),
-                                    public_key,
-                                },
-                            );
-                        }
-                    }
-                    public_key
-                }
-            };
-            let purpose = Purpose::EpochKey { epoch, public_key };
-            if let Some(signature) = self.sign(&committee.members, committee.threshold, purpose) {
-                self.submit(
-                    view,
-                    TxBody::PublishEpochKey {
-                        epoch,
-                        public_key,
-                        signature,
-                    },
-                );
-            }
-            return;
-        }
-    }
-
-    /// Clears every closed batch in order; posts the report when it is this
-    /// member's turn (or another member's turn passed a second ago).
-    fn clear_and_report(&mut self, view: &ChainView, committee: &Committee, index: usize) {
-        let mut batches = view.batches.clone();
-        batches.sort_by_key(|(region, slot)| (*slot, *region));
-        let n = committee.members.len().max(1);
-        for (region, slot) in batches {
-            let done = self
-                .shared
-                .lock()
-                .service
-                .last_cleared(region)
-                .is_some_and(|last| last >= slot);
-            // Not further ahead of the chain's reports than the enclave
-            // keeps reports: one cleared and dropped before it was signed
-            // would never be signed.
-            if !done && self.cleared_at.len() >= quartier_enclave::service::KEPT_REPORTS / 2 {
-                return;
-            }
-            if !done {
-                // The batch as the chain finalized it: the enclave checks
-                // the certificate and the proof itself, so no node (nor
-                // this host) can hand it a batch the chain never closed.
-                let Some(genesis) = self.genesis() else {
-                    return;
-                };
-                let path = format!("/api/v1/regions/{}/batches/{}/proof", region.0, slot.0);
-                let Some(proven) = self.get(&path).and_then(|v| finalized_batch(&v)) else {
-                    return;
-                };
-                let cleared = self
-                    .shared
-                    .lock()
-                    .service
-                    .clear_finalized(&genesis, region, slot, &proven)
-                    .map(|_| ());
-                if matches!(cleared, Err(ServiceError::Chain(ChainError::OtherChain))) {
-                    // Another chain's genesis (a node that lied, or of
-                    // another chain): read it again, perhaps from another.
-                    self.genesis = None;
-                }
-                let cleared = cleared.map_err(|e| e.to_string());
-                if let Err(why) = cleared {
-                    // E.g. a published epoch key whose share never arrived.
-                    // Not taken from a peer's whole clearing state: a
-                    // Byzantine member would hand over a forged ledger (the
-                    // recovery of one key is still to be built).
-                    tracing::warn!(region = region.0, slot = slot.0, %why, "can not clear batch");
-                    return;
-                }
-                self.seal();
-                self.cleared_at.insert((region, slot), Instant::now());
-            }
-            let turn = (index + n - (slot.0 % n as u64) as usize) % n;
-            let waited = self
-                .cleared_at
-                .get(&(region, slot))
-                .map_or(Duration::MAX, Instant::elapsed);
-            if waited < Duration::from_secs(turn as u64) {
-                continue;
-            }
-            let Some(summary) = self
-                .shared
-                .lock()
-                .service
-                .report(region, slot)
-                .map(|r| r.summary.clone())
-            else {
-                continue;
-            };
-            if let Some(signature) = self.sign(
-                &committee.members,
-                committee.threshold,
-                Purpose::Report { region, slot },
-            ) {
-                self.submit(view, TxBody::PostSettlementReport { summary, signature });
-            }
-            // One report per tick: the next waits for this one's nonce.
-            return;
-        }
-        self.cleared_at.retain(|k, _| view.batches.contains(k));
     }
 }
 
