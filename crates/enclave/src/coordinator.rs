@@ -18,7 +18,7 @@
 
 use crate::committee::GroupSignature;
 use crate::rpc::{Request, Response};
-use crate::service::{EnclaveService, Purpose, ServiceError};
+use crate::service::{EnclaveService, Purpose, ServiceError, SigningRound};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What a signing session asks its executor to do.
@@ -97,6 +97,7 @@ pub struct SigningSession {
     threshold: u16,
     session: u64,
     excluded: BTreeSet<u16>,
+    faulty: BTreeSet<u16>,
     round: Round,
     outcome: SignOutcome,
 }
@@ -119,6 +120,7 @@ impl SigningSession {
             threshold,
             session,
             excluded: BTreeSet::new(),
+            faulty: BTreeSet::new(),
             round: Round::Done,
             outcome: SignOutcome::Pending,
         };
@@ -145,6 +147,15 @@ impl SigningSession {
         &self.excluded
     }
 
+    /// The members left out for an answer they signed that FROST's checks
+    /// refused (commitments that do not decode, a share that does not
+    /// verify): the signed answer proves the member at fault. Members left
+    /// out for silence, a refusal or an answer whose signature fails (it
+    /// may have been altered on the way) are not named here.
+    pub fn faulty(&self) -> &BTreeSet<u16> {
+        &self.faulty
+    }
+
     /// Member `member`'s answer to the request this session sent it
     /// (`None`: no answer); the requests to send next.
     pub fn reply(
@@ -163,7 +174,16 @@ impl SigningSession {
                     return Vec::new();
                 }
                 match answer {
-                    Some(Response::Committed(index, bytes)) if index == member => {
+                    Some(Response::Committed(index, bytes, signature))
+                        if index == member
+                            && local.answer_signed(
+                                self.session,
+                                member,
+                                SigningRound::Commit,
+                                &bytes,
+                                &signature,
+                            ) =>
+                    {
                         commitments.insert(member, bytes);
                     }
                     _ => {
@@ -179,7 +199,15 @@ impl SigningSession {
                     return Vec::new();
                 }
                 match answer {
-                    Some(Response::Share(bytes)) => {
+                    Some(Response::Share(bytes, signature))
+                        if local.answer_signed(
+                            self.session,
+                            member,
+                            SigningRound::Share,
+                            &bytes,
+                            &signature,
+                        ) =>
+                    {
                         shares.insert(member, bytes);
                     }
                     _ => {
@@ -307,6 +335,7 @@ impl SigningSession {
                 // Undecodable commitments: those members are out, and the
                 // round goes on with others asked in their place.
                 self.excluded.extend(culprits.iter().copied());
+                self.faulty.extend(culprits.iter().copied());
                 if let Round::Committing { commitments, .. } = &mut self.round {
                     commitments.retain(|m, _| !culprits.contains(m));
                 }
@@ -360,6 +389,7 @@ impl SigningSession {
                 Vec::new()
             }
             Err(ServiceError::BadAnswers { culprits }) if !culprits.is_empty() => {
+                self.faulty.extend(culprits.iter().copied());
                 self.excluded.extend(culprits);
                 self.restart(local)
             }

@@ -6,13 +6,20 @@ use crate::attestation::Quote;
 use crate::auctioneer::SlotReport;
 use crate::committee::GroupPublicKey;
 use crate::epoch::EpochKeyShare;
-use crate::service::{CatchUp, EnclaveService, Purpose, SealedDkgPackage, SignedPackage};
+use crate::service::{
+    CatchUp, EnclaveService, Purpose, SealedDkgPackage, SignedPackage, SigningRound,
+};
 use borsh::{BorshDeserialize, BorshSerialize};
 use quartier_types::{RegionId, Slot};
 use std::collections::BTreeMap;
 
 /// The largest request accepted (a DKG round for a 16-member committee fits).
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// The largest answer a host takes from a peer's enclave (a catch-up
+/// state, the largest, holds the prepaid ledgers of a few thousand
+/// households).
+pub const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
 
 /// A request from another member's host (or this enclave's own).
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
@@ -112,10 +119,11 @@ pub enum Response {
     DkgFinished(GroupPublicKey, [u8; 64]),
     /// The epoch key was taken.
     EpochKeyReceived,
-    /// Commitments: (member index, bytes).
-    Committed(u16, Vec<u8>),
-    /// A signature share.
-    Share(Vec<u8>),
+    /// Commitments: (member index, bytes, the member's account signature
+    /// over them, see [`crate::service::answer_message`]).
+    Committed(u16, Vec<u8>, [u8; 64]),
+    /// A signature share and the member's account signature over it.
+    Share(Vec<u8>, [u8; 64]),
     /// A report, if this member has it.
     Report(Option<SlotReport>),
     /// A clearing state for a rejoining member.
@@ -157,7 +165,10 @@ impl EnclaveService {
                 signature,
             } => self
                 .sign_commit(session, &purpose, by, &signature)
-                .map(|(i, c)| Response::Committed(i, c)),
+                .and_then(|(i, c)| {
+                    let signed = self.sign_answer(session, by, SigningRound::Commit, &c)?;
+                    Ok(Response::Committed(i, c, signed))
+                }),
             Request::SignShare {
                 session,
                 package,
@@ -165,7 +176,10 @@ impl EnclaveService {
                 signature,
             } => self
                 .sign_share(session, &package, by, &signature)
-                .map(Response::Share),
+                .and_then(|share| {
+                    let signed = self.sign_answer(session, by, SigningRound::Share, &share)?;
+                    Ok(Response::Share(share, signed))
+                }),
             Request::CatchUp { to } => self.catch_up_for(&to).map(Response::CatchUp),
             Request::Report { region, slot } => {
                 Ok(Response::Report(self.report(region, slot).cloned()))
@@ -181,6 +195,17 @@ impl EnclaveService {
 /// `None` for oversized, malformed or trailing bytes.
 pub fn decode_request(bytes: &[u8]) -> Option<Request> {
     if bytes.len() > MAX_REQUEST_BYTES {
+        return None;
+    }
+    borsh::from_slice(bytes).ok()
+}
+
+/// Decodes an answer's canonical bytes, as a host takes them from a peer.
+///
+/// # Errors
+/// `None` for oversized, malformed or trailing bytes.
+pub fn decode_response(bytes: &[u8]) -> Option<Response> {
+    if bytes.len() > MAX_RESPONSE_BYTES {
         return None;
     }
     borsh::from_slice(bytes).ok()

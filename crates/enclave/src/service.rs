@@ -580,6 +580,44 @@ fn coordinator_message(group: &GroupPublicKey, session: u64, to: u16, what: &[u8
     )
 }
 
+/// The tag of [`answer_message`].
+pub const TAG_SIGNING_ANSWER: &str = "QUARTIER_ENCLAVE_SIGNING_ANSWER";
+
+/// The round of a signing answer: 1 for commitments, 2 for a share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SigningRound {
+    /// Nonce commitments.
+    Commit = 1,
+    /// A signature share.
+    Share = 2,
+}
+
+/// What a member signs with its account key over its answer `bytes` in
+/// `round` of coordinator `by`'s session `session` of the committee with
+/// group key `group` (the member is `from`): a relay that alters the answer
+/// is caught (the signature fails), and a signed answer that FROST's
+/// checks refuse proves the member at fault.
+pub fn answer_message(
+    group: &GroupPublicKey,
+    session: u64,
+    by: u16,
+    from: u16,
+    round: SigningRound,
+    bytes: &[u8],
+) -> hash::Digest {
+    hash::tagged(
+        TAG_SIGNING_ANSWER,
+        &[
+            &group.0,
+            &session.to_le_bytes(),
+            &by.to_le_bytes(),
+            &from.to_le_bytes(),
+            &[round as u8],
+            bytes,
+        ],
+    )
+}
+
 /// Checks an Ed25519 signature by the account `account`.
 fn verify_account(
     account: &[u8; 32],
@@ -2199,6 +2237,50 @@ impl EnclaveService {
         let message = coordinator_message(&group, session, to, what);
         let signature = ed25519_dalek::Signer::sign(&self.account, &message.0).to_bytes();
         Ok((m.index, signature))
+    }
+
+    /// As a member: its account signature over its answer `bytes` in
+    /// `round` of coordinator `by`'s session `session`
+    /// ([`answer_message`]).
+    ///
+    /// # Errors
+    /// [`ServiceError::State`] without a committee.
+    pub(crate) fn sign_answer(
+        &self,
+        session: u64,
+        by: u16,
+        round: SigningRound,
+        bytes: &[u8],
+    ) -> Result<[u8; 64], ServiceError> {
+        let m = self
+            .membership
+            .as_ref()
+            .ok_or(ServiceError::State("no committee"))?;
+        let group = self
+            .group_key()
+            .ok_or(ServiceError::State("no committee"))?;
+        let message = answer_message(&group, session, by, m.index, round, bytes);
+        Ok(ed25519_dalek::Signer::sign(&self.account, &message.0).to_bytes())
+    }
+
+    /// As coordinator: whether `signature` is member `from`'s over its
+    /// answer `bytes` in `round` of this member's session `session`.
+    pub fn answer_signed(
+        &self,
+        session: u64,
+        from: u16,
+        round: SigningRound,
+        bytes: &[u8],
+        signature: &[u8; 64],
+    ) -> bool {
+        let (Some(m), Some(group)) = (self.membership.as_ref(), self.group_key()) else {
+            return false;
+        };
+        let Some(account) = m.accounts.get(usize::from(from)) else {
+            return false;
+        };
+        let message = answer_message(&group, session, m.index, from, round, bytes);
+        verify_account(account, &message.0, signature).is_ok()
     }
 
     fn check_coordinator(

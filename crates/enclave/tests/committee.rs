@@ -15,7 +15,9 @@ use quartier_enclave::coordinator::{SignEffect, SignFailure, SignOutcome, Signin
 use quartier_enclave::epoch::epoch_key_message;
 use quartier_enclave::rpc::{Request, Response};
 use quartier_enclave::sealed::Epoch;
-use quartier_enclave::service::{EnclaveService, Purpose, SimulatedPlatform};
+use quartier_enclave::service::{
+    EnclaveService, Purpose, SigningRound, SimulatedPlatform, answer_message,
+};
 use quartier_types::{Price, RegionId, RegionParams, Slot};
 
 const CHAIN: [u8; 32] = [0xc4; 32];
@@ -47,9 +49,12 @@ enum Behaviour {
     /// to every other member (to spend their sessions, so that the
     /// coordinator's own requests are refused and they are left out).
     Replays,
+    /// Its answers are altered on the way (by a host relaying them, or on
+    /// the network), the member's signature left as it was.
+    AlteredInTransit,
 }
 
-const BYZANTINE: [Behaviour; 8] = [
+const BYZANTINE: [Behaviour; 9] = [
     Behaviour::Silent,
     Behaviour::Refuses,
     Behaviour::WrongIndex,
@@ -58,6 +63,7 @@ const BYZANTINE: [Behaviour; 8] = [
     Behaviour::ForgedShare,
     Behaviour::GarbledShare,
     Behaviour::Replays,
+    Behaviour::AlteredInTransit,
 ];
 
 /// A member behind its host.
@@ -70,32 +76,69 @@ struct Member {
 
 impl Member {
     /// The request as the RPC decodes it, then whatever the host returns.
+    /// A lying member is compromised: it signs its lies with its account
+    /// key, as an honest answer is signed (only `AlteredInTransit` keeps
+    /// the signature of the answer its enclave gave).
     fn call(&mut self, request: &Request) -> Option<Response> {
         let bytes = borsh::to_vec(request).unwrap();
         let request = quartier_enclave::rpc::decode_request(&bytes).unwrap();
+        let (session, by) = match &request {
+            Request::SignCommit { session, by, .. } | Request::SignShare { session, by, .. } => {
+                (*session, *by)
+            }
+            _ => (0, 0),
+        };
         let answer = self.enclave.handle(request);
         let previous = match &answer {
-            Response::Committed(_, c) => self.last_commitment.replace(c.clone()),
-            Response::Share(s) => self.last_share.replace(s.clone()),
+            Response::Committed(_, c, _) => self.last_commitment.replace(c.clone()),
+            Response::Share(s, _) => self.last_share.replace(s.clone()),
             _ => None,
+        };
+        let sign = |round, bytes: &[u8]| {
+            let message = answer_message(
+                &self.enclave.group_key().unwrap(),
+                session,
+                by,
+                u16::try_from(
+                    self.enclave
+                        .committee_members()
+                        .unwrap()
+                        .iter()
+                        .position(|a| *a == self.enclave.account())
+                        .unwrap(),
+                )
+                .unwrap(),
+                round,
+                bytes,
+            );
+            ed25519_dalek::Signer::sign(self.enclave.account_key(), &message.0).to_bytes()
+        };
+        let commit = |i: u16, c: Vec<u8>| {
+            let signature = sign(SigningRound::Commit, &c);
+            Some(Response::Committed(i, c, signature))
+        };
+        let share = |s: Vec<u8>| {
+            let signature = sign(SigningRound::Share, &s);
+            Some(Response::Share(s, signature))
         };
         match (self.behaviour, answer) {
             (Behaviour::Honest, a) => Some(a),
             (Behaviour::Silent, _) => None,
             (Behaviour::Refuses, _) => Some(Response::Refused("no".into())),
-            (Behaviour::WrongIndex, Response::Committed(i, c)) => {
-                Some(Response::Committed((i + 1) % 3, c))
+            (Behaviour::WrongIndex, Response::Committed(i, c, _)) => commit((i + 1) % 3, c),
+            (Behaviour::GarbledCommitment, Response::Committed(i, _, _)) => {
+                commit(i, vec![0xff; 12])
             }
-            (Behaviour::GarbledCommitment, Response::Committed(i, _)) => {
-                Some(Response::Committed(i, vec![0xff; 12]))
+            (Behaviour::StaleCommitment, Response::Committed(i, c, _)) => {
+                commit(i, previous.unwrap_or_else(|| flip(&c)))
             }
-            (Behaviour::StaleCommitment, Response::Committed(i, c)) => {
-                Some(Response::Committed(i, previous.unwrap_or_else(|| flip(&c))))
+            (Behaviour::ForgedShare, Response::Share(s, _)) => {
+                share(previous.unwrap_or_else(|| flip(&s)))
             }
-            (Behaviour::ForgedShare, Response::Share(s)) => {
-                Some(Response::Share(previous.unwrap_or_else(|| flip(&s))))
+            (Behaviour::GarbledShare, Response::Share(..)) => share(vec![0xff; 32]),
+            (Behaviour::AlteredInTransit, Response::Share(s, signature)) => {
+                Some(Response::Share(flip(&s), signature))
             }
-            (Behaviour::GarbledShare, Response::Share(_)) => Some(Response::Share(vec![0xff; 32])),
             (_, a) => Some(a),
         }
     }
@@ -191,14 +234,23 @@ fn clear(members: &mut [Member], slot: u64) -> SlotSummary {
     summaries.remove(0)
 }
 
+/// Who a session left out, by index: all, and those proven at fault (a
+/// signed answer FROST's checks refused).
+#[derive(Debug, PartialEq, Eq)]
+struct Left {
+    excluded: Vec<u16>,
+    faulty: Vec<u16>,
+}
+
 /// Runs a session coordinated by member `by` to its end, delivering every
-/// request in order: what it came to, and the next free session id.
+/// request in order: what it came to, the next free session id, and who
+/// was left out.
 fn run(
     members: &mut [Member],
     by: usize,
     session: u64,
     purpose: Purpose,
-) -> (SignOutcome, u64, Vec<u16>) {
+) -> (SignOutcome, u64, Left) {
     run_for(members, (by, 2), session, purpose)
 }
 
@@ -208,7 +260,7 @@ fn run_for(
     (by, t): (usize, u16),
     session: u64,
     purpose: Purpose,
-) -> (SignOutcome, u64, Vec<u16>) {
+) -> (SignOutcome, u64, Left) {
     let (mut s, mut queue) = SigningSession::start(&members[by].enclave, session, purpose, 3, t);
     let mut calls = 0;
     while !queue.is_empty() {
@@ -225,11 +277,11 @@ fn run_for(
         let answer = members[usize::from(member)].call(&request);
         queue.extend(s.reply(&members[by].enclave, member, answer));
     }
-    (
-        s.outcome().clone(),
-        s.session() + 1,
-        s.excluded().iter().copied().collect(),
-    )
+    let left = Left {
+        excluded: s.excluded().iter().copied().collect(),
+        faulty: s.faulty().iter().copied().collect(),
+    };
+    (s.outcome().clone(), s.session() + 1, left)
 }
 
 /// The members' accounts, in committee order.
@@ -263,7 +315,7 @@ fn t_honest_members_settle_every_slot_whatever_the_third_answers() {
                     region: REGION,
                     slot: Slot(slot),
                 };
-                let (outcome, next, excluded) = run(&mut members, by, session, purpose);
+                let (outcome, next, left) = run(&mut members, by, session, purpose);
                 session = next;
                 let signature = signed(&outcome);
                 group
@@ -278,7 +330,31 @@ fn t_honest_members_settle_every_slot_whatever_the_third_answers() {
                 } else {
                     Vec::new()
                 };
-                assert_eq!(excluded, expected, "{behaviour:?} at {byzantine}");
+                // Proven at fault only by a signed answer FROST refused:
+                // not for silence, a refusal, a wrong index, nor an answer
+                // altered after it was signed. (A stale commitment is
+                // refused by the member itself at round 2, or does not
+                // decode when first flipped: either may name it.)
+                let proven = matches!(
+                    behaviour,
+                    Behaviour::GarbledCommitment | Behaviour::ForgedShare | Behaviour::GarbledShare
+                );
+                let faulty = if proven {
+                    expected.clone()
+                } else if behaviour == Behaviour::StaleCommitment {
+                    left.faulty.clone()
+                } else {
+                    Vec::new()
+                };
+                assert!(left.faulty.iter().all(|f| expected.contains(f)));
+                assert_eq!(
+                    left,
+                    Left {
+                        excluded: expected,
+                        faulty
+                    },
+                    "{behaviour:?} at {byzantine}"
+                );
             }
             let by = usize::from(byzantine == 0);
             let purpose = Purpose::EpochKey {
@@ -359,7 +435,8 @@ fn a_compromised_member_can_not_get_a_key_or_a_report_it_made_up_signed() {
     ];
     let mut session = 1;
     for purpose in forged {
-        let (outcome, next, excluded) = run(&mut members, 1, session, purpose);
+        let (outcome, next, left) = run(&mut members, 1, session, purpose);
+        let excluded = left.excluded;
         session = next;
         assert!(
             matches!(

@@ -4,7 +4,8 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use quartier_enclave::attestation::{Measurement, SimulatedAttestationService};
-use quartier_enclave::rpc::{Request, decode_request};
+use quartier_enclave::coordinator::{SignOutcome, SigningSession};
+use quartier_enclave::rpc::{Request, Response, decode_request, decode_response};
 use quartier_enclave::sealed::Epoch;
 use quartier_enclave::service::{EnclaveService, Purpose, SimulatedPlatform};
 use quartier_types::{RegionId, Slot};
@@ -157,4 +158,67 @@ fn enclave_request_corpus_is_refused_or_answered_without_panic() {
     );
     // None of it re-formed the member's committee.
     assert_eq!(members[0].group_key(), group);
+}
+
+/// One seed per answer kind, real where the kind carries crypto.
+fn response_seeds(members: &mut [EnclaveService]) -> Vec<(&'static str, Response)> {
+    let to = members[1].identity_key();
+    let catch_up = members[0].catch_up_for(&to).unwrap();
+    let group = members[0].group_key().unwrap();
+    vec![
+        ("dkg_round1", Response::DkgRound1(vec![1; 40], [2; 64])),
+        ("dkg_round2", Response::DkgRound2(Vec::new())),
+        ("dkg_finished", Response::DkgFinished(group, [3; 64])),
+        ("epoch_key_received", Response::EpochKeyReceived),
+        ("committed", Response::Committed(1, vec![4; 69], [5; 64])),
+        ("share", Response::Share(vec![6; 32], [7; 64])),
+        ("report", Response::Report(None)),
+        ("catch_up", Response::CatchUp(catch_up)),
+        ("refused", Response::Refused("no".into())),
+        ("dkg_confirmed", Response::DkgConfirmed(group)),
+    ]
+}
+
+/// A host decodes a peer's answer and hands it to its signing session (and
+/// a catch-up to its enclave): every corpus input is refused as malformed
+/// or taken without a panic, and none gets anything signed.
+#[test]
+fn enclave_response_corpus_is_refused_or_taken_without_panic() {
+    let corpus = fuzz_dir().join("corpus/enclave_response");
+    let mut members = committee();
+    if std::env::var_os("QUARTIER_WRITE_FUZZ_SEEDS").is_some() {
+        std::fs::create_dir_all(&corpus).unwrap();
+        for (name, response) in response_seeds(&mut members) {
+            std::fs::write(corpus.join(name), borsh::to_vec(&response).unwrap()).unwrap();
+        }
+    }
+    let seeds = response_seeds(&mut members).len();
+    let mut decoded = 0;
+    let mut session = 1;
+    for dir in ["corpus/enclave_response", "regressions/enclave_response"] {
+        let Ok(entries) = std::fs::read_dir(fuzz_dir().join(dir)) else {
+            continue;
+        };
+        for entry in entries {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            let Some(response) = decode_response(&bytes) else {
+                continue;
+            };
+            decoded += 1;
+            assert_eq!(borsh::to_vec(&response).unwrap(), bytes);
+            let purpose = Purpose::Report {
+                region: RegionId(1),
+                slot: Slot(3),
+            };
+            let (mut signing, _) = SigningSession::start(&members[0], session, purpose, 3, 2);
+            session += 10;
+            let _ = signing.reply(&members[0], 1, Some(response.clone()));
+            let _ = signing.reply(&members[0], 0, Some(response.clone()));
+            assert!(!matches!(signing.outcome(), SignOutcome::Signed(_)));
+            if let Response::CatchUp(state) = response {
+                let _ = members[1].catch_up(&state, &[]);
+            }
+        }
+    }
+    assert!(decoded >= seeds, "corpus missing: {decoded} inputs decoded");
 }

@@ -50,7 +50,7 @@ enum Behaviour {
     /// Down: its host does nothing and its enclave answers nothing.
     Silent,
     /// Runs its host, but its enclave's signature shares reach other
-    /// members' hosts altered.
+    /// members' hosts altered (after the enclave signed them).
     ForgesShares,
 }
 
@@ -360,11 +360,11 @@ impl Market {
             Behaviour::Silent => None,
             Behaviour::Honest => Some(member.enclave.handle(request)),
             Behaviour::ForgesShares => match member.enclave.handle(request) {
-                Response::Share(mut s) if from != to => {
+                Response::Share(mut s, signature) if from != to => {
                     if let Some(b) = s.first_mut() {
                         *b ^= 1;
                     }
-                    Some(Response::Share(s))
+                    Some(Response::Share(s, signature))
                 }
                 other => Some(other),
             },

@@ -23,7 +23,7 @@ use axum::{Json, Router};
 use commonware_utils::sync::Mutex;
 use quartier_enclave::attestation::{Measurement, Quote, SimulatedAttestationService};
 use quartier_enclave::host::{ChainView, Effect, HostMachine, HostSettings, Input};
-use quartier_enclave::rpc::{Request, Response, decode_request};
+use quartier_enclave::rpc::{Request, Response, decode_request, decode_response};
 use quartier_enclave::service::{
     EnclaveService, FinalizedBatch, FinalizedRecords, ServiceError, SimulatedMonotonicCounter,
     SimulatedPlatform,
@@ -411,7 +411,7 @@ pub fn call(peer: &NodeClient, request: &Request) -> Option<Response> {
         return None;
     }
     let bytes = hex::decode(reply["response"].as_str()?).ok()?;
-    borsh::from_slice(&bytes).ok()
+    decode_response(&bytes)
 }
 
 /// The executor of the host's [`HostMachine`]: it reads the chain, calls
