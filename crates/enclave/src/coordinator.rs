@@ -177,9 +177,9 @@ impl SigningSession {
                     Some(Response::Committed(index, bytes, signature))
                         if index == member
                             && local.answer_signed(
-                                self.session,
-                                member,
+                                (self.session, member),
                                 SigningRound::Commit,
+                                &borsh::to_vec(&self.purpose).unwrap_or_default(),
                                 &bytes,
                                 &signature,
                             ) =>
@@ -193,7 +193,9 @@ impl SigningSession {
                 self.after_commitment(local)
             }
             Round::Sharing {
-                waiting, shares, ..
+                package,
+                waiting,
+                shares,
             } => {
                 if !waiting.remove(&member) {
                     return Vec::new();
@@ -201,9 +203,9 @@ impl SigningSession {
                 match answer {
                     Some(Response::Share(bytes, signature))
                         if local.answer_signed(
-                            self.session,
-                            member,
+                            (self.session, member),
                             SigningRound::Share,
+                            package,
                             &bytes,
                             &signature,
                         ) =>

@@ -144,6 +144,26 @@ pub struct HostSettings {
     pub committee_size: usize,
     /// This enclave's quote, registered with its identity key.
     pub quote: Quote,
+    /// How many batches this member clears ahead of the chain's reports:
+    /// at most [`HostSettings::MAX_CLEARED_AHEAD`] (a batch cleared and
+    /// dropped from the enclave's reports before it was signed would never
+    /// be signed).
+    pub cleared_ahead: usize,
+}
+
+impl HostSettings {
+    /// Half the reports an enclave keeps.
+    pub const MAX_CLEARED_AHEAD: usize = KEPT_REPORTS / 2;
+
+    /// Settings for a committee of `committee_size` and this `quote`, with
+    /// the most batches cleared ahead.
+    pub fn new(committee_size: usize, quote: Quote) -> HostSettings {
+        HostSettings {
+            committee_size,
+            quote,
+            cleared_ahead: Self::MAX_CLEARED_AHEAD,
+        }
+    }
 }
 
 /// A step of a tick's agenda.
@@ -220,10 +240,6 @@ enum Job {
         calls: VecDeque<(AccountId, Request)>,
         epoch: Epoch,
         public_key: [u8; 32],
-    },
-    /// Each share to the members in order until one takes it.
-    Resharing {
-        shares: VecDeque<(Request, VecDeque<AccountId>)>,
     },
     CatchingUp {
         from: VecDeque<AccountId>,
@@ -312,6 +328,12 @@ impl HostMachine {
                 self.view = Some(view);
             }
             (None, _) => return None,
+            // A tick while one runs: ignored, the job still waits for its
+            // answer.
+            (Some(job), Input::Tick(_)) => {
+                self.job = Some(job);
+                return None;
+            }
             (Some(job), input) => {
                 if let Some(effect) = self.resume(job, input, local) {
                     return Some(effect);
@@ -409,6 +431,10 @@ impl HostMachine {
             Step::Reshare => self.reshare(&view, local),
             Step::CatchUp => self.catch_up(&view, local),
             Step::ClearAndReport => {
+                // Batches reported since are no longer counted against the
+                // cap below (before, a member at the cap never cleared
+                // again: the pruning came after it).
+                self.cleared_at.retain(|k, _| view.batches.contains(k));
                 let mut batches = view.batches.clone();
                 batches.sort_by_key(|(region, slot)| (*slot, *region));
                 let rest = batches.into();
@@ -494,7 +520,14 @@ impl HostMachine {
             .epochs
             .range(kept..)
             .any(|(e, k)| local.settled_epoch_key(*e) != Some(*k));
-        if !(new || (unsettled && self.elapsed(self.epochs_observed_at, SECOND))) {
+        // The enclave's certified chain time, which the epochs to create
+        // are held to, behind the node's by more than a few seconds (or
+        // none yet, after a start): once a second, too.
+        let stale = local
+            .certified_time_ms()
+            .is_none_or(|t| view.time_ms > t.saturating_add(5_000));
+        let waited = self.elapsed(self.epochs_observed_at, SECOND);
+        if !(new || ((unsettled || stale) && waited)) {
             return None;
         }
         if let Some(effect) = self.need_genesis(step) {
@@ -510,7 +543,13 @@ impl HostMachine {
     /// chain has not published: created by the member whose turn it is, or
     /// by any member once it has waited a second per member for it (a
     /// silent or Byzantine turn member does not hold the market up), sealed
-    /// before a share leaves, shared with the others and signed.
+    /// before a share leaves, shared with the others and signed. A member
+    /// publishes only a key it created itself: a candidate another member
+    /// planted (perhaps a different one at each member, which no `t` of
+    /// them would sign) never stands in the way. "Now" is the chain time
+    /// the enclave checked under a certificate, not the node's word: a
+    /// node that shows a far future does not make it spend its candidate
+    /// places on epochs the chain refuses.
     fn publish_epoch_key(
         &mut self,
         view: &ChainView,
@@ -521,7 +560,7 @@ impl HostMachine {
             .members
             .iter()
             .position(|m| *m == local.account())?;
-        let now = Slot(view.time_ms / view.slot_ms);
+        let now = Slot(local.certified_time_ms()? / view.slot_ms);
         let first = view.policy.epoch_of(now);
         let last = view
             .policy
@@ -540,14 +579,12 @@ impl HostMachine {
             if !(turn || epoch == first || waited) {
                 continue;
             }
-            if let Some(public_key) = local.epoch_key(epoch) {
-                return self.sign(
-                    local,
-                    committee.members.clone(),
-                    committee.threshold,
-                    Purpose::EpochKey { epoch, public_key },
-                    Then::Publish { epoch, public_key },
-                );
+            if let Some(public_key) = local.own_epoch_key(epoch) {
+                // Shared again first (a share may not have left: a failed
+                // seal, a restart), then signed.
+                let shares = local.reshare_epoch_key(epoch).ok()?;
+                let calls = addressed(view, shares, public_key);
+                return self.sharing(local, calls, epoch, public_key);
             }
             let (public_key, shares) = local.create_epoch_key(epoch).ok()?;
             // Sealed before a share leaves: a restart while sending does
@@ -564,43 +601,22 @@ impl HostMachine {
     }
 
     /// Every 3 s, every published key this member holds goes again to the
-    /// others, each share to the members in order until one takes it (it
-    /// opens only for its recipient): a member that was down when a key was
+    /// others, each share to its recipient (the member the chain registered
+    /// with that identity key): a member that was down when a key was
     /// shared gets it.
     fn reshare(&mut self, view: &ChainView, local: &mut EnclaveService) -> Option<Effect> {
         if !self.elapsed(self.reshared_at, 3 * SECOND) {
             return None;
         }
         self.reshared_at = Some(self.now);
-        let committee = view.committee.as_ref()?;
-        let mut shares = VecDeque::new();
+        let mut calls = VecDeque::new();
         for (epoch, public_key) in &view.epochs {
             let Ok(made) = local.reshare_epoch_key(*epoch) else {
                 continue;
             };
-            for share in made {
-                let request = Request::ReceiveEpochKey {
-                    share,
-                    public_key: *public_key,
-                };
-                shares.push_back((request, committee.members.iter().copied().collect()));
-            }
+            calls.extend(addressed(view, made, *public_key));
         }
-        self.next_share(shares)
-    }
-
-    fn next_share(
-        &mut self,
-        mut shares: VecDeque<(Request, VecDeque<AccountId>)>,
-    ) -> Option<Effect> {
-        while let Some((request, mut to)) = shares.pop_front() {
-            if let Some(member) = to.pop_front() {
-                shares.push_front((request.clone(), to));
-                self.job = Some(Job::Resharing { shares });
-                return Some(Effect::Call { member, request });
-            }
-        }
-        None
+        self.notify(calls)
     }
 
     /// Whether this member is in step with the chain's reports; if a slot
@@ -684,7 +700,11 @@ impl HostMachine {
                 // Not further ahead of the chain's reports than the
                 // enclave keeps reports: one cleared and dropped before it
                 // was signed would never be signed.
-                if self.cleared_at.len() >= KEPT_REPORTS / 2 {
+                let cap = self
+                    .settings
+                    .cleared_ahead
+                    .min(HostSettings::MAX_CLEARED_AHEAD);
+                if self.cleared_at.len() >= cap {
                     return None;
                 }
                 if let Some(effect) = self.need_genesis(Step::ClearAndReport) {
@@ -906,23 +926,8 @@ impl HostMachine {
                 if !sealed {
                     return None;
                 }
-                let committee = self.view()?.committee.clone()?;
-                // Each share opens only for its recipient; every member is
-                // sent every share.
-                let calls = shares
-                    .into_iter()
-                    .flat_map(|share| {
-                        committee.members.iter().map(move |m| {
-                            (
-                                *m,
-                                Request::ReceiveEpochKey {
-                                    share: share.clone(),
-                                    public_key,
-                                },
-                            )
-                        })
-                    })
-                    .collect();
+                // Each share to its recipient (it opens only there).
+                let calls = addressed(self.view()?, shares, public_key);
                 self.sharing(local, calls, epoch, public_key)
             }
             (
@@ -933,12 +938,6 @@ impl HostMachine {
                 },
                 Input::Answer(_),
             ) => self.sharing(local, calls, epoch, public_key),
-            (Job::Resharing { mut shares }, Input::Answer(answer)) => {
-                if matches!(answer, Some(Response::EpochKeyReceived)) {
-                    shares.pop_front();
-                }
-                self.next_share(shares)
-            }
             (
                 Job::CatchingUp {
                     from,
@@ -1064,4 +1063,25 @@ impl HostMachine {
         }
         None
     }
+}
+
+/// `shares` of the epoch key `public_key`, each addressed to the member the
+/// chain registered with its recipient's identity key (none for a
+/// recipient it does not know).
+fn addressed(
+    view: &ChainView,
+    shares: Vec<EpochKeyShare>,
+    public_key: [u8; 32],
+) -> VecDeque<(AccountId, Request)> {
+    shares
+        .into_iter()
+        .filter_map(|share| {
+            let member = view
+                .enclaves
+                .iter()
+                .find(|(_, e)| e.identity_key == share.to)
+                .map(|(a, _)| *a)?;
+            Some((member, Request::ReceiveEpochKey { share, public_key }))
+        })
+        .collect()
 }

@@ -7,10 +7,10 @@ use crate::auctioneer::SlotReport;
 use crate::committee::GroupPublicKey;
 use crate::epoch::EpochKeyShare;
 use crate::service::{
-    CatchUp, EnclaveService, Purpose, SealedDkgPackage, SignedPackage, SigningRound,
+    CatchUp, EnclaveService, Purpose, SealedDkgPackage, ServiceError, SignedPackage, SigningRound,
 };
 use borsh::{BorshDeserialize, BorshSerialize};
-use quartier_types::{RegionId, Slot};
+use quartier_types::{AccountId, RegionId, Slot};
 use std::collections::BTreeMap;
 
 /// The largest request accepted (a DKG round for a 16-member committee fits).
@@ -105,6 +105,23 @@ pub enum Request {
         /// see [`crate::service::finish_message`]).
         signatures: Vec<[u8; 64]>,
     },
+    /// Prove which account this enclave is: its host maps peers to
+    /// committee members only by a signature over a fresh `nonce` (a peer
+    /// that claims another member's account gets none of its requests).
+    Identify {
+        /// The challenge.
+        nonce: [u8; 32],
+    },
+}
+
+/// The tag of what an enclave signs to prove which account it is
+/// ([`Request::Identify`]).
+pub const TAG_IDENTIFY: &str = "QUARTIER_ENCLAVE_IDENTIFY";
+
+/// What an enclave signs with its account key for [`Request::Identify`]
+/// with `nonce`.
+pub fn identify_message(nonce: &[u8; 32]) -> quartier_types::hash::Digest {
+    quartier_types::hash::tagged(TAG_IDENTIFY, &[nonce])
 }
 
 /// The answer to a [`Request`].
@@ -132,6 +149,9 @@ pub enum Response {
     Refused(String),
     /// Every member finished with this group key: it is the member's.
     DkgConfirmed(GroupPublicKey),
+    /// The enclave's account and its signature over the challenge
+    /// ([`identify_message`]).
+    Identity(AccountId, [u8; 64]),
 }
 
 impl EnclaveService {
@@ -166,7 +186,9 @@ impl EnclaveService {
             } => self
                 .sign_commit(session, &purpose, by, &signature)
                 .and_then(|(i, c)| {
-                    let signed = self.sign_answer(session, by, SigningRound::Commit, &c)?;
+                    let about = borsh::to_vec(&purpose).map_err(|_| ServiceError::Invalid)?;
+                    let signed =
+                        self.sign_answer((session, by), SigningRound::Commit, &about, &c)?;
                     Ok(Response::Committed(i, c, signed))
                 }),
             Request::SignShare {
@@ -177,10 +199,16 @@ impl EnclaveService {
             } => self
                 .sign_share(session, &package, by, &signature)
                 .and_then(|share| {
-                    let signed = self.sign_answer(session, by, SigningRound::Share, &share)?;
+                    let signed =
+                        self.sign_answer((session, by), SigningRound::Share, &package, &share)?;
                     Ok(Response::Share(share, signed))
                 }),
             Request::CatchUp { to } => self.catch_up_for(&to).map(Response::CatchUp),
+            Request::Identify { nonce } => {
+                let signature =
+                    ed25519_dalek::Signer::sign(self.account_key(), &identify_message(&nonce).0);
+                Ok(Response::Identity(self.account(), signature.to_bytes()))
+            }
             Request::Report { region, slot } => {
                 Ok(Response::Report(self.report(region, slot).cloned()))
             }

@@ -594,15 +594,17 @@ pub enum SigningRound {
 
 /// What a member signs with its account key over its answer `bytes` in
 /// `round` of coordinator `by`'s session `session` of the committee with
-/// group key `group` (the member is `from`): a relay that alters the answer
-/// is caught (the signature fails), and a signed answer that FROST's
-/// checks refuse proves the member at fault.
+/// group key `group` (the member is `from`), about `about`: the borsh
+/// bytes of the [`Purpose`] for commitments, the signing package for a
+/// share (so that a coordinator can not show a share with another package
+/// than the one it was computed for). A relay that alters the answer is
+/// caught (the signature fails), and a signed answer that FROST's checks
+/// refuse, with what it was about, proves the member at fault.
 pub fn answer_message(
     group: &GroupPublicKey,
-    session: u64,
-    by: u16,
-    from: u16,
+    (session, by, from): (u64, u16, u16),
     round: SigningRound,
+    about: &[u8],
     bytes: &[u8],
 ) -> hash::Digest {
     hash::tagged(
@@ -613,6 +615,7 @@ pub fn answer_message(
             &by.to_le_bytes(),
             &from.to_le_bytes(),
             &[round as u8],
+            about,
             bytes,
         ],
     )
@@ -768,6 +771,10 @@ pub struct EnclaveService {
     /// it). At most [`KEPT_CHAINS`], the lowest heights dropped first. Not
     /// sealed.
     chain_heights: BTreeMap<[u8; 32], u64>,
+    /// The latest block time (ms) of the committee's chain under a
+    /// certificate this enclave checked: the clock the host's choice of
+    /// epochs is held to (not sealed: a restart starts without one).
+    certified_time_ms: Option<u64>,
 }
 
 pub use quartier_enclave_proto::epoch::KEPT_EPOCHS_BEHIND;
@@ -866,6 +873,7 @@ impl EnclaveService {
             erased_below: Epoch(0),
             registry: None,
             chain_heights: BTreeMap::new(),
+            certified_time_ms: None,
         })
     }
 
@@ -1383,18 +1391,27 @@ impl EnclaveService {
         Ok((others, context))
     }
 
-    /// The published key of `epoch` this member holds, sealed again to
-    /// every other member (as in [`EnclaveService::create_epoch_key`]): a
-    /// member that missed its share (down when it was sent) gets it from
-    /// any member that holds it; the others refuse it as one they hold.
+    /// The published key of `epoch` this member holds (or, before it is
+    /// published, the candidate it created itself), sealed again to every
+    /// other member (as in [`EnclaveService::create_epoch_key`]): a member
+    /// that missed its share (down when it was sent, or the creator's seal
+    /// failed before the shares left) gets it from any member that holds
+    /// it; the others refuse it as one they hold.
     ///
     /// # Errors
     /// [`ServiceError::State`] without a committee or that key.
     pub fn reshare_epoch_key(&mut self, epoch: Epoch) -> Result<Vec<EpochKeyShare>, ServiceError> {
         let (others, context) = self.share_recipients()?;
+        let me = self.identity_key();
         let key = self
             .epoch_keys
             .get(&epoch)
+            .or_else(|| {
+                self.candidates
+                    .iter()
+                    .find(|(from, k)| *from == me && k.epoch() == epoch)
+                    .map(|(_, k)| k)
+            })
             .ok_or(ServiceError::State("no such key"))?;
         Ok(share(
             key,
@@ -1538,7 +1555,7 @@ impl EnclaveService {
         let changed = epochs.iter().fold(false, |changed, (e, k)| {
             self.settle_published(*e, k) || changed
         });
-        self.took(chain, header.height);
+        self.took(&chain, &header);
         Ok(changed)
     }
 
@@ -1609,6 +1626,25 @@ impl EnclaveService {
             .map(EpochKeyPair::public_key)
     }
 
+    /// The public key of the candidate for `epoch` this member created
+    /// itself, if it holds one (a member publishes only its own: a key
+    /// another member planted, perhaps a different one at each member,
+    /// never holds it up).
+    pub fn own_epoch_key(&self, epoch: Epoch) -> Option<[u8; 32]> {
+        let me = self.identity_key();
+        self.candidates
+            .iter()
+            .find(|(from, k)| *from == me && k.epoch() == epoch)
+            .map(|(_, k)| k.public_key())
+    }
+
+    /// The latest block time (ms) of the committee's chain under a
+    /// certificate this enclave checked (registry, epochs or a batch), if
+    /// it checked one since it started.
+    pub fn certified_time_ms(&self) -> Option<u64> {
+        self.certified_time_ms
+    }
+
     /// Checks `finalization` over `block` against `genesis`'s validators and
     /// that the block is not older than one taken before (the caller moves
     /// [`Self::chain_heights`] on once it took what the block shows).
@@ -1643,10 +1679,15 @@ impl EnclaveService {
             .map_err(|e| ServiceError::Chain(ChainError::Light(e)))
     }
 
-    /// Records that a block of `chain` at `height` was taken.
-    fn took(&mut self, chain: [u8; 32], height: u64) {
+    /// Records that `header`'s block of `chain` was taken (its height, and
+    /// its time as the latest certified time of the committee's chain).
+    fn took(&mut self, chain: &[u8; 32], header: &FinalizedHeader) {
+        let chain = *chain;
+        if self.membership.as_ref().is_some_and(|m| m.chain == chain) {
+            self.certified_time_ms = self.certified_time_ms.max(Some(header.time_ms));
+        }
         let taken = self.chain_heights.entry(chain).or_insert(0);
-        *taken = (*taken).max(height);
+        *taken = (*taken).max(header.height);
         while self.chain_heights.len() > KEPT_CHAINS {
             let lowest = self
                 .chain_heights
@@ -1724,7 +1765,7 @@ impl EnclaveService {
         else {
             return Err(ServiceError::Chain(ChainError::NotRegistry));
         };
-        self.took(chain, header.height);
+        self.took(&chain, &header);
         self.registry = Some(Registry {
             chain,
             threshold: Some(policy.threshold),
@@ -1816,10 +1857,9 @@ impl EnclaveService {
             traders: &batch.traders,
             expired: batch.expired,
         };
-        let height = header.height;
         self.clear(region, &input)?;
         let chain = self.chain()?;
-        self.took(chain, height);
+        self.took(&chain, &header);
         self.reports
             .get(&(region, slot))
             .ok_or(ServiceError::State("no report"))
@@ -2240,16 +2280,16 @@ impl EnclaveService {
     }
 
     /// As a member: its account signature over its answer `bytes` in
-    /// `round` of coordinator `by`'s session `session`
+    /// `round` of coordinator `by`'s session `session`, about `about`
     /// ([`answer_message`]).
     ///
     /// # Errors
     /// [`ServiceError::State`] without a committee.
     pub(crate) fn sign_answer(
         &self,
-        session: u64,
-        by: u16,
+        (session, by): (u64, u16),
         round: SigningRound,
+        about: &[u8],
         bytes: &[u8],
     ) -> Result<[u8; 64], ServiceError> {
         let m = self
@@ -2259,17 +2299,18 @@ impl EnclaveService {
         let group = self
             .group_key()
             .ok_or(ServiceError::State("no committee"))?;
-        let message = answer_message(&group, session, by, m.index, round, bytes);
+        let message = answer_message(&group, (session, by, m.index), round, about, bytes);
         Ok(ed25519_dalek::Signer::sign(&self.account, &message.0).to_bytes())
     }
 
     /// As coordinator: whether `signature` is member `from`'s over its
-    /// answer `bytes` in `round` of this member's session `session`.
+    /// answer `bytes` in `round` of this member's session `session`, about
+    /// `about` ([`answer_message`]).
     pub fn answer_signed(
         &self,
-        session: u64,
-        from: u16,
+        (session, from): (u64, u16),
         round: SigningRound,
+        about: &[u8],
         bytes: &[u8],
         signature: &[u8; 64],
     ) -> bool {
@@ -2279,7 +2320,7 @@ impl EnclaveService {
         let Some(account) = m.accounts.get(usize::from(from)) else {
             return false;
         };
-        let message = answer_message(&group, session, m.index, from, round, bytes);
+        let message = answer_message(&group, (session, m.index, from), round, about, bytes);
         verify_account(account, &message.0, signature).is_ok()
     }
 
@@ -2533,6 +2574,7 @@ impl EnclaveService {
             erased_below,
             registry: None,
             chain_heights: BTreeMap::new(),
+            certified_time_ms: None,
         })
     }
 }

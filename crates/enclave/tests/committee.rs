@@ -82,11 +82,20 @@ impl Member {
     fn call(&mut self, request: &Request) -> Option<Response> {
         let bytes = borsh::to_vec(request).unwrap();
         let request = quartier_enclave::rpc::decode_request(&bytes).unwrap();
-        let (session, by) = match &request {
-            Request::SignCommit { session, by, .. } | Request::SignShare { session, by, .. } => {
-                (*session, *by)
-            }
-            _ => (0, 0),
+        let (session, by, about) = match &request {
+            Request::SignCommit {
+                session,
+                by,
+                purpose,
+                ..
+            } => (*session, *by, borsh::to_vec(purpose).unwrap()),
+            Request::SignShare {
+                session,
+                by,
+                package,
+                ..
+            } => (*session, *by, package.clone()),
+            _ => (0, 0, Vec::new()),
         };
         let answer = self.enclave.handle(request);
         let previous = match &answer {
@@ -95,20 +104,20 @@ impl Member {
             _ => None,
         };
         let sign = |round, bytes: &[u8]| {
+            let index = u16::try_from(
+                self.enclave
+                    .committee_members()
+                    .unwrap()
+                    .iter()
+                    .position(|a| *a == self.enclave.account())
+                    .unwrap(),
+            )
+            .unwrap();
             let message = answer_message(
                 &self.enclave.group_key().unwrap(),
-                session,
-                by,
-                u16::try_from(
-                    self.enclave
-                        .committee_members()
-                        .unwrap()
-                        .iter()
-                        .position(|a| *a == self.enclave.account())
-                        .unwrap(),
-                )
-                .unwrap(),
+                (session, by, index),
                 round,
+                &about,
                 bytes,
             );
             ed25519_dalek::Signer::sign(self.enclave.account_key(), &message.0).to_bytes()

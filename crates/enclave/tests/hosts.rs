@@ -51,7 +51,10 @@ enum Behaviour {
     Silent,
     /// Runs its host, but its enclave's signature shares reach other
     /// members' hosts altered (after the enclave signed them).
-    ForgesShares,
+    SharesAltered,
+    /// Its host does nothing; its enclave answers nothing either, but the
+    /// host planted epoch keys before (see the test).
+    Equivocated,
 }
 
 fn params() -> RegionParams {
@@ -277,10 +280,10 @@ impl Market {
             .map(|_| {
                 let platform = platform();
                 Member {
-                    machine: HostMachine::new(HostSettings {
-                        committee_size: 3,
-                        quote: vendor.quote(MEASUREMENT, [0; 64]),
-                    }),
+                    machine: HostMachine::new(HostSettings::new(
+                        3,
+                        vendor.quote(MEASUREMENT, [0; 64]),
+                    )),
                     enclave: EnclaveService::new(&platform).unwrap(),
                     platform,
                     behaviour: Behaviour::Honest,
@@ -291,10 +294,7 @@ impl Market {
         members.sort_by_key(|m| m.enclave.account());
         let settings: Vec<HostSettings> = members
             .iter()
-            .map(|m| HostSettings {
-                committee_size: 3,
-                quote: vendor.quote(MEASUREMENT, m.enclave.report_data()),
-            })
+            .map(|m| HostSettings::new(3, vendor.quote(MEASUREMENT, m.enclave.report_data())))
             .collect();
         for (m, s) in members.iter_mut().zip(&settings) {
             m.machine = HostMachine::new(s.clone());
@@ -357,9 +357,9 @@ impl Market {
     fn deliver(&mut self, from: usize, to: usize, request: Request) -> Option<Response> {
         let member = &mut self.members[to];
         match member.behaviour {
-            Behaviour::Silent => None,
+            Behaviour::Silent | Behaviour::Equivocated => None,
             Behaviour::Honest => Some(member.enclave.handle(request)),
-            Behaviour::ForgesShares => match member.enclave.handle(request) {
+            Behaviour::SharesAltered => match member.enclave.handle(request) {
                 Response::Share(mut s, signature) if from != to => {
                     if let Some(b) = s.first_mut() {
                         *b ^= 1;
@@ -424,7 +424,10 @@ impl Market {
 
     /// Member `i`'s host runs one tick to its end.
     fn tick(&mut self, i: usize) {
-        if self.members[i].behaviour == Behaviour::Silent {
+        if matches!(
+            self.members[i].behaviour,
+            Behaviour::Silent | Behaviour::Equivocated
+        ) {
             return;
         }
         let now = self.now_ms * 1_000;
@@ -510,15 +513,32 @@ impl Market {
     fn run_until(&mut self, until_ms: u64) {
         while self.now_ms < until_ms {
             self.now_ms += STEP_MS;
-            for i in 0..self.members.len() {
-                self.tick(i);
-            }
-            self.trade();
-            self.intrude();
-            self.chain.block(self.now_ms);
-            for epoch in self.chain.state.epoch_keys().keys() {
-                self.published_at.entry(*epoch).or_insert(self.now_ms);
-            }
+            self.step();
+        }
+    }
+
+    /// One step: every host ticks, the households and the outsider act,
+    /// and a block is made.
+    fn step(&mut self) {
+        for i in 0..self.members.len() {
+            self.tick(i);
+        }
+        self.trade();
+        self.intrude();
+        self.chain.block(self.now_ms);
+        for epoch in self.chain.state.epoch_keys().keys() {
+            self.published_at.entry(*epoch).or_insert(self.now_ms);
+        }
+    }
+
+    /// The chain refused only what a committee's race explains: a second
+    /// member's epoch key or report for one already taken.
+    fn refusals_are_races(&self) {
+        for r in &self.chain.refused {
+            assert!(
+                r.contains("not later than the last published") || r.contains("already"),
+                "{r}"
+            );
         }
     }
 
@@ -559,6 +579,7 @@ fn three_honest_hosts_form_a_committee_publish_keys_and_report_every_slot() {
     assert!(market.traded.len() >= 6, "{:?}", market.traded);
     assert_eq!(market.unreported(), Vec::<Slot>::new());
     assert!(market.reports() >= 5);
+    market.refusals_are_races();
     // Every epoch up to the next one's has a key, whoever's turn it was.
     let epochs = market.chain.state.epoch_keys();
     assert!(epochs.len() >= 3, "{epochs:?}");
@@ -588,6 +609,8 @@ fn a_member_down_for_slots_neither_stops_keys_nor_reports_and_catches_up() {
     let policy = market.chain.genesis.sealed_market.clone().unwrap();
     // Epoch 2 (slots 8 to 11) is member 2's turn (2 mod 3).
     assert_eq!(policy.epoch_of(Slot(8)), Epoch(2));
+    let committee = market.chain.state.committee().cloned().unwrap();
+    assert_eq!(committee.members[2], market.members[2].enclave.account());
     market.down(2, true);
     market.run_until(9 * SLOT_MS);
     assert_eq!(market.unreported(), Vec::<Slot>::new());
@@ -618,7 +641,7 @@ fn a_member_down_for_slots_neither_stops_keys_nor_reports_and_catches_up() {
 fn a_member_forging_its_shares_is_left_out_and_every_slot_is_reported() {
     let mut market = Market::new();
     market.run_until(SLOT_MS);
-    market.members[1].behaviour = Behaviour::ForgesShares;
+    market.members[1].behaviour = Behaviour::SharesAltered;
     market.run_until(8 * SLOT_MS);
     assert!(market.traded.len() >= 6, "{:?}", market.traded);
     assert_eq!(market.unreported(), Vec::<Slot>::new());
@@ -724,4 +747,71 @@ fn an_outsider_calling_every_rpc_throughout_plants_no_key_and_stops_nothing() {
         (&now.members, now.group_key),
         (&committee.members, committee.group_key)
     );
+}
+
+/// The turn member of epoch 1 (member 1) plants two different keys for it,
+/// one at each other member, and goes silent: no two members hold the same
+/// one, so neither gets signed. Before, a member signed whatever candidate
+/// it held and never created its own, so epoch 1 never got a key; now a
+/// member publishes only its own, created on failover, ahead of the epoch.
+#[test]
+fn an_equivocating_turn_member_does_not_hold_an_epoch_up() {
+    let mut market = Market::new();
+    market.run_until(20_000);
+    let committee = market.chain.state.committee().cloned().unwrap();
+    assert_eq!(committee.members[1], market.members[1].enclave.account());
+    let policy = market.chain.genesis.sealed_market.clone().unwrap();
+    assert_eq!(policy.epoch_of(Slot(4)), Epoch(1));
+    assert!(!market.chain.state.epoch_keys().contains_key(&Epoch(1)));
+    let (k1, to_0) = market.members[1]
+        .enclave
+        .create_epoch_key(Epoch(1))
+        .unwrap();
+    let (k2, to_2) = market.members[1]
+        .enclave
+        .create_epoch_key(Epoch(1))
+        .unwrap();
+    assert_ne!(k1, k2);
+    let identity = |m: &Market, i: usize| m.members[i].enclave.identity_key();
+    for (shares, public_key, to) in [(to_0, k1, 0), (to_2, k2, 2)] {
+        let share = shares
+            .into_iter()
+            .find(|s| s.to == identity(&market, to))
+            .unwrap();
+        let answer = market.members[to]
+            .enclave
+            .handle(Request::ReceiveEpochKey { share, public_key });
+        assert_eq!(answer, Response::EpochKeyReceived);
+    }
+    market.members[1].behaviour = Behaviour::Equivocated;
+    market.run_until(4 * SLOT_MS);
+    let published = market.published_at.get(&Epoch(1)).copied();
+    assert!(published.is_some_and(|t| t < 4 * SLOT_MS), "{published:?}");
+    let key = market.chain.state.epoch_keys()[&Epoch(1)];
+    assert!(key != k1 && key != k2);
+    market.run_until(7 * SLOT_MS);
+    assert_eq!(market.unreported(), Vec::<Slot>::new());
+}
+
+/// Two members down while their keys were out: the third clears the
+/// backlog up to its cap ahead of the chain's reports (3 here) and waits.
+/// When the others return, the backlog is reported and every member clears
+/// on. Before, the reported batches still counted against the cap (they
+/// were pruned after the cap's check), so every member stayed at the cap
+/// for good and the market stopped.
+#[test]
+fn a_backlog_at_the_cap_is_cleared_once_reported() {
+    let mut market = Market::new();
+    for (m, settings) in market.members.iter_mut().zip(&mut market.settings) {
+        settings.cleared_ahead = 3;
+        m.machine = HostMachine::new(settings.clone());
+    }
+    market.run_until(8 * SLOT_MS);
+    market.down(1, true);
+    market.down(2, true);
+    market.run_until(12 * SLOT_MS + 30_000);
+    market.down(1, false);
+    market.down(2, false);
+    market.run_until(16 * SLOT_MS);
+    assert_eq!(market.unreported(), Vec::<Slot>::new());
 }

@@ -55,6 +55,11 @@ impl NodeClient {
         })
     }
 
+    /// The `host:port` this client calls.
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+
     /// `GET path`: the status code and the JSON body.
     ///
     /// # Errors
@@ -116,8 +121,22 @@ impl NodeClient {
         body: &str,
         max_bytes: usize,
     ) -> Result<(u16, Vec<u8>), ClientError> {
-        let mut stream = TcpStream::connect(&self.authority)?;
+        // Each address the name resolves to, 5 s each: a peer that drops
+        // the handshake costs that, not the system's minutes.
+        let mut stream = None;
+        let mut last = std::io::Error::from(std::io::ErrorKind::NotFound);
+        for address in std::net::ToSocketAddrs::to_socket_addrs(self.authority.as_str())? {
+            match TcpStream::connect_timeout(&address, Duration::from_secs(5)) {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last = e,
+            }
+        }
+        let mut stream = stream.ok_or(last)?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(10)))?;
         let request = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             self.authority,

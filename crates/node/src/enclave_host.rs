@@ -422,9 +422,13 @@ struct Host {
     machine: HostMachine,
     nodes: Vec<NodeClient>,
     peers: Vec<NodeClient>,
-    /// The peers by the account their status names, read at most once per
-    /// tick.
-    by_account: Option<BTreeMap<AccountId, NodeClient>>,
+    /// The peers by the account each proved it is (a signature over a
+    /// fresh challenge), read at most once per tick.
+    by_account: Option<BTreeMap<AccountId, Vec<NodeClient>>>,
+    /// Peers that did not answer, and until when they are not asked (a
+    /// slow or unreachable peer costs a tick one timeout, not one per
+    /// request).
+    quiet_until: BTreeMap<String, Instant>,
     /// The chain the transactions are signed for.
     chain_id: Option<ChainId>,
     /// A transaction sent and not yet seen applied: (nonce, hash, when).
@@ -453,13 +457,11 @@ impl Host {
         let quote = shared.lock().quote.clone();
         Host {
             shared,
-            machine: HostMachine::new(HostSettings {
-                committee_size: config.committee_size,
-                quote,
-            }),
+            machine: HostMachine::new(HostSettings::new(config.committee_size, quote)),
             nodes,
             peers,
             by_account: None,
+            quiet_until: BTreeMap::new(),
             chain_id: None,
             in_flight: None,
         }
@@ -586,15 +588,16 @@ impl Host {
                 )
             }
             Effect::FetchQuote { member } => Input::Quote(
-                self.peer(member)
-                    .and_then(|p| match p.get("/enclave/v1/status") {
+                self.peers_of(member)
+                    .iter()
+                    .find_map(|p| match p.get("/enclave/v1/status") {
                         Ok((200, status)) => serde_json::from_value(status["quote"].clone()).ok(),
                         _ => None,
                     })
                     .map(Box::new),
             ),
             Effect::Call { member, request } => {
-                let answer = self.peer(member).and_then(|p| call(&p, &request));
+                let answer = self.call_member(member, &request);
                 if let Some(Response::Refused(why)) = &answer {
                     tracing::debug!(%member, %why, "a member refused");
                 }
@@ -605,24 +608,66 @@ impl Host {
         }
     }
 
-    /// The peer serving `member`'s enclave (matched through the peers'
-    /// status, read at most once a tick).
-    fn peer(&mut self, member: AccountId) -> Option<NodeClient> {
-        let by_account = self.by_account.get_or_insert_with(|| {
-            let mut by_account = BTreeMap::new();
-            for p in &self.peers {
-                if let Ok((200, s)) = p.get("/enclave/v1/status")
-                    && let Ok(account) = serde_json::from_value::<AccountId>(s["account"].clone())
-                {
-                    // The first peer configured for an account keeps it: a
-                    // later one claiming the same account does not take its
-                    // requests.
-                    by_account.entry(account).or_insert_with(|| p.clone());
+    /// The peers that proved to serve `member`'s enclave: each configured
+    /// peer is asked to sign a fresh challenge with its account key, at
+    /// most once a tick (before, the account a peer's status named was
+    /// taken on its word, so a peer listed first could claim another
+    /// member's account and take every request meant for it).
+    fn peers_of(&mut self, member: AccountId) -> Vec<NodeClient> {
+        if self.by_account.is_none() {
+            let mut by_account: BTreeMap<AccountId, Vec<NodeClient>> = BTreeMap::new();
+            for p in self.peers.clone() {
+                if self.quiet(&p) {
+                    continue;
+                }
+                let Ok(nonce) = crate::devnet::random_seed() else {
+                    continue;
+                };
+                match call(&p, &Request::Identify { nonce }) {
+                    Some(Response::Identity(account, signature))
+                        if proves(&account, &nonce, &signature) =>
+                    {
+                        by_account.entry(account).or_default().push(p);
+                    }
+                    Some(_) => {}
+                    None => self.silence(&p),
                 }
             }
-            by_account
-        });
-        by_account.get(&member).cloned()
+            self.by_account = Some(by_account);
+        }
+        self.by_account
+            .as_ref()
+            .and_then(|m| m.get(&member))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// `request` to `member`'s enclave: the first of its proven peers that
+    /// answers; one that does not is left quiet for a while.
+    fn call_member(&mut self, member: AccountId, request: &Request) -> Option<Response> {
+        for p in self.peers_of(member) {
+            if self.quiet(&p) {
+                continue;
+            }
+            match call(&p, request) {
+                Some(answer) => return Some(answer),
+                None => self.silence(&p),
+            }
+        }
+        None
+    }
+
+    fn quiet(&self, peer: &NodeClient) -> bool {
+        self.quiet_until
+            .get(peer.authority())
+            .is_some_and(|until| Instant::now() < *until)
+    }
+
+    fn silence(&mut self, peer: &NodeClient) {
+        self.quiet_until.insert(
+            peer.authority().to_string(),
+            Instant::now() + Duration::from_secs(10),
+        );
     }
 
     /// Signs and submits `body` from the enclave's account, one at a time.
@@ -680,6 +725,17 @@ impl Host {
     fn seal(&self) -> bool {
         self.shared.lock().seal()
     }
+}
+
+/// Whether `signature` is `account`'s over the challenge `nonce`.
+fn proves(account: &AccountId, nonce: &[u8; 32], signature: &[u8; 64]) -> bool {
+    ed25519_dalek::VerifyingKey::from_bytes(&account.0).is_ok_and(|key| {
+        key.verify_strict(
+            &quartier_enclave::rpc::identify_message(nonce).0,
+            &ed25519_dalek::Signature::from_bytes(signature),
+        )
+        .is_ok()
+    })
 }
 
 /// A `/sealed/registry/proof` answer as the enclave takes it.
