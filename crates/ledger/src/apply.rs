@@ -4,8 +4,8 @@
 //! transaction changes nothing. The order of checks is: chain id, nonce, the
 //! signer's role, then the body against the state.
 
-use crate::state::{Account, Book, BookOrder, Meter, Proposal, Settlement, StateKey};
-use crate::tx::{GovernanceChange, MeterRole, SignedTx, TxBody, VerifiedTx};
+use crate::state::{Account, AuthorityKey, Book, BookOrder, Meter, Proposal, Settlement, StateKey};
+use crate::tx::{Authority, GovernanceChange, MeterRole, SignedTx, TxBody, VerifiedTx};
 use crate::{Role, State, TxError, sealed_market, shielded_pool};
 use quartier_auction::clear;
 use quartier_types::hash::Digest;
@@ -222,6 +222,9 @@ pub fn apply_verified(
         };
         return Ok(Receipt { tx: hash, events });
     }
+    if state.is_frozen(&signer) {
+        return Err(TxError::Frozen);
+    }
     let account = state.account(&signer);
     if t.nonce != account.nonce {
         return Err(TxError::BadNonce {
@@ -345,7 +348,7 @@ fn register_meter(
     role: MeterRole,
     pv_watts: u32,
 ) -> Result<Vec<Event>, TxError> {
-    require(signer == state.genesis().dso, Role::Dso)?;
+    require(signer == state.authority(Authority::Dso), Role::Dso)?;
     if state.region(region).is_none() {
         return Err(TxError::UnknownRegion(region));
     }
@@ -376,7 +379,7 @@ fn retire_meter(
     signer: AccountId,
     meter: AccountId,
 ) -> Result<Vec<Event>, TxError> {
-    require(signer == state.genesis().dso, Role::Dso)?;
+    require(signer == state.authority(Authority::Dso), Role::Dso)?;
     let record = state
         .records
         .meters
@@ -396,7 +399,7 @@ fn set_local_fee(
     region: RegionId,
     fee: Price,
 ) -> Result<Vec<Event>, TxError> {
-    require(signer == state.genesis().dso, Role::Dso)?;
+    require(signer == state.authority(Authority::Dso), Role::Dso)?;
     update_region(state, region, |p| {
         RegionParams::new(p.grid_tariff(), p.feed_in_tariff(), fee)
     })
@@ -409,7 +412,7 @@ fn set_tariffs(
     grid: Price,
     feed_in: Price,
 ) -> Result<Vec<Event>, TxError> {
-    require(signer == state.genesis().utility, Role::Utility)?;
+    require(signer == state.authority(Authority::Utility), Role::Utility)?;
     update_region(state, region, |p| {
         RegionParams::new(grid, feed_in, p.local_fee())
     })
@@ -435,7 +438,7 @@ fn mint(
     to: AccountId,
     amount: Money,
 ) -> Result<Vec<Event>, TxError> {
-    require(signer == state.genesis().utility, Role::Utility)?;
+    require(signer == state.authority(Authority::Utility), Role::Utility)?;
     positive(amount)?;
     let meta = *state.meta();
     let supply = meta.supply.checked_add(amount).ok_or(TxError::Overflow)?;
@@ -734,6 +737,14 @@ fn applicable(state: &State, change: GovernanceChange) -> Result<(), TxError> {
         GovernanceChange::Remove(v) => validators.contains(&v) && validators.len() > 1,
         GovernanceChange::AllowMeasurement(m) => sealed && !measurements.contains(&m),
         GovernanceChange::RevokeMeasurement(m) => sealed && measurements.contains(&m),
+        // A new key, held by no other role (the DSO and the utility stay
+        // two accounts, as genesis requires).
+        GovernanceChange::RotateKey { authority, key } => state
+            .records
+            .authorities
+            .iter()
+            .all(|(a, k)| k.key != key || (*a == authority && k.frozen)),
+        GovernanceChange::Freeze(authority) => !state.authority_key(authority).frozen,
     };
     if ok {
         Ok(())
@@ -753,9 +764,12 @@ fn decide(state: &mut State, id: u64) -> Vec<Event> {
     let yes = p.yes.intersection(validators).count();
     let no = p.no.intersection(validators).count();
     let change = p.change;
-    // 3·yes ≥ 2·n, and the same bound for what is still possible.
-    let passed = 3 * yes >= 2 * n;
-    let hopeless = 3 * (n - no) < 2 * n;
+    // 3·yes ≥ 2·n, and the same bound for what is still possible; a
+    // freeze needs more than a third (3·yes > n).
+    let (passed, hopeless) = match change {
+        GovernanceChange::Freeze(_) => (3 * yes > n, 3 * (n - no) <= n),
+        _ => (3 * yes >= 2 * n, 3 * (n - no) < 2 * n),
+    };
     let still_applicable = applicable(state, change).is_ok();
     let mut events = Vec::new();
     if passed && still_applicable {
@@ -776,6 +790,16 @@ fn decide(state: &mut State, id: u64) -> Vec<Event> {
                 state.records.measurements.remove(&m);
                 StateKey::Measurements
             }
+            GovernanceChange::RotateKey { authority, key } => {
+                rotate_key(state, authority, key);
+                StateKey::Authorities
+            }
+            GovernanceChange::Freeze(authority) => {
+                if let Some(a) = state.records.authorities.get_mut(&authority) {
+                    a.frozen = true;
+                }
+                StateKey::Authorities
+            }
         };
         state.touch(key);
         events.push(Event::GovernanceChanged { change });
@@ -785,6 +809,31 @@ fn decide(state: &mut State, id: u64) -> Vec<Event> {
         state.touch(StateKey::Proposal(id));
     }
     events
+}
+
+/// Hands `authority` to `key` from this block on, unfrozen, and moves the
+/// old key's balance to it (balances sum to at most the supply, so the sum
+/// fits). The old key is an ordinary account from here: refused for the
+/// role, holding nothing it held before.
+fn rotate_key(state: &mut State, authority: Authority, key: AccountId) {
+    let old = state.authority(authority);
+    let since = Height(state.meta().height.0.saturating_add(1));
+    state.records.authorities.insert(
+        authority,
+        AuthorityKey {
+            key,
+            frozen: false,
+            since,
+        },
+    );
+    let moved = state.account(&old).balance;
+    if old != key
+        && !moved.is_zero()
+        && let Some(balance) = state.account(&key).balance.checked_add(moved)
+    {
+        set_balance(state, old, Money::ZERO);
+        set_balance(state, key, balance);
+    }
 }
 
 /// Settles every open book whose gate has closed by the block's time.
@@ -956,16 +1005,20 @@ fn market_flows(
         }
     }
     let t = &clearing.totals;
-    let genesis = state.genesis();
-    deltas.add(genesis.dso, t.dso_fees);
-    deltas.add(genesis.utility, t.utility_sells);
-    deltas.sub(genesis.utility, t.utility_buys);
+    // The roles' flows go to the keys holding them now.
+    let (dso, utility) = (
+        state.authority(Authority::Dso),
+        state.authority(Authority::Utility),
+    );
+    deltas.add(dso, t.dso_fees);
+    deltas.add(utility, t.utility_sells);
+    deltas.sub(utility, t.utility_buys);
     // The utility issues the IOUs, so feed-in it can not pay from its balance is
     // issued to it: the cover, recorded in the settlement and counted as issued.
-    let utility_after = i128::from(state.account(&genesis.utility).balance.get())
-        + deltas.0.get(&genesis.utility).copied().unwrap_or(0);
+    let utility_after = i128::from(state.account(&utility).balance.get())
+        + deltas.0.get(&utility).copied().unwrap_or(0);
     let utility_cover = Money::new(u64::try_from((-utility_after).max(0)).ok()?);
-    deltas.add(genesis.utility, utility_cover);
+    deltas.add(utility, utility_cover);
     state.meta().supply.checked_add(utility_cover)?;
     state.meta().escrow.checked_sub(escrow_released)?;
     state.meta().shielded.checked_add(pool.total)?;

@@ -59,6 +59,10 @@ pub enum TxError {
     },
 
     // --- authority ---
+    /// The signer's key holds a role that governance froze: every
+    /// transaction it signs is refused until the role has a new key.
+    #[error("the signer's role is frozen by governance")]
+    Frozen,
     /// The signer lacks the role this transaction needs.
     #[error("not authorised: needs the {role} role")]
     NotAuthorised {

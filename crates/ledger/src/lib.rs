@@ -44,12 +44,12 @@ pub use shielded_pool::{
     key_image_used, key_images_of, meter_ring, scope, side_byte,
 };
 pub use state::{
-    Account, Book, BookOrder, InvalidProof, Meta, Meter, Proposal, Settlement, ShieldedPayee,
-    State, StateKey, StateProof,
+    Account, AuthorityKey, Book, BookOrder, InvalidProof, Meta, Meter, Proposal, Settlement,
+    ShieldedPayee, State, StateKey, StateProof,
 };
 pub use tx::{
-    GovernanceChange, MAX_TX_BYTES, MeterRole, SignedTx, TAG_TX, TAG_TX_HASH, Tx, TxBody,
-    VerifiedTx, verify_batch,
+    Authority, GovernanceChange, MAX_TX_BYTES, MeterRole, SignedTx, TAG_TX, TAG_TX_HASH, Tx,
+    TxBody, VerifiedTx, verify_batch,
 };
 
 /// The canonical (borsh) bytes of a value.

@@ -554,8 +554,10 @@ pub(crate) fn post_settlement_report(
     key.verify(&report_message(&state.chain_id().0.0, summary), signature)
         .map_err(|_| TxError::InvalidGroupSignature)?;
     // Custody: +feed-in paid by the utility, −grid supply, −fees, −payouts.
-    let genesis = state.genesis();
-    let (utility, dso) = (genesis.utility, genesis.dso);
+    let (utility, dso) = (
+        state.authority(crate::Authority::Utility),
+        state.authority(crate::Authority::Dso),
+    );
     let paid_out = summary
         .payouts
         .iter()

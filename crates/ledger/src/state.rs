@@ -7,7 +7,8 @@ use crate::sealed_market::{
 use crate::shielded_pool::PoolOutput;
 use crate::verified::ProofMemo;
 use crate::{
-    ChainId, Genesis, GenesisError, GovernanceChange, MeterRole, SnapshotError, canonical,
+    Authority, ChainId, Genesis, GenesisError, GovernanceChange, MeterRole, SnapshotError,
+    canonical,
 };
 use borsh::{BorshDeserialize, BorshSerialize};
 use jmt::KeyHash;
@@ -114,6 +115,29 @@ pub struct Settlement {
     pub utility_cover: Money,
 }
 
+/// The key holding a role ([`Authority`]) now.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct AuthorityKey {
+    /// The key: it signs the role's transactions and its account receives
+    /// the role's market flows.
+    pub key: AccountId,
+    /// Frozen by governance: every transaction `key` signs is refused.
+    pub frozen: bool,
+    /// The block from which `key` holds the role (0: since genesis).
+    pub since: Height,
+}
+
+impl AuthorityKey {
+    /// A genesis key, not frozen.
+    pub fn genesis(key: AccountId) -> AuthorityKey {
+        AuthorityKey {
+            key,
+            frozen: false,
+            since: Height(0),
+        }
+    }
+}
+
 /// An open proposal to change the validator set.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 pub struct Proposal {
@@ -203,6 +227,8 @@ pub enum StateKey {
     PoolOutput(u64),
     /// Mode A: a spent key image.
     KeyImage([u8; 32]),
+    /// The keys of the DSO's and the utility's roles.
+    Authorities,
 }
 
 impl StateKey {
@@ -237,6 +263,9 @@ pub(crate) struct Records {
     pub(crate) reports: BTreeMap<(RegionId, Slot), PostedReport>,
     pub(crate) pool: Vec<PoolOutput>,
     pub(crate) key_images: BTreeSet<[u8; 32]>,
+    /// Who holds each role now (the genesis keys until governance rotates
+    /// them).
+    pub(crate) authorities: BTreeMap<Authority, AuthorityKey>,
     /// The pool's one-time keys: an index derived from `pool` (rebuilt from
     /// it on restore, not part of the snapshot), so a new output can not
     /// reuse a key (two outputs with one key share one key image: only one
@@ -336,6 +365,10 @@ impl State {
             pool: Vec::new(),
             key_images: BTreeSet::new(),
             pool_keys: BTreeSet::new(),
+            authorities: BTreeMap::from([
+                (Authority::Dso, AuthorityKey::genesis(genesis.dso)),
+                (Authority::Utility, AuthorityKey::genesis(genesis.utility)),
+            ]),
             genesis,
         };
         let mut dirty = BTreeSet::from([
@@ -344,6 +377,7 @@ impl State {
             StateKey::Validators,
             StateKey::Measurements,
             StateKey::Epochs,
+            StateKey::Authorities,
         ]);
         for (account, amount) in &records.genesis.allocations {
             records.accounts.entry(*account).or_default().balance = *amount;
@@ -396,7 +430,12 @@ impl State {
             return Err(SnapshotError::Malformed);
         }
         let r = &records;
-        let mut dirty = BTreeSet::from([StateKey::Genesis, StateKey::Meta, StateKey::Validators]);
+        let mut dirty = BTreeSet::from([
+            StateKey::Genesis,
+            StateKey::Meta,
+            StateKey::Validators,
+            StateKey::Authorities,
+        ]);
         dirty.extend(r.accounts.keys().map(|k| StateKey::Account(*k)));
         dirty.extend(r.meters.keys().map(|k| StateKey::Meter(*k)));
         dirty.extend(r.regions.keys().map(|k| StateKey::Region(*k)));
@@ -571,6 +610,33 @@ impl State {
         &self.records.enclaves
     }
 
+    /// The key holding `authority` now (a frozen one included).
+    pub fn authority(&self, authority: Authority) -> AccountId {
+        self.authority_key(authority).key
+    }
+
+    /// The key holding `authority` now, whether it is frozen and since when.
+    pub fn authority_key(&self, authority: Authority) -> AuthorityKey {
+        self.records
+            .authorities
+            .get(&authority)
+            .cloned()
+            .unwrap_or_else(|| {
+                AuthorityKey::genesis(match authority {
+                    Authority::Dso => self.records.genesis.dso,
+                    Authority::Utility => self.records.genesis.utility,
+                })
+            })
+    }
+
+    /// Whether `key` holds a role that governance froze.
+    pub fn is_frozen(&self, key: &AccountId) -> bool {
+        self.records
+            .authorities
+            .values()
+            .any(|a| a.frozen && a.key == *key)
+    }
+
     /// Mode B: the committee in office.
     pub fn committee(&self) -> Option<&Committee> {
         self.records.committee.as_ref()
@@ -704,6 +770,7 @@ impl State {
                 .and_then(|i| r.pool.get(i))
                 .map(canonical),
             StateKey::KeyImage(k) => r.key_images.contains(k).then(|| vec![1]),
+            StateKey::Authorities => Some(canonical(&r.authorities)),
         }
     }
 

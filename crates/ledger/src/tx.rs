@@ -54,6 +54,56 @@ pub enum GovernanceChange {
     AllowMeasurement(Measurement),
     /// Stop admitting this measurement (registered enclaves stay).
     RevokeMeasurement(Measurement),
+    /// Hand `authority` to `key`, and lift a freeze of it: from the block
+    /// whose vote passes it, the old key is refused for the role, and the
+    /// old key's balance is the new key's (a leaked key keeps nothing).
+    RotateKey {
+        /// The role.
+        authority: Authority,
+        /// Its new key.
+        key: AccountId,
+    },
+    /// Emergency: every transaction signed by `authority`'s key is refused
+    /// until a [`GovernanceChange::RotateKey`] of it passes. It passes with
+    /// more than a third of the validators (at least one honest one when
+    /// fewer than a third are Byzantine), so a leak is stopped before a
+    /// two-thirds vote on the new key is in.
+    Freeze(Authority),
+}
+
+/// A chain role held by one key, changed only by governance.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Authority {
+    /// The grid operator: registers meters, sets the local fee, receives
+    /// fees.
+    Dso,
+    /// The utility: issues IOUs, sets tariffs, sells and buys the
+    /// remainder.
+    Utility,
+}
+
+impl Authority {
+    /// The role a transaction needs when this authority must sign it.
+    pub fn role(self) -> crate::Role {
+        match self {
+            Authority::Dso => crate::Role::Dso,
+            Authority::Utility => crate::Role::Utility,
+        }
+    }
 }
 
 /// What a transaction does. The signer's role is checked before anything else.

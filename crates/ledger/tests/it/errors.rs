@@ -17,6 +17,7 @@ fn name(e: &TxError) -> &'static str {
         TxError::WrongChain => "WrongChain",
         TxError::BadNonce { .. } => "BadNonce",
         TxError::NotAuthorised { .. } => "NotAuthorised",
+        TxError::Frozen => "Frozen",
         TxError::UnknownMeter => "UnknownMeter",
         TxError::MeterRetired => "MeterRetired",
         TxError::AlreadyRegistered => "AlreadyRegistered",
@@ -71,7 +72,7 @@ fn name(e: &TxError) -> &'static str {
 }
 
 /// The variants of the open market, all produced here.
-const ALL: usize = 25;
+const ALL: usize = 26;
 
 /// A chain at slot 10 with meters p1 (R1, 5 kWp), c1 (R1, consumer),
 /// c2 (R1, consumer, retired), p2 (R2, 4 kWp); c1 and p1 hold 100 CHF.
@@ -197,6 +198,31 @@ fn every_tx_error_variant_from_a_concrete_bad_transaction() {
             got: 2,
         },
     );
+
+    // A role governance froze (more than a third of the validators).
+    let mut frozen = Chain::new();
+    frozen.queue(
+        &key("validator-0"),
+        TxBody::Propose {
+            change: GovernanceChange::Freeze(quartier_ledger::Authority::Utility),
+        },
+    );
+    frozen.queue(
+        &key("validator-1"),
+        TxBody::Vote {
+            proposal: 0,
+            approve: true,
+        },
+    );
+    frozen.block_ok(1);
+    let tx = frozen.tx(
+        &utility,
+        TxBody::Mint {
+            to: id(&c1),
+            amount: chf(1),
+        },
+    );
+    check!(&frozen, tx, TxError::Frozen);
 
     // Authority.
     let body = TxBody::RegisterMeter {

@@ -1,7 +1,7 @@
 //! Validator-set changes need yes votes from 2/3 of the current validators.
 
 use crate::kit::*;
-use quartier_ledger::{Event, GovernanceChange, TxBody};
+use quartier_ledger::{Authority, Event, GovernanceChange, Role, TxBody, TxError};
 
 #[test]
 fn a_validator_joins_with_two_thirds_and_not_before() {
@@ -78,4 +78,170 @@ fn two_no_votes_of_four_sink_a_proposal() {
     c.block_ok(2);
     assert!(c.state.proposal(0).is_none());
     assert!(c.state.validators().contains(&target));
+}
+
+fn v(i: usize) -> ed25519_dalek::SigningKey {
+    key(&format!("validator-{i}"))
+}
+
+/// Validators `voters` vote `change` through (the first proposes) in the
+/// block at `time`; the results of that block.
+fn vote_through(
+    c: &mut Chain,
+    change: GovernanceChange,
+    voters: &[usize],
+    time: u64,
+) -> quartier_ledger::BlockOutcome {
+    let id = c.state.meta().next_proposal;
+    c.queue(&v(voters[0]), TxBody::Propose { change });
+    for i in &voters[1..] {
+        c.queue(
+            &v(*i),
+            TxBody::Vote {
+                proposal: id,
+                approve: true,
+            },
+        );
+    }
+    c.block_ok(time)
+}
+
+/// A leaked utility key: more than a third of the validators freeze the
+/// role at once (one validator alone can not), and the leaked key can do
+/// nothing from that block on, not even move the utility's balance out;
+/// two thirds then vote a new key in, which takes the role and the balance;
+/// the old key stays refused for the role. The DSO's key rotates the same
+/// way.
+#[test]
+fn a_leaked_role_key_is_frozen_then_rotated_and_refused_after_activation() {
+    let mut c = Chain::new();
+    let (leaked, fresh) = (key("utility"), key("utility-2"));
+    let thief = id(&key("thief"));
+    let mint = |to| TxBody::Mint { to, amount: chf(5) };
+    c.queue(&leaked, mint(thief));
+    c.block_ok(1);
+    assert_eq!(c.state.account(&thief).balance, chf(5));
+    // One validator of four is not more than a third.
+    vote_through(
+        &mut c,
+        GovernanceChange::Freeze(Authority::Utility),
+        &[0],
+        2,
+    );
+    assert!(!c.state.authority_key(Authority::Utility).frozen);
+    vote_through(
+        &mut c,
+        GovernanceChange::Freeze(Authority::Utility),
+        &[1, 2],
+        3,
+    );
+    assert!(c.state.authority_key(Authority::Utility).frozen);
+    let frozen_balance = c.state.account(&id(&leaked)).balance;
+    assert!(!frozen_balance.is_zero());
+    for body in [
+        mint(thief),
+        TxBody::Transfer {
+            to: thief,
+            amount: chf(1),
+        },
+        TxBody::SetTariffs {
+            region: R1,
+            grid: quartier_types::Price::new(1),
+            feed_in: quartier_types::Price::new(1),
+        },
+    ] {
+        c.queue(&leaked, body);
+        let out = c.block_at(4);
+        assert_eq!(out.results[0], Err(TxError::Frozen));
+    }
+    assert_eq!(c.state.account(&thief).balance, chf(5));
+    // The new key: two thirds (three of four), activated by the vote's block.
+    let out = vote_through(
+        &mut c,
+        GovernanceChange::RotateKey {
+            authority: Authority::Utility,
+            key: id(&fresh),
+        },
+        &[0, 1, 2],
+        5,
+    );
+    assert_eq!(
+        out.results[2].as_ref().unwrap().events,
+        vec![Event::GovernanceChanged {
+            change: GovernanceChange::RotateKey {
+                authority: Authority::Utility,
+                key: id(&fresh)
+            }
+        }]
+    );
+    let now = c.state.authority_key(Authority::Utility);
+    assert_eq!((now.key, now.frozen), (id(&fresh), false));
+    assert_eq!(now.since, c.state.meta().height);
+    assert_eq!(c.state.account(&id(&fresh)).balance, frozen_balance);
+    assert!(c.state.account(&id(&leaked)).balance.is_zero());
+    // The old key is refused for the role; the new one is the role.
+    c.queue(&leaked, mint(thief));
+    assert_eq!(
+        c.block_at(6).results[0],
+        Err(TxError::NotAuthorised {
+            role: Role::Utility
+        })
+    );
+    c.queue(&fresh, mint(id(&key("household"))));
+    c.block_ok(7);
+    assert_eq!(c.state.account(&id(&key("household"))).balance, chf(5));
+    // The DSO's key: the old one can not register a meter after the vote.
+    let new_dso = key("dso-2");
+    vote_through(
+        &mut c,
+        GovernanceChange::RotateKey {
+            authority: Authority::Dso,
+            key: id(&new_dso),
+        },
+        &[1, 2, 3],
+        8,
+    );
+    let meter = key("meter-after-rotation");
+    let register = TxBody::RegisterMeter {
+        meter: id(&meter),
+        region: R1,
+        role: quartier_ledger::MeterRole::Consumer,
+        pv_watts: 0,
+    };
+    c.queue(&key("dso"), register.clone());
+    assert_eq!(
+        c.block_at(9).results[0],
+        Err(TxError::NotAuthorised { role: Role::Dso })
+    );
+    c.queue(&new_dso, register);
+    c.block_ok(10);
+    assert!(c.state.meter(&id(&meter)).is_some());
+}
+
+/// A role's key can not be handed to the other role's key (the DSO and the
+/// utility stay two accounts), and a freeze of a frozen role is refused.
+#[test]
+fn role_key_proposals_that_change_nothing_or_merge_roles_are_refused() {
+    let mut c = Chain::new();
+    for change in [
+        GovernanceChange::RotateKey {
+            authority: Authority::Dso,
+            key: id(&key("utility")),
+        },
+        GovernanceChange::RotateKey {
+            authority: Authority::Utility,
+            key: id(&key("utility")),
+        },
+    ] {
+        c.queue(&v(0), TxBody::Propose { change });
+        assert_eq!(c.block_at(1).results[0], Err(TxError::InvalidProposal));
+    }
+    vote_through(&mut c, GovernanceChange::Freeze(Authority::Dso), &[0, 1], 2);
+    c.queue(
+        &v(2),
+        TxBody::Propose {
+            change: GovernanceChange::Freeze(Authority::Dso),
+        },
+    );
+    assert_eq!(c.block_at(3).results[0], Err(TxError::InvalidProposal));
 }
