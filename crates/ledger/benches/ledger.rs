@@ -54,6 +54,7 @@ fn market(n: usize) -> (State, Vec<SigningKey>) {
         sealed_market: None,
         shielded: None,
         history_slots: 0,
+        limits: Default::default(),
     })
     .expect("valid genesis");
     let meters: Vec<SigningKey> = (0..n).map(|i| key("meter", i)).collect();

@@ -242,7 +242,7 @@ pub fn apply_verified(
         } => register_meter(state, signer, *meter, *region, *role, *pv_watts)?,
         TxBody::RetireMeter { meter } => retire_meter(state, signer, *meter)?,
         TxBody::SetLocalFee { region, fee } => set_local_fee(state, signer, *region, *fee)?,
-        TxBody::Mint { to, amount } => mint(state, signer, *to, *amount)?,
+        TxBody::Mint { to, amount } => mint(state, ctx, signer, *to, *amount)?,
         TxBody::SetTariffs {
             region,
             grid,
@@ -361,6 +361,21 @@ fn register_meter(
     if (role == MeterRole::Prosumer) != (pv_watts > 0) {
         return Err(TxError::CapacityMismatch);
     }
+    // Above the bound only as a vote approved it, for this meter.
+    let approved = if let Some(bound) = state.issuance().limits.max_pv_watts
+        && pv_watts > bound
+    {
+        if state.issuance().pv_approved.get(&meter) != Some(&pv_watts) {
+            return Err(TxError::PvAboveBound { bound });
+        }
+        true
+    } else {
+        false
+    };
+    if approved {
+        state.records.issuance.pv_approved.remove(&meter);
+        state.touch(StateKey::Issuance);
+    }
     state.records.meters.insert(
         meter,
         Meter {
@@ -434,12 +449,14 @@ fn update_region(
 
 fn mint(
     state: &mut State,
+    ctx: &BlockContext,
     signer: AccountId,
     to: AccountId,
     amount: Money,
 ) -> Result<Vec<Event>, TxError> {
     require(signer == state.authority(Authority::Utility), Role::Utility)?;
     positive(amount)?;
+    let issuance = charge_mint(state, ctx, amount)?;
     let meta = *state.meta();
     let supply = meta.supply.checked_add(amount).ok_or(TxError::Overflow)?;
     let issued = meta.issued.checked_add(amount).ok_or(TxError::Overflow)?;
@@ -453,7 +470,49 @@ fn mint(
     state.records.meta.supply = supply;
     state.records.meta.issued = issued;
     state.touch(StateKey::Meta);
+    state.records.issuance = issuance;
+    state.touch(StateKey::Issuance);
     Ok(Vec::new())
+}
+
+/// The issuance record after the utility mints `amount` in the block of
+/// `ctx`: counted in the period; what goes above the cap is taken from the
+/// votes' allowance, and refused if that does not cover it.
+fn charge_mint(
+    state: &State,
+    ctx: &BlockContext,
+    amount: Money,
+) -> Result<crate::Issuance, TxError> {
+    let mut issuance = state.issuance().clone();
+    let Some(cap) = issuance.limits.mint_per_period else {
+        return Ok(issuance);
+    };
+    let period = state.genesis().slot_at(ctx.time).0 / issuance.limits.period_slots.max(1);
+    if period != issuance.period {
+        issuance.period = period;
+        issuance.minted = Money::ZERO;
+    }
+    let minted = issuance
+        .minted
+        .checked_add(amount)
+        .ok_or(TxError::Overflow)?;
+    // What this mint puts above the cap (the part of the period's total
+    // above it, less what was above it before). The part above the cap is
+    // max(0, total − cap): a floor at zero by definition, not a loss.
+    let above = |m: Money| m.get().saturating_sub(cap.get());
+    let needed = above(minted)
+        .checked_sub(above(issuance.minted))
+        .map(Money::new)
+        .ok_or(TxError::Overflow)?;
+    issuance.allowance = issuance
+        .allowance
+        .checked_sub(needed)
+        .ok_or(TxError::MintCap {
+            cap,
+            minted: issuance.minted,
+        })?;
+    issuance.minted = minted;
+    Ok(issuance)
 }
 
 fn transfer(
@@ -745,6 +804,13 @@ fn applicable(state: &State, change: GovernanceChange) -> Result<(), TxError> {
             .iter()
             .all(|(a, k)| k.key != key || (*a == authority && k.frozen)),
         GovernanceChange::Freeze(authority) => !state.authority_key(authority).frozen,
+        GovernanceChange::SetLimits(limits) => limits.valid() && limits != state.issuance().limits,
+        GovernanceChange::ApproveMint(amount) => {
+            !amount.is_zero() && state.issuance().allowance.checked_add(amount).is_some()
+        }
+        GovernanceChange::ApprovePv { meter, pv_watts } => {
+            pv_watts > 0 && state.meter(&meter).is_none()
+        }
     };
     if ok {
         Ok(())
@@ -799,6 +865,20 @@ fn decide(state: &mut State, id: u64) -> Vec<Event> {
                     a.frozen = true;
                 }
                 StateKey::Authorities
+            }
+            GovernanceChange::SetLimits(limits) => {
+                state.records.issuance.limits = limits;
+                StateKey::Issuance
+            }
+            GovernanceChange::ApproveMint(amount) => {
+                let i = &mut state.records.issuance;
+                // Applicable, so it fits.
+                i.allowance = i.allowance.checked_add(amount).unwrap_or(i.allowance);
+                StateKey::Issuance
+            }
+            GovernanceChange::ApprovePv { meter, pv_watts } => {
+                state.records.issuance.pv_approved.insert(meter, pv_watts);
+                StateKey::Issuance
             }
         };
         state.touch(key);

@@ -59,6 +59,22 @@ pub enum TxError {
     },
 
     // --- authority ---
+    /// The utility's mint would exceed the period's cap and what votes
+    /// approved beyond it.
+    #[error("mint above the period's cap ({cap} µRp, {minted} minted): needs a vote")]
+    MintCap {
+        /// The cap per period.
+        cap: Money,
+        /// Minted this period so far.
+        minted: Money,
+    },
+    /// The PV capacity is above the chain's bound and no vote approved it
+    /// for this meter.
+    #[error("PV capacity above the bound of {bound} W: needs a vote")]
+    PvAboveBound {
+        /// The bound.
+        bound: u32,
+    },
     /// The signer's key holds a role that governance froze: every
     /// transaction it signs is refused until the role has a new key.
     #[error("the signer's role is frozen by governance")]
@@ -285,6 +301,9 @@ pub enum GenesisError {
     /// A chain runs one privacy mode: mode A or mode B, not both.
     #[error("a chain runs mode A (shielded) or mode B (sealed), not both")]
     TwoPrivacyModes,
+    /// A mint cap needs a period of at least one slot.
+    #[error("a mint cap needs period_slots >= 1")]
+    Limits,
 }
 
 /// Why a state snapshot can not be taken or loaded.

@@ -67,6 +67,50 @@ pub struct Genesis {
     /// kept only by archive nodes' blocks. 0 keeps them forever.
     #[serde(default)]
     pub history_slots: u64,
+    /// What the roles may do without a vote: the utility's minting per
+    /// period and the PV capacity the DSO registers (governance changes
+    /// them, [`crate::GovernanceChange::SetLimits`]).
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Bounds on the roles' power that only a vote lifts: a leaked utility key
+/// mints at most `mint_per_period` a period, a leaked DSO key registers no
+/// PV beyond `max_pv_watts` (DESIGN §14: the utility and the DSO are
+/// trusted for their roles, not beyond).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// The most the utility mints per period without a vote
+    /// ([`crate::GovernanceChange::ApproveMint`] adds to it); `None`: no
+    /// cap.
+    #[serde(default)]
+    pub mint_per_period: Option<Money>,
+    /// The period, in slots (from slot 0; at least 1 when there is a cap).
+    #[serde(default)]
+    pub period_slots: u64,
+    /// The largest PV capacity (watts peak) the DSO registers without a
+    /// vote ([`crate::GovernanceChange::ApprovePv`]); `None`: no bound.
+    #[serde(default)]
+    pub max_pv_watts: Option<u32>,
+}
+
+impl Limits {
+    /// Whether the limits are consistent: a mint cap needs a period.
+    pub fn valid(&self) -> bool {
+        self.mint_per_period.is_none() || self.period_slots > 0
+    }
 }
 
 /// How a chain admits auctioneer enclaves (privacy mode B, DESIGN §7).
@@ -118,6 +162,9 @@ impl Genesis {
         }
         if self.dso == self.utility {
             return Err(GenesisError::Roles);
+        }
+        if !self.limits.valid() {
+            return Err(GenesisError::Limits);
         }
         let accounts = self
             .allocations

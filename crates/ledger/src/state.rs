@@ -138,6 +138,24 @@ impl AuthorityKey {
     }
 }
 
+/// The roles' limits and what counts against them.
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+pub struct Issuance {
+    /// The limits in force.
+    pub limits: crate::Limits,
+    /// The period `minted` counts in (slot / `period_slots`).
+    pub period: u64,
+    /// What the utility minted in `period`.
+    pub minted: Money,
+    /// What votes approved beyond the cap and mints have not used yet.
+    pub allowance: Money,
+    /// PV capacities votes approved above the bound, by meter (used once,
+    /// by its registration).
+    pub pv_approved: BTreeMap<AccountId, u32>,
+}
+
 /// An open proposal to change the validator set.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 pub struct Proposal {
@@ -229,6 +247,8 @@ pub enum StateKey {
     KeyImage([u8; 32]),
     /// The keys of the DSO's and the utility's roles.
     Authorities,
+    /// The roles' limits and what was minted and approved against them.
+    Issuance,
 }
 
 impl StateKey {
@@ -266,6 +286,8 @@ pub(crate) struct Records {
     /// Who holds each role now (the genesis keys until governance rotates
     /// them).
     pub(crate) authorities: BTreeMap<Authority, AuthorityKey>,
+    /// The roles' limits, the period's mints and the votes' approvals.
+    pub(crate) issuance: Issuance,
     /// The pool's one-time keys: an index derived from `pool` (rebuilt from
     /// it on restore, not part of the snapshot), so a new output can not
     /// reuse a key (two outputs with one key share one key image: only one
@@ -365,6 +387,10 @@ impl State {
             pool: Vec::new(),
             key_images: BTreeSet::new(),
             pool_keys: BTreeSet::new(),
+            issuance: Issuance {
+                limits: genesis.limits,
+                ..Issuance::default()
+            },
             authorities: BTreeMap::from([
                 (Authority::Dso, AuthorityKey::genesis(genesis.dso)),
                 (Authority::Utility, AuthorityKey::genesis(genesis.utility)),
@@ -378,6 +404,7 @@ impl State {
             StateKey::Measurements,
             StateKey::Epochs,
             StateKey::Authorities,
+            StateKey::Issuance,
         ]);
         for (account, amount) in &records.genesis.allocations {
             records.accounts.entry(*account).or_default().balance = *amount;
@@ -435,6 +462,7 @@ impl State {
             StateKey::Meta,
             StateKey::Validators,
             StateKey::Authorities,
+            StateKey::Issuance,
         ]);
         dirty.extend(r.accounts.keys().map(|k| StateKey::Account(*k)));
         dirty.extend(r.meters.keys().map(|k| StateKey::Meter(*k)));
@@ -629,6 +657,11 @@ impl State {
             })
     }
 
+    /// The roles' limits and what was minted and approved against them.
+    pub fn issuance(&self) -> &Issuance {
+        &self.records.issuance
+    }
+
     /// Whether `key` holds a role that governance froze.
     pub fn is_frozen(&self, key: &AccountId) -> bool {
         self.records
@@ -771,6 +804,7 @@ impl State {
                 .map(canonical),
             StateKey::KeyImage(k) => r.key_images.contains(k).then(|| vec![1]),
             StateKey::Authorities => Some(canonical(&r.authorities)),
+            StateKey::Issuance => Some(canonical(&r.issuance)),
         }
     }
 

@@ -69,6 +69,18 @@ pub enum GovernanceChange {
     /// fewer than a third are Byzantine), so a leak is stopped before a
     /// two-thirds vote on the new key is in.
     Freeze(Authority),
+    /// Replace the roles' limits.
+    SetLimits(crate::Limits),
+    /// Let the utility mint `amount` more than the cap (spent by its
+    /// mints above the cap, in any later period).
+    ApproveMint(Money),
+    /// Let the DSO register `meter` with `pv_watts` above the bound (once).
+    ApprovePv {
+        /// The meter.
+        meter: AccountId,
+        /// Its PV capacity, watts peak.
+        pv_watts: u32,
+    },
 }
 
 /// A chain role held by one key, changed only by governance.

@@ -363,6 +363,7 @@ mod tests {
             sealed_market: None,
             shielded: None,
             history_slots: 0,
+            limits: Default::default(),
         }
     }
 

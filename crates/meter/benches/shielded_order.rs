@@ -86,6 +86,7 @@ fn chain(k: usize, rng: &mut ChaCha20Rng) -> (State, Vec<SigningKey>, ShieldedWa
             ring_size: u16::try_from(k).expect("small ring"),
         }),
         history_slots: 0,
+        limits: Default::default(),
     };
     let mut state = State::from_genesis(genesis).expect("valid genesis");
     let meters: Vec<SigningKey> = (0..k).map(|i| key("meter", i)).collect();

@@ -737,6 +737,7 @@ mod tests {
             sealed_market: None,
             shielded: Some(ShieldedPolicy { ring_size: 4 }),
             history_slots: 0,
+            limits: Default::default(),
         };
         let mut c = Chain {
             state: State::from_genesis(genesis).unwrap(),

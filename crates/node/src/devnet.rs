@@ -179,6 +179,16 @@ pub fn lay_out(dir: &Path, plan: &DevnetPlan) -> Result<DevnetLayout, ConfigErro
             sealed_market,
             shielded: plan.shielded,
             history_slots: plan.history_slots,
+            // What a leaked role key can do before a vote: the utility
+            // mints at most 100 000 CHF per 96 slots (a day of quarter
+            // hours; the households' top-ups are 200 CHF each), the DSO
+            // registers at most 30 kWp per meter (the simulated households
+            // have 3 to 15).
+            limits: quartier_ledger::Limits {
+                mint_per_period: Some(Money::new(100_000 * 100_000_000)),
+                period_slots: 96,
+                max_pv_watts: Some(30_000),
+            },
         },
         peers: peers.clone(),
     };

@@ -18,6 +18,8 @@ fn name(e: &TxError) -> &'static str {
         TxError::BadNonce { .. } => "BadNonce",
         TxError::NotAuthorised { .. } => "NotAuthorised",
         TxError::Frozen => "Frozen",
+        TxError::MintCap { .. } => "MintCap",
+        TxError::PvAboveBound { .. } => "PvAboveBound",
         TxError::UnknownMeter => "UnknownMeter",
         TxError::MeterRetired => "MeterRetired",
         TxError::AlreadyRegistered => "AlreadyRegistered",
@@ -72,7 +74,7 @@ fn name(e: &TxError) -> &'static str {
 }
 
 /// The variants of the open market, all produced here.
-const ALL: usize = 26;
+const ALL: usize = 28;
 
 /// A chain at slot 10 with meters p1 (R1, 5 kWp), c1 (R1, consumer),
 /// c2 (R1, consumer, retired), p2 (R2, 4 kWp); c1 and p1 hold 100 CHF.
@@ -223,6 +225,42 @@ fn every_tx_error_variant_from_a_concrete_bad_transaction() {
         },
     );
     check!(&frozen, tx, TxError::Frozen);
+
+    // The roles' limits: a mint above the period's cap, PV above the bound.
+    let limited = {
+        let mut g = genesis();
+        g.limits = quartier_ledger::Limits {
+            mint_per_period: Some(chf(10)),
+            period_slots: 4,
+            max_pv_watts: Some(20_000),
+        };
+        Chain::from_genesis(g)
+    };
+    let tx = limited.tx(
+        &utility,
+        TxBody::Mint {
+            to: id(&c1),
+            amount: chf(11),
+        },
+    );
+    check!(
+        &limited,
+        tx,
+        TxError::MintCap {
+            cap: chf(10),
+            minted: Money::ZERO
+        }
+    );
+    let tx = limited.tx(
+        &dso,
+        TxBody::RegisterMeter {
+            meter: id(&key("big-pv")),
+            region: R1,
+            role: MeterRole::Prosumer,
+            pv_watts: 20_001,
+        },
+    );
+    check!(&limited, tx, TxError::PvAboveBound { bound: 20_000 });
 
     // Authority.
     let body = TxBody::RegisterMeter {

@@ -245,3 +245,101 @@ fn role_key_proposals_that_change_nothing_or_merge_roles_are_refused() {
     );
     assert_eq!(c.block_at(3).results[0], Err(TxError::InvalidProposal));
 }
+
+/// The utility mints up to the cap per period without a vote; above it
+/// only what a vote approved; the next period starts from zero. The DSO
+/// registers PV above the bound only for the meter and capacity a vote
+/// approved, once. A vote changes the limits.
+#[test]
+fn minting_above_the_cap_and_pv_above_the_bound_need_a_vote() {
+    let mut g = genesis();
+    g.limits = quartier_ledger::Limits {
+        mint_per_period: Some(chf(10)),
+        period_slots: 4,
+        max_pv_watts: Some(20_000),
+    };
+    let mut c = Chain::from_genesis(g);
+    let utility = key("utility");
+    let to = id(&key("household"));
+    let mint = |c: &mut Chain, francs: u64, time: u64| {
+        c.queue(
+            &utility,
+            TxBody::Mint {
+                to,
+                amount: chf(francs),
+            },
+        );
+        c.block_at(time).results[0].clone().map(|_| ())
+    };
+    assert_eq!(mint(&mut c, 6, 1), Ok(()));
+    assert_eq!(
+        mint(&mut c, 5, 2),
+        Err(TxError::MintCap {
+            cap: chf(10),
+            minted: chf(6)
+        })
+    );
+    assert_eq!(mint(&mut c, 4, 3), Ok(()));
+    // Two thirds approve 5 more: spent by the mints above the cap.
+    vote_through(&mut c, GovernanceChange::ApproveMint(chf(5)), &[0, 1, 2], 4);
+    assert_eq!(mint(&mut c, 3, 5), Ok(()));
+    assert_eq!(mint(&mut c, 2, 6), Ok(()));
+    assert!(mint(&mut c, 1, 7).is_err());
+    assert_eq!(c.state.account(&to).balance, chf(15));
+    // The next period (slots 4 to 7) starts from zero.
+    let next = 4 * SLOT_MS + 1;
+    assert_eq!(mint(&mut c, 10, next), Ok(()));
+    assert!(mint(&mut c, 1, next).is_err());
+    // A vote raises the cap.
+    vote_through(
+        &mut c,
+        GovernanceChange::SetLimits(quartier_ledger::Limits {
+            mint_per_period: Some(chf(20)),
+            period_slots: 4,
+            max_pv_watts: Some(20_000),
+        }),
+        &[1, 2, 3],
+        next,
+    );
+    assert_eq!(mint(&mut c, 10, next), Ok(()));
+    let supply_check = c
+        .state
+        .accounts()
+        .map(|(_, a)| a.balance.get())
+        .sum::<u64>();
+    assert_eq!(c.state.meta().supply.get(), supply_check);
+
+    // PV above the bound.
+    let dso = key("dso");
+    let register = |c: &mut Chain, meter: &str, pv_watts: u32, time: u64| {
+        c.queue(
+            &dso,
+            TxBody::RegisterMeter {
+                meter: id(&key(meter)),
+                region: R1,
+                role: quartier_ledger::MeterRole::Prosumer,
+                pv_watts,
+            },
+        );
+        c.block_at(time).results[0].clone().map(|_| ())
+    };
+    assert_eq!(
+        register(&mut c, "farm", 25_000, next),
+        Err(TxError::PvAboveBound { bound: 20_000 })
+    );
+    vote_through(
+        &mut c,
+        GovernanceChange::ApprovePv {
+            meter: id(&key("farm")),
+            pv_watts: 25_000,
+        },
+        &[0, 2, 3],
+        next,
+    );
+    // Not another capacity, not another meter; then the approved one, once.
+    assert!(register(&mut c, "farm", 30_000, next).is_err());
+    assert!(register(&mut c, "barn", 25_000, next).is_err());
+    assert_eq!(register(&mut c, "farm", 25_000, next), Ok(()));
+    assert!(c.state.issuance().pv_approved.is_empty());
+    assert_eq!(register(&mut c, "house", 20_000, next), Ok(()));
+}

@@ -51,6 +51,7 @@ pub fn genesis() -> Genesis {
         sealed_market: None,
         shielded: None,
         history_slots: 0,
+        limits: Default::default(),
     }
 }
 

@@ -203,6 +203,7 @@ fn settlements_older_than_the_history_window_leave_the_state() {
     const HISTORY: u64 = 4;
     let mut c = Chain::from_genesis(Genesis {
         history_slots: HISTORY,
+        limits: Default::default(),
         ..genesis()
     });
     let (buyer, seller) = (key("buyer"), key("seller"));

@@ -67,6 +67,7 @@ pub fn genesis(validators: &[ed25519::PrivateKey]) -> Genesis {
         sealed_market: None,
         shielded: None,
         history_slots: 0,
+        limits: Default::default(),
     }
 }
 

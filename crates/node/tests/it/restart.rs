@@ -49,6 +49,7 @@ async fn run_until(
             slot_ms: 1_000,
             gate_ms: 200,
             history_slots: 1,
+            limits: Default::default(),
             ..genesis(&keys)
         }
     } else {
