@@ -583,7 +583,7 @@ impl HostMachine {
                 // Shared again first (a share may not have left: a failed
                 // seal, a restart), then signed.
                 let shares = local.reshare_epoch_key(epoch).ok()?;
-                let calls = addressed(view, shares, public_key);
+                let calls = addressed(local, shares, public_key);
                 return self.sharing(local, calls, epoch, public_key);
             }
             let (public_key, shares) = local.create_epoch_key(epoch).ok()?;
@@ -614,7 +614,7 @@ impl HostMachine {
             let Ok(made) = local.reshare_epoch_key(*epoch) else {
                 continue;
             };
-            calls.extend(addressed(view, made, *public_key));
+            calls.extend(addressed(local, made, *public_key));
         }
         self.notify(calls)
     }
@@ -927,7 +927,7 @@ impl HostMachine {
                     return None;
                 }
                 // Each share to its recipient (it opens only there).
-                let calls = addressed(self.view()?, shares, public_key);
+                let calls = addressed(local, shares, public_key);
                 self.sharing(local, calls, epoch, public_key)
             }
             (
@@ -1065,22 +1065,18 @@ impl HostMachine {
     }
 }
 
-/// `shares` of the epoch key `public_key`, each addressed to the member the
-/// chain registered with its recipient's identity key (none for a
-/// recipient it does not know).
+/// `shares` of the epoch key `public_key`, each addressed to the committee
+/// member whose identity key its recipient is, as this enclave's DKG bound
+/// them (not the node's word; none for a recipient it does not know).
 fn addressed(
-    view: &ChainView,
+    local: &EnclaveService,
     shares: Vec<EpochKeyShare>,
     public_key: [u8; 32],
 ) -> VecDeque<(AccountId, Request)> {
     shares
         .into_iter()
         .filter_map(|share| {
-            let member = view
-                .enclaves
-                .iter()
-                .find(|(_, e)| e.identity_key == share.to)
-                .map(|(a, _)| *a)?;
+            let member = local.member_with_identity(&share.to)?;
             Some((member, Request::ReceiveEpochKey { share, public_key }))
         })
         .collect()

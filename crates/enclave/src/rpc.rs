@@ -105,12 +105,17 @@ pub enum Request {
         /// see [`crate::service::finish_message`]).
         signatures: Vec<[u8; 64]>,
     },
-    /// Prove which account this enclave is: its host maps peers to
-    /// committee members only by a signature over a fresh `nonce` (a peer
-    /// that claims another member's account gets none of its requests).
+    /// Prove which account this enclave is, at which address: its host
+    /// maps peers to committee members only by a signature over a fresh
+    /// `nonce` and the URL it dialled (a peer that claims another member's
+    /// account gets none of its requests; one that relays the challenge to
+    /// that member gets a signature over another URL). The enclave's host
+    /// answers only for a `url` it serves.
     Identify {
         /// The challenge.
         nonce: [u8; 32],
+        /// The URL the caller dialled.
+        url: String,
     },
 }
 
@@ -119,9 +124,10 @@ pub enum Request {
 pub const TAG_IDENTIFY: &str = "QUARTIER_ENCLAVE_IDENTIFY";
 
 /// What an enclave signs with its account key for [`Request::Identify`]
-/// with `nonce`.
-pub fn identify_message(nonce: &[u8; 32]) -> quartier_types::hash::Digest {
-    quartier_types::hash::tagged(TAG_IDENTIFY, &[nonce])
+/// with `nonce`, dialled at `url`.
+pub fn identify_message(nonce: &[u8; 32], url: &str) -> quartier_types::hash::Digest {
+    let url = quartier_types::hash::tagged(TAG_IDENTIFY, &[url.as_bytes()]);
+    quartier_types::hash::tagged(TAG_IDENTIFY, &[nonce, &url.0])
 }
 
 /// The answer to a [`Request`].
@@ -204,9 +210,11 @@ impl EnclaveService {
                     Ok(Response::Share(share, signed))
                 }),
             Request::CatchUp { to } => self.catch_up_for(&to).map(Response::CatchUp),
-            Request::Identify { nonce } => {
-                let signature =
-                    ed25519_dalek::Signer::sign(self.account_key(), &identify_message(&nonce).0);
+            Request::Identify { nonce, url } => {
+                let signature = ed25519_dalek::Signer::sign(
+                    self.account_key(),
+                    &identify_message(&nonce, &url).0,
+                );
                 Ok(Response::Identity(self.account(), signature.to_bytes()))
             }
             Request::Report { region, slot } => {

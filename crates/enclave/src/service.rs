@@ -607,6 +607,9 @@ pub fn answer_message(
     about: &[u8],
     bytes: &[u8],
 ) -> hash::Digest {
+    // What it is about as a digest: every part but the last has a fixed
+    // length, so no two (about, bytes) give one message.
+    let about = hash::tagged(TAG_SIGNING_ANSWER, &[about]);
     hash::tagged(
         TAG_SIGNING_ANSWER,
         &[
@@ -615,7 +618,7 @@ pub fn answer_message(
             &by.to_le_bytes(),
             &from.to_le_bytes(),
             &[round as u8],
-            about,
+            &about.0,
             bytes,
         ],
     )
@@ -911,6 +914,15 @@ impl EnclaveService {
         let m = self.membership.as_ref()?;
         m.key.as_ref()?;
         Some(m.accounts.iter().map(|a| AccountId(*a)).collect())
+    }
+
+    /// The account of the committee member whose identity key is
+    /// `identity` (as the DKG's quotes bound them), if any.
+    pub fn member_with_identity(&self, identity: &[u8; 32]) -> Option<AccountId> {
+        let m = self.membership.as_ref()?;
+        m.key.as_ref()?;
+        let i = m.identities.iter().position(|k| k == identity)?;
+        m.accounts.get(i).map(|a| AccountId(*a))
     }
 
     /// How many members must sign for this member's committee, once its

@@ -86,7 +86,13 @@ fn seeds() -> Vec<(&'static str, Request)> {
             },
         ),
         ("catch_up", Request::CatchUp { to: [7; 32] }),
-        ("identify", Request::Identify { nonce: [8; 32] }),
+        (
+            "identify",
+            Request::Identify {
+                nonce: [8; 32],
+                url: "http://127.0.0.1:7501".into(),
+            },
+        ),
         (
             "report",
             Request::Report {

@@ -355,7 +355,8 @@ fn register_meter(
     if !quartier_shielded::keys::is_prime_order_point(&meter.0) {
         return Err(TxError::InvalidMeterKey);
     }
-    if state.meter(&meter).is_some() {
+    // A role's key is not a meter: its flows are written apart.
+    if state.meter(&meter).is_some() || state.holds_role(&meter) {
         return Err(TxError::AlreadyRegistered);
     }
     if (role == MeterRole::Prosumer) != (pv_watts > 0) {
@@ -796,14 +797,25 @@ fn applicable(state: &State, change: GovernanceChange) -> Result<(), TxError> {
         GovernanceChange::Remove(v) => validators.contains(&v) && validators.len() > 1,
         GovernanceChange::AllowMeasurement(m) => sealed && !measurements.contains(&m),
         GovernanceChange::RevokeMeasurement(m) => sealed && measurements.contains(&m),
-        // A new key, held by no other role (the DSO and the utility stay
-        // two accounts, as genesis requires).
-        GovernanceChange::RotateKey { authority, key } => state
-            .records
-            .authorities
-            .iter()
-            .all(|(a, k)| k.key != key || (*a == authority && k.frozen)),
-        GovernanceChange::Freeze(authority) => !state.authority_key(authority).frozen,
+        // From the role's key now to a key that holds nothing else: no
+        // role (the DSO and the utility stay two accounts, as genesis
+        // requires), no meter, enclave or validator (a role's flows are
+        // written apart from a meter's).
+        GovernanceChange::RotateKey {
+            authority,
+            from,
+            key,
+        } => {
+            state.authority(authority) == from
+                && !state.holds_role(&key)
+                && state.meter(&key).is_none()
+                && !state.enclaves().contains_key(&key)
+                && !validators.contains(&key)
+        }
+        GovernanceChange::Freeze { authority, key } => {
+            let now = state.authority_key(authority);
+            now.key == key && !now.frozen
+        }
         GovernanceChange::SetLimits(limits) => limits.valid() && limits != state.issuance().limits,
         GovernanceChange::ApproveMint(amount) => {
             !amount.is_zero() && state.issuance().allowance.checked_add(amount).is_some()
@@ -833,7 +845,7 @@ fn decide(state: &mut State, id: u64) -> Vec<Event> {
     // 3·yes ≥ 2·n, and the same bound for what is still possible; a
     // freeze needs more than a third (3·yes > n).
     let (passed, hopeless) = match change {
-        GovernanceChange::Freeze(_) => (3 * yes > n, 3 * (n - no) <= n),
+        GovernanceChange::Freeze { .. } => (3 * yes > n, 3 * (n - no) <= n),
         _ => (3 * yes >= 2 * n, 3 * (n - no) < 2 * n),
     };
     let still_applicable = applicable(state, change).is_ok();
@@ -856,11 +868,11 @@ fn decide(state: &mut State, id: u64) -> Vec<Event> {
                 state.records.measurements.remove(&m);
                 StateKey::Measurements
             }
-            GovernanceChange::RotateKey { authority, key } => {
+            GovernanceChange::RotateKey { authority, key, .. } => {
                 rotate_key(state, authority, key);
                 StateKey::Authorities
             }
-            GovernanceChange::Freeze(authority) => {
+            GovernanceChange::Freeze { authority, .. } => {
                 if let Some(a) = state.records.authorities.get_mut(&authority) {
                     a.frozen = true;
                 }

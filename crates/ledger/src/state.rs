@@ -662,6 +662,11 @@ impl State {
         &self.records.issuance
     }
 
+    /// Whether `key` holds a role (frozen or not).
+    pub fn holds_role(&self, key: &AccountId) -> bool {
+        self.records.authorities.values().any(|a| a.key == *key)
+    }
+
     /// Whether `key` holds a role that governance froze.
     pub fn is_frozen(&self, key: &AccountId) -> bool {
         self.records

@@ -54,21 +54,32 @@ pub enum GovernanceChange {
     AllowMeasurement(Measurement),
     /// Stop admitting this measurement (registered enclaves stay).
     RevokeMeasurement(Measurement),
-    /// Hand `authority` to `key`, and lift a freeze of it: from the block
-    /// whose vote passes it, the old key is refused for the role, and the
-    /// old key's balance is the new key's (a leaked key keeps nothing).
+    /// Hand `authority` from `from` (its key when the proposal was made) to
+    /// `key`, and lift a freeze of it: from the block whose vote passes it,
+    /// the old key is refused for the role, and the old key's balance is
+    /// the new key's (a leaked key keeps nothing). A proposal naming a key
+    /// the role no longer has never applies (left-over votes can not hand
+    /// the role back to a superseded key).
     RotateKey {
         /// The role.
         authority: Authority,
-        /// Its new key.
+        /// Its key now.
+        from: AccountId,
+        /// Its new key: no role's, meter's, enclave's or validator's.
         key: AccountId,
     },
-    /// Emergency: every transaction signed by `authority`'s key is refused
-    /// until a [`GovernanceChange::RotateKey`] of it passes. It passes with
-    /// more than a third of the validators (at least one honest one when
-    /// fewer than a third are Byzantine), so a leak is stopped before a
-    /// two-thirds vote on the new key is in.
-    Freeze(Authority),
+    /// Emergency: every transaction signed by `key`, `authority`'s key, is
+    /// refused until a [`GovernanceChange::RotateKey`] of it passes. It
+    /// passes with more than a third of the validators (at least one honest
+    /// one when fewer than a third are Byzantine), so a leak is stopped
+    /// before a two-thirds vote on the new key is in. Naming the key, it
+    /// never freezes the one a rotation brought in.
+    Freeze {
+        /// The role.
+        authority: Authority,
+        /// Its key now.
+        key: AccountId,
+    },
     /// Replace the roles' limits.
     SetLimits(crate::Limits),
     /// Let the utility mint `amount` more than the cap (spent by its

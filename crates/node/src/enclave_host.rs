@@ -222,6 +222,9 @@ impl SimulatedMonotonicCounter for SimulatedFileCounter {
 /// The enclave, shared by the API and the loop, with its quote.
 struct Shared {
     service: EnclaveService,
+    /// The URL peers dial this enclave at (`http://` and the listen
+    /// address): the only one it proves its account for.
+    url: String,
     quote: Quote,
     /// The **simulated** platform the enclave seals its state to.
     platform: SimulatedPlatform,
@@ -305,6 +308,7 @@ pub fn run(config: &EnclaveHostConfig) -> Result<(), HostError> {
     let quote = vendor.quote(config.measurement, service.report_data());
     let shared: Handle = Arc::new(Mutex::new(Shared {
         service,
+        url: format!("http://{}", config.listen),
         quote,
         platform,
         state_file: config.state_file.clone(),
@@ -362,6 +366,10 @@ async fn rpc(
         .and_then(|h| hex::decode(h).ok())
         .and_then(|b| decode_request(&b));
     let response = match request {
+        Some(Request::Identify { url, .. }) if url != shared.lock().url => {
+            // A challenge relayed from another address.
+            Response::Refused("not served at this address".into())
+        }
         Some(r) => {
             let mut s = shared.lock();
             // The DKG's steps change what the enclave must not forget (the
@@ -423,8 +431,9 @@ struct Host {
     nodes: Vec<NodeClient>,
     peers: Vec<NodeClient>,
     /// The peers by the account each proved it is (a signature over a
-    /// fresh challenge), read at most once per tick.
-    by_account: Option<BTreeMap<AccountId, Vec<NodeClient>>>,
+    /// fresh challenge and the URL dialled), and when that was read (again
+    /// after 30 s, or after 2 s for a member no peer proved).
+    by_account: Option<(Instant, BTreeMap<AccountId, Vec<NodeClient>>)>,
     /// Peers that did not answer, and until when they are not asked (a
     /// slow or unreachable peer costs a tick one timeout, not one per
     /// request).
@@ -545,7 +554,6 @@ impl Host {
             return;
         };
         self.chain_id = Some(view.chain_id);
-        self.by_account = None;
         let mut input = Input::Tick(Box::new(view));
         loop {
             let effect = {
@@ -609,12 +617,17 @@ impl Host {
     }
 
     /// The peers that proved to serve `member`'s enclave: each configured
-    /// peer is asked to sign a fresh challenge with its account key, at
-    /// most once a tick (before, the account a peer's status named was
-    /// taken on its word, so a peer listed first could claim another
-    /// member's account and take every request meant for it).
+    /// peer is asked to sign a fresh challenge and the URL dialled with its
+    /// account key, every 30 s (before, the account a peer's status named
+    /// was taken on its word, so a peer listed first could claim another
+    /// member's account and take every request meant for it; a challenge
+    /// relayed to that member is refused there, for another URL).
     fn peers_of(&mut self, member: AccountId) -> Vec<NodeClient> {
-        if self.by_account.is_none() {
+        let stale = self.by_account.as_ref().is_none_or(|(at, map)| {
+            at.elapsed() > Duration::from_secs(30)
+                || (!map.contains_key(&member) && at.elapsed() > Duration::from_secs(2))
+        });
+        if stale {
             let mut by_account: BTreeMap<AccountId, Vec<NodeClient>> = BTreeMap::new();
             for p in self.peers.clone() {
                 if self.quiet(&p) {
@@ -623,9 +636,16 @@ impl Host {
                 let Ok(nonce) = crate::devnet::random_seed() else {
                     continue;
                 };
-                match call(&p, &Request::Identify { nonce }) {
+                let url = format!("http://{}", p.authority());
+                match call(
+                    &p,
+                    &Request::Identify {
+                        nonce,
+                        url: url.clone(),
+                    },
+                ) {
                     Some(Response::Identity(account, signature))
-                        if proves(&account, &nonce, &signature) =>
+                        if proves(&account, (&nonce, &url), &signature) =>
                     {
                         by_account.entry(account).or_default().push(p);
                     }
@@ -633,28 +653,38 @@ impl Host {
                     None => self.silence(&p),
                 }
             }
-            self.by_account = Some(by_account);
+            self.by_account = Some((Instant::now(), by_account));
         }
         self.by_account
             .as_ref()
-            .and_then(|m| m.get(&member))
+            .and_then(|(_, m)| m.get(&member))
             .cloned()
             .unwrap_or_default()
     }
 
     /// `request` to `member`'s enclave: the first of its proven peers that
     /// answers; one that does not is left quiet for a while.
+    /// A refusal is not taken as the member's last word while another
+    /// proven peer remains (a relay may refuse in its name), and a peer
+    /// that took over 2 s is left unasked for a while too.
     fn call_member(&mut self, member: AccountId, request: &Request) -> Option<Response> {
+        let mut refused = None;
         for p in self.peers_of(member) {
             if self.quiet(&p) {
                 continue;
             }
-            match call(&p, request) {
+            let started = Instant::now();
+            let answer = call(&p, request);
+            if answer.is_none() || started.elapsed() > Duration::from_secs(2) {
+                self.silence(&p);
+            }
+            match answer {
+                Some(Response::Refused(why)) => refused = Some(Response::Refused(why)),
                 Some(answer) => return Some(answer),
-                None => self.silence(&p),
+                None => {}
             }
         }
-        None
+        refused
     }
 
     fn quiet(&self, peer: &NodeClient) -> bool {
@@ -727,11 +757,12 @@ impl Host {
     }
 }
 
-/// Whether `signature` is `account`'s over the challenge `nonce`.
-fn proves(account: &AccountId, nonce: &[u8; 32], signature: &[u8; 64]) -> bool {
+/// Whether `signature` is `account`'s over the challenge `nonce` sent to
+/// `url`.
+fn proves(account: &AccountId, (nonce, url): (&[u8; 32], &str), signature: &[u8; 64]) -> bool {
     ed25519_dalek::VerifyingKey::from_bytes(&account.0).is_ok_and(|key| {
         key.verify_strict(
-            &quartier_enclave::rpc::identify_message(nonce).0,
+            &quartier_enclave::rpc::identify_message(nonce, url).0,
             &ed25519_dalek::Signature::from_bytes(signature),
         )
         .is_ok()
@@ -770,4 +801,71 @@ fn micros_since_epoch() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+    use super::*;
+
+    /// An enclave behind its RPC handler, served at `http://127.0.0.1:7501`.
+    fn served() -> (Handle, AccountId) {
+        let vendor = SimulatedAttestationService::new([8; 32]);
+        let platform = SimulatedPlatform::new([9; 32], Measurement([1; 32]), vendor.root());
+        let service = EnclaveService::new(&platform).unwrap();
+        let account = service.account();
+        let quote = vendor.quote(Measurement([1; 32]), service.report_data());
+        let dir = std::env::temp_dir().join(format!("quartier-host-test-{}", std::process::id()));
+        let shared = Arc::new(Mutex::new(Shared {
+            service,
+            url: "http://127.0.0.1:7501".into(),
+            quote,
+            platform,
+            state_file: dir.join("state.sealed"),
+            sealed_changes: 0,
+        }));
+        (shared, account)
+    }
+
+    fn ask(shared: &Handle, request: &Request) -> Response {
+        let body = json!({ "request": hex::encode(borsh::to_vec(request).unwrap()) });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let Json(reply) = runtime.block_on(rpc(AxumState(shared.clone()), Json(body)));
+        decode_response(&hex::decode(reply["response"].as_str().unwrap()).unwrap()).unwrap()
+    }
+
+    /// A Byzantine peer relays a host's challenge to another member's
+    /// enclave to pass as that member: the member's host refuses a
+    /// challenge for a URL it does not serve, and a proof for its own URL
+    /// does not verify for the relay's.
+    #[test]
+    fn a_relayed_identity_challenge_proves_nothing() {
+        let (shared, account) = served();
+        let nonce = [3; 32];
+        let relay = "http://127.0.0.1:7666";
+        let relayed = ask(
+            &shared,
+            &Request::Identify {
+                nonce,
+                url: relay.into(),
+            },
+        );
+        assert!(matches!(relayed, Response::Refused(_)), "{relayed:?}");
+        let own = "http://127.0.0.1:7501";
+        let Response::Identity(who, signature) = ask(
+            &shared,
+            &Request::Identify {
+                nonce,
+                url: own.into(),
+            },
+        ) else {
+            panic!("no identity");
+        };
+        assert_eq!(who, account);
+        assert!(proves(&account, (&nonce, own), &signature));
+        assert!(!proves(&account, (&nonce, relay), &signature));
+        assert!(!proves(&account, (&[4; 32], own), &signature));
+    }
 }

@@ -163,14 +163,13 @@ pub struct Mempool {
 /// has a role, a meter or an enclave on the chain.
 fn known(state: &State, who: &AccountId) -> bool {
     let account = state.account(who);
-    let genesis = state.genesis();
     account.nonce > 0
         || account.balance.get() > 0
         || state.meter(who).is_some()
         || state.validators().contains(who)
         || state.enclaves().contains_key(who)
-        || genesis.dso == *who
-        || genesis.utility == *who
+        || state.authority(quartier_ledger::Authority::Dso) == *who
+        || state.authority(quartier_ledger::Authority::Utility) == *who
 }
 
 impl Mempool {

@@ -206,7 +206,10 @@ fn every_tx_error_variant_from_a_concrete_bad_transaction() {
     frozen.queue(
         &key("validator-0"),
         TxBody::Propose {
-            change: GovernanceChange::Freeze(quartier_ledger::Authority::Utility),
+            change: GovernanceChange::Freeze {
+                authority: quartier_ledger::Authority::Utility,
+                key: id(&utility),
+            },
         },
     );
     frozen.queue(

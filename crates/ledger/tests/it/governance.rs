@@ -124,14 +124,20 @@ fn a_leaked_role_key_is_frozen_then_rotated_and_refused_after_activation() {
     // One validator of four is not more than a third.
     vote_through(
         &mut c,
-        GovernanceChange::Freeze(Authority::Utility),
+        GovernanceChange::Freeze {
+            authority: Authority::Utility,
+            key: id(&leaked),
+        },
         &[0],
         2,
     );
     assert!(!c.state.authority_key(Authority::Utility).frozen);
     vote_through(
         &mut c,
-        GovernanceChange::Freeze(Authority::Utility),
+        GovernanceChange::Freeze {
+            authority: Authority::Utility,
+            key: id(&leaked),
+        },
         &[1, 2],
         3,
     );
@@ -160,6 +166,7 @@ fn a_leaked_role_key_is_frozen_then_rotated_and_refused_after_activation() {
         &mut c,
         GovernanceChange::RotateKey {
             authority: Authority::Utility,
+            from: id(&leaked),
             key: id(&fresh),
         },
         &[0, 1, 2],
@@ -170,6 +177,7 @@ fn a_leaked_role_key_is_frozen_then_rotated_and_refused_after_activation() {
         vec![Event::GovernanceChanged {
             change: GovernanceChange::RotateKey {
                 authority: Authority::Utility,
+                from: id(&leaked),
                 key: id(&fresh)
             }
         }]
@@ -196,6 +204,7 @@ fn a_leaked_role_key_is_frozen_then_rotated_and_refused_after_activation() {
         &mut c,
         GovernanceChange::RotateKey {
             authority: Authority::Dso,
+            from: id(&key("dso")),
             key: id(&new_dso),
         },
         &[1, 2, 3],
@@ -218,32 +227,78 @@ fn a_leaked_role_key_is_frozen_then_rotated_and_refused_after_activation() {
     assert!(c.state.meter(&id(&meter)).is_some());
 }
 
-/// A role's key can not be handed to the other role's key (the DSO and the
-/// utility stay two accounts), and a freeze of a frozen role is refused.
+/// A role's key can not be handed to a key that holds anything else (the
+/// other role, a meter, a validator) nor taken from a key the role no
+/// longer has; a freeze names the key it freezes. Left-over votes on
+/// proposals made for an earlier key never apply: a rotation to a
+/// superseded key and a freeze of the old key stay dead once the role has
+/// moved on (found by review: one Byzantine validator's vote passed them).
 #[test]
-fn role_key_proposals_that_change_nothing_or_merge_roles_are_refused() {
+fn role_key_proposals_for_another_key_or_onto_a_busy_key_are_refused() {
     let mut c = Chain::new();
-    for change in [
-        GovernanceChange::RotateKey {
-            authority: Authority::Dso,
-            key: id(&key("utility")),
-        },
-        GovernanceChange::RotateKey {
-            authority: Authority::Utility,
-            key: id(&key("utility")),
-        },
-    ] {
-        c.queue(&v(0), TxBody::Propose { change });
-        assert_eq!(c.block_at(1).results[0], Err(TxError::InvalidProposal));
-    }
-    vote_through(&mut c, GovernanceChange::Freeze(Authority::Dso), &[0, 1], 2);
+    let utility = id(&key("utility"));
+    let meter = key("a-meter");
     c.queue(
-        &v(2),
-        TxBody::Propose {
-            change: GovernanceChange::Freeze(Authority::Dso),
+        &key("dso"),
+        TxBody::RegisterMeter {
+            meter: id(&meter),
+            region: R1,
+            role: quartier_ledger::MeterRole::Consumer,
+            pv_watts: 0,
         },
     );
-    assert_eq!(c.block_at(3).results[0], Err(TxError::InvalidProposal));
+    c.block_ok(1);
+    let rotate = |from, key| GovernanceChange::RotateKey {
+        authority: Authority::Utility,
+        from,
+        key,
+    };
+    for change in [
+        rotate(utility, id(&key("dso"))),
+        rotate(utility, utility),
+        rotate(utility, id(&meter)),
+        rotate(utility, id(&v(3))),
+        rotate(id(&key("not-the-utility")), id(&key("k"))),
+    ] {
+        c.queue(&v(0), TxBody::Propose { change });
+        assert_eq!(c.block_at(2).results[0], Err(TxError::InvalidProposal));
+    }
+    // Two proposals with honest votes left over: a rotation to K1 and a
+    // freeze of today's key. The role moves to K2 instead.
+    let (k1, k2) = (id(&key("k1")), id(&key("k2")));
+    vote_through(&mut c, rotate(utility, k1), &[0, 1], 3);
+    let freeze_old = GovernanceChange::Freeze {
+        authority: Authority::Utility,
+        key: utility,
+    };
+    vote_through(&mut c, freeze_old, &[0], 3);
+    vote_through(&mut c, rotate(utility, k2), &[0, 1, 2], 4);
+    assert_eq!(c.state.authority(Authority::Utility), k2);
+    // A later vote on either changes nothing (and ends them).
+    for proposal in [0, 1] {
+        c.queue(
+            &v(3),
+            TxBody::Vote {
+                proposal,
+                approve: true,
+            },
+        );
+        c.block_ok(5);
+    }
+    let now = c.state.authority_key(Authority::Utility);
+    assert_eq!((now.key, now.frozen), (k2, false));
+    assert!(c.state.proposal(0).is_none() && c.state.proposal(1).is_none());
+    // The DSO can not register a role's key as a meter.
+    c.queue(
+        &key("dso"),
+        TxBody::RegisterMeter {
+            meter: k2,
+            region: R1,
+            role: quartier_ledger::MeterRole::Consumer,
+            pv_watts: 0,
+        },
+    );
+    assert!(c.block_at(6).results[0].is_err());
 }
 
 /// The utility mints up to the cap per period without a vote; above it

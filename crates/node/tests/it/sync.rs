@@ -143,7 +143,7 @@ fn a_new_validator_joins_a_pruned_network_from_a_snapshot_bundle() {
             .collect();
         assert_eq!(stored_files.len(), 1, "{stored_files:?}");
         assert!(
-            stored_files[0].starts_with("sync-v3-")
+            stored_files[0].starts_with("sync-v4-")
                 && stored_files[0].ends_with(&format!("-{}.json", served.snapshot_height)),
             "{stored_files:?}"
         );
