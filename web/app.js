@@ -60,6 +60,26 @@ async function refreshStatus() {
     .join("");
 }
 
+// ---- governance -----------------------------------------------------------
+async function refreshGovernance() {
+  const g = await api("/api/v1/governance");
+  state.governance = g;
+  const role = (name) => {
+    const a = g.authorities[name];
+    const flag = a.frozen ? ' <span class="warn">● frozen by governance</span>' : "";
+    return `<dt>${name}</dt><dd><span class="id">${esc(short(a.key))}</span>${flag}</dd>`;
+  };
+  el("roles").innerHTML = role("dso") + role("utility");
+  const n = g.validators.length;
+  const needed = (change) => ("freeze" in change ? Math.floor(n / 3) + 1 : Math.ceil((2 * n) / 3));
+  el("proposals").innerHTML = g.proposals.length === 0
+    ? '<li class="muted">no open proposals</li>'
+    : g.proposals.map((p) => {
+      const what = Object.keys(p.change)[0].replace("_", " ");
+      return `<li>#${p.id} ${esc(what)}: ${p.yes.length} of ${needed(p.change)} yes votes, ${p.no.length} no</li>`;
+    }).join("");
+}
+
 // ---- order book -----------------------------------------------------------
 async function refreshBook() {
   const s = state.status;
@@ -396,6 +416,7 @@ async function flush() {
   const what = pending; pending = null; busy = true;
   try {
     await refreshStatus();
+    await refreshGovernance();
     await refreshBook();
     if (what.has("settlement")) {
       await refreshSettlements();

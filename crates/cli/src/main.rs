@@ -3,6 +3,7 @@
 //! Argument parsing and exit codes only; the work is done by library crates.
 
 mod footprint;
+mod gov;
 
 use clap::{Parser, Subcommand};
 use std::io::{Read, Write};
@@ -163,6 +164,9 @@ enum Command {
     /// A household's view of its own account.
     #[command(subcommand)]
     Wallet(WalletCommand),
+    /// The validators' governance: open proposals, proposing, voting.
+    #[command(subcommand)]
+    Gov(GovCommand),
     /// Start a local devnet: N validators as separate processes on loopback,
     /// and one meter agent per simulated household trading on it.
     Devnet {
@@ -259,6 +263,47 @@ struct ShieldedWalletArgs {
     /// A node's API, e.g. http://127.0.0.1:7401.
     #[arg(long)]
     node: String,
+}
+
+#[derive(Subcommand)]
+enum GovCommand {
+    /// The validator set, the role keys, the limits and every open
+    /// proposal with its tally and the votes it still needs.
+    Status {
+        /// A node's API, e.g. http://127.0.0.1:7401.
+        #[arg(long)]
+        node: String,
+    },
+    /// Propose a change as a validator; prints the proposal's id.
+    Propose {
+        /// A node's API.
+        #[arg(long)]
+        node: String,
+        /// The validator's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The change as JSON, e.g. '{"add":"<hex key>"}',
+        /// '{"rotate_key":{"authority":"utility","from":"<hex>","key":"<hex>"}}',
+        /// '{"freeze":{"authority":"utility","key":"<hex>"}}',
+        /// '{"approve_mint":100000000}'.
+        #[arg(long)]
+        change: String,
+    },
+    /// Vote on a proposal as a validator (yes unless `--no`).
+    Vote {
+        /// A node's API.
+        #[arg(long)]
+        node: String,
+        /// The validator's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The proposal's id.
+        #[arg(long)]
+        proposal: u64,
+        /// Vote no.
+        #[arg(long)]
+        no: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -549,6 +594,18 @@ fn main() -> ExitCode {
             households,
         }) => footprint::run(slots, &plan, &households).map_err(Failure::Internal),
         Command::Enclave(EnclaveCommand::Measure { binary }) => measure(binary),
+        Command::Gov(GovCommand::Status { node }) => gov::status(&node).map_err(Failure::Internal),
+        Command::Gov(GovCommand::Propose { node, key, change }) => {
+            gov::propose(&node, &key, &change)
+                .map(|_| ())
+                .map_err(Failure::BadInput)
+        }
+        Command::Gov(GovCommand::Vote {
+            node,
+            key,
+            proposal,
+            no,
+        }) => gov::vote(&node, &key, proposal, !no).map_err(Failure::BadInput),
         Command::Wallet(WalletCommand::Balance { wallet }) => {
             shielded_wallet(&wallet, WalletAction::Balance)
         }

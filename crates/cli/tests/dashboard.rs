@@ -270,8 +270,20 @@ impl Dashboard {
         }
     }
 
-    /// The privacy card names `mode` and shows the live auditor's figures.
+    /// The chain card shows the roles' keys and the open proposals.
+    fn shows_the_governance(&mut self) {
+        self.page.wait_until(
+            "the roles and proposals",
+            Duration::from_secs(60),
+            "document.querySelector('#roles').textContent.includes('utility') \
+             && document.querySelector('#proposals').textContent.includes('no open proposals')",
+        );
+    }
+
+    /// The privacy card names `mode` and shows the live auditor's figures;
+    /// the chain card shows the governance.
     fn shows_the_privacy_mode(&mut self, mode: &str) {
+        self.shows_the_governance();
         self.page.wait_until(
             "the privacy mode",
             Duration::from_secs(60),
@@ -498,6 +510,7 @@ fn the_dashboard_of_a_sealed_market_shows_what_mode_b_publishes() {
         Duration::from_secs(60),
         "document.getElementById('privacy-mode').textContent === 'enclave'",
     );
+    d.shows_the_governance();
     d.page.wait_until(
         "a signed report in the charts",
         Duration::from_secs(300),

@@ -743,6 +743,11 @@ impl State {
         self.records.proposals.get(&id)
     }
 
+    /// The open proposals, by id.
+    pub fn proposals(&self) -> impl Iterator<Item = (u64, &Proposal)> {
+        self.records.proposals.iter().map(|(id, p)| (*id, p))
+    }
+
     /// The most energy a meter's PV can produce in one slot: `Wp × metered interval / 1 h`.
     pub fn capacity_per_slot(&self, meter: &Meter) -> Energy {
         let wh =

@@ -32,6 +32,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/regions/{region}/meters"),
     ("get", "/api/v1/regions/{region}/settlements"),
     ("get", "/api/v1/sealed"),
+    ("get", "/api/v1/governance"),
     ("get", "/api/v1/regions/{region}/reports"),
     ("get", "/api/v1/regions/{region}/reports/{slot}"),
     ("get", "/api/v1/regions/{region}/batches/{slot}"),
@@ -130,6 +131,7 @@ pub fn router_with(app: LedgerApp, gossip: Gossip, extras: Extras) -> Router {
         .route("/api/v1/regions/{region}/meters", get(meters))
         .route("/api/v1/regions/{region}/settlements", get(settlements))
         .route("/api/v1/sealed", get(sealed))
+        .route("/api/v1/governance", get(governance))
         .route("/api/v1/regions/{region}/reports", get(reports))
         .route("/api/v1/regions/{region}/reports/{slot}", get(report))
         .route("/api/v1/regions/{region}/batches/{slot}", get(batch))
@@ -391,6 +393,31 @@ async fn settlements(
 
 /// Privacy mode B's public state: policy, enclaves, committee, epoch keys and
 /// the closed batches awaiting a report (what enclaves clear).
+/// Governance: the validator set, the role keys (frozen or not, since
+/// which block), the roles' limits and what counts against them, the
+/// allowed measurements and every open proposal with its votes.
+async fn governance(AxumState(api): AxumState<Api>) -> Json<serde_json::Value> {
+    use quartier_ledger::Authority;
+    Json(api.app.with_state(|s| {
+        let proposals: Vec<serde_json::Value> = s
+            .proposals()
+            .map(|(id, p)| json!({ "id": id, "change": p.change, "yes": p.yes, "no": p.no }))
+            .collect();
+        json!({
+            "height": s.meta().height,
+            "validators": s.validators(),
+            "authorities": {
+                "dso": s.authority_key(Authority::Dso),
+                "utility": s.authority_key(Authority::Utility),
+            },
+            "issuance": s.issuance(),
+            "measurements": s.measurements(),
+            "next_proposal": s.meta().next_proposal,
+            "proposals": proposals,
+        })
+    }))
+}
+
 async fn sealed(AxumState(api): AxumState<Api>) -> Json<serde_json::Value> {
     Json(api.app.with_state(|s| {
         let batches: Vec<serde_json::Value> = s

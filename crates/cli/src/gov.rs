@@ -1,0 +1,149 @@
+//! `quartier gov`: the validators' governance from the command line — what
+//! is open and when it takes effect (`status`), proposing a change
+//! (`propose`) and voting (`vote`), each a transaction signed with the
+//! validator's key file and waited for until final.
+
+use anyhow::{Context as _, anyhow, bail};
+use quartier_ledger::{GovernanceChange, Tx, TxBody};
+use quartier_node::client::NodeClient;
+use quartier_types::AccountId;
+use std::path::Path;
+use std::time::Duration;
+
+/// Prints the validator set, the role keys, the limits and every open
+/// proposal with its tally and how many votes it still needs.
+///
+/// # Errors
+/// If the node can not be read.
+pub fn status(node: &str) -> anyhow::Result<()> {
+    let api = NodeClient::new(node)?;
+    let (code, g) = api.get("/api/v1/governance")?;
+    if code != 200 {
+        bail!("the node answered {code}: {g}");
+    }
+    let validators = g["validators"].as_array().map_or(0, Vec::len);
+    println!("height {}", g["height"]);
+    println!("validators ({validators}):");
+    for v in g["validators"].as_array().into_iter().flatten() {
+        println!("  {}", v.as_str().unwrap_or("?"));
+    }
+    for role in ["dso", "utility"] {
+        let a = &g["authorities"][role];
+        println!(
+            "{role:<8} {}{} (since block {})",
+            a["key"].as_str().unwrap_or("?"),
+            if a["frozen"].as_bool() == Some(true) {
+                "  FROZEN"
+            } else {
+                ""
+            },
+            a["since"]
+        );
+    }
+    let limits = &g["issuance"]["limits"];
+    println!(
+        "limits   mint {} per {} slots (minted {} this period, {} approved beyond), PV up to {} W",
+        money(&limits["mint_per_period"]),
+        limits["period_slots"],
+        money(&g["issuance"]["minted"]),
+        money(&g["issuance"]["allowance"]),
+        limits["max_pv_watts"]
+    );
+    let (two_thirds, third) = thresholds(validators);
+    let proposals = g["proposals"].as_array().cloned().unwrap_or_default();
+    if proposals.is_empty() {
+        println!("no open proposals");
+    }
+    for p in proposals {
+        let yes = p["yes"].as_array().map_or(0, Vec::len);
+        let no = p["no"].as_array().map_or(0, Vec::len);
+        let needed = if p["change"].get("freeze").is_some() {
+            third
+        } else {
+            two_thirds
+        };
+        println!(
+            "proposal {}: {}  yes {yes}/{needed} needed, no {no}; takes effect in the block whose vote passes it",
+            p["id"], p["change"]
+        );
+    }
+    Ok(())
+}
+
+/// Yes votes a change needs among `n` validators: two thirds, and more
+/// than a third for a freeze.
+pub fn thresholds(n: usize) -> (usize, usize) {
+    ((2 * n).div_ceil(3), n / 3 + 1)
+}
+
+fn money(v: &serde_json::Value) -> String {
+    v.as_u64()
+        .map_or_else(|| "no cap".into(), |m| format!("{:.2} CHF", m as f64 / 1e8))
+}
+
+/// Proposes `change` (JSON, e.g. `{"add":"<hex key>"}`) as the validator of
+/// `key`; prints the proposal's id.
+///
+/// # Errors
+/// Bad JSON or key; the chain's refusal.
+pub fn propose(node: &str, key: &Path, change: &str) -> anyhow::Result<u64> {
+    let change: GovernanceChange = serde_json::from_str(change).with_context(|| {
+        "a change is JSON such as {\"add\":\"<hex>\"}, {\"remove\":\"<hex>\"}, \
+         {\"rotate_key\":{\"authority\":\"utility\",\"from\":\"<hex>\",\"key\":\"<hex>\"}}, \
+         {\"freeze\":{\"authority\":\"dso\",\"key\":\"<hex>\"}}, {\"approve_mint\":<µRp>}, \
+         {\"approve_pv\":{\"meter\":\"<hex>\",\"pv_watts\":<W>}} or {\"set_limits\":{…}}"
+    })?;
+    let api = NodeClient::new(node)?;
+    let (_, g) = api.get("/api/v1/governance")?;
+    let before = g["next_proposal"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("the node did not say the next proposal's id"))?;
+    submit(&api, key, TxBody::Propose { change })?;
+    println!("proposal {before} open");
+    Ok(before)
+}
+
+/// Votes on proposal `id` as the validator of `key`.
+///
+/// # Errors
+/// Bad key; the chain's refusal.
+pub fn vote(node: &str, key: &Path, id: u64, approve: bool) -> anyhow::Result<()> {
+    let api = NodeClient::new(node)?;
+    submit(
+        &api,
+        key,
+        TxBody::Vote {
+            proposal: id,
+            approve,
+        },
+    )?;
+    println!(
+        "voted {} on proposal {id}",
+        if approve { "yes" } else { "no" }
+    );
+    Ok(())
+}
+
+/// Signs `body` with the key in `key` and waits until it is final.
+fn submit(api: &NodeClient, key: &Path, body: TxBody) -> anyhow::Result<()> {
+    let key = ed25519_dalek::SigningKey::from_bytes(&quartier_node::config::read_key(key)?);
+    let signer = AccountId(key.verifying_key().to_bytes());
+    let (_, status) = api.get("/api/v1/status")?;
+    let chain_id = status["chain_id"]
+        .as_str()
+        .and_then(|h| quartier_types::hex::decode(h).ok())
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .map(|b| quartier_ledger::ChainId(quartier_types::hash::Digest(b)))
+        .ok_or_else(|| anyhow!("the node did not say its chain id"))?;
+    let (_, account) = api.get(&format!("/api/v1/accounts/{signer}"))?;
+    let nonce = account["nonce"].as_u64().unwrap_or(0);
+    let tx = Tx {
+        chain_id,
+        signer,
+        nonce,
+        body,
+    }
+    .sign(&key);
+    quartier_node::shielded_client::submit_final(api, &tx, Duration::from_secs(60))
+        .map_err(|e| anyhow!("{e}"))
+}
