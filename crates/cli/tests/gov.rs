@@ -26,6 +26,14 @@ fn quartier(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `quartier gov ACTION --node NODE --key <validator's key> ARGS…`.
+fn gov(action: &str, node: &str, (dir, validator): (&Path, usize), args: &[&str]) -> String {
+    let key = key(dir, &format!("validator-{validator}"));
+    let mut all = vec!["gov", action, "--node", node, "--key", &key];
+    all.extend_from_slice(args);
+    quartier(&all)
+}
+
 fn key(dir: &Path, name: &str) -> String {
     dir.join(format!("keys/{name}.key")).display().to_string()
 }
@@ -65,29 +73,11 @@ fn validators_freeze_a_leaked_role_key_and_vote_a_new_one_in() {
 
     // Two of four validators (more than a third) freeze it.
     let change = format!(r#"{{"freeze":{{"authority":"utility","key":"{leaked}"}}}}"#);
-    let out = quartier(&[
-        "gov",
-        "propose",
-        "--node",
-        &node,
-        "--key",
-        &key(&dir, "validator-0"),
-        "--change",
-        &change,
-    ]);
+    let out = gov("propose", &node, (&dir, 0), &["--change", &change]);
     assert!(out.contains("proposal 0 open"), "{out}");
     let status = quartier(&["gov", "status", "--node", &node]);
     assert!(status.contains("yes 1/2 needed"), "{status}");
-    quartier(&[
-        "gov",
-        "vote",
-        "--node",
-        &node,
-        "--key",
-        &key(&dir, "validator-1"),
-        "--proposal",
-        "0",
-    ]);
+    gov("vote", &node, (&dir, 1), &["--proposal", "0"]);
     assert_eq!(role(port, "utility"), (leaked.clone(), true));
     assert!(quartier(&["gov", "status", "--node", &node]).contains("FROZEN"));
 
@@ -97,27 +87,9 @@ fn validators_freeze_a_leaked_role_key_and_vote_a_new_one_in() {
     let fresh = fresh.trim().rsplit(' ').next().unwrap().to_owned();
     let change =
         format!(r#"{{"rotate_key":{{"authority":"utility","from":"{leaked}","key":"{fresh}"}}}}"#);
-    quartier(&[
-        "gov",
-        "propose",
-        "--node",
-        &node,
-        "--key",
-        &key(&dir, "validator-2"),
-        "--change",
-        &change,
-    ]);
-    for v in ["validator-3", "validator-0"] {
-        quartier(&[
-            "gov",
-            "vote",
-            "--node",
-            &node,
-            "--key",
-            &key(&dir, v),
-            "--proposal",
-            "1",
-        ]);
+    gov("propose", &node, (&dir, 2), &["--change", &change]);
+    for v in [3, 0] {
+        gov("vote", &node, (&dir, v), &["--proposal", "1"]);
     }
     assert_eq!(role(port, "utility"), (fresh.clone(), false));
     assert_eq!(balance(port, &fresh), float);
