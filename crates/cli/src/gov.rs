@@ -94,21 +94,49 @@ pub fn propose(node: &str, key: &Path, change: &str) -> anyhow::Result<u64> {
          {\"approve_pv\":{\"meter\":\"<hex>\",\"pv_watts\":<W>}} or {\"set_limits\":{…}}"
     })?;
     let api = NodeClient::new(node)?;
+    let signer = submit(&api, key, TxBody::Propose { change })?;
+    // The id the chain gave it: the newest open proposal of this change
+    // with this validator's vote (not the id read before: another
+    // proposal may have taken it first).
+    let wanted = serde_json::to_value(change)?;
     let (_, g) = api.get("/api/v1/governance")?;
-    let before = g["next_proposal"]
-        .as_u64()
-        .ok_or_else(|| anyhow!("the node did not say the next proposal's id"))?;
-    submit(&api, key, TxBody::Propose { change })?;
-    println!("proposal {before} open");
-    Ok(before)
+    let me = signer.to_string();
+    let id = g["proposals"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["change"] == wanted)
+        .filter(|p| {
+            p["yes"]
+                .as_array()
+                .is_some_and(|y| y.iter().any(|v| v.as_str() == Some(me.as_str())))
+        })
+        .filter_map(|p| p["id"].as_u64())
+        .max();
+    match id {
+        Some(id) => println!("proposal {id} open: {wanted}"),
+        // It passed (or lapsed) in the block that took it.
+        None => println!("proposal decided at once: {wanted}"),
+    }
+    Ok(id.unwrap_or(u64::MAX))
 }
 
-/// Votes on proposal `id` as the validator of `key`.
+/// Votes on proposal `id` as the validator of `key`, saying what the
+/// proposal changes.
 ///
 /// # Errors
-/// Bad key; the chain's refusal.
+/// Bad key; no such open proposal; the chain's refusal.
 pub fn vote(node: &str, key: &Path, id: u64, approve: bool) -> anyhow::Result<()> {
     let api = NodeClient::new(node)?;
+    let (_, g) = api.get("/api/v1/governance")?;
+    let change = g["proposals"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["id"].as_u64() == Some(id))
+        .map(|p| p["change"].clone())
+        .ok_or_else(|| anyhow!("no open proposal {id}"))?;
+    println!("proposal {id}: {change}");
     submit(
         &api,
         key,
@@ -124,8 +152,9 @@ pub fn vote(node: &str, key: &Path, id: u64, approve: bool) -> anyhow::Result<()
     Ok(())
 }
 
-/// Signs `body` with the key in `key` and waits until it is final.
-fn submit(api: &NodeClient, key: &Path, body: TxBody) -> anyhow::Result<()> {
+/// Signs `body` with the key in `key` and waits until it is final; the
+/// signer.
+fn submit(api: &NodeClient, key: &Path, body: TxBody) -> anyhow::Result<AccountId> {
     let key = ed25519_dalek::SigningKey::from_bytes(&quartier_node::config::read_key(key)?);
     let signer = AccountId(key.verifying_key().to_bytes());
     let (_, status) = api.get("/api/v1/status")?;
@@ -145,5 +174,6 @@ fn submit(api: &NodeClient, key: &Path, body: TxBody) -> anyhow::Result<()> {
     }
     .sign(&key);
     quartier_node::shielded_client::submit_final(api, &tx, Duration::from_secs(60))
-        .map_err(|e| anyhow!("{e}"))
+        .map_err(|e| anyhow!("{e}"))?;
+    Ok(signer)
 }

@@ -74,7 +74,7 @@ fn validators_freeze_a_leaked_role_key_and_vote_a_new_one_in() {
     // Two of four validators (more than a third) freeze it.
     let change = format!(r#"{{"freeze":{{"authority":"utility","key":"{leaked}"}}}}"#);
     let out = gov("propose", &node, (&dir, 0), &["--change", &change]);
-    assert!(out.contains("proposal 0 open"), "{out}");
+    assert!(out.contains("proposal 0 open: {\"freeze\""), "{out}");
     let status = quartier(&["gov", "status", "--node", &node]);
     assert!(status.contains("yes 1/2 needed"), "{status}");
     gov("vote", &node, (&dir, 1), &["--proposal", "0"]);

@@ -239,7 +239,7 @@ pub fn apply_verified(
             region,
             role,
             pv_watts,
-        } => register_meter(state, signer, *meter, *region, *role, *pv_watts)?,
+        } => register_meter(state, ctx, signer, *meter, (*region, *role, *pv_watts))?,
         TxBody::RetireMeter { meter } => retire_meter(state, signer, *meter)?,
         TxBody::SetLocalFee { region, fee } => set_local_fee(state, signer, *region, *fee)?,
         TxBody::Mint { to, amount } => mint(state, ctx, signer, *to, *amount)?,
@@ -267,8 +267,8 @@ pub fn apply_verified(
         TxBody::CancelOrder { region, slot, side } => {
             cancel_order(state, ctx, signer, *region, *slot, *side)?
         }
-        TxBody::Propose { change } => propose(state, signer, *change)?,
-        TxBody::Vote { proposal, approve } => vote(state, signer, *proposal, *approve)?,
+        TxBody::Propose { change } => propose(state, ctx, signer, *change)?,
+        TxBody::Vote { proposal, approve } => vote(state, ctx, signer, *proposal, *approve)?,
         TxBody::RegisterEnclave {
             quote,
             identity_key,
@@ -342,11 +342,10 @@ pub(crate) fn set_balance(state: &mut State, id: AccountId, balance: Money) {
 
 fn register_meter(
     state: &mut State,
+    ctx: &BlockContext,
     signer: AccountId,
     meter: AccountId,
-    region: RegionId,
-    role: MeterRole,
-    pv_watts: u32,
+    (region, role, pv_watts): (RegionId, MeterRole, u32),
 ) -> Result<Vec<Event>, TxError> {
     require(signer == state.authority(Authority::Dso), Role::Dso)?;
     if state.region(region).is_none() {
@@ -362,21 +361,31 @@ fn register_meter(
     if (role == MeterRole::Prosumer) != (pv_watts > 0) {
         return Err(TxError::CapacityMismatch);
     }
-    // Above the bound only as a vote approved it, for this meter.
-    let approved = if let Some(bound) = state.issuance().limits.max_pv_watts
-        && pv_watts > bound
-    {
-        if state.issuance().pv_approved.get(&meter) != Some(&pv_watts) {
+    // A capacity a vote approved for this meter is taken as it is (once);
+    // otherwise it must be within the bound per meter and, with the
+    // period's other registrations, within the cap per period.
+    let mut issuance = rolled(state, ctx);
+    if issuance.pv_approved.get(&meter) == Some(&pv_watts) {
+        issuance.pv_approved.remove(&meter);
+    } else {
+        if let Some(bound) = issuance.limits.max_pv_watts
+            && pv_watts > bound
+        {
             return Err(TxError::PvAboveBound { bound });
         }
-        true
-    } else {
-        false
-    };
-    if approved {
-        state.records.issuance.pv_approved.remove(&meter);
-        state.touch(StateKey::Issuance);
+        let registered = issuance
+            .pv_registered
+            .checked_add(u64::from(pv_watts))
+            .ok_or(TxError::Overflow)?;
+        if let Some(cap) = issuance.limits.new_pv_watts_per_period
+            && registered > cap
+        {
+            return Err(TxError::NewPvCap { cap });
+        }
+        issuance.pv_registered = registered;
     }
+    state.records.issuance = issuance;
+    state.touch(StateKey::Issuance);
     state.records.meters.insert(
         meter,
         Meter {
@@ -429,6 +438,11 @@ fn set_tariffs(
     feed_in: Price,
 ) -> Result<Vec<Event>, TxError> {
     require(signer == state.authority(Authority::Utility), Role::Utility)?;
+    if let Some(bound) = state.issuance().limits.max_grid_tariff
+        && grid > bound
+    {
+        return Err(TxError::TariffAboveBound { bound });
+    }
     update_region(state, region, |p| {
         RegionParams::new(grid, feed_in, p.local_fee())
     })
@@ -476,6 +490,20 @@ fn mint(
     Ok(Vec::new())
 }
 
+/// The issuance record as of the block of `ctx`: in a new period, what
+/// was minted, registered and approved in the last one counts no more.
+fn rolled(state: &State, ctx: &BlockContext) -> crate::Issuance {
+    let mut issuance = state.issuance().clone();
+    let period = state.genesis().slot_at(ctx.time).0 / issuance.limits.period_slots.max(1);
+    if period != issuance.period {
+        issuance.period = period;
+        issuance.minted = Money::ZERO;
+        issuance.allowance = Money::ZERO;
+        issuance.pv_registered = 0;
+    }
+    issuance
+}
+
 /// The issuance record after the utility mints `amount` in the block of
 /// `ctx`: counted in the period; what goes above the cap is taken from the
 /// votes' allowance, and refused if that does not cover it.
@@ -484,15 +512,10 @@ fn charge_mint(
     ctx: &BlockContext,
     amount: Money,
 ) -> Result<crate::Issuance, TxError> {
-    let mut issuance = state.issuance().clone();
+    let mut issuance = rolled(state, ctx);
     let Some(cap) = issuance.limits.mint_per_period else {
         return Ok(issuance);
     };
-    let period = state.genesis().slot_at(ctx.time).0 / issuance.limits.period_slots.max(1);
-    if period != issuance.period {
-        issuance.period = period;
-        issuance.minted = Money::ZERO;
-    }
     let minted = issuance
         .minted
         .checked_add(amount)
@@ -742,6 +765,7 @@ fn cancel_order(
 
 fn propose(
     state: &mut State,
+    ctx: &BlockContext,
     signer: AccountId,
     change: GovernanceChange,
 ) -> Result<Vec<Event>, TxError> {
@@ -755,6 +779,7 @@ fn propose(
         id,
         Proposal {
             change,
+            opened: ctx.time,
             yes: BTreeSet::from([signer]),
             no: BTreeSet::new(),
         },
@@ -765,12 +790,16 @@ fn propose(
 
 fn vote(
     state: &mut State,
+    ctx: &BlockContext,
     signer: AccountId,
     id: u64,
     approve: bool,
 ) -> Result<Vec<Event>, TxError> {
     require(state.validators().contains(&signer), Role::Validator)?;
-    let proposal = state.proposal(id).ok_or(TxError::UnknownProposal)?;
+    let proposal = state
+        .proposal(id)
+        .filter(|p| !lapsed(state, p, ctx.time))
+        .ok_or(TxError::UnknownProposal)?;
     if proposal.yes.contains(&signer) || proposal.no.contains(&signer) {
         return Err(TxError::AlreadyVoted);
     }
@@ -785,6 +814,28 @@ fn vote(
     Ok(decide(state, id))
 }
 
+/// Whether `proposal` lapsed by `time` ([`Proposal::LIFETIME_SLOTS`]).
+fn lapsed(state: &State, proposal: &Proposal, time: Timestamp) -> bool {
+    let lifetime = state
+        .genesis()
+        .slot_ms
+        .saturating_mul(Proposal::LIFETIME_SLOTS);
+    time.0 >= proposal.opened.0.saturating_add(lifetime)
+}
+
+/// Drops the proposals that lapsed by the block's time.
+fn drop_lapsed_proposals(state: &mut State, time: Timestamp) {
+    let lapsed: Vec<u64> = state
+        .proposals()
+        .filter(|(_, p)| lapsed(state, p, time))
+        .map(|(id, _)| id)
+        .collect();
+    for id in lapsed {
+        state.records.proposals.remove(&id);
+        state.touch(StateKey::Proposal(id));
+    }
+}
+
 /// Whether `change` can apply to the state: never add a validator twice,
 /// never remove a non-member or the last validator; measurement changes only
 /// on a chain with a sealed market, and only if they change something.
@@ -793,7 +844,7 @@ fn applicable(state: &State, change: GovernanceChange) -> Result<(), TxError> {
     let sealed = state.genesis().sealed_market.is_some();
     let measurements = state.measurements();
     let ok = match change {
-        GovernanceChange::Add(v) => !validators.contains(&v),
+        GovernanceChange::Add(v) => !validators.contains(&v) && !state.holds_role(&v),
         GovernanceChange::Remove(v) => validators.contains(&v) && validators.len() > 1,
         GovernanceChange::AllowMeasurement(m) => sealed && !measurements.contains(&m),
         GovernanceChange::RevokeMeasurement(m) => sealed && measurements.contains(&m),
@@ -952,6 +1003,7 @@ pub fn end_block(state: &mut State, ctx: &BlockContext) -> Vec<Event> {
     }
     sealed_market::close_sealed_books(state, ctx);
     forget_old_slots(state, ctx.time);
+    drop_lapsed_proposals(state, ctx.time);
     state.records.meta.height = ctx.height;
     state.records.meta.time = ctx.time;
     state.touch(StateKey::Meta);

@@ -75,6 +75,19 @@ pub enum TxError {
         /// The bound.
         bound: u32,
     },
+    /// The grid tariff is above the chain's bound (a vote raises it).
+    #[error("grid tariff above the bound of {bound:?}: needs a vote")]
+    TariffAboveBound {
+        /// The bound.
+        bound: Price,
+    },
+    /// The PV capacity registered this period would exceed the period's
+    /// cap (a vote approves a meter above it).
+    #[error("PV registered this period would exceed {cap} W: needs a vote")]
+    NewPvCap {
+        /// The cap per period.
+        cap: u64,
+    },
     /// The signer's key holds a role that governance froze: every
     /// transaction it signs is refused until the role has a new key.
     #[error("the signer's role is frozen by governance")]

@@ -104,12 +104,24 @@ pub struct Limits {
     /// vote ([`crate::GovernanceChange::ApprovePv`]); `None`: no bound.
     #[serde(default)]
     pub max_pv_watts: Option<u32>,
+    /// The most PV capacity (watts peak, all meters together) the DSO
+    /// registers per period without a vote: many meters at the bound each
+    /// are still bounded; `None`: no bound.
+    #[serde(default)]
+    pub new_pv_watts_per_period: Option<u64>,
+    /// The highest grid tariff the utility sets without a vote (feed-in is
+    /// at most the grid tariff, and feed-in the utility can not pay is
+    /// issued to it as cover: an unbounded tariff would mint through
+    /// cover); `None`: no bound.
+    #[serde(default)]
+    pub max_grid_tariff: Option<quartier_types::Price>,
 }
 
 impl Limits {
-    /// Whether the limits are consistent: a mint cap needs a period.
+    /// Whether the limits are consistent: a cap per period needs a period.
     pub fn valid(&self) -> bool {
-        self.mint_per_period.is_none() || self.period_slots > 0
+        (self.mint_per_period.is_none() && self.new_pv_watts_per_period.is_none())
+            || self.period_slots > 0
     }
 }
 
@@ -163,7 +175,12 @@ impl Genesis {
         if self.dso == self.utility {
             return Err(GenesisError::Roles);
         }
-        if !self.limits.valid() {
+        if !self.limits.valid()
+            || self
+                .limits
+                .max_grid_tariff
+                .is_some_and(|max| self.regions.iter().any(|(_, p)| p.grid_tariff() > max))
+        {
             return Err(GenesisError::Limits);
         }
         let accounts = self

@@ -149,8 +149,12 @@ pub struct Issuance {
     pub period: u64,
     /// What the utility minted in `period`.
     pub minted: Money,
-    /// What votes approved beyond the cap and mints have not used yet.
+    /// What votes approved beyond the cap in `period` and mints have not
+    /// used yet (gone with the period: an old approval never serves a key
+    /// that leaks later).
     pub allowance: Money,
+    /// PV capacity registered without a vote in `period`, watts peak.
+    pub pv_registered: u64,
     /// PV capacities votes approved above the bound, by meter (used once,
     /// by its registration).
     pub pv_approved: BTreeMap<AccountId, u32>,
@@ -161,10 +165,18 @@ pub struct Issuance {
 pub struct Proposal {
     /// The change.
     pub change: GovernanceChange,
+    /// When it was made: it lapses [`Proposal::LIFETIME_SLOTS`] slots later
+    /// (left-over votes do not wait for a later majority).
+    pub opened: quartier_types::Timestamp,
     /// Validators in favour.
     pub yes: BTreeSet<AccountId>,
     /// Validators against.
     pub no: BTreeSet<AccountId>,
+}
+
+impl Proposal {
+    /// How long a proposal stays open, in slots (a day of quarter hours).
+    pub const LIFETIME_SLOTS: u64 = 96;
 }
 
 /// Chain-wide counters.

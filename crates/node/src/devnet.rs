@@ -181,13 +181,18 @@ pub fn lay_out(dir: &Path, plan: &DevnetPlan) -> Result<DevnetLayout, ConfigErro
             history_slots: plan.history_slots,
             // What a leaked role key can do before a vote: the utility
             // mints at most 100 000 CHF per 96 slots (a day of quarter
-            // hours; the households' top-ups are 200 CHF each), the DSO
-            // registers at most 30 kWp per meter (the simulated households
-            // have 3 to 15).
+            // hours; the households' top-ups are 200 CHF each) and sets
+            // a grid tariff of at most 5× the genesis one (cover for
+            // feed-in follows the tariff); the DSO registers at most
+            // 30 kWp per meter (the simulated households have 3 to 15)
+            // and 50 MWp a day in all (`quartier bench chain` registers
+            // 10 kWp for every other one of up to 10 000 meters).
             limits: quartier_ledger::Limits {
                 mint_per_period: Some(Money::new(100_000 * 100_000_000)),
                 period_slots: 96,
                 max_pv_watts: Some(30_000),
+                new_pv_watts_per_period: Some(50_000_000),
+                max_grid_tariff: Some(Price::new(5 * 20_750)),
             },
         },
         peers: peers.clone(),

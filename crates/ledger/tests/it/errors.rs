@@ -20,6 +20,8 @@ fn name(e: &TxError) -> &'static str {
         TxError::Frozen => "Frozen",
         TxError::MintCap { .. } => "MintCap",
         TxError::PvAboveBound { .. } => "PvAboveBound",
+        TxError::TariffAboveBound { .. } => "TariffAboveBound",
+        TxError::NewPvCap { .. } => "NewPvCap",
         TxError::UnknownMeter => "UnknownMeter",
         TxError::MeterRetired => "MeterRetired",
         TxError::AlreadyRegistered => "AlreadyRegistered",
@@ -74,7 +76,7 @@ fn name(e: &TxError) -> &'static str {
 }
 
 /// The variants of the open market, all produced here.
-const ALL: usize = 28;
+const ALL: usize = 30;
 
 /// A chain at slot 10 with meters p1 (R1, 5 kWp), c1 (R1, consumer),
 /// c2 (R1, consumer, retired), p2 (R2, 4 kWp); c1 and p1 hold 100 CHF.
@@ -236,9 +238,36 @@ fn every_tx_error_variant_from_a_concrete_bad_transaction() {
             mint_per_period: Some(chf(10)),
             period_slots: 4,
             max_pv_watts: Some(20_000),
+            new_pv_watts_per_period: Some(15_000),
+            max_grid_tariff: Some(Price::new(30_000)),
         };
         Chain::from_genesis(g)
     };
+    let tx = limited.tx(
+        &utility,
+        TxBody::SetTariffs {
+            region: R1,
+            grid: Price::new(30_001),
+            feed_in: Price::new(1),
+        },
+    );
+    check!(
+        &limited,
+        tx,
+        TxError::TariffAboveBound {
+            bound: Price::new(30_000)
+        }
+    );
+    let tx = limited.tx(
+        &dso,
+        TxBody::RegisterMeter {
+            meter: id(&key("mid-pv")),
+            region: R1,
+            role: MeterRole::Prosumer,
+            pv_watts: 15_001,
+        },
+    );
+    check!(&limited, tx, TxError::NewPvCap { cap: 15_000 });
     let tx = limited.tx(
         &utility,
         TxBody::Mint {

@@ -312,6 +312,7 @@ fn minting_above_the_cap_and_pv_above_the_bound_need_a_vote() {
         mint_per_period: Some(chf(10)),
         period_slots: 4,
         max_pv_watts: Some(20_000),
+        ..Default::default()
     };
     let mut c = Chain::from_genesis(g);
     let utility = key("utility");
@@ -352,6 +353,7 @@ fn minting_above_the_cap_and_pv_above_the_bound_need_a_vote() {
             mint_per_period: Some(chf(20)),
             period_slots: 4,
             max_pv_watts: Some(20_000),
+            ..Default::default()
         }),
         &[1, 2, 3],
         next,
@@ -397,4 +399,109 @@ fn minting_above_the_cap_and_pv_above_the_bound_need_a_vote() {
     assert_eq!(register(&mut c, "farm", 25_000, next), Ok(()));
     assert!(c.state.issuance().pv_approved.is_empty());
     assert_eq!(register(&mut c, "house", 20_000, next), Ok(()));
+}
+
+/// Found by review: a leaked utility key minted through feed-in cover by
+/// setting a huge tariff, and a leaked DSO key registered many meters at
+/// the bound each. Now the grid tariff is bounded, and so is the PV
+/// registered per period in all; an approval beyond the mint cap lapses
+/// with its period, a proposal a day after it was made, and a role's key
+/// can not be voted in as a validator.
+#[test]
+fn tariffs_pv_per_period_approvals_and_proposals_are_bounded() {
+    let mut g = genesis();
+    g.limits = quartier_ledger::Limits {
+        mint_per_period: Some(chf(10)),
+        period_slots: 4,
+        max_pv_watts: Some(20_000),
+        new_pv_watts_per_period: Some(30_000),
+        max_grid_tariff: Some(quartier_types::Price::new(40_000)),
+    };
+    let mut c = Chain::from_genesis(g);
+    let tariffs = |grid| TxBody::SetTariffs {
+        region: R1,
+        grid: quartier_types::Price::new(grid),
+        feed_in: quartier_types::Price::new(1_000),
+    };
+    c.queue(&key("utility"), tariffs(40_001));
+    assert_eq!(
+        c.block_at(1).results[0],
+        Err(TxError::TariffAboveBound {
+            bound: quartier_types::Price::new(40_000)
+        })
+    );
+    c.queue(&key("utility"), tariffs(40_000));
+    c.block_ok(2);
+    // 20 + 10 kWp fit the period's 30; the next meter does not, until the
+    // next period.
+    let register = |c: &mut Chain, meter: &str, time: u64| {
+        c.queue(
+            &key("dso"),
+            TxBody::RegisterMeter {
+                meter: id(&key(meter)),
+                region: R1,
+                role: quartier_ledger::MeterRole::Prosumer,
+                pv_watts: if meter == "a" { 20_000 } else { 10_000 },
+            },
+        );
+        c.block_at(time).results[0].clone().map(|_| ())
+    };
+    assert_eq!(register(&mut c, "a", 3), Ok(()));
+    assert_eq!(register(&mut c, "b", 4), Ok(()));
+    assert_eq!(
+        register(&mut c, "c", 5),
+        Err(TxError::NewPvCap { cap: 30_000 })
+    );
+    let next = 4 * SLOT_MS + 1;
+    assert_eq!(register(&mut c, "c", next), Ok(()));
+    // An approval beyond the mint cap lapses with its period.
+    vote_through(
+        &mut c,
+        GovernanceChange::ApproveMint(chf(5)),
+        &[0, 1, 2],
+        next,
+    );
+    assert_eq!(c.state.issuance().allowance, chf(5));
+    c.queue(
+        &key("utility"),
+        TxBody::Mint {
+            to: id(&key("h")),
+            amount: chf(15),
+        },
+    );
+    let later = 8 * SLOT_MS + 1;
+    assert!(matches!(
+        c.block_at(later).results[0],
+        Err(TxError::MintCap { .. })
+    ));
+    // A proposal lapses a day (96 slots) after it was made: a vote then
+    // is refused, and the block drops it.
+    let change = GovernanceChange::ApproveMint(chf(1));
+    c.queue(&v(0), TxBody::Propose { change });
+    c.block_ok(later);
+    let id_of = c.state.meta().next_proposal - 1;
+    let day = 96 * SLOT_MS;
+    c.queue(
+        &v(1),
+        TxBody::Vote {
+            proposal: id_of,
+            approve: true,
+        },
+    );
+    assert_eq!(
+        c.block_at(later + day).results[0],
+        Err(TxError::UnknownProposal)
+    );
+    assert!(c.state.proposal(id_of).is_none());
+    // A role's key is not a validator.
+    c.queue(
+        &v(0),
+        TxBody::Propose {
+            change: GovernanceChange::Add(id(&key("utility"))),
+        },
+    );
+    assert_eq!(
+        c.block_at(later + day).results[0],
+        Err(TxError::InvalidProposal)
+    );
 }
