@@ -76,7 +76,7 @@ async function refreshGovernance() {
     ? '<li class="muted">no open proposals</li>'
     : g.proposals.map((p) => {
       const what = Object.keys(p.change)[0].replace("_", " ");
-      return `<li>#${p.id} ${esc(what)}: ${p.yes.length} of ${needed(p.change)} yes votes, ${p.no.length} no</li>`;
+      return `<li>#${p.id} ${esc(what)}: ${p.yes_count} of ${needed(p.change)} yes votes, ${p.no_count} no</li>`;
     }).join("");
 }
 

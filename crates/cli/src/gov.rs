@@ -54,9 +54,16 @@ pub fn status(node: &str) -> anyhow::Result<()> {
     if proposals.is_empty() {
         println!("no open proposals");
     }
+    let open = g["open"].as_u64().unwrap_or(0);
+    if open > proposals.len() as u64 {
+        println!(
+            "{open} open proposals, the {} oldest shown",
+            proposals.len()
+        );
+    }
     for p in proposals {
-        let yes = p["yes"].as_array().map_or(0, Vec::len);
-        let no = p["no"].as_array().map_or(0, Vec::len);
+        let yes = p["yes_count"].as_u64().unwrap_or(0);
+        let no = p["no_count"].as_u64().unwrap_or(0);
         let needed = if p["change"].get("freeze").is_some() {
             third
         } else {

@@ -399,9 +399,24 @@ async fn settlements(
 async fn governance(AxumState(api): AxumState<Api>) -> Json<serde_json::Value> {
     use quartier_ledger::Authority;
     Json(api.app.with_state(|s| {
+        // Tallies count the current validators only, as the ledger's
+        // decision does; at most the 256 oldest open proposals (they lapse
+        // after a day; `open` says how many there are).
+        let validators = s.validators();
         let proposals: Vec<serde_json::Value> = s
             .proposals()
-            .map(|(id, p)| json!({ "id": id, "change": p.change, "yes": p.yes, "no": p.no }))
+            .take(256)
+            .map(|(id, p)| {
+                json!({
+                    "id": id,
+                    "change": p.change,
+                    "opened": p.opened,
+                    "yes": p.yes,
+                    "no": p.no,
+                    "yes_count": p.yes.intersection(validators).count(),
+                    "no_count": p.no.intersection(validators).count(),
+                })
+            })
             .collect();
         json!({
             "height": s.meta().height,
@@ -413,6 +428,7 @@ async fn governance(AxumState(api): AxumState<Api>) -> Json<serde_json::Value> {
             "issuance": s.issuance(),
             "measurements": s.measurements(),
             "next_proposal": s.meta().next_proposal,
+            "open": s.proposals().count(),
             "proposals": proposals,
         })
     }))
