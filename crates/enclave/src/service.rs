@@ -2265,6 +2265,19 @@ impl EnclaveService {
         Ok(share)
     }
 
+    /// This member's membership and its committee's group key (the context
+    /// every signing request and answer is bound to).
+    fn committee_context(&self) -> Result<(&Membership, GroupPublicKey), ServiceError> {
+        let m = self
+            .membership
+            .as_ref()
+            .ok_or(ServiceError::State("no committee"))?;
+        let group = self
+            .group_key()
+            .ok_or(ServiceError::State("no committee"))?;
+        Ok((m, group))
+    }
+
     /// As coordinator: this member's signature on a signing request of
     /// `session` to member `to` about `what` (the borsh bytes of the [`Purpose`] for
     /// round 1, the signing package for round 2). Members answer signing
@@ -2279,13 +2292,7 @@ impl EnclaveService {
         to: u16,
         what: &[u8],
     ) -> Result<(u16, [u8; 64]), ServiceError> {
-        let m = self
-            .membership
-            .as_ref()
-            .ok_or(ServiceError::State("no committee"))?;
-        let group = self
-            .group_key()
-            .ok_or(ServiceError::State("no committee"))?;
+        let (m, group) = self.committee_context()?;
         let message = coordinator_message(&group, session, to, what);
         let signature = ed25519_dalek::Signer::sign(&self.account, &message.0).to_bytes();
         Ok((m.index, signature))
@@ -2304,13 +2311,7 @@ impl EnclaveService {
         about: &[u8],
         bytes: &[u8],
     ) -> Result<[u8; 64], ServiceError> {
-        let m = self
-            .membership
-            .as_ref()
-            .ok_or(ServiceError::State("no committee"))?;
-        let group = self
-            .group_key()
-            .ok_or(ServiceError::State("no committee"))?;
+        let (m, group) = self.committee_context()?;
         let message = answer_message(&group, (session, by, m.index), round, about, bytes);
         Ok(ed25519_dalek::Signer::sign(&self.account, &message.0).to_bytes())
     }
@@ -2343,13 +2344,7 @@ impl EnclaveService {
         what: &[u8],
         signature: &[u8; 64],
     ) -> Result<(), ServiceError> {
-        let m = self
-            .membership
-            .as_ref()
-            .ok_or(ServiceError::State("no committee"))?;
-        let group = self
-            .group_key()
-            .ok_or(ServiceError::State("no committee"))?;
+        let (m, group) = self.committee_context()?;
         let account = m
             .accounts
             .get(usize::from(by))
