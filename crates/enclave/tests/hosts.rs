@@ -107,6 +107,7 @@ fn genesis(keys: &[ed25519::PrivateKey], vendor: &SimulatedAttestationService) -
         shielded: None,
         history_slots: 0,
         limits: Default::default(),
+        epoch_blocks: 0,
     }
 }
 

@@ -55,6 +55,7 @@ fn market(n: usize) -> (State, Vec<SigningKey>) {
         shielded: None,
         history_slots: 0,
         limits: Default::default(),
+        epoch_blocks: 0,
     })
     .expect("valid genesis");
     let meters: Vec<SigningKey> = (0..n).map(|i| key("meter", i)).collect();

@@ -844,8 +844,18 @@ fn applicable(state: &State, change: GovernanceChange) -> Result<(), TxError> {
     let sealed = state.genesis().sealed_market.is_some();
     let measurements = state.measurements();
     let ok = match change {
-        GovernanceChange::Add(v) => !validators.contains(&v) && !state.holds_role(&v),
-        GovernanceChange::Remove(v) => validators.contains(&v) && validators.len() > 1,
+        // Only where consensus follows the set (epochs), and only a key
+        // consensus can verify with: a key that is no Ed25519 point, or a
+        // weak one, would leave an epoch without a scheme.
+        GovernanceChange::Add(v) => {
+            state.epoch_blocks() > 0
+                && !validators.contains(&v)
+                && !state.holds_role(&v)
+                && ed25519_dalek::VerifyingKey::from_bytes(&v.0).is_ok_and(|k| !k.is_weak())
+        }
+        GovernanceChange::Remove(v) => {
+            state.epoch_blocks() > 0 && validators.contains(&v) && validators.len() > 1
+        }
         GovernanceChange::AllowMeasurement(m) => sealed && !measurements.contains(&m),
         GovernanceChange::RevokeMeasurement(m) => sealed && measurements.contains(&m),
         // From the role's key now to a key that holds nothing else: no
@@ -1004,10 +1014,35 @@ pub fn end_block(state: &mut State, ctx: &BlockContext) -> Vec<Event> {
     sealed_market::close_sealed_books(state, ctx);
     forget_old_slots(state, ctx.time);
     drop_lapsed_proposals(state, ctx.time);
+    hand_over_validators(state, ctx.height);
     state.records.meta.height = ctx.height;
     state.records.meta.time = ctx.time;
     state.touch(StateKey::Meta);
     events
+}
+
+/// At the last block of a consensus epoch, the validator set governance
+/// left becomes the next epoch's (recorded only where it changed).
+fn hand_over_validators(state: &mut State, height: Height) {
+    let blocks = state.epoch_blocks();
+    if blocks == 0 || height.0.saturating_add(1) % blocks != 0 {
+        return;
+    }
+    let next = height.0.saturating_add(1) / blocks;
+    if state
+        .records
+        .validator_sets
+        .last()
+        .is_some_and(|s| s.validators == state.records.validators)
+    {
+        return;
+    }
+    let validators = state.records.validators.clone();
+    state.records.validator_sets.push(crate::ValidatorSet {
+        from_epoch: next,
+        validators,
+    });
+    state.touch(StateKey::ValidatorSets);
 }
 
 /// Drops the settlements and mode B reports of slots more than

@@ -317,6 +317,9 @@ pub enum GenesisError {
     /// A mint cap needs a period of at least one slot.
     #[error("a mint cap needs period_slots >= 1")]
     Limits,
+    /// Consensus epochs are too short.
+    #[error("epoch_blocks must be 0 (one epoch) or at least 4")]
+    EpochBlocks,
 }
 
 /// Why a state snapshot can not be taken or loaded.

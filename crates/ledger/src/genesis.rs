@@ -12,6 +12,11 @@ use std::collections::BTreeSet;
 /// Domain tag of the chain id.
 pub const TAG_CHAIN_ID: &str = "QUARTIER_LEDGER_CHAIN_ID";
 
+/// The shortest consensus epoch a genesis may set, in blocks (an epoch's
+/// last block is proposed again as the next one's first, so a very short
+/// epoch spends most of its views on boundaries).
+pub const MIN_EPOCH_BLOCKS: u64 = 4;
+
 /// Identifies one chain: the tagged hash of its genesis document. Every
 /// transaction names it, so a transaction signed for one chain is void on another.
 #[derive(
@@ -72,6 +77,13 @@ pub struct Genesis {
     /// them, [`crate::GovernanceChange::SetLimits`]).
     #[serde(default)]
     pub limits: Limits,
+    /// Consensus epochs: blocks per epoch. The validator set the ledger
+    /// holds after the last block of an epoch signs the next epoch (a
+    /// governance change to it takes effect at the next boundary); 0: one
+    /// epoch for the chain's life, and the genesis validators sign it for
+    /// good (governance can then not change them).
+    #[serde(default)]
+    pub epoch_blocks: u64,
 }
 
 /// Bounds on the roles' power that only a vote lifts: a leaked utility key
@@ -168,6 +180,9 @@ impl Genesis {
         let regions = self.regions.iter().map(|(r, _)| r).collect::<BTreeSet<_>>();
         if regions.len() != self.regions.len() {
             return Err(GenesisError::DuplicateRegion);
+        }
+        if self.epoch_blocks != 0 && self.epoch_blocks < MIN_EPOCH_BLOCKS {
+            return Err(GenesisError::EpochBlocks);
         }
         if self.slot_ms == 0 || self.metered_ms == 0 {
             return Err(GenesisError::SlotLength);

@@ -32,7 +32,7 @@ pub use apply::{
     execute_block,
 };
 pub use error::{GenesisError, Role, SnapshotError, TxError};
-pub use genesis::{ChainId, Genesis, Limits, SealedMarketPolicy, TAG_CHAIN_ID};
+pub use genesis::{ChainId, Genesis, Limits, MIN_EPOCH_BLOCKS, SealedMarketPolicy, TAG_CHAIN_ID};
 pub use merkle::MerkleStoreCorrupt;
 pub use sealed_market::{
     Committee, CommitteeVote, CustodyFlows, Enclave, KEPT_EPOCHS, MAX_COMMITTEE, MAX_PAYOUTS,
@@ -45,7 +45,7 @@ pub use shielded_pool::{
 };
 pub use state::{
     Account, AuthorityKey, Book, BookOrder, InvalidProof, Issuance, Meta, Meter, Proposal,
-    Settlement, ShieldedPayee, State, StateKey, StateProof,
+    Settlement, ShieldedPayee, State, StateKey, StateProof, ValidatorSet,
 };
 pub use tx::{
     Authority, GovernanceChange, MAX_TX_BYTES, MeterRole, SignedTx, TAG_TX, TAG_TX_HASH, Tx,

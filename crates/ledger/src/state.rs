@@ -127,6 +127,16 @@ pub struct AuthorityKey {
     pub since: Height,
 }
 
+/// The validators that sign consensus from an epoch on (until the next
+/// entry's).
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct ValidatorSet {
+    /// The first consensus epoch they sign.
+    pub from_epoch: u64,
+    /// Their keys.
+    pub validators: BTreeSet<AccountId>,
+}
+
 impl AuthorityKey {
     /// A genesis key, not frozen.
     pub fn genesis(key: AccountId) -> AuthorityKey {
@@ -261,6 +271,8 @@ pub enum StateKey {
     Authorities,
     /// The roles' limits and what was minted and approved against them.
     Issuance,
+    /// The validator set of each consensus epoch (an entry where it changed).
+    ValidatorSets,
 }
 
 impl StateKey {
@@ -300,6 +312,9 @@ pub(crate) struct Records {
     pub(crate) authorities: BTreeMap<Authority, AuthorityKey>,
     /// The roles' limits, the period's mints and the votes' approvals.
     pub(crate) issuance: Issuance,
+    /// The consensus validator set from each epoch where it changed on,
+    /// oldest first: the first entry is epoch 0's, the genesis validators.
+    pub(crate) validator_sets: Vec<ValidatorSet>,
     /// The pool's one-time keys: an index derived from `pool` (rebuilt from
     /// it on restore, not part of the snapshot), so a new output can not
     /// reuse a key (two outputs with one key share one key image: only one
@@ -407,6 +422,10 @@ impl State {
                 (Authority::Dso, AuthorityKey::genesis(genesis.dso)),
                 (Authority::Utility, AuthorityKey::genesis(genesis.utility)),
             ]),
+            validator_sets: vec![ValidatorSet {
+                from_epoch: 0,
+                validators: genesis.validators.iter().copied().collect(),
+            }],
             genesis,
         };
         let mut dirty = BTreeSet::from([
@@ -417,6 +436,7 @@ impl State {
             StateKey::Epochs,
             StateKey::Authorities,
             StateKey::Issuance,
+            StateKey::ValidatorSets,
         ]);
         for (account, amount) in &records.genesis.allocations {
             records.accounts.entry(*account).or_default().balance = *amount;
@@ -475,6 +495,7 @@ impl State {
             StateKey::Validators,
             StateKey::Authorities,
             StateKey::Issuance,
+            StateKey::ValidatorSets,
         ]);
         dirty.extend(r.accounts.keys().map(|k| StateKey::Account(*k)));
         dirty.extend(r.meters.keys().map(|k| StateKey::Meter(*k)));
@@ -587,9 +608,54 @@ impl State {
         self.records.regions.get(&id)
     }
 
-    /// The validator set.
+    /// The validator set as governance left it: it votes on proposals from
+    /// the block that changed it, and signs blocks from the next consensus
+    /// epoch on ([`State::validator_set`]).
     pub fn validators(&self) -> &BTreeSet<AccountId> {
         &self.records.validators
+    }
+
+    /// Blocks per consensus epoch (0: one epoch for the chain's life).
+    pub fn epoch_blocks(&self) -> u64 {
+        self.records.genesis.epoch_blocks
+    }
+
+    /// The consensus epoch of the block at `height`: epoch `e` spans heights
+    /// `e·L .. (e+1)·L` for `L` = [`State::epoch_blocks`] (genesis is in
+    /// epoch 0).
+    pub fn consensus_epoch_of(&self, height: Height) -> u64 {
+        match self.epoch_blocks() {
+            0 => 0,
+            blocks => height.0 / blocks,
+        }
+    }
+
+    /// The latest consensus epoch whose validator set this state decides:
+    /// the one after the last epoch whose final block it has applied.
+    pub fn known_consensus_epoch(&self) -> u64 {
+        match self.epoch_blocks() {
+            0 => 0,
+            blocks => self.meta().height.0.saturating_add(1) / blocks,
+        }
+    }
+
+    /// The validators that sign consensus `epoch`, if this state decides
+    /// it (`epoch` ≤ [`State::known_consensus_epoch`]).
+    pub fn validator_set(&self, epoch: u64) -> Option<&BTreeSet<AccountId>> {
+        if epoch > self.known_consensus_epoch() {
+            return None;
+        }
+        self.records
+            .validator_sets
+            .iter()
+            .rev()
+            .find(|s| s.from_epoch <= epoch)
+            .map(|s| &s.validators)
+    }
+
+    /// Every change of the consensus validator set, oldest first.
+    pub fn validator_sets(&self) -> &[ValidatorSet] {
+        &self.records.validator_sets
     }
 
     /// An open book.
@@ -827,6 +893,7 @@ impl State {
             StateKey::KeyImage(k) => r.key_images.contains(k).then(|| vec![1]),
             StateKey::Authorities => Some(canonical(&r.authorities)),
             StateKey::Issuance => Some(canonical(&r.issuance)),
+            StateKey::ValidatorSets => Some(canonical(&r.validator_sets)),
         }
     }
 

@@ -364,6 +364,7 @@ mod tests {
             shielded: None,
             history_slots: 0,
             limits: Default::default(),
+            epoch_blocks: 0,
         }
     }
 

@@ -87,6 +87,7 @@ fn chain(k: usize, rng: &mut ChaCha20Rng) -> (State, Vec<SigningKey>, ShieldedWa
         }),
         history_slots: 0,
         limits: Default::default(),
+        epoch_blocks: 0,
     };
     let mut state = State::from_genesis(genesis).expect("valid genesis");
     let meters: Vec<SigningKey> = (0..k).map(|i| key("meter", i)).collect();

@@ -738,6 +738,7 @@ mod tests {
             shielded: Some(ShieldedPolicy { ring_size: 4 }),
             history_slots: 0,
             limits: Default::default(),
+            epoch_blocks: 0,
         };
         let mut c = Chain {
             state: State::from_genesis(genesis).unwrap(),

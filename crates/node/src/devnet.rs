@@ -194,6 +194,7 @@ pub fn lay_out(dir: &Path, plan: &DevnetPlan) -> Result<DevnetLayout, ConfigErro
                 new_pv_watts_per_period: Some(50_000_000),
                 max_grid_tariff: Some(Price::new(5 * 20_750)),
             },
+            epoch_blocks: 0,
         },
         peers: peers.clone(),
     };

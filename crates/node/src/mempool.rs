@@ -573,6 +573,7 @@ mod tests {
             shielded: None,
             history_slots: 0,
             limits: Default::default(),
+            epoch_blocks: 0,
         })
         .unwrap()
     }

@@ -1,7 +1,7 @@
 //! Validator-set changes need yes votes from 2/3 of the current validators.
 
 use crate::kit::*;
-use quartier_ledger::{Authority, Event, GovernanceChange, Role, TxBody, TxError};
+use quartier_ledger::{Authority, Event, Genesis, GovernanceChange, Role, TxBody, TxError};
 
 #[test]
 fn a_validator_joins_with_two_thirds_and_not_before() {
@@ -504,4 +504,111 @@ fn tariffs_pv_per_period_approvals_and_proposals_are_bounded() {
         c.block_at(later + day).results[0],
         Err(TxError::InvalidProposal)
     );
+}
+
+/// Queues yes votes on `change` from validators `0..voters` (validator 0
+/// proposes) for the next block.
+fn pass(c: &mut Chain, change: GovernanceChange, voters: usize) {
+    let id = c.state.meta().next_proposal;
+    c.queue(&key("validator-0"), TxBody::Propose { change });
+    for i in 1..voters {
+        c.queue(
+            &key(&format!("validator-{i}")),
+            TxBody::Vote {
+                proposal: id,
+                approve: true,
+            },
+        );
+    }
+}
+
+#[test]
+fn a_validator_set_change_signs_from_the_next_epoch_boundary_on() {
+    // Epochs of 8 blocks: epoch 0 is heights 0..8, its last block 7.
+    let mut c = Chain::new();
+    let genesis_set = c.state.validators().clone();
+    let newcomer = id(&key("newcomer"));
+    assert_eq!(c.state.validator_set(0), Some(&genesis_set));
+    assert_eq!(c.state.validator_set(1), None, "epoch 1 is not decided yet");
+    pass(&mut c, GovernanceChange::Add(newcomer), 3);
+    c.block_ok(1);
+    assert!(c.state.validators().contains(&newcomer), "votes from now on");
+    for t in 2..7 {
+        c.block_ok(t);
+        assert_eq!(c.state.validator_set(1), None);
+        assert_eq!(c.state.validator_set(0), Some(&genesis_set));
+    }
+    c.block_ok(7); // height 7: the last of epoch 0
+    assert_eq!(c.state.known_consensus_epoch(), 1);
+    let with_newcomer = c.state.validator_set(1).unwrap().clone();
+    assert!(with_newcomer.contains(&newcomer));
+    assert_eq!(with_newcomer.len(), 5);
+    assert_eq!(c.state.validator_set(0), Some(&genesis_set), "history stays");
+    assert_eq!(c.state.consensus_epoch_of(quartier_types::Height(8)), 1);
+
+    // Out again in epoch 1 (4 of the 5 vote): still signing epoch 1, gone
+    // from epoch 2.
+    pass(&mut c, GovernanceChange::Remove(newcomer), 4);
+    c.block_ok(8);
+    for t in 9..15 {
+        c.block_ok(t);
+    }
+    assert_eq!(c.state.validator_set(2), None);
+    c.block_ok(15);
+    assert_eq!(c.state.validator_set(2), Some(&genesis_set));
+    assert_eq!(c.state.validator_set(1), Some(&with_newcomer));
+    // An epoch without change adds no entry.
+    for t in 16..24 {
+        c.block_ok(t);
+    }
+    assert_eq!(c.state.validator_set(3), Some(&genesis_set));
+    assert_eq!(c.state.validator_sets().len(), 3);
+}
+
+#[test]
+fn a_key_consensus_can_not_verify_with_is_never_voted_in() {
+    let mut c = Chain::new();
+    // Not a curve point (y = 2 has no x), and a point of small order.
+    let mut not_a_point = [0u8; 32];
+    not_a_point[0] = 2;
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    for bad in [not_a_point, identity] {
+        let tx = c.tx(
+            &key("validator-0"),
+            TxBody::Propose {
+                change: GovernanceChange::Add(quartier_types::AccountId(bad)),
+            },
+        );
+        c.queue_signed(tx);
+        let out = c.block_at(1);
+        assert_eq!(out.results[0], Err(TxError::InvalidProposal));
+    }
+}
+
+#[test]
+fn a_chain_of_one_epoch_refuses_validator_changes() {
+    let mut c = Chain::from_genesis(Genesis {
+        epoch_blocks: 0,
+        ..genesis()
+    });
+    for change in [
+        GovernanceChange::Add(id(&key("newcomer"))),
+        GovernanceChange::Remove(id(&key("validator-3"))),
+    ] {
+        let tx = c.tx(&key("validator-0"), TxBody::Propose { change });
+        c.queue_signed(tx);
+        let out = c.block_at(1);
+        assert_eq!(out.results[0], Err(TxError::InvalidProposal));
+    }
+    for short in 1..quartier_ledger::MIN_EPOCH_BLOCKS {
+        let g = Genesis {
+            epoch_blocks: short,
+            ..genesis()
+        };
+        assert_eq!(
+            quartier_ledger::State::from_genesis(g).err(),
+            Some(quartier_ledger::GenesisError::EpochBlocks)
+        );
+    }
 }

@@ -52,6 +52,7 @@ pub fn genesis() -> Genesis {
         shielded: None,
         history_slots: 0,
         limits: Default::default(),
+        epoch_blocks: 8,
     }
 }
 

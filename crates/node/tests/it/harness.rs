@@ -68,6 +68,7 @@ pub fn genesis(validators: &[ed25519::PrivateKey]) -> Genesis {
         shielded: None,
         history_slots: 0,
         limits: Default::default(),
+        epoch_blocks: 0,
     }
 }
 
