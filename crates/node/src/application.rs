@@ -7,6 +7,7 @@
 //! last finalized state, checking every block's root on the way.
 
 use crate::block::{Block, BlockDigest, MAX_BLOCK_TXS};
+use crate::epochs::{Boundary, EpochWatch};
 use crate::mempool::{Mempool, MempoolError};
 use crate::storage::{BlockLog, StorageError};
 use crate::sync::{SyncBundle, SyncError};
@@ -160,6 +161,10 @@ struct Chain {
     last_block_time_ms: u64,
     /// Finalized transactions by hash, with their height.
     included: BTreeMap<Digest, u64>,
+    /// Blocks per consensus epoch (the genesis'; 0: one epoch).
+    epoch_blocks: u64,
+    /// The latest epoch boundary finalized here.
+    boundary: Option<Boundary>,
 }
 
 impl Chain {
@@ -173,6 +178,13 @@ impl Chain {
         self.times.insert(height, b.time_ms);
         for tx in &b.txs {
             self.included.insert(tx.hash(), height);
+        }
+        if self.epoch_blocks > 0 && height.saturating_add(1).is_multiple_of(self.epoch_blocks) {
+            self.boundary = Some(Boundary {
+                epoch: height.saturating_add(1) / self.epoch_blocks,
+                height,
+                block: digest,
+            });
         }
     }
 }
@@ -197,6 +209,8 @@ pub struct LedgerApp {
     finality: Arc<Mutex<Option<FinalitySource>>>,
     /// The latest certificate [`LedgerApp::finalization`] read, by height.
     tip_certificate: Arc<Mutex<Option<HeightCertificate>>>,
+    /// Consensus epochs as the finalized state decides them.
+    epochs: EpochWatch,
 }
 
 /// Consensus' finalization certificate at a height, encoded, if it has one.
@@ -234,6 +248,9 @@ impl LedgerApp {
     pub fn new(genesis: State, mempool: Mempool) -> LedgerApp {
         let root = genesis.root();
         let genesis_block = Block::genesis(root);
+        let epochs = EpochWatch::default();
+        epochs.update(&genesis, None);
+        let epoch_blocks = genesis.epoch_blocks();
         LedgerApp {
             chain: Arc::new(Mutex::new(Chain {
                 finalized_block: genesis_block.digest(),
@@ -251,6 +268,8 @@ impl LedgerApp {
                 replayed_blocks: 0,
                 last_block_time_ms: 0,
                 included: BTreeMap::new(),
+                epoch_blocks,
+                boundary: None,
             })),
             idle_block_ms: 0,
             snapshot_every: DEFAULT_SNAPSHOT_EVERY,
@@ -258,6 +277,7 @@ impl LedgerApp {
             pruner: Arc::new(Mutex::new(None)),
             finality: Arc::new(Mutex::new(None)),
             tip_certificate: Arc::new(Mutex::new(None)),
+            epochs,
             events: tokio::sync::broadcast::channel(1024).0,
         }
     }
@@ -427,6 +447,7 @@ impl LedgerApp {
                 return Err(OpenError::Snapshot(at));
             }
             chain.log = Some(Arc::new(log));
+            app.epochs.update(&chain.finalized, chain.boundary);
         }
         Ok(app)
     }
@@ -436,6 +457,11 @@ impl LedgerApp {
     pub fn with_snapshot_interval(mut self, blocks: u64) -> LedgerApp {
         self.snapshot_every = blocks;
         self
+    }
+
+    /// Consensus epochs as this node's finalized state decides them.
+    pub fn epochs(&self) -> EpochWatch {
+        self.epochs.clone()
     }
 
     /// The genesis block: height 0 with the genesis state's root.
@@ -655,6 +681,7 @@ impl LedgerApp {
         }
         chain.finalized = Arc::new(state);
         chain.record(digest, b);
+        self.epochs.update(&chain.finalized, chain.boundary);
         chain.finalized_txs += b.txs.len() as u64;
         if snapshot.is_some()
             && let Some(retention) = self.block_retention_ms

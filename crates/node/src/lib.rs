@@ -22,6 +22,7 @@ pub mod client;
 pub mod config;
 pub mod devnet;
 pub mod enclave_host;
+pub mod epochs;
 pub mod loadgen;
 mod mempool;
 pub mod meters;

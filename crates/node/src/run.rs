@@ -210,10 +210,8 @@ pub fn run(config: NodeConfig, sync_from: Option<&str>) -> anyhow::Result<()> {
         let (txs_out, mut txs_in) = network.register(CHANNEL_TXS, per_second(rates.txs));
         network.start();
 
-        let participants = peers.iter().map(|(k, _)| k.clone()).collect();
         let partition = "validator";
-        let mut validator_config =
-            ValidatorConfig::new(&namespace, partition, signer, participants);
+        let mut validator_config = ValidatorConfig::new(&namespace, partition, signer);
         validator_config.floor = floor;
         // Consensus archives drop whole sections: one per snapshot interval.
         validator_config.archive_section =

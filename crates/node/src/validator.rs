@@ -7,7 +7,9 @@
 
 use crate::application::{LedgerApp, Scheme};
 use crate::block::{Block, BlockDigest};
+use crate::epochs::{Boundary, EpochSchemes, EpochWatch};
 use commonware_broadcast::buffered;
+use commonware_consensus::Epochable as _;
 use commonware_consensus::marshal::{
     self, core::Actor as MarshalActor, resolver::p2p as marshal_resolver, standard::Inline,
 };
@@ -17,17 +19,19 @@ use commonware_consensus::simplex::{
     elector::RoundRobin,
     types::Context,
 };
-use commonware_consensus::types::{Epoch, FixedEpocher, ViewDelta};
-use commonware_cryptography::certificate::{ConstantProvider, Verifier as _};
+use commonware_consensus::types::{Epoch, Epocher as _, FixedEpocher, ViewDelta};
+use commonware_cryptography::certificate::Verifier as _;
 use commonware_cryptography::{Digested, Digestible as _, Sha256, ed25519};
+use commonware_p2p::utils::mux::{Builder as _, MuxHandle, Muxer};
 use commonware_p2p::{Blocker, Provider, Receiver, Sender};
 use commonware_parallel::Sequential;
 use commonware_runtime::buffer::paged::CacheRef;
 use commonware_runtime::{Clock, Handle, Metrics, Spawner, Storage};
 use commonware_storage::archive::prunable;
 use commonware_storage::translator::EightCap;
-use commonware_utils::ordered::Set;
+use commonware_utils::vec::NonEmptyVec;
 use commonware_utils::{NZDuration, NZU16, NZU64, NZUsize};
+use quartier_types::AccountId;
 use std::num::NonZeroU64;
 use std::time::Duration;
 
@@ -51,8 +55,6 @@ pub struct ValidatorConfig {
     pub partition: String,
     /// The validator's consensus (and p2p identity) key.
     pub signer: ed25519::PrivateKey,
-    /// All validators' public keys.
-    pub participants: Vec<ed25519::PublicKey>,
     /// How long to wait for a leader's proposal before voting to skip it.
     pub leader_timeout: Duration,
     /// How long to wait for a certificate after a proposal.
@@ -72,17 +74,11 @@ pub struct ValidatorConfig {
 impl ValidatorConfig {
     /// Settings for a validator with the default timeouts (1 s leader, 2 s
     /// certification, 3 s retry, 4 s skip).
-    pub fn new(
-        namespace: &[u8],
-        partition: &str,
-        signer: ed25519::PrivateKey,
-        participants: Vec<ed25519::PublicKey>,
-    ) -> ValidatorConfig {
+    pub fn new(namespace: &[u8], partition: &str, signer: ed25519::PrivateKey) -> ValidatorConfig {
         ValidatorConfig {
             namespace: namespace.to_vec(),
             partition: partition.to_string(),
             signer,
-            participants,
             leader_timeout: Duration::from_secs(1),
             certification_timeout: Duration::from_secs(2),
             timeout_retry: Duration::from_secs(3),
@@ -110,12 +106,10 @@ pub struct Channels<S, R> {
 /// Why a validator could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ValidatorError {
-    /// The signer is not among the participants.
-    #[error("this validator's key is not a participant")]
-    NotAParticipant,
-    /// The participants contain duplicates.
-    #[error("duplicate participant")]
-    DuplicateParticipant,
+    /// The node's finalized state is in an epoch after genesis, but it has
+    /// neither that epoch's boundary block nor a certificate of it.
+    #[error("no start for consensus epoch {0}: neither its boundary block nor a certificate in it")]
+    NoFloor(u64),
     /// A consensus archive could not be opened.
     #[error("consensus storage: {0}")]
     Storage(#[from] commonware_storage::archive::Error),
@@ -147,8 +141,16 @@ impl<E, A> Proposer<E> for A where
 /// Starts a validator whose blocks `proposer` builds and verifies and whose
 /// finalized blocks `app` applies (normally the same application).
 ///
+/// Consensus runs in epochs ([`crate::epochs`]): marshal checks each
+/// certificate against the validator set of its epoch, and one simplex
+/// engine runs at a time, for the epoch of the next block, signing if this
+/// validator is in its set, observing if governance voted it in for a later
+/// epoch, and not at all once it is out of both (removed: its consensus
+/// stops, and it signs nothing more).
+///
 /// # Errors
-/// [`ValidatorError`] if the key or the storage is unusable.
+/// [`ValidatorError`] if the storage is unusable or the node can not tell
+/// where its epoch starts.
 #[allow(clippy::too_many_arguments)]
 pub async fn start<E, S, R, Bl, Pp, A>(
     context: E,
@@ -168,15 +170,13 @@ where
     A: Proposer<E>,
 {
     let me = commonware_cryptography::Signer::public_key(&config.signer);
-    let participants: Set<ed25519::PublicKey> = Set::try_from(config.participants.clone())
-        .map_err(|_| ValidatorError::DuplicateParticipant)?;
-    let scheme = Scheme::signer(&config.namespace, participants, config.signer.clone())
-        .ok_or(ValidatorError::NotAParticipant)?;
+    let epochs = app.epochs();
+    // Subscribed before the current epoch is read: no boundary falls between.
+    let boundaries = epochs.subscribe();
+    let schemes = EpochSchemes::new(epochs.clone(), &config.namespace, config.signer.clone());
     let partition = config.partition.clone();
     let page_cache = CacheRef::new(NZU16!(4096), NZUsize!(64));
-    // One epoch for the life of the chain: validator-set changes are ledger
-    // governance, applied to consensus in a later release.
-    let epocher = FixedEpocher::new(NZU64!(u64::MAX / 2));
+    let epocher = epochs.epocher();
     let genesis_block = app.genesis_block();
     let genesis_digest = genesis_block.digest();
 
@@ -235,7 +235,7 @@ where
         finalizations,
         blocks,
         marshal::Config {
-            provider: ConstantProvider::new(scheme.clone()),
+            provider: schemes.clone(),
             epocher: epocher.clone(),
             start: match config.floor.clone() {
                 Some(finalization) => marshal::Start::Floor(finalization),
@@ -272,45 +272,251 @@ where
     app.set_pruner(Box::new(move |height| {
         pruning.prune(commonware_consensus::types::Height::new(height));
     }));
-    handles.push(actor.start(app, buffer, resolver));
+    handles.push(actor.start(app.clone(), buffer, resolver));
 
-    let inline = Inline::new(context.child("application"), proposer, mailbox, epocher);
-    let engine = simplex::Engine::new(
-        context.child("simplex"),
-        simplex::Config {
-            scheme,
-            elector: RoundRobin::<Sha256>::default(),
-            blocker,
-            automaton: inline.clone(),
-            relay: inline.clone(),
-            reporter: inline,
-            strategy: Sequential,
-            partition: format!("{partition}-simplex"),
-            mailbox_size: NZUsize!(1024),
-            epoch: Epoch::zero(),
-            floor: match config.floor {
-                Some(finalization) => Floor::Finalized(finalization),
-                None => Floor::Genesis(genesis_digest),
+    // Where the first engine starts: the node's own floor (state sync) if
+    // it is of this epoch, else the epoch's boundary block, else the
+    // certificate of the tip marshal stored.
+    let current = epochs.current();
+    let floor = match config.floor.clone() {
+        Some(finalization) if finalization.epoch().get() == current => {
+            Floor::Finalized(finalization)
+        }
+        _ if current == 0 => Floor::Genesis(genesis_digest),
+        _ => match epochs.boundary(current) {
+            Some(boundary) => Floor::Genesis(boundary.block),
+            None => match mailbox
+                .get_finalization(commonware_consensus::types::Height::new(app.view().height))
+                .await
+            {
+                Some(finalization) if finalization.epoch().get() == current => {
+                    Floor::Finalized(finalization)
+                }
+                _ => return Err(ValidatorError::NoFloor(current)),
             },
-            replay_buffer: NZUsize!(1 << 16),
-            write_buffer: NZUsize!(1 << 16),
-            page_cache,
-            leader_timeout: config.leader_timeout,
-            certification_timeout: config.certification_timeout,
-            timeout_retry: config.timeout_retry,
-            view_retention: ViewDelta::new(10),
-            skip: SkipPolicy::Enabled {
-                timeout: config.skip_timeout,
-                budget: SkipBudget::Participants,
-            },
-            fetch_timeout: NZDuration!(Duration::from_secs(1)),
-            fetch_retry_delay: Duration::from_millis(100),
-            forward: ForwardPolicy::Disabled,
-            track_historical_votes: false,
         },
+    };
+    let inline = Inline::new(
+        context.child("application"),
+        proposer,
+        mailbox.clone(),
+        epocher,
     );
-    handles.push(engine.start(channels.votes, channels.certificates, channels.resolver));
+    let orchestrator = Orchestrator {
+        context: context.child("epochs"),
+        settings: config,
+        me,
+        epochs,
+        schemes,
+        blocker,
+        inline,
+        marshal: mailbox,
+    };
+    handles.push(context.child("orchestrator").spawn(move |_| {
+        orchestrator.run(
+            current,
+            floor,
+            channels.votes,
+            channels.certificates,
+            channels.resolver,
+            boundaries,
+        )
+    }));
     Ok(handles)
+}
+
+/// The consensus floor of an epoch's engine.
+type EpochFloor = Floor<Scheme, BlockDigest>;
+
+/// Runs one simplex engine per epoch, moving to the next at each boundary
+/// the application finalizes.
+struct Orchestrator<E, Bl, A>
+where
+    E: Clock + rand_core::CryptoRng + Spawner + Storage + Metrics,
+    Bl: Blocker<PublicKey = ed25519::PublicKey> + Clone,
+    A: Proposer<E>,
+{
+    context: E,
+    settings: ValidatorConfig,
+    me: ed25519::PublicKey,
+    epochs: EpochWatch,
+    schemes: EpochSchemes,
+    blocker: Bl,
+    inline: Inline<E, Scheme, A, Block, FixedEpocher>,
+    marshal: MarshalMailbox,
+}
+
+/// Marshal's mailbox as the orchestrator uses it.
+type MarshalMailbox = commonware_consensus::marshal::core::Mailbox<
+    Scheme,
+    commonware_consensus::marshal::standard::Standard<Block>,
+>;
+
+impl<E, Bl, A> Orchestrator<E, Bl, A>
+where
+    E: Clock + rand_core::CryptoRng + Spawner + Storage + Metrics,
+    Bl: Blocker<PublicKey = ed25519::PublicKey> + Clone,
+    A: Proposer<E>,
+{
+    async fn run<S, R>(
+        mut self,
+        mut epoch: u64,
+        mut floor: EpochFloor,
+        votes: (S, R),
+        certificates: (S, R),
+        resolver: (S, R),
+        mut boundaries: futures::channel::mpsc::UnboundedReceiver<Boundary>,
+    ) where
+        S: Sender<PublicKey = ed25519::PublicKey>,
+        R: Receiver<PublicKey = ed25519::PublicKey>,
+    {
+        // Each channel carries every epoch's messages, each epoch a
+        // subchannel; messages of an epoch this node has not reached go to
+        // the backup channel, a sign that it missed a boundary.
+        let (mux, mut votes, mut vote_backup) =
+            Muxer::builder(self.context.child("votes"), votes.0, votes.1)
+                .with_backup()
+                .build();
+        mux.start();
+        let (mux, mut certificates, mut certificate_backup) = Muxer::builder(
+            self.context.child("certificates"),
+            certificates.0,
+            certificates.1,
+        )
+        .with_backup()
+        .build();
+        mux.start();
+        let (mux, mut resolver) =
+            Muxer::new(self.context.child("resolver_mux"), resolver.0, resolver.1);
+        mux.start();
+        let epocher = self.epochs.epocher();
+        loop {
+            let Some(engine) = self
+                .enter(epoch, floor, &mut votes, &mut certificates, &mut resolver)
+                .await
+            else {
+                return;
+            };
+            // Until the boundary into a later epoch is finalized here.
+            let next = loop {
+                // Biased: polled in order, so a deterministic run stays so.
+                ::tokio::select! {
+                    biased;
+                    boundary = futures::StreamExt::next(&mut boundaries) => match boundary {
+                        Some(b) if b.epoch > epoch => break b,
+                        Some(_) => {}
+                        None => return,
+                    },
+                    message = vote_backup.recv() => {
+                        let Some((their, (from, _))) = message else { return };
+                        self.behind(&epocher, epoch, their, from);
+                    },
+                    message = certificate_backup.recv() => {
+                        let Some((their, (from, _))) = message else { return };
+                        self.behind(&epocher, epoch, their, from);
+                    },
+                }
+            };
+            engine.abort();
+            tracing::info!(
+                from = epoch,
+                to = next.epoch,
+                height = next.height,
+                "epoch boundary"
+            );
+            epoch = next.epoch;
+            floor = Floor::Genesis(next.block);
+        }
+    }
+
+    /// A peer sent a message of a later epoch: fetch the finalization of
+    /// this epoch's last block from it (marshal then delivers the blocks up
+    /// to it, and the boundary moves this node on).
+    fn behind(&self, epocher: &FixedEpocher, epoch: u64, theirs: u64, from: ed25519::PublicKey) {
+        if theirs <= epoch {
+            return;
+        }
+        if let Some(last) = epocher.last(Epoch::new(epoch)) {
+            self.marshal.hint_finalized(last, NonEmptyVec::new(from));
+        }
+    }
+
+    /// Starts `epoch`'s engine: signing if this validator is in the epoch's
+    /// set, observing if governance has it as a validator (it signs from a
+    /// later boundary on); `None` if neither (its consensus stops here).
+    async fn enter<S: Sender<PublicKey = ed25519::PublicKey>>(
+        &mut self,
+        epoch: u64,
+        floor: EpochFloor,
+        votes: &mut MuxHandle<S>,
+        certificates: &mut MuxHandle<S>,
+        resolver: &mut MuxHandle<S>,
+    ) -> Option<Handle<()>> {
+        let participants = self.schemes.participants(epoch)?;
+        let namespace = &self.settings.namespace;
+        let scheme = match Scheme::signer(
+            namespace,
+            participants.clone(),
+            self.settings.signer.clone(),
+        ) {
+            Some(signer) => signer,
+            None if self
+                .epochs
+                .is_governance_validator(&AccountId(account_bytes(&self.me))) =>
+            {
+                tracing::info!(epoch, "observing: a validator from a later epoch on");
+                Scheme::verifier(namespace, participants)
+            }
+            None => {
+                tracing::info!(epoch, "not a validator from this epoch on: consensus stops");
+                return None;
+            }
+        };
+        let votes = votes.register(epoch).await.ok()?;
+        let certificates = certificates.register(epoch).await.ok()?;
+        let resolver = resolver.register(epoch).await.ok()?;
+        let settings = &self.settings;
+        let engine = simplex::Engine::new(
+            self.context.child("simplex").with_attribute("epoch", epoch),
+            simplex::Config {
+                scheme,
+                elector: RoundRobin::<Sha256>::default(),
+                blocker: self.blocker.clone(),
+                automaton: self.inline.clone(),
+                relay: self.inline.clone(),
+                reporter: self.inline.clone(),
+                strategy: Sequential,
+                partition: format!("{}-simplex-{epoch}", settings.partition),
+                mailbox_size: NZUsize!(1024),
+                epoch: Epoch::new(epoch),
+                floor,
+                replay_buffer: NZUsize!(1 << 16),
+                write_buffer: NZUsize!(1 << 16),
+                page_cache: CacheRef::new(NZU16!(4096), NZUsize!(64)),
+                leader_timeout: settings.leader_timeout,
+                certification_timeout: settings.certification_timeout,
+                timeout_retry: settings.timeout_retry,
+                view_retention: ViewDelta::new(10),
+                skip: SkipPolicy::Enabled {
+                    timeout: settings.skip_timeout,
+                    budget: SkipBudget::Participants,
+                },
+                fetch_timeout: NZDuration!(Duration::from_secs(1)),
+                fetch_retry_delay: Duration::from_millis(100),
+                forward: ForwardPolicy::Disabled,
+                track_historical_votes: false,
+            },
+        );
+        tracing::info!(epoch, "entered epoch");
+        Some(engine.start(votes, certificates, resolver))
+    }
+}
+
+/// A consensus key's bytes, as the ledger names accounts.
+fn account_bytes(key: &ed25519::PublicKey) -> [u8; 32] {
+    let mut bytes = [0u8; 32];
+    bytes.copy_from_slice(commonware_codec::Encode::encode(key).as_ref());
+    bytes
 }
 
 /// The configuration of one of marshal's archives: prunable in sections of

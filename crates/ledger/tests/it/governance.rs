@@ -532,7 +532,10 @@ fn a_validator_set_change_signs_from_the_next_epoch_boundary_on() {
     assert_eq!(c.state.validator_set(1), None, "epoch 1 is not decided yet");
     pass(&mut c, GovernanceChange::Add(newcomer), 3);
     c.block_ok(1);
-    assert!(c.state.validators().contains(&newcomer), "votes from now on");
+    assert!(
+        c.state.validators().contains(&newcomer),
+        "votes from now on"
+    );
     for t in 2..7 {
         c.block_ok(t);
         assert_eq!(c.state.validator_set(1), None);
@@ -543,7 +546,11 @@ fn a_validator_set_change_signs_from_the_next_epoch_boundary_on() {
     let with_newcomer = c.state.validator_set(1).unwrap().clone();
     assert!(with_newcomer.contains(&newcomer));
     assert_eq!(with_newcomer.len(), 5);
-    assert_eq!(c.state.validator_set(0), Some(&genesis_set), "history stays");
+    assert_eq!(
+        c.state.validator_set(0),
+        Some(&genesis_set),
+        "history stays"
+    );
     assert_eq!(c.state.consensus_epoch_of(quartier_types::Height(8)), 1);
 
     // Out again in epoch 1 (4 of the 5 vote): still signing epoch 1, gone

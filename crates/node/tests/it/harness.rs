@@ -168,12 +168,7 @@ pub async fn start_validator_with<A: Proposer<deterministic::Context>>(
         backfill: control.register(CHANNEL_BACKFILL, QUOTA).await.unwrap(),
         blocks: control.register(CHANNEL_BLOCKS, QUOTA).await.unwrap(),
     };
-    let mut config = ValidatorConfig::new(
-        NAMESPACE,
-        &format!("validator-{me}"),
-        keys[me].clone(),
-        keys.iter().map(|k| k.public_key()).collect(),
-    );
+    let mut config = ValidatorConfig::new(NAMESPACE, &format!("validator-{me}"), keys[me].clone());
     // Small archive sections, so pruning tests see whole sections go.
     config.archive_section = NZU64!(8);
     config.floor = floor;
