@@ -1025,7 +1025,7 @@ pub fn end_block(state: &mut State, ctx: &BlockContext) -> Vec<Event> {
 /// left becomes the next epoch's (recorded only where it changed).
 fn hand_over_validators(state: &mut State, height: Height) {
     let blocks = state.epoch_blocks();
-    if blocks == 0 || height.0.saturating_add(1) % blocks != 0 {
+    if blocks == 0 || !height.0.saturating_add(1).is_multiple_of(blocks) {
         return;
     }
     let next = height.0.saturating_add(1) / blocks;

@@ -143,10 +143,11 @@ impl<E, A> Proposer<E> for A where
 ///
 /// Consensus runs in epochs ([`crate::epochs`]): marshal checks each
 /// certificate against the validator set of its epoch, and one simplex
-/// engine runs at a time, for the epoch of the next block, signing if this
-/// validator is in its set, observing if governance voted it in for a later
-/// epoch, and not at all once it is out of both (removed: its consensus
-/// stops, and it signs nothing more).
+/// engine runs at a time, for the epoch of the next block: signing if this
+/// validator is in its set; not at all once governance voted it out (it
+/// signed the epoch before, is in neither this epoch's set nor governance's:
+/// its consensus stops and it signs nothing more); else observing (a
+/// validator voted in for a later epoch, or a node that only follows).
 ///
 /// # Errors
 /// [`ValidatorError`] if the storage is unusable or the node can not tell
@@ -442,8 +443,8 @@ where
     }
 
     /// Starts `epoch`'s engine: signing if this validator is in the epoch's
-    /// set, observing if governance has it as a validator (it signs from a
-    /// later boundary on); `None` if neither (its consensus stops here).
+    /// set, `None` if it was voted out at this boundary (its consensus
+    /// stops), observing otherwise.
     async fn enter<S: Sender<PublicKey = ed25519::PublicKey>>(
         &mut self,
         epoch: u64,
@@ -460,16 +461,24 @@ where
             self.settings.signer.clone(),
         ) {
             Some(signer) => signer,
-            None if self
-                .epochs
-                .is_governance_validator(&AccountId(account_bytes(&self.me))) =>
+            // Voted out: it signed the epoch before and governance no
+            // longer has it.
+            None if epoch > 0
+                && self
+                    .schemes
+                    .participants(epoch - 1)
+                    .is_some_and(|before| before.position(&self.me).is_some())
+                && !self
+                    .epochs
+                    .is_governance_validator(&AccountId(account_bytes(&self.me))) =>
             {
-                tracing::info!(epoch, "observing: a validator from a later epoch on");
-                Scheme::verifier(namespace, participants)
-            }
-            None => {
-                tracing::info!(epoch, "not a validator from this epoch on: consensus stops");
+                tracing::info!(epoch, "removed from the validator set: consensus stops");
                 return None;
+            }
+            // Voted in for a later epoch, or a node that follows the chain.
+            None => {
+                tracing::info!(epoch, "observing epoch: not in its validator set");
+                Scheme::verifier(namespace, participants)
             }
         };
         let votes = votes.register(epoch).await.ok()?;

@@ -5,6 +5,7 @@ mod api;
 mod api_flood;
 mod attacks;
 mod consensus;
+mod epochs;
 mod faults;
 mod harness;
 mod restart;

@@ -1,0 +1,305 @@
+//! Governance reaches consensus at epoch boundaries: four validators vote in
+//! a fifth, which joins by state sync and signs from the next boundary on;
+//! then they vote out one of the first four, whose signatures stop counting
+//! from the boundary after. One validator is an equivocator (commonware's
+//! mock) in every epoch, so each set has f = 1 Byzantine member; the honest
+//! ones agree on every block.
+
+use crate::harness::*;
+use commonware_codec::Decode as _;
+use commonware_consensus::simplex::elector::RoundRobin;
+use commonware_consensus::simplex::mocks::{equivocator, relay::Relay};
+use commonware_consensus::simplex::types::{Finalization, Finalize};
+use commonware_consensus::types::{Epoch, Participant};
+use commonware_cryptography::certificate::{Provider as _, Verifier as _};
+use commonware_cryptography::{Sha256, Signer as _, ed25519};
+use commonware_p2p::utils::mux::Muxer;
+use commonware_parallel::Sequential;
+use commonware_runtime::{Runner as _, Supervisor as _, deterministic};
+use commonware_utils::iter::NonEmpty;
+use commonware_utils::ordered::Set;
+use ed25519_dalek::SigningKey;
+use quartier_ledger::{Genesis, GovernanceChange, State, TxBody};
+use quartier_node::epochs::EpochSchemes;
+use quartier_node::storage::BlockLog;
+use quartier_node::sync::{BlockFinalization, install};
+use quartier_node::validator::{CHANNEL_CERTIFICATES, CHANNEL_VOTES};
+use quartier_node::{LedgerApp, Mempool, MempoolConfig, Scheme};
+use quartier_types::AccountId;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Blocks per epoch: epoch 1 is heights 16..32, epoch 2 from 32.
+const EPOCH: u64 = 16;
+
+/// An archive node with a snapshot every 8 blocks (to serve a sync bundle).
+fn open(genesis: &Genesis, path: &Path) -> LedgerApp {
+    LedgerApp::open(
+        State::from_genesis(genesis.clone()).unwrap(),
+        Mempool::new(MempoolConfig::default()),
+        BlockLog::open(path).unwrap(),
+    )
+    .unwrap()
+    .with_snapshot_interval(8)
+}
+
+/// Validator `k`'s key as the ledger's signing key (the same Ed25519 key).
+fn ledger_key(k: &ed25519::PrivateKey) -> SigningKey {
+    let seed: [u8; 32] = commonware_codec::Encode::encode(k).as_ref()[..32]
+        .try_into()
+        .unwrap();
+    let key = SigningKey::from_bytes(&seed);
+    assert_eq!(id(&key), account(k));
+    key
+}
+
+fn account(k: &ed25519::PrivateKey) -> AccountId {
+    AccountId(
+        commonware_codec::Encode::encode(&k.public_key())
+            .as_ref()
+            .try_into()
+            .unwrap(),
+    )
+}
+
+fn set(keys: &[&ed25519::PrivateKey]) -> Set<ed25519::PublicKey> {
+    Set::try_from(keys.iter().map(|k| k.public_key()).collect::<Vec<_>>()).unwrap()
+}
+
+/// `proposer` proposes `change` and each of `voters` votes yes, as ledger
+/// transactions against `state`.
+fn vote(
+    state: &State,
+    change: GovernanceChange,
+    proposer: &ed25519::PrivateKey,
+    voters: &[&ed25519::PrivateKey],
+) -> Vec<quartier_ledger::SignedTx> {
+    let id = state.meta().next_proposal;
+    let nonce = |k: &ed25519::PrivateKey| state.account(&account(k)).nonce;
+    let mut txs = vec![tx(
+        state,
+        &ledger_key(proposer),
+        nonce(proposer),
+        TxBody::Propose { change },
+    )];
+    for v in voters {
+        txs.push(tx(
+            state,
+            &ledger_key(v),
+            nonce(v),
+            TxBody::Vote {
+                proposal: id,
+                approve: true,
+            },
+        ));
+    }
+    txs
+}
+
+/// Runs commonware's equivocating participant with `key` in each epoch of
+/// `sets`: as the leader it notarizes two different proposals and sends
+/// each to part of the set; it never votes for anyone else's.
+async fn start_equivocator(
+    context: deterministic::Context,
+    oracle: &commonware_p2p::simulated::Oracle<ed25519::PublicKey, deterministic::Context>,
+    key: &ed25519::PrivateKey,
+    sets: Vec<(u64, Set<ed25519::PublicKey>)>,
+) {
+    let control = oracle.control(key.public_key());
+    let votes = control.register(CHANNEL_VOTES, QUOTA).await.unwrap();
+    let certificates = control.register(CHANNEL_CERTIFICATES, QUOTA).await.unwrap();
+    let (mux, mut votes) = Muxer::new(context.child("votes"), votes.0, votes.1);
+    mux.start();
+    let (mux, mut certificates) = Muxer::new(
+        context.child("certificates"),
+        certificates.0,
+        certificates.1,
+    );
+    mux.start();
+    for (epoch, participants) in sets {
+        let scheme = Scheme::signer(NAMESPACE, participants, key.clone()).unwrap();
+        let config = equivocator::Config {
+            scheme,
+            elector: RoundRobin::<Sha256>::default(),
+            epoch: Epoch::new(epoch),
+            relay: Arc::new(Relay::new()),
+        };
+        let byzantine = equivocator::Equivocator::<_, _, _, Sha256>::new(
+            context.child("equivocator").with_attribute("epoch", epoch),
+            config,
+        );
+        byzantine.start(
+            votes.register(epoch).await.unwrap(),
+            certificates.register(epoch).await.unwrap(),
+        );
+    }
+}
+
+/// The finalization certificates `app` stores for `heights`.
+async fn certificates(app: &LedgerApp, heights: std::ops::Range<u64>) -> Vec<BlockFinalization> {
+    let mut found = Vec::new();
+    for h in heights {
+        if let Some(bytes) = app.finalization(h).await {
+            found.push(
+                BlockFinalization::decode_cfg(
+                    bytes::Bytes::from(bytes),
+                    &Scheme::certificate_codec_config_unbounded(),
+                )
+                .unwrap(),
+            );
+        }
+    }
+    found
+}
+
+#[test]
+fn validators_voted_in_and_out_sign_from_the_next_boundary_and_a_synced_node_follows() {
+    let dir = fresh_dir("epochs");
+    let d = dir.clone();
+    deterministic::Runner::new(seeded(41)).start(|mut context| async move {
+        let keys = validator_keys(5);
+        let genesis = Genesis {
+            epoch_blocks: EPOCH,
+            ..genesis(&keys[..4])
+        };
+        let oracle = network(&context, &keys).await;
+        let [k0, k1, k2, k3, k4] = [0, 1, 2, 3, 4].map(|i| &keys[i]);
+        let set0 = set(&[k0, k1, k2, k3]);
+        let set1 = set(&[k0, k1, k2, k3, k4]);
+        let set2 = set(&[k1, k2, k3, k4]);
+        // Validator 3 is Byzantine in every epoch.
+        start_equivocator(
+            context.child("byzantine"),
+            &oracle,
+            k3,
+            vec![(0, set0.clone()), (1, set1.clone()), (2, set2.clone())],
+        )
+        .await;
+        let apps: Vec<LedgerApp> = (0..3)
+            .map(|i| open(&genesis, &d.join(format!("v{i}.redb"))))
+            .collect();
+        for (i, a) in apps.iter().enumerate() {
+            let child = context.child("validator").with_attribute("index", i);
+            start_validator(child, &oracle, &keys, i, a.clone()).await;
+        }
+
+        // Epoch 0: the genesis four vote in validator 4 (3 of 4).
+        let add =
+            apps[0].with_state(|s| vote(s, GovernanceChange::Add(account(k4)), k0, &[k1, k2]));
+        submit_to_all(&apps, &add);
+        wait_for_height(&context, &apps, &[0, 1, 2], 10).await;
+        assert!(apps[0].with_state(|s| s.validators().contains(&account(k4))));
+        assert_eq!(apps[0].epochs().validators(1), None, "decided at height 15");
+
+        // Validator 4 joins by state sync (a certificate of epoch 0) and
+        // observes until its epoch.
+        let bundle = apps[0].sync_bundle().await.unwrap();
+        let path = d.join("v4.redb");
+        let floor = {
+            let log = BlockLog::open(&path).unwrap();
+            let genesis_set: Vec<_> = set0.iter().cloned().collect();
+            install(
+                &log,
+                &genesis,
+                NAMESPACE,
+                genesis_set,
+                &bundle,
+                &mut context,
+            )
+            .unwrap()
+        };
+        let joiner = open(&genesis, &path);
+        let child = context.child("validator").with_attribute("index", 4);
+        start_validator_with(
+            child,
+            &oracle,
+            &keys,
+            4,
+            joiner.clone(),
+            joiner.clone(),
+            Some(floor),
+        )
+        .await;
+        let all = [apps.clone(), vec![joiner.clone()]].concat();
+        wait_for_height(&context, &all, &[0, 1, 2, 3], EPOCH + 6).await;
+
+        // Epoch 1: five validators, quorum four; with validator 3 voting for
+        // nothing, every certificate counts validator 4.
+        let in_epoch_1 = certificates(&apps[1], EPOCH..2 * EPOCH).await;
+        assert!(!in_epoch_1.is_empty());
+        let four = Participant::from_usize(set1.position(&k4.public_key()).unwrap());
+        let epoch_1 = apps[1].epochs();
+        let schemes = EpochSchemes::new(epoch_1, NAMESPACE, k1.clone());
+        for f in &in_epoch_1 {
+            assert_eq!(f.round().epoch(), Epoch::new(1));
+            assert!(f.certificate.signers.iter().any(|p| p == four));
+            let verifier = schemes.scoped(Epoch::new(1)).unwrap();
+            assert!(f.verify(&mut context, &verifier, &Sequential));
+        }
+
+        // Epoch 1: four of the five vote out validator 0.
+        let remove = apps[1]
+            .with_state(|s| vote(s, GovernanceChange::Remove(account(k0)), k1, &[k2, k4, k0]));
+        submit_to_all(&all, &remove);
+        wait_for_height(&context, &all, &[1, 2, 3], 2 * EPOCH + 10).await;
+        let stopped_at = apps[0].view().height;
+
+        // Epoch 2: validators 1, 2, 4 and the equivocator; the joiner
+        // followed both changes and signs every certificate.
+        let in_epoch_2 = certificates(&joiner, 2 * EPOCH..3 * EPOCH).await;
+        assert!(!in_epoch_2.is_empty());
+        let four = Participant::from_usize(set2.position(&k4.public_key()).unwrap());
+        let schemes = EpochSchemes::new(joiner.epochs(), NAMESPACE, k4.clone());
+        let verifier = schemes.scoped(Epoch::new(2)).unwrap();
+        for f in &in_epoch_2 {
+            assert_eq!(f.round().epoch(), Epoch::new(2));
+            assert!(f.certificate.signers.iter().any(|p| p == four));
+            assert!(f.verify(&mut context, &verifier, &Sequential));
+        }
+
+        // The removed validator's signatures do not count from epoch 2 on:
+        // an epoch-2 proposal finalized by the old set (validators 0, 1, 2
+        // and 4, a quorum of epoch 1's five) is refused by the epoch-2
+        // scheme consensus checks certificates with.
+        let proposal = in_epoch_2[0].proposal.clone();
+        let old =
+            [k0, k1, k2, k4].map(|k| Scheme::signer(NAMESPACE, set1.clone(), k.clone()).unwrap());
+        let votes: Vec<_> = old
+            .iter()
+            .map(|s| Finalize::sign(s, proposal.clone()).unwrap())
+            .collect();
+        let forged: BlockFinalization = Finalization::from_owned_finalizes(
+            &old[0],
+            NonEmpty::try_new(votes.into_iter()).unwrap(),
+            &Sequential,
+        )
+        .unwrap();
+        let old_verifier = Scheme::verifier(NAMESPACE, set1.clone());
+        assert!(
+            forged.verify(&mut context, &old_verifier, &Sequential),
+            "the signatures are genuine"
+        );
+        assert!(!forged.verify(&mut context, &verifier, &Sequential));
+        // Nor does the removed validator take part: its consensus stopped
+        // at the boundary.
+        assert!(stopped_at < 2 * EPOCH + 10);
+
+        // Safety: the honest nodes finalized the same blocks throughout.
+        let roots: Vec<_> = all.iter().map(|a| a.finalized_roots()).collect();
+        for (i, r) in roots.iter().enumerate() {
+            for (h, root) in r {
+                for other in &roots[i + 1..] {
+                    if let Some(theirs) = other.get(h) {
+                        assert_eq!(root, theirs, "root at height {h}");
+                    }
+                }
+            }
+        }
+        let sets = joiner.with_state(|s| s.validator_sets().to_vec());
+        assert_eq!(
+            sets.iter().map(|s| s.from_epoch).collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
