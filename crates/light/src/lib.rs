@@ -18,8 +18,19 @@
 //! change in consensus shows as a failing test against real finalizations
 //! (`quartier-node`'s `light` test), not as a silent divergence.
 //!
-//! Validator-set changes (issue #20) are not followed yet: the anchor is the
-//! genesis set.
+//! Validator-set changes follow the epoch chain: a certificate is checked
+//! against the set of its epoch, and its epoch must be its block's (the
+//! genesis' `epoch_blocks`). The anchor starts with the genesis set; each
+//! [`EpochChange`] (the block that ends an epoch, its certificate by the set
+//! the anchor has for that epoch, and a proof of the `ValidatorSets` record
+//! under its root) teaches it the next set ([`ChainAnchor::advance`]). A
+//! certificate of an epoch after the last change it learnt is checked
+//! against the latest set it has: a later change it was not shown makes
+//! that check fail, it does not pass a certificate of the wrong set. What
+//! it can not tell is a history forked by a set that was voted out (its
+//! keys leaked, say) and signs on after its removal: as with any
+//! proof-of-authority light client, the removed keys are trusted not to
+//! sign, or the client is given a recent change by someone it trusts.
 
 use borsh::BorshDeserialize;
 use bytes::Bytes;
@@ -28,8 +39,25 @@ use commonware_codec::{Decode as _, DecodeExt as _, ReadExt as _};
 use commonware_cryptography::certificate::Verifier as _;
 use commonware_cryptography::{Hasher as _, Sha256, ed25519};
 use commonware_parallel::Sequential;
-use quartier_ledger::{ChainId, Genesis, StateProof};
+use quartier_ledger::{ChainId, Genesis, StateProof, ValidatorSet};
+use quartier_types::AccountId;
 use quartier_types::hash::Digest;
+
+/// A verifier of finalizations by `validators` (distinct Ed25519 keys).
+fn verifier(namespace: &[u8], validators: &[AccountId]) -> Result<FinalizeScheme, LightError> {
+    let keys = validators
+        .iter()
+        .map(|v| ed25519::PublicKey::decode(Bytes::copy_from_slice(&v.0)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| LightError::Validators)?;
+    let count = keys.len();
+    let participants =
+        commonware_utils::ordered::Set::try_from(keys).map_err(|_| LightError::Validators)?;
+    if participants.len() != count || count == 0 {
+        return Err(LightError::Validators);
+    }
+    Ok(FinalizeScheme::verifier(namespace, participants))
+}
 
 /// Domain tag of a block's digest (what consensus finalizes).
 pub const TAG_BLOCK: &[u8] = b"QUARTIER_NODE_BLOCK";
@@ -72,6 +100,26 @@ pub enum LightError {
     /// The proof is of another key than the one asked for.
     #[error("the state proof is of another key")]
     WrongKey,
+    /// The certificate's epoch is not its block's.
+    #[error("the certificate's epoch is not its block's")]
+    WrongEpoch,
+    /// An epoch change that is not at the last block of an epoch, or does
+    /// not extend the sets the anchor knows by the one that follows it.
+    #[error("not an epoch change that follows the anchor's")]
+    NotAnEpochChange,
+}
+
+/// What teaches a [`ChainAnchor`] a change of the validator set: the last
+/// block of the epoch before it, that block's finalization, and the proof
+/// of the chain's `ValidatorSets` record under its state root.
+#[derive(Clone, Debug)]
+pub struct EpochChange {
+    /// The block's canonical encoding.
+    pub block: Vec<u8>,
+    /// Its finalization, encoded as consensus stores it.
+    pub finalization: Vec<u8>,
+    /// The `ValidatorSets` record with its proof.
+    pub proof: StateProof,
 }
 
 /// What a light client trusts: one chain's namespace and validators, both
@@ -79,7 +127,12 @@ pub enum LightError {
 #[derive(Clone, Debug)]
 pub struct ChainAnchor {
     chain_id: ChainId,
-    verifier: FinalizeScheme,
+    namespace: Vec<u8>,
+    epoch_blocks: u64,
+    /// The sets learnt, oldest first, as the chain records them.
+    sets: Vec<ValidatorSet>,
+    /// A verifier per entry of `sets`.
+    verifiers: Vec<FinalizeScheme>,
 }
 
 /// A block header the chain finalized.
@@ -102,22 +155,65 @@ impl ChainAnchor {
     /// [`LightError::Validators`] if a validator is not an ed25519 key or
     /// one is listed twice.
     pub fn from_genesis(genesis: &Genesis) -> Result<ChainAnchor, LightError> {
-        let keys = genesis
-            .validators
-            .iter()
-            .map(|v| ed25519::PublicKey::decode(Bytes::copy_from_slice(&v.0)))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| LightError::Validators)?;
-        let count = keys.len();
-        let participants =
-            commonware_utils::ordered::Set::try_from(keys).map_err(|_| LightError::Validators)?;
-        if participants.len() != count || count == 0 {
-            return Err(LightError::Validators);
-        }
+        let namespace = namespace(genesis);
+        let verifier = verifier(&namespace, &genesis.validators)?;
         Ok(ChainAnchor {
             chain_id: genesis.chain_id(),
-            verifier: FinalizeScheme::verifier(&namespace(genesis), participants),
+            namespace,
+            epoch_blocks: genesis.epoch_blocks,
+            sets: vec![ValidatorSet {
+                from_epoch: 0,
+                validators: genesis.validators.iter().copied().collect(),
+            }],
+            verifiers: vec![verifier],
         })
+    }
+
+    /// The epoch of the block at `height`.
+    fn epoch_of(&self, height: u64) -> u64 {
+        height.checked_div(self.epoch_blocks).unwrap_or(0)
+    }
+
+    /// The validator sets learnt, oldest first.
+    pub fn validator_sets(&self) -> &[ValidatorSet] {
+        &self.sets
+    }
+
+    /// Learns the validator set that `change` proves: its block must end
+    /// an epoch, be finalized by the set the anchor has for that epoch, and
+    /// its `ValidatorSets` record must extend the sets learnt so far by the
+    /// next epoch's.
+    ///
+    /// # Errors
+    /// The [`LightError`] of the first check that failed; the anchor is
+    /// unchanged then.
+    pub fn advance(
+        &mut self,
+        change: &EpochChange,
+        rng: &mut impl rand_core::CryptoRng,
+    ) -> Result<(), LightError> {
+        let header = self.verify_finalized(&change.block, &change.finalization, rng)?;
+        let next = header.height.saturating_add(1);
+        if self.epoch_blocks == 0 || !next.is_multiple_of(self.epoch_blocks) {
+            return Err(LightError::NotAnEpochChange);
+        }
+        let sets: Vec<ValidatorSet> = header
+            .verify(&quartier_ledger::StateKey::ValidatorSets, &change.proof)?
+            .ok_or(LightError::BadProof)?;
+        let learnt = sets.len();
+        if learnt <= self.sets.len()
+            || sets[..self.sets.len()] != self.sets[..]
+            || sets.last().map(|s| s.from_epoch) != Some(next / self.epoch_blocks)
+            || learnt != self.sets.len() + 1
+        {
+            return Err(LightError::NotAnEpochChange);
+        }
+        let newest = sets.last().ok_or(LightError::NotAnEpochChange)?;
+        let ids: Vec<AccountId> = newest.validators.iter().copied().collect();
+        let verifier = verifier(&self.namespace, &ids)?;
+        self.verifiers.push(verifier);
+        self.sets = sets;
+        Ok(())
     }
 
     /// The chain this anchor is of.
@@ -141,23 +237,31 @@ impl ChainAnchor {
         rng: &mut impl rand_core::CryptoRng,
     ) -> Result<FinalizedHeader, LightError> {
         let Parts {
+            epoch,
             proposal,
             payload,
             certificate,
         } = split_finalization(finalization)?;
+        // The set of the certificate's epoch: the latest learnt that starts
+        // at or before it.
+        let verifier = self
+            .sets
+            .iter()
+            .zip(&self.verifiers)
+            .rev()
+            .find(|(s, _)| s.from_epoch <= epoch)
+            .map(|(_, v)| v)
+            .ok_or(LightError::WrongEpoch)?;
         let certificate = commonware_cryptography::ed25519::certificate::Certificate::decode_cfg(
             Bytes::copy_from_slice(certificate),
-            &self.verifier.certificate_codec_config(),
+            &verifier.certificate_codec_config(),
         )
         .map_err(|_| LightError::MalformedFinalization)?;
         let subject = Finalize {
             proposal,
             _digest: std::marker::PhantomData::<commonware_cryptography::sha256::Digest>,
         };
-        if !self
-            .verifier
-            .verify_certificate(rng, subject, &certificate, &Sequential)
-        {
+        if !verifier.verify_certificate(rng, subject, &certificate, &Sequential) {
             return Err(LightError::BadCertificate);
         }
         let digest = block_digest(block);
@@ -165,6 +269,11 @@ impl ChainAnchor {
             return Err(LightError::WrongBlock);
         }
         let header = read_header(block)?;
+        // A set signs its own epoch's heights only: a certificate of one
+        // epoch over a block of another counts for neither.
+        if self.epoch_of(header.height) != epoch {
+            return Err(LightError::WrongEpoch);
+        }
         Ok(FinalizedHeader { digest, ..header })
     }
 }
@@ -192,6 +301,8 @@ impl FinalizedHeader {
 
 /// An encoded simplex finalization's parts.
 struct Parts<'a> {
+    /// The consensus epoch of the proposal's round.
+    epoch: u64,
     /// The proposal's bytes: what the validators signed.
     proposal: &'a [u8],
     /// The block digest the proposal carries.
@@ -205,12 +316,14 @@ fn split_finalization(bytes: &[u8]) -> Result<Parts<'_>, LightError> {
     let bad = |_| LightError::MalformedFinalization;
     let mut buf = Bytes::copy_from_slice(bytes);
     // Proposal: round (epoch, view), parent view, payload digest.
-    for _ in 0..3 {
+    let epoch: u64 = UInt::<u64>::read(&mut buf).map_err(bad)?.into();
+    for _ in 0..2 {
         UInt::<u64>::read(&mut buf).map_err(bad)?;
     }
     let payload = <[u8; 32]>::read(&mut buf).map_err(bad)?;
     let used = bytes.len() - buf.len();
     Ok(Parts {
+        epoch,
         proposal: &bytes[..used],
         payload,
         certificate: &bytes[used..],

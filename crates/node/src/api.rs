@@ -1034,7 +1034,7 @@ fn bundle_name(app: &LedgerApp, height: u64) -> String {
 
 /// The format of [`crate::sync::SyncBundle`] files this node writes and
 /// serves: a change of the bundle's or the snapshot's encoding moves it on.
-const SYNC_BUNDLE_FORMAT: u32 = 4;
+const SYNC_BUNDLE_FORMAT: u32 = 5;
 
 /// The sync bundle built for this request alone (a node without a data
 /// directory), one at a time: the place is held by the body until its last

@@ -10,7 +10,7 @@ use crate::block::{Block, BlockDigest, MAX_BLOCK_TXS};
 use crate::epochs::{Boundary, EpochWatch};
 use crate::mempool::{Mempool, MempoolError};
 use crate::storage::{BlockLog, StorageError};
-use crate::sync::{SyncBundle, SyncError};
+use crate::sync::{EpochEvidence, SyncBundle, SyncError};
 use commonware_actor::Feedback;
 use commonware_codec::Encode as _;
 use commonware_consensus::marshal::{Update, ancestry::Ancestry};
@@ -349,14 +349,51 @@ impl LedgerApp {
                 .map(|h| self.finalized_block(h).map(|b| hex::encode(b.encode())))
                 .collect::<Option<Vec<String>>>()
                 .ok_or_else(|| unavailable("blocks after the snapshot were pruned; retry"))?;
+            let epochs = self.complete_epoch_changes().await?;
             return Ok(SyncBundle {
                 snapshot_height: height,
                 snapshot,
                 blocks,
+                epochs,
                 finalization,
             });
         }
         Err(unavailable("no finalization certificate near the snapshot"))
+    }
+
+    /// The evidence of every validator-set change this node stores, each
+    /// with the certificate of its block (read from consensus, and stored,
+    /// where it was missing).
+    ///
+    /// # Errors
+    /// [`SyncError::Unavailable`] if this node keeps no log or consensus
+    /// has no certificate of a change's block; [`SyncError::Storage`].
+    pub async fn complete_epoch_changes(&self) -> Result<Vec<EpochEvidence>, SyncError> {
+        let unavailable = |why: &str| SyncError::Unavailable(why.to_string());
+        let (log, epoch_blocks) = {
+            let chain = self.chain.lock();
+            let log = chain
+                .log
+                .clone()
+                .ok_or_else(|| unavailable("no block log"))?;
+            (log, chain.epoch_blocks)
+        };
+        let source = self.finality.lock().clone();
+        let mut out = Vec::new();
+        for (epoch, mut evidence) in log.epoch_changes()? {
+            if evidence.finalization.is_empty() {
+                let height = epoch.saturating_mul(epoch_blocks).saturating_sub(1);
+                let finalization = match &source {
+                    Some(source) => source(height).await,
+                    None => None,
+                }
+                .ok_or_else(|| unavailable("no certificate of an epoch change's block here"))?;
+                evidence.finalization = hex::encode(finalization);
+                log.put_epoch_change(epoch, &evidence)?;
+            }
+            out.push(evidence);
+        }
+        Ok(out)
     }
 
     /// Consensus' finalization certificate of the block at `height`,
@@ -674,8 +711,13 @@ impl LedgerApp {
         let snapshot = (self.snapshot_every > 0 && height.is_multiple_of(self.snapshot_every))
             .then(|| state.snapshot().ok())
             .flatten();
+        let epoch_change = epoch_change(&state, b);
         if let Some(log) = &chain.log
-            && let Err(e) = log.append(b, snapshot.as_deref())
+            && let Err(e) = log.append(
+                b,
+                snapshot.as_deref(),
+                epoch_change.as_ref().map(|(epoch, e)| (*epoch, e)),
+            )
         {
             panic!("can not persist finalized block {height}: {e}");
         }
@@ -720,6 +762,32 @@ impl LedgerApp {
         }
         mempool.prune(finalized);
     }
+}
+
+/// The evidence of the validator-set change `b` ends its epoch with (none
+/// if it does not end one, or the set stays): the block, and the proof of
+/// the `ValidatorSets` record under the root of `state`, the state after it.
+/// Its certificate is added once consensus has it
+/// ([`LedgerApp::complete_epoch_changes`]).
+fn epoch_change(state: &State, b: &Block) -> Option<(u64, EpochEvidence)> {
+    let blocks = state.epoch_blocks();
+    let next = b.height.get().saturating_add(1);
+    if blocks == 0 || !next.is_multiple_of(blocks) {
+        return None;
+    }
+    let latest = state.validator_sets().last()?;
+    if latest.from_epoch != next / blocks {
+        return None;
+    }
+    let proof = state.prove(quartier_ledger::StateKey::ValidatorSets).ok()?;
+    Some((
+        latest.from_epoch,
+        EpochEvidence {
+            block: hex::encode(b.encode()),
+            finalization: String::new(),
+            proof: hex::encode(borsh::to_vec(&proof).ok()?),
+        },
+    ))
 }
 
 /// Whether the one-time `tx` would be admitted against `state` (its

@@ -86,7 +86,6 @@ fn join_by_state_sync(
     genesis: &NetworkGenesis,
     log: &BlockLog,
     seed: &[u8],
-    validators: Vec<ed25519::PublicKey>,
     url: &str,
 ) -> anyhow::Result<crate::sync::BlockFinalization> {
     let consensus = config.data_dir.join("consensus");
@@ -109,14 +108,9 @@ fn join_by_state_sync(
     let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed(
         quartier_types::hash::tagged("QUARTIER_STATE_SYNC_VERIFY", &[seed, &bundle.finalization]).0,
     );
-    let floor = crate::sync::install(
-        log,
-        &genesis.ledger,
-        &namespace(genesis),
-        validators,
-        &bundle,
-        &mut rng,
-    )?;
+    let anchor = quartier_light::ChainAnchor::from_genesis(&genesis.ledger)
+        .map_err(|e| anyhow!("genesis validators: {e}"))?;
+    let floor = crate::sync::install(log, &genesis.ledger, &anchor, &bundle, &mut rng)?;
     tracing::info!(
         snapshot = bundle.snapshot_height,
         blocks = bundle.blocks.len(),
@@ -151,14 +145,7 @@ pub fn run(config: NodeConfig, sync_from: Option<&str>) -> anyhow::Result<()> {
     let state = State::from_genesis(genesis.ledger.clone()).map_err(|e| anyhow!("genesis: {e}"))?;
     let log = BlockLog::open(&config.data_dir.join("blocks.redb"))?;
     let floor = match sync_from {
-        Some(url) => Some(join_by_state_sync(
-            &config,
-            &genesis,
-            &log,
-            &seed,
-            peers.iter().map(|(k, _)| k.clone()).collect(),
-            url,
-        )?),
+        Some(url) => Some(join_by_state_sync(&config, &genesis, &log, &seed, url)?),
         None => None,
     };
     let mut app = LedgerApp::open(state, Mempool::new(MempoolConfig::default()), log)?

@@ -18,6 +18,9 @@ const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 const SNAPSHOT_ZSTD_LEVEL: i32 = 3;
 /// State snapshots (zstd) by the height they follow; at most one is kept.
 const SNAPSHOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshots");
+/// The evidence of each validator-set change, by the epoch it starts
+/// (JSON of [`crate::sync::EpochEvidence`]): never pruned, one per vote.
+const EPOCH_CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("epoch_changes");
 
 /// Why the block log failed.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +42,9 @@ pub enum StorageError {
         /// The height found.
         found: u64,
     },
+    /// A stored validator-set change does not decode (local corruption).
+    #[error("block log: corrupt epoch change at epoch {0}")]
+    CorruptEpochChange(u64),
     /// Pruning would delete blocks a restart needs (those after the snapshot).
     #[error("block log: can not prune below {height}, above the snapshot at {snapshot}")]
     PruneAboveSnapshot {
@@ -68,17 +74,60 @@ impl BlockLog {
         let txn = db.begin_write().map_err(db_error)?;
         txn.open_table(BLOCKS).map_err(db_error)?;
         txn.open_table(SNAPSHOTS).map_err(db_error)?;
+        txn.open_table(EPOCH_CHANGES).map_err(db_error)?;
         txn.commit().map_err(db_error)?;
         Ok(BlockLog { db })
     }
 
-    /// Appends a finalized block durably, with the state `snapshot` after it
-    /// if given (replacing the previous snapshot), in one transaction.
+    /// Stores (or completes) the evidence of the validator-set change that
+    /// starts `epoch`.
     ///
     /// # Errors
     /// [`StorageError::Database`] if the write does not commit.
-    pub fn append(&self, block: &Block, snapshot: Option<&[u8]>) -> Result<(), StorageError> {
+    pub fn put_epoch_change(
+        &self,
+        epoch: u64,
+        evidence: &crate::sync::EpochEvidence,
+    ) -> Result<(), StorageError> {
         let txn = self.db.begin_write().map_err(db_error)?;
+        put_epoch_change(&txn, epoch, evidence)?;
+        txn.commit().map_err(db_error)
+    }
+
+    /// The evidence of every validator-set change stored, by epoch.
+    ///
+    /// # Errors
+    /// [`StorageError::Database`] if the log can not be read,
+    /// [`StorageError::CorruptEpochChange`] if an entry does not decode.
+    pub fn epoch_changes(&self) -> Result<Vec<(u64, crate::sync::EpochEvidence)>, StorageError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let table = txn.open_table(EPOCH_CHANGES).map_err(db_error)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(db_error)? {
+            let (epoch, bytes) = entry.map_err(db_error)?;
+            let evidence = serde_json::from_slice(bytes.value())
+                .map_err(|_| StorageError::CorruptEpochChange(epoch.value()))?;
+            out.push((epoch.value(), evidence));
+        }
+        Ok(out)
+    }
+
+    /// Appends a finalized block durably, with the state `snapshot` after it
+    /// if given (replacing the previous snapshot) and the evidence of the
+    /// validator-set change it ends an epoch with, in one transaction.
+    ///
+    /// # Errors
+    /// [`StorageError::Database`] if the write does not commit.
+    pub fn append(
+        &self,
+        block: &Block,
+        snapshot: Option<&[u8]>,
+        epoch_change: Option<(u64, &crate::sync::EpochEvidence)>,
+    ) -> Result<(), StorageError> {
+        let txn = self.db.begin_write().map_err(db_error)?;
+        if let Some((epoch, evidence)) = epoch_change {
+            put_epoch_change(&txn, epoch, evidence)?;
+        }
         {
             let mut table = txn.open_table(BLOCKS).map_err(db_error)?;
             let bytes = block.encode();
@@ -92,17 +141,26 @@ impl BlockLog {
         txn.commit().map_err(db_error)
     }
 
-    /// Writes `blocks` (consecutive, the first at a snapshot's height) and
-    /// the raw state `snapshot` after the first, in one transaction, into an
-    /// empty log: a node joining by state sync.
+    /// Writes `blocks` (consecutive, the first at a snapshot's height), the
+    /// raw state `snapshot` after the first and the chain's validator-set
+    /// changes, in one transaction, into an empty log: a node joining by
+    /// state sync.
     ///
     /// # Errors
     /// [`StorageError::Database`] if the write does not commit.
-    pub fn install(&self, blocks: &[Block], snapshot: &[u8]) -> Result<(), StorageError> {
+    pub fn install(
+        &self,
+        blocks: &[Block],
+        snapshot: &[u8],
+        epoch_changes: &[(u64, crate::sync::EpochEvidence)],
+    ) -> Result<(), StorageError> {
         let Some(first) = blocks.first() else {
             return Ok(());
         };
         let txn = self.db.begin_write().map_err(db_error)?;
+        for (epoch, evidence) in epoch_changes {
+            put_epoch_change(&txn, *epoch, evidence)?;
+        }
         {
             let mut table = txn.open_table(BLOCKS).map_err(db_error)?;
             for block in blocks {
@@ -236,6 +294,17 @@ impl BlockLog {
 /// Replaces the stored snapshot by `raw` (the state after `height`), zstd-
 /// compressed: a settlement names each household's meter again and again, so
 /// a settled order costs ~15 bytes packed, not ~130.
+fn put_epoch_change(
+    txn: &redb::WriteTransaction,
+    epoch: u64,
+    evidence: &crate::sync::EpochEvidence,
+) -> Result<(), StorageError> {
+    let bytes = serde_json::to_vec(evidence).map_err(db_error)?;
+    let mut table = txn.open_table(EPOCH_CHANGES).map_err(db_error)?;
+    table.insert(epoch, bytes.as_slice()).map_err(db_error)?;
+    Ok(())
+}
+
 fn replace_snapshot(
     txn: &redb::WriteTransaction,
     height: u64,

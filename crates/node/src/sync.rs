@@ -17,7 +17,6 @@ use commonware_codec::{Decode as _, DecodeExt as _};
 use commonware_consensus::simplex::types::Finalization;
 use commonware_cryptography::Digestible as _;
 use commonware_cryptography::certificate::Verifier as _;
-use commonware_parallel::Sequential;
 use quartier_ledger::{Genesis, State};
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +31,10 @@ pub const MAX_SNAPSHOT_BYTES: usize = 256 * 1024 * 1024;
 /// The most blocks a bundle may carry (a peer snapshots every
 /// [`crate::DEFAULT_SNAPSHOT_EVERY`] blocks by default).
 pub const MAX_SYNC_BLOCKS: usize = 16 * 1024;
+
+/// The most validator-set changes a bundle may carry (each is a vote of
+/// the validators; a chain sees few).
+pub const MAX_EPOCH_CHANGES: usize = 4_096;
 
 /// A finalized certificate over a block, as consensus stores it.
 pub type BlockFinalization = Finalization<Scheme, BlockDigest>;
@@ -48,9 +51,45 @@ pub struct SyncBundle {
     /// The blocks from `snapshot_height` to the finalized one, each hex of
     /// its canonical encoding.
     pub blocks: Vec<String>,
+    /// The chain's validator-set changes, oldest first: each proves the
+    /// next epoch's set under a certificate of the set before, so the last
+    /// block's certificate is checked against the set of its epoch.
+    #[serde(default)]
+    pub epochs: Vec<EpochEvidence>,
     /// The finalization certificate of the last block, hex.
     #[serde(with = "quartier_types::hex")]
     pub finalization: Vec<u8>,
+}
+
+/// The evidence of one validator-set change (see
+/// [`quartier_light::EpochChange`]): the last block of the epoch before it,
+/// that block's finalization, and the proof of the `ValidatorSets` record
+/// under its root; each hex.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EpochEvidence {
+    /// The block's canonical encoding.
+    pub block: String,
+    /// Its finalization (empty until this node has read it from consensus).
+    pub finalization: String,
+    /// The borsh bytes of the record's [`quartier_ledger::StateProof`].
+    pub proof: String,
+}
+
+impl EpochEvidence {
+    /// As the light client takes it.
+    ///
+    /// # Errors
+    /// [`SyncError::Malformed`] if a part does not decode.
+    pub fn decode(&self) -> Result<quartier_light::EpochChange, SyncError> {
+        let bad = |_| SyncError::Malformed("epoch change");
+        let proof = hex::decode(&self.proof).map_err(bad)?;
+        Ok(quartier_light::EpochChange {
+            block: hex::decode(&self.block).map_err(bad)?,
+            finalization: hex::decode(&self.finalization).map_err(bad)?,
+            proof: borsh::from_slice(&proof).map_err(|_| SyncError::Malformed("epoch change"))?,
+        })
+    }
 }
 
 /// Why a bundle was refused; nothing was written.
@@ -65,6 +104,9 @@ pub enum SyncError {
     /// The certificate is not a quorum of this chain's validators.
     #[error("sync bundle: the finalization is not signed by a quorum of the validators")]
     BadCertificate,
+    /// A validator-set change does not follow from the sets before it.
+    #[error("sync bundle: epoch change {0} is not certified by the set before it")]
+    BadEpochChange(usize),
     /// The certificate is for another block.
     #[error("sync bundle: the finalization certifies another block")]
     WrongBlock,
@@ -85,40 +127,62 @@ pub enum SyncError {
     Unavailable(String),
 }
 
-/// Checks `bundle` against the chain's `genesis` and validators and, if it
-/// holds, writes its blocks and snapshot to the empty `log`. Returns the
-/// certificate consensus starts from.
+/// Checks `bundle` against the chain's `genesis` (`anchor`: its
+/// validators, learning the bundle's validator-set changes) and, if it
+/// holds, writes its blocks, snapshot and epoch changes to the empty `log`.
+/// Returns the certificate consensus starts from.
 ///
 /// # Errors
 /// [`SyncError`] naming the first check that failed; the log is then unchanged.
 pub fn install(
     log: &BlockLog,
     genesis: &Genesis,
-    namespace: &[u8],
-    validators: Vec<commonware_cryptography::ed25519::PublicKey>,
+    anchor: &quartier_light::ChainAnchor,
     bundle: &SyncBundle,
     rng: &mut impl rand_core::CryptoRng,
 ) -> Result<BlockFinalization, SyncError> {
     if log.first_height()?.is_some() {
         return Err(SyncError::NotEmpty);
     }
-    let participants = commonware_utils::ordered::Set::try_from(validators)
-        .map_err(|_| SyncError::Malformed("validator set"))?;
-    let verifier = Scheme::verifier(namespace, participants);
-    let finalization = BlockFinalization::decode_cfg(
-        bytes::Bytes::copy_from_slice(&bundle.finalization),
-        &verifier.certificate_codec_config(),
-    )
-    .map_err(|_| SyncError::Malformed("finalization"))?;
-    if !finalization.verify(rng, &verifier, &Sequential) {
-        return Err(SyncError::BadCertificate);
-    }
-    // Checks before work: the certified block first, then each block back
-    // from it must be its successor's parent, so nothing uncertified is
-    // decoded past the first block that breaks the chain.
     if bundle.blocks.len() > MAX_SYNC_BLOCKS {
         return Err(SyncError::TooLarge("blocks"));
     }
+    if bundle.epochs.len() > MAX_EPOCH_CHANGES {
+        return Err(SyncError::TooLarge("epoch changes"));
+    }
+    let mut anchor = anchor.clone();
+    let mut changes = Vec::with_capacity(bundle.epochs.len());
+    for (i, evidence) in bundle.epochs.iter().enumerate() {
+        anchor
+            .advance(&evidence.decode()?, rng)
+            .map_err(|_| SyncError::BadEpochChange(i))?;
+        let epoch = anchor
+            .validator_sets()
+            .last()
+            .map(|s| s.from_epoch)
+            .ok_or(SyncError::BadEpochChange(i))?;
+        changes.push((epoch, evidence.clone()));
+    }
+    let last_block = hex::decode(bundle.blocks.last().ok_or(SyncError::Malformed("blocks"))?)
+        .map_err(|_| SyncError::Malformed("block"))?;
+    anchor
+        .verify_finalized(&last_block, &bundle.finalization, rng)
+        .map_err(|e| match e {
+            quartier_light::LightError::WrongBlock => SyncError::WrongBlock,
+            quartier_light::LightError::MalformedFinalization => {
+                SyncError::Malformed("finalization")
+            }
+            quartier_light::LightError::MalformedBlock => SyncError::Malformed("block"),
+            _ => SyncError::BadCertificate,
+        })?;
+    let finalization = BlockFinalization::decode_cfg(
+        bytes::Bytes::copy_from_slice(&bundle.finalization),
+        &Scheme::certificate_codec_config_unbounded(),
+    )
+    .map_err(|_| SyncError::Malformed("finalization"))?;
+    // Checks before work: the certified block first, then each block back
+    // from it must be its successor's parent, so nothing uncertified is
+    // decoded past the first block that breaks the chain.
     let decode = |b: &String| {
         let bytes = hex::decode(b).map_err(|_| SyncError::Malformed("block"))?;
         Block::decode(bytes::Bytes::from(bytes)).map_err(|_| SyncError::Malformed("block"))
@@ -146,7 +210,7 @@ pub fn install(
     if state.root() != first.state_root || state.chain_id() != genesis.chain_id() {
         return Err(SyncError::BadSnapshot(first.height.get()));
     }
-    log.install(&blocks, &raw)?;
+    log.install(&blocks, &raw, &changes)?;
     Ok(finalization)
 }
 

@@ -312,6 +312,7 @@ where
         blocker,
         inline,
         marshal: mailbox,
+        app,
     };
     handles.push(context.child("orchestrator").spawn(move |_| {
         orchestrator.run(
@@ -345,6 +346,7 @@ where
     blocker: Bl,
     inline: Inline<E, Scheme, A, Block, FixedEpocher>,
     marshal: MarshalMailbox,
+    app: LedgerApp,
 }
 
 /// Marshal's mailbox as the orchestrator uses it.
@@ -427,6 +429,12 @@ where
             );
             epoch = next.epoch;
             floor = Floor::Genesis(next.block);
+            // A change of the set is served to joiners with the
+            // certificate of its block: stored now, before pruning can
+            // take it (a node without a log has nothing to store).
+            if let Err(e) = self.app.complete_epoch_changes().await {
+                tracing::debug!(%e, "epoch change evidence incomplete");
+            }
         }
     }
 

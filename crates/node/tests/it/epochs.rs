@@ -9,8 +9,8 @@ use crate::harness::*;
 use commonware_codec::Decode as _;
 use commonware_consensus::simplex::elector::RoundRobin;
 use commonware_consensus::simplex::mocks::{equivocator, relay::Relay};
-use commonware_consensus::simplex::types::{Finalization, Finalize};
-use commonware_consensus::types::{Epoch, Participant};
+use commonware_consensus::simplex::types::{Finalization, Finalize, Proposal};
+use commonware_consensus::types::{Epoch, Participant, Round};
 use commonware_cryptography::certificate::{Provider as _, Verifier as _};
 use commonware_cryptography::{Sha256, Signer as _, ed25519};
 use commonware_p2p::utils::mux::Muxer;
@@ -19,10 +19,12 @@ use commonware_runtime::{Runner as _, Supervisor as _, deterministic};
 use commonware_utils::iter::NonEmpty;
 use commonware_utils::ordered::Set;
 use ed25519_dalek::SigningKey;
+use quartier_ledger::StateKey;
 use quartier_ledger::{Genesis, GovernanceChange, State, TxBody};
+use quartier_light::ChainAnchor;
 use quartier_node::epochs::EpochSchemes;
 use quartier_node::storage::BlockLog;
-use quartier_node::sync::{BlockFinalization, install};
+use quartier_node::sync::{BlockFinalization, SyncError, install};
 use quartier_node::validator::{CHANNEL_CERTIFICATES, CHANNEL_VOTES};
 use quartier_node::{LedgerApp, Mempool, MempoolConfig, Scheme};
 use quartier_types::AccountId;
@@ -197,16 +199,8 @@ fn validators_voted_in_and_out_sign_from_the_next_boundary_and_a_synced_node_fol
         let path = d.join("v4.redb");
         let floor = {
             let log = BlockLog::open(&path).unwrap();
-            let genesis_set: Vec<_> = set0.iter().cloned().collect();
-            install(
-                &log,
-                &genesis,
-                NAMESPACE,
-                genesis_set,
-                &bundle,
-                &mut context,
-            )
-            .unwrap()
+            let anchor = ChainAnchor::from_genesis(&genesis).unwrap();
+            install(&log, &genesis, &anchor, &bundle, &mut context).unwrap()
         };
         let joiner = open(&genesis, &path);
         let child = context.child("validator").with_attribute("index", 4);
@@ -299,6 +293,108 @@ fn validators_voted_in_and_out_sign_from_the_next_boundary_and_a_synced_node_fol
         assert_eq!(
             sets.iter().map(|s| s.from_epoch).collect::<Vec<_>>(),
             [0, 1, 2]
+        );
+
+        // A node that joins now follows the epoch chain in the bundle: the
+        // genesis set certifies the first change, the five the second, and
+        // the epoch-2 set the last block. Without the changes, or with the
+        // first only, the certificate is not the set's it is checked with.
+        let late = apps[1].sync_bundle().await.unwrap();
+        assert_eq!(late.epochs.len(), 2);
+        let anchor = ChainAnchor::from_genesis(&genesis).unwrap();
+        let fresh = |name: &str| BlockLog::open(&d.join(name)).unwrap();
+        for cut in [0, 1] {
+            let mut forged = late.clone();
+            forged.epochs.truncate(cut);
+            let refused = install(&fresh("cut.redb"), &genesis, &anchor, &forged, &mut context);
+            assert!(
+                matches!(refused, Err(SyncError::BadCertificate)),
+                "{refused:?}"
+            );
+        }
+        // A change certified by the wrong set, or proving another record.
+        let mut forged = late.clone();
+        forged.epochs.swap(0, 1);
+        let refused = install(
+            &fresh("swap.redb"),
+            &genesis,
+            &anchor,
+            &forged,
+            &mut context,
+        );
+        assert!(
+            matches!(refused, Err(SyncError::BadEpochChange(0))),
+            "{refused:?}"
+        );
+        let mut forged = late.clone();
+        let other_record = apps[1].with_state(|s| s.prove(StateKey::Validators).unwrap());
+        forged.epochs[1].proof = hex::encode(borsh::to_vec(&other_record).unwrap());
+        let refused = install(
+            &fresh("record.redb"),
+            &genesis,
+            &anchor,
+            &forged,
+            &mut context,
+        );
+        assert!(
+            matches!(refused, Err(SyncError::BadEpochChange(1))),
+            "{refused:?}"
+        );
+        let log = fresh("late.redb");
+        let floor = install(&log, &genesis, &anchor, &late, &mut context).unwrap();
+        assert_eq!(floor.round().epoch(), Epoch::new(2));
+        assert_eq!(log.epoch_changes().unwrap().len(), 2, "served on in turn");
+        drop(log);
+
+        // A light client (what a mode B enclave runs) learns the same
+        // changes; the old set's certificate of the same block, in its own
+        // epoch's round, is refused: a set signs its own epoch's heights.
+        let mut light = ChainAnchor::from_genesis(&genesis).unwrap();
+        let last_block = hex::decode(late.blocks.last().unwrap()).unwrap();
+        assert!(
+            light
+                .verify_finalized(&last_block, &late.finalization, &mut context)
+                .is_err()
+        );
+        for change in &late.epochs {
+            light
+                .advance(&change.decode().unwrap(), &mut context)
+                .unwrap();
+        }
+        light
+            .verify_finalized(&last_block, &late.finalization, &mut context)
+            .unwrap();
+        let real = BlockFinalization::decode_cfg(
+            bytes::Bytes::from(late.finalization.clone()),
+            &Scheme::certificate_codec_config_unbounded(),
+        )
+        .unwrap();
+        let in_epoch_1 = Proposal::new(
+            Round::new(Epoch::new(1), real.proposal.round.view()),
+            real.proposal.parent,
+            real.proposal.payload,
+        );
+        let votes: Vec<_> = old
+            .iter()
+            .map(|s| Finalize::sign(s, in_epoch_1.clone()).unwrap())
+            .collect();
+        let stale: BlockFinalization = Finalization::from_owned_finalizes(
+            &old[0],
+            NonEmpty::try_new(votes.into_iter()).unwrap(),
+            &Sequential,
+        )
+        .unwrap();
+        let stale = commonware_codec::Encode::encode(&stale).to_vec();
+        assert_eq!(
+            light
+                .verify_finalized(&last_block, &stale, &mut context)
+                .err(),
+            Some(quartier_light::LightError::WrongEpoch)
+        );
+        let late_node = open(&genesis, &d.join("late.redb"));
+        assert_eq!(
+            late_node.epochs().validators(2),
+            Some([k1, k2, k3, k4].iter().map(|k| account(k)).collect())
         );
     });
     let _ = std::fs::remove_dir_all(&dir);

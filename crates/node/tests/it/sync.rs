@@ -5,14 +5,36 @@
 
 use crate::harness::*;
 use commonware_cryptography::Signer as _;
+use commonware_cryptography::ed25519;
 use commonware_runtime::{Runner as _, Supervisor as _, deterministic};
 use quartier_ledger::{Genesis, State};
+use quartier_light::ChainAnchor;
 use quartier_node::storage::BlockLog;
-use quartier_node::sync::{SyncBundle, SyncError, install};
+use quartier_node::sync::{EpochEvidence, SyncBundle, SyncError, install};
 use quartier_node::{LedgerApp, Mempool, MempoolConfig};
 use std::io::Read as _;
 use std::path::Path;
 use std::time::Duration;
+
+/// The light anchor of `genesis` with `validators` in place of its own.
+fn anchor(genesis: &Genesis, validators: &[ed25519::PublicKey]) -> ChainAnchor {
+    let validators = validators
+        .iter()
+        .map(|k| {
+            quartier_types::AccountId(
+                commonware_codec::Encode::encode(k)
+                    .as_ref()
+                    .try_into()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    ChainAnchor::from_genesis(&Genesis {
+        validators,
+        ..genesis.clone()
+    })
+    .unwrap()
+}
 
 fn open(genesis: &Genesis, path: &Path) -> LedgerApp {
     LedgerApp::open(
@@ -143,7 +165,7 @@ fn a_new_validator_joins_a_pruned_network_from_a_snapshot_bundle() {
             .collect();
         assert_eq!(stored_files.len(), 1, "{stored_files:?}");
         assert!(
-            stored_files[0].starts_with("sync-v4-")
+            stored_files[0].starts_with("sync-v5-")
                 && stored_files[0].ends_with(&format!("-{}.json", served.snapshot_height)),
             "{stored_files:?}"
         );
@@ -153,8 +175,8 @@ fn a_new_validator_joins_a_pruned_network_from_a_snapshot_bundle() {
         let validators: Vec<_> = keys.iter().map(|k| k.public_key()).collect();
         let floor = {
             let log = BlockLog::open(&path).unwrap();
-            let mut check = |b: &SyncBundle, vals: &[_]| {
-                install(&log, &genesis, NAMESPACE, vals.to_vec(), b, &mut context)
+            let mut check = |b: &SyncBundle, vals: &[ed25519::PublicKey]| {
+                install(&log, &genesis, &anchor(&genesis, vals), b, &mut context)
             };
             // Forgeries, each refused with its reason, writing nothing.
             let mut other = keys.clone();
@@ -348,21 +370,24 @@ proptest::proptest! {
         snapshot in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
         blocks in proptest::collection::vec("[0-9a-f]{0,300}", 0..4),
         finalization in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+        epochs in proptest::collection::vec(
+            ("[0-9a-f]{0,300}", "[0-9a-f]{0,300}", "[0-9a-f]{0,300}"),
+            0..3,
+        ),
     ) {
         let dir = std::env::temp_dir().join(format!("quartier-sync-fuzz-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let log = BlockLog::open(&dir.join("log.redb")).unwrap();
         let keys = validator_keys(4);
-        let bundle = SyncBundle { snapshot_height: height, snapshot, blocks, finalization };
+        let epochs = epochs
+            .into_iter()
+            .map(|(block, finalization, proof)| EpochEvidence { block, finalization, proof })
+            .collect();
+        let bundle = SyncBundle { snapshot_height: height, snapshot, blocks, epochs, finalization };
         let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed([7; 32]);
-        let result = install(
-            &log,
-            &genesis(&keys),
-            NAMESPACE,
-            keys.iter().map(|k| k.public_key()).collect(),
-            &bundle,
-            &mut rng,
-        );
+        let genesis = Genesis { epoch_blocks: 16, ..genesis(&keys) };
+        let keys: Vec<_> = keys.iter().map(|k| k.public_key()).collect();
+        let result = install(&log, &genesis, &anchor(&genesis, &keys), &bundle, &mut rng);
         proptest::prop_assert!(result.is_err());
         proptest::prop_assert_eq!(log.first_height().unwrap(), None);
     }
