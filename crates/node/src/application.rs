@@ -810,13 +810,16 @@ impl LedgerApp {
     fn prune(&self, chain: &mut Chain, horizon: u64) {
         let tip = chain.finalized_height;
         // The lowest height to keep: the first block at or after the horizon,
-        // and never above the snapshot at the tip.
+        // never above the snapshot at the tip, and never above the block the
+        // current consensus epoch starts from (a restart's engine starts
+        // from its digest).
         let keep = chain
             .times
             .iter()
             .find(|(_, t)| **t >= horizon)
             .map_or(tip, |(h, _)| *h)
-            .min(tip);
+            .min(tip)
+            .min(chain.boundary.map_or(tip, |b| b.height));
         if keep <= chain.first_kept {
             return;
         }

@@ -36,6 +36,9 @@ fn open_app(genesis: &Genesis, dir: &std::path::Path, i: usize, prune: bool) -> 
 /// A snapshot every 8 blocks: a restart re-executes fewer than 8.
 const SNAPSHOT_EVERY: u64 = 8;
 
+/// Blocks per consensus epoch.
+const EPOCH_BLOCKS: u64 = 12;
+
 async fn run_until(
     context: deterministic::Context,
     dir: PathBuf,
@@ -43,6 +46,7 @@ async fn run_until(
     prune: bool,
 ) -> (Vec<u64>, Vec<Roots>, LedgerApp) {
     let keys = validator_keys(4);
+    // Epochs of 12 blocks: both runs restart in a later epoch than genesis'.
     let genesis = if prune {
         // One-second slots and one slot of history: old slots are forgotten.
         Genesis {
@@ -50,10 +54,14 @@ async fn run_until(
             gate_ms: 200,
             history_slots: 1,
             limits: Default::default(),
+            epoch_blocks: EPOCH_BLOCKS,
             ..genesis(&keys)
         }
     } else {
-        genesis(&keys)
+        Genesis {
+            epoch_blocks: EPOCH_BLOCKS,
+            ..genesis(&keys)
+        }
     };
     let oracle = network(&context, &keys).await;
     let apps: Vec<_> = (0..4).map(|i| open_app(&genesis, &dir, i, prune)).collect();
@@ -81,7 +89,14 @@ async fn run_until(
                 first > 1 && first <= a.view().height,
                 "validator {i}: {first}"
             );
-            assert_eq!(first % SNAPSHOT_EVERY, 0, "validator {i}: {first}");
+            // At a snapshot, or at the block the current epoch starts from.
+            assert!(
+                first % SNAPSHOT_EVERY == 0 || (first + 1) % EPOCH_BLOCKS == 0,
+                "validator {i}: {first}"
+            );
+            let epoch = a.epochs().current();
+            assert!(epoch >= 1, "validator {i} in epoch {epoch}");
+            assert!(first < epoch * EPOCH_BLOCKS, "validator {i}: {first}");
             assert!(a.finalized_block(first - 1).is_none(), "validator {i}");
             assert!(a.finalized_block(first).is_some(), "validator {i}");
         }
