@@ -70,6 +70,14 @@ async function refreshGovernance() {
     return `<dt>${name}</dt><dd><span class="id">${esc(short(a.key))}</span>${flag}</dd>`;
   };
   el("roles").innerHTML = role("dso") + role("utility");
+  // Consensus epochs: a set voted in or out signs from the next boundary.
+  const c = g.consensus;
+  el("epoch-now").textContent = c.next_boundary === null
+    ? "one epoch: the genesis validators sign for good"
+    : `epoch ${c.epoch} of ${c.epoch_blocks} blocks; a change voted now signs from height ${c.next_boundary}`;
+  el("epochs").innerHTML = c.validator_sets.map((v) =>
+    `<li>from epoch ${v.from_epoch} (height ${v.from_height}): ${v.validators.length} validators ` +
+    v.validators.map((k) => `<span class="id">${esc(short(k))}</span>`).join(" ") + "</li>").join("");
   const n = g.validators.length;
   const needed = (change) => ("freeze" in change ? Math.floor(n / 3) + 1 : Math.ceil((2 * n) / 3));
   el("proposals").innerHTML = g.proposals.length === 0

@@ -23,9 +23,27 @@ pub fn status(node: &str) -> anyhow::Result<()> {
     }
     let validators = g["validators"].as_array().map_or(0, Vec::len);
     println!("height {}", g["height"]);
-    println!("validators ({validators}):");
+    println!("validators ({validators}, voting now):");
     for v in g["validators"].as_array().into_iter().flatten() {
         println!("  {}", v.as_str().unwrap_or("?"));
+    }
+    let c = &g["consensus"];
+    match c["next_boundary"].as_u64() {
+        Some(next) => println!(
+            "consensus epoch {} ({} blocks each), signed by {} validators; a change voted now signs from height {next}",
+            c["epoch"],
+            c["epoch_blocks"],
+            c["signing"].as_array().map_or(0, Vec::len)
+        ),
+        None => println!("consensus: one epoch, the genesis validators sign for good"),
+    }
+    for set in c["validator_sets"].as_array().into_iter().flatten() {
+        println!(
+            "  from epoch {} (height {}): {} validators",
+            set["from_epoch"],
+            set["from_height"],
+            set["validators"].as_array().map_or(0, Vec::len)
+        );
     }
     for role in ["dso", "utility"] {
         let a = &g["authorities"][role];
@@ -69,8 +87,13 @@ pub fn status(node: &str) -> anyhow::Result<()> {
         } else {
             two_thirds
         };
+        let effect = if p["change"].get("add").is_some() || p["change"].get("remove").is_some() {
+            "votes from the block that passes it, signs from the epoch boundary after"
+        } else {
+            "takes effect in the block whose vote passes it"
+        };
         println!(
-            "proposal {}: {}  yes {yes}/{needed} needed, no {no}; takes effect in the block whose vote passes it",
+            "proposal {}: {}  yes {yes}/{needed} needed, no {no}; {effect}",
             p["id"], p["change"]
         );
     }

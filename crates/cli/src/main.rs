@@ -399,6 +399,16 @@ struct PlanArgs {
     /// on the i-th; loopback for the rest): one host or namespace each.
     #[arg(long, value_delimiter = ',')]
     hosts: Vec<std::net::Ipv4Addr>,
+    /// Validator seats laid out but not started (`validator-N…`, after the
+    /// validators): the network knows their addresses, and `quartier gov`
+    /// can vote one in; start it with `quartier node --sync-from`.
+    #[arg(long, default_value_t = 1)]
+    spare_validators: usize,
+    /// Blocks per consensus epoch: a validator voted in or out signs, or
+    /// stops, from the next epoch boundary on (0: one epoch, the genesis
+    /// validators for good).
+    #[arg(long, default_value_t = 64)]
+    epoch_blocks: u64,
 }
 
 /// Which flows a simulated household orders (`quartier_meter::metering`).
@@ -459,6 +469,8 @@ impl PlanArgs {
             snapshot_every_blocks: self.snapshot_every_blocks,
             sealed,
             hosts: self.hosts.clone(),
+            spare_validators: self.spare_validators,
+            epoch_blocks: self.epoch_blocks,
             shielded: (self.privacy == Privacy::Shielded).then_some(
                 quartier_ledger::ShieldedPolicy {
                     ring_size: self.ring_size,

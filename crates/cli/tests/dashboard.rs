@@ -270,13 +270,16 @@ impl Dashboard {
         }
     }
 
-    /// The chain card shows the roles' keys and the open proposals.
+    /// The chain card shows the roles' keys, the open proposals and the
+    /// validator set by consensus epoch.
     fn shows_the_governance(&mut self) {
         self.page.wait_until(
             "the roles and proposals",
             Duration::from_secs(60),
             "document.querySelector('#roles').textContent.includes('utility') \
-             && document.querySelector('#proposals').textContent.includes('no open proposals')",
+             && document.querySelector('#proposals').textContent.includes('no open proposals') \
+             && document.querySelector('#epochs').textContent.includes('from epoch 0 (height 0): 4 validators') \
+             && document.querySelector('#epoch-now').textContent.includes('a change voted now signs from height')",
         );
     }
 

@@ -393,8 +393,8 @@ async fn settlements(
 
 /// Privacy mode B's public state: policy, enclaves, committee, epoch keys and
 /// the closed batches awaiting a report (what enclaves clear).
-/// Governance: the validator set, the role keys (frozen or not, since
-/// which block), the roles' limits and what counts against them, the
+/// Governance: the validator set (governance's, and the set signing each
+/// consensus epoch), the role keys (frozen or not, since which block), the roles' limits and what counts against them, the
 /// allowed measurements and every open proposal with its votes.
 async fn governance(AxumState(api): AxumState<Api>) -> Json<serde_json::Value> {
     use quartier_ledger::Authority;
@@ -418,9 +418,31 @@ async fn governance(AxumState(api): AxumState<Api>) -> Json<serde_json::Value> {
                 })
             })
             .collect();
+        // Consensus epochs: the set of each change (and the height it
+        // signs from), and where the next boundary is.
+        let blocks = s.epoch_blocks();
+        let epoch = s.consensus_epoch_of(quartier_types::Height(s.meta().height.0 + 1));
+        let sets: Vec<serde_json::Value> = s
+            .validator_sets()
+            .iter()
+            .map(|v| {
+                json!({
+                    "from_epoch": v.from_epoch,
+                    "from_height": v.from_epoch.saturating_mul(blocks),
+                    "validators": v.validators,
+                })
+            })
+            .collect();
         json!({
             "height": s.meta().height,
             "validators": s.validators(),
+            "consensus": {
+                "epoch_blocks": blocks,
+                "epoch": epoch,
+                "signing": s.validator_set(epoch),
+                "next_boundary": (blocks > 0).then(|| (epoch + 1) * blocks),
+                "validator_sets": sets,
+            },
             "authorities": {
                 "dso": s.authority_key(Authority::Dso),
                 "utility": s.authority_key(Authority::Utility),

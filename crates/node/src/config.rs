@@ -26,6 +26,18 @@ pub struct NetworkGenesis {
     pub ledger: Genesis,
     /// The validators, in the order of `ledger.validators`.
     pub peers: Vec<Peer>,
+    /// Validator seats governance may vote in later, with their addresses
+    /// (the validators connect to one once it is voted in; a validator not
+    /// listed here needs its address added to this file on every node).
+    #[serde(default)]
+    pub candidates: Vec<Peer>,
+}
+
+impl NetworkGenesis {
+    /// Every validator's and candidate's key and p2p address.
+    pub fn address_book(&self) -> impl Iterator<Item = &Peer> {
+        self.peers.iter().chain(&self.candidates)
+    }
 }
 
 /// One node's local settings (`node.toml`).
@@ -155,6 +167,14 @@ impl NetworkGenesis {
         let peers: Vec<String> = genesis.peers.iter().map(|p| p.public_key.clone()).collect();
         if keys != peers {
             return Err(invalid(path, "peers must list ledger.validators in order"));
+        }
+        let book: std::collections::BTreeSet<&String> =
+            genesis.address_book().map(|p| &p.public_key).collect();
+        if book.len() != genesis.peers.len() + genesis.candidates.len() {
+            return Err(invalid(
+                path,
+                "a candidate is listed twice or is a validator",
+            ));
         }
         Ok(genesis)
     }

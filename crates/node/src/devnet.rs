@@ -34,6 +34,13 @@ pub struct DevnetPlan {
     /// The validators' hosts: validator i listens on `hosts[i]` (loopback
     /// when the list is shorter), e.g. one network namespace or machine each.
     pub hosts: Vec<Ipv4Addr>,
+    /// Validator seats laid out but not started, listed as candidates in
+    /// the network genesis: governance can vote one in (its ports follow
+    /// the enclaves', `base + 2·validators + 16 + 2j`).
+    pub spare_validators: usize,
+    /// Blocks per consensus epoch (`genesis.epoch_blocks`): a validator
+    /// voted in or out signs, or stops, from the next boundary on.
+    pub epoch_blocks: u64,
 }
 
 /// A mode B devnet's enclave committee.
@@ -60,6 +67,8 @@ pub struct DevnetLayout {
     pub genesis_file: PathBuf,
     /// One `node.toml` per validator.
     pub node_configs: Vec<PathBuf>,
+    /// One `node.toml` per spare validator seat (not started).
+    pub spare_configs: Vec<PathBuf>,
     /// The validators' API base URLs.
     pub api_urls: Vec<String>,
     /// The DSO's key file.
@@ -124,20 +133,29 @@ pub fn lay_out(dir: &Path, plan: &DevnetPlan) -> Result<DevnetLayout, ConfigErro
     let mut peers = Vec::new();
     let mut validators = Vec::new();
     let mut node_configs = Vec::new();
-    for i in 0..plan.validators {
+    let mut candidates = Vec::new();
+    let mut spare_configs = Vec::new();
+    for i in 0..plan.validators + plan.spare_validators {
+        let spare = i >= plan.validators;
         let (key_file, account) = new_key(&keys, &format!("validator-{i}"))?;
         let host = plan.hosts.get(i).copied().unwrap_or(Ipv4Addr::LOCALHOST);
         let port = |offset: usize| {
-            let p = usize::from(plan.base_port) + 2 * i + offset;
+            let slot = if spare { 2 * i + 16 } else { 2 * i };
+            let p = usize::from(plan.base_port) + slot + offset;
             SocketAddr::from((host, u16::try_from(p).unwrap_or(u16::MAX)))
         };
         let (p2p, api) = (port(0), port(1));
-        peers.push(Peer {
+        let peer = Peer {
             public_key: account.to_string(),
             p2p,
             api,
-        });
-        validators.push(account);
+        };
+        if spare {
+            candidates.push(peer);
+        } else {
+            peers.push(peer);
+            validators.push(account);
+        }
         let node_dir = dir.join(format!("validator-{i}"));
         mkdir(&node_dir)?;
         let config = NodeConfig {
@@ -154,7 +172,11 @@ pub fn lay_out(dir: &Path, plan: &DevnetPlan) -> Result<DevnetLayout, ConfigErro
         let path = node_dir.join("node.toml");
         let text = toml::to_string(&config).map_err(|e| invalid(&path, e))?;
         write(&path, &text)?;
-        node_configs.push(path);
+        if spare {
+            spare_configs.push(path);
+        } else {
+            node_configs.push(path);
+        }
     }
     let params = RegionParams::new(Price::new(20_750), Price::new(4_000), Price::ZERO)
         .map_err(|e| invalid(dir, e))?;
@@ -194,9 +216,10 @@ pub fn lay_out(dir: &Path, plan: &DevnetPlan) -> Result<DevnetLayout, ConfigErro
                 new_pv_watts_per_period: Some(50_000_000),
                 max_grid_tariff: Some(Price::new(5 * 20_750)),
             },
-            epoch_blocks: 0,
+            epoch_blocks: plan.epoch_blocks,
         },
         peers: peers.clone(),
+        candidates,
     };
     let genesis_file = dir.join("genesis.json");
     let text = serde_json::to_string_pretty(&genesis).map_err(|e| invalid(&genesis_file, e))?;
@@ -204,6 +227,7 @@ pub fn lay_out(dir: &Path, plan: &DevnetPlan) -> Result<DevnetLayout, ConfigErro
     Ok(DevnetLayout {
         genesis_file,
         node_configs,
+        spare_configs,
         api_urls,
         dso_key,
         utility_key,

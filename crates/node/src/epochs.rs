@@ -65,6 +65,8 @@ struct Watch {
     boundary: Option<Boundary>,
     /// Woken at each boundary.
     listeners: Vec<futures::channel::mpsc::UnboundedSender<Boundary>>,
+    /// Woken when governance's validators or the decided epoch change.
+    watchers: Vec<futures::channel::mpsc::UnboundedSender<()>>,
 }
 
 impl EpochWatch {
@@ -73,12 +75,18 @@ impl EpochWatch {
     pub(crate) fn update(&self, state: &State, boundary: Option<Boundary>) {
         let mut w = self.inner.lock();
         w.epoch_blocks = state.epoch_blocks();
+        let mut changed = w.known != state.known_consensus_epoch();
         w.known = state.known_consensus_epoch();
         if w.sets.len() != state.validator_sets().len() {
             w.sets = state.validator_sets().to_vec();
         }
         if &w.governance != state.validators() {
             w.governance = state.validators().clone();
+            changed = true;
+        }
+        if changed {
+            w.watchers
+                .retain(|watcher| watcher.unbounded_send(()).is_ok());
         }
         if let Some(boundary) = boundary
             && w.boundary != Some(boundary)
@@ -93,6 +101,14 @@ impl EpochWatch {
     pub fn subscribe(&self) -> futures::channel::mpsc::UnboundedReceiver<Boundary> {
         let (sender, receiver) = futures::channel::mpsc::unbounded();
         self.inner.lock().listeners.push(sender);
+        receiver
+    }
+
+    /// A wake-up whenever governance's validators or the decided epoch
+    /// change (who a node should connect to).
+    pub fn watch(&self) -> futures::channel::mpsc::UnboundedReceiver<()> {
+        let (sender, receiver) = futures::channel::mpsc::unbounded();
+        self.inner.lock().watchers.push(sender);
         receiver
     }
 
@@ -130,6 +146,13 @@ impl EpochWatch {
     pub fn is_governance_validator(&self, key: &AccountId) -> bool {
         self.inner.lock().governance.contains(key)
     }
+}
+
+/// A consensus key's bytes, as the ledger names accounts.
+pub fn account_bytes(key: &ed25519::PublicKey) -> [u8; 32] {
+    let mut bytes = [0u8; 32];
+    bytes.copy_from_slice(commonware_codec::Encode::encode(key).as_ref());
+    bytes
 }
 
 /// An account id as a consensus key (the ledger admits only keys that are

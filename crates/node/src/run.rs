@@ -132,13 +132,15 @@ pub fn run(config: NodeConfig, sync_from: Option<&str>) -> anyhow::Result<()> {
     let signer = ed25519::PrivateKey::decode(bytes::Bytes::copy_from_slice(&seed))
         .map_err(|e| anyhow!("key: {e}"))?;
     let me = signer.public_key();
+    // Validators and candidates: whom this node may ever connect to.
     let peers = genesis
-        .peers
-        .iter()
+        .address_book()
         .map(|p| Ok((public_key(&p.public_key)?, p.p2p)))
         .collect::<anyhow::Result<Vec<_>>>()?;
     if !peers.iter().any(|(k, _)| *k == me) {
-        return Err(anyhow!("this node's key is not a validator of the genesis"));
+        return Err(anyhow!(
+            "this node's key is neither a validator nor a candidate of the genesis"
+        ));
     }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
@@ -170,7 +172,7 @@ pub fn run(config: NodeConfig, sync_from: Option<&str>) -> anyhow::Result<()> {
             },
             cups::Version::V1,
         );
-        let p2p = lookup::Config::local(
+        let mut p2p = lookup::Config::local(
             handshake,
             &[namespace.as_slice(), b"/p2p"].concat(),
             config.p2p_listen,
@@ -178,14 +180,33 @@ pub fn run(config: NodeConfig, sync_from: Option<&str>) -> anyhow::Result<()> {
             MAX_MESSAGE,
             NZUsize!(1024),
         );
+        // Only the latest set counts: a validator voted out is disconnected
+        // at the boundary.
+        p2p.tracked_peer_sets = NZUsize!(1);
         let (mut network, mut oracle) = lookup::Network::new(context.child("network"), p2p);
-        let addresses: Map<ed25519::PublicKey, Address> = peers
-            .iter()
-            .map(|(k, a)| (k.clone(), Address::from(*a)))
-            .collect::<Vec<_>>()
-            .try_into()
-            .map_err(|_| anyhow!("duplicate validator in genesis"))?;
-        oracle.track(0, addresses);
+        // The peers are the validators by governance and the current
+        // epoch's (and this node): a candidate is connected once voted in,
+        // so that it catches up before the epoch it signs.
+        let epochs = app.epochs();
+        let mut changes = epochs.watch();
+        let mut tracked = connectable(&peers, &epochs, &me)?;
+        let mut set_id = 0;
+        oracle.track(set_id, tracked.clone());
+        let mut tracker = oracle.clone();
+        context.child("peers").spawn(move |_| async move {
+            while futures::StreamExt::next(&mut changes).await.is_some() {
+                match connectable(&peers, &epochs, &me) {
+                    Ok(now) if now != tracked => {
+                        set_id += 1;
+                        tracing::info!(peers = now.len(), "validator peers changed");
+                        tracker.track(set_id, now.clone());
+                        tracked = now;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("{e}"),
+                }
+            }
+        });
         let rates = CHANNEL_RATES;
         let channels = Channels {
             votes: network.register(CHANNEL_VOTES, per_second(rates.votes)),
@@ -261,6 +282,25 @@ pub fn run(config: NodeConfig, sync_from: Option<&str>) -> anyhow::Result<()> {
             .await
             .map_err(|_| anyhow!("the API thread ended without a word"))?
     })
+}
+
+/// The peers this node connects to: of `book` (validators and candidates),
+/// the validators by governance and those of the current epoch, and itself.
+fn connectable(
+    book: &[(ed25519::PublicKey, std::net::SocketAddr)],
+    epochs: &crate::epochs::EpochWatch,
+    me: &ed25519::PublicKey,
+) -> anyhow::Result<Map<ed25519::PublicKey, Address>> {
+    let current = epochs.validators(epochs.current()).unwrap_or_default();
+    book.iter()
+        .filter(|(k, _)| {
+            let id = quartier_types::AccountId(crate::epochs::account_bytes(k));
+            k == me || epochs.is_governance_validator(&id) || current.contains(&id)
+        })
+        .map(|(k, a)| (k.clone(), Address::from(*a)))
+        .collect::<Vec<_>>()
+        .try_into()
+        .map_err(|_| anyhow!("a key is listed twice in the network genesis"))
 }
 
 /// Serves `router` on `listener` until the server fails.

@@ -476,9 +476,9 @@ where
                     .schemes
                     .participants(epoch - 1)
                     .is_some_and(|before| before.position(&self.me).is_some())
-                && !self
-                    .epochs
-                    .is_governance_validator(&AccountId(account_bytes(&self.me))) =>
+                && !self.epochs.is_governance_validator(&AccountId(
+                    crate::epochs::account_bytes(&self.me),
+                )) =>
             {
                 tracing::info!(epoch, "removed from the validator set: consensus stops");
                 return None;
@@ -527,13 +527,6 @@ where
         tracing::info!(epoch, "entered epoch");
         Some(engine.start(votes, certificates, resolver))
     }
-}
-
-/// A consensus key's bytes, as the ledger names accounts.
-fn account_bytes(key: &ed25519::PublicKey) -> [u8; 32] {
-    let mut bytes = [0u8; 32];
-    bytes.copy_from_slice(commonware_codec::Encode::encode(key).as_ref());
-    bytes
 }
 
 /// The configuration of one of marshal's archives: prunable in sections of

@@ -37,13 +37,17 @@ pub fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool
 pub struct Devnet {
     pub dir: PathBuf,
     pub nodes: Vec<Option<Child>>,
+    /// The validators' API ports.
     pub api_ports: Vec<u16>,
+    /// The spare seat's (validator 4) API port.
+    pub spare_api_port: u16,
 }
 
 impl Devnet {
     /// Lays out four validators with `quartier genesis --out dir` (p2p on
-    /// `base + 2i`, API on `base + 2i + 1`, 5-second slots) plus `options`;
-    /// starts none of them.
+    /// `base + 2i`, API on `base + 2i + 1`, 5-second slots) and one spare
+    /// seat (validator 4, API on `base + 25`), plus `options`; starts none
+    /// of them.
     pub fn lay_out(dir: PathBuf, base: u16, options: &[&str]) -> Devnet {
         let out = Command::new(EXE)
             .args(["genesis", "--validators", "4", "--slot-seconds", "5"])
@@ -61,8 +65,9 @@ impl Devnet {
         );
         Devnet {
             dir,
-            nodes: (0..4).map(|_| None).collect(),
+            nodes: (0..5).map(|_| None).collect(),
             api_ports: (0..4).map(|i| base + 2 * i + 1).collect(),
+            spare_api_port: base + 25,
         }
     }
 
