@@ -71,6 +71,10 @@ pub struct ChainView {
     pub batches: Vec<(RegionId, Slot)>,
     /// The latest report the chain took, per region.
     pub reports: BTreeMap<RegionId, PostedReport>,
+    /// How many consensus validator sets the chain has had (1: the
+    /// genesis set only): the enclave learns each change before it checks
+    /// a certificate of its epoch.
+    pub validator_sets: usize,
 }
 
 /// What the machine asks its executor to do; each has one answer.
@@ -87,6 +91,9 @@ pub enum Effect {
     /// Read the chain's published epoch keys under a finalized block:
     /// answer [`Input::Records`].
     FetchEpochs,
+    /// Read the evidence of every validator-set change of the chain:
+    /// answer [`Input::ValidatorSets`].
+    FetchValidatorSets,
     /// Read a closed batch under a finalized block: answer [`Input::Batch`].
     FetchBatch {
         /// The region.
@@ -126,6 +133,8 @@ pub enum Input {
     Records(Option<FinalizedRecords>),
     /// The batch and its proof, if they were read.
     Batch(Option<Box<FinalizedBatch>>),
+    /// The chain's validator-set changes, oldest first, if they were read.
+    ValidatorSets(Option<Vec<quartier_light::EpochChange>>),
     /// The quote, if it was read.
     Quote(Option<Box<Quote>>),
     /// The enclave's answer, `None` if none came.
@@ -169,6 +178,7 @@ impl HostSettings {
 /// A step of a tick's agenda.
 #[derive(Clone, Copy, Debug)]
 enum Step {
+    LearnValidatorSets,
     Register,
     ObserveRegistry,
     FormCommittee,
@@ -206,6 +216,7 @@ enum Sent {
 #[derive(Debug)]
 enum Job {
     Genesis,
+    ValidatorSets,
     Registry,
     Epochs,
     /// Seal; then, if `then` is set, submit it (whether or not sealed).
@@ -345,6 +356,20 @@ impl HostMachine {
 
     /// The steps of a tick, from the chain's state and the enclave's.
     fn plan(&self, view: &ChainView, local: &EnclaveService) -> VecDeque<Step> {
+        let mut steps = self.steps(view, local);
+        // First the validator-set changes the enclave has not learnt: it
+        // checks every certificate against the set of its epoch.
+        let known = self
+            .genesis
+            .as_ref()
+            .map_or(1, |g| local.validator_sets_known(g));
+        if view.validator_sets > known {
+            steps.push_front(Step::LearnValidatorSets);
+        }
+        steps
+    }
+
+    fn steps(&self, view: &ChainView, local: &EnclaveService) -> VecDeque<Step> {
         let me = local.account();
         if !view.enclaves.contains_key(&me) {
             return VecDeque::from([Step::Register]);
@@ -403,6 +428,13 @@ impl HostMachine {
     fn start(&mut self, step: Step, local: &mut EnclaveService) -> Option<Effect> {
         let view = self.view()?.clone();
         match step {
+            Step::LearnValidatorSets => {
+                if let Some(effect) = self.need_genesis(step) {
+                    return Some(effect);
+                }
+                self.job = Some(Job::ValidatorSets);
+                Some(Effect::FetchValidatorSets)
+            }
             Step::Register => {
                 self.job = Some(Job::Seal {
                     then: Some(Box::new(TxBody::RegisterEnclave {
@@ -824,6 +856,16 @@ impl HostMachine {
                     // Not read: the step that needed it waits a tick.
                     self.agenda.pop_front();
                 }
+                None
+            }
+            (Job::ValidatorSets, Input::ValidatorSets(changes)) => {
+                let (Some(changes), Some(genesis)) = (changes, &self.genesis) else {
+                    return None;
+                };
+                // A change that does not follow (a node's forgery) is not
+                // learnt; the next tick reads them again, perhaps from
+                // another node.
+                let _ = local.learn_validator_sets(genesis, &changes);
                 None
             }
             (Job::Registry, Input::Records(records)) => {

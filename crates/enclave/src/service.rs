@@ -774,6 +774,11 @@ pub struct EnclaveService {
     /// it). At most [`KEPT_CHAINS`], the lowest heights dropped first. Not
     /// sealed.
     chain_heights: BTreeMap<[u8; 32], u64>,
+    /// Per chain, the light-client anchor with the validator-set changes
+    /// this enclave learnt ([`EnclaveService::learn_validator_sets`]): a
+    /// certificate is checked against the set of its epoch. At most
+    /// [`KEPT_CHAINS`]; not sealed (the host teaches them again).
+    anchors: BTreeMap<[u8; 32], ChainAnchor>,
     /// The latest block time (ms) of the committee's chain under a
     /// certificate this enclave checked: the clock the host's choice of
     /// epochs is held to (not sealed: a restart starts without one).
@@ -876,6 +881,7 @@ impl EnclaveService {
             erased_below: Epoch(0),
             registry: None,
             chain_heights: BTreeMap::new(),
+            anchors: BTreeMap::new(),
             certified_time_ms: None,
         })
     }
@@ -1678,17 +1684,73 @@ impl EnclaveService {
         Ok(header)
     }
 
-    /// Checks `finalization` over `block` against `genesis`'s validators.
+    /// Checks `finalization` over `block` against the validators of its
+    /// epoch, as the changes learnt for `genesis`'s chain say.
     fn certified_header(
         &mut self,
         genesis: &Genesis,
         block: &[u8],
         finalization: &[u8],
     ) -> Result<FinalizedHeader, ServiceError> {
-        let anchor = ChainAnchor::from_genesis(genesis).map_err(ChainError::Light)?;
+        let anchor = self.anchor(genesis)?;
         anchor
             .verify_finalized(block, finalization, &mut self.rng.0)
             .map_err(|e| ServiceError::Chain(ChainError::Light(e)))
+    }
+
+    /// The anchor of `genesis`'s chain: the one with the changes learnt,
+    /// or the genesis validators'.
+    fn anchor(&self, genesis: &Genesis) -> Result<ChainAnchor, ServiceError> {
+        match self.anchors.get(&genesis.chain_id().0.0) {
+            Some(anchor) => Ok(anchor.clone()),
+            None => Ok(ChainAnchor::from_genesis(genesis).map_err(ChainError::Light)?),
+        }
+    }
+
+    /// How many validator sets this enclave knows of `genesis`'s chain
+    /// (1: the genesis set only).
+    pub fn validator_sets_known(&self, genesis: &Genesis) -> usize {
+        self.anchors
+            .get(&genesis.chain_id().0.0)
+            .map_or(1, |a| a.validator_sets().len())
+    }
+
+    /// Learns the chain's validator-set changes from its host: `changes`
+    /// are all of them, oldest first (each the block that ends an epoch,
+    /// its certificate by the set before and the proof of the chain's
+    /// `ValidatorSets` record); those already learnt are skipped, each new
+    /// one must follow from the sets before it. Returns how many sets it
+    /// knows now.
+    ///
+    /// # Errors
+    /// [`ChainError::Light`] for the first change that does not follow;
+    /// what was learnt before it stays.
+    pub fn learn_validator_sets(
+        &mut self,
+        genesis: &Genesis,
+        changes: &[quartier_light::EpochChange],
+    ) -> Result<usize, ServiceError> {
+        let chain = genesis.chain_id().0.0;
+        let mut anchor = self.anchor(genesis)?;
+        let mut result = Ok(());
+        for change in changes.iter().skip(anchor.validator_sets().len() - 1) {
+            if let Err(e) = anchor.advance(change, &mut self.rng.0) {
+                result = Err(ServiceError::Chain(ChainError::Light(e)));
+                break;
+            }
+        }
+        let known = anchor.validator_sets().len();
+        if known > 1 {
+            self.anchors.insert(chain, anchor);
+            while self.anchors.len() > KEPT_CHAINS {
+                let other = self.anchors.keys().find(|c| **c != chain).copied();
+                match other {
+                    Some(c) => self.anchors.remove(&c),
+                    None => break,
+                };
+            }
+        }
+        result.map(|()| known)
     }
 
     /// Records that `header`'s block of `chain` was taken (its height, and
@@ -2581,6 +2643,7 @@ impl EnclaveService {
             erased_below,
             registry: None,
             chain_heights: BTreeMap::new(),
+            anchors: BTreeMap::new(),
             certified_time_ms: None,
         })
     }

@@ -725,3 +725,152 @@ fn a_host_can_not_move_its_enclaves_erasure_schedule() {
     assert_eq!(m.observe_epochs(&genesis, &shown), Ok(true));
     assert_eq!(m.epoch_key(epoch), None);
 }
+
+/// Validator `k`'s ledger signing key (the same Ed25519 key).
+fn ledger_key(k: &ed25519::PrivateKey) -> SigningKey {
+    let bytes = commonware_codec::Encode::encode(k);
+    SigningKey::from_bytes(&bytes.as_ref()[..32].try_into().unwrap())
+}
+
+/// The registry proofs of `state` under its block at `height`, finalized
+/// in consensus `epoch` by `signers` of the set `keys`.
+fn registry_in(
+    genesis: &Genesis,
+    (keys, signers): (&[ed25519::PrivateKey], &[usize]),
+    epoch: u64,
+    state: &State,
+    height: u64,
+) -> FinalizedRecords {
+    let block = block(height, state);
+    let finalization = quartier_light::testing::finalization_in(
+        genesis,
+        keys,
+        signers,
+        epoch,
+        height + 30,
+        quartier_light::block_digest(&block),
+    );
+    FinalizedRecords {
+        block,
+        finalization,
+        proofs: [
+            StateKey::Genesis,
+            StateKey::Measurements,
+            StateKey::Committee,
+        ]
+        .iter()
+        .map(|k| state.prove(*k).unwrap())
+        .collect(),
+    }
+}
+
+/// Before, an enclave checked every certificate against the genesis
+/// validators: once governance had replaced one, the chain's certificates
+/// were refused (mode B stopped clearing) while the old set's still
+/// counted. Now its host teaches it each change, which it takes only
+/// certified by the set before, and it checks a certificate against the
+/// set of its epoch.
+#[test]
+fn an_enclave_learns_validator_changes_only_from_the_set_before() {
+    use quartier_ledger::{BlockContext, GovernanceChange, Tx, TxBody, execute_block};
+    let vendor = SimulatedAttestationService::new([42; 32]);
+    let keys = validator_keys(7);
+    let genesis = Genesis {
+        epoch_blocks: 8,
+        ..genesis(&keys, &vendor)
+    };
+    // Block 1: validators 1-3 vote out validator 0; block 7 ends epoch 0.
+    let mut state = State::from_genesis(genesis.clone()).unwrap();
+    let tx = |state: &State, k: &ed25519::PrivateKey, body: TxBody| {
+        let key = ledger_key(k);
+        Tx {
+            chain_id: state.chain_id(),
+            signer: AccountId(key.verifying_key().to_bytes()),
+            nonce: 0,
+            body,
+        }
+        .sign(&key)
+    };
+    let removed = genesis.validators[0];
+    let txs = vec![
+        tx(
+            &state,
+            &keys[1],
+            TxBody::Propose {
+                change: GovernanceChange::Remove(removed),
+            },
+        ),
+        tx(
+            &state,
+            &keys[2],
+            TxBody::Vote {
+                proposal: 0,
+                approve: true,
+            },
+        ),
+        tx(
+            &state,
+            &keys[3],
+            TxBody::Vote {
+                proposal: 0,
+                approve: true,
+            },
+        ),
+    ];
+    for height in 1..=7u64 {
+        let ctx = BlockContext {
+            height: Height(height),
+            time: quartier_types::Timestamp(1_000 * height),
+        };
+        let txs = if height == 1 { txs.clone() } else { Vec::new() };
+        let outcome = execute_block(&mut state, &ctx, txs).unwrap();
+        assert!(outcome.results.iter().all(Result::is_ok));
+    }
+    assert_eq!(state.validator_sets().len(), 2);
+    let boundary = block(7, &state);
+    let change = |signers: &[ed25519::PrivateKey]| quartier_light::EpochChange {
+        block: boundary.clone(),
+        finalization: quartier_light::testing::finalization(
+            &genesis_of_host(&genesis, signers),
+            signers,
+            &[0, 1, 2],
+            40,
+            quartier_light::block_digest(&boundary),
+        ),
+        proof: state.prove(StateKey::ValidatorSets).unwrap(),
+    };
+    let (mut enclaves, _) = fresh_enclaves(1, &vendor);
+    let e = &mut enclaves[0];
+    // Epoch 1's registry, certified by its set (validators 1-3).
+    let three = &keys[1..];
+    let shown = registry_in(&genesis, (three, &[0, 1, 2]), 1, &state, 9);
+    assert_eq!(
+        e.observe_registry(&genesis, &shown),
+        Err(ServiceError::Chain(ChainError::Light(
+            LightError::BadCertificate
+        ))),
+        "not yet learnt"
+    );
+    // A change certified by strangers is not learnt.
+    assert!(
+        e.learn_validator_sets(&genesis, &[change(&validator_keys(8))])
+            .is_err()
+    );
+    assert_eq!(e.validator_sets_known(&genesis), 1);
+    assert_eq!(e.learn_validator_sets(&genesis, &[change(&keys)]), Ok(2));
+    assert_eq!(e.observe_registry(&genesis, &shown), Ok(9));
+    // Shown again: nothing more to learn.
+    assert_eq!(e.learn_validator_sets(&genesis, &[change(&keys)]), Ok(2));
+    // The old four's certificate of an epoch-1 block counts for nothing,
+    // nor does the new set's signing in epoch 0's round.
+    let old = registry_in(&genesis, (&keys, &[0, 1, 2]), 1, &state, 10);
+    assert!(matches!(
+        e.observe_registry(&genesis, &old),
+        Err(ServiceError::Chain(ChainError::Light(_)))
+    ));
+    let wrong_epoch = registry_in(&genesis, (three, &[0, 1, 2]), 0, &state, 11);
+    assert!(matches!(
+        e.observe_registry(&genesis, &wrong_epoch),
+        Err(ServiceError::Chain(ChainError::Light(_)))
+    ));
+}

@@ -69,8 +69,10 @@ fn id(k: &SigningKey) -> AccountId {
     AccountId(k.verifying_key().to_bytes())
 }
 
+/// Five keys: the genesis validators are the first four, the fifth a
+/// candidate governance may vote in.
 fn validator_keys() -> Vec<ed25519::PrivateKey> {
-    (0..4u8)
+    (0..5u8)
         .map(|i| {
             let bytes = quartier_types::hash::tagged("TEST_VALIDATOR", &[&[9, i]]).0;
             <ed25519::PrivateKey as commonware_codec::DecodeExt<()>>::decode(
@@ -107,8 +109,17 @@ fn genesis(keys: &[ed25519::PrivateKey], vendor: &SimulatedAttestationService) -
         shielded: None,
         history_slots: 0,
         limits: Default::default(),
-        epoch_blocks: 0,
+        epoch_blocks: EPOCH_BLOCKS,
     }
+}
+
+/// Blocks per consensus epoch: about two a slot (a block every step).
+const EPOCH_BLOCKS: u64 = 64;
+
+/// Validator `k`'s ledger signing key (the same Ed25519 key).
+fn ledger_key(k: &ed25519::PrivateKey) -> SigningKey {
+    let bytes = commonware_codec::Encode::encode(k);
+    SigningKey::from_bytes(&bytes.as_ref()[..32].try_into().unwrap())
 }
 
 /// The chain: a real ledger state, a block per step, each certified by
@@ -121,6 +132,8 @@ struct Chain {
     pending: BTreeMap<AccountId, u64>,
     /// The tip's block bytes and certificate.
     tip: (Vec<u8>, Vec<u8>),
+    /// The evidence of each validator-set change, as a node serves it.
+    changes: Vec<quartier_light::EpochChange>,
     /// Every block's results that were refused (by transaction kind).
     refused: Vec<String>,
 }
@@ -136,6 +149,7 @@ impl Chain {
             queued: Vec::new(),
             pending: BTreeMap::new(),
             tip: (Vec::new(), Vec::new()),
+            changes: Vec::new(),
             refused: Vec::new(),
         };
         chain.certify();
@@ -149,13 +163,39 @@ impl Chain {
         self.state.meta().time.0.write(&mut block);
         block.extend_from_slice(&self.state.root().0);
         0u32.write(&mut block);
-        let finalization = quartier_light::testing::finalization(
+        // Signed by a quorum of the set of the block's epoch, in its round.
+        let epoch = self.state.consensus_epoch_of(Height(height));
+        let set = self.state.validator_set(epoch).unwrap().clone();
+        let signers: Vec<ed25519::PrivateKey> = self
+            .keys
+            .iter()
+            .filter(|k| {
+                use commonware_cryptography::Signer as _;
+                set.contains(&AccountId(k.public_key().as_ref().try_into().unwrap()))
+            })
+            .cloned()
+            .collect();
+        let n = signers.len();
+        let quorum: Vec<usize> = (0..n - (n - 1) / 3).collect();
+        let finalization = quartier_light::testing::finalization_in(
             &self.genesis,
-            &self.keys,
-            &[0, 1, 2],
+            &signers,
+            &quorum,
+            epoch,
             height + 7,
             quartier_light::block_digest(&block),
         );
+        // The last block of an epoch whose successor has another set.
+        let next = height + 1;
+        if next.is_multiple_of(EPOCH_BLOCKS)
+            && self.state.validator_sets().last().unwrap().from_epoch == next / EPOCH_BLOCKS
+        {
+            self.changes.push(quartier_light::EpochChange {
+                block: block.clone(),
+                finalization: finalization.clone(),
+                proof: self.state.prove(StateKey::ValidatorSets).unwrap(),
+            });
+        }
         self.tip = (block, finalization);
     }
 
@@ -224,6 +264,7 @@ impl Chain {
                 .map(|r| (REGION, r.clone()))
                 .into_iter()
                 .collect(),
+            validator_sets: s.validator_sets().len(),
         }
     }
 }
@@ -275,7 +316,7 @@ impl Market {
     fn new() -> Market {
         let vendor = SimulatedAttestationService::new([42; 32]);
         let keys = validator_keys();
-        let genesis = genesis(&keys, &vendor);
+        let genesis = genesis(&keys[..4], &vendor);
         let mut chain = Chain::new(genesis, keys);
         let platform = || SimulatedPlatform::new([5; 32], MEASUREMENT, vendor.root());
         let mut members: Vec<Member> = (0..3)
@@ -376,6 +417,7 @@ impl Market {
     fn execute(&mut self, i: usize, effect: Effect) -> Input {
         match effect {
             Effect::FetchGenesis => Input::Genesis(Some(self.chain.genesis.clone())),
+            Effect::FetchValidatorSets => Input::ValidatorSets(Some(self.chain.changes.clone())),
             Effect::FetchRegistry { accounts } => {
                 let keys = [
                     StateKey::Genesis,
@@ -816,4 +858,61 @@ fn a_backlog_at_the_cap_is_cleared_once_reported() {
     market.down(2, false);
     market.run_until(16 * SLOT_MS);
     assert_eq!(market.unreported(), Vec::<Slot>::new());
+}
+
+/// Governance votes a fifth validator in and one of the first four out
+/// while the committee clears: from each boundary on the chain's blocks
+/// are certified by the new set, in the new epoch's rounds. Before, an
+/// enclave checked certificates against the genesis set only and refused
+/// them: nothing was cleared or reported after the first change. Now each
+/// host teaches its enclave the changes, and every slot is reported.
+#[test]
+fn mode_b_reports_every_slot_across_validator_changes() {
+    let mut market = Market::new();
+    market.run_until(3 * SLOT_MS);
+    let keys = validator_keys();
+    let account = |k: &ed25519::PrivateKey| AccountId(ledger_key(k).verifying_key().to_bytes());
+    let vote = |market: &mut Market, change, proposer: usize, voters: &[usize]| {
+        let proposal = market.chain.state.meta().next_proposal;
+        market
+            .chain
+            .queue(&ledger_key(&keys[proposer]), TxBody::Propose { change });
+        for &v in voters {
+            market.chain.queue(
+                &ledger_key(&keys[v]),
+                TxBody::Vote {
+                    proposal,
+                    approve: true,
+                },
+            );
+        }
+    };
+    vote(
+        &mut market,
+        quartier_ledger::GovernanceChange::Add(account(&keys[4])),
+        0,
+        &[1, 2],
+    );
+    market.run_until(5 * SLOT_MS);
+    vote(
+        &mut market,
+        quartier_ledger::GovernanceChange::Remove(account(&keys[0])),
+        1,
+        &[2, 3, 4],
+    );
+    market.run_until(10 * SLOT_MS);
+    let sets = market.chain.state.validator_sets();
+    assert_eq!(sets.len(), 3, "{sets:?}");
+    assert_eq!(market.chain.changes.len(), 2);
+    assert_eq!(market.unreported(), Vec::<Slot>::new());
+    // Reports after the second change's boundary.
+    let changed_at = sets[2].from_epoch * EPOCH_BLOCKS;
+    let late = market
+        .chain
+        .state
+        .region_reports(REGION)
+        .filter(|r| r.height.0 > changed_at)
+        .count();
+    assert!(late >= 3, "{late} reports after height {changed_at}");
+    market.refusals_are_races();
 }

@@ -417,9 +417,25 @@ pub mod testing {
         view: u64,
         digest: [u8; 32],
     ) -> Vec<u8> {
+        finalization_in(genesis, keys, signers, 0, view, digest)
+    }
+
+    /// [`finalization`] in consensus `epoch`, by the set `keys` (that
+    /// epoch's validators, in any order).
+    ///
+    /// # Panics
+    /// If a key is listed twice or `signers` is empty (test input).
+    pub fn finalization_in(
+        genesis: &Genesis,
+        keys: &[ed25519::PrivateKey],
+        signers: &[usize],
+        epoch: u64,
+        view: u64,
+        digest: [u8; 32],
+    ) -> Vec<u8> {
         use commonware_cryptography::Signer as _;
         let mut proposal = Vec::new();
-        UInt(0u64).write(&mut proposal);
+        UInt(epoch).write(&mut proposal);
         UInt(view).write(&mut proposal);
         UInt(view.saturating_sub(1)).write(&mut proposal);
         proposal.extend_from_slice(&digest);

@@ -33,6 +33,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/regions/{region}/settlements"),
     ("get", "/api/v1/sealed"),
     ("get", "/api/v1/governance"),
+    ("get", "/api/v1/epochs"),
     ("get", "/api/v1/regions/{region}/reports"),
     ("get", "/api/v1/regions/{region}/reports/{slot}"),
     ("get", "/api/v1/regions/{region}/batches/{slot}"),
@@ -132,6 +133,7 @@ pub fn router_with(app: LedgerApp, gossip: Gossip, extras: Extras) -> Router {
         .route("/api/v1/regions/{region}/settlements", get(settlements))
         .route("/api/v1/sealed", get(sealed))
         .route("/api/v1/governance", get(governance))
+        .route("/api/v1/epochs", get(epoch_changes))
         .route("/api/v1/regions/{region}/reports", get(reports))
         .route("/api/v1/regions/{region}/reports/{slot}", get(report))
         .route("/api/v1/regions/{region}/batches/{slot}", get(batch))
@@ -478,6 +480,7 @@ async fn sealed(AxumState(api): AxumState<Api>) -> Json<serde_json::Value> {
             "height": s.meta().height,
             "time": s.meta().time,
             "custody": s.meta().custody,
+            "validator_sets": s.validator_sets().len(),
             "policy": s.genesis().sealed_market,
             "measurements": s.measurements(),
             "enclaves": enclaves,
@@ -927,6 +930,17 @@ async fn meters(
 
 /// A state sync bundle (`quartier node --sync-from`): 503 until this node has
 /// a snapshot with a finalization certificate near it.
+/// The evidence of every validator-set change (what a light client, e.g.
+/// a mode B enclave, learns the sets of later epochs from), oldest first.
+async fn epoch_changes(AxumState(api): AxumState<Api>) -> Result<Response, ApiError> {
+    let changes = api
+        .app
+        .complete_epoch_changes()
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    Ok(Json(json!({ "changes": changes })).into_response())
+}
+
 async fn sync_bundle(
     AxumState(api): AxumState<Api>,
     client: Option<axum::Extension<crate::api_guard::ClientIp>>,

@@ -545,6 +545,10 @@ impl Host {
             epochs,
             batches,
             reports,
+            validator_sets: sealed["validator_sets"]
+                .as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or(1),
         })
     }
 
@@ -583,6 +587,21 @@ impl Host {
                 );
                 Input::Records(self.get(&path).and_then(|v| finalized_records(&v)))
             }
+            Effect::FetchValidatorSets => Input::ValidatorSets(
+                self.get("/api/v1/epochs")
+                    .and_then(|v| {
+                        serde_json::from_value::<Vec<crate::sync::EpochEvidence>>(
+                            v["changes"].clone(),
+                        )
+                        .ok()
+                    })
+                    .and_then(|changes| {
+                        changes
+                            .iter()
+                            .map(|c| c.decode().ok())
+                            .collect::<Option<Vec<_>>>()
+                    }),
+            ),
             Effect::FetchEpochs => Input::Records(
                 self.get("/api/v1/sealed/epochs/proof")
                     .and_then(|v| finalized_records(&v)),
