@@ -406,7 +406,7 @@ struct PlanArgs {
     spare_validators: usize,
     /// Blocks per consensus epoch: a validator voted in or out signs, or
     /// stops, from the next epoch boundary on (0: one epoch, the genesis
-    /// validators for good).
+    /// validators sign for good; a vote moves only the governance votes).
     #[arg(long, default_value_t = 64)]
     epoch_blocks: u64,
 }

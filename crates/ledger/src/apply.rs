@@ -844,18 +844,15 @@ fn applicable(state: &State, change: GovernanceChange) -> Result<(), TxError> {
     let sealed = state.genesis().sealed_market.is_some();
     let measurements = state.measurements();
     let ok = match change {
-        // Only where consensus follows the set (epochs), and only a key
-        // consensus can verify with: a key that is no Ed25519 point, or a
-        // weak one, would leave an epoch without a scheme.
+        // Only a key consensus can verify with: a key that is no Ed25519
+        // point, or a weak one, would leave an epoch without a scheme. (On
+        // a chain of one epoch a change moves the votes only.)
         GovernanceChange::Add(v) => {
-            state.epoch_blocks() > 0
-                && !validators.contains(&v)
+            !validators.contains(&v)
                 && !state.holds_role(&v)
                 && ed25519_dalek::VerifyingKey::from_bytes(&v.0).is_ok_and(|k| !k.is_weak())
         }
-        GovernanceChange::Remove(v) => {
-            state.epoch_blocks() > 0 && validators.contains(&v) && validators.len() > 1
-        }
+        GovernanceChange::Remove(v) => validators.contains(&v) && validators.len() > 1,
         GovernanceChange::AllowMeasurement(m) => sealed && !measurements.contains(&m),
         GovernanceChange::RevokeMeasurement(m) => sealed && measurements.contains(&m),
         // From the role's key now to a key that holds nothing else: no

@@ -81,7 +81,7 @@ pub struct Genesis {
     /// holds after the last block of an epoch signs the next epoch (a
     /// governance change to it takes effect at the next boundary); 0: one
     /// epoch for the chain's life, and the genesis validators sign it for
-    /// good (governance can then not change them).
+    /// good (a change then moves only the governance votes).
     #[serde(default)]
     pub epoch_blocks: u64,
 }

@@ -26,8 +26,9 @@
 //! under its root) teaches it the next set ([`ChainAnchor::advance`]). A
 //! certificate of an epoch after the last change it learnt is checked
 //! against the latest set it has: a later change it was not shown makes
-//! that check fail, it does not pass a certificate of the wrong set. What
-//! it can not tell is a history forked by a set that was voted out (its
+//! that check fail, unless the sets before and after it share a quorum (a
+//! change and its undoing, say), which then vouches for the block as much
+//! as the set of record would have. What it can not tell is a history forked by a set that was voted out (its
 //! keys leaked, say) and signs on after its removal: as with any
 //! proof-of-authority light client, the removed keys are trusted not to
 //! sign, or the client is given a recent change by someone it trusts.

@@ -928,8 +928,6 @@ async fn meters(
     Ok(Json(body))
 }
 
-/// A state sync bundle (`quartier node --sync-from`): 503 until this node has
-/// a snapshot with a finalization certificate near it.
 /// The evidence of every validator-set change (what a light client, e.g.
 /// a mode B enclave, learns the sets of later epochs from), oldest first.
 async fn epoch_changes(AxumState(api): AxumState<Api>) -> Result<Response, ApiError> {
@@ -941,6 +939,8 @@ async fn epoch_changes(AxumState(api): AxumState<Api>) -> Result<Response, ApiEr
     Ok(Json(json!({ "changes": changes })).into_response())
 }
 
+/// A state sync bundle (`quartier node --sync-from`): 503 until this node has
+/// a snapshot with a finalization certificate near it.
 async fn sync_bundle(
     AxumState(api): AxumState<Api>,
     client: Option<axum::Extension<crate::api_guard::ClientIp>>,

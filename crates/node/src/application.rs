@@ -380,18 +380,30 @@ impl LedgerApp {
         };
         let source = self.finality.lock().clone();
         let mut out = Vec::new();
+        let mut missing = false;
+        // Each is completed on its own: one whose certificate is not here
+        // does not keep the later ones from being stored.
         for (epoch, mut evidence) in log.epoch_changes()? {
             if evidence.finalization.is_empty() {
                 let height = epoch.saturating_mul(epoch_blocks).saturating_sub(1);
                 let finalization = match &source {
                     Some(source) => source(height).await,
                     None => None,
+                };
+                match finalization {
+                    Some(f) => {
+                        evidence.finalization = hex::encode(f);
+                        log.put_epoch_change(epoch, &evidence)?;
+                    }
+                    None => missing = true,
                 }
-                .ok_or_else(|| unavailable("no certificate of an epoch change's block here"))?;
-                evidence.finalization = hex::encode(finalization);
-                log.put_epoch_change(epoch, &evidence)?;
             }
             out.push(evidence);
+        }
+        if missing {
+            return Err(unavailable(
+                "no certificate of an epoch change's block here",
+            ));
         }
         Ok(out)
     }
@@ -819,7 +831,18 @@ impl LedgerApp {
             .find(|(_, t)| **t >= horizon)
             .map_or(tip, |(h, _)| *h)
             .min(tip)
-            .min(chain.boundary.map_or(tip, |b| b.height));
+            .min(chain.boundary.map_or(tip, |b| b.height))
+            // Nor above a set change whose certificate is not stored yet
+            // (consensus storage is pruned with the blocks).
+            .min(
+                chain
+                    .log
+                    .as_ref()
+                    .and_then(|log| log.first_incomplete_epoch_change().ok().flatten())
+                    .map_or(tip, |epoch| {
+                        epoch.saturating_mul(chain.epoch_blocks).saturating_sub(1)
+                    }),
+            );
         if keep <= chain.first_kept {
             return;
         }

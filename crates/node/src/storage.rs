@@ -94,6 +94,19 @@ impl BlockLog {
         txn.commit().map_err(db_error)
     }
 
+    /// The first epoch whose validator-set change is stored without its
+    /// block's certificate, if any.
+    ///
+    /// # Errors
+    /// As [`BlockLog::epoch_changes`].
+    pub fn first_incomplete_epoch_change(&self) -> Result<Option<u64>, StorageError> {
+        Ok(self
+            .epoch_changes()?
+            .into_iter()
+            .find(|(_, e)| e.finalization.is_empty())
+            .map(|(epoch, _)| epoch))
+    }
+
     /// The evidence of every validator-set change stored, by epoch.
     ///
     /// # Errors
@@ -291,9 +304,8 @@ impl BlockLog {
     }
 }
 
-/// Replaces the stored snapshot by `raw` (the state after `height`), zstd-
-/// compressed: a settlement names each household's meter again and again, so
-/// a settled order costs ~15 bytes packed, not ~130.
+/// Writes the evidence of the validator-set change that starts `epoch` in
+/// `txn` (JSON).
 fn put_epoch_change(
     txn: &redb::WriteTransaction,
     epoch: u64,
@@ -305,6 +317,9 @@ fn put_epoch_change(
     Ok(())
 }
 
+/// Replaces the stored snapshot by `raw` (the state after `height`), zstd-
+/// compressed: a settlement names each household's meter again and again, so
+/// a settled order costs ~15 bytes packed, not ~130.
 fn replace_snapshot(
     txn: &redb::WriteTransaction,
     height: u64,

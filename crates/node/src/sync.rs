@@ -104,6 +104,10 @@ pub enum SyncError {
     /// The certificate is not a quorum of this chain's validators.
     #[error("sync bundle: the finalization is not signed by a quorum of the validators")]
     BadCertificate,
+    /// The snapshot records validator-set changes the bundle has no
+    /// evidence of.
+    #[error("sync bundle: the state records validator-set changes the bundle does not prove")]
+    MissingEpochChanges,
     /// A validator-set change does not follow from the sets before it.
     #[error("sync bundle: epoch change {0} is not certified by the set before it")]
     BadEpochChange(usize),
@@ -209,6 +213,14 @@ pub fn install(
     let state = State::from_snapshot(&raw).map_err(|_| SyncError::Malformed("snapshot"))?;
     if state.root() != first.state_root || state.chain_id() != genesis.chain_id() {
         return Err(SyncError::BadSnapshot(first.height.get()));
+    }
+    // Every change the certified state records came with its evidence (a
+    // peer leaving some out, where an older set still certifies the tip,
+    // would have this node serve bundles and enclaves nobody can follow).
+    let recorded = state.validator_sets();
+    let learnt = anchor.validator_sets();
+    if learnt.len() < recorded.len() || learnt[..recorded.len()] != recorded[..] {
+        return Err(SyncError::MissingEpochChanges);
     }
     log.install(&blocks, &raw, &changes)?;
     Ok(finalization)

@@ -286,15 +286,27 @@ where
         _ if current == 0 => Floor::Genesis(genesis_digest),
         _ => match epochs.boundary(current) {
             Some(boundary) => Floor::Genesis(boundary.block),
-            None => match mailbox
-                .get_finalization(commonware_consensus::types::Height::new(app.view().height))
-                .await
-            {
-                Some(finalization) if finalization.epoch().get() == current => {
-                    Floor::Finalized(finalization)
+            // A node that joined by state sync inside this epoch: the
+            // latest certificate of this epoch that marshal stored (the
+            // tip may have been finalized as an ancestor, without one).
+            None => {
+                let first = epocher
+                    .first(Epoch::new(current))
+                    .map_or(0, commonware_consensus::types::Height::get);
+                let tip = app.view().height;
+                let mut found = None;
+                for height in (first.max(tip.saturating_sub(MAX_FLOOR_SEARCH))..=tip).rev() {
+                    if let Some(finalization) = mailbox
+                        .get_finalization(commonware_consensus::types::Height::new(height))
+                        .await
+                        && finalization.epoch().get() == current
+                    {
+                        found = Some(finalization);
+                        break;
+                    }
                 }
-                _ => return Err(ValidatorError::NoFloor(current)),
-            },
+                Floor::Finalized(found.ok_or(ValidatorError::NoFloor(current))?)
+            }
         },
     };
     let inline = Inline::new(
@@ -326,6 +338,10 @@ where
     }));
     Ok(handles)
 }
+
+/// How far below its tip a node looks for a certificate of its epoch to
+/// start consensus from (after it joined by state sync inside the epoch).
+const MAX_FLOOR_SEARCH: u64 = 4_096;
 
 /// The consensus floor of an epoch's engine.
 type EpochFloor = Floor<Scheme, BlockDigest>;
@@ -394,12 +410,21 @@ where
         mux.start();
         let epocher = self.epochs.epocher();
         loop {
-            let Some(engine) = self
+            // None: voted out, no engine; it still follows the boundaries
+            // (voted in again, it signs again from that epoch).
+            let engine = self
                 .enter(epoch, floor, &mut votes, &mut certificates, &mut resolver)
-                .await
-            else {
-                return;
-            };
+                .await;
+            // A change of the set is served to joiners with the certificate
+            // of its block: stored now (and at start, for one a crash left
+            // without), off consensus' path; a node without a log has
+            // nothing to store.
+            let app = self.app.clone();
+            self.context.child("evidence").spawn(move |_| async move {
+                if let Err(e) = app.complete_epoch_changes().await {
+                    tracing::debug!(%e, "epoch change evidence incomplete");
+                }
+            });
             // Until the boundary into a later epoch is finalized here.
             let next = loop {
                 // Biased: polled in order, so a deterministic run stays so.
@@ -420,7 +445,9 @@ where
                     },
                 }
             };
-            engine.abort();
+            if let Some(engine) = engine {
+                engine.abort();
+            }
             tracing::info!(
                 from = epoch,
                 to = next.epoch,
@@ -429,12 +456,6 @@ where
             );
             epoch = next.epoch;
             floor = Floor::Genesis(next.block);
-            // A change of the set is served to joiners with the
-            // certificate of its block: stored now, before pruning can
-            // take it (a node without a log has nothing to store).
-            if let Err(e) = self.app.complete_epoch_changes().await {
-                tracing::debug!(%e, "epoch change evidence incomplete");
-            }
         }
     }
 

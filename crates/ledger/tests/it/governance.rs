@@ -594,20 +594,23 @@ fn a_key_consensus_can_not_verify_with_is_never_voted_in() {
 }
 
 #[test]
-fn a_chain_of_one_epoch_refuses_validator_changes() {
+fn on_a_chain_of_one_epoch_a_change_moves_the_votes_only() {
     let mut c = Chain::from_genesis(Genesis {
         epoch_blocks: 0,
         ..genesis()
     });
-    for change in [
-        GovernanceChange::Add(id(&key("newcomer"))),
-        GovernanceChange::Remove(id(&key("validator-3"))),
-    ] {
-        let tx = c.tx(&key("validator-0"), TxBody::Propose { change });
-        c.queue_signed(tx);
-        let out = c.block_at(1);
-        assert_eq!(out.results[0], Err(TxError::InvalidProposal));
+    let genesis_set = c.state.validators().clone();
+    let out = id(&key("validator-3"));
+    pass(&mut c, GovernanceChange::Remove(out), 3);
+    c.block_ok(1);
+    assert!(!c.state.validators().contains(&out), "it votes no more");
+    for t in 2..40 {
+        c.block_ok(t);
     }
+    assert_eq!(c.state.known_consensus_epoch(), 0);
+    assert_eq!(c.state.validator_set(0), Some(&genesis_set), "it signs on");
+    assert_eq!(c.state.validator_set(1), None);
+    assert_eq!(c.state.validator_sets().len(), 1);
     for short in 1..quartier_ledger::MIN_EPOCH_BLOCKS {
         let g = Genesis {
             epoch_blocks: short,

@@ -275,8 +275,8 @@ fn validators_voted_in_and_out_sign_from_the_next_boundary_and_a_synced_node_fol
         );
         assert!(!forged.verify(&mut context, &verifier, &Sequential));
         // Nor does the removed validator take part: its consensus stopped
-        // at the boundary.
-        assert!(stopped_at < 2 * EPOCH + 10);
+        // at the boundary, the last block it finalized.
+        assert_eq!(stopped_at, 2 * EPOCH - 1);
 
         // Safety: the honest nodes finalized the same blocks throughout.
         let roots: Vec<_> = all.iter().map(|a| a.finalized_roots()).collect();
@@ -391,6 +391,7 @@ fn validators_voted_in_and_out_sign_from_the_next_boundary_and_a_synced_node_fol
                 .err(),
             Some(quartier_light::LightError::WrongEpoch)
         );
+        assert_eq!(apps[0].view().height, stopped_at, "and it stays stopped");
         let late_node = open(&genesis, &d.join("late.redb"));
         assert_eq!(
             late_node.epochs().validators(2),
