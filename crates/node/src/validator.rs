@@ -415,6 +415,15 @@ where
             let engine = self
                 .enter(epoch, floor, &mut votes, &mut certificates, &mut resolver)
                 .await;
+            // The epoch before's engine is gone, and a restart starts in
+            // this one: its journal is deleted (one partition per epoch
+            // would pile up, some thousand a day).
+            if let Some(before) = epoch.checked_sub(1) {
+                let partition = format!("{}-simplex-{before}", self.settings.partition);
+                if let Err(e) = self.context.remove(&partition, None).await {
+                    tracing::debug!(%e, epoch = before, "consensus journal not removed");
+                }
+            }
             // A change of the set is served to joiners with the certificate
             // of its block: stored now (and at start, for one a crash left
             // without), off consensus' path; a node without a log has

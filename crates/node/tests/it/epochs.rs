@@ -392,6 +392,14 @@ fn validators_voted_in_and_out_sign_from_the_next_boundary_and_a_synced_node_fol
             Some(quartier_light::LightError::WrongEpoch)
         );
         assert_eq!(apps[0].view().height, stopped_at, "and it stays stopped");
+        // Each epoch's consensus journal goes once the next epoch began.
+        use commonware_runtime::Storage as _;
+        let journal = |epoch: u64| format!("validator-1-simplex-{epoch}");
+        for gone in [0, 1] {
+            let blobs = context.scan(&journal(gone)).await.unwrap_or_default();
+            assert!(blobs.is_empty(), "epoch {gone}: {blobs:?}");
+        }
+        assert!(!context.scan(&journal(2)).await.unwrap().is_empty());
         let late_node = open(&genesis, &d.join("late.redb"));
         assert_eq!(
             late_node.epochs().validators(2),
