@@ -408,3 +408,136 @@ fn validators_voted_in_and_out_sign_from_the_next_boundary_and_a_synced_node_fol
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A change and its undoing (validator 4 voted in, never runs, voted out):
+/// the genesis set signs again from epoch 2, so a peer could leave both
+/// changes out of a bundle and the tip's certificate would still verify.
+/// The joiner would then hold a state recording changes it can not prove
+/// to anyone it serves. Refused: a bundle must prove every change its
+/// state records.
+#[test]
+fn a_bundle_must_prove_every_change_its_state_records() {
+    let dir = fresh_dir("epochs-undo");
+    let d = dir.clone();
+    deterministic::Runner::new(seeded(43)).start(|mut context| async move {
+        let keys = validator_keys(5);
+        let genesis = Genesis {
+            epoch_blocks: EPOCH,
+            ..genesis(&keys[..4])
+        };
+        let oracle = network(&context, &keys).await;
+        let [k0, k1, k2, k3, k4] = [0, 1, 2, 3, 4].map(|i| &keys[i]);
+        let apps: Vec<LedgerApp> = (0..4)
+            .map(|i| open(&genesis, &d.join(format!("v{i}.redb"))))
+            .collect();
+        for (i, a) in apps.iter().enumerate() {
+            let child = context.child("validator").with_attribute("index", i);
+            start_validator(child, &oracle, &keys, i, a.clone()).await;
+        }
+        let all = [0, 1, 2, 3];
+        let add =
+            apps[0].with_state(|s| vote(s, GovernanceChange::Add(account(k4)), k0, &[k1, k2]));
+        submit_to_all(&apps, &add);
+        wait_for_height(&context, &apps, &all, EPOCH + 2).await;
+        // Epoch 1: five, quorum four: the four running sign it.
+        let remove = apps[0]
+            .with_state(|s| vote(s, GovernanceChange::Remove(account(k4)), k0, &[k1, k2, k3]));
+        submit_to_all(&apps, &remove);
+        wait_for_height(&context, &apps, &all, 2 * EPOCH + 10).await;
+        let bundle = apps[0].sync_bundle().await.unwrap();
+        assert_eq!(bundle.epochs.len(), 2);
+        let anchor = ChainAnchor::from_genesis(&genesis).unwrap();
+        let mut forged = bundle.clone();
+        forged.epochs.clear();
+        let log = BlockLog::open(&d.join("joiner.redb")).unwrap();
+        let refused = install(&log, &genesis, &anchor, &forged, &mut context);
+        assert!(
+            matches!(refused, Err(SyncError::MissingEpochChanges)),
+            "{refused:?}"
+        );
+        assert_eq!(log.first_height().unwrap(), None, "nothing written");
+        install(&log, &genesis, &anchor, &bundle, &mut context).unwrap();
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A node that joined by state sync inside an epoch holds neither that
+/// epoch's boundary block (its log starts at the snapshot after it) nor,
+/// once restarted, the certificate it joined from: it restarts from the
+/// latest certificate of the epoch consensus stored, and goes on into the
+/// next epoch with the others.
+#[test]
+fn a_node_that_joined_inside_an_epoch_restarts_in_it() {
+    let dir = fresh_dir("epochs-restart");
+    let keys = validator_keys(4);
+    let genesis = Genesis {
+        epoch_blocks: EPOCH,
+        ..genesis(&keys)
+    };
+    let d = dir.clone();
+    let (k, g) = (keys.clone(), genesis.clone());
+    let (joined_at, checkpoint) =
+        deterministic::Runner::new(seeded(44)).start_and_recover(|mut context| async move {
+            let (keys, genesis) = (k, g);
+            let oracle = network(&context, &keys).await;
+            let apps: Vec<LedgerApp> = (0..3)
+                .map(|i| open(&genesis, &d.join(format!("v{i}.redb"))))
+                .collect();
+            for (i, a) in apps.iter().enumerate() {
+                let child = context.child("validator").with_attribute("index", i);
+                start_validator(child, &oracle, &keys, i, a.clone()).await;
+            }
+            wait_for_height(&context, &apps, &[0, 1, 2], EPOCH + 9).await;
+            let bundle = apps[0].sync_bundle().await.unwrap();
+            assert!(
+                bundle.snapshot_height >= EPOCH,
+                "{}",
+                bundle.snapshot_height
+            );
+            let path = d.join("v3.redb");
+            let floor = {
+                let log = BlockLog::open(&path).unwrap();
+                let anchor = ChainAnchor::from_genesis(&genesis).unwrap();
+                install(&log, &genesis, &anchor, &bundle, &mut context).unwrap()
+            };
+            assert_eq!(floor.round().epoch(), Epoch::new(1));
+            let joiner = open(&genesis, &path);
+            let child = context.child("validator").with_attribute("index", 3);
+            start_validator_with(
+                child,
+                &oracle,
+                &keys,
+                3,
+                joiner.clone(),
+                joiner.clone(),
+                Some(floor),
+            )
+            .await;
+            let target = joiner.view().height + 2;
+            let all = [apps, vec![joiner.clone()]].concat();
+            wait_for_height(&context, &all, &[0, 1, 2, 3], target).await;
+            joiner.view().height
+        });
+    assert!(joined_at < 2 * EPOCH, "still in epoch 1: {joined_at}");
+    let d = dir.clone();
+    deterministic::Runner::from(checkpoint).start(|context| async move {
+        let oracle = network(&context, &keys).await;
+        let apps: Vec<LedgerApp> = (0..4)
+            .map(|i| open(&genesis, &d.join(format!("v{i}.redb"))))
+            .collect();
+        let epochs = apps[3].epochs();
+        assert_eq!(epochs.current(), 1);
+        assert_eq!(
+            epochs.boundary(1),
+            None,
+            "its log starts after the boundary"
+        );
+        // Started without a floor: it finds one of its epoch.
+        for (i, a) in apps.iter().enumerate() {
+            let child = context.child("validator").with_attribute("index", i);
+            start_validator(child, &oracle, &keys, i, a.clone()).await;
+        }
+        wait_for_height(&context, &apps, &[0, 1, 2, 3], 2 * EPOCH + 8).await;
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
