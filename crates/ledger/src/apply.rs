@@ -851,8 +851,16 @@ fn applicable(state: &State, change: GovernanceChange) -> Result<(), TxError> {
             !validators.contains(&v)
                 && !state.holds_role(&v)
                 && ed25519_dalek::VerifyingKey::from_bytes(&v.0).is_ok_and(|k| !k.is_weak())
+                && keeps_a_quorum(state, validators.iter().copied().chain([v]).collect())
         }
-        GovernanceChange::Remove(v) => validators.contains(&v) && validators.len() > 1,
+        GovernanceChange::Remove(v) => {
+            validators.contains(&v)
+                && validators.len() > 1
+                && keeps_a_quorum(
+                    state,
+                    validators.iter().copied().filter(|x| *x != v).collect(),
+                )
+        }
         GovernanceChange::AllowMeasurement(m) => sealed && !measurements.contains(&m),
         GovernanceChange::RevokeMeasurement(m) => sealed && measurements.contains(&m),
         // From the role's key now to a key that holds nothing else: no
@@ -887,6 +895,26 @@ fn applicable(state: &State, change: GovernanceChange) -> Result<(), TxError> {
     } else {
         Err(TxError::InvalidProposal)
     }
+}
+
+/// Whether `next`, as the next epoch's validator set, keeps a quorum of it
+/// (`n − f`, `f = ⌊(n−1)/3⌋`) among the validators signing the current
+/// epoch: at most `f` of the next set are new. Keys voted in that never
+/// run (a typo, a candidate that does not start) then leave the next
+/// epoch with a quorum while the current set's members are up: without
+/// it, two of them in one epoch halted a set of four for good (the vote
+/// that would remove them needs blocks). More changes take more epochs.
+/// On a chain of one epoch a change moves the votes only: no bound.
+fn keeps_a_quorum(state: &State, next: BTreeSet<AccountId>) -> bool {
+    if state.epoch_blocks() == 0 || next.is_empty() {
+        return state.epoch_blocks() == 0;
+    }
+    let epoch = state.consensus_epoch_of(Height(state.meta().height.0.saturating_add(1)));
+    let Some(signing) = state.validator_set(epoch) else {
+        return false;
+    };
+    let n = next.len();
+    next.intersection(signing).count() >= n - (n - 1) / 3
 }
 
 /// Executes a proposal with yes votes from at least 2/3 of the current

@@ -622,3 +622,48 @@ fn on_a_chain_of_one_epoch_a_change_moves_the_votes_only() {
         );
     }
 }
+
+/// Two keys voted in within one epoch that never run (a typo, a candidate
+/// that does not start) would make the next set six with a quorum of
+/// five, four of them up: the chain halted for good, as the vote to remove
+/// them needs blocks. At most f of the next set may be new: the second is
+/// refused until the first has signed an epoch, and so is replacing two at
+/// once; one at a time goes through.
+#[test]
+fn at_most_f_of_the_next_set_are_new() {
+    let mut c = Chain::new();
+    let [a, b] = [id(&key("newcomer-a")), id(&key("newcomer-b"))];
+    pass(&mut c, GovernanceChange::Add(a), 3);
+    c.block_ok(1);
+    assert!(c.state.validators().contains(&a));
+    // 4 + 2: six, quorum five, four from the set signing now.
+    let tx = c.tx(
+        &key("validator-0"),
+        TxBody::Propose {
+            change: GovernanceChange::Add(b),
+        },
+    );
+    c.queue_signed(tx);
+    assert_eq!(c.block_at(2).results[0], Err(TxError::InvalidProposal));
+    // Replacing one old validator in the epoch keeps a quorum (three of
+    // four from the set signing now); a second newcomer on top does not.
+    pass(&mut c, GovernanceChange::Remove(id(&key("validator-3"))), 4);
+    c.block_ok(3);
+    assert_eq!(c.state.validators().len(), 4);
+    let tx = c.tx(
+        &key("validator-0"),
+        TxBody::Propose {
+            change: GovernanceChange::Add(b),
+        },
+    );
+    c.queue_signed(tx);
+    assert_eq!(c.block_at(4).results[0], Err(TxError::InvalidProposal));
+    for t in 5..8 {
+        c.block_ok(t);
+    }
+    // From epoch 1 the set with `a` signs: `b` may come in now.
+    assert!(c.state.validator_set(1).unwrap().contains(&a));
+    pass(&mut c, GovernanceChange::Add(b), 3);
+    c.block_ok(8);
+    assert!(c.state.validators().contains(&b));
+}
