@@ -936,7 +936,7 @@ async fn epoch_changes(AxumState(api): AxumState<Api>) -> Result<Response, ApiEr
         .complete_epoch_changes()
         .await
         .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    Ok(Json(json!({ "changes": changes })).into_response())
+    Ok(Json(json!({ "changes": changes.as_slice() })).into_response())
 }
 
 /// A state sync bundle (`quartier node --sync-from`): 503 until this node has

@@ -211,6 +211,9 @@ pub struct LedgerApp {
     tip_certificate: Arc<Mutex<Option<HeightCertificate>>>,
     /// Consensus epochs as the finalized state decides them.
     epochs: EpochWatch,
+    /// The complete evidence of every validator-set change, once read (a
+    /// change adds one; the API and sync bundles serve it again and again).
+    evidence: Arc<Mutex<Option<Arc<Vec<EpochEvidence>>>>>,
 }
 
 /// Consensus' finalization certificate at a height, encoded, if it has one.
@@ -278,6 +281,7 @@ impl LedgerApp {
             finality: Arc::new(Mutex::new(None)),
             tip_certificate: Arc::new(Mutex::new(None)),
             epochs,
+            evidence: Arc::new(Mutex::new(None)),
             events: tokio::sync::broadcast::channel(1024).0,
         }
     }
@@ -349,7 +353,7 @@ impl LedgerApp {
                 .map(|h| self.finalized_block(h).map(|b| hex::encode(b.encode())))
                 .collect::<Option<Vec<String>>>()
                 .ok_or_else(|| unavailable("blocks after the snapshot were pruned; retry"))?;
-            let epochs = self.complete_epoch_changes().await?;
+            let epochs = self.complete_epoch_changes().await?.to_vec();
             return Ok(SyncBundle {
                 snapshot_height: height,
                 snapshot,
@@ -368,16 +372,22 @@ impl LedgerApp {
     /// # Errors
     /// [`SyncError::Unavailable`] if this node keeps no log or consensus
     /// has no certificate of a change's block; [`SyncError::Storage`].
-    pub async fn complete_epoch_changes(&self) -> Result<Vec<EpochEvidence>, SyncError> {
+    pub async fn complete_epoch_changes(&self) -> Result<Arc<Vec<EpochEvidence>>, SyncError> {
         let unavailable = |why: &str| SyncError::Unavailable(why.to_string());
-        let (log, epoch_blocks) = {
+        let (log, epoch_blocks, changes) = {
             let chain = self.chain.lock();
             let log = chain
                 .log
                 .clone()
                 .ok_or_else(|| unavailable("no block log"))?;
-            (log, chain.epoch_blocks)
+            let changes = chain.finalized.validator_sets().len() - 1;
+            (log, chain.epoch_blocks, changes)
         };
+        if let Some(cached) = self.evidence.lock().as_ref()
+            && cached.len() == changes
+        {
+            return Ok(cached.clone());
+        }
         let source = self.finality.lock().clone();
         let mut out = Vec::new();
         let mut missing = false;
@@ -404,6 +414,10 @@ impl LedgerApp {
             return Err(unavailable(
                 "no certificate of an epoch change's block here",
             ));
+        }
+        let out = Arc::new(out);
+        if out.len() == changes {
+            *self.evidence.lock() = Some(out.clone());
         }
         Ok(out)
     }

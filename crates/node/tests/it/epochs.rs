@@ -24,7 +24,7 @@ use quartier_ledger::{Genesis, GovernanceChange, State, TxBody};
 use quartier_light::ChainAnchor;
 use quartier_node::epochs::EpochSchemes;
 use quartier_node::storage::BlockLog;
-use quartier_node::sync::{BlockFinalization, SyncError, install};
+use quartier_node::sync::{BlockFinalization, EpochEvidence, SyncError, install};
 use quartier_node::validator::{CHANNEL_CERTIFICATES, CHANNEL_VOTES};
 use quartier_node::{LedgerApp, Mempool, MempoolConfig, Scheme};
 use quartier_types::AccountId;
@@ -301,6 +301,19 @@ fn validators_voted_in_and_out_sign_from_the_next_boundary_and_a_synced_node_fol
         // first only, the certificate is not the set's it is checked with.
         let late = apps[1].sync_bundle().await.unwrap();
         assert_eq!(late.epochs.len(), 2);
+        // The API serves the same evidence (what a mode B host reads).
+        let router = quartier_node::api::router(apps[1].clone(), Arc::new(|_| {}));
+        let request = axum::http::Request::get("/api/v1/epochs")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = tower::ServiceExt::oneshot(router, request).await.unwrap();
+        assert_eq!(response.status(), axum::http::StatusCode::OK);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 26)
+            .await
+            .unwrap();
+        let served: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let served: Vec<EpochEvidence> = serde_json::from_value(served["changes"].clone()).unwrap();
+        assert_eq!(served, late.epochs);
         let anchor = ChainAnchor::from_genesis(&genesis).unwrap();
         let fresh = |name: &str| BlockLog::open(&d.join(name)).unwrap();
         for cut in [0, 1] {
