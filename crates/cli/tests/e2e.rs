@@ -8,13 +8,14 @@
 
 use quartier_ledger::{MeterRole, Tx, TxBody};
 use quartier_types::{AccountId, RegionId};
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 mod support;
 
-use support::validators::{Devnet, EXE, height, http, wait_for};
+use support::validators::{
+    Devnet, EXE, clients, height, http, ledger_genesis, signing_key as key, wait_for,
+};
 
 /// The settlement of region 1's `slot` on the node at `port`, once there.
 fn wait_for_settlement(port: u16, slot: u64) -> serde_json::Value {
@@ -27,12 +28,6 @@ fn wait_for_settlement(port: u16, slot: u64) -> serde_json::Value {
         !found.is_null()
     });
     found
-}
-
-fn key(dir: &Path, name: &str) -> ed25519_dalek::SigningKey {
-    let hex_seed = std::fs::read_to_string(dir.join(format!("keys/{name}.key"))).unwrap();
-    let seed: [u8; 32] = hex::decode(hex_seed.trim()).unwrap().try_into().unwrap();
-    ed25519_dalek::SigningKey::from_bytes(&seed)
 }
 
 #[test]
@@ -266,18 +261,8 @@ fn four_processes_survive_kill_9_and_agree() {
     // 8 households for 6 slots, validator 0 (the first node of a quarter of
     // the agents, and the first they ask for the time) killed after slot 1.
     use quartier_node::meters::{Fleet, FleetEvent, FleetPlan};
-    let ledger: quartier_ledger::Genesis = serde_json::from_value(
-        serde_json::from_str::<serde_json::Value>(
-            &std::fs::read_to_string(dir.join("genesis.json")).unwrap(),
-        )
-        .unwrap()["ledger"]
-            .clone(),
-    )
-    .unwrap();
-    let apis = ports
-        .iter()
-        .map(|p| quartier_node::client::NodeClient::new(&format!("http://127.0.0.1:{p}")).unwrap())
-        .collect();
+    let ledger = ledger_genesis(&dir);
+    let apis = clients(&ports);
     let plan = FleetPlan {
         households: 8,
         prosumers: 5,

@@ -16,7 +16,9 @@ use std::time::Duration;
 
 mod support;
 
-use support::validators::{Devnet, EXE, height, http, wait_for};
+use support::validators::{
+    Devnet, EXE, clients, height, http, ledger_genesis, signing_key, wait_for,
+};
 
 /// Blocks per epoch on this devnet (a block every 300 ms when idle).
 const EPOCH_BLOCKS: u64 = 16;
@@ -34,12 +36,6 @@ fn quartier(args: &[&str]) -> String {
 
 fn key_file(dir: &Path, name: &str) -> String {
     dir.join(format!("keys/{name}.key")).display().to_string()
-}
-
-fn signing_key(dir: &Path, name: &str) -> ed25519_dalek::SigningKey {
-    let hex_seed = std::fs::read_to_string(dir.join(format!("keys/{name}.key"))).unwrap();
-    let seed: [u8; 32] = hex::decode(hex_seed.trim()).unwrap().try_into().unwrap();
-    ed25519_dalek::SigningKey::from_bytes(&seed)
 }
 
 fn account(dir: &Path, name: &str) -> String {
@@ -112,18 +108,8 @@ fn governance_adds_a_validator_process_and_removes_another_while_meters_trade() 
     // Households trade throughout, through validators 1-3 (validator 0 is
     // voted out, its process left running).
     use quartier_node::meters::{Fleet, FleetEvent, FleetPlan};
-    let ledger: quartier_ledger::Genesis = serde_json::from_value(
-        serde_json::from_str::<serde_json::Value>(
-            &std::fs::read_to_string(dir.join("genesis.json")).unwrap(),
-        )
-        .unwrap()["ledger"]
-            .clone(),
-    )
-    .unwrap();
-    let apis = ports[1..]
-        .iter()
-        .map(|p| quartier_node::client::NodeClient::new(&format!("http://127.0.0.1:{p}")).unwrap())
-        .collect();
+    let ledger = ledger_genesis(&dir);
+    let apis = clients(&ports[1..]);
     let plan = FleetPlan {
         households: 8,
         prosumers: 5,

@@ -18,6 +18,28 @@ pub fn http(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, ser
     }
 }
 
+/// A devnet's key file `keys/NAME.key` as a signing key.
+pub fn signing_key(dir: &std::path::Path, name: &str) -> ed25519_dalek::SigningKey {
+    let hex_seed = std::fs::read_to_string(dir.join(format!("keys/{name}.key"))).unwrap();
+    let seed: [u8; 32] = hex::decode(hex_seed.trim()).unwrap().try_into().unwrap();
+    ed25519_dalek::SigningKey::from_bytes(&seed)
+}
+
+/// The ledger genesis of the devnet laid out in `dir`.
+pub fn ledger_genesis(dir: &std::path::Path) -> quartier_ledger::Genesis {
+    let network: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("genesis.json")).unwrap()).unwrap();
+    serde_json::from_value(network["ledger"].clone()).unwrap()
+}
+
+/// API clients of the nodes on `ports`.
+pub fn clients(ports: &[u16]) -> Vec<quartier_node::client::NodeClient> {
+    ports
+        .iter()
+        .map(|p| quartier_node::client::NodeClient::new(&format!("http://127.0.0.1:{p}")).unwrap())
+        .collect()
+}
+
 /// The node's `/api/v1/status`, if it answers.
 pub fn status(port: u16) -> Option<serde_json::Value> {
     http(port, "GET", "/api/v1/status", "").map(|(_, v)| v)

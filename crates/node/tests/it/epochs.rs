@@ -26,24 +26,12 @@ use quartier_node::epochs::EpochSchemes;
 use quartier_node::storage::BlockLog;
 use quartier_node::sync::{BlockFinalization, EpochEvidence, SyncError, install};
 use quartier_node::validator::{CHANNEL_CERTIFICATES, CHANNEL_VOTES};
-use quartier_node::{LedgerApp, Mempool, MempoolConfig, Scheme};
+use quartier_node::{LedgerApp, Scheme};
 use quartier_types::AccountId;
-use std::path::Path;
 use std::sync::Arc;
 
 /// Blocks per epoch: epoch 1 is heights 16..32, epoch 2 from 32.
 const EPOCH: u64 = 16;
-
-/// An archive node with a snapshot every 8 blocks (to serve a sync bundle).
-fn open(genesis: &Genesis, path: &Path) -> LedgerApp {
-    LedgerApp::open(
-        State::from_genesis(genesis.clone()).unwrap(),
-        Mempool::new(MempoolConfig::default()),
-        BlockLog::open(path).unwrap(),
-    )
-    .unwrap()
-    .with_snapshot_interval(8)
-}
 
 /// Validator `k`'s key as the ledger's signing key (the same Ed25519 key).
 fn ledger_key(k: &ed25519::PrivateKey) -> SigningKey {
@@ -178,12 +166,9 @@ fn validators_voted_in_and_out_sign_from_the_next_boundary_and_a_synced_node_fol
         )
         .await;
         let apps: Vec<LedgerApp> = (0..3)
-            .map(|i| open(&genesis, &d.join(format!("v{i}.redb"))))
+            .map(|i| open_logged(&genesis, &d.join(format!("v{i}.redb"))))
             .collect();
-        for (i, a) in apps.iter().enumerate() {
-            let child = context.child("validator").with_attribute("index", i);
-            start_validator(child, &oracle, &keys, i, a.clone()).await;
-        }
+        start_all(&context, &oracle, &keys, &apps).await;
 
         // Epoch 0: the genesis four vote in validator 4 (3 of 4).
         let add =
@@ -202,18 +187,8 @@ fn validators_voted_in_and_out_sign_from_the_next_boundary_and_a_synced_node_fol
             let anchor = ChainAnchor::from_genesis(&genesis).unwrap();
             install(&log, &genesis, &anchor, &bundle, &mut context).unwrap()
         };
-        let joiner = open(&genesis, &path);
-        let child = context.child("validator").with_attribute("index", 4);
-        start_validator_with(
-            child,
-            &oracle,
-            &keys,
-            4,
-            joiner.clone(),
-            joiner.clone(),
-            Some(floor),
-        )
-        .await;
+        let joiner = open_logged(&genesis, &path);
+        start_joined(&context, &oracle, &keys, 4, &joiner, floor).await;
         let all = [apps.clone(), vec![joiner.clone()]].concat();
         wait_for_height(&context, &all, &[0, 1, 2, 3], EPOCH + 6).await;
 
@@ -413,7 +388,7 @@ fn validators_voted_in_and_out_sign_from_the_next_boundary_and_a_synced_node_fol
             assert!(blobs.is_empty(), "epoch {gone}: {blobs:?}");
         }
         assert!(!context.scan(&journal(2)).await.unwrap().is_empty());
-        let late_node = open(&genesis, &d.join("late.redb"));
+        let late_node = open_logged(&genesis, &d.join("late.redb"));
         assert_eq!(
             late_node.epochs().validators(2),
             Some([k1, k2, k3, k4].iter().map(|k| account(k)).collect())
@@ -441,12 +416,9 @@ fn a_bundle_must_prove_every_change_its_state_records() {
         let oracle = network(&context, &keys).await;
         let [k0, k1, k2, k3, k4] = [0, 1, 2, 3, 4].map(|i| &keys[i]);
         let apps: Vec<LedgerApp> = (0..4)
-            .map(|i| open(&genesis, &d.join(format!("v{i}.redb"))))
+            .map(|i| open_logged(&genesis, &d.join(format!("v{i}.redb"))))
             .collect();
-        for (i, a) in apps.iter().enumerate() {
-            let child = context.child("validator").with_attribute("index", i);
-            start_validator(child, &oracle, &keys, i, a.clone()).await;
-        }
+        start_all(&context, &oracle, &keys, &apps).await;
         let all = [0, 1, 2, 3];
         let add =
             apps[0].with_state(|s| vote(s, GovernanceChange::Add(account(k4)), k0, &[k1, k2]));
@@ -494,12 +466,9 @@ fn a_node_that_joined_inside_an_epoch_restarts_in_it() {
             let (keys, genesis) = (k, g);
             let oracle = network(&context, &keys).await;
             let apps: Vec<LedgerApp> = (0..3)
-                .map(|i| open(&genesis, &d.join(format!("v{i}.redb"))))
+                .map(|i| open_logged(&genesis, &d.join(format!("v{i}.redb"))))
                 .collect();
-            for (i, a) in apps.iter().enumerate() {
-                let child = context.child("validator").with_attribute("index", i);
-                start_validator(child, &oracle, &keys, i, a.clone()).await;
-            }
+            start_all(&context, &oracle, &keys, &apps).await;
             wait_for_height(&context, &apps, &[0, 1, 2], EPOCH + 9).await;
             let bundle = apps[0].sync_bundle().await.unwrap();
             assert!(
@@ -514,18 +483,8 @@ fn a_node_that_joined_inside_an_epoch_restarts_in_it() {
                 install(&log, &genesis, &anchor, &bundle, &mut context).unwrap()
             };
             assert_eq!(floor.round().epoch(), Epoch::new(1));
-            let joiner = open(&genesis, &path);
-            let child = context.child("validator").with_attribute("index", 3);
-            start_validator_with(
-                child,
-                &oracle,
-                &keys,
-                3,
-                joiner.clone(),
-                joiner.clone(),
-                Some(floor),
-            )
-            .await;
+            let joiner = open_logged(&genesis, &path);
+            start_joined(&context, &oracle, &keys, 3, &joiner, floor).await;
             let target = joiner.view().height + 2;
             let all = [apps, vec![joiner.clone()]].concat();
             wait_for_height(&context, &all, &[0, 1, 2, 3], target).await;
@@ -536,7 +495,7 @@ fn a_node_that_joined_inside_an_epoch_restarts_in_it() {
     deterministic::Runner::from(checkpoint).start(|context| async move {
         let oracle = network(&context, &keys).await;
         let apps: Vec<LedgerApp> = (0..4)
-            .map(|i| open(&genesis, &d.join(format!("v{i}.redb"))))
+            .map(|i| open_logged(&genesis, &d.join(format!("v{i}.redb"))))
             .collect();
         let epochs = apps[3].epochs();
         assert_eq!(epochs.current(), 1);
@@ -546,10 +505,7 @@ fn a_node_that_joined_inside_an_epoch_restarts_in_it() {
             "its log starts after the boundary"
         );
         // Started without a floor: it finds one of its epoch.
-        for (i, a) in apps.iter().enumerate() {
-            let child = context.child("validator").with_attribute("index", i);
-            start_validator(child, &oracle, &keys, i, a.clone()).await;
-        }
+        start_all(&context, &oracle, &keys, &apps).await;
         wait_for_height(&context, &apps, &[0, 1, 2, 3], 2 * EPOCH + 8).await;
     });
     let _ = std::fs::remove_dir_all(&dir);

@@ -362,3 +362,39 @@ pub fn sign_with_torsion(tx: Tx, key: &SigningKey) -> SignedTx {
     signature[32..].copy_from_slice(s.as_bytes());
     SignedTx { tx, signature }
 }
+
+/// A fresh application persisting in a block log at `path` (reopened from
+/// it if it holds blocks), with a snapshot every 8 blocks (so it serves
+/// state sync bundles).
+pub fn open_logged(genesis: &Genesis, path: &std::path::Path) -> LedgerApp {
+    LedgerApp::open(
+        State::from_genesis(genesis.clone()).unwrap(),
+        Mempool::new(MempoolConfig::default()),
+        quartier_node::storage::BlockLog::open(path).unwrap(),
+    )
+    .unwrap()
+    .with_snapshot_interval(8)
+}
+
+/// Starts validator `i` with `app`, a node that joined by state sync:
+/// consensus from `floor`.
+pub async fn start_joined(
+    context: &deterministic::Context,
+    oracle: &Oracle<ed25519::PublicKey, deterministic::Context>,
+    keys: &[ed25519::PrivateKey],
+    i: usize,
+    app: &LedgerApp,
+    floor: quartier_node::sync::BlockFinalization,
+) {
+    let child = context.child("validator").with_attribute("index", i);
+    start_validator_with(
+        child,
+        oracle,
+        keys,
+        i,
+        app.clone(),
+        app.clone(),
+        Some(floor),
+    )
+    .await;
+}

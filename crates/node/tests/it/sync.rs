@@ -9,9 +9,9 @@ use commonware_cryptography::ed25519;
 use commonware_runtime::{Runner as _, Supervisor as _, deterministic};
 use quartier_ledger::{Genesis, State};
 use quartier_light::ChainAnchor;
+use quartier_node::LedgerApp;
 use quartier_node::storage::BlockLog;
 use quartier_node::sync::{EpochEvidence, SyncBundle, SyncError, install};
-use quartier_node::{LedgerApp, Mempool, MempoolConfig};
 use std::io::Read as _;
 use std::path::Path;
 use std::time::Duration;
@@ -36,15 +36,9 @@ fn anchor(genesis: &Genesis, validators: &[ed25519::PublicKey]) -> ChainAnchor {
     .unwrap()
 }
 
+/// [`open_logged`] keeping no block a restart does not need.
 fn open(genesis: &Genesis, path: &Path) -> LedgerApp {
-    LedgerApp::open(
-        State::from_genesis(genesis.clone()).unwrap(),
-        Mempool::new(MempoolConfig::default()),
-        BlockLog::open(path).unwrap(),
-    )
-    .unwrap()
-    .with_snapshot_interval(8)
-    .with_block_retention(Duration::ZERO)
+    open_logged(genesis, path).with_block_retention(Duration::ZERO)
 }
 
 /// Flips one bit of a hex string's first byte.
@@ -239,17 +233,7 @@ fn a_new_validator_joins_a_pruned_network_from_a_snapshot_bundle() {
             bundle.snapshot_height + bundle.blocks.len() as u64 - 1
         );
         light_client_checks(&genesis, &bundle, &joiner, &keys, &mut context);
-        let child = context.child("validator").with_attribute("index", 3);
-        start_validator_with(
-            child,
-            &oracle,
-            &keys,
-            3,
-            joiner.clone(),
-            joiner.clone(),
-            Some(floor),
-        )
-        .await;
+        start_joined(&context, &oracle, &keys, 3, &joiner, floor).await;
         let mut all = apps.clone();
         all.push(joiner.clone());
         let target = apps[0].view().height + 20;
