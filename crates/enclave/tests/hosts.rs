@@ -893,6 +893,11 @@ fn mode_b_reports_every_slot_across_validator_changes() {
         0,
         &[1, 2],
     );
+    // Voted in, the fifth joins with its own key.
+    market.run_until(3 * SLOT_MS + 2 * STEP_MS);
+    market
+        .chain
+        .queue(&ledger_key(&keys[4]), TxBody::JoinValidators);
     market.run_until(5 * SLOT_MS);
     vote(
         &mut market,

@@ -269,6 +269,7 @@ pub fn apply_verified(
         }
         TxBody::Propose { change } => propose(state, ctx, signer, *change)?,
         TxBody::Vote { proposal, approve } => vote(state, ctx, signer, *proposal, *approve)?,
+        TxBody::JoinValidators => join_validators(state, signer)?,
         TxBody::RegisterEnclave {
             quote,
             identity_key,
@@ -788,6 +789,23 @@ fn propose(
     Ok(decide(state, id))
 }
 
+/// A validator voted in says, with its own key, that it runs: the next
+/// boundary seats it.
+fn join_validators(state: &mut State, signer: AccountId) -> Result<Vec<Event>, TxError> {
+    require(state.validators().contains(&signer), Role::Validator)?;
+    let epoch = state.consensus_epoch_of(Height(state.meta().height.0.saturating_add(1)));
+    if state.joining().contains(&signer)
+        || state
+            .validator_set(epoch)
+            .is_some_and(|s| s.contains(&signer))
+    {
+        return Err(TxError::AlreadyJoined);
+    }
+    state.records.joining.insert(signer);
+    state.touch(StateKey::Joining);
+    Ok(Vec::new())
+}
+
 fn vote(
     state: &mut State,
     ctx: &BlockContext,
@@ -1047,22 +1065,48 @@ pub fn end_block(state: &mut State, ctx: &BlockContext) -> Vec<Event> {
 }
 
 /// At the last block of a consensus epoch, the validator set governance
-/// left becomes the next epoch's (recorded only where it changed).
+/// left becomes the next epoch's (recorded only where it changed): those
+/// that sign the ending epoch and those voted in that joined
+/// (`JoinValidators`); one voted in that has not joined waits for a later
+/// boundary. `keeps_a_quorum` held for governance's set, so it holds for
+/// this subset (and it is never empty).
 fn hand_over_validators(state: &mut State, height: Height) {
     let blocks = state.epoch_blocks();
     if blocks == 0 || !height.0.saturating_add(1).is_multiple_of(blocks) {
         return;
     }
     let next = height.0.saturating_add(1) / blocks;
-    if state
+    let signing = state
+        .validator_set(state.consensus_epoch_of(height))
+        .cloned()
+        .unwrap_or_default();
+    let validators: BTreeSet<AccountId> = state
         .records
-        .validator_sets
-        .last()
-        .is_some_and(|s| s.validators == state.records.validators)
+        .validators
+        .iter()
+        .filter(|v| signing.contains(*v) || state.records.joining.contains(*v))
+        .copied()
+        .collect();
+    let joining: BTreeSet<AccountId> = state
+        .records
+        .joining
+        .iter()
+        .filter(|v| state.records.validators.contains(*v) && !validators.contains(*v))
+        .copied()
+        .collect();
+    if joining != state.records.joining {
+        state.records.joining = joining;
+        state.touch(StateKey::Joining);
+    }
+    if validators.is_empty()
+        || state
+            .records
+            .validator_sets
+            .last()
+            .is_some_and(|s| s.validators == validators)
     {
         return;
     }
-    let validators = state.records.validators.clone();
     state.records.validator_sets.push(crate::ValidatorSet {
         from_epoch: next,
         validators,

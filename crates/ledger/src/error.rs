@@ -177,6 +177,9 @@ pub enum TxError {
     /// The validator already voted on this proposal.
     #[error("already voted")]
     AlreadyVoted,
+    /// The validator has joined already, or signs the current epoch.
+    #[error("this validator has joined already")]
+    AlreadyJoined,
     /// The validator change can not apply to the current set.
     #[error("validator change does not apply to the current set")]
     InvalidProposal,

@@ -273,6 +273,8 @@ pub enum StateKey {
     Issuance,
     /// The validator set of each consensus epoch (an entry where it changed).
     ValidatorSets,
+    /// Validators voted in that joined (and wait for a boundary to sign).
+    Joining,
 }
 
 impl StateKey {
@@ -315,6 +317,8 @@ pub(crate) struct Records {
     /// The consensus validator set from each epoch where it changed on,
     /// oldest first: the first entry is epoch 0's, the genesis validators.
     pub(crate) validator_sets: Vec<ValidatorSet>,
+    /// Validators voted in that sent `JoinValidators` and do not sign yet.
+    pub(crate) joining: BTreeSet<AccountId>,
     /// The pool's one-time keys: an index derived from `pool` (rebuilt from
     /// it on restore, not part of the snapshot), so a new output can not
     /// reuse a key (two outputs with one key share one key image: only one
@@ -426,6 +430,7 @@ impl State {
                 from_epoch: 0,
                 validators: genesis.validators.iter().copied().collect(),
             }],
+            joining: BTreeSet::new(),
             genesis,
         };
         let mut dirty = BTreeSet::from([
@@ -437,6 +442,7 @@ impl State {
             StateKey::Authorities,
             StateKey::Issuance,
             StateKey::ValidatorSets,
+            StateKey::Joining,
         ]);
         for (account, amount) in &records.genesis.allocations {
             records.accounts.entry(*account).or_default().balance = *amount;
@@ -496,6 +502,7 @@ impl State {
             StateKey::Authorities,
             StateKey::Issuance,
             StateKey::ValidatorSets,
+            StateKey::Joining,
         ]);
         dirty.extend(r.accounts.keys().map(|k| StateKey::Account(*k)));
         dirty.extend(r.meters.keys().map(|k| StateKey::Meter(*k)));
@@ -656,6 +663,11 @@ impl State {
     /// Every change of the consensus validator set, oldest first.
     pub fn validator_sets(&self) -> &[ValidatorSet] {
         &self.records.validator_sets
+    }
+
+    /// Validators voted in that joined and wait for a boundary to sign.
+    pub fn joining(&self) -> &BTreeSet<AccountId> {
+        &self.records.joining
     }
 
     /// An open book.
@@ -894,6 +906,7 @@ impl State {
             StateKey::Authorities => Some(canonical(&r.authorities)),
             StateKey::Issuance => Some(canonical(&r.issuance)),
             StateKey::ValidatorSets => Some(canonical(&r.validator_sets)),
+            StateKey::Joining => Some(canonical(&r.joining)),
         }
     }
 

@@ -313,6 +313,11 @@ pub enum TxBody {
         #[serde(with = "quartier_types::hex")]
         signature: GroupSignature,
     },
+    /// A validator voted in, signed by its own key: it runs and will sign.
+    /// Only then does an epoch boundary seat it in consensus (a key voted
+    /// in that never runs never signs, so keys that do not run can not
+    /// take a quorum away); its node sends this by itself.
+    JoinValidators,
 }
 
 /// An unsigned transaction.

@@ -443,6 +443,7 @@ async fn governance(AxumState(api): AxumState<Api>) -> Json<serde_json::Value> {
                 "epoch": epoch,
                 "signing": s.validator_set(epoch),
                 "next_boundary": (blocks > 0).then(|| (epoch + 1) * blocks),
+                "joining": s.joining(),
                 "validator_sets": sets,
             },
             "authorities": {

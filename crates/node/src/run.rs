@@ -251,6 +251,22 @@ pub fn run(config: NodeConfig, sync_from: Option<&str>) -> anyhow::Result<()> {
                 .send(Recipients::All, IoBuf::from(bytes), false);
         });
 
+        // Voted in, this validator joins with its own key (the ledger
+        // seats it at a boundary only then); again at each change until
+        // the chain has it (a join sent before any peer was connected is
+        // sent again at the next boundary).
+        let (join_app, join_gossip) = (app.clone(), gossip.clone());
+        let ledger_key = ed25519_dalek::SigningKey::from_bytes(&seed);
+        let mut changes = app.epochs().watch();
+        context.child("join").spawn(move |_| async move {
+            loop {
+                join_if_voted_in(&join_app, &ledger_key, &join_gossip);
+                if futures::StreamExt::next(&mut changes).await.is_none() {
+                    return;
+                }
+            }
+        });
+
         let listener = std::net::TcpListener::bind(config.api_listen)
             .with_context(|| format!("binding the API on {}", config.api_listen))?;
         tracing::info!(api = %config.api_listen, p2p = %config.p2p_listen, "validator running");
@@ -282,6 +298,34 @@ pub fn run(config: NodeConfig, sync_from: Option<&str>) -> anyhow::Result<()> {
             .await
             .map_err(|_| anyhow!("the API thread ended without a word"))?
     })
+}
+
+/// Sends `JoinValidators` signed by `key` if governance voted it in and it
+/// neither signs the current epoch nor joined yet.
+fn join_if_voted_in(app: &LedgerApp, key: &ed25519_dalek::SigningKey, gossip: &Gossip) {
+    let me = quartier_types::AccountId(key.verifying_key().to_bytes());
+    let tx = app.with_state(|s| {
+        let epoch = s.consensus_epoch_of(quartier_types::Height(s.meta().height.0 + 1));
+        let due = s.validators().contains(&me)
+            && !s.joining().contains(&me)
+            && !s.validator_set(epoch).is_some_and(|v| v.contains(&me));
+        due.then(|| {
+            quartier_ledger::Tx {
+                chain_id: s.chain_id(),
+                signer: me,
+                nonce: s.account(&me).nonce,
+                body: quartier_ledger::TxBody::JoinValidators,
+            }
+            .sign(key)
+        })
+    });
+    if let Some(tx) = tx {
+        tracing::info!("voted in: joining the validators");
+        // Sent whether or not it is pending here already: a join that
+        // reached no peer is sent again.
+        let _ = app.submit(tx.clone());
+        gossip(tx.encode());
+    }
 }
 
 /// The peers this node connects to: of `book` (validators and candidates),

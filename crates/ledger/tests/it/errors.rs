@@ -40,6 +40,7 @@ fn name(e: &TxError) -> &'static str {
         TxError::InvalidTariffs(_) => "InvalidTariffs",
         TxError::UnknownProposal => "UnknownProposal",
         TxError::AlreadyVoted => "AlreadyVoted",
+        TxError::AlreadyJoined => "AlreadyJoined",
         TxError::InvalidProposal => "InvalidProposal",
         TxError::Overflow => "Overflow",
         // Mode B: every one is produced in `sealed_market.rs`.
@@ -76,7 +77,7 @@ fn name(e: &TxError) -> &'static str {
 }
 
 /// The variants of the open market, all produced here.
-const ALL: usize = 30;
+const ALL: usize = 31;
 
 /// A chain at slot 10 with meters p1 (R1, 5 kWp), c1 (R1, consumer),
 /// c2 (R1, consumer, retired), p2 (R2, 4 kWp); c1 and p1 hold 100 CHF.
@@ -512,6 +513,9 @@ fn every_tx_error_variant_from_a_concrete_bad_transaction() {
         },
     );
     check!(&c, tx, TxError::AlreadyVoted);
+    // A validator signing the current epoch has nothing to join.
+    let tx = c.tx(&v0, TxBody::JoinValidators);
+    check!(&c, tx, TxError::AlreadyJoined);
 
     // A replay of an accepted transaction is a nonce error too.
     let accepted = c.tx(&c1, TxBody::Redeem { amount: chf(1) });

@@ -86,6 +86,24 @@ fn vote(
     txs
 }
 
+/// Once governance voted `key` in (as `apps` see it), submits its
+/// `JoinValidators` to them, as its node does.
+async fn join(context: &deterministic::Context, apps: &[LedgerApp], key: &ed25519::PrivateKey) {
+    let me = account(key);
+    while !apps[0].with_state(|s| s.validators().contains(&me)) {
+        commonware_runtime::Clock::sleep(context, std::time::Duration::from_millis(50)).await;
+    }
+    let join = apps[0].with_state(|s| {
+        tx(
+            s,
+            &ledger_key(key),
+            s.account(&me).nonce,
+            TxBody::JoinValidators,
+        )
+    });
+    submit_to_all(apps, &[join]);
+}
+
 /// Runs commonware's equivocating participant with `key` in each epoch of
 /// `sets`: as the leader it notarizes two different proposals and sends
 /// each to part of the set; it never votes for anyone else's.
@@ -174,6 +192,8 @@ fn validators_voted_in_and_out_sign_from_the_next_boundary_and_a_synced_node_fol
         let add =
             apps[0].with_state(|s| vote(s, GovernanceChange::Add(account(k4)), k0, &[k1, k2]));
         submit_to_all(&apps, &add);
+        // Voted in, it joins with its own key (its node does so by itself).
+        join(&context, &apps, k4).await;
         wait_for_height(&context, &apps, &[0, 1, 2], 10).await;
         assert!(apps[0].with_state(|s| s.validators().contains(&account(k4))));
         assert_eq!(apps[0].epochs().validators(1), None, "decided at height 15");
@@ -423,6 +443,7 @@ fn a_bundle_must_prove_every_change_its_state_records() {
         let add =
             apps[0].with_state(|s| vote(s, GovernanceChange::Add(account(k4)), k0, &[k1, k2]));
         submit_to_all(&apps, &add);
+        join(&context, &apps, k4).await;
         wait_for_height(&context, &apps, &all, EPOCH + 2).await;
         // Epoch 1: five, quorum four: the four running sign it.
         let remove = apps[0]
