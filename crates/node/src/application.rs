@@ -380,11 +380,17 @@ impl LedgerApp {
                 .log
                 .clone()
                 .ok_or_else(|| unavailable("no block log"))?;
-            let changes = chain.finalized.validator_sets().len() - 1;
+            let changes: Vec<u64> = chain
+                .finalized
+                .validator_sets()
+                .iter()
+                .skip(1)
+                .map(|s| s.from_epoch)
+                .collect();
             (log, chain.epoch_blocks, changes)
         };
         if let Some(cached) = self.evidence.lock().as_ref()
-            && cached.len() == changes
+            && cached.len() == changes.len()
         {
             return Ok(cached.clone());
         }
@@ -393,7 +399,16 @@ impl LedgerApp {
         let mut missing = false;
         // Each is completed on its own: one whose certificate is not here
         // does not keep the later ones from being stored.
-        for (epoch, mut evidence) in log.epoch_changes()? {
+        let stored = log.epoch_changes()?;
+        // Exactly the changes the state records: a node that lacks one (a
+        // peer left it out of its bundle between the snapshot and the
+        // tip) serves none, rather than a list nobody can follow.
+        if stored.iter().map(|(epoch, _)| *epoch).collect::<Vec<_>>() != changes {
+            return Err(unavailable(
+                "this node lacks the evidence of a validator-set change",
+            ));
+        }
+        for (epoch, mut evidence) in stored {
             if evidence.finalization.is_empty() {
                 let height = epoch.saturating_mul(epoch_blocks).saturating_sub(1);
                 let finalization = match &source {
@@ -416,7 +431,7 @@ impl LedgerApp {
             ));
         }
         let out = Arc::new(out);
-        if out.len() == changes {
+        if out.len() == changes.len() {
             *self.evidence.lock() = Some(out.clone());
         }
         Ok(out)
