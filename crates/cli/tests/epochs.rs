@@ -17,26 +17,11 @@ use std::time::Duration;
 mod support;
 
 use support::validators::{
-    Devnet, EXE, clients, height, http, ledger_genesis, signing_key, wait_for,
+    Devnet, EXE, clients, height, http, key_file, ledger_genesis, quartier, signing_key, wait_for,
 };
 
 /// Blocks per epoch on this devnet (a block every 300 ms when idle).
 const EPOCH_BLOCKS: u64 = 16;
-
-/// Runs `quartier` with `args`; its stdout, or a panic with its stderr.
-fn quartier(args: &[&str]) -> String {
-    let out = Command::new(EXE).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "quartier {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn key_file(dir: &Path, name: &str) -> String {
-    dir.join(format!("keys/{name}.key")).display().to_string()
-}
 
 fn account(dir: &Path, name: &str) -> String {
     hex::encode(signing_key(dir, name).verifying_key().to_bytes())

@@ -8,34 +8,18 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 mod support;
 
-use support::validators::{Devnet, EXE, height, http, wait_for};
-
-/// Runs `quartier` with `args`; its stdout, or a panic with its stderr.
-fn quartier(args: &[&str]) -> String {
-    let out = Command::new(EXE).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "quartier {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use support::validators::{Devnet, height, http, key_file, quartier, wait_for};
 
 /// `quartier gov ACTION --node NODE --key <validator's key> ARGS…`.
 fn gov(action: &str, node: &str, (dir, validator): (&Path, usize), args: &[&str]) -> String {
-    let key = key(dir, &format!("validator-{validator}"));
+    let key = key_file(dir, &format!("validator-{validator}"));
     let mut all = vec!["gov", action, "--node", node, "--key", &key];
     all.extend_from_slice(args);
     quartier(&all)
-}
-
-fn key(dir: &Path, name: &str) -> String {
-    dir.join(format!("keys/{name}.key")).display().to_string()
 }
 
 /// The role's key and whether it is frozen, as the node serves them.

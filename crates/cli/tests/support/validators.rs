@@ -18,6 +18,22 @@ pub fn http(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, ser
     }
 }
 
+/// Runs `quartier` with `args`; its stdout, or a panic with its stderr.
+pub fn quartier(args: &[&str]) -> String {
+    let out = Command::new(EXE).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "quartier {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The path of a devnet's key file `keys/NAME.key`.
+pub fn key_file(dir: &std::path::Path, name: &str) -> String {
+    dir.join(format!("keys/{name}.key")).display().to_string()
+}
+
 /// A devnet's key file `keys/NAME.key` as a signing key.
 pub fn signing_key(dir: &std::path::Path, name: &str) -> ed25519_dalek::SigningKey {
     let hex_seed = std::fs::read_to_string(dir.join(format!("keys/{name}.key"))).unwrap();

@@ -44,12 +44,18 @@ fn ledger_key(k: &ed25519::PrivateKey) -> SigningKey {
 }
 
 fn account(k: &ed25519::PrivateKey) -> AccountId {
-    AccountId(
-        commonware_codec::Encode::encode(&k.public_key())
-            .as_ref()
-            .try_into()
-            .unwrap(),
-    )
+    AccountId(quartier_node::epochs::account_bytes(&k.public_key()))
+}
+
+/// Five validator keys and a genesis of 16-block epochs whose validators
+/// are the first four (the fifth a key governance may vote in).
+fn four_and_a_candidate() -> (Vec<ed25519::PrivateKey>, Genesis) {
+    let keys = validator_keys(5);
+    let genesis = Genesis {
+        epoch_blocks: EPOCH,
+        ..genesis(&keys[..4])
+    };
+    (keys, genesis)
 }
 
 fn set(keys: &[&ed25519::PrivateKey]) -> Set<ed25519::PublicKey> {
@@ -165,11 +171,7 @@ fn validators_voted_in_and_out_sign_from_the_next_boundary_and_a_synced_node_fol
     let dir = fresh_dir("epochs");
     let d = dir.clone();
     deterministic::Runner::new(seeded(41)).start(|mut context| async move {
-        let keys = validator_keys(5);
-        let genesis = Genesis {
-            epoch_blocks: EPOCH,
-            ..genesis(&keys[..4])
-        };
+        let (keys, genesis) = four_and_a_candidate();
         let oracle = network(&context, &keys).await;
         let [k0, k1, k2, k3, k4] = [0, 1, 2, 3, 4].map(|i| &keys[i]);
         let set0 = set(&[k0, k1, k2, k3]);
@@ -428,11 +430,7 @@ fn a_bundle_must_prove_every_change_its_state_records() {
     let dir = fresh_dir("epochs-undo");
     let d = dir.clone();
     deterministic::Runner::new(seeded(43)).start(|mut context| async move {
-        let keys = validator_keys(5);
-        let genesis = Genesis {
-            epoch_blocks: EPOCH,
-            ..genesis(&keys[..4])
-        };
+        let (keys, genesis) = four_and_a_candidate();
         let oracle = network(&context, &keys).await;
         let [k0, k1, k2, k3, k4] = [0, 1, 2, 3, 4].map(|i| &keys[i]);
         let apps: Vec<LedgerApp> = (0..4)
