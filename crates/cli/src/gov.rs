@@ -67,6 +67,7 @@ pub fn status(node: &str) -> anyhow::Result<()> {
         money(&g["issuance"]["allowance"]),
         limits["max_pv_watts"]
     );
+    enclave_committee(&api)?;
     let (two_thirds, third) = thresholds(validators);
     let proposals = g["proposals"].as_array().cloned().unwrap_or_default();
     if proposals.is_empty() {
@@ -95,6 +96,46 @@ pub fn status(node: &str) -> anyhow::Result<()> {
         println!(
             "proposal {}: {}  yes {yes}/{needed} needed, no {no}; {effect}",
             p["id"], p["change"]
+        );
+    }
+    Ok(())
+}
+
+/// Prints mode B's enclave committee in office (with the members a
+/// revocation evicted) and the candidate waiting to be seated, on a chain
+/// with a sealed market.
+fn enclave_committee(api: &NodeClient) -> anyhow::Result<()> {
+    let (code, s) = api.get("/api/v1/sealed")?;
+    if code != 200 || s["policy"].is_null() {
+        return Ok(());
+    }
+    let members = |c: &serde_json::Value| c["members"].as_array().map_or(0, Vec::len);
+    let c = &s["committee"];
+    if c.is_null() {
+        println!("enclave committee: none in office");
+    } else {
+        println!(
+            "enclave committee {} ({} members, {} sign) since block {}, keys epochs from {}",
+            c["group_key"].as_str().unwrap_or("?"),
+            members(c),
+            c["threshold"],
+            c["since"],
+            c["first_epoch"]
+        );
+        for e in c["evicted"].as_array().into_iter().flatten() {
+            println!(
+                "  EVICTED {} (its measurement was revoked): no sealed order, deposit or epoch key until a committee without it takes office",
+                e.as_str().unwrap_or("?")
+            );
+        }
+    }
+    let k = &s["committee_candidate"];
+    if !k.is_null() {
+        let key = k["group_key"].as_str().unwrap_or("?");
+        println!(
+            "enclave committee candidate {key} ({} members) since block {}: seat it with gov propose '{{\"seat_committee\":\"{key}\"}}'",
+            members(k),
+            k["voted"]
         );
     }
     Ok(())

@@ -30,6 +30,7 @@ pub const CIPHERTEXT_LEN: usize = PADDED_LEN + 16;
 #[derive(
     Clone,
     Copy,
+    Default,
     Debug,
     PartialEq,
     Eq,

@@ -72,6 +72,7 @@ fn genesis(keys: &[ed25519::PrivateKey], vendor: &SimulatedAttestationService) -
             measurements: vec![MEASUREMENT],
             threshold: 2,
             epoch_slots: 4,
+            first_committee: Default::default(),
         }),
         shielded: None,
         history_slots: 0,
@@ -586,6 +587,8 @@ fn a_dkg_runs_only_among_the_enclaves_the_chain_registered() {
         since: Height(30),
         ledgers: Default::default(),
         closed: Default::default(),
+        evicted: Vec::new(),
+        first_epoch: Default::default(),
     });
     state.commit().unwrap();
     let accounts: Vec<AccountId> = fresh_quotes.iter().map(|q| registration(q).0).collect();

@@ -105,6 +105,7 @@ fn genesis(keys: &[ed25519::PrivateKey], vendor: &SimulatedAttestationService) -
             measurements: vec![MEASUREMENT],
             threshold: 2,
             epoch_slots: 4,
+            first_committee: Default::default(),
         }),
         shielded: None,
         history_slots: 0,

@@ -61,6 +61,12 @@ pub enum Event {
         /// Its account.
         enclave: AccountId,
     },
+    /// Mode B: a committee's members all voted for it; it waits for the
+    /// validators to seat it.
+    CommitteeCandidate {
+        /// Its group key.
+        group_key: quartier_enclave_proto::committee::GroupPublicKey,
+    },
     /// Mode B: a committee took office.
     CommitteeActivated {
         /// Its group key.
@@ -881,6 +887,13 @@ fn applicable(state: &State, change: GovernanceChange) -> Result<(), TxError> {
         }
         GovernanceChange::AllowMeasurement(m) => sealed && !measurements.contains(&m),
         GovernanceChange::RevokeMeasurement(m) => sealed && measurements.contains(&m),
+        // The candidate recorded now, not the committee in office.
+        GovernanceChange::SeatCommittee(group_key) => {
+            state
+                .committee_candidate()
+                .is_some_and(|c| c.group_key == group_key)
+                && state.committee().is_none_or(|c| c.group_key != group_key)
+        }
         // From the role's key now to a key that holds nothing else: no
         // role (the DSO and the utility stay two accounts, as genesis
         // requires), no meter, enclave or validator (a role's flows are
@@ -970,7 +983,18 @@ fn decide(state: &mut State, id: u64) -> Vec<Event> {
             }
             GovernanceChange::RevokeMeasurement(m) => {
                 state.records.measurements.remove(&m);
+                sealed_market::evict(state, m);
                 StateKey::Measurements
+            }
+            GovernanceChange::SeatCommittee(_) => {
+                if let Some(candidate) = state.records.committee_candidate.clone() {
+                    events.extend(sealed_market::seat(
+                        state,
+                        Height(state.meta().height.0.saturating_add(1)),
+                        candidate,
+                    ));
+                }
+                StateKey::Committee
             }
             GovernanceChange::RotateKey { authority, key, .. } => {
                 rotate_key(state, authority, key);

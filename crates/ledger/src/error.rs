@@ -211,10 +211,15 @@ pub enum TxError {
     /// No committee has taken office yet.
     #[error("no enclave committee in office")]
     NoCommittee,
-    /// A committee is in office: another one does not take over by its
-    /// members' votes (it holds the prepaid ledgers and custody).
-    #[error("an enclave committee is in office")]
-    CommitteeInOffice,
+    /// Members of the committee in office were evicted (their measurement
+    /// was revoked): no new sealed order, deposit or epoch key until a
+    /// committee without them takes office (they could read them).
+    #[error("the enclave committee in office has evicted members")]
+    CommitteeEvicting,
+    /// The epoch's key is a former committee's: orders are sealed only to
+    /// keys the committee in office made.
+    #[error("epoch {0} was keyed by a former committee")]
+    FormerCommitteeEpoch(u64),
     /// The epoch is past the one after the block's: its key is published
     /// only when its time comes.
     #[error("epoch {0} is too far ahead")]

@@ -153,6 +153,36 @@ pub struct SealedMarketPolicy {
     pub threshold: u16,
     /// Slots per epoch key: households seal slot `s` to epoch `s / epoch_slots`.
     pub epoch_slots: u64,
+    /// How the chain's first committee takes office. Every later one needs
+    /// a `SeatCommittee` vote, except one that re-forms from the committee
+    /// in office without the members a revocation evicted.
+    #[serde(default)]
+    pub first_committee: FirstCommittee,
+}
+
+/// How a chain's first enclave committee takes office.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+#[borsh(use_discriminant = true)]
+pub enum FirstCommittee {
+    /// Once all its members voted for it: registered enclaves of an allowed
+    /// measurement in the vendor mix the policy asks (the genesis, which the
+    /// prosumers agreed to, is the vote in advance).
+    #[default]
+    ByItsMembers = 0,
+    /// Only once the validators seat it (`GovernanceChange::SeatCommittee`).
+    ByVote = 1,
 }
 
 impl SealedMarketPolicy {

@@ -32,11 +32,13 @@ pub use apply::{
     execute_block,
 };
 pub use error::{GenesisError, Role, SnapshotError, TxError};
-pub use genesis::{ChainId, Genesis, Limits, MIN_EPOCH_BLOCKS, SealedMarketPolicy, TAG_CHAIN_ID};
+pub use genesis::{
+    ChainId, FirstCommittee, Genesis, Limits, MIN_EPOCH_BLOCKS, SealedMarketPolicy, TAG_CHAIN_ID,
+};
 pub use merkle::MerkleStoreCorrupt;
 pub use sealed_market::{
-    Committee, CommitteeVote, CustodyFlows, Enclave, KEPT_EPOCHS, MAX_COMMITTEE, MAX_PAYOUTS,
-    MAX_SEALED_REGIONS, PostedReport, SealedBatch, SealedEntry,
+    Committee, CommitteeCandidate, CommitteeVote, CustodyFlows, Enclave, KEPT_EPOCHS,
+    MAX_COMMITTEE, MAX_PAYOUTS, MAX_SEALED_REGIONS, PostedReport, SealedBatch, SealedEntry,
 };
 pub use shielded_pool::{
     Allowance, KIND_ORDER, KIND_TRANSFER, KIND_UNSHIELD, MAX_SHIELDED_INPUTS, PoolOutput,

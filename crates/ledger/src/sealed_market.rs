@@ -76,6 +76,39 @@ pub struct Committee {
     /// office (each batch names it as its `previous`).
     #[serde(default)]
     pub closed: BTreeMap<RegionId, Slot>,
+    /// Members whose measurement was revoked while in office: while any
+    /// are, the committee takes no new sealed order, deposit or epoch key
+    /// (they would read them), and a committee of its other members takes
+    /// office by their votes alone.
+    #[serde(default)]
+    pub evicted: Vec<AccountId>,
+    /// The first epoch whose key it publishes: a key of an earlier epoch is
+    /// a former committee's, whose members may not be this one's, and no
+    /// order is sealed to it any more.
+    #[serde(default)]
+    pub first_epoch: Epoch,
+}
+
+impl Committee {
+    /// Whether members of it were evicted.
+    pub fn evicting(&self) -> bool {
+        !self.evicted.is_empty()
+    }
+}
+
+/// A committee whose members all voted for it, waiting for the validators
+/// to seat it (`GovernanceChange::SeatCommittee`). One at a time: a later
+/// unanimous vote replaces it.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct CommitteeCandidate {
+    /// Its members, ascending.
+    pub members: Vec<AccountId>,
+    /// The FROST group key.
+    pub group_key: GroupPublicKey,
+    /// How many members must sign.
+    pub threshold: u16,
+    /// The block its last member voted in.
+    pub voted: Height,
 }
 
 /// A member's vote for a committee.
@@ -222,12 +255,6 @@ pub(crate) fn activate_committee(
 ) -> Result<Vec<Event>, TxError> {
     let policy = policy(state)?;
     registered_enclave(state, &signer)?;
-    // The committee in office holds the prepaid ledgers behind custody: a
-    // DKG of any enclaves whose hosts agree (registering needs only a
-    // genuine quote) does not replace it by their votes.
-    if state.records.committee.is_some() {
-        return Err(TxError::CommitteeInOffice);
-    }
     let ascending = members.windows(2).all(|w| w[0] < w[1]);
     let valid = ascending
         && members.len() >= usize::from(policy.threshold)
@@ -272,16 +299,131 @@ pub(crate) fn activate_committee(
         state.records.committee_votes.remove(m);
         state.touch(StateKey::CommitteeVote(*m));
     }
-    state.records.committee = Some(Committee {
+    let candidate = CommitteeCandidate {
         members: vote.members,
         group_key,
         threshold: policy.threshold,
-        since: ctx.height,
-        ledgers: BTreeMap::new(),
-        closed: BTreeMap::new(),
+        voted: ctx.height,
+    };
+    // The committee in office holds the prepaid ledgers behind custody: a
+    // DKG of any enclaves whose hosts agree (registering needs only a
+    // genuine quote) does not take over by their votes. Only the chain's
+    // first committee under a genesis that says so, or one re-forming
+    // from the committee in office without its evicted members, does.
+    let by_itself = match state.records.committee.as_ref() {
+        None => policy.first_committee == crate::FirstCommittee::ByItsMembers,
+        Some(c) => {
+            c.evicting()
+                && candidate
+                    .members
+                    .iter()
+                    .all(|m| c.members.contains(m) && !c.evicted.contains(m))
+        }
+    };
+    if by_itself {
+        Ok(seat(state, ctx.height, candidate))
+    } else {
+        state.records.committee_candidate = Some(candidate);
+        state.touch(StateKey::CommitteeCandidate);
+        Ok(vec![Event::CommitteeCandidate { group_key }])
+    }
+}
+
+/// Seats `candidate` from the next block on, in place of the committee in
+/// office: it clears from that committee's prepaid ledgers and after its
+/// last closed batches (so it takes over only with their state, handed on
+/// by members of both), and keys only epochs after the last one published.
+pub(crate) fn seat(state: &mut State, height: Height, candidate: CommitteeCandidate) -> Vec<Event> {
+    let previous = state.records.committee.take();
+    let first_epoch = match (&previous, state.records.epochs.last_key_value()) {
+        (Some(p), Some((last, _))) => p.first_epoch.max(Epoch(last.0.saturating_add(1))),
+        (Some(p), None) => p.first_epoch,
+        (None, _) => Epoch(0),
+    };
+    let (ledgers, closed) = previous.map(|c| (c.ledgers, c.closed)).unwrap_or_default();
+    if state
+        .records
+        .committee_candidate
+        .as_ref()
+        .is_some_and(|c| c.group_key == candidate.group_key)
+    {
+        state.records.committee_candidate = None;
+        state.touch(StateKey::CommitteeCandidate);
+    }
+    let group_key = candidate.group_key;
+    state.records.committee = Some(Committee {
+        members: candidate.members,
+        group_key,
+        threshold: candidate.threshold,
+        since: height,
+        ledgers,
+        closed,
+        evicted: Vec::new(),
+        first_epoch,
     });
     state.touch(StateKey::Committee);
-    Ok(vec![Event::CommitteeActivated { group_key }])
+    vec![Event::CommitteeActivated { group_key }]
+}
+
+/// Evicts the enclaves of a revoked `measurement`: they leave the registry
+/// (and with it every transaction an enclave signs), their votes and a
+/// candidate with one of them are dropped, and the committee in office
+/// records its members of it as evicted.
+pub(crate) fn evict(
+    state: &mut State,
+    measurement: quartier_enclave_proto::attestation::Measurement,
+) {
+    let evicted: Vec<AccountId> = state
+        .records
+        .enclaves
+        .iter()
+        .filter(|(_, e)| e.measurement == measurement)
+        .map(|(a, _)| *a)
+        .collect();
+    for account in &evicted {
+        state.records.enclaves.remove(account);
+        state.touch(StateKey::Enclave(*account));
+        if state.records.committee_votes.remove(account).is_some() {
+            state.touch(StateKey::CommitteeVote(*account));
+        }
+    }
+    if state
+        .records
+        .committee_candidate
+        .as_ref()
+        .is_some_and(|c| c.members.iter().any(|m| evicted.contains(m)))
+    {
+        state.records.committee_candidate = None;
+        state.touch(StateKey::CommitteeCandidate);
+    }
+    if let Some(c) = state.records.committee.as_mut() {
+        let members: Vec<AccountId> = c
+            .members
+            .iter()
+            .filter(|m| evicted.contains(m) && !c.evicted.contains(m))
+            .copied()
+            .collect();
+        if !members.is_empty() {
+            c.evicted.extend(members);
+            c.evicted.sort();
+            state.touch(StateKey::Committee);
+        }
+    }
+}
+
+/// The committee in office, refused while it is evicting: what it would
+/// take now (an order, a deposit, an epoch key) its evicted members could
+/// read or hold.
+fn committee_not_evicting(state: &State) -> Result<&Committee, TxError> {
+    let c = state
+        .records
+        .committee
+        .as_ref()
+        .ok_or(TxError::NoCommittee)?;
+    if c.evicting() {
+        return Err(TxError::CommitteeEvicting);
+    }
+    Ok(c)
 }
 
 fn committee_key(state: &State) -> Result<GroupPublicKey, TxError> {
@@ -302,7 +444,11 @@ pub(crate) fn publish_epoch_key(
 ) -> Result<Vec<Event>, TxError> {
     let policy = policy(state)?;
     registered_enclave(state, &signer)?;
-    let key = committee_key(state)?;
+    let committee = committee_not_evicting(state)?;
+    let (key, first_epoch) = (committee.group_key, committee.first_epoch);
+    if epoch < first_epoch {
+        return Err(TxError::FormerCommitteeEpoch(epoch.0));
+    }
     // At most the epoch after the block's own: a key published far ahead
     // (one compromised member's, signed with an honest one) would make the
     // chain refuse every earlier epoch's key as stale, and each one
@@ -372,6 +518,15 @@ pub(crate) fn submit_sealed_order(
     if sealed.ciphertext.len() != CIPHERTEXT_LEN {
         return Err(TxError::SealedOrderSize);
     }
+    // Sealed to keys of the committee in office only, and none while it is
+    // evicting.
+    let first_epoch = committee_not_evicting(state)?.first_epoch;
+    let slot_epoch = policy(state)?.epoch_of(sealed.slot);
+    for epoch in [sealed.epoch, slot_epoch] {
+        if epoch < first_epoch {
+            return Err(TxError::FormerCommitteeEpoch(epoch.0));
+        }
+    }
     // An old epoch is accepted: the enclaves drop it and the receipt says so.
     if !state.records.epochs.contains_key(&sealed.epoch) {
         return Err(TxError::UnknownEpoch(sealed.epoch.0));
@@ -379,7 +534,6 @@ pub(crate) fn submit_sealed_order(
     // But only for a slot whose own epoch key is published: the enclaves
     // clear a slot with it, and a batch they could not open would stop the
     // region's reports for good.
-    let slot_epoch = policy(state)?.epoch_of(sealed.slot);
     if !state.records.epochs.contains_key(&slot_epoch) {
         return Err(TxError::UnknownEpoch(slot_epoch.0));
     }
@@ -405,8 +559,8 @@ pub(crate) fn deposit(
     let meter = active_meter(state, &signer)?;
     positive(amount)?;
     // Custody only an active committee can pay back: no deposit before one
-    // took office.
-    committee_key(state)?;
+    // took office, nor while its members are being evicted.
+    committee_not_evicting(state)?;
     lock(state, signer, amount, |m| &mut m.custody)?;
     state
         .records

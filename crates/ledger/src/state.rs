@@ -2,7 +2,8 @@
 
 use crate::merkle::{MerkleStore, MerkleStoreCorrupt};
 use crate::sealed_market::{
-    Committee, CommitteeVote, CustodyFlows, Enclave, PostedReport, SealedBatch, SealedEntry,
+    Committee, CommitteeCandidate, CommitteeVote, CustodyFlows, Enclave, PostedReport, SealedBatch,
+    SealedEntry,
 };
 use crate::shielded_pool::PoolOutput;
 use crate::verified::ProofMemo;
@@ -275,6 +276,8 @@ pub enum StateKey {
     ValidatorSets,
     /// Validators voted in that joined (and wait for a boundary to sign).
     Joining,
+    /// Mode B: the committee waiting for the validators to seat it.
+    CommitteeCandidate,
 }
 
 impl StateKey {
@@ -301,6 +304,7 @@ pub(crate) struct Records {
     pub(crate) enclaves: BTreeMap<AccountId, Enclave>,
     pub(crate) committee: Option<Committee>,
     pub(crate) committee_votes: BTreeMap<AccountId, CommitteeVote>,
+    pub(crate) committee_candidate: Option<CommitteeCandidate>,
     pub(crate) epochs: BTreeMap<Epoch, [u8; 32]>,
     /// Keyed slot first, like `books`.
     pub(crate) sealed_books: BTreeMap<(Slot, RegionId), Vec<SealedEntry>>,
@@ -410,6 +414,7 @@ impl State {
             enclaves: BTreeMap::new(),
             committee: None,
             committee_votes: BTreeMap::new(),
+            committee_candidate: None,
             epochs: BTreeMap::new(),
             sealed_books: BTreeMap::new(),
             custody_flows: BTreeMap::new(),
@@ -523,6 +528,9 @@ impl State {
         dirty.extend([StateKey::Measurements, StateKey::Epochs]);
         if r.committee.is_some() {
             dirty.insert(StateKey::Committee);
+        }
+        if r.committee_candidate.is_some() {
+            dirty.insert(StateKey::CommitteeCandidate);
         }
         dirty.extend(r.enclaves.keys().map(|k| StateKey::Enclave(*k)));
         dirty.extend(
@@ -770,6 +778,12 @@ impl State {
         self.records.committee.as_ref()
     }
 
+    /// Mode B: the committee whose members all voted for it, waiting for
+    /// the validators to seat it.
+    pub fn committee_candidate(&self) -> Option<&CommitteeCandidate> {
+        self.records.committee_candidate.as_ref()
+    }
+
     /// Mode B: the recent epoch keys, oldest first.
     pub fn epoch_keys(&self) -> &BTreeMap<Epoch, [u8; 32]> {
         &self.records.epochs
@@ -891,6 +905,7 @@ impl State {
             StateKey::Enclave(id) => r.enclaves.get(id).map(canonical),
             StateKey::Committee => r.committee.as_ref().map(canonical),
             StateKey::CommitteeVote(id) => r.committee_votes.get(id).map(canonical),
+            StateKey::CommitteeCandidate => r.committee_candidate.as_ref().map(canonical),
             StateKey::Epochs => Some(canonical(&r.epochs)),
             StateKey::SealedBook(region, slot) => {
                 r.sealed_books.get(&(*slot, *region)).map(canonical)

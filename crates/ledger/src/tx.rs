@@ -52,8 +52,16 @@ pub enum GovernanceChange {
     Remove(AccountId),
     /// Allow enclaves built from this measurement to register.
     AllowMeasurement(Measurement),
-    /// Stop admitting this measurement (registered enclaves stay).
+    /// Stop admitting this measurement and evict its enclaves: they leave
+    /// the registry, a committee candidate with one of them is dropped, and
+    /// the committee in office records its members of it as evicted (it
+    /// takes no new sealed order, deposit or epoch key until a committee
+    /// without them takes office; it still reports the batches closed).
     RevokeMeasurement(Measurement),
+    /// Seat the committee candidate with this group key (its members all
+    /// voted for it): it takes office in place of the one in office, whose
+    /// prepaid ledgers it must clear from.
+    SeatCommittee(quartier_enclave_proto::committee::GroupPublicKey),
     /// Hand `authority` from `from` (its key when the proposal was made) to
     /// `key`, and lift a freeze of it: from the block whose vote passes it,
     /// the old key is refused for the role, and the old key's balance is

@@ -55,7 +55,9 @@ pub enum AgentInput {
     Nonce(u64),
     /// Nothing new: time passed (orders whose slot closed are given up).
     Tick,
-    /// Mode B: the epoch keys the chain has published.
+    /// Mode B: the epoch keys households may seal to now (they replace the
+    /// ones given before: a committee that evicts members, or one that
+    /// took over, leaves its predecessor's keys unusable).
     EpochKeys(Vec<(Epoch, [u8; 32])>),
     /// Mode A: pool outputs from index `from` on, to scan.
     PoolOutputs {
@@ -397,7 +399,7 @@ impl MeterAgent {
             AgentInput::Tick => {}
             AgentInput::EpochKeys(keys) => {
                 if let Some(s) = self.sealing.as_mut() {
-                    s.keys.extend(keys);
+                    s.keys = keys.into_iter().collect();
                 }
             }
             AgentInput::PoolOutputs { from, outputs } => {

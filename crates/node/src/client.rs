@@ -201,6 +201,25 @@ pub fn epoch_keys(sealed: &serde_json::Value) -> Vec<(quartier_enclave::sealed::
         .collect()
 }
 
+/// Mode B: the epoch keys in a `GET /api/v1/sealed` answer a household may
+/// seal to now: those the committee in office made (from its
+/// `first_epoch`), none while it evicts members (they could open them).
+pub fn sealable_epoch_keys(
+    sealed: &serde_json::Value,
+) -> Vec<(quartier_enclave::sealed::Epoch, [u8; 32])> {
+    let committee = &sealed["committee"];
+    let evicting = committee["evicted"]
+        .as_array()
+        .is_some_and(|e| !e.is_empty());
+    let Some(first) = committee["first_epoch"].as_u64().filter(|_| !evicting) else {
+        return Vec::new();
+    };
+    epoch_keys(sealed)
+        .into_iter()
+        .filter(|(epoch, _)| epoch.0 >= first)
+        .collect()
+}
+
 /// Mode A: pool outputs from index `from` to the end, page by page.
 ///
 /// # Errors

@@ -310,6 +310,10 @@ fn lay_out_enclaves(
         measurements: vec![sealed.measurement],
         threshold: sealed.threshold,
         epoch_slots: sealed.epoch_slots,
+        // The devnet's genesis seats its first committee once its enclaves
+        // all voted (the prosumers' vote in advance); a later one needs
+        // `quartier gov propose '{"seat_committee":"<group key>"}'`.
+        first_committee: quartier_ledger::FirstCommittee::ByItsMembers,
     };
     Ok((Some(policy), configs, urls))
 }

@@ -185,7 +185,7 @@ fn drain(apis: &[NodeClient], deadline: Instant) -> Result<(), BenchError> {
 pub(crate) fn wait_for_epoch_key(api: &NodeClient, deadline: Instant) -> Result<(), BenchError> {
     loop {
         if let Ok((200, v)) = api.get("/api/v1/sealed")
-            && !crate::client::epoch_keys(&v).is_empty()
+            && !crate::client::sealable_epoch_keys(&v).is_empty()
         {
             return Ok(());
         }
@@ -202,7 +202,7 @@ pub(crate) fn wait_for_epoch_key(api: &NodeClient, deadline: Instant) -> Result<
 fn epoch_key(apis: &[NodeClient], epoch: Epoch) -> Option<[u8; 32]> {
     for _ in 0..100 {
         let (_, v) = apis[0].get("/api/v1/sealed").ok()?;
-        let key = crate::client::epoch_keys(&v)
+        let key = crate::client::sealable_epoch_keys(&v)
             .into_iter()
             .find_map(|(e, k)| (e == epoch).then_some(k));
         if key.is_some() {

@@ -948,7 +948,9 @@ impl Fleet {
         Ok(self)
     }
 
-    /// Mode B: hands newly published epoch keys to every agent.
+    /// Mode B: hands every agent the epoch keys it may seal to now, when
+    /// they changed (none while the committee evicts members, none of a
+    /// former committee's).
     fn refresh_epoch_keys(&mut self) {
         if self.genesis.sealed_market.is_none() {
             return;
@@ -963,16 +965,15 @@ impl Fleet {
         else {
             return;
         };
-        let fresh: Vec<(quartier_enclave::sealed::Epoch, [u8; 32])> =
-            crate::client::epoch_keys(&sealed)
-                .into_iter()
-                .filter(|(epoch, key)| self.epoch_keys.get(epoch) != Some(key))
-                .collect();
-        if fresh.is_empty() {
+        let sealable: BTreeMap<_, _> = crate::client::sealable_epoch_keys(&sealed)
+            .into_iter()
+            .collect();
+        if sealable == self.epoch_keys {
             return;
         }
-        self.epoch_keys.extend(fresh.iter().copied());
-        self.tell_all(&AgentInput::EpochKeys(fresh));
+        self.epoch_keys = sealable;
+        let keys = self.epoch_keys.iter().map(|(e, k)| (*e, *k)).collect();
+        self.tell_all(&AgentInput::EpochKeys(keys));
     }
 
     /// Which account is which household, and when the run started.

@@ -37,6 +37,7 @@ fn policy() -> SealedMarketPolicy {
         measurements: vec![MEASUREMENT],
         threshold: 2,
         epoch_slots: EPOCH_SLOTS,
+        first_committee: Default::default(),
     }
 }
 
@@ -160,6 +161,7 @@ fn a_committee_must_span_tee_vendors_so_that_no_vendor_alone_signs() {
         measurements: vec![MEASUREMENT],
         threshold: 2,
         epoch_slots: EPOCH_SLOTS,
+        first_committee: Default::default(),
     });
     let mut c = Chain::from_genesis(g);
     let mut e = Enclaves::new(5);
@@ -289,15 +291,33 @@ fn a_committee_whose_key_needs_another_threshold_does_not_take_office() {
     assert!(quartier_ledger::apply(&mut c.state.clone(), &tx, &c.ctx()).is_ok());
 }
 
+/// Proposes `change` as validator 0 and votes for it as validators 1 and 2
+/// (3 of the 4: it passes), in one block at `time`.
+fn pass(c: &mut Chain, change: GovernanceChange, time: u64) {
+    let proposal = c.state.meta().next_proposal;
+    c.queue(&key("validator-0"), TxBody::Propose { change });
+    for v in 1..3 {
+        c.queue(
+            &key(&format!("validator-{v}")),
+            TxBody::Vote {
+                proposal,
+                approve: true,
+            },
+        );
+    }
+    c.block_ok(time);
+}
+
 #[test]
 fn enclaves_outside_the_committee_in_office_can_not_vote_themselves_in() {
-    // Someone registers three genuine enclaves (one per vendor: a quote
-    // is all registration needs), runs a 2-of-3 DKG among them and has all
-    // three vote. Before, their key took office: the committee's reports
-    // were refused from then on and the newcomers' empty ledgers froze
-    // custody.
-    let (mut c, e, _) = market();
-    let in_office = c.state.committee().cloned();
+    // Someone registers three genuine enclaves (a quote is all
+    // registration needs), runs a 2-of-3 DKG among them and has all three
+    // vote. Before governance, their key took office: the committee's
+    // reports were refused from then on and the newcomers' empty ledgers
+    // froze custody. Now their committee is a candidate, and only the
+    // validators' vote seats it.
+    let (mut c, mut e, epoch_key) = market();
+    let in_office = c.state.committee().cloned().unwrap();
     let mut newcomers = Enclaves::with_threshold(6, 2, 9);
     for i in 3..6 {
         let body = newcomers.register(i, MEASUREMENT);
@@ -308,25 +328,167 @@ fn enclaves_outside_the_committee_in_office_can_not_vote_themselves_in() {
     for i in 3..6 {
         c.queue(&newcomers.accounts[i].clone(), vote.clone());
     }
-    let outcome = c.block_at(in_slot(SLOT));
+    c.block_ok(in_slot(SLOT));
     assert_eq!(
-        c.state.committee().cloned(),
-        in_office,
-        "the committee was replaced"
+        c.state.committee(),
+        Some(&in_office),
+        "the committee was replaced by its successor's votes"
     );
-    for r in &outcome.results {
-        assert_eq!(r.as_ref().err(), Some(&TxError::CommitteeInOffice));
+    let candidate = c.state.committee_candidate().cloned().unwrap();
+    assert_eq!(candidate.group_key, newcomers.group.public_key());
+    // The committee in office goes on: it keys the next epoch.
+    let next = EpochKeyPair::generate(Epoch(epoch_key.epoch().0 + 1), &mut e.rng);
+    let signature = e.sign(
+        &[0, 1],
+        &epoch_key_message(&chain_id(), next.epoch(), &next.public_key()),
+    );
+    c.queue(
+        &e.accounts[0].clone(),
+        TxBody::PublishEpochKey {
+            epoch: next.epoch(),
+            public_key: next.public_key(),
+            signature,
+        },
+    );
+    c.block_ok(in_slot(SLOT) + 1);
+
+    // A proposal to seat a key that is no candidate, or the committee in
+    // office, is refused.
+    for group_key in [
+        e.group.public_key(),
+        Enclaves::with_seed(3, 77).group.public_key(),
+    ] {
+        let tx = c.tx(
+            &key("validator-0"),
+            TxBody::Propose {
+                change: GovernanceChange::SeatCommittee(group_key),
+            },
+        );
+        assert_eq!(
+            quartier_ledger::apply(&mut c.state.clone(), &tx, &c.ctx()),
+            Err(TxError::InvalidProposal)
+        );
     }
-    // Nor do the members in office vote for another key of theirs.
-    let mut again = Enclaves::with_threshold(3, 2, 10);
-    let vote = again.vote(&chain_id(), 2, &[0, 1, 2]);
-    let tx = c.tx(&e.accounts[0], vote);
-    let mut state = c.state.clone();
-    assert_eq!(
-        quartier_ledger::apply(&mut state, &tx, &c.ctx()),
-        Err(TxError::CommitteeInOffice)
+    // Two of four validators do not seat it; three do.
+    c.queue(
+        &key("validator-0"),
+        TxBody::Propose {
+            change: GovernanceChange::SeatCommittee(candidate.group_key),
+        },
     );
-    assert_eq!(state, c.state, "a refused vote changes nothing");
+    c.queue(
+        &key("validator-1"),
+        TxBody::Vote {
+            proposal: 0,
+            approve: true,
+        },
+    );
+    c.block_ok(in_slot(SLOT) + 2);
+    assert_eq!(c.state.committee(), Some(&in_office));
+    c.queue(
+        &key("validator-2"),
+        TxBody::Vote {
+            proposal: 0,
+            approve: true,
+        },
+    );
+    c.block_ok(in_slot(SLOT) + 3);
+    let seated = c.state.committee().cloned().unwrap();
+    assert_eq!(seated.group_key, candidate.group_key);
+    assert_eq!(seated.members, candidate.members);
+    assert_eq!(c.state.committee_candidate(), None);
+    // It clears from its predecessor's ledgers, after its closed batches,
+    // and keys only epochs after the last one published.
+    assert_eq!(
+        (&seated.ledgers, &seated.closed),
+        (&in_office.ledgers, &in_office.closed)
+    );
+    assert_eq!(seated.first_epoch, Epoch(next.epoch().0 + 1));
+    // No order is sealed to a key it made (its members could open it).
+    let mut rng = ChaCha20Rng::from_seed([12; 32]);
+    let (sealed, _) = order(
+        &key("c1"),
+        SLOT,
+        Side::Buy,
+        15_000,
+        1_000,
+        (&epoch_key.public_key(), epoch_key.epoch()),
+        &mut rng,
+    );
+    let tx = c.tx(&key("c1"), TxBody::SubmitSealedOrder { sealed });
+    assert_eq!(
+        quartier_ledger::apply(&mut c.state.clone(), &tx, &c.ctx()),
+        Err(TxError::FormerCommitteeEpoch(epoch_key.epoch().0))
+    );
+    // Nor may the new one re-key an epoch its predecessor keyed.
+    let again = EpochKeyPair::generate(next.epoch(), &mut newcomers.rng);
+    let signature = newcomers.sign(
+        &[3, 4],
+        &epoch_key_message(&chain_id(), again.epoch(), &again.public_key()),
+    );
+    let tx = c.tx(
+        &newcomers.accounts[3],
+        TxBody::PublishEpochKey {
+            epoch: again.epoch(),
+            public_key: again.public_key(),
+            signature,
+        },
+    );
+    assert_eq!(
+        quartier_ledger::apply(&mut c.state.clone(), &tx, &c.ctx()),
+        Err(TxError::FormerCommitteeEpoch(next.epoch().0))
+    );
+    // In epoch 3, the former committee's key signs nothing any more.
+    c.block_ok(in_slot(12));
+    let later = EpochKeyPair::generate(seated.first_epoch, &mut e.rng);
+    let signature = e.sign(
+        &[0, 1],
+        &epoch_key_message(&chain_id(), later.epoch(), &later.public_key()),
+    );
+    let tx = c.tx(
+        &e.accounts[0],
+        TxBody::PublishEpochKey {
+            epoch: later.epoch(),
+            public_key: later.public_key(),
+            signature,
+        },
+    );
+    assert_eq!(
+        quartier_ledger::apply(&mut c.state.clone(), &tx, &c.ctx()),
+        Err(TxError::InvalidGroupSignature)
+    );
+}
+
+#[test]
+fn a_genesis_may_leave_even_the_first_committee_to_the_validators() {
+    let mut g = genesis();
+    g.sealed_market = Some(SealedMarketPolicy {
+        first_committee: quartier_ledger::FirstCommittee::ByVote,
+        ..policy()
+    });
+    let mut c = Chain::from_genesis(g);
+    let id_of_chain = c.state.chain_id().0.0;
+    let mut e = Enclaves::new(3);
+    for i in 0..3 {
+        let body = e.register(i, MEASUREMENT);
+        c.queue(&e.accounts[i].clone(), body);
+    }
+    c.block_ok(in_slot(SLOT));
+    let vote = e.vote(&id_of_chain, 2, &[0, 1, 2]);
+    for i in 0..3 {
+        c.queue(&e.accounts[i].clone(), vote.clone());
+    }
+    c.block_ok(in_slot(SLOT));
+    assert_eq!(c.state.committee(), None);
+    assert!(c.state.committee_candidate().is_some());
+    pass(
+        &mut c,
+        GovernanceChange::SeatCommittee(e.group.public_key()),
+        in_slot(SLOT) + 1,
+    );
+    let seated = c.state.committee().unwrap();
+    assert_eq!(seated.group_key, e.group.public_key());
+    assert_eq!(seated.first_epoch, Epoch(0));
 }
 
 /// A chain at slot 10 with meters p1 (prosumer) and c1 (consumer) in R1,
@@ -672,11 +834,7 @@ fn bad_quotes_reports_and_sealed_orders_are_rejected_and_change_nothing() {
             signature: [0; 64],
         },
     );
-    // (With a committee in office, no vote counts: see
-    // `enclaves_outside_the_committee_in_office_can_not_vote_themselves_in`;
-    // an invalid one before is refused as such in
-    // `a_committee_whose_key_needs_another_threshold_does_not_take_office`.)
-    rejects(&c, &tx, TxError::CommitteeInOffice);
+    rejects(&c, &tx, TxError::InvalidCommittee);
 
     // Epoch keys: stale, two epochs past the block's (signed by the
     // committee: a compromised member's, co-signed by an honest one before
@@ -1389,4 +1547,223 @@ fn a_batch_left_waiting_past_the_erasure_schedule_is_marked_for_every_enclave() 
         c.block_ok(in_slot(next * EPOCH_SLOTS - 1) + GATE_MS);
         assert_eq!(expired(&c), next == 5, "after epoch {next}");
     }
+}
+
+#[test]
+fn revoking_a_measurement_evicts_its_enclaves_and_the_others_re_form_without_them() {
+    // Enclaves 0 and 1 run MEASUREMENT, enclave 2 another build the
+    // validators allowed. That build turns out broken: its enclaves may
+    // leak what they hold, so the validators revoke it.
+    let other = Measurement([6; 32]);
+    let mut c = sealed_chain();
+    let (c1, p1) = (key("c1"), key("p1"));
+    c.enrol(&p1, R1, MeterRole::Prosumer, 5_000, chf(100));
+    c.enrol(&c1, R1, MeterRole::Consumer, 0, chf(100));
+    c.block_ok(in_slot(SLOT));
+    pass(
+        &mut c,
+        GovernanceChange::AllowMeasurement(other),
+        in_slot(SLOT),
+    );
+    let mut e = Enclaves::new(3);
+    for (i, m) in [MEASUREMENT, MEASUREMENT, other].into_iter().enumerate() {
+        let body = e.register(i, m);
+        c.queue(&e.accounts[i].clone(), body);
+    }
+    c.block_ok(in_slot(SLOT));
+    let vote = e.vote(&chain_id(), 2, &[0, 1, 2]);
+    for i in 0..3 {
+        c.queue(&e.accounts[i].clone(), vote.clone());
+    }
+    let epoch_key = EpochKeyPair::generate(Epoch(SLOT / EPOCH_SLOTS), &mut e.rng);
+    let (epoch, public) = (epoch_key.epoch(), epoch_key.public_key());
+    let signature = e.sign(&[0, 1], &epoch_key_message(&chain_id(), epoch, &public));
+    c.queue(
+        &e.accounts[0].clone(),
+        TxBody::PublishEpochKey {
+            epoch,
+            public_key: public,
+            signature,
+        },
+    );
+    c.block_ok(in_slot(SLOT));
+    let in_office = c.state.committee().cloned().unwrap();
+    // A slot trades and closes.
+    let mut rng = ChaCha20Rng::from_seed([13; 32]);
+    c.queue(&c1, TxBody::DepositToAuctioneer { amount: chf(50) });
+    let (buy, _) = order(
+        &c1,
+        SLOT,
+        Side::Buy,
+        15_000,
+        1_000,
+        (&public, epoch),
+        &mut rng,
+    );
+    let (sell, _) = order(
+        &p1,
+        SLOT,
+        Side::Sell,
+        10_000,
+        600,
+        (&public, epoch),
+        &mut rng,
+    );
+    submit(&mut c, &c1, &buy);
+    submit(&mut c, &p1, &sell);
+    c.block_ok(in_slot(SLOT));
+    c.block_ok(after_gate(SLOT));
+    assert_eq!(c.state.sealed_batches().count(), 1);
+
+    pass(
+        &mut c,
+        GovernanceChange::RevokeMeasurement(other),
+        after_gate(SLOT) + 1,
+    );
+    let revoked = id(&e.accounts[2]);
+    assert!(
+        !c.state.enclaves().contains_key(&revoked),
+        "still registered"
+    );
+    let evicting = c.state.committee().cloned().unwrap();
+    assert_eq!(evicting.group_key, in_office.group_key);
+    assert_eq!(evicting.evicted, vec![revoked]);
+
+    // While it is evicting, the committee takes nothing its evicted member
+    // could read or hold: no sealed order, deposit or epoch key.
+    let (late, _) = order(
+        &c1,
+        SLOT + 1,
+        Side::Buy,
+        15_000,
+        500,
+        (&public, epoch),
+        &mut rng,
+    );
+    let refused = |c: &Chain, who: &SigningKey, body: TxBody, expected: TxError| {
+        let tx = c.tx(who, body);
+        let mut state = c.state.clone();
+        assert_eq!(
+            quartier_ledger::apply(&mut state, &tx, &c.ctx()),
+            Err(expected)
+        );
+        assert!(state == c.state, "a refused transaction changed the state");
+    };
+    refused(
+        &c,
+        &c1,
+        TxBody::SubmitSealedOrder { sealed: late },
+        TxError::CommitteeEvicting,
+    );
+    refused(
+        &c,
+        &c1,
+        TxBody::DepositToAuctioneer { amount: chf(1) },
+        TxError::CommitteeEvicting,
+    );
+    let next = EpochKeyPair::generate(Epoch(epoch.0 + 1), &mut e.rng);
+    let signature = e.sign(
+        &[0, 1],
+        &epoch_key_message(&chain_id(), next.epoch(), &next.public_key()),
+    );
+    refused(
+        &c,
+        &e.accounts[0],
+        TxBody::PublishEpochKey {
+            epoch: next.epoch(),
+            public_key: next.public_key(),
+            signature,
+        },
+        TxError::CommitteeEvicting,
+    );
+    // The evicted enclave signs no transaction any more.
+    let enclave = quartier_ledger::Role::Enclave;
+    let vote = e.vote(&chain_id(), 2, &[0, 1, 2]);
+    refused(
+        &c,
+        &e.accounts[2],
+        vote,
+        TxError::NotAuthorised { role: enclave },
+    );
+    // A withdrawal is still taken, and the closed slot still settles.
+    c.queue(&c1, TxBody::RequestWithdrawal { amount: chf(5) });
+    let mut auctioneer = Auctioneer::new(chain_id(), R1, r1_params(), epoch_key);
+    let report = clear_closed(&c, &mut auctioneer, epoch);
+    let signature = e.sign(&[0, 1], &report_message(&chain_id(), &report.summary));
+    c.queue(
+        &e.accounts[1].clone(),
+        TxBody::PostSettlementReport {
+            summary: report.summary.clone(),
+            signature,
+        },
+    );
+    c.block_ok(after_gate(SLOT) + 2);
+    assert!(c.state.sealed_report(R1, Slot(SLOT)).is_some());
+    supply_holds(&c.state);
+
+    // A committee of the survivors and a newcomer needs the validators'
+    // vote (the revocation did not vote for the newcomer).
+    let mut grown = Enclaves::with_threshold(4, 2, 21);
+    let body = grown.register(3, MEASUREMENT);
+    c.queue(&grown.accounts[3].clone(), body);
+    c.block_ok(after_gate(SLOT) + 3);
+    let vote = grown.vote(&chain_id(), 2, &[0, 1, 3]);
+    for i in [0, 1, 3] {
+        c.queue(&grown.accounts[i].clone(), vote.clone());
+    }
+    c.block_ok(after_gate(SLOT) + 4);
+    assert_eq!(c.state.committee().unwrap().group_key, in_office.group_key);
+    assert_eq!(
+        c.state.committee_candidate().unwrap().group_key,
+        grown.group.public_key()
+    );
+
+    // The survivors' own committee takes office by their votes: the
+    // revocation was the vote for it. It clears from the ledger the last
+    // report left, and keys epochs after the last published.
+    let mut survivors = Enclaves::with_threshold(2, 2, 22);
+    let vote = survivors.vote(&chain_id(), 2, &[0, 1]);
+    for i in 0..2 {
+        c.queue(&survivors.accounts[i].clone(), vote.clone());
+    }
+    c.block_ok(after_gate(SLOT) + 5);
+    let seated = c.state.committee().cloned().unwrap();
+    assert_eq!(seated.group_key, survivors.group.public_key());
+    assert_eq!(seated.members, {
+        let mut m = vec![id(&e.accounts[0]), id(&e.accounts[1])];
+        m.sort();
+        m
+    });
+    assert!(seated.evicted.is_empty());
+    assert_eq!(seated.ledgers.get(&R1), Some(&report.summary.ledger));
+    assert_eq!(seated.first_epoch, Epoch(epoch.0 + 1));
+    // It keys the next epoch, and orders flow again from there.
+    let next = EpochKeyPair::generate(Epoch(epoch.0 + 1), &mut survivors.rng);
+    let signature = survivors.sign(
+        &[0, 1],
+        &epoch_key_message(&chain_id(), next.epoch(), &next.public_key()),
+    );
+    c.queue(
+        &survivors.accounts[0].clone(),
+        TxBody::PublishEpochKey {
+            epoch: next.epoch(),
+            public_key: next.public_key(),
+            signature,
+        },
+    );
+    c.block_ok(after_gate(SLOT) + 6);
+    let first = next.epoch().0 * EPOCH_SLOTS;
+    let (buy, _) = order(
+        &c1,
+        first,
+        Side::Buy,
+        15_000,
+        500,
+        (&next.public_key(), next.epoch()),
+        &mut rng,
+    );
+    c.queue(&c1, TxBody::DepositToAuctioneer { amount: chf(1) });
+    submit(&mut c, &c1, &buy);
+    c.block_ok(after_gate(SLOT) + 7);
+    assert_eq!(c.state.sealed_book(R1, Slot(first)).unwrap().len(), 1);
 }
