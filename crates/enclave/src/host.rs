@@ -371,13 +371,19 @@ impl HostMachine {
 
     fn steps(&self, view: &ChainView, local: &EnclaveService) -> VecDeque<Step> {
         let me = local.account();
-        if !view.enclaves.contains_key(&me) {
+        let member = view
+            .committee
+            .as_ref()
+            .is_some_and(|c| c.members.contains(&me));
+        // (A member evicted by a revocation is no longer registered, and
+        // can not register again; it still clears and reports below.)
+        if !view.enclaves.contains_key(&me) && !member {
             return VecDeque::from([Step::Register]);
         }
         let Some(committee) = &view.committee else {
             return VecDeque::from([Step::ObserveRegistry, Step::FormCommittee]);
         };
-        if !committee.members.contains(&me) {
+        if !member {
             // Outside the committee: its registry stays current (a
             // committee in office, a revoked measurement), so no DKG takes
             // it in.
@@ -385,6 +391,13 @@ impl HostMachine {
         }
         if local.group_key() != Some(committee.group_key) {
             return VecDeque::new();
+        }
+        if committee.evicting() {
+            // Members of it may read what it would take now: it keys no
+            // epoch and hands none on; it clears and reports the batches
+            // the chain closed (withdrawals among them) until a committee
+            // without them takes office.
+            return VecDeque::from([Step::ObserveEpochs, Step::CatchUp, Step::ClearAndReport]);
         }
         VecDeque::from([
             Step::ObserveEpochs,

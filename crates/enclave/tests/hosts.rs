@@ -922,3 +922,71 @@ fn mode_b_reports_every_slot_across_validator_changes() {
     assert!(late >= 3, "{late} reports after height {changed_at}");
     market.refusals_are_races();
 }
+
+/// The validators revoke the committee's measurement (its build turned out
+/// to leak, say): every member is evicted. From then on no epoch key is
+/// published and no order or deposit is taken (the evicted enclaves could
+/// read them); the evicted members still clear and report every batch the
+/// chain closed, and a withdrawal asked after the revocation is paid out.
+/// Before, a revoked measurement left its enclaves in office, keying
+/// epochs and opening orders as if nothing had happened.
+#[test]
+fn revoking_the_committees_measurement_stops_its_intake_and_it_still_pays_out() {
+    let mut market = Market::new();
+    market.run_until(3 * SLOT_MS);
+    assert!(market.reports() >= 1);
+    let keys = validator_keys();
+    let proposal = market.chain.state.meta().next_proposal;
+    market.chain.queue(
+        &ledger_key(&keys[0]),
+        TxBody::Propose {
+            change: quartier_ledger::GovernanceChange::RevokeMeasurement(MEASUREMENT),
+        },
+    );
+    for v in [1, 2] {
+        market.chain.queue(
+            &ledger_key(&keys[v]),
+            TxBody::Vote {
+                proposal,
+                approve: true,
+            },
+        );
+    }
+    market.run_until(3 * SLOT_MS + STEP_MS);
+    let committee = market.chain.state.committee().cloned().unwrap();
+    assert_eq!(committee.evicted, committee.members);
+    assert!(market.chain.state.enclaves().is_empty());
+    let published = market.chain.state.epoch_keys().clone();
+    let refused_before = market.chain.refused.len();
+    let c1 = key("c1");
+    let balance = market.chain.state.account(&id(&c1)).balance;
+    let amount = Money::new(1_000_000_000);
+    market
+        .chain
+        .queue(&c1, TxBody::RequestWithdrawal { amount });
+    market.run_until(9 * SLOT_MS);
+    assert_eq!(
+        market.chain.state.epoch_keys(),
+        &published,
+        "an evicting committee keyed an epoch"
+    );
+    assert!(
+        market
+            .chain
+            .refused
+            .iter()
+            .any(|r| r.starts_with("SubmitSealedOrder") && r.contains("evicted members")),
+        "{:?}",
+        market.chain.refused
+    );
+    // Nor did its hosts try to: they make no key its members could read.
+    let later = &market.chain.refused[refused_before..];
+    let tried = later.iter().find(|r| r.starts_with("PublishEpochKey"));
+    assert_eq!(tried, None);
+    // Every batch the chain closed was reported, the withdrawal's too.
+    assert_eq!(market.chain.state.sealed_batches().count(), 0);
+    assert_eq!(
+        market.chain.state.account(&id(&c1)).balance,
+        balance.checked_add(amount).unwrap()
+    );
+}

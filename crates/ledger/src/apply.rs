@@ -299,7 +299,7 @@ pub fn apply_verified(
         }
         TxBody::DepositToAuctioneer { amount } => sealed_market::deposit(state, signer, *amount)?,
         TxBody::RequestWithdrawal { amount } => {
-            sealed_market::request_withdrawal(state, signer, *amount)?
+            sealed_market::request_withdrawal(state, ctx, signer, *amount)?
         }
         TxBody::PostSettlementReport { summary, signature } => {
             sealed_market::post_settlement_report(state, ctx, signer, summary, signature)?

@@ -161,8 +161,9 @@ pub struct SealedBatch {
     pub traders: Vec<(AccountId, Energy)>,
     /// Its epoch's key is past the enclaves' erasure schedule (the chain
     /// published a key [`KEPT_EPOCHS_BEHIND`] epochs later while it waited
-    /// for its report): the enclaves clear it with every order refused
-    /// unopened. Set by the chain, so every member decides alike.
+    /// for its report), or was never published (a batch of custody flows
+    /// only): the enclaves clear it with every order refused unopened,
+    /// entering no epoch. Set by the chain, so every member decides alike.
     #[serde(default)]
     pub expired: bool,
     /// The region's batch closed before this one (`None` for the first
@@ -575,6 +576,7 @@ pub(crate) fn deposit(
 
 pub(crate) fn request_withdrawal(
     state: &mut State,
+    ctx: &BlockContext,
     signer: AccountId,
     amount: Money,
 ) -> Result<Vec<Event>, TxError> {
@@ -590,6 +592,18 @@ pub(crate) fn request_withdrawal(
     }
     flows.withdrawals.push((signer, amount));
     state.touch(StateKey::CustodyFlows(meter.region));
+    // Paid by the report of the slot open now, orders or none: before, a
+    // request waited for somebody's order, and a committee that evicts
+    // members (taking none) could pay nothing out.
+    if state.records.committee.is_some() {
+        let slot = state.genesis().slot_at(ctx.time);
+        state
+            .records
+            .sealed_books
+            .entry((slot, meter.region))
+            .or_default();
+        state.touch(StateKey::SealedBook(meter.region, slot));
+    }
     Ok(Vec::new())
 }
 
@@ -622,8 +636,14 @@ pub(crate) fn close_sealed_books(state: &mut State, ctx: &BlockContext) {
         state.touch(StateKey::CustodyFlows(region));
         let traders = traders(state, &orders);
         let newest = state.records.epochs.last_key_value().map(|(e, _)| *e);
+        // (A batch of custody flows only may fall in an epoch nobody keyed,
+        // while the committee evicts members: the enclaves clear it without
+        // entering an epoch, as one past the schedule.)
         let expired = policy(state)
-            .map(|p| past_erasure(p.epoch_of(slot), newest))
+            .map(|p| {
+                let epoch = p.epoch_of(slot);
+                past_erasure(epoch, newest) || !state.records.epochs.contains_key(&epoch)
+            })
             .unwrap_or(false);
         let previous = match state.records.committee.as_mut() {
             Some(c) => {
@@ -657,7 +677,17 @@ pub(crate) fn post_settlement_report(
     signature: &GroupSignature,
 ) -> Result<Vec<Event>, TxError> {
     policy(state)?;
-    registered_enclave(state, &signer)?;
+    // A registered enclave, or a member of the committee in office: one
+    // evicted still reports the batches its committee closed (the
+    // withdrawals that pay custody out among them).
+    let member = state
+        .records
+        .committee
+        .as_ref()
+        .is_some_and(|c| c.members.contains(&signer));
+    if !member {
+        registered_enclave(state, &signer)?;
+    }
     let key = committee_key(state)?;
     let (region, slot) = (summary.region, summary.slot);
     let batch = state

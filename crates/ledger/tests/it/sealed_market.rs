@@ -1700,18 +1700,43 @@ fn revoking_a_measurement_evicts_its_enclaves_and_the_others_re_form_without_the
     c.block_ok(after_gate(SLOT) + 2);
     assert!(c.state.sealed_report(R1, Slot(SLOT)).is_some());
     supply_holds(&c.state);
+    // The withdrawal is paid out by the evicting committee: the slot open
+    // when it was asked closes a batch of it alone (before, a withdrawal
+    // waited for somebody's order, which an evicting committee takes none
+    // of: custody was locked).
+    c.block_ok(after_gate(SLOT + 1));
+    let ((_, slot), batch) = c.state.sealed_batches().next().unwrap();
+    assert_eq!((slot, batch.orders.len()), (Slot(SLOT + 1), 0));
+    let report = clear_closed(&c, &mut auctioneer, epoch);
+    assert_eq!(report.summary.payouts, vec![(id(&c1), chf(5))]);
+    let (balance, custody) = (c.state.account(&id(&c1)).balance, c.state.meta().custody);
+    let signature = e.sign(&[0, 1], &report_message(&chain_id(), &report.summary));
+    c.queue(
+        &e.accounts[0].clone(),
+        TxBody::PostSettlementReport {
+            summary: report.summary.clone(),
+            signature,
+        },
+    );
+    c.block_ok(after_gate(SLOT + 1) + 1);
+    assert_eq!(
+        c.state.account(&id(&c1)).balance,
+        balance.checked_add(chf(5)).unwrap()
+    );
+    assert_eq!(c.state.meta().custody, custody.checked_sub(chf(5)).unwrap());
+    supply_holds(&c.state);
 
     // A committee of the survivors and a newcomer needs the validators'
     // vote (the revocation did not vote for the newcomer).
     let mut grown = Enclaves::with_threshold(4, 2, 21);
     let body = grown.register(3, MEASUREMENT);
     c.queue(&grown.accounts[3].clone(), body);
-    c.block_ok(after_gate(SLOT) + 3);
+    c.block_ok(after_gate(SLOT + 1) + 2);
     let vote = grown.vote(&chain_id(), 2, &[0, 1, 3]);
     for i in [0, 1, 3] {
         c.queue(&grown.accounts[i].clone(), vote.clone());
     }
-    c.block_ok(after_gate(SLOT) + 4);
+    c.block_ok(after_gate(SLOT + 1) + 3);
     assert_eq!(c.state.committee().unwrap().group_key, in_office.group_key);
     assert_eq!(
         c.state.committee_candidate().unwrap().group_key,
@@ -1726,7 +1751,7 @@ fn revoking_a_measurement_evicts_its_enclaves_and_the_others_re_form_without_the
     for i in 0..2 {
         c.queue(&survivors.accounts[i].clone(), vote.clone());
     }
-    c.block_ok(after_gate(SLOT) + 5);
+    c.block_ok(after_gate(SLOT + 1) + 4);
     let seated = c.state.committee().cloned().unwrap();
     assert_eq!(seated.group_key, survivors.group.public_key());
     assert_eq!(seated.members, {
@@ -1751,7 +1776,7 @@ fn revoking_a_measurement_evicts_its_enclaves_and_the_others_re_form_without_the
             signature,
         },
     );
-    c.block_ok(after_gate(SLOT) + 6);
+    c.block_ok(after_gate(SLOT + 1) + 5);
     let first = next.epoch().0 * EPOCH_SLOTS;
     let (buy, _) = order(
         &c1,
@@ -1764,6 +1789,6 @@ fn revoking_a_measurement_evicts_its_enclaves_and_the_others_re_form_without_the
     );
     c.queue(&c1, TxBody::DepositToAuctioneer { amount: chf(1) });
     submit(&mut c, &c1, &buy);
-    c.block_ok(after_gate(SLOT) + 7);
+    c.block_ok(after_gate(SLOT + 1) + 6);
     assert_eq!(c.state.sealed_book(R1, Slot(first)).unwrap().len(), 1);
 }
