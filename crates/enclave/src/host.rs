@@ -375,9 +375,15 @@ impl HostMachine {
             .committee
             .as_ref()
             .is_some_and(|c| c.members.contains(&me));
+        let predecessor = view
+            .committee
+            .as_ref()
+            .and_then(|c| c.predecessor.as_ref())
+            .is_some_and(|p| p.members.contains(&me));
         // (A member evicted by a revocation is no longer registered, and
-        // can not register again; it still clears and reports below.)
-        if !view.enclaves.contains_key(&me) && !member {
+        // can not register again; it still clears and reports below, or
+        // hands its state over.)
+        if !view.enclaves.contains_key(&me) && !member && !predecessor {
             return VecDeque::from([Step::Register]);
         }
         let Some(committee) = &view.committee else {
@@ -386,11 +392,24 @@ impl HostMachine {
         if !member {
             // Outside the committee: its registry stays current (a
             // committee in office, a revoked measurement), so no DKG takes
-            // it in.
+            // it in, and a member of the committee it took over from
+            // hands its state to the members (who call for it). Registered
+            // enclaves form a replacement of one whose members a
+            // revocation evicted: it takes office by the validators' vote.
+            if committee.evicting() && view.enclaves.contains_key(&me) {
+                return VecDeque::from([Step::ObserveRegistry, Step::FormCommittee]);
+            }
             return VecDeque::from([Step::ObserveRegistry]);
         }
         if local.group_key() != Some(committee.group_key) {
             return VecDeque::new();
+        }
+        if committee.predecessor.is_some()
+            && local.registry_committee() != Some(committee.group_key)
+        {
+            // Just seated in another's place: the enclave checks whose state
+            // it takes over against the registry that seats it.
+            return VecDeque::from([Step::ObserveRegistry, Step::CatchUp]);
         }
         if committee.evicting() {
             // Members of it may read what it would take now: it keys no
@@ -491,8 +510,17 @@ impl HostMachine {
     /// The committee the registry seats (every host computes the same from
     /// the same view).
     fn would_invite(&self, view: &ChainView) -> Vec<AccountId> {
-        let registered: Vec<(AccountId, u16)> =
-            view.enclaves.iter().map(|(a, e)| (*a, e.vendor)).collect();
+        // (Outside the committee in office: a replacement's.)
+        let registered: Vec<(AccountId, u16)> = view
+            .enclaves
+            .iter()
+            .filter(|(a, _)| {
+                view.committee
+                    .as_ref()
+                    .is_none_or(|c| !c.members.contains(a))
+            })
+            .map(|(a, e)| (*a, e.vendor))
+            .collect();
         select_committee(&registered, self.settings.committee_size)
     }
 
@@ -690,9 +718,13 @@ impl HostMachine {
             return None;
         }
         let me = local.account();
+        // The members of the committee it took over from first: just
+        // seated, they alone hold the state.
         let from = committee
-            .members
+            .predecessor
             .iter()
+            .flat_map(|p| p.members.iter())
+            .chain(committee.members.iter())
             .filter(|m| **m != me)
             .copied()
             .collect();

@@ -810,8 +810,8 @@ struct Registry {
     enclaves: BTreeMap<AccountId, quartier_ledger::Enclave>,
     /// The measurements the chain allows now.
     measurements: std::collections::BTreeSet<Measurement>,
-    /// Whether a committee is in office.
-    committee: bool,
+    /// The committee in office, if any.
+    committee: Option<quartier_ledger::Committee>,
 }
 
 impl Registry {
@@ -825,7 +825,15 @@ impl Registry {
     ) -> bool {
         *chain == self.chain
             && self.threshold.is_none_or(|policy| policy == t)
-            && !self.committee
+            // No committee in office, or one whose members a revocation
+            // evicted: a replacement forms outside it (and takes office
+            // only by the validators' vote).
+            && self.committee.as_ref().is_none_or(|c| {
+                c.evicting()
+                    && members
+                        .iter()
+                        .all(|(_, account, _)| !c.members.contains(&AccountId(*account)))
+            })
             && members.iter().all(|(identity, account, measurement)| {
                 self.measurements.contains(measurement)
                     && self.enclaves.get(&AccountId(*account)).is_some_and(|e| {
@@ -912,6 +920,15 @@ impl EnclaveService {
     pub fn group_key(&self) -> Option<GroupPublicKey> {
         let m = self.membership.as_ref()?;
         m.group_key().ok()
+    }
+
+    /// The group key of the committee in office in the registry this
+    /// enclave verified last ([`Self::observe_registry`]).
+    pub fn registry_committee(&self) -> Option<GroupPublicKey> {
+        self.registry
+            .as_ref()
+            .and_then(|r| r.committee.as_ref())
+            .map(|c| c.group_key)
     }
 
     /// The accounts of the committee this member ran its DKG with
@@ -1822,7 +1839,7 @@ impl EnclaveService {
                     let record: Option<quartier_ledger::Committee> = header
                         .verify(&proof.key, proof)
                         .map_err(ChainError::Light)?;
-                    committee = Some(record.is_some());
+                    committee = Some(record);
                 }
                 StateKey::Enclave(account) => {
                     if let Some(e) = header
@@ -1876,7 +1893,7 @@ impl EnclaveService {
             threshold: None,
             enclaves,
             measurements: members.iter().map(|q| q.measurement).collect(),
-            committee: false,
+            committee: None,
         });
     }
 
@@ -2037,8 +2054,30 @@ impl EnclaveService {
         }
     }
 
+    /// The committee in office as the verified registry shows it, if it
+    /// took over from this member's committee and `to` is one of its
+    /// members: its group key.
+    fn successor_with(&self, to: &[u8; 32]) -> Option<GroupPublicKey> {
+        let mine = self.group_key()?;
+        let c = self.registry.as_ref()?.committee.as_ref()?;
+        (c.predecessor.as_ref()?.group_key == mine && c.identities.contains(to))
+            .then_some(c.group_key)
+    }
+
+    /// This member's committee is the one in office the verified registry
+    /// shows, and `from` a member of the committee it took over from: that
+    /// committee's group key and the first epoch this one keys.
+    fn predecessor_with(&self, from: &[u8; 32]) -> Option<(GroupPublicKey, Epoch)> {
+        let mine = self.group_key()?;
+        let c = self.registry.as_ref()?.committee.as_ref()?;
+        let p = c.predecessor.as_ref()?;
+        (c.group_key == mine && p.identities.contains(from)).then_some((p.group_key, c.first_epoch))
+    }
+
     /// Seals this member's clearing state (auctioneers and epoch keys) to
-    /// the committee member with identity key `to`, for it to catch up.
+    /// the committee member with identity key `to`, for it to catch up, or
+    /// to a member of the committee the chain seated in this one's place
+    /// (as the verified registry shows it), for it to take over.
     ///
     /// # Errors
     /// [`ServiceError::Unsigned`] if `to` is not a member's identity.
@@ -2047,12 +2086,17 @@ impl EnclaveService {
             .membership
             .as_ref()
             .ok_or(ServiceError::State("no committee"))?;
-        if m.key.is_none() || !m.identities.contains(to) || *to == self.identity_key() {
+        if m.key.is_none() || *to == self.identity_key() {
             return Err(ServiceError::Unsigned);
         }
-        let context = self
-            .group_key()
-            .ok_or(ServiceError::State("no committee"))?;
+        // To a member of this committee, or of the one the chain seated in
+        // its place (the handover: bound to that committee's key).
+        let context = if m.identities.contains(to) {
+            self.group_key()
+                .ok_or(ServiceError::State("no committee"))?
+        } else {
+            self.successor_with(to).ok_or(ServiceError::Unsigned)?
+        };
         let mut plain = borsh::to_vec(&self.clearing_state()).map_err(|_| ServiceError::Invalid)?;
         let sealed = hpke_seal_auth(
             to,
@@ -2102,9 +2146,20 @@ impl EnclaveService {
             .membership
             .as_ref()
             .ok_or(ServiceError::State("no committee"))?;
-        if catch_up.from == self.identity_key() || !m.identities.contains(&catch_up.from) {
+        if catch_up.from == self.identity_key() {
             return Err(ServiceError::Invalid);
         }
+        // From a member of this committee, or (the handover) of the one it
+        // took over from, whose reports the chain's latest are.
+        let handover = if m.identities.contains(&catch_up.from) {
+            None
+        } else {
+            Some(
+                self.predecessor_with(&catch_up.from)
+                    .ok_or(ServiceError::Invalid)?,
+            )
+        };
+        let signer = handover.map_or(context, |(key, _)| key);
         let mut plain = hpke_open_auth(
             self.identity.secret(),
             &catch_up.from,
@@ -2120,10 +2175,14 @@ impl EnclaveService {
         // member could plant keys of epochs far ahead, or erase every real
         // one): the member's own keys, and the published ones the others
         // reshare, are what it clears with, on its own erasure schedule.
-        let (_, mut auctioneers, _) = state.map_err(|_| ServiceError::Invalid)?.restore()?;
+        // A handover is the exception: the predecessor's keys of epochs
+        // before this committee's first are the only ones that open the
+        // batches it closed and did not report (taken as candidates: only
+        // those the chain published are ever cleared with).
+        let (keys, mut auctioneers, _) = state.map_err(|_| ServiceError::Invalid)?.restore()?;
         let chain = self.chain()?;
         for (summary, signature) in reports {
-            context
+            signer
                 .verify(&report_message(&chain, summary), signature)
                 .map_err(|_| ServiceError::Unsigned)?;
         }
@@ -2158,6 +2217,19 @@ impl EnclaveService {
         }
         for a in auctioneers.values_mut() {
             a.forget_keys(self.erased_below);
+        }
+        if let Some((_, first_epoch)) = handover {
+            for (epoch, key) in keys {
+                let held = self.epoch_keys.contains_key(&epoch)
+                    || self
+                        .candidates
+                        .iter()
+                        .any(|(_, k)| k.public_key() == key.public_key());
+                if epoch < first_epoch && !self.gone(epoch) && !held {
+                    self.candidates.push((catch_up.from, key));
+                }
+            }
+            self.durable_changes += 1;
         }
         self.auctioneers = auctioneers;
         self.reports.clear();

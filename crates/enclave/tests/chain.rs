@@ -589,6 +589,8 @@ fn a_dkg_runs_only_among_the_enclaves_the_chain_registered() {
         closed: Default::default(),
         evicted: Vec::new(),
         first_epoch: Default::default(),
+        identities: Vec::new(),
+        predecessor: None,
     });
     state.commit().unwrap();
     let accounts: Vec<AccountId> = fresh_quotes.iter().map(|q| registration(q).0).collect();

@@ -990,3 +990,122 @@ fn revoking_the_committees_measurement_stops_its_intake_and_it_still_pays_out() 
         balance.checked_add(amount).unwrap()
     );
 }
+
+impl Market {
+    /// Three more members' hosts, of enclaves built from `measurement`
+    /// (they register once the chain allows it).
+    fn add_members(&mut self, measurement: Measurement) {
+        let vendor = SimulatedAttestationService::new([42; 32]);
+        for _ in 0..3 {
+            let platform = SimulatedPlatform::new([5; 32], measurement, vendor.root());
+            let enclave = EnclaveService::new(&platform).unwrap();
+            let settings = HostSettings::new(3, vendor.quote(measurement, enclave.report_data()));
+            self.members.push(Member {
+                machine: HostMachine::new(settings.clone()),
+                enclave,
+                platform,
+                behaviour: Behaviour::Honest,
+                sealed: Vec::new(),
+            });
+            self.settings.push(settings);
+        }
+    }
+
+    /// Validator 0 proposes each of `changes`, validators 1 and 2 vote for
+    /// them (3 of the 4: they pass).
+    fn pass(&mut self, changes: &[quartier_ledger::GovernanceChange]) {
+        let keys = validator_keys();
+        for change in changes {
+            let proposal = self.chain.state.meta().next_proposal
+                + self
+                    .chain
+                    .queued
+                    .iter()
+                    .filter(|t| matches!(t.tx.body, TxBody::Propose { .. }))
+                    .count() as u64;
+            self.chain
+                .queue(&ledger_key(&keys[0]), TxBody::Propose { change: *change });
+            for v in [1, 2] {
+                self.chain.queue(
+                    &ledger_key(&keys[v]),
+                    TxBody::Vote {
+                        proposal,
+                        approve: true,
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// The whole way out of a broken build: the validators revoke the
+/// committee's measurement and allow a fixed one; enclaves of the fixed one
+/// register, form a committee outside the evicted one and vote for it; the
+/// validators seat it; the evicted members hand it their state (the
+/// prepaid ledger and the keys of the batches still waiting); it reports
+/// from their ledger, keys the next epochs itself and the market trades
+/// again, with custody conserved. Before, nothing of this existed: a
+/// revoked committee stayed in office, and no other could take its
+/// ledger over.
+#[test]
+fn a_committee_seated_in_place_of_an_evicted_one_takes_its_state_over_and_trades() {
+    let mut market = Market::new();
+    market.run_until(3 * SLOT_MS);
+    let fixed = Measurement([16; 32]);
+    market.add_members(fixed);
+    let evicted = market.chain.state.committee().cloned().unwrap();
+    market.pass(&[
+        quartier_ledger::GovernanceChange::AllowMeasurement(fixed),
+        quartier_ledger::GovernanceChange::RevokeMeasurement(MEASUREMENT),
+    ]);
+    let c1 = key("c1");
+    let amount = Money::new(1_000_000_000);
+    market
+        .chain
+        .queue(&c1, TxBody::RequestWithdrawal { amount });
+    let balance = market.chain.state.account(&id(&c1)).balance;
+    // The new enclaves register and vote for their committee.
+    let mut candidate = None;
+    while candidate.is_none() && market.now_ms < 6 * SLOT_MS {
+        market.run_until(market.now_ms + STEP_MS);
+        candidate = market.chain.state.committee_candidate().cloned();
+    }
+    let candidate = candidate.expect("no committee candidate formed");
+    assert_eq!(
+        market.chain.state.committee().unwrap().group_key,
+        evicted.group_key,
+        "the candidate took office without a vote"
+    );
+    market.pass(&[quartier_ledger::GovernanceChange::SeatCommittee(
+        candidate.group_key,
+    )]);
+    market.run_until(market.now_ms + STEP_MS);
+    let seated_at = market.chain.state.meta().height;
+    market.run_until(14 * SLOT_MS);
+    let committee = market.chain.state.committee().cloned().unwrap();
+    assert_eq!(committee.group_key, candidate.group_key);
+    assert_eq!(
+        committee.predecessor.as_ref().map(|p| p.group_key),
+        Some(evicted.group_key)
+    );
+    // Everything closed was reported, the withdrawal paid.
+    assert_eq!(market.chain.state.sealed_batches().count(), 0);
+    assert!(market.chain.state.account(&id(&c1)).balance >= balance.checked_add(amount).unwrap());
+    // The new committee keyed epochs of its own, and orders cleared under
+    // them: reports after the seat with sealed orders in them.
+    assert!(
+        market
+            .chain
+            .state
+            .epoch_keys()
+            .keys()
+            .any(|e| *e >= committee.first_epoch)
+    );
+    let traded = market
+        .chain
+        .state
+        .region_reports(REGION)
+        .filter(|r| r.height > seated_at && r.summary.aggregates.sealed > 0)
+        .count();
+    assert!(traded >= 2, "{traded} reports with orders after the seat");
+}

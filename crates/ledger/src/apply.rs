@@ -966,6 +966,14 @@ fn decide(state: &mut State, id: u64) -> Vec<Event> {
         _ => (3 * yes >= 2 * n, 3 * (n - no) < 2 * n),
     };
     let still_applicable = applicable(state, change).is_ok();
+    // A committee is seated only when no batch waits for a report: its
+    // predecessor's members hand over a state at exactly the chain's
+    // reports (one that cleared a waiting batch ahead holds a ledger nobody
+    // signed). Passed meanwhile, it is seated at the end of the first block
+    // without one (see `end_block`).
+    let deferred =
+        matches!(change, GovernanceChange::SeatCommittee(_)) && !state.records.batches.is_empty();
+    let passed = passed && !deferred;
     let mut events = Vec::new();
     if passed && still_applicable {
         let key = match change {
@@ -1077,6 +1085,15 @@ pub fn end_block(state: &mut State, ctx: &BlockContext) -> Vec<Event> {
             state.touch(StateKey::Book(region, slot));
             events.extend(settle(state, ctx, region, slot, book));
         }
+    }
+    // A committee seat voted while batches waited: now, before new ones close.
+    let seats: Vec<u64> = state
+        .proposals()
+        .filter(|(_, p)| matches!(p.change, GovernanceChange::SeatCommittee(_)))
+        .map(|(id, _)| id)
+        .collect();
+    for id in seats {
+        events.extend(decide(state, id));
     }
     sealed_market::close_sealed_books(state, ctx);
     forget_old_slots(state, ctx.time);

@@ -87,6 +87,27 @@ pub struct Committee {
     /// order is sealed to it any more.
     #[serde(default)]
     pub first_epoch: Epoch,
+    /// Each member's identity key (its registration's when it took office):
+    /// what a successor's members check a handed-over state's sender by,
+    /// after the member left the registry.
+    #[serde(default)]
+    pub identities: Vec<[u8; 32]>,
+    /// The committee it took over from: its members hand their clearing
+    /// state (the prepaid ledgers and the epoch keys of batches still
+    /// waiting) to this one's.
+    #[serde(default)]
+    pub predecessor: Option<Predecessor>,
+}
+
+/// The committee a committee in office took over from.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Predecessor {
+    /// Its group key (its last reports are signed with it).
+    pub group_key: GroupPublicKey,
+    /// Its members, ascending.
+    pub members: Vec<AccountId>,
+    /// Their identity keys, in the same order.
+    pub identities: Vec<[u8; 32]>,
 }
 
 impl Committee {
@@ -341,7 +362,29 @@ pub(crate) fn seat(state: &mut State, height: Height, candidate: CommitteeCandid
         (Some(p), None) => p.first_epoch,
         (None, _) => Epoch(0),
     };
-    let (ledgers, closed) = previous.map(|c| (c.ledgers, c.closed)).unwrap_or_default();
+    let identities = candidate
+        .members
+        .iter()
+        .map(|m| {
+            state
+                .records
+                .enclaves
+                .get(m)
+                .map_or([0; 32], |e| e.identity_key)
+        })
+        .collect();
+    let (ledgers, closed, predecessor) = match previous {
+        Some(c) => (
+            c.ledgers,
+            c.closed,
+            Some(Predecessor {
+                group_key: c.group_key,
+                members: c.members,
+                identities: c.identities,
+            }),
+        ),
+        None => Default::default(),
+    };
     if state
         .records
         .committee_candidate
@@ -361,6 +404,8 @@ pub(crate) fn seat(state: &mut State, height: Height, candidate: CommitteeCandid
         closed,
         evicted: Vec::new(),
         first_epoch,
+        identities,
+        predecessor,
     });
     state.touch(StateKey::Committee);
     vec![Event::CommitteeActivated { group_key }]

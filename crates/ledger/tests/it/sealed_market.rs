@@ -1792,3 +1792,69 @@ fn revoking_a_measurement_evicts_its_enclaves_and_the_others_re_form_without_the
     c.block_ok(after_gate(SLOT + 1) + 6);
     assert_eq!(c.state.sealed_book(R1, Slot(first)).unwrap().len(), 1);
 }
+
+/// A committee voted in while a batch waits for its report takes office
+/// only once none waits (at the end of the first block without one): the
+/// predecessor's members hand over a state at exactly the chain's reports,
+/// and one that had cleared the waiting batch ahead would hold a ledger
+/// nobody signed.
+#[test]
+fn a_committee_is_seated_only_when_no_batch_waits() {
+    let (mut c, mut e, epoch_key) = market();
+    let (epoch, public) = (epoch_key.epoch(), epoch_key.public_key());
+    let mut rng = ChaCha20Rng::from_seed([14; 32]);
+    let c1 = key("c1");
+    c.queue(&c1, TxBody::DepositToAuctioneer { amount: chf(10) });
+    let (buy, _) = order(
+        &c1,
+        SLOT,
+        Side::Buy,
+        15_000,
+        100,
+        (&public, epoch),
+        &mut rng,
+    );
+    submit(&mut c, &c1, &buy);
+    c.block_ok(in_slot(SLOT));
+    c.block_ok(after_gate(SLOT));
+    assert_eq!(c.state.sealed_batches().count(), 1);
+    let mut newcomers = Enclaves::with_threshold(6, 2, 15);
+    for i in 3..6 {
+        let body = newcomers.register(i, MEASUREMENT);
+        c.queue(&newcomers.accounts[i].clone(), body);
+    }
+    c.block_ok(after_gate(SLOT) + 1);
+    let vote = newcomers.vote(&chain_id(), 2, &[3, 4, 5]);
+    for i in 3..6 {
+        c.queue(&newcomers.accounts[i].clone(), vote.clone());
+    }
+    c.block_ok(after_gate(SLOT) + 2);
+    let in_office = c.state.committee().unwrap().group_key;
+    pass(
+        &mut c,
+        GovernanceChange::SeatCommittee(newcomers.group.public_key()),
+        after_gate(SLOT) + 3,
+    );
+    assert_eq!(c.state.committee().unwrap().group_key, in_office);
+    assert_eq!(
+        c.state.proposals().count(),
+        1,
+        "the passed seat was dropped"
+    );
+    // The batch is reported: the seat takes effect at the block's end.
+    let mut auctioneer = Auctioneer::new(chain_id(), R1, r1_params(), epoch_key);
+    let report = clear_closed(&c, &mut auctioneer, epoch);
+    let signature = e.sign(&[0, 1], &report_message(&chain_id(), &report.summary));
+    c.queue(
+        &e.accounts[0].clone(),
+        TxBody::PostSettlementReport {
+            summary: report.summary.clone(),
+            signature,
+        },
+    );
+    c.block_ok(after_gate(SLOT) + 4);
+    let seated = c.state.committee().unwrap();
+    assert_eq!(seated.group_key, newcomers.group.public_key());
+    assert_eq!(seated.ledgers.get(&R1), Some(&report.summary.ledger));
+    assert_eq!(c.state.proposals().count(), 0);
+}
