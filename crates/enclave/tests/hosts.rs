@@ -1053,6 +1053,12 @@ fn a_committee_seated_in_place_of_an_evicted_one_takes_its_state_over_and_trades
     market.run_until(3 * SLOT_MS);
     let fixed = Measurement([16; 32]);
     market.add_members(fixed);
+    // Throughout, an outsider asks every enclave, old and new, for its
+    // state: the handover is to the seated committee's members only.
+    let outsider = IdentityKey::generate(&mut ChaCha20Rng::from_seed([67; 32]));
+    market.outsider = vec![Request::CatchUp {
+        to: outsider.public_key(),
+    }];
     let evicted = market.chain.state.committee().cloned().unwrap();
     market.pass(&[
         quartier_ledger::GovernanceChange::AllowMeasurement(fixed),
@@ -1108,4 +1114,5 @@ fn a_committee_seated_in_place_of_an_evicted_one_takes_its_state_over_and_trades
         .filter(|r| r.height > seated_at && r.summary.aggregates.sealed > 0)
         .count();
     assert!(traded >= 2, "{traded} reports with orders after the seat");
+    assert_eq!(market.outsider_gains, Vec::<String>::new());
 }
