@@ -209,6 +209,12 @@ async function refreshSealed() {
   el("committee").innerHTML = [
     ["members", c ? c.members.map((m) => `<span class="id">${esc(short(m))}</span>`).join(" ") : "forming…"],
     ["threshold", c ? `${c.threshold} of ${c.members.length} sign a report` : "–"],
+    ["status", !c ? "–" : c.evicted && c.evicted.length
+      ? `${c.evicted.length} member(s) evicted (measurement revoked): no new orders until a committee without them takes office`
+      : `in office, keys epochs from ${c.first_epoch ?? 0}`],
+    ["candidate", s.committee_candidate
+      ? `<span class="id">${esc(short(s.committee_candidate.group_key))}</span> (${s.committee_candidate.members.length} members) awaits the validators' seat_committee vote`
+      : "none"],
     ["registered enclaves", `${s.enclaves.length} (attestation simulated)`],
     ["latest epoch key", epoch ? `epoch ${epoch.epoch} <span class="id">${esc(epoch.public_key.slice(0, 16))}…</span>` : "–"],
     ["custody", chf(s.custody)],

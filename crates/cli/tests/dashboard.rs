@@ -522,7 +522,7 @@ fn the_dashboard_of_a_sealed_market_shows_what_mode_b_publishes() {
     d.page.wait_until(
         "the committee",
         Duration::from_secs(60),
-        "document.querySelector('#committee').textContent.includes('2 of 3 sign a report')",
+        "document.querySelector('#committee').textContent.includes('2 of 3 sign a report') && document.querySelector('#committee').textContent.includes('in office, keys epochs from 0')",
     );
     // What the page shows is what the chain published (read together).
     let seen = d.page.eval(
