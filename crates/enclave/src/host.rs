@@ -717,6 +717,13 @@ impl HostMachine {
         if !behind {
             return None;
         }
+        // The enclave checks the state against the chain's record of the
+        // last reports, in the registry: shown fresh first.
+        if self.elapsed(self.observed_at, SECOND) {
+            self.agenda.push_front(Step::CatchUp);
+            self.agenda.push_front(Step::ObserveRegistry);
+            return None;
+        }
         let me = local.account();
         // The members of the committee it took over from first: just
         // seated, they alone hold the state.

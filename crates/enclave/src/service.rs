@@ -2159,7 +2159,6 @@ impl EnclaveService {
                     .ok_or(ServiceError::Invalid)?,
             )
         };
-        let signer = handover.map_or(context, |(key, _)| key);
         let mut plain = hpke_open_auth(
             self.identity.secret(),
             &catch_up.from,
@@ -2180,28 +2179,47 @@ impl EnclaveService {
         // batches it closed and did not report (taken as candidates: only
         // those the chain published are ever cleared with).
         let (keys, mut auctioneers, _) = state.map_err(|_| ServiceError::Invalid)?.restore()?;
-        let chain = self.chain()?;
-        for (summary, signature) in reports {
-            signer
-                .verify(&report_message(&chain, summary), signature)
-                .map_err(|_| ServiceError::Unsigned)?;
-        }
-        // Every region the chain reported, at exactly its reported slot and
-        // ledger (a state that leaves a region out would have this member
-        // clear it from nothing); no region with a ledger nobody signed.
-        let signed: BTreeMap<RegionId, (Slot, hash::Digest)> = reports
-            .iter()
-            .map(|(s, _)| (s.region, (s.slot, s.ledger)))
-            .collect();
-        for (region, (slot, ledger)) in &signed {
+        // What each region's ledger must be (its digest covers the last
+        // slot settled): the chain's own record of the last report's, under
+        // the committee in office the verified registry shows, when that is
+        // this member's committee: reports since a hand-over are signed by
+        // two committees, a region idle since by an older one still. A
+        // handover needs it. Otherwise the reports given, each signed by
+        // this committee.
+        let recorded = self
+            .registry
+            .as_ref()
+            .and_then(|r| r.committee.as_ref())
+            .filter(|c| c.group_key == context)
+            .map(|c| c.ledgers.clone());
+        let expected: BTreeMap<RegionId, hash::Digest> = match recorded {
+            Some(ledgers) => ledgers,
+            None if handover.is_some() => return Err(ServiceError::Unsigned),
+            None => {
+                let chain = self.chain()?;
+                for (summary, signature) in reports {
+                    context
+                        .verify(&report_message(&chain, summary), signature)
+                        .map_err(|_| ServiceError::Unsigned)?;
+                }
+                reports
+                    .iter()
+                    .map(|(s, _)| (s.region, s.ledger))
+                    .collect()
+            }
+        };
+        // Every region the chain reported, at exactly its ledger (a state
+        // that leaves a region out would have this member clear it from
+        // nothing); no region with a ledger nobody signed.
+        for (region, ledger) in &expected {
             let theirs = auctioneers.get(region).ok_or(ServiceError::Unsigned)?;
-            if theirs.last_settled() != Some(*slot) || theirs.ledger_digest() != *ledger {
+            if theirs.ledger_digest() != *ledger {
                 return Err(ServiceError::Unsigned);
             }
         }
         if auctioneers
             .keys()
-            .any(|region| !signed.contains_key(region))
+            .any(|region| !expected.contains_key(region))
         {
             return Err(ServiceError::Unsigned);
         }
@@ -2219,13 +2237,18 @@ impl EnclaveService {
             a.forget_keys(self.erased_below);
         }
         if let Some((_, first_epoch)) = handover {
+            // One key an epoch from each sender, of the last few before
+            // this committee's first (the erasure schedule keeps no more): a
+            // compromised predecessor feeding hand-over after hand-over
+            // grows nothing, nor keeps an honest one's key out.
+            let oldest = Epoch(first_epoch.0.saturating_sub(KEPT_EPOCHS_BEHIND + 1));
             for (epoch, key) in keys {
                 let held = self.epoch_keys.contains_key(&epoch)
                     || self
                         .candidates
                         .iter()
-                        .any(|(_, k)| k.public_key() == key.public_key());
-                if epoch < first_epoch && !self.gone(epoch) && !held {
+                        .any(|(s, k)| *s == catch_up.from && k.epoch() == epoch);
+                if (oldest..first_epoch).contains(&epoch) && !self.gone(epoch) && !held {
                     self.candidates.push((catch_up.from, key));
                 }
             }

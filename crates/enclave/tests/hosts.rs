@@ -1074,7 +1074,13 @@ fn a_committee_seated_in_place_of_an_evicted_one_takes_its_state_over_and_trades
     let mut candidate = None;
     while candidate.is_none() && market.now_ms < 6 * SLOT_MS {
         market.run_until(market.now_ms + STEP_MS);
-        candidate = market.chain.state.committee_candidate().cloned();
+        candidate = market
+            .chain
+            .state
+            .committee_candidates()
+            .values()
+            .next()
+            .cloned();
     }
     let candidate = candidate.expect("no committee candidate formed");
     assert_eq!(

@@ -299,7 +299,7 @@ pub fn apply_verified(
         }
         TxBody::DepositToAuctioneer { amount } => sealed_market::deposit(state, signer, *amount)?,
         TxBody::RequestWithdrawal { amount } => {
-            sealed_market::request_withdrawal(state, ctx, signer, *amount)?
+            sealed_market::request_withdrawal(state, signer, *amount)?
         }
         TxBody::PostSettlementReport { summary, signature } => {
             sealed_market::post_settlement_report(state, ctx, signer, summary, signature)?
@@ -889,9 +889,7 @@ fn applicable(state: &State, change: GovernanceChange) -> Result<(), TxError> {
         GovernanceChange::RevokeMeasurement(m) => sealed && measurements.contains(&m),
         // The candidate recorded now, not the committee in office.
         GovernanceChange::SeatCommittee(group_key) => {
-            state
-                .committee_candidate()
-                .is_some_and(|c| c.group_key == group_key)
+            state.committee_candidates().contains_key(&group_key)
                 && state.committee().is_none_or(|c| c.group_key != group_key)
         }
         // From the role's key now to a key that holds nothing else: no
@@ -994,8 +992,8 @@ fn decide(state: &mut State, id: u64) -> Vec<Event> {
                 sealed_market::evict(state, m);
                 StateKey::Measurements
             }
-            GovernanceChange::SeatCommittee(_) => {
-                if let Some(candidate) = state.records.committee_candidate.clone() {
+            GovernanceChange::SeatCommittee(key) => {
+                if let Some(candidate) = state.records.committee_candidates.get(&key).cloned() {
                     events.extend(sealed_market::seat(
                         state,
                         Height(state.meta().height.0.saturating_add(1)),
@@ -1096,6 +1094,7 @@ pub fn end_block(state: &mut State, ctx: &BlockContext) -> Vec<Event> {
         events.extend(decide(state, id));
     }
     sealed_market::close_sealed_books(state, ctx);
+    sealed_market::open_books_for_withdrawals(state, ctx);
     forget_old_slots(state, ctx.time);
     drop_lapsed_proposals(state, ctx.time);
     hand_over_validators(state, ctx.height);

@@ -216,6 +216,10 @@ pub enum TxError {
     /// committee without them takes office (they could read them).
     #[error("the enclave committee in office has evicted members")]
     CommitteeEvicting,
+    /// [`crate::MAX_CANDIDATES`] committee candidates wait, each named by an
+    /// open `SeatCommittee` proposal.
+    #[error("too many committee candidates wait for a vote")]
+    CandidatesFull,
     /// The epoch's key is a former committee's: orders are sealed only to
     /// keys the committee in office made.
     #[error("epoch {0} was keyed by a former committee")]

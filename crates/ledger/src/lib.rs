@@ -38,8 +38,8 @@ pub use genesis::{
 pub use merkle::MerkleStoreCorrupt;
 pub use sealed_market::{
     Committee, CommitteeCandidate, CommitteeVote, CustodyFlows, Enclave, KEPT_EPOCHS,
-    MAX_COMMITTEE, MAX_PAYOUTS, MAX_SEALED_REGIONS, PostedReport, Predecessor, SealedBatch,
-    SealedEntry,
+    MAX_CANDIDATES, MAX_COMMITTEE, MAX_PAYOUTS, MAX_SEALED_REGIONS, MAX_WAITING_BATCHES,
+    PostedReport, Predecessor, SealedBatch, SealedEntry,
 };
 pub use shielded_pool::{
     Allowance, KIND_ORDER, KIND_TRANSFER, KIND_UNSHIELD, MAX_SHIELDED_INPUTS, PoolOutput,

@@ -78,8 +78,8 @@ pub struct Committee {
     pub closed: BTreeMap<RegionId, Slot>,
     /// Members whose measurement was revoked while in office: while any
     /// are, the committee takes no new sealed order, deposit or epoch key
-    /// (they would read them), and a committee of its other members takes
-    /// office by their votes alone.
+    /// (they would read them) until the validators seat a committee in its
+    /// place.
     #[serde(default)]
     pub evicted: Vec<AccountId>,
     /// The first epoch whose key it publishes: a key of an earlier epoch is
@@ -309,17 +309,32 @@ pub(crate) fn activate_committee(
         members: members.to_vec(),
         group_key,
     };
-    state.records.committee_votes.insert(signer, vote.clone());
-    state.touch(StateKey::CommitteeVote(signer));
     let unanimous = members
         .iter()
-        .all(|m| state.records.committee_votes.get(m) == Some(&vote));
+        .all(|m| *m == signer || state.records.committee_votes.get(m) == Some(&vote));
     if !unanimous {
+        state.records.committee_votes.insert(signer, vote);
+        state.touch(StateKey::CommitteeVote(signer));
         return Ok(Vec::new());
     }
+    // The committee in office holds the prepaid ledgers behind custody: a
+    // DKG of any enclaves whose hosts agree (registering needs only a
+    // genuine quote) does not take over by their votes. Only the chain's
+    // first committee does, under a genesis that says so; any other is a
+    // candidate the validators may seat.
+    let by_itself = state.records.committee.is_none()
+        && policy.first_committee == crate::FirstCommittee::ByItsMembers;
+    let known = state.records.committee_candidates.contains_key(&group_key);
+    // Checked before anything is written.
+    let dropped = if by_itself || known {
+        None
+    } else {
+        room_for_a_candidate(state)?
+    };
     for m in members {
-        state.records.committee_votes.remove(m);
-        state.touch(StateKey::CommitteeVote(*m));
+        if state.records.committee_votes.remove(m).is_some() {
+            state.touch(StateKey::CommitteeVote(*m));
+        }
     }
     let candidate = CommitteeCandidate {
         members: vote.members,
@@ -327,28 +342,50 @@ pub(crate) fn activate_committee(
         threshold: policy.threshold,
         voted: ctx.height,
     };
-    // The committee in office holds the prepaid ledgers behind custody: a
-    // DKG of any enclaves whose hosts agree (registering needs only a
-    // genuine quote) does not take over by their votes. Only the chain's
-    // first committee under a genesis that says so, or one re-forming
-    // from the committee in office without its evicted members, does.
-    let by_itself = match state.records.committee.as_ref() {
-        None => policy.first_committee == crate::FirstCommittee::ByItsMembers,
-        Some(c) => {
-            c.evicting()
-                && candidate
-                    .members
-                    .iter()
-                    .all(|m| c.members.contains(m) && !c.evicted.contains(m))
-        }
-    };
     if by_itself {
-        Ok(seat(state, ctx.height, candidate))
-    } else {
-        state.records.committee_candidate = Some(candidate);
-        state.touch(StateKey::CommitteeCandidate);
-        Ok(vec![Event::CommitteeCandidate { group_key }])
+        return Ok(seat(state, ctx.height, candidate));
     }
+    if known {
+        // Voted for again (a host that restarted): it stays as recorded.
+        return Ok(Vec::new());
+    }
+    if let Some(key) = dropped {
+        state.records.committee_candidates.remove(&key);
+    }
+    state
+        .records
+        .committee_candidates
+        .insert(group_key, candidate);
+    state.touch(StateKey::CommitteeCandidates);
+    Ok(vec![Event::CommitteeCandidate { group_key }])
+}
+
+/// The most committee candidates the chain keeps.
+pub const MAX_CANDIDATES: usize = 8;
+
+/// Whether another candidate fits: `Ok(None)` if there is room, the key of
+/// the oldest candidate no open `SeatCommittee` proposal names (dropped to
+/// make room) if they are [`MAX_CANDIDATES`], and an error if every one is
+/// named: enclaves that vote for committee after committee can not push
+/// out the candidate the validators are voting on.
+fn room_for_a_candidate(state: &State) -> Result<Option<GroupPublicKey>, TxError> {
+    let candidates = &state.records.committee_candidates;
+    if candidates.len() < MAX_CANDIDATES {
+        return Ok(None);
+    }
+    let proposed: Vec<GroupPublicKey> = state
+        .proposals()
+        .filter_map(|(_, p)| match p.change {
+            crate::GovernanceChange::SeatCommittee(key) => Some(key),
+            _ => None,
+        })
+        .collect();
+    candidates
+        .values()
+        .filter(|c| !proposed.contains(&c.group_key))
+        .min_by_key(|c| c.voted)
+        .map(|c| Some(c.group_key))
+        .ok_or(TxError::CandidatesFull)
 }
 
 /// Seats `candidate` from the next block on, in place of the committee in
@@ -385,16 +422,15 @@ pub(crate) fn seat(state: &mut State, height: Height, candidate: CommitteeCandid
         ),
         None => Default::default(),
     };
+    let group_key = candidate.group_key;
     if state
         .records
-        .committee_candidate
-        .as_ref()
-        .is_some_and(|c| c.group_key == candidate.group_key)
+        .committee_candidates
+        .remove(&group_key)
+        .is_some()
     {
-        state.records.committee_candidate = None;
-        state.touch(StateKey::CommitteeCandidate);
+        state.touch(StateKey::CommitteeCandidates);
     }
-    let group_key = candidate.group_key;
     state.records.committee = Some(Committee {
         members: candidate.members,
         group_key,
@@ -412,9 +448,9 @@ pub(crate) fn seat(state: &mut State, height: Height, candidate: CommitteeCandid
 }
 
 /// Evicts the enclaves of a revoked `measurement`: they leave the registry
-/// (and with it every transaction an enclave signs), their votes and a
-/// candidate with one of them are dropped, and the committee in office
-/// records its members of it as evicted.
+/// (and with it every transaction an enclave signs), votes and candidates
+/// with one of them are dropped, and the committee in office records its
+/// members of it as evicted.
 pub(crate) fn evict(
     state: &mut State,
     measurement: quartier_enclave_proto::attestation::Measurement,
@@ -429,18 +465,28 @@ pub(crate) fn evict(
     for account in &evicted {
         state.records.enclaves.remove(account);
         state.touch(StateKey::Enclave(*account));
-        if state.records.committee_votes.remove(account).is_some() {
-            state.touch(StateKey::CommitteeVote(*account));
-        }
     }
-    if state
+    // Their votes, and every vote or candidate naming one of them (it could
+    // never take office now).
+    let names_one = |members: &[AccountId]| members.iter().any(|m| evicted.contains(m));
+    let stale: Vec<AccountId> = state
         .records
-        .committee_candidate
-        .as_ref()
-        .is_some_and(|c| c.members.iter().any(|m| evicted.contains(m)))
-    {
-        state.records.committee_candidate = None;
-        state.touch(StateKey::CommitteeCandidate);
+        .committee_votes
+        .iter()
+        .filter(|(voter, v)| evicted.contains(voter) || names_one(&v.members))
+        .map(|(voter, _)| *voter)
+        .collect();
+    for voter in stale {
+        state.records.committee_votes.remove(&voter);
+        state.touch(StateKey::CommitteeVote(voter));
+    }
+    let before = state.records.committee_candidates.len();
+    state
+        .records
+        .committee_candidates
+        .retain(|_, c| !names_one(&c.members));
+    if state.records.committee_candidates.len() != before {
+        state.touch(StateKey::CommitteeCandidates);
     }
     if let Some(c) = state.records.committee.as_mut() {
         let members: Vec<AccountId> = c
@@ -621,7 +667,6 @@ pub(crate) fn deposit(
 
 pub(crate) fn request_withdrawal(
     state: &mut State,
-    ctx: &BlockContext,
     signer: AccountId,
     amount: Money,
 ) -> Result<Vec<Event>, TxError> {
@@ -637,19 +682,43 @@ pub(crate) fn request_withdrawal(
     }
     flows.withdrawals.push((signer, amount));
     state.touch(StateKey::CustodyFlows(meter.region));
-    // Paid by the report of the slot open now, orders or none: before, a
-    // request waited for somebody's order, and a committee that evicts
-    // members (taking none) could pay nothing out.
-    if state.records.committee.is_some() {
-        let slot = state.genesis().slot_at(ctx.time);
+    Ok(Vec::new())
+}
+
+/// The most batches of a region that may wait for a report before
+/// [`open_books_for_withdrawals`] opens no more.
+pub const MAX_WAITING_BATCHES: usize = 2;
+
+/// Opens the book of the slot open now for each region whose withdrawal
+/// requests wait with no book open to carry them, so they are paid by that
+/// slot's report whether or not anybody trades (before, a request waited
+/// for somebody's order, and a committee that evicts members, taking none,
+/// paid nothing out). Not while [`MAX_WAITING_BATCHES`] of the region wait:
+/// a committee that does not report does not pile up batches.
+pub(crate) fn open_books_for_withdrawals(state: &mut State, ctx: &BlockContext) {
+    if state.records.committee.is_none() {
+        return;
+    }
+    let slot = state.genesis().slot_at(ctx.time);
+    let regions: Vec<RegionId> = state
+        .records
+        .custody_flows
+        .iter()
+        .filter(|(_, f)| !f.withdrawals.is_empty())
+        .map(|(r, _)| *r)
+        .filter(|r| {
+            let open = state.records.sealed_books.keys().any(|(_, b)| b == r);
+            let waiting = state.records.batches.keys().filter(|(b, _)| b == r).count();
+            !open && waiting < MAX_WAITING_BATCHES
+        })
+        .collect();
+    for region in regions {
         state
             .records
             .sealed_books
-            .entry((slot, meter.region))
-            .or_default();
-        state.touch(StateKey::SealedBook(meter.region, slot));
+            .insert((slot, region), Vec::new());
+        state.touch(StateKey::SealedBook(region, slot));
     }
-    Ok(Vec::new())
 }
 
 /// Freezes every sealed book whose gate closed by `ctx.time` into a batch,

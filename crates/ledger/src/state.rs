@@ -15,6 +15,7 @@ use borsh::{BorshDeserialize, BorshSerialize};
 use jmt::KeyHash;
 use quartier_auction::Clearing;
 use quartier_enclave_proto::attestation::Measurement;
+use quartier_enclave_proto::committee::GroupPublicKey;
 use quartier_enclave_proto::sealed::Epoch;
 use quartier_types::hash::Digest;
 use quartier_types::{
@@ -276,8 +277,8 @@ pub enum StateKey {
     ValidatorSets,
     /// Validators voted in that joined (and wait for a boundary to sign).
     Joining,
-    /// Mode B: the committee waiting for the validators to seat it.
-    CommitteeCandidate,
+    /// Mode B: the committees waiting for the validators to seat one.
+    CommitteeCandidates,
 }
 
 impl StateKey {
@@ -304,7 +305,7 @@ pub(crate) struct Records {
     pub(crate) enclaves: BTreeMap<AccountId, Enclave>,
     pub(crate) committee: Option<Committee>,
     pub(crate) committee_votes: BTreeMap<AccountId, CommitteeVote>,
-    pub(crate) committee_candidate: Option<CommitteeCandidate>,
+    pub(crate) committee_candidates: BTreeMap<GroupPublicKey, CommitteeCandidate>,
     pub(crate) epochs: BTreeMap<Epoch, [u8; 32]>,
     /// Keyed slot first, like `books`.
     pub(crate) sealed_books: BTreeMap<(Slot, RegionId), Vec<SealedEntry>>,
@@ -414,7 +415,7 @@ impl State {
             enclaves: BTreeMap::new(),
             committee: None,
             committee_votes: BTreeMap::new(),
-            committee_candidate: None,
+            committee_candidates: BTreeMap::new(),
             epochs: BTreeMap::new(),
             sealed_books: BTreeMap::new(),
             custody_flows: BTreeMap::new(),
@@ -529,8 +530,8 @@ impl State {
         if r.committee.is_some() {
             dirty.insert(StateKey::Committee);
         }
-        if r.committee_candidate.is_some() {
-            dirty.insert(StateKey::CommitteeCandidate);
+        if !r.committee_candidates.is_empty() {
+            dirty.insert(StateKey::CommitteeCandidates);
         }
         dirty.extend(r.enclaves.keys().map(|k| StateKey::Enclave(*k)));
         dirty.extend(
@@ -778,10 +779,10 @@ impl State {
         self.records.committee.as_ref()
     }
 
-    /// Mode B: the committee whose members all voted for it, waiting for
-    /// the validators to seat it.
-    pub fn committee_candidate(&self) -> Option<&CommitteeCandidate> {
-        self.records.committee_candidate.as_ref()
+    /// Mode B: the committees whose members all voted for them, waiting
+    /// for the validators to seat one, by group key.
+    pub fn committee_candidates(&self) -> &BTreeMap<GroupPublicKey, CommitteeCandidate> {
+        &self.records.committee_candidates
     }
 
     /// Mode B: the recent epoch keys, oldest first.
@@ -905,7 +906,9 @@ impl State {
             StateKey::Enclave(id) => r.enclaves.get(id).map(canonical),
             StateKey::Committee => r.committee.as_ref().map(canonical),
             StateKey::CommitteeVote(id) => r.committee_votes.get(id).map(canonical),
-            StateKey::CommitteeCandidate => r.committee_candidate.as_ref().map(canonical),
+            StateKey::CommitteeCandidates => {
+                (!r.committee_candidates.is_empty()).then(|| canonical(&r.committee_candidates))
+            }
             StateKey::Epochs => Some(canonical(&r.epochs)),
             StateKey::SealedBook(region, slot) => {
                 r.sealed_books.get(&(*slot, *region)).map(canonical)

@@ -52,6 +52,7 @@ fn name(e: &TxError) -> &'static str {
         TxError::VendorPolicy => "VendorPolicy",
         TxError::NoCommittee => "NoCommittee",
         TxError::CommitteeEvicting => "CommitteeEvicting",
+        TxError::CandidatesFull => "CandidatesFull",
         TxError::FormerCommitteeEpoch(_) => "FormerCommitteeEpoch",
         TxError::StaleEpoch(_) => "StaleEpoch",
         TxError::EpochTooFar(_) => "EpochTooFar",

@@ -334,7 +334,12 @@ fn enclaves_outside_the_committee_in_office_can_not_vote_themselves_in() {
         Some(&in_office),
         "the committee was replaced by its successor's votes"
     );
-    let candidate = c.state.committee_candidate().cloned().unwrap();
+    let candidate = c
+        .state
+        .committee_candidates()
+        .get(&newcomers.group.public_key())
+        .cloned()
+        .unwrap();
     assert_eq!(candidate.group_key, newcomers.group.public_key());
     // The committee in office goes on: it keys the next epoch.
     let next = EpochKeyPair::generate(Epoch(epoch_key.epoch().0 + 1), &mut e.rng);
@@ -396,13 +401,9 @@ fn enclaves_outside_the_committee_in_office_can_not_vote_themselves_in() {
     let seated = c.state.committee().cloned().unwrap();
     assert_eq!(seated.group_key, candidate.group_key);
     assert_eq!(seated.members, candidate.members);
-    assert_eq!(c.state.committee_candidate(), None);
-    // It clears from its predecessor's ledgers, after its closed batches,
-    // and keys only epochs after the last one published.
-    assert_eq!(
-        (&seated.ledgers, &seated.closed),
-        (&in_office.ledgers, &in_office.closed)
-    );
+    assert!(c.state.committee_candidates().is_empty());
+    // It keys only epochs after the last one published (that it clears
+    // from its predecessor's ledgers: `a_committee_is_seated_only_when_no_batch_waits`).
     assert_eq!(seated.first_epoch, Epoch(next.epoch().0 + 1));
     // No order is sealed to a key it made (its members could open it).
     let mut rng = ChaCha20Rng::from_seed([12; 32]);
@@ -480,7 +481,7 @@ fn a_genesis_may_leave_even_the_first_committee_to_the_validators() {
     }
     c.block_ok(in_slot(SLOT));
     assert_eq!(c.state.committee(), None);
-    assert!(c.state.committee_candidate().is_some());
+    assert_eq!(c.state.committee_candidates().len(), 1);
     pass(
         &mut c,
         GovernanceChange::SeatCommittee(e.group.public_key()),
@@ -1550,7 +1551,7 @@ fn a_batch_left_waiting_past_the_erasure_schedule_is_marked_for_every_enclave() 
 }
 
 #[test]
-fn revoking_a_measurement_evicts_its_enclaves_and_the_others_re_form_without_them() {
+fn revoking_a_measurement_evicts_its_enclaves_and_a_committee_without_them_is_voted_in() {
     // Enclaves 0 and 1 run MEASUREMENT, enclave 2 another build the
     // validators allowed. That build turns out broken: its enclaves may
     // leak what they hold, so the validators revoke it.
@@ -1726,8 +1727,7 @@ fn revoking_a_measurement_evicts_its_enclaves_and_the_others_re_form_without_the
     assert_eq!(c.state.meta().custody, custody.checked_sub(chf(5)).unwrap());
     supply_holds(&c.state);
 
-    // A committee of the survivors and a newcomer needs the validators'
-    // vote (the revocation did not vote for the newcomer).
+    // A committee of the survivors and a newcomer is a candidate.
     let mut grown = Enclaves::with_threshold(4, 2, 21);
     let body = grown.register(3, MEASUREMENT);
     c.queue(&grown.accounts[3].clone(), body);
@@ -1738,20 +1738,28 @@ fn revoking_a_measurement_evicts_its_enclaves_and_the_others_re_form_without_the
     }
     c.block_ok(after_gate(SLOT + 1) + 3);
     assert_eq!(c.state.committee().unwrap().group_key, in_office.group_key);
-    assert_eq!(
-        c.state.committee_candidate().unwrap().group_key,
-        grown.group.public_key()
+    assert!(
+        c.state
+            .committee_candidates()
+            .contains_key(&grown.group.public_key())
     );
 
-    // The survivors' own committee takes office by their votes: the
-    // revocation was the vote for it. It clears from the ledger the last
-    // report left, and keys epochs after the last published.
+    // So is the survivors' own committee: the validators choose, and seat
+    // it. It clears from the ledger the last report left, and keys epochs
+    // after the last published.
     let mut survivors = Enclaves::with_threshold(2, 2, 22);
     let vote = survivors.vote(&chain_id(), 2, &[0, 1]);
     for i in 0..2 {
         c.queue(&survivors.accounts[i].clone(), vote.clone());
     }
     c.block_ok(after_gate(SLOT + 1) + 4);
+    assert_eq!(c.state.committee().unwrap().group_key, in_office.group_key);
+    assert_eq!(c.state.committee_candidates().len(), 2);
+    pass(
+        &mut c,
+        GovernanceChange::SeatCommittee(survivors.group.public_key()),
+        after_gate(SLOT + 1) + 4,
+    );
     let seated = c.state.committee().cloned().unwrap();
     assert_eq!(seated.group_key, survivors.group.public_key());
     assert_eq!(seated.members, {
