@@ -212,8 +212,8 @@ async function refreshSealed() {
     ["status", !c ? "–" : c.evicted && c.evicted.length
       ? `${c.evicted.length} member(s) evicted (measurement revoked): no new orders until a committee without them takes office`
       : `in office, keys epochs from ${c.first_epoch ?? 0}`],
-    ["candidate", s.committee_candidate
-      ? `<span class="id">${esc(short(s.committee_candidate.group_key))}</span> (${s.committee_candidate.members.length} members) awaits the validators' seat_committee vote`
+    ["candidates", (s.committee_candidates || []).length
+      ? s.committee_candidates.map((k) => `<span class="id">${esc(short(k.group_key))}</span> (${k.members.length} members)`).join(", ") + " await the validators' seat_committee vote"
       : "none"],
     ["registered enclaves", `${s.enclaves.length} (attestation simulated)`],
     ["latest epoch key", epoch ? `epoch ${epoch.epoch} <span class="id">${esc(epoch.public_key.slice(0, 16))}…</span>` : "–"],

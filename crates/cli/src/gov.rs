@@ -102,7 +102,7 @@ pub fn status(node: &str) -> anyhow::Result<()> {
 }
 
 /// Prints mode B's enclave committee in office (with the members a
-/// revocation evicted) and the candidate waiting to be seated, on a chain
+/// revocation evicted) and the candidates waiting to be seated, on a chain
 /// with a sealed market.
 fn enclave_committee(api: &NodeClient) -> anyhow::Result<()> {
     let (code, s) = api.get("/api/v1/sealed")?;
@@ -129,8 +129,7 @@ fn enclave_committee(api: &NodeClient) -> anyhow::Result<()> {
             );
         }
     }
-    let k = &s["committee_candidate"];
-    if !k.is_null() {
+    for k in s["committee_candidates"].as_array().into_iter().flatten() {
         let key = k["group_key"].as_str().unwrap_or("?");
         println!(
             "enclave committee candidate {key} ({} members) since block {}: seat it with gov propose '{{\"seat_committee\":\"{key}\"}}'",

@@ -65,6 +65,9 @@ pub struct ChainView {
     pub enclaves: BTreeMap<AccountId, Enclave>,
     /// The committee in office.
     pub committee: Option<Committee>,
+    /// The group keys of the committee candidates waiting for the
+    /// validators' seat vote.
+    pub candidates: Vec<GroupPublicKey>,
     /// The published epoch keys.
     pub epochs: BTreeMap<Epoch, [u8; 32]>,
     /// Closed batches awaiting a report.
@@ -278,8 +281,8 @@ pub struct HostMachine {
     agenda: VecDeque<Step>,
     job: Option<Job>,
     genesis: Option<Genesis>,
-    /// The group key this member voted into office.
-    voted: Option<GroupPublicKey>,
+    /// The group key this member voted for, and when.
+    voted: Option<(GroupPublicKey, Micros)>,
     /// The latest signing session and DKG attempt this host coordinated.
     last_session: u64,
     last_attempt: u64,
@@ -549,7 +552,18 @@ impl HostMachine {
                     return self.notify(calls);
                 }
             }
-            if self.voted == Some(group_key) {
+            // Once, and again every 10 s while the chain records it neither
+            // in office nor as a candidate (a candidate can be pushed out
+            // while no seat vote names it).
+            let recorded = view.candidates.contains(&group_key)
+                || view
+                    .committee
+                    .as_ref()
+                    .is_some_and(|c| c.group_key == group_key);
+            if let Some((key, at)) = self.voted
+                && key == group_key
+                && (recorded || self.now.saturating_sub(at) < 10 * SECOND)
+            {
                 return None;
             }
             return self.sign(
@@ -956,7 +970,7 @@ impl HostMachine {
             }
             (Job::Submit(sent), Input::Submitted(ok)) => {
                 if let (Sent::Voted(key), true) = (sent, ok) {
-                    self.voted = Some(key);
+                    self.voted = Some((key, self.now));
                 }
                 None
             }

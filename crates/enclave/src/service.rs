@@ -2202,10 +2202,7 @@ impl EnclaveService {
                         .verify(&report_message(&chain, summary), signature)
                         .map_err(|_| ServiceError::Unsigned)?;
                 }
-                reports
-                    .iter()
-                    .map(|(s, _)| (s.region, s.ledger))
-                    .collect()
+                reports.iter().map(|(s, _)| (s.region, s.ledger)).collect()
             }
         };
         // Every region the chain reported, at exactly its ledger (a state

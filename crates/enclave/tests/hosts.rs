@@ -38,6 +38,8 @@ use std::collections::BTreeMap;
 
 const MEASUREMENT: Measurement = Measurement([6; 32]);
 const REGION: RegionId = RegionId(1);
+/// A region nobody trades in but where a test says so.
+const IDLE: RegionId = RegionId(2);
 const SLOT_MS: u64 = 60_000;
 /// The simulated clock's step: hosts tick, households act, and a block is
 /// made every step.
@@ -93,7 +95,7 @@ fn genesis(keys: &[ed25519::PrivateKey], vendor: &SimulatedAttestationService) -
             .iter()
             .map(|k| AccountId(k.public_key().as_ref().try_into().unwrap()))
             .collect(),
-        regions: vec![(REGION, params())],
+        regions: vec![(REGION, params()), (IDLE, params())],
         slot_ms: SLOT_MS,
         gate_ms: 5_000,
         lead_slots: 1,
@@ -253,17 +255,20 @@ impl Chain {
             time_ms: s.meta().time.0,
             slot_ms: SLOT_MS,
             lead_slots: self.genesis.lead_slots,
-            regions: vec![REGION],
+            regions: vec![REGION, IDLE],
             policy: self.genesis.sealed_market.clone().unwrap(),
             enclaves: s.enclaves().clone(),
             committee: s.committee().cloned(),
+            candidates: s.committee_candidates().keys().copied().collect(),
             epochs: s.epoch_keys().clone(),
             batches: s.sealed_batches().map(|(k, _)| k).collect(),
-            reports: s
-                .region_reports(REGION)
-                .next_back()
-                .map(|r| (REGION, r.clone()))
+            reports: [REGION, IDLE]
                 .into_iter()
+                .filter_map(|region| {
+                    s.region_reports(region)
+                        .next_back()
+                        .map(|r| (region, r.clone()))
+                })
                 .collect(),
             validator_sets: s.validator_sets().len(),
         }
@@ -1050,7 +1055,51 @@ impl Market {
 #[test]
 fn a_committee_seated_in_place_of_an_evicted_one_takes_its_state_over_and_trades() {
     let mut market = Market::new();
-    market.run_until(3 * SLOT_MS);
+    market.run_until(2 * SLOT_MS);
+    // One sale in the other region, reported by the first committee; the
+    // region stays idle from then on, so its latest report is that
+    // committee's after the hand-over.
+    let p3 = key("p3");
+    market.chain.queue(
+        &key("dso"),
+        TxBody::RegisterMeter {
+            meter: id(&p3),
+            region: IDLE,
+            role: MeterRole::Prosumer,
+            pv_watts: 5_000,
+        },
+    );
+    market.run_until(2 * SLOT_MS + STEP_MS);
+    let slot = market.slot();
+    let epoch = market
+        .chain
+        .genesis
+        .sealed_market
+        .as_ref()
+        .unwrap()
+        .epoch_of(slot);
+    let public = *market.chain.state.epoch_keys().get(&epoch).unwrap();
+    let payload = OrderPayload {
+        chain: market.chain.state.chain_id().0.0,
+        wallet: id(&p3),
+        region: IDLE,
+        slot,
+        epoch,
+        side: Side::Sell,
+        limit: Price::new(9_000),
+        energy: Energy::new(50),
+        receipt_key: HpkeKeyPair::generate(&mut market.rng).public_key(),
+    };
+    let sealed = seal(&public, &SignedOrder::sign(payload, &p3), &mut market.rng).unwrap();
+    market
+        .chain
+        .queue(&p3, TxBody::SubmitSealedOrder { sealed });
+    market.run_until(3 * SLOT_MS + 20_000);
+    let idle_report = market.chain.state.region_reports(IDLE).next_back().cloned();
+    assert!(
+        idle_report.is_some(),
+        "the other region's slot was not reported"
+    );
     let fixed = Measurement([16; 32]);
     market.add_members(fixed);
     // Throughout, an outsider asks every enclave, old and new, for its
@@ -1093,7 +1142,43 @@ fn a_committee_seated_in_place_of_an_evicted_one_takes_its_state_over_and_trades
     )]);
     market.run_until(market.now_ms + STEP_MS);
     let seated_at = market.chain.state.meta().height;
+    // One new member is down while the others take over and report: back,
+    // it catches up from them, though the chain's latest reports are now
+    // signed by two committees (the other region's by the old one). Before,
+    // each was checked under one key, and it never caught up.
+    let late = market.members.len() - 1;
+    // (Once it took the state over and its host sealed since: an enclave
+    // restarted without its key share is no member any more.)
+    while market.members[late].enclave.last_cleared(IDLE).is_none() && market.now_ms < 8 * SLOT_MS {
+        market.run_until(market.now_ms + STEP_MS);
+    }
+    market.run_until(market.now_ms + 4 * STEP_MS);
+    market.down(late, true);
+    market.run_until(10 * SLOT_MS);
+    assert!(
+        market
+            .chain
+            .state
+            .region_reports(REGION)
+            .any(|r| r.height > seated_at),
+        "no report after the seat"
+    );
+    market.down(late, false);
     market.run_until(14 * SLOT_MS);
+    assert_eq!(
+        market.chain.state.region_reports(IDLE).next_back().cloned(),
+        idle_report
+    );
+    let latest = market
+        .chain
+        .state
+        .region_reports(REGION)
+        .next_back()
+        .unwrap();
+    assert!(
+        market.members[late].enclave.last_cleared(REGION) >= Some(latest.summary.slot),
+        "the member back never caught up"
+    );
     let committee = market.chain.state.committee().cloned().unwrap();
     assert_eq!(committee.group_key, candidate.group_key);
     assert_eq!(

@@ -486,7 +486,7 @@ async fn sealed(AxumState(api): AxumState<Api>) -> Json<serde_json::Value> {
             "measurements": s.measurements(),
             "enclaves": enclaves,
             "committee": s.committee(),
-            "committee_candidate": s.committee_candidate(),
+            "committee_candidates": s.committee_candidates().values().collect::<Vec<_>>(),
             "epochs": epochs,
             "batches": batches,
         })

@@ -542,6 +542,12 @@ impl Host {
             policy: serde_json::from_value(sealed["policy"].clone()).ok()?,
             enclaves,
             committee,
+            candidates: sealed["committee_candidates"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| serde_json::from_value(c["group_key"].clone()).ok())
+                .collect(),
             epochs,
             batches,
             reports,

@@ -1866,3 +1866,78 @@ fn a_committee_is_seated_only_when_no_batch_waits() {
     assert_eq!(seated.ledgers.get(&R1), Some(&report.summary.ledger));
     assert_eq!(c.state.proposals().count(), 0);
 }
+
+/// Enclaves that vote for committee after committee (a replayed vote costs
+/// nothing) do not push out the candidate the validators are voting on:
+/// the oldest candidate nobody proposed goes, and once every one waits on a
+/// proposal, another is refused. Before (one candidate at a time), each
+/// such vote replaced the candidate and dropped the validators' proposal.
+#[test]
+fn committees_voted_for_again_and_again_do_not_push_out_the_one_being_seated() {
+    let (mut c, _, _) = market();
+    let mut groups: Vec<Enclaves> = (0..10)
+        .map(|k| Enclaves::with_threshold(6, 2, 40 + k))
+        .collect();
+    for i in 3..6 {
+        let body = groups[0].register(i, MEASUREMENT);
+        c.queue(&groups[0].accounts[i].clone(), body);
+    }
+    c.block_ok(in_slot(SLOT));
+    let key_of = |g: &Enclaves| g.group.public_key();
+    let vote_for = |c: &mut Chain, g: &mut Enclaves| {
+        let vote = g.vote(&chain_id(), 2, &[3, 4, 5]);
+        for i in 3..6 {
+            c.queue(&g.accounts[i].clone(), vote.clone());
+        }
+        c.block_ok(in_slot(SLOT));
+    };
+    vote_for(&mut c, &mut groups[0]);
+    let propose = |c: &mut Chain, group_key| {
+        c.queue(
+            &key("validator-0"),
+            TxBody::Propose {
+                change: GovernanceChange::SeatCommittee(group_key),
+            },
+        );
+        c.block_ok(in_slot(SLOT));
+    };
+    propose(&mut c, key_of(&groups[0]));
+    for g in &mut groups[1..=quartier_ledger::MAX_CANDIDATES] {
+        vote_for(&mut c, g);
+    }
+    let candidates = c.state.committee_candidates();
+    assert_eq!(candidates.len(), quartier_ledger::MAX_CANDIDATES);
+    assert!(candidates.contains_key(&key_of(&groups[0])), "pushed out");
+    assert!(!candidates.contains_key(&key_of(&groups[1])));
+    // Every candidate named by an open proposal: another is refused, and
+    // the refused vote changes nothing.
+    let keys: Vec<_> = candidates.keys().copied().collect();
+    for k in keys.into_iter().filter(|k| *k != key_of(&groups[0])) {
+        propose(&mut c, k);
+    }
+    let last = &mut groups[9];
+    let vote = last.vote(&chain_id(), 2, &[3, 4, 5]);
+    for i in 3..5 {
+        c.queue(&last.accounts[i].clone(), vote.clone());
+    }
+    c.block_ok(in_slot(SLOT));
+    let tx = c.tx(&last.accounts[5], vote);
+    let mut state = c.state.clone();
+    assert_eq!(
+        quartier_ledger::apply(&mut state, &tx, &c.ctx()),
+        Err(TxError::CandidatesFull)
+    );
+    assert!(state == c.state, "a refused vote changed the state");
+    // The validators seat the one they first proposed.
+    for v in 1..3 {
+        c.queue(
+            &key(&format!("validator-{v}")),
+            TxBody::Vote {
+                proposal: 0,
+                approve: true,
+            },
+        );
+    }
+    c.block_ok(in_slot(SLOT));
+    assert_eq!(c.state.committee().unwrap().group_key, key_of(&groups[0]));
+}
