@@ -63,6 +63,8 @@ pub struct ChainView {
     pub policy: SealedMarketPolicy,
     /// The registered enclaves.
     pub enclaves: BTreeMap<AccountId, Enclave>,
+    /// The measurements the chain allows now.
+    pub measurements: BTreeSet<crate::attestation::Measurement>,
     /// The committee in office.
     pub committee: Option<Committee>,
     /// The group keys of the committee candidates waiting for the
@@ -387,6 +389,11 @@ impl HostMachine {
         // can not register again; it still clears and reports below, or
         // hands its state over.)
         if !view.enclaves.contains_key(&me) && !member && !predecessor {
+            // Not with a measurement the chain does not allow (one revoked:
+            // every attempt would be refused).
+            if !view.measurements.contains(&self.settings.quote.measurement) {
+                return VecDeque::new();
+            }
             return VecDeque::from([Step::Register]);
         }
         let Some(committee) = &view.committee else {

@@ -258,6 +258,7 @@ impl Chain {
             regions: vec![REGION, IDLE],
             policy: self.genesis.sealed_market.clone().unwrap(),
             enclaves: s.enclaves().clone(),
+            measurements: s.measurements().clone(),
             committee: s.committee().cloned(),
             candidates: s.committee_candidates().keys().copied().collect(),
             epochs: s.epoch_keys().clone(),
@@ -1108,6 +1109,8 @@ fn a_committee_seated_in_place_of_an_evicted_one_takes_its_state_over_and_trades
     market.outsider = vec![Request::CatchUp {
         to: outsider.public_key(),
     }];
+    // Their hosts start before the chain allows their build.
+    market.run_until(market.now_ms + 2 * STEP_MS);
     let evicted = market.chain.state.committee().cloned().unwrap();
     market.pass(&[
         quartier_ledger::GovernanceChange::AllowMeasurement(fixed),
@@ -1206,4 +1209,16 @@ fn a_committee_seated_in_place_of_an_evicted_one_takes_its_state_over_and_trades
         .count();
     assert!(traded >= 2, "{traded} reports with orders after the seat");
     assert_eq!(market.outsider_gains, Vec::<String>::new());
+    // No host asked to register an enclave of a build the chain did not
+    // allow (the new ones waited for the vote; the old ones do not try
+    // again), nor did any one of them try to key an epoch for the evicted
+    // committee.
+    let tried: Vec<&String> = market
+        .chain
+        .refused
+        .iter()
+        .filter(|r| r.starts_with("RegisterEnclave") || r.contains("evicted members"))
+        .filter(|r| !r.starts_with("SubmitSealedOrder"))
+        .collect();
+    assert_eq!(tried, Vec::<&String>::new());
 }

@@ -541,6 +541,7 @@ impl Host {
             regions,
             policy: serde_json::from_value(sealed["policy"].clone()).ok()?,
             enclaves,
+            measurements: serde_json::from_value(sealed["measurements"].clone()).ok()?,
             committee,
             candidates: sealed["committee_candidates"]
                 .as_array()
