@@ -1864,6 +1864,7 @@ impl EnclaveService {
             measurements,
             committee,
         });
+        self.erase_handed_over();
         Ok(header.height)
     }
 
@@ -2051,6 +2052,44 @@ impl EnclaveService {
                 .collect(),
             auctioneers: self.auctioneers.values().map(Auctioneer::export).collect(),
             erased_below: self.erased_below,
+        }
+    }
+
+    /// As a member of the committee the registry's committee in office took
+    /// over from: each region the successor has reported since (the chain's
+    /// ledger is no longer this member's) is erased here, and once none is
+    /// left, every epoch key. A revoked build keeps no more than it still
+    /// has to hand over (before, its members kept every household's prepaid
+    /// balance and their last epoch secrets for good).
+    fn erase_handed_over(&mut self) {
+        let (Some(mine), Some(c)) = (
+            self.group_key(),
+            self.registry.as_ref().and_then(|r| r.committee.as_ref()),
+        ) else {
+            return;
+        };
+        if c.predecessor.as_ref().is_none_or(|p| p.group_key != mine) {
+            return;
+        }
+        let moved: Vec<RegionId> = self
+            .auctioneers
+            .iter()
+            .filter(|(region, a)| c.ledgers.get(region) != Some(&a.ledger_digest()))
+            .map(|(region, _)| *region)
+            .collect();
+        let mut changed = !moved.is_empty();
+        for region in moved {
+            self.auctioneers.remove(&region);
+        }
+        let keys = !(self.epoch_keys.is_empty() && self.candidates.is_empty());
+        if self.auctioneers.is_empty() && keys {
+            self.epoch_keys.clear();
+            self.candidates.clear();
+            self.reports.clear();
+            changed = true;
+        }
+        if changed {
+            self.durable_changes += 1;
         }
     }
 

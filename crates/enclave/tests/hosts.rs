@@ -1182,6 +1182,12 @@ fn a_committee_seated_in_place_of_an_evicted_one_takes_its_state_over_and_trades
         market.members[late].enclave.last_cleared(REGION) >= Some(latest.summary.slot),
         "the member back never caught up"
     );
+    // The old members erased the region the new committee reported since;
+    // the idle one they still hold, for a new member that may still need it.
+    for old in &market.members[..3] {
+        assert_eq!(old.enclave.last_cleared(REGION), None, "not erased");
+        assert!(old.enclave.last_cleared(IDLE).is_some());
+    }
     let committee = market.chain.state.committee().cloned().unwrap();
     assert_eq!(committee.group_key, candidate.group_key);
     assert_eq!(
