@@ -285,6 +285,9 @@ pub struct HostMachine {
     genesis: Option<Genesis>,
     /// The group key this member voted for, and when.
     voted: Option<(GroupPublicKey, Micros)>,
+    /// The committee whose member caught up last (taking over once is
+    /// enough).
+    took_over: Option<GroupPublicKey>,
     /// The latest signing session and DKG attempt this host coordinated.
     last_session: u64,
     last_attempt: u64,
@@ -311,6 +314,7 @@ impl HostMachine {
             job: None,
             genesis: None,
             voted: None,
+            took_over: None,
             last_session: 0,
             last_attempt: 0,
             reshared_at: None,
@@ -721,20 +725,39 @@ impl HostMachine {
     /// The batches are cleared only once it is in step.
     fn catch_up(&mut self, view: &ChainView, local: &EnclaveService) -> Option<Effect> {
         let committee = view.committee.as_ref()?;
+        // What the chain's reports reached, per region, from the committee
+        // record (the reports themselves may be pruned from history).
+        let reported: BTreeMap<RegionId, Slot> = if committee.last_reported.is_empty() {
+            view.reports
+                .iter()
+                .map(|(r, p)| (*r, p.summary.slot))
+                .collect()
+        } else {
+            committee.last_reported.clone()
+        };
+        let signed: Vec<(SlotSummary, GroupSignature)> = view
+            .reports
+            .values()
+            .map(|p| (p.summary.clone(), p.signature))
+            .collect();
         let mut behind = false;
-        let mut reported = BTreeMap::new();
-        let mut signed = Vec::new();
-        for (region, posted) in &view.reports {
-            let latest = posted.summary.slot;
-            reported.insert(*region, latest);
-            signed.push((posted.summary.clone(), posted.signature));
+        for (region, latest) in &reported {
             let cleared = local.last_cleared(*region);
-            let diverged = cleared == Some(latest)
-                && local
-                    .report(*region, latest)
-                    .is_some_and(|r| r.summary != posted.summary);
-            behind |= cleared.is_none_or(|c| c < latest) || diverged;
+            let diverged = cleared == Some(*latest)
+                && view.reports.get(region).is_some_and(|posted| {
+                    posted.summary.slot == *latest
+                        && local
+                            .report(*region, *latest)
+                            .is_some_and(|r| r.summary != posted.summary)
+                });
+            behind |= cleared.is_none_or(|c| c < *latest) || diverged;
         }
+        // Seated in another's place and not reported yet: until this member
+        // took the state over (the keys of the predecessor's epochs among it,
+        // with no region reported at all).
+        behind |= committee.predecessor.is_some()
+            && !committee.reported
+            && self.took_over != Some(committee.group_key);
         if !behind {
             return None;
         }
@@ -1067,6 +1090,7 @@ impl HostMachine {
                     // member would never have computed.
                     let cleared: BTreeMap<RegionId, Slot> = state.cleared.iter().copied().collect();
                     if cleared == reported && local.catch_up(&state, &signed).is_ok() {
+                        self.took_over = local.group_key();
                         self.job = Some(Job::Seal { then: None });
                         return Some(Effect::Seal);
                     }

@@ -222,6 +222,13 @@ type Clearing = (
 );
 
 impl ClearingState {
+    /// Overwrites the epoch secrets' bytes (once written out).
+    fn zeroize_keys(&mut self) {
+        for (_, secret) in &mut self.epoch_keys {
+            secret.zeroize();
+        }
+    }
+
     /// The keys and auctioneers again; nothing if any of them does not decode.
     fn restore(self) -> Result<Clearing, ServiceError> {
         let mut epoch_keys = BTreeMap::new();
@@ -2081,8 +2088,11 @@ impl EnclaveService {
         for region in moved {
             self.auctioneers.remove(&region);
         }
+        // The keys once the successor reported (so its members hold the
+        // state, the keys of the batches it cleared among it): before, a
+        // predecessor that never cleared a region erased them at once.
         let keys = !(self.epoch_keys.is_empty() && self.candidates.is_empty());
-        if self.auctioneers.is_empty() && keys {
+        if self.auctioneers.is_empty() && keys && c.reported {
             self.epoch_keys.clear();
             self.candidates.clear();
             self.reports.clear();
@@ -2136,7 +2146,19 @@ impl EnclaveService {
         } else {
             self.successor_with(to).ok_or(ServiceError::Unsigned)?
         };
-        let mut plain = borsh::to_vec(&self.clearing_state()).map_err(|_| ServiceError::Invalid)?;
+        let mut state = self.clearing_state();
+        if !m.identities.contains(to) {
+            // A hand-over: the keys not yet settled here too (one the chain
+            // published just before the seat, which this member no longer
+            // observes); the successor settles only published ones.
+            for (_, k) in &self.candidates {
+                if !self.epoch_keys.contains_key(&k.epoch()) {
+                    state.epoch_keys.push((k.epoch(), k.secret_bytes()));
+                }
+            }
+        }
+        let mut plain = borsh::to_vec(&state).map_err(|_| ServiceError::Invalid)?;
+        state.zeroize_keys();
         let sealed = hpke_seal_auth(
             to,
             self.identity.pair(),

@@ -591,6 +591,8 @@ fn a_dkg_runs_only_among_the_enclaves_the_chain_registered() {
         first_epoch: Default::default(),
         identities: Vec::new(),
         predecessor: None,
+        last_reported: Default::default(),
+        reported: false,
     });
     state.commit().unwrap();
     let accounts: Vec<AccountId> = fresh_quotes.iter().map(|q| registration(q).0).collect();

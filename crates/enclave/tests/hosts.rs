@@ -1196,7 +1196,10 @@ fn a_committee_seated_in_place_of_an_evicted_one_takes_its_state_over_and_trades
     );
     // Everything closed was reported, the withdrawal paid.
     assert_eq!(market.chain.state.sealed_batches().count(), 0);
-    assert!(market.chain.state.account(&id(&c1)).balance >= balance.checked_add(amount).unwrap());
+    assert_eq!(
+        market.chain.state.account(&id(&c1)).balance,
+        balance.checked_add(amount).unwrap()
+    );
     // The new committee keyed epochs of its own, and orders cleared under
     // them: reports after the seat with sealed orders in them.
     assert!(

@@ -94,9 +94,20 @@ pub struct Committee {
     pub identities: Vec<[u8; 32]>,
     /// The committee it took over from: its members hand their clearing
     /// state (the prepaid ledgers and the epoch keys of batches still
-    /// waiting) to this one's.
+    /// waiting) to this one's. Seated in place of a committee that never
+    /// reported (so never showed it took its own predecessor's state
+    /// over), that committee's predecessor.
     #[serde(default)]
     pub predecessor: Option<Predecessor>,
+    /// Per region, the slot of the last report the chain took (this
+    /// committee's or a predecessor's): what a member catching up, or
+    /// taking over, must have cleared to, kept when the reports
+    /// themselves are pruned from history.
+    #[serde(default)]
+    pub last_reported: BTreeMap<RegionId, Slot>,
+    /// Whether this committee posted a report.
+    #[serde(default)]
+    pub reported: bool,
 }
 
 /// The committee a committee in office took over from.
@@ -324,9 +335,24 @@ pub(crate) fn activate_committee(
     // candidate the validators may seat.
     let by_itself = state.records.committee.is_none()
         && policy.first_committee == crate::FirstCommittee::ByItsMembers;
-    let known = state.records.committee_candidates.contains_key(&group_key);
+    let known = state.records.committee_candidates.contains_key(&group_key)
+        || state
+            .records
+            .committee
+            .as_ref()
+            .is_some_and(|c| c.group_key == group_key);
+    // An enclave stands in one candidate at a time: a later one of its
+    // members replaces the earlier (a few enclaves can not fill every place
+    // with committee after committee of themselves).
+    let sharing: Vec<GroupPublicKey> = state
+        .records
+        .committee_candidates
+        .values()
+        .filter(|c| c.members.iter().any(|m| members.contains(m)))
+        .map(|c| c.group_key)
+        .collect();
     // Checked before anything is written.
-    let dropped = if by_itself || known {
+    let dropped = if by_itself || known || !sharing.is_empty() {
         None
     } else {
         room_for_a_candidate(state)?
@@ -349,7 +375,7 @@ pub(crate) fn activate_committee(
         // Voted for again (a host that restarted): it stays as recorded.
         return Ok(Vec::new());
     }
-    if let Some(key) = dropped {
+    for key in dropped.into_iter().chain(sharing) {
         state.records.committee_candidates.remove(&key);
     }
     state
@@ -410,16 +436,21 @@ pub(crate) fn seat(state: &mut State, height: Height, candidate: CommitteeCandid
                 .map_or([0; 32], |e| e.identity_key)
         })
         .collect();
-    let (ledgers, closed, predecessor) = match previous {
-        Some(c) => (
-            c.ledgers,
-            c.closed,
-            Some(Predecessor {
-                group_key: c.group_key,
-                members: c.members,
-                identities: c.identities,
-            }),
-        ),
+    let (ledgers, closed, last_reported, predecessor) = match previous {
+        Some(c) => {
+            // A committee that never reported may never have taken its
+            // predecessor's state over: the state is still theirs (two
+            // seats in a row lost it for good; found by review).
+            let predecessor = match c.predecessor {
+                Some(p) if !c.reported => Some(p),
+                _ => Some(Predecessor {
+                    group_key: c.group_key,
+                    members: c.members,
+                    identities: c.identities,
+                }),
+            };
+            (c.ledgers, c.closed, c.last_reported, predecessor)
+        }
         None => Default::default(),
     };
     let group_key = candidate.group_key;
@@ -442,6 +473,8 @@ pub(crate) fn seat(state: &mut State, height: Height, candidate: CommitteeCandid
         first_epoch,
         identities,
         predecessor,
+        last_reported,
+        reported: false,
     });
     state.touch(StateKey::Committee);
     vec![Event::CommitteeActivated { group_key }]
@@ -948,6 +981,8 @@ pub(crate) fn post_settlement_report(
     state.touch(StateKey::SealedReport(region, slot));
     if let Some(c) = state.records.committee.as_mut() {
         c.ledgers.insert(region, summary.ledger);
+        c.last_reported.insert(region, slot);
+        c.reported = true;
     }
     state.touch(StateKey::Committee);
     let mut events = vec![Event::SealedSlotSettled {

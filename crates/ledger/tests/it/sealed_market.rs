@@ -1754,7 +1754,11 @@ fn revoking_a_measurement_evicts_its_enclaves_and_a_committee_without_them_is_vo
     }
     c.block_ok(after_gate(SLOT + 1) + 4);
     assert_eq!(c.state.committee().unwrap().group_key, in_office.group_key);
-    assert_eq!(c.state.committee_candidates().len(), 2);
+    // (Enclaves 0 and 1 stand in one candidate at a time: it replaced the
+    // one with the newcomer.)
+    let candidates = c.state.committee_candidates();
+    assert_eq!(candidates.len(), 1);
+    assert!(candidates.contains_key(&survivors.group.public_key()));
     pass(
         &mut c,
         GovernanceChange::SeatCommittee(survivors.group.public_key()),
@@ -1826,8 +1830,9 @@ fn a_committee_is_seated_only_when_no_batch_waits() {
     c.block_ok(in_slot(SLOT));
     c.block_ok(after_gate(SLOT));
     assert_eq!(c.state.sealed_batches().count(), 1);
-    let mut newcomers = Enclaves::with_threshold(6, 2, 15);
-    for i in 3..6 {
+    let mut newcomers = Enclaves::with_threshold(9, 2, 15);
+    let mut others = Enclaves::with_threshold(9, 2, 16);
+    for i in 3..9 {
         let body = newcomers.register(i, MEASUREMENT);
         c.queue(&newcomers.accounts[i].clone(), body);
     }
@@ -1836,19 +1841,26 @@ fn a_committee_is_seated_only_when_no_batch_waits() {
     for i in 3..6 {
         c.queue(&newcomers.accounts[i].clone(), vote.clone());
     }
+    let vote = others.vote(&chain_id(), 2, &[6, 7, 8]);
+    for i in 6..9 {
+        c.queue(&others.accounts[i].clone(), vote.clone());
+    }
     c.block_ok(after_gate(SLOT) + 2);
     let in_office = c.state.committee().unwrap().group_key;
+    // Two seats pass while the batch waits: the newcomers', then the
+    // others'.
     pass(
         &mut c,
         GovernanceChange::SeatCommittee(newcomers.group.public_key()),
         after_gate(SLOT) + 3,
     );
-    assert_eq!(c.state.committee().unwrap().group_key, in_office);
-    assert_eq!(
-        c.state.proposals().count(),
-        1,
-        "the passed seat was dropped"
+    pass(
+        &mut c,
+        GovernanceChange::SeatCommittee(others.group.public_key()),
+        after_gate(SLOT) + 3,
     );
+    assert_eq!(c.state.committee().unwrap().group_key, in_office);
+    assert_eq!(c.state.proposals().count(), 2, "a passed seat was dropped");
     // The batch is reported: the seat takes effect at the block's end.
     let mut auctioneer = Auctioneer::new(chain_id(), R1, r1_params(), epoch_key);
     let report = clear_closed(&c, &mut auctioneer, epoch);
@@ -1861,9 +1873,17 @@ fn a_committee_is_seated_only_when_no_batch_waits() {
         },
     );
     c.block_ok(after_gate(SLOT) + 4);
+    // Both took effect at the block's end, the later last; the newcomers
+    // never reported, so never showed they took the state over: it is
+    // still the first committee's, which the others take it from.
     let seated = c.state.committee().unwrap();
-    assert_eq!(seated.group_key, newcomers.group.public_key());
+    assert_eq!(seated.group_key, others.group.public_key());
     assert_eq!(seated.ledgers.get(&R1), Some(&report.summary.ledger));
+    assert_eq!(seated.last_reported.get(&R1), Some(&Slot(SLOT)));
+    assert_eq!(
+        seated.predecessor.as_ref().map(|p| p.group_key),
+        Some(in_office)
+    );
     assert_eq!(c.state.proposals().count(), 0);
 }
 
@@ -1874,19 +1894,25 @@ fn a_committee_is_seated_only_when_no_batch_waits() {
 /// such vote replaced the candidate and dropped the validators' proposal.
 #[test]
 fn committees_voted_for_again_and_again_do_not_push_out_the_one_being_seated() {
+    // Group k is enclaves 3 + 2k and 4 + 2k (an enclave stands in one
+    // candidate at a time: the attack takes many enclaves).
     let (mut c, _, _) = market();
+    let n = 3 + 2 * 10;
     let mut groups: Vec<Enclaves> = (0..10)
-        .map(|k| Enclaves::with_threshold(6, 2, 40 + k))
+        .map(|k| Enclaves::with_threshold(n, 2, 40 + k))
         .collect();
-    for i in 3..6 {
+    for i in 3..usize::from(n) {
         let body = groups[0].register(i, MEASUREMENT);
         c.queue(&groups[0].accounts[i].clone(), body);
     }
     c.block_ok(in_slot(SLOT));
     let key_of = |g: &Enclaves| g.group.public_key();
-    let vote_for = |c: &mut Chain, g: &mut Enclaves| {
-        let vote = g.vote(&chain_id(), 2, &[3, 4, 5]);
-        for i in 3..6 {
+    let mut next = 0;
+    let mut vote_for = |c: &mut Chain, g: &mut Enclaves| {
+        let pair = [3 + 2 * next, 4 + 2 * next];
+        next += 1;
+        let vote = g.vote(&chain_id(), 2, &pair);
+        for i in pair {
             c.queue(&g.accounts[i].clone(), vote.clone());
         }
         c.block_ok(in_slot(SLOT));
@@ -1916,18 +1942,30 @@ fn committees_voted_for_again_and_again_do_not_push_out_the_one_being_seated() {
         propose(&mut c, k);
     }
     let last = &mut groups[9];
-    let vote = last.vote(&chain_id(), 2, &[3, 4, 5]);
-    for i in 3..5 {
-        c.queue(&last.accounts[i].clone(), vote.clone());
-    }
+    let vote = last.vote(&chain_id(), 2, &[21, 22]);
+    c.queue(&last.accounts[21].clone(), vote.clone());
     c.block_ok(in_slot(SLOT));
-    let tx = c.tx(&last.accounts[5], vote);
+    let tx = c.tx(&last.accounts[22], vote);
     let mut state = c.state.clone();
     assert_eq!(
         quartier_ledger::apply(&mut state, &tx, &c.ctx()),
         Err(TxError::CandidatesFull)
     );
     assert!(state == c.state, "a refused vote changed the state");
+    // An enclave stands in one candidate: its members' next committee
+    // replaces the one they voted for before (proposed or not).
+    let mut again = Enclaves::with_threshold(n, 2, 77);
+    let vote = again.vote(&chain_id(), 2, &[7, 8]);
+    for i in [7, 8] {
+        c.queue(&again.accounts[i].clone(), vote.clone());
+    }
+    c.block_ok(in_slot(SLOT));
+    let candidates = c.state.committee_candidates();
+    assert!(candidates.contains_key(&key_of(&again)));
+    assert!(
+        !candidates.contains_key(&key_of(&groups[2])),
+        "not replaced"
+    );
     // The validators seat the one they first proposed.
     for v in 1..3 {
         c.queue(
