@@ -941,23 +941,9 @@ fn revoking_the_committees_measurement_stops_its_intake_and_it_still_pays_out() 
     let mut market = Market::new();
     market.run_until(3 * SLOT_MS);
     assert!(market.reports() >= 1);
-    let keys = validator_keys();
-    let proposal = market.chain.state.meta().next_proposal;
-    market.chain.queue(
-        &ledger_key(&keys[0]),
-        TxBody::Propose {
-            change: quartier_ledger::GovernanceChange::RevokeMeasurement(MEASUREMENT),
-        },
-    );
-    for v in [1, 2] {
-        market.chain.queue(
-            &ledger_key(&keys[v]),
-            TxBody::Vote {
-                proposal,
-                approve: true,
-            },
-        );
-    }
+    market.pass(&[quartier_ledger::GovernanceChange::RevokeMeasurement(
+        MEASUREMENT,
+    )]);
     market.run_until(3 * SLOT_MS + STEP_MS);
     let committee = market.chain.state.committee().cloned().unwrap();
     assert_eq!(committee.evicted, committee.members);

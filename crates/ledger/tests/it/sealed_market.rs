@@ -108,6 +108,19 @@ impl Enclaves {
         }
     }
 
+    /// The committee's report of `summary`, signed by `signers`.
+    fn report(
+        &mut self,
+        signers: &[usize],
+        summary: &quartier_enclave::auctioneer::SlotSummary,
+    ) -> TxBody {
+        let signature = self.sign(signers, &report_message(&chain_id(), summary));
+        TxBody::PostSettlementReport {
+            summary: summary.clone(),
+            signature,
+        }
+    }
+
     fn register(&self, i: usize, measurement: Measurement) -> TxBody {
         let identity = &self.identities[i];
         let quote = service().quote(measurement, identity.report_data(id(&self.accounts[i]).0));
@@ -740,14 +753,8 @@ fn a_sealed_slot_settles_through_a_threshold_signed_report_and_reconciles() {
         );
         assert_eq!(state, c.state, "a refused report changes nothing");
     }
-    let signature = e.sign(&[1, 2], &report_message(&chain_id(), &report.summary));
-    c.queue(
-        &e.accounts[0].clone(),
-        TxBody::PostSettlementReport {
-            summary: report.summary.clone(),
-            signature,
-        },
-    );
+    let body = e.report(&[1, 2], &report.summary);
+    c.queue(&e.accounts[0].clone(), body);
     c.block_ok(after_gate(SLOT + 1) + 1);
     assert_eq!(
         c.state.account(&id(&p1)).balance,
@@ -1128,14 +1135,8 @@ fn an_order_sealed_to_an_old_epoch_or_a_forged_wallet_gets_a_receipt_saying_why(
             Outcome::Refused(Refusal::Dropped(DropReason::BadSignature)),
         ]
     );
-    let signature = e.sign(&[0, 1], &report_message(&chain_id(), &report.summary));
-    c.queue(
-        &e.accounts[2].clone(),
-        TxBody::PostSettlementReport {
-            summary: report.summary,
-            signature,
-        },
-    );
+    let body = e.report(&[0, 1], &report.summary);
+    c.queue(&e.accounts[2].clone(), body);
     c.block_ok(after_gate(slot) + 1);
     assert_eq!(c.state.meta().custody, auctioneer.custody());
 }
@@ -1317,14 +1318,8 @@ fn a_consumers_sell_a_sell_over_its_pv_and_an_overflowing_sell_are_refused_and_t
 
     // The slot settles on chain, and money is conserved: custody = deposits
     // − withdrawals + what sellers receive − what buyers pay.
-    let signature = e.sign(&[0, 1], &report_message(&chain_id(), &report.summary));
-    c.queue(
-        &e.accounts[0].clone(),
-        TxBody::PostSettlementReport {
-            summary: report.summary.clone(),
-            signature,
-        },
-    );
+    let body = e.report(&[0, 1], &report.summary);
+    c.queue(&e.accounts[0].clone(), body);
     c.block_ok(after_gate(SLOT) + 1);
     assert!(c.state.sealed_report(R1, Slot(SLOT)).is_some());
     supply_holds(&c.state);
@@ -1347,14 +1342,8 @@ fn a_consumers_sell_a_sell_over_its_pv_and_an_overflowing_sell_are_refused_and_t
     c.block_ok(after_gate(SLOT) + 2);
     c.block_ok(after_gate(SLOT + 1));
     let report = clear_closed(&c, &mut auctioneer, epoch);
-    let signature = e.sign(&[1, 2], &report_message(&chain_id(), &report.summary));
-    c.queue(
-        &e.accounts[1].clone(),
-        TxBody::PostSettlementReport {
-            summary: report.summary,
-            signature,
-        },
-    );
+    let body = e.report(&[1, 2], &report.summary);
+    c.queue(&e.accounts[1].clone(), body);
     c.block_ok(after_gate(SLOT + 1) + 1);
     assert!(c.state.sealed_report(R1, Slot(SLOT + 1)).is_some());
     assert_eq!(c.state.meta().custody, auctioneer.custody());
@@ -1419,14 +1408,8 @@ fn a_report_selling_more_than_the_traders_pv_is_refused_even_with_the_committees
     assert!(t.is_balanced());
     refused(&forged);
     // The honest report goes through.
-    let signature = e.sign(&[0, 1], &report_message(&chain_id(), &report.summary));
-    c.queue(
-        &e.accounts[0].clone(),
-        TxBody::PostSettlementReport {
-            summary: report.summary,
-            signature,
-        },
-    );
+    let body = e.report(&[0, 1], &report.summary);
+    c.queue(&e.accounts[0].clone(), body);
     c.block_ok(after_gate(SLOT) + 1);
     assert!(c.state.sealed_report(R1, Slot(SLOT)).is_some());
 }
@@ -1463,14 +1446,8 @@ fn a_retired_meter_gets_its_custody_back_and_nothing_is_deposited_before_a_commi
     let mut auctioneer = Auctioneer::new(chain_id(), R1, r1_params(), epoch_key);
     let report = clear_closed(&c, &mut auctioneer, epoch);
     assert_eq!(report.summary.payouts, vec![(id(&c1), chf(50))]);
-    let signature = e.sign(&[0, 2], &report_message(&chain_id(), &report.summary));
-    c.queue(
-        &e.accounts[2].clone(),
-        TxBody::PostSettlementReport {
-            summary: report.summary,
-            signature,
-        },
-    );
+    let body = e.report(&[0, 2], &report.summary);
+    c.queue(&e.accounts[2].clone(), body);
     c.block_ok(after_gate(SLOT) + 1);
     assert_eq!(
         c.state.account(&id(&c1)).balance,
@@ -1690,14 +1667,8 @@ fn revoking_a_measurement_evicts_its_enclaves_and_a_committee_without_them_is_vo
     c.queue(&c1, TxBody::RequestWithdrawal { amount: chf(5) });
     let mut auctioneer = Auctioneer::new(chain_id(), R1, r1_params(), epoch_key);
     let report = clear_closed(&c, &mut auctioneer, epoch);
-    let signature = e.sign(&[0, 1], &report_message(&chain_id(), &report.summary));
-    c.queue(
-        &e.accounts[1].clone(),
-        TxBody::PostSettlementReport {
-            summary: report.summary.clone(),
-            signature,
-        },
-    );
+    let body = e.report(&[0, 1], &report.summary);
+    c.queue(&e.accounts[1].clone(), body);
     c.block_ok(after_gate(SLOT) + 2);
     assert!(c.state.sealed_report(R1, Slot(SLOT)).is_some());
     supply_holds(&c.state);
@@ -1711,14 +1682,8 @@ fn revoking_a_measurement_evicts_its_enclaves_and_a_committee_without_them_is_vo
     let report = clear_closed(&c, &mut auctioneer, epoch);
     assert_eq!(report.summary.payouts, vec![(id(&c1), chf(5))]);
     let (balance, custody) = (c.state.account(&id(&c1)).balance, c.state.meta().custody);
-    let signature = e.sign(&[0, 1], &report_message(&chain_id(), &report.summary));
-    c.queue(
-        &e.accounts[0].clone(),
-        TxBody::PostSettlementReport {
-            summary: report.summary.clone(),
-            signature,
-        },
-    );
+    let body = e.report(&[0, 1], &report.summary);
+    c.queue(&e.accounts[0].clone(), body);
     c.block_ok(after_gate(SLOT + 1) + 1);
     assert_eq!(
         c.state.account(&id(&c1)).balance,
@@ -1864,14 +1829,8 @@ fn a_committee_is_seated_only_when_no_batch_waits() {
     // The batch is reported: the seat takes effect at the block's end.
     let mut auctioneer = Auctioneer::new(chain_id(), R1, r1_params(), epoch_key);
     let report = clear_closed(&c, &mut auctioneer, epoch);
-    let signature = e.sign(&[0, 1], &report_message(&chain_id(), &report.summary));
-    c.queue(
-        &e.accounts[0].clone(),
-        TxBody::PostSettlementReport {
-            summary: report.summary.clone(),
-            signature,
-        },
-    );
+    let body = e.report(&[0, 1], &report.summary);
+    c.queue(&e.accounts[0].clone(), body);
     c.block_ok(after_gate(SLOT) + 4);
     // Both took effect at the block's end, the later last; the newcomers
     // never reported, so never showed they took the state over: it is
