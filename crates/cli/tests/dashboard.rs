@@ -12,8 +12,8 @@
 
 use base64::Engine as _;
 use ed25519_dalek::SigningKey;
+use quartier_client::NodeClient;
 use quartier_ledger::{Genesis, MeterRole, Tx, TxBody};
-use quartier_node::client::NodeClient;
 use quartier_types::{AccountId, Energy, Money, Price, RegionId, Side, Slot};
 use serde_json::{Value, json};
 use std::net::TcpStream;

@@ -7,8 +7,8 @@
 // An OS-process test waits on real processes, with a wall-clock deadline.
 #![allow(clippy::disallowed_methods)]
 
-use quartier_node::client::NodeClient;
-use quartier_node::meters::FleetManifest;
+use quartier_client::NodeClient;
+use quartier_devnet::fleet::FleetManifest;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;

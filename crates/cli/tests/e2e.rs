@@ -260,7 +260,7 @@ fn four_processes_survive_kill_9_and_agree() {
     // Meter agents keep every order when the validator they talk to dies:
     // 8 households for 6 slots, validator 0 (the first node of a quarter of
     // the agents, and the first they ask for the time) killed after slot 1.
-    use quartier_node::meters::{Fleet, FleetEvent, FleetPlan};
+    use quartier_devnet::fleet::{Fleet, FleetEvent, FleetPlan};
     let ledger = ledger_genesis(&dir);
     let apis = clients(&ports);
     let plan = FleetPlan {

@@ -94,7 +94,7 @@ fn governance_adds_a_validator_process_and_removes_another_while_meters_trade() 
 
     // Households trade throughout, through validators 1-3 (validator 0 is
     // voted out, its process left running).
-    use quartier_node::meters::{Fleet, FleetEvent, FleetPlan};
+    use quartier_devnet::fleet::{Fleet, FleetEvent, FleetPlan};
     let ledger = ledger_genesis(&dir);
     let apis = clients(&ports[1..]);
     let plan = FleetPlan {

@@ -8,10 +8,10 @@
 // An OS-process test waits on real processes, with a wall-clock deadline.
 #![allow(clippy::disallowed_methods)]
 
+use quartier_client::NodeClient;
+use quartier_devnet::fleet::FleetManifest;
 use quartier_ledger::Settlement;
 use quartier_meter::strategy::limit_for;
-use quartier_node::client::NodeClient;
-use quartier_node::meters::FleetManifest;
 use quartier_sim::Neighbourhood;
 use quartier_sim::market::bid_for;
 use quartier_types::{Order, RegionParams, Slot};

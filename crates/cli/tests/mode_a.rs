@@ -17,8 +17,8 @@
 
 mod support;
 
+use quartier_client::NodeClient;
 use quartier_ledger::{SignedTx, TxBody};
-use quartier_node::client::NodeClient;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -16,13 +16,13 @@
 
 mod support;
 
+use quartier_client::NodeClient;
+use quartier_client::enclave::call;
 use quartier_enclave::attestation::{Measurement, Quote, SimulatedAttestationService};
 use quartier_enclave::epoch::{IdentityKey, share};
 use quartier_enclave::rpc::{Request, Response};
 use quartier_enclave::sealed::{Epoch, EpochKeyPair, SealedOrder};
 use quartier_enclave::service::{Purpose, SealedDkgPackage};
-use quartier_node::client::NodeClient;
-use quartier_node::enclave_host::call;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use std::collections::BTreeMap;
@@ -430,7 +430,7 @@ fn households_trade_through_sealed_orders_and_an_enclave_committee() {
     // enclave's receipts match the signed roots and its own open.
     let genesis: quartier_node::config::NetworkGenesis =
         serde_json::from_str(&std::fs::read_to_string(dir.join("genesis.json")).unwrap()).unwrap();
-    let wallet = quartier_node::meters::meter_key(&genesis.ledger, 1, 0);
+    let wallet = quartier_devnet::fleet::meter_key(&genesis.ledger, 1, 0);
     let key_file = dir.join("household-0.key");
     quartier_node::config::write_key(&key_file, &wallet.to_bytes()).unwrap();
     let enclaves: Vec<String> = (0..3u16)

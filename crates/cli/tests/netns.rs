@@ -14,8 +14,8 @@
 
 mod support;
 
+use quartier_client::NodeClient;
 use quartier_ledger::{Tx, TxBody};
-use quartier_node::client::NodeClient;
 use quartier_types::{AccountId, Money};
 use std::process::{Command, Stdio};
 use std::time::Duration;

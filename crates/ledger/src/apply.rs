@@ -1190,12 +1190,41 @@ fn forget_old_slots(state: &mut State, time: Timestamp) {
 struct Flows {
     /// New balances of every account the settlement touches.
     balances: BTreeMap<AccountId, Money>,
-    /// Escrow released from the book.
-    escrow_released: Money,
     /// IOUs issued to the utility to pay feed-in it could not pay.
     utility_cover: Money,
     /// Mode A: payments into the shielded pool.
     pool: PoolPayments,
+    /// The chain's totals after the flows, computed (checked) with them.
+    totals: Totals,
+}
+
+/// The chain's money totals after a settlement's flows.
+struct Totals {
+    shielded: Money,
+    escrow: Money,
+    supply: Money,
+    issued: Money,
+}
+
+impl Totals {
+    /// The totals of `state` after releasing `escrow_released`, paying
+    /// `shielded_in` into the pool and issuing `cover`; `None` if one would
+    /// leave 64 bits or the escrow go negative (the caller then voids the
+    /// slot: nothing is written).
+    fn after(
+        state: &State,
+        escrow_released: Money,
+        shielded_in: Money,
+        cover: Money,
+    ) -> Option<Totals> {
+        let meta = state.meta();
+        Some(Totals {
+            shielded: meta.shielded.checked_add(shielded_in)?,
+            escrow: meta.escrow.checked_sub(escrow_released)?,
+            supply: meta.supply.checked_add(cover)?,
+            issued: meta.issued.checked_add(cover)?,
+        })
+    }
 }
 
 fn settle(
@@ -1307,13 +1336,10 @@ fn market_flows(
         + deltas.0.get(&utility).copied().unwrap_or(0);
     let utility_cover = Money::new(u64::try_from((-utility_after).max(0)).ok()?);
     deltas.add(utility, utility_cover);
-    state.meta().supply.checked_add(utility_cover)?;
-    state.meta().escrow.checked_sub(escrow_released)?;
-    state.meta().shielded.checked_add(pool.total)?;
     Some(Flows {
         balances: deltas.balances(state)?,
-        escrow_released,
         utility_cover,
+        totals: Totals::after(state, escrow_released, pool.total, utility_cover)?,
         pool,
     })
 }
@@ -1329,12 +1355,10 @@ fn refund_flows(state: &State, book: &Book) -> Option<Flows> {
             Some(s) => pool.pay(state, position, s, o.escrow)?,
         }
     }
-    state.meta().escrow.checked_sub(escrow_released)?;
-    state.meta().shielded.checked_add(pool.total)?;
     Some(Flows {
         balances: deltas.balances(state)?,
-        escrow_released,
         utility_cover: Money::ZERO,
+        totals: Totals::after(state, escrow_released, pool.total, Money::ZERO)?,
         pool,
     })
 }
@@ -1389,31 +1413,24 @@ impl PoolPayments {
     }
 }
 
-/// Writes checked flows. The subtractions and additions were checked by
-/// `market_flows`/`refund_flows` against the same state.
+/// Writes checked flows: `market_flows`/`refund_flows` computed every new
+/// balance and total with checked arithmetic against the same state, so
+/// nothing here can overflow (no value is clamped).
 fn write_flows(state: &mut State, ctx: &BlockContext, slot: Slot, flows: Flows) {
     shielded_pool::append_at(state, ctx, Some(slot), &flows.pool.outputs);
-    state.records.meta.shielded = state
-        .records
-        .meta
-        .shielded
-        .checked_add(flows.pool.total)
-        .unwrap_or(Money::MAX);
     for (id, balance) in flows.balances {
         set_balance(state, id, balance);
     }
+    let Totals {
+        shielded,
+        escrow,
+        supply,
+        issued,
+    } = flows.totals;
     let meta = &mut state.records.meta;
-    meta.escrow = meta
-        .escrow
-        .checked_sub(flows.escrow_released)
-        .unwrap_or(Money::ZERO);
-    meta.supply = meta
-        .supply
-        .checked_add(flows.utility_cover)
-        .unwrap_or(Money::MAX);
-    meta.issued = meta
-        .issued
-        .checked_add(flows.utility_cover)
-        .unwrap_or(Money::MAX);
+    meta.shielded = shielded;
+    meta.escrow = escrow;
+    meta.supply = supply;
+    meta.issued = issued;
     state.touch(StateKey::Meta);
 }

@@ -11,7 +11,7 @@
 //! slots and nothing, a cover order, in between), and a sell is held to the
 //! whole lots the prosumer's PV can produce in one slot. Where that cap
 //! binds slot after slot the carried sell grows (a known limit: lots are off
-//! by default, measured to give no gain, README "Limits of mode A").
+//! by default, measured to give no gain, docs/src/mode-a.md "Limits of mode A").
 
 /// The carry of one meter's rounding.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

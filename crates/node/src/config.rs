@@ -113,7 +113,7 @@ fn read(path: &Path) -> Result<String, ConfigError> {
 }
 
 /// Maps an I/O error on `path` to [`ConfigError::Io`].
-pub(crate) fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ConfigError + '_ {
+pub fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ConfigError + '_ {
     move |source| ConfigError::Io {
         path: path.to_path_buf(),
         source,
@@ -121,7 +121,7 @@ pub(crate) fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ConfigErro
 }
 
 /// [`ConfigError::Invalid`] for `path`.
-pub(crate) fn invalid(path: &Path, reason: impl std::fmt::Display) -> ConfigError {
+pub fn invalid(path: &Path, reason: impl std::fmt::Display) -> ConfigError {
     ConfigError::Invalid {
         path: path.to_path_buf(),
         reason: reason.to_string(),

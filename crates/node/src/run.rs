@@ -95,7 +95,7 @@ fn join_by_state_sync(
             consensus.display()
         ));
     }
-    let client = crate::client::NodeClient::new(url)?;
+    let client = quartier_client::NodeClient::new(url)?;
     let (status, body) = client.get_bytes("/api/v1/sync", crate::sync::MAX_SYNC_RESPONSE_BYTES)?;
     if status != 200 {
         let body = String::from_utf8_lossy(&body);

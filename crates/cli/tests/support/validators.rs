@@ -10,8 +10,7 @@ pub const EXE: &str = env!("CARGO_BIN_EXE_quartier");
 
 /// One request to the node on `port`; `None` if it does not answer.
 pub fn http(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, serde_json::Value)> {
-    let client =
-        quartier_node::client::NodeClient::new(&format!("http://127.0.0.1:{port}")).ok()?;
+    let client = quartier_client::NodeClient::new(&format!("http://127.0.0.1:{port}")).ok()?;
     match method {
         "POST" => client.post(path, body).ok(),
         _ => client.get(path).ok(),
@@ -49,10 +48,10 @@ pub fn ledger_genesis(dir: &std::path::Path) -> quartier_ledger::Genesis {
 }
 
 /// API clients of the nodes on `ports`.
-pub fn clients(ports: &[u16]) -> Vec<quartier_node::client::NodeClient> {
+pub fn clients(ports: &[u16]) -> Vec<quartier_client::NodeClient> {
     ports
         .iter()
-        .map(|p| quartier_node::client::NodeClient::new(&format!("http://127.0.0.1:{p}")).unwrap())
+        .map(|p| quartier_client::NodeClient::new(&format!("http://127.0.0.1:{p}")).unwrap())
         .collect()
 }
 

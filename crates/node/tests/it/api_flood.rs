@@ -5,10 +5,10 @@
 //! answered.
 
 use crate::harness::*;
+use quartier_client::NodeClient;
 use quartier_node::LedgerApp;
 use quartier_node::api::{Extras, router_with};
 use quartier_node::api_guard::{ApiLimits, serve};
-use quartier_node::client::NodeClient;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;

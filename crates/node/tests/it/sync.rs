@@ -77,10 +77,10 @@ fn an_oversized_sync_response_is_refused_at_the_bound() {
         }
         sent
     });
-    let client = quartier_node::client::NodeClient::new(&url).unwrap();
+    let client = quartier_client::NodeClient::new(&url).unwrap();
     let reply = client.get_bytes("/api/v1/sync", quartier_node::sync::MAX_SYNC_RESPONSE_BYTES);
     assert!(
-        matches!(reply, Err(quartier_node::client::ClientError::TooLarge(_))),
+        matches!(reply, Err(quartier_client::ClientError::TooLarge(_))),
         "{reply:?}"
     );
     drop(client);

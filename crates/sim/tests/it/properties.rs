@@ -101,7 +101,7 @@ proptest! {
     /// grid at once × (grid − feed-in), plus the local fee on the change in
     /// local trade, to the µRp; and a household without PV
     /// still never pays more than with the utility alone. A prosumer may:
-    /// its own PV passes through the book at the book's prices (README,
+    /// its own PV passes through the book at the book's prices (docs/src/mode-a.md,
     /// "Amounts leak").
     #[test]
     fn gross_metering_redistributes_within_the_community(

@@ -4,12 +4,11 @@
 //! every meter places one order (consumers buy, prosumers sell), and measures
 //! what the chain did with them from its public API and its data folders.
 //! It measures wall-clock time, so it reads the clock (a tool, not consensus code).
-#![allow(clippy::disallowed_methods)]
-
-use crate::client::{ClientError, NodeClient};
 use ed25519_dalek::SigningKey;
+use quartier_client::tx::{sign, submit_body};
+use quartier_client::{ClientError, NodeClient};
 use quartier_enclave::sealed::{Epoch, HpkeKeyPair, OrderPayload, SignedOrder, seal};
-use quartier_ledger::{ChainId, Genesis, MeterRole, Tx, TxBody};
+use quartier_ledger::{ChainId, Genesis, MeterRole, TxBody};
 use quartier_types::{AccountId, Energy, Money, Price, RegionId, Side, Slot, hash};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -79,25 +78,15 @@ fn meter_key(i: usize) -> SigningKey {
     SigningKey::from_bytes(&hash::tagged("QUARTIER_BENCH_METER", &[&(i as u64).to_le_bytes()]).0)
 }
 
-pub(crate) fn account(k: &SigningKey) -> AccountId {
-    AccountId(k.verifying_key().to_bytes())
-}
+pub(crate) use quartier_client::tx::account;
 
+/// The `POST /api/v1/txs` body of `b` signed by `k` with `nonce`.
 pub(crate) fn body(chain_id: ChainId, k: &SigningKey, nonce: u64, b: TxBody) -> String {
-    let tx = Tx {
-        chain_id,
-        signer: account(k),
-        nonce,
-        body: b,
-    }
-    .sign(k);
-    format!(r#"{{"tx":"{}"}}"#, hex::encode(tx.encode()))
+    submit_body(&sign(chain_id, k, nonce, b))
 }
 
 pub(crate) fn nonce(api: &NodeClient, who: &AccountId) -> Result<u64, BenchError> {
-    Ok(api.get(&format!("/api/v1/accounts/{who}"))?.1["nonce"]
-        .as_u64()
-        .unwrap_or(0))
+    Ok(quartier_client::tx::nonce(api, who)?)
 }
 
 /// Submits one account's transactions, the first with nonce `first_nonce` and
@@ -185,7 +174,7 @@ fn drain(apis: &[NodeClient], deadline: Instant) -> Result<(), BenchError> {
 pub(crate) fn wait_for_epoch_key(api: &NodeClient, deadline: Instant) -> Result<(), BenchError> {
     loop {
         if let Ok((200, v)) = api.get("/api/v1/sealed")
-            && !crate::client::sealable_epoch_keys(&v).is_empty()
+            && !quartier_client::sealable_epoch_keys(&v).is_empty()
         {
             return Ok(());
         }
@@ -202,7 +191,7 @@ pub(crate) fn wait_for_epoch_key(api: &NodeClient, deadline: Instant) -> Result<
 fn epoch_key(apis: &[NodeClient], epoch: Epoch) -> Option<[u8; 32]> {
     for _ in 0..100 {
         let (_, v) = apis[0].get("/api/v1/sealed").ok()?;
-        let key = crate::client::sealable_epoch_keys(&v)
+        let key = quartier_client::sealable_epoch_keys(&v)
             .into_iter()
             .find_map(|(e, k)| (e == epoch).then_some(k));
         if key.is_some() {

@@ -3,9 +3,10 @@
 //! `/metrics` (Linux).
 #![allow(clippy::disallowed_methods)] // a benchmark reads the wall clock
 
-use crate::{HouseholdArgs, Nodes, PlanArgs};
+use super::Nodes;
+use super::plan::{HouseholdArgs, PlanArgs};
 use anyhow::Context as _;
-use quartier_node::client::NodeClient;
+use quartier_client::NodeClient;
 use std::path::Path;
 use std::time::Instant;
 
@@ -86,25 +87,27 @@ fn sample(pid: u32, api: &NodeClient) -> Sample {
 pub(crate) fn run(slots: u64, plan: &PlanArgs, households: &HouseholdArgs) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("quartier-footprint-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let layout = quartier_node::devnet::lay_out(&dir, &plan.plan()?)?;
+    let layout = quartier_devnet::layout::lay_out(&dir, &plan.plan()?)?;
     let exe = std::env::current_exe().context("locating the quartier binary")?;
-    let nodes = Nodes(quartier_node::devnet::spawn_nodes(&exe, &dir, &layout)?);
-    let _enclaves = Nodes(quartier_node::devnet::spawn_enclaves(&exe, &dir, &layout)?);
+    let nodes = Nodes(quartier_devnet::layout::spawn_nodes(&exe, &dir, &layout)?);
+    let _enclaves = Nodes(quartier_devnet::layout::spawn_enclaves(
+        &exe, &dir, &layout,
+    )?);
     let apis = layout
         .api_urls
         .iter()
         .map(|u| NodeClient::new(u))
         .collect::<Result<Vec<_>, _>>()?;
-    let first_block = crate::first_blocks(&apis)?.as_secs_f64();
+    let first_block = super::first_blocks(&apis)?.as_secs_f64();
     let genesis = quartier_node::config::NetworkGenesis::load(&layout.genesis_file)?.ledger;
-    let key = crate::signing_key;
+    let key = super::signing_key;
     let fleet_plan = households.plan();
     eprintln!(
         "bench footprint: enrolling {} households in {}",
         fleet_plan.households,
         dir.display()
     );
-    let mut fleet = quartier_node::meters::Fleet::enrol(
+    let mut fleet = quartier_devnet::fleet::Fleet::enrol(
         apis.clone(),
         genesis,
         &key(&layout.dso_key)?,
@@ -118,7 +121,7 @@ pub(crate) fn run(slots: u64, plan: &PlanArgs, households: &HouseholdArgs) -> an
     let start = Instant::now();
     let mut settled = 0u64;
     fleet.run(Some(slots), |event| {
-        if let quartier_node::meters::FleetEvent::Settled { .. } = event {
+        if let quartier_devnet::fleet::FleetEvent::Settled { .. } = event {
             settled += 1;
         }
     })?;

@@ -16,19 +16,20 @@
 // The host is I/O: it waits on the chain and its peers in wall-clock time.
 #![allow(clippy::disallowed_methods)]
 
-use crate::client::NodeClient;
 use axum::extract::State as AxumState;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use commonware_utils::sync::Mutex;
+use quartier_client::NodeClient;
+use quartier_client::enclave::call;
 use quartier_enclave::attestation::{Measurement, Quote, SimulatedAttestationService};
 use quartier_enclave::host::{ChainView, Effect, HostMachine, HostSettings, Input};
-use quartier_enclave::rpc::{Request, Response, decode_request, decode_response};
+use quartier_enclave::rpc::{Request, Response, decode_request};
 use quartier_enclave::service::{
     EnclaveService, FinalizedBatch, FinalizedRecords, ServiceError, SimulatedMonotonicCounter,
     SimulatedPlatform,
 };
-use quartier_ledger::{ChainId, PostedReport, Tx, TxBody};
+use quartier_ledger::{ChainId, PostedReport, TxBody};
 use quartier_types::{AccountId, RegionId, Slot};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -96,19 +97,19 @@ impl EnclaveConfigFile {
     /// Loads an `enclave.toml` and its secrets; `measurement` is the running code's.
     ///
     /// # Errors
-    /// [`crate::config::ConfigError`] naming the file and the problem.
+    /// [`quartier_node::config::ConfigError`] naming the file and the problem.
     pub fn load(
         path: &std::path::Path,
         measurement: Measurement,
-    ) -> Result<EnclaveHostConfig, crate::config::ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(crate::config::io_error(path))?;
+    ) -> Result<EnclaveHostConfig, quartier_node::config::ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(quartier_node::config::io_error(path))?;
         let mut file: EnclaveConfigFile =
-            toml::from_str(&text).map_err(|e| crate::config::invalid(path, e))?;
+            toml::from_str(&text).map_err(|e| quartier_node::config::invalid(path, e))?;
         // Every host seats the same committee from the same registry (the
         // convention `select_committee` is), and a registry proof carries
         // at most the chain's largest committee.
         if !(2..=quartier_ledger::MAX_COMMITTEE).contains(&file.committee_size) {
-            return Err(crate::config::invalid(
+            return Err(quartier_node::config::invalid(
                 path,
                 format!(
                     "committee_size: 2 to {} (and the same for every enclave)",
@@ -131,10 +132,10 @@ impl EnclaveConfigFile {
             listen: file.listen,
             peers: file.peers,
             state_file: file.state_file,
-            simulated_platform_secret: crate::config::read_key(
+            simulated_platform_secret: quartier_node::config::read_key(
                 &file.simulated_platform_secret_file,
             )?,
-            simulated_attestation_seed: crate::config::read_key(
+            simulated_attestation_seed: quartier_node::config::read_key(
                 &file.simulated_attestation_seed_file,
             )?,
             simulated_vendor_roots: file.simulated_vendor_roots,
@@ -334,8 +335,8 @@ pub fn run(config: &EnclaveHostConfig) -> Result<(), HostError> {
                 return;
             };
             // The same connection caps and timeouts as a validator's API.
-            let limits = crate::api_guard::ApiLimits::default();
-            let _ = crate::api_guard::serve(listener, router(api), limits).await;
+            let limits = quartier_node::api_guard::ApiLimits::default();
+            let _ = quartier_node::api_guard::serve(listener, router(api), limits).await;
         });
     });
     let mut host = Host::new(config, shared);
@@ -409,17 +410,6 @@ async fn status(AxumState(shared): AxumState<Handle>) -> Json<serde_json::Value>
         "attestation": "simulated",
         "quote": s.quote,
     }))
-}
-
-/// Calls an enclave's API: `None` if it is unreachable or answers nonsense.
-pub fn call(peer: &NodeClient, request: &Request) -> Option<Response> {
-    let body = json!({ "request": hex::encode(borsh::to_vec(request).ok()?) }).to_string();
-    let (code, reply) = peer.post("/enclave/v1/rpc", &body).ok()?;
-    if code != 200 {
-        return None;
-    }
-    let bytes = hex::decode(reply["response"].as_str()?).ok()?;
-    decode_response(&bytes)
 }
 
 /// The executor of the host's [`HostMachine`]: it reads the chain, calls
@@ -503,7 +493,7 @@ impl Host {
                 ))
             })
             .collect();
-        let epochs = crate::client::epoch_keys(&sealed).into_iter().collect();
+        let epochs = quartier_client::epoch_keys(&sealed).into_iter().collect();
         let batches = sealed["batches"]
             .as_array()?
             .iter()
@@ -597,7 +587,7 @@ impl Host {
             Effect::FetchValidatorSets => Input::ValidatorSets(
                 self.get("/api/v1/epochs")
                     .and_then(|v| {
-                        serde_json::from_value::<Vec<crate::sync::EpochEvidence>>(
+                        serde_json::from_value::<Vec<quartier_node::sync::EpochEvidence>>(
                             v["changes"].clone(),
                         )
                         .ok()
@@ -659,7 +649,7 @@ impl Host {
                 if self.quiet(&p) {
                     continue;
                 }
-                let Ok(nonce) = crate::devnet::random_seed() else {
+                let Ok(nonce) = quartier_client::random_seed() else {
                     continue;
                 };
                 let url = format!("http://{}", p.authority());
@@ -759,14 +749,8 @@ impl Host {
                 return false;
             }
         }
-        let tx = Tx {
-            chain_id,
-            signer: account,
-            nonce,
-            body,
-        }
-        .sign(&key);
-        let body = json!({ "tx": hex::encode(tx.encode()) }).to_string();
+        let tx = quartier_client::tx::sign(chain_id, &key, nonce, body);
+        let body = quartier_client::tx::submit_body(&tx);
         let sent = self
             .nodes
             .iter()
@@ -854,12 +838,16 @@ mod tests {
     }
 
     fn ask(shared: &Handle, request: &Request) -> Response {
-        let body = json!({ "request": hex::encode(borsh::to_vec(request).unwrap()) });
+        let body =
+            serde_json::from_str(&quartier_client::enclave::rpc_body(request).unwrap()).unwrap();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
         let Json(reply) = runtime.block_on(rpc(AxumState(shared.clone()), Json(body)));
-        decode_response(&hex::decode(reply["response"].as_str().unwrap()).unwrap()).unwrap()
+        quartier_enclave::rpc::decode_response(
+            &hex::decode(reply["response"].as_str().unwrap()).unwrap(),
+        )
+        .unwrap()
     }
 
     /// A Byzantine peer relays a host's challenge to another member's

@@ -4,11 +4,54 @@
 //! validator's key file and waited for until final.
 
 use anyhow::{Context as _, anyhow, bail};
+use clap::Subcommand;
+use quartier_client::NodeClient;
 use quartier_ledger::{GovernanceChange, Tx, TxBody};
-use quartier_node::client::NodeClient;
 use quartier_types::AccountId;
 use std::path::Path;
+use std::path::PathBuf;
 use std::time::Duration;
+
+#[derive(Subcommand)]
+pub(crate) enum GovCommand {
+    /// The validator set, the role keys, the limits and every open
+    /// proposal with its tally and the votes it still needs.
+    Status {
+        /// A node's API, e.g. http://127.0.0.1:7401.
+        #[arg(long)]
+        node: String,
+    },
+    /// Propose a change as a validator; prints the proposal's id.
+    Propose {
+        /// A node's API.
+        #[arg(long)]
+        node: String,
+        /// The validator's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The change as JSON, e.g. '{"add":"<hex key>"}',
+        /// '{"rotate_key":{"authority":"utility","from":"<hex>","key":"<hex>"}}',
+        /// '{"freeze":{"authority":"utility","key":"<hex>"}}',
+        /// '{"approve_mint":100000000}'.
+        #[arg(long)]
+        change: String,
+    },
+    /// Vote on a proposal as a validator (yes unless `--no`).
+    Vote {
+        /// A node's API.
+        #[arg(long)]
+        node: String,
+        /// The validator's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The proposal's id.
+        #[arg(long)]
+        proposal: u64,
+        /// Vote no.
+        #[arg(long)]
+        no: bool,
+    },
+}
 
 /// Prints the validator set, the role keys, the limits and every open
 /// proposal with its tally and how many votes it still needs.
@@ -243,7 +286,7 @@ fn submit(api: &NodeClient, key: &Path, body: TxBody) -> anyhow::Result<AccountI
         body,
     }
     .sign(&key);
-    quartier_node::shielded_client::submit_final(api, &tx, Duration::from_secs(60))
+    quartier_client::wallet::submit_final(api, &tx, Duration::from_secs(60))
         .map_err(|e| anyhow!("{e}"))?;
     Ok(signer)
 }

@@ -2,14 +2,12 @@
 //! wallet by scanning the whole pool locally (the node serves outputs and
 //! key images, never learns a view key), shield IOUs into it and unshield
 //! out of it. What `quartier wallet balance|history|shield|unshield` runs.
-#![allow(clippy::disallowed_methods)]
 
-use crate::client::{self, ClientError, NodeClient};
-use crate::loadgen::{account, nonce};
-use crate::meters::ring_policy;
+use crate::tx::{account, nonce, submit_body};
+use crate::{ClientError, NodeClient};
 use ed25519_dalek::SigningKey;
 use quartier_ledger::{KIND_UNSHIELD, ShieldedPolicy, ShieldedTransfer, SignedTx, Tx, TxBody};
-use quartier_meter::wallet::{MeterRing, ShieldedWallet, WalletError};
+use quartier_meter::wallet::{MeterRing, RingPolicy, ShieldedWallet, WalletError};
 use quartier_types::{AccountId, Money, RegionId, Side, Slot};
 use rand_core::SeedableRng as _;
 use std::time::{Duration, Instant};
@@ -37,6 +35,13 @@ pub enum ShieldedClientError {
     Randomness(String),
 }
 
+/// Mode A: the ring policy of a household's wallet on a chain with `policy`.
+pub fn ring_policy(policy: ShieldedPolicy) -> RingPolicy {
+    RingPolicy {
+        ring_size: usize::from(policy.ring_size),
+    }
+}
+
 /// The chain's mode A policy, from `GET /api/v1/status`.
 ///
 /// # Errors
@@ -53,13 +58,13 @@ pub fn policy(api: &NodeClient) -> Result<ShieldedPolicy, ShieldedClientError> {
 /// [`ShieldedClientError`] if the node can not be read or runs no pool.
 pub fn restore(api: &NodeClient, seed: [u8; 32]) -> Result<ShieldedWallet, ShieldedClientError> {
     let mut wallet = ShieldedWallet::from_seed(seed, ring_policy(policy(api)?));
-    wallet.scan(0, &client::pool_outputs(api, 0)?);
-    wallet.mark_spent(&client::key_images(api)?);
+    wallet.scan(0, &crate::pool_outputs(api, 0)?);
+    wallet.mark_spent(&crate::key_images(api)?);
     Ok(wallet)
 }
 
 fn rng() -> Result<rand_chacha::ChaCha20Rng, ShieldedClientError> {
-    crate::devnet::random_seed()
+    crate::random_seed()
         .map(rand_chacha::ChaCha20Rng::from_seed)
         .map_err(|e| ShieldedClientError::Randomness(e.to_string()))
 }
@@ -74,8 +79,7 @@ pub fn submit_final(
     timeout: Duration,
 ) -> Result<(), ShieldedClientError> {
     let deadline = Instant::now() + timeout;
-    let body = format!(r#"{{"tx":"{}"}}"#, hex::encode(tx.encode()));
-    let (code, reply) = api.post("/api/v1/txs", &body)?;
+    let (code, reply) = api.post("/api/v1/txs", &submit_body(tx))?;
     if code != 202 && code != 409 {
         return Err(ShieldedClientError::Refused(reply["error"].to_string()));
     }
@@ -110,7 +114,7 @@ pub fn shield(
             .map_err(|e| ShieldedClientError::Refused(e.to_string()))?;
     let (_, status) = api.get("/api/v1/status")?;
     let chain_id = chain_id(&status)?;
-    let n = nonce(api, &account(key)).map_err(|e| ShieldedClientError::Refused(e.to_string()))?;
+    let n = nonce(api, &account(key))?;
     let tx = Tx {
         chain_id,
         signer: account(key),
@@ -126,7 +130,7 @@ pub fn shield(
 }
 
 fn chain_id(status: &serde_json::Value) -> Result<quartier_ledger::ChainId, ShieldedClientError> {
-    client::chain_id(status).ok_or(ClientError::Malformed.into())
+    crate::chain_id(status).ok_or(ClientError::Malformed.into())
 }
 
 /// Spends outputs of the wallet of `seed` to pay `amount` to the transparent
@@ -151,7 +155,7 @@ pub fn unshield(
         .zip(status["slot_ms"].as_u64().filter(|ms| *ms > 0))
         .map(|(t, ms)| t / ms)
         .ok_or(ClientError::Malformed)?;
-    let ring = client::meter_rings(api, region)?.allowance;
+    let ring = crate::meter_rings(api, region)?.allowance;
     let mut rng = rng()?;
     let mut secret = [0u8; 32];
     rand_core::Rng::fill_bytes(&mut rng, &mut secret);

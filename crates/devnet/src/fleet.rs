@@ -11,14 +11,13 @@
 //! Slot `first_slot + k` carries the metered quarter hour `start_interval + k`
 //! of the simulated year, so the orders of a run can be recomputed offline
 //! from the [`FleetManifest`] alone.
-#![allow(clippy::disallowed_methods)]
-
-use crate::client::{ClientError, NodeClient};
 use crate::loadgen::{BenchError, account, body, nonce, submit_window};
 use ed25519_dalek::SigningKey;
+use quartier_client::wallet::ring_policy;
+use quartier_client::{ClientError, NodeClient};
 use quartier_ledger::{ChainId, Genesis, MeterRole, SignedTx, TxBody};
 use quartier_meter::metering::Metering;
-use quartier_meter::wallet::{RingPolicy, ShieldedWallet, payee_address};
+use quartier_meter::wallet::{ShieldedWallet, payee_address};
 use quartier_meter::{AgentEffect, AgentInput, MeterAgent, StrategyKind, TxProgress};
 use quartier_sim::crypto_audit::{CryptoTruth, PublishedOrder};
 use quartier_sim::sealed_audit::{SealedSlot, SealedSubmission, SealedView};
@@ -189,7 +188,7 @@ pub fn chain_run(
     // household's seed, slot and side.
     let (_, status) = api.get("/api/v1/status")?;
     let shielded = status["shielded"].is_object();
-    let chain = crate::client::chain_id(&status).ok_or_else(|| unexpected("a chain id"))?;
+    let chain = quartier_client::chain_id(&status).ok_or_else(|| unexpected("a chain id"))?;
     let wallets: Vec<[u8; 32]> = (0..manifest.households)
         .filter(|_| shielded)
         .map(|i| wallet_seed(chain, manifest.seed, i))
@@ -388,7 +387,7 @@ fn published_receipts(
     };
     enclaves
         .iter()
-        .find_map(|e| match crate::enclave_host::call(e, &request) {
+        .find_map(|e| match quartier_client::enclave::call(e, &request) {
             Some(quartier_enclave::rpc::Response::Report(Some(r)))
                 if r.summary == *summary
                     && quartier_enclave::auctioneer::receipts_root(&r.receipts)
@@ -530,7 +529,7 @@ pub fn chain_crypto(
     else {
         return Ok(None);
     };
-    let chain = crate::client::chain_id(&status).ok_or_else(|| unexpected("a chain id"))?;
+    let chain = quartier_client::chain_id(&status).ok_or_else(|| unexpected("a chain id"))?;
     let wallets: Vec<[u8; 32]> = (0..manifest.households)
         .map(|i| wallet_seed(chain, manifest.seed, i))
         .collect();
@@ -556,7 +555,7 @@ pub fn chain_crypto(
     let (Some(params), Some(last)) = (params, last) else {
         return Err(unexpected("no settled slot"));
     };
-    let rings = crate::client::meter_rings(api, FLEET_REGION)?;
+    let rings = quartier_client::meter_rings(api, FLEET_REGION)?;
     // The window's orders are in blocks after the settlement of a slot whose
     // book closed before theirs opened; earlier blocks are not read.
     let gate_slots = status["gate_ms"]
@@ -626,7 +625,7 @@ pub fn chain_crypto(
     }
     // The answer key of the funds: every household wallet, restored from its
     // seed, knows the key images of its outputs.
-    let pool = crate::client::pool_outputs(api, 0)?;
+    let pool = quartier_client::pool_outputs(api, 0)?;
     let mut owner = BTreeMap::new();
     for seed in &wallets {
         let mut w = ShieldedWallet::from_seed(*seed, ring_policy(policy));
@@ -661,14 +660,7 @@ fn enrol_error(e: &dyn std::fmt::Display) -> FleetError {
 }
 
 fn random_seed() -> Result<[u8; 32], FleetError> {
-    crate::devnet::random_seed().map_err(|e| enrol_error(&format!("randomness: {e}")))
-}
-
-/// Mode A: the ring policy of a household's wallet on a chain with `policy`.
-pub fn ring_policy(policy: quartier_ledger::ShieldedPolicy) -> RingPolicy {
-    RingPolicy {
-        ring_size: usize::from(policy.ring_size),
-    }
+    crate::layout::random_seed().map_err(|e| enrol_error(&format!("randomness: {e}")))
 }
 
 /// The devnet key of household `index`: derived from the chain and the seed so
@@ -894,7 +886,7 @@ impl Fleet {
         if self.genesis.shielded.is_none() {
             return;
         }
-        if let Some(images) = self.first_answer(crate::client::key_images) {
+        if let Some(images) = self.first_answer(quartier_client::key_images) {
             self.tell_all(&AgentInput::KeyImages(images));
         }
     }
@@ -920,7 +912,7 @@ impl Fleet {
         if self.genesis.shielded.is_none() {
             return;
         }
-        if let Some(rings) = self.first_answer(|a| crate::client::meter_rings(a, FLEET_REGION)) {
+        if let Some(rings) = self.first_answer(|a| quartier_client::meter_rings(a, FLEET_REGION)) {
             self.tell_all(&AgentInput::MeterRings {
                 buy: rings.buy,
                 sell: rings.sell,
@@ -928,7 +920,7 @@ impl Fleet {
         }
         let from = self.pool_fed;
         if let Some(outputs) = self
-            .first_answer(|a| crate::client::pool_outputs(a, from))
+            .first_answer(|a| quartier_client::pool_outputs(a, from))
             .filter(|o| !o.is_empty())
         {
             self.pool_fed += outputs.len() as u64;
@@ -965,7 +957,7 @@ impl Fleet {
         else {
             return;
         };
-        let sealable: BTreeMap<_, _> = crate::client::sealable_epoch_keys(&sealed)
+        let sealable: BTreeMap<_, _> = quartier_client::sealable_epoch_keys(&sealed)
             .into_iter()
             .collect();
         if sealable == self.epoch_keys {
@@ -1158,7 +1150,7 @@ impl Fleet {
     }
 
     fn submit(&mut self, i: usize, tx: &SignedTx) -> TxProgress {
-        let body = format!(r#"{{"tx":"{}"}}"#, hex::encode(tx.encode()));
+        let body = quartier_client::tx::submit_body(tx);
         match self.apis[self.node_of[i]].post("/api/v1/txs", &body) {
             // Accepted, or the node already has it.
             Ok((202 | 409, _)) => TxProgress::Pending,
@@ -1301,7 +1293,7 @@ impl Fleet {
         let report =
             self.enclaves
                 .iter()
-                .find_map(|e| match crate::enclave_host::call(e, &request) {
+                .find_map(|e| match quartier_client::enclave::call(e, &request) {
                     Some(quartier_enclave::rpc::Response::Report(Some(r)))
                         if r.summary == summary
                             && quartier_enclave::auctioneer::receipts_root(&r.receipts)

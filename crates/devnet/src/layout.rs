@@ -1,9 +1,11 @@
 //! Lays out a local devnet: keys, the network genesis and one `node.toml` per
 //! validator, on loopback ports.
 
-use crate::config::{ConfigError, NetworkGenesis, NodeConfig, Peer, invalid, io_error, write_key};
 use quartier_enclave::attestation::{Measurement, SimulatedAttestationService};
 use quartier_ledger::{Genesis, SealedMarketPolicy, ShieldedPolicy};
+use quartier_node::config::{
+    ConfigError, NetworkGenesis, NodeConfig, Peer, invalid, io_error, write_key,
+};
 use quartier_types::{AccountId, Money, Price, RegionId, RegionParams};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -88,13 +90,7 @@ pub struct DevnetLayout {
 /// # Errors
 /// [`ConfigError::Io`] if `/dev/urandom` can not be read.
 pub fn random_seed() -> Result<[u8; 32], ConfigError> {
-    use std::io::Read as _;
-    let mut seed = [0u8; 32];
-    let path = Path::new("/dev/urandom");
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut seed))
-        .map_err(io_error(path))?;
-    Ok(seed)
+    quartier_client::random_seed().map_err(io_error(Path::new("the system's random generator")))
 }
 
 /// The account (public key) of a secret seed.
@@ -288,7 +284,7 @@ fn lay_out_enclaves(
         mkdir(&enclave_dir)?;
         let secret_file = enclave_dir.join("simulated-platform.secret");
         write_key(&secret_file, &random_seed()?)?;
-        let config = crate::enclave_host::EnclaveConfigFile {
+        let config = quartier_enclave_host::EnclaveConfigFile {
             nodes: api_urls.to_vec(),
             listen: *addr,
             peers: urls.clone(),

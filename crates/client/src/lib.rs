@@ -1,0 +1,36 @@
+//! Clients of a quartier node's and an enclave's HTTP/JSON API: what meter
+//! agents, the CLI, the devnet supervisor and the enclave host use to read
+//! the chain and submit to it. Everything here is I/O on the caller's
+//! thread (blocking); nothing decides market or ledger rules.
+//!
+//! - [`NodeClient`]: one node's API (`GET`/`POST` JSON, bounded replies);
+//! - [`chain`]: decoders of the answers the modes need (epoch keys, pool
+//!   outputs, key images, meter rings, the chain id);
+//! - [`tx`]: signing a transaction and submitting it;
+//! - [`enclave`]: an enclave host's RPC;
+//! - [`wallet`]: mode A from a household's side (restore, shield, unshield).
+// A client's deadlines are the wall clock's: this crate is I/O, not pure code.
+#![allow(clippy::disallowed_methods)]
+
+pub mod chain;
+pub mod enclave;
+mod node;
+pub mod tx;
+pub mod wallet;
+
+pub use chain::{
+    MeterRing, MeterRings, Sellers, chain_id, epoch_keys, key_images, meter_rings, pool_outputs,
+    sealable_epoch_keys,
+};
+pub use node::{ClientError, MAX_REPLY_BYTES, NodeClient};
+
+/// 32 bytes from the operating system's generator: key and wallet seeds,
+/// nonces.
+///
+/// # Errors
+/// [`std::io::Error`] if the system has no randomness to give.
+pub fn random_seed() -> Result<[u8; 32], std::io::Error> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(std::io::Error::other)?;
+    Ok(seed)
+}
