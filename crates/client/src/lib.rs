@@ -1,7 +1,8 @@
 //! Clients of a quartier node's and an enclave's HTTP/JSON API: what meter
 //! agents, the CLI, the devnet supervisor and the enclave host use to read
-//! the chain and submit to it. Everything here is I/O on the caller's
-//! thread (blocking); nothing decides market or ledger rules.
+//! the chain and submit to it. Every call blocks its caller until the
+//! answer or a timeout (ureq resolves a name on a helper thread so that the
+//! timeout holds); nothing here decides market or ledger rules.
 //!
 //! - [`NodeClient`]: one node's API (`GET`/`POST` JSON, bounded replies);
 //! - [`chain`]: decoders of the answers the modes need (epoch keys, pool

@@ -31,8 +31,9 @@ pub const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
 /// a minute.
 const SECONDS_PER_MIB: u64 = 2;
 
-/// How long connecting, and then each wait for the peer, may take: a peer
-/// that drops the handshake or stops answering costs that, not minutes.
+/// How long connecting (all addresses a name resolves to), and then each wait
+/// for the peer (a read, a write), may take: a peer that drops the handshake
+/// or stops answering costs that, not minutes.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const WAIT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -69,6 +70,10 @@ impl NodeClient {
             .timeout_send_request(Some(WAIT_TIMEOUT))
             .timeout_send_body(Some(WAIT_TIMEOUT))
             .timeout_recv_response(Some(WAIT_TIMEOUT))
+            // Every read and write of the body too: a peer that sends its
+            // head and then stalls costs this, not the whole-reply deadline.
+            .timeout_per_read(Some(WAIT_TIMEOUT))
+            .timeout_per_write(Some(WAIT_TIMEOUT))
             .build()
             .new_agent();
         Ok(NodeClient {
@@ -162,7 +167,15 @@ impl NodeClient {
                 .call()
         };
         let failed = |e: ureq::Error| match e {
-            ureq::Error::Timeout(_) => ClientError::TooSlow(allowed),
+            // The whole reply's deadline: a peer that trickles its answer.
+            ureq::Error::Timeout(ureq::Timeout::Global | ureq::Timeout::PerCall) => {
+                ClientError::TooSlow(allowed)
+            }
+            // One wait (connecting, a read, a write): the peer is silent.
+            ureq::Error::Timeout(t) => ClientError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {WAIT_TIMEOUT:?} ({t})"),
+            )),
             ureq::Error::BodyExceedsLimit(_) => ClientError::TooLarge(max_bytes),
             ureq::Error::Io(e) => ClientError::Io(e),
             ureq::Error::HostNotFound | ureq::Error::ConnectionFailed => {

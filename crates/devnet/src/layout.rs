@@ -88,7 +88,7 @@ pub struct DevnetLayout {
 /// A fresh secret seed from the operating system's CSPRNG.
 ///
 /// # Errors
-/// [`ConfigError::Io`] if `/dev/urandom` can not be read.
+/// [`ConfigError::Io`] if the operating system has no randomness to give.
 pub fn random_seed() -> Result<[u8; 32], ConfigError> {
     quartier_client::random_seed().map_err(io_error(Path::new("the system's random generator")))
 }

@@ -246,3 +246,41 @@ pub fn decode_response(bytes: &[u8]) -> Option<Response> {
     }
     borsh::from_slice(bytes).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+    use super::*;
+
+    /// Wire-format conformance: the canonical bytes of fixed requests, as
+    /// hosts send them to each other's enclaves. It fails when the RPC
+    /// format changes: enclaves of two builds would then not understand
+    /// each other, so it must be a decision (update the fixture from the
+    /// `computed` value and say why), never an accident.
+    #[test]
+    fn the_request_encoding_is_fixed() {
+        let requests = [
+            Request::Identify {
+                nonce: [3; 32],
+                url: "http://127.0.0.1:7501".into(),
+            },
+            Request::Report {
+                region: RegionId(1),
+                slot: Slot(42),
+            },
+        ];
+        let bytes: Vec<u8> = requests
+            .iter()
+            .flat_map(|r| borsh::to_vec(r).unwrap())
+            .collect();
+        let computed = hex::encode(&bytes);
+        assert_eq!(
+            computed,
+            "09030303030303030303030303030303030303030303030303030303030303030315000000687474703a2f2f3132372e302e302e313a3735303107010000002a00000000000000",
+            "the enclave RPC's encoding changed (computed {computed})"
+        );
+        for r in &requests {
+            assert_eq!(decode_request(&borsh::to_vec(r).unwrap()).as_ref(), Some(r));
+        }
+    }
+}

@@ -1240,8 +1240,9 @@ fn settle(
         .and_then(|c| market_flows(state, &book, &c).map(|f| (c, f)));
     let Some((clearing, flows)) = cleared else {
         // Unreachable while the ledger's invariants hold (limits and escrow are
-        // checked at placement, the supply fits in 64 bits); refunding every
-        // escrow is the safe, deterministic way out if they ever do not.
+        // checked at placement; the supply, the issued total, the escrow and
+        // the shielded total stay within 64 bits): refunding every escrow is
+        // the safe, deterministic way out if they ever do not.
         if let Some(refunds) = refund_flows(state, &book) {
             write_flows(state, ctx, slot, refunds);
         }

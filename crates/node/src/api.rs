@@ -664,7 +664,7 @@ async fn finalized_tip(
     let block = api
         .app
         .finalized_block(height)
-        .filter(|b| b.state_root == state.root())
+        .filter(|b| b.state_root() == state.root())
         .ok_or_else(|| retry(format!("block {height} is not readable here; retry")))?;
     let finalization = api.app.finalization(height).await.ok_or_else(|| {
         retry(format!(
@@ -1151,11 +1151,11 @@ async fn block(
     Ok(Json(json!({
         "height": height,
         "digest": hex::encode(commonware_cryptography::Digestible::digest(&block).as_ref()),
-        "parent": hex::encode(block.parent.as_ref()),
-        "time_ms": block.time_ms,
-        "root": block.state_root.to_string(),
+        "parent": hex::encode(block.parent().as_ref()),
+        "time_ms": block.time_ms(),
+        "root": block.state_root().to_string(),
         "txs": block
-            .txs
+            .txs()
             .iter()
             .map(|t| match full {
                 Some(true) => json!({

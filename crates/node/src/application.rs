@@ -13,9 +13,9 @@ use crate::storage::{BlockLog, StorageError};
 use crate::sync::{EpochEvidence, SyncBundle, SyncError};
 use commonware_actor::Feedback;
 use commonware_codec::Encode as _;
+use commonware_consensus::Reporter;
 use commonware_consensus::marshal::{Update, ancestry::Ancestry};
 use commonware_consensus::simplex::types::Context;
-use commonware_consensus::{Heightable, Reporter};
 use commonware_cryptography::{Digested, Digestible, ed25519::PublicKey};
 use commonware_runtime::Clock;
 use commonware_utils::Acknowledgement as _;
@@ -170,13 +170,13 @@ struct Chain {
 impl Chain {
     /// Records `b` (already applied to `finalized`) as the finalized tip.
     fn record(&mut self, digest: BlockDigest, b: &Block) {
-        let height = b.height.get();
+        let height = b.height().get();
         self.finalized_block = digest;
         self.finalized_height = height;
-        self.last_block_time_ms = b.time_ms;
-        self.roots.insert(height, b.state_root);
-        self.times.insert(height, b.time_ms);
-        for tx in &b.txs {
+        self.last_block_time_ms = b.time_ms();
+        self.roots.insert(height, b.state_root());
+        self.times.insert(height, b.time_ms());
+        for tx in b.txs() {
             self.included.insert(tx.hash(), height);
         }
         if self.epoch_blocks > 0 && height.saturating_add(1).is_multiple_of(self.epoch_blocks) {
@@ -478,25 +478,25 @@ impl LedgerApp {
             let mut chain = app.chain.lock();
             let blocks = log.load()?;
             if let Some(first) = blocks.first()
-                && first.height.get() > 1
+                && first.height().get() > 1
             {
                 // Pruned below `first`: the chain is trusted up to its parent,
                 // and the state must come from a snapshot at or above it.
                 if snapshot
                     .as_ref()
-                    .is_none_or(|(at, _)| *at < first.height.get())
+                    .is_none_or(|(at, _)| *at < first.height().get())
                 {
-                    return Err(OpenError::Snapshot(first.height.get()));
+                    return Err(OpenError::Snapshot(first.height().get()));
                 }
-                chain.finalized_block = first.parent;
-                chain.finalized_height = first.height.get() - 1;
-                chain.first_kept = first.height.get();
+                chain.finalized_block = first.parent();
+                chain.finalized_height = first.height().get() - 1;
+                chain.first_kept = first.height().get();
                 chain.roots.clear();
             }
             for block in blocks {
-                let height = block.height.get();
+                let height = block.height().get();
                 let digest = block.digest();
-                if block.parent != chain.finalized_block {
+                if block.parent() != chain.finalized_block {
                     return Err(OpenError::Replay(height));
                 }
                 match &snapshot {
@@ -506,7 +506,7 @@ impl LedgerApp {
                     Some((at, bytes)) if height == *at => {
                         let state =
                             State::from_snapshot(bytes).map_err(|_| OpenError::Snapshot(height))?;
-                        if state.root() != block.state_root {
+                        if state.root() != block.state_root() {
                             return Err(OpenError::Snapshot(height));
                         }
                         chain.finalized = Arc::new(state);
@@ -710,7 +710,7 @@ impl LedgerApp {
             self.chain
                 .lock()
                 .executed
-                .insert(block.digest(), (b.height.get(), state.clone()));
+                .insert(block.digest(), (b.height().get(), state.clone()));
         }
         Some(state)
     }
@@ -718,7 +718,7 @@ impl LedgerApp {
     /// Applies a finalized block exactly once.
     fn finalize(&self, block: &Digested<Block>) {
         let b = block.inner();
-        let height = b.height.get();
+        let height = b.height().get();
         let mut chain = self.chain.lock();
         if height <= chain.finalized_height {
             return; // redelivered after a restart: already applied
@@ -729,14 +729,16 @@ impl LedgerApp {
             None => {
                 // Marshal delivers in height order, so the parent is our tip.
                 assert_eq!(
-                    b.parent, chain.finalized_block,
+                    b.parent(),
+                    chain.finalized_block,
                     "finalized block does not extend the tip"
                 );
                 let mut state = State::clone(&chain.finalized);
-                let outcome = execute_block(&mut state, &ctx(b), b.txs.clone())
+                let outcome = execute_block(&mut state, &ctx(b), b.txs().to_vec())
                     .expect("a finalized block follows the finalized state");
                 assert_eq!(
-                    outcome.root, b.state_root,
+                    outcome.root,
+                    b.state_root(),
                     "finalized block's root does not match"
                 );
                 state
@@ -745,7 +747,7 @@ impl LedgerApp {
         // Safety invariant: what we apply is what consensus finalized.
         assert_eq!(
             state.root(),
-            b.state_root,
+            b.state_root(),
             "applied state differs from the finalized root"
         );
         // Durable before acknowledged: a node that can not persist must halt.
@@ -765,18 +767,18 @@ impl LedgerApp {
         chain.finalized = Arc::new(state);
         chain.record(digest, b);
         self.epochs.update(&chain.finalized, chain.boundary);
-        chain.finalized_txs += b.txs.len() as u64;
+        chain.finalized_txs += b.txs().len() as u64;
         if snapshot.is_some()
             && let Some(retention) = self.block_retention_ms
         {
-            self.prune(&mut chain, b.time_ms.saturating_sub(retention));
+            self.prune(&mut chain, b.time_ms().saturating_sub(retention));
         }
         // Nobody listening is fine: send only fails without receivers.
         let _ = self.events.send(StreamEvent::Block {
             height,
-            time_ms: b.time_ms,
-            root: b.state_root.to_string(),
-            txs: b.txs.len(),
+            time_ms: b.time_ms(),
+            root: b.state_root().to_string(),
+            txs: b.txs().len(),
         });
         for st in chain
             .finalized
@@ -798,7 +800,7 @@ impl LedgerApp {
         let Chain {
             mempool, finalized, ..
         } = &mut *chain;
-        for tx in &b.txs {
+        for tx in b.txs() {
             mempool.remove(&tx.hash());
         }
         mempool.prune(finalized);
@@ -812,7 +814,7 @@ impl LedgerApp {
 /// ([`LedgerApp::complete_epoch_changes`]).
 fn epoch_change(state: &State, b: &Block) -> Option<(u64, EpochEvidence)> {
     let blocks = state.epoch_blocks();
-    let next = b.height.get().saturating_add(1);
+    let next = b.height().get().saturating_add(1);
     if blocks == 0 || !next.is_multiple_of(blocks) {
         return None;
     }
@@ -896,14 +898,14 @@ impl LedgerApp {
 /// validator must: every transaction accepted and the resulting root equal to
 /// the block's. `None` if it does not hold; `state` is then unusable.
 fn replay(state: &mut State, b: &Block) -> Option<()> {
-    let outcome = execute_block(state, &ctx(b), b.txs.clone()).ok()?;
-    (outcome.results.iter().all(Result::is_ok) && outcome.root == b.state_root).then_some(())
+    let outcome = execute_block(state, &ctx(b), b.txs().to_vec()).ok()?;
+    (outcome.results.iter().all(Result::is_ok) && outcome.root == b.state_root()).then_some(())
 }
 
 fn ctx(b: &Block) -> BlockContext {
     BlockContext {
-        height: quartier_types::Height(b.height.get()),
-        time: Timestamp(b.time_ms),
+        height: quartier_types::Height(b.height().get()),
+        time: Timestamp(b.time_ms()),
     }
 }
 
@@ -924,7 +926,7 @@ where
     ) -> Option<Digested<Self::Block>> {
         let parent = ancestry.next().await?;
         let parent_digest = parent.digest();
-        let (parent_height, parent_time) = (parent.inner().height, parent.inner().time_ms);
+        let (parent_height, parent_time) = (parent.inner().height(), parent.inner().time_ms());
         let mut state = self.state_after(parent, &mut ancestry).await?;
         let time_ms = millis(runtime.current()).max(parent_time);
         let height_seed = parent_height.get();
@@ -979,13 +981,7 @@ where
                 }
             }
         }
-        let block = Block {
-            parent: parent_digest,
-            height,
-            time_ms,
-            state_root: outcome.root,
-            txs,
-        };
+        let block = Block::new(parent_digest, height, time_ms, outcome.root, txs);
         let digest = block.digest();
         self.chain
             .lock()
@@ -1004,24 +1000,24 @@ where
             return false;
         };
         let b = block.inner();
-        if b.parent != parent.digest()
-            || b.height != parent.inner().height.next()
-            || b.time_ms < parent.inner().time_ms
-            || b.txs.len() > MAX_BLOCK_TXS
+        if b.parent() != parent.digest()
+            || b.height() != parent.inner().height().next()
+            || b.time_ms() < parent.inner().time_ms()
+            || b.txs().len() > MAX_BLOCK_TXS
         {
             tracing::warn!(
-                height = b.height.get(),
+                height = b.height().get(),
                 "verify: block does not follow its parent"
             );
             return false;
         }
         // A block from the near future is not invalid: wait for our clock.
         let now = millis(runtime.current());
-        if b.time_ms > now {
-            let ahead = Duration::from_millis(b.time_ms - now);
+        if b.time_ms() > now {
+            let ahead = Duration::from_millis(b.time_ms() - now);
             if ahead > MAX_BLOCK_LEAD {
                 tracing::warn!(
-                    height = b.height.get(),
+                    height = b.height().get(),
                     ?ahead,
                     "verify: block from the future"
                 );
@@ -1031,32 +1027,39 @@ where
                 runtime.sleep(ahead - MAX_CLOCK_DRIFT).await;
             }
         } else {
-            let behind = Duration::from_millis(now - b.time_ms);
+            let behind = Duration::from_millis(now - b.time_ms());
             if behind > MAX_BLOCK_LAG {
-                tracing::warn!(height = b.height.get(), ?behind, "verify: back-dated block");
+                tracing::warn!(
+                    height = b.height().get(),
+                    ?behind,
+                    "verify: back-dated block"
+                );
                 return false;
             }
         }
         let Some(mut state) = self.state_after(parent, &mut ancestry).await else {
-            tracing::warn!(height = b.height.get(), "verify: parent state unavailable");
+            tracing::warn!(
+                height = b.height().get(),
+                "verify: parent state unavailable"
+            );
             return false;
         };
-        let Ok(outcome) = execute_block(&mut state, &ctx(b), b.txs.clone()) else {
-            tracing::warn!(height = b.height.get(), "verify: block does not execute");
+        let Ok(outcome) = execute_block(&mut state, &ctx(b), b.txs().to_vec()) else {
+            tracing::warn!(height = b.height().get(), "verify: block does not execute");
             return false;
         };
         if let Some(Err(e)) = outcome.results.iter().find(|r| r.is_err()) {
-            tracing::warn!(height = b.height.get(), error = %e, "verify: block holds a rejected tx");
+            tracing::warn!(height = b.height().get(), error = %e, "verify: block holds a rejected tx");
             return false;
         }
-        if outcome.root != b.state_root {
-            tracing::warn!(height = b.height.get(), "verify: state root differs");
+        if outcome.root != b.state_root() {
+            tracing::warn!(height = b.height().get(), "verify: state root differs");
             return false;
         }
         self.chain
             .lock()
             .executed
-            .insert(block.digest(), (b.height.get(), state));
+            .insert(block.digest(), (b.height().get(), state));
         true
     }
 }

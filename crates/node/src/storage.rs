@@ -145,10 +145,10 @@ impl BlockLog {
             let mut table = txn.open_table(BLOCKS).map_err(db_error)?;
             let bytes = block.encode();
             table
-                .insert(block.height.get(), bytes.as_ref())
+                .insert(block.height().get(), bytes.as_ref())
                 .map_err(db_error)?;
             if let Some(snapshot) = snapshot {
-                replace_snapshot(&txn, block.height.get(), snapshot)?;
+                replace_snapshot(&txn, block.height().get(), snapshot)?;
             }
         }
         txn.commit().map_err(db_error)
@@ -179,11 +179,11 @@ impl BlockLog {
             for block in blocks {
                 let bytes = block.encode();
                 table
-                    .insert(block.height.get(), bytes.as_ref())
+                    .insert(block.height().get(), bytes.as_ref())
                     .map_err(db_error)?;
             }
         }
-        replace_snapshot(&txn, first.height.get(), snapshot)?;
+        replace_snapshot(&txn, first.height().get(), snapshot)?;
         txn.commit().map_err(db_error)
     }
 

@@ -199,20 +199,20 @@ pub fn install(
     for b in bundle.blocks.iter().rev().skip(1) {
         let block = decode(b)?;
         let child = blocks.last().ok_or(SyncError::Malformed("blocks"))?;
-        if child.parent != block.digest() || child.height != block.height.next() {
-            return Err(SyncError::Broken(child.height.get()));
+        if child.parent() != block.digest() || child.height() != block.height().next() {
+            return Err(SyncError::Broken(child.height().get()));
         }
         blocks.push(block);
     }
     blocks.reverse();
     let first = blocks.first().ok_or(SyncError::Malformed("blocks"))?;
-    if first.height.get() != bundle.snapshot_height {
-        return Err(SyncError::Broken(first.height.get()));
+    if first.height().get() != bundle.snapshot_height {
+        return Err(SyncError::Broken(first.height().get()));
     }
     let raw = decompress_snapshot(&bundle.snapshot)?;
     let state = State::from_snapshot(&raw).map_err(|_| SyncError::Malformed("snapshot"))?;
-    if state.root() != first.state_root || state.chain_id() != genesis.chain_id() {
-        return Err(SyncError::BadSnapshot(first.height.get()));
+    if state.root() != first.state_root() || state.chain_id() != genesis.chain_id() {
+        return Err(SyncError::BadSnapshot(first.height().get()));
     }
     // Every change the certified state records came with its evidence (a
     // peer leaving some out, where an older set still certifies the tip,

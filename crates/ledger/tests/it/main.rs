@@ -1,6 +1,7 @@
 //! Integration tests of the ledger.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+mod conformance;
 mod errors;
 mod fuzz_corpus;
 mod governance;

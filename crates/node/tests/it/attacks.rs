@@ -246,7 +246,7 @@ impl Application<deterministic::Context> for Byzantine {
     ) -> Option<Digested<Self::Block>> {
         let parent = ancestry.next().await?;
         let mut state = quartier_ledger::State::clone(&self.app.finalized_state());
-        if state.root() != parent.inner().state_root {
+        if state.root() != parent.inner().state_root() {
             return None;
         }
         let now = runtime
@@ -255,28 +255,22 @@ impl Application<deterministic::Context> for Byzantine {
             .ok()?;
         let now = u64::try_from(now.as_millis()).ok()?;
         let time_ms = match self.stamp {
-            Stamp::Clock => now.max(parent.inner().time_ms),
-            Stamp::Parent => parent.inner().time_ms,
+            Stamp::Clock => now.max(parent.inner().time_ms()),
+            Stamp::Parent => parent.inner().time_ms(),
             Stamp::HourAhead => now + 3_600_000,
         };
-        let height = parent.inner().height.next();
+        let height = parent.inner().height().next();
         let context = quartier_ledger::BlockContext {
             height: quartier_types::Height(height.get()),
             time: quartier_types::Timestamp(time_ms),
         };
         let txs: Vec<SignedTx> = self.poison.map(|p| p.tx(&state)).into_iter().collect();
         let outcome = quartier_ledger::execute_block(&mut state, &context, txs.clone()).ok()?;
-        let block = Block {
-            parent: parent.digest(),
-            height,
-            time_ms,
-            state_root: outcome.root,
-            txs,
-        };
+        let block = Block::new(parent.digest(), height, time_ms, outcome.root, txs);
         self.poisoned
             .lock()
             .unwrap()
-            .extend(block.txs.iter().cloned());
+            .extend(block.txs().iter().cloned());
         let digest = block.digest();
         Some(Digested::precomputed(block, digest))
     }

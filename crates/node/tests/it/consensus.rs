@@ -486,7 +486,7 @@ fn a_flood_of_one_time_txs_past_the_bound_is_refused_by_the_mempool() {
                 continue;
             };
             let hashes: Vec<_> = block
-                .txs
+                .txs()
                 .iter()
                 .filter(|t| t.tx.body.is_one_time())
                 .map(|t| t.hash())

@@ -104,8 +104,10 @@ impl Application<deterministic::Context> for WrongRoot {
         input: (),
     ) -> Option<Digested<Self::Block>> {
         let honest = self.0.propose(context, ancestry, input).await?;
-        let mut block = honest.inner().clone();
-        block.state_root.0[0] ^= 0xff;
+        let b = honest.inner();
+        let mut root = b.state_root();
+        root.0[0] ^= 0xff;
+        let block = Block::new(b.parent(), b.height(), b.time_ms(), root, b.txs().to_vec());
         let digest = block.digest();
         Some(Digested::precomputed(block, digest))
     }

@@ -1,0 +1,100 @@
+//! A node or enclave peer as an attacker or a broken process runs it: a raw
+//! TCP listener that answers what the test tells it to. The client must
+//! return a typed error (never hang for minutes, never read without bound,
+//! never follow the peer elsewhere).
+
+use quartier_client::{ClientError, NodeClient};
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::mpsc;
+
+/// Serves one connection: reads the request head, writes `reply`, then
+/// holds the connection open until `release` receives (or is dropped).
+fn peer(reply: &'static [u8]) -> (String, mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (release, held) = mpsc::channel::<()>();
+    let handle = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap() == 1 {
+            head.push(byte[0]);
+        }
+        stream.write_all(reply).unwrap();
+        stream.flush().unwrap();
+        let _ = held.recv();
+    });
+    (url, release, handle)
+}
+
+/// A peer that sends its head and then stalls costs the caller one wait
+/// (10 s), as a silent peer: not the whole-reply deadline (minutes), which
+/// is for a peer that trickles.
+#[test]
+fn a_peer_that_stalls_after_its_head_is_a_timeout_not_a_hang() {
+    let (url, release, handle) = peer(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{");
+    let reply = NodeClient::new(&url).unwrap().get("/api/v1/status");
+    drop(release);
+    handle.join().unwrap();
+    assert!(
+        matches!(&reply, Err(ClientError::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut),
+        "{reply:?}"
+    );
+}
+
+/// A reply longer than the caller reads is refused, not buffered.
+#[test]
+fn a_reply_past_the_limit_is_refused() {
+    let (url, release, handle) =
+        peer(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n\"0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456\"");
+    let reply = NodeClient::new(&url).unwrap().get_bytes("/big", 50);
+    drop(release);
+    handle.join().unwrap();
+    assert!(matches!(reply, Err(ClientError::TooLarge(50))), "{reply:?}");
+}
+
+/// Error statuses are answers the caller reads; a redirect is not followed
+/// (a peer can not send the client to another host).
+#[test]
+fn statuses_are_answers_and_redirects_are_not_followed() {
+    let (url, release, handle) =
+        peer(b"HTTP/1.1 404 Not Found\r\nContent-Length: 13\r\n\r\n{\"error\":\"x\"}");
+    let reply = NodeClient::new(&url).unwrap().get("/missing").unwrap();
+    drop(release);
+    handle.join().unwrap();
+    assert_eq!(reply.0, 404);
+    assert_eq!(reply.1["error"], "x");
+    let (url, release, handle) =
+        peer(b"HTTP/1.1 302 Found\r\nLocation: http://192.0.2.1:9/\r\nContent-Length: 2\r\n\r\n{}");
+    let reply = NodeClient::new(&url).unwrap().get("/moved").unwrap();
+    drop(release);
+    handle.join().unwrap();
+    assert_eq!(reply.0, 302);
+}
+
+/// A body that is not JSON is a typed error.
+#[test]
+fn a_reply_that_is_not_json_is_malformed() {
+    let (url, release, handle) = peer(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc");
+    let reply = NodeClient::new(&url).unwrap().get("/api/v1/status");
+    drop(release);
+    handle.join().unwrap();
+    assert!(matches!(reply, Err(ClientError::Malformed)), "{reply:?}");
+}
+
+/// Only `http://host:port` URLs.
+#[test]
+fn other_urls_are_refused() {
+    for url in [
+        "https://127.0.0.1:1",
+        "127.0.0.1:1",
+        "http://",
+        "http://a/b",
+    ] {
+        assert!(
+            matches!(NodeClient::new(url), Err(ClientError::Url(_))),
+            "{url}"
+        );
+    }
+}
