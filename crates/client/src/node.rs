@@ -122,6 +122,22 @@ impl NodeClient {
         self.exchange_bytes("GET", path, "", max_bytes)
     }
 
+    /// `GET /api/v1/txs/{hash}`: where the transaction stands on the node.
+    ///
+    /// # Errors
+    /// [`ClientError`] if the node is unreachable or the answer does not
+    /// decode.
+    pub fn tx_status(
+        &self,
+        hash: &quartier_types::hash::Digest,
+    ) -> Result<quartier_types::api::TxStatus, ClientError> {
+        let (code, v) = self.get(&format!("/api/v1/txs/{hash}"))?;
+        if code != 200 {
+            return Err(ClientError::Malformed);
+        }
+        serde_json::from_value(v).map_err(|_| ClientError::Malformed)
+    }
+
     fn request(
         &self,
         method: &str,

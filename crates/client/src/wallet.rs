@@ -8,6 +8,7 @@ use crate::{ClientError, NodeClient};
 use ed25519_dalek::SigningKey;
 use quartier_ledger::{KIND_UNSHIELD, ShieldedPolicy, ShieldedTransfer, SignedTx, Tx, TxBody};
 use quartier_meter::wallet::{MeterRing, RingPolicy, ShieldedWallet, WalletError};
+use quartier_types::api::TxStatus;
 use quartier_types::{AccountId, Money, RegionId, Side, Slot};
 use rand_core::SeedableRng as _;
 use std::time::{Duration, Instant};
@@ -83,13 +84,13 @@ pub fn submit_final(
     if code != 202 && code != 409 {
         return Err(ShieldedClientError::Refused(reply["error"].to_string()));
     }
-    let path = format!("/api/v1/txs/{}", tx.hash());
     while Instant::now() < deadline {
-        let (_, v) = api.get(&path)?;
-        match v["status"].as_str() {
-            Some("finalized") => return Ok(()),
-            Some("rejected") => return Err(ShieldedClientError::Refused(v["reason"].to_string())),
-            _ => std::thread::sleep(Duration::from_millis(100)),
+        match api.tx_status(&tx.hash())? {
+            TxStatus::Finalized { .. } => return Ok(()),
+            TxStatus::Rejected { reason } => return Err(ShieldedClientError::Refused(reason)),
+            TxStatus::Pending | TxStatus::Unknown => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
     }
     Err(ShieldedClientError::Timeout(timeout))

@@ -1165,14 +1165,13 @@ impl Fleet {
     }
 
     fn status(&mut self, i: usize, hash: &quartier_types::hash::Digest) -> TxProgress {
-        match self.apis[self.node_of[i]].get(&format!("/api/v1/txs/{hash}")) {
-            Ok((200, v)) => match v["status"].as_str() {
-                Some("finalized") => TxProgress::Finalized,
-                Some("pending") => TxProgress::Pending,
-                Some("rejected") => TxProgress::Rejected(v["reason"].to_string()),
-                _ => TxProgress::Unknown,
-            },
-            _ => {
+        use quartier_types::api::TxStatus;
+        match self.apis[self.node_of[i]].tx_status(hash) {
+            Ok(TxStatus::Finalized { .. }) => TxProgress::Finalized,
+            Ok(TxStatus::Pending) => TxProgress::Pending,
+            Ok(TxStatus::Rejected { reason }) => TxProgress::Rejected(reason),
+            Ok(TxStatus::Unknown) => TxProgress::Unknown,
+            Err(_) => {
                 self.node_of[i] = (self.node_of[i] + 1) % self.apis.len();
                 TxProgress::Unreachable
             }

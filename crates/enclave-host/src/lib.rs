@@ -30,6 +30,7 @@ use quartier_enclave::service::{
     SimulatedPlatform,
 };
 use quartier_ledger::{ChainId, PostedReport, TxBody};
+use quartier_types::api::TxStatus;
 use quartier_types::{AccountId, RegionId, Slot};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -737,13 +738,11 @@ impl Host {
             // The last one has not applied: wait for it, unless the chain
             // refused it (e.g. another member's report came first) or it
             // is lost; then its nonce is free again.
-            let status = self
-                .get(&format!("/api/v1/txs/{hash}"))
-                .and_then(|v| v["status"].as_str().map(str::to_owned));
-            let dead = match status.as_deref() {
-                Some("rejected") => true,
-                Some("pending" | "finalized") => false,
-                _ => at.elapsed() > Duration::from_secs(2),
+            let status = self.nodes.iter().find_map(|n| n.tx_status(&hash).ok());
+            let dead = match status {
+                Some(TxStatus::Rejected { .. }) => true,
+                Some(TxStatus::Pending | TxStatus::Finalized { .. }) => false,
+                Some(TxStatus::Unknown) | None => at.elapsed() > Duration::from_secs(2),
             };
             if !dead {
                 return false;

@@ -86,25 +86,7 @@ pub enum StreamEvent {
     },
 }
 
-/// Where a transaction stands on a node.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
-pub enum TxStatus {
-    /// In a finalized block at `height`.
-    Finalized {
-        /// The block's height.
-        height: u64,
-    },
-    /// In this node's mempool.
-    Pending,
-    /// The ledger rejected it when a block was built here.
-    Rejected {
-        /// Why.
-        reason: String,
-    },
-    /// Never seen here (or rejected long ago).
-    Unknown,
-}
+pub use quartier_types::api::TxStatus;
 
 /// Counters for `/metrics`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -16,6 +16,7 @@
 //! every amount an integer. This crate does no I/O.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod hash;
 pub mod hex;
 mod ids;
