@@ -4,7 +4,9 @@ use crate::{ClientError, NodeClient};
 
 /// Mode B: the epoch keys in a `GET /api/v1/sealed` answer, oldest first
 /// (entries that do not decode are left out).
-pub fn epoch_keys(sealed: &serde_json::Value) -> Vec<(quartier_enclave::sealed::Epoch, [u8; 32])> {
+pub fn epoch_keys(
+    sealed: &serde_json::Value,
+) -> Vec<(quartier_enclave_proto::sealed::Epoch, [u8; 32])> {
     sealed["epochs"]
         .as_array()
         .into_iter()
@@ -12,7 +14,7 @@ pub fn epoch_keys(sealed: &serde_json::Value) -> Vec<(quartier_enclave::sealed::
         .filter_map(|e| {
             let key = hex::decode(e["public_key"].as_str()?).ok()?;
             Some((
-                quartier_enclave::sealed::Epoch(e["epoch"].as_u64()?),
+                quartier_enclave_proto::sealed::Epoch(e["epoch"].as_u64()?),
                 key.try_into().ok()?,
             ))
         })
@@ -24,7 +26,7 @@ pub fn epoch_keys(sealed: &serde_json::Value) -> Vec<(quartier_enclave::sealed::
 /// `first_epoch`), none while it evicts members (they could open them).
 pub fn sealable_epoch_keys(
     sealed: &serde_json::Value,
-) -> Vec<(quartier_enclave::sealed::Epoch, [u8; 32])> {
+) -> Vec<(quartier_enclave_proto::sealed::Epoch, [u8; 32])> {
     let committee = &sealed["committee"];
     let evicting = committee["evicted"]
         .as_array()

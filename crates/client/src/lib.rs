@@ -8,12 +8,13 @@
 //! - [`chain`]: decoders of the answers the modes need (epoch keys, pool
 //!   outputs, key images, meter rings, the chain id);
 //! - [`tx`]: signing a transaction and submitting it;
-//! - [`enclave`]: an enclave host's RPC;
+//! - `enclave` (feature `enclave-rpc`): an enclave host's RPC;
 //! - [`wallet`]: mode A from a household's side (restore, shield, unshield).
 // A client's deadlines are the wall clock's: this crate is I/O, not pure code.
 #![allow(clippy::disallowed_methods)]
 
 pub mod chain;
+#[cfg(feature = "enclave-rpc")]
 pub mod enclave;
 mod node;
 pub mod tx;

@@ -283,7 +283,7 @@ mod tests {
                 nonce: 0,
                 body: TxBody::ActivateCommittee {
                     members: (0..members).map(|i| AccountId([i as u8; 32])).collect(),
-                    group_key: quartier_enclave::committee::GroupPublicKey([0; 32]),
+                    group_key: quartier_enclave_proto::committee::GroupPublicKey([0; 32]),
                     signature: [0; 64],
                 },
             }

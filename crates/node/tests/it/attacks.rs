@@ -186,7 +186,7 @@ impl Poison {
                             quartier_types::AccountId(a)
                         })
                         .collect(),
-                    group_key: quartier_enclave::committee::GroupPublicKey([0; 32]),
+                    group_key: quartier_enclave_proto::committee::GroupPublicKey([0; 32]),
                     signature: [0; 64],
                 };
                 tx(state, &dso, nonce, body)
