@@ -26,6 +26,14 @@ pub use chain::{
 };
 pub use node::{ClientError, MAX_REPLY_BYTES, NodeClient};
 
+/// The `error` of a node's refusal (`{"error": "…"}`), or the whole answer
+/// if it has none.
+pub fn error_of(reply: &serde_json::Value) -> String {
+    reply["error"]
+        .as_str()
+        .map_or_else(|| reply.to_string(), str::to_owned)
+}
+
 /// 32 bytes from the operating system's generator: key and wallet seeds,
 /// nonces.
 ///

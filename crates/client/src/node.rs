@@ -21,6 +21,10 @@ pub enum ClientError {
     /// The reply did not arrive in time (the node sends it too slowly).
     #[error("the node's reply took longer than {0:?}")]
     TooSlow(Duration),
+    /// The node answered with a status the call does not expect (e.g. 408
+    /// when it was too busy to answer in time): worth asking again.
+    #[error("the node answered {0}")]
+    Status(u16),
 }
 
 /// The longest reply the client reads unless a call says otherwise.
@@ -66,6 +70,7 @@ impl NodeClient {
             // (it closes idle connections on its own schedule).
             .max_idle_connections(0)
             .max_idle_connections_per_host(0)
+            .timeout_resolve(Some(CONNECT_TIMEOUT))
             .timeout_connect(Some(CONNECT_TIMEOUT))
             .timeout_send_request(Some(WAIT_TIMEOUT))
             .timeout_send_body(Some(WAIT_TIMEOUT))
@@ -133,7 +138,7 @@ impl NodeClient {
     ) -> Result<quartier_types::api::TxStatus, ClientError> {
         let (code, v) = self.get(&format!("/api/v1/txs/{hash}"))?;
         if code != 200 {
-            return Err(ClientError::Malformed);
+            return Err(ClientError::Status(code));
         }
         serde_json::from_value(v).map_err(|_| ClientError::Malformed)
     }

@@ -82,15 +82,18 @@ pub fn submit_final(
     let deadline = Instant::now() + timeout;
     let (code, reply) = api.post("/api/v1/txs", &submit_body(tx))?;
     if code != 202 && code != 409 {
-        return Err(ShieldedClientError::Refused(reply["error"].to_string()));
+        return Err(ShieldedClientError::Refused(crate::error_of(&reply)));
     }
     while Instant::now() < deadline {
-        match api.tx_status(&tx.hash())? {
-            TxStatus::Finalized { .. } => return Ok(()),
-            TxStatus::Rejected { reason } => return Err(ShieldedClientError::Refused(reason)),
-            TxStatus::Pending | TxStatus::Unknown => {
+        match api.tx_status(&tx.hash()) {
+            Ok(TxStatus::Finalized { .. }) => return Ok(()),
+            Ok(TxStatus::Rejected { reason }) => return Err(ShieldedClientError::Refused(reason)),
+            // Not final yet, or the node could not say now (e.g. too busy):
+            // the transaction was accepted, so ask again until the deadline.
+            Ok(TxStatus::Pending | TxStatus::Unknown) | Err(ClientError::Status(_)) => {
                 std::thread::sleep(Duration::from_millis(100));
             }
+            Err(e) => return Err(e.into()),
         }
     }
     Err(ShieldedClientError::Timeout(timeout))

@@ -1156,7 +1156,7 @@ impl Fleet {
             Ok((202 | 409, _)) => TxProgress::Pending,
             // A full mempool: ask again later.
             Ok((429, _)) => TxProgress::Pending,
-            Ok((_, reply)) => TxProgress::Rejected(reply["error"].to_string()),
+            Ok((_, reply)) => TxProgress::Rejected(quartier_client::error_of(&reply)),
             Err(_) => {
                 self.node_of[i] = (self.node_of[i] + 1) % self.apis.len();
                 TxProgress::Unreachable

@@ -98,3 +98,18 @@ fn other_urls_are_refused() {
         );
     }
 }
+
+/// A node too busy to say where a transaction stands (its request deadline,
+/// 408) is a status to ask again about, not a malformed answer.
+#[test]
+fn a_busy_node_asked_for_a_transaction_is_a_status() {
+    let (url, release, handle) = peer(
+        b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 35\r\n\r\n{\"error\":\"request took too long\"}  ",
+    );
+    let reply = NodeClient::new(&url)
+        .unwrap()
+        .tx_status(&quartier_types::hash::Digest([1; 32]));
+    drop(release);
+    handle.join().unwrap();
+    assert!(matches!(reply, Err(ClientError::Status(408))), "{reply:?}");
+}

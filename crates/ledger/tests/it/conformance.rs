@@ -119,7 +119,9 @@ fn transaction_encodings_are_fixed() {
             "497ab938d10043036e0cc3ac07d653b3af0697b3112067fcc3e1aaaddff2750d",
         ),
     ];
-    for ((name, tx), (fixture_name, fixture)) in transactions(&chain).into_iter().zip(fixtures) {
+    let txs = transactions(&chain);
+    assert_eq!(txs.len(), fixtures.len(), "a fixture for each transaction");
+    for ((name, tx), (fixture_name, fixture)) in txs.into_iter().zip(fixtures) {
         assert_eq!(name, fixture_name);
         check(name, &sha256(&tx.encode()), fixture);
     }
