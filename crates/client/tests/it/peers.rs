@@ -8,9 +8,10 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::mpsc;
 
-/// Serves one connection: reads the request head, writes `reply`, then
-/// holds the connection open until `release` receives (or is dropped).
-fn peer(reply: &'static [u8]) -> (String, mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+/// Serves one connection to a client of it: reads the request head, writes
+/// `reply`, and holds the connection open until `ask` has returned (a peer
+/// that stops writing, not one that hangs up); `ask`'s answer.
+fn ask_peer<T>(reply: &'static [u8], ask: impl FnOnce(&NodeClient) -> T) -> T {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (release, held) = mpsc::channel::<()>();
@@ -25,7 +26,10 @@ fn peer(reply: &'static [u8]) -> (String, mpsc::Sender<()>, std::thread::JoinHan
         stream.flush().unwrap();
         let _ = held.recv();
     });
-    (url, release, handle)
+    let answer = ask(&NodeClient::new(&url).unwrap());
+    drop(release);
+    handle.join().unwrap();
+    answer
 }
 
 /// A peer that sends its head and then stalls costs the caller one wait
@@ -33,10 +37,10 @@ fn peer(reply: &'static [u8]) -> (String, mpsc::Sender<()>, std::thread::JoinHan
 /// is for a peer that trickles.
 #[test]
 fn a_peer_that_stalls_after_its_head_is_a_timeout_not_a_hang() {
-    let (url, release, handle) = peer(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{");
-    let reply = NodeClient::new(&url).unwrap().get("/api/v1/status");
-    drop(release);
-    handle.join().unwrap();
+    let reply = ask_peer(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{",
+        |client| client.get("/api/v1/status"),
+    );
     assert!(
         matches!(&reply, Err(ClientError::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut),
         "{reply:?}"
@@ -46,40 +50,37 @@ fn a_peer_that_stalls_after_its_head_is_a_timeout_not_a_hang() {
 /// A reply longer than the caller reads is refused, not buffered.
 #[test]
 fn a_reply_past_the_limit_is_refused() {
-    let (url, release, handle) =
-        peer(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n\"0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456\"");
-    let reply = NodeClient::new(&url).unwrap().get_bytes("/big", 50);
-    drop(release);
-    handle.join().unwrap();
-    assert!(matches!(reply, Err(ClientError::TooLarge(50))), "{reply:?}");
+    let reply = ask_peer(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 52\r\n\r\n\"01234567890123456789012345678901234567890123456789\"",
+        |client| client.get_bytes("/big", 20),
+    );
+    assert!(matches!(reply, Err(ClientError::TooLarge(20))), "{reply:?}");
 }
 
 /// Error statuses are answers the caller reads; a redirect is not followed
 /// (a peer can not send the client to another host).
 #[test]
 fn statuses_are_answers_and_redirects_are_not_followed() {
-    let (url, release, handle) =
-        peer(b"HTTP/1.1 404 Not Found\r\nContent-Length: 13\r\n\r\n{\"error\":\"x\"}");
-    let reply = NodeClient::new(&url).unwrap().get("/missing").unwrap();
-    drop(release);
-    handle.join().unwrap();
+    let reply = ask_peer(
+        b"HTTP/1.1 404 Not Found\r\nContent-Length: 13\r\n\r\n{\"error\":\"x\"}",
+        |client| client.get("/missing").unwrap(),
+    );
     assert_eq!(reply.0, 404);
     assert_eq!(reply.1["error"], "x");
-    let (url, release, handle) =
-        peer(b"HTTP/1.1 302 Found\r\nLocation: http://192.0.2.1:9/\r\nContent-Length: 2\r\n\r\n{}");
-    let reply = NodeClient::new(&url).unwrap().get("/moved").unwrap();
-    drop(release);
-    handle.join().unwrap();
+    let reply = ask_peer(
+        b"HTTP/1.1 302 Found\r\nLocation: http://192.0.2.1:9/\r\nContent-Length: 2\r\n\r\n{}",
+        |client| client.get("/moved").unwrap(),
+    );
     assert_eq!(reply.0, 302);
 }
 
 /// A body that is not JSON is a typed error.
 #[test]
 fn a_reply_that_is_not_json_is_malformed() {
-    let (url, release, handle) = peer(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc");
-    let reply = NodeClient::new(&url).unwrap().get("/api/v1/status");
-    drop(release);
-    handle.join().unwrap();
+    let reply = ask_peer(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc",
+        |client| client.get("/api/v1/status"),
+    );
     assert!(matches!(reply, Err(ClientError::Malformed)), "{reply:?}");
 }
 
@@ -103,13 +104,9 @@ fn other_urls_are_refused() {
 /// 408) is a status to ask again about, not a malformed answer.
 #[test]
 fn a_busy_node_asked_for_a_transaction_is_a_status() {
-    let (url, release, handle) = peer(
+    let reply = ask_peer(
         b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 35\r\n\r\n{\"error\":\"request took too long\"}  ",
+        |client| client.tx_status(&quartier_types::hash::Digest([1; 32])),
     );
-    let reply = NodeClient::new(&url)
-        .unwrap()
-        .tx_status(&quartier_types::hash::Digest([1; 32]));
-    drop(release);
-    handle.join().unwrap();
     assert!(matches!(reply, Err(ClientError::Status(408))), "{reply:?}");
 }
