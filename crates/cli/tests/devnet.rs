@@ -165,7 +165,17 @@ fn a_devnet_under_an_api_flood_settles_every_slot() {
     });
     let last = last_settled(&v0, first);
     let stop = AtomicBool::new(false);
+    /// Stops the flood however the test's own part ends: a scope waits for
+    /// its threads even when its body panics, so a failed wait must release
+    /// them, or the failure becomes a hang.
+    struct StopOnDrop<'a>(&'a AtomicBool);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
     let flood = std::thread::scope(|scope| {
+        let stopper = StopOnDrop(&stop);
         // Websockets: 1 000 attempts, each one that opens held until the end.
         let sockets = scope.spawn(|| {
             let mut open = Vec::new();
@@ -257,7 +267,7 @@ fn a_devnet_under_an_api_flood_settles_every_slot() {
         };
         // Meanwhile every slot settles, four more after the flood began.
         settle_all(&[&v0, &v2], first..=last + 4);
-        stop.store(true, Ordering::Relaxed);
+        drop(stopper);
         let mut flood = sockets.join().unwrap();
         flood.slow_heads = slow.join().unwrap();
         flood.syncs = syncs.into_iter().map(|h| h.join().unwrap()).sum();
