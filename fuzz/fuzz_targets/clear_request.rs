@@ -12,7 +12,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let again = serde_json::to_vec(&request).expect("a decoded request serialises");
-    assert_eq!(decode_request(&again).expect("re-encoded request decodes"), request);
+    assert_eq!(
+        decode_request(&again).expect("re-encoded request decodes"),
+        request
+    );
     if let Ok(response) = clear_json(data) {
         assert!(response.totals.is_balanced(), "money not conserved");
         assert_eq!(response.orders.len(), request.orders.len());

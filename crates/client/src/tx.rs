@@ -24,7 +24,10 @@ pub fn sign(chain_id: ChainId, key: &SigningKey, nonce: u64, body: TxBody) -> Si
 
 /// The JSON body of `POST /api/v1/txs` submitting `tx`.
 pub fn submit_body(tx: &SignedTx) -> String {
-    serde_json::json!({ "tx": hex::encode(tx.encode()) }).to_string()
+    let body = quartier_types::api::SubmitTx {
+        tx: hex::encode(tx.encode()),
+    };
+    serde_json::to_string(&body).expect("a struct of one string serialises")
 }
 
 /// The next nonce of account `who` (0 for an account the chain does not

@@ -347,3 +347,11 @@ pub enum SnapshotError {
     #[error("snapshot records do not match its root")]
     RootMismatch,
 }
+
+pub(crate) fn require(ok: bool, role: Role) -> Result<(), TxError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(TxError::NotAuthorised { role })
+    }
+}

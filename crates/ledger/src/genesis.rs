@@ -284,3 +284,17 @@ impl Genesis {
         Timestamp(end.saturating_add(self.gate_ms))
     }
 }
+
+/// The most regions a mode B chain may have: each member keeps the reports
+/// of every region's recent slots until they are signed.
+pub const MAX_SEALED_REGIONS: usize = 16;
+
+/// How this chain runs mode A, fixed at genesis.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+#[serde(deny_unknown_fields)]
+pub struct ShieldedPolicy {
+    /// Members of every funds ring: the real output and `ring_size − 1` decoys.
+    pub ring_size: u16,
+}

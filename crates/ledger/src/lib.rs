@@ -17,38 +17,48 @@
 //!   what its registered PV can produce in one slot.
 #![forbid(unsafe_code)]
 
+mod accounts;
 mod apply;
+mod books;
+mod context;
 mod error;
 mod genesis;
+mod governance;
 mod merkle;
+mod registry;
 mod sealed_market;
+mod settlement;
 mod shielded_pool;
+mod shielded_tx;
 mod state;
 mod tx;
 mod verified;
 
 pub use apply::{
-    BlockContext, BlockError, BlockOutcome, Event, Receipt, apply, apply_verified, end_block,
-    execute_block,
+    BlockError, BlockOutcome, Receipt, apply, apply_verified, end_block, execute_block,
 };
+pub use context::{BlockContext, Event};
 pub use error::{GenesisError, Role, SnapshotError, TxError};
 pub use genesis::{
-    ChainId, FirstCommittee, Genesis, Limits, MIN_EPOCH_BLOCKS, SealedMarketPolicy, TAG_CHAIN_ID,
+    ChainId, FirstCommittee, Genesis, Limits, MAX_SEALED_REGIONS, MIN_EPOCH_BLOCKS,
+    SealedMarketPolicy, ShieldedPolicy, TAG_CHAIN_ID,
 };
 pub use merkle::MerkleStoreCorrupt;
 pub use sealed_market::{
-    Committee, CommitteeCandidate, CommitteeVote, CustodyFlows, Enclave, KEPT_EPOCHS,
-    MAX_CANDIDATES, MAX_COMMITTEE, MAX_PAYOUTS, MAX_SEALED_REGIONS, MAX_WAITING_BATCHES,
-    PostedReport, Predecessor, SealedBatch, SealedEntry,
+    KEPT_EPOCHS, MAX_CANDIDATES, MAX_COMMITTEE, MAX_PAYOUTS, MAX_WAITING_BATCHES,
 };
 pub use shielded_pool::{
-    Allowance, KIND_ORDER, KIND_TRANSFER, KIND_UNSHIELD, MAX_SHIELDED_INPUTS, PoolOutput,
-    ShieldedInput, ShieldedOrder, ShieldedPolicy, ShieldedTransfer, allowance_ring, check_one_time,
-    key_image_used, key_images_of, meter_ring, scope, side_byte,
+    allowance_ring, check_one_time, key_image_used, key_images_of, meter_ring,
+};
+pub use shielded_tx::{
+    Allowance, KIND_ORDER, KIND_TRANSFER, KIND_UNSHIELD, MAX_SHIELDED_INPUTS, ShieldedInput,
+    ShieldedOrder, ShieldedTransfer, scope, side_byte,
 };
 pub use state::{
-    Account, AuthorityKey, Book, BookOrder, InvalidProof, Issuance, Meta, Meter, Proposal,
-    Settlement, ShieldedPayee, State, StateKey, StateProof, ValidatorSet,
+    Account, AuthorityKey, Book, BookOrder, Committee, CommitteeCandidate, CommitteeVote,
+    CustodyFlows, Enclave, InvalidProof, Issuance, Meta, Meter, PoolOutput, PostedReport,
+    Predecessor, Proposal, SealedBatch, SealedEntry, Settlement, ShieldedPayee, State, StateKey,
+    StateProof, ValidatorSet,
 };
 pub use tx::{
     Authority, GovernanceChange, MAX_TX_BYTES, MeterRole, SignedTx, TAG_TX, TAG_TX_HASH, Tx,

@@ -1,17 +1,19 @@
 //! The contract's state, its keys in the Merkle tree, and proofs.
 
+mod sealed;
+mod shielded;
+
+use crate::SignedTx;
+use crate::TxError;
+use crate::VerifiedTx;
 use crate::merkle::{MerkleStore, MerkleStoreCorrupt};
-use crate::sealed_market::{
-    Committee, CommitteeCandidate, CommitteeVote, CustodyFlows, Enclave, PostedReport, SealedBatch,
-    SealedEntry,
-};
-use crate::shielded_pool::PoolOutput;
 use crate::verified::ProofMemo;
 use crate::{
     Authority, ChainId, Genesis, GenesisError, GovernanceChange, MeterRole, SnapshotError,
     canonical,
 };
 use borsh::{BorshDeserialize, BorshSerialize};
+use ed25519_dalek::{Signature, VerifyingKey};
 use jmt::KeyHash;
 use quartier_auction::Clearing;
 use quartier_enclave_proto::attestation::Measurement;
@@ -21,7 +23,12 @@ use quartier_types::hash::Digest;
 use quartier_types::{
     AccountId, Energy, Height, Money, Order, RegionId, RegionParams, Slot, Timestamp,
 };
+pub use sealed::{
+    Committee, CommitteeCandidate, CommitteeVote, CustodyFlows, Enclave, PostedReport, Predecessor,
+    SealedBatch, SealedEntry,
+};
 use serde::{Deserialize, Serialize};
+pub use shielded::PoolOutput;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// An account's IOU balance and its count of accepted transactions.
@@ -975,4 +982,64 @@ impl State {
         let (value, proof) = self.tree.prove(key.key_hash())?;
         Ok(StateProof { key, value, proof })
     }
+}
+
+impl State {
+    /// Checks a transaction's signature as [`SignedTx::verify`] does, once
+    /// per validator: a signature that verified is remembered (in a memo of
+    /// the state's, apart from the proofs', shared by its copies and out of
+    /// consensus), so the block that holds a transaction the mempool
+    /// admitted does not verify it again.
+    ///
+    /// # Errors
+    /// [`TxError::BadSignature`].
+    pub fn verify_tx(&self, tx: SignedTx) -> Result<VerifiedTx, TxError> {
+        let signing = tx.tx.signing_bytes();
+        let statement = signature_statement(&tx, &signing);
+        self.signatures.check(statement, || {
+            let key =
+                VerifyingKey::from_bytes(&tx.tx.signer.0).map_err(|_| TxError::BadSignature)?;
+            key.verify_strict(&signing, &Signature::from_bytes(&tx.signature))
+                .map_err(|_| TxError::BadSignature)
+        })?;
+        Ok(VerifiedTx(tx))
+    }
+
+    /// As [`crate::State::verify_tx`], remembering nothing: a signature the
+    /// memo holds passes, another is verified;
+    /// [`crate::State::remember_signature`] once the transaction applied (or
+    /// a one-time transaction's proofs verified). A block of transactions
+    /// from fresh keys whose bodies fail, or false orders, would otherwise
+    /// push honest signatures out of the memo.
+    ///
+    /// # Errors
+    /// [`TxError::BadSignature`].
+    pub fn verify_tx_unremembered(&self, tx: SignedTx) -> Result<VerifiedTx, TxError> {
+        let signing = tx.tx.signing_bytes();
+        if self.signatures.knows(&signature_statement(&tx, &signing)) {
+            return Ok(VerifiedTx(tx));
+        }
+        tx.verify()
+    }
+
+    /// Remembers the signature of `tx` as verified (see
+    /// [`crate::State::verify_tx`]). For a transaction checked with
+    /// [`SignedTx::verify`], which remembers nothing: a one-time
+    /// transaction's signature is worth remembering only once its proofs
+    /// verified too, or every false order, each signed by a fresh key,
+    /// would push an honest signature out of the memo.
+    pub fn remember_signature(&self, tx: &VerifiedTx) {
+        let signing = tx.0.tx.signing_bytes();
+        let statement = signature_statement(&tx.0, &signing);
+        let _ = self.signatures.check(statement, || Ok::<(), TxError>(()));
+    }
+}
+
+/// What the signature memo holds for a transaction's signature: its
+/// signer, signature and signed bytes.
+fn signature_statement(tx: &SignedTx, signing: &[u8]) -> crate::verified::Statement {
+    crate::verified::statement(
+        b"QUARTIER_TX_SIGNATURE",
+        &[&tx.tx.signer.0, &tx.signature, signing],
+    )
 }

@@ -6,7 +6,7 @@
 //! another chain. Decoding is strict: canonical bytes only, no trailing bytes,
 //! at most [`MAX_TX_BYTES`].
 
-use crate::ShieldedTransfer;
+use crate::shielded_tx::ShieldedTransfer;
 use crate::{ChainId, TxError, canonical};
 use borsh::{BorshDeserialize, BorshSerialize};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
@@ -437,70 +437,10 @@ impl SignedTx {
     }
 }
 
-impl crate::State {
-    /// Checks a transaction's signature as [`SignedTx::verify`] does, once
-    /// per validator: a signature that verified is remembered (in a memo of
-    /// the state's, apart from the proofs', shared by its copies and out of
-    /// consensus), so the block that holds a transaction the mempool
-    /// admitted does not verify it again.
-    ///
-    /// # Errors
-    /// [`TxError::BadSignature`].
-    pub fn verify_tx(&self, tx: SignedTx) -> Result<VerifiedTx, TxError> {
-        let signing = tx.tx.signing_bytes();
-        let statement = signature_statement(&tx, &signing);
-        self.signatures.check(statement, || {
-            let key =
-                VerifyingKey::from_bytes(&tx.tx.signer.0).map_err(|_| TxError::BadSignature)?;
-            key.verify_strict(&signing, &Signature::from_bytes(&tx.signature))
-                .map_err(|_| TxError::BadSignature)
-        })?;
-        Ok(VerifiedTx(tx))
-    }
-
-    /// As [`crate::State::verify_tx`], remembering nothing: a signature the
-    /// memo holds passes, another is verified;
-    /// [`crate::State::remember_signature`] once the transaction applied (or
-    /// a one-time transaction's proofs verified). A block of transactions
-    /// from fresh keys whose bodies fail, or false orders, would otherwise
-    /// push honest signatures out of the memo.
-    ///
-    /// # Errors
-    /// [`TxError::BadSignature`].
-    pub fn verify_tx_unremembered(&self, tx: SignedTx) -> Result<VerifiedTx, TxError> {
-        let signing = tx.tx.signing_bytes();
-        if self.signatures.knows(&signature_statement(&tx, &signing)) {
-            return Ok(VerifiedTx(tx));
-        }
-        tx.verify()
-    }
-
-    /// Remembers the signature of `tx` as verified (see
-    /// [`crate::State::verify_tx`]). For a transaction checked with
-    /// [`SignedTx::verify`], which remembers nothing: a one-time
-    /// transaction's signature is worth remembering only once its proofs
-    /// verified too, or every false order, each signed by a fresh key,
-    /// would push an honest signature out of the memo.
-    pub fn remember_signature(&self, tx: &VerifiedTx) {
-        let signing = tx.0.tx.signing_bytes();
-        let statement = signature_statement(&tx.0, &signing);
-        let _ = self.signatures.check(statement, || Ok::<(), TxError>(()));
-    }
-}
-
-/// What the signature memo holds for a transaction's signature: its
-/// signer, signature and signed bytes.
-fn signature_statement(tx: &SignedTx, signing: &[u8]) -> crate::verified::Statement {
-    crate::verified::statement(
-        b"QUARTIER_TX_SIGNATURE",
-        &[&tx.tx.signer.0, &tx.signature, signing],
-    )
-}
-
 /// A transaction whose signature has been checked. Only [`SignedTx::verify`],
 /// [`verify_batch`] and [`crate::State::verify_tx`] make one.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VerifiedTx(SignedTx);
+pub struct VerifiedTx(pub(crate) SignedTx);
 
 impl VerifiedTx {
     /// The transaction.

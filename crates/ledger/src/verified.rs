@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 /// Proofs remembered: a few slots of a large region's orders. Each costs
 /// about 100 bytes.
-pub(crate) const CAPACITY: usize = 1 << 15;
+const CAPACITY: usize = 1 << 15;
 
 /// The digest of one verification's inputs (see [`statement`]).
 pub(crate) type Statement = [u8; 32];

@@ -12,8 +12,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt as _;
 use quartier_ledger::{MAX_TX_BYTES, SignedTx};
+use quartier_types::api::{SubmitTx, Submitted};
 use quartier_types::{AccountId, Energy, RegionId, Side, Slot};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
 
@@ -220,22 +221,27 @@ async fn status(AxumState(api): AxumState<Api>) -> Json<serde_json::Value> {
     }))
 }
 
-/// `POST /api/v1/txs` body.
-#[derive(Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-struct Submit {
-    /// The transaction's canonical bytes, hex.
-    tx: String,
+/// The transaction a `POST /api/v1/txs` body carries, before any check of
+/// its signature or of the ledger: what the handler does with the body's
+/// bytes once axum has parsed the JSON (the `api_submit` fuzz target runs
+/// it on arbitrary bytes).
+///
+/// # Errors
+/// A plain reason (the answer's 400 text) if the hex or the transaction's
+/// encoding is malformed.
+pub fn submitted_tx(body: &SubmitTx) -> Result<(Vec<u8>, SignedTx), String> {
+    let bytes = hex::decode(body.tx.trim()).map_err(|e| format!("tx: {e}"))?;
+    let tx = SignedTx::decode(&bytes).map_err(|e| format!("tx: {e}"))?;
+    Ok((bytes, tx))
 }
 
 async fn submit(
     AxumState(api): AxumState<Api>,
     client: Option<axum::Extension<crate::api_guard::ClientIp>>,
-    body: Result<Json<Submit>, axum::extract::rejection::JsonRejection>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    body: Result<Json<SubmitTx>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Submitted>), ApiError> {
     let Json(body) = body.map_err(|e| ApiError(e.status(), e.body_text()))?;
-    let bytes = hex::decode(body.tx.trim()).map_err(|e| bad(format!("tx: {e}")))?;
-    let tx = SignedTx::decode(&bytes).map_err(|e| bad(format!("tx: {e}")))?;
+    let (bytes, tx) = submitted_tx(&body).map_err(bad)?;
     // The address's quota before any verification.
     let kind = if tx.tx.body.is_one_time() {
         crate::api_guard::WriteKind::OneTime
@@ -264,7 +270,9 @@ async fn submit(
     (api.gossip)(bytes);
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "hash": hash.to_string() })),
+        Json(Submitted {
+            hash: hash.to_string(),
+        }),
     ))
 }
 

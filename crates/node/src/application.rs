@@ -28,8 +28,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-/// The signing scheme of the validators: Ed25519, the same key as their p2p identity.
-pub type Scheme = commonware_consensus::simplex::scheme::ed25519::Scheme;
+pub use crate::block::Scheme;
 
 /// Default snapshot interval: a restart re-executes at most this many blocks
 /// (about an hour of 4-second blocks; at 15-minute slots, far less than a day).

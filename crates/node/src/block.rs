@@ -10,6 +10,13 @@ use quartier_types::hash::Digest;
 /// A block's digest (SHA-256 of its encoding).
 pub type BlockDigest = commonware_cryptography::sha256::Digest;
 
+/// The signing scheme of the validators: Ed25519, the same key as their p2p identity.
+pub type Scheme = commonware_consensus::simplex::scheme::ed25519::Scheme;
+
+/// A finalized certificate over a block, as consensus stores it.
+pub type BlockFinalization =
+    commonware_consensus::simplex::types::Finalization<Scheme, BlockDigest>;
+
 /// The most transactions a block carries.
 pub const MAX_BLOCK_TXS: usize = 4_096;
 /// The largest encoded transaction list accepted in a block.

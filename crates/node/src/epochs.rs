@@ -8,8 +8,7 @@
 //! [`EpochWatch`] and gets an answer only for the epochs its finalized state
 //! decides: a certificate of a later epoch is not checked against a guess.
 
-use crate::application::Scheme;
-use crate::block::BlockDigest;
+use crate::block::{BlockDigest, Scheme};
 use commonware_codec::DecodeExt as _;
 use commonware_consensus::types::{Epoch, FixedEpocher};
 use commonware_cryptography::certificate::{Provider, Scoped};

@@ -20,6 +20,7 @@ mod application;
 mod block;
 pub mod config;
 pub mod epochs;
+pub mod evidence;
 mod mempool;
 pub mod run;
 pub mod storage;

@@ -19,7 +19,7 @@ const SNAPSHOT_ZSTD_LEVEL: i32 = 3;
 /// State snapshots (zstd) by the height they follow; at most one is kept.
 const SNAPSHOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshots");
 /// The evidence of each validator-set change, by the epoch it starts
-/// (JSON of [`crate::sync::EpochEvidence`]): never pruned, one per vote.
+/// (JSON of [`crate::evidence::EpochEvidence`]): never pruned, one per vote.
 const EPOCH_CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("epoch_changes");
 
 /// Why the block log failed.
@@ -87,7 +87,7 @@ impl BlockLog {
     pub fn put_epoch_change(
         &self,
         epoch: u64,
-        evidence: &crate::sync::EpochEvidence,
+        evidence: &crate::evidence::EpochEvidence,
     ) -> Result<(), StorageError> {
         let txn = self.db.begin_write().map_err(db_error)?;
         put_epoch_change(&txn, epoch, evidence)?;
@@ -112,7 +112,9 @@ impl BlockLog {
     /// # Errors
     /// [`StorageError::Database`] if the log can not be read,
     /// [`StorageError::CorruptEpochChange`] if an entry does not decode.
-    pub fn epoch_changes(&self) -> Result<Vec<(u64, crate::sync::EpochEvidence)>, StorageError> {
+    pub fn epoch_changes(
+        &self,
+    ) -> Result<Vec<(u64, crate::evidence::EpochEvidence)>, StorageError> {
         let txn = self.db.begin_read().map_err(db_error)?;
         let table = txn.open_table(EPOCH_CHANGES).map_err(db_error)?;
         let mut out = Vec::new();
@@ -135,7 +137,7 @@ impl BlockLog {
         &self,
         block: &Block,
         snapshot: Option<&[u8]>,
-        epoch_change: Option<(u64, &crate::sync::EpochEvidence)>,
+        epoch_change: Option<(u64, &crate::evidence::EpochEvidence)>,
     ) -> Result<(), StorageError> {
         let txn = self.db.begin_write().map_err(db_error)?;
         if let Some((epoch, evidence)) = epoch_change {
@@ -165,7 +167,7 @@ impl BlockLog {
         &self,
         blocks: &[Block],
         snapshot: &[u8],
-        epoch_changes: &[(u64, crate::sync::EpochEvidence)],
+        epoch_changes: &[(u64, crate::evidence::EpochEvidence)],
     ) -> Result<(), StorageError> {
         let Some(first) = blocks.first() else {
             return Ok(());
@@ -309,7 +311,7 @@ impl BlockLog {
 fn put_epoch_change(
     txn: &redb::WriteTransaction,
     epoch: u64,
-    evidence: &crate::sync::EpochEvidence,
+    evidence: &crate::evidence::EpochEvidence,
 ) -> Result<(), StorageError> {
     let bytes = serde_json::to_vec(evidence).map_err(db_error)?;
     let mut table = txn.open_table(EPOCH_CHANGES).map_err(db_error)?;

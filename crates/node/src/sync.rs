@@ -10,11 +10,11 @@
 //! re-executed, root by root, when the node opens its log). The node then
 //! starts consensus from that certificate.
 
-use crate::application::Scheme;
-use crate::block::{Block, BlockDigest};
+pub use crate::block::BlockFinalization;
+use crate::block::{Block, Scheme};
+pub use crate::evidence::EpochEvidence;
 use crate::storage::{BlockLog, StorageError};
 use commonware_codec::{Decode as _, DecodeExt as _};
-use commonware_consensus::simplex::types::Finalization;
 use commonware_cryptography::Digestible as _;
 use commonware_cryptography::certificate::Verifier as _;
 use quartier_ledger::{Genesis, State};
@@ -36,9 +36,6 @@ pub const MAX_SYNC_BLOCKS: usize = 16 * 1024;
 /// the validators; a chain sees few).
 pub const MAX_EPOCH_CHANGES: usize = 4_096;
 
-/// A finalized certificate over a block, as consensus stores it.
-pub type BlockFinalization = Finalization<Scheme, BlockDigest>;
-
 /// What a node serves so that another can join from its state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,37 +56,6 @@ pub struct SyncBundle {
     /// The finalization certificate of the last block, hex.
     #[serde(with = "quartier_types::hex")]
     pub finalization: Vec<u8>,
-}
-
-/// The evidence of one validator-set change (see
-/// [`quartier_light::EpochChange`]): the last block of the epoch before it,
-/// that block's finalization, and the proof of the `ValidatorSets` record
-/// under its root; each hex.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EpochEvidence {
-    /// The block's canonical encoding.
-    pub block: String,
-    /// Its finalization (empty until this node has read it from consensus).
-    pub finalization: String,
-    /// The borsh bytes of the record's [`quartier_ledger::StateProof`].
-    pub proof: String,
-}
-
-impl EpochEvidence {
-    /// As the light client takes it.
-    ///
-    /// # Errors
-    /// [`SyncError::Malformed`] if a part does not decode.
-    pub fn decode(&self) -> Result<quartier_light::EpochChange, SyncError> {
-        let bad = |_| SyncError::Malformed("epoch change");
-        let proof = hex::decode(&self.proof).map_err(bad)?;
-        Ok(quartier_light::EpochChange {
-            block: hex::decode(&self.block).map_err(bad)?,
-            finalization: hex::decode(&self.finalization).map_err(bad)?,
-            proof: borsh::from_slice(&proof).map_err(|_| SyncError::Malformed("epoch change"))?,
-        })
-    }
 }
 
 /// Why a bundle was refused; nothing was written.
@@ -148,6 +114,42 @@ pub fn install(
     if log.first_height()?.is_some() {
         return Err(SyncError::NotEmpty);
     }
+    let verified = verify(genesis, anchor, bundle, rng)?;
+    log.install(
+        &verified.blocks,
+        &verified.snapshot,
+        &verified.epoch_changes,
+    )?;
+    Ok(verified.finalization)
+}
+
+/// A sync bundle that passed every check of [`verify`], decoded.
+#[derive(Debug)]
+pub struct VerifiedBundle {
+    /// The blocks from the snapshot's height to the certified one.
+    pub blocks: Vec<Block>,
+    /// The snapshot, decompressed.
+    pub snapshot: Vec<u8>,
+    /// The validator-set changes, each with the epoch it starts.
+    pub epoch_changes: Vec<(u64, EpochEvidence)>,
+    /// The last block's finalization.
+    pub finalization: BlockFinalization,
+}
+
+/// Every check [`install`] makes of a peer's `bundle`, without a log: the
+/// decoding of each part, the certificate against the chain's `genesis`
+/// (`anchor`, advanced by the bundle's validator-set changes), the chain of
+/// blocks and the snapshot against the first block's state root. Pure: the
+/// `sync_bundle` fuzz target runs it on arbitrary bytes.
+///
+/// # Errors
+/// [`SyncError`] naming the first check that failed.
+pub fn verify(
+    genesis: &Genesis,
+    anchor: &quartier_light::ChainAnchor,
+    bundle: &SyncBundle,
+    rng: &mut impl rand_core::CryptoRng,
+) -> Result<VerifiedBundle, SyncError> {
     if bundle.blocks.len() > MAX_SYNC_BLOCKS {
         return Err(SyncError::TooLarge("blocks"));
     }
@@ -158,7 +160,12 @@ pub fn install(
     let mut changes = Vec::with_capacity(bundle.epochs.len());
     for (i, evidence) in bundle.epochs.iter().enumerate() {
         anchor
-            .advance(&evidence.decode()?, rng)
+            .advance(
+                &evidence
+                    .decode()
+                    .map_err(|_| SyncError::Malformed("epoch change"))?,
+                rng,
+            )
             .map_err(|_| SyncError::BadEpochChange(i))?;
         let epoch = anchor
             .validator_sets()
@@ -222,8 +229,12 @@ pub fn install(
     if learnt.len() < recorded.len() || learnt[..recorded.len()] != recorded[..] {
         return Err(SyncError::MissingEpochChanges);
     }
-    log.install(&blocks, &raw, &changes)?;
-    Ok(finalization)
+    Ok(VerifiedBundle {
+        blocks,
+        snapshot: raw,
+        epoch_changes: changes,
+        finalization,
+    })
 }
 
 /// Decompresses a snapshot, refusing one that inflates past

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod crypto_audit;
 pub mod household;
 pub mod market;
+pub mod plan;
 pub mod profiles;
 pub mod report;
 pub mod sealed_audit;

@@ -5,7 +5,7 @@
 //! the display columns are floating point.
 
 use crate::household::{HouseholdSpec, Reading};
-use crate::market::{SimPlan, signed};
+use crate::plan::{SimPlan, signed};
 use quartier_auction::{Clearing, OrderResult};
 use quartier_meter::StrategyKind;
 use quartier_types::{Energy, Order, Price, RegionParams, Side};

@@ -4,6 +4,21 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The body of `POST /api/v1/txs`: one transaction's canonical bytes, hex.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitTx {
+    /// The transaction's canonical bytes, hex.
+    pub tx: String,
+}
+
+/// The answer to an accepted `POST /api/v1/txs` (`202 Accepted`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submitted {
+    /// The transaction's hash, hex.
+    pub hash: String,
+}
+
 /// Where a transaction stands on a node (`GET /api/v1/txs/{hash}`; the
 /// answer also carries the `hash` asked about).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

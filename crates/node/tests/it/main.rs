@@ -7,6 +7,7 @@ mod attacks;
 mod consensus;
 mod epochs;
 mod faults;
+mod fuzz_corpus;
 mod harness;
 mod restart;
 mod sync;
