@@ -183,15 +183,9 @@ pub fn lay_out(dir: &Path, plan: &DevnetPlan) -> Result<DevnetLayout, ConfigErro
     };
     let genesis = NetworkGenesis {
         ledger: Genesis {
-            chain_name: "quartier-devnet".into(),
-            dso,
-            utility,
-            validators,
             regions: vec![(RegionId(1), params)],
             slot_ms: plan.slot_ms,
             gate_ms: plan.gate_ms,
-            lead_slots: 1,
-            metered_ms: 900_000,
             // The utility's float for paying feed-in: 10 000 CHF.
             allocations: vec![(utility, Money::new(10_000 * 100_000_000))],
             sealed_market,
@@ -213,6 +207,7 @@ pub fn lay_out(dir: &Path, plan: &DevnetPlan) -> Result<DevnetLayout, ConfigErro
                 max_grid_tariff: Some(Price::new(5 * 20_750)),
             },
             epoch_blocks: plan.epoch_blocks,
+            ..Genesis::new("quartier-devnet", dso, utility, validators)
         },
         peers: peers.clone(),
         candidates,

@@ -26,6 +26,7 @@ use quartier_ledger::{
     CustodyFlows, Genesis, SealedBatch, SealedEntry, SealedMarketPolicy, State, StateKey,
 };
 use quartier_light::LightError;
+use quartier_testkit::validator_keys_of;
 use quartier_types::{AccountId, Energy, Height, Price, RegionId, RegionParams, Side, Slot};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng as _;
@@ -38,34 +39,10 @@ fn params() -> RegionParams {
     RegionParams::new(Price::new(20_750), Price::new(4_000), Price::new(500)).unwrap()
 }
 
-fn validator_keys(seed: u8) -> Vec<ed25519::PrivateKey> {
-    (0..4u8)
-        .map(|i| {
-            let bytes = quartier_types::hash::tagged("TEST_VALIDATOR", &[&[seed, i]]).0;
-            <ed25519::PrivateKey as commonware_codec::DecodeExt<()>>::decode(
-                bytes::Bytes::copy_from_slice(&bytes),
-            )
-            .unwrap()
-        })
-        .collect()
-}
-
 fn genesis(keys: &[ed25519::PrivateKey], vendor: &SimulatedAttestationService) -> Genesis {
-    use commonware_cryptography::Signer as _;
     Genesis {
-        chain_name: "enclave-chain-test".into(),
-        dso: AccountId([1; 32]),
-        utility: AccountId([2; 32]),
-        validators: keys
-            .iter()
-            .map(|k| AccountId(k.public_key().as_ref().try_into().unwrap()))
-            .collect(),
         regions: vec![(REGION, params())],
-        slot_ms: 900_000,
-        gate_ms: 60_000,
         lead_slots: 2,
-        metered_ms: 900_000,
-        allocations: Vec::new(),
         sealed_market: Some(SealedMarketPolicy {
             attestation: vec![vendor.root()],
             vendors: Default::default(),
@@ -74,10 +51,14 @@ fn genesis(keys: &[ed25519::PrivateKey], vendor: &SimulatedAttestationService) -
             epoch_slots: 4,
             first_committee: Default::default(),
         }),
-        shielded: None,
-        history_slots: 0,
-        limits: Default::default(),
-        epoch_blocks: 0,
+        ..Genesis::new(
+            "enclave-chain-test",
+            AccountId([1; 32]),
+            AccountId([2; 32]),
+            keys.iter()
+                .map(quartier_testkit::validator_account)
+                .collect(),
+        )
     }
 }
 
@@ -234,7 +215,7 @@ fn unchanged(e: &EnclaveService) -> bool {
 fn a_host_can_not_isolate_an_order_in_a_batch_the_chain_never_closed() {
     let mut rng = ChaCha20Rng::from_seed([3; 32]);
     let vendor = SimulatedAttestationService::new([42; 32]);
-    let keys = validator_keys(0);
+    let keys = validator_keys_of(0, 4);
     let genesis = genesis(&keys, &vendor);
     let (mut members, epoch_key) = committee(&genesis, &vendor);
     let wallets: Vec<SigningKey> = (0..3u8)
@@ -290,7 +271,7 @@ fn a_host_can_not_isolate_an_order_in_a_batch_the_chain_never_closed() {
     // 1. The host's own chain: a genesis whose validators it holds. It
     //    finalizes its forged state itself; the genesis is not the
     //    committee's chain.
-    let host_keys = validator_keys(1);
+    let host_keys = validator_keys_of(1, 4);
     let host_genesis = genesis_of_host(&genesis, &host_keys);
     let host_chain = state_with(&host_genesis, vec![(SLOT, forged.clone())]);
     let proof = proven(&host_genesis, &host_keys, &[0, 1, 2, 3], &host_chain, SLOT);
@@ -403,11 +384,10 @@ fn a_host_can_not_isolate_an_order_in_a_batch_the_chain_never_closed() {
 
 /// `genesis` with the host's keys as validators: another chain.
 fn genesis_of_host(genesis: &Genesis, host_keys: &[ed25519::PrivateKey]) -> Genesis {
-    use commonware_cryptography::Signer as _;
     Genesis {
         validators: host_keys
             .iter()
-            .map(|k| AccountId(k.public_key().as_ref().try_into().unwrap()))
+            .map(quartier_testkit::validator_account)
             .collect(),
         ..genesis.clone()
     }
@@ -482,7 +462,7 @@ fn refused(answer: Response) -> String {
 #[test]
 fn a_dkg_runs_only_among_the_enclaves_the_chain_registered() {
     let vendor = SimulatedAttestationService::new([42; 32]);
-    let keys = validator_keys(0);
+    let keys = validator_keys_of(0, 4);
     let genesis = genesis(&keys, &vendor);
     let chain = genesis.chain_id().0.0;
     let (mut enclaves, quotes) = fresh_enclaves(4, &vendor);
@@ -507,7 +487,7 @@ fn a_dkg_runs_only_among_the_enclaves_the_chain_registered() {
     }
     // Another chain's registry in between (the host's own, at a greater
     // height) does not reset what the enclave took of this one.
-    let host_keys = validator_keys(1);
+    let host_keys = validator_keys_of(1, 4);
     let host_genesis = genesis_of_host(&genesis, &host_keys);
     let host_state = State::from_genesis(host_genesis.clone()).unwrap();
     let theirs = registry(&host_genesis, &host_keys, &host_state, 1_000, &[]);
@@ -673,14 +653,14 @@ fn a_host_can_not_move_its_enclaves_erasure_schedule() {
     use quartier_enclave::sealed::Epoch;
     use quartier_enclave::service::KEPT_EPOCHS_BEHIND;
     let vendor = SimulatedAttestationService::new([42; 32]);
-    let keys = validator_keys(0);
+    let keys = validator_keys_of(0, 4);
     let genesis = genesis(&keys, &vendor);
     let (mut members, public) = committee(&genesis, &vendor);
     let epoch = genesis.sealed_market.as_ref().unwrap().epoch_of(SLOT);
     let far = Epoch(epoch.0 + 10);
     let m = &mut members[0];
     // The host's own chain naming a far epoch.
-    let host_keys = validator_keys(1);
+    let host_keys = validator_keys_of(1, 4);
     let host_genesis = genesis_of_host(&genesis, &host_keys);
     let mut host_state = State::from_genesis(host_genesis.clone()).unwrap();
     host_state.insert_epoch_key_for_testing(far, [9; 32]);
@@ -781,7 +761,7 @@ fn registry_in(
 fn an_enclave_learns_validator_changes_only_from_the_set_before() {
     use quartier_ledger::{BlockContext, GovernanceChange, Tx, TxBody, execute_block};
     let vendor = SimulatedAttestationService::new([42; 32]);
-    let keys = validator_keys(7);
+    let keys = validator_keys_of(7, 4);
     let genesis = Genesis {
         epoch_blocks: 8,
         ..genesis(&keys, &vendor)
@@ -860,7 +840,7 @@ fn an_enclave_learns_validator_changes_only_from_the_set_before() {
     );
     // A change certified by strangers is not learnt.
     assert!(
-        e.learn_validator_sets(&genesis, &[change(&validator_keys(8))])
+        e.learn_validator_sets(&genesis, &[change(&validator_keys_of(8, 4))])
             .is_err()
     );
     assert_eq!(e.validator_sets_known(&genesis), 1);

@@ -29,6 +29,7 @@ use quartier_ledger::{
     BlockContext, Genesis, MeterRole, SealedMarketPolicy, SignedTx, State, StateKey, Tx, TxBody,
     execute_block,
 };
+use quartier_testkit::{id, key};
 use quartier_types::{
     AccountId, Energy, Height, Money, Price, RegionId, RegionParams, Side, Slot, Timestamp,
 };
@@ -63,42 +64,11 @@ fn params() -> RegionParams {
     RegionParams::new(Price::new(20_750), Price::new(4_000), Price::new(500)).unwrap()
 }
 
-fn key(label: &str) -> SigningKey {
-    SigningKey::from_bytes(&quartier_types::hash::tagged("HOSTS_TEST", &[label.as_bytes()]).0)
-}
-
-fn id(k: &SigningKey) -> AccountId {
-    AccountId(k.verifying_key().to_bytes())
-}
-
-/// Five keys: the genesis validators are the first four, the fifth a
-/// candidate governance may vote in.
-fn validator_keys() -> Vec<ed25519::PrivateKey> {
-    (0..5u8)
-        .map(|i| {
-            let bytes = quartier_types::hash::tagged("TEST_VALIDATOR", &[&[9, i]]).0;
-            <ed25519::PrivateKey as commonware_codec::DecodeExt<()>>::decode(
-                bytes::Bytes::copy_from_slice(&bytes),
-            )
-            .unwrap()
-        })
-        .collect()
-}
-
 fn genesis(keys: &[ed25519::PrivateKey], vendor: &SimulatedAttestationService) -> Genesis {
-    use commonware_cryptography::Signer as _;
     Genesis {
-        chain_name: "hosts-test".into(),
-        dso: id(&key("dso")),
-        utility: id(&key("utility")),
-        validators: keys
-            .iter()
-            .map(|k| AccountId(k.public_key().as_ref().try_into().unwrap()))
-            .collect(),
         regions: vec![(REGION, params()), (IDLE, params())],
         slot_ms: SLOT_MS,
         gate_ms: 5_000,
-        lead_slots: 1,
         metered_ms: SLOT_MS,
         allocations: vec![(id(&key("utility")), Money::new(1_000_000_000_000))],
         sealed_market: Some(SealedMarketPolicy {
@@ -109,10 +79,15 @@ fn genesis(keys: &[ed25519::PrivateKey], vendor: &SimulatedAttestationService) -
             epoch_slots: 4,
             first_committee: Default::default(),
         }),
-        shielded: None,
-        history_slots: 0,
-        limits: Default::default(),
         epoch_blocks: EPOCH_BLOCKS,
+        ..Genesis::new(
+            "hosts-test",
+            id(&key("dso")),
+            id(&key("utility")),
+            keys.iter()
+                .map(quartier_testkit::validator_account)
+                .collect(),
+        )
     }
 }
 
@@ -172,10 +147,7 @@ impl Chain {
         let signers: Vec<ed25519::PrivateKey> = self
             .keys
             .iter()
-            .filter(|k| {
-                use commonware_cryptography::Signer as _;
-                set.contains(&AccountId(k.public_key().as_ref().try_into().unwrap()))
-            })
+            .filter(|k| set.contains(&quartier_testkit::validator_account(k)))
             .cloned()
             .collect();
         let n = signers.len();
@@ -322,7 +294,7 @@ struct Market {
 impl Market {
     fn new() -> Market {
         let vendor = SimulatedAttestationService::new([42; 32]);
-        let keys = validator_keys();
+        let keys = quartier_testkit::validator_keys_of(9, 5);
         let genesis = genesis(&keys[..4], &vendor);
         let mut chain = Chain::new(genesis, keys);
         let platform = || SimulatedPlatform::new([5; 32], MEASUREMENT, vendor.root());
@@ -877,7 +849,7 @@ fn a_backlog_at_the_cap_is_cleared_once_reported() {
 fn mode_b_reports_every_slot_across_validator_changes() {
     let mut market = Market::new();
     market.run_until(3 * SLOT_MS);
-    let keys = validator_keys();
+    let keys = quartier_testkit::validator_keys_of(9, 5);
     let account = |k: &ed25519::PrivateKey| AccountId(ledger_key(k).verifying_key().to_bytes());
     let vote = |market: &mut Market, change, proposer: usize, voters: &[usize]| {
         let proposal = market.chain.state.meta().next_proposal;
@@ -1006,7 +978,7 @@ impl Market {
     /// Validator 0 proposes each of `changes`, validators 1 and 2 vote for
     /// them (3 of the 4: they pass).
     fn pass(&mut self, changes: &[quartier_ledger::GovernanceChange]) {
-        let keys = validator_keys();
+        let keys = quartier_testkit::validator_keys_of(9, 5);
         for change in changes {
             let proposal = self.chain.state.meta().next_proposal
                 + self

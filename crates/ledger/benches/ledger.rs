@@ -41,21 +41,14 @@ fn market(n: usize) -> (State, Vec<SigningKey>) {
     let params = RegionParams::new(Price::new(20_750), Price::new(4_000), Price::new(500))
         .expect("valid tariffs");
     let mut state = State::from_genesis(Genesis {
-        chain_name: "bench".into(),
-        dso: id(&dso),
-        utility: id(&utility),
-        validators: vec![id(&key("validator", 0))],
         regions: vec![(REGION, params)],
         slot_ms: SLOT_MS,
-        gate_ms: 60_000,
-        lead_slots: 1,
-        metered_ms: 900_000,
-        allocations: vec![],
-        sealed_market: None,
-        shielded: None,
-        history_slots: 0,
-        limits: Default::default(),
-        epoch_blocks: 0,
+        ..Genesis::new(
+            "bench",
+            id(&dso),
+            id(&utility),
+            vec![id(&key("validator", 0))],
+        )
     })
     .expect("valid genesis");
     let meters: Vec<SigningKey> = (0..n).map(|i| key("meter", i)).collect();

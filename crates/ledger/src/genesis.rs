@@ -193,6 +193,37 @@ impl SealedMarketPolicy {
 }
 
 impl Genesis {
+    /// A chain named `chain_name` with these roles and validators and the
+    /// everyday rest: 15-minute slots standing for 15 metered minutes,
+    /// orders accepted one slot ahead and up to a minute after a slot, no
+    /// region, no allocation, neither privacy mode, every settlement kept,
+    /// the default limits and one consensus epoch for ever. Change fields
+    /// with struct update syntax (`Genesis { regions, ..Genesis::new(…) }`).
+    pub fn new(
+        chain_name: impl Into<String>,
+        dso: AccountId,
+        utility: AccountId,
+        validators: Vec<AccountId>,
+    ) -> Genesis {
+        Genesis {
+            chain_name: chain_name.into(),
+            dso,
+            utility,
+            validators,
+            regions: vec![],
+            slot_ms: 900_000,
+            gate_ms: 60_000,
+            lead_slots: 1,
+            metered_ms: 900_000,
+            allocations: vec![],
+            sealed_market: None,
+            shielded: None,
+            history_slots: 0,
+            limits: Limits::default(),
+            epoch_blocks: 0,
+        }
+    }
+
     /// The chain id: the tagged hash of the canonical bytes of this document.
     pub fn chain_id(&self) -> ChainId {
         ChainId(hash::tagged(TAG_CHAIN_ID, &[&crate::canonical(self)]))

@@ -13,7 +13,6 @@ use crate::{
     canonical,
 };
 use borsh::{BorshDeserialize, BorshSerialize};
-use ed25519_dalek::{Signature, VerifyingKey};
 use jmt::KeyHash;
 use quartier_auction::Clearing;
 use quartier_enclave_proto::attestation::Measurement;
@@ -994,15 +993,7 @@ impl State {
     /// # Errors
     /// [`TxError::BadSignature`].
     pub fn verify_tx(&self, tx: SignedTx) -> Result<VerifiedTx, TxError> {
-        let signing = tx.tx.signing_bytes();
-        let statement = signature_statement(&tx, &signing);
-        self.signatures.check(statement, || {
-            let key =
-                VerifyingKey::from_bytes(&tx.tx.signer.0).map_err(|_| TxError::BadSignature)?;
-            key.verify_strict(&signing, &Signature::from_bytes(&tx.signature))
-                .map_err(|_| TxError::BadSignature)
-        })?;
-        Ok(VerifiedTx(tx))
+        tx.verify_remembering(&self.signatures)
     }
 
     /// As [`crate::State::verify_tx`], remembering nothing: a signature the
@@ -1015,11 +1006,7 @@ impl State {
     /// # Errors
     /// [`TxError::BadSignature`].
     pub fn verify_tx_unremembered(&self, tx: SignedTx) -> Result<VerifiedTx, TxError> {
-        let signing = tx.tx.signing_bytes();
-        if self.signatures.knows(&signature_statement(&tx, &signing)) {
-            return Ok(VerifiedTx(tx));
-        }
-        tx.verify()
+        tx.verify_unless_remembered(&self.signatures)
     }
 
     /// Remembers the signature of `tx` as verified (see
@@ -1029,17 +1016,6 @@ impl State {
     /// verified too, or every false order, each signed by a fresh key,
     /// would push an honest signature out of the memo.
     pub fn remember_signature(&self, tx: &VerifiedTx) {
-        let signing = tx.0.tx.signing_bytes();
-        let statement = signature_statement(&tx.0, &signing);
-        let _ = self.signatures.check(statement, || Ok::<(), TxError>(()));
+        tx.remember_in(&self.signatures);
     }
-}
-
-/// What the signature memo holds for a transaction's signature: its
-/// signer, signature and signed bytes.
-fn signature_statement(tx: &SignedTx, signing: &[u8]) -> crate::verified::Statement {
-    crate::verified::statement(
-        b"QUARTIER_TX_SIGNATURE",
-        &[&tx.tx.signer.0, &tx.signature, signing],
-    )
 }

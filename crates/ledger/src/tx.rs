@@ -7,6 +7,7 @@
 //! at most [`MAX_TX_BYTES`].
 
 use crate::shielded_tx::ShieldedTransfer;
+use crate::verified::ProofMemo;
 use crate::{ChainId, TxError, canonical};
 use borsh::{BorshDeserialize, BorshSerialize};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
@@ -440,7 +441,7 @@ impl SignedTx {
 /// A transaction whose signature has been checked. Only [`SignedTx::verify`],
 /// [`verify_batch`] and [`crate::State::verify_tx`] make one.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VerifiedTx(pub(crate) SignedTx);
+pub struct VerifiedTx(SignedTx);
 
 impl VerifiedTx {
     /// The transaction.
@@ -468,4 +469,49 @@ impl VerifiedTx {
 /// blocks are executed with, remembers what verified.
 pub fn verify_batch(txs: Vec<SignedTx>) -> Vec<Result<VerifiedTx, TxError>> {
     txs.into_iter().map(SignedTx::verify).collect()
+}
+
+/// The signature checks behind [`crate::State::verify_tx`] and its kin,
+/// through the state's memo of verified signatures: here, so that a
+/// [`VerifiedTx`] is made in this module only.
+impl SignedTx {
+    /// Verifies the signature unless `memo` holds it, and remembers it.
+    pub(crate) fn verify_remembering(self, memo: &ProofMemo) -> Result<VerifiedTx, TxError> {
+        let signing = self.tx.signing_bytes();
+        let statement = signature_statement(&self, &signing);
+        memo.check(statement, || {
+            let key =
+                VerifyingKey::from_bytes(&self.tx.signer.0).map_err(|_| TxError::BadSignature)?;
+            key.verify_strict(&signing, &Signature::from_bytes(&self.signature))
+                .map_err(|_| TxError::BadSignature)
+        })?;
+        Ok(VerifiedTx(self))
+    }
+
+    /// Verifies the signature unless `memo` holds it, remembering nothing.
+    pub(crate) fn verify_unless_remembered(self, memo: &ProofMemo) -> Result<VerifiedTx, TxError> {
+        let signing = self.tx.signing_bytes();
+        if memo.knows(&signature_statement(&self, &signing)) {
+            return Ok(VerifiedTx(self));
+        }
+        self.verify()
+    }
+}
+
+impl VerifiedTx {
+    /// Puts this (verified) signature in `memo`.
+    pub(crate) fn remember_in(&self, memo: &ProofMemo) {
+        let signing = self.0.tx.signing_bytes();
+        let statement = signature_statement(&self.0, &signing);
+        let _ = memo.check(statement, || Ok::<(), TxError>(()));
+    }
+}
+
+/// What the signature memo holds for a transaction's signature: its
+/// signer, signature and signed bytes.
+fn signature_statement(tx: &SignedTx, signing: &[u8]) -> crate::verified::Statement {
+    crate::verified::statement(
+        b"QUARTIER_TX_SIGNATURE",
+        &[&tx.tx.signer.0, &tx.signature, signing],
+    )
 }

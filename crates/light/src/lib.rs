@@ -480,21 +480,13 @@ mod tests {
 
     fn genesis(validators: Vec<AccountId>) -> Genesis {
         Genesis {
-            chain_name: "light-test".into(),
-            dso: AccountId([1; 32]),
-            utility: AccountId([2; 32]),
-            validators,
-            regions: Vec::new(),
-            slot_ms: 900_000,
             gate_ms: 0,
-            lead_slots: 1,
-            metered_ms: 900_000,
-            allocations: Vec::new(),
-            sealed_market: None,
-            shielded: None,
-            history_slots: 0,
-            limits: Default::default(),
-            epoch_blocks: 0,
+            ..Genesis::new(
+                "light-test",
+                AccountId([1; 32]),
+                AccountId([2; 32]),
+                validators,
+            )
         }
     }
 

@@ -71,23 +71,17 @@ fn signer(i: usize) -> AccountId {
 fn chain(k: usize, rng: &mut ChaCha20Rng) -> (State, Vec<SigningKey>, ShieldedWallet) {
     let (dso, utility) = (key("dso", 0), key("utility", 0));
     let genesis = Genesis {
-        chain_name: "bench-shielded".into(),
-        dso: id(&dso),
-        utility: id(&utility),
-        validators: vec![id(&key("validator", 0))],
         regions: vec![(REGION, params())],
-        slot_ms: 900_000,
-        gate_ms: 60_000,
-        lead_slots: 1,
-        metered_ms: 900_000,
         allocations: vec![(id(&utility), Money::new(10_000 * CHF))],
-        sealed_market: None,
         shielded: Some(ShieldedPolicy {
             ring_size: u16::try_from(k).expect("small ring"),
         }),
-        history_slots: 0,
-        limits: Default::default(),
-        epoch_blocks: 0,
+        ..Genesis::new(
+            "bench-shielded",
+            id(&dso),
+            id(&utility),
+            vec![id(&key("validator", 0))],
+        )
     };
     let mut state = State::from_genesis(genesis).expect("valid genesis");
     let meters: Vec<SigningKey> = (0..k).map(|i| key("meter", i)).collect();

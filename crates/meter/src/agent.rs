@@ -669,21 +669,14 @@ mod tests {
 
     fn genesis() -> Genesis {
         Genesis {
-            chain_name: "agent-test".into(),
-            dso: AccountId([1; 32]),
-            utility: AccountId([2; 32]),
-            validators: vec![AccountId([3; 32])],
-            regions: vec![],
             slot_ms: 10_000,
             gate_ms: 2_000,
-            lead_slots: 1,
-            metered_ms: 900_000,
-            allocations: vec![],
-            sealed_market: None,
-            shielded: None,
-            history_slots: 0,
-            limits: Default::default(),
-            epoch_blocks: 0,
+            ..Genesis::new(
+                "agent-test",
+                AccountId([1; 32]),
+                AccountId([2; 32]),
+                vec![AccountId([3; 32])],
+            )
         }
     }
 

@@ -724,21 +724,10 @@ mod tests {
         let mut rng = ChaCha20Rng::from_seed([3; 32]);
         let (dso, utility) = (key(1), key(2));
         let genesis = Genesis {
-            chain_name: "wallet-test".into(),
-            dso: id(&dso),
-            utility: id(&utility),
-            validators: vec![id(&key(3))],
             regions: vec![(R1, params())],
-            slot_ms: 900_000,
-            gate_ms: 60_000,
-            lead_slots: 1,
-            metered_ms: 900_000,
             allocations: vec![(id(&utility), Money::new(1_000 * CHF))],
-            sealed_market: None,
             shielded: Some(ShieldedPolicy { ring_size: 4 }),
-            history_slots: 0,
-            limits: Default::default(),
-            epoch_blocks: 0,
+            ..Genesis::new("wallet-test", id(&dso), id(&utility), vec![id(&key(3))])
         };
         let mut c = Chain {
             state: State::from_genesis(genesis).unwrap(),

@@ -556,24 +556,16 @@ mod tests {
     fn state() -> State {
         let dso = AccountId(key(1).verifying_key().to_bytes());
         State::from_genesis(Genesis {
-            chain_name: "mempool".into(),
-            dso,
-            utility: AccountId(key(2).verifying_key().to_bytes()),
-            validators: vec![AccountId(key(3).verifying_key().to_bytes())],
             regions: vec![(
                 RegionId(1),
                 RegionParams::new(Price::new(20_000), Price::new(4_000), Price::ZERO).unwrap(),
             )],
-            slot_ms: 900_000,
-            gate_ms: 60_000,
-            lead_slots: 1,
-            metered_ms: 900_000,
-            allocations: vec![],
-            sealed_market: None,
-            shielded: None,
-            history_slots: 0,
-            limits: Default::default(),
-            epoch_blocks: 0,
+            ..Genesis::new(
+                "mempool",
+                dso,
+                AccountId(key(2).verifying_key().to_bytes()),
+                vec![AccountId(key(3).verifying_key().to_bytes())],
+            )
         })
         .unwrap()
     }

@@ -123,17 +123,25 @@ pub fn install(
     Ok(verified.finalization)
 }
 
-/// A sync bundle that passed every check of [`verify`], decoded.
+/// A sync bundle that passed every check of [`verify`], decoded. Made by
+/// [`verify`] only (its fields are private); [`install`] writes it.
 #[derive(Debug)]
 pub struct VerifiedBundle {
     /// The blocks from the snapshot's height to the certified one.
-    pub blocks: Vec<Block>,
+    blocks: Vec<Block>,
     /// The snapshot, decompressed.
-    pub snapshot: Vec<u8>,
+    snapshot: Vec<u8>,
     /// The validator-set changes, each with the epoch it starts.
-    pub epoch_changes: Vec<(u64, EpochEvidence)>,
+    epoch_changes: Vec<(u64, EpochEvidence)>,
     /// The last block's finalization.
-    pub finalization: BlockFinalization,
+    finalization: BlockFinalization,
+}
+
+impl VerifiedBundle {
+    /// The blocks, from the snapshot's height to the certified one.
+    pub fn blocks(&self) -> &[Block] {
+        &self.blocks
+    }
 }
 
 /// Every check [`install`] makes of a peer's `bundle`, without a log: the

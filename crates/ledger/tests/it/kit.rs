@@ -4,7 +4,7 @@ use ed25519_dalek::SigningKey;
 use quartier_ledger::{
     BlockContext, BlockOutcome, Genesis, MeterRole, SignedTx, State, Tx, TxBody, execute_block,
 };
-use quartier_types::hash;
+pub use quartier_testkit::{id, key};
 use quartier_types::{AccountId, Height, Money, Price, RegionId, RegionParams, Timestamp};
 use std::collections::BTreeMap;
 
@@ -12,15 +12,6 @@ pub const SLOT_MS: u64 = 900_000;
 pub const GATE_MS: u64 = 60_000;
 pub const R1: RegionId = RegionId(1);
 pub const R2: RegionId = RegionId(2);
-
-/// The key derived from a label: the same label always gives the same key.
-pub fn key(label: &str) -> SigningKey {
-    SigningKey::from_bytes(&hash::tagged("QUARTIER_TEST_KEY", &[label.as_bytes()]).0)
-}
-
-pub fn id(key: &SigningKey) -> AccountId {
-    AccountId(key.verifying_key().to_bytes())
-}
 
 pub fn chf(francs: u64) -> Money {
     Money::new(francs * 100_000_000)
@@ -36,23 +27,19 @@ pub fn r2_params() -> RegionParams {
 
 pub fn genesis() -> Genesis {
     Genesis {
-        chain_name: "quartier-test".into(),
-        dso: id(&key("dso")),
-        utility: id(&key("utility")),
-        validators: (0..4)
-            .map(|i| id(&key(&format!("validator-{i}"))))
-            .collect(),
         regions: vec![(R1, r1_params()), (R2, r2_params())],
         slot_ms: SLOT_MS,
         gate_ms: GATE_MS,
-        lead_slots: 1,
-        metered_ms: 900_000,
         allocations: vec![(id(&key("utility")), chf(1_000))],
-        sealed_market: None,
-        shielded: None,
-        history_slots: 0,
-        limits: Default::default(),
         epoch_blocks: 8,
+        ..Genesis::new(
+            "quartier-test",
+            id(&key("dso")),
+            id(&key("utility")),
+            (0..4)
+                .map(|i| id(&key(&format!("validator-{i}"))))
+                .collect(),
+        )
     }
 }
 

@@ -1,41 +1,9 @@
 //! One signature rule for a transaction, alone or in a block's batch.
 
-use curve25519_dalek::edwards::CompressedEdwardsY;
-use curve25519_dalek::scalar::Scalar;
 use ed25519_dalek::SigningKey;
-use quartier_ledger::{SignedTx, Tx, TxBody, verify_batch};
+use quartier_ledger::{Tx, TxBody, verify_batch};
+use quartier_testkit::sign_with_torsion;
 use quartier_types::{AccountId, Money};
-use sha2::{Digest as _, Sha512};
-
-/// The Edwards point of order two, `(0, −1)`.
-fn order_two() -> curve25519_dalek::edwards::EdwardsPoint {
-    let mut bytes = [0xff; 32];
-    bytes[0] = 0xec;
-    bytes[31] = 0x7f;
-    CompressedEdwardsY(bytes).decompress().unwrap()
-}
-
-/// `tx` signed by `key` with the commitment `R = r·B + T` (T of order two)
-/// and `s = r + H(R ‖ A ‖ M)·a`: the equation holds up to `T`, which
-/// `verify_strict` (cofactorless) refuses and a batch check misses whenever
-/// its random coefficient for the signature is even.
-fn sign_with_torsion(tx: Tx, key: &SigningKey) -> SignedTx {
-    let a = key.to_scalar();
-    let public = key.verifying_key().to_bytes();
-    let r = Scalar::from(0x5eed_u64) * Scalar::from(0x1234_5678_9abc_u64);
-    let big_r = curve25519_dalek::constants::ED25519_BASEPOINT_POINT * r + order_two();
-    let big_r = big_r.compress().to_bytes();
-    let mut h = Sha512::new();
-    h.update(big_r);
-    h.update(public);
-    h.update(tx.signing_bytes());
-    let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
-    let s = r + k * Scalar::from_bytes_mod_order(a.to_bytes());
-    let mut signature = [0u8; 64];
-    signature[..32].copy_from_slice(&big_r);
-    signature[32..].copy_from_slice(s.as_bytes());
-    SignedTx { tx, signature }
-}
 
 /// A proposer may put in a block a transaction whose signature only the
 /// batch check accepts (no mempool admits it): with a commitment off the

@@ -2,7 +2,9 @@
 //! `block`, `sync_bundle` and `api_submit` targets under `fuzz/`), so a
 //! fixed crash stays fixed without cargo-fuzz. With
 //! `QUARTIER_WRITE_FUZZ_SEEDS=1` it first writes the seeds: real blocks, a
-//! sync bundle of a real block and real transaction bodies.
+//! sync bundle of a real block and real transaction bodies. (The sync
+//! bundle replay checks against this harness's chain, not the fuzz crate's
+//! fixture: both refuse a bundle nobody signed.)
 
 use crate::harness::*;
 use commonware_codec::{DecodeExt as _, Encode as _};
@@ -104,6 +106,10 @@ fn sync_bundle_corpus_is_refused_without_panic() {
     let anchor = ChainAnchor::from_genesis(&genesis).unwrap();
     let all = inputs("sync_bundle");
     for (path, bytes) in &all {
+        // As the fuzz target does: the snapshot's decoders on the raw bytes.
+        if let Ok(snapshot) = quartier_node::sync::decompress_snapshot(bytes) {
+            let _ = State::from_snapshot(&snapshot);
+        }
         if let Ok(bundle) = serde_json::from_slice::<SyncBundle>(bytes) {
             let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed([7; 32]);
             assert!(

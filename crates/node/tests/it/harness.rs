@@ -1,7 +1,6 @@
 //! Wires N validators on the deterministic runtime and a simulated network
 //! through the same `quartier_node::validator::start` the production node uses.
 
-use commonware_codec::DecodeExt as _;
 use commonware_cryptography::{Signer as _, ed25519};
 use commonware_p2p::simulated::{self, Link, Network, Oracle};
 use commonware_runtime::{Quota, Supervisor as _, deterministic};
@@ -13,8 +12,8 @@ use quartier_node::validator::{
     Channels, Proposer, ValidatorConfig,
 };
 use quartier_node::{LedgerApp, Mempool, MempoolConfig};
-use quartier_types::hash;
-use quartier_types::{AccountId, Price, RegionId, RegionParams};
+pub use quartier_testkit::{id, key, sign_with_torsion, validator_keys};
+use quartier_types::{Price, RegionId, RegionParams};
 use std::time::Duration;
 
 /// The consensus namespace of [`genesis`]'s chain (`quartier_light::namespace`).
@@ -26,49 +25,22 @@ pub const LINK: Link = Link {
     success_rate: probability!(1.0),
 };
 
-/// The validators' consensus keys, from fixed seeds.
-pub fn validator_keys(n: u64) -> Vec<ed25519::PrivateKey> {
-    (0..n)
-        .map(|i| {
-            let seed = hash::tagged("QUARTIER_TEST_VALIDATOR", &[&i.to_le_bytes()]);
-            ed25519::PrivateKey::decode(bytes::Bytes::copy_from_slice(&seed.0)).unwrap()
-        })
-        .collect()
-}
-
-/// A ledger key from a label.
-pub fn key(label: &str) -> SigningKey {
-    SigningKey::from_bytes(&hash::tagged("QUARTIER_TEST_KEY", &[label.as_bytes()]).0)
-}
-
-pub fn id(k: &SigningKey) -> AccountId {
-    AccountId(k.verifying_key().to_bytes())
-}
-
 /// The ledger genesis shared by all validators.
 pub fn genesis(validators: &[ed25519::PrivateKey]) -> Genesis {
     Genesis {
-        chain_name: "quartier-sim".into(),
-        dso: id(&key("dso")),
-        utility: id(&key("utility")),
-        validators: validators
-            .iter()
-            .map(|k| AccountId(k.public_key().as_ref().try_into().unwrap()))
-            .collect(),
         regions: vec![(
             RegionId(1),
             RegionParams::new(Price::new(20_750), Price::new(4_000), Price::ZERO).unwrap(),
         )],
-        slot_ms: 900_000,
-        gate_ms: 60_000,
-        lead_slots: 1,
-        metered_ms: 900_000,
-        allocations: vec![],
-        sealed_market: None,
-        shielded: None,
-        history_slots: 0,
-        limits: Default::default(),
-        epoch_blocks: 0,
+        ..Genesis::new(
+            "quartier-sim",
+            id(&key("dso")),
+            id(&key("utility")),
+            validators
+                .iter()
+                .map(quartier_testkit::validator_account)
+                .collect(),
+        )
     }
 }
 
@@ -332,35 +304,6 @@ pub fn cover_order(
         .order((chain_id, signer), &request, &ring_of, rng)
         .unwrap();
     Tx::one_time(chain_id, TxBody::PlaceShieldedOrder { order }, secret)
-}
-
-/// `tx` signed by `key` with the commitment `R = r·B + T` (`T` the point of
-/// order two) and `s = r + H(R ‖ A ‖ M)·a`: the equation holds up to `T`,
-/// which `verify_strict` (cofactorless) refuses and a batch check misses
-/// whenever its random coefficient for the signature is even.
-pub fn sign_with_torsion(tx: Tx, key: &SigningKey) -> SignedTx {
-    use curve25519_dalek::edwards::CompressedEdwardsY;
-    use curve25519_dalek::scalar::Scalar;
-    use sha2::{Digest as _, Sha512};
-    let mut order_two = [0xff; 32];
-    order_two[0] = 0xec;
-    order_two[31] = 0x7f;
-    let order_two = CompressedEdwardsY(order_two).decompress().unwrap();
-    let a = key.to_scalar();
-    let public = key.verifying_key().to_bytes();
-    let r = Scalar::from(0x5eed_u64) * Scalar::from(0x1234_5678_9abc_u64);
-    let big_r = curve25519_dalek::constants::ED25519_BASEPOINT_POINT * r + order_two;
-    let big_r = big_r.compress().to_bytes();
-    let mut h = Sha512::new();
-    h.update(big_r);
-    h.update(public);
-    h.update(tx.signing_bytes());
-    let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
-    let s = r + k * Scalar::from_bytes_mod_order(a.to_bytes());
-    let mut signature = [0u8; 64];
-    signature[..32].copy_from_slice(&big_r);
-    signature[32..].copy_from_slice(s.as_bytes());
-    SignedTx { tx, signature }
 }
 
 /// A fresh application persisting in a block log at `path` (reopened from
