@@ -2,13 +2,15 @@
 //! answer: the JSON, then [`verify`], every check `install` makes before
 //! it writes; and, on the same bytes, the snapshot's decoders (zstd with its
 //! bound, then the state) that `verify` reaches only behind a valid
-//! certificate. No input panics. A bundle `verify` accepts is consistent:
-//! its blocks chain up to the certified one from the snapshot's height.
+//! certificate. No input panics, and no bundle is accepted: nobody signed
+//! one for the fixture chain.
 //!
 //! Limit: the fuzzer can not forge the fixture validators' certificate, so
 //! the checks after it (the chain of blocks, the snapshot against the first
-//! block's root, the epoch changes recorded) are reached only by a seed
-//! signed with the fixture's keys, which the corpus does not have yet.
+//! block's root, the epoch changes recorded) are reached only through the
+//! snapshot decoders called directly. A seed signed with the fixture's keys
+//! would reach them, and would need this assertion to become "accepted only
+//! if the certificate verifies on its own".
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -24,18 +26,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let (genesis, anchor) = fixture_chain();
     let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed([7; 32]);
-    if let Ok(verified) = verify(&genesis, &anchor, &bundle, &mut rng) {
-        let blocks = verified.blocks();
-        assert_eq!(blocks.len(), bundle.blocks.len());
-        assert_eq!(
-            blocks.first().map(|b| b.height().get()),
-            Some(bundle.snapshot_height)
-        );
-        for pair in blocks.windows(2) {
-            assert_eq!(
-                pair[1].parent(),
-                commonware_cryptography::Digestible::digest(&pair[0])
-            );
-        }
-    }
+    // The fixture's validators never signed anything the corpus holds, and
+    // the fuzzer can not forge their certificate: a bundle accepted here is
+    // a certificate or epoch-change check bypassed.
+    assert!(
+        verify(&genesis, &anchor, &bundle, &mut rng).is_err(),
+        "a bundle no validator signed was accepted"
+    );
 });

@@ -21,25 +21,18 @@ fn account(seed: u8) -> AccountId {
 /// validators' keys are valid points).
 pub fn fixture_chain() -> (Genesis, ChainAnchor) {
     let genesis = Genesis {
-        chain_name: "quartier-fuzz".into(),
-        dso: account(1),
-        utility: account(2),
-        validators: (10..14).map(account).collect(),
         regions: vec![(
             RegionId(1),
             RegionParams::new(Price::new(20_750), Price::new(4_000), Price::ZERO)
                 .expect("ordered tariffs"),
         )],
-        slot_ms: 900_000,
-        gate_ms: 60_000,
-        lead_slots: 1,
-        metered_ms: 900_000,
-        allocations: vec![],
-        sealed_market: None,
-        shielded: None,
-        history_slots: 0,
-        limits: Default::default(),
         epoch_blocks: 16,
+        ..Genesis::new(
+            "quartier-fuzz",
+            account(1),
+            account(2),
+            (10..14).map(account).collect(),
+        )
     };
     let anchor = ChainAnchor::from_genesis(&genesis).expect("valid validator keys");
     (genesis, anchor)

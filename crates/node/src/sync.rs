@@ -123,8 +123,10 @@ pub fn install(
     Ok(verified.finalization)
 }
 
-/// A sync bundle that passed every check of [`verify`], decoded. Made by
-/// [`verify`] only (its fields are private); [`install`] writes it.
+/// A sync bundle that passed every check of [`verify`], decoded; its fields
+/// are private, so one is made by [`verify`] only. (It gates nothing by
+/// itself: [`install`] writes it through `BlockLog::install`, a lower-level
+/// writer that trusts its caller.)
 #[derive(Debug)]
 pub struct VerifiedBundle {
     /// The blocks from the snapshot's height to the certified one.
@@ -135,13 +137,6 @@ pub struct VerifiedBundle {
     epoch_changes: Vec<(u64, EpochEvidence)>,
     /// The last block's finalization.
     finalization: BlockFinalization,
-}
-
-impl VerifiedBundle {
-    /// The blocks, from the snapshot's height to the certified one.
-    pub fn blocks(&self) -> &[Block] {
-        &self.blocks
-    }
 }
 
 /// Every check [`install`] makes of a peer's `bundle`, without a log: the

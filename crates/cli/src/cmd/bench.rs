@@ -1,7 +1,7 @@
 //! `quartier bench`: measure the chain under load and a validator's footprint.
 
 use super::plan::{HouseholdArgs, PlanArgs, Privacy};
-use super::{Nodes, first_blocks, peak_memory_of, signing_key};
+use super::{first_blocks, peak_memory_of, signing_key};
 use clap::Subcommand;
 use std::path::PathBuf;
 
@@ -42,27 +42,19 @@ pub(crate) fn bench_chain(
     timeout: u64,
     plan: &PlanArgs,
 ) -> anyhow::Result<()> {
-    use anyhow::Context as _;
-    use quartier_client::NodeClient;
     anyhow::ensure!(
         plan.privacy != Privacy::Shielded,
         "bench chain loads open or sealed orders; mode A's per-order costs are measured by \
          `cargo bench -p quartier-meter --bench shielded_order`, and a mode A devnet runs with \
          `quartier devnet --privacy shielded`"
     );
-    let dir = std::env::temp_dir().join(format!("quartier-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let layout = quartier_devnet::layout::lay_out(&dir, &plan.plan()?)?;
-    let exe = std::env::current_exe().context("locating the quartier binary")?;
-    let nodes = Nodes(quartier_devnet::layout::spawn_nodes(&exe, &dir, &layout)?);
-    let enclaves = Nodes(quartier_devnet::layout::spawn_enclaves(
-        &exe, &dir, &layout,
-    )?);
-    let apis = layout
-        .api_urls
-        .iter()
-        .map(|u| NodeClient::new(u))
-        .collect::<Result<Vec<_>, _>>()?;
+    let super::ScratchNet {
+        dir,
+        layout,
+        nodes,
+        enclaves,
+        apis,
+    } = super::ScratchNet::start("bench", plan)?;
     eprintln!(
         "bench chain: {} validators, {} enclaves in {}",
         nodes.0.len(),

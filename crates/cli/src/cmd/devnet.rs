@@ -220,11 +220,7 @@ pub(crate) fn run_households(
     use anyhow::Context as _;
     use quartier_client::NodeClient;
     use quartier_devnet::fleet::{Fleet, FleetEvent};
-    let apis = layout
-        .api_urls
-        .iter()
-        .map(|u| NodeClient::new(u))
-        .collect::<Result<Vec<_>, _>>()?;
+    let apis = super::api_clients(layout)?;
     println!(
         "chain up: every validator finalized a block {:.1} s after its API was asked",
         first_blocks(&apis)?.as_secs_f64()

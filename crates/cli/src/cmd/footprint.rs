@@ -3,9 +3,7 @@
 //! `/metrics` (Linux).
 #![allow(clippy::disallowed_methods)] // a benchmark reads the wall clock
 
-use super::Nodes;
 use super::plan::{HouseholdArgs, PlanArgs};
-use anyhow::Context as _;
 use quartier_client::NodeClient;
 use std::path::Path;
 use std::time::Instant;
@@ -85,19 +83,13 @@ fn sample(pid: u32, api: &NodeClient) -> Sample {
 /// # Errors
 /// If the devnet does not start or its households can not trade.
 pub(crate) fn run(slots: u64, plan: &PlanArgs, households: &HouseholdArgs) -> anyhow::Result<()> {
-    let dir = std::env::temp_dir().join(format!("quartier-footprint-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let layout = quartier_devnet::layout::lay_out(&dir, &plan.plan()?)?;
-    let exe = std::env::current_exe().context("locating the quartier binary")?;
-    let nodes = Nodes(quartier_devnet::layout::spawn_nodes(&exe, &dir, &layout)?);
-    let _enclaves = Nodes(quartier_devnet::layout::spawn_enclaves(
-        &exe, &dir, &layout,
-    )?);
-    let apis = layout
-        .api_urls
-        .iter()
-        .map(|u| NodeClient::new(u))
-        .collect::<Result<Vec<_>, _>>()?;
+    let super::ScratchNet {
+        dir,
+        layout,
+        nodes,
+        enclaves: _enclaves,
+        apis,
+    } = super::ScratchNet::start("footprint", plan)?;
     let first_block = super::first_blocks(&apis)?.as_secs_f64();
     let genesis = quartier_node::config::NetworkGenesis::load(&layout.genesis_file)?.ledger;
     let key = super::signing_key;

@@ -245,6 +245,62 @@ impl Drop for Nodes {
     }
 }
 
+/// A devnet of a plan started for one measurement, in a fresh temporary
+/// folder: its validators and enclaves run until it is dropped.
+pub(crate) struct ScratchNet {
+    /// The folder (removed and made anew at the start).
+    pub(crate) dir: std::path::PathBuf,
+    /// What was laid out there.
+    pub(crate) layout: quartier_devnet::layout::DevnetLayout,
+    /// The validators' processes.
+    pub(crate) nodes: Nodes,
+    /// The enclaves' processes (none without mode B).
+    pub(crate) enclaves: Nodes,
+    /// A client of each validator's API.
+    pub(crate) apis: Vec<quartier_client::NodeClient>,
+}
+
+impl ScratchNet {
+    /// Lays out `plan` in `quartier-{name}-{pid}` under the temporary folder
+    /// and starts its validators and enclaves from this binary.
+    ///
+    /// # Errors
+    /// If the plan is invalid or a process does not start.
+    pub(crate) fn start(name: &str, plan: &plan::PlanArgs) -> anyhow::Result<ScratchNet> {
+        use anyhow::Context as _;
+        let dir = std::env::temp_dir().join(format!("quartier-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let layout = quartier_devnet::layout::lay_out(&dir, &plan.plan()?)?;
+        let exe = std::env::current_exe().context("locating the quartier binary")?;
+        let nodes = Nodes(quartier_devnet::layout::spawn_nodes(&exe, &dir, &layout)?);
+        let enclaves = Nodes(quartier_devnet::layout::spawn_enclaves(
+            &exe, &dir, &layout,
+        )?);
+        let apis = api_clients(&layout)?;
+        Ok(ScratchNet {
+            dir,
+            layout,
+            nodes,
+            enclaves,
+            apis,
+        })
+    }
+}
+
+/// A client of each validator's API in `layout`.
+///
+/// # Errors
+/// If an API address is not a valid URL.
+pub(crate) fn api_clients(
+    layout: &quartier_devnet::layout::DevnetLayout,
+) -> anyhow::Result<Vec<quartier_client::NodeClient>> {
+    Ok(layout
+        .api_urls
+        .iter()
+        .map(|u| quartier_client::NodeClient::new(u))
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
 /// Writes `value` as JSON to `path`, creating the folder.
 pub(crate) fn write_json(
     path: &std::path::Path,
