@@ -44,11 +44,7 @@ pub(crate) fn mint(
     let supply = meta.supply.checked_add(amount).ok_or(TxError::Overflow)?;
     let issued = meta.issued.checked_add(amount).ok_or(TxError::Overflow)?;
     // balance ≤ supply, so this can not overflow once supply did not.
-    let balance = state
-        .account(&to)
-        .balance
-        .checked_add(amount)
-        .ok_or(TxError::Overflow)?;
+    let balance = credit(state.account(&to), amount)?;
     set_balance(state, to, balance);
     state.records.meta.supply = supply;
     state.records.meta.issued = issued;
@@ -118,11 +114,7 @@ pub(crate) fn transfer(
         return Err(TxError::SelfTransfer);
     }
     let from_balance = debit(state.account(&signer), amount)?;
-    let to_balance = state
-        .account(&to)
-        .balance
-        .checked_add(amount)
-        .ok_or(TxError::Overflow)?;
+    let to_balance = credit(state.account(&to), amount)?;
     set_balance(state, signer, from_balance);
     set_balance(state, to, to_balance);
     Ok(Vec::new())
@@ -165,6 +157,14 @@ pub(crate) fn lock(
     *bucket(&mut state.records.meta) = total;
     state.touch(StateKey::Meta);
     Ok(())
+}
+
+/// The balance of `account` after `amount` is credited.
+///
+/// # Errors
+/// [`TxError::Overflow`] past the largest amount.
+pub(crate) fn credit(account: Account, amount: Money) -> Result<Money, TxError> {
+    account.balance.checked_add(amount).ok_or(TxError::Overflow)
 }
 
 pub(crate) fn debit(account: Account, amount: Money) -> Result<Money, TxError> {

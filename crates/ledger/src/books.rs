@@ -1,6 +1,6 @@
 //! The order books: what a slot takes while it is open (DESIGN §4).
 
-use crate::accounts::{lock, set_balance};
+use crate::accounts::{credit, lock, set_balance};
 use crate::context::{BlockContext, Event};
 use crate::registry::active_meter;
 use crate::state::{Book, BookOrder, StateKey};
@@ -132,11 +132,7 @@ pub(crate) fn cancel_order(
         .position(|o| o.meter == signer && o.order.side == side)
         .ok_or(TxError::NoSuchOrder)?;
     let escrow = book.orders[index].escrow;
-    let balance = state
-        .account(&signer)
-        .balance
-        .checked_add(escrow)
-        .ok_or(TxError::Overflow)?;
+    let balance = credit(state.account(&signer), escrow)?;
     let total_escrow = state
         .meta()
         .escrow

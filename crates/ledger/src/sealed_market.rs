@@ -12,7 +12,7 @@
 //! # Invariant
 //! IOU supply = Σ balances + escrow + custody.
 
-use crate::accounts::{lock, positive, set_balance};
+use crate::accounts::{credit, lock, positive, set_balance};
 use crate::books::check_slot_open;
 use crate::context::Event;
 use crate::error::require;
@@ -718,11 +718,7 @@ pub(crate) fn post_settlement_report(
     // Feed-in the utility can not pay is issued to it, as in the open market.
     let utility_cover = u64::try_from((-utility_balance).max(0)).map_err(|_| TxError::Overflow)?;
     let utility_balance = u64::try_from(utility_balance.max(0)).map_err(|_| TxError::Overflow)?;
-    let dso_balance = state
-        .account(&dso)
-        .balance
-        .checked_add(t.dso_fees)
-        .ok_or(TxError::Overflow)?;
+    let dso_balance = credit(state.account(&dso), t.dso_fees)?;
     let mut payees = Vec::with_capacity(summary.payouts.len());
     for (wallet, amount) in &summary.payouts {
         let before = payees

@@ -24,7 +24,7 @@
 //! total is checked too, as a second line.
 
 use crate::ShieldedPolicy;
-use crate::accounts::{debit, positive, set_balance};
+use crate::accounts::{credit, debit, positive, set_balance};
 use crate::books::{check_slot_open, push_order};
 use crate::context::Event;
 use crate::shielded_tx::{
@@ -384,11 +384,7 @@ fn check_unshield(
         .shielded
         .checked_sub(amount)
         .ok_or(TxError::Unbalanced)?;
-    let balance = state
-        .account(&to)
-        .balance
-        .checked_add(amount)
-        .ok_or(TxError::Overflow)?;
+    let balance = credit(state.account(&to), amount)?;
     Ok((total, balance))
 }
 
